@@ -1,0 +1,265 @@
+/**
+ * The error classes of denomp, named as in Python's `multiprocessing`, `threading` and `queue`.
+ *
+ * Every class sets `name` to its own class name, so errors keep their identity after crossing a
+ * worker boundary (the codec rebuilds them by name).
+ *
+ * @module
+ */
+
+/** Options accepted by every denomp error constructor. */
+export interface DenompErrorOptions {
+  /** The underlying error, as in `new Error(message, { cause })`. */
+  cause?: unknown;
+}
+
+function named<T extends Error>(self: T, name: string): T {
+  Object.defineProperty(self, "name", {
+    value: name,
+    enumerable: false,
+    writable: true,
+    configurable: true,
+  });
+  return self;
+}
+
+/**
+ * Raised by `get({ block: false })` or a timed-out `get` on an empty queue (Python's `queue.Empty`).
+ *
+ * @example
+ * ```ts
+ * import { Empty } from "./errors.ts";
+ * const e = new Empty("queue is empty");
+ * console.assert(e instanceof Empty && e.name === "Empty");
+ * ```
+ */
+export class Empty extends Error {
+  /** Creates the error. */
+  constructor(message = "queue is empty", options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "Empty");
+  }
+}
+
+/**
+ * Raised by `put({ block: false })` or a timed-out `put` on a full queue (Python's `queue.Full`).
+ *
+ * @example
+ * ```ts
+ * import { Full } from "./errors.ts";
+ * console.assert(new Full().name === "Full");
+ * ```
+ */
+export class Full extends Error {
+  /** Creates the error. */
+  constructor(message = "queue is full", options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "Full");
+  }
+}
+
+/**
+ * Raised by `Connection.recv()` once the other end is closed and nothing is left to read.
+ *
+ * @example
+ * ```ts
+ * import { EOFError } from "./errors.ts";
+ * console.assert(new EOFError().name === "EOFError");
+ * ```
+ */
+export class EOFError extends Error {
+  /** Creates the error. */
+  constructor(message = "the other end of the connection is closed", options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "EOFError");
+  }
+}
+
+/**
+ * Raised by `Connection.recvBytesInto()` when the buffer is too small; `message` is the
+ * whole message that was received, so nothing is lost.
+ *
+ * @example
+ * ```ts
+ * import { BufferTooShort } from "./errors.ts";
+ * const e = new BufferTooShort(new Uint8Array([1, 2, 3]));
+ * console.assert(e.bytes.length === 3);
+ * ```
+ */
+export class BufferTooShort extends Error {
+  /** The complete message that did not fit. */
+  readonly bytes: Uint8Array;
+  /** Creates the error, keeping the message bytes that did not fit. */
+  constructor(bytes: Uint8Array, message?: string, options?: DenompErrorOptions) {
+    super(message ?? `buffer too short for a message of ${bytes.length} bytes`, options);
+    named(this, "BufferTooShort");
+    this.bytes = bytes;
+  }
+}
+
+/**
+ * Raised when a blocking call runs out of time (`AsyncResult.get(timeout)`, a task `timeout`).
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "./errors.ts";
+ * console.assert(new TimeoutError().name === "TimeoutError");
+ * ```
+ */
+export class TimeoutError extends Error {
+  /** Creates the error. */
+  constructor(message = "timed out", options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "TimeoutError");
+  }
+}
+
+/**
+ * Misuse of a process: starting it twice, a target that cannot be found in a worker, a daemon
+ * starting children.
+ *
+ * @example
+ * ```ts
+ * import { ProcessError } from "./errors.ts";
+ * console.assert(new ProcessError("processes can only be started once").name === "ProcessError");
+ * ```
+ */
+export class ProcessError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "ProcessError");
+  }
+}
+
+/**
+ * A peer failed the HMAC challenge of a `Listener`/`Client`/`BaseManager` connection.
+ *
+ * @example
+ * ```ts
+ * import { AuthenticationError } from "./errors.ts";
+ * console.assert(new AuthenticationError().name === "AuthenticationError");
+ * ```
+ */
+export class AuthenticationError extends Error {
+  /** Creates the error. */
+  constructor(message = "digest received was wrong", options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "AuthenticationError");
+  }
+}
+
+/**
+ * Raised by `Barrier.wait()` when the barrier is broken by `abort()`, a timeout or `reset()`.
+ *
+ * @example
+ * ```ts
+ * import { BrokenBarrierError } from "./errors.ts";
+ * console.assert(new BrokenBarrierError().name === "BrokenBarrierError");
+ * ```
+ */
+export class BrokenBarrierError extends Error {
+  /** Creates the error. */
+  constructor(message = "the barrier is broken", options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "BrokenBarrierError");
+  }
+}
+
+/**
+ * A pool worker died while running a task; the message names the worker and its exit code.
+ *
+ * @example
+ * ```ts
+ * import { BrokenPoolError } from "./errors.ts";
+ * console.assert(new BrokenPoolError("worker died").name === "BrokenPoolError");
+ * ```
+ */
+export class BrokenPoolError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "BrokenPoolError");
+  }
+}
+
+/**
+ * An error thrown in another worker or program (a manager method, an actor). `remoteName`,
+ * `message` and `remoteStack` are those of the original error.
+ *
+ * @example
+ * ```ts
+ * import { RemoteError } from "./errors.ts";
+ * const e = new RemoteError("TypeError", "x is not a function", "TypeError: x...\n    at f");
+ * console.assert(e.remoteName === "TypeError");
+ * ```
+ */
+export class RemoteError extends Error {
+  /** The `name` of the original error. */
+  readonly remoteName: string;
+  /** The stack of the original error, as printed in the other worker. */
+  readonly remoteStack: string;
+  /** Creates the error from the remote error's parts. */
+  constructor(remoteName: string, message: string, remoteStack = "", options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "RemoteError");
+    this.remoteName = remoteName;
+    this.remoteStack = remoteStack;
+    if (remoteStack) {
+      this.stack = `RemoteError (${remoteName}): ${message}\n--- remote ---\n${remoteStack}`;
+    }
+  }
+}
+
+/**
+ * A value cannot cross a worker boundary. The message names the path inside the value, e.g.
+ * `args[1].callback: functions cannot be sent`.
+ *
+ * @example
+ * ```ts
+ * import { SerializationError } from "./errors.ts";
+ * const e = new SerializationError("args[1].callback", "functions cannot be sent");
+ * console.assert(e.message === "args[1].callback: functions cannot be sent");
+ * ```
+ */
+export class SerializationError extends Error {
+  /** Where in the value the problem is, e.g. `args[1].callback`. */
+  readonly path: string;
+  /** Creates the error for the value at `path`. */
+  constructor(path: string, reason: string, options?: DenompErrorOptions) {
+    super(`${path}: ${reason}`, options);
+    named(this, "SerializationError");
+    this.path = path;
+  }
+}
+
+/**
+ * Misuse of an API, with Python's wording where one exists, e.g.
+ * `semaphore or lock released too many times`.
+ *
+ * @example
+ * ```ts
+ * import { ValueError } from "./errors.ts";
+ * console.assert(new ValueError("task_done() called too many times").name === "ValueError");
+ * ```
+ */
+export class ValueError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "ValueError");
+  }
+}
+
+/** Every error class above by name, so the codec can rebuild them on the other side. */
+export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Error>> = {
+  Empty,
+  Full,
+  EOFError,
+  TimeoutError,
+  ProcessError,
+  AuthenticationError,
+  BrokenBarrierError,
+  BrokenPoolError,
+  ValueError,
+};
