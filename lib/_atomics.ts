@@ -6,10 +6,16 @@
  * main thread awaiting a lock held by a daemon worker would see the program end under it. While
  * any async wait is pending, one ref'd interval timer keeps the process running.
  *
+ * Why generators: every blocking primitive needs a blocking twin (`acquireSync`) for CPU-bound
+ * worker code and a non-blocking one (`acquire`) for everything else. Each algorithm is written
+ * once as a generator that yields the sleeps it needs ({@link Sleep}); {@link runSync} performs
+ * them with `Atomics.wait`, {@link runAsync} with `Atomics.waitAsync`.
+ *
  * @module
  */
 
 import { heap, isAlive } from "./_heap.ts";
+import { ValueError } from "./errors.ts";
 
 /** The outcome of one wait on a shared word. */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
@@ -17,7 +23,11 @@ export type WaitResult = "ok" | "not-equal" | "timed-out";
 /** How long one sleep may last before a waiter re-checks that the owner it waits for lives. */
 export const LIVENESS_SLICE_MS = 100;
 
-/** Absolute deadline (`performance.now()` based) for a timeout in ms; `Infinity` for none. */
+/**
+ * Absolute deadline (`performance.now()` based) for a timeout in ms; `Infinity` for none.
+ * A negative timeout is a `ValueError`, as in Python (`timeout value must be a non-negative
+ * number`).
+ */
 export function deadlineOf(timeout?: number | null): number {
   if (timeout === undefined || timeout === null || timeout === Infinity) return Infinity;
   if (typeof timeout !== "number" || Number.isNaN(timeout)) {
@@ -26,7 +36,7 @@ export function deadlineOf(timeout?: number | null): number {
     );
   }
   if (timeout < 0) {
-    throw new RangeError(`'timeout' must be a non-negative number: current value is ${timeout}`);
+    throw new ValueError(`'timeout' must be a non-negative number: current value is ${timeout}`);
   }
   return performance.now() + timeout;
 }
@@ -66,40 +76,114 @@ export function waitAsync(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Robust futex mutex. The word is 0 when free, else the owner's process slot, with WAITERS set
-// when somebody may be asleep on it (so an uncontended release pays no notify). A waiter that
-// finds the owner's process dead takes the lock over and is told so (OWNER_DIED).
+// One algorithm, two drivers.
+
+/** A sleep requested by a wait algorithm: until `i32[index] !== value`, a notify, or `ms`. */
+export interface Sleep {
+  /** The words. */
+  readonly i32: Int32Array;
+  /** Which word. */
+  readonly index: number;
+  /** Sleep only while the word still holds this value. */
+  readonly value: number;
+  /** At most this long (`Infinity` for no limit). */
+  readonly ms: number;
+}
+
+/** A wait algorithm: yields the sleeps it needs, is resumed with their outcome, returns `R`. */
+export type Waits<R> = Generator<Sleep, R, WaitResult>;
+
+/** Runs a wait algorithm, blocking the thread in `Atomics.wait` (for CPU-bound worker code). */
+export function runSync<R>(g: Waits<R>): R {
+  let step = g.next();
+  while (!step.done) {
+    const s = step.value;
+    step = g.next(waitSync(s.i32, s.index, s.value, s.ms));
+  }
+  return step.value;
+}
+
+/**
+ * Runs a wait algorithm without blocking the thread. If `signal` aborts, its reason is thrown
+ * into the algorithm once (its `finally` blocks undo what it had done, and may still wait, e.g.
+ * to take a lock back) and then out of the returned promise. An algorithm may also yield a
+ * promise (user code it must await, e.g. a Barrier's action); its rejection is thrown into it.
+ */
+export async function runAsync<R>(
+  g: Generator<Sleep | Promise<unknown>, R, WaitResult>,
+  signal?: AbortSignal,
+): Promise<R> {
+  let step = g.next();
+  while (!step.done) {
+    const s = step.value;
+    let res: WaitResult;
+    try {
+      if (s instanceof Promise) {
+        await s;
+        res = "ok";
+      } else {
+        signal?.throwIfAborted();
+        const w = Atomics.waitAsync(s.i32, s.index, s.value, s.ms === Infinity ? undefined : s.ms);
+        res = w.async ? await keepAlive(signal ? abortable(w.value, s, signal) : w.value) : w.value;
+      }
+    } catch (e) {
+      signal = undefined;
+      step = g.throw(e);
+      continue;
+    }
+    step = g.next(res);
+  }
+  return step.value;
+}
+
+function abortable(p: Promise<WaitResult>, s: Sleep, signal: AbortSignal): Promise<WaitResult> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      // The abandoned waitAsync would otherwise swallow a `notify(…, 1)` meant for a live
+      // waiter; waking every sleeper on the word costs them one spurious re-check instead.
+      Atomics.notify(s.i32, s.index);
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then((r) => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(r);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Robust futex mutex. The word is 0 when free, else the owner's process slot plus flags:
+// - WAITERS: somebody may be asleep on it (so an uncontended release pays no notify);
+// - STARVING: a waiter has waited longer than STARVE_MS: releases hand the lock over instead of
+//   freeing it (Go's sync.Mutex starvation mode), so a holder looping release/acquire cannot
+//   keep it forever while the others pay a ~20-50 µs wake-up each time;
+// - HANDOFF: released in starvation mode and reserved for a waiter that has already slept (the
+//   one `notify` woke, which is the oldest: waiters are woken in FIFO order); newcomers queue.
+// A waiter that finds the owner's process dead takes the lock over and is told so (OWNER_DIED).
+// Without starvation, the lock is free for whoever comes first (barging): the fastest policy
+// when the holder's critical section is short, which is the common case.
 
 /** Set in a mutex word when a waiter may be sleeping on it. */
 export const WAITERS = 1 << 30;
-const OWNER = WAITERS - 1;
+const HANDOFF = 1 << 29;
+const STARVING = 1 << 28;
+const OWNER = (1 << 21) - 1; // slots are < 2^20 (MAX_SLOTS)
+/** A waiter that has waited this long asks for hand-over (as Go's sync.Mutex does). */
+const STARVE_MS = 1;
 /** Results of a mutex acquire. */
 export const TIMED_OUT = 0, ACQUIRED = 1, OWNER_DIED = 2;
 /** `TIMED_OUT`, `ACQUIRED` or `OWNER_DIED`. */
 export type AcquireResult = 0 | 1 | 2;
+/**
+ * Loads before sleeping: the holder is most likely running on another core and done within a
+ * few hundred nanoseconds, while a sleep costs a kernel round trip of tens of microseconds.
+ */
 const SPIN = 200;
 
 /** Takes the mutex at `i32[index]` if it is free. */
 export function mutexTry(i32: Int32Array, index: number): boolean {
   return Atomics.compareExchange(i32, index, 0, heap().slot) === 0;
-}
-
-/** One step of the slow path: returns a result, or the word value to sleep on. */
-function contend(i32: Int32Array, index: number, me: number): AcquireResult | { sleepOn: number } {
-  const c = Atomics.load(i32, index);
-  if (c === 0) {
-    return Atomics.compareExchange(i32, index, 0, me | WAITERS) === 0 ? ACQUIRED : { sleepOn: -1 };
-  }
-  const owner = c & OWNER;
-  if (!isAlive(owner)) {
-    return Atomics.compareExchange(i32, index, c, me | WAITERS) === c
-      ? OWNER_DIED
-      : { sleepOn: -1 };
-  }
-  if (!(c & WAITERS) && Atomics.compareExchange(i32, index, c, c | WAITERS) !== c) {
-    return { sleepOn: -1 };
-  }
-  return { sleepOn: c | WAITERS };
 }
 
 function spinTry(i32: Int32Array, index: number, me: number): boolean {
@@ -111,18 +195,54 @@ function spinTry(i32: Int32Array, index: number, me: number): boolean {
   return false;
 }
 
+/**
+ * The slow path of a mutex acquire as a wait algorithm (see {@link runSync}/{@link runAsync}):
+ * `me` is the caller's slot, `deadline` from {@link deadlineOf}.
+ */
+export function* mutexWaits(
+  i32: Int32Array,
+  index: number,
+  me: number,
+  deadline: number,
+): Waits<AcquireResult> {
+  // Waiting time counts from here (Go: from the first block), but only a waiter that has
+  // slept may claim starvation: one that is merely spinning in the slow path is not queued.
+  let slept = false;
+  const since = performance.now();
+  for (;;) {
+    const c = Atomics.load(i32, index);
+    const starving = slept && performance.now() - since >= STARVE_MS;
+    if (c === 0) {
+      // Other sleepers may remain: one that slept keeps WAITERS set so that they get woken.
+      if (Atomics.compareExchange(i32, index, 0, slept ? me | WAITERS : me) === 0) return ACQUIRED;
+      continue;
+    }
+    if (c & HANDOFF) {
+      if (slept) {
+        // Starvation mode ends with the first hand-over to a waiter that did not starve.
+        const next = me | WAITERS | (starving ? STARVING : 0);
+        if (Atomics.compareExchange(i32, index, c, next) === c) return ACQUIRED;
+        continue;
+      }
+    } else if (!isAlive(c & OWNER)) {
+      const next = me | WAITERS | (c & STARVING);
+      if (Atomics.compareExchange(i32, index, c, next) === c) return OWNER_DIED;
+      continue;
+    }
+    const want = c | WAITERS | (starving ? STARVING : 0);
+    if (want !== c && Atomics.compareExchange(i32, index, c, want) !== c) continue;
+    const left = remainingMs(deadline);
+    if (left <= 0) return TIMED_OUT;
+    const r = yield { i32, index, value: want, ms: Math.min(left, LIVENESS_SLICE_MS) };
+    if (r !== "not-equal") slept = true;
+  }
+}
+
 /** Acquires the mutex, blocking the thread; `TIMED_OUT` after `timeout` ms. */
 export function mutexAcquireSync(i32: Int32Array, index: number, timeout?: number): AcquireResult {
   const me = heap().slot;
   if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) return ACQUIRED;
-  const deadline = deadlineOf(timeout);
-  for (;;) {
-    const r = contend(i32, index, me);
-    if (typeof r === "number") return r;
-    const left = remainingMs(deadline);
-    if (left <= 0) return TIMED_OUT;
-    if (r.sleepOn !== -1) waitSync(i32, index, r.sleepOn, Math.min(left, LIVENESS_SLICE_MS));
-  }
+  return runSync(mutexWaits(i32, index, me, deadlineOf(timeout)));
 }
 
 /** Acquires the mutex without blocking the thread; `TIMED_OUT` after `timeout` ms. */
@@ -133,30 +253,37 @@ export function mutexAcquire(
 ): AcquireResult | Promise<AcquireResult> {
   const me = heap().slot;
   if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) return ACQUIRED;
-  return mutexAcquireSlow(i32, index, me, deadlineOf(timeout));
-}
-
-async function mutexAcquireSlow(
-  i32: Int32Array,
-  index: number,
-  me: number,
-  deadline: number,
-): Promise<AcquireResult> {
-  for (;;) {
-    const r = contend(i32, index, me);
-    if (typeof r === "number") return r;
-    const left = remainingMs(deadline);
-    if (left <= 0) return TIMED_OUT;
-    if (r.sleepOn !== -1) await waitAsync(i32, index, r.sleepOn, Math.min(left, LIVENESS_SLICE_MS));
-  }
+  return runAsync(mutexWaits(i32, index, me, deadlineOf(timeout)));
 }
 
 /** Releases the mutex (whoever holds it: checking ownership is the caller's business). */
 export function mutexRelease(i32: Int32Array, index: number): void {
-  if (Atomics.exchange(i32, index, 0) & WAITERS) Atomics.notify(i32, index, 1);
+  for (;;) {
+    const c = Atomics.load(i32, index);
+    if (!(c & WAITERS)) {
+      if (Atomics.compareExchange(i32, index, c, 0) === c) return;
+    } else if (c & STARVING) {
+      const h = HANDOFF | WAITERS | STARVING;
+      if (Atomics.compareExchange(i32, index, c, h) !== c) continue;
+      // Nobody asleep to take it: free it after all, then wake anyone who fell asleep on the
+      // hand-over word in between (it would otherwise sleep through the change to 0).
+      if (Atomics.notify(i32, index, 1) === 0 && Atomics.compareExchange(i32, index, h, 0) === h) {
+        Atomics.notify(i32, index, 1);
+      }
+      return;
+    } else if (Atomics.compareExchange(i32, index, c, 0) === c) {
+      Atomics.notify(i32, index, 1);
+      return;
+    }
+  }
 }
 
-/** The slot of the process holding the mutex, or 0. */
+/** The slot of the process holding the mutex, or 0 (also while it is being handed over). */
 export function mutexOwner(i32: Int32Array, index: number): number {
   return Atomics.load(i32, index) & OWNER;
+}
+
+/** True when the mutex is held (or being handed over to a waiter). */
+export function mutexLocked(i32: Int32Array, index: number): boolean {
+  return Atomics.load(i32, index) !== 0;
 }

@@ -219,12 +219,21 @@ export function retain(off: number): void {
   Atomics.add(heap().i32, ((off - BLOCK_HEADER) >> 2) + 1, 1);
 }
 
-/** Drops a reference; the block returns to its free list when none is left. */
-export function release(off: number): void {
+/**
+ * Drops a reference; the block returns to its free list when none is left. `beforeFree` runs
+ * first when this was the last reference (a structure frees the blocks it points to there:
+ * nobody else can reach the block any more, and it is not yet reusable).
+ */
+export function release(off: number, beforeFree?: (off: number) => void): void {
   const h = heap(), i32 = h.i32, block = off - BLOCK_HEADER;
   const left = Atomics.sub(i32, (block >> 2) + 1, 1) - 1;
   if (left > 0) return;
   if (left < 0) throw new Error(`denomp: shared block at ${off} released too many times`);
+  if (beforeFree) {
+    try {
+      beforeFree(off);
+    } catch { /* the block itself must still be freed */ }
+  }
   const k = i32[block >> 2];
   lockAlloc(i32, h.slot);
   try {
@@ -240,16 +249,26 @@ export function blockSize(off: number): number {
   return (1 << heap().i32[(off - BLOCK_HEADER) >> 2]) - BLOCK_HEADER;
 }
 
-const finalizer = new FinalizationRegistry<number>((off) => {
+const finalizer = new FinalizationRegistry<number | [number, (off: number) => void]>((held) => {
   try {
-    release(off);
+    if (typeof held === "number") release(held);
+    else release(held[0], held[1]);
   } catch { /* the heap is gone with the process */ }
 });
 
 /**
  * Ties one reference of block `off` to the life of `owner`: when `owner` is garbage-collected,
- * the reference is dropped. Every live handle object holds exactly one reference this way.
+ * the reference is dropped (with `beforeFree` as in {@link release}). Every live handle object
+ * holds exactly one reference this way.
  */
-export function adopt(owner: object, off: number): void {
-  finalizer.register(owner, off);
+export function adopt(owner: object, off: number, beforeFree?: (off: number) => void): void {
+  finalizer.register(owner, beforeFree ? [off, beforeFree] : off, owner);
+}
+
+/**
+ * Undoes {@link adopt} for `owner`, which then holds no reference: for handles that drop their
+ * reference early, e.g. `SharedMemory.close()`. Returns false if `owner` had adopted nothing.
+ */
+export function disown(owner: object): boolean {
+  return finalizer.unregister(owner);
 }

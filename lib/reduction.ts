@@ -469,15 +469,15 @@ function unsendable(v: object): string {
  * ```
  */
 export class Decoder {
+  // Numbers are read from the bytes directly rather than through a DataView: making a DataView
+  // per message costs more than decoding a small item, above all over shared memory.
   #b: Uint8Array = new Uint8Array(0);
-  #dv: DataView = new DataView(new ArrayBuffer(0));
   #p = 0;
   #refs: unknown[] = [];
 
   /** Decodes one value from `bytes` (which must hold exactly what one `encode` wrote). */
   decode(bytes: Uint8Array): unknown {
     this.#b = bytes;
-    this.#dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.#p = 0;
     try {
       return this.#value();
@@ -488,9 +488,20 @@ export class Decoder {
   }
 
   #u32(): number {
-    const n = this.#dv.getUint32(this.#p, true);
-    this.#p += 4;
-    return n;
+    return this.#i32() >>> 0;
+  }
+
+  #i32(): number {
+    const b = this.#b, p = this.#p;
+    this.#p = p + 4;
+    return b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24);
+  }
+
+  #f64(): number {
+    const b = this.#b, p = this.#p;
+    for (let i = 0; i < 8; i++) F64_BYTES[i] = b[p + i]; // little-endian, as written
+    this.#p = p + 8;
+    return F64[0];
   }
 
   #strBody(tag: number): string {
@@ -513,9 +524,8 @@ export class Decoder {
       return s;
     }
     if (tag === T_STR16) {
-      const dv = this.#dv;
       let s = "";
-      for (let i = 0; i < n; i++, p += 2) s += String.fromCharCode(dv.getUint16(p, true));
+      for (let i = 0; i < n; i++, p += 2) s += String.fromCharCode(b[p] | (b[p + 1] << 8));
       this.#p = p;
       return s;
     }
@@ -531,11 +541,8 @@ export class Decoder {
   #value(): unknown {
     const tag = this.#b[this.#p++];
     switch (tag) {
-      case T_INT: {
-        const v = this.#dv.getInt32(this.#p, true);
-        this.#p += 4;
-        return v;
-      }
+      case T_INT:
+        return this.#i32();
       case T_STR8:
       case T_STR16:
       case T_UTF8:
@@ -558,11 +565,8 @@ export class Decoder {
         return true;
       case T_FALSE:
         return false;
-      case T_F64: {
-        const v = this.#dv.getFloat64(this.#p, true);
-        this.#p += 8;
-        return v;
-      }
+      case T_F64:
+        return this.#f64();
       case T_BIGINT: {
         const s = this.#str();
         return s.startsWith("-") ? -BigInt("0x" + s.slice(1)) : BigInt("0x" + s);
@@ -592,8 +596,7 @@ export class Decoder {
         return s;
       }
       case T_DATE: {
-        const d = new Date(this.#dv.getFloat64(this.#p, true));
-        this.#p += 8;
+        const d = new Date(this.#f64());
         this.#refs.push(d);
         return d;
       }
@@ -658,7 +661,10 @@ export class Decoder {
     const i = this.#refs.push(null) - 1;
     const name = this.#str(), message = this.#str(), stack = this.#str();
     const Known = ERROR_CLASSES[name] ??
-      (ERROR_PROTOS.has((globalThis as unknown as Record<string, { prototype?: unknown } | undefined>)[name]?.prototype)
+      (ERROR_PROTOS.has(
+          (globalThis as unknown as Record<string, { prototype?: unknown } | undefined>)[name]
+            ?.prototype,
+        )
         ? (globalThis as unknown as Record<string, new (m: string) => Error>)[name]
         : undefined);
     let e: Error;
@@ -690,6 +696,11 @@ export class Decoder {
 }
 
 const EMPTY = new Uint8Array(0);
+const F64 = new Float64Array(1);
+const F64_BYTES = new Uint8Array(F64.buffer);
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error("denomp: the codec assumes a little-endian platform");
+}
 const sharedEncoder = new Encoder();
 const sharedDecoder = new Decoder();
 // A handle's reduce/rebuild may itself encode or decode: nested calls get their own instance.

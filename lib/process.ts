@@ -1,0 +1,405 @@
+/**
+ * `Process`: run an exported function (or a `Process` subclass's `run()`) in its own worker,
+ * as Python's `multiprocessing.Process` runs it in a child process.
+ *
+ * @module
+ */
+
+import { keepAlive } from "./_atomics.ts";
+import { beforeExit, current, isBootstrapping, type ProcessInfo } from "./_context.ts";
+import { isAlive as slotAlive, parentSlot } from "./_heap.ts";
+import { Child, setAdoptHook, SystemExit, type TargetKind } from "./_spawn.ts";
+import { callerModule, resolveTarget, type TargetRef } from "./_target.ts";
+import { ProcessError, ValueError } from "./errors.ts";
+import { Encoder } from "./reduction.ts";
+
+/** Options of `new Process(...)`. */
+export interface ProcessOptions<A extends unknown[] = unknown[]> {
+  /**
+   * What to run: an exported function, or `"./module.ts#exportName"`. The module of a function
+   * is found automatically; pass `module` when it cannot be (e.g. it is re-exported under
+   * another name).
+   */
+  target?: ((...args: A) => unknown) | string;
+  /** The module that exports `target` (usually `import.meta.url`); optional. */
+  module?: string | URL;
+  /** Arguments for the target; handles (queues, locks, pipes...) may be nested anywhere. */
+  args?: A;
+  /** The process name; default `Process-N` (`Process-N:M` for grandchildren), as in Python. */
+  name?: string;
+  /** A daemon process is terminated when its parent ends and may not start children. */
+  daemon?: boolean;
+  /**
+   * Deno permissions for the worker (at most the parent's). Permissions not named are
+   * inherited; the worker can always read its own module's folder. Needs
+   * `--unstable-worker-options`.
+   */
+  permissions?: Deno.PermissionOptions;
+}
+
+const STATE = Symbol("denomp.process");
+
+interface State {
+  target?: ((...args: never[]) => unknown) | string;
+  module?: string | URL;
+  args: unknown[];
+  name?: string;
+  daemon?: boolean;
+  permissions?: Deno.PermissionOptions;
+  caller?: string;
+  /** Python's `_identity`: the parent's identity plus this child's number. */
+  identity: number[];
+  child?: Child;
+  closed: boolean;
+  /** Set on the object that represents the current process (or its parent) inside a worker. */
+  self?: ProcessInfo;
+  /** For `parentProcess()`: the slot whose liveness `isAlive()` reports. */
+  watchSlot?: number;
+}
+
+let childCounter = 0;
+const children = new Set<Process>();
+
+// A worker reports its exit only after its non-daemon children ended (Python joins them at exit).
+beforeExit(async () => {
+  for (const p of [...children]) if (!p.daemon) await p.join();
+});
+
+/**
+ * A process: a worker running `target(...args)` or a subclass's `run()`.
+ *
+ * @example
+ * ```ts ignore
+ * // tasks.ts
+ * export function greet(name: string) {
+ *   console.log(`hello ${name}`);
+ * }
+ * // main.ts
+ * import { Process } from "jsr:@denomp/multiprocessing";
+ * import { greet } from "./tasks.ts";
+ * if (import.meta.main) {
+ *   const p = new Process({ target: greet, args: ["bob"] });
+ *   p.start();
+ *   await p.join();
+ *   console.log(p.exitCode); // 0
+ * }
+ * ```
+ */
+export class Process<A extends unknown[] = unknown[]> {
+  declare [STATE]: State;
+
+  /** Prepares a process; nothing runs until `start()`. */
+  constructor(options: ProcessOptions<A> = {}) {
+    Object.defineProperty(this, STATE, {
+      value: {
+        target: options.target,
+        module: options.module,
+        args: options.args ?? [],
+        name: options.name,
+        daemon: options.daemon,
+        permissions: options.permissions,
+        caller: callerModule(),
+        identity: [...current().identity, ++childCounter],
+        closed: false,
+      } satisfies State,
+      enumerable: false,
+    });
+  }
+
+  /** The process name. */
+  get name(): string {
+    const s = this[STATE];
+    return s.self?.name ?? (s.name ??= `Process-${s.identity.join(":")}`);
+  }
+  set name(v: string) {
+    this[STATE].name = String(v);
+  }
+
+  /** Whether the process is daemonic (settable only before `start()`). */
+  get daemon(): boolean {
+    const s = this[STATE];
+    return s.self?.daemon ?? s.daemon ?? current().daemon;
+  }
+  set daemon(v: boolean) {
+    if (this[STATE].child) throw new ProcessError("cannot set daemon status of an active process");
+    this[STATE].daemon = Boolean(v);
+  }
+
+  /** The pid (unique per run), or null before `start()`. */
+  get pid(): number | null {
+    const s = this[STATE];
+    return s.self?.pid ?? s.child?.pid ?? null;
+  }
+
+  /** Same as `pid`, as in Python. */
+  get ident(): number | null {
+    return this.pid;
+  }
+
+  /**
+   * null while running (or not started); 0 on success; 1 after an uncaught error; the code
+   * given to `exit(n)`; -15 after `terminate()`, -9 after `kill()`.
+   */
+  get exitCode(): number | null {
+    return this[STATE].child?.exitCode ?? null;
+  }
+
+  /** Starts the worker. Throws `ProcessError` if already started or if the target cannot run in a worker. */
+  start(): void {
+    const s = this[STATE];
+    if (s.closed) throw new ValueError("process object is closed");
+    if (s.self) throw new ProcessError("cannot start the current process");
+    if (s.child) throw new ProcessError("processes can only be started once");
+    if (current().daemon) {
+      throw new ProcessError("daemonic processes are not allowed to have children");
+    }
+    if (isBootstrapping()) {
+      // The module was imported by a worker to find its target, and its top level starts a
+      // process: without this check every worker would start another, forever.
+      throw new ProcessError(
+        "An attempt has been made to start a new process while a worker was importing its target's module. " +
+          "Guard the parent's code with `if (import.meta.main) { ... }` (Python's `if __name__ == '__main__'`).",
+      );
+    }
+    const ctor = this.constructor as typeof Process;
+    const overridesRun = ctor !== Process && ctor.prototype.run !== Process.prototype.run;
+    let target: TargetRef, kind: TargetKind;
+    if (overridesRun) {
+      target = resolveTarget(ctor, undefined, s.caller);
+      kind = "class";
+    } else {
+      if (s.target === undefined) {
+        throw new ProcessError("a Process needs a target (or a subclass overriding run())");
+      }
+      target = resolveTarget(s.target, s.module, s.caller);
+      kind = "function";
+    }
+    const enc = new Encoder();
+    const payload = {
+      args: enc.encode(s.args, "args").slice(),
+      fields: kind === "class" ? enc.encode({ ...this }, "this").slice() : undefined,
+    };
+    const name = this.name;
+    s.child = new Child({
+      target,
+      kind,
+      payload,
+      name,
+      daemon: this.daemon,
+      identity: s.identity,
+      permissions: s.permissions,
+    });
+    children.add(this);
+    void s.child.exited.then(() => children.delete(this));
+  }
+
+  /**
+   * The body of the process. The default calls the target with the arguments; subclasses
+   * override it (their own fields are copied to the worker).
+   */
+  run(): unknown {
+    const s = this[STATE];
+    if (typeof s.target !== "function") {
+      throw new ProcessError("run() has no target function to call here");
+    }
+    return (s.target as (...a: unknown[]) => unknown)(...s.args);
+  }
+
+  /** Resolves when the process has ended, or after `timeout` ms (then check `exitCode`). */
+  async join(timeout?: number): Promise<void> {
+    const s = this[STATE];
+    if (s.self) throw new ProcessError("a process cannot join itself");
+    if (!s.child) throw new ProcessError("can only join a started process");
+    if (s.child.exitCode !== null) return;
+    if (timeout === undefined || timeout === null) {
+      await keepAlive(s.child.exited);
+      return;
+    }
+    if (!(timeout >= 0)) {
+      throw new ValueError(`timeout must be a non-negative number: current value is ${timeout}`);
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([s.child.exited, new Promise((r) => (timer = setTimeout(r, timeout)))]);
+    clearTimeout(timer);
+  }
+
+  /** True from `start()` until the worker has ended. */
+  isAlive(): boolean {
+    const s = this[STATE];
+    if (s.self) return s.watchSlot === undefined || slotAlive(s.watchSlot);
+    return s.child !== undefined && s.child.exitCode === null;
+  }
+
+  /** Stops the worker at once (Python's SIGTERM): `exitCode` becomes -15. */
+  terminate(): void {
+    this[STATE].child?.terminate(-15);
+  }
+
+  /** Stops the worker at once (Python's SIGKILL): `exitCode` becomes -9. */
+  kill(): void {
+    this[STATE].child?.terminate(-9);
+  }
+
+  /** Releases the process object; throws `ValueError` while it still runs. */
+  close(): void {
+    const s = this[STATE];
+    if (s.child && s.child.exitCode === null) {
+      throw new ValueError(
+        "Cannot close a process while it is still running. You should first call join() or terminate().",
+      );
+    }
+    s.closed = true;
+  }
+
+  /** `await using p = ...`: joins, then closes. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this[STATE].child) await this.join();
+    this.close();
+  }
+
+  /** A short description, like Python's repr. */
+  toString(): string {
+    const code = this.exitCode;
+    const status = this[STATE].self
+      ? "started"
+      : !this[STATE].child
+      ? "initial"
+      : code === null
+      ? "started"
+      : `stopped exitcode=${code}`;
+    return `<Process name='${this.name}' pid=${this.pid ?? "None"} ${status}${
+      this.daemon ? " daemon" : ""
+    }>`;
+  }
+}
+
+function selfProcess(info: ProcessInfo, watchSlot?: number): Process {
+  const p = Object.create(Process.prototype) as Process;
+  Object.defineProperty(p, STATE, {
+    value: {
+      args: [],
+      closed: false,
+      self: info,
+      watchSlot,
+      identity: info.identity,
+    } satisfies State,
+    enumerable: false,
+  });
+  return p;
+}
+
+let me: Process | undefined;
+
+// A Process subclass rebuilt in its worker becomes that worker's current process.
+setAdoptHook((obj, info, args) => {
+  Object.defineProperty(obj, STATE, {
+    value: { args, closed: false, self: info, identity: info.identity } satisfies State,
+    enumerable: false,
+  });
+  me = obj as Process;
+});
+
+/**
+ * The `Process` object of the code that calls it (`MainProcess` in the main thread).
+ *
+ * @example
+ * ```ts
+ * import { currentProcess } from "./process.ts";
+ * console.log(currentProcess().name); // "MainProcess"
+ * ```
+ */
+export function currentProcess(): Process {
+  return me ??= selfProcess(current());
+}
+
+/**
+ * The parent of the current process, or null in the main process.
+ *
+ * @example
+ * ```ts
+ * import { parentProcess } from "./process.ts";
+ * console.assert(parentProcess() === null);
+ * ```
+ */
+export function parentProcess(): Process | null {
+  const info = current();
+  if (!info.parent) return null;
+  const ps = parentSlot(info.slot);
+  return selfProcess({
+    ...info,
+    name: info.parent.name,
+    pid: info.parent.pid,
+    slot: ps,
+    parent: null,
+    identity: [],
+  }, ps);
+}
+
+/**
+ * The children of the current process that are still running.
+ *
+ * @example
+ * ```ts
+ * import { activeChildren } from "./process.ts";
+ * console.log(activeChildren().length); // 0
+ * ```
+ */
+export function activeChildren(): Process[] {
+  return [...children].filter((p) => p.isAlive());
+}
+
+/**
+ * The number of logical CPUs (Python's `cpu_count()`).
+ *
+ * @example
+ * ```ts
+ * import { cpuCount } from "./process.ts";
+ * console.assert(cpuCount() >= 1);
+ * ```
+ */
+export function cpuCount(): number {
+  return navigator.hardwareConcurrency || 1;
+}
+
+/**
+ * The pid of the current process (in a worker, the parent's `p.pid` for it).
+ *
+ * @example
+ * ```ts
+ * import { getPid } from "./process.ts";
+ * console.assert(getPid() === Deno.pid);
+ * ```
+ */
+export function getPid(): number {
+  return current().pid;
+}
+
+/**
+ * The pid of the parent process (the OS parent's for the main process).
+ *
+ * @example
+ * ```ts
+ * import { getPpid } from "./process.ts";
+ * console.assert(typeof getPpid() === "number");
+ * ```
+ */
+export function getPpid(): number {
+  return current().parent?.pid ?? Deno.ppid;
+}
+
+/**
+ * Ends the current process with `code` (Python's `sys.exit`). In a worker it unwinds the
+ * target, runs the exit hooks and reports `code` as the process's `exitCode`.
+ *
+ * @example
+ * ```ts ignore
+ * import { exit } from "./process.ts";
+ * export function task() {
+ *   exit(3); // the parent sees p.exitCode === 3
+ * }
+ * ```
+ */
+export function exit(code = 0): never {
+  if (current().parent === null) Deno.exit(code);
+  throw new SystemExit(code);
+}
