@@ -37,8 +37,6 @@ export interface ProcessOptions<A extends unknown[] = unknown[]> {
   permissions?: Deno.PermissionOptions;
 }
 
-const STATE = Symbol("denomp.process");
-
 interface State {
   target?: ((...args: never[]) => unknown) | string;
   module?: string | URL;
@@ -56,6 +54,11 @@ interface State {
   /** For `parentProcess()`: the slot whose liveness `isAlive()` reports. */
   watchSlot?: number;
 }
+
+// Internal state lives outside the object, so a subclass's own fields (copied to its worker)
+// are exactly the user's, and a rebuilt instance can be given state without its constructor.
+const states = new WeakMap<Process, State>();
+const st = (p: Process): State => states.get(p)!;
 
 let childCounter = 0;
 const children = new Set<Process>();
@@ -86,12 +89,11 @@ beforeExit(async () => {
  * ```
  */
 export class Process<A extends unknown[] = unknown[]> {
-  declare [STATE]: State;
-
   /** Prepares a process; nothing runs until `start()`. */
   constructor(options: ProcessOptions<A> = {}) {
-    Object.defineProperty(this, STATE, {
-      value: {
+    states.set(
+      this,
+      {
         target: options.target,
         module: options.module,
         args: options.args ?? [],
@@ -102,32 +104,31 @@ export class Process<A extends unknown[] = unknown[]> {
         identity: [...current().identity, ++childCounter],
         closed: false,
       } satisfies State,
-      enumerable: false,
-    });
+    );
   }
 
   /** The process name. */
   get name(): string {
-    const s = this[STATE];
+    const s = st(this);
     return s.self?.name ?? (s.name ??= `Process-${s.identity.join(":")}`);
   }
   set name(v: string) {
-    this[STATE].name = String(v);
+    st(this).name = String(v);
   }
 
   /** Whether the process is daemonic (settable only before `start()`). */
   get daemon(): boolean {
-    const s = this[STATE];
+    const s = st(this);
     return s.self?.daemon ?? s.daemon ?? current().daemon;
   }
   set daemon(v: boolean) {
-    if (this[STATE].child) throw new ProcessError("cannot set daemon status of an active process");
-    this[STATE].daemon = Boolean(v);
+    if (st(this).child) throw new ProcessError("cannot set daemon status of an active process");
+    st(this).daemon = Boolean(v);
   }
 
   /** The pid (unique per run), or null before `start()`. */
   get pid(): number | null {
-    const s = this[STATE];
+    const s = st(this);
     return s.self?.pid ?? s.child?.pid ?? null;
   }
 
@@ -141,12 +142,12 @@ export class Process<A extends unknown[] = unknown[]> {
    * given to `exit(n)`; -15 after `terminate()`, -9 after `kill()`.
    */
   get exitCode(): number | null {
-    return this[STATE].child?.exitCode ?? null;
+    return st(this).child?.exitCode ?? null;
   }
 
   /** Starts the worker. Throws `ProcessError` if already started or if the target cannot run in a worker. */
   start(): void {
-    const s = this[STATE];
+    const s = st(this);
     if (s.closed) throw new ValueError("process object is closed");
     if (s.self) throw new ProcessError("cannot start the current process");
     if (s.child) throw new ProcessError("processes can only be started once");
@@ -198,7 +199,7 @@ export class Process<A extends unknown[] = unknown[]> {
    * override it (their own fields are copied to the worker).
    */
   run(): unknown {
-    const s = this[STATE];
+    const s = st(this);
     if (typeof s.target !== "function") {
       throw new ProcessError("run() has no target function to call here");
     }
@@ -207,7 +208,7 @@ export class Process<A extends unknown[] = unknown[]> {
 
   /** Resolves when the process has ended, or after `timeout` ms (then check `exitCode`). */
   async join(timeout?: number): Promise<void> {
-    const s = this[STATE];
+    const s = st(this);
     if (s.self) throw new ProcessError("a process cannot join itself");
     if (!s.child) throw new ProcessError("can only join a started process");
     if (s.child.exitCode !== null) return;
@@ -225,24 +226,24 @@ export class Process<A extends unknown[] = unknown[]> {
 
   /** True from `start()` until the worker has ended. */
   isAlive(): boolean {
-    const s = this[STATE];
+    const s = st(this);
     if (s.self) return s.watchSlot === undefined || slotAlive(s.watchSlot);
     return s.child !== undefined && s.child.exitCode === null;
   }
 
   /** Stops the worker at once (Python's SIGTERM): `exitCode` becomes -15. */
   terminate(): void {
-    this[STATE].child?.terminate(-15);
+    st(this).child?.terminate(-15);
   }
 
   /** Stops the worker at once (Python's SIGKILL): `exitCode` becomes -9. */
   kill(): void {
-    this[STATE].child?.terminate(-9);
+    st(this).child?.terminate(-9);
   }
 
   /** Releases the process object; throws `ValueError` while it still runs. */
   close(): void {
-    const s = this[STATE];
+    const s = st(this);
     if (s.child && s.child.exitCode === null) {
       throw new ValueError(
         "Cannot close a process while it is still running. You should first call join() or terminate().",
@@ -253,16 +254,16 @@ export class Process<A extends unknown[] = unknown[]> {
 
   /** `await using p = ...`: joins, then closes. */
   async [Symbol.asyncDispose](): Promise<void> {
-    if (this[STATE].child) await this.join();
+    if (st(this).child) await this.join();
     this.close();
   }
 
   /** A short description, like Python's repr. */
   toString(): string {
     const code = this.exitCode;
-    const status = this[STATE].self
+    const status = st(this).self
       ? "started"
-      : !this[STATE].child
+      : !st(this).child
       ? "initial"
       : code === null
       ? "started"
@@ -275,16 +276,16 @@ export class Process<A extends unknown[] = unknown[]> {
 
 function selfProcess(info: ProcessInfo, watchSlot?: number): Process {
   const p = Object.create(Process.prototype) as Process;
-  Object.defineProperty(p, STATE, {
-    value: {
+  states.set(
+    p,
+    {
       args: [],
       closed: false,
       self: info,
       watchSlot,
       identity: info.identity,
     } satisfies State,
-    enumerable: false,
-  });
+  );
   return p;
 }
 
@@ -292,10 +293,10 @@ let me: Process | undefined;
 
 // A Process subclass rebuilt in its worker becomes that worker's current process.
 setAdoptHook((obj, info, args) => {
-  Object.defineProperty(obj, STATE, {
-    value: { args, closed: false, self: info, identity: info.identity } satisfies State,
-    enumerable: false,
-  });
+  states.set(
+    obj as Process,
+    { args, closed: false, self: info, identity: info.identity } satisfies State,
+  );
   me = obj as Process;
 });
 

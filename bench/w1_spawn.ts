@@ -1,0 +1,22 @@
+// W1-spawn: start and join 20 processes whose target does nothing, one after another.
+// Run: deno run -A --unstable-worker-options bench/w1_spawn.ts
+import { Process } from "../mod.ts";
+import { noop } from "./tasks/noop.ts";
+import { emit, since } from "./_common.ts";
+
+const n = 20;
+// One warm-up process: the first worker compiles the module graph (cached afterwards).
+const warm = new Process({ target: noop });
+warm.start();
+await warm.join();
+
+let ok = true;
+const t0 = performance.now();
+for (let i = 0; i < n; i++) {
+  const p = new Process({ target: noop });
+  p.start();
+  await p.join();
+  ok &&= p.exitCode === 0;
+}
+const s = since(t0);
+emit({ workload: "W1-spawn", n, seconds: s, rate: (s * 1000) / n, unit: "ms/process", ok });
