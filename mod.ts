@@ -9,4 +9,8 @@
 
 export * from "./lib/errors.ts";
 export * from "./lib/process.ts";
+export * from "./lib/threading.ts";
+export * from "./lib/synchronize.ts";
+export * from "./lib/sharedctypes.ts";
+export * from "./lib/shared_memory.ts";
 export { Decoder, dumps, Encoder, type HandleKind, loads, registerHandle } from "./lib/reduction.ts";

@@ -1,0 +1,1487 @@
+/**
+ * Synchronization primitives (Python's `multiprocessing.synchronize` and `threading`): `Lock`,
+ * `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition` and `Barrier`.
+ *
+ * Each primitive is a few words in a block of the shared heap, so one object works between the
+ * Threads of an isolate, between workers, and between both mixed; a handle crosses to a worker
+ * as the block's offset (in `Process` args, or inside any Queue/Pipe message). Waiting is
+ * `Atomics.waitAsync` (the event loop keeps running) or, in the `...Sync` twins for CPU-bound
+ * worker code, `Atomics.wait`; nothing polls with timers.
+ *
+ * Robustness: locks record the process slot of their holder. A waiter that finds that process
+ * dead (terminated, crashed, or a descendant of a dead one) takes the lock over; the acquire
+ * succeeds and `ownerDied` is true. Semaphores keep a small table of the permits each process
+ * holds; a waiter that runs out of permits reclaims those of dead processes (see `Semaphore`).
+ *
+ * @module
+ */
+
+import {
+  ACQUIRED,
+  type AcquireResult,
+  deadlineOf,
+  LIVENESS_SLICE_MS,
+  mutexAcquireSync,
+  mutexLocked,
+  mutexOwner,
+  mutexRelease,
+  mutexWaits,
+  OWNER_DIED,
+  ownerOf,
+  remainingMs,
+  runAsync,
+  runSync,
+  type Sleep,
+  TIMED_OUT,
+  type WaitResult,
+  type Waits,
+} from "./_atomics.ts";
+import { adopt, alloc, heap, isAlive, nextId, release, retain } from "./_heap.ts";
+import { BrokenBarrierError, ValueError } from "./errors.ts";
+import { registerHandle } from "./reduction.ts";
+import { getIdent } from "./threading.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+
+/** Options of `acquire()`: `block: false` fails at once; `timeout` in ms; `signal` aborts. */
+export interface AcquireOptions {
+  /** `false`: take it only if it is free now (Python's `block=False`). Default `true`. */
+  block?: boolean;
+  /** Give up (resolve `false`) after this many milliseconds. */
+  timeout?: number;
+  /** Abort the wait: the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Options of an `acquire()` that cannot time out, so it resolves to an {@link Acquired}. */
+export interface BlockingAcquireOptions extends AcquireOptions {
+  /** Blocks until acquired. */
+  block?: true;
+  /** No timeout. */
+  timeout?: undefined;
+}
+
+/** Options of `wait()`: `timeout` in ms; `signal` aborts the wait. */
+export interface WaitOptions {
+  /** Give up after this many milliseconds. */
+  timeout?: number;
+  /** Abort the wait: the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * What a successful `acquire()` resolves to: a `Disposable` that releases what was acquired, so
+ * `using _ = await lock.acquire();` holds the lock until the end of the scope.
+ */
+export interface Acquired extends Disposable {
+  /** True when this acquire took over from a holder whose process died holding it. */
+  readonly ownerDied: boolean;
+  /**
+   * Releases what was acquired: the same as the primitive's `release()` (so do not also let
+   * `using` dispose it).
+   */
+  release(): void;
+}
+
+/**
+ * The guard an acquire returns. It holds no state of its own, so each handle reuses one for
+ * every ordinary acquire: the hot path allocates nothing.
+ */
+class Held implements Acquired {
+  #target: { release(): void };
+  readonly ownerDied: boolean;
+  constructor(target: { release(): void }, ownerDied: boolean) {
+    this.#target = target;
+    this.ownerDied = ownerDied;
+  }
+  release(): void {
+    this.#target.release();
+  }
+  [Symbol.dispose](): void {
+    this.#target.release();
+  }
+}
+
+function acquireDeadline(o: AcquireOptions | undefined): number {
+  if (!o) return Infinity;
+  if (o.block === false) {
+    if (o.timeout !== undefined && o.timeout !== null) {
+      throw new ValueError("can't specify a timeout for a non-blocking call");
+    }
+    return 0;
+  }
+  return deadlineOf(o.timeout);
+}
+
+function waitArgs(t: number | WaitOptions | undefined): [number, AbortSignal | undefined] {
+  if (typeof t === "object" && t !== null) return [deadlineOf(t.timeout), t.signal];
+  return [deadlineOf(t), undefined];
+}
+
+/** The smallest request that gets a 64-byte block (the heap adds a 16-byte header). */
+const LINE_BYTES = 48;
+
+/** The offset of the block a constructor should attach to instead of allocating (see attach). */
+let attaching = 0;
+
+/** Builds a handle on an existing block (the codec's `rebuild`, which adopts the sent ref). */
+function attach<T>(off: number, make: () => T): T {
+  attaching = off;
+  try {
+    return make();
+  } finally {
+    attaching = 0;
+  }
+}
+
+/**
+ * The block of a new handle: the one being attached, or a fresh zeroed one. Either way `self`
+ * holds one reference, dropped when it is garbage-collected.
+ */
+function block(self: object, bytes: number): { off: number; i32: Int32Array; fresh: boolean } {
+  const fresh = attaching === 0;
+  // At least a 64-byte block (blocks are aligned to their size): a cache line of its own, so
+  // that two busy primitives never slow each other down by sharing one.
+  const off = fresh ? alloc(Math.max(bytes, LINE_BYTES)) : attaching;
+  attaching = 0;
+  adopt(self, off);
+  // A fixed-length view: Atomics on a length-tracking view of a growable buffer cost ~3x more.
+  return { off, i32: new Int32Array(heap().sab, off, bytes >> 2), fresh };
+}
+
+/** Reduces a handle to its block offset, taking a reference for the message in flight. */
+function share(off: number): number {
+  retain(off);
+  return off;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lock
+
+/**
+ * Lock words: the robust futex mutex, and the ident of the thread that took it last (for
+ * Condition's ownership check, valid while the mutex names this process). It is written by the
+ * holder only, under the mutex, and only when it changes: the hot path stores nothing but the
+ * mutex word, whose atomic operations order everything else.
+ */
+const L_MUTEX = 0, L_THREAD = 1;
+let lockOf!: (l: Lock) => { off: number; i32: Int32Array };
+
+/**
+ * A mutual-exclusion lock (Python's `multiprocessing.Lock` / `threading.Lock`). Not reentrant:
+ * acquiring it again from its holder waits (use {@link RLock} for that). Any thread or process
+ * may release it, as in Python.
+ *
+ * Fairness: the lock goes to whoever asks first (cheap under short critical sections), but a
+ * waiter kept out for more than a millisecond makes the next release hand it over, oldest
+ * waiter first.
+ *
+ * @example
+ * ```ts
+ * import { Lock } from "./synchronize.ts";
+ * const lock = new Lock();
+ * {
+ *   using _ = await lock.acquire();
+ *   console.assert(lock.locked());
+ * }
+ * console.assert(!lock.locked());
+ * console.assert((await lock.acquire({ block: false })) !== false);
+ * console.assert(await lock.acquire({ timeout: 10 }) === false);
+ * lock.release();
+ * ```
+ */
+export class Lock {
+  #off: number;
+  #i32: Int32Array;
+  #slot: number;
+  #held: Held = new Held(this, false);
+  #ownerDied = false;
+
+  /** Creates an unlocked lock in shared memory. */
+  constructor() {
+    const b = block(this, 8);
+    this.#off = b.off;
+    this.#i32 = b.i32;
+    this.#slot = heap().slot;
+  }
+
+  static {
+    lockOf = (l) => ({ off: l.#off, i32: l.#i32 });
+  }
+
+  /** True when the last acquire through this object took over from a holder that died. */
+  get ownerDied(): boolean {
+    return this.#ownerDied;
+  }
+
+  /**
+   * Acquires the lock. Resolves to an {@link Acquired} (release it, or let `using` dispose it),
+   * or `false` on a `block: false` miss or a timeout.
+   */
+  acquire(options?: BlockingAcquireOptions): Promise<Acquired>;
+  /** Acquires the lock; `false` on a `block: false` miss or a timeout. */
+  acquire(options: AcquireOptions): Promise<Acquired | false>;
+  acquire(options?: AcquireOptions): Promise<Acquired | false> {
+    try {
+      options?.signal?.throwIfAborted();
+      const i32 = this.#i32, me = this.#slot;
+      if (Atomics.compareExchange(i32, L_MUTEX, 0, me) === 0) {
+        return Promise.resolve(this.#took(ACQUIRED));
+      }
+      const deadline = acquireDeadline(options);
+      if (deadline === 0) {
+        return Promise.resolve(this.#took(runSync(mutexWaits(i32, L_MUTEX, me, 0))));
+      }
+      if (spin(i32, L_MUTEX, me)) return Promise.resolve(this.#took(ACQUIRED));
+      return runAsync(mutexWaits(i32, L_MUTEX, me, deadline), options?.signal).then((r) =>
+        this.#took(r)
+      );
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * Acquires the lock, blocking the thread (for CPU-bound code in a worker). Returns an
+   * {@link Acquired}, or `false` on a `block: false` miss or a timeout.
+   */
+  acquireSync(options?: BlockingAcquireOptions): Acquired;
+  /** Acquires the lock, blocking the thread; `false` on a miss or timeout. */
+  acquireSync(options: AcquireOptions): Acquired | false;
+  acquireSync(options?: AcquireOptions): Acquired | false {
+    const i32 = this.#i32, word = Atomics.compareExchange(i32, L_MUTEX, 0, this.#slot);
+    if (word === 0) return this.#took(ACQUIRED);
+    const deadline = acquireDeadline(options);
+    if (deadline === 0) return this.#took(runSync(mutexWaits(i32, L_MUTEX, this.#slot, 0)));
+    if (deadline === Infinity) selfDeadlock(word, this.#slot);
+    return this.#took(mutexAcquireSync(i32, L_MUTEX, options?.timeout));
+  }
+
+  #took(r: AcquireResult): Acquired | false {
+    if (r === TIMED_OUT) return false;
+    const me = getIdent();
+    if (this.#i32[L_THREAD] !== me) this.#i32[L_THREAD] = me;
+    if (r === ACQUIRED) {
+      this.#ownerDied = false;
+      return this.#held;
+    }
+    this.#ownerDied = true;
+    return new Held(this, true);
+  }
+
+  /** Releases the lock; `ValueError` (`release unlocked lock`) if it is not locked. */
+  release(): void {
+    const i32 = this.#i32;
+    // Fast path: held by this process, nobody waiting. Anything else goes the long way.
+    if (Atomics.compareExchange(i32, L_MUTEX, this.#slot, 0) === this.#slot) return;
+    if (!mutexLocked(i32, L_MUTEX)) throw new ValueError("release unlocked lock");
+    mutexRelease(i32, L_MUTEX);
+  }
+
+  /** True when some thread or process holds the lock. */
+  locked(): boolean {
+    return mutexLocked(this.#i32, L_MUTEX);
+  }
+
+  /** A short description, like Python's repr. */
+  toString(): string {
+    return `<Lock(${this.locked() ? `owner=${mutexOwner(this.#i32, L_MUTEX)}` : "unlocked"})>`;
+  }
+}
+
+/**
+ * A blocking acquire of a lock that this isolate already holds can only end if another process
+ * releases it: no other thread of this isolate runs while this one blocks. Python would hang
+ * there (a thread re-acquiring its own Lock); here the mistake is easy to make from the main
+ * thread, so it is reported instead.
+ */
+function selfDeadlock(word: number, slot: number): void {
+  // `word` is the mutex as this thread found it: if this isolate held it then, it still does.
+  if (ownerOf(word) !== slot) return;
+  throw new ValueError(
+    "acquireSync() would deadlock: this lock is held in this process, by this thread or by " +
+      "another Thread that cannot run while this one blocks (use `await acquire()`, or a timeout)",
+  );
+}
+
+/** Spins briefly for a free mutex before the async path (see SPIN in _atomics.ts). */
+function spin(i32: Int32Array, index: number, me: number): boolean {
+  for (let s = 0; s < 200; s++) {
+    if (Atomics.load(i32, index) === 0 && Atomics.compareExchange(i32, index, 0, me) === 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+registerHandle<Lock, number>({
+  name: "Lock",
+  cls: Lock,
+  reduce: (l) => share(lockOf(l).off),
+  rebuild: (off) => attach(off, () => new Lock()),
+});
+
+// ---------------------------------------------------------------------------------------------
+// RLock
+
+/**
+ * RLock words: the mutex; the ident of the thread that took it last (unique per run; it is the
+ * owner while the mutex names this process); the recursion levels beyond the first (0 whenever
+ * the lock is free). The owner alone writes the last two, under the mutex and only when they
+ * change, so a plain acquire/release stores nothing but the mutex word.
+ */
+const R_MUTEX = 0, R_THREAD = 1, R_COUNT = 2;
+let rlockOf!: (l: RLock) => { off: number; i32: Int32Array };
+
+/**
+ * A reentrant lock (Python's `RLock`): its owner, one thread of one process, may acquire it
+ * again; it is free once released as many times. Only the owner may release it.
+ *
+ * @example
+ * ```ts
+ * import { RLock } from "./synchronize.ts";
+ * const lock = new RLock();
+ * await lock.acquire();
+ * await lock.acquire(); // the owner again: no wait
+ * lock.release();
+ * console.assert(lock.locked());
+ * lock.release();
+ * console.assert(!lock.locked());
+ * ```
+ */
+export class RLock {
+  #off: number;
+  #i32: Int32Array;
+  #slot: number;
+  #held: Held = new Held(this, false);
+  #ownerDied = false;
+
+  /** Creates an unlocked reentrant lock in shared memory. */
+  constructor() {
+    const b = block(this, 12);
+    this.#off = b.off;
+    this.#i32 = b.i32;
+    this.#slot = heap().slot;
+  }
+
+  static {
+    rlockOf = (l) => ({ off: l.#off, i32: l.#i32 });
+  }
+
+  /** True when the last acquire through this object took over from a holder that died. */
+  get ownerDied(): boolean {
+    return this.#ownerDied;
+  }
+
+  /** Acquires the lock (at once if the current thread owns it). */
+  acquire(options?: BlockingAcquireOptions): Promise<Acquired>;
+  /** Acquires the lock; `false` on a `block: false` miss or a timeout. */
+  acquire(options: AcquireOptions): Promise<Acquired | false>;
+  acquire(options?: AcquireOptions): Promise<Acquired | false> {
+    try {
+      options?.signal?.throwIfAborted();
+      const i32 = this.#i32, me = getIdent(), slot = this.#slot;
+      const word = Atomics.compareExchange(i32, R_MUTEX, 0, slot);
+      if (word === 0) return Promise.resolve(this.#took(ACQUIRED, me));
+      if (ownerOf(word) === slot && i32[R_THREAD] === me) {
+        i32[R_COUNT]++;
+        return Promise.resolve(this.#held);
+      }
+      const deadline = acquireDeadline(options);
+      if (deadline === 0) {
+        return Promise.resolve(this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me));
+      }
+      if (spin(i32, R_MUTEX, slot)) return Promise.resolve(this.#took(ACQUIRED, me));
+      return runAsync(mutexWaits(i32, R_MUTEX, slot, deadline), options?.signal).then((r) =>
+        this.#took(r, me)
+      );
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Acquires the lock, blocking the thread (for CPU-bound code in a worker). */
+  acquireSync(options?: BlockingAcquireOptions): Acquired;
+  /** Acquires the lock, blocking the thread; `false` on a miss or timeout. */
+  acquireSync(options: AcquireOptions): Acquired | false;
+  acquireSync(options?: AcquireOptions): Acquired | false {
+    const i32 = this.#i32, me = getIdent(), slot = this.#slot;
+    const word = Atomics.compareExchange(i32, R_MUTEX, 0, slot);
+    if (word === 0) {
+      if (i32[R_THREAD] !== me) i32[R_THREAD] = me;
+      this.#ownerDied = false;
+      return this.#held;
+    }
+    // Recursion: decided from the word just read, without touching the contended line again.
+    if (ownerOf(word) === slot && i32[R_THREAD] === me) {
+      i32[R_COUNT]++;
+      return this.#held;
+    }
+    const deadline = acquireDeadline(options);
+    if (deadline === 0) return this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me);
+    if (deadline === Infinity) selfDeadlock(word, slot);
+    return this.#took(mutexAcquireSync(i32, R_MUTEX, options?.timeout), me);
+  }
+
+  /** True when thread `me` of this process holds the lock. */
+  #mine(me: number): boolean {
+    // Only this isolate can make the mutex name its slot, and it runs one thing at a time. So a
+    // plain read is enough (and much cheaper than Atomics.load here): it cannot show this slot
+    // unless this isolate holds the lock, because this isolate's own last write to the word is
+    // either its acquire or its release.
+    return ownerOf(this.#i32[R_MUTEX]) === this.#slot && this.#i32[R_THREAD] === me;
+  }
+
+  #took(r: AcquireResult, me: number): Acquired | false {
+    if (r === TIMED_OUT) return false;
+    const i32 = this.#i32;
+    if (i32[R_THREAD] !== me) i32[R_THREAD] = me;
+    if (r === ACQUIRED) {
+      this.#ownerDied = false;
+      return this.#held;
+    }
+    i32[R_COUNT] = 0; // the levels of the holder that died
+    this.#ownerDied = true;
+    return new Held(this, true);
+  }
+
+  /**
+   * Releases one level of ownership; `ValueError` (`cannot release un-acquired lock`) unless the
+   * current thread owns the lock.
+   */
+  release(): void {
+    const i32 = this.#i32;
+    if (!this.#mine(getIdent())) throw new ValueError("cannot release un-acquired lock");
+    const levels = i32[R_COUNT];
+    if (levels > 0) {
+      i32[R_COUNT] = levels - 1;
+      return;
+    }
+    if (Atomics.compareExchange(i32, R_MUTEX, this.#slot, 0) !== this.#slot) {
+      mutexRelease(i32, R_MUTEX);
+    }
+  }
+
+  /** True when some thread holds the lock. */
+  locked(): boolean {
+    return mutexLocked(this.#i32, R_MUTEX);
+  }
+
+  /** A short description, like Python's repr. */
+  toString(): string {
+    const i32 = this.#i32;
+    return this.locked()
+      ? `<RLock(owner=${Atomics.load(i32, R_THREAD)}, count=${Atomics.load(i32, R_COUNT) + 1})>`
+      : "<RLock(unlocked)>";
+  }
+}
+
+registerHandle<RLock, number>({
+  name: "RLock",
+  cls: RLock,
+  reduce: (l) => share(rlockOf(l).off),
+  rebuild: (off) => attach(off, () => new RLock()),
+});
+
+/** What a Condition needs from its lock (Python's `_is_owned`, `_release_save`, ...). */
+interface CondLock {
+  owned(): boolean;
+  /** Releases the lock completely; returns what `restore` needs to take it back. */
+  releaseSave(): number;
+  /** Takes the lock back (no timeout) and restores the recursion level. */
+  restore(saved: number): Waits<void>;
+}
+
+function condLock(lock: Lock | RLock): CondLock {
+  if (lock instanceof RLock) {
+    const { i32 } = rlockOf(lock);
+    return {
+      owned: () =>
+        mutexOwner(i32, R_MUTEX) === heap().slot && Atomics.load(i32, R_THREAD) === getIdent(),
+      releaseSave: () => {
+        const levels = i32[R_COUNT] + 1;
+        i32[R_COUNT] = 0;
+        mutexRelease(i32, R_MUTEX);
+        return levels;
+      },
+      restore: function* (levels) {
+        yield* mutexWaits(i32, R_MUTEX, heap().slot, Infinity);
+        i32[R_COUNT] = levels - 1;
+        i32[R_THREAD] = getIdent();
+      },
+    };
+  }
+  const { i32 } = lockOf(lock);
+  return {
+    owned: () =>
+      mutexOwner(i32, L_MUTEX) === heap().slot && Atomics.load(i32, L_THREAD) === getIdent(),
+    releaseSave: () => {
+      lock.release();
+      return 1;
+    },
+    restore: function* () {
+      yield* mutexWaits(i32, L_MUTEX, heap().slot, Infinity);
+      i32[L_THREAD] = getIdent();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Semaphore
+
+/**
+ * Semaphore words: the value, how many wait, the bound (-1: none), then HOLDERS entries of
+ * (process slot, permits it holds), so that permits of a dead process can be given back.
+ */
+const S_VALUE = 0, S_WAITING = 1, S_BOUND = 2, S_TABLE = 4, HOLDERS = 8;
+const S_BYTES = (S_TABLE + 2 * HOLDERS) * 4;
+let semOf!: (s: Semaphore) => { off: number; i32: Int32Array };
+
+/**
+ * A counting semaphore (Python's `Semaphore`): `acquire()` takes one of `value` permits,
+ * waiting while there is none; `release()` gives one back.
+ *
+ * Dead holders: the semaphore notes how many permits each process took (for up to 8 processes
+ * at a time) and a waiter that finds no permit takes back those of processes that have died
+ * (that acquire then has `ownerDied === true`). A permit released by another process than the
+ * one that took it counts as a plain release: the taker keeps it on its account, so if it then
+ * dies, that permit is returned once too many. Best not to combine the two patterns with the
+ * same semaphore.
+ *
+ * @example
+ * ```ts
+ * import { Semaphore } from "./synchronize.ts";
+ * const sem = new Semaphore(2);
+ * await sem.acquire();
+ * await sem.acquire();
+ * console.assert(sem.getValue() === 0);
+ * console.assert(await sem.acquire({ block: false }) === false);
+ * sem.release();
+ * console.assert(sem.getValue() === 1);
+ * ```
+ */
+export class Semaphore {
+  #off: number;
+  #i32: Int32Array;
+  #slot: number;
+  /** Where this process's entry in the holder table was last seen (a hint). */
+  #entry = -1;
+  #held: Held = new Held(this, false);
+  #ownerDied = false;
+
+  /** Creates a semaphore with `value` permits (an integer >= 0). */
+  constructor(value = 1) {
+    if (!Number.isInteger(value) || value < 0 || value > 0x7fffffff) {
+      throw new ValueError(`semaphore initial value must be >= 0: current value is ${value}`);
+    }
+    const b = block(this, S_BYTES);
+    this.#off = b.off;
+    this.#i32 = b.i32;
+    this.#slot = heap().slot;
+    if (b.fresh) {
+      Atomics.store(b.i32, S_BOUND, this instanceof BoundedSemaphore ? value : -1);
+      Atomics.store(b.i32, S_VALUE, value);
+    }
+  }
+
+  static {
+    semOf = (s) => ({ off: s.#off, i32: s.#i32 });
+  }
+
+  /** True when the last acquire through this object took back permits of a dead process. */
+  get ownerDied(): boolean {
+    return this.#ownerDied;
+  }
+
+  /** Takes a permit, waiting for one if needed. */
+  acquire(options?: BlockingAcquireOptions): Promise<Acquired>;
+  /** Takes a permit; `false` on a `block: false` miss or a timeout. */
+  acquire(options: AcquireOptions): Promise<Acquired | false>;
+  acquire(options?: AcquireOptions): Promise<Acquired | false> {
+    try {
+      options?.signal?.throwIfAborted();
+      if (this.#take()) return Promise.resolve(this.#took(ACQUIRED));
+      const deadline = acquireDeadline(options);
+      if (deadline === 0) return Promise.resolve(this.#took(runSync(this.#waits(0))));
+      return runAsync(this.#waits(deadline), options?.signal).then((r) => this.#took(r));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Takes a permit, blocking the thread (for CPU-bound code in a worker). */
+  acquireSync(options?: BlockingAcquireOptions): Acquired;
+  /** Takes a permit, blocking the thread; `false` on a miss or timeout. */
+  acquireSync(options: AcquireOptions): Acquired | false;
+  acquireSync(options?: AcquireOptions): Acquired | false {
+    if (this.#take()) return this.#took(ACQUIRED);
+    return this.#took(runSync(this.#waits(acquireDeadline(options))));
+  }
+
+  #took(r: AcquireResult): Acquired | false {
+    if (r === TIMED_OUT) return false;
+    if (r === ACQUIRED) {
+      this.#ownerDied = false;
+      return this.#held;
+    }
+    this.#ownerDied = true;
+    return new Held(this, true);
+  }
+
+  /** Takes a permit if there is one, and notes it on this process's account. */
+  #take(): boolean {
+    const i32 = this.#i32;
+    // A plain read is only a guess; the compareExchange decides.
+    for (let v = i32[S_VALUE]; v > 0; v = Atomics.load(i32, S_VALUE)) {
+      if (Atomics.compareExchange(i32, S_VALUE, v, v - 1) === v) {
+        this.#account(1);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Adds `delta` to this process's permit count. Only this process writes its entry (an isolate
+   * runs one thing at a time), so plain loads and stores suffice once the entry is claimed.
+   */
+  #account(delta: 1 | -1): void {
+    const i32 = this.#i32, me = this.#slot;
+    const hint = this.#entry;
+    if (hint >= 0 && Atomics.load(i32, hint) === me) return this.#count(hint, delta);
+    for (;;) {
+      let free = -1;
+      for (let e = S_TABLE; e < S_TABLE + 2 * HOLDERS; e += 2) {
+        const s = Atomics.load(i32, e);
+        if (s === me) return this.#count(this.#entry = e, delta);
+        if (s === 0 && free < 0) free = e;
+      }
+      // A release with nothing on account is a plain signal; a full table leaves it untracked.
+      if (delta < 0 || free < 0) return;
+      if (Atomics.compareExchange(i32, free, 0, me) === 0) {
+        Atomics.store(i32, free + 1, 1);
+        this.#entry = free;
+        return;
+      }
+    }
+  }
+
+  #count(e: number, delta: number): void {
+    const i32 = this.#i32, n = Atomics.load(i32, e + 1) + delta;
+    if (n > 0) Atomics.store(i32, e + 1, n);
+    else {
+      // The entry is free again, for any process (this one included).
+      Atomics.store(i32, e + 1, 0);
+      Atomics.store(i32, e, 0);
+    }
+  }
+
+  /** Takes back the permits of dead processes; returns how many. */
+  #reclaim(): number {
+    const i32 = this.#i32;
+    let got = 0;
+    for (let e = S_TABLE; e < S_TABLE + 2 * HOLDERS; e += 2) {
+      const s = Atomics.load(i32, e);
+      if (s === 0 || isAlive(s)) continue;
+      // exchange: two waiters reclaiming at once must not both return the same permits.
+      got += Atomics.exchange(i32, e + 1, 0);
+      Atomics.compareExchange(i32, e, s, 0);
+    }
+    if (got > 0) this.#give(got, true);
+    return got;
+  }
+
+  /** Adds `n` permits (capped at the bound when `cap`) and wakes as many waiters. */
+  #give(n: number, cap: boolean): void {
+    const i32 = this.#i32, bound = Atomics.load(i32, S_BOUND);
+    for (;;) {
+      const v = Atomics.load(i32, S_VALUE);
+      const next = cap && bound >= 0 ? Math.min(bound, v + n) : v + n;
+      if (Atomics.compareExchange(i32, S_VALUE, v, next) === v) break;
+    }
+    if (Atomics.load(i32, S_WAITING) > 0) Atomics.notify(i32, S_VALUE, n);
+  }
+
+  *#waits(deadline: number): Waits<AcquireResult> {
+    const i32 = this.#i32;
+    let died = false;
+    Atomics.add(i32, S_WAITING, 1);
+    try {
+      for (;;) {
+        if (this.#take()) return died ? OWNER_DIED : ACQUIRED;
+        if (this.#reclaim() > 0) {
+          died = true;
+          continue;
+        }
+        const left = remainingMs(deadline);
+        if (left <= 0) {
+          // A release may have woken this waiter just as it gave up: pass the wake-up on.
+          if (Atomics.load(i32, S_VALUE) > 0) Atomics.notify(i32, S_VALUE, 1);
+          return TIMED_OUT;
+        }
+        yield { i32, index: S_VALUE, value: 0, ms: Math.min(left, LIVENESS_SLICE_MS) };
+      }
+    } finally {
+      Atomics.sub(i32, S_WAITING, 1);
+    }
+  }
+
+  /**
+   * Gives back `n` permits (default 1), waking as many waiters. A `BoundedSemaphore` throws
+   * `ValueError` (`semaphore or lock released too many times`) past its initial value.
+   */
+  release(n = 1): void {
+    if (!Number.isInteger(n) || n < 1) {
+      throw new ValueError(`n must be an integer >= 1: current value is ${n}`);
+    }
+    const i32 = this.#i32, bound = Atomics.load(i32, S_BOUND);
+    if (bound >= 0) {
+      for (;;) {
+        const v = Atomics.load(i32, S_VALUE);
+        if (v + n > bound) throw new ValueError("semaphore or lock released too many times");
+        if (Atomics.compareExchange(i32, S_VALUE, v, v + n) === v) break;
+      }
+      if (Atomics.load(i32, S_WAITING) > 0) Atomics.notify(i32, S_VALUE, n);
+    } else {
+      this.#give(n, false);
+    }
+    for (let k = 0; k < n; k++) this.#account(-1);
+  }
+
+  /** The number of permits available now. */
+  getValue(): number {
+    return Atomics.load(this.#i32, S_VALUE);
+  }
+
+  /** True when no permit is available (an `acquire()` would wait). */
+  locked(): boolean {
+    return this.getValue() === 0;
+  }
+
+  /** A short description, like Python's repr. */
+  toString(): string {
+    const bound = Atomics.load(this.#i32, S_BOUND);
+    return `<${this.constructor.name}(value=${this.getValue()}${
+      bound >= 0 ? `, maxvalue=${bound}` : ""
+    })>`;
+  }
+}
+
+/**
+ * A semaphore that may not be released past its initial value (Python's `BoundedSemaphore`):
+ * one release too many throws `ValueError` (`semaphore or lock released too many times`).
+ *
+ * @example
+ * ```ts
+ * import { BoundedSemaphore } from "./synchronize.ts";
+ * import { ValueError } from "./errors.ts";
+ * const sem = new BoundedSemaphore(1);
+ * await sem.acquire();
+ * sem.release();
+ * try {
+ *   sem.release();
+ * } catch (e) {
+ *   console.assert(e instanceof ValueError);
+ * }
+ * ```
+ */
+export class BoundedSemaphore extends Semaphore {
+  /** Creates a bounded semaphore with `value` permits, at most `value` at any time. */
+  constructor(value = 1) {
+    super(value);
+  }
+}
+
+registerHandle<Semaphore, number>({
+  name: "Semaphore",
+  cls: Semaphore,
+  reduce: (s) => share(semOf(s).off),
+  rebuild: (off) => attach(off, () => new Semaphore()),
+});
+registerHandle<BoundedSemaphore, number>({
+  name: "BoundedSemaphore",
+  cls: BoundedSemaphore,
+  reduce: (s) => share(semOf(s).off),
+  rebuild: (off) => attach(off, () => new BoundedSemaphore()),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Event
+
+let eventOf!: (e: Event) => number;
+
+/**
+ * An event flag (Python's `Event`): `wait()` waits until another thread or process calls
+ * `set()`.
+ *
+ * Named `Event` as in Python; import it under another name where the DOM `Event` is needed.
+ *
+ * @example
+ * ```ts
+ * import { Event } from "./synchronize.ts";
+ * const ready = new Event();
+ * setTimeout(() => ready.set(), 5);
+ * console.assert(await ready.wait() === true);
+ * ready.clear();
+ * console.assert(await ready.wait(10) === false);
+ * ```
+ */
+export class Event {
+  #off: number;
+  #i32: Int32Array;
+
+  /** Creates a cleared event in shared memory. */
+  constructor() {
+    const b = block(this, 4);
+    this.#off = b.off;
+    this.#i32 = b.i32;
+  }
+
+  static {
+    eventOf = (e) => e.#off;
+  }
+
+  /** True when the flag is set. */
+  isSet(): boolean {
+    return Atomics.load(this.#i32, 0) !== 0;
+  }
+
+  /** Sets the flag and wakes every waiter. */
+  set(): void {
+    if (Atomics.exchange(this.#i32, 0, 1) === 0) Atomics.notify(this.#i32, 0);
+  }
+
+  /** Clears the flag. */
+  clear(): void {
+    Atomics.store(this.#i32, 0, 0);
+  }
+
+  /**
+   * Waits until the flag is set; resolves `true`, or `false` once `timeout` ms have passed
+   * with the flag still clear.
+   */
+  wait(timeout?: number | WaitOptions): Promise<boolean> {
+    try {
+      if (this.isSet()) return Promise.resolve(true);
+      const [deadline, signal] = waitArgs(timeout);
+      return runAsync(this.#waits(deadline), signal);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Like `wait()`, blocking the thread (for CPU-bound code in a worker). */
+  waitSync(timeout?: number): boolean {
+    if (this.isSet()) return true;
+    return runSync(this.#waits(deadlineOf(timeout)));
+  }
+
+  *#waits(deadline: number): Waits<boolean> {
+    const i32 = this.#i32;
+    for (;;) {
+      if (Atomics.load(i32, 0) !== 0) return true;
+      const left = remainingMs(deadline);
+      if (left <= 0) return false;
+      yield { i32, index: 0, value: 0, ms: left };
+    }
+  }
+
+  /** A short description, like Python's repr. */
+  toString(): string {
+    return `<Event(${this.isSet() ? "set" : "unset"})>`;
+  }
+}
+
+registerHandle<Event, number>({
+  name: "Event",
+  cls: Event,
+  reduce: (e) => share(eventOf(e)),
+  rebuild: (off) => attach(off, () => new Event()),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Condition
+
+/**
+ * Condition words: head and tail of a FIFO of waiter blocks (heap offsets), each waiter block
+ * being [flag, next, slot]. The list changes only under the condition's lock, so it needs no
+ * lock of its own; each waiter sleeps on its own flag, so `notify(n)` wakes exactly n waiters
+ * (the oldest) and no herd.
+ */
+const C_HEAD = 0, C_TAIL = 1;
+const W_FLAG = 0, W_NEXT = 1, W_SLOT = 2;
+let condOf!: (c: Condition) => { off: number; lock: Lock | RLock };
+
+/**
+ * A condition variable (Python's `Condition`), over a `Lock` or `RLock` (a new `RLock` by
+ * default). `wait`, `waitFor`, `notify` and `notifyAll` need the lock held by the current
+ * thread, else they throw `ValueError`.
+ *
+ * @example
+ * ```ts
+ * import { Condition } from "./synchronize.ts";
+ * import { Thread } from "./threading.ts";
+ * const cond = new Condition();
+ * const items: number[] = [];
+ * const consumer = new Thread({ target: async () => {
+ *   using _ = await cond.acquire();
+ *   await cond.waitFor(() => items.length > 0);
+ *   console.assert(items.shift() === 42);
+ * } });
+ * consumer.start();
+ * {
+ *   using _ = await cond.acquire();
+ *   items.push(42);
+ *   cond.notify();
+ * }
+ * await consumer.join();
+ * ```
+ */
+export class Condition {
+  #off: number;
+  #i32: Int32Array;
+  #lock: Lock | RLock;
+  #ops: CondLock;
+
+  /** Creates a condition over `lock` (default: a new `RLock`). */
+  constructor(lock?: Lock | RLock) {
+    if (lock !== undefined && !(lock instanceof Lock) && !(lock instanceof RLock)) {
+      throw new TypeError("a Condition needs a Lock or an RLock");
+    }
+    const b = block(this, 8); // first: it consumes the block being attached, if any
+    this.#off = b.off;
+    this.#i32 = b.i32;
+    this.#lock = lock ?? new RLock();
+    this.#ops = condLock(this.#lock);
+  }
+
+  static {
+    condOf = (c) => ({ off: c.#off, lock: c.#lock });
+  }
+
+  /** Acquires the underlying lock. */
+  acquire(options?: BlockingAcquireOptions): Promise<Acquired>;
+  /** Acquires the underlying lock; `false` on a `block: false` miss or a timeout. */
+  acquire(options: AcquireOptions): Promise<Acquired | false>;
+  acquire(options?: AcquireOptions): Promise<Acquired | false> {
+    return this.#lock.acquire(options as AcquireOptions);
+  }
+
+  /** Acquires the underlying lock, blocking the thread. */
+  acquireSync(options?: BlockingAcquireOptions): Acquired;
+  /** Acquires the underlying lock, blocking the thread; `false` on a miss or timeout. */
+  acquireSync(options: AcquireOptions): Acquired | false;
+  acquireSync(options?: AcquireOptions): Acquired | false {
+    return this.#lock.acquireSync(options as AcquireOptions);
+  }
+
+  /** Releases the underlying lock. */
+  release(): void {
+    this.#lock.release();
+  }
+
+  /**
+   * Releases the lock, waits for a `notify` (or `timeout` ms), takes the lock back. Resolves
+   * `true` when notified, `false` on timeout.
+   */
+  wait(timeout?: number | WaitOptions): Promise<boolean> {
+    try {
+      const [deadline, signal] = waitArgs(timeout);
+      this.#check("wait on");
+      return runAsync(this.#waits(deadline), signal);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Like `wait()`, blocking the thread (for CPU-bound code in a worker). */
+  waitSync(timeout?: number): boolean {
+    const deadline = deadlineOf(timeout);
+    this.#check("wait on");
+    return runSync(this.#waits(deadline));
+  }
+
+  /**
+   * Waits until `predicate()` is truthy (checked first, then after each wake-up) or `timeout`
+   * ms have passed; resolves with the predicate's last result.
+   */
+  async waitFor<T>(predicate: () => T | Promise<T>, timeout?: number): Promise<T> {
+    const deadline = deadlineOf(timeout);
+    let result = await predicate();
+    while (!result) {
+      const left = remainingMs(deadline);
+      if (left <= 0) break;
+      await this.wait(left === Infinity ? undefined : left);
+      result = await predicate();
+    }
+    return result;
+  }
+
+  /** Like `waitFor()`, blocking the thread. */
+  waitForSync<T>(predicate: () => T, timeout?: number): T {
+    const deadline = deadlineOf(timeout);
+    let result = predicate();
+    while (!result) {
+      const left = remainingMs(deadline);
+      if (left <= 0) break;
+      this.waitSync(left === Infinity ? undefined : left);
+      result = predicate();
+    }
+    return result;
+  }
+
+  #check(what: string): void {
+    if (!this.#ops.owned()) throw new ValueError(`cannot ${what} un-acquired lock`);
+  }
+
+  *#waits(deadline: number): Waits<boolean> {
+    const h = heap(), w = alloc(12), wi = new Int32Array(h.sab, w, 3);
+    wi[W_SLOT] = h.slot;
+    this.#append(w);
+    const saved = this.#ops.releaseSave();
+    let notified = false;
+    try {
+      for (;;) {
+        if (Atomics.load(wi, W_FLAG) !== 0) break;
+        const left = remainingMs(deadline);
+        if (left <= 0) break;
+        yield { i32: wi, index: W_FLAG, value: 0, ms: left };
+      }
+    } finally {
+      // Also when aborted: the caller gets its lock back, and the list loses this waiter.
+      yield* this.#ops.restore(saved);
+      // Under the lock again: a notify that came after the timeout still counts as one.
+      notified = Atomics.load(wi, W_FLAG) !== 0;
+      if (!notified) this.#unlink(w);
+      release(w);
+    }
+    return notified;
+  }
+
+  #append(w: number): void {
+    const i32 = this.#i32, heap32 = heap().i32;
+    const tail = i32[C_TAIL];
+    if (tail) heap32[(tail >> 2) + W_NEXT] = w;
+    else i32[C_HEAD] = w;
+    i32[C_TAIL] = w;
+  }
+
+  #unlink(w: number): void {
+    const i32 = this.#i32, heap32 = heap().i32;
+    let prev = 0;
+    for (let cur = i32[C_HEAD]; cur; prev = cur, cur = heap32[(cur >> 2) + W_NEXT]) {
+      if (cur !== w) continue;
+      const next = heap32[(cur >> 2) + W_NEXT];
+      if (prev) heap32[(prev >> 2) + W_NEXT] = next;
+      else i32[C_HEAD] = next;
+      if (i32[C_TAIL] === w) i32[C_TAIL] = prev;
+      return;
+    }
+  }
+
+  /** Wakes the `n` longest-waiting waiters (those still alive). */
+  notify(n = 1): void {
+    this.#check("notify on");
+    const i32 = this.#i32, heap32 = heap().i32;
+    let woken = 0;
+    while (woken < n && i32[C_HEAD]) {
+      const w = i32[C_HEAD], wi = w >> 2;
+      i32[C_HEAD] = heap32[wi + W_NEXT];
+      if (!i32[C_HEAD]) i32[C_TAIL] = 0;
+      heap32[wi + W_NEXT] = 0;
+      if (!isAlive(heap32[wi + W_SLOT])) {
+        release(w); // its process died waiting: drop the reference it held
+        continue;
+      }
+      Atomics.store(heap32, wi + W_FLAG, 1);
+      Atomics.notify(heap32, wi + W_FLAG, 1);
+      woken++;
+    }
+  }
+
+  /** Wakes every waiter. */
+  notifyAll(): void {
+    this.notify(Infinity);
+  }
+
+  /** A short description, like Python's repr. */
+  toString(): string {
+    return `<Condition(${this.#lock})>`;
+  }
+}
+
+registerHandle<Condition, [number, Lock | RLock]>({
+  name: "Condition",
+  cls: Condition,
+  reduce: (c) => {
+    const { off, lock } = condOf(c);
+    return [share(off), lock];
+  },
+  rebuild: ([off, lock]) => attach(off, () => new Condition(lock)),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Barrier
+
+/**
+ * Barrier words: a mutex over the rest; the state; how many have arrived; a sequence number
+ * bumped (and notified) at every change, which waiters sleep on; the parties; the default
+ * timeout (ms, -1 none); the slot of the creating process, the barrier's id (to find its
+ * action there) and whether it has one.
+ */
+const B_MUTEX = 0, B_STATE = 1, B_COUNT = 2, B_SEQ = 3, B_PARTIES = 4, B_TIMEOUT = 5;
+const B_CREATOR = 6, B_ID = 7, B_HAS_ACTION = 8, B_BYTES = 36;
+const FILLING = 0, DRAINING = 1, ACTION_WANTED = 2, ACTION_RUNNING = 3;
+const RESETTING = -1, BROKEN = -2;
+let barrierOf!: (b: Barrier) => number;
+/** A barrier algorithm: it may also yield its action's promise (awaited by the async driver). */
+type Steps<R> = Generator<Sleep | Promise<unknown>, R, WaitResult>;
+
+/** Options of `new Barrier(parties, options)`. */
+export interface BarrierOptions {
+  /**
+   * Called once per pass when the last party arrives, before any is released. It runs in the
+   * process that created the barrier (so it may be a closure); if it throws, the barrier
+   * breaks.
+   */
+  action?: () => unknown;
+  /** The default timeout of `wait()`, in ms. */
+  timeout?: number;
+}
+
+/** Actions of the barriers created in this isolate, by barrier id. */
+const actions = new Map<number, () => unknown>();
+const watched = new Set<number>();
+const forgetAction = new FinalizationRegistry<number>((id) => {
+  if (!watched.has(id)) actions.delete(id);
+});
+
+/**
+ * A barrier for a fixed number of parties (Python's `Barrier`): each `wait()` blocks until
+ * `parties` threads or processes are waiting, then all are released together, each with a
+ * distinct arrival index in `0..parties-1`. `abort()`, a timeout or an action that throws breaks
+ * it: every waiter, present and future, gets `BrokenBarrierError` until `reset()`.
+ *
+ * The `action` runs in the process that created the barrier: by the last party to arrive when
+ * it is there, otherwise as soon as that process's event loop (or one of its threads waiting on
+ * the barrier) notices. That process must stay alive while the barrier is used; if it dies, the
+ * barrier breaks.
+ *
+ * @example
+ * ```ts
+ * import { Barrier } from "./synchronize.ts";
+ * import { Thread } from "./threading.ts";
+ * let passes = 0;
+ * const barrier = new Barrier(3, { action: () => passes++ });
+ * const indices: number[] = [];
+ * const threads = [0, 1, 2].map(() =>
+ *   new Thread({ target: async () => indices.push(await barrier.wait()) })
+ * );
+ * threads.forEach((t) => t.start());
+ * for (const t of threads) await t.join();
+ * console.assert(passes === 1 && indices.sort().join() === "0,1,2");
+ * ```
+ */
+export class Barrier {
+  #off: number;
+  #i32: Int32Array;
+
+  /** Creates a barrier for `parties` (an integer >= 1). */
+  constructor(parties: number, options: BarrierOptions = {}) {
+    if (!Number.isInteger(parties) || parties < 1 || parties > 0x7fffffff) {
+      throw new ValueError(`parties must be an integer >= 1: current value is ${parties}`);
+    }
+    const { action, timeout } = options;
+    if (timeout !== undefined) deadlineOf(timeout); // validates
+    if (action !== undefined && typeof action !== "function") {
+      throw new TypeError("a Barrier's action must be a function");
+    }
+    const b = block(this, B_BYTES);
+    this.#off = b.off;
+    this.#i32 = b.i32;
+    if (!b.fresh) return;
+    const i32 = b.i32;
+    i32[B_PARTIES] = parties;
+    i32[B_TIMEOUT] = timeout === undefined || timeout > 0x7fffffff ? -1 : Math.ceil(timeout);
+    i32[B_CREATOR] = heap().slot;
+    i32[B_ID] = nextId();
+    if (action) {
+      i32[B_HAS_ACTION] = 1;
+      actions.set(i32[B_ID], action);
+      forgetAction.register(this, i32[B_ID]);
+    }
+  }
+
+  static {
+    barrierOf = (b) => {
+      // The action runs here on behalf of other processes: watch for their requests for as
+      // long as this process lives (a small leak per barrier with an action that was sent).
+      const i32 = b.#i32, id = i32[B_ID];
+      if (actions.has(id) && !watched.has(id)) {
+        watched.add(id);
+        retain(b.#off);
+        void watchActions(new Int32Array(heap().sab, b.#off, B_BYTES >> 2), id);
+      }
+      return b.#off;
+    };
+  }
+
+  /** The number of parties needed to pass. */
+  get parties(): number {
+    return this.#i32[B_PARTIES];
+  }
+
+  /** How many parties are waiting in the current pass. */
+  get nWaiting(): number {
+    const i32 = this.#i32;
+    return Atomics.load(i32, B_STATE) === FILLING ? Atomics.load(i32, B_COUNT) : 0;
+  }
+
+  /** True when the barrier is broken. */
+  get broken(): boolean {
+    return Atomics.load(this.#i32, B_STATE) === BROKEN;
+  }
+
+  /**
+   * Waits until all parties are waiting; resolves with this party's arrival index (0 for the
+   * first). Rejects with `BrokenBarrierError` if the barrier is or becomes broken, or `timeout`
+   * (default: the barrier's) passes, which also breaks it for all.
+   */
+  wait(timeout?: number | WaitOptions): Promise<number> {
+    try {
+      const [deadline, signal] = this.#args(timeout);
+      return runAsync(this.#waits(deadline, true), signal);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Like `wait()`, blocking the thread (an async action is not awaited). */
+  waitSync(timeout?: number): number {
+    // With async = false the algorithm never yields a promise.
+    return runSync(this.#waits(this.#args(timeout)[0], false) as Waits<number>);
+  }
+
+  #args(timeout: number | WaitOptions | undefined): [number, AbortSignal | undefined] {
+    const t = typeof timeout === "object" && timeout !== null ? timeout.timeout : timeout;
+    const signal = typeof timeout === "object" && timeout !== null ? timeout.signal : undefined;
+    const dflt = this.#i32[B_TIMEOUT];
+    return [deadlineOf(t ?? (dflt < 0 ? undefined : dflt)), signal];
+  }
+
+  /** Resets the barrier to its initial state; parties waiting now get `BrokenBarrierError`. */
+  reset(): void {
+    const i32 = this.#i32;
+    lockSync(i32);
+    try {
+      const s = i32[B_STATE];
+      if (i32[B_COUNT] > 0) {
+        if (s !== DRAINING) i32[B_STATE] = RESETTING;
+      } else {
+        i32[B_STATE] = FILLING;
+      }
+      bump(i32);
+    } finally {
+      mutexRelease(i32, B_MUTEX);
+    }
+  }
+
+  /** Breaks the barrier: every waiter, present and future, gets `BrokenBarrierError`. */
+  abort(): void {
+    const i32 = this.#i32;
+    lockSync(i32);
+    breakBarrier(i32);
+    mutexRelease(i32, B_MUTEX);
+  }
+
+  *#waits(deadline: number, async: boolean): Steps<number> {
+    const i32 = this.#i32;
+    yield* lockWaits(i32);
+    try {
+      // Wait for the previous pass to drain, or a reset to finish (Python's _enter); with more
+      // threads than parties, also for the previous pass's action to have run.
+      for (let s = i32[B_STATE]; s === DRAINING || s === RESETTING || s >= ACTION_WANTED;) {
+        if (s === ACTION_WANTED && i32[B_CREATOR] === heap().slot) {
+          i32[B_STATE] = ACTION_RUNNING;
+          yield* runAction(i32, async);
+        } else {
+          yield* sleepUnlocked(i32, Infinity);
+        }
+        s = i32[B_STATE];
+      }
+      if (i32[B_STATE] === BROKEN) throw new BrokenBarrierError();
+      const index = i32[B_COUNT]++;
+      try {
+        if (index + 1 === i32[B_PARTIES]) {
+          yield* this.#pass(async);
+        } else {
+          yield* this.#await(deadline, async);
+        }
+        return index;
+      } finally {
+        // Python's _exit: the last party out lets the next pass fill.
+        if (--i32[B_COUNT] === 0 && (i32[B_STATE] === RESETTING || i32[B_STATE] === DRAINING)) {
+          i32[B_STATE] = FILLING;
+          bump(i32);
+        }
+      }
+    } finally {
+      mutexRelease(i32, B_MUTEX);
+    }
+  }
+
+  /** The last party: run the action (here, or ask its creator), then release everybody. */
+  *#pass(async: boolean): Steps<void> {
+    const i32 = this.#i32;
+    if (i32[B_CREATOR] === heap().slot || !i32[B_HAS_ACTION]) {
+      i32[B_STATE] = ACTION_RUNNING;
+      yield* runAction(i32, async);
+      if (i32[B_STATE] !== DRAINING) throw new BrokenBarrierError();
+      return;
+    }
+    i32[B_STATE] = ACTION_WANTED;
+    bump(i32);
+    yield* this.#await(Infinity, async);
+  }
+
+  /** Waits until the pass is released (or broken), taking care of action requests here. */
+  *#await(deadline: number, async: boolean): Steps<void> {
+    const i32 = this.#i32;
+    for (;;) {
+      const s = i32[B_STATE];
+      if (s === DRAINING) return;
+      if (s < 0) throw new BrokenBarrierError();
+      if (s === ACTION_WANTED) {
+        if (i32[B_CREATOR] === heap().slot) {
+          i32[B_STATE] = ACTION_RUNNING;
+          yield* runAction(i32, async);
+          continue;
+        }
+        if (!isAlive(i32[B_CREATOR])) {
+          breakBarrier(i32);
+          continue;
+        }
+      }
+      if (remainingMs(deadline) <= 0) {
+        breakBarrier(i32);
+        throw new BrokenBarrierError();
+      }
+      try {
+        yield* sleepUnlocked(i32, deadline);
+      } catch (e) {
+        breakBarrier(i32); // an aborted party will not come: the others must not wait for it
+        throw e;
+      }
+    }
+  }
+
+  /** A short description, like Python's repr. */
+  toString(): string {
+    return `<Barrier(parties=${this.parties}, waiting=${this.nWaiting}${
+      this.broken ? ", broken" : ""
+    })>`;
+  }
+}
+
+function bump(i32: Int32Array): void {
+  Atomics.add(i32, B_SEQ, 1);
+  Atomics.notify(i32, B_SEQ);
+}
+
+function breakBarrier(i32: Int32Array): void {
+  i32[B_STATE] = BROKEN;
+  bump(i32);
+}
+
+/** Takes the barrier's mutex; a holder that died mid-update leaves it broken. */
+function* lockWaits(i32: Int32Array): Waits<void> {
+  const me = heap().slot;
+  if (Atomics.compareExchange(i32, B_MUTEX, 0, me) === 0) return;
+  if ((yield* mutexWaits(i32, B_MUTEX, me, Infinity)) === OWNER_DIED) breakBarrier(i32);
+}
+
+function lockSync(i32: Int32Array): void {
+  if (mutexAcquireSync(i32, B_MUTEX) === OWNER_DIED) breakBarrier(i32);
+}
+
+/**
+ * Sleeps until the barrier changes (the mutex released meanwhile), at most until `deadline`,
+ * in slices so that a dead creator with an action pending is noticed.
+ */
+function* sleepUnlocked(i32: Int32Array, deadline: number): Waits<void> {
+  const seq = i32[B_SEQ];
+  mutexRelease(i32, B_MUTEX);
+  try {
+    const ms = Math.min(remainingMs(deadline), LIVENESS_SLICE_MS);
+    if (ms > 0) yield { i32, index: B_SEQ, value: seq, ms };
+  } finally {
+    yield* lockWaits(i32); // even when aborted: the caller's finally blocks expect the mutex
+  }
+}
+
+/**
+ * Runs the barrier's action (state ACTION_RUNNING, mutex held on entry and exit, released while
+ * the action runs so that reset/abort stay quick), then releases the pass or breaks it.
+ */
+function* runAction(i32: Int32Array, async: boolean): Steps<void> {
+  const action = actions.get(i32[B_ID]);
+  let failed: unknown = null, threw = false;
+  if (action) {
+    mutexRelease(i32, B_MUTEX);
+    try {
+      const r = action();
+      if (r instanceof Promise) {
+        if (async) yield r;
+        else r.catch((e) => console.error("Barrier action failed:", e));
+      }
+    } catch (e) {
+      failed = e;
+      threw = true;
+    }
+    yield* lockWaits(i32);
+  }
+  if (i32[B_STATE] !== ACTION_RUNNING) return; // reset or aborted meanwhile
+  if (threw) {
+    breakBarrier(i32);
+    throw failed;
+  }
+  i32[B_STATE] = DRAINING;
+  bump(i32);
+}
+
+/** In the creator process: runs actions requested by last parties in other processes. */
+async function watchActions(i32: Int32Array, id: number): Promise<void> {
+  for (;;) {
+    const seq = Atomics.load(i32, B_SEQ);
+    if (Atomics.load(i32, B_STATE) === ACTION_WANTED) {
+      try {
+        await runAsync(claimAction(i32));
+      } catch (e) {
+        console.error(`Barrier action failed (barrier ${id}):`, e);
+      }
+      continue;
+    }
+    // Not kept alive: a program whose only pending work is this watch may end.
+    const w = Atomics.waitAsync(i32, B_SEQ, seq);
+    if (w.async) await w.value;
+  }
+}
+
+function* claimAction(i32: Int32Array): Steps<void> {
+  yield* lockWaits(i32);
+  try {
+    if (i32[B_STATE] !== ACTION_WANTED) return;
+    i32[B_STATE] = ACTION_RUNNING;
+    yield* runAction(i32, true);
+  } finally {
+    mutexRelease(i32, B_MUTEX);
+  }
+}
+
+registerHandle<Barrier, number>({
+  name: "Barrier",
+  cls: Barrier,
+  reduce: (b) => share(barrierOf(b)),
+  rebuild: (off) => attach(off, () => new Barrier(1)),
+});

@@ -1,0 +1,675 @@
+import assert from "node:assert/strict";
+import { Process } from "../lib/process.ts";
+import { BrokenBarrierError, ValueError } from "../lib/errors.ts";
+import { dumps, loads } from "../lib/reduction.ts";
+import { RawArray, Value } from "../lib/sharedctypes.ts";
+import {
+  Barrier,
+  BoundedSemaphore,
+  Condition,
+  Event,
+  Lock,
+  RLock,
+  Semaphore,
+} from "../lib/synchronize.ts";
+import { Thread } from "../lib/threading.ts";
+import { Queue } from "../lib/queues.ts";
+import {
+  barrierBroken,
+  barrierParty,
+  condWaiter,
+  condWaitFor,
+  contend,
+  crashHolding,
+  fromQueue,
+  holdLockAsleep,
+  holdLockBlocked,
+  releaseForeign,
+  releaseLock,
+  setEvent,
+  signal,
+  takePermits,
+  waitEvent,
+} from "./fixtures/sync_targets.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function start<A extends unknown[]>(target: (...a: A) => unknown, ...args: A): Process {
+  const p = new Process({ target: target as (...a: unknown[]) => unknown, args });
+  p.start();
+  return p;
+}
+
+/** Asserts that `fn` took about `timeout` ms: at least 0.8x, less than a generous bound. */
+async function timed<T>(timeout: number, fn: () => T | Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  const r = await fn();
+  const ms = performance.now() - t0;
+  assert.ok(ms >= timeout * 0.8, `returned after ${ms.toFixed(1)} ms, expected ~${timeout}`);
+  assert.ok(ms < timeout + 2000, `returned after ${ms.toFixed(1)} ms, expected ~${timeout}`);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lock
+
+Deno.test("Lock: acquire, block: false, timeout, release, locked", async () => {
+  const lock = new Lock();
+  assert.equal(lock.locked(), false);
+  const held = await lock.acquire();
+  assert.ok(held);
+  assert.equal(held.ownerDied, false);
+  assert.equal(lock.locked(), true);
+  assert.equal(await lock.acquire({ block: false }), false);
+  assert.equal(lock.acquireSync({ block: false }), false);
+  assert.equal(await timed(100, () => lock.acquire({ timeout: 100 })), false);
+  assert.equal(await timed(50, () => lock.acquireSync({ timeout: 50 })), false);
+  lock.release();
+  assert.equal(lock.locked(), false);
+  assert.throws(
+    () => lock.release(),
+    (e) => e instanceof ValueError && /release unlocked lock/.test(e.message),
+  );
+  assert.ok(lock.acquireSync({ timeout: 0 }));
+  lock.release();
+});
+
+Deno.test("Lock: `using` releases at scope exit; the guard releases too", async () => {
+  const lock = new Lock();
+  {
+    using _ = await lock.acquire();
+    assert.ok(lock.locked());
+  }
+  assert.ok(!lock.locked());
+  {
+    using _ = lock.acquireSync();
+    assert.ok(lock.locked());
+  }
+  assert.ok(!lock.locked());
+  const g = await lock.acquire();
+  assert.equal(g.ownerDied, false);
+  g.release();
+  assert.ok(!lock.locked());
+  assert.throws(() => g.release(), /release unlocked lock/);
+});
+
+Deno.test("Lock: bad options are ValueErrors; an aborted acquire rejects", async () => {
+  const lock = new Lock();
+  await lock.acquire();
+  await assert.rejects(lock.acquire({ block: false, timeout: 1 }), ValueError);
+  await assert.rejects(lock.acquire({ timeout: -5 }), ValueError);
+  assert.throws(() => lock.acquireSync({ timeout: -5 }), ValueError);
+  const ac = new AbortController();
+  const p = lock.acquire({ signal: ac.signal });
+  setTimeout(() => ac.abort(new Error("stop")), 20);
+  await assert.rejects(p, /stop/);
+  await assert.rejects(lock.acquire({ signal: AbortSignal.abort() }));
+  lock.release();
+  // The aborted waiter is gone: the lock is free and works.
+  assert.ok(await lock.acquire({ timeout: 100 }));
+  lock.release();
+});
+
+Deno.test("Lock: threads interleaving at await are mutually excluded", async () => {
+  const lock = new Lock();
+  let inside = 0, maxInside = 0, total = 0;
+  const threads = Array.from({ length: 5 }, () =>
+    new Thread({
+      target: async () => {
+        for (let i = 0; i < 20; i++) {
+          using _ = await lock.acquire();
+          inside++;
+          maxInside = Math.max(maxInside, inside);
+          await sleep(0);
+          total++;
+          inside--;
+        }
+      },
+    }));
+  threads.forEach((t) => t.start());
+  for (const t of threads) await t.join();
+  assert.equal(maxInside, 1);
+  assert.equal(total, 100);
+});
+
+Deno.test("Lock/RLock: a blocking acquireSync on a lock this isolate holds is reported", async () => {
+  const lock = new Lock(), rlock = new RLock();
+  await lock.acquire();
+  assert.throws(() => lock.acquireSync(), /would deadlock/);
+  assert.equal(lock.acquireSync({ timeout: 10 }), false); // with a timeout it just times out
+  lock.release();
+  const t = new Thread({ target: () => rlock.acquire() });
+  t.start();
+  await t.join();
+  assert.throws(() => rlock.acquireSync(), /would deadlock/);
+});
+
+Deno.test("Lock: a waiter is woken by release, not by polling", async () => {
+  const lock = new Lock();
+  await lock.acquire();
+  setTimeout(() => lock.release(), 30);
+  const t0 = performance.now();
+  assert.ok(await lock.acquire({ timeout: 5000 }));
+  assert.ok(performance.now() - t0 < 1000);
+  lock.release();
+});
+
+// ---------------------------------------------------------------------------------------------
+// RLock
+
+Deno.test("RLock: recursion counts; only the owning thread may release", async () => {
+  const lock = new RLock();
+  await lock.acquire();
+  assert.ok(lock.acquireSync());
+  assert.ok(await lock.acquire({ block: false }));
+  lock.release();
+  lock.release();
+  assert.ok(lock.locked());
+  // Another thread neither gets it nor may release it.
+  let got: unknown, err: unknown;
+  const t = new Thread({
+    target: async () => {
+      got = await lock.acquire({ block: false });
+      try {
+        lock.release();
+      } catch (e) {
+        err = e;
+      }
+    },
+  });
+  t.start();
+  await t.join();
+  assert.equal(got, false);
+  assert.ok(err instanceof ValueError && /cannot release un-acquired lock/.test(err.message));
+  lock.release();
+  assert.ok(!lock.locked());
+  assert.throws(() => lock.release(), /cannot release un-acquired lock/);
+});
+
+Deno.test("RLock: a thread waits until the owner released every level", async () => {
+  const lock = new RLock();
+  await lock.acquire();
+  await lock.acquire();
+  let acquiredAt = 0;
+  const t = new Thread({
+    target: async () => {
+      await lock.acquire();
+      acquiredAt = performance.now();
+      lock.release();
+    },
+  });
+  t.start();
+  await sleep(20);
+  lock.release();
+  await sleep(20);
+  assert.equal(acquiredAt, 0);
+  const releasedAt = performance.now();
+  lock.release();
+  await t.join();
+  assert.ok(acquiredAt >= releasedAt);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Semaphore
+
+Deno.test("Semaphore: counts permits; block: false; timeout; release(n)", async () => {
+  const sem = new Semaphore(2);
+  assert.equal(sem.getValue(), 2);
+  assert.ok(await sem.acquire());
+  assert.ok(sem.acquireSync());
+  assert.equal(sem.getValue(), 0);
+  assert.ok(sem.locked());
+  assert.equal(await sem.acquire({ block: false }), false);
+  assert.equal(await timed(80, () => sem.acquire({ timeout: 80 })), false);
+  sem.release(2);
+  assert.equal(sem.getValue(), 2);
+  sem.release(); // an unbounded semaphore may go above its initial value
+  assert.equal(sem.getValue(), 3);
+  assert.throws(() => new Semaphore(-1), ValueError);
+  assert.throws(() => sem.release(0), ValueError);
+  const zero = new Semaphore(0);
+  setTimeout(() => zero.release(), 20);
+  assert.ok(await zero.acquire({ timeout: 5000 }));
+});
+
+Deno.test("BoundedSemaphore: releasing past the initial value is a ValueError", async () => {
+  const sem = new BoundedSemaphore(2);
+  {
+    using _ = await sem.acquire();
+    assert.equal(sem.getValue(), 1);
+  }
+  assert.equal(sem.getValue(), 2);
+  assert.throws(
+    () => sem.release(),
+    (e) => e instanceof ValueError && e.message === "semaphore or lock released too many times",
+  );
+  assert.equal(sem.getValue(), 2);
+  assert.match(String(sem), /BoundedSemaphore\(value=2, maxvalue=2\)/);
+});
+
+Deno.test("Semaphore: one release wakes one waiter; the rest keep waiting", async () => {
+  const sem = new Semaphore(0);
+  let woken = 0;
+  const threads = [0, 1, 2].map(() =>
+    new Thread({ target: async () => (await sem.acquire({ timeout: 300 })) && woken++ })
+  );
+  threads.forEach((t) => t.start());
+  await sleep(20);
+  sem.release();
+  await sleep(50);
+  assert.equal(woken, 1);
+  for (const t of threads) await t.join();
+  assert.equal(woken, 1);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Event
+
+Deno.test("Event: set, clear, isSet, wait with and without timeout", async () => {
+  const ev = new Event();
+  assert.equal(ev.isSet(), false);
+  assert.equal(await timed(60, () => ev.wait(60)), false);
+  assert.equal(ev.waitSync(0), false);
+  setTimeout(() => ev.set(), 20);
+  assert.equal(await ev.wait(), true);
+  assert.equal(ev.waitSync(), true);
+  ev.clear();
+  assert.equal(ev.isSet(), false);
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 10);
+  await assert.rejects(ev.wait({ signal: ac.signal }));
+});
+
+// ---------------------------------------------------------------------------------------------
+// Condition
+
+Deno.test("Condition: methods without the lock are ValueErrors", async () => {
+  for (const cond of [new Condition(), new Condition(new Lock())]) {
+    await assert.rejects(
+      cond.wait(10),
+      (e) => e instanceof ValueError && /un-acquired/.test(e.message),
+    );
+    assert.throws(() => cond.waitSync(10), ValueError);
+    assert.throws(() => cond.notify(), ValueError);
+    assert.throws(() => cond.notifyAll(), ValueError);
+    // Held by another thread is not held by this one.
+    const t = new Thread({ target: () => cond.acquire() });
+    t.start();
+    await t.join();
+    assert.throws(() => cond.notify(), ValueError);
+  }
+});
+
+Deno.test("Condition: notify(n) wakes exactly n waiters, oldest first; notifyAll the rest", async () => {
+  const cond = new Condition();
+  const order: number[] = [];
+  const threads = [0, 1, 2, 3, 4].map((k) =>
+    new Thread({
+      target: async () => {
+        using _ = await cond.acquire();
+        if (await cond.wait(5000)) order.push(k);
+      },
+    })
+  );
+  for (const t of threads) {
+    t.start();
+    await sleep(5); // enqueue in order
+  }
+  {
+    using _ = await cond.acquire();
+    cond.notify(2);
+  }
+  await sleep(50);
+  assert.deepEqual(order, [0, 1]);
+  {
+    using _ = await cond.acquire();
+    cond.notifyAll();
+  }
+  for (const t of threads) await t.join();
+  assert.deepEqual(order.sort(), [0, 1, 2, 3, 4]);
+});
+
+Deno.test("Condition: wait timeout returns false with the lock held again; waitFor", async () => {
+  const lock = new RLock();
+  const cond = new Condition(lock);
+  await cond.acquire();
+  await cond.acquire(); // recursion level 2, restored after the wait
+  assert.equal(await timed(50, () => cond.wait(50)), false);
+  assert.ok(lock.locked());
+  lock.release();
+  assert.ok(lock.locked()); // still one level
+  let ready = false;
+  setTimeout(async () => {
+    using _ = await cond.acquire();
+    ready = true;
+    cond.notifyAll();
+  }, 20);
+  assert.equal(await cond.waitFor(() => ready, 5000), true);
+  assert.equal(await cond.waitFor(() => false, 30), false);
+  assert.equal(cond.waitForSync(() => 5), 5);
+  cond.release();
+  assert.ok(!lock.locked());
+});
+
+Deno.test("Condition: an aborted wait takes the lock back and leaves the queue", async () => {
+  const cond = new Condition(new Lock());
+  await cond.acquire();
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(new Error("gave up")), 10);
+  await assert.rejects(cond.wait({ signal: ac.signal }), /gave up/);
+  // Held again by this thread: notify is allowed, and wakes the next real waiter.
+  let woke = false;
+  const t = new Thread({
+    target: async () => {
+      using _ = await cond.acquire();
+      woke = await cond.wait(5000);
+    },
+  });
+  t.start();
+  cond.release();
+  await sleep(20);
+  {
+    using _ = await cond.acquire();
+    cond.notify(1);
+  }
+  await t.join();
+  assert.ok(woke);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Barrier
+
+Deno.test("Barrier: unique indices, action once per pass, reusable", async () => {
+  let passes = 0;
+  const barrier = new Barrier(3, { action: () => passes++ });
+  assert.equal(barrier.parties, 3);
+  const seen: number[][] = [[], [], []];
+  const threads = [0, 1, 2].map(() =>
+    new Thread({
+      target: async () => {
+        for (let p = 0; p < 3; p++) seen[p].push(await barrier.wait());
+      },
+    })
+  );
+  threads.forEach((t) => t.start());
+  for (const t of threads) await t.join();
+  assert.equal(passes, 3);
+  for (const s of seen) assert.deepEqual(s.sort(), [0, 1, 2]);
+  assert.equal(barrier.nWaiting, 0);
+  assert.equal(barrier.broken, false);
+});
+
+Deno.test("Barrier: more threads than parties pass in groups, one action per group", async () => {
+  let passes = 0;
+  const barrier = new Barrier(3, {
+    action: async () => {
+      await sleep(5); // an async action is awaited before anyone is released
+      passes++;
+    },
+  });
+  const got: number[] = [];
+  const threads = Array.from({ length: 9 }, () =>
+    new Thread({
+      target: async () => {
+        await barrier.wait();
+        got.push(passes);
+      },
+    }));
+  threads.forEach((t) => t.start());
+  for (const t of threads) await t.join();
+  assert.equal(passes, 3);
+  assert.deepEqual(got.sort(), [1, 1, 1, 2, 2, 2, 3, 3, 3]);
+});
+
+Deno.test("Barrier: abort, timeout and a failing action break it for all; reset repairs", async () => {
+  const barrier = new Barrier(3);
+  const a = barrier.wait();
+  const b = barrier.wait();
+  await sleep(10);
+  assert.equal(barrier.nWaiting, 2);
+  barrier.abort();
+  await assert.rejects(a, BrokenBarrierError);
+  await assert.rejects(b, BrokenBarrierError);
+  assert.ok(barrier.broken);
+  await assert.rejects(barrier.wait(), BrokenBarrierError);
+  barrier.reset();
+  assert.ok(!barrier.broken);
+
+  const c = barrier.wait();
+  await assert.rejects(timed(50, () => barrier.wait(50)), BrokenBarrierError);
+  await assert.rejects(c, BrokenBarrierError);
+  barrier.reset();
+
+  const failing = new Barrier(2, {
+    action: () => {
+      throw new Error("action failed");
+    },
+  });
+  const d = failing.wait();
+  await assert.rejects(failing.wait(), /action failed/);
+  await assert.rejects(d, BrokenBarrierError);
+  assert.ok(failing.broken);
+
+  const withDefault = new Barrier(2, { timeout: 40 });
+  await assert.rejects(timed(40, () => withDefault.wait()), BrokenBarrierError);
+  assert.throws(() => new Barrier(0), ValueError);
+});
+
+Deno.test("Barrier: reset while parties wait breaks their wait, then it is usable", async () => {
+  const barrier = new Barrier(2);
+  const a = barrier.wait();
+  await sleep(10);
+  barrier.reset();
+  await assert.rejects(a, BrokenBarrierError);
+  const [x, y] = await Promise.all([barrier.wait(), barrier.wait()]);
+  assert.deepEqual([x, y].sort(), [0, 1]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Handles
+
+Deno.test("handles: every primitive survives the codec and refers to the same object", async () => {
+  const lock = new Lock(), rlock = new RLock(), sem = new BoundedSemaphore(3), ev = new Event();
+  const cond = new Condition(lock), barrier = new Barrier(2);
+  const back = loads<Record<string, unknown>>(
+    dumps({ lock, rlock, sem, ev, cond, nested: [{ barrier }] }),
+  );
+  const lock2 = back.lock as Lock;
+  assert.ok(lock2 instanceof Lock && lock2 !== lock);
+  await lock.acquire();
+  assert.ok(lock2.locked());
+  lock2.release(); // a Lock may be released through any handle
+  assert.ok(!lock.locked());
+  await rlock.acquire();
+  assert.ok((back.rlock as RLock).locked());
+  (back.rlock as RLock).release(); // same thread: allowed
+  const sem2 = back.sem as BoundedSemaphore;
+  assert.ok(sem2 instanceof BoundedSemaphore);
+  await sem.acquire();
+  assert.equal(sem2.getValue(), 2);
+  sem2.release();
+  assert.throws(() => sem2.release(), ValueError);
+  (back.ev as Event).set();
+  assert.ok(ev.isSet());
+  const cond2 = back.cond as Condition;
+  await cond2.acquire();
+  assert.ok(lock.locked());
+  cond2.release();
+  const barrier2 = (back.nested as { barrier: Barrier }[])[0].barrier;
+  const [i, j] = await Promise.all([barrier.wait(), barrier2.wait()]);
+  assert.deepEqual([i, j].sort(), [0, 1]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Across workers
+
+Deno.test("workers: a Lock held by a terminated worker is taken over (ownerDied)", async () => {
+  for (const target of [holdLockBlocked, holdLockAsleep]) {
+    const lock = new Lock(), held = new Event();
+    const p = start(target, lock, held);
+    assert.ok(await held.wait(10_000));
+    assert.equal(await lock.acquire({ block: false }), false);
+    p.terminate();
+    await p.join();
+    const g = await lock.acquire({ timeout: 5000 });
+    assert.ok(g, "the lock of a dead holder must be acquirable");
+    assert.equal(g.ownerDied, true);
+    assert.equal(lock.ownerDied, true);
+    g.release();
+    const again = await lock.acquire();
+    assert.equal(again.ownerDied, false);
+    again.release();
+  }
+});
+
+Deno.test("workers: a waiter blocked on a dead holder's Lock wakes up (Sync path too)", async () => {
+  const lock = new RLock(), held = new Event();
+  const p = start(holdLockBlocked, lock, held);
+  assert.ok(await held.wait(10_000));
+  const waiting = lock.acquire({ timeout: 10_000 });
+  setTimeout(() => p.kill(), 50);
+  const g = await waiting;
+  assert.ok(g && g.ownerDied);
+  g.release();
+  await p.join();
+  assert.equal(p.exitCode, -9);
+
+  const lock2 = new Lock();
+  const p2 = start(crashHolding, lock2);
+  await p2.join();
+  assert.equal(p2.exitCode, 1);
+  const g2 = lock2.acquireSync({ timeout: 5000 });
+  assert.ok(g2 && g2.ownerDied);
+  g2.release();
+});
+
+Deno.test("workers: RLock ownership is per process; a Lock may be released by another", async () => {
+  const rlock = new RLock(), out = new Value("i", -1);
+  await rlock.acquire();
+  const p = start(releaseForeign, rlock, out);
+  await p.join();
+  assert.equal(out.value, 1);
+  assert.ok(rlock.locked());
+  rlock.release();
+
+  const lock = new Lock();
+  await lock.acquire();
+  const p2 = start(releaseLock, lock);
+  await p2.join();
+  assert.equal(p2.exitCode, 0);
+  assert.ok(!lock.locked());
+});
+
+Deno.test("workers: permits held by a terminated worker are given back", async () => {
+  const sem = new Semaphore(3), held = new Event();
+  const p = start(takePermits, sem, 2, held);
+  assert.ok(await held.wait(10_000));
+  assert.equal(sem.getValue(), 1);
+  await sem.acquire();
+  assert.equal(await sem.acquire({ block: false }), false);
+  p.terminate();
+  await p.join();
+  const g = await sem.acquire({ timeout: 5000 });
+  assert.ok(g && g.ownerDied);
+  assert.equal(sem.getValue(), 1);
+
+  // A child's plain release (a signal) is not a permit it holds.
+  const ready = new Semaphore(0);
+  const p2 = start(signal, ready);
+  await p2.join();
+  assert.ok(await ready.acquire({ timeout: 5000 }));
+});
+
+Deno.test("workers: Event set in one process wakes waiters in others (Sync and async)", async () => {
+  const ev = new Event(), a = new Value("i", 0), b = new Value("i", 0);
+  const pa = start(waitEvent, ev, a, true), pb = start(waitEvent, ev, b, false);
+  await sleep(100);
+  const setter = start(setEvent, ev);
+  assert.ok(await ev.wait(10_000));
+  await Promise.all([pa.join(), pb.join(), setter.join()]);
+  assert.deepEqual([a.value, b.value], [1, 1]);
+});
+
+Deno.test("workers: Condition notify(n) wakes exactly n waiting processes", async () => {
+  const cond = new Condition(), waiting = new Semaphore(0), woken = new Value("i", 0);
+  const ps = [0, 1, 2].map(() => start(condWaiter, cond, waiting, woken));
+  for (let i = 0; i < 3; i++) assert.ok(await waiting.acquire({ timeout: 10_000 }));
+  // Each waiter released `waiting` while holding the lock: once we hold it, all three wait.
+  {
+    using _ = await cond.acquire();
+    cond.notify(2);
+  }
+  await sleep(300);
+  assert.equal(woken.value, 2);
+  {
+    using _ = await cond.acquire();
+    cond.notifyAll();
+  }
+  await Promise.all(ps.map((p) => p.join()));
+  assert.equal(woken.value, 3);
+
+  const flag = new Value("i", 0), out = new Value("i", 0);
+  const p = start(condWaitFor, cond, flag, out);
+  await sleep(100);
+  {
+    using _ = await cond.acquire();
+    flag.value = 5;
+    cond.notifyAll();
+  }
+  await p.join();
+  assert.equal(out.value, 5);
+});
+
+Deno.test("workers: Barrier across processes; the action runs in its creator", async () => {
+  for (const sync of [true, false]) {
+    let passes = 0;
+    const barrier = new Barrier(3, { action: () => passes++ });
+    const indices = new RawArray("i", 3 * 4);
+    const ps = [0, 1, 2].map((row) => start(barrierParty, barrier, indices, row, 4, sync));
+    await Promise.all(ps.map((p) => p.join()));
+    assert.deepEqual(ps.map((p) => p.exitCode), [0, 0, 0]);
+    assert.equal(passes, 4, `sync=${sync}`);
+    for (let pass = 0; pass < 4; pass++) {
+      assert.deepEqual([0, 1, 2].map((r) => indices.get(r * 4 + pass)).sort(), [0, 1, 2]);
+    }
+  }
+  // Main and workers mixed; abort from main breaks the workers' waits.
+  const barrier = new Barrier(3), out = [new Value("i", -1), new Value("i", -1)];
+  const ps = [
+    start(barrierBroken, barrier, out[0], true),
+    start(barrierBroken, barrier, out[1], false),
+  ];
+  for (let i = 0; i < 200 && barrier.nWaiting < 2; i++) await sleep(20);
+  barrier.abort();
+  await Promise.all(ps.map((p) => p.join()));
+  assert.deepEqual(out.map((v) => v.value), [1, 1]);
+});
+
+Deno.test("workers: handles sent inside Queue items work in the receiving worker", async () => {
+  const q = new Queue<{ v: Value<"i">; lock: Lock; n: number }>();
+  const v = new Value("i", 0, { lock: false }), lock = new Lock();
+  const ps = [0, 1].map(() => start(fromQueue, q));
+  for (const _ of ps) await q.put({ v, lock, n: 10_000 });
+  await Promise.all(ps.map((p) => p.join()));
+  assert.deepEqual(ps.map((p) => p.exitCode), [0, 0]);
+  assert.equal(v.value, 20_000);
+  q.close();
+});
+
+Deno.test("workers: fairness: 4 workers contending for one Lock for 2 s each get >= 10%", async () => {
+  const lock = new Lock(), counts = new RawArray("i", 4);
+  const ready = new Semaphore(0), go = new Event();
+  const ps = [0, 1, 2, 3].map((k) => start(contend, lock, counts, k, ready, go, 2000));
+  for (let i = 0; i < 4; i++) assert.ok(await ready.acquire({ timeout: 20_000 }));
+  go.set();
+  await Promise.all(ps.map((p) => p.join()));
+  const n = [...counts], total = n.reduce((a, b) => a + b, 0);
+  const shares = n.map((x) => x / total);
+  console.log(`acquisitions per worker: ${n.join(", ")} (total ${total})`);
+  for (const s of shares) {
+    assert.ok(
+      s >= 0.1,
+      `shares ${shares.map((x) => x.toFixed(3)).join(", ")}`,
+    );
+  }
+});
