@@ -39,6 +39,8 @@ interface StartMessage {
   kind: TargetKind;
   /** The encoded arguments and, for a `Process` subclass, its own fields. */
   payload: { args: Uint8Array; fields?: Uint8Array };
+  /** Modules that register the handle kinds found in the payload. */
+  preload: string[];
 }
 
 /** What the parent needs to start a child. */
@@ -46,6 +48,8 @@ export interface ChildSpec {
   target: TargetRef;
   kind: TargetKind;
   payload: { args: Uint8Array; fields?: Uint8Array };
+  /** Modules to import before decoding the payload (they register its handle kinds). */
+  preload?: string[];
   name: string;
   daemon: boolean;
   identity: number[];
@@ -133,6 +137,7 @@ export class Child {
       target: spec.target,
       kind: spec.kind,
       payload: spec.payload,
+      preload: spec.preload ?? [],
     };
     this.#worker.postMessage(start);
     // After the handlers are set: setting onmessage starts a message poll that is ref'd anew.
@@ -232,11 +237,17 @@ async function runChild(msg: StartMessage): Promise<void> {
     configurable: true,
   });
   try {
-    // mod.ts registers every handle kind with the codec; the target's module may not import it all.
+    // Only what the target and its arguments need is awaited: importing the whole library
+    // would double a worker's start-up time. A worker that lives on loads the rest in the
+    // background, so a handle of another kind arriving later through a channel finds its kind
+    // registered (not at once: compiling it then would slow every short-lived worker down).
     setBootstrapping(true);
-    const [, ns] = await Promise.all([import(MOD), import(msg.target.module)]).finally(() =>
-      setBootstrapping(false)
-    );
+    const [ns] = await Promise.all([
+      import(msg.target.module),
+      ...msg.preload.map((m) => import(m)),
+    ])
+      .finally(() => setBootstrapping(false));
+    setTimeout(() => void import(MOD).catch(() => {}), 50);
     const fn = findExport(ns, msg.target);
     if (typeof fn !== "function") {
       throw new ProcessError(

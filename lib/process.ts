@@ -11,7 +11,7 @@ import { isAlive as slotAlive, parentSlot } from "./_heap.ts";
 import { Child, setAdoptHook, SystemExit, type TargetKind } from "./_spawn.ts";
 import { callerModule, resolveTarget, type TargetRef } from "./_target.ts";
 import { ProcessError, ValueError } from "./errors.ts";
-import { Encoder } from "./reduction.ts";
+import { Encoder, withHandleModules } from "./reduction.ts";
 
 /** Options of `new Process(...)`. */
 export interface ProcessOptions<A extends unknown[] = unknown[]> {
@@ -176,15 +176,16 @@ export class Process<A extends unknown[] = unknown[]> {
       kind = "function";
     }
     const enc = new Encoder();
-    const payload = {
+    const { result: payload, modules: preload } = withHandleModules(() => ({
       args: enc.encode(s.args, "args").slice(),
       fields: kind === "class" ? enc.encode({ ...this }, "this").slice() : undefined,
-    };
+    }));
     const name = this.name;
     s.child = new Child({
       target,
       kind,
       payload,
+      preload,
       name,
       daemon: this.daemon,
       identity: s.identity,

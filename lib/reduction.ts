@@ -66,6 +66,42 @@ export function registerHandle<T extends object, D>(kind: HandleKind<T, D>): voi
   kindsByName.set(kind.name, kind);
   kindsByClass.set(kind.cls, kind);
   if (!old) kindList.push(kind);
+  const from = registrant();
+  if (from) moduleOfKind.set(kind.name, from);
+}
+
+/** Where each kind was registered: a worker imports these modules before decoding its arguments. */
+const moduleOfKind = new Map<string, string>();
+let kindSink: Set<string> | undefined;
+
+function registrant(): string | undefined {
+  for (const line of (new Error().stack ?? "").split("\n").slice(1)) {
+    const m = line.match(/((?:file|https?|jsr|npm):[^\s()]+?):\d+:\d+\)?\s*$/);
+    if (m && m[1] !== import.meta.url) return m[1];
+  }
+  return undefined;
+}
+
+/**
+ * Runs `encode` and returns, with its result, the modules that registered the handle kinds it
+ * encoded. A worker imports exactly those before decoding, instead of the whole library: start-up
+ * time matters (W1-spawn), and most targets carry few kinds of handle.
+ */
+export function withHandleModules<T>(encode: () => T): { result: T; modules: string[] } {
+  const outer = kindSink;
+  const sink = (kindSink = new Set());
+  try {
+    const result = encode();
+    const modules = new Set<string>();
+    for (const k of sink) {
+      const m = moduleOfKind.get(k);
+      if (m) modules.add(m);
+    }
+    return { result, modules: [...modules] };
+  } finally {
+    kindSink = outer;
+    if (outer) { for (const k of sink) outer.add(k); }
+  }
 }
 
 function kindOf(v: object): AnyKind | undefined {
@@ -157,6 +193,16 @@ const utf8 = new TextEncoder();
 const utf8d = new TextDecoder();
 
 /**
+ * Options of an {@link Encoder} or {@link Decoder}. `handles` restricts which handle kinds may
+ * cross: a channel to another program (a manager's TCP connection) allows only the kinds that
+ * mean something there, since every other handle is an offset into this program's shared heap.
+ */
+export interface CodecOptions {
+  /** Called with a handle kind's name; false makes that handle a `SerializationError`. */
+  handles?: (kind: string) => boolean;
+}
+
+/**
  * Encodes values into the binary format. One encoder reuses its buffer: the bytes returned by
  * `encode` are valid until its next call (copy them, or write them somewhere, before that).
  *
@@ -169,11 +215,17 @@ const utf8d = new TextDecoder();
  * ```
  */
 export class Encoder {
+  #allow: ((kind: string) => boolean) | undefined;
   #buf = new Uint8Array(256);
   #dv = new DataView(this.#buf.buffer);
   #pos = 0;
   #seen = new Map<object, number>();
   #nextRef = 0;
+
+  /** Creates an encoder; `options.handles` restricts the handle kinds it accepts. */
+  constructor(options?: CodecOptions) {
+    this.#allow = options?.handles;
+  }
 
   /** Encodes `value`; `root` names it in error paths (`args`, `item`, ...). */
   encode(value: unknown, root = "value"): Uint8Array {
@@ -324,7 +376,12 @@ export class Encoder {
     }
     const kind = kindOf(v);
     if (kind) {
+      // Checked before reduce(), which may take a reference for the message in flight.
+      if (this.#allow && !this.#allow(kind.name)) {
+        throw new PathError(`a ${kind.name} cannot be sent over this channel`);
+      }
       this.#seen.set(v, this.#nextRef++);
+      kindSink?.add(kind.name);
       this.#u8(T_HANDLE);
       this.#str(kind.name);
       return this.#value(kind.reduce(v));
@@ -469,11 +526,17 @@ function unsendable(v: object): string {
  * ```
  */
 export class Decoder {
+  #allow: ((kind: string) => boolean) | undefined;
   // Numbers are read from the bytes directly rather than through a DataView: making a DataView
   // per message costs more than decoding a small item, above all over shared memory.
   #b: Uint8Array = new Uint8Array(0);
   #p = 0;
   #refs: unknown[] = [];
+
+  /** Creates a decoder; `options.handles` restricts the handle kinds it rebuilds. */
+  constructor(options?: CodecOptions) {
+    this.#allow = options?.handles;
+  }
 
   /** Decodes one value from `bytes` (which must hold exactly what one `encode` wrote). */
   decode(bytes: Uint8Array): unknown {
@@ -491,6 +554,22 @@ export class Decoder {
     return this.#i32() >>> 0;
   }
 
+  /**
+   * A length or count read from the input, checked against the bytes left (each element takes
+   * at least `unit` bytes): corrupt or hostile input must fail fast, not loop or allocate for
+   * billions of elements it does not contain.
+   */
+  #count(unit: number): number {
+    const n = this.#u32();
+    if (n * unit > this.#b.length - this.#p) {
+      throw new SerializationError(
+        "value",
+        `corrupt message: a length of ${n} at byte ${this.#p - 4} runs past its end`,
+      );
+    }
+    return n;
+  }
+
   #i32(): number {
     const b = this.#b, p = this.#p;
     this.#p = p + 4;
@@ -505,7 +584,7 @@ export class Decoder {
   }
 
   #strBody(tag: number): string {
-    const n = this.#u32(), b = this.#b;
+    const n = this.#count(tag === T_STR16 ? 2 : 1), b = this.#b;
     let p = this.#p;
     if (tag === T_STR8) {
       this.#p = p + n;
@@ -550,9 +629,17 @@ export class Decoder {
       case T_OBJECT: {
         const o: Record<string, unknown> = {};
         this.#refs.push(o);
-        for (let n = this.#u32(); n > 0; n--) {
+        for (let n = this.#count(2); n > 0; n--) {
           const k = this.#str();
-          o[k] = this.#value();
+          // An own "__proto__" key is data: assigning it would set the object's prototype.
+          if (k === "__proto__") {
+            Object.defineProperty(o, k, {
+              value: this.#value(),
+              writable: true,
+              enumerable: true,
+              configurable: true,
+            });
+          } else o[k] = this.#value();
         }
         return o;
       }
@@ -572,7 +659,7 @@ export class Decoder {
         return s.startsWith("-") ? -BigInt("0x" + s.slice(1)) : BigInt("0x" + s);
       }
       case T_ARRAY: {
-        const n = this.#u32(), a = new Array(n);
+        const n = this.#count(1), a = new Array(n);
         this.#refs.push(a);
         for (let i = 0; i < n; i++) {
           if (this.#b[this.#p] === T_HOLE) this.#p++;
@@ -583,7 +670,7 @@ export class Decoder {
       case T_MAP: {
         const m = new Map();
         this.#refs.push(m);
-        for (let n = this.#u32(); n > 0; n--) {
+        for (let n = this.#count(2); n > 0; n--) {
           const k = this.#value();
           m.set(k, this.#value());
         }
@@ -592,7 +679,7 @@ export class Decoder {
       case T_SET: {
         const s = new Set();
         this.#refs.push(s);
-        for (let n = this.#u32(); n > 0; n--) s.add(this.#value());
+        for (let n = this.#count(1); n > 0; n--) s.add(this.#value());
         return s;
       }
       case T_DATE: {
@@ -631,6 +718,9 @@ export class Decoder {
         const name = this.#str();
         const kind = kindsByName.get(name);
         const desc = this.#value();
+        if (this.#allow && !this.#allow(name)) {
+          throw new SerializationError("value", `a '${name}' handle cannot be received here`);
+        }
         if (!kind) {
           throw new SerializationError(
             "value",
@@ -651,7 +741,7 @@ export class Decoder {
   }
 
   #bytesOut(): Uint8Array {
-    const n = this.#u32();
+    const n = this.#count(1);
     const out = this.#b.slice(this.#p, this.#p + n);
     this.#p += n;
     return out;
