@@ -155,11 +155,15 @@ function abortable(p: Promise<WaitResult>, s: Sleep, signal: AbortSignal): Promi
 // ---------------------------------------------------------------------------------------------
 // Robust futex mutex. The word is 0 when free, else the owner's process slot plus flags:
 // - WAITERS: somebody may be asleep on it (so an uncontended release pays no notify);
-// - STARVING: a waiter has waited longer than STARVE_MS: releases hand the lock over instead of
-//   freeing it (Go's sync.Mutex starvation mode), so a holder looping release/acquire cannot
-//   keep it forever while the others pay a ~20-50 µs wake-up each time;
+// - STARVING: a waiter has waited longer than STARVE_MS: the next release hands the lock over
+//   instead of freeing it (after Go's sync.Mutex starvation mode), so a holder looping
+//   release/acquire cannot keep it forever while the others pay a ~20-50 µs wake-up each time;
 // - HANDOFF: released in starvation mode and reserved for a waiter that has already slept (the
 //   one `notify` woke, which is the oldest: waiters are woken in FIFO order); newcomers queue.
+// Unlike Go, one hand-over ends starvation mode: here each one costs a kernel wake-up, and on a
+// loaded machine every wait exceeds STARVE_MS, so a mode that persisted while recipients had
+// waited long would turn the lock into a convoy paying a context switch per acquisition. Each
+// starving waiter still gets the lock within about STARVE_MS plus a wake-up.
 // A waiter that finds the owner's process dead takes the lock over and is told so (OWNER_DIED).
 // Without starvation, the lock is free for whoever comes first (barging): the fastest policy
 // when the holder's critical section is short, which is the common case.
@@ -219,9 +223,7 @@ export function* mutexWaits(
     }
     if (c & HANDOFF) {
       if (slept) {
-        // Starvation mode ends with the first hand-over to a waiter that did not starve.
-        const next = me | WAITERS | (starving ? STARVING : 0);
-        if (Atomics.compareExchange(i32, index, c, next) === c) return ACQUIRED;
+        if (Atomics.compareExchange(i32, index, c, me | WAITERS) === c) return ACQUIRED;
         continue;
       }
     } else if (!isAlive(c & OWNER)) {
@@ -276,6 +278,11 @@ export function mutexRelease(i32: Int32Array, index: number): void {
       return;
     }
   }
+}
+
+/** The owner's slot in a mutex word read earlier (e.g. returned by a failed compareExchange). */
+export function ownerOf(word: number): number {
+  return word & OWNER;
 }
 
 /** The slot of the process holding the mutex, or 0 (also while it is being handed over). */

@@ -219,6 +219,10 @@ export class Encoder {
   #buf = new Uint8Array(256);
   #dv = new DataView(this.#buf.buffer);
   #pos = 0;
+  // Objects already written (for cycles and shared references), by reference number: the first
+  // few in a small array searched linearly, the rest in a Map. Most values hold a handful of
+  // objects, and a Map get+set+clear per message costs more than encoding a small item.
+  #few: object[] = [];
   #seen = new Map<object, number>();
   #nextRef = 0;
 
@@ -239,6 +243,8 @@ export class Encoder {
       }
       throw e;
     } finally {
+      const few = this.#few, n = Math.min(this.#nextRef, FEW);
+      for (let i = 0; i < n; i++) few[i] = EMPTY; // do not keep the caller's objects alive
       if (this.#seen.size) this.#seen.clear();
     }
     return this.#buf.subarray(0, this.#pos);
@@ -333,15 +339,29 @@ export class Encoder {
     }
   }
 
+  #remember(v: object): void {
+    const id = this.#nextRef++;
+    if (id < FEW) this.#few[id] = v;
+    else this.#seen.set(v, id);
+  }
+
   #object(v: object): void {
-    const ref = this.#seen.get(v);
+    const few = this.#few, n = Math.min(this.#nextRef, FEW);
+    let ref: number | undefined;
+    for (let i = 0; i < n; i++) {
+      if (few[i] === v) {
+        ref = i;
+        break;
+      }
+    }
+    if (ref === undefined && this.#nextRef > FEW) ref = this.#seen.get(v);
     if (ref !== undefined) {
       this.#u8(T_REF);
       return this.#u32(ref);
     }
     const proto = Object.getPrototypeOf(v);
     if (proto === Object.prototype || proto === null) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       const keys = Object.keys(v);
       this.#u8(T_OBJECT);
       this.#u32(keys.length);
@@ -358,7 +378,7 @@ export class Encoder {
       return;
     }
     if (Array.isArray(v)) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       const n = v.length;
       this.#u8(T_ARRAY);
       this.#u32(n);
@@ -380,14 +400,14 @@ export class Encoder {
       if (this.#allow && !this.#allow(kind.name)) {
         throw new PathError(`a ${kind.name} cannot be sent over this channel`);
       }
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       kindSink?.add(kind.name);
       this.#u8(T_HANDLE);
       this.#str(kind.name);
       return this.#value(kind.reduce(v));
     }
     if (v instanceof Map) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       this.#u8(T_MAP);
       this.#u32(v.size);
       let key: unknown;
@@ -404,7 +424,7 @@ export class Encoder {
       return;
     }
     if (v instanceof Set) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       this.#u8(T_SET);
       this.#u32(v.size);
       let i = 0;
@@ -420,7 +440,7 @@ export class Encoder {
       return;
     }
     if (v instanceof Date) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       this.#room(9);
       this.#buf[this.#pos] = T_DATE;
       this.#dv.setFloat64(this.#pos + 1, v.getTime(), true);
@@ -428,13 +448,13 @@ export class Encoder {
       return;
     }
     if (v instanceof RegExp) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       this.#u8(T_REGEXP);
       this.#str(v.source);
       return this.#str(v.flags);
     }
     if (ArrayBuffer.isView(v)) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
       if (v instanceof DataView) {
         this.#u8(T_DVIEW);
@@ -447,17 +467,17 @@ export class Encoder {
       return this.#bytes(bytes);
     }
     if (v instanceof ArrayBuffer) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       if (v.detached) throw new PathError("a detached ArrayBuffer cannot be sent");
       this.#u8(T_ABUF);
       return this.#bytes(new Uint8Array(v));
     }
     if (v instanceof Error) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       return this.#error(v);
     }
     if (v instanceof Number || v instanceof String || v instanceof Boolean || v instanceof BigInt) {
-      this.#seen.set(v, this.#nextRef++);
+      this.#remember(v);
       this.#u8(T_BOXED);
       return this.#value(v.valueOf());
     }
@@ -786,6 +806,8 @@ export class Decoder {
 }
 
 const EMPTY = new Uint8Array(0);
+/** How many objects per message an Encoder tracks in its small array before using a Map. */
+const FEW = 8;
 const F64 = new Float64Array(1);
 const F64_BYTES = new Uint8Array(F64.buffer);
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {

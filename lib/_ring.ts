@@ -1,0 +1,1245 @@
+/**
+ * The shared byte channel under every denomp channel: `Queue`, `Pipe`/`Connection`, and (built
+ * on the same API) pools, mailboxes and manager RPC. A `Ring` is a ring of frames in a block of
+ * the shared heap. Any number of writers and readers in any workers share it; as in Python's
+ * `multiprocessing.Queue` (one write lock, one read lock, an OS pipe between), writers are
+ * serialised by one robust mutex and readers by another, so between the two locks the ring is
+ * a plain single-producer / single-consumer ring (cf. `bench/platform/ring.ts`).
+ *
+ * - **Messages of any size.** A message that fits in half the ring is one frame and is decoded
+ *   straight out of shared memory. A larger one is streamed as a run of frames (the first
+ *   carries the total length and the writer's slot); the writer holds its lock for the whole
+ *   run, so runs of different writers never interleave and the reader assembles it privately.
+ * - **Nothing torn.** Frames are published whole (the write position moves after the bytes are
+ *   in). A reader discards a half-assembled message when a new message starts (a writer took
+ *   the lock over from a dead one), or when the ring is drained and the message's writer is dead
+ *   or no longer writing it. A fresh reader skips continuation frames whose start it never saw
+ *   (its predecessor died mid-message). `onDiscard` is told about each discarded message.
+ * - **Nothing swallowed.** A reader moves the read position only after it has the message, so a
+ *   reader terminated while waiting leaves every message in the ring; the next reader takes the
+ *   dead reader's lock over (robust mutex) and goes on.
+ * - **Cheap waits.** A side that must wait spins a little, then announces that it sleeps and
+ *   sleeps in `Atomics.wait` (sync) or `Atomics.waitAsync` (async; never blocks the thread).
+ *   The other side pays `Atomics.notify` only when that flag is up, so the streaming path is a
+ *   few loads and stores per message. An idle channel sleeps in the kernel: no core burns.
+ * - **Writes never block the caller's event loop.** `post` writes through when it can, else
+ *   queues the message in a per-process outbox drained by a background pump in order (Python's
+ *   feeder thread); `flushAll()` waits for every outbox (the worker bootstrap runs it before a
+ *   worker reports its exit). `send`/`sendSync` are the same with a result to wait for.
+ *
+ * Layout at `base` (Int32 words; hot words of the two sides on separate cache lines):
+ * `W`, `READER_ASLEEP` | `R`, `WRITER_ASLEEP` | `WLOCK`, `WSTATE` | `RLOCK` | `CAP`, `MAGIC`,
+ * then `CAP` data bytes. `W` and `R` run over `[0, 2*CAP)` so full and empty differ and `CAP`
+ * need not be a power of two. A frame is an int32 header at a 4-aligned position — the payload
+ * length in bits 0..27 with flags `FIRST` (bit 28) and `LAST` (bit 29), or `-1` for "the rest of
+ * the data area is unused, go on at 0" — then the payload, padded to 4.
+ *
+ * @module
+ */
+
+import {
+  deadlineOf,
+  LIVENESS_SLICE_MS,
+  mutexAcquire,
+  mutexAcquireSync,
+  mutexOwner,
+  mutexRelease,
+  OWNER_DIED,
+  remainingMs,
+  TIMED_OUT,
+  waitAsync,
+  WAITERS,
+  waitSync,
+} from "./_atomics.ts";
+import { beforeExit } from "./_context.ts";
+import { heap, isAlive, MAIN_SLOT, release, retain, SLOT_ALIVE, slotStateIndex } from "./_heap.ts";
+import { ProcessError } from "./errors.ts";
+
+// Word indices relative to base / 4.
+const W = 0, READER_ASLEEP = 1;
+const R = 16, WRITER_ASLEEP = 17;
+const WLOCK = 32, WSTATE = 33;
+const RLOCK = 48;
+const CAP = 64, MAGIC_I = 65;
+/** Bytes of the ring's header; the data area follows it. */
+const HEADER = 320;
+const MAGIC = 0x72696e67; // "ring"
+
+const SKIP = -1;
+const LEN_MASK = (1 << 28) - 1;
+const FIRST = 1 << 28, LAST = 1 << 29;
+/** Bytes the first frame of a streamed message carries before the data: total length, writer. */
+const PREFIX = 8;
+/** The largest data area: frame lengths must fit in 28 bits. */
+const MAX_CAPACITY = 1 << 27;
+const MIN_CAPACITY = 256;
+
+/**
+ * How many times a side re-checks a shared word before it sleeps. About 10–30 µs here: longer
+ * than a peer's typical turnaround (so ping-pong never pays a kernel wake-up, ~20 µs per hop),
+ * short enough that a waiting side gives its core back quickly.
+ */
+export const SPIN = 4000;
+
+/**
+ * Checks before sleeping in the middle of a streamed message: the other side is then surely busy
+ * copying a frame (tens of microseconds for 64 KiB into fresh memory), and an async wake-up on
+ * the main thread costs more than that, so waiting a little longer awake pays.
+ */
+const STREAM_SPIN = SPIN * 4;
+
+const pad4 = (n: number) => (n + 3) & ~3;
+
+/** A result of {@link Ring.recv} when the timeout passed with no message. */
+export const TIMEOUT: unique symbol = Symbol("denomp.ring.timeout");
+/** A result of {@link Ring.recv} when the ring is empty and `eof()` said no more will come. */
+export const EOF: unique symbol = Symbol("denomp.ring.eof");
+
+/** How a send ended: written into the ring, or given up because `broken()` said nobody reads. */
+export type SendStatus = "ok" | "broken";
+
+/**
+ * Turns a message's payload into a value. `owned` is true when `payload` is a private copy the
+ * callee may keep; otherwise it is a view of shared memory, valid only during the call (copy
+ * out what you keep — `Decoder.decode` does).
+ */
+export type Decode<T> = (payload: Uint8Array, owned: boolean) => T;
+
+/** Options of {@link Ring.recv} and {@link Ring.recvSync}. */
+export interface RecvOptions {
+  /** Milliseconds to wait for a message to begin; `undefined` waits forever, 0 not at all. */
+  timeout?: number;
+  /** Aborts a wait for a message to begin (a message already begun is always read whole). */
+  signal?: AbortSignal;
+  /** Called while the ring is empty: true means nothing more will ever come (returns `EOF`). */
+  eof?: () => boolean;
+  /**
+   * Re-check `eof` at least this often (ms) while asleep, for conditions that change without a
+   * notify (a process dying). Without it, `eof` is re-checked when the ring is notified
+   * ({@link Ring.wakeReaders}).
+   */
+  eofPollMs?: number;
+  /** Called once for each torn message that is discarded (its writer died or gave up). */
+  onDiscard?: () => void;
+  /**
+   * Where to assemble a streamed message of `total` bytes (default: a new `Uint8Array`). E.g.
+   * `recvBytesInto` returns a view of the caller's buffer when it fits, saving a copy.
+   */
+  alloc?: (total: number) => Uint8Array;
+}
+
+/** Options of {@link Ring.send}, {@link Ring.post} and {@link Ring.sendSync}. */
+export interface SendOptions {
+  /**
+   * Called while the ring is full: true means no reader will ever drain it (e.g. every copy of a
+   * pipe's reading end is closed). The send then gives up (a message already begun is
+   * abandoned, and readers discard its part) and reports `"broken"`. Re-checked every
+   * {@link LIVENESS_SLICE_MS} while waiting for room.
+   */
+  broken?: () => boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-process state of a ring (keyed by its base offset): the outbox of messages waiting for
+// room, and how many async reads of this process hold the read lock across an await. Entries
+// exist only while non-idle, so a freed and reused block never meets stale state.
+
+interface Cursor {
+  /** Message bytes from index `shift` on (`src[0]` is byte `shift` of the message). */
+  src: Uint8Array;
+  shift: number;
+  /** Total message length. */
+  n: number;
+  /** Bytes of the message written so far. */
+  done: number;
+  /** A streamed message whose first frame is out (the reader may hold part of it). */
+  started: boolean;
+  /** Set by a NEED_ROOM step: the read position to wait on. */
+  r: number;
+}
+
+interface Entry {
+  cursor: Cursor;
+  broken?: () => boolean;
+  resolve: (s: SendStatus) => void;
+  promise: Promise<SendStatus>;
+}
+
+class Outbox {
+  queue: Entry[] = [];
+  head = 0;
+  /** This process holds the ring's write lock on behalf of the outbox. */
+  lockHeld = false;
+  pumping: Promise<void> | null = null;
+  /** `cancelJoinThread()`: `flushAll` does not wait for this outbox. */
+  detached = false;
+  constructor(readonly ring: Ring) {}
+  first(): Entry | undefined {
+    return this.queue[this.head];
+  }
+  shift(): void {
+    this.queue[this.head++] = undefined as unknown as Entry;
+    if (this.head === this.queue.length) (this.queue.length = 0), (this.head = 0);
+    else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+  }
+  get size(): number {
+    return this.queue.length - this.head;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zombies. Deno's `worker.terminate()` stops a worker only when it returns to its event loop: a
+// worker busy in JS or looping in `Atomics.wait` (every `...Sync` call here) keeps running, yet
+// its parent marks it dead at once, and robust locks it holds get taken over. So every step that
+// touches a ring first checks that this process is not marked dead, and a lock is released only
+// by its current owner: a zombie stops at its next channel operation without disturbing anyone.
+
+let selfState: Int32Array | null = null;
+let checks = 0;
+
+/**
+ * Throws when this process has been terminated (marked dead in the process table) while its
+ * thread still runs. One load on the hot path.
+ *
+ * @example
+ * ```ts
+ * import { checkNotTerminated } from "./_ring.ts";
+ * checkNotTerminated(); // the main thread is never terminated
+ * ```
+ */
+export function checkNotTerminated(): void {
+  const h = heap();
+  if (h.slot === MAIN_SLOT) return;
+  selfState ??= new Int32Array(h.sab, slotStateIndex(h.slot) * 4, 1);
+  // Our own entry every time (one load on a fixed view); the ancestors (a terminated parent
+  // takes its children with it) now and then, as that walks the table.
+  if (Atomics.load(selfState, 0) !== SLOT_ALIVE || (++checks & 255) === 0 && !isAlive(h.slot)) {
+    throw new ProcessError(TERMINATED_MESSAGE);
+  }
+}
+
+const TERMINATED_MESSAGE = "this process was terminated: it may not use shared channels any more";
+
+function isTerminatedError(err: unknown): boolean {
+  return err instanceof ProcessError && err.message === TERMINATED_MESSAGE;
+}
+
+/** Releases the lock at `i32[idx]` if this process still owns it (see "Zombies"). */
+function unlock(i32: Int32Array, idx: number): void {
+  const me = heap().slot;
+  // Common case in one CAS: held by us with no flags (nobody waits), so no notify is due.
+  if (Atomics.compareExchange(i32, idx, me, 0) === me) return;
+  if (mutexOwner(i32, idx) === me) mutexRelease(i32, idx);
+}
+
+const outboxes = new Map<number, Outbox>();
+const asyncReads = new Map<number, number>();
+const OK: Promise<SendStatus> = Promise.resolve("ok");
+
+function holdRead(base: number, d: number): void {
+  const n = (asyncReads.get(base) ?? 0) + d;
+  if (n) asyncReads.set(base, n);
+  else asyncReads.delete(base);
+}
+
+/**
+ * Waits until every message this process has posted to any ring is written into its ring
+ * (Python's feeder-thread join at exit). The worker bootstrap runs it before a worker reports
+ * its exit; call it before ending a program whose queues must be fully delivered.
+ *
+ * @example
+ * ```ts
+ * import { flushAll } from "./_ring.ts";
+ * await flushAll(); // nothing pending: resolves at once
+ * ```
+ */
+export async function flushAll(): Promise<void> {
+  for (;;) {
+    const busy = [...outboxes.values()].filter((o) => o.pumping && !o.detached);
+    if (!busy.length) return;
+    await Promise.all(busy.map((o) => o.pumping));
+  }
+}
+
+beforeExit(flushAll);
+
+// ---------------------------------------------------------------------------------------------
+
+const NEED = 0, DONE = 1;
+
+interface ReadState {
+  /** `W` as last seen, to sleep on while nothing new is there. */
+  w: number;
+  /** A streamed message being assembled, its length so far, total and writer. */
+  buf: Uint8Array | null;
+  filled: number;
+  total: number;
+  writer: number;
+  /** Skipping continuation frames of a message whose start this reader never saw. */
+  skipping: boolean;
+  value: unknown;
+}
+
+/**
+ * A ring of frames at byte offset `base` of the shared heap (see the module doc). A `Ring` object
+ * is only a view: any number of them, in any processes, may refer to the same ring.
+ *
+ * @example
+ * ```ts
+ * import { alloc } from "./_heap.ts";
+ * import { Ring } from "./_ring.ts";
+ * const bytes = Ring.bytesFor(4096);
+ * const ring = new Ring(Ring.init(alloc(bytes), bytes));
+ * await ring.send(new Uint8Array([1, 2, 3]));
+ * const got = ring.recvSync((b) => b.slice());
+ * console.assert(got instanceof Uint8Array && got[2] === 3);
+ * ```
+ */
+export class Ring {
+  /** Byte offset of the ring in the shared heap. */
+  readonly base: number;
+  /** Bytes in the data area. */
+  readonly capacity: number;
+  readonly #block: number;
+  // Fixed-length views of this ring's header and data: element access and Atomics on the
+  // heap's length-tracking views cost 2-6x more, and a ring never moves.
+  readonly #i32: Int32Array;
+  readonly #u8: Uint8Array;
+  readonly #dv: DataView;
+  readonly #maxSingle: number;
+  readonly #minFrame: number;
+  readonly #maxFrame: number;
+
+  /**
+   * Bytes a ring with `capacity` data bytes occupies (header included).
+   *
+   * @example
+   * ```ts
+   * import { Ring } from "./_ring.ts";
+   * console.assert(Ring.bytesFor(1024) > 1024);
+   * ```
+   */
+  static bytesFor(capacity: number): number {
+    return HEADER + capacity;
+  }
+
+  /**
+   * Lays a ring out in `bytes` zeroed bytes of the heap at `base` (16-aligned, e.g. from
+   * `alloc`) and returns `base`. Its capacity is what is left after the header.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert(ring.capacity === 1024);
+   * ```
+   */
+  static init(base: number, bytes: number): number {
+    if (base % 8) throw new RangeError(`a ring must be 8-aligned: current offset is ${base}`);
+    const cap = Math.min(MAX_CAPACITY, (bytes - HEADER) & ~7);
+    if (cap < MIN_CAPACITY) {
+      throw new RangeError(`a ring needs at least ${HEADER + MIN_CAPACITY} bytes: got ${bytes}`);
+    }
+    const i32 = heap().i32, b = base >> 2;
+    Atomics.store(i32, b + CAP, cap);
+    Atomics.store(i32, b + MAGIC_I, MAGIC);
+    return base;
+  }
+
+  /**
+   * Attaches to the ring at `base`. `block` is the heap block that contains it: while messages
+   * of this process wait in the outbox, the pump holds a reference to it, so the ring outlives
+   * the handle objects that posted them.
+   */
+  constructor(base: number, block = 0) {
+    const sab = heap().sab;
+    this.#i32 = new Int32Array(sab, base, HEADER >> 2);
+    this.base = base;
+    this.#block = block;
+    if (Atomics.load(this.#i32, MAGIC_I) !== MAGIC) {
+      throw new Error(`denomp: no ring at heap offset ${base}`);
+    }
+    const cap = this.capacity = Atomics.load(this.#i32, CAP);
+    this.#u8 = new Uint8Array(sab, base + HEADER, cap);
+    this.#dv = new DataView(sab, base + HEADER, cap);
+    this.#maxSingle = ((cap >> 1) & ~3) - 4;
+    this.#minFrame = Math.max(64, Math.min(4096, (cap >> 2) & ~3));
+    // Streamed frames of at most a quarter ring: the reader copies one out while the writer
+    // fills the next (one ring-sized frame would make them take turns).
+    this.#maxFrame = Math.max(this.#minFrame, (cap >> 2) & ~3);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Positions
+
+  #adv(p: number, n: number): number {
+    p += n;
+    return p >= 2 * this.capacity ? p - 2 * this.capacity : p;
+  }
+
+  #pos(p: number): number {
+    return p >= this.capacity ? p - this.capacity : p;
+  }
+
+  #used(w: number, r: number): number {
+    const d = w - r;
+    return d < 0 ? d + 2 * this.capacity : d;
+  }
+
+  /** Spins until `i32[idx] !== v`; true if it changed. */
+  #spin(idx: number, v: number, n = SPIN): boolean {
+    const i32 = this.#i32;
+    for (let s = 0; s < n; s++) if (Atomics.load(i32, idx) !== v) return true;
+    return false;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // State
+
+  /**
+   * True when no frame is in the ring (messages still in some process's outbox are not seen).
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert(ring.empty());
+   * ```
+   */
+  empty(): boolean {
+    return Atomics.load(this.#i32, W) === Atomics.load(this.#i32, R);
+  }
+
+  /**
+   * Spins (for at most {@link SPIN} checks, tens of microseconds) until a frame is in the ring;
+   * true if one came. For a receiver's fast path before it falls back to `recv`.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert(ring.spinForData() === false);
+   * ```
+   */
+  spinForData(): boolean {
+    const i32 = this.#i32;
+    for (let s = 0; s < SPIN; s++) {
+      if (Atomics.load(i32, W) !== Atomics.load(i32, R)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Wakes every reader and poller asleep on this ring, so it re-checks its `eof` (call after
+   * changing what `eof` looks at, e.g. closing).
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024))).wakeReaders();
+   * ```
+   */
+  wakeReaders(): void {
+    Atomics.notify(this.#i32, W);
+  }
+
+  /**
+   * Wakes every writer asleep waiting for room, so it re-checks its `broken`.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024))).wakeWriters();
+   * ```
+   */
+  wakeWriters(): void {
+    Atomics.notify(this.#i32, R);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Writing (the caller holds the write lock)
+
+  /** After taking the write lock over from a dead writer: its message is abandoned. */
+  #recoverWriter(): void {
+    Atomics.store(this.#i32, WSTATE, 0);
+    this.wakeReaders(); // a reader waiting mid-message sees the abandonment at once
+  }
+
+  #publish(w: number): void {
+    const i32 = this.#i32;
+    Atomics.store(i32, W, w); // publishes the bytes written before it
+    if (Atomics.load(i32, READER_ASLEEP)) {
+      Atomics.store(i32, READER_ASLEEP, 0);
+      Atomics.notify(i32, W);
+    }
+  }
+
+  /** Writes as much of the message as fits now. DONE, or NEED with `c.r` to wait on. */
+  #writeStep(c: Cursor): number {
+    checkNotTerminated();
+    const i32 = this.#i32, cap = this.capacity, u8 = this.#u8, dv = this.#dv;
+    let w = Atomics.load(i32, W);
+    for (;;) {
+      const r = Atomics.load(i32, R);
+      let free = cap - this.#used(w, r), pos = this.#pos(w);
+      const tail = cap - pos;
+      if (!c.started && c.n <= this.#maxSingle) {
+        // One frame, contiguous: skip the tail first if it is too short.
+        const need = 4 + pad4(c.n);
+        if (need > tail) {
+          if (free < tail + need) return (c.r = r), NEED;
+          dv.setInt32(pos, SKIP, true);
+          w = this.#adv(w, tail);
+          pos = 0;
+        } else if (free < need) return (c.r = r), NEED;
+        u8.set(c.src, pos + 4);
+        dv.setInt32(pos, c.n | FIRST | LAST, true);
+        c.done = c.n;
+        this.#publish(this.#adv(w, need));
+        return DONE;
+      }
+      // Streamed: frames as large as the contiguous free space allows.
+      const first = c.done === 0;
+      const prefix = first ? PREFIX : 0;
+      const want = 4 + prefix + (c.n - c.done);
+      const minFrame = Math.min(want, this.#minFrame);
+      if (Math.min(free, tail) < minFrame) {
+        if (free > tail && free - tail >= minFrame) {
+          dv.setInt32(pos, SKIP, true); // published with the next frame
+          w = this.#adv(w, tail);
+          continue;
+        }
+        return (c.r = r), NEED; // an unpublished SKIP is simply written again next time
+      }
+      free = Math.min(free, tail, this.#maxFrame);
+      if (first && 4 + pad4(c.n) <= free) {
+        // It all fits after all: one plain frame (a FIRST|LAST frame carries no prefix).
+        u8.set(c.src.subarray(0 - c.shift, c.n - c.shift), pos + 4);
+        dv.setInt32(pos, c.n | FIRST | LAST, true);
+        c.done = c.n;
+        this.#publish(this.#adv(w, 4 + pad4(c.n)));
+        return DONE;
+      }
+      const avail = (free - 4) & ~3;
+      const rest = c.n - c.done + prefix;
+      const last = rest <= avail;
+      const len = last ? rest : avail;
+      const at = pos + 4;
+      if (first) {
+        Atomics.store(i32, WSTATE, heap().slot); // before the first frame is visible
+        c.started = true;
+        dv.setUint32(at, c.n, true);
+        dv.setUint32(at + 4, heap().slot, true);
+      }
+      const from = c.done - c.shift;
+      u8.set(c.src.subarray(from, from + len - prefix), at + prefix);
+      dv.setInt32(pos, len | (first ? FIRST : 0) | (last ? LAST : 0), true);
+      c.done += len - prefix;
+      w = this.#adv(w, 4 + pad4(len));
+      this.#publish(w);
+      if (last) {
+        Atomics.store(i32, WSTATE, 0);
+        return DONE;
+      }
+    }
+  }
+
+  /** Gives up a message (the readers are gone): readers discard what they got of it. */
+  #abandon(c: Cursor): void {
+    if (c.started && c.done < c.n) this.#recoverWriter();
+  }
+
+  #lockWrite(sync: true): void;
+  #lockWrite(sync: false): void | Promise<void>;
+  #lockWrite(sync: boolean): void | Promise<void> {
+    const i32 = this.#i32, idx = WLOCK;
+    if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
+    if (sync) {
+      if (mutexAcquireSync(i32, idx) === OWNER_DIED) this.#recoverWriter();
+      return;
+    }
+    const r = mutexAcquire(i32, idx);
+    if (typeof r === "number") {
+      if (r === OWNER_DIED) this.#recoverWriter();
+      return;
+    }
+    return r.then((x) => {
+      if (x === OWNER_DIED) this.#recoverWriter();
+    });
+  }
+
+  #unlockWrite(): void {
+    unlock(this.#i32, WLOCK);
+  }
+
+  /** Blocks until the cursor's message is written (or `broken`). Write lock held. */
+  #writeSync(c: Cursor, broken?: () => boolean): SendStatus {
+    const i32 = this.#i32, idx = R;
+    while (this.#writeStep(c) === NEED) {
+      if (this.#spin(idx, c.r, c.started ? STREAM_SPIN : SPIN)) continue;
+      if (broken?.()) return this.#abandon(c), "broken";
+      Atomics.store(i32, WRITER_ASLEEP, 1);
+      if (Atomics.load(i32, idx) !== c.r) continue;
+      waitSync(i32, idx, c.r, broken ? LIVENESS_SLICE_MS : Infinity);
+    }
+    return "ok";
+  }
+
+  #outbox(): Outbox {
+    let ob = outboxes.get(this.base);
+    if (!ob) outboxes.set(this.base, ob = new Outbox(this));
+    return ob;
+  }
+
+  /**
+   * Writes `bytes` as one message without ever blocking: written through at once when the write
+   * lock is free and there is room, else (copied and) queued in this process's outbox, which a
+   * background pump writes out in order. Resolves when the message is in the ring. Never rejects.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * void ring.post(new Uint8Array([7])); // fire and forget: order is kept
+   * console.assert(ring.recvSync((b) => b[0]) === 7);
+   * ```
+   */
+  post(bytes: Uint8Array, options?: SendOptions): Promise<SendStatus> {
+    const ob = outboxes.get(this.base);
+    // Messages queued earlier go first; write what fits of them now rather than waiting for the
+    // pump, which needs a macrotask (a producer looping on `await put()` never yields one).
+    if (ob === undefined || ob.size === 0 || this.#flushSome(ob)) {
+      // Fast path: nothing of ours is queued, so writing now keeps the order.
+      const i32 = this.#i32, idx = WLOCK;
+      if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) {
+        const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
+        if (this.#writeStep(c) === DONE) {
+          this.#unlockWrite();
+          return OK;
+        }
+        if (c.started) {
+          // Part of a streamed message is out: keep the lock, let the pump write the rest.
+          c.src = bytes.slice(c.done);
+          c.shift = c.done;
+          const o = this.#outbox();
+          o.lockHeld = true;
+          return this.#enqueue(o, c, options);
+        }
+        this.#unlockWrite();
+      }
+    }
+    const c: Cursor = {
+      src: bytes.slice(),
+      shift: 0,
+      n: bytes.length,
+      done: 0,
+      started: false,
+      r: 0,
+    };
+    return this.#enqueue(ob ?? this.#outbox(), c, options);
+  }
+
+  /**
+   * Like {@link Ring.post}, but `bytes` is not copied while the message waits for room: the
+   * caller must leave it unchanged until the returned promise resolves (the contract of
+   * `Deno.Conn.write`). Saves a copy per large message.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * const buf = new Uint8Array(4000); // streamed: bigger than the ring
+   * const sent = ring.postBorrowed(buf);
+   * console.assert(ring.recvSync((b) => b.length) === 4000 && (await sent) === "ok");
+   * ```
+   */
+  postBorrowed(bytes: Uint8Array, options?: SendOptions): Promise<SendStatus> {
+    const ob = outboxes.get(this.base);
+    if (ob === undefined || ob.size === 0 || this.#flushSome(ob)) {
+      if (Atomics.compareExchange(this.#i32, WLOCK, 0, heap().slot) === 0) {
+        const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
+        if (this.#writeStep(c) === DONE) {
+          this.#unlockWrite();
+          return OK;
+        }
+        if (c.started) {
+          const o = this.#outbox();
+          o.lockHeld = true;
+          return this.#enqueue(o, c, options);
+        }
+        this.#unlockWrite();
+        return this.#enqueue(this.#outbox(), c, options);
+      }
+    }
+    const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
+    return this.#enqueue(ob ?? this.#outbox(), c, options);
+  }
+
+  /**
+   * Same as {@link Ring.post}; named for callers that await the result.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert((await ring.send(new Uint8Array(3))) === "ok");
+   * ```
+   */
+  send(bytes: Uint8Array, options?: SendOptions): Promise<SendStatus> {
+    return this.post(bytes, options);
+  }
+
+  /**
+   * Writes queued messages while they fit, without waiting; keeps the write lock only in the
+   * middle of a streamed message. True when the outbox is empty.
+   */
+  #flushSome(ob: Outbox): boolean {
+    if (!ob.lockHeld) {
+      if (Atomics.compareExchange(this.#i32, WLOCK, 0, heap().slot) !== 0) return false;
+      ob.lockHeld = true;
+    }
+    for (let e = ob.first(); e; e = ob.first()) {
+      if (this.#writeStep(e.cursor) === NEED) {
+        if (!e.cursor.started) {
+          ob.lockHeld = false;
+          this.#unlockWrite();
+        }
+        return false;
+      }
+      ob.shift();
+      e.resolve("ok");
+    }
+    ob.lockHeld = false;
+    this.#unlockWrite();
+    return true;
+  }
+
+  #enqueue(ob: Outbox, cursor: Cursor, options?: SendOptions): Promise<SendStatus> {
+    let resolve!: (s: SendStatus) => void;
+    const promise = new Promise<SendStatus>((r) => (resolve = r));
+    ob.queue.push({ cursor, broken: options?.broken, resolve, promise });
+    ob.pumping ??= this.#pump(ob);
+    return promise;
+  }
+
+  /** The background writer of this process's outbox (Python's feeder thread). */
+  async #pump(ob: Outbox): Promise<void> {
+    if (this.#block) retain(this.#block);
+    const i32 = this.#i32, idx = R;
+    try {
+      await undefined; // let the caller finish its synchronous work first
+      for (let e = ob.first(); e; e = ob.first()) {
+        if (!ob.lockHeld) {
+          await this.#lockWrite(false);
+          ob.lockHeld = true;
+          continue; // a sync send may have drained the outbox meanwhile
+        }
+        const c = e.cursor;
+        if (this.#writeStep(c) === DONE) {
+          ob.shift();
+          e.resolve("ok");
+          // Let other processes' writers in between messages when they wait.
+          if (!ob.size || Atomics.load(i32, WLOCK) & WAITERS) {
+            ob.lockHeld = false;
+            this.#unlockWrite();
+          }
+          continue;
+        }
+        if (this.#spin(idx, c.r, c.started ? STREAM_SPIN : SPIN)) continue;
+        if (e.broken?.()) {
+          this.#abandon(c);
+          ob.shift();
+          e.resolve("broken");
+          continue;
+        }
+        if (!c.started) {
+          // Do not hold the lock while asleep: this thread may block in other code meanwhile,
+          // and other processes' writers could use the room that appears. Mid-stream we must.
+          ob.lockHeld = false;
+          this.#unlockWrite();
+        }
+        Atomics.store(i32, WRITER_ASLEEP, 1);
+        if (Atomics.load(i32, idx) !== c.r) continue;
+        await waitAsync(i32, idx, c.r, e.broken ? LIVENESS_SLICE_MS : Infinity);
+      }
+    } catch (err) {
+      // A zombie (this worker was terminated but still runs) just stops writing; anything else
+      // is a bug, not a condition: report it. Either way, no sender is left waiting forever.
+      if (!isTerminatedError(err)) {
+        console.error("denomp: a channel's background writer failed:", err);
+      }
+      for (let e = ob.first(); e; e = ob.first()) {
+        ob.shift();
+        e.resolve("broken");
+      }
+    } finally {
+      if (ob.lockHeld) {
+        ob.lockHeld = false;
+        this.#unlockWrite();
+      }
+      ob.pumping = null;
+      if (!ob.size) outboxes.delete(this.base);
+      if (this.#block) release(this.#block);
+    }
+  }
+
+  /**
+   * Writes `bytes` as one message, blocking the thread until it is in the ring (after whatever
+   * this process queued before, which it writes first). For workers; on the main thread it
+   * blocks the event loop.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * ring.sendSync(new Uint8Array([1]));
+   * console.assert(ring.recvSync((b) => b[0]) === 1);
+   * ```
+   */
+  sendSync(bytes: Uint8Array, options?: SendOptions): SendStatus {
+    const ob = outboxes.get(this.base);
+    if (ob && (ob.size || ob.lockHeld)) {
+      // Drain our own queue first (continuing a message the pump began), keeping the order.
+      if (!ob.lockHeld) {
+        this.#lockWrite(true);
+        ob.lockHeld = true;
+      }
+      for (let e = ob.first(); e; e = ob.first()) {
+        ob.shift();
+        e.resolve(this.#writeSync(e.cursor, e.broken));
+      }
+    } else this.#lockWrite(true);
+    try {
+      const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
+      return this.#writeSync(c, options?.broken);
+    } finally {
+      if (ob) ob.lockHeld = false;
+      this.#unlockWrite();
+    }
+  }
+
+  /**
+   * A blocking reader of this process would wait forever for messages that this process's own
+   * pump cannot write while the thread is blocked: write what fits of them now. True if it wrote.
+   */
+  #helpOutbox(): boolean {
+    const ob = outboxes.get(this.base);
+    if (!ob?.size) return false;
+    const size = ob.size, done = ob.first()!.cursor.done;
+    this.#flushSome(ob);
+    return ob.size !== size || (ob.size > 0 && ob.first()!.cursor.done !== done);
+  }
+
+  /**
+   * Marks this process's queued messages as not worth waiting for at exit (Python's
+   * `cancel_join_thread`): `flushAll` then ignores them.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024))).detachOutbox();
+   * ```
+   */
+  detachOutbox(): void {
+    const ob = outboxes.get(this.base);
+    if (ob) ob.detached = true;
+  }
+
+  /**
+   * Messages of this process still waiting in its outbox for this ring.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert(ring.pending() === 0);
+   * ```
+   */
+  pending(): number {
+    return outboxes.get(this.base)?.size ?? 0;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Reading (the caller holds the read lock)
+
+  /** Takes what is there. DONE with `st.value`, or NEED (sleep on `st.w`). */
+  #readStep(
+    st: ReadState,
+    decode: Decode<unknown>,
+    onDiscard?: () => void,
+    alloc?: (total: number) => Uint8Array,
+  ): number {
+    checkNotTerminated();
+    const i32 = this.#i32, cap = this.capacity, dv = this.#dv, u8 = this.#u8;
+    for (;;) {
+      const w = Atomics.load(i32, W);
+      let r = Atomics.load(i32, R);
+      if (w === r) return (st.w = w), NEED;
+      let pos = this.#pos(r);
+      let hdr = dv.getInt32(pos, true);
+      if (hdr === SKIP) {
+        r = this.#adv(r, cap - pos);
+        if (r === w) { // writers publish a SKIP with the frame after it; be safe anyway
+          this.#consumed(r);
+          continue;
+        }
+        pos = 0;
+        hdr = dv.getInt32(0, true);
+      }
+      const len = hdr & LEN_MASK, at = pos + 4;
+      const next = this.#adv(r, 4 + pad4(len));
+      if (hdr & FIRST) {
+        if (st.buf) this.#discard(st, onDiscard); // its writer died; another took the lock over
+        st.skipping = false;
+        if (hdr & LAST) {
+          try {
+            st.value = decode(u8.subarray(at, at + len), false);
+          } finally {
+            this.#consumed(next);
+          }
+          return DONE;
+        }
+        const total = dv.getUint32(at, true);
+        st.writer = dv.getUint32(at + 4, true);
+        st.buf = alloc ? alloc(total) : new Uint8Array(total);
+        st.buf.set(u8.subarray(at + PREFIX, at + len));
+        st.filled = len - PREFIX;
+        st.total = total;
+        this.#consumed(next);
+        continue;
+      }
+      if (!st.buf) {
+        // Continuation of a message whose start a dead reader took: not ours to deliver.
+        if (!st.skipping) {
+          st.skipping = true;
+          onDiscard?.();
+        }
+        this.#consumed(next);
+        continue;
+      }
+      if (st.filled + len > st.total) { // cannot happen with well-behaved writers
+        this.#consumed(next);
+        this.#discard(st, onDiscard);
+        continue;
+      }
+      st.buf.set(u8.subarray(at, at + len), st.filled);
+      st.filled += len;
+      this.#consumed(next);
+      if (hdr & LAST) {
+        const whole = st.buf;
+        st.buf = null;
+        if (st.filled !== st.total) {
+          onDiscard?.();
+          continue;
+        }
+        st.value = decode(whole, true);
+        return DONE;
+      }
+    }
+  }
+
+  #consumed(r: number): void {
+    const i32 = this.#i32;
+    Atomics.store(i32, R, r); // frees the frame: decode has copied what it keeps
+    if (Atomics.load(i32, WRITER_ASLEEP)) {
+      Atomics.store(i32, WRITER_ASLEEP, 0);
+      Atomics.notify(i32, R);
+    }
+  }
+
+  #discard(st: ReadState, onDiscard?: () => void): void {
+    st.buf = null;
+    st.filled = st.total = 0;
+    onDiscard?.();
+  }
+
+  /**
+   * Mid-message with nothing new: true when the message is torn (its writer is dead, or no
+   * longer writing it) and was discarded.
+   */
+  #torn(st: ReadState, onDiscard?: () => void): boolean {
+    const i32 = this.#i32;
+    const ws = Atomics.load(i32, WSTATE);
+    if (ws === st.writer && isAlive(st.writer)) return false;
+    // The writer's last frames were published before it stopped: look once more.
+    if (Atomics.load(i32, W) !== st.w) return false;
+    this.#discard(st, onDiscard);
+    return true;
+  }
+
+  /** Nothing to read: EOF when `eof()` holds and the ring is still empty. */
+  #atEof(st: ReadState, eof?: () => boolean): boolean {
+    return eof !== undefined && eof() && Atomics.load(this.#i32, W) === st.w;
+  }
+
+  #newState(): ReadState {
+    return { w: 0, buf: null, filled: 0, total: 0, writer: 0, skipping: false, value: undefined };
+  }
+
+  /**
+   * Receives one message, blocking the thread: `decode(payload)`'s result, `TIMEOUT`, or `EOF`.
+   * A message already begun is always read whole, whatever the timeout. For workers; throws
+   * when an async `recv` of this process holds the ring (it could never finish).
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring, TIMEOUT } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert(ring.recvSync((b) => b.length, { timeout: 0 }) === TIMEOUT);
+   * ```
+   */
+  recvSync<T>(decode: Decode<T>, o: RecvOptions = {}): T | typeof TIMEOUT | typeof EOF {
+    const deadline = deadlineOf(o.timeout);
+    const i32 = this.#i32, lock = RLOCK;
+    if (asyncReads.has(this.base)) {
+      if (o.timeout === 0) return TIMEOUT; // busy, as a non-blocking get would find it
+      throw new Error(
+        "denomp: a blocking (Sync) receive cannot run while this process awaits a receive on " +
+          "the same channel: it would wait for itself",
+      );
+    }
+    if (Atomics.compareExchange(i32, lock, 0, heap().slot) !== 0) {
+      if (mutexAcquireSync(i32, lock, remainingMs(deadline)) === TIMED_OUT) return TIMEOUT;
+    }
+    try {
+      const st = this.#newState();
+      for (;;) {
+        if (this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE) {
+          return st.value as T;
+        }
+        if (this.#helpOutbox() || this.#spin(W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
+        if (st.buf) {
+          if (this.#torn(st, o.onDiscard)) continue;
+          Atomics.store(i32, READER_ASLEEP, 1);
+          if (Atomics.load(i32, W) === st.w) waitSync(i32, W, st.w, LIVENESS_SLICE_MS);
+          continue;
+        }
+        if (this.#atEof(st, o.eof)) return EOF;
+        if (o.signal?.aborted) throw o.signal.reason;
+        const left = remainingMs(deadline);
+        if (left <= 0) return TIMEOUT;
+        Atomics.store(i32, READER_ASLEEP, 1);
+        if (Atomics.load(i32, W) !== st.w) continue;
+        waitSync(i32, W, st.w, Math.min(left, o.eofPollMs ?? Infinity));
+      }
+    } finally {
+      unlock(i32, lock);
+    }
+  }
+
+  /**
+   * Receives one message if a whole one-frame message is there right now and the read lock is
+   * free; else returns `TIMEOUT` at once and changes nothing (the caller then uses `recv`). The
+   * cheapest way to receive: no promise, no wait.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring, TIMEOUT } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert(ring.tryRecv((b) => b.length) === TIMEOUT);
+   * void ring.post(new Uint8Array(2));
+   * console.assert(ring.tryRecv((b) => b.length) === 2);
+   * ```
+   */
+  tryRecv<T>(decode: Decode<T>): T | typeof TIMEOUT {
+    const i32 = this.#i32;
+    const w = Atomics.load(i32, W);
+    let r = Atomics.load(i32, R);
+    if (w === r) return TIMEOUT;
+    checkNotTerminated();
+    if (Atomics.compareExchange(i32, RLOCK, 0, heap().slot) !== 0) return TIMEOUT;
+    try {
+      r = Atomics.load(i32, R); // another reader may have moved it before we locked
+      if (r === Atomics.load(i32, W)) return TIMEOUT;
+      let pos = this.#pos(r), hdr = this.#dv.getInt32(pos, true);
+      if (hdr === SKIP) {
+        r = this.#adv(r, this.capacity - pos);
+        if (r === Atomics.load(i32, W)) return TIMEOUT;
+        pos = 0;
+        hdr = this.#dv.getInt32(0, true);
+      }
+      if ((hdr & (FIRST | LAST)) !== (FIRST | LAST)) return TIMEOUT; // streamed: use recv
+      const len = hdr & LEN_MASK;
+      try {
+        return decode(this.#u8.subarray(pos + 4, pos + 4 + len), false);
+      } finally {
+        this.#consumed(this.#adv(r, 4 + pad4(len)));
+      }
+    } finally {
+      unlock(i32, RLOCK);
+    }
+  }
+
+  /**
+   * Receives one message without blocking the thread: `decode(payload)`'s result, `TIMEOUT`,
+   * or `EOF`. Completes synchronously inside the call when a message is there (the promise is
+   * already settled), spins briefly, then awaits `Atomics.waitAsync`.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * void ring.post(new TextEncoder().encode("hi"));
+   * console.assert((await ring.recv((b) => b.length)) === 2);
+   * ```
+   */
+  recv<T>(decode: Decode<T>, o: RecvOptions = {}): Promise<T | typeof TIMEOUT | typeof EOF> {
+    const i32 = this.#i32, lock = RLOCK;
+    try {
+      if (Atomics.compareExchange(i32, lock, 0, heap().slot) === 0) {
+        // Fast path: a message is there (or comes within the spin).
+        const st = this.#newState();
+        let done = false;
+        try {
+          done = this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE ||
+            (this.#spin(W, st.w) &&
+              this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE);
+        } catch (e) {
+          unlock(i32, lock);
+          throw e;
+        }
+        if (done) {
+          unlock(i32, lock);
+          return Promise.resolve(st.value as T);
+        }
+        return this.#recvSlow(decode, o, deadlineOf(o.timeout), st);
+      }
+      return this.#recvSlow(decode, o, deadlineOf(o.timeout), null);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  async #recvSlow<T>(
+    decode: Decode<T>,
+    o: RecvOptions,
+    deadline: number,
+    st: ReadState | null,
+  ): Promise<T | typeof TIMEOUT | typeof EOF> {
+    const i32 = this.#i32, lock = RLOCK;
+    if (!st) {
+      for (;;) {
+        const left = remainingMs(deadline);
+        // Acquire in slices, so an abort is noticed while others hold the lock.
+        const r = await mutexAcquire(
+          i32,
+          lock,
+          o.signal ? Math.min(left, LIVENESS_SLICE_MS) : left,
+        );
+        if (r !== TIMED_OUT) break;
+        if (o.signal?.aborted) throw o.signal.reason;
+        if (remainingMs(deadline) <= 0) return TIMEOUT;
+      }
+      st = this.#newState();
+    }
+    holdRead(this.base, 1);
+    const onAbort = () => this.wakeReaders();
+    o.signal?.addEventListener("abort", onAbort);
+    try {
+      for (;;) {
+        if (this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE) {
+          return st.value as T;
+        }
+        if (this.#spin(W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
+        if (st.buf) {
+          if (this.#torn(st, o.onDiscard)) continue;
+          Atomics.store(i32, READER_ASLEEP, 1);
+          if (Atomics.load(i32, W) === st.w) {
+            await waitAsync(i32, W, st.w, LIVENESS_SLICE_MS);
+          }
+          continue;
+        }
+        if (this.#atEof(st, o.eof)) return EOF;
+        if (o.signal?.aborted) throw o.signal.reason;
+        const left = remainingMs(deadline);
+        if (left <= 0) return TIMEOUT;
+        Atomics.store(i32, READER_ASLEEP, 1);
+        if (Atomics.load(i32, W) !== st.w) continue;
+        await waitAsync(i32, W, st.w, Math.min(left, o.eofPollMs ?? Infinity));
+      }
+    } finally {
+      o.signal?.removeEventListener("abort", onAbort);
+      holdRead(this.base, -1);
+      unlock(i32, lock);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Polling (no lock: never consumes)
+
+  #pollNow(eof?: () => boolean): boolean {
+    const i32 = this.#i32;
+    const w = Atomics.load(i32, W);
+    if (w !== Atomics.load(i32, R)) return true;
+    return eof !== undefined && eof() && Atomics.load(i32, W) === w;
+  }
+
+  /**
+   * Whether a message (or EOF) is there to be received, waiting up to `timeout` ms
+   * (`Infinity`: until there is). Never consumes; sees empty messages.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * void ring.post(new Uint8Array(0));
+   * console.assert(ring.pollSync(0) && (await ring.poll(0)));
+   * ```
+   */
+  pollSync(timeout: number, eof?: () => boolean, eofPollMs?: number): boolean {
+    const i32 = this.#i32, deadline = deadlineOf(timeout);
+    for (;;) {
+      if (this.#pollNow(eof)) return true;
+      const left = remainingMs(deadline);
+      if (left <= 0) return false;
+      const w = Atomics.load(i32, W);
+      if (this.#spin(W, w)) continue;
+      Atomics.store(i32, READER_ASLEEP, 1);
+      if (Atomics.load(i32, W) !== w) continue;
+      waitSync(i32, W, w, Math.min(left, eofPollMs ?? Infinity));
+    }
+  }
+
+  /**
+   * The async twin of {@link Ring.pollSync}.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert((await ring.poll(5)) === false);
+   * ```
+   */
+  async poll(timeout: number, eof?: () => boolean, eofPollMs?: number): Promise<boolean> {
+    const i32 = this.#i32, deadline = deadlineOf(timeout);
+    for (;;) {
+      if (this.#pollNow(eof)) return true;
+      const left = remainingMs(deadline);
+      if (left <= 0) return false;
+      const w = Atomics.load(i32, W);
+      if (this.#spin(W, w)) continue;
+      Atomics.store(i32, READER_ASLEEP, 1);
+      if (Atomics.load(i32, W) !== w) continue;
+      await waitAsync(i32, W, w, Math.min(left, eofPollMs ?? Infinity));
+    }
+  }
+}

@@ -1,0 +1,1135 @@
+/**
+ * Pipes and connections (Python's `multiprocessing.connection`): `Pipe()` gives two connected
+ * `Connection`s that work in any workers; `Listener`/`Client` open `Connection`s over TCP with
+ * an optional shared `authkey` (a mutual HMAC-SHA256 challenge before any data).
+ *
+ * **Pipes** live in one block of the shared heap: a {@link Ring} per direction, and per end a
+ * table of the processes holding a copy of it. A `Connection` sent to a worker (in `args` or
+ * through a queue or pipe) is that worker's own copy of the end, as a file descriptor is after
+ * a fork: `close()` closes the caller's copy only, and `recv()` throws `EOFError` once every copy
+ * of the other end is closed — copies held by processes that died count as closed — and nothing
+ * is left to read. A copy in flight (encoded in a message not yet received) counts as open.
+ *
+ * **Sockets** carry the same messages framed as Python frames them (a 4-byte big-endian length,
+ * then the bytes), so `sendBytes`/`recvBytes` interoperate with Python's `Connection`; objects
+ * use denomp's codec. Frames over `maxMessageSize` (and any frame over 256 bytes during the
+ * handshake) make the receiving side drop the peer with a clear error.
+ *
+ * @module
+ */
+
+import { LIVENESS_SLICE_MS } from "./_atomics.ts";
+import { alloc, heap, isAlive, release, retain } from "./_heap.ts";
+import { EOF, Ring, type SendStatus } from "./_ring.ts";
+import {
+  AuthenticationError,
+  BufferTooShort,
+  EOFError,
+  SerializationError,
+  ValueError,
+} from "./errors.ts";
+import { Encoder, loads, registerHandle } from "./reduction.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/**
+ * An operating-system-level failure of a connection (Python's `OSError`): using a closed
+ * connection, a message over the allowed length, a broken socket.
+ *
+ * @example
+ * ```ts
+ * import { OSError } from "./connection.ts";
+ * console.assert(new OSError("handle is closed").name === "OSError");
+ * ```
+ */
+export class OSError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    Object.defineProperty(this, "name", {
+      value: new.target.name,
+      writable: true,
+      configurable: true,
+    });
+  }
+}
+
+/**
+ * Writing to a connection whose other end is closed everywhere (Python's `BrokenPipeError`).
+ *
+ * @example
+ * ```ts
+ * import { BrokenPipeError, OSError } from "./connection.ts";
+ * console.assert(new BrokenPipeError() instanceof OSError);
+ * ```
+ */
+export class BrokenPipeError extends OSError {
+  /** Creates the error. */
+  constructor(message = "the other end of the pipe is closed", options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transports: what a Connection reads and writes through.
+
+/** A message decoder given to a transport; `owned` as in the ring's `Decode`. */
+type Decode<T> = (payload: Uint8Array, owned: boolean) => T;
+
+interface Transport {
+  readonly kind: "pipe" | "socket";
+  readonly readable: boolean;
+  readonly writable: boolean;
+  /** `borrowed`: the caller keeps `bytes` unchanged until the promise resolves (no copy). */
+  send(bytes: Uint8Array, borrowed?: boolean): Promise<void>;
+  sendSync(bytes: Uint8Array): void;
+  /** `alloc`: where a pipe assembles a long message (see the ring's `RecvOptions.alloc`). */
+  recv<T>(decode: Decode<T>, alloc?: (total: number) => Uint8Array): Promise<T>;
+  recvSync<T>(decode: Decode<T>, alloc?: (total: number) => Uint8Array): T;
+  poll(timeout: number): Promise<boolean>;
+  pollSync(timeout: number): boolean;
+  close(): void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipe layout (Int32 words from the block offset / 4)
+
+const MAGIC_I = 0, DUPLEX = 1, MAGIC = 0x70697065; // "pipe"
+/** Per end: in-flight copies, then HOLDERS entries of (slot, open copies in that process). */
+const END_WORDS = 160, END0 = 64, INFLIGHT = 0, ENTRIES = 16, HOLDERS = 64;
+const HEADER = 2048;
+const DUPLEX_BLOCK = (512 << 10) - 16;
+const SIMPLEX_BLOCK = (256 << 10) - 16;
+
+const endWord = (off: number, end: number) => (off >> 2) + END0 + end * END_WORDS;
+
+/** Where ring `i` (written by end `i`) starts, for a pipe block at `off`. */
+function ringBase(off: number, duplex: boolean, i: number): number {
+  if (!duplex) return off + HEADER;
+  const half = ((DUPLEX_BLOCK - HEADER) / 2) & ~7;
+  return off + HEADER + i * half;
+}
+
+function ringBytes(duplex: boolean): number {
+  return duplex ? ((DUPLEX_BLOCK - HEADER) / 2) & ~7 : SIMPLEX_BLOCK - HEADER;
+}
+
+/** Registers one more open copy of end `end` in this process. */
+function claimCopy(off: number, end: number): void {
+  const i32 = heap().i32, me = heap().slot, e = endWord(off, end) + ENTRIES;
+  let free = -1;
+  for (let k = 0; k < HOLDERS; k++) {
+    const s = Atomics.load(i32, e + 2 * k);
+    if (s === me) {
+      Atomics.add(i32, e + 2 * k + 1, 1);
+      return;
+    }
+    if (free < 0 && (s === 0 || !isAlive(s))) free = k;
+  }
+  for (let k = free < 0 ? 0 : free; k < HOLDERS; k++) {
+    const s = Atomics.load(i32, e + 2 * k);
+    if (s !== 0 && isAlive(s)) continue;
+    // A free entry, or a dead process's (its copies count as closed): take it over.
+    if (Atomics.compareExchange(i32, e + 2 * k, s, me) !== s) continue;
+    Atomics.store(i32, e + 2 * k + 1, 1);
+    return;
+  }
+  throw new OSError(`more than ${HOLDERS} live processes hold copies of one end of a pipe`);
+}
+
+/** Drops one open copy of end `end` held by this process. */
+function dropCopy(off: number, end: number): void {
+  const i32 = heap().i32, me = heap().slot, e = endWord(off, end) + ENTRIES;
+  for (let k = 0; k < HOLDERS; k++) {
+    if (Atomics.load(i32, e + 2 * k) !== me) continue;
+    if (Atomics.sub(i32, e + 2 * k + 1, 1) === 1) {
+      Atomics.compareExchange(i32, e + 2 * k, me, 0);
+    }
+    return;
+  }
+}
+
+/** True while some copy of end `end` is open: in a live process, or in flight. */
+function endOpen(off: number, end: number): boolean {
+  const i32 = heap().i32, w = endWord(off, end);
+  if (Atomics.load(i32, w + INFLIGHT) > 0) return true;
+  for (let k = 0; k < HOLDERS; k++) {
+    const s = Atomics.load(i32, w + ENTRIES + 2 * k);
+    if (s !== 0 && Atomics.load(i32, w + ENTRIES + 2 * k + 1) > 0 && isAlive(s)) return true;
+  }
+  return false;
+}
+
+/** One process's copy of one end of a pipe. */
+class PipeTransport implements Transport {
+  readonly kind = "pipe";
+  readonly off: number;
+  readonly end: number;
+  readonly duplex: boolean;
+  readonly readable: boolean;
+  readonly writable: boolean;
+  /** Shared with the finalizer: a collected, unclosed copy is closed there. */
+  readonly st: { closed: boolean };
+  #in: Ring | null;
+  #out: Ring | null;
+  readonly #peerGone = (): boolean => !endOpen(this.off, 1 - this.end);
+  readonly #eof = (): boolean => this.st.closed || !endOpen(this.off, 1 - this.end);
+
+  constructor(off: number, end: number) {
+    this.off = off;
+    this.end = end;
+    const i32 = heap().i32;
+    if (Atomics.load(i32, (off >> 2) + MAGIC_I) !== MAGIC) {
+      throw new Error(`denomp: no pipe at heap offset ${off}`);
+    }
+    this.duplex = Atomics.load(i32, (off >> 2) + DUPLEX) !== 0;
+    // Ring i is written by end i. One-way: end 0 only reads, end 1 only writes (ring 1).
+    this.readable = this.duplex || end === 0;
+    this.writable = this.duplex || end === 1;
+    this.#in = this.readable
+      ? new Ring(ringBase(off, this.duplex, this.duplex ? 1 - end : 0), off)
+      : null;
+    this.#out = this.writable
+      ? new Ring(ringBase(off, this.duplex, this.duplex ? end : 0), off)
+      : null;
+    this.st = { closed: false };
+  }
+
+  static create(duplex: boolean): number {
+    const size = duplex ? DUPLEX_BLOCK : SIMPLEX_BLOCK;
+    const off = alloc(size);
+    const i32 = heap().i32;
+    for (let i = 0; i < (duplex ? 2 : 1); i++) {
+      Ring.init(ringBase(off, duplex, i), ringBytes(duplex));
+    }
+    i32[(off >> 2) + DUPLEX] = duplex ? 1 : 0;
+    Atomics.store(i32, (off >> 2) + MAGIC_I, MAGIC);
+    return off;
+  }
+
+  #status(s: SendStatus): void {
+    if (s === "broken") throw new BrokenPipeError();
+  }
+
+  send(bytes: Uint8Array, borrowed = false): Promise<void> {
+    if (this.#peerGone()) return Promise.reject(new BrokenPipeError());
+    const o = { broken: this.#peerGone }, out = this.#out!;
+    const p = borrowed ? out.postBorrowed(bytes, o) : out.post(bytes, o);
+    return p.then((s) => this.#status(s));
+  }
+
+  sendSync(bytes: Uint8Array): void {
+    if (this.#peerGone()) throw new BrokenPipeError();
+    this.#status(this.#out!.sendSync(bytes, { broken: this.#peerGone }));
+  }
+
+  #result<T>(v: unknown): T {
+    if (v === EOF) {
+      if (this.st.closed) throw new OSError("handle is closed");
+      throw new EOFError();
+    }
+    return v as T;
+  }
+
+  async recv<T>(decode: Decode<T>, alloc?: (total: number) => Uint8Array): Promise<T> {
+    return this.#result(
+      await this.#in!.recv(decode, { eof: this.#eof, eofPollMs: LIVENESS_SLICE_MS, alloc }),
+    );
+  }
+
+  recvSync<T>(decode: Decode<T>, alloc?: (total: number) => Uint8Array): T {
+    return this.#result(
+      this.#in!.recvSync(decode, { eof: this.#eof, eofPollMs: LIVENESS_SLICE_MS, alloc }),
+    );
+  }
+
+  poll(timeout: number): Promise<boolean> {
+    return this.#in!.poll(timeout, this.#eof, LIVENESS_SLICE_MS);
+  }
+
+  pollSync(timeout: number): boolean {
+    return this.#in!.pollSync(timeout, this.#eof, LIVENESS_SLICE_MS);
+  }
+
+  close(): void {
+    if (this.st.closed) return;
+    this.st.closed = true;
+    closeCopy(this.off, this.end, this.duplex);
+  }
+}
+
+/** Drops this process's copy of an end and wakes whoever waits on the other end. */
+function closeCopy(off: number, end: number, duplex: boolean): void {
+  dropCopy(off, end);
+  const out = new Ring(ringBase(off, duplex, duplex ? end : 0));
+  if (duplex || end === 1) out.wakeReaders(); // the peer's recv re-checks for EOF
+  if (duplex || end === 0) {
+    new Ring(ringBase(off, duplex, duplex ? 1 - end : 0)).wakeWriters(); // its send: broken?
+  }
+  // Our own pending recv (if any) sees `closed` and ends.
+  if (duplex || end === 0) new Ring(ringBase(off, duplex, duplex ? 1 - end : 0)).wakeReaders();
+}
+
+const copyFinalizer = new FinalizationRegistry<
+  { off: number; end: number; duplex: boolean; st: { closed: boolean } }
+>((h) => {
+  try {
+    if (!h.st.closed) closeCopy(h.off, h.end, h.duplex);
+    release(h.off);
+  } catch { /* the heap is gone with the process */ }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Connection
+
+let encoding = false;
+const sharedEncoder = new Encoder();
+
+function encode(value: unknown): Uint8Array {
+  if (encoding) return new Encoder().encode(value, "obj").slice();
+  encoding = true;
+  try {
+    return sharedEncoder.encode(value, "obj");
+  } finally {
+    encoding = false;
+  }
+}
+
+const decodeObj = (b: Uint8Array): unknown => loads(b);
+const decodeBytes = (b: Uint8Array, owned: boolean): Uint8Array => owned ? b : b.slice();
+
+/** Bytes to send: a view, an `ArrayBuffer`, or any typed array / `DataView`. */
+export type BytesLike = ArrayBuffer | ArrayBufferView;
+
+function asBytes(buf: BytesLike): Uint8Array {
+  if (buf instanceof Uint8Array) return buf;
+  if (ArrayBuffer.isView(buf)) return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (buf instanceof ArrayBuffer) return new Uint8Array(buf);
+  throw new TypeError(`expected bytes (an ArrayBuffer or a typed array): got ${typeof buf}`);
+}
+
+let creating: Transport | null = null;
+let transportOf: (c: Connection<unknown>) => Transport;
+
+/**
+ * One end of a pipe or socket connection (Python's `multiprocessing.connection.Connection`).
+ * Made by {@link Pipe}, {@link Listener.accept} and {@link Client}; a pipe's `Connection` can be
+ * sent to other workers (each gets its own copy of the end).
+ *
+ * @example
+ * ```ts
+ * import { Pipe } from "./connection.ts";
+ * const [a, b] = Pipe<string>();
+ * await a.send("hi");
+ * console.assert((await b.poll()) && (await b.recv()) === "hi");
+ * a.close();
+ * b.close();
+ * ```
+ */
+export class Connection<T = unknown> {
+  #t: Transport;
+
+  /** Not for direct use: connections come from `Pipe()`, `Listener.accept()` or `Client()`. */
+  constructor() {
+    if (!creating) {
+      throw new TypeError("use Pipe(), Listener.accept() or Client() to make a Connection");
+    }
+    this.#t = creating;
+    creating = null;
+  }
+
+  static {
+    transportOf = (c) => c.#t;
+  }
+
+  #check(write: boolean): Transport {
+    const t = this.#t;
+    if (this.closed) throw new OSError("handle is closed");
+    if (write && !t.writable) throw new OSError("connection is read-only");
+    if (!write && !t.readable) throw new OSError("connection is write-only");
+    return t;
+  }
+
+  /** True once `close()` was called on this copy. */
+  get closed(): boolean {
+    return this.#t instanceof PipeTransport
+      ? this.#t.st.closed
+      : (this.#t as SocketTransport).closed;
+  }
+
+  /** Whether this end can receive. */
+  get readable(): boolean {
+    return this.#t.readable;
+  }
+
+  /** Whether this end can send. */
+  get writable(): boolean {
+    return this.#t.writable;
+  }
+
+  /**
+   * Sends `obj` (encoded at once, so later changes to it do not travel). Resolves when it is in
+   * the pipe (waiting while the pipe is full); rejects with `BrokenPipeError` when the other end
+   * is closed everywhere. Throws at once for a closed or read-only connection and for values
+   * that cannot be sent.
+   */
+  send(obj: T): Promise<void> {
+    const t = this.#check(true);
+    return t.send(encode(obj));
+  }
+
+  /** `send` that blocks the thread while the pipe is full (pipes only). */
+  sendSync(obj: T): void {
+    this.#check(true).sendSync(encode(obj));
+  }
+
+  /**
+   * Receives the next object sent from the other end. Throws `EOFError` once every copy of the
+   * other end is closed and nothing is left.
+   */
+  recv(): Promise<T> {
+    try {
+      return this.#check(false).recv(decodeObj) as Promise<T>;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** `recv` that blocks the thread (pipes only; for worker code). */
+  recvSync(): T {
+    return this.#check(false).recvSync(decodeObj) as T;
+  }
+
+  /**
+   * Sends bytes as one message: `size` bytes of `buf` from byte `offset` (Python's
+   * `send_bytes`). Resolves once all of it is copied into the pipe. As with `Deno.Conn.write`,
+   * **keep `buf` unchanged until then**: a message larger than the free room is copied in as the
+   * reader makes room, straight from `buf` (which saves a copy of every large message).
+   */
+  sendBytes(buf: BytesLike, offset = 0, size?: number): Promise<void> {
+    try {
+      return this.#check(true).send(slice(buf, offset, size), true);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** `sendBytes` that blocks the thread while the pipe is full (pipes only). */
+  sendBytesSync(buf: BytesLike, offset = 0, size?: number): void {
+    this.#check(true).sendSync(slice(buf, offset, size));
+  }
+
+  /**
+   * Receives one byte message (Python's `recv_bytes`). With `maxlength`, a longer message is
+   * dropped and the connection stops being readable (`OSError`), as in Python.
+   */
+  async recvBytes(maxlength?: number): Promise<Uint8Array> {
+    const t = this.#check(false);
+    checkMax(maxlength);
+    return this.#limit(await t.recv(decodeBytes), maxlength);
+  }
+
+  /** `recvBytes` that blocks the thread (pipes only). */
+  recvBytesSync(maxlength?: number): Uint8Array {
+    const t = this.#check(false);
+    checkMax(maxlength);
+    return this.#limit(t.recvSync(decodeBytes), maxlength);
+  }
+
+  #limit(b: Uint8Array, maxlength?: number): Uint8Array {
+    if (maxlength !== undefined && b.length > maxlength) {
+      this.close();
+      throw new OSError(`bad message length: ${b.length} bytes > maxlength ${maxlength}`);
+    }
+    return b;
+  }
+
+  /**
+   * Receives one byte message into `buf` from byte `offset` and returns its length. When it does
+   * not fit, throws `BufferTooShort` whose `bytes` is the whole message (nothing is lost).
+   */
+  async recvBytesInto(buf: BytesLike, offset = 0): Promise<number> {
+    const t = this.#check(false);
+    const dst = asBytes(buf);
+    checkOffset(dst, offset);
+    return intoResult(await t.recv(into(dst, offset), assembleIn(dst, offset)));
+  }
+
+  /** `recvBytesInto` that blocks the thread (pipes only). */
+  recvBytesIntoSync(buf: BytesLike, offset = 0): number {
+    const t = this.#check(false);
+    const dst = asBytes(buf);
+    checkOffset(dst, offset);
+    return intoResult(t.recvSync(into(dst, offset), assembleIn(dst, offset)));
+  }
+
+  /**
+   * Whether there is something to receive (a message, or the end of the stream), waiting up to
+   * `timeout` ms: `0` (the default, as in Python) does not wait; `null` or `Infinity` waits until
+   * there is. Never consumes anything; sees empty messages.
+   */
+  poll(timeout: number | null = 0): Promise<boolean> {
+    try {
+      return this.#check(false).poll(pollTimeout(timeout));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** `poll` that blocks the thread (pipes only). */
+  pollSync(timeout: number | null = 0): boolean {
+    return this.#check(false).pollSync(pollTimeout(timeout));
+  }
+
+  /** Closes this copy of the end (other processes' copies stay open). Idempotent. */
+  close(): void {
+    this.#t.close();
+  }
+
+  /** `await using c = ...`: closes. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  /** `using c = ...`: closes. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** A short description, like Python's repr. */
+  toString(): string {
+    const t = this.#t;
+    const what = t instanceof PipeTransport ? `pipe ${t.off} end ${t.end}` : "socket";
+    return `<Connection ${what}${this.closed ? " closed" : ""}>`;
+  }
+}
+
+function makeConnection<T>(t: Transport): Connection<T> {
+  creating = t;
+  try {
+    return new Connection<T>();
+  } finally {
+    creating = null;
+  }
+}
+
+function slice(buf: BytesLike, offset: number, size?: number): Uint8Array {
+  const b = asBytes(buf);
+  if (!Number.isInteger(offset) || offset < 0) throw new ValueError("offset is negative");
+  if (b.length < offset) throw new ValueError("buffer length < offset");
+  if (size === undefined || size === null) size = b.length - offset;
+  else if (!Number.isInteger(size) || size < 0) throw new ValueError("size is negative");
+  else if (offset + size > b.length) throw new ValueError("buffer length < offset + size");
+  return b.subarray(offset, offset + size);
+}
+
+function checkMax(maxlength?: number): void {
+  if (maxlength !== undefined && maxlength !== null && !(maxlength >= 0)) {
+    throw new ValueError("negative maxlength");
+  }
+}
+
+function checkOffset(dst: Uint8Array, offset: number): void {
+  if (!Number.isInteger(offset) || offset < 0) throw new ValueError("negative offset");
+  if (offset > dst.length) throw new ValueError("offset too large");
+}
+
+function into(dst: Uint8Array, offset: number): Decode<number | BufferTooShort> {
+  return (b, owned) => {
+    if (offset + b.length > dst.length) return new BufferTooShort(owned ? b : b.slice());
+    // A long message was assembled in place (see assembleIn): nothing to copy.
+    if (b.buffer !== dst.buffer || b.byteOffset !== dst.byteOffset + offset) dst.set(b, offset);
+    return b.length;
+  };
+}
+
+/** A long message that fits is assembled straight into the caller's buffer. */
+function assembleIn(dst: Uint8Array, offset: number): (total: number) => Uint8Array {
+  return (total) =>
+    offset + total <= dst.length ? dst.subarray(offset, offset + total) : new Uint8Array(total);
+}
+
+function intoResult(r: number | BufferTooShort): number {
+  if (typeof r !== "number") throw r;
+  return r;
+}
+
+function pollTimeout(t: number | null | undefined): number {
+  if (t === null || t === undefined) return Infinity;
+  if (typeof t !== "number" || Number.isNaN(t)) {
+    throw new ValueError(`timeout must be a number of milliseconds: current value is ${t}`);
+  }
+  return Math.max(0, t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipe
+
+/** Options of {@link Pipe}. */
+export interface PipeOptions {
+  /** `false`: the first connection only receives and the second only sends. Default `true`. */
+  duplex?: boolean;
+}
+
+/**
+ * Makes a pipe and returns its two ends (Python's `multiprocessing.Pipe`). With
+ * `duplex: false`, the first end only receives and the second only sends.
+ *
+ * @example
+ * ```ts
+ * import { Pipe } from "./connection.ts";
+ * const [reader, writer] = Pipe<number>({ duplex: false });
+ * await writer.send(42);
+ * writer.close();
+ * console.assert((await reader.recv()) === 42);
+ * // every copy of the writing end is closed and nothing is left: EOFError
+ * await reader.recv().catch((e) => console.assert(e.name === "EOFError"));
+ * reader.close();
+ * ```
+ */
+export function Pipe<T = unknown>(options: PipeOptions = {}): [Connection<T>, Connection<T>] {
+  const duplex = options.duplex ?? true;
+  const off = PipeTransport.create(duplex);
+  retain(off); // one reference per end; `alloc` gave the first
+  return [openEnd<T>(off, 0, false), openEnd<T>(off, 1, false)];
+}
+
+/** A Connection on end `end` of the pipe at `off`, adopting one block reference. */
+function openEnd<T>(off: number, end: number, inFlight: boolean): Connection<T> {
+  claimCopy(off, end);
+  if (inFlight) Atomics.sub(heap().i32, endWord(off, end) + INFLIGHT, 1); // after the claim
+  const t = new PipeTransport(off, end);
+  const c = makeConnection<T>(t);
+  copyFinalizer.register(c, { off, end, duplex: t.duplex, st: t.st });
+  return c;
+}
+
+registerHandle<Connection<unknown>, [number, number]>({
+  name: "Connection",
+  cls: Connection,
+  reduce(c) {
+    const t = transportOf(c);
+    if (!(t instanceof PipeTransport)) {
+      throw new SerializationError(
+        "connection",
+        "a socket Connection cannot be sent to another worker (send a Pipe end, or connect there)",
+      );
+    }
+    if (t.st.closed) throw new OSError("handle is closed: a closed Connection cannot be sent");
+    // The copy in flight keeps the end open until a process rebuilds it.
+    Atomics.add(heap().i32, endWord(t.off, t.end) + INFLIGHT, 1);
+    retain(t.off);
+    return [t.off, t.end];
+  },
+  rebuild([off, end]) {
+    return openEnd(off, end, true);
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Sockets: framing
+
+/** Default largest message a socket connection accepts (bytes). */
+export const DEFAULT_MAX_MESSAGE = 128 << 20;
+/** Largest message accepted during the authentication handshake (as Python). */
+const HANDSHAKE_MAX = 256;
+
+/** Options of a socket connection. */
+export interface SocketOptions {
+  /**
+   * The largest message accepted; a peer announcing a bigger one is disconnected with an
+   * `OSError` naming both sizes. Default {@link DEFAULT_MAX_MESSAGE}.
+   */
+  maxMessageSize?: number;
+}
+
+class SocketTransport implements Transport {
+  readonly kind = "socket";
+  readonly readable = true;
+  readonly writable = true;
+  closed = false;
+  #conn: Deno.Conn;
+  #max: number;
+  /** Received bytes not yet consumed: `#buf[#start..#end)`. */
+  #buf = new Uint8Array(64 << 10);
+  #start = 0;
+  #end = 0;
+  #eof = false;
+  #reading: Promise<void> | null = null;
+  #writing: Promise<void> = Promise.resolve();
+  #error: Error | null = null;
+
+  constructor(conn: Deno.Conn, max: number) {
+    this.#conn = conn;
+    this.#max = max;
+  }
+
+  /** Temporarily lowers the frame limit (the handshake). */
+  withLimit<R>(max: number, f: () => Promise<R>): Promise<R> {
+    const old = this.#max;
+    this.#max = max;
+    return f().finally(() => (this.#max = old));
+  }
+
+  #fill(): Promise<void> {
+    return this.#reading ??= (async () => {
+      if (this.#end === this.#buf.length) {
+        // Full: move the unread bytes to the front, or grow when they fill most of it.
+        const live = this.#end - this.#start;
+        if (live * 2 > this.#buf.length) {
+          const next = new Uint8Array(this.#buf.length * 2);
+          next.set(this.#buf.subarray(this.#start, this.#end));
+          this.#buf = next;
+        } else this.#buf.copyWithin(0, this.#start, this.#end);
+        this.#start = 0;
+        this.#end = live;
+      }
+      try {
+        const n = await this.#conn.read(this.#buf.subarray(this.#end));
+        if (n === null) this.#eof = true;
+        else this.#end += n;
+      } catch (e) {
+        if (this.closed) this.#eof = true;
+        else this.#error = new OSError(`connection failed: ${(e as Error).message}`, { cause: e });
+      } finally {
+        this.#reading = null;
+      }
+    })();
+  }
+
+  /** The next frame's length if its header is in, else -1; throws for an oversized one. */
+  #frameLength(): number {
+    if (this.#end - this.#start < 4) return -1;
+    const b = this.#buf, s = this.#start;
+    const n = ((b[s] << 24) | (b[s + 1] << 16) | (b[s + 2] << 8) | b[s + 3]) >>> 0;
+    if (n > this.#max) {
+      const max = this.#max;
+      this.close();
+      throw new OSError(
+        `peer announced a message of ${n} bytes, over the limit of ${max}: connection dropped`,
+      );
+    }
+    return n;
+  }
+
+  async recv<T>(decode: Decode<T>): Promise<T> {
+    for (;;) {
+      if (this.#error) throw this.#error;
+      if (this.closed) throw new OSError("handle is closed");
+      const n = this.#frameLength();
+      if (n >= 0 && this.#end - this.#start >= 4 + n) {
+        const at = this.#start + 4;
+        this.#start = at + n;
+        if (this.#start === this.#end) this.#start = this.#end = 0;
+        return decode(this.#buf.subarray(at, at + n), false);
+      }
+      if (this.#eof) {
+        if (this.#end === this.#start) throw new EOFError();
+        throw new OSError("connection closed in the middle of a message");
+      }
+      if (n >= 0 && 4 + n > this.#buf.length - this.#start) {
+        // Make the buffer big enough for the whole frame.
+        const next = new Uint8Array(Math.max(4 + n, this.#buf.length));
+        next.set(this.#buf.subarray(this.#start, this.#end));
+        this.#end -= this.#start;
+        this.#start = 0;
+        this.#buf = next;
+      }
+      await this.#fill();
+    }
+  }
+
+  recvSync<T>(_decode: Decode<T>): T {
+    throw new ValueError("a socket Connection has no blocking (Sync) methods: use recv()");
+  }
+
+  send(bytes: Uint8Array, borrowed = false): Promise<void> {
+    if (this.closed) return Promise.reject(new OSError("handle is closed"));
+    // Frames of concurrent sends must not interleave: chain the writes.
+    const frame = new Uint8Array(4 + (bytes.length <= 65536 ? bytes.length : 0));
+    new DataView(frame.buffer).setUint32(0, bytes.length);
+    if (bytes.length <= 65536) frame.set(bytes, 4);
+    const body = bytes.length <= 65536 ? null : borrowed ? bytes : bytes.slice();
+    const p = this.#writing.then(async () => {
+      await writeAll(this.#conn, frame);
+      if (body) await writeAll(this.#conn, body);
+    });
+    this.#writing = p.catch(() => {});
+    return p.catch((e) => {
+      throw this.closed ? new OSError("handle is closed") : new BrokenPipeError(
+        `could not send on the socket: ${(e as Error).message}`,
+        { cause: e },
+      );
+    });
+  }
+
+  sendSync(_bytes: Uint8Array): void {
+    throw new ValueError("a socket Connection has no blocking (Sync) methods: use send()");
+  }
+
+  async poll(timeout: number): Promise<boolean> {
+    if (this.#end > this.#start || this.#eof || this.#error) return true;
+    if (timeout <= 0) {
+      void this.#fill(); // start reading, so a later poll sees what arrived
+      return false;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = timeout === Infinity
+      ? null
+      : new Promise<void>((r) => (timer = setTimeout(r, timeout)));
+    try {
+      for (;;) {
+        if (this.#end > this.#start || this.#eof || this.#error) return true;
+        const fill = this.#fill();
+        if (late) {
+          const first = await Promise.race([fill.then(() => "data"), late.then(() => "late")]);
+          if (first === "late") return this.#end > this.#start || this.#eof;
+        } else await fill;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  pollSync(_timeout: number): boolean {
+    throw new ValueError("a socket Connection has no blocking (Sync) methods: use poll()");
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.#conn.close();
+    } catch { /* already closed by the peer's failure */ }
+  }
+}
+
+async function writeAll(conn: Deno.Conn, b: Uint8Array): Promise<void> {
+  for (let off = 0; off < b.length;) off += await conn.write(b.subarray(off));
+}
+
+/**
+ * Wraps a connected TCP (or Unix) socket as a `Connection` using Python's framing, without any
+ * handshake. For servers built on denomp's framing (e.g. remote managers): authenticate with
+ * {@link deliverChallenge} / {@link answerChallenge}.
+ *
+ * @example
+ * ```ts ignore
+ * import { wrapSocket } from "./connection.ts";
+ * const conn = wrapSocket(await Deno.connect({ port: 6000 }), { maxMessageSize: 1 << 20 });
+ * ```
+ */
+export function wrapSocket<T = unknown>(
+  conn: Deno.Conn,
+  options: SocketOptions = {},
+): Connection<T> {
+  const max = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
+  if (!(max >= 0) || max > 0xffffffff) {
+    throw new ValueError(`maxMessageSize must be 0..2^32-1 bytes: current value is ${max}`);
+  }
+  return makeConnection<T>(new SocketTransport(conn, max));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication (CPython's deliver_challenge / answer_challenge, HMAC-SHA256 only)
+
+const CHALLENGE = new TextEncoder().encode("#CHALLENGE#");
+const WELCOME = new TextEncoder().encode("#WELCOME#");
+const FAILURE = new TextEncoder().encode("#FAILURE#");
+const DIGEST_TAG = new TextEncoder().encode("{sha256}");
+const MESSAGE_LENGTH = 40;
+
+/** A shared secret for `Listener`/`Client`: bytes, or a string (UTF-8). */
+export type AuthKey = Uint8Array | string;
+
+function keyBytes(k: AuthKey): Uint8Array {
+  if (typeof k === "string") return new TextEncoder().encode(k);
+  if (k instanceof Uint8Array) return k;
+  throw new TypeError(`authkey should be a Uint8Array or a string: got ${typeof k}`);
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) out.set(p, o), (o += p.length);
+  return out;
+}
+
+function startsWith(b: Uint8Array, prefix: Uint8Array): boolean {
+  return b.length >= prefix.length && prefix.every((x, i) => b[i] === x);
+}
+
+function hmacKey(authkey: AuthKey, usage: KeyUsage): Promise<CryptoKey> {
+  return crypto.subtle.importKey(
+    "raw",
+    keyBytes(authkey) as Uint8Array<ArrayBuffer>,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    [usage],
+  );
+}
+
+function socketOf(c: Connection<unknown>): SocketTransport {
+  const t = transportOf(c);
+  if (!(t instanceof SocketTransport)) throw new TypeError("expected a socket Connection");
+  return t;
+}
+
+/** Receives one handshake message (at most 256 bytes); any failure is an AuthenticationError. */
+async function recvHandshake(c: Connection<unknown>, step: string): Promise<Uint8Array> {
+  const t = socketOf(c);
+  try {
+    return await t.withLimit(HANDSHAKE_MAX, () => t.recv(decodeBytes));
+  } catch (e) {
+    throw new AuthenticationError(
+      `protocol error during authentication (${step}): ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+}
+
+/**
+ * The server side of the challenge (Python's `deliver_challenge`): sends a random challenge and
+ * checks the peer's HMAC-SHA256 of it with `authkey`. Throws `AuthenticationError` (after
+ * telling the peer) when the digest is wrong.
+ *
+ * @example
+ * ```ts ignore
+ * import { answerChallenge, deliverChallenge, wrapSocket } from "./connection.ts";
+ * const conn = wrapSocket(await listener.accept());
+ * await deliverChallenge(conn, "secret");
+ * await answerChallenge(conn, "secret");
+ * ```
+ */
+export async function deliverChallenge(c: Connection<unknown>, authkey: AuthKey): Promise<void> {
+  const message = concat(DIGEST_TAG, crypto.getRandomValues(new Uint8Array(MESSAGE_LENGTH)));
+  await c.sendBytes(concat(CHALLENGE, message));
+  const response = await recvHandshake(c, "waiting for the digest");
+  let ok = false;
+  if (startsWith(response, DIGEST_TAG)) {
+    const key = await hmacKey(authkey, "verify");
+    ok = await crypto.subtle.verify(
+      "HMAC",
+      key,
+      response.subarray(DIGEST_TAG.length) as Uint8Array<ArrayBuffer>,
+      message as Uint8Array<ArrayBuffer>,
+    );
+  }
+  if (!ok) {
+    await c.sendBytes(FAILURE).catch(() => {});
+    throw new AuthenticationError("digest received was wrong");
+  }
+  await c.sendBytes(WELCOME);
+}
+
+/**
+ * The client side of the challenge (Python's `answer_challenge`): answers the peer's challenge
+ * with an HMAC-SHA256 under `authkey`. Throws `AuthenticationError` when the peer rejects it.
+ *
+ * @example
+ * ```ts ignore
+ * import { answerChallenge, deliverChallenge, wrapSocket } from "./connection.ts";
+ * const conn = wrapSocket(await Deno.connect({ port: 6000 }));
+ * await answerChallenge(conn, "secret");
+ * await deliverChallenge(conn, "secret");
+ * ```
+ */
+export async function answerChallenge(c: Connection<unknown>, authkey: AuthKey): Promise<void> {
+  const challenge = await recvHandshake(c, "waiting for the challenge");
+  if (!startsWith(challenge, CHALLENGE)) {
+    throw new AuthenticationError("protocol error: expected a challenge");
+  }
+  const message = challenge.subarray(CHALLENGE.length);
+  if (!startsWith(message, DIGEST_TAG)) {
+    throw new AuthenticationError("protocol error: unsupported digest (only {sha256})");
+  }
+  const key = await hmacKey(authkey, "sign");
+  const digest = new Uint8Array(
+    await crypto.subtle.sign("HMAC", key, message as Uint8Array<ArrayBuffer>),
+  );
+  await c.sendBytes(concat(DIGEST_TAG, digest));
+  const answer = await recvHandshake(c, "waiting for the verdict");
+  if (answer.length !== WELCOME.length || !startsWith(answer, WELCOME)) {
+    throw new AuthenticationError("digest sent was rejected");
+  }
+}
+
+/** Runs `f` with a time limit; on expiry, closes `c` (which makes `f` fail) and rejects. */
+async function within<R>(ms: number, c: Connection<unknown>, f: () => Promise<R>): Promise<R> {
+  if (ms === Infinity) return f();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let expired = false;
+  try {
+    return await Promise.race([
+      f(),
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(() => {
+          expired = true;
+          c.close();
+          reject(new AuthenticationError(`authentication did not finish within ${ms} ms`));
+        }, ms)
+      ),
+    ]);
+  } catch (e) {
+    if (expired) throw new AuthenticationError(`authentication did not finish within ${ms} ms`);
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listener / Client
+
+/** A TCP address. */
+export interface Address {
+  /** Default `"127.0.0.1"`. */
+  hostname?: string;
+  /** `0` picks a free port (see `Listener.address`). */
+  port: number;
+}
+
+/** Options of {@link Listener}. */
+export interface ListenerOptions extends SocketOptions {
+  /** Where to listen; default `{ hostname: "127.0.0.1", port: 0 }`. */
+  address?: Address;
+  /** When given, every peer must pass the mutual HMAC challenge before any data. */
+  authkey?: AuthKey;
+  /** Milliseconds a peer has to finish the handshake (default 20,000). */
+  handshakeTimeout?: number;
+}
+
+/**
+ * Accepts `Connection`s over TCP (Python's `multiprocessing.connection.Listener`). With an
+ * `authkey`, each peer must pass a mutual HMAC-SHA256 challenge first; `accept()` throws
+ * `AuthenticationError` for a peer that fails it (that peer is dropped, the listener goes on).
+ *
+ * @example
+ * ```ts
+ * import { Client, Listener } from "./connection.ts";
+ * await using listener = new Listener({ authkey: "secret" });
+ * const [server, client] = await Promise.all([
+ *   listener.accept(),
+ *   Client(listener.address, { authkey: "secret" }),
+ * ]);
+ * await client.send({ hello: "world" });
+ * console.assert(((await server.recv()) as { hello: string }).hello === "world");
+ * client.close();
+ * server.close();
+ * ```
+ */
+export class Listener {
+  #listener: Deno.TcpListener;
+  #authkey?: AuthKey;
+  #opts: ListenerOptions;
+  #closed = false;
+
+  /** Starts listening at once. */
+  constructor(options: ListenerOptions = {}) {
+    this.#opts = options;
+    this.#authkey = options.authkey;
+    if (options.authkey !== undefined) keyBytes(options.authkey);
+    this.#listener = Deno.listen({
+      hostname: options.address?.hostname ?? "127.0.0.1",
+      port: options.address?.port ?? 0,
+    });
+  }
+
+  /** The address listened on (with the port picked when 0 was asked). */
+  get address(): Required<Address> {
+    const a = this.#listener.addr as Deno.NetAddr;
+    return { hostname: a.hostname, port: a.port };
+  }
+
+  /**
+   * Waits for the next peer and returns its `Connection` after the handshake. Throws
+   * `AuthenticationError` for a peer that fails the challenge or breaks the protocol (it is
+   * disconnected; call `accept()` again for the next one), and `OSError` once closed.
+   */
+  async accept<T = unknown>(): Promise<Connection<T>> {
+    if (this.#closed) throw new OSError("listener is closed");
+    let sock: Deno.Conn;
+    try {
+      sock = await this.#listener.accept();
+    } catch (e) {
+      throw new OSError(this.#closed ? "listener is closed" : (e as Error).message, { cause: e });
+    }
+    const c = wrapSocket<T>(sock, this.#opts);
+    const key = this.#authkey;
+    if (key === undefined) return c;
+    try {
+      await within(this.#opts.handshakeTimeout ?? 20_000, c, async () => {
+        await deliverChallenge(c, key);
+        await answerChallenge(c, key);
+      });
+      return c;
+    } catch (e) {
+      c.close();
+      throw e;
+    }
+  }
+
+  /** Stops listening (connections already accepted stay open). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#listener.close();
+  }
+
+  /** `await using listener = ...`: closes. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  /** `using listener = ...`: closes. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Options of {@link Client}. */
+export interface ClientOptions extends SocketOptions {
+  /** The listener's `authkey`: answer its challenge, then challenge it back. */
+  authkey?: AuthKey;
+  /** Milliseconds the handshake may take (default 20,000). */
+  handshakeTimeout?: number;
+}
+
+/**
+ * Connects to a {@link Listener} (Python's `multiprocessing.connection.Client`). Throws
+ * `AuthenticationError` when the keys differ (no data is exchanged).
+ *
+ * @example
+ * ```ts ignore
+ * import { Client } from "./connection.ts";
+ * const conn = await Client({ hostname: "127.0.0.1", port: 6000 }, { authkey: "secret" });
+ * await conn.send("hello");
+ * conn.close();
+ * ```
+ */
+export async function Client<T = unknown>(
+  address: Address,
+  options: ClientOptions = {},
+): Promise<Connection<T>> {
+  if (options.authkey !== undefined) keyBytes(options.authkey);
+  const sock = await Deno.connect({
+    hostname: address.hostname ?? "127.0.0.1",
+    port: address.port,
+  });
+  const c = wrapSocket<T>(sock, options);
+  const key = options.authkey;
+  if (key === undefined) return c;
+  try {
+    await within(options.handshakeTimeout ?? 20_000, c, async () => {
+      await answerChallenge(c, key);
+      await deliverChallenge(c, key);
+    });
+    return c;
+  } catch (e) {
+    c.close();
+    throw e;
+  }
+}

@@ -1,0 +1,1148 @@
+/**
+ * Queues shared by any number of producers and consumers in any workers (and the main thread):
+ * `Queue`, `SimpleQueue`, `JoinableQueue` (Python's `multiprocessing` queues) and `LifoQueue`,
+ * `PriorityQueue` (Python's `queue` module, here across workers too).
+ *
+ * Every queue lives in one block of the shared heap, so a queue handle is only an offset: it
+ * passes to a worker in `args`, and through any Queue or Pipe, and works there.
+ *
+ * - `Queue`/`SimpleQueue`/`JoinableQueue` carry encoded items through a {@link Ring} (FIFO).
+ *   As in Python, `put` on a queue with room never blocks: the item is encoded at once and
+ *   written through to the ring, or (ring full) kept in this process's outbox, which a background
+ *   pump writes out in order (Python's feeder thread). A worker flushes its outboxes before it
+ *   reports its exit (`flushAll`).
+ * - `LifoQueue`/`PriorityQueue` keep each encoded item in its own heap block and a shared array of
+ *   block offsets — a stack, or a binary heap ordered by an order-preserving key of the item —
+ *   under one robust lock. Every mutation records the entries it moves first, so a process killed
+ *   inside the lock leaves a store the next one repairs (nothing lost, nothing duplicated).
+ * - `qsize()` counts items put and not yet got (outboxes included), shared by all processes;
+ *   `maxsize` backpressure waits on that count.
+ *
+ * @module
+ */
+
+import {
+  deadlineOf,
+  LIVENESS_SLICE_MS,
+  mutexAcquire,
+  mutexAcquireSync,
+  mutexOwner,
+  mutexRelease,
+  OWNER_DIED,
+  remainingMs,
+  waitAsync,
+  waitSync,
+} from "./_atomics.ts";
+import { adopt, alloc, heap, release, retain } from "./_heap.ts";
+import { checkNotTerminated, EOF, flushAll as flushRings, Ring, TIMEOUT } from "./_ring.ts";
+import { Empty, Full, SerializationError, ValueError } from "./errors.ts";
+import { Encoder, loads, registerHandle } from "./reduction.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Shared layout (Int32 words from the block's offset / 4)
+
+// Counters split by who writes them, on separate cache lines, so a producer and a consumer on
+// two cores do not bounce one line with two read-modify-writes per item: producers count PUTS
+// (items reserved), consumers count GETS (items taken) and TASKS_DONE (`taskDone`). qsize is
+// PUTS - GETS and the unfinished tasks PUTS - TASKS_DONE (int32 differences, so wrap-around is fine).
+const PUTS = 0; // producers' line
+const GETS = 8, TASKS_DONE = 9, PUT_WAITERS = 10, JOIN_WAITERS = 11; // consumers' line
+const CLOSED = 16, MAXSIZE = 17, KIND = 18, MAGIC_I = 19, JOINABLE = 20;
+// Store (LIFO / priority) words.
+const SLOCK = 32, LEN = 33, ARR = 34, PENDING = 35, POPPED = 36, SEQ = 37, GET_WAITERS = 38;
+const NEXT_SEQ = 39;
+const HEADER = 256;
+const MAGIC = 0x71756575; // "queu"
+
+const FIFO = 1, LIFO = 2, PRIO = 3;
+type Kind = typeof FIFO | typeof LIFO | typeof PRIO;
+
+/** A FIFO queue's block: header and ring fill a 256 KiB size class exactly. */
+const FIFO_BLOCK = (256 << 10) - 16;
+/** Item blocks of the store: key length, payload length, key, payload. */
+const ITEM_HEADER = 8;
+/** Sort keys longer than this are cut (ties beyond it go by arrival order). */
+const MAX_KEY = 1024;
+
+/** Options of `put`/`putSync`. */
+export interface PutOptions {
+  /** `false`: throw `Full` at once when the queue is full. Default `true`. */
+  block?: boolean;
+  /** Milliseconds to wait for room before throwing `Full` (with `block`). Default: forever. */
+  timeout?: number;
+  /** Aborts the wait for room (rejects with the signal's reason). */
+  signal?: AbortSignal;
+  /**
+   * `ArrayBuffer`s to move instead of leaving a copy with the sender: after `put`, each one is
+   * detached (`byteLength` 0), as with `postMessage(value, [buf])`. Over shared memory the bytes
+   * are still copied once into the queue; what "move" guarantees is that the sender no longer
+   * has them (no aliasing, no second copy kept alive).
+   */
+  transfer?: ArrayBuffer[];
+}
+
+/** Options of `get`/`getSync`. */
+export interface GetOptions {
+  /** `false`: throw `Empty` at once when no item is there. Default `true`. */
+  block?: boolean;
+  /** Milliseconds to wait for an item before throwing `Empty` (with `block`). Default: forever. */
+  timeout?: number;
+  /** Aborts the wait (rejects with the signal's reason). */
+  signal?: AbortSignal;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+let encoding = false;
+const sharedEncoder = new Encoder();
+
+/** Encodes with the shared encoder (its bytes are valid until the next encode). */
+function encode(value: unknown): Uint8Array {
+  if (encoding) return new Encoder().encode(value, "item").slice(); // a reduce() that puts
+  encoding = true;
+  try {
+    return sharedEncoder.encode(value, "item");
+  } finally {
+    encoding = false;
+  }
+}
+
+const decodeItem = (payload: Uint8Array): unknown => loads(payload);
+const DONE: Promise<void> = Promise.resolve();
+
+/** Python's checks: a negative or non-numeric timeout is a ValueError. */
+function timeoutOf(block: boolean | undefined, timeout: number | undefined): number | undefined {
+  if (block === false) return 0;
+  if (timeout === undefined || timeout === null) return undefined;
+  if (typeof timeout !== "number" || Number.isNaN(timeout)) {
+    throw new ValueError(`'timeout' must be a number of milliseconds: current value is ${timeout}`);
+  }
+  if (timeout < 0) {
+    throw new ValueError(`'timeout' must be a non-negative number: current value is ${timeout}`);
+  }
+  return timeout;
+}
+
+function checkTransfer(list: ArrayBuffer[] | undefined): void {
+  if (!list) return;
+  const seen = new Set<ArrayBuffer>();
+  list.forEach((b, i) => {
+    if (!(b instanceof ArrayBuffer)) {
+      throw new SerializationError(`transfer[${i}]`, "only ArrayBuffers can be transferred");
+    }
+    if (b.detached) throw new SerializationError(`transfer[${i}]`, "the ArrayBuffer is detached");
+    if (seen.has(b)) throw new SerializationError(`transfer[${i}]`, "listed twice");
+    seen.add(b);
+  });
+}
+
+function detach(list: ArrayBuffer[] | undefined): void {
+  if (list) { for (const b of list) b.transfer(0); // detaches `b`; the new empty buffer is dropped
+   }
+}
+
+function sleepWordSync(i32: Int32Array, idx: number, v: number, ms: number): void {
+  waitSync(i32, idx, v, ms);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Order-preserving sort keys for PriorityQueue: comparing two keys byte by byte orders the items
+// as Python orders tuples — element by element, shorter first on a tie. Where Python would raise
+// TypeError (values of kinds that do not compare), kinds rank None < numbers < strings < bytes
+// < dates < arrays < anything else, and items that tie go out in arrival order.
+
+const K_END = 0x00, K_NONE = 0x01, K_NUM = 0x10, K_STR = 0x20, K_BYTES = 0x28, K_DATE = 0x30;
+const K_ARRAY = 0x40, K_OTHER = 0x7f;
+
+class KeyWriter {
+  buf = new Uint8Array(64);
+  n = 0;
+  #f64 = new Float64Array(1);
+  #u8 = new Uint8Array(this.#f64.buffer);
+  full = false;
+
+  byte(b: number): void {
+    if (this.n >= MAX_KEY) {
+      this.full = true;
+      return;
+    }
+    if (this.n === this.buf.length) {
+      const next = new Uint8Array(this.buf.length * 2);
+      next.set(this.buf);
+      this.buf = next;
+    }
+    this.buf[this.n++] = b;
+  }
+
+  number(x: number): void {
+    this.byte(K_NUM);
+    if (Number.isNaN(x)) x = Infinity; // NaN last (Python leaves it unordered)
+    this.#f64[0] = x === 0 ? 0 : x; // -0 equals 0
+    const u = this.#u8, neg = u[7] & 0x80;
+    // Big-endian IEEE bits; negatives inverted, positives with the sign bit set.
+    for (let i = 7; i >= 0; i--) this.byte(neg ? ~u[i] & 0xff : i === 7 ? u[i] | 0x80 : u[i]);
+  }
+
+  value(v: unknown, depth: number): boolean {
+    if (this.full) return false;
+    if (v === null || v === undefined) return this.byte(K_NONE), true;
+    switch (typeof v) {
+      case "number":
+        return this.number(v), true;
+      case "boolean":
+        return this.number(v ? 1 : 0), true;
+      case "bigint":
+        return this.number(Number(v)), true;
+      case "string": {
+        this.byte(K_STR);
+        for (const ch of v) {
+          const cp = ch.codePointAt(0)! + 1; // 0 terminates
+          this.byte(cp >> 16);
+          this.byte((cp >> 8) & 0xff);
+          this.byte(cp & 0xff);
+        }
+        this.byte(0), this.byte(0), this.byte(0);
+        return true;
+      }
+    }
+    if (v instanceof Date) {
+      this.byte(K_DATE);
+      const t = v.getTime();
+      this.number(t);
+      return true;
+    }
+    if (v instanceof Uint8Array) {
+      this.byte(K_BYTES);
+      for (const b of v) {
+        if (b === 0) this.byte(0), this.byte(0xff);
+        else this.byte(b);
+        if (this.full) return false;
+      }
+      this.byte(0), this.byte(0);
+      return true;
+    }
+    if (Array.isArray(v) && depth < 32) {
+      this.byte(K_ARRAY);
+      for (const x of v) if (!this.value(x, depth + 1)) return false;
+      this.byte(K_END);
+      return true;
+    }
+    this.byte(K_OTHER); // nothing after this compares
+    return false;
+  }
+}
+
+function sortKey(item: unknown): Uint8Array {
+  const k = new KeyWriter();
+  k.value(item, 0);
+  return k.buf.subarray(0, k.n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The queue state shared by every handle class (one per handle object).
+
+/** Set by `rebuild` so the constructor attaches instead of allocating. */
+let attaching = 0;
+/** Set by subclass constructors: the kind of store to create, and whether items are tracked. */
+let creatingKind: Kind = FIFO;
+let creatingJoinable = false;
+let stateOf: (q: Queue<unknown>) => Shared;
+
+class Shared {
+  readonly off: number;
+  /** Word index of the header in `i32` (0: `i32` is a fixed view of the header). */
+  readonly q = 0;
+  /**
+   * A fixed-length view of the header: Atomics on the heap's length-tracking view cost about
+   * twice as much, and these words are touched on every put and get.
+   */
+  readonly i32: Int32Array;
+  readonly kind: Kind;
+  readonly maxsize: number;
+  readonly ring: Ring | null;
+  /** Counts unfinished tasks (`taskDone`/`join`). */
+  readonly joinable: boolean;
+
+  constructor(off: number) {
+    this.off = off;
+    this.i32 = new Int32Array(heap().sab, off, HEADER >> 2);
+    if (Atomics.load(this.i32, this.q + MAGIC_I) !== MAGIC) {
+      throw new Error(`denomp: no queue at heap offset ${off}`);
+    }
+    this.kind = Atomics.load(this.i32, this.q + KIND) as Kind;
+    this.maxsize = Atomics.load(this.i32, this.q + MAXSIZE);
+    this.joinable = Atomics.load(this.i32, this.q + JOINABLE) !== 0;
+    this.ring = this.kind === FIFO ? new Ring(off + HEADER, off) : null;
+  }
+
+  static create(kind: Kind, maxsize: number, joinable: boolean): number {
+    const off = alloc(kind === FIFO ? FIFO_BLOCK : HEADER);
+    const i32 = heap().i32, q = off >> 2;
+    if (kind === FIFO) Ring.init(off + HEADER, FIFO_BLOCK - HEADER);
+    i32[q + KIND] = kind;
+    i32[q + MAXSIZE] = maxsize;
+    i32[q + JOINABLE] = joinable ? 1 : 0;
+    Atomics.store(i32, q + MAGIC_I, MAGIC);
+    return off;
+  }
+
+  get closed(): boolean {
+    return Atomics.load(this.i32, this.q + CLOSED) !== 0;
+  }
+
+  count(): number {
+    return (Atomics.load(this.i32, this.q + PUTS) - Atomics.load(this.i32, this.q + GETS)) | 0;
+  }
+
+  /** Closed, and every item put has been got: nothing more can come. */
+  readonly eof = (): boolean => Atomics.load(this.i32, this.q + CLOSED) !== 0 && this.count() === 0;
+
+  // --- the item count and maxsize
+
+  /** Takes a place for one item without waiting; false when full. */
+  tryReserve(): boolean {
+    const i32 = this.i32, idx = this.q + PUTS, max = this.maxsize;
+    if (max <= 0) {
+      Atomics.add(i32, idx, 1);
+      return true;
+    }
+    for (;;) {
+      // GETS only grows, so a stale one overstates the size: never too many, at worst a retry.
+      const p = Atomics.load(i32, idx);
+      if (((p - Atomics.load(i32, this.q + GETS)) | 0) >= max) return false;
+      if (Atomics.compareExchange(i32, idx, p, (p + 1) | 0) === p) return true;
+    }
+  }
+
+  /** Gives a reserved place back (the queue closed before the item went in). */
+  undoReserve(): void {
+    Atomics.sub(this.i32, this.q + PUTS, 1);
+  }
+
+  async reserve(timeout: number | undefined, signal?: AbortSignal): Promise<boolean> {
+    const i32 = this.i32, idx = this.q + GETS, deadline = deadlineOf(timeout);
+    Atomics.add(i32, this.q + PUT_WAITERS, 1);
+    try {
+      for (;;) {
+        if (this.tryReserve()) return true;
+        if (this.closed) throw new ValueError("Queue is closed");
+        signal?.throwIfAborted();
+        const left = remainingMs(deadline);
+        if (left <= 0) return false;
+        // Sleep until a consumer takes an item (GETS moves; it notifies when putters wait).
+        const g = Atomics.load(i32, idx);
+        if (((Atomics.load(i32, this.q + PUTS) - g) | 0) < this.maxsize) continue;
+        await waitAsync(i32, idx, g, Math.min(left, LIVENESS_SLICE_MS));
+      }
+    } finally {
+      Atomics.sub(i32, this.q + PUT_WAITERS, 1);
+    }
+  }
+
+  reserveSync(timeout: number | undefined): boolean {
+    const i32 = this.i32, idx = this.q + GETS, deadline = deadlineOf(timeout);
+    Atomics.add(i32, this.q + PUT_WAITERS, 1);
+    try {
+      for (;;) {
+        if (this.tryReserve()) return true;
+        if (this.closed) throw new ValueError("Queue is closed");
+        const left = remainingMs(deadline);
+        if (left <= 0) return false;
+        const g = Atomics.load(i32, idx);
+        if (((Atomics.load(i32, this.q + PUTS) - g) | 0) < this.maxsize) continue;
+        sleepWordSync(i32, idx, g, Math.min(left, LIVENESS_SLICE_MS));
+      }
+    } finally {
+      Atomics.sub(i32, this.q + PUT_WAITERS, 1);
+    }
+  }
+
+  /** One item left the queue (got, or discarded torn). */
+  readonly unreserve = (): void => {
+    const i32 = this.i32, q = this.q;
+    Atomics.add(i32, q + GETS, 1);
+    if (this.maxsize > 0 && Atomics.load(i32, q + PUT_WAITERS)) Atomics.notify(i32, q + GETS);
+    // A reader asleep on a closed queue re-checks for the end (it also polls, so this is speed).
+    if (Atomics.load(i32, q + CLOSED) && this.count() === 0) this.wakeReaders();
+  };
+
+  /** A torn item was discarded: it will never be got nor marked done. */
+  readonly discarded = (): void => {
+    this.unreserve();
+    if (this.joinable && this.unfinished() > 0) this.taskDone();
+  };
+
+  unfinished(): number {
+    return (Atomics.load(this.i32, this.q + PUTS) - Atomics.load(this.i32, this.q + TASKS_DONE)) |
+      0;
+  }
+
+  wakeReaders(): void {
+    if (this.ring) this.ring.wakeReaders();
+    else Atomics.notify(this.i32, this.q + SEQ);
+  }
+
+  close(): void {
+    Atomics.store(this.i32, this.q + CLOSED, 1);
+    this.wakeReaders();
+    Atomics.notify(this.i32, this.q + GETS); // putters waiting for room: they throw now
+  }
+
+  // --- JoinableQueue accounting
+
+  taskDone(): void {
+    const i32 = this.i32, idx = this.q + TASKS_DONE;
+    for (;;) {
+      const d = Atomics.load(i32, idx);
+      const left = (Atomics.load(i32, this.q + PUTS) - d) | 0;
+      if (left <= 0) throw new ValueError("task_done() called too many times");
+      if (Atomics.compareExchange(i32, idx, d, (d + 1) | 0) !== d) continue;
+      // The last one: wake joiners (they sleep on TASKS_DONE). A put racing with this keeps them
+      // waiting, as it should; they re-check PUTS when they wake.
+      if (left === 1 && Atomics.load(i32, this.q + JOIN_WAITERS)) Atomics.notify(i32, idx);
+      return;
+    }
+  }
+
+  /** The TASKS_DONE value to sleep on while tasks are unfinished, or null when none is. */
+  #joinWait(): number | null {
+    const i32 = this.i32, d = Atomics.load(i32, this.q + TASKS_DONE);
+    return ((Atomics.load(i32, this.q + PUTS) - d) | 0) > 0 ? d : null;
+  }
+
+  async join(): Promise<void> {
+    const i32 = this.i32, idx = this.q + TASKS_DONE;
+    Atomics.add(i32, this.q + JOIN_WAITERS, 1);
+    try {
+      for (let d = this.#joinWait(); d !== null; d = this.#joinWait()) {
+        // Sliced: the notify comes only at "all done", and a put may move the goal meanwhile.
+        await waitAsync(i32, idx, d, LIVENESS_SLICE_MS);
+      }
+    } finally {
+      Atomics.sub(i32, this.q + JOIN_WAITERS, 1);
+    }
+  }
+
+  joinSync(): void {
+    const i32 = this.i32, idx = this.q + TASKS_DONE;
+    Atomics.add(i32, this.q + JOIN_WAITERS, 1);
+    try {
+      for (let d = this.#joinWait(); d !== null; d = this.#joinWait()) {
+        waitSync(i32, idx, d, LIVENESS_SLICE_MS);
+      }
+    } finally {
+      Atomics.sub(i32, this.q + JOIN_WAITERS, 1);
+    }
+  }
+
+  // --- the LIFO / priority store
+
+  #slots(): number {
+    return Atomics.load(this.i32, this.q + ARR); // block: [capacity, slot 0, slot 1, ...]
+  }
+
+  #lockStoreSync(): void {
+    const i32 = this.i32, idx = this.q + SLOCK;
+    if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
+    if (mutexAcquireSync(i32, idx) === OWNER_DIED) this.#repair();
+  }
+
+  #lockStore(): void | Promise<void> {
+    const i32 = this.i32, idx = this.q + SLOCK;
+    if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
+    const r = mutexAcquire(i32, idx);
+    if (typeof r === "number") {
+      if (r === OWNER_DIED) this.#repair();
+      return;
+    }
+    return r.then((x) => {
+      if (x === OWNER_DIED) this.#repair();
+    });
+  }
+
+  #unlockStore(): void {
+    // Only while we own it: a terminated-but-running worker's lock may have been taken over.
+    const me = heap().slot, i32 = this.i32, idx = this.q + SLOCK;
+    if (Atomics.compareExchange(i32, idx, me, 0) === me) return;
+    if (mutexOwner(i32, idx) === me) mutexRelease(i32, idx);
+  }
+
+  /** Compares two item blocks by key (memcmp). */
+  #cmp(a: number, b: number): number {
+    const u8 = heap().u8, dv = heap().dv;
+    const la = dv.getUint32(a, true), lb = dv.getUint32(b, true);
+    const n = Math.min(la, lb);
+    for (let i = 0; i < n; i++) {
+      const d = u8[a + ITEM_HEADER + i] - u8[b + ITEM_HEADER + i];
+      if (d) return d;
+    }
+    return la - lb;
+  }
+
+  /** Makes room for one more slot (store lock held). */
+  #ensureSlot(len: number): number {
+    const h32 = heap().i32;
+    let arr = this.#slots();
+    const cap = arr ? h32[arr >> 2] : 0;
+    if (len + 1 <= cap) return arr;
+    const ncap = Math.max(64, cap * 2);
+    const next = alloc(4 + ncap * 4);
+    h32[next >> 2] = ncap;
+    if (arr) heap().u8.copyWithin(next + 4, arr + 4, arr + 4 + cap * 4);
+    Atomics.store(this.i32, this.q + ARR, next); // the commit point: a crash before it leaks `next` only
+    if (arr) release(arr);
+    arr = next;
+    return arr;
+  }
+
+  /** Pushes item block `item` (store lock held). */
+  #push(item: number): void {
+    checkNotTerminated(); // a terminated worker still running must not touch the store
+    const i32 = this.i32, q = this.q, h32 = heap().i32;
+    const len = i32[q + LEN];
+    const s = (this.#ensureSlot(len) >> 2) + 1;
+    Atomics.store(i32, q + PENDING, item); // written first: what a repair must not lose
+    if (this.kind === LIFO) {
+      h32[s + len] = item;
+    } else {
+      let i = len;
+      while (i > 0) {
+        const p = (i - 1) >> 1;
+        if (this.#cmp(h32[s + p], item) <= 0) break;
+        h32[s + i] = h32[s + p];
+        i = p;
+      }
+      h32[s + i] = item;
+    }
+    Atomics.store(i32, q + LEN, len + 1);
+    Atomics.store(i32, q + PENDING, 0);
+  }
+
+  /** Pops the next item block (store lock held, not empty). */
+  #pop(): number {
+    const i32 = this.i32, q = this.q, h32 = heap().i32;
+    const len = i32[q + LEN], s = (this.#slots() >> 2) + 1, n = len - 1;
+    if (this.kind === LIFO) {
+      const top = h32[s + n];
+      Atomics.store(i32, q + POPPED, top);
+      h32[s + n] = 0;
+      Atomics.store(i32, q + LEN, n);
+      Atomics.store(i32, q + POPPED, 0);
+      return top;
+    }
+    const top = h32[s], last = h32[s + n];
+    Atomics.store(i32, q + POPPED, top);
+    Atomics.store(i32, q + PENDING, last);
+    if (n > 0) {
+      let i = 0;
+      for (;;) {
+        let c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && this.#cmp(h32[s + c + 1], h32[s + c]) < 0) c++;
+        if (this.#cmp(h32[s + c], last) >= 0) break;
+        h32[s + i] = h32[s + c];
+        i = c;
+      }
+      h32[s + i] = last;
+    }
+    h32[s + n] = 0;
+    Atomics.store(i32, q + LEN, n);
+    Atomics.store(i32, q + PENDING, 0);
+    Atomics.store(i32, q + POPPED, 0);
+    return top;
+  }
+
+  /**
+   * The previous holder of the store lock died inside it: rebuild the stack or heap from every
+   * entry it could have been moving (slots, the entry being inserted, and the one being removed,
+   * which its dead taker never got). Duplicates left by a half-done sift collapse in the set.
+   */
+  #repair(): void {
+    const i32 = this.i32, q = this.q, arr = this.#slots(), h32 = heap().i32;
+    if (!arr) return;
+    const s = (arr >> 2) + 1, cap = h32[arr >> 2];
+    const len = Math.min(cap, i32[q + LEN] + 1);
+    const set = new Set<number>();
+    for (let i = 0; i < len; i++) if (h32[s + i]) set.add(h32[s + i]);
+    for (const w of [PENDING, POPPED]) if (i32[q + w]) set.add(i32[q + w]);
+    const items = [...set];
+    if (this.kind === PRIO) items.sort((a, b) => this.#cmp(a, b)); // sorted is a valid heap
+    for (let i = 0; i < cap; i++) h32[s + i] = i < items.length ? items[i] : 0;
+    Atomics.store(i32, q + LEN, items.length);
+    Atomics.store(i32, q + PENDING, 0);
+    Atomics.store(i32, q + POPPED, 0);
+  }
+
+  /** Encodes an item into its own heap block (outside the lock). */
+  makeItem(bytes: Uint8Array, key: Uint8Array | null): number {
+    const kl = key ? key.length + 4 : 0;
+    const off = alloc(ITEM_HEADER + kl + bytes.length);
+    const h = heap();
+    h.dv.setUint32(off, kl, true);
+    h.dv.setUint32(off + 4, bytes.length, true);
+    if (key) {
+      h.u8.set(key, off + ITEM_HEADER);
+      // Arrival order breaks ties (big-endian, so it compares bytewise).
+      h.dv.setUint32(off + ITEM_HEADER + key.length, Atomics.add(this.i32, this.q + NEXT_SEQ, 1));
+    }
+    h.u8.set(bytes, off + ITEM_HEADER + kl);
+    return off;
+  }
+
+  #stored(): void {
+    const i32 = this.i32, q = this.q;
+    Atomics.add(i32, q + SEQ, 1);
+    if (Atomics.load(i32, q + GET_WAITERS)) Atomics.notify(i32, q + SEQ);
+  }
+
+  storePutSync(item: number): void {
+    this.#lockStoreSync();
+    try {
+      this.#push(item);
+    } finally {
+      this.#unlockStore();
+    }
+    this.#stored();
+  }
+
+  async storePut(item: number): Promise<void> {
+    const l = this.#lockStore();
+    if (l) await l;
+    try {
+      this.#push(item);
+    } finally {
+      this.#unlockStore();
+    }
+    this.#stored();
+  }
+
+  /** Takes the next item block if there is one; else the SEQ value to sleep on (negative-free). */
+  #tryTake(): { item: number; seq: number } {
+    checkNotTerminated();
+    const i32 = this.i32, q = this.q;
+    const seq = Atomics.load(i32, q + SEQ);
+    const item = i32[q + LEN] > 0 ? this.#pop() : 0;
+    return { item, seq };
+  }
+
+  #takeOut(item: number): unknown {
+    const h = heap();
+    const kl = h.dv.getUint32(item, true), n = h.dv.getUint32(item + 4, true);
+    const at = item + ITEM_HEADER + kl;
+    try {
+      return loads(h.u8.subarray(at, at + n));
+    } finally {
+      release(item);
+      this.unreserve();
+    }
+  }
+
+  storeGetSync(timeout: number | undefined): unknown {
+    const i32 = this.i32, q = this.q, deadline = deadlineOf(timeout);
+    for (;;) {
+      this.#lockStoreSync();
+      let t;
+      try {
+        t = this.#tryTake();
+      } finally {
+        this.#unlockStore();
+      }
+      if (t.item) return this.#takeOut(t.item);
+      if (this.eof()) return EOF;
+      const left = remainingMs(deadline);
+      if (left <= 0) return TIMEOUT;
+      Atomics.add(i32, q + GET_WAITERS, 1);
+      try {
+        waitSync(i32, q + SEQ, t.seq, Math.min(left, LIVENESS_SLICE_MS));
+      } finally {
+        Atomics.sub(i32, q + GET_WAITERS, 1);
+      }
+    }
+  }
+
+  async storeGet(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
+    const i32 = this.i32, q = this.q, deadline = deadlineOf(timeout);
+    for (;;) {
+      const l = this.#lockStore();
+      if (l) await l;
+      let t;
+      try {
+        t = this.#tryTake();
+      } finally {
+        this.#unlockStore();
+      }
+      if (t.item) return this.#takeOut(t.item);
+      if (this.eof()) return EOF;
+      signal?.throwIfAborted();
+      const left = remainingMs(deadline);
+      if (left <= 0) return TIMEOUT;
+      Atomics.add(i32, q + GET_WAITERS, 1);
+      try {
+        await waitAsync(i32, q + SEQ, t.seq, Math.min(left, LIVENESS_SLICE_MS));
+      } finally {
+        Atomics.sub(i32, q + GET_WAITERS, 1);
+      }
+    }
+  }
+
+  /** Frees the items still stored when the last handle anywhere is gone. */
+  static freeStore(off: number): void {
+    const i32 = heap().i32, q = off >> 2;
+    const arr = i32[q + ARR];
+    if (!arr) return;
+    const s = (arr >> 2) + 1, len = i32[q + LEN];
+    for (let i = 0; i < len; i++) if (i32[s + i]) release(i32[s + i]);
+    release(arr);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The public classes
+
+/**
+ * A multi-producer, multi-consumer FIFO queue shared by workers (Python's
+ * `multiprocessing.Queue`). Pass it to a worker in `args` or through another queue or pipe.
+ *
+ * @example
+ * ```ts
+ * import { Queue } from "./queues.ts";
+ * const q = new Queue<{ n: number }>();
+ * await q.put({ n: 1 });
+ * console.assert((await q.get()).n === 1);
+ * q.putNowait({ n: 2 });
+ * console.assert(q.qsize() === 1 && q.getNowait().n === 2);
+ * ```
+ */
+export class Queue<T = unknown> implements AsyncIterable<T> {
+  #s: Shared;
+
+  /**
+   * Creates a queue holding at most `maxsize` items (`0`: unbounded; `put` then never waits).
+   */
+  constructor(maxsize = 0) {
+    const kind = creatingKind, joinable = creatingJoinable;
+    creatingKind = FIFO;
+    creatingJoinable = false;
+    if (attaching) {
+      const off = attaching;
+      attaching = 0;
+      this.#s = new Shared(off);
+    } else {
+      if (typeof maxsize !== "number" || !Number.isInteger(maxsize)) {
+        throw new ValueError(`maxsize must be an integer: current value is ${maxsize}`);
+      }
+      const off = Shared.create(kind, Math.max(0, Math.min(maxsize, 0x7fffffff)), joinable);
+      this.#s = new Shared(off);
+    }
+    adopt(this, this.#s.off, this.#s.kind === FIFO ? undefined : Shared.freeStore);
+  }
+
+  static {
+    stateOf = (q) => q.#s;
+  }
+
+  /** The `maxsize` given at creation (0: unbounded). */
+  get maxsize(): number {
+    return this.#s.maxsize;
+  }
+
+  #encode(item: T, transfer: ArrayBuffer[] | undefined): Uint8Array {
+    if (this.#s.closed) throw new ValueError(`Queue is closed`);
+    checkTransfer(transfer);
+    return encode(item);
+  }
+
+  /** After a place was reserved: undo it if the queue closed meanwhile (see `close`). */
+  #checkOpen(): void {
+    if (this.#s.closed) {
+      this.#s.undoReserve();
+      throw new ValueError(`Queue is closed`);
+    }
+  }
+
+  #stage(bytes: Uint8Array, item: T): Uint8Array | number {
+    const s = this.#s;
+    if (s.kind === FIFO) return bytes;
+    return s.makeItem(bytes, s.kind === PRIO ? sortKey(item) : null);
+  }
+
+  /**
+   * Puts `item` at the end of the queue. Waits while the queue is full (bounded queues only);
+   * rejects with `Full` with `block: false` or after `timeout` ms, and `ValueError` once closed.
+   * Items are encoded at once (later changes to `item` do not travel).
+   */
+  put(item: T, options: PutOptions = {}): Promise<void> {
+    try {
+      const timeout = timeoutOf(options.block, options.timeout);
+      const s = this.#s;
+      const bytes = this.#encode(item, options.transfer);
+      if (!s.tryReserve()) {
+        if (timeout === 0) throw new Full();
+        // The shared encoder's buffer is reused while we wait.
+        return this.#putLater(item, bytes.slice(), timeout, options);
+      }
+      return this.#commit(item, bytes, options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  async #putLater(
+    item: T,
+    bytes: Uint8Array,
+    timeout: number | undefined,
+    o: PutOptions,
+  ): Promise<void> {
+    if (!(await this.#s.reserve(timeout, o.signal))) throw new Full();
+    return this.#commit(item, bytes, o);
+  }
+
+  /** A place is reserved: hand the item over (never waits for a FIFO queue). */
+  #commit(item: T, bytes: Uint8Array, options: PutOptions): Promise<void> {
+    const s = this.#s;
+    this.#checkOpen();
+    const staged = this.#stage(bytes, item);
+    detach(options.transfer);
+    if (typeof staged === "number") return s.storePut(staged);
+    void s.ring!.post(staged);
+    return DONE;
+  }
+
+  /** `put` for worker code that blocks its thread instead of awaiting. */
+  putSync(item: T, options: PutOptions = {}): void {
+    const timeout = timeoutOf(options.block, options.timeout);
+    const s = this.#s;
+    let bytes = this.#encode(item, options.transfer);
+    if (!s.tryReserve()) {
+      if (timeout === 0) throw new Full();
+      bytes = bytes.slice();
+      if (!s.reserveSync(timeout)) throw new Full();
+    }
+    this.#checkOpen();
+    const staged = this.#stage(bytes, item);
+    detach(options.transfer);
+    if (typeof staged === "number") s.storePutSync(staged);
+    else s.ring!.sendSync(staged);
+  }
+
+  /**
+   * Puts without waiting: throws `Full` at once when the queue is full. Returns at once (the item
+   * is written through, or queued in this process's outbox).
+   */
+  putNowait(item: T, options: Omit<PutOptions, "block" | "timeout"> = {}): void {
+    const s = this.#s;
+    const bytes = this.#encode(item, options.transfer);
+    if (!s.tryReserve()) throw new Full();
+    this.#checkOpen();
+    const staged = this.#stage(bytes, item);
+    detach(options.transfer);
+    if (typeof staged === "number") {
+      const p = s.storePut(staged);
+      p.catch(() => {});
+    } else void s.ring!.post(staged);
+  }
+
+  #result(v: unknown): T {
+    if (v === TIMEOUT) throw new Empty();
+    if (v === EOF) throw new ValueError("Queue is closed");
+    return v as T;
+  }
+
+  /** Removes and returns the next item, or END once the queue is closed and drained. */
+  #getRaw(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
+    const s = this.#s;
+    if (s.kind !== FIFO) return s.storeGet(timeout, signal);
+    return s.ring!.recv(decodeItem, {
+      timeout,
+      signal,
+      eof: s.eof,
+      eofPollMs: LIVENESS_SLICE_MS,
+      onDiscard: s.discarded,
+    }).then((v) => {
+      if (v !== TIMEOUT && v !== EOF) s.unreserve();
+      return v;
+    });
+  }
+
+  /**
+   * Removes and returns the next item, waiting for one. Rejects with `Empty` with `block: false`
+   * or after `timeout` ms, and `ValueError` when the queue is closed and drained.
+   */
+  get(options: GetOptions = {}): Promise<T> {
+    try {
+      const timeout = timeoutOf(options.block, options.timeout);
+      const s = this.#s, ring = s.ring;
+      if (ring) {
+        // Fast path: an item is there (or comes within a short spin): one settled promise, no
+        // async machinery. A consumer faster than its producer lives on this path.
+        let v = ring.tryRecv(decodeItem);
+        if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(decodeItem);
+        if (v !== TIMEOUT) {
+          s.unreserve();
+          return Promise.resolve(v as T);
+        }
+      }
+      return this.#getRaw(timeout, options.signal).then((v) => this.#result(v));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** `get` for worker code that blocks its thread instead of awaiting. */
+  getSync(options: Omit<GetOptions, "signal"> = {}): T {
+    const timeout = timeoutOf(options.block, options.timeout);
+    const s = this.#s;
+    if (s.kind !== FIFO) return this.#result(s.storeGetSync(timeout));
+    const v = s.ring!.recvSync(decodeItem, {
+      timeout,
+      eof: s.eof,
+      eofPollMs: LIVENESS_SLICE_MS,
+      onDiscard: s.discarded,
+    });
+    if (v !== TIMEOUT && v !== EOF) s.unreserve();
+    return this.#result(v);
+  }
+
+  /** Removes and returns an item if one is there at once; else throws `Empty`. */
+  getNowait(): T {
+    return this.getSync({ block: false });
+  }
+
+  /** Items put and not yet got, in all processes (approximate while others put and get). */
+  qsize(): number {
+    return this.#s.count();
+  }
+
+  /** True when `qsize()` is 0. */
+  empty(): boolean {
+    return this.#s.count() === 0;
+  }
+
+  /** True when a bounded queue holds `maxsize` items. */
+  full(): boolean {
+    return this.#s.maxsize > 0 && this.#s.count() >= this.#s.maxsize;
+  }
+
+  /**
+   * Closes the queue for every process: `put` then throws `ValueError`, items already put can
+   * still be got, and `for await` loops (and waiting `get`s) end once it is drained.
+   */
+  close(): void {
+    this.#s.close();
+  }
+
+  /** True once `close()` was called in any process. */
+  get closed(): boolean {
+    return this.#s.closed;
+  }
+
+  /**
+   * Waits until every item this process put is written into the queue's shared memory (Python's
+   * `join_thread`; a worker does this on its own before it exits).
+   */
+  async joinThread(): Promise<void> {
+    await flushRings();
+  }
+
+  /**
+   * Lets this process exit without waiting for its unwritten items (Python's
+   * `cancel_join_thread`); they may be lost.
+   */
+  cancelJoinThread(): void {
+    this.#s.ring?.detachOutbox();
+  }
+
+  /** Iterates over items until the queue is closed and drained (in every process). */
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for (;;) {
+      const v = await this.#getRaw(undefined);
+      if (v === EOF) return;
+      yield v as T;
+    }
+  }
+
+  /** A short description, like Python's repr. */
+  toString(): string {
+    return `<${this.constructor.name} at ${this.#s.off} size=${this.qsize()}${
+      this.closed ? " closed" : ""
+    }>`;
+  }
+}
+
+/**
+ * A queue without `maxsize` (Python's `multiprocessing.SimpleQueue`): `put`, `get`, `empty`,
+ * `close` (and the rest of `Queue`).
+ *
+ * @example
+ * ```ts
+ * import { SimpleQueue } from "./queues.ts";
+ * const q = new SimpleQueue<string>();
+ * await q.put("a");
+ * console.assert((await q.get()) === "a" && q.empty());
+ * ```
+ */
+export class SimpleQueue<T = unknown> extends Queue<T> {
+  /** Creates an unbounded queue. */
+  constructor() {
+    super(0);
+  }
+}
+
+/**
+ * A `Queue` whose consumers report each item done (Python's `JoinableQueue`): `join()` resolves
+ * when every item put has been marked done with `taskDone()`.
+ *
+ * @example
+ * ```ts
+ * import { JoinableQueue } from "./queues.ts";
+ * const q = new JoinableQueue<number>();
+ * await q.put(1);
+ * await q.get();
+ * q.taskDone();
+ * await q.join();
+ * ```
+ */
+export class JoinableQueue<T = unknown> extends Queue<T> {
+  /** Creates a queue holding at most `maxsize` items (`0`: unbounded). */
+  constructor(maxsize = 0) {
+    creatingJoinable = true;
+    super(maxsize);
+  }
+
+  /** Marks one item got from the queue as done; throws `ValueError` when none is outstanding. */
+  taskDone(): void {
+    stateOf(this).taskDone();
+  }
+
+  /** Resolves when every item put has been marked done (may be called again later). */
+  join(): Promise<void> {
+    return stateOf(this).join();
+  }
+
+  /** `join` for worker code that blocks its thread. */
+  joinSync(): void {
+    stateOf(this).joinSync();
+  }
+}
+
+/**
+ * A last-in, first-out queue shared by workers (Python's `queue.LifoQueue`, across processes),
+ * with `taskDone`/`join`.
+ *
+ * @example
+ * ```ts
+ * import { LifoQueue } from "./queues.ts";
+ * const q = new LifoQueue<number>();
+ * await q.put(1);
+ * await q.put(2);
+ * console.assert((await q.get()) === 2);
+ * ```
+ */
+export class LifoQueue<T = unknown> extends Queue<T> {
+  /** Creates a stack holding at most `maxsize` items (`0`: unbounded). */
+  constructor(maxsize = 0) {
+    creatingKind = LIFO;
+    creatingJoinable = true;
+    super(maxsize);
+  }
+
+  /** Marks one item got from the queue as done; throws `ValueError` when none is outstanding. */
+  taskDone(): void {
+    stateOf(this).taskDone();
+  }
+
+  /** Resolves when every item put has been marked done. */
+  join(): Promise<void> {
+    return stateOf(this).join();
+  }
+}
+
+/**
+ * A queue that hands out the lowest item first (Python's `queue.PriorityQueue`, across
+ * processes), with `taskDone`/`join`. Put `[priority, item]` pairs: they compare like Python
+ * tuples, element by element (numbers, strings, dates, byte arrays and arrays of those); items
+ * that compare equal, or hold values that do not compare (plain objects), go out in arrival
+ * order instead of raising `TypeError` as Python would.
+ *
+ * @example
+ * ```ts
+ * import { PriorityQueue } from "./queues.ts";
+ * const q = new PriorityQueue<[number, string]>();
+ * await q.put([5, "low"]);
+ * await q.put([1, "high"]);
+ * console.assert((await q.get())[1] === "high");
+ * ```
+ */
+export class PriorityQueue<T = unknown> extends Queue<T> {
+  /** Creates a priority queue holding at most `maxsize` items (`0`: unbounded). */
+  constructor(maxsize = 0) {
+    creatingKind = PRIO;
+    creatingJoinable = true;
+    super(maxsize);
+  }
+
+  /** Marks one item got from the queue as done; throws `ValueError` when none is outstanding. */
+  taskDone(): void {
+    stateOf(this).taskDone();
+  }
+
+  /** Resolves when every item put has been marked done. */
+  join(): Promise<void> {
+    return stateOf(this).join();
+  }
+}
+
+/**
+ * Waits until every item this process put on any queue is written into shared memory. The
+ * worker bootstrap awaits it before a worker reports its exit; call it at the end of a main
+ * program that must not exit with items unwritten (denomp's exit hooks do it in workers).
+ *
+ * @example
+ * ```ts
+ * import { flushAll, Queue } from "./queues.ts";
+ * const q = new Queue<number>();
+ * q.putNowait(1);
+ * await flushAll();
+ * ```
+ */
+export function flushAll(): Promise<void> {
+  return flushRings();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handle registration: a queue reduces to its heap offset (plus one in-flight reference).
+
+function register<C extends Queue<unknown>>(
+  name: string,
+  cls: new () => C,
+  kind: Kind,
+): void {
+  registerHandle<C, number>({
+    name,
+    cls,
+    reduce(q) {
+      const off = stateOf(q).off;
+      retain(off); // the in-flight reference; the receiving handle adopts it
+      return off;
+    },
+    rebuild(off) {
+      const k = Atomics.load(heap().i32, (off >> 2) + KIND);
+      if (k !== kind) throw new Error(`denomp: heap offset ${off} holds no ${name}`);
+      attaching = off;
+      creatingKind = kind;
+      try {
+        return new cls();
+      } finally {
+        attaching = 0;
+        creatingKind = FIFO;
+      }
+    },
+  });
+}
+
+register("Queue", Queue, FIFO);
+register("SimpleQueue", SimpleQueue, FIFO);
+register("JoinableQueue", JoinableQueue, FIFO);
+register("LifoQueue", LifoQueue, LIFO);
+register("PriorityQueue", PriorityQueue, PRIO);

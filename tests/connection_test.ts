@@ -1,0 +1,350 @@
+// Pipes and connections: Python semantics (CPython _TestConnection, _TestPoll), per-process
+// close and EOF, big messages, handles through pipes, and TCP with HMAC authentication between
+// two separate deno processes.
+import assert from "node:assert/strict";
+import {
+  BrokenPipeError,
+  Client,
+  type Connection,
+  Listener,
+  OSError,
+  Pipe,
+} from "../lib/connection.ts";
+import { Process } from "../lib/process.ts";
+import { Queue } from "../lib/queues.ts";
+import { AuthenticationError, BufferTooShort, EOFError, ValueError } from "../lib/errors.ts";
+import {
+  pipeCountUntilEof,
+  pipeEcho,
+  pipeEchoSync,
+  pipeHandOff,
+  pipeSend,
+  pipeSendBig,
+} from "./fixtures/queue_targets.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const TCP_PEER = new URL("./fixtures/tcp_peer.ts", import.meta.url).pathname;
+
+function start(target: (...a: never[]) => unknown, ...args: unknown[]): Process {
+  const p = new Process({ target: target as (...a: unknown[]) => unknown, args });
+  p.start();
+  return p;
+}
+
+Deno.test("a duplex pipe carries objects both ways; messages never merge or split", async () => {
+  const [a, b] = Pipe<unknown>();
+  assert.ok(a.readable && a.writable && b.readable && b.writable);
+  const msgs: unknown[] = [
+    1,
+    "two",
+    { three: [3] },
+    new Uint8Array(0),
+    "",
+    null,
+    new Map([[1, 2]]),
+  ];
+  for (const m of msgs) await a.send(m);
+  for (const m of msgs) assert.deepEqual(await b.recv(), m);
+  await b.send("back");
+  assert.equal(await a.recv(), "back");
+  // Byte messages of many sizes, including empty ones, come out exactly as sent.
+  const sizes = [0, 1, 7, 1000, 0, 70_000, 300_000, 3, 0];
+  // (Not awaited one by one: a message bigger than the pipe waits for the reader, as in Python.)
+  const sent = Promise.all(sizes.map((n) => a.sendBytes(new Uint8Array(n).fill(n & 255))));
+  for (const n of sizes) {
+    const got = await b.recvBytes();
+    assert.equal(got.length, n);
+    assert.ok(got.every((x) => x === (n & 255)));
+  }
+  await sent;
+  a.close();
+  b.close();
+  assert.ok(a.closed && b.closed);
+});
+
+Deno.test("one-way pipes refuse the wrong direction; closed connections refuse everything", async () => {
+  const [r, w] = Pipe<number>({ duplex: false });
+  assert.ok(r.readable && !r.writable && !w.readable && w.writable);
+  assert.throws(() => r.send(1), (e: Error) => e instanceof OSError && /read-only/.test(e.message));
+  await assert.rejects(
+    w.recv(),
+    (e: Error) => e instanceof OSError && /write-only/.test(e.message),
+  );
+  await w.send(5);
+  assert.equal(await r.recv(), 5);
+  w.close();
+  w.close(); // idempotent
+  assert.throws(() => w.send(1), (e: Error) => e instanceof OSError && /closed/.test(e.message));
+  await assert.rejects(r.recv(), EOFError);
+  r.close();
+  await assert.rejects(r.recv(), OSError);
+});
+
+Deno.test("sendBytes offset/size, recvBytes maxlength, recvBytesInto and BufferTooShort", async () => {
+  const [a, b] = Pipe();
+  const src = new Uint8Array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  await a.sendBytes(src, 2, 3);
+  assert.deepEqual(await b.recvBytes(), new Uint8Array([2, 3, 4]));
+  await a.sendBytes(src, 8);
+  assert.deepEqual(await b.recvBytes(), new Uint8Array([8, 9]));
+  await a.sendBytes(new Uint16Array([0x0102]).buffer);
+  assert.equal((await b.recvBytes()).length, 2);
+  await assert.rejects(a.sendBytes(src, -1), ValueError);
+  await assert.rejects(a.sendBytes(src, 11), ValueError);
+  await assert.rejects(a.sendBytes(src, 5, -1), ValueError);
+  await assert.rejects(a.sendBytes(src, 5, 6), ValueError);
+
+  await a.sendBytes(new Uint8Array([1, 2, 3]));
+  const into = new Uint8Array(8);
+  assert.equal(await b.recvBytesInto(into, 4), 3);
+  assert.deepEqual(into, new Uint8Array([0, 0, 0, 0, 1, 2, 3, 0]));
+  await a.sendBytes(new Uint8Array([9, 9, 9, 9, 9]));
+  await assert.rejects(b.recvBytesInto(new Uint8Array(4)), (e: Error) => {
+    assert.ok(e instanceof BufferTooShort);
+    assert.deepEqual(e.bytes, new Uint8Array([9, 9, 9, 9, 9])); // the whole message, not lost
+    return true;
+  });
+  // A message longer than the pipe streams in: assembled in place when it fits, whole otherwise.
+  const long = new Uint8Array(700_000).map((_, i) => i & 255);
+  let sent = a.sendBytes(long);
+  const dst = new Uint8Array(800_000);
+  assert.equal(await b.recvBytesInto(dst, 50_000), long.length);
+  await sent;
+  assert.deepEqual(dst.subarray(50_000, 750_000), long);
+  sent = a.sendBytes(long);
+  await assert.rejects(
+    b.recvBytesInto(new Uint8Array(600_000)),
+    (e: Error) =>
+      e instanceof BufferTooShort && e.bytes.length === 700_000 &&
+      e.bytes[699_999] === (699_999 & 255),
+  );
+  await sent;
+  await assert.rejects(b.recvBytesInto(new Uint8Array(4), -1), ValueError);
+  await assert.rejects(b.recvBytesInto(new Uint8Array(4), 5), ValueError);
+  await assert.rejects(b.recvBytes(-1), ValueError);
+  await a.sendBytes(new Uint8Array(10));
+  await assert.rejects(
+    b.recvBytes(5),
+    (e: Error) => e instanceof OSError && /bad message length/.test(e.message),
+  );
+  a.close();
+  b.close();
+});
+
+Deno.test("poll never consumes, sees empty messages, waits up to its timeout", async () => {
+  const [a, b] = Pipe();
+  assert.equal(await b.poll(), false);
+  assert.equal(b.pollSync(0), false);
+  let t0 = performance.now();
+  assert.equal(await b.poll(100), false);
+  assert.ok(performance.now() - t0 >= 90);
+  await a.sendBytes(new Uint8Array(0));
+  assert.equal(await b.poll(), true);
+  assert.equal(await b.poll(), true); // still there
+  assert.equal((await b.recvBytes()).length, 0);
+  assert.equal(await b.poll(), false);
+  t0 = performance.now();
+  setTimeout(() => a.send("late"), 50);
+  assert.equal(await b.poll(5000), true);
+  assert.ok(performance.now() - t0 < 4000);
+  assert.equal(await b.recv(), "late");
+  a.close();
+  assert.equal(await b.poll(), true); // EOF is readable, as in Python
+  await assert.rejects(b.recv(), EOFError);
+  b.close();
+});
+
+Deno.test("EOF once every copy of the other end is closed: a worker's copy counts until it exits", async () => {
+  const [mine, theirs] = Pipe<number>();
+  const p = start(pipeSend, theirs, 500);
+  theirs.close(); // our copy only: the worker's copy keeps the end open
+  let n = 0;
+  try {
+    for (;;) {
+      assert.equal(await mine.recv(), n);
+      n++;
+    }
+  } catch (e) {
+    assert.ok(e instanceof EOFError, String(e));
+  }
+  assert.equal(n, 500);
+  await p.join();
+  mine.close();
+});
+
+Deno.test("EOF reaches a worker once the main process closes its only copy", async () => {
+  const [mine, theirs] = Pipe<number>();
+  const out = new Queue<number | string>();
+  const p = start(pipeCountUntilEof, theirs, out);
+  theirs.close();
+  for (let i = 0; i < 100; i++) await mine.send(i);
+  mine.close();
+  assert.equal(await out.get({ timeout: 20_000 }), 100);
+  await p.join();
+});
+
+Deno.test("a terminated worker's copy counts as closed", async () => {
+  const [mine, theirs] = Pipe<unknown>();
+  const p = start(pipeEcho, theirs);
+  theirs.close();
+  await mine.send(1);
+  assert.equal(await mine.recv(), 1);
+  p.terminate();
+  await p.join();
+  const t0 = performance.now();
+  await assert.rejects(mine.recv(), EOFError);
+  assert.ok(performance.now() - t0 < 5000);
+  await assert.rejects(mine.send(2), BrokenPipeError);
+  mine.close();
+});
+
+Deno.test("ping-pong with a worker, async in main and Sync in the worker", async () => {
+  for (const target of [pipeEcho, pipeEchoSync]) {
+    const [mine, theirs] = Pipe<unknown>();
+    const p = start(target, theirs);
+    theirs.close();
+    for (let i = 0; i < 2000; i++) {
+      await mine.send({ seq: i });
+      assert.equal((await mine.recv() as { seq: number }).seq, i);
+    }
+    await mine.send(null);
+    assert.equal(await mine.recv(), null);
+    await p.join();
+    assert.equal(p.exitCode, 0);
+    mine.close();
+  }
+});
+
+Deno.test("a 64 MiB byte message passes through a Pipe", async () => {
+  const [mine, theirs] = Pipe();
+  const p = start(pipeSendBig, theirs, 64);
+  theirs.close();
+  const big = await mine.recvBytes();
+  assert.equal(big.length, 64 << 20);
+  for (let i = 0; i < big.length; i += 4096) assert.equal(big[i], (i >> 12) & 255);
+  await p.join();
+  mine.close();
+});
+
+Deno.test("a Connection made in a worker travels through a pipe and works here", async () => {
+  const [mine, theirs] = Pipe<unknown>();
+  const p = start(pipeHandOff, theirs);
+  theirs.close();
+  const conn = await mine.recv() as Connection<string>;
+  assert.equal(await conn.recv(), "hello from a pipe made in a worker");
+  await p.join();
+  await assert.rejects(conn.recv(), EOFError);
+  conn.close();
+  mine.close();
+});
+
+Deno.test("sending to a pipe whose other end is closed everywhere throws BrokenPipeError", async () => {
+  const [a, b] = Pipe();
+  b.close();
+  await assert.rejects(a.send(1), BrokenPipeError);
+  assert.throws(() => a.sendSync(1), BrokenPipeError);
+  await using c = Pipe()[0];
+  assert.ok(!c.closed);
+  a.close();
+});
+
+Deno.test("Listener/Client in one process: authenticated round trip, wrong key fails on both sides", async () => {
+  await using listener = new Listener({ authkey: "secret" });
+  const [server, client] = await Promise.all([
+    listener.accept(),
+    Client(listener.address, { authkey: "secret" }),
+  ]);
+  await client.send({ hello: new Map([["world", 1n]]) });
+  assert.deepEqual(await server.recv(), { hello: new Map([["world", 1n]]) });
+  await server.sendBytes(new Uint8Array([1, 2, 3]));
+  assert.deepEqual(await client.recvBytes(), new Uint8Array([1, 2, 3]));
+  assert.equal(await client.poll(), false);
+  client.close();
+  await assert.rejects(server.recv(), EOFError);
+  server.close();
+
+  const results = await Promise.allSettled([
+    listener.accept(),
+    Client(listener.address, { authkey: "wrong" }),
+  ]);
+  for (const r of results) {
+    assert.equal(r.status, "rejected");
+    assert.ok((r as PromiseRejectedResult).reason instanceof AuthenticationError);
+  }
+});
+
+/** Runs tests/fixtures/tcp_peer.ts as a separate deno process. */
+function peer(...args: string[]) {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", TCP_PEER, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output().then((r) => ({
+    code: r.code,
+    out: new TextDecoder().decode(r.stdout).trim(),
+    err: new TextDecoder().decode(r.stderr).trim(),
+  }));
+}
+
+Deno.test("TCP between two deno processes: mutual HMAC auth, data flows; a wrong key gets AuthenticationError on both sides", async () => {
+  await using listener = new Listener({ authkey: new TextEncoder().encode("k3y") });
+  const port = String(listener.address.port);
+
+  const good = peer("client", port, "k3y");
+  const conn = await listener.accept<unknown>();
+  assert.deepEqual(await conn.recv(), { from: "peer", n: [1, 2, 3] });
+  await conn.send("pong");
+  assert.equal(await conn.recv(), "got pong");
+  conn.close();
+  const g = await good;
+  assert.equal(g.code, 0, g.err);
+
+  const bad = peer("client", port, "not-the-key");
+  await assert.rejects(listener.accept(), AuthenticationError);
+  const b = await bad;
+  assert.equal(b.out, "AuthenticationError: digest sent was rejected");
+});
+
+Deno.test("TCP: a peer sending garbage or an oversized frame is dropped with a clear error; the listener keeps serving", async () => {
+  await using authed = new Listener({ authkey: "k3y" });
+  let port = String(authed.address.port);
+  const garbage = peer("garbage", port);
+  await assert.rejects(authed.accept(), AuthenticationError);
+  await garbage;
+  const ok = peer("client", port, "k3y");
+  const conn = await authed.accept();
+  assert.deepEqual(await conn.recv(), { from: "peer", n: [1, 2, 3] });
+  await conn.send("pong");
+  assert.equal(await conn.recv(), "got pong");
+  conn.close();
+  assert.equal((await ok).code, 0);
+
+  await using open = new Listener({ maxMessageSize: 1 << 20 });
+  port = String(open.address.port);
+  const huge = peer("oversized", port);
+  const victim = await open.accept();
+  await assert.rejects(
+    victim.recv(),
+    (e: Error) => e instanceof OSError && /over the limit of 1048576/.test(e.message),
+  );
+  assert.ok(victim.closed);
+  await huge;
+  const next = peer("client", port, "");
+  const c2 = await open.accept();
+  assert.deepEqual(await c2.recv(), { from: "peer", n: [1, 2, 3] });
+  await c2.send("pong");
+  assert.equal(await c2.recv(), "got pong");
+  c2.close();
+  assert.equal((await next).code, 0);
+});
+
+Deno.test("a TCP Connection cannot be sent to a worker; socket connections have no Sync methods", async () => {
+  await using listener = new Listener();
+  const [s, c] = await Promise.all([listener.accept(), Client(listener.address)]);
+  const q = new Queue<unknown>();
+  await assert.rejects(q.put(c), /socket Connection cannot be sent/);
+  assert.throws(() => c.recvSync(), ValueError);
+  s.close();
+  c.close();
+  await sleep(0);
+});
