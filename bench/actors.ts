@@ -1,0 +1,153 @@
+// Actor benchmarks (issue 7), JSON lines in the WORKLOADS.md format:
+//   A1-actor-call  `await ref.call.inc(1)` round trips, µs each: main → actor, and actor → actor
+//   A2-actor-tell  `ref.tell(i)` from one actor to another, small messages per second (the
+//                  sender awaits the send every 1024 messages, for backpressure; the count is
+//                  checked with a call that follows the tells in the mailbox)
+// and, unless --no-python, the goal ratio: the actor call round trip over Python's Pipe round
+// trip (W4-pipe of ../shared/bench/peers/python_mp_bench.py, run now, on this machine).
+// Goals: call ≤ 1/3 of Python's W4-pipe; tell ≥ 1,000,000 msgs/s.
+//
+//   deno run -A --unstable-worker-options bench/actors.ts [--n-call 20000] [--n-tell 1000000] [--no-python]
+import { Actor, type ActorRef, spawn } from "../lib/actor.ts";
+import { emit, since } from "./_common.ts";
+
+/** The callee. */
+export class BenchCounter extends Actor {
+  n = 0;
+  inc(d: number): number {
+    return (this.n += d);
+  }
+}
+
+/** Calls another actor `n` times; returns µs per round trip, timed inside the caller. */
+export class BenchCaller extends Actor {
+  async calls(c: ActorRef<BenchCounter>, n: number): Promise<{ us: number; last: number }> {
+    let last = 0;
+    for (let i = 0; i < 1000; i++) last = await c.call.inc(1); // warm up
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) last = await c.call.inc(1);
+    return { us: (performance.now() - t0) * 1000 / n, last };
+  }
+}
+
+/** Receives told messages. */
+export class BenchSink extends Actor {
+  n = 0;
+  sum = 0;
+  receive(i: number): void {
+    this.n++;
+    this.sum += i;
+  }
+  total(): { n: number; sum: number } {
+    return { n: this.n, sum: this.sum };
+  }
+}
+
+/** Tells `n` small messages to a sink; returns the seconds until the sink has handled them all. */
+export class BenchSource extends Actor {
+  async blast(
+    sink: ActorRef<BenchSink>,
+    n: number,
+  ): Promise<{ s: number; n: number; sum: number }> {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const sent = sink.tell(i);
+      if ((i & 1023) === 1023) await sent;
+    }
+    const total = await sink.call.total();
+    return { s: (performance.now() - t0) / 1000, ...total };
+  }
+}
+
+function arg(name: string, dflt: string): string {
+  const i = Deno.args.indexOf(`--${name}`);
+  return i >= 0 ? Deno.args[i + 1] : dflt;
+}
+
+async function pythonW4(): Promise<number | null> {
+  const script = new URL("../../shared/bench/peers/python_mp_bench.py", import.meta.url).pathname;
+  try {
+    const out = await new Deno.Command("python3", {
+      args: [script, "--only", "W4-pipe"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    for (const l of new TextDecoder().decode(out.stdout).split("\n")) {
+      if (!l.startsWith("{")) continue;
+      const r = JSON.parse(l);
+      if (r.workload === "W4-pipe" && r.ok) return r.rate as number;
+    }
+  } catch { /* no python here */ }
+  return null;
+}
+
+if (import.meta.main) {
+  const nCall = Number(arg("n-call", "20000"));
+  const nTell = Number(arg("n-tell", "1000000"));
+
+  // A1, main → actor.
+  const counter = await spawn(BenchCounter);
+  for (let i = 0; i < 1000; i++) await counter.call.inc(1);
+  let last = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < nCall; i++) last = await counter.call.inc(1);
+  const s = since(t0);
+  const mainUs = s * 1e6 / nCall;
+  emit({
+    workload: "A1-actor-call",
+    variant: "main-actor",
+    n: nCall,
+    seconds: s,
+    rate: mainUs,
+    unit: "us/roundtrip",
+    ok: last === nCall + 1000,
+  });
+
+  // A1, actor → actor.
+  const caller = await spawn(BenchCaller);
+  const c2 = await spawn(BenchCounter);
+  const r = await caller.call.calls(c2, nCall);
+  emit({
+    workload: "A1-actor-call",
+    variant: "actor-actor",
+    n: nCall,
+    seconds: r.us * nCall / 1e6,
+    rate: r.us,
+    unit: "us/roundtrip",
+    ok: r.last === nCall + 1000,
+  });
+
+  // A2, actor → actor.
+  const sink = await spawn(BenchSink), source = await spawn(BenchSource);
+  const t = await source.call.blast(sink, nTell);
+  emit({
+    workload: "A2-actor-tell",
+    variant: "actor-actor",
+    n: nTell,
+    seconds: t.s,
+    rate: nTell / t.s,
+    unit: "msgs/s",
+    ok: t.n === nTell && t.sum === nTell * (nTell - 1) / 2,
+    goal: ">= 1000000",
+  });
+  await Promise.all([counter, caller, c2, sink, source].map((a) => a.stop()));
+
+  if (!Deno.args.includes("--no-python")) {
+    const py = await pythonW4();
+    if (py !== null) {
+      const best = Math.min(mainUs, r.us);
+      emit({
+        workload: "A1-actor-call",
+        variant: "ratio-to-python-W4-pipe",
+        n: nCall,
+        seconds: 0,
+        rate: best / py,
+        unit: "x",
+        ok: best / py <= 1 / 3,
+        python_us: py,
+        denomp_us: best,
+        goal: "<= 0.333",
+      });
+    }
+  }
+}

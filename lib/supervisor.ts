@@ -1,0 +1,524 @@
+/**
+ * `Supervisor`: Erlang/OTP's supervisor for actors, plain processes and other supervisors.
+ *
+ * A supervisor starts its children in order, watches them, restarts them by its strategy when
+ * they exit, and stops them in reverse order. A child spec is data — `id`, `start`, `restart`,
+ * `shutdown` — and `start` may return anything that can be watched and stopped: an
+ * {@link ActorRef}, a {@link Process}, another `Supervisor` (a nested tree), or any
+ * {@link Supervisable}. The rules are OTP's:
+ *
+ * - `restart`: `permanent` children are always restarted, `transient` ones only after an
+ *   abnormal exit (not `"normal"`/`"shutdown"`), `temporary` ones never (and are forgotten).
+ * - `strategy`: `one_for_one` restarts the child that exited; `one_for_all` stops the others
+ *   (in reverse order) and restarts them all (in order); `rest_for_one` does that for the
+ *   children started after the one that exited.
+ * - Restart intensity: more than `maxRestarts` restarts within `withinMs` and the supervisor
+ *   gives up: it stops every child and exits with a {@link SupervisorError}, which its own
+ *   supervisor sees as an abnormal exit (escalation). A child that fails to restart counts as
+ *   another restart, so a child that cannot start ends in the same way.
+ *
+ * Everything happens in the process that runs the supervisor: it is an object, not a worker
+ * (its children are the workers). Its watches do not keep the program alive; await `join()`
+ * to run until the tree stops. A top-level supervisor is part of the process's tree that Ctrl-C
+ * shuts down in order.
+ *
+ * @module
+ */
+
+import { addRoot, isRoot, removeRoot, type Stoppable } from "./_lifecycle.ts";
+import { keepAlive } from "./_atomics.ts";
+import { type Actor, ActorRef, type ExitReason, isNormalExit, monitor } from "./actor.ts";
+import { ValueError } from "./errors.ts";
+import { Process } from "./process.ts";
+
+/** How a supervisor restarts its children. */
+export type Strategy = "one_for_one" | "one_for_all" | "rest_for_one";
+
+/** When a child is restarted: always, after an abnormal exit only, or never. */
+export type RestartType = "permanent" | "transient" | "temporary";
+
+/**
+ * Anything a supervisor can watch and stop besides actors, processes and supervisors: a pool,
+ * a server, a group of workers.
+ */
+export interface Supervisable {
+  /** Resolves with the reason once it has stopped, for whatever cause. */
+  readonly exited: Promise<ExitReason>;
+  /** Stops it (in order, within `timeout` ms if given); resolves once it has stopped. */
+  stop(reason?: ExitReason, options?: { timeout?: number }): Promise<unknown>;
+}
+
+/** What a child spec's `start` returns. */
+export type ChildRef = ActorRef<Actor> | Process | Supervisor | Supervisable;
+
+/** A child of a supervisor (OTP's child spec). */
+export interface ChildSpec {
+  /** Unique among the supervisor's children. */
+  id: string;
+  /** Starts the child: e.g. `() => spawn(Worker)` or `() => new Supervisor({...}).start()`. */
+  start: () => ChildRef | Promise<ChildRef>;
+  /** Default `"permanent"`. */
+  restart?: RestartType;
+  /**
+   * Milliseconds an orderly stop may take before the child is killed; default 5000, and no
+   * limit for a child supervisor (it stops its own children first).
+   */
+  shutdown?: number;
+}
+
+/** Something that happened in a supervisor, for logs (`onEvent`). */
+export type SupervisorEvent =
+  | { type: "started"; supervisor: string; id: string }
+  | { type: "exited"; supervisor: string; id: string; reason: ExitReason }
+  | { type: "restarted"; supervisor: string; id: string; reason: ExitReason }
+  | { type: "start_failed"; supervisor: string; id: string; reason: ExitReason }
+  | { type: "gave_up"; supervisor: string; id: string; reason: ExitReason }
+  | { type: "stopped"; supervisor: string; reason: ExitReason };
+
+/** Options of `new Supervisor(...)`. */
+export interface SupervisorOptions {
+  /** Default `"one_for_one"`. */
+  strategy?: Strategy;
+  /** Restarts allowed within `withinMs` before the supervisor gives up; default 3. */
+  maxRestarts?: number;
+  /** The window of the restart intensity, in ms; default 5000. */
+  withinMs?: number;
+  /** The children, started in this order and stopped in the reverse order. */
+  children: ChildSpec[];
+  /** A name for events and errors; default `Supervisor-N`. */
+  name?: string;
+  /** Told about starts, exits, restarts and the end of the supervisor. */
+  onEvent?: (event: SupervisorEvent) => void;
+}
+
+/**
+ * The reason a supervisor exits with when it gives up (restart intensity reached, or a child it
+ * could not restart); `cause` is the last child exit reason.
+ *
+ * @example
+ * ```ts
+ * import { SupervisorError } from "./supervisor.ts";
+ * const e = new SupervisorError("sup", "reached max restart intensity");
+ * console.assert(e.name === "SupervisorError" && e.supervisor === "sup");
+ * ```
+ */
+export class SupervisorError extends Error {
+  /** The supervisor's name. */
+  readonly supervisor: string;
+  /** Creates the error for supervisor `supervisor`. */
+  constructor(supervisor: string, message: string, options?: { cause?: unknown }) {
+    super(`supervisor ${supervisor}: ${message}`, options);
+    Object.defineProperty(this, "name", {
+      value: "SupervisorError",
+      writable: true,
+      configurable: true,
+    });
+    this.supervisor = supervisor;
+  }
+}
+
+interface Slot {
+  spec: ChildSpec;
+  ref: ChildRef | undefined;
+  /** Bumped whenever the running instance changes: stale exit events are ignored. */
+  gen: number;
+  cancel?: () => void;
+}
+
+type State = "initial" | "running" | "stopping" | "stopped";
+
+let supervisorCount = 0;
+const STRATEGIES = new Set(["one_for_one", "one_for_all", "rest_for_one"]);
+const RESTARTS = new Set(["permanent", "transient", "temporary"]);
+
+function describe(reason: ExitReason): string {
+  return typeof reason === "string" ? reason : `${reason.name}: ${reason.message}`;
+}
+
+function isSupervisable(x: unknown): x is Supervisable {
+  return typeof x === "object" && x !== null && typeof (x as Supervisable).stop === "function" &&
+    (x as Supervisable).exited instanceof Promise;
+}
+
+/**
+ * A supervisor (Erlang/OTP's): starts children in order, restarts them by its strategy, gives
+ * up past the restart intensity, stops them in reverse order. See the module doc for the rules.
+ *
+ * @example
+ * ```ts ignore
+ * import { spawn, Supervisor } from "jsr:@denomp/multiprocessing";
+ * import { Cache, Worker } from "./actors.ts";
+ * const sup = await new Supervisor({
+ *   strategy: "rest_for_one",
+ *   children: [
+ *     { id: "cache", start: () => spawn(Cache) },
+ *     { id: "worker", start: () => spawn(Worker), restart: "transient" },
+ *   ],
+ *   onEvent: (e) => e.type === "restarted" && console.log(`restarted ${e.id}`),
+ * }).start();
+ * const cache = sup.get("cache") as ActorRef<Cache>;
+ * await sup.stop();
+ * ```
+ */
+export class Supervisor implements Supervisable {
+  /** The supervisor's name. */
+  readonly name: string;
+  /** Resolves with the supervisor's exit reason once it has stopped (not keeping the program alive). */
+  readonly exited: Promise<ExitReason>;
+  #strategy: Strategy;
+  #maxRestarts: number;
+  #withinMs: number;
+  #onEvent?: (e: SupervisorEvent) => void;
+  #slots: Slot[];
+  #state: State = "initial";
+  #restarts: number[] = [];
+  #restartCount = 0;
+  #ops: Promise<unknown> = Promise.resolve();
+  #resolveExit!: (r: ExitReason) => void;
+  #reason: ExitReason | undefined;
+
+  /** Prepares a supervisor; `start()` starts its children. */
+  constructor(options: SupervisorOptions) {
+    const {
+      strategy = "one_for_one",
+      maxRestarts = 3,
+      withinMs = 5000,
+      children,
+      name,
+      onEvent,
+    } = options;
+    if (!STRATEGIES.has(strategy)) {
+      throw new ValueError(
+        `strategy must be one_for_one, one_for_all or rest_for_one: current value is ${strategy}`,
+      );
+    }
+    if (!Number.isInteger(maxRestarts) || maxRestarts < 0) {
+      throw new ValueError(
+        `maxRestarts must be a non-negative integer: current value is ${maxRestarts}`,
+      );
+    }
+    if (!(withinMs > 0)) {
+      throw new ValueError(`withinMs must be a positive number: current value is ${withinMs}`);
+    }
+    if (!Array.isArray(children)) throw new ValueError("children must be an array of child specs");
+    const ids = new Set<string>();
+    for (const c of children) {
+      if (typeof c?.start !== "function") {
+        throw new ValueError(`child '${c?.id}' needs a start function`);
+      }
+      if (ids.has(c.id)) throw new ValueError(`duplicate child id '${c.id}'`);
+      if (c.restart !== undefined && !RESTARTS.has(c.restart)) {
+        throw new ValueError(
+          `child '${c.id}': restart must be permanent, transient or temporary: current value is ${c.restart}`,
+        );
+      }
+      ids.add(c.id);
+    }
+    this.name = name ?? `Supervisor-${++supervisorCount}`;
+    this.#strategy = strategy;
+    this.#maxRestarts = maxRestarts;
+    this.#withinMs = withinMs;
+    this.#onEvent = onEvent;
+    this.#slots = children.map((spec) => ({ spec, ref: undefined, gen: 0 }));
+    this.exited = new Promise((r) => (this.#resolveExit = r));
+  }
+
+  /**
+   * Starts the children in order and resolves with the supervisor. If a child fails to start,
+   * the ones already started are stopped in reverse order and this rejects with its error.
+   *
+   * @example
+   * ```ts
+   * import { Supervisor } from "./supervisor.ts";
+   * const sup = await new Supervisor({ children: [] }).start();
+   * await sup.stop();
+   * ```
+   */
+  async start(): Promise<this> {
+    if (this.#state !== "initial") throw new ValueError(`supervisor ${this.name} already started`);
+    this.#state = "running";
+    for (const slot of this.#slots) {
+      try {
+        await this.#startChild(slot);
+      } catch (err) {
+        this.#state = "stopping";
+        await this.#stopAll("shutdown");
+        this.#finish(err instanceof Error ? err : new Error(String(err)));
+        throw err;
+      }
+    }
+    addRoot(this);
+    return this;
+  }
+
+  /** True from `start()` until the supervisor has stopped. */
+  isAlive(): boolean {
+    return this.#state === "running" || this.#state === "stopping";
+  }
+
+  /** How many restarts the supervisor made in all. */
+  get restartCount(): number {
+    return this.#restartCount;
+  }
+
+  /**
+   * The running child with `id` (its current instance: refs change across restarts), or
+   * undefined while it is not running.
+   *
+   * @example
+   * ```ts ignore
+   * const worker = sup.get("worker") as ActorRef<Worker>;
+   * ```
+   */
+  get(id: string): ChildRef | undefined {
+    return this.#slots.find((s) => s.spec.id === id)?.ref;
+  }
+
+  /**
+   * The children in start order, with their running instance (Erlang's `which_children`).
+   *
+   * @example
+   * ```ts ignore
+   * for (const c of sup.whichChildren()) console.log(c.id, c.child !== undefined);
+   * ```
+   */
+  whichChildren(): { id: string; child: ChildRef | undefined; restart: RestartType }[] {
+    return this.#slots.map((s) => ({
+      id: s.spec.id,
+      child: s.ref,
+      restart: s.spec.restart ?? "permanent",
+    }));
+  }
+
+  /**
+   * Stops the children in reverse order, then the supervisor; resolves with its exit reason.
+   *
+   * @example
+   * ```ts ignore
+   * await sup.stop(); // "shutdown"
+   * ```
+   */
+  stop(reason: ExitReason = "shutdown", _options: { timeout?: number } = {}): Promise<ExitReason> {
+    if (this.#state === "initial") this.#finish(reason);
+    if (this.#state === "running") {
+      this.#state = "stopping"; // from now on, exits are no longer restarted
+      void this.#enqueue(async () => {
+        await this.#stopAll("shutdown");
+        this.#finish(reason);
+      });
+    }
+    return keepAlive(this.exited);
+  }
+
+  /**
+   * Resolves with the supervisor's exit reason once it has stopped, keeping the program alive
+   * meanwhile: `await sup.join()` runs a supervision tree until it is stopped or gives up.
+   *
+   * @example
+   * ```ts ignore
+   * const reason = await sup.join();
+   * ```
+   */
+  join(): Promise<ExitReason> {
+    return keepAlive(this.exited);
+  }
+
+  /** `await using sup = await new Supervisor({...}).start()`: stops it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  /** A short description. */
+  toString(): string {
+    return `<Supervisor ${this.name} ${this.#strategy} ${this.#state} children=${this.#slots.length}>`;
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  #emit(e: SupervisorEvent): void {
+    try {
+      this.#onEvent?.(e);
+    } catch (err) {
+      console.error(`supervisor ${this.name}: onEvent failed:`, err);
+    }
+  }
+
+  /** Runs `fn` after every earlier operation: exits are handled one at a time, in order. */
+  #enqueue(fn: () => Promise<void>): Promise<void> {
+    const p = this.#ops.then(fn).catch((err) => {
+      console.error(`supervisor ${this.name}: internal error:`, err);
+    });
+    this.#ops = p;
+    return p;
+  }
+
+  #finish(reason: ExitReason): void {
+    if (this.#state === "stopped") return;
+    this.#state = "stopped";
+    this.#reason = reason;
+    if (isRoot(this) && !isNormalExit(reason)) {
+      // Nobody above to escalate to: say why the tree went down (OTP's supervisor report).
+      console.error(`supervisor ${this.name} stopped: ${describe(reason)}`);
+    }
+    removeRoot(this);
+    this.#emit({ type: "stopped", supervisor: this.name, reason });
+    this.#resolveExit(reason);
+  }
+
+  async #startChild(slot: Slot): Promise<void> {
+    let ref = await slot.spec.start();
+    if (ref instanceof Process && ref.pid === null) ref.start();
+    if (
+      !(ref instanceof ActorRef || ref instanceof Process || ref instanceof Supervisor ||
+        isSupervisable(ref))
+    ) {
+      throw new ValueError(
+        `child '${slot.spec.id}': start() must return an ActorRef, a Process, a Supervisor or a Supervisable: got ${
+          String(ref)
+        }`,
+      );
+    }
+    ref = ref as ChildRef;
+    removeRoot(ref as unknown as Stoppable); // supervised now: we stop it, in order
+    if (this.#state !== "running") {
+      // Stopped while the child was starting: it must not outlive us.
+      await this.#stopRef(ref, "shutdown", slot.spec.shutdown);
+      throw new ValueError(`supervisor ${this.name} stopped while starting '${slot.spec.id}'`);
+    }
+    slot.ref = ref;
+    const gen = ++slot.gen;
+    const ctl = new AbortController();
+    slot.cancel = () => ctl.abort();
+    const onExit = (reason: ExitReason) => {
+      if (slot.gen !== gen || ctl.signal.aborted) return;
+      void this.#enqueue(() => this.#childExited(slot, gen, reason));
+    };
+    if (ref instanceof ActorRef || ref instanceof Process) {
+      void monitor(ref, { keepAlive: false, signal: ctl.signal }).then(onExit);
+    } else {
+      void ref.exited.then(onExit);
+    }
+    this.#emit({ type: "started", supervisor: this.name, id: slot.spec.id });
+  }
+
+  async #stopRef(ref: ChildRef, reason: ExitReason, shutdown?: number): Promise<void> {
+    try {
+      if (ref instanceof Process) {
+        if (ref.exitCode !== null) return;
+        ref.terminate(); // a plain process has no orderly stop
+        await monitor(ref);
+      } else if (ref instanceof Supervisor) {
+        await ref.stop(reason);
+      } else {
+        const timeout = shutdown ?? 5000;
+        await ref.stop(reason, { timeout: timeout === Infinity ? undefined : timeout });
+      }
+    } catch (err) {
+      console.error(`supervisor ${this.name}: stopping a child failed:`, err);
+    }
+  }
+
+  async #stopChild(slot: Slot, reason: ExitReason): Promise<void> {
+    const ref = slot.ref;
+    if (!ref) return;
+    slot.gen++; // its exit is ours, not a failure
+    slot.cancel?.();
+    slot.ref = undefined;
+    await this.#stopRef(ref, reason, slot.spec.shutdown);
+  }
+
+  async #stopAll(reason: ExitReason): Promise<void> {
+    for (const slot of [...this.#slots].reverse()) await this.#stopChild(slot, reason);
+  }
+
+  /** Records a restart; false when that goes past the restart intensity. */
+  #allowRestart(): boolean {
+    const now = performance.now();
+    this.#restarts = this.#restarts.filter((t) => now - t <= this.#withinMs);
+    this.#restarts.push(now);
+    return this.#restarts.length <= this.#maxRestarts;
+  }
+
+  async #childExited(slot: Slot, gen: number, reason: ExitReason): Promise<void> {
+    if (this.#state !== "running" || slot.gen !== gen) return;
+    slot.ref = undefined;
+    slot.cancel = undefined;
+    const id = slot.spec.id;
+    this.#emit({ type: "exited", supervisor: this.name, id, reason });
+    const restart = slot.spec.restart ?? "permanent";
+    if (restart === "temporary") {
+      this.#slots = this.#slots.filter((s) => s !== slot);
+      return;
+    }
+    if (restart === "transient" && isNormalExit(reason)) return;
+    await this.#restart(slot, reason);
+  }
+
+  async #restart(failed: Slot, reason: ExitReason): Promise<void> {
+    let cause = reason;
+    for (;;) {
+      if (!this.#allowRestart()) return await this.#giveUp(failed, cause);
+      // The group: who is stopped and started again with the child that exited.
+      const at = this.#slots.indexOf(failed);
+      const group = this.#strategy === "one_for_one"
+        ? [failed]
+        : this.#strategy === "one_for_all"
+        ? [...this.#slots]
+        : this.#slots.slice(at);
+      const restart = new Set<Slot>([failed]);
+      for (const s of [...group].reverse()) {
+        if (s === failed || !s.ref) continue;
+        await this.#stopChild(s, "shutdown");
+        // A temporary child is never restarted: stopped by a restart, it is forgotten.
+        if (s.spec.restart === "temporary") this.#slots = this.#slots.filter((x) => x !== s);
+        else restart.add(s);
+      }
+      this.#restartCount++;
+      let failedNow: Slot | undefined;
+      try {
+        for (const s of this.#slots) {
+          if (!restart.has(s) || s.ref) continue;
+          failedNow = s;
+          await this.#startChild(s);
+          this.#emit({
+            type: "restarted",
+            supervisor: this.name,
+            id: s.spec.id,
+            reason: s === failed ? cause : "shutdown",
+          });
+        }
+        return;
+      } catch (err) {
+        if (this.#state !== "running") return;
+        // A child that cannot be started counts as another restart (and failure).
+        cause = err instanceof Error ? err : new Error(String(err));
+        failed = failedNow ?? failed;
+        this.#emit({
+          type: "start_failed",
+          supervisor: this.name,
+          id: failed.spec.id,
+          reason: cause,
+        });
+      }
+    }
+  }
+
+  async #giveUp(slot: Slot, cause: ExitReason): Promise<void> {
+    this.#emit({ type: "gave_up", supervisor: this.name, id: slot.spec.id, reason: cause });
+    this.#state = "stopping";
+    await this.#stopAll("shutdown");
+    this.#finish(
+      new SupervisorError(
+        this.name,
+        `reached max restart intensity (${this.#maxRestarts} restarts within ${this.#withinMs} ms); ` +
+          `last exit of '${slot.spec.id}': ${describe(cause)}`,
+        { cause },
+      ),
+    );
+  }
+
+  /** The exit reason once stopped (undefined before). */
+  get reason(): ExitReason | undefined {
+    return this.#reason;
+  }
+}

@@ -1,0 +1,311 @@
+import assert from "node:assert/strict";
+import { type ActorRef, Mailbox, monitor, spawn } from "../lib/actor.ts";
+import { ValueError } from "../lib/errors.ts";
+import { Process } from "../lib/process.ts";
+import {
+  type ChildSpec,
+  Supervisor,
+  SupervisorError,
+  type SupervisorEvent,
+} from "../lib/supervisor.ts";
+import { Logged, Noisy } from "./fixtures/actor_targets.ts";
+import { exitAfter, sleepLong } from "./fixtures/actor_procs.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const FIXTURE = new URL("./fixtures/actor_main.ts", import.meta.url).pathname;
+
+/** A supervision test bench: children that log their lives to one shared mailbox. */
+function bench() {
+  const log = new Mailbox<string>();
+  const events: SupervisorEvent[] = [];
+  return {
+    log,
+    events,
+    child(id: string, restart?: ChildSpec["restart"]): ChildSpec {
+      return { id, restart, start: () => spawn(Logged, { args: [id, log], name: `w-${id}` }) };
+    },
+    onEvent: (e: SupervisorEvent) => void events.push(e),
+    /** Waits until the log holds `n` more lines, and returns them. */
+    async take(n: number): Promise<string[]> {
+      const out: string[] = [];
+      while (out.length < n) out.push(await log.receive({ timeout: 10_000 }));
+      return out;
+    },
+    async quiet(ms = 150): Promise<void> {
+      await sleep(ms);
+      assert.equal(log.size(), 0, "unexpected lines in the log");
+    },
+  };
+}
+
+const ref = (sup: Supervisor, id: string) => sup.get(id) as ActorRef<Logged>;
+
+/** Waits until the supervisor runs a new instance of child `id` (other than `old`). */
+async function restarted<T>(sup: Supervisor, id: string, old: T): Promise<T> {
+  for (let i = 0; i < 500; i++) {
+    const now = sup.get(id) as T | undefined;
+    if (now !== undefined && now !== old) return now;
+    await sleep(10);
+  }
+  throw new Error(`child ${id} was not restarted`);
+}
+
+async function crash(r: ActorRef<Logged>): Promise<void> {
+  await assert.rejects(() => r.call.crash(), /crashed on command/);
+}
+
+Deno.test("ordered start, reverse-order shutdown", async () => {
+  const b = bench();
+  const sup = await new Supervisor({ children: ["a", "b", "c"].map((id) => b.child(id)) }).start();
+  assert.deepEqual(await b.take(3), ["start a", "start b", "start c"]);
+  assert.deepEqual(sup.whichChildren().map((c) => c.id), ["a", "b", "c"]);
+  assert.equal(await sup.stop(), "shutdown");
+  assert.deepEqual(await b.take(3), ["stop c shutdown", "stop b shutdown", "stop a shutdown"]);
+  assert.equal(sup.isAlive(), false);
+  assert.equal(await sup.join(), "shutdown");
+});
+
+Deno.test("one_for_one restarts only the child that crashed; state starts afresh", async () => {
+  const b = bench();
+  const sup = await new Supervisor({
+    strategy: "one_for_one",
+    children: ["a", "b", "c"].map((id) => b.child(id)),
+    onEvent: b.onEvent,
+  }).start();
+  await b.take(3);
+  const [a0, b0, c0] = ["a", "b", "c"].map((id) => ref(sup, id));
+  await crash(b0);
+  assert.deepEqual(await b.take(2), ["stop b Error", "start b"]);
+  await b.quiet();
+  assert.ok(ref(sup, "a").equals(a0) && ref(sup, "c").equals(c0));
+  assert.ok(!ref(sup, "b").equals(b0) && ref(sup, "b").isAlive());
+  assert.equal(await ref(sup, "b").call.label_(), "b");
+  const restarted = b.events.filter((e) => e.type === "restarted");
+  assert.equal(restarted.length, 1);
+  assert.equal(sup.restartCount, 1);
+  await sup.stop();
+  await b.take(3);
+});
+
+Deno.test("one_for_all stops the others in reverse order and restarts all in order", async () => {
+  const b = bench();
+  const sup = await new Supervisor({
+    strategy: "one_for_all",
+    children: ["a", "b", "c"].map((id) => b.child(id)),
+  }).start();
+  await b.take(3);
+  const a0 = ref(sup, "a");
+  await crash(ref(sup, "b"));
+  assert.deepEqual(await b.take(6), [
+    "stop b Error",
+    "stop c shutdown",
+    "stop a shutdown",
+    "start a",
+    "start b",
+    "start c",
+  ]);
+  assert.ok(!ref(sup, "a").equals(a0));
+  await sup.stop();
+  await b.take(3);
+});
+
+Deno.test("rest_for_one restarts the child and those started after it", async () => {
+  const b = bench();
+  const sup = await new Supervisor({
+    strategy: "rest_for_one",
+    children: ["a", "b", "c", "d"].map((id) => b.child(id)),
+  }).start();
+  await b.take(4);
+  const a0 = ref(sup, "a");
+  ref(sup, "b").kill(); // killed: no onStop
+  assert.deepEqual(await b.take(5), [
+    "stop d shutdown",
+    "stop c shutdown",
+    "start b",
+    "start c",
+    "start d",
+  ]);
+  await b.quiet();
+  assert.ok(ref(sup, "a").equals(a0));
+  await sup.stop();
+  await b.take(4);
+});
+
+Deno.test("restart types: permanent, transient and temporary", async () => {
+  const b = bench();
+  const sup = await new Supervisor({
+    children: [
+      b.child("perm", "permanent"),
+      b.child("trans", "transient"),
+      b.child("temp", "temporary"),
+    ],
+  }).start();
+  await b.take(3);
+  // A normal exit: permanent restarts, transient does not.
+  const perm = ref(sup, "perm");
+  await perm.stop("normal");
+  assert.deepEqual(await b.take(2), ["stop perm normal", "start perm"]);
+  await restarted(sup, "perm", perm);
+  await ref(sup, "trans").stop("normal");
+  assert.deepEqual(await b.take(1), ["stop trans normal"]);
+  await b.quiet();
+  assert.equal(sup.get("trans"), undefined);
+  // A crash: temporary is not restarted and is forgotten.
+  await crash(ref(sup, "temp"));
+  assert.deepEqual(await b.take(1), ["stop temp Error"]);
+  await b.quiet();
+  assert.deepEqual(sup.whichChildren().map((c) => c.id), ["perm", "trans"]);
+  await sup.stop();
+  await b.take(1);
+});
+
+Deno.test("restart intensity: past maxRestarts within withinMs the supervisor gives up", async () => {
+  const b = bench();
+  const sup = await new Supervisor({
+    name: "fragile",
+    maxRestarts: 2,
+    withinMs: 10_000,
+    children: [b.child("a"), b.child("x")],
+    onEvent: b.onEvent,
+  }).start();
+  await b.take(2);
+  for (let i = 0; i < 2; i++) {
+    const x = ref(sup, "x");
+    await crash(x);
+    assert.deepEqual(await b.take(2), ["stop x Error", "start x"]);
+    await restarted(sup, "x", x);
+  }
+  await crash(ref(sup, "x"));
+  const reason = await sup.join();
+  assert.ok(reason instanceof SupervisorError, String(reason));
+  assert.match(reason.message, /fragile.*max restart intensity.*'x'/);
+  assert.deepEqual(await b.take(2), ["stop x Error", "stop a shutdown"]);
+  assert.equal(sup.isAlive(), false);
+  assert.deepEqual(b.events.map((e) => e.type).slice(-2), ["gave_up", "stopped"]);
+});
+
+Deno.test("escalation: a nested supervisor that gives up is restarted by its parent", async () => {
+  const b = bench();
+  const inner = () =>
+    new Supervisor({
+      name: "inner",
+      maxRestarts: 1,
+      children: [b.child("w")],
+    }).start();
+  const sup = await new Supervisor({
+    name: "outer",
+    children: [b.child("first"), { id: "inner", start: inner }, b.child("last")],
+    onEvent: b.onEvent,
+  }).start();
+  assert.deepEqual(await b.take(3), ["start first", "start w", "start last"]);
+  const in0 = sup.get("inner") as Supervisor;
+  const w0 = in0.get("w") as ActorRef<Logged>;
+  await crash(w0);
+  assert.deepEqual(await b.take(2), ["stop w Error", "start w"]);
+  await crash(await restarted(in0, "w", w0));
+  // The inner supervisor gives up (stopping w), the outer one restarts it (one_for_one).
+  assert.deepEqual(await b.take(2), ["stop w Error", "start w"]);
+  assert.ok((await in0.join()) instanceof SupervisorError);
+  const in1 = await restarted(sup, "inner", in0 as Supervisor);
+  assert.ok(in1 !== in0 && in1.isAlive());
+  const r = b.events.find((e) => e.type === "restarted");
+  assert.ok(r?.type === "restarted" && r.id === "inner" && r.reason instanceof SupervisorError);
+  await b.quiet();
+  await sup.stop();
+  assert.deepEqual(await b.take(3), [
+    "stop last shutdown",
+    "stop w shutdown",
+    "stop first shutdown",
+  ]);
+});
+
+Deno.test("plain Processes are supervised the same way", async () => {
+  const events: SupervisorEvent[] = [];
+  const sup = await new Supervisor({
+    children: [
+      // Exits with an error after 50 ms each time: restarted until the intensity is reached.
+      { id: "flaky", start: () => new Process({ target: exitAfter, args: [50, 1] }) },
+      // Ends normally: transient, so not restarted.
+      {
+        id: "once",
+        restart: "transient",
+        start: () => new Process({ target: exitAfter, args: [10, 0] }),
+      },
+      { id: "long", start: () => new Process({ target: sleepLong }) },
+    ],
+    maxRestarts: 3,
+    withinMs: 10_000,
+    onEvent: (e) => void events.push(e),
+  }).start();
+  const long = sup.get("long") as Process;
+  const reason = await sup.join();
+  assert.ok(reason instanceof SupervisorError);
+  assert.equal(events.filter((e) => e.type === "restarted" && e.id === "flaky").length, 3);
+  assert.equal(events.filter((e) => e.type === "restarted" && e.id === "once").length, 0);
+  assert.equal(long.exitCode, -15); // stopped by the supervisor when it gave up
+});
+
+Deno.test("start failures: a child that cannot start stops the others and rejects", async () => {
+  const b = bench();
+  await assert.rejects(
+    () =>
+      new Supervisor({
+        children: [
+          b.child("a"),
+          { id: "bad", start: () => spawn(Noisy, { args: ["bad", true] }) },
+          b.child("never"),
+        ],
+      }).start(),
+    RangeError,
+  );
+  assert.deepEqual(await b.take(2), ["start a", "stop a shutdown"]);
+  assert.throws(() => new Supervisor({ children: [b.child("a"), b.child("a")] }), ValueError);
+  assert.throws(
+    () => new Supervisor({ strategy: "one_for_some" as "one_for_one", children: [] }),
+    ValueError,
+  );
+  assert.throws(() => new Supervisor({ maxRestarts: -1, children: [] }), ValueError);
+  const monitored = await spawn(Noisy, { args: ["m"] });
+  const sup = await new Supervisor({ children: [{ id: "m", start: () => monitored }] }).start();
+  const down = monitor(monitored);
+  await sup.stop();
+  assert.equal(await down, "shutdown");
+});
+
+Deno.test("Ctrl-C shuts a supervision tree down in order and exits promptly", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-worker-options", FIXTURE, "tree"],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const dec = new TextDecoder();
+  let out = "";
+  while (!out.includes("ready\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec.decode(value);
+  }
+  assert.match(out, /ready\n/);
+  const t0 = performance.now();
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec.decode(value);
+  }
+  const status = await child.status;
+  await child.stderr.cancel();
+  const ms = performance.now() - t0;
+  assert.ok(ms < 8000, `took ${ms} ms to exit`);
+  assert.equal(status.code, 130);
+  const stops = out.split("\n").filter((l) => l.startsWith("stop ") || l.startsWith("supervisor"));
+  assert.deepEqual(stops, [
+    "stop d shutdown",
+    "stop c shutdown",
+    "stop b shutdown",
+    "supervisor inner stopped shutdown",
+    "stop a shutdown",
+    "supervisor root stopped shutdown",
+  ]);
+});
