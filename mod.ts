@@ -13,4 +13,50 @@ export * from "./lib/threading.ts";
 export * from "./lib/synchronize.ts";
 export * from "./lib/sharedctypes.ts";
 export * from "./lib/shared_memory.ts";
-export { Decoder, dumps, Encoder, type HandleKind, loads, registerHandle } from "./lib/reduction.ts";
+export * from "./lib/queues.ts";
+export * from "./lib/connection.ts";
+export {
+  type CodecOptions,
+  Decoder,
+  dumps,
+  Encoder,
+  type HandleKind,
+  loads,
+  registerHandle,
+} from "./lib/reduction.ts";
+export {
+  type ApplyOptions,
+  AsyncResult,
+  type IMapOptions,
+  type MapOptions,
+  Pool,
+  type PoolOptions,
+  type TaskOptions,
+  transfer,
+} from "./lib/pool.ts";
+export * from "./lib/managers.ts";
+export {
+  Actor,
+  type ActorClass,
+  ActorExited,
+  type ActorMethods,
+  ActorRef,
+  currentActor,
+  type ExitReason,
+  isNormalExit,
+  link,
+  Mailbox,
+  type MailboxOptions,
+  type MailboxReceiveOptions,
+  type MailboxSendOptions,
+  type MessageOf,
+  monitor,
+  type MonitorOptions,
+  type RemoteMethod,
+  type ReplyOf,
+  shutdown,
+  spawn,
+  type SpawnOptions,
+  unlink,
+} from "./lib/actor.ts";
+export * from "./lib/supervisor.ts";

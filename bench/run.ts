@@ -6,6 +6,7 @@
 //                                        # then a table of ratios on stderr (same run, same machine)
 //   deno task bench --only w2_queue,w5_pool
 //
+// bench/peer_*.ts are peers needing their own servers (see each file); they are run by hand.
 // The peers live in ../shared/bench (beside the checkout); `--shared DIR` points elsewhere.
 
 const here = new URL(".", import.meta.url);
@@ -48,7 +49,7 @@ async function run(cmd: string, cmdArgs: string[], cwd?: string): Promise<void> 
 
 const programs = [...Deno.readDirSync(here)]
   .filter((e) =>
-    e.isFile && e.name.endsWith(".ts") && !e.name.startsWith("_") && e.name !== "run.ts"
+    e.isFile && e.name.endsWith(".ts") && !/^(_|peer_)/.test(e.name) && e.name !== "run.ts"
   )
   .map((e) => e.name.replace(/\.ts$/, ""))
   .filter((n) => !only || only.includes(n))

@@ -107,6 +107,8 @@ Deno.test("pids are unique and activeChildren lists running children only", asyn
   assert.equal(activeChildren().length, 2);
   ps.forEach((p) => p.terminate());
   assert.equal(activeChildren().length, 0);
+  await Promise.all(ps.map((p) => p.join()));
+  assert.deepEqual(ps.map((p) => p.exitCode), [-15, -15, -15]);
 });
 
 Deno.test("the main process knows itself", () => {

@@ -1,0 +1,123 @@
+// Cluster pool throughput: `cluster.Pool.map` of 10,000 small tasks (`square`) over 2 worker
+// processes (`lib/cluster_worker.ts`) on a loopback NATS JetStream server, in tasks/s, next to
+// the local Pool doing the same map over 2 processes. The clock runs around the map alone
+// (workers are started and warmed up first). Variants: one task per message (`chunksize 1`,
+// what BullMQ does per job, see bench/peer_bullmq.ts) and the default chunking.
+//
+//   NATS_URL=nats://127.0.0.1:4222 deno run -A --unstable-worker-options bench/cluster_pool.ts [--n 10000]
+//
+// Without NATS_URL it prints one line with `"ok": false, "error": "NATS_URL not set"`.
+import { connectCluster } from "../lib/cluster.ts";
+import { Pool } from "../lib/pool.ts";
+import { emit, since } from "./_common.ts";
+import { square } from "./tasks/square.ts";
+
+const nArg = Deno.args.indexOf("--n");
+const N = nArg >= 0 ? Number(Deno.args[nArg + 1]) : 10_000;
+const url = Deno.env.get("NATS_URL");
+
+function expectSquares(out: number[], n: number): boolean {
+  return out.length === n && out.every((v, i) => v === i * i);
+}
+
+if (import.meta.main) {
+  if (!url) {
+    emit({
+      workload: "cluster-pool-map",
+      n: 0,
+      seconds: 0,
+      rate: 0,
+      unit: "tasks/s",
+      ok: false,
+      error: "NATS_URL not set",
+    });
+    Deno.exit(0);
+  }
+  const name = `bench_${crypto.randomUUID().slice(0, 8)}`;
+  const worker = new URL("../lib/cluster_worker.ts", import.meta.url).pathname;
+  const tasks = new URL("./tasks/square.ts", import.meta.url).pathname;
+  const workers = [0, 1].map(() =>
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--unstable-worker-options",
+        worker,
+        "--servers",
+        url,
+        "--pool",
+        name,
+        "--module",
+        tasks,
+        "--processes",
+        "1",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn()
+  );
+  const cluster = await connectCluster({ servers: url });
+  const pool = cluster.Pool({ name });
+  try {
+    const xs = Array.from({ length: N }, (_, i) => i);
+    // Warm-up: both workers connected, executors started, code paths compiled.
+    await pool.map(square, xs.slice(0, 500), 1);
+    for (
+      const [variant, chunksize] of [["chunksize=1", 1], ["default-chunks", undefined]] as const
+    ) {
+      const t0 = performance.now();
+      const out = await pool.map(square, xs, chunksize);
+      const s = since(t0);
+      emit({
+        workload: "cluster-pool-map",
+        variant,
+        n: N,
+        seconds: s,
+        rate: N / s,
+        unit: "tasks/s",
+        ok: expectSquares(out, N),
+        workers: 2,
+        transport: "nats-jetstream loopback",
+      });
+    }
+  } finally {
+    await pool.close();
+    await cluster.close();
+    for (const w of workers) {
+      w.kill("SIGTERM");
+      await w.status;
+    }
+  }
+  // The local Pool, same map, same 2 processes.
+  {
+    const local = new Pool({ processes: 2 });
+    try {
+      const xs = Array.from({ length: N }, (_, i) => i);
+      await local.map(square, xs.slice(0, 500), 1);
+      for (
+        const [variant, chunksize] of [["local-chunksize=1", 1], [
+          "local-default-chunks",
+          undefined,
+        ]] as const
+      ) {
+        const t0 = performance.now();
+        const out = await local.map(square, xs, chunksize);
+        const s = since(t0);
+        emit({
+          workload: "cluster-pool-map",
+          variant,
+          n: N,
+          seconds: s,
+          rate: N / s,
+          unit: "tasks/s",
+          ok: expectSquares(out, N),
+          workers: 2,
+          transport: "local Pool",
+        });
+      }
+    } finally {
+      local.terminate();
+    }
+  }
+}
