@@ -64,10 +64,48 @@ for (const p of programs) {
   ]);
 }
 
+/** The workloads the Python peer knows (WORKLOADS.md); denomp adds variants of its own. */
+const PYTHON_WORKLOADS = [
+  "W1-spawn",
+  "W2-queue",
+  "W3-joinable",
+  "W4-pipe",
+  "W5-pool-map",
+  "W5b-pool-async",
+  "W6-lock",
+  "W7-manager",
+  "W8-bytes",
+];
+/**
+ * The raw-floor variant that does the same work as denomp (a lock-free `Atomics.add` or a bare
+ * counter without a message would not): the floor a library can approach, not a different job.
+ */
+const FLOOR_VARIANT: Record<string, string> = {
+  "W1-spawn": "terminate",
+  "W2-queue": "ring-json",
+  "W4-pipe": "ring-json-spin-wait",
+  "W5-pool-map": "chunk-1000",
+  "W5b-pool-async": "per-task-promise",
+  "W6-lock": "futex-2w",
+  "W8-bytes": "sab-ring",
+};
+
 if (flag("--peers")) {
-  const workloads = [...new Set(lines.map((l) => l.workload))].filter((w) => /^W\d/.test(w));
+  const workloads = PYTHON_WORKLOADS.filter((w) => lines.some((l) => l.workload === w));
   try {
-    await run("python3", [`${shared}/peers/python_mp_bench.py`, "--only", workloads.join(",")]);
+    if (workloads.length) {
+      await run("python3", [`${shared}/peers/python_mp_bench.py`, "--only", workloads.join(",")]);
+    }
+    // Issue 2 compares W1 with both of Python's start methods (fork is the default above).
+    if (workloads.includes("W1-spawn")) {
+      await run("python3", [
+        `${shared}/peers/python_mp_bench.py`,
+        "--only",
+        "W1-spawn",
+        "--start-method",
+        "spawn",
+      ]);
+    }
   } catch (e) {
     console.error(`# python peer not run: ${e}`);
   }
@@ -77,32 +115,53 @@ if (flag("--peers")) {
 
 function summarize(): void {
   const lowerIsBetter = (unit: string) => /^(ms|µs|us)/.test(unit);
-  const best = (sys: RegExp, w: string) => {
-    const xs = lines.filter((l) =>
-      sys.test(l.system) && l.workload === w && l.ok && l.rate !== null
-    );
-    if (!xs.length) return undefined;
-    return xs.reduce((
-      a,
-      b,
-    ) => (lowerIsBetter(a.unit) ? (b.rate! < a.rate! ? b : a) : (b.rate! > a.rate! ? b : a)));
+  const median = (xs: Line[]) => {
+    const v = xs.map((l) => l.rate!).sort((a, b) => a - b);
+    return v.length ? v[(v.length - 1) >> 1] : undefined;
   };
+  const good = (f: (l: Line) => boolean) => lines.filter((l) => l.ok && l.rate !== null && f(l));
+  const ratio = (unit: string, ours: number, other?: number) =>
+    other === undefined
+      ? "-"
+      : (lowerIsBetter(unit) ? other / ours : ours / other).toFixed(2) + "x";
+  const num = (x?: number) => (x === undefined ? "-" : Number(x.toPrecision(4)).toString());
   console.error(
-    "\nworkload          denomp            python            ratio   raw floor         ratio",
+    "\nworkload        variant              unit            denomp      python(method)     ratio   raw floor  ratio",
   );
-  for (const w of [...new Set(lines.filter((l) => l.system === "denomp").map((l) => l.workload))]) {
-    const d = best(/^denomp$/, w), py = best(/^python/, w), raw = best(/^deno-raw/, w);
-    if (!d) continue;
-    const ratio = (other?: Line) =>
-      other
-        ? (lowerIsBetter(d.unit) ? other.rate! / d.rate! : d.rate! / other.rate!).toFixed(2) + "x"
-        : "-";
-    const fmt = (l?: Line) => (l ? `${Number(l.rate).toPrecision(4)} ${l.unit}` : "-");
+  const seen = new Set<string>();
+  for (const d of good((l) => l.system === "denomp")) {
+    const key = `${d.workload}/${d.variant ?? ""}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const ours = median(
+      good((l) => l.system === "denomp" && `${l.workload}/${l.variant ?? ""}` === key),
+    )!;
+    const py = good((l) => /^python/.test(l.system) && l.workload === d.workload);
+    const pyCols = py.length
+      ? py.map((l) => `${num(l.rate!)}(${l.start_method ?? "?"})`).join(" ")
+      : "-";
+    const pyBest = py.length
+      ? py.map((l) => l.rate!).reduce((
+        a,
+        b,
+      ) => (lowerIsBetter(d.unit) ? Math.min(a, b) : Math.max(a, b)))
+      : undefined;
+    const fv = FLOOR_VARIANT[d.workload];
+    const raw = fv
+      ? median(
+        good((l) => /^deno-raw/.test(l.system) && l.workload === d.workload && l.variant === fv),
+      )
+      : undefined;
     console.error(
-      `${w.padEnd(18)}${fmt(d).padEnd(18)}${fmt(py).padEnd(18)}${ratio(py).padEnd(8)}${
-        fmt(raw).padEnd(18)
-      }${ratio(raw)}`,
+      `${d.workload.padEnd(16)}${String(d.variant ?? "").padEnd(21)}${d.unit.padEnd(16)}${
+        num(ours).padEnd(12)
+      }${pyCols.padEnd(19)}${ratio(d.unit, ours, pyBest).padEnd(8)}${num(raw).padEnd(11)}${
+        ratio(d.unit, ours, raw)
+      }`,
     );
   }
-  console.error("(ratio > 1: denomp is better)");
+  console.error(
+    "(ratio > 1: denomp is better; python: its best start method; raw floor: the median of the " +
+      "platform variant doing the same work, see FLOOR_VARIANT)",
+  );
 }

@@ -247,7 +247,7 @@ async function runChild(msg: StartMessage): Promise<void> {
       ...msg.preload.map((m) => import(m)),
     ])
       .finally(() => setBootstrapping(false));
-    setTimeout(() => void import(MOD).catch(() => {}), 50);
+    void idleDelay(50).then(() => import(MOD)).catch(() => {});
     const fn = findExport(ns, msg.target);
     if (typeof fn !== "function") {
       throw new ProcessError(
@@ -277,6 +277,16 @@ async function runChild(msg: StartMessage): Promise<void> {
     } catch { /* the target's failure is what gets reported */ }
     fail(err);
   }
+}
+
+/**
+ * Resolves after `ms`, or never if the worker ends first. Not `setTimeout`: a worker's first
+ * timer costs ~3 ms (a third of a worker's start-up) and would keep the worker's loop alive;
+ * a timed-out `Atomics.waitAsync` on a private word costs ~20 µs and keeps nothing alive.
+ */
+function idleDelay(ms: number): Promise<unknown> {
+  const w = Atomics.waitAsync(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  return w.async ? w.value : Promise.resolve();
 }
 
 /** Hook for `process.ts`: makes a subclass instance rebuilt in its worker act as the current process. */
