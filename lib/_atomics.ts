@@ -258,6 +258,24 @@ export function mutexAcquire(
   return runAsync(mutexWaits(i32, index, me, deadlineOf(timeout)));
 }
 
+/**
+ * Acquires the mutex without a timeout, calling `recover` first when its last owner died holding
+ * it (the guarded state may be half-written). Settles at once when the lock is free.
+ */
+export function mutexAcquireRecovering(
+  i32: Int32Array,
+  index: number,
+  recover: () => void,
+): void | Promise<void> {
+  const r = mutexAcquire(i32, index);
+  if (typeof r !== "number") {
+    return r.then((x) => {
+      if (x === OWNER_DIED) recover();
+    });
+  }
+  if (r === OWNER_DIED) recover();
+}
+
 /** Releases the mutex (whoever holds it: checking ownership is the caller's business). */
 export function mutexRelease(i32: Int32Array, index: number): void {
   for (;;) {

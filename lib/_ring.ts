@@ -41,6 +41,7 @@ import {
   deadlineOf,
   LIVENESS_SLICE_MS,
   mutexAcquire,
+  mutexAcquireRecovering,
   mutexAcquireSync,
   mutexOwner,
   mutexRelease,
@@ -566,14 +567,7 @@ export class Ring {
       if (mutexAcquireSync(i32, idx) === OWNER_DIED) this.#recoverWriter();
       return;
     }
-    const r = mutexAcquire(i32, idx);
-    if (typeof r === "number") {
-      if (r === OWNER_DIED) this.#recoverWriter();
-      return;
-    }
-    return r.then((x) => {
-      if (x === OWNER_DIED) this.#recoverWriter();
-    });
+    return mutexAcquireRecovering(i32, idx, () => this.#recoverWriter());
   }
 
   #unlockWrite(): void {

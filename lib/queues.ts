@@ -24,7 +24,7 @@
 import {
   deadlineOf,
   LIVENESS_SLICE_MS,
-  mutexAcquire,
+  mutexAcquireRecovering,
   mutexAcquireSync,
   mutexOwner,
   mutexRelease,
@@ -451,14 +451,7 @@ class Shared {
   #lockStore(): void | Promise<void> {
     const i32 = this.i32, idx = this.q + SLOCK;
     if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
-    const r = mutexAcquire(i32, idx);
-    if (typeof r === "number") {
-      if (r === OWNER_DIED) this.#repair();
-      return;
-    }
-    return r.then((x) => {
-      if (x === OWNER_DIED) this.#repair();
-    });
+    return mutexAcquireRecovering(i32, idx, () => this.#repair());
   }
 
   #unlockStore(): void {
