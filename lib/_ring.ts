@@ -47,9 +47,12 @@ import {
   mutexRelease,
   OWNER_DIED,
   remainingMs,
+  runAsync,
+  runSync,
   TIMED_OUT,
   waitAsync,
   WAITERS,
+  type Waits,
   waitSync,
 } from "./_atomics.ts";
 import { beforeExit } from "./_context.ts";
@@ -1199,6 +1202,11 @@ export class Ring {
    * ```
    */
   pollSync(timeout: number, eof?: () => boolean, eofPollMs?: number): boolean {
+    return runSync(this.#pollWaits(timeout, eof, eofPollMs));
+  }
+
+  /** The wait algorithm of `poll`/`pollSync` (see "One algorithm, two drivers" in _atomics). */
+  *#pollWaits(timeout: number, eof?: () => boolean, eofPollMs?: number): Waits<boolean> {
     const i32 = this.#i32, deadline = deadlineOf(timeout);
     for (;;) {
       if (this.#pollNow(eof)) return true;
@@ -1208,7 +1216,7 @@ export class Ring {
       if (this.#spin(W, w)) continue;
       Atomics.store(i32, READER_ASLEEP, 1);
       if (Atomics.load(i32, W) !== w) continue;
-      waitSync(i32, W, w, Math.min(left, eofPollMs ?? Infinity));
+      yield { i32, index: W, value: w, ms: Math.min(left, eofPollMs ?? Infinity) };
     }
   }
 
@@ -1223,17 +1231,7 @@ export class Ring {
    * console.assert((await ring.poll(5)) === false);
    * ```
    */
-  async poll(timeout: number, eof?: () => boolean, eofPollMs?: number): Promise<boolean> {
-    const i32 = this.#i32, deadline = deadlineOf(timeout);
-    for (;;) {
-      if (this.#pollNow(eof)) return true;
-      const left = remainingMs(deadline);
-      if (left <= 0) return false;
-      const w = Atomics.load(i32, W);
-      if (this.#spin(W, w)) continue;
-      Atomics.store(i32, READER_ASLEEP, 1);
-      if (Atomics.load(i32, W) !== w) continue;
-      await waitAsync(i32, W, w, Math.min(left, eofPollMs ?? Infinity));
-    }
+  poll(timeout: number, eof?: () => boolean, eofPollMs?: number): Promise<boolean> {
+    return runAsync(this.#pollWaits(timeout, eof, eofPollMs));
   }
 }

@@ -96,10 +96,15 @@ Deno.test("an idle pool burns no CPU", async () => {
     const f = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
     return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (10 ms)
   };
-  const c0 = cpu();
-  await delay(500);
-  const ticks = cpu() - c0;
-  assert.ok(ticks <= 5, `${ticks * 10} ms of CPU in 500 ms of idling`);
+  // The CPU count is the whole process's: work left over from earlier tests (a worker still
+  // unwinding) can spoil one window, while a spinning pool would spoil every one (~100 ticks).
+  let ticks = Infinity;
+  for (let w = 0; w < 3 && ticks > 5; w++) {
+    const c0 = cpu();
+    await delay(500);
+    ticks = cpu() - c0;
+  }
+  assert.ok(ticks <= 5, `${ticks * 10} ms of CPU in 500 ms of idling, three times over`);
 });
 
 Deno.test("handles in a task's arguments (a Queue) arrive and work in the worker", async () => {
