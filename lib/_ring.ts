@@ -1015,27 +1015,51 @@ export class Ring {
     }
     try {
       const st = this.#newState();
-      for (;;) {
-        if (this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE) {
-          return st.value as T;
-        }
-        if (this.#helpOutbox() || this.#spin(W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
-        if (st.buf) {
-          if (this.#torn(st, o.onDiscard)) continue;
-          Atomics.store(i32, READER_ASLEEP, 1);
-          if (Atomics.load(i32, W) === st.w) waitSync(i32, W, st.w, LIVENESS_SLICE_MS);
-          continue;
-        }
-        if (this.#atEof(st, o.eof)) return EOF;
-        if (o.signal?.aborted) throw o.signal.reason;
-        const left = remainingMs(deadline);
-        if (left <= 0) return TIMEOUT;
-        Atomics.store(i32, READER_ASLEEP, 1);
-        if (Atomics.load(i32, W) !== st.w) continue;
-        waitSync(i32, W, st.w, Math.min(left, o.eofPollMs ?? Infinity));
+      // A message already there needs no wait algorithm (the common case of a busy channel).
+      if (this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE) {
+        return st.value as T;
       }
+      return runSync(this.#readWaits(st, decode as Decode<unknown>, o, deadline, true)) as
+        | T
+        | typeof TIMEOUT
+        | typeof EOF;
     } finally {
       unlock(i32, lock);
+    }
+  }
+
+  /**
+   * The read loop of `recvSync` and `recv` once the read lock is held: one algorithm, two
+   * drivers (see _atomics). A blocking reader also helps this process's outbox along, as
+   * nothing else runs on its thread meanwhile.
+   */
+  *#readWaits(
+    st: ReadState,
+    decode: Decode<unknown>,
+    o: RecvOptions,
+    deadline: number,
+    blocking: boolean,
+  ): Waits<unknown> {
+    const i32 = this.#i32;
+    for (;;) {
+      if (this.#readStep(st, decode, o.onDiscard, o.alloc) === DONE) return st.value;
+      if (blocking && this.#helpOutbox()) continue;
+      if (this.#spin(W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
+      if (st.buf) {
+        if (this.#torn(st, o.onDiscard)) continue;
+        Atomics.store(i32, READER_ASLEEP, 1);
+        if (Atomics.load(i32, W) === st.w) {
+          yield { i32, index: W, value: st.w, ms: LIVENESS_SLICE_MS };
+        }
+        continue;
+      }
+      if (this.#atEof(st, o.eof)) return EOF;
+      if (o.signal?.aborted) throw o.signal.reason;
+      const left = remainingMs(deadline);
+      if (left <= 0) return TIMEOUT;
+      Atomics.store(i32, READER_ASLEEP, 1);
+      if (Atomics.load(i32, W) !== st.w) continue;
+      yield { i32, index: W, value: st.w, ms: Math.min(left, o.eofPollMs ?? Infinity) };
     }
   }
 
@@ -1150,27 +1174,10 @@ export class Ring {
     const onAbort = () => this.wakeReaders();
     o.signal?.addEventListener("abort", onAbort);
     try {
-      for (;;) {
-        if (this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE) {
-          return st.value as T;
-        }
-        if (this.#spin(W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
-        if (st.buf) {
-          if (this.#torn(st, o.onDiscard)) continue;
-          Atomics.store(i32, READER_ASLEEP, 1);
-          if (Atomics.load(i32, W) === st.w) {
-            await waitAsync(i32, W, st.w, LIVENESS_SLICE_MS);
-          }
-          continue;
-        }
-        if (this.#atEof(st, o.eof)) return EOF;
-        if (o.signal?.aborted) throw o.signal.reason;
-        const left = remainingMs(deadline);
-        if (left <= 0) return TIMEOUT;
-        Atomics.store(i32, READER_ASLEEP, 1);
-        if (Atomics.load(i32, W) !== st.w) continue;
-        await waitAsync(i32, W, st.w, Math.min(left, o.eofPollMs ?? Infinity));
-      }
+      // The abort listener wakes the wait; the algorithm then sees `signal.aborted`.
+      return await runAsync(
+        this.#readWaits(st, decode as Decode<unknown>, o, deadline, false),
+      ) as T | typeof TIMEOUT | typeof EOF;
     } finally {
       o.signal?.removeEventListener("abort", onAbort);
       holdRead(this.base, -1);
