@@ -35,9 +35,11 @@ import {
   mutexRelease,
   OWNER_DIED,
   remainingMs,
+  runAsync,
+  runSync,
   TIMED_OUT,
   waitAsync,
-  waitSync,
+  type Waits,
 } from "./_atomics.ts";
 import {
   adopt,
@@ -323,37 +325,14 @@ export class Mailbox<T = unknown> {
    * ```
    */
   async send(msg: T, options: MailboxSendOptions = {}): Promise<void> {
-    const box = this.#box;
     if (!this.#reserve()) {
-      const deadline = deadlineOf(options.timeout);
-      Atomics.add(box.i32, PUT_WAITERS, 1);
-      try {
-        for (;;) {
-          options.signal?.throwIfAborted();
-          const left = remainingMs(deadline);
-          if (left <= 0) throw new Full("mailbox is full");
-          const c = Atomics.load(box.i32, COUNT);
-          if (c < box.maxsize) {
-            if (this.#reserve()) break;
-            continue;
-          }
-          await waitAsync(box.i32, COUNT, c, Math.min(left, LIVENESS_SLICE_MS));
-        }
-      } finally {
-        Atomics.sub(box.i32, PUT_WAITERS, 1);
-      }
+      await runAsync(this.#roomWaits(deadlineOf(options.timeout), options.signal));
     }
-    let bytes: Uint8Array;
-    try {
-      bytes = enc.encode(msg, "message");
-    } catch (e) {
-      this.#taken();
-      throw e;
-    }
+    const bytes = this.#encodeReserved(msg);
     // Not awaited: a message larger than the ring would wait for a reader to stream it out.
     // Like Python's Queue.put, a send never waits for room in the channel, only for the bound;
     // this process's outbox keeps the order and is flushed before the worker ends.
-    void box.ring.post(bytes);
+    void this.#box.ring.post(bytes);
   }
 
   /**
@@ -368,33 +347,42 @@ export class Mailbox<T = unknown> {
    * ```
    */
   sendSync(msg: T, options: { timeout?: number } = {}): void {
+    if (!this.#reserve()) runSync(this.#roomWaits(deadlineOf(options.timeout)));
+    this.#box.ring.sendSync(this.#encodeReserved(msg));
+  }
+
+  /**
+   * Waits until a place in a bounded mailbox is reserved (`Full` at the deadline): one
+   * algorithm for `send` and `sendSync` (see _atomics). The signal is checked every slice.
+   */
+  *#roomWaits(deadline: number, signal?: AbortSignal): Waits<void> {
     const box = this.#box;
-    if (!this.#reserve()) {
-      const deadline = deadlineOf(options.timeout);
-      Atomics.add(box.i32, PUT_WAITERS, 1);
-      try {
-        for (;;) {
-          const left = remainingMs(deadline);
-          if (left <= 0) throw new Full("mailbox is full");
-          const c = Atomics.load(box.i32, COUNT);
-          if (c < box.maxsize) {
-            if (this.#reserve()) break;
-            continue;
-          }
-          waitSync(box.i32, COUNT, c, Math.min(left, LIVENESS_SLICE_MS));
-        }
-      } finally {
-        Atomics.sub(box.i32, PUT_WAITERS, 1);
-      }
-    }
-    let bytes: Uint8Array;
+    Atomics.add(box.i32, PUT_WAITERS, 1);
     try {
-      bytes = enc.encode(msg, "message");
+      for (;;) {
+        signal?.throwIfAborted();
+        const left = remainingMs(deadline);
+        if (left <= 0) throw new Full("mailbox is full");
+        const c = Atomics.load(box.i32, COUNT);
+        if (c < box.maxsize) {
+          if (this.#reserve()) return;
+          continue;
+        }
+        yield { i32: box.i32, index: COUNT, value: c, ms: Math.min(left, LIVENESS_SLICE_MS) };
+      }
+    } finally {
+      Atomics.sub(box.i32, PUT_WAITERS, 1);
+    }
+  }
+
+  /** Encodes a message whose place is reserved; gives the place back if it cannot be sent. */
+  #encodeReserved(msg: T): Uint8Array {
+    try {
+      return enc.encode(msg, "message");
     } catch (e) {
       this.#taken();
       throw e;
     }
-    box.ring.sendSync(bytes);
   }
 
   #reserve(): boolean {
