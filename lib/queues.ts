@@ -1032,22 +1032,11 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
  * console.assert((await q.get()) === 2);
  * ```
  */
-export class LifoQueue<T = unknown> extends Queue<T> {
+export class LifoQueue<T = unknown> extends JoinableQueue<T> {
   /** Creates a stack holding at most `maxsize` items (`0`: unbounded). */
   constructor(maxsize = 0) {
     creatingKind = LIFO;
-    creatingJoinable = true;
     super(maxsize);
-  }
-
-  /** Marks one item got from the queue as done; throws `ValueError` when none is outstanding. */
-  taskDone(): void {
-    stateOf(this).taskDone();
-  }
-
-  /** Resolves when every item put has been marked done. */
-  join(): Promise<void> {
-    return stateOf(this).join();
   }
 }
 
@@ -1067,22 +1056,11 @@ export class LifoQueue<T = unknown> extends Queue<T> {
  * console.assert((await q.get())[1] === "high");
  * ```
  */
-export class PriorityQueue<T = unknown> extends Queue<T> {
+export class PriorityQueue<T = unknown> extends JoinableQueue<T> {
   /** Creates a priority queue holding at most `maxsize` items (`0`: unbounded). */
   constructor(maxsize = 0) {
     creatingKind = PRIO;
-    creatingJoinable = true;
     super(maxsize);
-  }
-
-  /** Marks one item got from the queue as done; throws `ValueError` when none is outstanding. */
-  taskDone(): void {
-    stateOf(this).taskDone();
-  }
-
-  /** Resolves when every item put has been marked done. */
-  join(): Promise<void> {
-    return stateOf(this).join();
   }
 }
 
