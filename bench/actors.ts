@@ -9,7 +9,7 @@
 //
 //   deno run -A --unstable-worker-options bench/actors.ts [--n-call 20000] [--n-tell 1000000] [--no-python]
 import { Actor, type ActorRef, spawn } from "../lib/actor.ts";
-import { emit, since } from "./_common.ts";
+import { arg, emit, since } from "./_common.ts";
 
 /** The callee. */
 export class BenchCounter extends Actor {
@@ -57,11 +57,6 @@ export class BenchSource extends Actor {
     const total = await sink.call.total();
     return { s: (performance.now() - t0) / 1000, ...total };
   }
-}
-
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 ? Deno.args[i + 1] : dflt;
 }
 
 async function pythonW4(): Promise<number | null> {

@@ -6,7 +6,7 @@
 //   deno run -A bench/w2_queue.ts [--variant async,sync] [--n 200000]
 import { Process } from "../lib/process.ts";
 import { Queue } from "../lib/queues.ts";
-import { emit, since } from "./_common.ts";
+import { arg, emit, rounds, since } from "./_common.ts";
 
 type Item = { i: number; s: string } | null;
 
@@ -44,14 +44,9 @@ export function w2ConsumerSync(q: Queue<Item>, result: Queue<[number, number]>):
   result.putSync([count, total]);
 }
 
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 ? Deno.args[i + 1] : dflt;
-}
-
 if (import.meta.main) {
   const n = Number(arg("n", "200000"));
-  for (const variant of arg("variant", "async,sync").split(",")) {
+  for (const { variant, warmUp } of rounds("async,sync")) {
     const q = new Queue<Item>(), result = new Queue<[number, number]>();
     const sync = variant === "sync";
     const ps = [
@@ -64,6 +59,8 @@ if (import.meta.main) {
     const s = since(t0);
     for (const p of ps) await p.join();
     const ok = count === n && total === n * (n - 1) / 2 && ps.every((p) => p.exitCode === 0);
-    emit({ workload: "W2-queue", variant, n, seconds: s, rate: n / s, unit: "items/s", ok });
+    if (!warmUp) {
+      emit({ workload: "W2-queue", variant, n, seconds: s, rate: n / s, unit: "items/s", ok });
+    }
   }
 }

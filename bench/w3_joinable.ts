@@ -8,7 +8,7 @@
 //   deno run -A bench/w3_joinable.ts [--variant async,sync] [--n 100000]
 import { Process } from "../lib/process.ts";
 import { JoinableQueue, Queue } from "../lib/queues.ts";
-import { emit, since } from "./_common.ts";
+import { arg, emit, rounds, since } from "./_common.ts";
 
 /** Consumer with await. */
 export async function w3Consumer(
@@ -46,14 +46,9 @@ export function w3ConsumerSync(
   q.taskDone();
 }
 
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 ? Deno.args[i + 1] : dflt;
-}
-
 if (import.meta.main) {
   const n = Number(arg("n", "100000"));
-  for (const variant of arg("variant", "async,sync").split(",")) {
+  for (const { variant, warmUp } of rounds("async,sync")) {
     const q = new JoinableQueue<number | null>();
     const ready = new Queue<string>(), tally = new Queue<[number, number]>();
     const target = variant === "sync" ? w3ConsumerSync : w3Consumer;
@@ -73,6 +68,8 @@ if (import.meta.main) {
     }
     for (const p of ps) await p.join();
     const ok = count === n && total === n * (n - 1) / 2 && ps.every((p) => p.exitCode === 0);
-    emit({ workload: "W3-joinable", variant, n, seconds: s, rate: n / s, unit: "items/s", ok });
+    if (!warmUp) {
+      emit({ workload: "W3-joinable", variant, n, seconds: s, rate: n / s, unit: "items/s", ok });
+    }
   }
 }

@@ -9,7 +9,7 @@
 //   deno run -A bench/w4_pipe.ts [--variant async,sync,async-main] [--n 20000]
 import { type Connection, Pipe } from "../lib/connection.ts";
 import { Process } from "../lib/process.ts";
-import { emit, since } from "./_common.ts";
+import { arg, emit, rounds, since } from "./_common.ts";
 
 type Msg = { seq: number } | "ready" | null;
 
@@ -31,14 +31,9 @@ export function w4EchoSync(c: Connection<Msg>): void {
   c.close();
 }
 
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 ? Deno.args[i + 1] : dflt;
-}
-
 if (import.meta.main) {
   const n = Number(arg("n", "20000"));
-  for (const variant of arg("variant", "async,sync,async-main").split(",")) {
+  for (const { variant, warmUp } of rounds("async,sync,async-main")) {
     const [conn, child] = Pipe<Msg>();
     const p = new Process({ target: variant === "async" ? w4Echo : w4EchoSync, args: [child] });
     p.start();
@@ -61,6 +56,7 @@ if (import.meta.main) {
     await conn.send(null);
     await p.join();
     conn.close();
+    if (warmUp) continue;
     emit({
       workload: "W4-pipe",
       variant,

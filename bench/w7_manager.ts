@@ -5,7 +5,7 @@
 // count of wrong values arrives. Then the dict is checked from here (length and sum).
 //
 //   deno run -A --unstable-worker-options bench/w7_manager.ts [--n 20000] [--runs 3]
-import { emit, since } from "./_common.ts";
+import { arg, emit, since } from "./_common.ts";
 import { type DictProxy, Manager } from "../lib/managers.ts";
 import { Process } from "../lib/process.ts";
 import { Queue } from "../lib/queues.ts";
@@ -26,11 +26,6 @@ export async function w7Client(
   let wrong = 0;
   for (let k = 0; k < n; k++) if ((await d.get(k)) !== k) wrong++;
   await result.put(wrong);
-}
-
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 ? Deno.args[i + 1] : dflt;
 }
 
 if (import.meta.main) {

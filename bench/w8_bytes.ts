@@ -6,7 +6,7 @@
 //   deno run -A bench/w8_bytes.ts [--variant async,sync] [--n 256]
 import { type Connection, Pipe } from "../lib/connection.ts";
 import { Process } from "../lib/process.ts";
-import { emit, since } from "./_common.ts";
+import { arg, emit, rounds, since } from "./_common.ts";
 
 const MiB = 1 << 20;
 
@@ -36,15 +36,10 @@ export function w8SinkSync(c: Connection<unknown>): void {
   c.close();
 }
 
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 ? Deno.args[i + 1] : dflt;
-}
-
 if (import.meta.main) {
   const n = Number(arg("n", "256"));
   const payload = new Uint8Array(MiB).fill(0xa5);
-  for (const variant of arg("variant", "async,sync").split(",")) {
+  for (const { variant, warmUp } of rounds("async,sync")) {
     const [conn, child] = Pipe();
     const p = new Process({ target: variant === "sync" ? w8SinkSync : w8Sink, args: [child] });
     p.start();
@@ -64,6 +59,7 @@ if (import.meta.main) {
     const s = since(t0);
     await p.join();
     conn.close();
+    if (warmUp) continue;
     const [count, total] = result;
     emit({
       workload: "W8-bytes",

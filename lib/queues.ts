@@ -41,16 +41,17 @@ import { Encoder, loads, registerHandle } from "./reduction.ts";
 // ---------------------------------------------------------------------------------------------
 // Shared layout (Int32 words from the block's offset / 4)
 
-// Counters split by who writes them, on separate cache lines, so a producer and a consumer on
-// two cores do not bounce one line with two read-modify-writes per item: producers count PUTS
-// (items reserved), consumers count GETS (items taken) and TASKS_DONE (`taskDone`). qsize is
-// PUTS - GETS and the unfinished tasks PUTS - TASKS_DONE (int32 differences, so wrap-around is fine).
+// Counters split by who writes them, 128 bytes apart (a cache line and its prefetch pair), so a
+// producer and a consumer on two cores do not bounce one line with two read-modify-writes per
+// item: producers count PUTS (items reserved), consumers count GETS (items taken) and TASKS_DONE
+// (`taskDone`). qsize is PUTS - GETS and the unfinished tasks PUTS - TASKS_DONE (int32
+// differences, so wrap-around is fine). The read-mostly words sit between them.
 const PUTS = 0; // producers' line
-const GETS = 8, TASKS_DONE = 9, PUT_WAITERS = 10, JOIN_WAITERS = 11; // consumers' line
 const CLOSED = 16, MAXSIZE = 17, KIND = 18, MAGIC_I = 19, JOINABLE = 20;
+const GETS = 32, TASKS_DONE = 33, PUT_WAITERS = 34, JOIN_WAITERS = 35; // consumers' line
 // Store (LIFO / priority) words.
-const SLOCK = 32, LEN = 33, ARR = 34, PENDING = 35, POPPED = 36, SEQ = 37, GET_WAITERS = 38;
-const NEXT_SEQ = 39;
+const SLOCK = 48, LEN = 49, ARR = 50, PENDING = 51, POPPED = 52, SEQ = 53, GET_WAITERS = 54;
+const NEXT_SEQ = 55;
 const HEADER = 256;
 const MAGIC = 0x71756575; // "queu"
 
