@@ -125,9 +125,16 @@ function summarize(): void {
       ? "-"
       : (lowerIsBetter(unit) ? other / ours : ours / other).toFixed(2) + "x";
   const num = (x?: number) => (x === undefined ? "-" : Number(x.toPrecision(4)).toString());
-  console.error(
-    "\nworkload        variant              unit            denomp      python(method)     ratio   raw floor  ratio",
-  );
+  const rows: string[][] = [[
+    "workload",
+    "variant",
+    "unit",
+    "denomp",
+    "python(method)",
+    "ratio",
+    "raw floor",
+    "ratio",
+  ]];
   const seen = new Set<string>();
   for (const d of good((l) => l.system === "denomp")) {
     const key = `${d.workload}/${d.variant ?? ""}`;
@@ -140,25 +147,29 @@ function summarize(): void {
     const pyCols = py.length
       ? py.map((l) => `${num(l.rate!)}(${l.start_method ?? "?"})`).join(" ")
       : "-";
-    const pyBest = py.length
-      ? py.map((l) => l.rate!).reduce((
-        a,
-        b,
-      ) => (lowerIsBetter(d.unit) ? Math.min(a, b) : Math.max(a, b)))
-      : undefined;
+    const best = lowerIsBetter(d.unit) ? Math.min : Math.max;
+    const pyBest = py.length ? best(...py.map((l) => l.rate!)) : undefined;
     const fv = FLOOR_VARIANT[d.workload];
     const raw = fv
       ? median(
         good((l) => /^deno-raw/.test(l.system) && l.workload === d.workload && l.variant === fv),
       )
       : undefined;
-    console.error(
-      `${d.workload.padEnd(16)}${String(d.variant ?? "").padEnd(21)}${d.unit.padEnd(16)}${
-        num(ours).padEnd(12)
-      }${pyCols.padEnd(19)}${ratio(d.unit, ours, pyBest).padEnd(8)}${num(raw).padEnd(11)}${
-        ratio(d.unit, ours, raw)
-      }`,
-    );
+    rows.push([
+      d.workload,
+      String(d.variant ?? ""),
+      d.unit,
+      num(ours),
+      pyCols,
+      ratio(d.unit, ours, pyBest),
+      num(raw),
+      ratio(d.unit, ours, raw),
+    ]);
+  }
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)) + 2);
+  console.error("");
+  for (const r of rows) {
+    console.error(r.map((cell, c) => cell.padEnd(widths[c])).join("").trimEnd());
   }
   console.error(
     "(ratio > 1: denomp is better; python: its best start method; raw floor: the median of the " +
