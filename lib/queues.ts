@@ -138,9 +138,9 @@ function checkTransfer(list: ArrayBuffer[] | undefined): void {
   });
 }
 
+/** Detaches each listed buffer (its `transfer(0)` copy, empty, is dropped). */
 function detach(list: ArrayBuffer[] | undefined): void {
-  if (list) { for (const b of list) b.transfer(0); // detaches `b`; the new empty buffer is dropped
-   }
+  for (const b of list ?? []) b.transfer(0);
 }
 
 function sleepWordSync(i32: Int32Array, idx: number, v: number, ms: number): void {

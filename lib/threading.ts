@@ -5,7 +5,9 @@
  * thread is under the GIL: a task that shares memory with its creator and interleaves with the
  * others where it waits (at each `await`). Each Thread runs inside its own
  * `AsyncLocalStorage` context, which is how {@link currentThread} knows who is running across
- * awaits, timers and callbacks, and how an `RLock` knows which thread owns it.
+ * awaits, timers and callbacks, and how an `RLock` knows which thread owns it. `node:async_hooks`
+ * is loaded by the first `start()` of a process, not on import: it costs ~12 ms, and every
+ * worker whose target module imports the library would pay it whether it starts threads or not.
  *
  * Thread idents are unique in the whole process tree of a run (they come from the shared heap's
  * id counter), so `(process, thread)` ownership needs only the ident.
@@ -13,7 +15,7 @@
  * @module
  */
 
-import { AsyncLocalStorage } from "node:async_hooks";
+import type { AsyncLocalStorage } from "node:async_hooks";
 import { keepAlive } from "./_atomics.ts";
 import { beforeExit } from "./_context.ts";
 import { nextId } from "./_heap.ts";
@@ -34,9 +36,17 @@ export interface ThreadOptions<A extends unknown[] = unknown[]> {
   daemon?: boolean;
 }
 
-const context = new AsyncLocalStorage<Thread>();
+/** The threads' context, once the first `start()` has loaded it. */
+let context: AsyncLocalStorage<Thread> | undefined;
+let loadingContext: Promise<AsyncLocalStorage<Thread>> | undefined;
 /** Until a thread starts, every caller is the main thread: skip the context lookup. */
 let threadsStarted = false;
+
+function loadContext(): Promise<AsyncLocalStorage<Thread>> {
+  return loadingContext ??= import("node:async_hooks").then((m) =>
+    context = new m.AsyncLocalStorage<Thread>()
+  );
+}
 let counter = 0;
 let creatingMain = false;
 let main: Thread | undefined;
@@ -128,7 +138,8 @@ export class Thread<A extends unknown[] = unknown[]> {
   }
 
   /**
-   * Starts the thread: `run()` begins on the next microtask, inside the thread's own context.
+   * Starts the thread: `run()` begins on the next microtask, inside the thread's own context
+   * (the first thread of a process begins once `node:async_hooks` is loaded, a few ms later).
    * Throws `ValueError` if called twice.
    */
   start(): void {
@@ -138,7 +149,11 @@ export class Thread<A extends unknown[] = unknown[]> {
     threadsStarted = true;
     active.add(this);
     if (!this.#daemon) void keepAlive(this.#done);
-    queueMicrotask(() => context.run(this, () => void this.#bootstrap()));
+    const run = (c: AsyncLocalStorage<Thread>) => c.run(this, () => void this.#bootstrap());
+    const c = context;
+    if (c) queueMicrotask(() => run(c));
+    // Should the module fail to load, the thread still runs (seen as the main thread), not hang.
+    else void loadContext().then(run, () => void this.#bootstrap());
   }
 
   async #bootstrap(): Promise<void> {
@@ -264,7 +279,7 @@ export function mainThread(): Thread {
  * ```
  */
 export function currentThread(): Thread {
-  return (threadsStarted && context.getStore()) || mainThread();
+  return (threadsStarted && context?.getStore()) || mainThread();
 }
 
 /**
@@ -279,7 +294,7 @@ export function currentThread(): Thread {
  */
 export function getIdent(): number {
   // On every lock operation: keep it to a flag test in the common case.
-  const t = threadsStarted ? context.getStore() : undefined;
+  const t = threadsStarted ? context?.getStore() : undefined;
   return t ? t.ident as number : mainIdent || (mainThread().ident as number);
 }
 
