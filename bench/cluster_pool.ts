@@ -20,6 +20,34 @@ function expectSquares(out: number[], n: number): boolean {
   return out.length === n && out.every((v, i) => v === i * i);
 }
 
+type MapFn = (f: typeof square, xs: number[], chunksize?: number) => Promise<number[]>;
+
+/**
+ * Warms `map` up (workers connected, code paths compiled), then times it once with one task per
+ * message and once with the default chunking, emitting `<prefix>chunksize=1` and
+ * `<prefix>default-chunks`.
+ */
+async function timeMaps(map: MapFn, prefix: string, transport: string): Promise<void> {
+  const xs = Array.from({ length: N }, (_, i) => i);
+  await map(square, xs.slice(0, 500), 1);
+  for (const [variant, chunksize] of [["chunksize=1", 1], ["default-chunks", undefined]] as const) {
+    const t0 = performance.now();
+    const out = await map(square, xs, chunksize);
+    const s = since(t0);
+    emit({
+      workload: "cluster-pool-map",
+      variant: prefix + variant,
+      n: N,
+      seconds: s,
+      rate: N / s,
+      unit: "tasks/s",
+      ok: expectSquares(out, N),
+      workers: 2,
+      transport,
+    });
+  }
+}
+
 if (import.meta.main) {
   if (!url) {
     emit({
@@ -60,27 +88,7 @@ if (import.meta.main) {
   const cluster = await connectCluster({ servers: url });
   const pool = cluster.Pool({ name });
   try {
-    const xs = Array.from({ length: N }, (_, i) => i);
-    // Warm-up: both workers connected, executors started, code paths compiled.
-    await pool.map(square, xs.slice(0, 500), 1);
-    for (
-      const [variant, chunksize] of [["chunksize=1", 1], ["default-chunks", undefined]] as const
-    ) {
-      const t0 = performance.now();
-      const out = await pool.map(square, xs, chunksize);
-      const s = since(t0);
-      emit({
-        workload: "cluster-pool-map",
-        variant,
-        n: N,
-        seconds: s,
-        rate: N / s,
-        unit: "tasks/s",
-        ok: expectSquares(out, N),
-        workers: 2,
-        transport: "nats-jetstream loopback",
-      });
-    }
+    await timeMaps((f, xs, c) => pool.map(f, xs, c), "", "nats-jetstream loopback");
   } finally {
     await pool.close();
     await cluster.close();
@@ -93,29 +101,7 @@ if (import.meta.main) {
   {
     const local = new Pool({ processes: 2 });
     try {
-      const xs = Array.from({ length: N }, (_, i) => i);
-      await local.map(square, xs.slice(0, 500), 1);
-      for (
-        const [variant, chunksize] of [["local-chunksize=1", 1], [
-          "local-default-chunks",
-          undefined,
-        ]] as const
-      ) {
-        const t0 = performance.now();
-        const out = await local.map(square, xs, chunksize);
-        const s = since(t0);
-        emit({
-          workload: "cluster-pool-map",
-          variant,
-          n: N,
-          seconds: s,
-          rate: N / s,
-          unit: "tasks/s",
-          ok: expectSquares(out, N),
-          workers: 2,
-          transport: "local Pool",
-        });
-      }
+      await timeMaps((f, xs, c) => local.map(f, xs, c), "local-", "local Pool");
     } finally {
       local.terminate();
     }
