@@ -28,10 +28,12 @@ import {
   mutexAcquireSync,
   mutexOwner,
   mutexRelease,
+  mutexWaits,
   OWNER_DIED,
   remainingMs,
-  waitAsync,
-  waitSync,
+  runAsync,
+  runSync,
+  type Waits,
 } from "./_atomics.ts";
 import { adopt, alloc, heap, release, retain } from "./_heap.ts";
 import { checkNotTerminated, EOF, flushAll as flushRings, Ring, TIMEOUT } from "./_ring.ts";
@@ -141,10 +143,6 @@ function checkTransfer(list: ArrayBuffer[] | undefined): void {
 /** Detaches each listed buffer (its `transfer(0)` copy, empty, is dropped). */
 function detach(list: ArrayBuffer[] | undefined): void {
   for (const b of list ?? []) b.transfer(0);
-}
-
-function sleepWordSync(i32: Int32Array, idx: number, v: number, ms: number): void {
-  waitSync(i32, idx, v, ms);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -321,8 +319,12 @@ class Shared {
     Atomics.sub(this.i32, this.q + PUTS, 1);
   }
 
-  async reserve(timeout: number | undefined, signal?: AbortSignal): Promise<boolean> {
-    const i32 = this.i32, idx = this.q + GETS, deadline = deadlineOf(timeout);
+  /**
+   * Waits for room and reserves it (`reserve`/`reserveSync`): one algorithm, two drivers (see
+   * _atomics). Sleeps until a consumer takes an item (GETS moves; it notifies when putters wait).
+   */
+  *#reserveWaits(deadline: number, signal?: AbortSignal): Waits<boolean> {
+    const i32 = this.i32, idx = this.q + GETS;
     Atomics.add(i32, this.q + PUT_WAITERS, 1);
     try {
       for (;;) {
@@ -331,32 +333,21 @@ class Shared {
         signal?.throwIfAborted();
         const left = remainingMs(deadline);
         if (left <= 0) return false;
-        // Sleep until a consumer takes an item (GETS moves; it notifies when putters wait).
         const g = Atomics.load(i32, idx);
         if (((Atomics.load(i32, this.q + PUTS) - g) | 0) < this.maxsize) continue;
-        await waitAsync(i32, idx, g, Math.min(left, LIVENESS_SLICE_MS));
+        yield { i32, index: idx, value: g, ms: Math.min(left, LIVENESS_SLICE_MS) };
       }
     } finally {
       Atomics.sub(i32, this.q + PUT_WAITERS, 1);
     }
   }
 
+  reserve(timeout: number | undefined, signal?: AbortSignal): Promise<boolean> {
+    return runAsync(this.#reserveWaits(deadlineOf(timeout), signal));
+  }
+
   reserveSync(timeout: number | undefined): boolean {
-    const i32 = this.i32, idx = this.q + GETS, deadline = deadlineOf(timeout);
-    Atomics.add(i32, this.q + PUT_WAITERS, 1);
-    try {
-      for (;;) {
-        if (this.tryReserve()) return true;
-        if (this.closed) throw new ValueError("Queue is closed");
-        const left = remainingMs(deadline);
-        if (left <= 0) return false;
-        const g = Atomics.load(i32, idx);
-        if (((Atomics.load(i32, this.q + PUTS) - g) | 0) < this.maxsize) continue;
-        sleepWordSync(i32, idx, g, Math.min(left, LIVENESS_SLICE_MS));
-      }
-    } finally {
-      Atomics.sub(i32, this.q + PUT_WAITERS, 1);
-    }
+    return runSync(this.#reserveWaits(deadlineOf(timeout)));
   }
 
   /** One item left the queue (got, or discarded torn). */
@@ -412,29 +403,26 @@ class Shared {
     return ((Atomics.load(i32, this.q + PUTS) - d) | 0) > 0 ? d : null;
   }
 
-  async join(): Promise<void> {
+  /** Waits until every task is done (`join`/`joinSync`): one algorithm, two drivers. */
+  *#joinWaits(): Waits<void> {
     const i32 = this.i32, idx = this.q + TASKS_DONE;
     Atomics.add(i32, this.q + JOIN_WAITERS, 1);
     try {
       for (let d = this.#joinWait(); d !== null; d = this.#joinWait()) {
         // Sliced: the notify comes only at "all done", and a put may move the goal meanwhile.
-        await waitAsync(i32, idx, d, LIVENESS_SLICE_MS);
+        yield { i32, index: idx, value: d, ms: LIVENESS_SLICE_MS };
       }
     } finally {
       Atomics.sub(i32, this.q + JOIN_WAITERS, 1);
     }
   }
 
+  join(): Promise<void> {
+    return runAsync(this.#joinWaits());
+  }
+
   joinSync(): void {
-    const i32 = this.i32, idx = this.q + TASKS_DONE;
-    Atomics.add(i32, this.q + JOIN_WAITERS, 1);
-    try {
-      for (let d = this.#joinWait(); d !== null; d = this.#joinWait()) {
-        waitSync(i32, idx, d, LIVENESS_SLICE_MS);
-      }
-    } finally {
-      Atomics.sub(i32, this.q + JOIN_WAITERS, 1);
-    }
+    runSync(this.#joinWaits());
   }
 
   // --- the LIFO / priority store
@@ -632,34 +620,17 @@ class Shared {
     }
   }
 
-  storeGetSync(timeout: number | undefined): unknown {
-    const i32 = this.i32, q = this.q, deadline = deadlineOf(timeout);
+  /**
+   * Takes the next stored item, waiting for one (`storeGet`/`storeGetSync`): one algorithm, two
+   * drivers (see _atomics). The store lock is taken through the same mutex algorithm.
+   */
+  *#storeGetWaits(deadline: number, signal?: AbortSignal): Waits<unknown> {
+    const i32 = this.i32, q = this.q, lock = q + SLOCK, me = heap().slot;
     for (;;) {
-      this.#lockStoreSync();
-      let t;
-      try {
-        t = this.#tryTake();
-      } finally {
-        this.#unlockStore();
-      }
-      if (t.item) return this.#takeOut(t.item);
-      if (this.eof()) return EOF;
-      const left = remainingMs(deadline);
-      if (left <= 0) return TIMEOUT;
-      Atomics.add(i32, q + GET_WAITERS, 1);
-      try {
-        waitSync(i32, q + SEQ, t.seq, Math.min(left, LIVENESS_SLICE_MS));
-      } finally {
-        Atomics.sub(i32, q + GET_WAITERS, 1);
-      }
-    }
-  }
-
-  async storeGet(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
-    const i32 = this.i32, q = this.q, deadline = deadlineOf(timeout);
-    for (;;) {
-      const l = this.#lockStore();
-      if (l) await l;
+      if (
+        Atomics.compareExchange(i32, lock, 0, me) !== 0 &&
+        (yield* mutexWaits(i32, lock, me, Infinity)) === OWNER_DIED
+      ) this.#repair();
       let t;
       try {
         t = this.#tryTake();
@@ -673,11 +644,19 @@ class Shared {
       if (left <= 0) return TIMEOUT;
       Atomics.add(i32, q + GET_WAITERS, 1);
       try {
-        await waitAsync(i32, q + SEQ, t.seq, Math.min(left, LIVENESS_SLICE_MS));
+        yield { i32, index: q + SEQ, value: t.seq, ms: Math.min(left, LIVENESS_SLICE_MS) };
       } finally {
         Atomics.sub(i32, q + GET_WAITERS, 1);
       }
     }
+  }
+
+  storeGetSync(timeout: number | undefined): unknown {
+    return runSync(this.#storeGetWaits(deadlineOf(timeout)));
+  }
+
+  storeGet(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
+    return runAsync(this.#storeGetWaits(deadlineOf(timeout), signal));
   }
 
   /** Frees the items still stored when the last handle anywhere is gone. */
