@@ -627,6 +627,7 @@ export class Mailbox<T = unknown> {
 
 registerHandle<Mailbox<unknown>, number>({
   name: "Mailbox",
+  module: import.meta.url,
   cls: Mailbox,
   reduce(m) {
     const off = boxOfMailbox(m).off;
@@ -1235,6 +1236,7 @@ function makeRef<A extends Actor>(box: Box, name: string, adoptIt: boolean): Act
 
 registerHandle<ActorRef<Actor>, [number, string]>({
   name: "ActorRef",
+  module: import.meta.url,
   cls: ActorRef,
   reduce(r) {
     const off = boxOfRef(r).off;

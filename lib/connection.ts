@@ -608,6 +608,7 @@ function openEnd<T>(off: number, end: number, inFlight: boolean): Connection<T> 
 
 registerHandle<Connection<unknown>, [number, number]>({
   name: "Connection",
+  module: import.meta.url,
   cls: Connection,
   reduce(c) {
     const t = transportOf(c);

@@ -706,6 +706,7 @@ function adoptProxy(core: Core): BaseProxy {
 
 registerHandle<BaseProxy, ProxyDesc>({
   name: PROXY_KIND,
+  module: import.meta.url,
   cls: BaseProxy,
   reduce(p) {
     const core = coreOf(p);

@@ -1071,6 +1071,7 @@ function register<C extends Queue<unknown>>(
 ): void {
   registerHandle<C, number>({
     name,
+    module: import.meta.url,
     cls,
     reduce(q) {
       const off = stateOf(q).off;

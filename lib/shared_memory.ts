@@ -149,6 +149,7 @@ function lookup(name: string): number {
 
 registerHandle<SharedMemory, number>({
   name: "SharedMemory",
+  module: import.meta.url,
   cls: SharedMemory,
   reduce: (s) => {
     const off = shmOf(s);
@@ -374,6 +375,7 @@ function read(dv: DataView, i: number): ShareableItem {
 
 registerHandle<ShareableList, SharedMemory>({
   name: "ShareableList",
+  module: import.meta.url,
   cls: ShareableList,
   reduce: (l) => l.shm,
   rebuild: (shm) => {

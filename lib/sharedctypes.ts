@@ -339,6 +339,7 @@ function rebuildSynchronized<T>(lock: Lock | RLock | null, make: () => T): T {
 
 registerHandle<RawValue, [number, Typecode]>({
   name: "RawValue",
+  module: import.meta.url,
   cls: RawValue,
   reduce: (v) => {
     const { off, code } = valueOf(v);
@@ -349,6 +350,7 @@ registerHandle<RawValue, [number, Typecode]>({
 });
 registerHandle<Value, [number, Typecode, Lock | RLock | null]>({
   name: "Value",
+  module: import.meta.url,
   cls: Value,
   reduce: (v) => {
     const { off, code } = valueOf(v);
@@ -528,6 +530,7 @@ class SharedArray<T extends Typecode = Typecode> extends RawArray<T> {
 
 registerHandle<RawArray, [number, Typecode, number]>({
   name: "RawArray",
+  module: import.meta.url,
   cls: RawArray,
   reduce: (a) => {
     const { off, code, length } = arrayOf(a);
@@ -538,6 +541,7 @@ registerHandle<RawArray, [number, Typecode, number]>({
 });
 registerHandle<SharedArray, [number, Typecode, number, Lock | RLock | null]>({
   name: "Array",
+  module: import.meta.url,
   cls: SharedArray,
   reduce: (a) => {
     const { off, code, length } = arrayOf(a);

@@ -317,6 +317,7 @@ function spin(i32: Int32Array, index: number, me: number): boolean {
 
 registerHandle<Lock, number>({
   name: "Lock",
+  module: import.meta.url,
   cls: Lock,
   reduce: (l) => share(lockOf(l).off),
   rebuild: (off) => attach(off, () => new Lock()),
@@ -479,6 +480,7 @@ export class RLock {
 
 registerHandle<RLock, number>({
   name: "RLock",
+  module: import.meta.url,
   cls: RLock,
   reduce: (l) => share(rlockOf(l).off),
   rebuild: (off) => attach(off, () => new RLock()),
@@ -795,12 +797,14 @@ export class BoundedSemaphore extends Semaphore {
 
 registerHandle<Semaphore, number>({
   name: "Semaphore",
+  module: import.meta.url,
   cls: Semaphore,
   reduce: (s) => share(semOf(s).off),
   rebuild: (off) => attach(off, () => new Semaphore()),
 });
 registerHandle<BoundedSemaphore, number>({
   name: "BoundedSemaphore",
+  module: import.meta.url,
   cls: BoundedSemaphore,
   reduce: (s) => share(semOf(s).off),
   rebuild: (off) => attach(off, () => new BoundedSemaphore()),
@@ -895,6 +899,7 @@ export class Event {
 
 registerHandle<Event, number>({
   name: "Event",
+  module: import.meta.url,
   cls: Event,
   reduce: (e) => share(eventOf(e)),
   rebuild: (off) => attach(off, () => new Event()),
@@ -1113,6 +1118,7 @@ export class Condition {
 
 registerHandle<Condition, [number, Lock | RLock]>({
   name: "Condition",
+  module: import.meta.url,
   cls: Condition,
   reduce: (c) => {
     const { off, lock } = condOf(c);
@@ -1481,6 +1487,7 @@ function* claimAction(i32: Int32Array): Steps<void> {
 
 registerHandle<Barrier, number>({
   name: "Barrier",
+  module: import.meta.url,
   cls: Barrier,
   reduce: (b) => share(barrierOf(b)),
   rebuild: (off) => attach(off, () => new Barrier(1)),
