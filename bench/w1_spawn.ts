@@ -1,22 +1,35 @@
-// W1-spawn: start and join 20 processes whose target does nothing, one after another.
+// W1-spawn: start and join 20 processes whose target does nothing, one after another. Variants:
+// `bare` (the target's module imports nothing) and `target-imports-library` (it imports mod.ts,
+// as a program's own module usually does).
 // Run: deno run -A --unstable-worker-options bench/w1_spawn.ts
 import { Process } from "../mod.ts";
 import { noop } from "./tasks/noop.ts";
+import { noopLib } from "./tasks/noop_lib.ts";
 import { emit, since } from "./_common.ts";
 
 const n = 20;
-// One warm-up process: the first worker compiles the module graph (cached afterwards).
-const warm = new Process({ target: noop });
-warm.start();
-await warm.join();
+for (const [variant, target] of [["bare", noop], ["target-imports-library", noopLib]] as const) {
+  // One warm-up process: the first worker compiles the module graph (cached afterwards).
+  const warm = new Process({ target });
+  warm.start();
+  await warm.join();
 
-let ok = true;
-const t0 = performance.now();
-for (let i = 0; i < n; i++) {
-  const p = new Process({ target: noop });
-  p.start();
-  await p.join();
-  ok &&= p.exitCode === 0;
+  let ok = true;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    const p = new Process({ target });
+    p.start();
+    await p.join();
+    ok &&= p.exitCode === 0;
+  }
+  const s = since(t0);
+  emit({
+    workload: "W1-spawn",
+    variant,
+    n,
+    seconds: s,
+    rate: (s * 1000) / n,
+    unit: "ms/process",
+    ok,
+  });
 }
-const s = since(t0);
-emit({ workload: "W1-spawn", n, seconds: s, rate: (s * 1000) / n, unit: "ms/process", ok });
