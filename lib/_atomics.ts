@@ -190,7 +190,8 @@ export function mutexTry(i32: Int32Array, index: number): boolean {
   return Atomics.compareExchange(i32, index, 0, heap().slot) === 0;
 }
 
-function spinTry(i32: Int32Array, index: number, me: number): boolean {
+/** Spins a little for the mutex to come free and takes it; false if it did not. */
+export function mutexSpinTry(i32: Int32Array, index: number, me: number): boolean {
   for (let s = 0; s < SPIN; s++) {
     if (Atomics.load(i32, index) === 0 && Atomics.compareExchange(i32, index, 0, me) === 0) {
       return true;
@@ -243,7 +244,9 @@ export function* mutexWaits(
 /** Acquires the mutex, blocking the thread; `TIMED_OUT` after `timeout` ms. */
 export function mutexAcquireSync(i32: Int32Array, index: number, timeout?: number): AcquireResult {
   const me = heap().slot;
-  if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) return ACQUIRED;
+  if (Atomics.compareExchange(i32, index, 0, me) === 0 || mutexSpinTry(i32, index, me)) {
+    return ACQUIRED;
+  }
   return runSync(mutexWaits(i32, index, me, deadlineOf(timeout)));
 }
 
@@ -254,7 +257,9 @@ export function mutexAcquire(
   timeout?: number,
 ): AcquireResult | Promise<AcquireResult> {
   const me = heap().slot;
-  if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) return ACQUIRED;
+  if (Atomics.compareExchange(i32, index, 0, me) === 0 || mutexSpinTry(i32, index, me)) {
+    return ACQUIRED;
+  }
   return runAsync(mutexWaits(i32, index, me, deadlineOf(timeout)));
 }
 

@@ -28,6 +28,7 @@ import {
   mutexAcquireSync,
   mutexOwner,
   mutexRelease,
+  mutexSpinTry,
   mutexWaits,
   OWNER_DIED,
   remainingMs,
@@ -628,7 +629,7 @@ class Shared {
     const i32 = this.i32, q = this.q, lock = q + SLOCK, me = heap().slot;
     for (;;) {
       if (
-        Atomics.compareExchange(i32, lock, 0, me) !== 0 &&
+        Atomics.compareExchange(i32, lock, 0, me) !== 0 && !mutexSpinTry(i32, lock, me) &&
         (yield* mutexWaits(i32, lock, me, Infinity)) === OWNER_DIED
       ) this.#repair();
       let t;
