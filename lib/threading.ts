@@ -6,8 +6,8 @@
  * others where it waits (at each `await`). Each Thread runs inside its own
  * `AsyncLocalStorage` context, which is how {@link currentThread} knows who is running across
  * awaits, timers and callbacks, and how an `RLock` knows which thread owns it. `node:async_hooks`
- * is loaded by the first `start()` of a process, not on import: it costs ~12 ms, and every
- * worker whose target module imports the library would pay it whether it starts threads or not.
+ * is loaded by the first `start()` of a process, not on import: every worker whose target module
+ * imports the library would otherwise pay for it (~4 ms here) whether it starts threads or not.
  *
  * Thread idents are unique in the whole process tree of a run (they come from the shared heap's
  * id counter), so `(process, thread)` ownership needs only the ident.
