@@ -23,6 +23,9 @@ import {
   startChild,
   takeAny,
 } from "./fixtures/proc_targets.ts";
+import { StackToken } from "./fixtures/custom_kinds.ts";
+import { NamedToken } from "./fixtures/named_kind.ts";
+import { checkTokens } from "./fixtures/kind_targets.ts";
 
 const FIXTURE = new URL("./fixtures/proc_main.ts", import.meta.url).pathname;
 
@@ -235,4 +238,10 @@ Deno.test("a module that starts a process at top level without the main guard fa
   const r = await program("unguarded");
   assert.match(r.out, /child exit code 1/);
   assert.match(r.err, /if \(import\.meta\.main\)/);
+});
+
+Deno.test("a handle kind registered by a module the target's module does not import still reaches the worker", async () => {
+  // One kind names its module (`HandleKind.module`), the other is found from the stack.
+  const p = await run(checkTokens, [new StackToken(1), new NamedToken(2)]);
+  assert.equal(p.exitCode, 0);
 });
