@@ -130,6 +130,21 @@ export function markDead(slot: number): void {
   Atomics.notify(h.i32, e); // a child watching its parent's entry
 }
 
+/**
+ * The message of the `ProcessError` a zombie meets (a worker marked dead while its thread still
+ * runs: see _ring "Zombies") at its next channel operation.
+ */
+export const TERMINATED_MESSAGE =
+  "this process was terminated: it may not use shared channels any more";
+
+/**
+ * True for that error: the code that meets it was killed, it did not crash. Its parent has
+ * recorded the kill already, so nothing about it is worth printing.
+ */
+export function isTerminatedError(err: unknown): boolean {
+  return err instanceof Error && err.name === "ProcessError" && err.message === TERMINATED_MESSAGE;
+}
+
 /** True when `slot` and all its ancestors are alive (nested workers die with their parent). */
 export function isAlive(slot: number): boolean {
   const i32 = heap().i32;

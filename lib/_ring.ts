@@ -56,7 +56,17 @@ import {
   waitSync,
 } from "./_atomics.ts";
 import { beforeExit } from "./_context.ts";
-import { heap, isAlive, MAIN_SLOT, release, retain, SLOT_ALIVE, slotStateIndex } from "./_heap.ts";
+import {
+  heap,
+  isAlive,
+  isTerminatedError,
+  MAIN_SLOT,
+  release,
+  retain,
+  SLOT_ALIVE,
+  slotStateIndex,
+  TERMINATED_MESSAGE,
+} from "./_heap.ts";
 import { ProcessError } from "./errors.ts";
 
 // Word indices relative to base / 4.
@@ -223,12 +233,6 @@ export function checkNotTerminated(): void {
   if (Atomics.load(selfState, 0) !== SLOT_ALIVE || (++checks & 255) === 0 && !isAlive(h.slot)) {
     throw new ProcessError(TERMINATED_MESSAGE);
   }
-}
-
-const TERMINATED_MESSAGE = "this process was terminated: it may not use shared channels any more";
-
-function isTerminatedError(err: unknown): boolean {
-  return err instanceof ProcessError && err.message === TERMINATED_MESSAGE;
 }
 
 /** Releases the lock at `i32[idx]` if this process still owns it (see "Zombies"). */

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { allocSlot, attachHeap, heap, markDead } from "./_heap.ts";
+import { allocSlot, attachHeap, heap, isTerminatedError, markDead } from "./_heap.ts";
 import {
   current,
   pidOfSlot,
@@ -198,7 +198,7 @@ function printFailure(err: unknown): void {
 
 function fail(err: unknown): void {
   if (err instanceof SystemExit) return report(err.code);
-  if (reported) return;
+  if (reported || isTerminatedError(err)) return; // a zombie: its parent reported the kill
   printFailure(err);
   report(1);
 }

@@ -47,6 +47,7 @@ import {
   DEATH_EPOCH_INDEX,
   heap,
   isAlive,
+  isTerminatedError,
   MAIN_SLOT,
   nextId,
   parentSlot,
@@ -1342,7 +1343,12 @@ export interface ActorInit {
 
 type Envelope = [number, ...unknown[]];
 type Reply = { id: number; inbox: number; slot: number };
-type Outcome = undefined | { reason: ExitReason; kill?: boolean };
+/**
+ * How handling ended: `kill` skips `onStop`; `zombie` means this worker was terminated while its
+ * thread was still running (see _ring "Zombies"): its parent has recorded the kill already, and it
+ * stops at once without touching shared state.
+ */
+type Outcome = undefined | { reason: ExitReason; kill?: boolean; zombie?: boolean };
 
 async function importClass(target: ActorInit["target"]): Promise<new (...a: unknown[]) => Actor> {
   const ns = await import(target.module) as Record<string, unknown>;
@@ -1369,6 +1375,7 @@ function sendReply(to: Reply, status: number, value: unknown): void {
 }
 
 function crash(run: Running, err: unknown, to: Reply | null): Outcome {
+  if (isTerminatedError(err)) return { reason: "killed", kill: true, zombie: true };
   if (to) sendReply(to, ERR, err);
   const reason = err instanceof Error ? err : new Error(String(err));
   const text = reason.stack ?? `${reason.name}: ${reason.message}`;
@@ -1558,6 +1565,7 @@ export async function actorMain(init: ActorInit): Promise<void> {
   } catch (err) {
     out = crash(run, err, null); // a bug here, not in the actor: still stop cleanly
   }
+  if (out?.zombie) return;
   let reason = out!.reason;
   if (!out!.kill) {
     Atomics.store(box.i32, STATE, STOPPING);

@@ -18,14 +18,22 @@ import { Parent } from "./fixtures/actor_nested.ts";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FIXTURE = new URL("./fixtures/actor_main.ts", import.meta.url).pathname;
 
-async function program(mode: string): Promise<{ code: number; out: string; ms: number }> {
+async function program(
+  mode: string,
+): Promise<{ code: number; out: string; err: string; ms: number }> {
   const t0 = performance.now();
   const r = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--unstable-worker-options", FIXTURE, mode],
     stdout: "piped",
     stderr: "piped",
   }).output();
-  return { code: r.code, out: new TextDecoder().decode(r.stdout), ms: performance.now() - t0 };
+  const dec = new TextDecoder();
+  return {
+    code: r.code,
+    out: dec.decode(r.stdout),
+    err: dec.decode(r.stderr),
+    ms: performance.now() - t0,
+  };
 }
 
 Deno.test("typed calls: constructor args, state survives between messages, names", async () => {
@@ -372,4 +380,11 @@ Deno.test("tell throughput between two actors (smoke)", async () => {
   } finally {
     await Promise.all([sink.stop(), source.stop()]);
   }
+});
+
+Deno.test("an actor killed while busy in a handler stops silently when the handler returns", async () => {
+  const r = await program("zombie");
+  assert.match(r.out, /reason killed/);
+  assert.match(r.out, /zombie-done/);
+  assert.doesNotMatch(r.err, /crashed|terminated/);
 });

@@ -234,6 +234,13 @@ Deno.test("an error in the target is printed on stderr with the process name", a
   assert.match(r.err, /Process failer:\nError: kaboom\n\s+at fail/);
 });
 
+Deno.test("a process terminated while blocked in getSync stops silently when it wakes (a zombie, not a crash)", async () => {
+  const r = await program("zombie");
+  assert.match(r.out, /code -15/);
+  assert.match(r.out, /zombie-done/);
+  assert.doesNotMatch(r.err, /terminated|Process blocked/);
+});
+
 Deno.test("a module that starts a process at top level without the main guard fails fast, never forks forever", async () => {
   const r = await program("unguarded");
   assert.match(r.out, /child exit code 1/);
