@@ -14,26 +14,13 @@ import {
 } from "./fixtures/actor_targets.ts";
 import { exitAfter, useRef } from "./fixtures/actor_procs.ts";
 import { Parent } from "./fixtures/actor_nested.ts";
+import { type ProgramResult, runProgram } from "./_program.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FIXTURE = new URL("./fixtures/actor_main.ts", import.meta.url).pathname;
 
-async function program(
-  mode: string,
-): Promise<{ code: number; out: string; err: string; ms: number }> {
-  const t0 = performance.now();
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-worker-options", FIXTURE, mode],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return {
-    code: r.code,
-    out: dec.decode(r.stdout),
-    err: dec.decode(r.stderr),
-    ms: performance.now() - t0,
-  };
+function program(mode: string): Promise<ProgramResult> {
+  return runProgram(FIXTURE, [mode]);
 }
 
 Deno.test("typed calls: constructor args, state survives between messages, names", async () => {

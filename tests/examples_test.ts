@@ -2,6 +2,7 @@
 // scaled down (DENOMP_EXAMPLE_SCALE), and checks its exit code and key output lines, so that an
 // example can never silently rot. Two run at a time; each step reports one example.
 import assert from "node:assert/strict";
+import { type ProgramResult, runProgram } from "./_program.ts";
 
 const EXAMPLES = new URL("../examples/", import.meta.url);
 /** The default scale: the tutorial's 1 s sleeps take 50 ms. */
@@ -10,14 +11,6 @@ const SCALE = 0.05;
 const CONCURRENCY = 2;
 /** An example that runs longer than this is taken as hung and killed. */
 const TIMEOUT_MS = 45_000;
-
-interface Result {
-  code: number;
-  out: string;
-  err: string;
-  ms: number;
-  timedOut: boolean;
-}
 
 interface Case {
   file: string;
@@ -473,35 +466,11 @@ const cases: Case[] = [
 ];
 
 /** Runs one example and collects its output; kills it if it hangs. */
-async function runExample(c: Case): Promise<Result> {
-  const t0 = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--unstable-worker-options",
-      new URL(c.file, EXAMPLES).pathname,
-      ...(c.args ?? []),
-    ],
+function runExample(c: Case): Promise<ProgramResult> {
+  return runProgram(new URL(c.file, EXAMPLES).pathname, c.args ?? [], {
     env: { DENOMP_EXAMPLE_SCALE: String(c.scale ?? SCALE), NO_COLOR: "1", ...c.env },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill("SIGKILL");
-  }, TIMEOUT_MS);
-  const r = await child.output();
-  clearTimeout(timer);
-  const dec = new TextDecoder();
-  return {
-    code: r.code,
-    out: dec.decode(r.stdout),
-    err: dec.decode(r.stderr),
-    ms: performance.now() - t0,
-    timedOut,
-  };
+    timeoutMs: TIMEOUT_MS,
+  });
 }
 
 /** Starts every run now, at most `limit` at a time; returns one promise per item, in order. */
@@ -520,7 +489,7 @@ function limited<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): 
   });
 }
 
-function checkOutput(c: Case, r: Result): void {
+function checkOutput(c: Case, r: ProgramResult): void {
   const context = `\n--- stdout ---\n${r.out}\n--- stderr ---\n${r.err}`;
   assert.ok(!r.timedOut, `${c.file} did not finish in ${TIMEOUT_MS} ms${context}`);
   assert.equal(r.code, 0, `${c.file} exited with ${r.code}${context}`);

@@ -26,6 +26,7 @@ import {
 import { StackToken } from "./fixtures/custom_kinds.ts";
 import { NamedToken } from "./fixtures/named_kind.ts";
 import { checkTokens } from "./fixtures/kind_targets.ts";
+import { type ProgramResult, runProgram } from "./_program.ts";
 
 const FIXTURE = new URL("./fixtures/proc_main.ts", import.meta.url).pathname;
 
@@ -41,22 +42,8 @@ async function run(
 }
 
 /** Runs the fixture program in a separate deno process and returns its output. */
-async function program(
-  mode: string,
-): Promise<{ code: number; out: string; err: string; ms: number }> {
-  const t0 = performance.now();
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-worker-options", FIXTURE, mode],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return {
-    code: r.code,
-    out: dec.decode(r.stdout),
-    err: dec.decode(r.stderr),
-    ms: performance.now() - t0,
-  };
+function program(mode: string): Promise<ProgramResult> {
+  return runProgram(FIXTURE, [mode]);
 }
 
 Deno.test("exit codes: 0, uncaught error 1, async rejection 1, exit(n), Deno.exit(n)", async () => {
