@@ -190,8 +190,7 @@ export function mutexTry(i32: Int32Array, index: number): boolean {
   return Atomics.compareExchange(i32, index, 0, heap().slot) === 0;
 }
 
-/** Spins a little for the mutex to come free and takes it; false if it did not. */
-export function mutexSpinTry(i32: Int32Array, index: number, me: number): boolean {
+function spinTry(i32: Int32Array, index: number, me: number): boolean {
   for (let s = 0; s < SPIN; s++) {
     if (Atomics.load(i32, index) === 0 && Atomics.compareExchange(i32, index, 0, me) === 0) {
       return true;
@@ -241,10 +240,21 @@ export function* mutexWaits(
   }
 }
 
+/**
+ * Acquires the mutex without a timeout as a wait algorithm (for use inside another one with
+ * `yield*`): at once when free, after a short spin, else asleep; calls `recover` first when its
+ * last owner died holding it.
+ */
+export function* mutexLockWaits(i32: Int32Array, index: number, recover: () => void): Waits<void> {
+  const me = heap().slot;
+  if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) return;
+  if ((yield* mutexWaits(i32, index, me, Infinity)) === OWNER_DIED) recover();
+}
+
 /** Acquires the mutex, blocking the thread; `TIMED_OUT` after `timeout` ms. */
 export function mutexAcquireSync(i32: Int32Array, index: number, timeout?: number): AcquireResult {
   const me = heap().slot;
-  if (Atomics.compareExchange(i32, index, 0, me) === 0 || mutexSpinTry(i32, index, me)) {
+  if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) {
     return ACQUIRED;
   }
   return runSync(mutexWaits(i32, index, me, deadlineOf(timeout)));
@@ -257,7 +267,7 @@ export function mutexAcquire(
   timeout?: number,
 ): AcquireResult | Promise<AcquireResult> {
   const me = heap().slot;
-  if (Atomics.compareExchange(i32, index, 0, me) === 0 || mutexSpinTry(i32, index, me)) {
+  if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) {
     return ACQUIRED;
   }
   return runAsync(mutexWaits(i32, index, me, deadlineOf(timeout)));

@@ -1375,7 +1375,7 @@ function sendReply(to: Reply, status: number, value: unknown): void {
 }
 
 function crash(run: Running, err: unknown, to: Reply | null): Outcome {
-  if (isTerminatedError(err)) return { reason: "killed", kill: true, zombie: true };
+  if (isTerminatedError(err)) return { reason: "killed", zombie: true };
   if (to) sendReply(to, ERR, err);
   const reason = err instanceof Error ? err : new Error(String(err));
   const text = reason.stack ?? `${reason.name}: ${reason.message}`;

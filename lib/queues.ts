@@ -26,10 +26,9 @@ import {
   LIVENESS_SLICE_MS,
   mutexAcquireRecovering,
   mutexAcquireSync,
+  mutexLockWaits,
   mutexOwner,
   mutexRelease,
-  mutexSpinTry,
-  mutexWaits,
   OWNER_DIED,
   remainingMs,
   runAsync,
@@ -623,15 +622,12 @@ class Shared {
 
   /**
    * Takes the next stored item, waiting for one (`storeGet`/`storeGetSync`): one algorithm, two
-   * drivers (see _atomics). The store lock is taken through the same mutex algorithm.
+   * drivers (see _atomics), the store lock included.
    */
   *#storeGetWaits(deadline: number, signal?: AbortSignal): Waits<unknown> {
-    const i32 = this.i32, q = this.q, lock = q + SLOCK, me = heap().slot;
+    const i32 = this.i32, q = this.q, repair = () => this.#repair();
     for (;;) {
-      if (
-        Atomics.compareExchange(i32, lock, 0, me) !== 0 && !mutexSpinTry(i32, lock, me) &&
-        (yield* mutexWaits(i32, lock, me, Infinity)) === OWNER_DIED
-      ) this.#repair();
+      yield* mutexLockWaits(i32, q + SLOCK, repair);
       let t;
       try {
         t = this.#tryTake();
