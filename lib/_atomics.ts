@@ -291,12 +291,22 @@ export function mutexAcquireRecovering(
   if (r === OWNER_DIED) recover();
 }
 
-/** Releases the mutex (whoever holds it: checking ownership is the caller's business). */
-export function mutexRelease(i32: Int32Array, index: number): void {
+/**
+ * Releases the mutex. Without `owner`, whoever holds it (a multiprocessing `Lock` may be released
+ * by any process). With `owner`, only if that slot still holds it: the compare-exchange that
+ * frees the word fails when somebody else owns it, so a holder that was declared dead and whose
+ * lock was taken over (a zombie: a terminated worker still running synchronous code) cannot free
+ * the new owner's lock. Returns false when the mutex was not released for that reason.
+ *
+ * The ownership check and the release are one compare-exchange on purpose: "check owner, then
+ * release" as two steps lets a take-over happen in between (protocol rule 3, at the top).
+ */
+export function mutexRelease(i32: Int32Array, index: number, owner?: number): boolean {
   for (;;) {
     const c = Atomics.load(i32, index);
+    if (owner !== undefined && (c & OWNER) !== owner) return false;
     if (!(c & WAITERS)) {
-      if (Atomics.compareExchange(i32, index, c, 0) === c) return;
+      if (Atomics.compareExchange(i32, index, c, 0) === c) return true;
     } else if (c & STARVING) {
       const h = HANDOFF | WAITERS | STARVING;
       if (Atomics.compareExchange(i32, index, c, h) !== c) continue;
@@ -305,10 +315,10 @@ export function mutexRelease(i32: Int32Array, index: number): void {
       if (Atomics.notify(i32, index, 1) === 0 && Atomics.compareExchange(i32, index, h, 0) === h) {
         Atomics.notify(i32, index, 1);
       }
-      return;
+      return true;
     } else if (Atomics.compareExchange(i32, index, c, 0) === c) {
       Atomics.notify(i32, index, 1);
-      return;
+      return true;
     }
   }
 }

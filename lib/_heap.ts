@@ -184,6 +184,14 @@ function lockAlloc(i32: Int32Array, me: number): void {
   }
 }
 
+/**
+ * Frees the allocator lock only if `me` still holds it: a holder declared dead (a zombie still
+ * running synchronous code) whose lock was taken over must not free the new holder's lock.
+ */
+function unlockAlloc(i32: Int32Array, me: number): void {
+  Atomics.compareExchange(i32, ALLOC_LOCK_I, me, 0);
+}
+
 function classOf(bytes: number): number {
   let k = MIN_CLASS;
   while ((1 << k) < bytes + BLOCK_HEADER) k++;
@@ -221,7 +229,7 @@ export function alloc(bytes: number): number {
       i32[BUMP_I] = end;
     }
   } finally {
-    Atomics.store(i32, ALLOC_LOCK_I, 0);
+    unlockAlloc(i32, h.slot);
   }
   h.u8.fill(0, block + BLOCK_HEADER, block + size);
   i32[block >> 2] = k;
@@ -255,7 +263,7 @@ export function release(off: number, beforeFree?: (off: number) => void): void {
     i32[off >> 2] = i32[FREE_HEADS_I + k];
     i32[FREE_HEADS_I + k] = block;
   } finally {
-    Atomics.store(i32, ALLOC_LOCK_I, 0);
+    unlockAlloc(i32, h.slot);
   }
 }
 

@@ -43,7 +43,6 @@ import {
   mutexAcquire,
   mutexAcquireRecovering,
   mutexAcquireSync,
-  mutexOwner,
   mutexRelease,
   OWNER_DIED,
   remainingMs,
@@ -240,7 +239,7 @@ function unlock(i32: Int32Array, idx: number): void {
   const me = heap().slot;
   // Common case in one CAS: held by us with no flags (nobody waits), so no notify is due.
   if (Atomics.compareExchange(i32, idx, me, 0) === me) return;
-  if (mutexOwner(i32, idx) === me) mutexRelease(i32, idx);
+  mutexRelease(i32, idx, me);
 }
 
 const outboxes = new Map<number, Outbox>();

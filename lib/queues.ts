@@ -27,7 +27,6 @@ import {
   mutexAcquireRecovering,
   mutexAcquireSync,
   mutexLockWaits,
-  mutexOwner,
   mutexRelease,
   OWNER_DIED,
   remainingMs,
@@ -447,7 +446,7 @@ class Shared {
     // Only while we own it: a terminated-but-running worker's lock may have been taken over.
     const me = heap().slot, i32 = this.i32, idx = this.q + SLOCK;
     if (Atomics.compareExchange(i32, idx, me, 0) === me) return;
-    if (mutexOwner(i32, idx) === me) mutexRelease(i32, idx);
+    mutexRelease(i32, idx, me);
   }
 
   /** Compares two item blocks by key (memcmp). */
