@@ -6,7 +6,8 @@
 //                                        # then a table of ratios on stderr (same run, same machine)
 //   deno task bench --only w2_queue,w5_pool
 //
-// bench/peer_*.ts are peers needing their own servers (see each file); they are run by hand.
+// bench/cluster/cluster_pool.ts runs too when NATS_URL is set (scripts/nats.sh starts a server);
+// bench/cluster/peer_bullmq.ts needs a Redis and is run by hand (see the file).
 // The peers live in ../shared/bench (beside the checkout); `--shared DIR` points elsewhere.
 
 const here = new URL(".", import.meta.url);
@@ -55,11 +56,17 @@ const programs = [...Deno.readDirSync(here)]
   .filter((n) => !only || only.includes(n))
   .sort();
 
+// The cluster bench alone needs npm packages (pinned in cluster.lock): only with a server to use.
+if (Deno.env.get("NATS_URL") && (!only || only.includes("cluster_pool"))) {
+  programs.push("cluster/cluster_pool");
+}
+
 for (const p of programs) {
   await run(Deno.execPath(), [
     "run",
     "-A",
     "--unstable-worker-options",
+    ...(p.startsWith("cluster/") ? [`--lock=${new URL("../cluster.lock", here).pathname}`] : []),
     new URL(`${p}.ts`, here).pathname,
   ]);
 }

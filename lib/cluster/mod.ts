@@ -21,7 +21,7 @@
  * - `dict` is a **KV bucket**; keys of any sendable kind are encoded with the codec, and the
  *   bucket's per-key revisions give compare-and-set.
  * - A pool is a work-queue stream of tasks, pulled by worker processes (`runClusterWorker`,
- *   the `lib/cluster_worker.ts` command), and a stream of results with one consumer per caller.
+ *   the `lib/cluster/worker.ts` command), and a stream of results with one consumer per caller.
  *   A worker publishes a result, then acknowledges the task, so a worker killed in between
  *   causes a redelivery and maybe a second result: callers drop results whose task id they
  *   already have. Task and result publishes carry a message id, so the server's duplicate window
@@ -60,12 +60,12 @@ import {
   StorageType,
 } from "npm:@nats-io/jetstream@3.4.0";
 import { type KV, type KvEntry, Kvm } from "npm:@nats-io/kv@3.4.0";
-import { Empty, Full, TimeoutError, ValueError } from "./errors.ts";
-import { KeyError } from "./_managed.ts";
-import { dumps, loads } from "./reduction.ts";
-import { type ExecResult, type ExecTask, runTask, type TaskKind } from "./_cluster_exec.ts";
-import { Queue as LocalQueue } from "./queues.ts";
-import { Process } from "./process.ts";
+import { Empty, Full, TimeoutError, ValueError } from "../errors.ts";
+import { KeyError } from "../_managed.ts";
+import { dumps, loads } from "../reduction.ts";
+import { type ExecResult, type ExecTask, runTask, type TaskKind } from "./_exec.ts";
+import { Queue as LocalQueue } from "../queues.ts";
+import { Process } from "../process.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -352,7 +352,7 @@ function guardLateResets(): () => void {
  *
  * @example
  * ```ts ignore
- * import { connectCluster } from "./cluster.ts";
+ * import { connectCluster } from "./mod.ts";
  * await using cluster = await connectCluster({
  *   servers: "nats://127.0.0.1:4222",
  *   token: Deno.env.get("NATS_TOKEN"),
@@ -407,7 +407,7 @@ export async function connectCluster(options: ClusterOptions): Promise<Cluster> 
  *
  * @example
  * ```ts ignore
- * import { connectCluster } from "./cluster.ts";
+ * import { connectCluster } from "./mod.ts";
  * const cluster = await connectCluster({ servers: "nats://127.0.0.1:4222" });
  * const d = cluster.dict<string, number>("config");
  * await d.set("retries", 3);
@@ -475,7 +475,7 @@ export class Cluster implements AsyncDisposable {
 
   /**
    * A pool whose tasks run on worker processes started with the worker command
-   * (`deno run -A lib/cluster_worker.ts --servers ... --pool NAME --module ./tasks.ts`).
+   * (`deno run -A lib/cluster/worker.ts --servers ... --pool NAME --module ./tasks.ts`).
    *
    * @example
    * ```ts ignore
@@ -1879,7 +1879,7 @@ async function ensurePoolStreams(ctx: Ctx, pool: string, ackWait?: number): Prom
 // ---------------------------------------------------------------------------------------------
 // Pool: worker side
 
-/** Options of {@link runClusterWorker} (the flags of `lib/cluster_worker.ts`). */
+/** Options of {@link runClusterWorker} (the flags of `lib/cluster/worker.ts`). */
 export interface ClusterWorkerOptions extends ClusterOptions {
   /** The pool to serve. */
   pool: string;
@@ -1926,7 +1926,7 @@ function processExecutor(
   const procs = new Set<Process>();
   const spawn = () => {
     const p = new Process({
-      target: "./_cluster_exec.ts#execLoop",
+      target: "./_exec.ts#execLoop",
       module: import.meta.url,
       args: [moduleUrl, tasks, results],
       daemon: true,
@@ -1989,7 +1989,7 @@ function processExecutor(
  *
  * @example
  * ```ts ignore
- * import { runClusterWorker } from "./cluster.ts";
+ * import { runClusterWorker } from "./mod.ts";
  * const stop = new AbortController();
  * Deno.addSignalListener("SIGTERM", () => stop.abort());
  * await runClusterWorker({ servers: "nats://127.0.0.1:4222", pool: "math",

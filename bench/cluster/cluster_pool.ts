@@ -1,16 +1,17 @@
 // Cluster pool throughput: `cluster.Pool.map` of 10,000 small tasks (`square`) over 2 worker
-// processes (`lib/cluster_worker.ts`) on a loopback NATS JetStream server, in tasks/s, next to
+// processes (`lib/cluster/worker.ts`) on a loopback NATS JetStream server, in tasks/s, next to
 // the local Pool doing the same map over 2 processes. The clock runs around the map alone
 // (workers are started and warmed up first). Variants: one task per message (`chunksize 1`,
-// what BullMQ does per job, see bench/peer_bullmq.ts) and the default chunking.
+// what BullMQ does per job, see bench/cluster/peer_bullmq.ts) and the default chunking.
 //
-//   NATS_URL=nats://127.0.0.1:4222 deno run -A --unstable-worker-options bench/cluster_pool.ts [--n 10000]
+//   NATS_URL=nats://127.0.0.1:4222 deno run -A --unstable-worker-options --lock=cluster.lock \
+//     bench/cluster/cluster_pool.ts [--n 10000]
 //
 // Without NATS_URL it prints one line with `"ok": false, "error": "NATS_URL not set"`.
-import { connectCluster } from "../lib/cluster.ts";
-import { Pool } from "../lib/pool.ts";
-import { emit, since } from "./_common.ts";
-import { square } from "./tasks/square.ts";
+import { connectCluster } from "../../lib/cluster/mod.ts";
+import { Pool } from "../../lib/pool.ts";
+import { emit, since } from "../_common.ts";
+import { square } from "../tasks/square.ts";
 
 const nArg = Deno.args.indexOf("--n");
 const N = nArg >= 0 ? Number(Deno.args[nArg + 1]) : 10_000;
@@ -62,8 +63,8 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const name = `bench_${crypto.randomUUID().slice(0, 8)}`;
-  const worker = new URL("../lib/cluster_worker.ts", import.meta.url).pathname;
-  const tasks = new URL("./tasks/square.ts", import.meta.url).pathname;
+  const worker = new URL("../../lib/cluster/worker.ts", import.meta.url).pathname;
+  const tasks = new URL("../tasks/square.ts", import.meta.url).pathname;
   const workers = [0, 1].map(() =>
     new Deno.Command(Deno.execPath(), {
       args: [

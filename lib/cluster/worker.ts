@@ -3,7 +3,7 @@
  * machine that reaches the NATS servers.
  *
  * ```sh
- * deno run -A lib/cluster_worker.ts --servers nats://127.0.0.1:4222 --pool NAME \
+ * deno run -A lib/cluster/worker.ts --servers nats://127.0.0.1:4222 --pool NAME \
  *   --module ./tasks.ts --processes 4
  * ```
  *
@@ -16,7 +16,7 @@
  * @module
  */
 
-import { type ClusterTlsOptions, runClusterWorker } from "./cluster.ts";
+import { type ClusterTlsOptions, runClusterWorker } from "./mod.ts";
 
 /** Parsed command line of the worker. */
 export interface WorkerArgs {
@@ -39,7 +39,7 @@ export interface WorkerArgs {
  *
  * @example
  * ```ts
- * import { parseWorkerArgs } from "./cluster_worker.ts";
+ * import { parseWorkerArgs } from "./worker.ts";
  * const a = parseWorkerArgs(["--servers", "nats://127.0.0.1:4222", "--pool", "p", "--module", "./t.ts"]);
  * console.assert(a.pool === "p" && a.servers.length === 1);
  * ```

@@ -1,9 +1,9 @@
-// The NATS JetStream cluster layer (lib/cluster.ts) against a real nats-server, with separate
+// The NATS JetStream cluster layer (lib/cluster/mod.ts) against a real nats-server, with separate
 // `deno` processes as consumers and pool workers. Skipped unless NATS_URL is set (scripts/nats.sh
 // sets it); the server-restart test starts a server of its own, so it needs `nats-server` on PATH.
 import nodeAssert from "node:assert/strict";
-import { connectCluster } from "../lib/cluster.ts";
-import { Empty, ValueError } from "../lib/errors.ts";
+import { connectCluster } from "../../lib/cluster/mod.ts";
+import { Empty, ValueError } from "../../lib/errors.ts";
 import { echo, fail, slowSquare, square, whoAmI } from "./fixtures/cluster_tasks.ts";
 
 function assert(cond: unknown, message?: string): asserts cond {
@@ -36,8 +36,8 @@ async function assertRejects(
 
 const NATS_URL = Deno.env.get("NATS_URL") ?? "";
 const ignore = NATS_URL === "";
-const ROOT = new URL("..", import.meta.url);
-const WORKER = new URL("../lib/cluster_worker.ts", import.meta.url).pathname;
+const ROOT = new URL("../..", import.meta.url);
+const WORKER = new URL("../../lib/cluster/worker.ts", import.meta.url).pathname;
 const TASKS = new URL("./fixtures/cluster_tasks.ts", import.meta.url).pathname;
 const CONSUMER = new URL("./fixtures/cluster_consumer.ts", import.meta.url).pathname;
 /** Short ack wait: how fast the work of a killed process moves elsewhere. */

@@ -1,19 +1,19 @@
 /**
- * The task runner of a cluster worker (see lib/cluster.ts): runs one task message of a
+ * The task runner of a cluster worker (see lib/cluster/mod.ts): runs one task message of a
  * `cluster.Pool` against the worker's `--module` and encodes the outcome.
  *
- * It lives apart from lib/cluster.ts, and imports nothing from npm, because it is loaded inside
+ * It lives apart from lib/cluster/mod.ts, and imports nothing from npm, because it is loaded inside
  * every executor Web Worker: keeping the NATS client out of those isolates saves each one the
  * client's load time and memory. The worker process's main thread is the only NATS client.
  *
  * @module
  */
 
-import { SerializationError } from "./errors.ts";
-import { dumps, loads } from "./reduction.ts";
+import { SerializationError } from "../errors.ts";
+import { dumps, loads } from "../reduction.ts";
 // A value import, not `import type`: loading queues.ts registers the Queue handle with the codec,
 // which an executor process needs before its arguments (two queues) can be decoded.
-import { Queue } from "./queues.ts";
+import { Queue } from "../queues.ts";
 
 /** What a task asks for: one call (`apply`), or one call per item of a chunk (`map`, `starmap`). */
 export type TaskKind = "apply" | "map" | "starmap";
@@ -45,8 +45,8 @@ function failure(error: unknown): TaskOutcome {
  *
  * @example
  * ```ts
- * import { runTask } from "./_cluster_exec.ts";
- * import { dumps, loads } from "./reduction.ts";
+ * import { runTask } from "./_exec.ts";
+ * import { dumps, loads } from "../reduction.ts";
  * const mod = { double: (x: number) => 2 * x };
  * const out = await runTask(mod, "double", "map", dumps([1, 2]));
  * console.assert(out.ok && loads<number[]>(out.bytes)[1] === 4);
@@ -104,10 +104,10 @@ export type ExecResult = [seq: number, ok: boolean, bytes: Uint8Array];
  *
  * @example
  * ```ts ignore
- * import { Process } from "./process.ts";
- * import { Queue } from "./queues.ts";
+ * import { Process } from "../process.ts";
+ * import { Queue } from "../queues.ts";
  * const tasks = new Queue(), results = new Queue();
- * new Process({ target: "./_cluster_exec.ts#execLoop", module: import.meta.url,
+ * new Process({ target: "./_exec.ts#execLoop", module: import.meta.url,
  *   args: ["file:///app/tasks.ts", tasks, results] }).start();
  * ```
  */

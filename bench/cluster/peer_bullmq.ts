@@ -1,10 +1,11 @@
-// The peer of bench/cluster_pool.ts: BullMQ on a local Redis doing the same work — 10,000 jobs
+// The peer of bench/cluster/cluster_pool.ts: BullMQ on a local Redis doing the same work — 10,000 jobs
 // `square(x)` over 2 worker processes (concurrency 1 each, as the cluster workers run one task at a
 // time per executor), added with `addBulk`, the clock running from the add until every job's
 // result was seen by the producer (QueueEvents "completed"). Run manually:
 //
 //   apt-get install -y redis-server && redis-server --port 6390 --bind 127.0.0.1 --save '' &
-//   REDIS_PORT=6390 deno run -A --node-modules-dir=auto bench/peer_bullmq.ts [--n 10000]
+//   REDIS_PORT=6390 deno run -A --node-modules-dir=auto --lock=bench/cluster/peer_bullmq.lock \
+//     bench/cluster/peer_bullmq.ts [--n 10000]
 //
 // The worker processes are this same script with `--worker`.
 // deno-lint-ignore-file no-import-prefix
@@ -12,8 +13,8 @@ import { Queue, QueueEvents, Worker } from "npm:bullmq@6.7.0";
 // BullMQ 6 loads ioredis only when given connection options under CommonJS; here each queue,
 // event listener and worker gets a client of its own (BullMQ needs separate blocking connections).
 import { Redis } from "npm:ioredis@5.11.1";
-import { emit, since } from "./_common.ts";
-import { square } from "./tasks/square.ts";
+import { emit, since } from "../_common.ts";
+import { square } from "../tasks/square.ts";
 
 const port = Number(Deno.env.get("REDIS_PORT") ?? 6379);
 const connection = () => new Redis({ host: "127.0.0.1", port, maxRetriesPerRequest: null });
