@@ -1,12 +1,16 @@
 // The last step of `deno task test`: the type check and the tests of the cluster layer
-// (lib/cluster/), the only part of denomp that needs npm packages (the NATS client) and a server.
+// (lib/cluster/), the only part of denomp that needs npm packages (the NATS client) and a server,
+// and the JSR slow-types check of every export (`deno publish --dry-run`).
 //
 // Why a step of its own: the core library has no dependency, so the demo and the core tests must
 // fetch nothing. The cluster's packages are pinned in cluster.lock (integrity-checked with
 // --frozen) and fetched only here, only when a nats-server is there to test against: without
-// NATS_URL (scripts/nats.sh start sets it; .ci/run does) the step says so and succeeds.
+// NATS_URL (scripts/nats.sh start sets it; .ci/run does) the step says so and succeeds. The
+// slow-types check runs here because it resolves every export, `./cluster` included, and so
+// fetches the cluster's packages; that is also why deno.json turns lint's `no-slow-types` off.
 
 const steps: string[][] = [
+  ["publish", "--dry-run", "--allow-dirty", "--lock=cluster.lock", "--frozen"],
   [
     "check",
     "--lock=cluster.lock",
