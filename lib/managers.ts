@@ -45,6 +45,7 @@
  * @module
  */
 
+import { optionsOf } from "./_args.ts";
 import { LIVENESS_SLICE_MS } from "./_atomics.ts";
 import { current } from "./_context.ts";
 import { alloc, heap, isAlive, nextId, release, retain } from "./_heap.ts";
@@ -875,10 +876,19 @@ export interface ProxyWaitOptions {
   signal?: AbortSignal;
 }
 
+/** The wait options to send to the server; `call` names the method for a wrong-shape error. */
 function waitArgs(
   o: ProxyWaitOptions | undefined,
+  call: string,
 ): { block?: boolean; timeout?: number } | undefined {
-  if (!o) return undefined;
+  if (o === undefined || o === null) return undefined;
+  const method = call.slice(call.indexOf(".") + 1);
+  optionsOf(
+    o,
+    call,
+    `${method}({ timeout: 200 })` +
+      (typeof o === "boolean" ? ` or ${method}({ block: ${o} })` : ""),
+  );
   const out: { block?: boolean; timeout?: number } = {};
   if (o.block !== undefined) out.block = o.block;
   if (o.timeout !== undefined) out.timeout = o.timeout;
@@ -1089,13 +1099,19 @@ export class NamespaceProxy<T extends Record<string, unknown> = Record<string, u
 export class QueueProxy<T = unknown> extends BaseProxy {
   /** Puts `item`, waiting for room when the queue is bounded and full (`Full` on timeout). */
   put(item: T, options?: ProxyWaitOptions): Promise<void> {
-    return invoke(this, "put", [item, waitArgs(options)], undefined, options?.signal) as Promise<
+    return invoke(
+      this,
+      "put",
+      [item, waitArgs(options, "QueueProxy.put")],
+      undefined,
+      options?.signal,
+    ) as Promise<
       void
     >;
   }
   /** Gets an item, waiting for one (`Empty` on timeout or `block: false`). */
   get(options?: ProxyWaitOptions): Promise<T> {
-    const a = waitArgs(options);
+    const a = waitArgs(options, "QueueProxy.get");
     return invoke(this, "get", a ? [a] : [], undefined, options?.signal) as Promise<T>;
   }
   /** `put(item, { block: false })`. */
@@ -1141,7 +1157,8 @@ export class JoinableQueueProxy<T = unknown> extends QueueProxy<T> {
   }
   /** Resolves once every item put has been marked done. */
   join(options?: { signal?: AbortSignal }): Promise<void> {
-    return invoke(this, "join", [], undefined, options?.signal) as Promise<void>;
+    const { signal } = optionsOf(options, "JoinableQueueProxy.join", "join({ signal })");
+    return invoke(this, "join", [], undefined, signal) as Promise<void>;
   }
 }
 
@@ -1211,7 +1228,7 @@ export class LockProxy extends BaseProxy {
   /** Acquires it; `false` on a `block: false` miss or a timeout. */
   acquire(options: ProxyWaitOptions): Promise<ManagedAcquired | false>;
   acquire(options?: ProxyWaitOptions): Promise<ManagedAcquired | false> {
-    const a = waitArgs(options);
+    const a = waitArgs(options, `${this.constructor.name}.acquire`);
     return invoke(this, "acquire", a ? [a] : [], getIdent(), options?.signal).then((r) =>
       acquired(this, r)
     );
@@ -1265,7 +1282,7 @@ export class SemaphoreProxy extends BaseProxy {
   /** Takes a permit; `false` on a `block: false` miss or a timeout. */
   acquire(options: ProxyWaitOptions): Promise<ManagedAcquired | false>;
   acquire(options?: ProxyWaitOptions): Promise<ManagedAcquired | false> {
-    const a = waitArgs(options);
+    const a = waitArgs(options, `${this.constructor.name}.acquire`);
     return invoke(this, "acquire", a ? [a] : [], undefined, options?.signal).then((r) =>
       acquired({ release: () => this.release() }, r)
     );
@@ -1321,7 +1338,7 @@ export class ConditionProxy extends BaseProxy {
   /** Acquires the underlying lock; `false` on a miss or timeout. */
   acquire(options: ProxyWaitOptions): Promise<ManagedAcquired | false>;
   acquire(options?: ProxyWaitOptions): Promise<ManagedAcquired | false> {
-    const a = waitArgs(options);
+    const a = waitArgs(options, `${this.constructor.name}.acquire`);
     return invoke(this, "acquire", a ? [a] : [], getIdent(), options?.signal).then((r) =>
       acquired(this, r)
     );
@@ -2357,7 +2374,8 @@ export class BaseManager {
   #address: Required<Address> | null = null;
 
   /** Prepares a manager; nothing runs until `start()`, `connect()` or `serveForever()`. */
-  constructor(options: BaseManagerOptions = {}) {
+  constructor(options?: BaseManagerOptions) {
+    options = optionsOf(options, "BaseManager", "new BaseManager({ address, authkey })");
     this.#options = { ...options };
     this.#authkey = options.authkey === undefined ? current().authkey : keyBytes(options.authkey);
     const max = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
@@ -2375,8 +2393,9 @@ export class BaseManager {
   static register(
     typeid: string,
     callable?: ((...args: never[]) => unknown) | (abstract new (...args: never[]) => unknown),
-    options: RegisterOptions = {},
+    options?: RegisterOptions,
   ): void {
+    options = optionsOf(options, "BaseManager.register", "register(typeid, callable, { exposed })");
     if (typeof typeid !== "string" || !/^[A-Za-z_$][\w$]*$/.test(typeid)) {
       throw new ValueError(`typeid must be an identifier: current value is ${String(typeid)}`);
     }
@@ -2807,8 +2826,10 @@ export interface ManagerOptions {
  * await d.set("xs", xs); // ...so assign it back
  * ```
  */
-export async function Manager(options: ManagerOptions = {}): Promise<SyncManager> {
-  const m = new SyncManager({ authkey: options.authkey });
+export async function Manager(options?: ManagerOptions): Promise<SyncManager> {
+  const m = new SyncManager({
+    authkey: optionsOf(options, "Manager", "Manager({ authkey })").authkey,
+  });
   await m.start();
   return m;
 }

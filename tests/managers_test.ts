@@ -748,3 +748,21 @@ Deno.test("a manager started by a worker dies with it: its port is closed", asyn
   }
   assert.ok(refused, `port ${port} still accepts connections`);
 });
+
+Deno.test("a proxy given Python's positional block/timeout throws a TypeError with the right call", async () => {
+  await using m = await Manager();
+  const q = m.Queue<number>();
+  const lock = m.Lock();
+  // What a Python user writes: q.get(True, 200), lock.acquire(False). Both used to wait for ever.
+  const get = q.get as unknown as (block: boolean, timeout: number) => Promise<number>;
+  const acquire = lock.acquire as unknown as (block: boolean) => Promise<unknown>;
+  await assert.rejects(() => Promise.resolve().then(() => get.call(q, true, 200)), {
+    name: "TypeError",
+    message: /QueueProxy\.get\(\) takes an options object.*get\(\{ timeout: 200 \}\).*milliseconds/,
+  });
+  await assert.rejects(() => Promise.resolve().then(() => acquire.call(lock, false)), {
+    name: "TypeError",
+    message: /acquire\(\{ block: false \}\)/,
+  });
+  await assert.rejects(() => Manager(5 as unknown as undefined), { name: "TypeError" });
+});
