@@ -387,19 +387,22 @@ export class Encoder {
 
   #str(s: string): void {
     const n = s.length;
-    // Long strings: UTF-8 through the native encoder (at most 3 bytes per UTF-16 unit), unless
-    // they hold a lone surrogate, which UTF-8 cannot carry (it would arrive as U+FFFD).
-    if (n > 64 && s.isWellFormed()) {
+    if (n > 64) {
+      // Long strings: UTF-8 through the native encoder (at most 3 bytes per UTF-16 unit), unless
+      // they hold a lone surrogate, which UTF-8 cannot carry (it would arrive as U+FFFD). Only a
+      // string with non-ASCII text can hold one: an all-ASCII one is one byte per unit.
       this.#room(5 + n * 3);
-      this.#buf[this.#pos] = T_UTF8;
       const r = utf8.encodeInto(s, this.#buf.subarray(this.#pos + 5));
-      this.#dv.setUint32(this.#pos + 1, r.written, true);
-      this.#pos += 5 + r.written;
-      return;
+      if (r.written === n || s.isWellFormed()) {
+        this.#buf[this.#pos] = T_UTF8;
+        this.#dv.setUint32(this.#pos + 1, r.written, true);
+        this.#pos += 5 + r.written;
+        return;
+      }
+      return this.#str16(s, this.#pos);
     }
     this.#room(5 + n * 2);
     const buf = this.#buf, start = this.#pos;
-    if (n > 64) return this.#str16(s, start);
     let p = start + 5;
     for (let i = 0; i < n; i++) {
       const c = s.charCodeAt(i);
