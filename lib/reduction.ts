@@ -57,6 +57,12 @@ export interface HandleKind<T extends object, D> {
    * costs ~0.3 ms per registration (stack traces are source-mapped): the library passes it.
    */
   readonly module?: string;
+  /**
+   * Undoes a `reduce` whose message is not sent after all (its encoding failed further on, or
+   * the error field holding it was left out): a kind whose `reduce` takes a reference releases
+   * it here. Left out, nothing is undone.
+   */
+  discard?(desc: D): void;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -291,6 +297,8 @@ export class Encoder {
   #report = false;
   /** The handle kinds written by the current call, in first-use order. */
   #kinds: AnyKind[] = [];
+  /** Kind, descriptor, kind, ... of the handles reduced by the current call that can be undone. */
+  #reduced: unknown[] = [];
 
   /** Creates an encoder; `options.handles` restricts the handle kinds it accepts. */
   constructor(options?: CodecOptions) {
@@ -311,6 +319,7 @@ export class Encoder {
     try {
       this.#value(value);
     } catch (e) {
+      this.#discard(0);
       if (e instanceof PathError) {
         throw new SerializationError(formatPath(root, e.keys.reverse()), e.reason);
       }
@@ -326,6 +335,7 @@ export class Encoder {
       const few = this.#few, n = Math.min(this.#nextRef, FEW);
       for (let i = 0; i < n; i++) few[i] = EMPTY; // do not keep the caller's objects alive
       if (this.#seen.size) this.#seen.clear();
+      if (this.#reduced.length) this.#reduced.length = 0;
     }
     if (this.#kinds.length) return this.#withKinds();
     return this.#buf.subarray(0, this.#pos);
@@ -351,8 +361,22 @@ export class Encoder {
     return this.#buf.subarray(end, end + head + end);
   }
 
-  /** Where the encoder is: a field that cannot be sent (in `reportError` mode) goes back here. */
-  #rollback(pos: number, ref: number, depth: number): void {
+  /** Undoes the reductions of handles from the `from`th on (a message that is not sent). */
+  #discard(from: number): void {
+    const r = this.#reduced;
+    for (let i = r.length - 2; i >= from; i -= 2) {
+      try {
+        (r[i] as AnyKind).discard!(r[i + 1]);
+      } catch {
+        // Undoing is best effort: the failure being reported matters more.
+      }
+    }
+    r.length = from;
+  }
+
+  /** Back to where the encoder was: a field that cannot be sent (`reportError` mode) is dropped. */
+  #rollback(pos: number, ref: number, depth: number, reduced: number): void {
+    this.#discard(reduced);
     this.#pos = pos;
     const few = this.#few;
     for (let i = ref, n = Math.min(this.#nextRef, FEW); i < n; i++) few[i] = EMPTY;
@@ -526,7 +550,9 @@ export class Encoder {
       if (!this.#kinds.includes(kind)) this.#kinds.push(kind);
       this.#u8(T_HANDLE);
       this.#str(kind.name);
-      return this.#value(kind.reduce(v));
+      const desc = kind.reduce(v);
+      if (kind.discard) this.#reduced.push(kind, desc);
+      return this.#value(desc);
     }
     if (v instanceof Map) {
       this.#remember(v);
@@ -641,7 +667,7 @@ export class Encoder {
     this.#u32(keys.length);
     let written = 0, left: string[] | undefined;
     for (const k of keys) {
-      const pos = this.#pos, ref = this.#nextRef, depth = this.#depth;
+      const pos = this.#pos, ref = this.#nextRef, depth = this.#depth, red = this.#reduced.length;
       try {
         this.#str(k);
         this.#value((e as unknown as Record<string, unknown>)[k]);
@@ -651,7 +677,7 @@ export class Encoder {
         err.keys.push(k);
         if (!this.#report) throw err;
         // An error being reported still arrives: the field is left out, and said so in its stack.
-        this.#rollback(pos, ref, depth);
+        this.#rollback(pos, ref, depth, red);
         const path = formatPath("", err.keys.reverse());
         (left ??= []).push(`${path.startsWith(".") ? path.slice(1) : path} (${err.reason})`);
       }

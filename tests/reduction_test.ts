@@ -1,7 +1,7 @@
 // The codec (lib/reduction.ts): all-or-nothing encoding, fidelity where structuredClone keeps
 // something, errors that keep their cause, and handles whose module a worker has not loaded.
 import assert from "node:assert/strict";
-import { dumps, Encoder, loads, loadsAsync } from "../lib/reduction.ts";
+import { dumps, Encoder, loads, loadsAsync, registerHandle } from "../lib/reduction.ts";
 import { RemoteError, SerializationError } from "../lib/errors.ts";
 import { Queue } from "../lib/queues.ts";
 import { Event } from "../lib/synchronize.ts";
@@ -81,6 +81,31 @@ Deno.test("reportError: an error's unsendable fields are left out (named in its 
     () => new Encoder().encode({ f: () => 0 }, "error", { reportError: true }),
     /error\.f: functions/,
   );
+});
+
+/** A handle kind whose reduce takes a reference, as the library's do, and whose discard gives it back. */
+class Counted {
+  static refs = 0;
+}
+registerHandle<Counted, number>({
+  name: "test.Counted",
+  cls: Counted,
+  module: import.meta.url,
+  reduce: () => ++Counted.refs,
+  rebuild: () => (Counted.refs--, new Counted()),
+  discard: () => void Counted.refs--,
+});
+
+Deno.test("a failed encode, or a field left out, gives back the references its handles took", () => {
+  const h = new Counted();
+  assert.throws(() => dumps([h, { f: () => 0 }]), /value\[1\]\.f: functions/);
+  assert.equal(Counted.refs, 0);
+  const err = Object.assign(new Error("e"), { keep: h, drop: { h, f: () => 0 } });
+  const bytes = new Encoder().encode(err, "error", { reportError: true });
+  assert.equal(Counted.refs, 1); // `keep` only
+  const back = loads<Error & { keep: Counted }>(bytes);
+  assert.ok(back.keep instanceof Counted && !("drop" in back));
+  assert.equal(Counted.refs, 0);
 });
 
 Deno.test("a pool task's error keeps the user's cause; an unsendable field is left out, not a corrupt message", async () => {
