@@ -1003,11 +1003,12 @@ export class Decoder {
  */
 class MissingHandleModule extends SerializationError {
   constructor(readonly kinds: string[], readonly modules: string[]) {
-    const which = kinds.map((k) => `'${k}'`).join(", ");
+    const which = (kinds.length > 1 ? "handles of kinds " : "a handle of kind ") +
+      kinds.map((k) => `'${k}'`).join(", ");
     const from = modules.length ? ` (registered by ${modules.join(", ")})` : "";
     super(
       "value",
-      `a ${which} handle arrived but its module was not loaded in this worker${from}. ` +
+      `${which} arrived but its module was not loaded in this worker${from}. ` +
         "The usual cause is a module that only does `import type { ... }` (erased at run time): " +
         `import the class for real (\`import { ${
           kinds[0]

@@ -204,7 +204,10 @@ Deno.test("a handle whose module a worker has not loaded: async get loads it, ge
     b.start();
     await q.put(new Event());
     const msg = await out.get({ timeout: 30_000 });
-    assert.match(msg, /^SerializationError: .*'Event' handle arrived .*not loaded in this worker/);
+    assert.match(
+      msg,
+      /^SerializationError: .*a handle of kind 'Event' arrived .*not loaded in this worker/,
+    );
     assert.match(msg, /import type/);
     assert.match(msg, /synchronize\.ts/); // the module to import
     await b.join();
