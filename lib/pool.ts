@@ -1926,8 +1926,8 @@ function describe(e: unknown): string {
 }
 
 /**
- * An error from a worker: same name, message and (remote) stack; `cause` becomes a
- * `RemoteError` carrying the remote stack (and the original cause), as Python chains a
+ * An error from a worker: same name, message, (remote) stack and `cause`; an error without a
+ * cause of its own gets a `RemoteError` carrying the remote stack there, as Python chains a
  * `RemoteTraceback`.
  */
 function fromRemote(e: unknown): unknown {
@@ -1941,6 +1941,7 @@ function fromRemote(e: unknown): unknown {
     err = new SerializationError(path, e.message.slice(path.length + 2));
     err.stack = e.stack;
   }
+  if (err === e && Object.hasOwn(e, "cause")) return e; // the user's cause chain stays
   const remote = new RemoteError(e.name, e.message, e.stack ?? "", { cause: e.cause });
   Object.defineProperty(err, "cause", {
     value: remote,
@@ -2034,7 +2035,7 @@ class ResultWriter {
     }
     let body: Uint8Array;
     try {
-      body = this.#enc.encode(value, root);
+      body = this.#enc.encode(value, root, kind === R_OK ? undefined : { reportError: true });
     } catch (e) {
       // Unsendable result: the task fails with SerializationError and the worker goes on.
       kind = kind === R_OK ? R_ERR : kind;

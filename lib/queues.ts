@@ -37,7 +37,7 @@ import {
 import { adopt, alloc, heap, release, retain } from "./_heap.ts";
 import { checkNotTerminated, EOF, flushAll as flushRings, Ring, TIMEOUT } from "./_ring.ts";
 import { Empty, Full, SerializationError, ValueError } from "./errors.ts";
-import { Encoder, loads, registerHandle } from "./reduction.ts";
+import { Encoder, loads, loadsAsync, registerHandle } from "./reduction.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Shared layout (Int32 words from the block's offset / 4)
@@ -111,6 +111,8 @@ function encode(value: unknown): Uint8Array {
 }
 
 const decodeItem = (payload: Uint8Array): unknown => loads(payload);
+/** For async receivers: loads a handle's module the worker lacks (`import type` targets). */
+const decodeItemAsync = (payload: Uint8Array): unknown => loadsAsync(payload);
 const DONE: Promise<void> = Promise.resolve();
 
 /** Python's checks: a negative or non-numeric timeout is a ValueError. */
@@ -822,7 +824,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   #getRaw(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
     const s = this.#s;
     if (s.kind !== FIFO) return s.storeGet(timeout, signal);
-    return s.ring!.recv(decodeItem, {
+    return s.ring!.recv(decodeItemAsync, {
       timeout,
       signal,
       eof: s.eof,
@@ -845,8 +847,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       if (ring) {
         // Fast path: an item is there (or comes within a short spin): one settled promise, no
         // async machinery. A consumer faster than its producer lives on this path.
-        let v = ring.tryRecv(decodeItem);
-        if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(decodeItem);
+        let v = ring.tryRecv(decodeItemAsync);
+        if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(decodeItemAsync);
         if (v !== TIMEOUT) {
           s.unreserve();
           return Promise.resolve(v as T);

@@ -12,8 +12,23 @@
  *
  * What cannot cross throws {@link SerializationError} naming the path inside the value
  * (`args[1].callback: functions cannot be sent`): functions, symbols, `WeakMap`/`WeakSet`/
- * `WeakRef`, promises, and instances of unregistered classes (which would arrive as plain objects
- * without their methods). Nothing is ever silently dropped.
+ * `WeakRef`, promises, instances of unregistered classes (which would arrive as plain objects
+ * without their methods), and values nested more than 1000 objects deep. Nothing is ever
+ * silently dropped, and encoding is all or nothing: the whole value is written, or nothing is.
+ * That holds for an `Error`'s fields too (its own enumerable ones and `cause`), with one
+ * exception: an error being *reported* (`encode(err, root, { reportError: true })`, as a pool
+ * worker sends a task's throw) still arrives, without the fields that cannot be sent, and its
+ * `stack` ends with a line naming them — the user's error says more than a SerializationError
+ * about one of its fields would.
+ *
+ * Fidelity follows structuredClone: strings with lone surrogates, named properties of arrays,
+ * holes, errors of any name (built as real errors: `Error.isError` holds).
+ *
+ * Handles whose module the receiving worker has not loaded (its code only did `import type`):
+ * a message that holds handles starts with a table of their kinds and registering modules, read
+ * before any handle is rebuilt. {@link loadsAsync} imports the missing modules and decodes;
+ * {@link loads}, which cannot wait, throws a SerializationError naming `import type` as the
+ * likely cause.
  *
  * @module
  */
@@ -42,6 +57,12 @@ export interface HandleKind<T extends object, D> {
    * costs ~0.3 ms per registration (stack traces are source-mapped): the library passes it.
    */
   readonly module?: string;
+  /**
+   * Undoes a `reduce` whose message is not sent after all (its encoding failed further on, or
+   * the error field holding it was left out): a kind whose `reduce` takes a reference releases
+   * it here. Left out, nothing is undone.
+   */
+  discard?(desc: D): void;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -153,7 +174,9 @@ const T_UNDEF = 0,
   T_REF = 20,
   T_HANDLE = 21,
   T_BOXED = 22,
-  T_HOLE = 23;
+  T_HOLE = 23,
+  T_ARRAY_PROPS = 24,
+  T_KINDS = 25;
 
 const TYPED_CTORS = [
   Int8Array,
@@ -189,6 +212,20 @@ class PathError extends Error {
   }
 }
 
+/** `root` and the keys from the root down, as `item[0].cause`; the middle of a very deep one cut. */
+function formatPath(root: string, keys: (string | number)[]): string {
+  if (keys.length > 24) {
+    const mid = `…(${keys.length - 16} more)…`;
+    return root + keys.slice(0, 8).map(keyPath).join("") + mid +
+      keys.slice(-8).map(keyPath).join("");
+  }
+  return root + keys.map(keyPath).join("");
+}
+
+function isStackOverflow(e: unknown): boolean {
+  return e instanceof RangeError && e.message.includes("call stack");
+}
+
 function keyPath(key: string | number): string {
   if (typeof key === "number") return `[${key}]`;
   if (key.startsWith("<")) return key; // already formatted (Map/Set entries)
@@ -206,6 +243,29 @@ const utf8d = new TextDecoder();
 export interface CodecOptions {
   /** Called with a handle kind's name; false makes that handle a `SerializationError`. */
   handles?: (kind: string) => boolean;
+}
+
+/**
+ * Options of one {@link Encoder.encode} call.
+ *
+ * @example
+ * ```ts
+ * import { Encoder, loads } from "./reduction.ts";
+ * const err = Object.assign(new RangeError("boom"), { retry: () => {}, orderId: 42 });
+ * const back = loads<RangeError & { orderId: number }>(
+ *   new Encoder().encode(err, "error", { reportError: true }),
+ * );
+ * console.assert(back instanceof RangeError && back.orderId === 42 && !("retry" in back));
+ * console.assert(back.stack!.includes("retry (functions cannot be sent)"));
+ * ```
+ */
+export interface EncodeOptions {
+  /**
+   * The value is an error being reported (a pool task's throw): fields of an `Error` (anywhere
+   * in it) that cannot be sent are left out, and named at the end of its `stack`, so the error
+   * still arrives. Without it (the default) they are refused, as any value is.
+   */
+  reportError?: boolean;
 }
 
 /**
@@ -231,29 +291,100 @@ export class Encoder {
   #few: object[] = [];
   #seen = new Map<object, number>();
   #nextRef = 0;
+  /** How many objects deep the encoder is (see MAX_DEPTH). */
+  #depth = 0;
+  /** The current call's `reportError` option. */
+  #report = false;
+  /** The handle kinds written by the current call, in first-use order. */
+  #kinds: AnyKind[] = [];
+  /** Kind, descriptor, kind, ... of the handles reduced by the current call that can be undone. */
+  #reduced: unknown[] = [];
 
   /** Creates an encoder; `options.handles` restricts the handle kinds it accepts. */
   constructor(options?: CodecOptions) {
     this.#allow = options?.handles;
   }
 
-  /** Encodes `value`; `root` names it in error paths (`args`, `item`, ...). */
-  encode(value: unknown, root = "value"): Uint8Array {
+  /**
+   * Encodes `value`; `root` names it in error paths (`args`, `item`, ...). All or nothing: it
+   * returns the whole value's bytes, or throws {@link SerializationError} naming the path of the
+   * first part that cannot be sent (and the bytes of a failed call are never returned).
+   */
+  encode(value: unknown, root = "value", options?: EncodeOptions): Uint8Array {
     this.#pos = 0;
     this.#nextRef = 0;
+    this.#depth = 0;
+    this.#report = options?.reportError === true;
+    if (this.#kinds.length) this.#kinds.length = 0;
     try {
       this.#value(value);
     } catch (e) {
+      this.#discard(0);
       if (e instanceof PathError) {
-        throw new SerializationError(root + e.keys.reverse().map(keyPath).join(""), e.reason);
+        throw new SerializationError(formatPath(root, e.keys.reverse()), e.reason);
+      }
+      if (isStackOverflow(e)) {
+        // The depth limit keeps values the decoder can rebuild; this is the caller's own stack
+        // running out first (encode called from deep recursion).
+        throw new SerializationError(root, "the value is nested too deeply to encode here", {
+          cause: e,
+        });
       }
       throw e;
     } finally {
       const few = this.#few, n = Math.min(this.#nextRef, FEW);
       for (let i = 0; i < n; i++) few[i] = EMPTY; // do not keep the caller's objects alive
       if (this.#seen.size) this.#seen.clear();
+      if (this.#reduced.length) this.#reduced.length = 0;
     }
+    if (this.#kinds.length) return this.#withKinds();
     return this.#buf.subarray(0, this.#pos);
+  }
+
+  /**
+   * Puts the table of the handle kinds this message holds (name and registering module) in front
+   * of it, so a receiver can load the modules it lacks before rebuilding any handle (see
+   * {@link loadsAsync}). Only messages that hold handles pay for it (a copy of their bytes).
+   */
+  #withKinds(): Uint8Array {
+    const end = this.#pos, kinds = this.#kinds;
+    this.#u8(T_KINDS);
+    this.#u32(kinds.length);
+    for (const k of kinds) {
+      this.#str(k.name);
+      this.#str(moduleOfKind.get(k.name) ?? "");
+    }
+    const head = this.#pos - end;
+    this.#room(end);
+    // [value][table] -> [value][table][value]: the message is the last two parts.
+    this.#buf.copyWithin(this.#pos, 0, end);
+    return this.#buf.subarray(end, end + head + end);
+  }
+
+  /** Undoes the reductions of handles from the `from`th on (a message that is not sent). */
+  #discard(from: number): void {
+    const r = this.#reduced;
+    for (let i = r.length - 2; i >= from; i -= 2) {
+      try {
+        (r[i] as AnyKind).discard!(r[i + 1]);
+      } catch {
+        // Undoing is best effort: the failure being reported matters more.
+      }
+    }
+    r.length = from;
+  }
+
+  /** Back to where the encoder was: a field that cannot be sent (`reportError` mode) is dropped. */
+  #rollback(pos: number, ref: number, depth: number, reduced: number): void {
+    this.#discard(reduced);
+    this.#pos = pos;
+    const few = this.#few;
+    for (let i = ref, n = Math.min(this.#nextRef, FEW); i < n; i++) few[i] = EMPTY;
+    if (this.#nextRef > FEW) {
+      for (const [o, id] of this.#seen) if (id >= ref) this.#seen.delete(o);
+    }
+    this.#nextRef = ref;
+    this.#depth = depth;
   }
 
   #room(n: number): void {
@@ -281,13 +412,18 @@ export class Encoder {
   #str(s: string): void {
     const n = s.length;
     if (n > 64) {
-      // Long strings: UTF-8 through the native encoder (at most 3 bytes per UTF-16 unit).
+      // Long strings: UTF-8 through the native encoder (at most 3 bytes per UTF-16 unit), unless
+      // they hold a lone surrogate, which UTF-8 cannot carry (it would arrive as U+FFFD). Only a
+      // string with non-ASCII text can hold one: an all-ASCII one is one byte per unit.
       this.#room(5 + n * 3);
-      this.#buf[this.#pos] = T_UTF8;
       const r = utf8.encodeInto(s, this.#buf.subarray(this.#pos + 5));
-      this.#dv.setUint32(this.#pos + 1, r.written, true);
-      this.#pos += 5 + r.written;
-      return;
+      if (r.written === n || s.isWellFormed()) {
+        this.#buf[this.#pos] = T_UTF8;
+        this.#dv.setUint32(this.#pos + 1, r.written, true);
+        this.#pos += 5 + r.written;
+        return;
+      }
+      return this.#str16(s, this.#pos);
     }
     this.#room(5 + n * 2);
     const buf = this.#buf, start = this.#pos;
@@ -337,7 +473,15 @@ export class Encoder {
         return this.#str(v.toString(16));
       case "object":
         if (v === null) return this.#u8(T_NULL);
-        return this.#object(v);
+        // Left unbalanced when a throw unwinds: encode() and #rollback() reset it.
+        if (++this.#depth > MAX_DEPTH) {
+          throw new PathError(
+            `nested more than ${MAX_DEPTH} objects deep (the codec, like structuredClone, recurses)`,
+          );
+        }
+        this.#object(v);
+        this.#depth--;
+        return;
       case "function":
         throw new PathError("functions cannot be sent");
       case "symbol":
@@ -368,35 +512,30 @@ export class Encoder {
     const proto = Object.getPrototypeOf(v);
     if (proto === Object.prototype || proto === null) {
       this.#remember(v);
-      const keys = Object.keys(v);
       this.#u8(T_OBJECT);
-      this.#u32(keys.length);
-      let k = "";
-      try {
-        for (k of keys) {
-          this.#str(k);
-          this.#value((v as Record<string, unknown>)[k]);
-        }
-      } catch (e) {
-        if (e instanceof PathError) e.keys.push(k);
-        throw e;
-      }
-      return;
+      return this.#props(v as Record<string, unknown>, Object.keys(v), 0);
     }
     if (Array.isArray(v)) {
       this.#remember(v);
-      const n = v.length;
+      const n = v.length, at = this.#pos;
       this.#u8(T_ARRAY);
       this.#u32(n);
-      let i = 0;
+      let i = 0, holes = 0;
       try {
         for (; i < n; i++) {
-          if (!(i in v)) this.#u8(T_HOLE);
+          if (!(i in v)) this.#u8(T_HOLE), holes++;
           else this.#value(v[i]);
         }
       } catch (e) {
         if (e instanceof PathError) e.keys.push(i as unknown as string);
         throw e;
+      }
+      // Named properties (`arr.total = 3`) follow the indices in Object.keys: structuredClone
+      // keeps them, so they go as a T_ARRAY_PROPS tail.
+      const keys = Object.keys(v);
+      if (keys.length > n - holes) {
+        this.#buf[at] = T_ARRAY_PROPS;
+        this.#props(v as unknown as Record<string, unknown>, keys, n - holes);
       }
       return;
     }
@@ -408,9 +547,12 @@ export class Encoder {
       }
       this.#remember(v);
       kindSink?.add(kind.name);
+      if (!this.#kinds.includes(kind)) this.#kinds.push(kind);
       this.#u8(T_HANDLE);
       this.#str(kind.name);
-      return this.#value(kind.reduce(v));
+      const desc = kind.reduce(v);
+      if (kind.discard) this.#reduced.push(kind, desc);
+      return this.#value(desc);
     }
     if (v instanceof Map) {
       this.#remember(v);
@@ -490,6 +632,22 @@ export class Encoder {
     throw new PathError(unsendable(v));
   }
 
+  /** Count, then key/value pairs of `keys` from index `from` on. */
+  #props(v: Record<string, unknown>, keys: string[], from: number): void {
+    this.#u32(keys.length - from);
+    let k = "";
+    try {
+      for (let i = from; i < keys.length; i++) {
+        k = keys[i];
+        this.#str(k);
+        this.#value(v[k]);
+      }
+    } catch (e) {
+      if (e instanceof PathError) e.keys.push(k);
+      throw e;
+    }
+  }
+
   #bytes(b: Uint8Array): void {
     this.#u32(b.length);
     this.#room(b.length);
@@ -502,18 +660,31 @@ export class Encoder {
     this.#str(String(e.name ?? "Error"));
     this.#str(String(e.message ?? ""));
     this.#str(String(e.stack ?? ""));
-    const extra: Record<string, unknown> = {};
-    for (const k of Object.keys(e)) {
-      if (k !== "name" && k !== "message" && k !== "stack") extra[k] = (e as never)[k];
+    // Its own enumerable fields, then `cause` (structuredClone's one non-enumerable extra).
+    const keys = Object.keys(e).filter((k) => k !== "name" && k !== "message" && k !== "stack");
+    if ("cause" in e && !keys.includes("cause")) keys.push("cause");
+    const countAt = this.#pos;
+    this.#u32(keys.length);
+    let written = 0, left: string[] | undefined;
+    for (const k of keys) {
+      const pos = this.#pos, ref = this.#nextRef, depth = this.#depth, red = this.#reduced.length;
+      try {
+        this.#str(k);
+        this.#value((e as unknown as Record<string, unknown>)[k]);
+        written++;
+      } catch (err) {
+        if (!(err instanceof PathError)) throw err;
+        err.keys.push(k);
+        if (!this.#report) throw err;
+        // An error being reported still arrives: the field is left out, and said so in its stack.
+        this.#rollback(pos, ref, depth, red);
+        const path = formatPath("", err.keys.reverse());
+        (left ??= []).push(`${path.startsWith(".") ? path.slice(1) : path} (${err.reason})`);
+      }
     }
-    if ("cause" in e) extra.cause = e.cause;
-    try {
-      this.#value(extra);
-    } catch (err) {
-      // An error's extra fields are best effort: an unsendable cause must not hide the error.
-      if (!(err instanceof PathError)) throw err;
-      this.#u8(T_UNDEF);
-    }
+    if (written !== keys.length) this.#dv.setUint32(countAt, written, true);
+    if (left) this.#str(`[denomp] fields left out when sending this error: ${left.join(", ")}`);
+    else this.#u8(T_UNDEF);
   }
 }
 
@@ -569,6 +740,7 @@ export class Decoder {
     this.#b = bytes;
     this.#p = 0;
     try {
+      if (bytes[0] === T_KINDS) this.#kinds();
       return this.#value();
     } finally {
       this.#refs.length = 0;
@@ -578,6 +750,23 @@ export class Decoder {
 
   #u32(): number {
     return this.#i32() >>> 0;
+  }
+
+  /**
+   * The message's table of handle kinds: every kind must be registered here before any handle
+   * is rebuilt (a rebuild adopts the reference its message carried, so a decode must not stop
+   * half-way through its handles and be tried again).
+   */
+  #kinds(): void {
+    this.#p++;
+    let missing: string[] | undefined, names: string[] | undefined;
+    for (let n = this.#count(2); n > 0; n--) {
+      const name = this.#str(), module = this.#str();
+      if (kindsByName.has(name) || (this.#allow && !this.#allow(name))) continue;
+      (names ??= []).push(name);
+      if (module) (missing ??= []).push(module);
+    }
+    if (names) throw new MissingHandleModule(names, missing ?? []);
   }
 
   /**
@@ -655,19 +844,7 @@ export class Decoder {
       case T_OBJECT: {
         const o: Record<string, unknown> = {};
         this.#refs.push(o);
-        for (let n = this.#count(2); n > 0; n--) {
-          const k = this.#str();
-          // An own "__proto__" key is data: assigning it would set the object's prototype.
-          if (k === "__proto__") {
-            Object.defineProperty(o, k, {
-              value: this.#value(),
-              writable: true,
-              enumerable: true,
-              configurable: true,
-            });
-          } else o[k] = this.#value();
-        }
-        return o;
+        return this.#props(o);
       }
       case T_UNDEF:
       case T_HOLE:
@@ -684,14 +861,15 @@ export class Decoder {
         const s = this.#str();
         return s.startsWith("-") ? -BigInt("0x" + s.slice(1)) : BigInt("0x" + s);
       }
-      case T_ARRAY: {
+      case T_ARRAY:
+      case T_ARRAY_PROPS: {
         const n = this.#count(1), a = new Array(n);
         this.#refs.push(a);
         for (let i = 0; i < n; i++) {
           if (this.#b[this.#p] === T_HOLE) this.#p++;
           else a[i] = this.#value();
         }
-        return a;
+        return tag === T_ARRAY ? a : this.#props(a as unknown as Record<string, unknown>);
       }
       case T_MAP: {
         const m = new Map();
@@ -747,12 +925,7 @@ export class Decoder {
         if (this.#allow && !this.#allow(name)) {
           throw new SerializationError("value", `a '${name}' handle cannot be received here`);
         }
-        if (!kind) {
-          throw new SerializationError(
-            "value",
-            `a '${name}' handle arrived but its module was not loaded here (import it from denomp's mod.ts)`,
-          );
-        }
+        if (!kind) throw new MissingHandleModule([name], []);
         return (this.#refs[i] = kind.rebuild(desc));
       }
       case T_BOXED: {
@@ -766,6 +939,23 @@ export class Decoder {
     );
   }
 
+  /** Reads a count, then that many key/value pairs into `o`. */
+  #props<O extends Record<string, unknown>>(o: O): O {
+    for (let n = this.#count(2); n > 0; n--) {
+      const k = this.#str();
+      // An own "__proto__" key is data: assigning it would set the object's prototype.
+      if (k === "__proto__") {
+        Object.defineProperty(o, k, {
+          value: this.#value(),
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        });
+      } else (o as Record<string, unknown>)[k] = this.#value();
+    }
+    return o;
+  }
+
   #bytesOut(): Uint8Array {
     const n = this.#count(1);
     const out = this.#b.slice(this.#p, this.#p + n);
@@ -776,42 +966,66 @@ export class Decoder {
   #error(): Error {
     const i = this.#refs.push(null) - 1;
     const name = this.#str(), message = this.#str(), stack = this.#str();
-    const Known = ERROR_CLASSES[name] ??
-      (ERROR_PROTOS.has(
-          (globalThis as unknown as Record<string, { prototype?: unknown } | undefined>)[name]
-            ?.prototype,
-        )
-        ? (globalThis as unknown as Record<string, new (m: string) => Error>)[name]
-        : undefined);
-    let e: Error;
-    if (Known) {
-      e = Object.create(Known.prototype);
-      Object.defineProperty(e, "message", { value: message, writable: true, configurable: true });
-    } else {
-      e = new Error(message);
-      Object.defineProperty(e, "name", { value: name, writable: true, configurable: true });
-    }
-    if (Known) {
-      Object.defineProperty(e, "name", { value: name, writable: true, configurable: true });
-    }
+    // Own properties only: an error named `toString` or `constructor` is no class of ours.
+    const Known = Object.hasOwn(ERROR_CLASSES, name)
+      ? ERROR_CLASSES[name]
+      : Object.hasOwn(globalThis, name) &&
+          ERROR_PROTOS.has(
+            (globalThis as unknown as Record<string, { prototype?: unknown } | undefined>)[name]
+              ?.prototype,
+          )
+      ? (globalThis as unknown as Record<string, new (m: string) => Error>)[name]
+      : Error;
+    // A real error object (`Error.isError` holds, as after structuredClone) of the right class,
+    // made without running that class's constructor (which may want other arguments).
+    const e: Error = Reflect.construct(Error, [message], Known);
+    Object.defineProperty(e, "name", { value: name, writable: true, configurable: true });
     Object.defineProperty(e, "stack", { value: stack, writable: true, configurable: true });
     this.#refs[i] = e;
-    const extra = this.#value() as Record<string, unknown> | undefined;
-    if (extra) {
-      for (const k of Object.keys(extra)) {
-        Object.defineProperty(e, k, {
-          value: extra[k],
-          writable: true,
-          configurable: true,
-          enumerable: k !== "cause",
-        });
-      }
+    for (let n = this.#count(2); n > 0; n--) {
+      const k = this.#str();
+      Object.defineProperty(e, k, {
+        value: this.#value(),
+        writable: true,
+        configurable: true,
+        enumerable: k !== "cause",
+      });
     }
+    const left = this.#value();
+    if (typeof left === "string") e.stack = `${stack}\n${left}`;
     return e;
   }
 }
 
+/**
+ * A message holds handles of kinds not registered in this worker. `modules` are the modules that
+ * registered them where the message was sent: {@link loadsAsync} imports them and decodes again.
+ */
+class MissingHandleModule extends SerializationError {
+  constructor(readonly kinds: string[], readonly modules: string[]) {
+    const which = (kinds.length > 1 ? "handles of kinds " : "a handle of kind ") +
+      kinds.map((k) => `'${k}'`).join(", ");
+    const from = modules.length ? ` (registered by ${modules.join(", ")})` : "";
+    super(
+      "value",
+      `${which} arrived but its module was not loaded in this worker${from}. ` +
+        "The usual cause is a module that only does `import type { ... }` (erased at run time): " +
+        `import the class for real (\`import { ${
+          kinds[0]
+        } } from "jsr:@denomp/multiprocessing"\`, ` +
+        "or from its module), " +
+        "or receive with the async API (`await q.get()`), which loads the module itself",
+    );
+  }
+}
+
 const EMPTY = new Uint8Array(0);
+/**
+ * How many objects deep a value may be. The encoder and decoder recurse (as structuredClone
+ * does, which fails at a few thousand): past this a value is refused with its path, well before
+ * any worker's stack runs out, instead of a bare `RangeError`.
+ */
+const MAX_DEPTH = 1000;
 /** How many objects per message an Encoder tracks in its small array before using a Map. */
 const FEW = 8;
 const F64 = new Float64Array(1);
@@ -858,5 +1072,47 @@ export function loads<T = unknown>(bytes: Uint8Array): T {
     return d.decode(bytes) as T;
   } finally {
     decoding--;
+  }
+}
+
+/**
+ * {@link loads} for receivers that can wait: a message holding a handle whose module is not
+ * loaded in this worker (its target only did `import type`) gets that module imported, then
+ * decoded. Returns the value itself when nothing is missing (the hot path makes no promise); else
+ * a promise, having copied `bytes` first, so the caller may reuse them as soon as this returns.
+ * It imports only modules named by the message's sender, so use it on the library's in-program
+ * channels, never on bytes from another program.
+ *
+ * @example
+ * ```ts
+ * import { dumps, loadsAsync } from "./reduction.ts";
+ * const v = await loadsAsync<number[]>(dumps([1, 2]));
+ * console.assert(v[1] === 2);
+ * ```
+ */
+export function loadsAsync<T = unknown>(bytes: Uint8Array): T | Promise<T> {
+  try {
+    return loads<T>(bytes);
+  } catch (e) {
+    if (!(e instanceof MissingHandleModule) || !e.modules.length) throw e;
+    return importThenLoad<T>(bytes.slice(), e);
+  }
+}
+
+async function importThenLoad<T>(bytes: Uint8Array, missing: MissingHandleModule): Promise<T> {
+  const seen = new Set<string>();
+  for (let e = missing;;) {
+    const fresh = e.modules.filter((m) => !seen.has(m));
+    // Each module imported at most once per message: one that registers nothing (or another
+    // kind) ends the loop with the decoder's error rather than looping.
+    if (!fresh.length) throw e;
+    for (const m of fresh) seen.add(m);
+    await Promise.all(fresh.map((m) => import(m)));
+    try {
+      return loads<T>(bytes);
+    } catch (err) {
+      if (!(err instanceof MissingHandleModule)) throw err;
+      e = err;
+    }
   }
 }
