@@ -20,8 +20,10 @@ export {
   Decoder,
   dumps,
   Encoder,
+  type EncodeOptions,
   type HandleKind,
   loads,
+  loadsAsync,
   registerHandle,
 } from "./lib/reduction.ts";
 export {
