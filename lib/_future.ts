@@ -121,8 +121,9 @@ export class Future<T = unknown> implements PromiseLike<T> {
   }
 
   /**
-   * Whether the call is running: for a `ProcessPoolExecutor`, from the moment it is handed to a
-   * pool worker (which may still be finishing the task before it) until it finishes.
+   * Whether the call is running: for a `ProcessPoolExecutor`, from the moment the executor hands
+   * it to its pool (where it may still wait for a worker that is finishing another call; at most
+   * `maxWorkers + 1` calls are handed over at a time) until it finishes.
    *
    * @example
    * ```ts
@@ -559,7 +560,9 @@ export interface WaitOptions {
 
 /** What `wait` resolves to: the futures done (finished or cancelled) and the others. */
 export interface DoneAndNotDone<F> {
+  /** The futures finished or cancelled. */
   done: Set<F>;
+  /** The others. */
   notDone: Set<F>;
 }
 

@@ -37,6 +37,9 @@ import { optionsOf } from "./_args.ts";
 import { Future } from "./_future.ts";
 import { BrokenPoolError, TimeoutError, ValueError } from "./errors.ts";
 import { Pool, type PoolOptions } from "./pool.ts";
+// The types the exports of this module refer to, for its documentation (mod.ts has them too).
+export type { AsyncResult } from "./pool.ts";
+export type { BrokenPoolError } from "./errors.ts";
 import { cpuCount } from "./process.ts";
 import { Thread } from "./threading.ts";
 
@@ -206,32 +209,21 @@ export abstract class Executor implements AsyncDisposable {
       throw new TypeError(`${name}.map() takes an iterable of items: got ${typeof iterable}`);
     }
     const fs: Future<unknown>[] = [];
-    let chunked = false;
-    try {
-      let chunk: T[] = [];
-      for (const x of iterable) {
-        if (cs === 1) {
-          fs.push(this.submit(fn, x));
-          continue;
-        }
-        chunk.push(x);
-        if (chunk.length < cs) continue;
-        const f = this.submitChunk(fn, chunk);
-        if (f === null) {
-          // No chunking here: submit the items one by one from now on.
-          for (const y of chunk) fs.push(this.submit(fn, y));
-          chunk = [];
-          continue;
-        }
+    let chunked = false, chunk: T[] = [];
+    const flush = () => {
+      const f = this.submitChunk(fn, chunk);
+      if (f) {
         chunked = true;
         fs.push(f);
-        chunk = [];
+      } else for (const y of chunk) fs.push(this.submit(fn, y)); // this executor does not chunk
+      chunk = [];
+    };
+    try {
+      for (const x of iterable) {
+        if (cs === 1) fs.push(this.submit(fn, x));
+        else if (chunk.push(x) === cs) flush();
       }
-      if (chunk.length) {
-        const f = chunked ? this.submitChunk(fn, chunk) : null;
-        if (f) fs.push(f);
-        else for (const y of chunk) fs.push(this.submit(fn, y));
-      }
+      if (chunk.length) flush();
     } catch (e) {
       for (const f of fs) f.cancel();
       throw e;

@@ -262,7 +262,8 @@ Deno.test("ProcessPoolExecutor: misuse is a clear error at once", async () => {
     () => new ProcessPoolExecutor({ isolation: "fork" as "thread" }),
     /isolation must be "thread" or "process"/,
   );
-  await using ex = new ProcessPoolExecutor({ maxWorkers: 1 });
+  await using ex = new ProcessPoolExecutor({ maxWorkers: 1, isolation: "thread" });
+  assert.equal(await ex.submit(square, 2), 4);
   assert.throws(() => ex.submit(notExported, 1), ProcessError);
   assert.throws(() => ex.submit(42 as unknown as () => void), TypeError);
   assert.throws(() => ex.map(square, [1], { chunksize: 0 }), /chunksize must be >= 1/);
