@@ -164,6 +164,16 @@ Deno.test("ProcessPoolExecutor: at most maxWorkers + 1 calls are running; the ot
   assert.equal(fs[4].running(), false);
 });
 
+Deno.test("ProcessPoolExecutor: the window is refilled as a call completes, before its future's callbacks run", async () => {
+  await using ex = new ProcessPoolExecutor({ maxWorkers: 1 });
+  const fs = range(4).map(() => ex.submit(sleepMs, 50));
+  const seen: boolean[] = [];
+  fs[0].addDoneCallback(() => seen.push(fs[2].running(), fs[3].running()));
+  await fs[0].result(10_000);
+  assert.deepEqual(seen, [true, false]); // the next pending call was handed over already
+  await Promise.all(fs.map((f) => f.result(10_000)));
+});
+
 Deno.test("ProcessPoolExecutor.shutdown({ cancelFutures: true }) cancels the pending calls; the running ones finish", async () => {
   const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
   const fs = range(8).map(() => ex.submit(sleepMs, 100));
