@@ -529,6 +529,10 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
       this.#closed = true;
       for (const u of this.#unwatch) u();
       this.#pending.clear();
+      // A `next()` waiting now (called before this `return()`) ends too.
+      const w = this.#wake;
+      this.#wake = null;
+      w?.();
     }
     return Promise.resolve({ value: undefined, done: true });
   }

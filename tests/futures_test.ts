@@ -365,6 +365,10 @@ Deno.test("asCompleted(fs, timeout) throws TimeoutError naming how many are unfi
   assert.match(err.message, /2 \(of 3\) futures unfinished/);
   assert.deepEqual(seen, [1]);
   for await (const _ of asCompleted(fs)) break;
+  const it = asCompleted([fs[1], fs[2]]);
+  const waiting = it.next(); // neither is done yet: it waits
+  await it.return!();
+  assert.deepEqual(await waiting, { value: undefined, done: true });
   await Promise.all(fs.map((f) => f.result()));
 });
 
