@@ -36,6 +36,27 @@ export {
   type TaskOptions,
   transfer,
 } from "./lib/pool.ts";
+export {
+  ALL_COMPLETED,
+  asCompleted,
+  BrokenProcessPool,
+  CancelledError,
+  type Completed,
+  type DoneAndNotDone,
+  Executor,
+  type ExecutorMapOptions,
+  FIRST_COMPLETED,
+  FIRST_EXCEPTION,
+  Future,
+  ProcessPoolExecutor,
+  type ProcessPoolExecutorOptions,
+  type ShutdownOptions,
+  ThreadPoolExecutor,
+  type ThreadPoolExecutorOptions,
+  wait,
+  type Waitable,
+  type WaitOptions,
+} from "./lib/futures.ts";
 export * from "./lib/managers.ts";
 export {
   Actor,

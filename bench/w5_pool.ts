@@ -3,13 +3,18 @@
 //   ceil(n / (4 * processes))), result checked; variant "chunk-1000" passes chunksize 1000, the
 //   Node peers' batched shape.
 // - W5b-pool-async: 10,000 applyAsync(square, [i]) with a callback, then close() and join(), all
-//   results checked.
+//   results checked. Variant "futures-asCompleted": the same through a ProcessPoolExecutor(2):
+//   10,000 submit(square, i), the results taken in an asCompleted loop, then shutdown(); run right
+//   after the callback variant, so that both see the same machine. Variant "callback-3-in-flight":
+//   applyAsync with at most 3 tasks in the pool at a time (the executor's maxWorkers + 1 window),
+//   the next one submitted from each callback: the pool's own cost of that window.
 // - W5c-pool-cpu: 200 tasks of ~5 ms of arithmetic each, run serially in the main thread and
 //   with Pool(cpuCount()) (chunksize 1), alternately, 3 times; the line reports the pool's
 //   median tasks/s and the median speedup.
 // As in the peers, the pool is started and its workers are ready before the clock starts.
 //
 //   deno run -A --unstable-worker-options bench/w5_pool.ts [--only W5-pool-map,W5b-pool-async]
+import { asCompleted, ProcessPoolExecutor } from "../lib/futures.ts";
 import { Pool } from "../lib/pool.ts";
 import { cpuCount } from "../lib/process.ts";
 import { emit, since } from "./_common.ts";
@@ -95,6 +100,76 @@ async function w5b(): Promise<void> {
   });
 }
 
+async function w5bWindow(): Promise<void> {
+  const n = 10_000, window = 3;
+  const pool = new Pool({ processes: 2 });
+  await pool.whenReady();
+  const results: number[] = [];
+  let errors = 0, next = 0;
+  const t0 = performance.now();
+  await new Promise<void>((done) => {
+    const submit = () => {
+      const i = next++;
+      pool.applyAsync(square, [i], { callback: settled, errorCallback: failed });
+    };
+    const settled = (r: number) => {
+      results.push(r);
+      if (next < n) submit();
+      else if (results.length + errors === n) done();
+    };
+    const failed = () => {
+      errors++;
+      if (next < n) submit();
+      else if (results.length + errors === n) done();
+    };
+    while (next < window) submit();
+  });
+  pool.close();
+  await pool.join();
+  const s = since(t0);
+  results.sort((a, b) => a - b);
+  emit({
+    workload: "W5b-pool-async",
+    variant: "callback-3-in-flight",
+    n,
+    seconds: s,
+    rate: n / s,
+    unit: "tasks/s",
+    ok: errors === 0 && checkSquares(results, n),
+  });
+}
+
+async function w5bFutures(): Promise<void> {
+  const n = 10_000;
+  const ex = new ProcessPoolExecutor({ maxWorkers: 2 });
+  // Workers ready before the clock starts, as for the callback variant.
+  await ex.submit(square, 0);
+  const results: number[] = [];
+  let errors = 0;
+  const t0 = performance.now();
+  const fs = [];
+  for (let i = 0; i < n; i++) fs.push(ex.submit(square, i));
+  for await (const f of asCompleted(fs)) {
+    try {
+      results.push(await f.result());
+    } catch {
+      errors++;
+    }
+  }
+  await ex.shutdown();
+  const s = since(t0);
+  results.sort((a, b) => a - b);
+  emit({
+    workload: "W5b-pool-async",
+    variant: "futures-asCompleted",
+    n,
+    seconds: s,
+    rate: n / s,
+    unit: "tasks/s",
+    ok: errors === 0 && checkSquares(results, n),
+  });
+}
+
 async function w5c(): Promise<void> {
   const tasks = 200, processes = cpuCount(), rounds = 3;
   // Calibrate one task to ~5 ms in this thread (after warming the function up); the fastest of
@@ -155,6 +230,10 @@ if (import.meta.main) {
     await w5("default");
     await w5("chunk-1000", 1000);
   }
-  if (want("W5b-pool-async")) await w5b();
+  if (want("W5b-pool-async")) {
+    await w5b();
+    await w5bFutures();
+    await w5bWindow();
+  }
   if (want("W5c-pool-cpu")) await w5c();
 }

@@ -463,6 +463,30 @@ const cases: Case[] = [
       "every item was processed exactly once",
     ],
   },
+  {
+    file: "as_completed.ts",
+    scale: 0.1,
+    expect: [
+      "--- 1. ThreadPoolExecutor + asCompleted ---",
+      // Fastest first: as each future completes, not in submission order.
+      "'http://www.cnn.com/' page is 19000 bytes",
+      "'http://www.bbc.co.uk/' page is 21000 bytes",
+      "'http://europe.wsj.com/' page is 22000 bytes",
+      "'http://nonexistant-subdomain.python.org/' generated an exception: getaddrinfo failed",
+      "'http://www.foxnews.com/' page is 23000 bytes",
+      "--- 2. ProcessPoolExecutor.map ---",
+      "112272535095293 is prime: true",
+      "112582705942171 is prime: true",
+      "112272535095293 is prime: true",
+      "115280095190773 is prime: true",
+      "115797848077099 is prime: true",
+      "1099726899285419 is prime: false",
+    ],
+    check(out) {
+      const s = number(out, /all done in ([\d.]+) s/);
+      assert.ok(s >= 2.9 && s < 8, `the loads took ${s} s: they did not run at once`);
+    },
+  },
 ];
 
 /** Runs one example and collects its output; kills it if it hangs. */
