@@ -19,8 +19,8 @@ export {
   type CodecOptions,
   Decoder,
   dumps,
-  Encoder,
   type EncodeOptions,
+  Encoder,
   type HandleKind,
   loads,
   loadsAsync,
@@ -40,7 +40,6 @@ export {
   ALL_COMPLETED,
   asCompleted,
   BrokenProcessPool,
-  CancelledError,
   type Completed,
   type DoneAndNotDone,
   Executor,
@@ -48,6 +47,7 @@ export {
   FIRST_COMPLETED,
   FIRST_EXCEPTION,
   Future,
+  type FuturesWaitOptions,
   ProcessPoolExecutor,
   type ProcessPoolExecutorOptions,
   type ShutdownOptions,
@@ -55,7 +55,6 @@ export {
   type ThreadPoolExecutorOptions,
   wait,
   type Waitable,
-  type WaitOptions,
 } from "./lib/futures.ts";
 export * from "./lib/managers.ts";
 export {

@@ -19,34 +19,9 @@
 
 import { deadlineOf, remainingMs } from "./_atomics.ts";
 import { optionsOf } from "./_args.ts";
-import { TimeoutError, ValueError } from "./errors.ts";
+import { CancelledError, TimeoutError, ValueError } from "./errors.ts";
+export { CancelledError };
 import { AsyncResult } from "./pool.ts";
-
-/**
- * Raised by `Future.result()`/`exception()` of a cancelled future (Python's
- * `concurrent.futures.CancelledError`).
- *
- * @example
- * ```ts
- * import { CancelledError, Future } from "./_future.ts";
- * const f = new Future<number>();
- * f.cancel();
- * const e = await f.result().catch((e) => e);
- * console.assert(e instanceof CancelledError && e.name === "CancelledError");
- * ```
- */
-export class CancelledError extends Error {
-  /** Creates the error. */
-  constructor(message = "the future was cancelled", options?: { cause?: unknown }) {
-    super(message, options);
-    Object.defineProperty(this, "name", {
-      value: "CancelledError",
-      enumerable: false,
-      writable: true,
-      configurable: true,
-    });
-  }
-}
 
 const PENDING = 0, RUNNING = 1, CANCELLED = 2, FINISHED = 3;
 const STATE_NAMES = ["pending", "running", "cancelled", "finished"];
@@ -555,7 +530,7 @@ export const FIRST_EXCEPTION = "FIRST_EXCEPTION";
 export const ALL_COMPLETED = "ALL_COMPLETED";
 
 /** Options of `wait`. */
-export interface WaitOptions {
+export interface FuturesWaitOptions {
   /** Milliseconds after which `wait` resolves with what is done by then (no error). */
   timeout?: number;
   /** When to return: `"ALL_COMPLETED"` (default), `"FIRST_COMPLETED"` or `"FIRST_EXCEPTION"`. */
@@ -588,7 +563,7 @@ export interface DoneAndNotDone<F> {
  */
 export async function wait<F extends Waitable>(
   fs: Iterable<F>,
-  options?: WaitOptions,
+  options?: FuturesWaitOptions,
 ): Promise<DoneAndNotDone<F>> {
   const o = optionsOf(options, "wait", "wait(fs, { timeout: 5000, returnWhen: FIRST_COMPLETED })");
   const when = o.returnWhen ?? ALL_COMPLETED;

@@ -251,6 +251,25 @@ export class ValueError extends Error {
   }
 }
 
+/**
+ * Raised by `Future.result()`/`exception()` of a cancelled future (Python's
+ * `concurrent.futures.CancelledError`).
+ *
+ * @example
+ * ```ts
+ * import { CancelledError } from "./errors.ts";
+ * const e = new CancelledError();
+ * console.assert(e instanceof CancelledError && e.name === "CancelledError");
+ * ```
+ */
+export class CancelledError extends Error {
+  /** Creates the error. */
+  constructor(message = "the future was cancelled", options?: DenompErrorOptions) {
+    super(message, options);
+    named(this, "CancelledError");
+  }
+}
+
 /** Every error class above by name, so the codec can rebuild them on the other side. */
 export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Error>> = {
   Empty,
@@ -262,4 +281,5 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Err
   BrokenBarrierError,
   BrokenPoolError,
   ValueError,
+  CancelledError,
 };

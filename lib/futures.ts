@@ -56,9 +56,9 @@ export {
   FIRST_COMPLETED,
   FIRST_EXCEPTION,
   Future,
+  type FuturesWaitOptions,
   wait,
   type Waitable,
-  type WaitOptions,
 } from "./_future.ts";
 
 /**
