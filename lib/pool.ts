@@ -71,6 +71,8 @@ import {
 } from "./errors.ts";
 import { cpuCount, Process } from "./process.ts";
 import { Decoder, Encoder, withHandleModules } from "./reduction.ts";
+import { exitNote, isolatedEncoder } from "./_os_pool.ts";
+import { checkIsolation, type IsolationOptions } from "./_os_spawn.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Wire format and shared layout (both sides)
@@ -570,7 +572,7 @@ class Slot {
 // Pool
 
 /** Options of `new Pool(...)`. */
-export interface PoolOptions {
+export interface PoolOptions extends IsolationOptions {
   /** Number of worker processes; default `cpuCount()`. */
   processes?: number;
   /** An exported function each worker runs once, before its first task. */
@@ -679,8 +681,10 @@ export class Pool {
   /** Mean task duration (µs, moving average), -1 until known. */
   #svc = -1;
 
-  readonly #enc = new Encoder();
+  #enc = new Encoder();
   readonly #dec = new Decoder();
+  /** Isolation "process": what each worker's `Process` is given (see _os_pool.ts). */
+  #isolated: IsolationOptions | undefined;
   #stage = new Uint8Array(FLUSH_BYTES * 2);
   /** The stage as Float64 values (numeric columns are written through it, 8-aligned). */
   #stageF64 = new Float64Array(this.#stage.buffer);
@@ -705,6 +709,11 @@ export class Pool {
     }
     if (options.initializer !== undefined && typeof options.initializer !== "function") {
       throw new TypeError("initializer must be a callable");
+    }
+    if (checkIsolation(options, "Pool")) {
+      const { isolation, maxMemoryMb, denoFlags } = options;
+      this.#isolated = { isolation, maxMemoryMb, denoFlags };
+      this.#enc = isolatedEncoder();
     }
     this.#processes = processes;
     this.#maxTasks = mt ?? 0;
@@ -1699,6 +1708,7 @@ export class Pool {
       args: [config],
       daemon: true,
       name: `PoolWorker-${wid}`,
+      ...this.#isolated,
     });
     try {
       proc.start();
@@ -1783,7 +1793,7 @@ export class Pool {
             false,
             new BrokenPoolError(
               `pool worker '${w.proc.name}' (pid ${w.proc.pid}) exited with code ${code} ` +
-                `while running this task`,
+                `while running this task${exitNote(w.proc.pid)}`,
             ),
           );
         } else {
@@ -2448,3 +2458,36 @@ class TaskLoop {
     return sent ? sent.then(yes) : true;
   }
 }
+
+/**
+ * The pool's shared layout and wire constants, for the relay of isolation "process"
+ * (`_os_pool.ts`), which moves these messages between this heap and a child's. Internal.
+ *
+ * @example
+ * ```ts ignore
+ * const ctl = new Int32Array(heap().sab, cfg.block, __poolWire.CTL_BYTES >> 2);
+ * ```
+ */
+export const __poolWire = {
+  CTL_BYTES,
+  TASK_RING_BYTES,
+  RESULT_RING_BYTES,
+  WORKER_BLOCK,
+  STARTED,
+  CANCEL_HINT,
+  CANCEL,
+  CANCEL_SLOTS,
+  BELL,
+  BELL_ASLEEP,
+  BELL_BYTES,
+  OP_PAD,
+  OP_DEFINE,
+  OP_TASK,
+  OP_IMPORT,
+  TASK_HEADER,
+  DEFINE_HEADER,
+  R_OK,
+  R_ERR,
+  R_COLUMN,
+  RESULT_HEADER,
+} as const;

@@ -12,9 +12,10 @@ import { Child, setAdoptHook, SystemExit, type TargetKind } from "./_spawn.ts";
 import { callerModule, resolveTarget, type TargetRef } from "./_target.ts";
 import { ProcessError, ValueError } from "./errors.ts";
 import { Encoder, withHandleModules } from "./reduction.ts";
+import { checkIsolation, isolatedEncoder, type IsolationOptions, OsChild } from "./_os_spawn.ts";
 
 /** Options of `new Process(...)`. */
-export interface ProcessOptions<A extends unknown[] = unknown[]> {
+export interface ProcessOptions<A extends unknown[] = unknown[]> extends IsolationOptions {
   /**
    * What to run: an exported function, or `"./module.ts#exportName"`. The module of a function
    * is found automatically; pass `module` when it cannot be (e.g. it is re-exported under
@@ -47,7 +48,9 @@ interface State {
   caller?: string;
   /** Python's `_identity`: the parent's identity plus this child's number. */
   identity: number[];
-  child?: Child;
+  child?: Child | OsChild;
+  /** Set for isolation "process": the child is a `deno` OS process (see _os_spawn.ts). */
+  isolated?: IsolationOptions;
   closed: boolean;
   /** Set on the object that represents the current process (or its parent) inside a worker. */
   self?: ProcessInfo;
@@ -91,6 +94,7 @@ beforeExit(async () => {
 export class Process<A extends unknown[] = unknown[]> {
   /** Prepares a process; nothing runs until `start()`. */
   constructor(options: ProcessOptions<A> = {}) {
+    const isolated = checkIsolation(options, "Process") ? options : undefined;
     states.set(
       this,
       {
@@ -103,6 +107,7 @@ export class Process<A extends unknown[] = unknown[]> {
         caller: callerModule(),
         identity: [...current().identity, ++childCounter],
         closed: false,
+        isolated,
       } satisfies State,
     );
   }
@@ -175,13 +180,13 @@ export class Process<A extends unknown[] = unknown[]> {
       target = resolveTarget(s.target, s.module, s.caller);
       kind = "function";
     }
-    const enc = new Encoder();
+    const enc = s.isolated ? isolatedEncoder() : new Encoder();
     const { result: payload, modules: preload } = withHandleModules(() => ({
       args: enc.encode(s.args, "args").slice(),
       fields: kind === "class" ? enc.encode({ ...this }, "this").slice() : undefined,
     }));
     const name = this.name;
-    s.child = new Child({
+    const spec = {
       target,
       kind,
       payload,
@@ -190,7 +195,8 @@ export class Process<A extends unknown[] = unknown[]> {
       daemon: this.daemon,
       identity: s.identity,
       permissions: s.permissions,
-    });
+    };
+    s.child = s.isolated ? new OsChild(spec, s.isolated, s.args) : new Child(spec);
     children.add(this);
     void s.child.exited.then(() => children.delete(this));
   }

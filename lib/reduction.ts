@@ -241,8 +241,11 @@ const utf8d = new TextDecoder();
  * mean something there, since every other handle is an offset into this program's shared heap.
  */
 export interface CodecOptions {
-  /** Called with a handle kind's name; false makes that handle a `SerializationError`. */
-  handles?: (kind: string) => boolean;
+  /**
+   * Called with a handle kind's name; false makes that handle a `SerializationError`, and a
+   * string does too, with that string as the reason (say why the channel refuses it).
+   */
+  handles?: (kind: string) => boolean | string;
 }
 
 /**
@@ -281,7 +284,7 @@ export interface EncodeOptions {
  * ```
  */
 export class Encoder {
-  #allow: ((kind: string) => boolean) | undefined;
+  #allow: ((kind: string) => boolean | string) | undefined;
   #buf = new Uint8Array(256);
   #dv = new DataView(this.#buf.buffer);
   #pos = 0;
@@ -542,8 +545,9 @@ export class Encoder {
     const kind = kindOf(v);
     if (kind) {
       // Checked before reduce(), which may take a reference for the message in flight.
-      if (this.#allow && !this.#allow(kind.name)) {
-        throw new PathError(`a ${kind.name} cannot be sent over this channel`);
+      const allowed = this.#allow?.(kind.name) ?? true;
+      if (allowed !== true) {
+        throw new PathError(allowed || `a ${kind.name} cannot be sent over this channel`);
       }
       this.#remember(v);
       kindSink?.add(kind.name);
@@ -723,7 +727,7 @@ function unsendable(v: object): string {
  * ```
  */
 export class Decoder {
-  #allow: ((kind: string) => boolean) | undefined;
+  #allow: ((kind: string) => boolean | string) | undefined;
   // Numbers are read from the bytes directly rather than through a DataView: making a DataView
   // per message costs more than decoding a small item, above all over shared memory.
   #b: Uint8Array = new Uint8Array(0);
@@ -762,7 +766,7 @@ export class Decoder {
     let missing: string[] | undefined, names: string[] | undefined;
     for (let n = this.#count(2); n > 0; n--) {
       const name = this.#str(), module = this.#str();
-      if (kindsByName.has(name) || (this.#allow && !this.#allow(name))) continue;
+      if (kindsByName.has(name) || (this.#allow && this.#allow(name) !== true)) continue;
       (names ??= []).push(name);
       if (module) (missing ??= []).push(module);
     }
@@ -922,7 +926,7 @@ export class Decoder {
         const name = this.#str();
         const kind = kindsByName.get(name);
         const desc = this.#value();
-        if (this.#allow && !this.#allow(name)) {
+        if (this.#allow && this.#allow(name) !== true) {
           throw new SerializationError("value", `a '${name}' handle cannot be received here`);
         }
         if (!kind) throw new MissingHandleModule([name], []);
@@ -1037,6 +1041,20 @@ const sharedEncoder = new Encoder();
 const sharedDecoder = new Decoder();
 // A handle's reduce/rebuild may itself encode or decode: nested calls get their own instance.
 let encoding = 0, decoding = 0;
+
+/**
+ * Whether encoded `bytes` hold handles (a message with handles starts with the table of their
+ * kinds): a relay that forwards messages to another program checks this without decoding.
+ *
+ * @example
+ * ```ts
+ * import { dumps, holdsHandles } from "./reduction.ts";
+ * console.assert(!holdsHandles(dumps({ n: 1 })));
+ * ```
+ */
+export function holdsHandles(bytes: Uint8Array): boolean {
+  return bytes[0] === T_KINDS;
+}
 
 /**
  * Encodes `value` into a new `Uint8Array` (Python's `pickle.dumps`); `root` names the value in

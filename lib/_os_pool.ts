@@ -1,0 +1,237 @@
+/**
+ * Isolation "process" for `Pool`: a pool worker that is a `deno` OS process. The pool itself is
+ * unchanged: it writes task messages into the worker's task ring and reads result messages from
+ * its result ring, in its own heap, exactly as for a thread worker. What this module adds is a
+ * relay on each side of the socket, so that every rule of the pool (batching, windows, task
+ * accounting after a death, cancelling, `maxTasksPerChild`, the initializer) is written once.
+ *
+ * - **Parent side** (in the pool's thread): reads each message of the worker's task ring and
+ *   sends it as one frame; writes each result frame into the result ring and rings the pool's
+ *   doorbell. A {@link Channel} writes all frames of a tick at once, and the child batches its
+ *   results the same way: no message per task.
+ * - **Child side** (the child's main thread): the real pool worker (`poolWorker`, unchanged) runs
+ *   in a thread of the child, on rings in the child's own heap; the main thread moves task frames
+ *   into its task ring and its results out to the socket. Keeping the main thread free is what
+ *   lets it report a death exactly: a task that calls `Deno.exit` ends that thread, and the main
+ *   thread sends every result written before it, then which task had started, then exits with
+ *   its code.
+ * - **Which tasks a death fails.** The pool fails the tasks up to the worker's `STARTED` word
+ *   and queues the others again. Here the parent keeps that word: the task after the last
+ *   result received, when more were sent (a worker runs its tasks one at a time, in order), or
+ *   the exact number from the child's death frame when it could send one. A child killed from
+ *   outside (`kill -9`, out of memory, a segfault) costs the task it was running.
+ * - **Cancelling.** The child cannot see the pool's cancel slots, so a task cancelled before it
+ *   started still runs there; its result is dropped on arrival (the pool counted it as skipped).
+ * - **Handles** cannot cross yet: arguments holding one are refused when the pool encodes the
+ *   task (`isolatedEncoder`), and a result holding one is replaced by a `SerializationError`.
+ *
+ * @module
+ */
+
+import { current, setCurrent } from "./_context.ts";
+import { alloc, heap } from "./_heap.ts";
+import {
+  type Channel,
+  exitNote,
+  F_DEATH,
+  F_RESULT,
+  F_TASKS,
+  isolatedEncoder,
+  type OsChild,
+  registerBridge,
+  type StartFrame,
+} from "./_os_spawn.ts";
+import { EOF, Ring, TIMEOUT } from "./_ring.ts";
+import { SerializationError } from "./errors.ts";
+import { __poolWire as W, poolWorker, type WorkerConfig } from "./pool.ts";
+import { Process } from "./process.ts";
+import { dumps, Encoder, holdsHandles, loads } from "./reduction.ts";
+
+export { exitNote, isolatedEncoder };
+
+const POOL = new URL("./pool.ts", import.meta.url).href;
+
+// Module evaluation order: pool.ts imports this module, so nothing of pool.ts is touched here
+// before a child is started.
+registerBridge(`${POOL}#poolWorker`, { childModule: import.meta.url, attach: parentSide });
+
+const u32 = (b: Uint8Array, p: number): number =>
+  (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
+const copyOut = (b: Uint8Array): Uint8Array => b.slice();
+
+/** The number of tasks in a task message. */
+function countTasks(m: Uint8Array): number {
+  let n = 0;
+  for (let p = 0; p < m.length;) {
+    const op = m[p];
+    if (op === W.OP_TASK) {
+      p += W.TASK_HEADER + u32(m, p + 12);
+      n++;
+    } else if (op === W.OP_DEFINE || op === W.OP_IMPORT) p += W.DEFINE_HEADER + u32(m, p + 5);
+    else if (op === W.OP_PAD) p++;
+    else break; // OP_STOP
+  }
+  return n;
+}
+
+/** Rings the pool's doorbell (as a thread worker's result writer does). */
+function ringBell(bell: Int32Array): void {
+  Atomics.add(bell, W.BELL, 1);
+  if (Atomics.load(bell, W.BELL_ASLEEP) !== 0) {
+    Atomics.store(bell, W.BELL_ASLEEP, 0);
+    Atomics.notify(bell, W.BELL);
+  }
+}
+
+/** Takes the pool's cancel slot holding `seq`, if any (the task was withdrawn: drop its result). */
+function takeCancel(ctl: Int32Array, seq: number): boolean {
+  if (Atomics.load(ctl, W.CANCEL_HINT) === 0) return false;
+  for (let i = W.CANCEL; i < W.CANCEL + W.CANCEL_SLOTS; i++) {
+    if (Atomics.load(ctl, i) === seq && Atomics.compareExchange(ctl, i, seq, 0) === seq) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/** A result message holding handles, turned into the task's `SerializationError`. */
+function refused(b: Uint8Array, enc: Encoder): Uint8Array {
+  const err = new SerializationError(
+    "result",
+    `a handle cannot be sent back from a pool worker with isolation "process" yet (handles are not carried across OS processes in this version)`,
+  );
+  const body = enc.encode(err, "error");
+  const out = new Uint8Array(W.RESULT_HEADER + body.length);
+  out.set(b.subarray(0, W.RESULT_HEADER));
+  out[0] = W.R_ERR;
+  out.set(body, W.RESULT_HEADER);
+  return out;
+}
+
+/** The parent side of one isolated pool worker: its rings in this heap <-> the socket. */
+function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
+  const cfg = args[0] as WorkerConfig;
+  const sab = heap().sab;
+  const ctl = new Int32Array(sab, cfg.block, W.CTL_BYTES >> 2);
+  const tasks = new Ring(cfg.block + W.CTL_BYTES, cfg.block);
+  const results = new Ring(cfg.block + W.CTL_BYTES + W.TASK_RING_BYTES, cfg.block);
+  const bell = new Int32Array(sab, cfg.bell, W.BELL_BYTES >> 2);
+  const enc = new Encoder();
+  const dead = () => child.exitCode !== null;
+  const sendOptions = { broken: dead };
+  /** Tasks sent to the child, and the number of the last one it answered. */
+  let sent = 0, answered = 0, final = false;
+  const started = () => {
+    if (!final) Atomics.store(ctl, W.STARTED, sent > answered ? answered + 1 : answered);
+  };
+  ch.listen((type, b) => {
+    if (type === F_RESULT) {
+      const kind = b[0];
+      if (kind === W.R_OK || kind === W.R_ERR || kind === W.R_COLUMN) {
+        const seq = u32(b, 4);
+        answered = seq;
+        started();
+        if (takeCancel(ctl, seq)) return;
+        if (kind !== W.R_COLUMN && holdsHandles(b.subarray(W.RESULT_HEADER))) b = refused(b, enc);
+      }
+      void results.post(b, sendOptions);
+      ringBell(bell);
+    } else if (type === F_DEATH) {
+      // The child's own count: exact, where the estimate above may count one task too many.
+      const [begun] = loads<[number, number | null]>(b);
+      Atomics.store(ctl, W.STARTED, begun);
+      final = true;
+    }
+  });
+  // Stop reading the ring the moment the child is gone: the pool reuses its block soon after.
+  const stop = new AbortController();
+  void child.exited.then(() => stop.abort());
+  void (async () => {
+    for (;;) {
+      const m = await tasks.recv(copyOut, { eof: dead, signal: stop.signal });
+      if (m === EOF || m === TIMEOUT || dead()) return;
+      sent += countTasks(m);
+      started();
+      ch.send(F_TASKS, m);
+    }
+  })().catch(() => {});
+}
+
+/**
+ * The child side of an isolated pool worker (run by the child's main module instead of the
+ * target): starts the real pool worker in a thread on rings in this process's heap and relays.
+ * Resolves with the exit code of the process.
+ *
+ * @example
+ * ```ts ignore
+ * // In _os_child.ts, for a start frame naming this module as its bridge:
+ * Deno.exit(await childMain(channel, start));
+ * ```
+ */
+export async function childMain(ch: Channel, start: StartFrame): Promise<number> {
+  const cfg = loads<[WorkerConfig]>(start.payload.args)[0];
+  const block = alloc(W.WORKER_BLOCK);
+  Ring.init(block + W.CTL_BYTES, W.TASK_RING_BYTES);
+  Ring.init(block + W.CTL_BYTES + W.TASK_RING_BYTES, W.RESULT_RING_BYTES);
+  const bellAt = alloc(W.BELL_BYTES);
+  const sab = heap().sab;
+  const ctl = new Int32Array(sab, block, W.CTL_BYTES >> 2);
+  const tasks = new Ring(block + W.CTL_BYTES, block);
+  const results = new Ring(block + W.CTL_BYTES + W.TASK_RING_BYTES, block);
+  const bell = new Int32Array(sab, bellAt, W.BELL_BYTES >> 2);
+  ch.listen((type, body) => {
+    if (type === F_TASKS) void tasks.post(body);
+  });
+  // The parent is gone: so is this worker (whatever its thread is doing).
+  void ch.closed.then(() => Deno.kill(Deno.pid, "SIGKILL"));
+  const worker = new Process<[WorkerConfig]>({
+    target: poolWorker,
+    module: POOL,
+    args: [{ ...cfg, block, bell: bellAt }],
+    daemon: true,
+    name: start.info.name,
+  });
+  // This process is the daemonic pool worker; its thread is part of it, not a child of its own.
+  setCurrent({ ...current(), daemon: false });
+  try {
+    worker.start();
+  } finally {
+    setCurrent({ ...current(), daemon: true });
+  }
+  let exited = false;
+  void worker.join().then(() => {
+    exited = true;
+    Atomics.add(bell, W.BELL, 1);
+    Atomics.notify(bell, W.BELL);
+  });
+  const out = (b: Uint8Array): true => {
+    ch.send(F_RESULT, b);
+    return true;
+  };
+  for (;;) {
+    const seen = Atomics.load(bell, W.BELL);
+    let n = 0;
+    for (;;) {
+      if (results.tryRecv(out) !== TIMEOUT) {
+        n++;
+        continue;
+      }
+      // A message too large for one frame is streamed: read it whole.
+      if (results.empty() || (await results.recv(out, { timeout: 0 })) === TIMEOUT) break;
+      n++;
+    }
+    if (n) continue;
+    if (exited) break;
+    // Raise the flag, then look again (the worker bumps the counter, then looks at the flag).
+    Atomics.store(bell, W.BELL_ASLEEP, 1);
+    if (Atomics.load(bell, W.BELL) === seen) {
+      const w = Atomics.waitAsync(bell, W.BELL, seen);
+      if (w.async) await w.value;
+    }
+    Atomics.store(bell, W.BELL_ASLEEP, 0);
+  }
+  const code = worker.exitCode ?? 1;
+  ch.send(F_DEATH, dumps([Atomics.load(ctl, W.STARTED), code]));
+  await ch.drain();
+  return code;
+}

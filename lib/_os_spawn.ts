@@ -1,0 +1,623 @@
+/**
+ * Isolation "process", parent side: a child that is a separate `deno` OS process, started with
+ * `Deno.Command`, as `Child` in `_spawn.ts` is a Web Worker. `Process` hands over to
+ * {@link OsChild} when its options say `isolation: "process"`; the two have the same shape
+ * (pid, exitCode, exited, terminate), so everything above them is written once.
+ *
+ * Why a separate OS process: crash isolation. A child that segfaults, runs out of memory (its
+ * V8 heap is capped by `maxMemoryMb`), calls `Deno.exit` or is killed from a shell costs only
+ * itself, and `terminate()` frees its CPU at once (a signal), which `Worker.terminate()` cannot
+ * do to a thread busy in synchronous code.
+ *
+ * Transport: one Unix domain socket per parent (in a private temporary folder); each child
+ * connects and says which child it is with a random token. Not stdin/stdout: the child's
+ * `console.log` writes to fd 1, so stdout cannot be a framed channel. Frames are
+ * `[u32 length][u8 type][body]`; a {@link Channel} gathers every frame sent in one tick into one
+ * write, so a burst of results costs one system call, not one per task.
+ *
+ * Flags: the child runs `deno run` with the parent's own module-resolution flags (config, import
+ * map, lock, node_modules, unstable features: read from `/proc/self/cmdline` where there is one,
+ * else Deno finds `deno.json` from the same working folder as the parent did), the permissions
+ * described at {@link permissionFlags}, `--no-prompt`, the heap cap, then the `denoFlags` option.
+ *
+ * No orphans: a child kills itself when its parent's pid is no longer its parent (a tiny watchdog
+ * thread polls `Deno.ppid`, so even a child busy in synchronous code notices a parent killed with
+ * SIGKILL) or when the socket closes. An orderly exit of the parent kills its daemon children.
+ *
+ * @module
+ */
+
+import { allocSlot, heap, markDead } from "./_heap.ts";
+import { current } from "./_context.ts";
+import type { ChildSpec } from "./_spawn.ts";
+import { ProcessError, ValueError } from "./errors.ts";
+import { dumps, Encoder } from "./reduction.ts";
+
+/** Where a child runs: a Web Worker of this process, or a `deno` OS process of its own. */
+export type Isolation = "thread" | "process";
+
+/** The options that choose and shape an isolated child (part of `Process` and `Pool` options). */
+export interface IsolationOptions {
+  /** `"thread"` (default): a Web Worker; `"process"`: a separate `deno` OS process. */
+  isolation?: Isolation;
+  /** With isolation `"process"` only: the child's V8 heap limit in MiB (`--max-old-space-size`). */
+  maxMemoryMb?: number;
+  /** With isolation `"process"` only: extra `deno run` flags for the child, after the inherited ones. */
+  denoFlags?: string[];
+}
+
+/**
+ * Validates the isolation options of `what` (`"Process"`, `"Pool"`): `ValueError` naming the
+ * problem. Returns true when the child is an OS process.
+ */
+export function checkIsolation(options: IsolationOptions, what: string): boolean {
+  const iso = options.isolation ?? "thread";
+  if (iso !== "thread" && iso !== "process") {
+    throw new ValueError(
+      `${what}: isolation must be "thread" or "process": current value is ${String(iso)}`,
+    );
+  }
+  if (options.maxMemoryMb !== undefined) {
+    if (iso !== "process") {
+      throw new ValueError(
+        `${what}: maxMemoryMb needs isolation "process" (threads share one V8 heap, so a thread's memory cannot be capped)`,
+      );
+    }
+    const mb = options.maxMemoryMb;
+    if (!Number.isInteger(mb) || mb < 16) {
+      throw new ValueError(
+        `${what}: maxMemoryMb must be an integer of at least 16: current value is ${mb}`,
+      );
+    }
+  }
+  if (options.denoFlags !== undefined) {
+    if (iso !== "process") {
+      throw new ValueError(`${what}: denoFlags needs isolation "process"`);
+    }
+    if (!Array.isArray(options.denoFlags) || options.denoFlags.some((f) => typeof f !== "string")) {
+      throw new TypeError(`${what}: denoFlags must be an array of strings`);
+    }
+  }
+  return iso === "process";
+}
+
+/**
+ * An encoder for values sent to an isolated child: a handle (an offset into this program's
+ * shared heap) means nothing there, so it is refused with a `SerializationError` naming it.
+ */
+export function isolatedEncoder(): Encoder {
+  return new Encoder({
+    handles: (kind) =>
+      `a ${kind} cannot be sent to a child with isolation "process" yet (handles are not carried across OS processes in this version): pass values, or use isolation "thread"`,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+/** Frame types. */
+export const F_HELLO = 1, F_START = 2, F_TASKS = 3, F_RESULT = 4, F_DEATH = 5;
+const FRAME_HEADER = 5;
+
+/**
+ * A framed, batched, duplex channel over a socket: frames sent in one tick go out in one write,
+ * in order; frames received are handed to `onFrame` one by one.
+ */
+export class Channel {
+  /** Frames received before anybody listens (kept, in order, for the first listener). */
+  #backlog: [number, Uint8Array][] = [];
+  #onFrame: (type: number, body: Uint8Array) => void = (type, body) =>
+    void this.#backlog.push([type, body]);
+  /** Resolves when the peer has closed (or the socket failed): every frame before is delivered. */
+  readonly closed: Promise<void>;
+  readonly #conn: Deno.Conn;
+  #out: Uint8Array[] = [];
+  #outBytes = 0;
+  #writing = false;
+  #dead = false;
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+    this.closed = this.#read();
+  }
+
+  /**
+   * Hands each frame received from now on to `onFrame` (the body is the receiver's to keep),
+   * after the frames that arrived while nobody listened.
+   */
+  listen(onFrame: ((type: number, body: Uint8Array) => void) | undefined): void {
+    if (!onFrame) {
+      this.#onFrame = (type, body) => void this.#backlog.push([type, body]);
+      return;
+    }
+    this.#onFrame = onFrame;
+    for (const [type, body] of this.#backlog.splice(0)) onFrame(type, body);
+  }
+
+  /** Queues a frame; it is written with every other frame of this tick. */
+  send(type: number, body: Uint8Array): void {
+    if (this.#dead) return;
+    const f = new Uint8Array(FRAME_HEADER + body.length);
+    new DataView(f.buffer).setUint32(0, body.length, true);
+    f[4] = type;
+    f.set(body, FRAME_HEADER);
+    this.#out.push(f);
+    this.#outBytes += f.length;
+    if (!this.#writing) {
+      this.#writing = true;
+      queueMicrotask(() => void this.#flush());
+    }
+  }
+
+  /** Resolves once every frame sent so far is written (or the socket failed). */
+  async drain(): Promise<void> {
+    while (this.#writing && !this.#dead) await new Promise((r) => setTimeout(r, 1));
+  }
+
+  /** Lets the program end while the socket is open (a daemon child). */
+  unref(): void {
+    this.#conn.unref();
+  }
+
+  /** Closes the socket. */
+  close(): void {
+    if (this.#dead) return;
+    this.#dead = true;
+    try {
+      this.#conn.close();
+    } catch { /* closed already */ }
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#out.length && !this.#dead) {
+        const parts = this.#out, n = this.#outBytes;
+        this.#out = [];
+        this.#outBytes = 0;
+        let buf = parts[0];
+        if (parts.length > 1) {
+          buf = new Uint8Array(n);
+          let at = 0;
+          for (const p of parts) buf.set(p, at), at += p.length;
+        }
+        for (let at = 0; at < buf.length;) at += await this.#conn.write(buf.subarray(at));
+      }
+    } catch {
+      this.close();
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  async #read(): Promise<void> {
+    let pending = new Uint8Array(0);
+    const chunk = new Uint8Array(256 << 10);
+    try {
+      for (;;) {
+        const n = await this.#conn.read(chunk);
+        if (n === null) break;
+        let buf: Uint8Array;
+        if (pending.length) {
+          buf = new Uint8Array(pending.length + n);
+          buf.set(pending);
+          buf.set(chunk.subarray(0, n), pending.length);
+        } else buf = chunk.subarray(0, n);
+        let at = 0;
+        while (buf.length - at >= FRAME_HEADER) {
+          const len = new DataView(buf.buffer, buf.byteOffset + at).getUint32(0, true);
+          if (buf.length - at - FRAME_HEADER < len) break;
+          const body = buf.slice(at + FRAME_HEADER, at + FRAME_HEADER + len);
+          const type = buf[at + 4];
+          at += FRAME_HEADER + len;
+          this.#onFrame(type, body);
+        }
+        pending = buf.slice(at);
+      }
+    } catch {
+      // A reset socket is a closed one.
+    }
+    this.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent's listener
+
+interface Listening {
+  path: string;
+  dir: string;
+  waiting: Map<string, (ch: Channel) => void>;
+}
+let listening: Listening | undefined;
+
+function listener(): Listening {
+  if (listening) return listening;
+  const dir = Deno.makeTempDirSync({ prefix: "denomp-" });
+  const path = `${dir}/s`;
+  const l = Deno.listen({ transport: "unix", path });
+  l.unref();
+  const waiting = new Map<string, (ch: Channel) => void>();
+  listening = { path, dir, waiting };
+  void (async () => {
+    for await (const conn of l) {
+      const ch = new Channel(conn);
+      ch.listen((type, body) => {
+        const token = type === F_HELLO ? new TextDecoder().decode(body) : "";
+        const take = waiting.get(token);
+        if (!take) return ch.close();
+        waiting.delete(token);
+        ch.listen(() => {});
+        take(ch);
+      });
+    }
+  })().catch(() => {});
+  addEventListener("unload", () => {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* gone */ }
+  });
+  return listening;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flags
+
+const PERMISSIONS = ["read", "write", "net", "env", "sys", "run", "ffi", "import"] as const;
+type PermName = typeof PERMISSIONS[number];
+
+let parentArgs: string[] | null | undefined;
+
+/** The parent's own `deno` flags (before its main module), or null when they cannot be read. */
+function ownFlags(): string[] | null {
+  if (parentArgs !== undefined) return parentArgs;
+  try {
+    const argv = Deno.readTextFileSync("/proc/self/cmdline").split("\0").filter((a) => a);
+    // argv: deno <subcommand> flags... <script> args...: the flags end where Deno.args begin,
+    // minus the script (or before the first non-flag).
+    const end = argv.length - Deno.args.length;
+    const flags: string[] = [];
+    for (let i = 2; i < end; i++) {
+      const a = argv[i];
+      if (!a.startsWith("-")) break;
+      flags.push(a);
+      if (VALUE_FLAGS.has(a) && i + 1 < end) flags.push(argv[++i]);
+    }
+    parentArgs = flags;
+  } catch {
+    parentArgs = null;
+  }
+  return parentArgs;
+}
+
+/** Flags that take their value as the next argument. */
+const VALUE_FLAGS = new Set(["-c", "--config", "--import-map", "--cert", "--location", "--seed"]);
+/** Flags (or their `--flag=` forms) a child inherits: how modules resolve, and V8's settings. */
+const INHERITED = [
+  "-c",
+  "--config",
+  "--no-config",
+  "--import-map",
+  "--lock",
+  "--no-lock",
+  "--frozen",
+  "--node-modules-dir",
+  "--vendor",
+  "--cached-only",
+  "--no-remote",
+  "--no-npm",
+  "--cert",
+  "--location",
+  "--seed",
+  "--unstable",
+  "--v8-flags",
+];
+
+function inheritedFlags(): string[] {
+  const own = ownFlags() ?? [];
+  const out: string[] = [];
+  for (let i = 0; i < own.length; i++) {
+    const a = own[i], name = a.split("=")[0];
+    if (!INHERITED.some((f) => name === f || name.startsWith("--unstable"))) continue;
+    out.push(a);
+    if (VALUE_FLAGS.has(a) && i + 1 < own.length) out.push(own[++i]);
+  }
+  return out;
+}
+
+/** The parent's `--allow-X=list` / `--deny-X[=list]` flags for `name`. */
+function ownPermissionFlags(name: PermName): { allow?: string; deny: string[] } {
+  const own = ownFlags() ?? [];
+  let allow: string | undefined;
+  const deny: string[] = [];
+  for (const a of own) {
+    if (a.startsWith(`--allow-${name}=`)) allow = a;
+    else if (a === `--deny-${name}` || a.startsWith(`--deny-${name}=`)) deny.push(a);
+  }
+  return { allow, deny };
+}
+
+const toPath = (v: string | URL): string =>
+  v instanceof URL || /^file:/.test(String(v)) ? new URL(String(v)).pathname : String(v);
+
+/**
+ * The child's permission flags. As for thread workers: a permission not named is inherited
+ * (the parent's grant, as `--allow-X` / its own `--allow-X=list`, and its `--deny-X` flags);
+ * a named one is as given (`true`, `false`, or a list; at most the parent's, else
+ * `ValueError`). The runtime's own needs are added: reading denomp's and the target's folders,
+ * and the socket.
+ */
+export function permissionFlags(
+  p: Deno.PermissionOptions | undefined,
+  needRead: string[],
+  needWrite: string[],
+): string[] {
+  const flags: string[] = [];
+  for (const name of PERMISSIONS) {
+    const v = p === undefined || p === "inherit"
+      ? "inherit"
+      : p === "none"
+      ? false
+      : (p as Record<string, unknown>)[name] ?? "inherit";
+    const need = name === "read" ? needRead : name === "write" ? needWrite : [];
+    let state: Deno.PermissionState;
+    try {
+      state = Deno.permissions.querySync({ name } as Deno.PermissionDescriptor).state;
+    } catch {
+      state = "prompt";
+    }
+    if (v === "inherit") {
+      const own = ownPermissionFlags(name);
+      if (state === "granted") flags.push(`--allow-${name}`);
+      else if (own.allow) flags.push(need.length ? `${own.allow},${need.join(",")}` : own.allow);
+      else if (need.length) flags.push(`--allow-${name}=${need.join(",")}`);
+      flags.push(...own.deny);
+      continue;
+    }
+    if (v === true) {
+      if (state !== "granted") {
+        throw new ValueError(
+          `permissions.${name}: true is more than this process has (a child gets at most its parent's permissions)`,
+        );
+      }
+      flags.push(`--allow-${name}`);
+      continue;
+    }
+    const list = Array.isArray(v) ? v.map((x) => toPath(x as string | URL)) : [];
+    if (Array.isArray(v)) {
+      for (const x of list) {
+        const desc = (name === "read" || name === "write" || name === "ffi"
+          ? { name, path: x }
+          : name === "net" || name === "import"
+          ? { name, host: x }
+          : name === "env"
+          ? { name, variable: x }
+          : name === "run"
+          ? { name, command: x }
+          : { name, kind: x }) as Deno.PermissionDescriptor;
+        let ok = false;
+        try {
+          ok = Deno.permissions.querySync(desc).state === "granted";
+        } catch {
+          /* unknown: refuse */
+        }
+        if (!ok) {
+          throw new ValueError(
+            `permissions.${name}: '${x}' is more than this process has (a child gets at most its parent's permissions)`,
+          );
+        }
+      }
+    } else if (v !== false) {
+      throw new ValueError(`permissions.${name} must be "inherit", a boolean or a list`);
+    }
+    const all = [...list, ...need];
+    if (all.length) flags.push(`--allow-${name}=${all.join(",")}`);
+  }
+  return flags;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bridges: targets whose parent side needs more than "start and wait" (a pool worker).
+
+/** The parent side of a target that talks with its parent after the start (a pool worker). */
+export interface Bridge {
+  /** The module whose `childMain(channel, start)` the child runs instead of the target. */
+  readonly childModule: string;
+  /** Starts the parent side once the child is connected; `args` are the target's arguments. */
+  attach(ch: Channel, args: unknown[], child: OsChild): void;
+}
+
+const bridges = new Map<string, Bridge>();
+
+/** Registers the bridge of the target `module#name`. */
+export function registerBridge(target: string, bridge: Bridge): void {
+  bridges.set(target, bridge);
+}
+
+/** What the child receives first. */
+export interface StartFrame {
+  info: {
+    name: string;
+    daemon: boolean;
+    identity: number[];
+    authkey: Uint8Array;
+    parent: { name: string; pid: number };
+  };
+  target: { module: string; name: string };
+  kind: "function" | "class";
+  payload: { args: Uint8Array; fields?: Uint8Array };
+  preload: string[];
+  /** Set when a bridge runs the child: its module. */
+  bridge?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child as its parent sees it
+
+const CHILD_MAIN = new URL("./_os_child.ts", import.meta.url);
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGILL: 4,
+  SIGTRAP: 5,
+  SIGABRT: 6,
+  SIGBUS: 7,
+  SIGFPE: 8,
+  SIGKILL: 9,
+  SIGSEGV: 11,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+};
+/** Why children died, by OS pid, when their exit code alone does not say (out of memory). */
+const reasons = new Map<number, string>();
+const running = new Set<OsChild>();
+
+// An orderly exit of this program ends its children: daemon ones are not waited for, and a
+// child must not outlive its parent.
+addEventListener("unload", () => {
+  for (const c of running) c.terminate(-9);
+});
+
+/**
+ * Why the isolated child with OS pid `pid` died, when its exit code does not say it (e.g.
+ * `" (it ran out of memory: maxMemoryMb is 128)"`), or "".
+ */
+export function exitNote(pid: number | null): string {
+  return pid === null ? "" : reasons.get(pid) ?? "";
+}
+
+/** An isolated child: a `deno` OS process running the target (or a bridge's child side). */
+export class OsChild {
+  /** The child's slot in this program's process table (marked dead when it ends). */
+  readonly slot: number;
+  /** The child's OS pid. */
+  readonly pid: number;
+  /** Resolves with the exit code once the child is gone and every frame it sent is handled. */
+  readonly exited: Promise<number>;
+  #proc: Deno.ChildProcess;
+  #code: number | null = null;
+  #resolve!: (code: number) => void;
+  #channel: Channel | null = null;
+
+  constructor(spec: ChildSpec, options: IsolationOptions, args: unknown[]) {
+    const l = listener();
+    const token = crypto.randomUUID();
+    const target = spec.target;
+    const bridge = bridges.get(`${target.module}#${target.name}`);
+    const dirs = [CHILD_MAIN.href, target.module, ...(spec.preload ?? [])]
+      .filter((u) => u.startsWith("file:"))
+      .map((u) => new URL(".", u).pathname);
+    const flags = permissionFlags(spec.permissions, [...new Set([...dirs, l.path])], [l.path]);
+    const v8 = options.maxMemoryMb
+      ? [`--v8-flags=--max-old-space-size=${options.maxMemoryMb}`]
+      : [];
+    let inherited = inheritedFlags();
+    if (v8.length) {
+      // One --v8-flags: the parent's own V8 flags and the heap cap together.
+      const own = inherited.find((f) => f.startsWith("--v8-flags="));
+      inherited = inherited.filter((f) => f !== own);
+      if (own) v8[0] = `${own},--max-old-space-size=${options.maxMemoryMb}`;
+    }
+    const main = CHILD_MAIN.protocol === "file:" ? CHILD_MAIN.pathname : CHILD_MAIN.href;
+    const cmdArgs = [
+      "run",
+      "--no-prompt",
+      ...inherited,
+      ...(inherited.some((f) => f.startsWith("--unstable-worker-options") || f === "--unstable")
+        ? []
+        : ["--unstable-worker-options"]),
+      ...flags,
+      ...v8,
+      ...(options.denoFlags ?? []),
+      main,
+      l.path,
+      token,
+      String(Deno.pid),
+    ];
+    try {
+      this.#proc = new Deno.Command(Deno.execPath(), {
+        args: cmdArgs,
+        stdin: "null",
+        stdout: "inherit",
+        stderr: "inherit",
+      }).spawn();
+    } catch (e) {
+      throw new ProcessError(
+        `cannot start a child with isolation "process" (it needs --allow-run and --allow-write for a socket in the temporary folder): ${
+          e instanceof Error ? e.message : e
+        }`,
+        { cause: e },
+      );
+    }
+    this.pid = this.#proc.pid;
+    this.slot = allocSlot(heap().slot);
+    this.exited = new Promise((r) => (this.#resolve = r));
+    running.add(this);
+    if (spec.daemon) this.#proc.unref();
+    const parent = current();
+    const start: StartFrame = {
+      info: {
+        name: spec.name,
+        daemon: spec.daemon,
+        identity: spec.identity,
+        authkey: parent.authkey,
+        parent: { name: parent.name, pid: parent.pid },
+      },
+      target,
+      kind: spec.kind,
+      payload: spec.payload,
+      preload: spec.preload ?? [],
+      bridge: bridge?.childModule,
+    };
+    let connected: (ch: Channel | null) => void;
+    const channel = new Promise<Channel | null>((r) => (connected = r));
+    l.waiting.set(token, (ch) => {
+      this.#channel = ch;
+      if (spec.daemon) ch.unref();
+      ch.send(F_START, dumps(start));
+      bridge?.attach(ch, args, this);
+      connected(ch);
+    });
+    void this.#proc.status.then(async (s) => {
+      l.waiting.delete(token);
+      connected(null);
+      const ch = await channel;
+      // Every frame the child sent before it died is handled before its death is.
+      if (ch) await ch.closed;
+      let code = s.signal ? -(SIGNALS[s.signal] ?? 1) : s.code;
+      if (s.signal === null && s.code > 128 && s.code < 160) code = -(s.code - 128);
+      if (options.maxMemoryMb && (code === -5 || code === -6)) {
+        reasons.set(
+          this.pid,
+          ` (it ran out of memory: maxMemoryMb is ${options.maxMemoryMb})`,
+        );
+        if (reasons.size > 1000) reasons.delete(reasons.keys().next().value!);
+      }
+      this.#finish(code);
+    });
+  }
+
+  /** The exit code, or null while the child runs. */
+  get exitCode(): number | null {
+    return this.#code;
+  }
+
+  /** Stops the child at once with SIGTERM (`code` -15) or SIGKILL (-9). */
+  terminate(code: number): void {
+    if (this.#code !== null) return;
+    try {
+      this.#proc.kill(code === -9 ? "SIGKILL" : "SIGTERM");
+    } catch { /* gone already */ }
+    this.#finish(code);
+  }
+
+  #finish(code: number): void {
+    if (this.#code !== null) return;
+    this.#code = code;
+    running.delete(this);
+    this.#channel?.close();
+    markDead(this.slot);
+    this.#resolve(code);
+  }
+}
