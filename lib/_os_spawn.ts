@@ -27,6 +27,7 @@
  * @module
  */
 
+import { keepAlive } from "./_atomics.ts";
 import { allocSlot, heap, markDead } from "./_heap.ts";
 import { current } from "./_context.ts";
 import type { ChildSpec } from "./_spawn.ts";
@@ -227,7 +228,9 @@ interface Listening {
   path: string;
   dir: string;
   waiting: Map<string, (ch: Channel) => void>;
+  close(): void;
 }
+/** The listener, while some child lives (it is closed when the last one is gone). */
 let listening: Listening | undefined;
 
 function listener(): Listening {
@@ -237,7 +240,16 @@ function listener(): Listening {
   const l = Deno.listen({ transport: "unix", path });
   l.unref();
   const waiting = new Map<string, (ch: Channel) => void>();
-  listening = { path, dir, waiting };
+  const close = () => {
+    if (listening?.dir === dir) listening = undefined;
+    try {
+      l.close();
+    } catch { /* closed */ }
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* gone */ }
+  };
+  listening = { path, dir, waiting, close };
   void (async () => {
     for await (const conn of l) {
       const ch = new Channel(conn);
@@ -251,11 +263,6 @@ function listener(): Listening {
       });
     }
   })().catch(() => {});
-  addEventListener("unload", () => {
-    try {
-      Deno.removeSync(dir, { recursive: true });
-    } catch { /* gone */ }
-  });
   return listening;
 }
 
@@ -471,13 +478,31 @@ const SIGNALS: Record<string, number> = {
 };
 /** Why children died, by OS pid, when their exit code alone does not say (out of memory). */
 const reasons = new Map<number, string>();
+/** Children whose OS process may still exist. */
 const running = new Set<OsChild>();
+let goneWaiters: (() => void)[] = [];
+
+function forget(c: OsChild): void {
+  running.delete(c);
+  if (running.size) return;
+  listening?.close();
+  for (const r of goneWaiters.splice(0)) r();
+}
 
 // An orderly exit of this program ends its children: daemon ones are not waited for, and a
 // child must not outlive its parent.
 addEventListener("unload", () => {
   for (const c of running) c.terminate(-9);
+  listening?.close();
 });
+
+/** Test-only hooks (not exported from mod.ts). */
+export const __testHooks = {
+  /** Resolves when no isolated child's OS process is left (tests end with no pending op). */
+  gone(): Promise<void> {
+    return running.size ? keepAlive(new Promise((r) => goneWaiters.push(r))) : Promise.resolve();
+  },
+};
 
 /**
  * Why the isolated child with OS pid `pid` died, when its exit code does not say it (e.g.
@@ -499,6 +524,7 @@ export class OsChild {
   #code: number | null = null;
   #resolve!: (code: number) => void;
   #channel: Channel | null = null;
+  #escalate: ReturnType<typeof setTimeout> | undefined;
 
   constructor(spec: ChildSpec, options: IsolationOptions, args: unknown[]) {
     const l = listener();
@@ -585,8 +611,7 @@ export class OsChild {
       const ch = await channel;
       // Every frame the child sent before it died is handled before its death is.
       if (ch) await ch.closed;
-      let code = s.signal ? -(SIGNALS[s.signal] ?? 1) : s.code;
-      if (s.signal === null && s.code > 128 && s.code < 160) code = -(s.code - 128);
+      const code = s.signal ? -(SIGNALS[s.signal] ?? 1) : s.code;
       if (options.maxMemoryMb && (code === -5 || code === -6)) {
         reasons.set(
           this.pid,
@@ -595,6 +620,8 @@ export class OsChild {
         if (reasons.size > 1000) reasons.delete(reasons.keys().next().value!);
       }
       this.#finish(code);
+      clearTimeout(this.#escalate);
+      forget(this);
     });
   }
 
@@ -608,14 +635,24 @@ export class OsChild {
     if (this.#code !== null) return;
     try {
       this.#proc.kill(code === -9 ? "SIGKILL" : "SIGTERM");
+      // A child that handles SIGTERM itself and lingers is killed a second later.
+      if (code !== -9) {
+        const t = setTimeout(() => {
+          try {
+            this.#proc.kill("SIGKILL");
+          } catch { /* gone */ }
+        }, 1000);
+        Deno.unrefTimer(t);
+        this.#escalate = t;
+      }
     } catch { /* gone already */ }
     this.#finish(code);
   }
 
+  /** Records the exit: at once for terminate()/kill(), else once the OS process is gone. */
   #finish(code: number): void {
     if (this.#code !== null) return;
     this.#code = code;
-    running.delete(this);
     this.#channel?.close();
     markDead(this.slot);
     this.#resolve(code);

@@ -1,0 +1,279 @@
+import assert from "node:assert/strict";
+import { Process } from "../lib/process.ts";
+import { Pool } from "../lib/pool.ts";
+import { Queue } from "../lib/queues.ts";
+import { BrokenPoolError, SerializationError, TimeoutError, ValueError } from "../lib/errors.ts";
+import { __testHooks } from "../lib/_os_spawn.ts";
+import {
+  boom,
+  hog,
+  init,
+  initTag,
+  note,
+  pid,
+  pidAfter,
+  quit,
+  slow,
+  spin,
+  square,
+  squareOrExit,
+  squareOrWait,
+} from "./fixtures/isolation_tasks.ts";
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** Whether OS process `pid` is gone (no entry, or a zombie nobody reaped). */
+function gone(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] === "Z";
+  } catch {
+    return true;
+  }
+}
+
+/** Milliseconds until `pid` is gone (polled), or Infinity after `limit` ms. */
+async function msUntilGone(pid: number, limit = 5000): Promise<number> {
+  const t0 = performance.now();
+  while (!gone(pid)) {
+    if (performance.now() - t0 > limit) return Infinity;
+    await delay(5);
+  }
+  return performance.now() - t0;
+}
+
+Deno.test("isolation process: the target runs in its own deno OS process; p.pid is its pid", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    const p = new Process({ target: note, args: [file, "hi"], isolation: "process" });
+    p.start();
+    assert.notEqual(p.pid, Deno.pid);
+    await p.join();
+    assert.equal(p.exitCode, 0);
+    // The child's Deno.pid and getPid() are both the OS pid the parent sees.
+    assert.equal(await Deno.readTextFile(file), `hi ${p.pid} ${p.pid}`);
+  } finally {
+    await Deno.remove(file);
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process: exit codes (exit(n), Deno.exit(n), an uncaught error)", async () => {
+  const codes = [];
+  // deno-lint-ignore no-explicit-any
+  const runs: [(...a: any[]) => unknown, unknown[]][] = [[quit, [4]], [quit, [5, true]], [
+    boom,
+    ["x"],
+  ]];
+  for (const [target, args] of runs) {
+    const p = new Process({ target, args, isolation: "process" });
+    p.start();
+    await p.join();
+    codes.push(p.exitCode);
+  }
+  assert.deepEqual(codes, [4, 5, 1]);
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: terminate() and kill() stop a runaway loop; its OS process is gone within 1 s", async () => {
+  for (const [stop, code] of [["terminate", -15], ["kill", -9]] as const) {
+    const p = new Process({ target: spin, isolation: "process" });
+    p.start();
+    await delay(300);
+    assert.ok(!gone(p.pid!));
+    p[stop]();
+    assert.equal(p.exitCode, code);
+    assert.ok((await msUntilGone(p.pid!)) < 1000, `${stop}: the child still runs after 1 s`);
+    await p.join();
+  }
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: maxMemoryMb caps the child's heap: it ends non-zero, the parent lives on", async () => {
+  const p = new Process({ target: hog, isolation: "process", maxMemoryMb: 128 });
+  p.start();
+  await p.join();
+  assert.ok(p.exitCode !== 0 && p.exitCode !== null, `exit code ${p.exitCode}`);
+  await __testHooks.gone();
+});
+
+Deno.test("isolation options: bad values are a ValueError naming why", () => {
+  assert.throws(
+    () => new Process({ target: spin, maxMemoryMb: 128 }),
+    (e) => e instanceof ValueError && /maxMemoryMb needs isolation "process"/.test(e.message),
+  );
+  assert.throws(
+    () => new Pool({ processes: 1, maxMemoryMb: 128 }),
+    (e) => e instanceof ValueError && /maxMemoryMb needs isolation "process"/.test(e.message),
+  );
+  assert.throws(
+    // deno-lint-ignore no-explicit-any
+    () => new Process({ target: spin, isolation: "fork" as any }),
+    (e) => e instanceof ValueError && /isolation must be "thread" or "process"/.test(e.message),
+  );
+});
+
+Deno.test("isolation process: a handle in the arguments is refused at start(), naming it", async () => {
+  const q = new Queue();
+  const p = new Process({
+    target: note,
+    args: [q as unknown as string, "x"],
+    isolation: "process",
+  });
+  assert.throws(
+    () => p.start(),
+    (e) =>
+      e instanceof SerializationError && /args\[0\]: a Queue cannot be sent/.test(e.message) &&
+      /isolation "process"/.test(e.message),
+  );
+  assert.equal(p.pid, null);
+  q.close();
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process pool: results, batching of a big map, initializer", async () => {
+  const pool = new Pool({
+    processes: 2,
+    isolation: "process",
+    initializer: init,
+    initargs: ["tagged"],
+  });
+  try {
+    assert.deepEqual(await pool.map(square, range(10)), range(10).map((x) => x * x));
+    const big = await pool.map(square, range(20_000));
+    assert.equal(big[19_999], 19_999 ** 2);
+    assert.equal(await pool.apply(initTag), "tagged");
+    const pids = new Set(await Promise.all(range(4).map(() => pool.apply(pidAfter, [100]))));
+    assert.ok(!pids.has(Deno.pid));
+  } finally {
+    pool.terminate();
+    await pool.join();
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process pool: a child calling Deno.exit fails only its task (300 tasks, 299 results)", async () => {
+  const pool = new Pool({ processes: 2, isolation: "process" });
+  try {
+    const settled = await Promise.allSettled(
+      range(300).map((i) => pool.apply(squareOrExit, [i, 150])),
+    );
+    const failed = settled.flatMap((r, i) => r.status === "rejected" ? [[i, r.reason]] : []);
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0][0], 150);
+    assert.ok(failed[0][1] instanceof BrokenPoolError);
+    assert.match(String(failed[0][1]), /exited with code 3 while running this task/);
+    settled.forEach((r, i) =>
+      i !== 150 && assert.equal((r as PromiseFulfilledResult<number>).value, i * i)
+    );
+  } finally {
+    pool.terminate();
+    await pool.join();
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process pool: a child killed with SIGKILL from outside fails only its task (299 results)", async () => {
+  const file = await Deno.makeTempFile();
+  const pool = new Pool({ processes: 2, isolation: "process" });
+  try {
+    const all = range(300).map((i) => pool.apply(squareOrWait, [i, 150, file]));
+    let victim = 0;
+    while (!victim) {
+      await delay(20);
+      victim = Number(await Deno.readTextFile(file)) || 0;
+    }
+    Deno.kill(victim, "SIGKILL");
+    const settled = await Promise.allSettled(all);
+    const failed = settled.flatMap((r, i) => r.status === "rejected" ? [[i, r.reason]] : []);
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0][0], 150);
+    assert.ok(failed[0][1] instanceof BrokenPoolError);
+    assert.match(String(failed[0][1]), /exited with code -9/);
+  } finally {
+    pool.terminate();
+    await pool.join();
+    await Deno.remove(file);
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process pool: a runaway task's timeout stops its OS process within 1 s; the next task runs", async () => {
+  const pool = new Pool({ processes: 1, isolation: "process" });
+  try {
+    const first = await pool.apply(pid);
+    await assert.rejects(pool.apply(spin, [], { timeout: 300 }), TimeoutError);
+    assert.ok((await msUntilGone(first)) < 1000, "the runaway child still runs after 1 s");
+    assert.equal(await pool.apply(square, [7]), 49);
+    assert.notEqual(await pool.apply(pid), first);
+  } finally {
+    pool.terminate();
+    await pool.join();
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process pool: running out of memory fails that task alone, naming the limit", async () => {
+  const pool = new Pool({ processes: 1, isolation: "process", maxMemoryMb: 128 });
+  try {
+    await assert.rejects(
+      pool.apply(hog),
+      (e) =>
+        e instanceof BrokenPoolError && /ran out of memory: maxMemoryMb is 128/.test(e.message),
+    );
+    assert.equal(await pool.apply(square, [5]), 25);
+  } finally {
+    pool.terminate();
+    await pool.join();
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process pool: maxTasksPerChild replaces the OS process; a handle argument is refused", async () => {
+  const pool = new Pool({ processes: 1, isolation: "process", maxTasksPerChild: 2 });
+  const q = new Queue();
+  try {
+    const pids = [];
+    for (let i = 0; i < 4; i++) pids.push(await pool.apply(pid));
+    assert.equal(new Set(pids).size, 2);
+    await assert.rejects(
+      pool.apply(slow, [q as unknown as number, 1]),
+      (e) => e instanceof SerializationError && /a Queue cannot be sent/.test(e.message),
+    );
+    assert.equal(await pool.apply(slow, [3, 1]), 3);
+  } finally {
+    q.close();
+    pool.terminate();
+    await pool.join();
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process: a parent killed with SIGKILL leaves no child process behind", async () => {
+  const parent = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--unstable-worker-options",
+      new URL("./fixtures/isolation_orphan.ts", import.meta.url).pathname,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = parent.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  const pids: number[] = JSON.parse(text);
+  assert.equal(pids.length, 3);
+  parent.kill("SIGKILL");
+  await parent.status;
+  await reader.cancel();
+  for (const p of pids) {
+    assert.ok((await msUntilGone(p, 3000)) < 3000, `child ${p} outlived its parent`);
+  }
+});
