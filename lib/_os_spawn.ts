@@ -31,21 +31,9 @@ import { keepAlive } from "./_atomics.ts";
 import { allocSlot, heap, markDead } from "./_heap.ts";
 import { current } from "./_context.ts";
 import type { ChildSpec } from "./_spawn.ts";
+import type { IsolationOptions } from "./process.ts";
 import { ProcessError, ValueError } from "./errors.ts";
 import { dumps, Encoder } from "./reduction.ts";
-
-/** Where a child runs: a Web Worker of this process, or a `deno` OS process of its own. */
-export type Isolation = "thread" | "process";
-
-/** The options that choose and shape an isolated child (part of `Process` and `Pool` options). */
-export interface IsolationOptions {
-  /** `"thread"` (default): a Web Worker; `"process"`: a separate `deno` OS process. */
-  isolation?: Isolation;
-  /** With isolation `"process"` only: the child's V8 heap limit in MiB (`--max-old-space-size`). */
-  maxMemoryMb?: number;
-  /** With isolation `"process"` only: extra `deno run` flags for the child, after the inherited ones. */
-  denoFlags?: string[];
-}
 
 /**
  * Validates the isolation options of `what` (`"Process"`, `"Pool"`): `ValueError` naming the
@@ -480,7 +468,7 @@ const SIGNALS: Record<string, number> = {
 const reasons = new Map<number, string>();
 /** Children whose OS process may still exist. */
 const running = new Set<OsChild>();
-let goneWaiters: (() => void)[] = [];
+const goneWaiters: (() => void)[] = [];
 
 function forget(c: OsChild): void {
   running.delete(c);

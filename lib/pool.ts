@@ -69,10 +69,10 @@ import {
   TimeoutError,
   ValueError,
 } from "./errors.ts";
-import { cpuCount, Process } from "./process.ts";
+import { cpuCount, type IsolationOptions, Process } from "./process.ts";
 import { Decoder, Encoder, withHandleModules } from "./reduction.ts";
 import { exitNote, isolatedEncoder } from "./_os_pool.ts";
-import { checkIsolation, type IsolationOptions } from "./_os_spawn.ts";
+import { checkIsolation } from "./_os_spawn.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Wire format and shared layout (both sides)

@@ -12,7 +12,20 @@ import { Child, setAdoptHook, SystemExit, type TargetKind } from "./_spawn.ts";
 import { callerModule, resolveTarget, type TargetRef } from "./_target.ts";
 import { ProcessError, ValueError } from "./errors.ts";
 import { Encoder, withHandleModules } from "./reduction.ts";
-import { checkIsolation, isolatedEncoder, type IsolationOptions, OsChild } from "./_os_spawn.ts";
+import { checkIsolation, isolatedEncoder, OsChild } from "./_os_spawn.ts";
+
+/** Where a child runs: a Web Worker of this process, or a `deno` OS process of its own. */
+export type Isolation = "thread" | "process";
+
+/** The options that choose and shape an isolated child (part of `Process` and `Pool` options). */
+export interface IsolationOptions {
+  /** `"thread"` (default): a Web Worker; `"process"`: a separate `deno` OS process. */
+  isolation?: Isolation;
+  /** With isolation `"process"` only: the child's V8 heap limit in MiB (`--max-old-space-size`). */
+  maxMemoryMb?: number;
+  /** With isolation `"process"` only: extra `deno run` flags for the child, after the inherited ones. */
+  denoFlags?: string[];
+}
 
 /** Options of `new Process(...)`. */
 export interface ProcessOptions<A extends unknown[] = unknown[]> extends IsolationOptions {
