@@ -11,12 +11,14 @@
 // - W5c-pool-cpu: 200 tasks of ~5 ms of arithmetic each, run serially in the main thread and
 //   with Pool(cpuCount()) (chunksize 1), alternately, 3 times; the line reports the pool's
 //   median tasks/s and the median speedup.
+// Variant "process-isolation" of W5 and W5b: the same with Pool({ isolation: "process" }), each
+// worker a separate deno OS process (the like-for-like comparison with Python's processes).
 // As in the peers, the pool is started and its workers are ready before the clock starts.
 //
 //   deno run -A --unstable-worker-options bench/w5_pool.ts [--only W5-pool-map,W5b-pool-async]
 import { asCompleted, ProcessPoolExecutor } from "../lib/futures.ts";
 import { Pool } from "../lib/pool.ts";
-import { cpuCount } from "../lib/process.ts";
+import { cpuCount, type Isolation } from "../lib/process.ts";
 import { emit, since } from "./_common.ts";
 
 /** The W5 task. */
@@ -46,13 +48,13 @@ function checkSquares(out: number[], n: number): boolean {
 /** Rounds of W5, each on a fresh pool (its first map, as the Python peer times); the median. */
 const W5_ROUNDS = 5;
 
-async function w5(variant: string, chunksize?: number): Promise<void> {
+async function w5(variant: string, chunksize?: number, isolation?: Isolation): Promise<void> {
   const n = 100_000;
   const items = Array.from({ length: n }, (_, i) => i);
   const times: number[] = [];
   let ok = true;
   for (let r = 0; r < W5_ROUNDS; r++) {
-    await using pool = new Pool({ processes: 2 });
+    await using pool = new Pool({ processes: 2, isolation });
     await pool.whenReady();
     const t0 = performance.now();
     const out = await pool.map(square, items, chunksize);
@@ -72,9 +74,9 @@ async function w5(variant: string, chunksize?: number): Promise<void> {
   });
 }
 
-async function w5b(): Promise<void> {
+async function w5b(variant = "callback", isolation?: Isolation): Promise<void> {
   const n = 10_000;
-  const pool = new Pool({ processes: 2 });
+  const pool = new Pool({ processes: 2, isolation });
   await pool.whenReady();
   const results: number[] = [];
   let errors = 0;
@@ -91,7 +93,7 @@ async function w5b(): Promise<void> {
   results.sort((a, b) => a - b);
   emit({
     workload: "W5b-pool-async",
-    variant: "callback",
+    variant,
     n,
     seconds: s,
     rate: n / s,
@@ -229,11 +231,13 @@ if (import.meta.main) {
   if (want("W5-pool-map")) {
     await w5("default");
     await w5("chunk-1000", 1000);
+    await w5("process-isolation", undefined, "process");
   }
   if (want("W5b-pool-async")) {
     await w5b();
     await w5bFutures();
     await w5bWindow();
+    await w5b("process-isolation", "process");
   }
   if (want("W5c-pool-cpu")) await w5c();
 }

@@ -38,6 +38,13 @@ import { dumps, Encoder } from "./reduction.ts";
 /**
  * Validates the isolation options of `what` (`"Process"`, `"Pool"`): `ValueError` naming the
  * problem. Returns true when the child is an OS process.
+ *
+ * @example
+ * ```ts
+ * import { checkIsolation } from "./_os_spawn.ts";
+ * console.assert(checkIsolation({ isolation: "process", maxMemoryMb: 128 }, "Pool"));
+ * console.assert(!checkIsolation({}, "Pool"));
+ * ```
  */
 export function checkIsolation(options: IsolationOptions, what: string): boolean {
   const iso = options.isolation ?? "thread";
@@ -73,6 +80,13 @@ export function checkIsolation(options: IsolationOptions, what: string): boolean
 /**
  * An encoder for values sent to an isolated child: a handle (an offset into this program's
  * shared heap) means nothing there, so it is refused with a `SerializationError` naming it.
+ *
+ * @example
+ * ```ts
+ * import { isolatedEncoder } from "./_os_spawn.ts";
+ * import { loads } from "./reduction.ts";
+ * console.assert(loads<number[]>(isolatedEncoder().encode([1, 2], "args"))[1] === 2);
+ * ```
  */
 export function isolatedEncoder(): Encoder {
   return new Encoder({
@@ -84,13 +98,28 @@ export function isolatedEncoder(): Encoder {
 // ---------------------------------------------------------------------------------------------
 // Frames
 
-/** Frame types. */
+/**
+ * Frame types: hello (the child's token), start, a task message, a result message, a death.
+ *
+ * @example
+ * ```ts
+ * import { F_HELLO, F_START } from "./_os_spawn.ts";
+ * console.assert(new Set([F_HELLO, F_START]).size === 2);
+ * ```
+ */
 export const F_HELLO = 1, F_START = 2, F_TASKS = 3, F_RESULT = 4, F_DEATH = 5;
 const FRAME_HEADER = 5;
 
 /**
  * A framed, batched, duplex channel over a socket: frames sent in one tick go out in one write,
- * in order; frames received are handed to `onFrame` one by one.
+ * in order; frames received are handed to the listener one by one.
+ *
+ * @example
+ * ```ts ignore
+ * const ch = new Channel(await Deno.connect({ transport: "unix", path }));
+ * ch.listen((type, body) => console.log(type, body.length));
+ * ch.send(F_HELLO, new TextEncoder().encode(token));
+ * ```
  */
 export class Channel {
   /** Frames received before anybody listens (kept, in order, for the first listener). */
@@ -340,6 +369,13 @@ const toPath = (v: string | URL): string =>
  * a named one is as given (`true`, `false`, or a list; at most the parent's, else
  * `ValueError`). The runtime's own needs are added: reading denomp's and the target's folders,
  * and the socket.
+ *
+ * @example
+ * ```ts
+ * import { permissionFlags } from "./_os_spawn.ts";
+ * const flags = permissionFlags({ net: false }, ["/lib/"], []);
+ * console.assert(!flags.some((f) => f.startsWith("--allow-net")));
+ * ```
  */
 export function permissionFlags(
   p: Deno.PermissionOptions | undefined,
@@ -413,7 +449,14 @@ export function permissionFlags(
 // ---------------------------------------------------------------------------------------------
 // Bridges: targets whose parent side needs more than "start and wait" (a pool worker).
 
-/** The parent side of a target that talks with its parent after the start (a pool worker). */
+/**
+ * The parent side of a target that talks with its parent after the start (a pool worker).
+ *
+ * @example
+ * ```ts ignore
+ * registerBridge(`${poolUrl}#poolWorker`, { childModule: import.meta.url, attach: parentSide });
+ * ```
+ */
 export interface Bridge {
   /** The module whose `childMain(channel, start)` the child runs instead of the target. */
   readonly childModule: string;
@@ -423,12 +466,27 @@ export interface Bridge {
 
 const bridges = new Map<string, Bridge>();
 
-/** Registers the bridge of the target `module#name`. */
+/**
+ * Registers the bridge of the target `module#name`.
+ *
+ * @example
+ * ```ts ignore
+ * registerBridge(`${poolUrl}#poolWorker`, { childModule: import.meta.url, attach: parentSide });
+ * ```
+ */
 export function registerBridge(target: string, bridge: Bridge): void {
   bridges.set(target, bridge);
 }
 
-/** What the child receives first. */
+/**
+ * What the child receives first.
+ *
+ * @example
+ * ```ts ignore
+ * const start = loads<StartFrame>(body);
+ * console.log(start.info.name, start.target.name);
+ * ```
+ */
 export interface StartFrame {
   info: {
     name: string;
@@ -484,7 +542,15 @@ addEventListener("unload", () => {
   listening?.close();
 });
 
-/** Test-only hooks (not exported from mod.ts). */
+/**
+ * Test-only hooks (not exported from mod.ts).
+ *
+ * @example
+ * ```ts
+ * import { __testHooks } from "./_os_spawn.ts";
+ * await __testHooks.gone(); // no isolated child is running
+ * ```
+ */
 export const __testHooks = {
   /** Resolves when no isolated child's OS process is left (tests end with no pending op). */
   gone(): Promise<void> {
@@ -495,12 +561,27 @@ export const __testHooks = {
 /**
  * Why the isolated child with OS pid `pid` died, when its exit code does not say it (e.g.
  * `" (it ran out of memory: maxMemoryMb is 128)"`), or "".
+ *
+ * @example
+ * ```ts
+ * import { exitNote } from "./_os_spawn.ts";
+ * console.assert(exitNote(null) === "");
+ * ```
  */
 export function exitNote(pid: number | null): string {
   return pid === null ? "" : reasons.get(pid) ?? "";
 }
 
-/** An isolated child: a `deno` OS process running the target (or a bridge's child side). */
+/**
+ * An isolated child: a `deno` OS process running the target (or a bridge's child side).
+ * `Process.start()` makes one for isolation `"process"`.
+ *
+ * @example
+ * ```ts ignore
+ * const child = new OsChild(spec, { isolation: "process", maxMemoryMb: 256 }, args);
+ * console.log(child.pid, await child.exited);
+ * ```
+ */
 export class OsChild {
   /** The child's slot in this program's process table (marked dead when it ends). */
   readonly slot: number;
