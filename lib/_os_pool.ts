@@ -28,8 +28,8 @@
  * @module
  */
 
-import { current, setCurrent } from "./_context.ts";
-import { alloc, heap } from "./_heap.ts";
+import { current, type ProcessInfo, setCurrent } from "./_context.ts";
+import { alloc, allocSlot, attachHeap, heap, inWorker } from "./_heap.ts";
 import {
   type Channel,
   exitNote,
@@ -43,8 +43,8 @@ import {
 } from "./_os_spawn.ts";
 import { EOF, Ring, TIMEOUT } from "./_ring.ts";
 import { SerializationError } from "./errors.ts";
+import { SystemExit } from "./_spawn.ts";
 import { __poolWire as W, poolWorker, type WorkerConfig } from "./pool.ts";
-import { Process } from "./process.ts";
 import { dumps, Encoder, holdsHandles, loads } from "./reduction.ts";
 
 export { exitNote, isolatedEncoder };
@@ -184,22 +184,9 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
   });
   // The parent is gone: so is this worker (whatever its thread is doing).
   void ch.closed.then(() => Deno.kill(Deno.pid, "SIGKILL"));
-  const worker = new Process<[WorkerConfig]>({
-    target: poolWorker,
-    module: POOL,
-    args: [{ ...cfg, block, bell: bellAt }],
-    daemon: true,
-    name: start.info.name,
-  });
-  // This process is the daemonic pool worker; its thread is part of it, not a child of its own.
-  setCurrent({ ...current(), daemon: false });
-  try {
-    worker.start();
-  } finally {
-    setCurrent({ ...current(), daemon: true });
-  }
-  let exited = false;
-  void worker.join().then(() => {
+  let exited = false, code = 1;
+  void runThread({ ...cfg, block, bell: bellAt }, start.info.name).then((c) => {
+    code = c;
     exited = true;
     Atomics.add(bell, W.BELL, 1);
     Atomics.notify(bell, W.BELL);
@@ -230,8 +217,80 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
     }
     Atomics.store(bell, W.BELL_ASLEEP, 0);
   }
-  const code = worker.exitCode ?? 1;
   ch.send(F_DEATH, dumps([Atomics.load(ctl, W.STARTED), code]));
   await ch.drain();
   return code;
 }
+
+/** What the child's pool thread is started with. */
+interface ThreadStart {
+  heap: SharedArrayBuffer;
+  info: ProcessInfo;
+  cfg: WorkerConfig;
+}
+
+/**
+ * Runs the pool worker in a thread of this child and resolves with its exit code. A lean start,
+ * not a `Process`: this thread only runs tasks (handles cannot reach it, so it never needs the
+ * rest of the library, which a `Process` worker loads in the background, costing a fresh child
+ * ~15 ms of compiling just when its first tasks arrive).
+ */
+function runThread(cfg: WorkerConfig, name: string): Promise<number> {
+  const slot = allocSlot(heap().slot);
+  const w = new Worker(import.meta.url, { type: "module", name });
+  return new Promise<number>((resolve) => {
+    w.onmessage = (e: MessageEvent<{ exit: number }>) => {
+      w.terminate();
+      resolve(e.data.exit);
+    };
+    w.onerror = (e) => {
+      e.preventDefault();
+      console.error(`Process ${name}: ${e.message}`);
+      w.terminate();
+      resolve(1);
+    };
+    // The task's view of itself: this child's name, parent and OS pid, with the thread's slot.
+    const info = { ...current(), slot, daemon: true };
+    w.postMessage({ heap: heap().sab, info, cfg } satisfies ThreadStart);
+  });
+}
+
+/** The thread's side of {@link runThread}. */
+function threadMain(): void {
+  const scope = globalThis as unknown as {
+    onmessage: ((e: MessageEvent<ThreadStart>) => void) | null;
+    postMessage(data: unknown): void;
+  };
+  scope.onmessage = (e) => {
+    scope.onmessage = null;
+    const { heap: sab, info, cfg } = e.data;
+    const name = info.name;
+    attachHeap(sab, info.slot);
+    setCurrent(info);
+    // Deno.exit() in a thread ends only the thread and says nothing: unwind instead, so this
+    // thread reports the code (and the main thread which task had started).
+    Object.defineProperty(Deno, "exit", {
+      value: (code = 0) => {
+        throw new SystemExit(code);
+      },
+      configurable: true,
+    });
+    const report = (err: unknown) => {
+      if (err instanceof SystemExit) return scope.postMessage({ exit: err.code });
+      console.error(`Process ${name}:`, err);
+      scope.postMessage({ exit: 1 });
+    };
+    addEventListener("error", (e) => {
+      e.preventDefault();
+      report(e.error ?? e.message);
+    });
+    addEventListener("unhandledrejection", (e) => {
+      e.preventDefault();
+      report(e.reason);
+    });
+    poolWorker(cfg).then(() => scope.postMessage({ exit: 0 }), report);
+  };
+}
+
+// Started by runThread: the only worker that runs this module as its main module.
+if (inWorker() && import.meta.main) threadMain();
