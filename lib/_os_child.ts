@@ -62,12 +62,25 @@ async function main(): Promise<void> {
     slot: heap().slot,
   });
   if (start.bridge) {
+    await testDelay();
     const bridge = await import(start.bridge) as {
       childMain(ch: Channel, start: StartFrame): Promise<number>;
     };
     Deno.exit(await bridge.childMain(ch, start));
   }
   Deno.exit(await runTarget(start));
+}
+
+/**
+ * Test-only: `DENOMP_TEST_CHILD_DELAY_MS` holds a child between its start frame and its target's
+ * side listening, so a test can show that frames arriving then are kept, not lost.
+ */
+async function testDelay(): Promise<void> {
+  let ms = 0;
+  try {
+    ms = Number(Deno.env.get("DENOMP_TEST_CHILD_DELAY_MS") ?? 0);
+  } catch { /* no env permission: no delay */ }
+  if (ms > 0) await new Promise((r) => setTimeout(r, ms));
 }
 
 function findExport(ns: Record<string, unknown>, name: string): unknown {

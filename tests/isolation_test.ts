@@ -153,6 +153,27 @@ Deno.test("isolation process pool: results, batching of a big map, initializer",
   }
 });
 
+Deno.test("isolation process pool: tasks sent while a child is still starting are kept for it", async () => {
+  // The child waits 300 ms between its start frame and listening for tasks; the tasks (and the
+  // function's definition) arrive in that window.
+  Deno.env.set("DENOMP_TEST_CHILD_DELAY_MS", "300");
+  const pool = new Pool({ processes: 1, isolation: "process" });
+  Deno.env.delete("DENOMP_TEST_CHILD_DELAY_MS");
+  try {
+    const r = pool.map(square, range(5), 1);
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error("tasks sent early were lost")), 10_000);
+    });
+    assert.deepEqual(await Promise.race([r, late]), [0, 1, 4, 9, 16]);
+    clearTimeout(timer);
+  } finally {
+    pool.terminate();
+    await pool.join();
+    await __testHooks.gone();
+  }
+});
+
 Deno.test("isolation process pool: a child calling Deno.exit fails only its task (300 tasks, 299 results)", async () => {
   const pool = new Pool({ processes: 2, isolation: "process" });
   try {
