@@ -368,7 +368,7 @@ const toPath = (v: string | URL): string =>
  * (the parent's grant, as `--allow-X` / its own `--allow-X=list`, and its `--deny-X` flags);
  * a named one is as given (`true`, `false`, or a list; at most the parent's, else
  * `ValueError`). The runtime's own needs are added: reading denomp's and the target's folders,
- * and the socket.
+ * and the socket (Deno asks for read, write and net access to a Unix socket).
  *
  * @example
  * ```ts
@@ -381,6 +381,7 @@ export function permissionFlags(
   p: Deno.PermissionOptions | undefined,
   needRead: string[],
   needWrite: string[],
+  needNet: string[] = [],
 ): string[] {
   const flags: string[] = [];
   for (const name of PERMISSIONS) {
@@ -389,7 +390,13 @@ export function permissionFlags(
       : p === "none"
       ? false
       : (p as Record<string, unknown>)[name] ?? "inherit";
-    const need = name === "read" ? needRead : name === "write" ? needWrite : [];
+    const need = name === "read"
+      ? needRead
+      : name === "write"
+      ? needWrite
+      : name === "net"
+      ? needNet
+      : [];
     let state: Deno.PermissionState;
     try {
       state = Deno.permissions.querySync({ name } as Deno.PermissionDescriptor).state;
@@ -507,6 +514,7 @@ export interface StartFrame {
 // The child as its parent sees it
 
 const CHILD_MAIN = new URL("./_os_child.ts", import.meta.url);
+const LIB_ROOT = new URL("../mod.ts", import.meta.url).href;
 const SIGNALS: Record<string, number> = {
   SIGHUP: 1,
   SIGINT: 2,
@@ -600,10 +608,14 @@ export class OsChild {
     const token = crypto.randomUUID();
     const target = spec.target;
     const bridge = bridges.get(`${target.module}#${target.name}`);
-    const dirs = [CHILD_MAIN.href, target.module, ...(spec.preload ?? [])]
+    // What the runtime reads to boot: denomp's package (its lib/ and mod.ts, which targets
+    // usually import), the target's folder, and the modules of the handle kinds it is sent.
+    const dirs = [LIB_ROOT, target.module, ...(spec.preload ?? [])]
       .filter((u) => u.startsWith("file:"))
       .map((u) => new URL(".", u).pathname);
-    const flags = permissionFlags(spec.permissions, [...new Set([...dirs, l.path])], [l.path]);
+    const flags = permissionFlags(spec.permissions, [...new Set([...dirs, l.path])], [l.path], [
+      `unix:${l.path}`,
+    ]);
     const v8 = options.maxMemoryMb
       ? [`--v8-flags=--max-old-space-size=${options.maxMemoryMb}`]
       : [];

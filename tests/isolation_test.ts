@@ -10,6 +10,7 @@ import {
   init,
   initTag,
   note,
+  nothing,
   pid,
   pidAfter,
   quit,
@@ -18,6 +19,7 @@ import {
   square,
   squareOrExit,
   squareOrWait,
+  whoami,
 } from "./fixtures/isolation_tasks.ts";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -297,4 +299,131 @@ Deno.test("isolation process: a parent killed with SIGKILL leaves no child proce
   for (const p of pids) {
     assert.ok((await msUntilGone(p, 3000)) < 3000, `child ${p} outlived its parent`);
   }
+});
+
+/** Runs `deno run -A <flags> file` in `cwd`; its stdout once the first line is printed, and the child. */
+async function startProgram(file: string, flags: string[] = [], cwd?: string) {
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-worker-options", ...flags, file],
+    stdout: "piped",
+    stderr: "inherit",
+    cwd,
+  }).spawn();
+  const reader = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  return { proc, reader, line: text.split("\n")[0] };
+}
+
+Deno.test("isolation process: the child knows its name, daemon flag, parent; denoFlags are added", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    const p = new Process({
+      target: whoami,
+      args: [file],
+      name: "worker-x",
+      isolation: "process",
+      denoFlags: ["--location=https://example.com/app/"],
+    });
+    p.start();
+    await p.join();
+    assert.equal(p.exitCode, 0);
+    const me = JSON.parse(await Deno.readTextFile(file));
+    assert.deepEqual(me, {
+      name: "worker-x",
+      daemon: false,
+      pid: p.pid,
+      parentPid: Deno.pid,
+      location: "https://example.com/app/",
+    });
+  } finally {
+    await Deno.remove(file);
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process: permissions map to the child's flags (named as given, the rest inherited)", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    const run = async (permissions?: Deno.PermissionOptions) => {
+      const p = new Process({ target: note, args: [file, "p"], isolation: "process", permissions });
+      p.start();
+      await p.join();
+      return p.exitCode;
+    };
+    assert.equal(await run(), 0);
+    assert.equal(await run({ write: false }), 1);
+    assert.equal(await run({ net: false }), 0);
+    // With no permission at all, the child still boots (the reads it needs are granted).
+    const bare = new Process({ target: nothing, isolation: "process", permissions: "none" });
+    bare.start();
+    await bare.join();
+    assert.equal(bare.exitCode, 0);
+  } finally {
+    await Deno.remove(file);
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process: the child runs with the parent's configuration (--config and its import map)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const lib = new URL("../mod.ts", import.meta.url).href;
+    await Deno.mkdir(`${dir}/aliased`);
+    await Deno.writeTextFile(
+      `${dir}/conf.json`,
+      JSON.stringify({ imports: { "isolation-alias/": "./aliased/" } }),
+    );
+    await Deno.writeTextFile(
+      `${dir}/aliased/helper.ts`,
+      `export const word = "aliased";\n`,
+    );
+    // The target's module reaches a module only through the import map.
+    await Deno.writeTextFile(
+      `${dir}/task.ts`,
+      `import { word } from "isolation-alias/helper.ts";
+export function aliased(path: string) { Deno.writeTextFileSync(path, word); }
+`,
+    );
+    await Deno.writeTextFile(
+      `${dir}/main.ts`,
+      `import { Process } from "${lib}";
+import { aliased } from "./task.ts";
+if (import.meta.main) {
+  const p = new Process({ target: aliased, args: ["${dir}/out.txt"], isolation: "process" });
+  p.start();
+  await p.join();
+  console.log(p.exitCode);
+}
+`,
+    );
+    // Run from another folder: the child finds the configuration only through the parent's flag.
+    const { proc, reader, line } = await startProgram(`${dir}/main.ts`, [
+      "--config",
+      `${dir}/conf.json`,
+    ], "/");
+    await reader.cancel();
+    await proc.status;
+    assert.equal(line, "0");
+    assert.equal(await Deno.readTextFile(`${dir}/out.txt`), "aliased");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("isolation process: a program's end does not wait for a daemon child, and ends it", async () => {
+  const { proc, reader, line } = await startProgram(
+    new URL("./fixtures/isolation_daemon.ts", import.meta.url).pathname,
+  );
+  const [child] = JSON.parse(line) as number[];
+  await reader.cancel();
+  const t0 = performance.now();
+  const status = await proc.status;
+  assert.equal(status.code, 0);
+  assert.ok(performance.now() - t0 < 5000);
+  assert.ok((await msUntilGone(child, 3000)) < 3000, "the daemon child outlived the program");
 });
