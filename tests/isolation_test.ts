@@ -237,6 +237,24 @@ Deno.test("isolation process pool: a runaway task's timeout stops its OS process
   }
 });
 
+Deno.test("isolation process pool: a task's signal stops its OS process within 1 s; the pool goes on", async () => {
+  const pool = new Pool({ processes: 1, isolation: "process" });
+  try {
+    const first = await pool.apply(pid);
+    const ac = new AbortController();
+    const running = pool.apply(spin, [], { signal: ac.signal });
+    await delay(300);
+    ac.abort(new Error("stop it"));
+    await assert.rejects(running, /stop it/);
+    assert.ok((await msUntilGone(first)) < 1000, "the aborted task's child still runs after 1 s");
+    assert.equal(await pool.apply(square, [6]), 36);
+  } finally {
+    pool.terminate();
+    await pool.join();
+    await __testHooks.gone();
+  }
+});
+
 Deno.test("isolation process pool: running out of memory fails that task alone, naming the limit", async () => {
   const pool = new Pool({ processes: 1, isolation: "process", maxMemoryMb: 128 });
   try {
