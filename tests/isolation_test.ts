@@ -6,6 +6,7 @@ import { BrokenPoolError, SerializationError, TimeoutError, ValueError } from ".
 import { __testHooks } from "../lib/_os_spawn.ts";
 import {
   boom,
+  echo,
   hog,
   init,
   initTag,
@@ -146,6 +147,10 @@ Deno.test("isolation process pool: results, batching of a big map, initializer",
     const big = await pool.map(square, range(20_000));
     assert.equal(big[19_999], 19_999 ** 2);
     assert.equal(await pool.apply(initTag), "tagged");
+    // Values and errors cross with the codec, as for threads.
+    const m = new Map([[1, { when: new Date(0), tags: new Set(["a"]) }]]);
+    assert.deepEqual(await pool.apply(echo, [m]), m);
+    await assert.rejects(pool.apply(boom, ["remote failure"]), /remote failure/);
     const pids = new Set(await Promise.all(range(4).map(() => pool.apply(pidAfter, [100]))));
     assert.ok(!pids.has(Deno.pid));
   } finally {
