@@ -28,6 +28,7 @@ import {
   SerializationError,
   ValueError,
 } from "./errors.ts";
+import { optionsOf } from "./_args.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -589,8 +590,8 @@ export interface PipeOptions {
  * reader.close();
  * ```
  */
-export function Pipe<T = unknown>(options: PipeOptions = {}): [Connection<T>, Connection<T>] {
-  const duplex = options.duplex ?? true;
+export function Pipe<T = unknown>(options?: PipeOptions): [Connection<T>, Connection<T>] {
+  const duplex = optionsOf(options, "Pipe", "Pipe({ duplex: false })").duplex ?? true;
   const off = PipeTransport.create(duplex);
   retain(off); // one reference per end; `alloc` gave the first
   return [openEnd<T>(off, 0, false), openEnd<T>(off, 1, false)];
@@ -824,13 +825,22 @@ async function writeAll(conn: Deno.Conn, b: Uint8Array): Promise<void> {
  */
 export function wrapSocket<T = unknown>(
   conn: Deno.Conn,
-  options: SocketOptions = {},
+  options?: SocketOptions,
 ): Connection<T> {
+  const o = optionsOf(options, "wrapSocket", "wrapSocket(conn, { maxMessageSize: 1 << 20 })");
+  return makeConnection<T>(new SocketTransport(conn, maxMessageOf(o)));
+}
+
+/** `maxMessageSize` checked: bytes, default {@link DEFAULT_MAX_MESSAGE}. */
+function maxMessageOf(options: SocketOptions): number {
   const max = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
+  if (typeof max !== "number") {
+    throw new TypeError(`maxMessageSize must be a number of bytes: got ${typeof max}`);
+  }
   if (!(max >= 0) || max > 0xffffffff) {
     throw new ValueError(`maxMessageSize must be 0..2^32-1 bytes: current value is ${max}`);
   }
-  return makeConnection<T>(new SocketTransport(conn, max));
+  return max;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1000,12 +1010,27 @@ export interface ListenerOptions extends SocketOptions {
   authkey?: AuthKey;
   /** Milliseconds a peer has to finish the handshake (default 20,000). */
   handshakeTimeout?: number;
+  /**
+   * How many peers may be in the handshake at once (default 32). Further peers wait in the
+   * operating system's backlog until a handshake ends.
+   */
+  maxPendingHandshakes?: number;
 }
+
+/** What a finished handshake gives `accept()`: the peer's connection, or why it was refused. */
+type Handshake = { conn: Connection<unknown> } | { error: Error };
 
 /**
  * Accepts `Connection`s over TCP (Python's `multiprocessing.connection.Listener`). With an
- * `authkey`, each peer must pass a mutual HMAC-SHA256 challenge first; `accept()` throws
- * `AuthenticationError` for a peer that fails it (that peer is dropped, the listener goes on).
+ * `authkey`, each peer must pass a mutual HMAC-SHA256 challenge first.
+ *
+ * Handshakes run concurrently, so a peer that connects and says nothing never delays another:
+ * `accept()` settles with the next handshake to *finish* — the authenticated `Connection`, or an
+ * `AuthenticationError` for a peer that failed it (wrong key, garbage, too slow; that peer is
+ * dropped and the listener goes on, as in Python, so an accept loop sees refusals). What an
+ * unauthenticated peer can cost is bounded: at most `maxPendingHandshakes` at once, each for at
+ * most `handshakeTimeout` ms, sending at most three messages of up to 256 bytes (a bigger one is
+ * refused at once). Peers are taken from the operating system only while an `accept()` waits.
  *
  * @example
  * ```ts
@@ -1025,16 +1050,37 @@ export class Listener {
   #listener: Deno.TcpListener;
   #authkey?: AuthKey;
   #opts: ListenerOptions;
+  #timeout: number;
+  #maxPending: number;
   #closed = false;
+  /** Sockets in the handshake (closed by `close()`). */
+  #pending = new Set<Connection<unknown>>();
+  /** Finished handshakes no `accept()` has taken yet, oldest first. */
+  #done: Handshake[] = [];
+  /** `accept()` calls waiting for a finished handshake, oldest first. */
+  #waiters: { resolve: (c: Connection<unknown>) => void; reject: (e: Error) => void }[] = [];
+  /** Whether an operating-system accept is under way (one at a time). */
+  #accepting = false;
 
   /** Starts listening at once. */
-  constructor(options: ListenerOptions = {}) {
-    this.#opts = options;
-    this.#authkey = options.authkey;
-    if (options.authkey !== undefined) keyBytes(options.authkey);
+  constructor(options?: ListenerOptions) {
+    const o = optionsOf(options, "new Listener", 'new Listener({ authkey: "secret" })');
+    this.#opts = o;
+    this.#authkey = o.authkey;
+    if (o.authkey !== undefined) keyBytes(o.authkey);
+    this.#timeout = handshakeMs(o.handshakeTimeout);
+    maxMessageOf(o); // checked now: sockets are wrapped later, off any caller's stack
+    const max = o.maxPendingHandshakes ?? 32;
+    if (typeof max !== "number") {
+      throw new TypeError(`maxPendingHandshakes must be a number: got ${typeof max}`);
+    }
+    if (!Number.isInteger(max) || max < 1) {
+      throw new ValueError(`maxPendingHandshakes must be an integer >= 1: current value is ${max}`);
+    }
+    this.#maxPending = max;
     this.#listener = Deno.listen({
-      hostname: options.address?.hostname ?? "127.0.0.1",
-      port: options.address?.port ?? 0,
+      hostname: o.address?.hostname ?? "127.0.0.1",
+      port: o.address?.port ?? 0,
     });
   }
 
@@ -1045,38 +1091,95 @@ export class Listener {
   }
 
   /**
-   * Waits for the next peer and returns its `Connection` after the handshake. Throws
-   * `AuthenticationError` for a peer that fails the challenge or breaks the protocol (it is
-   * disconnected; call `accept()` again for the next one), and `OSError` once closed.
+   * Resolves with the next peer to finish the handshake. Rejects with `AuthenticationError` for
+   * a peer that failed the challenge, broke the protocol or took longer than `handshakeTimeout`
+   * ms (it is disconnected; call `accept()` again for the next one), and with `OSError` once the
+   * listener is closed. Concurrent calls are served in call order.
    */
-  async accept<T = unknown>(): Promise<Connection<T>> {
-    if (this.#closed) throw new OSError("listener is closed");
-    let sock: Deno.Conn;
-    try {
-      sock = await this.#listener.accept();
-    } catch (e) {
-      throw new OSError(this.#closed ? "listener is closed" : (e as Error).message, { cause: e });
+  accept<T = unknown>(): Promise<Connection<T>> {
+    if (this.#closed) return Promise.reject(new OSError("listener is closed"));
+    const next = this.#done.shift();
+    if (next) {
+      return "conn" in next
+        ? Promise.resolve(next.conn as Connection<T>)
+        : Promise.reject(next.error);
     }
-    const c = wrapSocket<T>(sock, this.#opts);
-    const key = this.#authkey;
-    if (key === undefined) return c;
-    try {
-      await within(this.#opts.handshakeTimeout ?? 20_000, c, async () => {
-        await deliverChallenge(c, key);
-        await answerChallenge(c, key);
-      });
-      return c;
-    } catch (e) {
-      c.close();
-      throw e;
-    }
+    return new Promise<Connection<T>>((resolve, reject) => {
+      this.#waiters.push({ resolve: resolve as (c: Connection<unknown>) => void, reject });
+      this.#pull();
+    });
   }
 
-  /** Stops listening (connections already accepted stay open). */
+  /**
+   * Takes the next peer from the operating system while an `accept()` waits and fewer than
+   * `maxPendingHandshakes` are under way. Demand-driven (not a loop started by the constructor)
+   * so that a listener nobody accepts on leaves peers in the backlog, as Python's does.
+   */
+  #pull(): void {
+    if (
+      this.#accepting || this.#closed || this.#waiters.length === 0 ||
+      this.#pending.size >= this.#maxPending
+    ) return;
+    this.#accepting = true;
+    this.#listener.accept().then((sock) => {
+      this.#accepting = false;
+      if (this.#closed) return sock.close();
+      this.#shake(sock);
+      this.#pull();
+    }, (e: Error) => {
+      this.#accepting = false;
+      if (this.#closed) return; // close() rejected the waiters already
+      // The operating system refused (e.g. out of file descriptors): the oldest accept() hears.
+      this.#settle({ error: new OSError(e.message, { cause: e }) });
+      this.#pull();
+    });
+  }
+
+  /** Runs one peer's handshake beside the others'; its outcome goes to the oldest waiter. */
+  #shake(sock: Deno.Conn): void {
+    const c = wrapSocket(sock, this.#opts);
+    const key = this.#authkey;
+    if (key === undefined) return this.#settle({ conn: c });
+    const peer = describePeer(sock);
+    this.#pending.add(c);
+    within(this.#timeout, c, async () => {
+      await deliverChallenge(c, key);
+      await answerChallenge(c, key);
+    }).then((): Handshake => ({ conn: c }), (e: Error): Handshake => {
+      c.close();
+      const error = e instanceof AuthenticationError
+        ? e
+        : new AuthenticationError(`peer dropped during authentication: ${e.message}`, { cause: e });
+      error.message += ` (peer ${peer})`;
+      return { error };
+    }).then((r) => {
+      this.#pending.delete(c);
+      if (this.#closed) return "conn" in r ? r.conn.close() : undefined;
+      this.#settle(r);
+      this.#pull(); // a handshake slot is free again
+    });
+  }
+
+  #settle(r: Handshake): void {
+    const w = this.#waiters.shift();
+    if (!w) this.#done.push(r);
+    else if ("conn" in r) w.resolve(r.conn);
+    else w.reject(r.error);
+  }
+
+  /**
+   * Stops listening: pending `accept()` calls reject with `OSError`, peers still in the
+   * handshake or accepted but not yet taken by `accept()` are disconnected. Connections already
+   * returned by `accept()` stay open.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#listener.close();
+    for (const c of this.#pending) c.close();
+    this.#pending.clear();
+    for (const r of this.#done.splice(0)) if ("conn" in r) r.conn.close();
+    for (const w of this.#waiters.splice(0)) w.reject(new OSError("listener is closed"));
   }
 
   /** `await using listener = ...`: closes. */
@@ -1089,6 +1192,21 @@ export class Listener {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** `handshakeTimeout` checked: milliseconds, default 20,000. */
+function handshakeMs(t: number | undefined): number {
+  if (t === undefined) return 20_000;
+  if (typeof t !== "number") {
+    throw new TypeError(`handshakeTimeout must be a number of milliseconds: got ${typeof t}`);
+  }
+  if (!(t >= 0)) throw new ValueError(`handshakeTimeout must be >= 0 ms: current value is ${t}`);
+  return t;
+}
+
+function describePeer(sock: Deno.Conn): string {
+  const a = sock.remoteAddr as Deno.NetAddr;
+  return a.hostname === undefined ? String(a.transport) : `${a.hostname}:${a.port}`;
 }
 
 /** Options of {@link Client}. */
@@ -1113,18 +1231,20 @@ export interface ClientOptions extends SocketOptions {
  */
 export async function Client<T = unknown>(
   address: Address,
-  options: ClientOptions = {},
+  options?: ClientOptions,
 ): Promise<Connection<T>> {
-  if (options.authkey !== undefined) keyBytes(options.authkey);
+  const o = optionsOf(options, "Client", 'Client(address, { authkey: "secret" })');
+  if (o.authkey !== undefined) keyBytes(o.authkey);
+  const timeout = handshakeMs(o.handshakeTimeout);
   const sock = await Deno.connect({
     hostname: address.hostname ?? "127.0.0.1",
     port: address.port,
   });
-  const c = wrapSocket<T>(sock, options);
-  const key = options.authkey;
+  const c = wrapSocket<T>(sock, o);
+  const key = o.authkey;
   if (key === undefined) return c;
   try {
-    await within(options.handshakeTimeout ?? 20_000, c, async () => {
+    await within(timeout, c, async () => {
       await answerChallenge(c, key);
       await deliverChallenge(c, key);
     });
