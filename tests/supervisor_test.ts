@@ -13,6 +13,38 @@ import { exitAfter, sleepLong } from "./fixtures/actor_procs.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FIXTURE = new URL("./fixtures/actor_main.ts", import.meta.url).pathname;
+const SIGINT_PROGRAM = new URL("./fixtures/sigint_program.ts", import.meta.url).pathname;
+
+/**
+ * Runs `file` as its own deno process until it prints "ready", sends it a real SIGINT, and
+ * returns how it ended: exit code, stdout, and the milliseconds from the signal to the exit.
+ */
+async function interrupt(file: string, ...args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-worker-options", file, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const dec = new TextDecoder();
+  let out = "";
+  while (!out.includes("ready\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec.decode(value);
+  }
+  assert.match(out, /ready\n/);
+  const t0 = performance.now();
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec.decode(value);
+  }
+  const status = await child.status;
+  await child.stderr.cancel();
+  return { code: status.code, out, ms: performance.now() - t0 };
+}
 
 /** A supervision test bench: children that log their lives to one shared mailbox. */
 function bench() {
@@ -273,32 +305,9 @@ Deno.test("start failures: a child that cannot start stops the others and reject
 });
 
 Deno.test("Ctrl-C shuts a supervision tree down in order and exits promptly", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-worker-options", FIXTURE, "tree"],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  const dec = new TextDecoder();
-  let out = "";
-  while (!out.includes("ready\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += dec.decode(value);
-  }
-  assert.match(out, /ready\n/);
-  const t0 = performance.now();
-  child.kill("SIGINT");
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += dec.decode(value);
-  }
-  const status = await child.status;
-  await child.stderr.cancel();
-  const ms = performance.now() - t0;
+  const { code: status, out, ms } = await interrupt(FIXTURE, "tree");
   assert.ok(ms < 8000, `took ${ms} ms to exit`);
-  assert.equal(status.code, 130);
+  assert.equal(status, 130);
   const stops = out.split("\n").filter((l) => l.startsWith("stop ") || l.startsWith("supervisor"));
   assert.deepEqual(stops, [
     "stop d shutdown",
@@ -308,4 +317,17 @@ Deno.test("Ctrl-C shuts a supervision tree down in order and exits promptly", as
     "stop a shutdown",
     "supervisor root stopped shutdown",
   ]);
+});
+
+Deno.test("Ctrl-C in a program with its own SIGINT listener: the program's handler runs to its end", async () => {
+  const r = await interrupt(SIGINT_PROGRAM, "own");
+  // It saved for a second, asking a live actor, then stopped the tree and chose its exit code.
+  assert.equal(r.code, 3, r.out);
+  assert.match(r.out, /saving\nsaved \(pong a\)\nstop a shutdown\n/);
+  assert.ok(r.ms >= 900, `exited ${r.ms.toFixed(0)} ms after the signal`);
+  // A listener added and removed again leaves Ctrl-C to the library: the tree stops, 130.
+  const removed = await interrupt(SIGINT_PROGRAM, "removed");
+  assert.equal(removed.code, 130, removed.out);
+  assert.match(removed.out, /stop a shutdown\n/);
+  assert.doesNotMatch(removed.out, /never/);
 });
