@@ -70,8 +70,8 @@ const COUNT = 16, PUT_WAITERS = 17;
 // Selective receive: the receive lock and the save list (messages taken out of the ring that a
 // `match` refused, oldest first). Each entry is its own heap block: [next, seq, length, -, bytes].
 const RLOCK = 32, SAVE_HEAD = 33, SAVE_TAIL = 34, SAVE_COUNT = 35, SAVE_SEQ = 36;
-// Actors only.
-const STATE = 48, SLOT = 49, REASON = 50;
+// Actors only. SUPERVISED: 1 while a supervisor watches the actor (it reports the crashes).
+const STATE = 48, SLOT = 49, REASON = 50, SUPERVISED = 51;
 const HEADER = 256;
 const MAGIC = 0x6d626f78; // "mbox"
 const PLAIN = 1, ACTOR = 2;
@@ -1376,11 +1376,49 @@ function sendReply(to: Reply, status: number, value: unknown): void {
 
 function crash(run: Running, err: unknown, to: Reply | null): Outcome {
   if (isTerminatedError(err)) return { reason: "killed", zombie: true };
+  // Stopping from now on, before the caller hears of the crash: whoever learns of it from the
+  // reply sees the actor no longer running (a supervisor's `get` returns nothing for it).
+  Atomics.store(run.box.i32, STATE, STOPPING);
   if (to) sendReply(to, ERR, err);
   const reason = err instanceof Error ? err : new Error(String(err));
-  const text = reason.stack ?? `${reason.name}: ${reason.message}`;
-  console.error(`actor ${run.ref.name} crashed:\n${text}`);
+  // A supervised crash is handled: its supervisor reports it (one line, or in full with
+  // `verbose`), with the reason recorded here. Printed here too, it would be said twice.
+  if (Atomics.load(run.box.i32, SUPERVISED) === 0) {
+    const text = reason.stack ?? `${reason.name}: ${reason.message}`;
+    console.error(`actor ${run.ref.name} crashed:\n${text}`);
+  }
   return { reason };
+}
+
+/**
+ * True while the actor of `ref` handles messages: false from the moment it starts to stop (a
+ * crash, `stop()`, a kill), where `isAlive()` stays true until it has stopped.
+ *
+ * @example
+ * ```ts
+ * import { type ActorRef, isRunning } from "./actor.ts";
+ * export const usable = (ref: ActorRef): boolean => isRunning(ref);
+ * ```
+ */
+export function isRunning(ref: ActorRef<Actor>): boolean {
+  const box = boxOfRef(ref);
+  return Atomics.load(box.i32, STATE) === RUNNING && !box.stopped();
+}
+
+/**
+ * Tells the actor of `ref` whether a supervisor watches it (for `supervisor.ts` and other
+ * supervisors): a supervised actor does not print its crashes, its supervisor reports them.
+ *
+ * @example
+ * ```ts
+ * import { type ActorRef, markSupervised } from "./actor.ts";
+ * export function adoptChild(ref: ActorRef): void {
+ *   markSupervised(ref, true); // its crashes are now this supervisor's to report
+ * }
+ * ```
+ */
+export function markSupervised(ref: ActorRef<Actor>, supervised: boolean): void {
+  Atomics.store(boxOfRef(ref).i32, SUPERVISED, supervised ? 1 : 0);
 }
 
 /** Runs a handler; replies to `to` if given. Sync when the handler is. */
