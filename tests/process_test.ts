@@ -239,3 +239,31 @@ Deno.test("a handle kind registered by a module the target's module does not imp
   const p = await run(checkTokens, [new StackToken(1), new NamedToken(2)]);
   assert.equal(p.exitCode, 0);
 });
+
+Deno.test("after close(), isAlive(), join(), terminate() and kill() throw ValueError; join(timeout) takes milliseconds", async () => {
+  const p = new Process({ target: sleep, args: [30_000] });
+  p.start();
+  await assert.rejects(
+    p.join({ timeout: 5 } as unknown as number),
+    (e: Error) => e instanceof TypeError && /milliseconds/.test(e.message),
+  );
+  await assert.rejects(p.join("5" as unknown as number), TypeError);
+  await assert.rejects(p.join(-1), ValueError);
+  assert.ok(p.isAlive(), "a refused join() leaves the process alone");
+  p.terminate();
+  await p.join();
+  p.close();
+  p.close(); // idempotent
+  const closed = (e: Error) => e instanceof ValueError && e.message === "process object is closed";
+  assert.throws(() => p.isAlive(), closed);
+  await assert.rejects(p.join(), closed);
+  assert.throws(() => p.terminate(), closed);
+  assert.throws(() => p.kill(), closed);
+  assert.throws(() => p.start(), closed);
+  // What it was still answers.
+  assert.equal(p.exitCode, -15);
+  assert.equal(typeof p.pid, "number");
+  assert.match(String(p), /stopped exitcode=-15/);
+  await p[Symbol.asyncDispose](); // disposing a closed process is a no-op
+  assert.throws(() => new Process(5 as unknown as undefined), TypeError);
+});
