@@ -56,6 +56,7 @@ import {
 } from "./_heap.ts";
 import { addRoot, removeRoot, shutdownRoots } from "./_lifecycle.ts";
 import { EOF, flushAll, Ring, TIMEOUT } from "./_ring.ts";
+import { sandbox } from "./_spawn.ts";
 import { callerModule, resolveTarget } from "./_target.ts";
 import { Full, ProcessError, SerializationError, TimeoutError, ValueError } from "./errors.ts";
 import { exit, Process } from "./process.ts";
@@ -1640,7 +1641,10 @@ export interface SpawnOptions<P extends unknown[]> {
    * actors (a daemon process cannot start children).
    */
   daemon?: boolean;
-  /** Deno permissions for the actor's worker (at most the parent's). */
+  /**
+   * Deno permissions for the actor's worker (at most the parent's), as `Process`'s
+   * `permissions`: the worker may always read denomp's modules and the actor class's module.
+   */
   permissions?: Deno.PermissionOptions;
   /** The module that exports the class, when it cannot be found automatically. */
   module?: string | URL;
@@ -1677,17 +1681,10 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   const name = options.name ?? `${cls.name}-${nextId()}`;
   const box = new Box(Box.create(ACTOR, 0));
   const ref = makeRef<A>(box, name, true);
-  let permissions = options.permissions;
-  if (permissions && typeof permissions === "object") {
-    // The worker imports the class's module: let it read that module's folder.
-    const read = permissions.read;
-    if (
-      read !== undefined && read !== true && read !== "inherit" && target.module.startsWith("file:")
-    ) {
-      const dir = new URL(".", target.module).pathname;
-      permissions = { ...permissions, read: [...(Array.isArray(read) ? read : []), dir] };
-    }
-  }
+  // The worker imports the class's module too: it may read that file, whatever was asked.
+  const permissions = options.permissions === undefined
+    ? undefined
+    : sandbox(options.permissions, [target.module]);
   const init: ActorInit = { off: box.off, target, args: options.args ?? [], name };
   const p = new Process({
     target: actorMain,

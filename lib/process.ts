@@ -31,9 +31,13 @@ export interface ProcessOptions<A extends unknown[] = unknown[]> {
   /** A daemon process is terminated when its parent ends and may not start children. */
   daemon?: boolean;
   /**
-   * Deno permissions for the worker (at most the parent's). Permissions not named are
-   * inherited; the worker can always read its own module's folder. Needs
-   * `--unstable-worker-options`.
+   * Deno permissions for the worker (at most the parent's): `"none"`, or an object such as
+   * `{ net: false, read: ["./data"] }` whose permissions not named are inherited. Least
+   * privilege plus what starting needs: whatever is asked, the worker may read denomp's own
+   * modules and its target's module file (the files only, not their folders); other modules
+   * that the target's module imports must be named in `read`. Needs Deno's
+   * `--unstable-worker-options` flag (or `"unstable": ["worker-options"]` in deno.json):
+   * without it `start()` throws a `ProcessError` that says so (where it can tell: see README).
    */
   permissions?: Deno.PermissionOptions;
 }

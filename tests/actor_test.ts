@@ -375,3 +375,9 @@ Deno.test("an actor killed while busy in a handler stops silently when the handl
   assert.match(r.out, /zombie-done/);
   assert.doesNotMatch(r.err, /crashed|terminated/);
 });
+
+Deno.test("an actor spawned with permissions 'none' starts: it may read denomp and its class's module only", async () => {
+  const a = await spawn(Noisy, { args: ["sandboxed"], permissions: "none" });
+  assert.equal(await a.call.ping(), "pong sandboxed");
+  await a.stop();
+});
