@@ -19,7 +19,8 @@
  */
 
 import { LIVENESS_SLICE_MS } from "./_atomics.ts";
-import { alloc, heap, isAlive, release, retain } from "./_heap.ts";
+import { alloc, heap, release, retain } from "./_heap.ts";
+import { claimCopy, copyInFlight, dropCopy, endOpen, HOLDERS } from "./_pipe_copies.ts";
 import { EOF, Ring, type SendStatus } from "./_ring.ts";
 import {
   AuthenticationError,
@@ -97,13 +98,10 @@ interface Transport {
 // Pipe layout (Int32 words from the block offset / 4)
 
 const MAGIC_I = 0, DUPLEX = 1, MAGIC = 0x70697065; // "pipe"
-/** Per end: in-flight copies, then HOLDERS entries of (slot, open copies in that process). */
-const END_WORDS = 160, END0 = 64, INFLIGHT = 0, ENTRIES = 16, HOLDERS = 64;
+/** The ends' copy tables (see _pipe_copies.ts) sit between the header words and HEADER. */
 const HEADER = 2048;
 const DUPLEX_BLOCK = (512 << 10) - 16;
 const SIMPLEX_BLOCK = (256 << 10) - 16;
-
-const endWord = (off: number, end: number) => (off >> 2) + END0 + end * END_WORDS;
 
 /** Where ring `i` (written by end `i`) starts, for a pipe block at `off`. */
 function ringBase(off: number, duplex: boolean, i: number): number {
@@ -114,52 +112,6 @@ function ringBase(off: number, duplex: boolean, i: number): number {
 
 function ringBytes(duplex: boolean): number {
   return duplex ? ((DUPLEX_BLOCK - HEADER) / 2) & ~7 : SIMPLEX_BLOCK - HEADER;
-}
-
-/** Registers one more open copy of end `end` in this process. */
-function claimCopy(off: number, end: number): void {
-  const i32 = heap().i32, me = heap().slot, e = endWord(off, end) + ENTRIES;
-  let free = -1;
-  for (let k = 0; k < HOLDERS; k++) {
-    const s = Atomics.load(i32, e + 2 * k);
-    if (s === me) {
-      Atomics.add(i32, e + 2 * k + 1, 1);
-      return;
-    }
-    if (free < 0 && (s === 0 || !isAlive(s))) free = k;
-  }
-  for (let k = free < 0 ? 0 : free; k < HOLDERS; k++) {
-    const s = Atomics.load(i32, e + 2 * k);
-    if (s !== 0 && isAlive(s)) continue;
-    // A free entry, or a dead process's (its copies count as closed): take it over.
-    if (Atomics.compareExchange(i32, e + 2 * k, s, me) !== s) continue;
-    Atomics.store(i32, e + 2 * k + 1, 1);
-    return;
-  }
-  throw new OSError(`more than ${HOLDERS} live processes hold copies of one end of a pipe`);
-}
-
-/** Drops one open copy of end `end` held by this process. */
-function dropCopy(off: number, end: number): void {
-  const i32 = heap().i32, me = heap().slot, e = endWord(off, end) + ENTRIES;
-  for (let k = 0; k < HOLDERS; k++) {
-    if (Atomics.load(i32, e + 2 * k) !== me) continue;
-    if (Atomics.sub(i32, e + 2 * k + 1, 1) === 1) {
-      Atomics.compareExchange(i32, e + 2 * k, me, 0);
-    }
-    return;
-  }
-}
-
-/** True while some copy of end `end` is open: in a live process, or in flight. */
-function endOpen(off: number, end: number): boolean {
-  const i32 = heap().i32, w = endWord(off, end);
-  if (Atomics.load(i32, w + INFLIGHT) > 0) return true;
-  for (let k = 0; k < HOLDERS; k++) {
-    const s = Atomics.load(i32, w + ENTRIES + 2 * k);
-    if (s !== 0 && Atomics.load(i32, w + ENTRIES + 2 * k + 1) > 0 && isAlive(s)) return true;
-  }
-  return false;
 }
 
 /** One process's copy of one end of a pipe. */
@@ -599,8 +551,10 @@ export function Pipe<T = unknown>(options?: PipeOptions): [Connection<T>, Connec
 
 /** A Connection on end `end` of the pipe at `off`, adopting one block reference. */
 function openEnd<T>(off: number, end: number, inFlight: boolean): Connection<T> {
-  claimCopy(off, end);
-  if (inFlight) Atomics.sub(heap().i32, endWord(off, end) + INFLIGHT, 1); // after the claim
+  if (!claimCopy(off, end)) {
+    throw new OSError(`more than ${HOLDERS} live processes hold copies of one end of a pipe`);
+  }
+  if (inFlight) copyInFlight(off, end, false); // after the claim: never seen nowhere
   const t = new PipeTransport(off, end);
   const c = makeConnection<T>(t);
   copyFinalizer.register(c, { off, end, duplex: t.duplex, st: t.st });
@@ -621,7 +575,7 @@ registerHandle<Connection<unknown>, [number, number]>({
     }
     if (t.st.closed) throw new OSError("handle is closed: a closed Connection cannot be sent");
     // The copy in flight keeps the end open until a process rebuilds it.
-    Atomics.add(heap().i32, endWord(t.off, t.end) + INFLIGHT, 1);
+    copyInFlight(t.off, t.end, true);
     retain(t.off);
     return [t.off, t.end];
   },

@@ -21,6 +21,9 @@ import {
   pipeSend,
   pipeSendBig,
 } from "./fixtures/queue_targets.ts";
+import { handOffAndKeep } from "./fixtures/pipe_targets.ts";
+import { __testHooks, endOpen } from "../lib/_pipe_copies.ts";
+import { dumps, loads } from "../lib/reduction.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const TCP_PEER = new URL("./fixtures/tcp_peer.ts", import.meta.url).pathname;
@@ -235,6 +238,42 @@ Deno.test("a Connection made in a worker travels through a pipe and works here",
   await p.join();
   await assert.rejects(conn.recv(), EOFError);
   conn.close();
+  mine.close();
+});
+
+Deno.test("a copy moving between processes while the other end scans for EOF is never missed", async () => {
+  // The worker makes the pipe and leaves: its copies stay in entry 0 of each end's table (dead).
+  const [mine, theirs] = Pipe<unknown>();
+  const p = start(handOffAndKeep, theirs);
+  theirs.close();
+  const a = await mine.recv() as Connection<string>;
+  let b = await mine.recv() as Connection<string>; // entry 1 of end 1: entry 0 was live then
+  await mine.send("held");
+  await p.join();
+  const off = Number(/pipe (\d+)/.exec(String(b))![1]);
+  assert.ok(endOpen(off, 1));
+  // While a scan of end 1 stands between entries 0 and 1, b moves (as a copy sent away and
+  // received does): it lands in entry 0 (the dead worker's, taken over) and leaves entry 1. At
+  // no instant is b closed, but the scan has passed its new place and finds its old one empty.
+  let moved = false;
+  __testHooks.scanning = (k) => {
+    if (k !== 1 || moved) return;
+    moved = true;
+    const bytes = dumps(b); // in flight
+    b.close(); // gone from entry 1
+    b = loads(bytes) as Connection<string>; // claimed in entry 0, no longer in flight
+  };
+  try {
+    assert.equal(endOpen(off, 1), true, "end 1 is open: b holds it");
+  } finally {
+    __testHooks.scanning = undefined;
+  }
+  assert.ok(moved);
+  await b.send("still here");
+  assert.equal(await a.recv(), "still here");
+  b.close();
+  await assert.rejects(a.recv(), EOFError);
+  a.close();
   mine.close();
 });
 
