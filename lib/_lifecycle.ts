@@ -31,7 +31,7 @@ import { inWorker } from "./_heap.ts";
 
 /** Something that can be stopped in order: an actor, a supervisor. */
 export interface Stoppable {
-  /** Stops it; resolves once it is stopped. `timeout`: how long an orderly stop may take. */
+  /** Stops it; resolves once it is stopped. `timeout`: milliseconds an orderly stop may take. */
   stop(reason?: string | Error, options?: { timeout?: number }): Promise<unknown>;
 }
 

@@ -56,6 +56,7 @@ import {
 } from "./_heap.ts";
 import { addRoot, removeRoot, shutdownRoots } from "./_lifecycle.ts";
 import { EOF, flushAll, Ring, TIMEOUT } from "./_ring.ts";
+import { optionsOf } from "./_args.ts";
 import { sandbox } from "./_spawn.ts";
 import { callerModule, resolveTarget } from "./_target.ts";
 import { Full, ProcessError, SerializationError, TimeoutError, ValueError } from "./errors.ts";
@@ -275,7 +276,8 @@ export class Mailbox<T = unknown> {
   #box: Box;
 
   /** Creates a mailbox; `maxsize` bounds it (`send` then waits for room). */
-  constructor(options: MailboxOptions = {}) {
+  constructor(options?: MailboxOptions) {
+    options = optionsOf(options, "new Mailbox", "new Mailbox({ maxsize: 100 })");
     if (attaching) {
       this.#box = new Box(attaching);
       attaching = 0;
@@ -315,7 +317,7 @@ export class Mailbox<T = unknown> {
 
   /**
    * Queues `msg`. On a bounded mailbox that is full, waits for room (throws `Full` after
-   * `timeout` ms). Resolves once the message is queued (in order; a worker delivers what it
+   * `timeout` milliseconds). Resolves once the message is queued (in order; a worker delivers what it
    * queued before it ends).
    *
    * @example
@@ -326,7 +328,8 @@ export class Mailbox<T = unknown> {
    * await mb.send("b", { timeout: 10 }).catch((e) => console.assert(e.name === "Full"));
    * ```
    */
-  async send(msg: T, options: MailboxSendOptions = {}): Promise<void> {
+  async send(msg: T, options?: MailboxSendOptions): Promise<void> {
+    options = optionsOf(options, "Mailbox.send", "send(msg, { timeout: 1000 })");
     if (!this.#reserve()) {
       await runAsync(this.#roomWaits(deadlineOf(options.timeout), options.signal));
     }
@@ -348,7 +351,8 @@ export class Mailbox<T = unknown> {
    * console.assert(mb.receiveSync() === 7);
    * ```
    */
-  sendSync(msg: T, options: { timeout?: number } = {}): void {
+  sendSync(msg: T, options?: { timeout?: number }): void {
+    options = optionsOf(options, "Mailbox.sendSync", "sendSync(msg, { timeout: 1000 })");
     if (!this.#reserve()) runSync(this.#roomWaits(deadlineOf(options.timeout)));
     this.#box.ring.sendSync(this.#encodeReserved(msg));
   }
@@ -408,7 +412,7 @@ export class Mailbox<T = unknown> {
 
   /**
    * Receives the first queued message (with `match`: the first one it accepts; the others
-   * keep their places). Throws `TimeoutError` after `timeout` ms.
+   * keep their places). Throws `TimeoutError` after `timeout` milliseconds.
    *
    * @example
    * ```ts
@@ -425,7 +429,8 @@ export class Mailbox<T = unknown> {
   ): Promise<U>;
   /** Receives the first queued message (with `match`: the first one it accepts). */
   receive(options?: MailboxReceiveOptions<T>): Promise<T>;
-  async receive(options: MailboxReceiveOptions<T> = {}): Promise<T> {
+  async receive(options?: MailboxReceiveOptions<T>): Promise<T> {
+    options = optionsOf(options, "Mailbox.receive", "receive({ timeout: 1000 })");
     const box = this.#box, h = box.i32, ring = box.ring, match = options.match;
     // Fast path: nothing was ever skipped here, so the ring's first message is the oldest.
     if (!match && Atomics.load(h, SAVE_COUNT) === 0 && !mutexLocked(h, RLOCK)) {
@@ -485,7 +490,8 @@ export class Mailbox<T = unknown> {
    * console.assert(mb.receiveSync({ timeout: 0 }) === "x");
    * ```
    */
-  receiveSync(options: { timeout?: number; match?: (msg: T) => boolean } = {}): T {
+  receiveSync(options?: { timeout?: number; match?: (msg: T) => boolean }): T {
+    options = optionsOf(options, "Mailbox.receiveSync", "receiveSync({ timeout: 1000 })");
     const box = this.#box, h = box.i32, ring = box.ring, match = options.match;
     const deadline = deadlineOf(options.timeout);
     const st = { seen: 0 };
@@ -1138,7 +1144,7 @@ export class ActorRef<out A extends Actor = Actor> {
 
   /**
    * Sends `msg` to the actor's `receive(msg)` and resolves with what it returns. Rejects with
-   * `TimeoutError` after `timeout` ms, with {@link ActorExited} if the actor stops first.
+   * `TimeoutError` after `timeout` milliseconds, with {@link ActorExited} if the actor stops first.
    *
    * @example
    * ```ts ignore
@@ -1147,8 +1153,13 @@ export class ActorRef<out A extends Actor = Actor> {
    */
   ask(
     msg: MessageOf<A>,
-    options: { timeout?: number; signal?: AbortSignal } = {},
+    options?: { timeout?: number; signal?: AbortSignal },
   ): Promise<ReplyOf<A>> {
+    try {
+      options = optionsOf(options, "ActorRef.ask", "ask(msg, { timeout: 1000 })");
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return request(this.#box, this.#name, [ASK, 0, 0, 0, msg], 4, "message", options) as Promise<
       ReplyOf<A>
     >;
@@ -1156,7 +1167,7 @@ export class ActorRef<out A extends Actor = Actor> {
 
   /**
    * Stops the actor after the messages already queued (its `onStop(reason)` runs) and resolves
-   * with the reason once it has stopped. With `timeout`, an actor that has not stopped in time
+   * with the reason once it has stopped. With `timeout` (milliseconds), an actor that has not stopped in time
    * is killed if this process spawned it (else `TimeoutError`). Called by the actor on itself,
    * it stops after the current message and resolves at once.
    *
@@ -1167,16 +1178,20 @@ export class ActorRef<out A extends Actor = Actor> {
    */
   async stop(
     reason: ExitReason = "normal",
-    options: { timeout?: number } = {},
+    options?: { timeout?: number },
   ): Promise<ExitReason> {
+    options = optionsOf(options, "ActorRef.stop", 'stop("normal", { timeout: 5000 })');
+    const deadline = deadlineOf(options.timeout); // checked before anything is sent
     const box = this.#box;
     if (box.stopped()) return readReason(box);
     void box.ring.post(encodeAt([STOP, reason], 1, "reason"), box.postOpts);
     if (running?.box.off === box.off) return reason;
     const done = new Promise<ExitReason>((resolve) => watch(box, resolve));
-    if (options.timeout === undefined) return await keepAlive(done);
+    if (deadline === Infinity) return await keepAlive(done);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), options.timeout)));
+    const late = new Promise<"late">((
+      r,
+    ) => (timer = setTimeout(() => r("late"), remainingMs(deadline))));
     const first = await keepAlive(Promise.race([done, late]));
     clearTimeout(timer);
     if (first !== "late") return first;
@@ -1671,8 +1686,9 @@ function slotOfPid(pid: number): number {
  */
 export async function spawn<A extends Actor, P extends unknown[]>(
   cls: ActorClass<A, P>,
-  options: SpawnOptions<P> = {},
+  options?: SpawnOptions<P>,
 ): Promise<ActorRef<A>> {
+  options = optionsOf(options, "spawn", 'spawn(Worker, { args: [1], name: "w" })');
   const caller = callerModule();
   if (typeof cls !== "function" || !(cls.prototype instanceof Actor)) {
     throw new ValueError(`spawn() needs a class extending Actor: got ${String(cls)}`);
@@ -1740,8 +1756,9 @@ export interface MonitorOptions {
  */
 export function monitor<A extends Actor>(
   target: ActorRef<A> | Process,
-  options: MonitorOptions = {},
+  options?: MonitorOptions,
 ): Promise<ExitReason> {
+  options = optionsOf(options, "monitor", "monitor(ref, { keepAlive: false })");
   const signal = options.signal;
   const p = new Promise<ExitReason>((resolve) => {
     if (signal?.aborted) return;

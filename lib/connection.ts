@@ -419,7 +419,7 @@ export class Connection<T = unknown> {
 
   /**
    * Whether there is something to receive (a message, or the end of the stream), waiting up to
-   * `timeout` ms: `0` (the default, as in Python) does not wait; `null` or `Infinity` waits until
+   * `timeout` milliseconds: `0` (the default, as in Python) does not wait; `null` or `Infinity` waits until
    * there is. Never consumes anything; sees empty messages.
    */
   poll(timeout: number | null = 0): Promise<boolean> {

@@ -60,7 +60,7 @@ export type RestartType = "permanent" | "transient" | "temporary";
 export interface Supervisable {
   /** Resolves with the reason once it has stopped, for whatever cause. */
   readonly exited: Promise<ExitReason>;
-  /** Stops it (in order, within `timeout` ms if given); resolves once it has stopped. */
+  /** Stops it (in order, within `timeout` milliseconds if given); resolves once it has stopped. */
   stop(reason?: ExitReason, options?: { timeout?: number }): Promise<unknown>;
 }
 
@@ -328,7 +328,7 @@ export class Supervisor implements Supervisable {
    * (after a crash, once restarted). Rejects with a `SupervisorError` when it will never run
    * again — no such child, a temporary child that exited, a transient one that exited
    * normally, or the supervisor stopping or giving up — with `TimeoutError` after `timeout`
-   * ms, and with the signal's reason when `signal` aborts.
+   * milliseconds, and with the signal's reason when `signal` aborts.
    *
    * @example
    * ```ts
