@@ -322,11 +322,13 @@ Deno.test("Ctrl-C shuts a supervision tree down in order and exits promptly", as
 });
 
 Deno.test("Ctrl-C in a program with its own SIGINT listener: the program's handler runs to its end", async () => {
-  const r = await interrupt(SIGINT_PROGRAM, "own");
-  // It saved for a second, asking a live actor, then stopped the tree and chose its exit code.
-  assert.equal(r.code, 3, r.out);
-  assert.match(r.out, /saving\nsaved \(pong a\)\nstop a shutdown\n/);
-  assert.ok(r.ms >= 900, `exited ${r.ms.toFixed(0)} ms after the signal`);
+  for (const mode of ["own", "node"]) {
+    const r = await interrupt(SIGINT_PROGRAM, mode);
+    // It saved for a second, asking a live actor, then stopped the tree and chose its exit code.
+    assert.equal(r.code, 3, `${mode}: ${r.out}`);
+    assert.match(r.out, /saving\nsaved \(pong a\)\nstop a shutdown\n/);
+    assert.ok(r.ms >= 900, `${mode}: exited ${r.ms.toFixed(0)} ms after the signal`);
+  }
   // A listener added and removed again leaves Ctrl-C to the library: the tree stops, 130.
   const removed = await interrupt(SIGINT_PROGRAM, "removed");
   assert.equal(removed.code, 130, removed.out);
