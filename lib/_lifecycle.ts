@@ -20,10 +20,9 @@
  * when it loads, and counts the listeners added through them other than its own. Wrapping is
  * transparent (the originals do the work, with the same arguments and results) and sound for
  * every listener added after denomp is imported, which is every listener of the program's main
- * module, since imports are evaluated first. `node:process`'s `process.on("SIGINT")` does not go
- * through `Deno.addSignalListener`; its own `listenerCount` is asked instead. Listeners it
- * cannot see: ones added through `Deno.addSignalListener` before denomp was imported (by a
- * module evaluated earlier).
+ * module, since imports are evaluated first, and for `node:process`'s `process.on("SIGINT")`,
+ * which adds its listener through the same global (tested). Listeners it cannot see: ones added
+ * before denomp was imported (by a module evaluated earlier).
  *
  * @module
  */
@@ -70,16 +69,7 @@ wrapSignalApi();
 
 /** True while the program has a listener of its own for `signal`. */
 function programHandles(signal: Deno.Signal): boolean {
-  if ((ownListeners.get(signal)?.size ?? 0) > 0) return true;
-  // `node:process`'s `process.on("SIGINT", ...)` bypasses Deno.addSignalListener but counts its
-  // own listeners. Asked only when a signal comes (the global loads Node's process lazily).
-  const nodeProcess = (globalThis as { process?: { listenerCount?(event: string): number } })
-    .process;
-  try {
-    return (nodeProcess?.listenerCount?.(signal) ?? 0) > 0;
-  } catch {
-    return false;
-  }
+  return (ownListeners.get(signal)?.size ?? 0) > 0;
 }
 
 /** Registers a root (something started here that no supervisor owns). */
