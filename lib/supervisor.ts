@@ -342,12 +342,11 @@ export class Supervisor implements Supervisable {
    */
   whenRunning(id: string, options?: WhenRunningOptions): Promise<ChildRef> {
     const call = 'whenRunning("worker", { timeout: 5000 })';
-    let deadline: number;
+    let o: WhenRunningOptions, deadline: number;
     try {
-      const o = optionsOf(options, "Supervisor.whenRunning", call);
+      o = optionsOf(options, "Supervisor.whenRunning", call);
       deadline = deadlineOf(o.timeout);
       o.signal?.throwIfAborted();
-      options = o;
     } catch (e) {
       return Promise.reject(e);
     }
@@ -360,7 +359,7 @@ export class Supervisor implements Supervisable {
     if (why) return Promise.reject(this.#never(id, why));
     const ref = this.#runningRef(slot!);
     if (ref) return Promise.resolve(ref);
-    const { timeout, signal } = options!;
+    const { timeout, signal } = o;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onAbort: (() => void) | undefined;
     const wait = new Promise<ChildRef>((resolve, reject) => {
@@ -370,6 +369,7 @@ export class Supervisor implements Supervisable {
       set.add(w);
       const give = (err: unknown) => {
         set.delete(w);
+        if (!set.size && this.#waiters.get(id) === set) this.#waiters.delete(id);
         reject(err);
       };
       if (deadline !== Infinity) {
