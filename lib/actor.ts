@@ -56,6 +56,8 @@ import {
 } from "./_heap.ts";
 import { addRoot, removeRoot, shutdownRoots } from "./_lifecycle.ts";
 import { EOF, flushAll, Ring, TIMEOUT } from "./_ring.ts";
+import { optionsOf } from "./_args.ts";
+import { sandbox } from "./_spawn.ts";
 import { callerModule, resolveTarget } from "./_target.ts";
 import { Full, ProcessError, SerializationError, TimeoutError, ValueError } from "./errors.ts";
 import { exit, Process } from "./process.ts";
@@ -70,8 +72,8 @@ const COUNT = 16, PUT_WAITERS = 17;
 // Selective receive: the receive lock and the save list (messages taken out of the ring that a
 // `match` refused, oldest first). Each entry is its own heap block: [next, seq, length, -, bytes].
 const RLOCK = 32, SAVE_HEAD = 33, SAVE_TAIL = 34, SAVE_COUNT = 35, SAVE_SEQ = 36;
-// Actors only.
-const STATE = 48, SLOT = 49, REASON = 50;
+// Actors only. SUPERVISED: 1 while a supervisor watches the actor (it reports the crashes).
+const STATE = 48, SLOT = 49, REASON = 50, SUPERVISED = 51;
 const HEADER = 256;
 const MAGIC = 0x6d626f78; // "mbox"
 const PLAIN = 1, ACTOR = 2;
@@ -274,7 +276,8 @@ export class Mailbox<T = unknown> {
   #box: Box;
 
   /** Creates a mailbox; `maxsize` bounds it (`send` then waits for room). */
-  constructor(options: MailboxOptions = {}) {
+  constructor(options?: MailboxOptions) {
+    options = optionsOf(options, "new Mailbox", "new Mailbox({ maxsize: 100 })");
     if (attaching) {
       this.#box = new Box(attaching);
       attaching = 0;
@@ -314,7 +317,7 @@ export class Mailbox<T = unknown> {
 
   /**
    * Queues `msg`. On a bounded mailbox that is full, waits for room (throws `Full` after
-   * `timeout` ms). Resolves once the message is queued (in order; a worker delivers what it
+   * `timeout` milliseconds). Resolves once the message is queued (in order; a worker delivers what it
    * queued before it ends).
    *
    * @example
@@ -325,7 +328,8 @@ export class Mailbox<T = unknown> {
    * await mb.send("b", { timeout: 10 }).catch((e) => console.assert(e.name === "Full"));
    * ```
    */
-  async send(msg: T, options: MailboxSendOptions = {}): Promise<void> {
+  async send(msg: T, options?: MailboxSendOptions): Promise<void> {
+    options = optionsOf(options, "Mailbox.send", "send(msg, { timeout: 1000 })");
     if (!this.#reserve()) {
       await runAsync(this.#roomWaits(deadlineOf(options.timeout), options.signal));
     }
@@ -347,7 +351,8 @@ export class Mailbox<T = unknown> {
    * console.assert(mb.receiveSync() === 7);
    * ```
    */
-  sendSync(msg: T, options: { timeout?: number } = {}): void {
+  sendSync(msg: T, options?: { timeout?: number }): void {
+    options = optionsOf(options, "Mailbox.sendSync", "sendSync(msg, { timeout: 1000 })");
     if (!this.#reserve()) runSync(this.#roomWaits(deadlineOf(options.timeout)));
     this.#box.ring.sendSync(this.#encodeReserved(msg));
   }
@@ -407,7 +412,7 @@ export class Mailbox<T = unknown> {
 
   /**
    * Receives the first queued message (with `match`: the first one it accepts; the others
-   * keep their places). Throws `TimeoutError` after `timeout` ms.
+   * keep their places). Throws `TimeoutError` after `timeout` milliseconds.
    *
    * @example
    * ```ts
@@ -424,7 +429,8 @@ export class Mailbox<T = unknown> {
   ): Promise<U>;
   /** Receives the first queued message (with `match`: the first one it accepts). */
   receive(options?: MailboxReceiveOptions<T>): Promise<T>;
-  async receive(options: MailboxReceiveOptions<T> = {}): Promise<T> {
+  async receive(options?: MailboxReceiveOptions<T>): Promise<T> {
+    options = optionsOf(options, "Mailbox.receive", "receive({ timeout: 1000 })");
     const box = this.#box, h = box.i32, ring = box.ring, match = options.match;
     // Fast path: nothing was ever skipped here, so the ring's first message is the oldest.
     if (!match && Atomics.load(h, SAVE_COUNT) === 0 && !mutexLocked(h, RLOCK)) {
@@ -484,7 +490,8 @@ export class Mailbox<T = unknown> {
    * console.assert(mb.receiveSync({ timeout: 0 }) === "x");
    * ```
    */
-  receiveSync(options: { timeout?: number; match?: (msg: T) => boolean } = {}): T {
+  receiveSync(options?: { timeout?: number; match?: (msg: T) => boolean }): T {
+    options = optionsOf(options, "Mailbox.receiveSync", "receiveSync({ timeout: 1000 })");
     const box = this.#box, h = box.i32, ring = box.ring, match = options.match;
     const deadline = deadlineOf(options.timeout);
     const st = { seen: 0 };
@@ -1137,7 +1144,7 @@ export class ActorRef<out A extends Actor = Actor> {
 
   /**
    * Sends `msg` to the actor's `receive(msg)` and resolves with what it returns. Rejects with
-   * `TimeoutError` after `timeout` ms, with {@link ActorExited} if the actor stops first.
+   * `TimeoutError` after `timeout` milliseconds, with {@link ActorExited} if the actor stops first.
    *
    * @example
    * ```ts ignore
@@ -1146,8 +1153,13 @@ export class ActorRef<out A extends Actor = Actor> {
    */
   ask(
     msg: MessageOf<A>,
-    options: { timeout?: number; signal?: AbortSignal } = {},
+    options?: { timeout?: number; signal?: AbortSignal },
   ): Promise<ReplyOf<A>> {
+    try {
+      options = optionsOf(options, "ActorRef.ask", "ask(msg, { timeout: 1000 })");
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return request(this.#box, this.#name, [ASK, 0, 0, 0, msg], 4, "message", options) as Promise<
       ReplyOf<A>
     >;
@@ -1155,7 +1167,7 @@ export class ActorRef<out A extends Actor = Actor> {
 
   /**
    * Stops the actor after the messages already queued (its `onStop(reason)` runs) and resolves
-   * with the reason once it has stopped. With `timeout`, an actor that has not stopped in time
+   * with the reason once it has stopped. With `timeout` (milliseconds), an actor that has not stopped in time
    * is killed if this process spawned it (else `TimeoutError`). Called by the actor on itself,
    * it stops after the current message and resolves at once.
    *
@@ -1166,16 +1178,20 @@ export class ActorRef<out A extends Actor = Actor> {
    */
   async stop(
     reason: ExitReason = "normal",
-    options: { timeout?: number } = {},
+    options?: { timeout?: number },
   ): Promise<ExitReason> {
+    options = optionsOf(options, "ActorRef.stop", 'stop("normal", { timeout: 5000 })');
+    const deadline = deadlineOf(options.timeout); // checked before anything is sent
     const box = this.#box;
     if (box.stopped()) return readReason(box);
     void box.ring.post(encodeAt([STOP, reason], 1, "reason"), box.postOpts);
     if (running?.box.off === box.off) return reason;
     const done = new Promise<ExitReason>((resolve) => watch(box, resolve));
-    if (options.timeout === undefined) return await keepAlive(done);
+    if (deadline === Infinity) return await keepAlive(done);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), options.timeout)));
+    const late = new Promise<"late">((
+      r,
+    ) => (timer = setTimeout(() => r("late"), remainingMs(deadline))));
     const first = await keepAlive(Promise.race([done, late]));
     clearTimeout(timer);
     if (first !== "late") return first;
@@ -1376,11 +1392,49 @@ function sendReply(to: Reply, status: number, value: unknown): void {
 
 function crash(run: Running, err: unknown, to: Reply | null): Outcome {
   if (isTerminatedError(err)) return { reason: "killed", zombie: true };
+  // Stopping from now on, before the caller hears of the crash: whoever learns of it from the
+  // reply sees the actor no longer running (a supervisor's `get` returns nothing for it).
+  Atomics.store(run.box.i32, STATE, STOPPING);
   if (to) sendReply(to, ERR, err);
   const reason = err instanceof Error ? err : new Error(String(err));
-  const text = reason.stack ?? `${reason.name}: ${reason.message}`;
-  console.error(`actor ${run.ref.name} crashed:\n${text}`);
+  // A supervised crash is handled: its supervisor reports it (one line, or in full with
+  // `verbose`), with the reason recorded here. Printed here too, it would be said twice.
+  if (Atomics.load(run.box.i32, SUPERVISED) === 0) {
+    const text = reason.stack ?? `${reason.name}: ${reason.message}`;
+    console.error(`actor ${run.ref.name} crashed:\n${text}`);
+  }
   return { reason };
+}
+
+/**
+ * True while the actor of `ref` handles messages: false from the moment it starts to stop (a
+ * crash, `stop()`, a kill), where `isAlive()` stays true until it has stopped.
+ *
+ * @example
+ * ```ts
+ * import { type ActorRef, isRunning } from "./actor.ts";
+ * export const usable = (ref: ActorRef): boolean => isRunning(ref);
+ * ```
+ */
+export function isRunning(ref: ActorRef<Actor>): boolean {
+  const box = boxOfRef(ref);
+  return Atomics.load(box.i32, STATE) === RUNNING && !box.stopped();
+}
+
+/**
+ * Tells the actor of `ref` whether a supervisor watches it (for `supervisor.ts` and other
+ * supervisors): a supervised actor does not print its crashes, its supervisor reports them.
+ *
+ * @example
+ * ```ts
+ * import { type ActorRef, markSupervised } from "./actor.ts";
+ * export function adoptChild(ref: ActorRef): void {
+ *   markSupervised(ref, true); // its crashes are now this supervisor's to report
+ * }
+ * ```
+ */
+export function markSupervised(ref: ActorRef<Actor>, supervised: boolean): void {
+  Atomics.store(boxOfRef(ref).i32, SUPERVISED, supervised ? 1 : 0);
 }
 
 /** Runs a handler; replies to `to` if given. Sync when the handler is. */
@@ -1602,7 +1656,10 @@ export interface SpawnOptions<P extends unknown[]> {
    * actors (a daemon process cannot start children).
    */
   daemon?: boolean;
-  /** Deno permissions for the actor's worker (at most the parent's). */
+  /**
+   * Deno permissions for the actor's worker (at most the parent's), as `Process`'s
+   * `permissions`: the worker may always read denomp's modules and the actor class's module.
+   */
   permissions?: Deno.PermissionOptions;
   /** The module that exports the class, when it cannot be found automatically. */
   module?: string | URL;
@@ -1629,8 +1686,9 @@ function slotOfPid(pid: number): number {
  */
 export async function spawn<A extends Actor, P extends unknown[]>(
   cls: ActorClass<A, P>,
-  options: SpawnOptions<P> = {},
+  options?: SpawnOptions<P>,
 ): Promise<ActorRef<A>> {
+  options = optionsOf(options, "spawn", 'spawn(Worker, { args: [1], name: "w" })');
   const caller = callerModule();
   if (typeof cls !== "function" || !(cls.prototype instanceof Actor)) {
     throw new ValueError(`spawn() needs a class extending Actor: got ${String(cls)}`);
@@ -1639,17 +1697,10 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   const name = options.name ?? `${cls.name}-${nextId()}`;
   const box = new Box(Box.create(ACTOR, 0));
   const ref = makeRef<A>(box, name, true);
-  let permissions = options.permissions;
-  if (permissions && typeof permissions === "object") {
-    // The worker imports the class's module: let it read that module's folder.
-    const read = permissions.read;
-    if (
-      read !== undefined && read !== true && read !== "inherit" && target.module.startsWith("file:")
-    ) {
-      const dir = new URL(".", target.module).pathname;
-      permissions = { ...permissions, read: [...(Array.isArray(read) ? read : []), dir] };
-    }
-  }
+  // The worker imports the class's module too: it may read that file, whatever was asked.
+  const permissions = options.permissions === undefined
+    ? undefined
+    : sandbox(options.permissions, [target.module]);
   const init: ActorInit = { off: box.off, target, args: options.args ?? [], name };
   const p = new Process({
     target: actorMain,
@@ -1705,8 +1756,9 @@ export interface MonitorOptions {
  */
 export function monitor<A extends Actor>(
   target: ActorRef<A> | Process,
-  options: MonitorOptions = {},
+  options?: MonitorOptions,
 ): Promise<ExitReason> {
+  options = optionsOf(options, "monitor", "monitor(ref, { keepAlive: false })");
   const signal = options.signal;
   const p = new Promise<ExitReason>((resolve) => {
     if (signal?.aborted) return;

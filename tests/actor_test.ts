@@ -375,3 +375,29 @@ Deno.test("an actor killed while busy in a handler stops silently when the handl
   assert.match(r.out, /zombie-done/);
   assert.doesNotMatch(r.err, /crashed|terminated/);
 });
+
+Deno.test("an actor spawned with permissions 'none' starts: it may read denomp and its class's module only", async () => {
+  const a = await spawn(Noisy, { args: ["sandboxed"], permissions: "none" });
+  assert.equal(await a.call.ping(), "pong sandboxed");
+  await a.stop();
+});
+
+Deno.test("options objects: a number or boolean where one belongs is a TypeError showing the right call", async () => {
+  const mb = new Mailbox<number>();
+  await assert.rejects(
+    mb.receive(1000 as unknown as undefined),
+    (e: Error) => e instanceof TypeError && /receive\(\{ timeout: 1000 \}\)/.test(e.message),
+  );
+  assert.throws(() => mb.receiveSync(0 as unknown as undefined), TypeError);
+  await assert.rejects(mb.send(1, 50 as unknown as undefined), TypeError);
+  assert.throws(() => mb.sendSync(1, true as unknown as undefined), TypeError);
+  assert.throws(() => new Mailbox(10 as unknown as undefined), /new Mailbox\(\{ maxsize/);
+  await assert.rejects(spawn(Noisy, "n" as unknown as undefined), TypeError);
+  const a = await spawn(Noisy, { args: ["opts"] });
+  await assert.rejects(a.ask(undefined as never, 100 as unknown as undefined), TypeError);
+  assert.throws(() => monitor(a, false as unknown as undefined), TypeError);
+  await assert.rejects(a.stop("normal", 5000 as unknown as undefined), TypeError);
+  await assert.rejects(a.stop("normal", { timeout: -1 }), ValueError);
+  assert.equal(await a.call.ping(), "pong opts"); // refused calls left it alone
+  await a.stop("normal", { timeout: 5000 });
+});
