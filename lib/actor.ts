@@ -681,7 +681,7 @@ function setStopped(box: Box, reason: ExitReason): void {
   if (Atomics.load(box.i32, STATE) === STOPPED) return;
   let bytes: Uint8Array;
   try {
-    bytes = new Encoder().encode(reason, "reason");
+    bytes = new Encoder().encode(reason, "reason", { reportError: true });
   } catch {
     bytes = new Encoder().encode(String(reason), "reason");
   }
@@ -1381,7 +1381,11 @@ async function importClass(target: ActorInit["target"]): Promise<new (...a: unkn
 function sendReply(to: Reply, status: number, value: unknown): void {
   let bytes: Uint8Array;
   try {
-    bytes = encodeAt([to.id, status, value], 2, "result");
+    // An error being reported arrives even with fields that cannot be sent (the codec leaves
+    // them out and says so in its stack); a result that cannot be sent is refused by its path.
+    bytes = status === ERR
+      ? enc.encode([to.id, status, value], "reply", { reportError: true })
+      : encodeAt([to.id, status, value], 2, "result");
   } catch (e) {
     bytes = enc.encode([to.id, ERR, e], "reply");
   }
