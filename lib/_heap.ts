@@ -13,6 +13,8 @@
  * @module
  */
 
+import { ProcessError } from "./errors.ts";
+
 // Header, as Int32 indices.
 const MAGIC_I = 0, ALLOC_LOCK_I = 1, BUMP_I = 2, NEXT_SLOT_I = 3, DEATH_EPOCH_I = 4, NEXT_ID_I = 5;
 const FREE_HEADS_I = 16; // free-list heads for size classes 0..31 (block of 2^k bytes)
@@ -156,6 +158,37 @@ export function isAlive(slot: number): boolean {
   return true;
 }
 
+// Zombies. Deno's `worker.terminate()` stops a worker only when it returns to its event loop: a
+// worker busy in JS or looping in `Atomics.wait` (every `...Sync` call) keeps running, yet its
+// parent marks it dead at once, and whatever it held is taken over. So every operation that
+// changes a shared object (a channel, a lock, a value) first checks that this process is not
+// marked dead, and a lock is released only by its current owner: a zombie stops at its next
+// such operation without disturbing anyone.
+
+let selfState: Int32Array | null = null;
+let checks = 0;
+
+/**
+ * The fence: throws `ProcessError(TERMINATED_MESSAGE)` when this process has been terminated
+ * (marked dead in the process table) while its thread still runs. One load on the hot path.
+ *
+ * @example
+ * ```ts
+ * import { checkNotTerminated } from "./_heap.ts";
+ * checkNotTerminated(); // the main thread is never terminated
+ * ```
+ */
+export function checkNotTerminated(): void {
+  const h = heap();
+  if (h.slot === MAIN_SLOT) return;
+  selfState ??= new Int32Array(h.sab, slotStateIndex(h.slot) * 4, 1);
+  // Our own entry every time (one load on a fixed view); the ancestors (a terminated parent
+  // takes its children with it) now and then, as that walks the table.
+  if (Atomics.load(selfState, 0) !== SLOT_ALIVE || (++checks & 255) === 0 && !isAlive(h.slot)) {
+    throw new ProcessError(TERMINATED_MESSAGE);
+  }
+}
+
 /** The parent slot of `slot` (0 for the main thread). */
 export function parentSlot(slot: number): number {
   return Atomics.load(heap().i32, TABLE_BYTE / 4 + slot * 2 + 1);
@@ -240,6 +273,20 @@ export function alloc(bytes: number): number {
 /** Adds a reference to the block whose data starts at `off`. */
 export function retain(off: number): void {
   Atomics.add(heap().i32, ((off - BLOCK_HEADER) >> 2) + 1, 1);
+}
+
+/**
+ * Adds a reference to the block at `off` only if it still has one (it is not freed, nor being
+ * freed): for code that found the block by a name rather than through a reference it holds, and
+ * which must not revive it. The block may have been freed and allocated again meanwhile, so
+ * the caller checks afterwards that it is still the block it looked for (and releases it if not).
+ */
+export function tryRetain(off: number): boolean {
+  const i32 = heap().i32, rc = ((off - BLOCK_HEADER) >> 2) + 1;
+  for (let n = Atomics.load(i32, rc); n > 0; n = Atomics.load(i32, rc)) {
+    if (Atomics.compareExchange(i32, rc, n, n + 1) === n) return true;
+  }
+  return false;
 }
 
 /**
