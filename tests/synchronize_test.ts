@@ -14,6 +14,18 @@ import {
 } from "../lib/synchronize.ts";
 import { Thread } from "../lib/threading.ts";
 import { Queue } from "../lib/queues.ts";
+import { alloc, heap, release as releaseBlock } from "../lib/_heap.ts";
+import { __testHooks } from "../lib/_synchronize_hooks.ts";
+import { Array as SharedArray } from "../lib/sharedctypes.ts";
+import { ShareableList, SharedMemory } from "../lib/shared_memory.ts";
+import {
+  ATTEMPTS,
+  DONE,
+  FENCED,
+  type Shared,
+  zombie,
+  zombieWaits,
+} from "./fixtures/zombie_targets.ts";
 import {
   barrierBroken,
   barrierParty,
@@ -672,3 +684,93 @@ Deno.test("workers: fairness: 4 workers contending for one Lock for 2 s each get
     );
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// Zombies: a worker terminated while busy in synchronous code keeps running (Deno cannot stop
+// it there); once marked dead it must not change anything shared.
+
+Deno.test("a zombie changes no shared state: locks, semaphores, events, values, barriers, shared memory", async () => {
+  const s: Shared = {
+    lock: new Lock(),
+    rlock: new RLock(),
+    ev: new Event(),
+    ev2: new Event(),
+    sem: new Semaphore(1),
+    bsem: new BoundedSemaphore(1),
+    v: new Value("i", 7),
+    arr: new SharedArray("i", [7]),
+    barrier: new Barrier(2),
+    shm: new SharedMemory({ size: 8 }),
+    sl: new ShareableList([7]),
+    cond: new Condition(),
+  };
+  s.ev.set();
+  const held = new Event(), go = new Event();
+  const report = alloc(128), rep = new Int32Array(heap().sab, report, 32);
+  const p = start(zombie, s, held, go, report);
+  assert.ok(await held.wait(20_000), "the worker took the locks");
+  p.terminate();
+  await p.join();
+  // What it held is taken over, as from any dead process.
+  const l = await s.lock.acquire({ timeout: 5000 });
+  const r = await s.rlock.acquire({ timeout: 5000 });
+  const b = await s.bsem.acquire({ timeout: 5000 });
+  assert.ok(l && l.ownerDied && r && r.ownerDied && b && b.ownerDied);
+  go.set(); // the zombie, still spinning, now tries everything
+  for (let t = 0; Atomics.load(rep, DONE) === 0 && t < 400; t++) await sleep(50);
+  assert.equal(Atomics.load(rep, DONE), 1, "the zombie ran (it was not stopped in its loop)");
+  const said = ["not reached", "fenced", "done it", "another error"];
+  assert.deepEqual(
+    ATTEMPTS.map(([name], k) => `${name}: ${said[rep[k]]}`),
+    ATTEMPTS.map(([name]) => `${name}: fenced`),
+  );
+  // And indeed nothing changed.
+  assert.equal(s.lock.locked(), true);
+  assert.equal(s.rlock.locked(), true);
+  assert.equal(s.ev.isSet(), true);
+  assert.equal(s.ev2.isSet(), false);
+  assert.equal(s.sem.getValue(), 1);
+  assert.equal(s.bsem.getValue(), 0);
+  assert.equal(s.v.value, 7);
+  assert.equal(s.arr.get(0), 7);
+  assert.equal(s.barrier.broken, false);
+  assert.equal(new SharedMemory({ name: s.shm.name }).size, 8);
+  assert.equal(s.sl.get(0), 7);
+  s.lock.release();
+  s.rlock.release();
+  s.bsem.release(); // the permit taken back from the zombie: one release, no more
+  assert.throws(() => s.bsem.release(), /released too many times/);
+  releaseBlock(report);
+});
+
+for (const kind of ["lock", "semaphore", "condition", "barrier"] as const) {
+  Deno.test(`a zombie woken in a ${kind} wait takes nothing and breaks nothing`, async () => {
+    const cond = new Condition(new Lock());
+    const s = {
+      lock: new Lock(),
+      sem: new Semaphore(0),
+      cond,
+      barrier: new Barrier(2),
+    } as Partial<Shared> as Shared;
+    if (kind === "lock") await s.lock.acquire();
+    const held = new Event();
+    const report = alloc(128), rep = new Int32Array(heap().sab, report, 32);
+    const p = start(zombieWaits, kind, s, held, report);
+    assert.ok(await held.wait(20_000));
+    await sleep(100); // asleep in Atomics.wait by now
+    p.terminate();
+    await p.join();
+    // Wake it: what it waited for becomes available (condition and barrier: their timeouts).
+    if (kind === "lock") s.lock.release();
+    if (kind === "semaphore") s.sem.release();
+    for (let t = 0; Atomics.load(rep, DONE) === 0 && t < 400; t++) await sleep(50);
+    assert.equal(Atomics.load(rep, DONE), 1, "the zombie woke");
+    assert.equal(rep[0], FENCED);
+    assert.equal(s.lock.locked(), false, "the lock was not taken");
+    assert.equal(s.sem.getValue(), kind === "semaphore" ? 1 : 0, "the permit was not taken");
+    assert.equal(await cond.acquire({ block: false }) !== false, true, "the lock came free");
+    cond.release();
+    assert.equal(s.barrier.broken, false, "the barrier was not broken");
+    releaseBlock(report);
+  });
+}
