@@ -4,6 +4,7 @@ import { BrokenBarrierError, ValueError } from "../lib/errors.ts";
 import { dumps, loads } from "../lib/reduction.ts";
 import { RawArray, Value } from "../lib/sharedctypes.ts";
 import {
+  type Acquired,
   Barrier,
   BoundedSemaphore,
   Condition,
@@ -22,7 +23,9 @@ import {
   ATTEMPTS,
   DONE,
   FENCED,
+  semaphoreChurn,
   type Shared,
+  takePermit,
   zombie,
   zombieWaits,
 } from "./fixtures/zombie_targets.ts";
@@ -774,3 +777,59 @@ for (const kind of ["lock", "semaphore", "condition", "barrier"] as const) {
     releaseBlock(report);
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Semaphore: taking back the permits of dead holders
+
+Deno.test("Semaphore: a reclaimer that read a dead holder's entry does not take the permit of the live process that reclaimed that entry since (ABA)", async () => {
+  const sem = new BoundedSemaphore(1);
+  const x = start(takePermit, sem);
+  await x.join(); // X died holding the permit, on its account
+  assert.equal(sem.getValue(), 0);
+  let inside: Acquired | false | undefined;
+  __testHooks.semaphoreReclaim = () => {
+    // Waiter R2 (below) has read the entry naming X and is paused there. Meanwhile R1 takes
+    // X's permit back and keeps it, noting it on its own account in the entry X had.
+    __testHooks.semaphoreReclaim = undefined;
+    inside = sem.acquireSync({ timeout: 1000 });
+  };
+  try {
+    const r2 = sem.acquireSync({ timeout: 200 });
+    assert.ok(inside && inside.ownerDied, "R1 took X's permit back");
+    assert.equal(r2, false, "R2 found no permit to take back");
+  } finally {
+    __testHooks.semaphoreReclaim = undefined;
+  }
+  assert.equal(sem.getValue(), 0);
+  sem.release(); // R1's permit: one release, no more
+  assert.throws(() => sem.release(), /released too many times/);
+});
+
+Deno.test("Semaphore stress: holders terminated mid-use, their permits reclaimed by racing waiters, none too many", async () => {
+  const PERMITS = 2, sem = new BoundedSemaphore(PERMITS);
+  const end = performance.now() + 3000;
+  const ps: Process[] = [];
+  const crashed: string[] = [];
+  while (performance.now() < end) {
+    while (ps.filter((p) => p.isAlive()).length < 6) {
+      const p = new Process({ target: semaphoreChurn, args: [sem, 400] });
+      p.start();
+      ps.push(p);
+    }
+    await sleep(20 + Math.random() * 40);
+    const alive = ps.filter((p) => p.isAlive());
+    alive[Math.floor(Math.random() * alive.length)]?.terminate();
+  }
+  for (const p of ps) {
+    await p.join();
+    if (p.exitCode !== 0 && p.exitCode !== -15) crashed.push(`${p.name}: ${p.exitCode}`);
+  }
+  assert.deepEqual(crashed, [], "no worker failed (a release too many would throw)");
+  // Every permit comes back (those of the dead by reclaim), and no more than the bound.
+  const got = [];
+  for (let i = 0; i < PERMITS; i++) got.push(await sem.acquire({ timeout: 5000 }));
+  assert.ok(got.every((g) => g !== false));
+  assert.equal(await sem.acquire({ block: false }), false);
+  for (let i = 0; i < PERMITS; i++) sem.release();
+  assert.throws(() => sem.release(), /released too many times/);
+});
