@@ -16,6 +16,7 @@
  */
 
 import { optionsOf } from "./_args.ts";
+import { __testHooks } from "./_synchronize_hooks.ts";
 import {
   adopt,
   alloc,
@@ -165,9 +166,12 @@ function attachByName(name: string): number {
   const m = /^psm_([0-9a-z]+)_([0-9a-z]+)$/.exec(name);
   if (m) {
     const id = parseInt(m[1], 36), off = parseInt(m[2], 36);
-    if (named(off, id) && tryRetain(off)) {
-      if (named(off, id)) return off;
-      release(off);
+    if (named(off, id)) {
+      __testHooks.sharedMemoryAttach?.();
+      if (tryRetain(off)) {
+        if (named(off, id)) return off; // still the block that was named
+        release(off); // freed and reused meanwhile
+      }
     }
   }
   throw new ValueError(`no SharedMemory named '${name}' (closed, unlinked, or never created)`);
