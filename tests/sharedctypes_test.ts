@@ -168,3 +168,16 @@ Deno.test("workers: typed values written in a worker are seen by the parent", as
   assert.deepEqual([...arr], [-1, 2, -3]);
   assert.deepEqual([...raw], [255, 0]);
 });
+
+Deno.test("Value and Array: options of the wrong shape are TypeErrors that show the right call", () => {
+  // Python's Value("i", 0, lock=False) written positionally.
+  assert.throws(
+    () => new Value("i", 0, false as unknown as { lock: false }),
+    (e) => e instanceof TypeError && /new Value\("i", 0, \{ lock: false \}\)/.test(e.message),
+  );
+  assert.throws(
+    () => new SharedArray("i", 3, true as unknown as { lock: true }),
+    (e) => e instanceof TypeError && /new Array\("i", 10, \{ lock: false \}\)/.test(e.message),
+  );
+  assert.equal(new Value("i", 1, { lock: false }).value, 1);
+});

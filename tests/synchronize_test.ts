@@ -294,6 +294,16 @@ Deno.test("Event: set, clear, isSet, wait with and without timeout", async () =>
   await assert.rejects(ev.wait({ signal: ac.signal }));
 });
 
+Deno.test("Event: waiters present at set() return true even if clear() follows at once (bpo-13502)", async () => {
+  const ev = new Event();
+  const waiting = [ev.wait(3000), ev.wait({ timeout: 3000 }), ev.wait(3000)];
+  ev.set();
+  ev.clear();
+  assert.deepEqual(await Promise.all(waiting), [true, true, true]);
+  assert.equal(ev.isSet(), false);
+  assert.equal(await timed(30, () => ev.wait(30)), false); // a later wait waits for a later set
+});
+
 // ---------------------------------------------------------------------------------------------
 // Condition
 
@@ -832,4 +842,74 @@ Deno.test("Semaphore stress: holders terminated mid-use, their permits reclaimed
   assert.equal(await sem.acquire({ block: false }), false);
   for (let i = 0; i < PERMITS; i++) sem.release();
   assert.throws(() => sem.release(), /released too many times/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Python's behaviour where it differs between threading and multiprocessing: multiprocessing's
+
+Deno.test("acquire({ block: false, timeout }) ignores the timeout, as multiprocessing does: false at once when taken", async () => {
+  const lock = new Lock(), rlock = new RLock(), sem = new Semaphore(1);
+  const cond = new Condition(new Lock());
+  for (const l of [lock, rlock, sem, cond]) {
+    const g = await l.acquire({ block: false, timeout: 5000 });
+    assert.ok(g, `${l}: free, so taken`);
+  }
+  // Another thread (of this process) tries each: all are taken.
+  const got: unknown[] = [];
+  const t = new Thread({
+    target: async () => {
+      for (const l of [lock, rlock, sem, cond]) {
+        for (
+          const attempt of [
+            () => l.acquire({ block: false, timeout: 5000 }),
+            () => l.acquireSync({ block: false, timeout: 5000 }),
+          ]
+        ) {
+          const t0 = performance.now();
+          try {
+            got.push(await attempt(), performance.now() - t0 < 2000);
+          } catch (e) {
+            got.push(String(e));
+          }
+        }
+      }
+    },
+  });
+  t.start();
+  await t.join();
+  assert.deepEqual(got, Array(8).fill([false, true]).flat());
+  for (const l of [lock, rlock, sem, cond]) l.release();
+});
+
+Deno.test("options of the wrong shape are TypeErrors that show the right call (timeouts in ms)", async () => {
+  const lock = new Lock(), rlock = new RLock(), sem = new Semaphore(1), cond = new Condition();
+  // deno-lint-ignore no-explicit-any
+  const any = (x: unknown) => x as any;
+  const shows = (re: RegExp) => (e: unknown) => e instanceof TypeError && re.test(e.message);
+  for (
+    const [l, name] of [[lock, "Lock"], [rlock, "RLock"], [sem, "Semaphore"], [
+      cond,
+      "Condition",
+    ]] as const
+  ) {
+    await assert.rejects(
+      l.acquire(any(false)),
+      shows(new RegExp(`${name}\\.acquire\\(\\) .*acquire\\(\\{ block: false \\}\\)`)),
+    );
+    await assert.rejects(
+      l.acquire(any(5)),
+      shows(/acquire\(\{ timeout: 200 \}\) \(timeouts are in milliseconds\)/),
+    );
+    assert.throws(() => l.acquireSync(any(true)), shows(/acquireSync\(\{ timeout: 200 \}\)/));
+    assert.throws(() => l.acquireSync(any([5])), shows(/not an array/));
+  }
+  assert.equal(lock.locked() || rlock.locked() || sem.locked(), false, "nothing was taken");
+  const ev = new Event(), barrier = new Barrier(2);
+  await assert.rejects(ev.wait(any(true)), TypeError);
+  await assert.rejects(ev.wait(any([5])), shows(/wait\(200\) or wait\(\{ timeout: 200 \}\)/));
+  assert.throws(() => ev.waitSync(any("5")), TypeError);
+  await assert.rejects(barrier.wait(any(true)), TypeError);
+  await assert.rejects(barrier.wait(any([5])), shows(/Barrier\.wait\(\)/));
+  assert.equal(barrier.broken, false);
+  assert.throws(() => new Barrier(2, any(500)), shows(/new Barrier\(2, \{ timeout: 200 \}\)/));
 });
