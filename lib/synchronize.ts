@@ -13,6 +13,29 @@
  * succeeds and `ownerDied` is true. Semaphores keep a small table of the permits each process
  * holds; a waiter that runs out of permits reclaims those of dead processes (see `Semaphore`).
  *
+ * The rules the code follows, so that a take-over and a process that was declared dead but still
+ * runs (a zombie: Deno cannot stop a worker inside synchronous code) never corrupt anything:
+ * - The fence: every operation that changes shared state first calls `checkNotTerminated`
+ *   (_heap.ts; one plain read, so it sits on the hot paths too), and every wait algorithm calls
+ *   it again after each sleep (`fenced`). A zombie meets a `ProcessError` there, takes nothing
+ *   it was waiting for, and leaves what it held to be taken over: a Condition waiter does not
+ *   take its lock back nor unlink itself, a Barrier party neither counts itself out nor breaks
+ *   the barrier.
+ * - Ownership is checked in the same compare-exchange that releases: a lock is freed only by
+ *   `mutexRelease(i32, i, owner)` against the holder seen (its own slot for RLock, Barrier and
+ *   Condition; for Lock, which any process may release, the holder just read), never by "check,
+ *   then release". A holder taken over in between keeps nothing, frees nothing.
+ * - Who may clear what: a semaphore holder-table entry is claimed (0 to a slot) and freed (back to
+ *   0) only by its process; a reclaimer first claims a dead process's entry by compare-exchange
+ *   (slot to minus its own slot), then takes the count, then frees it. Counts change only by
+ *   atomic read-modify-write. An Event's flag is cleared only by `clear()`, and a waiter decides
+ *   by the count of `set()`s, not by the flag, whether it was woken.
+ * - A release takes the permit off its own account before giving it: a permit missing from the
+ *   account was either never on it or reclaimed because this process was declared dead, and the
+ *   fence tells which.
+ *
+ * Timeouts are in milliseconds everywhere; options objects are checked for their shape.
+ *
  * @module
  */
 
