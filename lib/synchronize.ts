@@ -228,6 +228,30 @@ function* fenced<R>(g: Waits<R>): Waits<R> {
   return step.value;
 }
 
+/**
+ * The slow path of a mutex acquire, fenced. A zombie stopped there passes on what its wake-up
+ * brought, as it will not use it: the hand-over a starvation-mode release reserved for the
+ * waiter it woke (else the mutex would stay reserved until another waiter slept its way to it),
+ * or the wake-up itself (another sleeper then re-checks the word at once).
+ */
+function* mutexWaitsFenced(
+  i32: Int32Array,
+  index: number,
+  me: number,
+  deadline: number,
+): Waits<AcquireResult> {
+  try {
+    return yield* fenced(mutexWaits(i32, index, me, deadline));
+  } catch (e) {
+    if (isTerminatedError(e)) {
+      // Held by nobody yet locked: being handed over (owner 0 in the release's compare-exchange).
+      if (mutexLocked(i32, index) && mutexOwner(i32, index) === 0) mutexRelease(i32, index, 0);
+      else Atomics.notify(i32, index, 1);
+    }
+    throw e;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lock
 
@@ -311,7 +335,7 @@ export class Lock {
         return Promise.resolve(this.#took(runSync(mutexWaits(i32, L_MUTEX, me, 0))));
       }
       if (spin(i32, L_MUTEX, me)) return Promise.resolve(this.#took(ACQUIRED));
-      return runAsync(fenced(mutexWaits(i32, L_MUTEX, me, deadline)), options?.signal).then((
+      return runAsync(mutexWaitsFenced(i32, L_MUTEX, me, deadline), options?.signal).then((
         r,
       ) => this.#took(r));
     } catch (e) {
@@ -335,7 +359,7 @@ export class Lock {
     if (deadline === 0) return this.#took(runSync(mutexWaits(i32, L_MUTEX, this.#slot, 0)));
     if (deadline === Infinity) selfDeadlock(word, this.#slot);
     if (spin(i32, L_MUTEX, this.#slot)) return this.#took(ACQUIRED);
-    return this.#took(runSync(fenced(mutexWaits(i32, L_MUTEX, this.#slot, deadline))));
+    return this.#took(runSync(mutexWaitsFenced(i32, L_MUTEX, this.#slot, deadline)));
   }
 
   #took(r: AcquireResult): Acquired | false {
@@ -485,7 +509,7 @@ export class RLock {
         return Promise.resolve(this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me));
       }
       if (spin(i32, R_MUTEX, slot)) return Promise.resolve(this.#took(ACQUIRED, me));
-      return runAsync(fenced(mutexWaits(i32, R_MUTEX, slot, deadline)), options?.signal).then((
+      return runAsync(mutexWaitsFenced(i32, R_MUTEX, slot, deadline), options?.signal).then((
         r,
       ) => this.#took(r, me));
     } catch (e) {
@@ -516,7 +540,7 @@ export class RLock {
     if (deadline === 0) return this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me);
     if (deadline === Infinity) selfDeadlock(word, slot);
     if (spin(i32, R_MUTEX, slot)) return this.#took(ACQUIRED, me);
-    return this.#took(runSync(fenced(mutexWaits(i32, R_MUTEX, slot, deadline))), me);
+    return this.#took(runSync(mutexWaitsFenced(i32, R_MUTEX, slot, deadline)), me);
   }
 
   /** True when thread `me` of this process holds the lock. */
@@ -607,7 +631,7 @@ function condLock(lock: Lock | RLock): CondLock {
         return levels;
       },
       restore: function* (levels) {
-        yield* fenced(mutexWaits(i32, R_MUTEX, heap().slot, Infinity));
+        yield* mutexWaitsFenced(i32, R_MUTEX, heap().slot, Infinity);
         i32[R_COUNT] = levels - 1;
         i32[R_THREAD] = getIdent();
       },
@@ -622,7 +646,7 @@ function condLock(lock: Lock | RLock): CondLock {
       return 1;
     },
     restore: function* () {
-      yield* fenced(mutexWaits(i32, L_MUTEX, heap().slot, Infinity));
+      yield* mutexWaitsFenced(i32, L_MUTEX, heap().slot, Infinity);
       i32[L_THREAD] = getIdent();
     },
   };
@@ -844,6 +868,10 @@ export class Semaphore {
         }
         yield { i32, index: S_VALUE, value: 0, ms: Math.min(left, LIVENESS_SLICE_MS) };
       }
+    } catch (e) {
+      // A zombie stopped by the fence passes on the wake-up it may have consumed.
+      if (isTerminatedError(e) && Atomics.load(i32, S_VALUE) > 0) Atomics.notify(i32, S_VALUE, 1);
+      throw e;
     } finally {
       Atomics.sub(i32, S_WAITING, 1);
     }
@@ -1572,7 +1600,7 @@ function breakBarrier(i32: Int32Array): void {
 function* lockWaits(i32: Int32Array): Waits<void> {
   const me = heap().slot;
   if (Atomics.compareExchange(i32, B_MUTEX, 0, me) === 0) return;
-  if ((yield* fenced(mutexWaits(i32, B_MUTEX, me, Infinity))) === OWNER_DIED) breakBarrier(i32);
+  if ((yield* mutexWaitsFenced(i32, B_MUTEX, me, Infinity)) === OWNER_DIED) breakBarrier(i32);
 }
 
 function lockSync(i32: Int32Array): void {

@@ -770,7 +770,9 @@ for (const kind of ["lock", "semaphore", "condition", "barrier"] as const) {
     const report = alloc(128), rep = new Int32Array(heap().sab, report, 32);
     const p = start(zombieWaits, kind, s, held, report);
     assert.ok(await held.wait(20_000));
-    await sleep(100); // asleep in Atomics.wait by now
+    // Asleep in Atomics.wait by now, and (a lock waiter) past a liveness slice, so starving:
+    // the release below hands the lock over to it.
+    await sleep(250);
     p.terminate();
     await p.join();
     // Wake it: what it waited for becomes available (condition and barrier: their timeouts).
