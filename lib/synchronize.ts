@@ -216,24 +216,11 @@ function share(off: number): number {
 }
 
 /**
- * A wait algorithm that passes the fence after each sleep: a process terminated while it
- * waited (a zombie, see _heap "Zombies") stops there instead of taking what it waited for.
- */
-function* fenced<R>(g: Waits<R>): Waits<R> {
-  let step = g.next();
-  while (!step.done) {
-    const r = yield step.value;
-    checkNotTerminated();
-    step = g.next(r);
-  }
-  return step.value;
-}
-
-/**
- * The slow path of a mutex acquire, fenced. A zombie stopped there passes on what its wake-up
- * brought, as it will not use it: the hand-over a starvation-mode release reserved for the
- * waiter it woke (else the mutex would stay reserved until another waiter slept its way to it),
- * or the wake-up itself (another sleeper then re-checks the word at once).
+ * The slow path of a mutex acquire, passing the fence after each sleep: a process terminated
+ * while it waited (a zombie, see _heap "Zombies") stops there instead of taking the mutex. It
+ * passes on what its wake-up brought, as it will not use it: the hand-over a starvation-mode
+ * release reserved for the waiter it woke (else the mutex would stay reserved until another
+ * waiter slept its way to it), or the wake-up itself (another sleeper re-checks the word now).
  */
 function* mutexWaitsFenced(
   i32: Int32Array,
@@ -241,16 +228,21 @@ function* mutexWaitsFenced(
   me: number,
   deadline: number,
 ): Waits<AcquireResult> {
-  try {
-    return yield* fenced(mutexWaits(i32, index, me, deadline));
-  } catch (e) {
-    if (isTerminatedError(e)) {
+  const g = mutexWaits(i32, index, me, deadline);
+  let step = g.next();
+  while (!step.done) {
+    const r = yield step.value;
+    try {
+      checkNotTerminated();
+    } catch (e) {
       // Held by nobody yet locked: being handed over (owner 0 in the release's compare-exchange).
       if (mutexLocked(i32, index) && mutexOwner(i32, index) === 0) mutexRelease(i32, index, 0);
       else Atomics.notify(i32, index, 1);
+      throw e;
     }
-    throw e;
+    step = g.next(r);
   }
+  return step.value;
 }
 
 // ---------------------------------------------------------------------------------------------
