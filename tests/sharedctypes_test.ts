@@ -9,7 +9,8 @@ import {
   type Typecode,
   Value,
 } from "../lib/sharedctypes.ts";
-import { Lock, RLock } from "../lib/synchronize.ts";
+import { Event, Lock, RLock } from "../lib/synchronize.ts";
+import { writeForever } from "./fixtures/zombie_targets.ts";
 import { increment, writeCtypes } from "./fixtures/sync_targets.ts";
 
 async function run<A extends unknown[]>(target: (...a: A) => unknown, ...args: A) {
@@ -180,4 +181,19 @@ Deno.test("Value and Array: options of the wrong shape are TypeErrors that show 
     (e) => e instanceof TypeError && /new Array\("i", 10, \{ lock: false \}\)/.test(e.message),
   );
   assert.equal(new Value("i", 1, { lock: false }).value, 1);
+});
+
+Deno.test("a worker terminated in a tight loop of Value writes stops writing (the fence holds in optimized code)", async () => {
+  const v = new Value("d", 0, { lock: false }), started = new Event();
+  const p = new Process({ target: writeForever, args: [v, started] });
+  p.start();
+  assert.ok(await started.wait(20_000));
+  await new Promise((r) => setTimeout(r, 200)); // long enough to be optimized
+  p.terminate();
+  await p.join();
+  await new Promise((r) => setTimeout(r, 100));
+  const last = v.value;
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(last > 0);
+  assert.equal(v.value, last, "the terminated worker still writes");
 });
