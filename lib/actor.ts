@@ -54,6 +54,7 @@ import {
   release,
   retain,
 } from "./_heap.ts";
+import { optionsOf } from "./_args.ts";
 import { addRoot, removeRoot, shutdownRoots } from "./_lifecycle.ts";
 import { EOF, flushAll, Ring, TIMEOUT } from "./_ring.ts";
 import { callerModule, resolveTarget } from "./_target.ts";
@@ -979,8 +980,13 @@ function request(
         reject(err);
         if (!pending.size) wake.abort(); // let the dispatcher end
       };
+      // The late reply finds no pending entry and is dropped by `settle`.
+      const what = env[0] === CALL ? `${env[4]}()` : "ask()";
       const timer = deadline === Infinity ? undefined : setTimeout(
-        () => give(new TimeoutError(`actor ${name} did not reply within ${options.timeout} ms`)),
+        () =>
+          give(
+            new TimeoutError(`actor ${name} did not reply to ${what} within ${options.timeout} ms`),
+          ),
         remainingMs(deadline),
       );
       const onAbort = () => give(signal!.reason);
@@ -1095,23 +1101,27 @@ export class ActorRef<out A extends Actor = Actor> {
    * with it, as a crashed `gen_server` does), or with {@link ActorExited} if the actor stopped.
    */
   get call(): ActorMethods<A> {
-    if (!this.#call) {
-      const box = this.#box, name = this.#name, fns = new Map<string, unknown>();
-      this.#call = new Proxy({}, {
-        get(_, method) {
-          // `then`: an awaited `ref.call` must not look like a promise.
-          if (typeof method !== "string" || method === "then") return undefined;
-          let f = fns.get(method);
-          if (!f) {
-            f = (...args: unknown[]) =>
-              request(box, name, [CALL, 0, 0, 0, method, args], 5, `${method}() args`);
-            fns.set(method, f);
-          }
-          return f;
-        },
-      });
-    }
-    return this.#call as ActorMethods<A>;
+    return (this.#call ??= methodsOf(this.#box, this.#name)) as ActorMethods<A>;
+  }
+
+  /**
+   * `ref.call` with a deadline (`gen_server:call`'s timeout) or an abort signal: a method that
+   * has not replied within `timeout` milliseconds rejects with `TimeoutError` naming the actor
+   * and the method. The method still runs in the actor; its late reply is dropped.
+   *
+   * @example
+   * ```ts ignore
+   * import { TimeoutError } from "jsr:@denomp/multiprocessing";
+   * try {
+   *   await ref.callWith({ timeout: 500 }).slowInc(1);
+   * } catch (e) {
+   *   console.assert(e instanceof TimeoutError); // "actor counter did not reply to slowInc() ..."
+   * }
+   * ```
+   */
+  callWith(options: CallOptions): ActorMethods<A> {
+    optionsOf(options, "ActorRef.callWith", "callWith({ timeout: 500 })");
+    return methodsOf(this.#box, this.#name, options) as ActorMethods<A>;
   }
 
   /** True until the actor has stopped. */
@@ -1223,6 +1233,32 @@ export class ActorRef<out A extends Actor = Actor> {
 
 const noop = () => {};
 const RESOLVED: Promise<void> = Promise.resolve();
+
+/** Options of {@link ActorRef.callWith}. */
+export interface CallOptions {
+  /** Milliseconds to wait for the reply; then `TimeoutError` (the late reply is dropped). */
+  timeout?: number;
+  /** Aborts the wait for the reply (the promise rejects with the signal's reason). */
+  signal?: AbortSignal;
+}
+
+/** The proxy behind `ref.call` and `ref.callWith(options)`: one function per method name. */
+function methodsOf(box: Box, name: string, options?: CallOptions): object {
+  const fns = new Map<string, unknown>();
+  return new Proxy({}, {
+    get(_, method) {
+      // `then`: an awaited `ref.call` must not look like a promise.
+      if (typeof method !== "string" || method === "then") return undefined;
+      let f = fns.get(method);
+      if (!f) {
+        f = (...args: unknown[]) =>
+          request(box, name, [CALL, 0, 0, 0, method, args], 5, `${method}() args`, options);
+        fns.set(method, f);
+      }
+      return f;
+    },
+  });
+}
 
 function makeRef<A extends Actor>(box: Box, name: string, adoptIt: boolean): ActorRef<A> {
   refAttaching = { box, name };
