@@ -61,6 +61,8 @@ import { callerModule, resolveTarget } from "./_target.ts";
 import { Full, ProcessError, SerializationError, TimeoutError, ValueError } from "./errors.ts";
 import { exit, Process } from "./process.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
+import { forgetActor } from "./_refmap.ts";
+import { register } from "./registry.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The mailbox block (Int32 words from offset / 4). The sender's and receiver's hot words sit on
@@ -1234,6 +1236,11 @@ export class ActorRef<out A extends Actor = Actor> {
 const noop = () => {};
 const RESOLVED: Promise<void> = Promise.resolve();
 
+/** Internal (names, groups): the offset of a ref's mailbox block, the actor's identity. */
+export function actorOffset(ref: ActorRef<Actor>): number {
+  return boxOfRef(ref).off;
+}
+
 /** Options of {@link ActorRef.callWith}. */
 export interface CallOptions {
   /** Milliseconds to wait for the reply; then `TimeoutError` (the late reply is dropped). */
@@ -1642,6 +1649,13 @@ export interface SpawnOptions<P extends unknown[]> {
   permissions?: Deno.PermissionOptions;
   /** The module that exports the class, when it cannot be found automatically. */
   module?: string | URL;
+  /**
+   * Registers the actor under `name` before it starts (Erlang's `{local, Name}`): any worker
+   * finds it with `whereis(name)`; the name is free again once it stops. A name held by a running
+   * actor makes `spawn` throw `ValueError`. A supervisor's restart spawns it again: the new
+   * instance takes the name over.
+   */
+  register?: boolean;
 }
 
 function slotOfPid(pid: number): number {
@@ -1686,6 +1700,10 @@ export async function spawn<A extends Actor, P extends unknown[]>(
       permissions = { ...permissions, read: [...(Array.isArray(read) ? read : []), dir] };
     }
   }
+  if (options.register) {
+    if (options.name === undefined) throw new ValueError("spawn({ register: true }) needs a name");
+    register(name, ref); // before the worker starts: a taken name starts nothing
+  }
   const init: ActorInit = { off: box.off, target, args: options.args ?? [], name };
   const p = new Process({
     target: actorMain,
@@ -1695,10 +1713,18 @@ export async function spawn<A extends Actor, P extends unknown[]>(
     daemon: options.daemon ?? true,
     permissions,
   });
-  p.start();
+  try {
+    p.start();
+  } catch (err) {
+    setStopped(box, err instanceof Error ? err : String(err)); // frees the name, if any
+    throw err;
+  }
   retain(box.off); // the worker's reference, dropped by the watcher once the worker has ended
   Atomics.store(box.i32, SLOT, slotOfPid(p.pid!));
-  watch(box, () => removeRoot(ref), { process: p, name });
+  watch(box, () => {
+    removeRoot(ref);
+    forgetActor(box.off); // its names and groups go at once (lookups also check liveness)
+  }, { process: p, name });
   addRoot(ref);
   for (;;) {
     const s = Atomics.load(box.i32, STATE);

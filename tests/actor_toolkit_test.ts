@@ -1,9 +1,13 @@
 // The actor toolkit of issue 22: calls with a deadline, names, timers, process groups and
 // state machines (become/stash), each as Erlang and Akka users know them.
 import assert from "node:assert/strict";
-import { spawn } from "../lib/actor.ts";
-import { TimeoutError } from "../lib/errors.ts";
+import { Mailbox, spawn } from "../lib/actor.ts";
+import { TimeoutError, ValueError } from "../lib/errors.ts";
+import { Process } from "../lib/process.ts";
+import { register, registered, unregister, whereis } from "../lib/registry.ts";
+import { Supervisor } from "../lib/supervisor.ts";
 import { Counter } from "./fixtures/actor_targets.ts";
+import { callByName, spawnRegistered } from "./fixtures/toolkit_targets.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -27,4 +31,86 @@ Deno.test("callWith({ timeout }): TimeoutError names actor and method; the late 
   } finally {
     await c.stop();
   }
+});
+
+Deno.test("names: register/whereis/unregister; any worker finds an actor; a stopped actor's name is free", async () => {
+  const a = await spawn(Counter, { name: "reg-a", register: true });
+  const b = await spawn(Counter);
+  try {
+    assert.ok(whereis("reg-a")?.equals(a));
+    assert.ok(registered().includes("reg-a"));
+    // A taken name: ValueError naming it, for register and for spawn (which starts nothing).
+    assert.throws(
+      () => register("reg-a", b),
+      (e) => e instanceof ValueError && /reg-a/.test(e.message),
+    );
+    await assert.rejects(() => spawn(Counter, { name: "reg-a", register: true }), ValueError);
+    assert.throws(() => whereis(7 as unknown as string), TypeError);
+    await assert.rejects(async () => await spawn(Counter, { register: true }), ValueError);
+    // Another worker finds it by name.
+    const out = new Mailbox<number | null>();
+    const p = new Process({ target: callByName, args: ["reg-a", out] });
+    p.start();
+    assert.equal(await out.receive({ timeout: 10_000 }), 2);
+    await p.join();
+    // The same actor under a second name; unregister frees one name, the actor goes on.
+    register("reg-b", b);
+    register("reg-b", b); // already its name: nothing to do
+    assert.equal(unregister("reg-b"), true);
+    assert.equal(unregister("reg-b"), false);
+    assert.equal(whereis("reg-b"), undefined);
+    assert.ok(b.isAlive());
+    // Stopped: the name is free, at once, and can go to another actor.
+    await a.stop();
+    assert.equal(whereis("reg-a"), undefined);
+    assert.ok(!registered().includes("reg-a"));
+    register("reg-a", b);
+    assert.ok(whereis("reg-a")?.equals(b));
+    assert.throws(() => register("reg-c", a), ValueError); // a stopped actor cannot take a name
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+  assert.equal(whereis("reg-a"), undefined);
+});
+
+Deno.test("names: whereis checks liveness; an actor whose worker was terminated is never returned", async () => {
+  const ready = new Mailbox<string>();
+  const p = new Process({ target: spawnRegistered, args: ["reg-orphan", ready], daemon: false });
+  p.start();
+  try {
+    assert.equal(await ready.receive({ timeout: 10_000 }), "ready");
+    const ref = whereis<Counter>("reg-orphan");
+    assert.ok(ref);
+    assert.equal(await ref.call.inc(1), 41);
+  } finally {
+    // The process that spawned the actor dies with it: no stop path runs, nobody removes the
+    // name; the lookup itself must see that the actor's worker is gone.
+    p.terminate();
+    await p.join();
+  }
+  assert.equal(whereis("reg-orphan"), undefined);
+  assert.ok(!registered().includes("reg-orphan"));
+});
+
+Deno.test("names: a supervised child keeps its name across restarts", async () => {
+  const events: string[] = [];
+  const sup = await new Supervisor({
+    children: [{ id: "w", start: () => spawn(Counter, { name: "reg-sup", register: true }) }],
+    onEvent: (e) => events.push(e.type),
+  }).start();
+  try {
+    const first = whereis<Counter>("reg-sup")!;
+    assert.ok(first);
+    await first.call.crash("boom").catch(() => {});
+    const deadline = performance.now() + 10_000;
+    while (!events.includes("restarted") && performance.now() < deadline) await sleep(10);
+    const second = whereis<Counter>("reg-sup");
+    assert.ok(second && !second.equals(first) && second.isAlive());
+    assert.equal(await second.call.inc(5), 5);
+    assert.equal(first.isAlive(), false);
+  } finally {
+    await sup.stop();
+  }
+  assert.equal(whereis("reg-sup"), undefined);
 });
