@@ -63,6 +63,7 @@ import { exit, Process } from "./process.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
 import { forgetActor } from "./_refmap.ts";
 import { register } from "./registry.ts";
+import { actorTimer, cancelOwnedTimers, type Timer } from "./timers.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The mailbox block (Int32 words from offset / 4). The sender's and receiver's hot words sit on
@@ -1352,6 +1353,48 @@ export abstract class Actor {
 
   /** With `trapExits`: a linked actor stopped (for any reason, `"normal"` included). */
   onExit?(from: ActorRef<Actor>, reason: ExitReason): unknown;
+
+  /**
+   * Tells `msg` to this actor after `ms` milliseconds (Erlang's `send_after` to `self()`, Akka's
+   * `startSingleTimer`). The timer belongs to the actor: it is cancelled when the actor stops.
+   * `msg` is typed from the actor's `receive(msg)`.
+   *
+   * @example
+   * ```ts ignore
+   * export class Session extends Actor {
+   *   override onStart() {
+   *     this.sendAfter(30_000, "expire");
+   *   }
+   *   receive(msg: "expire") {
+   *     void this.self.stop("normal");
+   *   }
+   * }
+   * ```
+   */
+  sendAfter<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): Timer {
+    return actorTimer(this.self as unknown as ActorRef<Actor>, ms, msg, false);
+  }
+
+  /**
+   * Tells `msg` to this actor every `ms` milliseconds (Akka's `startTimerAtFixedRate`), until
+   * the timer is cancelled or the actor stops.
+   *
+   * @example
+   * ```ts ignore
+   * export class Heartbeat extends Actor {
+   *   beats = 0;
+   *   override onStart() {
+   *     this.every(1000, "beat");
+   *   }
+   *   receive(_: "beat") {
+   *     this.beats++;
+   *   }
+   * }
+   * ```
+   */
+  every<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): Timer {
+    return actorTimer(this.self as unknown as ActorRef<Actor>, ms, msg, true);
+  }
 }
 
 /** A concrete actor class whose constructor takes `P`. */
@@ -1452,6 +1495,8 @@ function invoke(
 }
 
 const HOOKS = new Set(["constructor", "onStart", "onStop", "onExit", "receive", "self"]);
+// The Actor base class's own tools are not remote methods either.
+for (const m of ["sendAfter", "every", "become", "stash", "unstashAll"]) HOOKS.add(m);
 
 function handle(run: Running, env: Envelope): Outcome | Promise<Outcome> {
   const inst = run.instance as unknown as Record<string, unknown>;
@@ -1608,6 +1653,7 @@ export async function actorMain(init: ActorInit): Promise<void> {
   } catch (err) {
     out = crash(run, err, null); // a bug here, not in the actor: still stop cleanly
   }
+  cancelOwnedTimers(); // a stopped actor's timers never fire
   if (out?.zombie) return;
   let reason = out!.reason;
   if (!out!.kill) {

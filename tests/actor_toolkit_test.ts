@@ -1,13 +1,14 @@
 // The actor toolkit of issue 22: calls with a deadline, names, timers, process groups and
 // state machines (become/stash), each as Erlang and Akka users know them.
 import assert from "node:assert/strict";
-import { Mailbox, spawn } from "../lib/actor.ts";
+import { Mailbox, monitor, spawn } from "../lib/actor.ts";
 import { TimeoutError, ValueError } from "../lib/errors.ts";
 import { Process } from "../lib/process.ts";
 import { register, registered, unregister, whereis } from "../lib/registry.ts";
 import { Supervisor } from "../lib/supervisor.ts";
 import { Counter } from "./fixtures/actor_targets.ts";
-import { callByName, spawnRegistered } from "./fixtures/toolkit_targets.ts";
+import { callByName, spawnRegistered, Ticker } from "./fixtures/toolkit_targets.ts";
+import { cancelTimer, sendAfter } from "../lib/timers.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -113,4 +114,51 @@ Deno.test("names: a supervised child keeps its name across restarts", async () =
     await sup.stop();
   }
   assert.equal(whereis("reg-sup"), undefined);
+});
+
+Deno.test("timers: sendAfter/every inside an actor, cancelTimer, and all cancelled when it stops", async () => {
+  const out = new Mailbox<string>();
+  const t = await spawn(Ticker, { args: [out] });
+  try {
+    await t.call.after(30, "once");
+    await t.call.repeat(25, "tick");
+    assert.equal(await out.receive({ timeout: 5000 }), "tick");
+    assert.equal(await out.receive({ timeout: 5000, match: (m) => m === "once" }), "once");
+    assert.equal(await out.receive({ timeout: 5000, match: (m) => m === "tick" }), "tick");
+    // A zero interval is refused (it would flood the mailbox).
+    await assert.rejects(() => t.call.badDelay(), ValueError);
+    assert.ok((await monitor(t)) instanceof ValueError);
+    while (out.size()) await out.receive(); // what it said before and while it stopped
+  } catch (e) {
+    await t.stop();
+    throw e;
+  }
+  const t2 = await spawn(Ticker, { args: [out] });
+  try {
+    // Module-level sendAfter from the main thread, and its cancellation.
+    const fired = sendAfter(20, t2, "from-main");
+    const cancelled = sendAfter(20, t2, "never");
+    assert.equal(cancelTimer(cancelled), true);
+    assert.equal(cancelTimer(cancelled), false);
+    assert.equal(
+      await out.receive({ timeout: 5000, match: (m) => m === "from-main" }),
+      "from-main",
+    );
+    assert.equal(fired.active, false);
+    assert.equal(cancelTimer(fired), false);
+    await t2.call.repeat(10, "tock");
+    await t2.call.after(60_000, "much later");
+    assert.equal(await out.receive({ timeout: 5000, match: (m) => m === "tock" }), "tock");
+  } finally {
+    // The timers are cancelled before onStop runs (Akka: before postStop).
+    await t2.stop();
+  }
+  assert.equal(
+    await out.receive({ timeout: 5000, match: (m) => m.startsWith("stopping") }),
+    "stopping with 0 active",
+  );
+  await sleep(50);
+  const rest: string[] = [];
+  while (out.size()) rest.push(await out.receive());
+  assert.ok(!rest.includes("never"), String(rest));
 });
