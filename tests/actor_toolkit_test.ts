@@ -6,8 +6,9 @@ import { TimeoutError, ValueError } from "../lib/errors.ts";
 import { Process } from "../lib/process.ts";
 import { register, registered, unregister, whereis } from "../lib/registry.ts";
 import { Supervisor } from "../lib/supervisor.ts";
-import { Counter } from "./fixtures/actor_targets.ts";
-import { callByName, spawnRegistered, Ticker } from "./fixtures/toolkit_targets.ts";
+import { Counter, Recorder } from "./fixtures/actor_targets.ts";
+import { broadcast, join, leave, members, whichGroups } from "../lib/groups.ts";
+import { broadcastFrom, callByName, spawnRegistered, Ticker } from "./fixtures/toolkit_targets.ts";
 import { cancelTimer, sendAfter } from "../lib/timers.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -161,4 +162,43 @@ Deno.test("timers: sendAfter/every inside an actor, cancelTimer, and all cancell
   const rest: string[] = [];
   while (out.size()) rest.push(await out.receive());
   assert.ok(!rest.includes("never"), String(rest));
+});
+
+Deno.test("groups: join/leave/members/broadcast; a group shrinks as its members stop, however they stop", async () => {
+  const [a, b, c, d] = await Promise.all([1, 2, 3, 4].map(() => spawn(Recorder)));
+  try {
+    for (const r of [a, b, c, d]) assert.equal(join("grp", r), true);
+    assert.equal(join("grp", b), false); // a set: a member joins once
+    join("other", a);
+    assert.deepEqual(members("grp").map((r) => r.name), [a, b, c, d].map((r) => r.name));
+    assert.ok(whichGroups().includes("grp") && whichGroups().includes("other"));
+    assert.equal(await broadcast("grp", { add: "hello" }), 4);
+    for (const r of [a, b, c, d]) assert.deepEqual(await r.ask({ log: true }), ["hello"]);
+    // From another worker.
+    const out = new Mailbox<number>();
+    const p = new Process({ target: broadcastFrom, args: ["grp", out] });
+    p.start();
+    assert.equal(await out.receive({ timeout: 10_000 }), 4);
+    await p.join();
+    assert.deepEqual(await d.ask({ log: true }), ["hello", "from a worker"]);
+    // Leaving, stopping, crashing, being killed: each member leaves.
+    assert.equal(leave("grp", a), true);
+    assert.equal(leave("grp", a), false);
+    assert.deepEqual(members("other").map((r) => r.name), [a.name]); // still in its other group
+    await b.stop();
+    assert.deepEqual(members("grp").map((r) => r.name), [c.name, d.name]);
+    await assert.rejects(() => c.ask({ crash: "boom" }));
+    await monitor(c);
+    assert.deepEqual(members("grp").map((r) => r.name), [d.name]);
+    d.kill();
+    await monitor(d);
+    assert.deepEqual(members("grp"), []);
+    assert.equal(await broadcast("grp", { add: "nobody" }), 0);
+    assert.ok(!whichGroups().includes("grp"));
+    assert.throws(() => join("grp", b), ValueError); // a stopped actor joins nothing
+    assert.throws(() => join("", a), TypeError);
+  } finally {
+    await Promise.all([a, b, c, d].map((r) => r.stop()));
+  }
+  assert.deepEqual(members("other"), []);
 });
