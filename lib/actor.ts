@@ -1395,6 +1395,74 @@ export abstract class Actor {
   every<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): Timer {
     return actorTimer(this.self as unknown as ActorRef<Actor>, ms, msg, true);
   }
+  /**
+   * Switches the handler of this actor's next `tell`/`ask` messages to `handler` (Akka's
+   * `Behaviors`/`become`, a `gen_statem` state); `become(null)` goes back to `receive`. The
+   * handler runs with `this` as the actor and is typed from `receive(msg)`; what it returns is
+   * the reply of an `ask`. It takes effect from the next message.
+   *
+   * @example
+   * ```ts ignore
+   * export class Light extends Actor {
+   *   receive(msg: "toggle"): string {
+   *     this.become(this.on);
+   *     return "on";
+   *   }
+   *   on(_msg: "toggle"): string {
+   *     this.become(null);
+   *     return "off";
+   *   }
+   * }
+   * ```
+   */
+  become<M>(
+    this: Actor & { receive(msg: M): unknown },
+    handler: ((msg: M) => unknown) | null,
+  ): void {
+    runningAs(this, "become").behavior = handler ?? undefined;
+  }
+
+  /**
+   * Defers the message being handled (a `tell`, an `ask` or a `call`): it is not answered now,
+   * and {@link Actor.unstashAll} hands it back later, before any newer message, in its original
+   * order (Akka's `StashBuffer`, `gen_statem`'s `postpone`). A caller waiting on a stashed `ask`
+   * or `call` gets its reply when the message is handled again.
+   *
+   * @example
+   * ```ts ignore
+   * receive(msg: Msg) {
+   *   if (msg.kind !== "unlock") return this.stash(); // not now: after unlocking
+   *   this.become(this.open);
+   *   this.unstashAll();
+   * }
+   * ```
+   */
+  stash(): void {
+    const run = runningAs(this, "stash");
+    const cur = run.current;
+    if (!cur) throw new ValueError("stash() defers the message being handled: there is none");
+    (run.stash ??= []).push(cur.env);
+    if (cur.to) cur.to.stashed = true; // answered when handled again, not now
+    run.current = undefined;
+  }
+
+  /**
+   * Hands every stashed message back, oldest first, to be handled before the mailbox's next
+   * message (by the handler current then). Returns how many.
+   *
+   * @example
+   * ```ts ignore
+   * this.become(this.open);
+   * this.unstashAll();
+   * ```
+   */
+  unstashAll(): number {
+    const run = runningAs(this, "unstashAll");
+    const back = run.stash ?? [];
+    run.stash = [];
+    run.replay = [...back, ...(run.replay ?? [])];
+    return back.length;
+  }
 }
 
 /** A concrete actor class whose constructor takes `P`. */
@@ -1411,9 +1479,25 @@ interface Running {
   /** Exit signals from linked actors, handled before the next message. */
   signals: { from: ActorRef<Actor>; reason: ExitReason }[];
   wake: AbortController;
+  /** Set by `become`: the handler of the next tell/ask messages instead of `receive`. */
+  behavior?: (msg: never) => unknown;
+  /** The message being handled, for `stash()`. */
+  current?: { env: Envelope; to: Reply | null };
+  /** Messages deferred by `stash()`, oldest first; `unstashAll()` moves them to `replay`. */
+  stash?: Envelope[];
+  /** Unstashed messages, handled before the mailbox's next one. */
+  replay?: Envelope[];
 }
 
 let running: Running | null = null;
+
+/** The running state of `actor`, which must be the actor of this worker, running. */
+function runningAs(actor: Actor, fn: string): Running {
+  if (running?.instance !== actor) {
+    throw new ValueError(`${fn}() works inside a running actor (from onStart or a handler)`);
+  }
+  return running;
+}
 
 /** What `spawn` hands to {@link actorMain}. */
 export interface ActorInit {
@@ -1428,7 +1512,7 @@ export interface ActorInit {
 }
 
 type Envelope = [number, ...unknown[]];
-type Reply = { id: number; inbox: number; slot: number };
+type Reply = { id: number; inbox: number; slot: number; stashed?: boolean };
 /**
  * How handling ended: `kill` skips `onStop`; `zombie` means this worker was terminated while its
  * thread was still running (see _ring "Zombies"): its parent has recorded the kill already, and it
@@ -1486,11 +1570,11 @@ function invoke(
     r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function"
   ) {
     return Promise.resolve(r).then((v) => {
-      if (to) sendReply(to, OK, v);
+      if (to && !to.stashed) sendReply(to, OK, v);
       return undefined;
     }, (e) => crash(run, e, to));
   }
-  if (to) sendReply(to, OK, r);
+  if (to && !to.stashed) sendReply(to, OK, r);
   return undefined;
 }
 
@@ -1506,7 +1590,8 @@ function handle(run: Running, env: Envelope): Outcome | Promise<Outcome> {
       const to = env[0] === ASK
         ? { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number }
         : null;
-      const recv = inst.receive;
+      run.current = { env, to };
+      const recv = run.behavior ?? inst.receive;
       if (typeof recv !== "function") {
         return crash(run, new ValueError(`actor ${run.ref.name} has no receive(msg) method`), to);
       }
@@ -1514,6 +1599,7 @@ function handle(run: Running, env: Envelope): Outcome | Promise<Outcome> {
     }
     case CALL: {
       const to = { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number };
+      run.current = { env, to };
       const method = env[4] as string, fn = inst[method];
       if (typeof fn !== "function" || HOOKS.has(method) || method.startsWith("#")) {
         // A bad method name cannot come from typed code: refuse it without crashing.
@@ -1591,7 +1677,7 @@ async function loop(run: Running): Promise<Outcome> {
       const out = await handleSignals(run);
       if (out) return out;
     }
-    let env = ring.tryRecv(decode) as Envelope | typeof TIMEOUT;
+    let env = (run.replay?.shift() ?? ring.tryRecv(decode)) as Envelope | typeof TIMEOUT;
     if (env === TIMEOUT) env = ring.recvSync(decode, { timeout: IDLE_BLOCK_MS }) as typeof env;
     if (env === TIMEOUT) {
       try {
@@ -1614,6 +1700,7 @@ async function loop(run: Running): Promise<Outcome> {
     }
     let out = handle(run, env);
     if (out instanceof Promise) out = await out;
+    run.current = undefined;
     if (out) return out;
   }
 }

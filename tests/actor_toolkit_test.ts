@@ -1,14 +1,20 @@
 // The actor toolkit of issue 22: calls with a deadline, names, timers, process groups and
 // state machines (become/stash), each as Erlang and Akka users know them.
 import assert from "node:assert/strict";
-import { Mailbox, monitor, spawn } from "../lib/actor.ts";
+import { ActorExited, Mailbox, monitor, spawn } from "../lib/actor.ts";
 import { TimeoutError, ValueError } from "../lib/errors.ts";
 import { Process } from "../lib/process.ts";
 import { register, registered, unregister, whereis } from "../lib/registry.ts";
 import { Supervisor } from "../lib/supervisor.ts";
 import { Counter, Recorder } from "./fixtures/actor_targets.ts";
 import { broadcast, join, leave, members, whichGroups } from "../lib/groups.ts";
-import { broadcastFrom, callByName, spawnRegistered, Ticker } from "./fixtures/toolkit_targets.ts";
+import {
+  broadcastFrom,
+  callByName,
+  Gate,
+  spawnRegistered,
+  Ticker,
+} from "./fixtures/toolkit_targets.ts";
 import { cancelTimer, sendAfter } from "../lib/timers.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -201,4 +207,45 @@ Deno.test("groups: join/leave/members/broadcast; a group shrinks as its members 
     await Promise.all([a, b, c, d].map((r) => r.stop()));
   }
   assert.deepEqual(members("other"), []);
+});
+
+Deno.test("state machines: become switches the handler; stash defers tells, asks and calls, in order", async () => {
+  const g = await spawn(Gate);
+  try {
+    for (let n = 1; n <= 5; n++) void g.tell({ n });
+    const asked = g.ask({ n: 6 });
+    const called = g.call.enter("x");
+    void g.tell({ n: 7 });
+    assert.equal(await g.ask("close"), "closed already"); // taken at once: not deferred
+    const opened = g.ask("open");
+    void g.tell({ n: 8 }); // newer than the stashed ones: handled after them
+    assert.equal(await opened, 8); // 8 messages were waiting
+    assert.equal(await asked, 6);
+    assert.equal(await called, "x in");
+    assert.equal(await g.ask({ n: 9 }), 9);
+    assert.deepEqual(await g.call.getLog(), [
+      "n1",
+      "n2",
+      "n3",
+      "n4",
+      "n5",
+      "n6",
+      "x",
+      "n7",
+      "n8",
+      "n9",
+    ]);
+    assert.equal(await g.ask("open"), "open already");
+    assert.equal(await g.ask("close"), "closed"); // become(null): back to receive
+    void g.tell({ n: 10 });
+    const late = g.ask({ n: 11 });
+    await g.stop();
+    // A stashed ask whose actor stops is not left hanging.
+    await assert.rejects(() => late, ActorExited);
+  } finally {
+    await g.stop();
+  }
+  // Outside a running actor, these are misuse.
+  assert.throws(() => new Gate().stash(), ValueError);
+  assert.throws(() => new Gate().become(null), ValueError);
 });
