@@ -63,7 +63,7 @@ import { exit, Process } from "./process.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
 import { forgetActor } from "./_refmap.ts";
 import { register } from "./registry.ts";
-import { actorTimer, cancelOwnedTimers, type Timer } from "./timers.ts";
+import { actorTimer, cancelOwnedTimers, type TimerRef } from "./timers.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The mailbox block (Int32 words from offset / 4). The sender's and receiver's hot words sit on
@@ -1371,7 +1371,7 @@ export abstract class Actor {
    * }
    * ```
    */
-  sendAfter<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): Timer {
+  sendAfter<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): TimerRef {
     return actorTimer(this.self as unknown as ActorRef<Actor>, ms, msg, false);
   }
 
@@ -1392,7 +1392,7 @@ export abstract class Actor {
    * }
    * ```
    */
-  every<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): Timer {
+  every<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): TimerRef {
     return actorTimer(this.self as unknown as ActorRef<Actor>, ms, msg, true);
   }
   /**

@@ -7,7 +7,8 @@
  * and `this.every(ms, msg)` send to the actor itself and belong to it: they are all cancelled
  * when it stops, so a stopped actor leaves no timer behind and a restarted one starts with none
  * (Akka's rule). A timer is a plain `setTimeout`/`setInterval` of the worker that owns it: no
- * thread, no shared memory.
+ * thread, no shared memory. The handle is a `TimerRef` (Erlang's name for it): `Timer` is Python's
+ * `threading.Timer`, exported from `threading.ts`.
  *
  * @module
  */
@@ -16,7 +17,7 @@ import type { Actor, ActorRef, MessageOf } from "./actor.ts";
 import { ValueError } from "./errors.ts";
 
 /** Timers owned by the actor that runs in this worker, cancelled when it stops. */
-const owned = new Set<Timer>();
+const owned = new Set<TimerRef>();
 
 function checkMs(ms: unknown, fn: string, positive: boolean): asserts ms is number {
   if (typeof ms !== "number") {
@@ -40,7 +41,7 @@ function checkMs(ms: unknown, fn: string, positive: boolean): asserts ms is numb
  * t.cancel(); // nothing is sent
  * ```
  */
-export class Timer {
+export class TimerRef {
   #id: ReturnType<typeof setTimeout> | undefined;
   #repeat: boolean;
 
@@ -91,9 +92,13 @@ export class Timer {
  * cancelTimer(t); // true: it had not fired
  * ```
  */
-export function sendAfter<A extends Actor>(ms: number, ref: ActorRef<A>, msg: MessageOf<A>): Timer {
+export function sendAfter<A extends Actor>(
+  ms: number,
+  ref: ActorRef<A>,
+  msg: MessageOf<A>,
+): TimerRef {
   checkMs(ms, "sendAfter", false);
-  return new Timer(ms, false, () => void ref.tell(msg));
+  return new TimerRef(ms, false, () => void ref.tell(msg));
 }
 
 /**
@@ -102,13 +107,15 @@ export function sendAfter<A extends Actor>(ms: number, ref: ActorRef<A>, msg: Me
  *
  * @example
  * ```ts
- * import { Timer, cancelTimer } from "./timers.ts";
- * const t = new Timer(10_000, false, () => {});
+ * import { TimerRef, cancelTimer } from "./timers.ts";
+ * const t = new TimerRef(10_000, false, () => {});
  * console.assert(cancelTimer(t) && !cancelTimer(t));
  * ```
  */
-export function cancelTimer(timer: Timer): boolean {
-  if (!(timer instanceof Timer)) throw new TypeError(`cancelTimer() takes a Timer: got ${timer}`);
+export function cancelTimer(timer: TimerRef): boolean {
+  if (!(timer instanceof TimerRef)) {
+    throw new TypeError(`cancelTimer() takes a TimerRef: got ${timer}`);
+  }
   return timer.cancel();
 }
 
@@ -121,9 +128,9 @@ export function actorTimer(
   ms: number,
   msg: unknown,
   repeat: boolean,
-): Timer {
+): TimerRef {
   checkMs(ms, repeat ? "every" : "sendAfter", repeat);
-  const t = new Timer(ms, repeat, () => void self.tell(msg));
+  const t = new TimerRef(ms, repeat, () => void self.tell(msg));
   owned.add(t);
   return t;
 }
