@@ -1856,7 +1856,9 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   Atomics.store(box.i32, SLOT, slotOfPid(p.pid!));
   watch(box, () => {
     removeRoot(ref);
-    forgetActor(box.off); // its names and groups go at once (lookups also check liveness)
+    try {
+      forgetActor(box.off); // its names and groups go at once
+    } catch { /* a zombie may not touch the table; lookups check liveness anyway */ }
   }, { process: p, name });
   addRoot(ref);
   for (;;) {

@@ -82,8 +82,9 @@ export class TimerRef {
 
 /**
  * Tells `msg` to `ref` after `ms` milliseconds (Erlang's `erlang:send_after/3`). The timer runs
- * in this process; the message is dropped if the actor has stopped by then. Returns the timer,
- * to cancel it.
+ * in this process (like `setTimeout`, a pending one keeps the program running, and it ends with
+ * this process); the message is dropped if the actor has stopped by then. Returns the timer, to
+ * cancel it.
  *
  * @example
  * ```ts ignore
