@@ -46,6 +46,12 @@ const LOCK_TIMEOUT_MS = 10_000;
 
 const utf8 = new TextEncoder();
 
+/**
+ * Test-only: `add` sleeps this many ms between its check of the key and the insert, so a test
+ * can show that the lock makes check-and-insert one step for racing workers.
+ */
+export const __testHooks: { insertDelayMs: number } = { insertDelayMs: 0 };
+
 /** FNV-1a over the key's bytes. */
 function hashOf(key: Uint8Array): number {
   let h = 0x811c9dc5;
@@ -165,6 +171,9 @@ export class RefTable {
         }
       }
       if (!ref.isAlive()) throw new ValueError(`actor ${ref.name} has stopped`);
+      if (__testHooks.insertDelayMs) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, __testHooks.insertDelayMs);
+      }
       while (i32[tail]) tail = (i32[tail] >> 2) + NEXT;
       const desc = dumps(ref); // takes the entry's reference to the mailbox block
       const e = alloc(DATA + k.length + desc.length), E = e >> 2;

@@ -12,6 +12,7 @@ import {
   broadcastFrom,
   callByName,
   Gate,
+  raceRegister,
   spawnRegistered,
   Ticker,
 } from "./fixtures/toolkit_targets.ts";
@@ -80,6 +81,28 @@ Deno.test("names: register/whereis/unregister; any worker finds an actor; a stop
     await b.stop();
   }
   assert.equal(whereis("reg-a"), undefined);
+});
+
+Deno.test("names: workers racing for one name: exactly one wins, the others get ValueError", async () => {
+  const refs = await Promise.all([1, 2, 3, 4].map(() => spawn(Counter)));
+  const go = new Mailbox<string>(), out = new Mailbox<string>();
+  const procs = refs.map((r) =>
+    new Process({ target: raceRegister, args: ["reg-race", r, go, out] })
+  );
+  try {
+    for (const p of procs) p.start();
+    for (const _ of procs) assert.equal(await out.receive({ timeout: 10_000 }), "ready");
+    for (const _ of procs) await go.send("go");
+    const results: string[] = [];
+    for (const _ of procs) results.push(await out.receive({ timeout: 10_000 }));
+    assert.deepEqual(results.sort(), ["ValueError", "ValueError", "ValueError", "won"]);
+    const owner = whereis("reg-race");
+    assert.ok(owner && refs.some((r) => r.equals(owner)));
+    for (const p of procs) await p.join();
+  } finally {
+    await Promise.all(refs.map((r) => r.stop()));
+  }
+  assert.equal(whereis("reg-race"), undefined);
 });
 
 Deno.test("names: whereis checks liveness; an actor whose worker was terminated is never returned", async () => {
