@@ -15,6 +15,7 @@
 
 import type { Actor, ActorRef, MessageOf } from "./actor.ts";
 import { ValueError } from "./errors.ts";
+import { dumps, loads } from "./reduction.ts";
 
 /** Timers owned by the actor that runs in this worker, cancelled when it stops. */
 const owned = new Set<TimerRef>();
@@ -29,6 +30,15 @@ function checkMs(ms: unknown, fn: string, positive: boolean): asserts ms is numb
         `milliseconds: current value is ${ms}`,
     );
   }
+}
+
+/**
+ * Throws the codec's `SerializationError` now, at the call, for a message that could never be
+ * sent, rather than when the timer fires, far from its cause. Decoding the bytes again gives
+ * back the references that encoding took for handles inside the message.
+ */
+function checkSendable(msg: unknown): void {
+  loads(dumps(msg, "message"));
 }
 
 /**
@@ -53,7 +63,7 @@ export class TimerRef {
       try {
         fire();
       } catch (err) {
-        // The message could not be sent (e.g. it cannot be encoded): say so, never drop silently.
+        // Checked at the call, so unexpected (e.g. a getter that throws now): never drop silently.
         console.error("denomp: a timer could not send its message:", err);
       }
     };
@@ -99,6 +109,7 @@ export function sendAfter<A extends Actor>(
   msg: MessageOf<A>,
 ): TimerRef {
   checkMs(ms, "sendAfter", false);
+  checkSendable(msg);
   return new TimerRef(ms, false, () => void ref.tell(msg));
 }
 
@@ -131,6 +142,7 @@ export function actorTimer(
   repeat: boolean,
 ): TimerRef {
   checkMs(ms, repeat ? "every" : "sendAfter", repeat);
+  checkSendable(msg);
   const t = new TimerRef(ms, repeat, () => void self.tell(msg));
   owned.add(t);
   return t;
