@@ -306,6 +306,14 @@ const ROOTS_I = 6, MAX_ROOTS = 10;
 /**
  * The block of root `index` (0..9), allocated zeroed with `bytes` bytes by whichever worker asks
  * first; every later caller, in any worker, gets the same offset. Never freed.
+ *
+ * @example
+ * ```ts
+ * import { sharedRoot, sharedRootIfAny } from "./_heap.ts";
+ * console.assert(sharedRootIfAny(9) === 0);
+ * const off = sharedRoot(9, 64);
+ * console.assert(sharedRoot(9, 64) === off && sharedRootIfAny(9) === off);
+ * ```
  */
 export function sharedRoot(index: number, bytes: number): number {
   if (!(index >= 0 && index < MAX_ROOTS)) throw new RangeError(`denomp: no heap root ${index}`);
@@ -320,7 +328,15 @@ export function sharedRoot(index: number, bytes: number): number {
   return won;
 }
 
-/** The block of root `index` if some worker has allocated it, else 0 (allocates nothing). */
+/**
+ * The block of root `index` if some worker has allocated it, else 0 (allocates nothing).
+ *
+ * @example
+ * ```ts
+ * import { sharedRootIfAny } from "./_heap.ts";
+ * console.assert(sharedRootIfAny(8) === 0); // nobody asked for root 8
+ * ```
+ */
 export function sharedRootIfAny(index: number): number {
   return Atomics.load(heap().i32, ROOTS_I + index);
 }

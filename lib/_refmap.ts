@@ -66,7 +66,15 @@ interface Cursor {
   entry: number;
 }
 
-/** The table behind heap root `rootIndex` (see `sharedRoot`). */
+/**
+ * The table behind heap root `rootIndex` (see `sharedRoot`).
+ *
+ * @example
+ * ```ts
+ * import { names } from "./_refmap.ts";
+ * console.assert(names.get("nobody-has-this-name").length === 0);
+ * ```
+ */
 export class RefTable {
   readonly #rootIndex: number;
   /** What the table holds, for errors: "name", "group". */
@@ -253,7 +261,15 @@ export const names: RefTable = new RefTable(0, "name");
 /** The process groups' table (`groups.ts`). */
 export const groups: RefTable = new RefTable(1, "group");
 
-/** Called when an actor is seen to stop: it leaves its names and groups at once. */
+/**
+ * Called when an actor is seen to stop: it leaves its names and groups at once.
+ *
+ * @example
+ * ```ts
+ * import { forgetActor } from "./_refmap.ts";
+ * forgetActor(0); // no actor there, and no table yet: nothing to do
+ * ```
+ */
 export function forgetActor(off: number): void {
   names.forget(off);
   groups.forget(off);

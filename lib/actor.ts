@@ -1237,7 +1237,14 @@ export class ActorRef<out A extends Actor = Actor> {
 const noop = () => {};
 const RESOLVED: Promise<void> = Promise.resolve();
 
-/** Internal (names, groups): the offset of a ref's mailbox block, the actor's identity. */
+/**
+ * Internal (names, groups): the offset of a ref's mailbox block, the actor's identity.
+ *
+ * @example
+ * ```ts ignore
+ * if (a.equals(b)) console.assert(actorOffset(a) === actorOffset(b));
+ * ```
+ */
 export function actorOffset(ref: ActorRef<Actor>): number {
   return boxOfRef(ref).off;
 }
