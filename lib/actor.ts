@@ -1842,6 +1842,9 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   }
   if (options.register) {
     if (options.name === undefined) throw new ValueError("spawn({ register: true }) needs a name");
+    // Until its worker starts, the actor lives and dies with us: a spawner killed right here
+    // must not leave the name to an actor that will never run.
+    Atomics.store(box.i32, SLOT, heap().slot);
     register(name, ref); // before the worker starts: a taken name starts nothing
   }
   const init: ActorInit = { off: box.off, target, args: options.args ?? [], name };
