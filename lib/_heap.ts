@@ -354,3 +354,48 @@ export function adopt(owner: object, off: number, beforeFree?: (off: number) => 
 export function disown(owner: object): boolean {
   return finalizer.unregister(owner);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Roots: process-tree-wide structures (the actor name registry, process groups) that every
+// worker must find without being handed a handle. Their offsets live in spare header words.
+
+/** Header words 6..15: one per root. */
+const ROOTS_I = 6, MAX_ROOTS = 10;
+
+/**
+ * The block of root `index` (0..9), allocated zeroed with `bytes` bytes by whichever worker asks
+ * first; every later caller, in any worker, gets the same offset. Never freed.
+ *
+ * @example
+ * ```ts
+ * import { sharedRoot, sharedRootIfAny } from "./_heap.ts";
+ * console.assert(sharedRootIfAny(9) === 0);
+ * const off = sharedRoot(9, 64);
+ * console.assert(sharedRoot(9, 64) === off && sharedRootIfAny(9) === off);
+ * ```
+ */
+export function sharedRoot(index: number, bytes: number): number {
+  if (!(index >= 0 && index < MAX_ROOTS)) throw new RangeError(`denomp: no heap root ${index}`);
+  const i32 = heap().i32, at = ROOTS_I + index;
+  const off = Atomics.load(i32, at);
+  if (off) return off;
+  const mine = alloc(bytes);
+  // Two first users race: one block wins, the other goes back.
+  const won = Atomics.compareExchange(i32, at, 0, mine);
+  if (won === 0) return mine;
+  release(mine);
+  return won;
+}
+
+/**
+ * The block of root `index` if some worker has allocated it, else 0 (allocates nothing).
+ *
+ * @example
+ * ```ts
+ * import { sharedRootIfAny } from "./_heap.ts";
+ * console.assert(sharedRootIfAny(8) === 0); // nobody asked for root 8
+ * ```
+ */
+export function sharedRootIfAny(index: number): number {
+  return Atomics.load(heap().i32, ROOTS_I + index);
+}
