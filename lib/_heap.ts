@@ -135,10 +135,10 @@ export function markDead(slot: number): void {
 
 /**
  * The message of the `ProcessError` a zombie meets (a worker marked dead while its thread still
- * runs: see _ring "Zombies") at its next channel operation.
+ * runs: see _ring "Zombies") at its next operation on a shared object (a channel, a lock, a value).
  */
 export const TERMINATED_MESSAGE =
-  "this process was terminated: it may not use shared channels any more";
+  "this process was terminated: it may not change shared objects any more";
 
 /**
  * True for that error: the code that meets it was killed, it did not crash. Its parent has
