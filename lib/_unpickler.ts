@@ -1,0 +1,742 @@
+/**
+ * The reading side of `lib/pickle.ts`: a loop over opcodes with a switch (CPython's
+ * `_Unpickler`), building plain JavaScript values and executing nothing.
+ *
+ * Why it is safe against a hostile pickle:
+ * - no recursion: nesting lives on an explicit stack, so depth cannot overflow the JS stack (the
+ *   `MARK` nesting is bounded by `maxDepth` as well);
+ * - every length an opcode claims is checked against the bytes left before anything is
+ *   allocated, so a `BINBYTES8` claiming 2^60 bytes fails at once;
+ * - a global is looked up only in {@link ALLOWLIST}, whose entries build values by hand; any
+ *   other global, and every opcode that would call or construct something else, throws
+ *   `SerializationError` naming the opcode and the global;
+ * - an allowlisted global itself (and a `datetime.timezone`) is only ever an argument of
+ *   `REDUCE`: it cannot end up inside the result.
+ *
+ * @module
+ */
+
+import { SerializationError } from "./errors.ts";
+import * as op from "./_pickle_ops.ts";
+import { PickleFormatError } from "./_pickle_ops.ts";
+
+/** Values that exist only while loading: a global, a `datetime.timezone`. */
+abstract class Internal {}
+class PyGlobal extends Internal {
+  constructor(readonly qualname: string, readonly build: (args: unknown[]) => unknown) {
+    super();
+  }
+}
+class FixedOffset extends Internal {
+  constructor(readonly seconds: number) {
+    super();
+  }
+}
+
+function fail(reason: string): never {
+  throw new PickleFormatError(reason);
+}
+
+const bad = (name: string, args: unknown[]): never =>
+  fail(`REDUCE ${name}${pyRepr(args)}: unexpected arguments`);
+
+function pyRepr(args: unknown[]): string {
+  return "(" + args.map((a) => pyType(a)).join(", ") + ")";
+}
+
+/** The Python type a loaded value came from, for messages. */
+function pyType(v: unknown): string {
+  if (v === null) return "None";
+  if (Array.isArray(v)) return "list";
+  if (v instanceof Uint8Array) return "bytes";
+  if (v instanceof Set) return "set";
+  if (v instanceof Map || isDict(v)) return "dict";
+  if (v instanceof PyGlobal) return v.qualname;
+  if (v instanceof FixedOffset) return "datetime.timezone";
+  if (v instanceof Date) return "datetime.datetime";
+  if (typeof v === "number") return Number.isInteger(v) ? "int" : "float";
+  return { string: "str", bigint: "int", boolean: "bool" }[typeof v as string] ?? typeof v;
+}
+
+function isDict(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && Object.getPrototypeOf(v) === Object.prototype;
+}
+
+function encodeText(s: unknown, encoding: unknown, name: string): Uint8Array {
+  if (typeof s !== "string") return bad(name, [s, encoding]);
+  const e = String(encoding).toLowerCase().replace("_", "-");
+  if (e === "utf-8" || e === "utf8") {
+    const out = new Uint8Array(3 * s.length);
+    return out.slice(0, op.encodeUtf8Into(s, out, 0));
+  }
+  if (e !== "latin1" && e !== "latin-1" && e !== "iso-8859-1") {
+    return fail(`REDUCE ${name}: encoding ${JSON.stringify(encoding)} is not supported`);
+  }
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 255) fail(`REDUCE ${name}: ${JSON.stringify(s[i])} is not latin-1`);
+    out[i] = c;
+  }
+  return out;
+}
+
+function toBytes(name: string) {
+  return (args: unknown[]): Uint8Array => {
+    if (args.length === 0) return new Uint8Array(0);
+    const [a, enc] = args;
+    if (args.length === 1 && a instanceof Uint8Array) return a.slice();
+    if (args.length === 1 && Array.isArray(a) && a.every((b) => b === (b & 0xff))) {
+      return Uint8Array.from(a as number[]);
+    }
+    if (args.length === 2) return encodeText(a, enc, name);
+    return bad(name, args);
+  };
+}
+
+function toSet(name: string) {
+  return (args: unknown[]): Set<unknown> => {
+    if (args.length === 0) return new Set();
+    if (args.length === 1 && (Array.isArray(args[0]) || args[0] instanceof Set)) {
+      return new Set(args[0] as Iterable<unknown>);
+    }
+    return bad(name, args);
+  };
+}
+
+/** A datetime's 10 state bytes (Python's `datetime.__reduce__`), with an optional tzinfo. */
+function toDate(args: unknown[]): Date {
+  const [state, tz] = args;
+  let b: ArrayLike<number> | null = null;
+  if (state instanceof Uint8Array) b = state;
+  else if (typeof state === "string") b = Array.from(state, (c) => c.charCodeAt(0));
+  if (b === null || b.length !== 10 || args.length > 2) return bad("datetime.datetime", args);
+  if (tz !== undefined && tz !== null && !(tz instanceof FixedOffset)) {
+    return bad("datetime.datetime", args);
+  }
+  const year = b[0] * 256 + b[1], month = b[2] & 0x7f; // the high bit is `fold`
+  const us = (b[7] << 16) | (b[8] << 8) | b[9];
+  const d = new Date(Date.UTC(2000, month - 1, b[3], b[4], b[5], b[6], Math.floor(us / 1000)));
+  d.setUTCFullYear(year); // Date.UTC reads years 0-99 as 1900-1999
+  if (tz instanceof FixedOffset) d.setTime(d.getTime() - tz.seconds * 1000);
+  if (Number.isNaN(d.getTime()) || month < 1 || month > 12) return bad("datetime.datetime", args);
+  return d;
+}
+
+/**
+ * The globals a pickle may name, and how each is rebuilt from its `REDUCE` arguments. Keys are
+ * `module.name`. Nothing outside this table is ever looked up.
+ */
+export const ALLOWLIST: Readonly<Record<string, (args: unknown[]) => unknown>> = {
+  "builtins.set": toSet("builtins.set"),
+  "builtins.frozenset": toSet("builtins.frozenset"),
+  "builtins.bytes": toBytes("builtins.bytes"),
+  "builtins.bytearray": toBytes("builtins.bytearray"),
+  "_codecs.encode": (args) =>
+    args.length === 2
+      ? encodeText(args[0], args[1], "_codecs.encode")
+      : bad("_codecs.encode", args),
+  "collections.OrderedDict": (args) => {
+    if (args.length === 0) return {};
+    const pairs = args[0];
+    if (args.length !== 1 || !Array.isArray(pairs)) return bad("collections.OrderedDict", args);
+    const flat: unknown[] = [];
+    for (const p of pairs) {
+      if (!Array.isArray(p) || p.length !== 2) return bad("collections.OrderedDict", args);
+      flat.push(p[0], p[1]);
+    }
+    return dictOf(flat, 0, flat.length);
+  },
+  "datetime.datetime": toDate,
+  "datetime.timedelta": (args) => {
+    const [days = 0, seconds = 0, us = 0] = args;
+    if (args.length > 3 || ![days, seconds, us].every((x) => typeof x === "number")) {
+      return bad("datetime.timedelta", args);
+    }
+    return (days as number) * 86400 + (seconds as number) + (us as number) / 1e6;
+  },
+  "datetime.timezone": (args) => {
+    const [offset, name] = args;
+    if (
+      typeof offset !== "number" || args.length > 2 ||
+      (name !== undefined && typeof name !== "string")
+    ) {
+      return bad("datetime.timezone", args);
+    }
+    return new FixedOffset(offset);
+  },
+};
+
+/** A dict from `items[from, to)` (key, value, key, value ...): a plain object or a `Map`. */
+function dictOf(
+  items: unknown[],
+  from: number,
+  to: number,
+): Record<string, unknown> | Map<unknown, unknown> {
+  let d: Record<string, unknown> | Map<unknown, unknown> = {};
+  for (let i = from; i < to; i += 2) {
+    const k = items[i];
+    if (typeof k === "string" && !(d instanceof Map)) setKey(d, k, items[i + 1]);
+    else {
+      if (!(d instanceof Map)) d = new Map(Object.entries(d));
+      d.set(k, items[i + 1]);
+    }
+  }
+  return d;
+}
+
+/** `d[k] = v`, except that a key `__proto__` becomes an own property, not the prototype. */
+function setKey(d: Record<string, unknown>, k: string, v: unknown): void {
+  if (k === "__proto__") {
+    Object.defineProperty(d, k, { value: v, enumerable: true, writable: true, configurable: true });
+  } else d[k] = v;
+}
+
+/** One `pickle.loads` call. */
+export class Unpickler {
+  readonly data: Uint8Array;
+  readonly view: DataView;
+  pos = 0;
+  /** Start of the opcode being run, for error messages. */
+  opAt = 0;
+  stack: unknown[] = [];
+  marks: number[] = [];
+  /** Where the values after the innermost `MARK` start: nothing below it may be popped. */
+  fence = 0;
+  memo: unknown[] = [];
+  /** The memo once a `PUT` skipped indices (Python's memo is a dict). */
+  memoMap: Map<number, unknown> | null = null;
+  /** A global was pushed: containers check that no `Internal` value gets into the result. */
+  globals = false;
+  /** Tuples holding an `Internal` (REDUCE arguments such as a datetime's tzinfo). */
+  tainted = new Set<unknown>();
+  /** Dicts handed out by GET/DUP: if one later becomes a Map, other references need fixing. */
+  fetched: Set<object> | null = null;
+  replaced: Map<object, Map<unknown, unknown>> | null = null;
+  needsWalk = false;
+
+  constructor(data: Uint8Array, readonly maxDepth: number, readonly encoding: string) {
+    this.data = data;
+    this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  load(): unknown {
+    try {
+      return this.run();
+    } catch (e) {
+      const name = op.OPCODE_NAMES[this.data[this.opAt]] ?? "opcode";
+      const where = `pickle byte ${this.opAt}`;
+      if (e instanceof PickleFormatError) {
+        throw new SerializationError(where, `${name}: ${e.message}`);
+      }
+      if (e instanceof SerializationError) throw e;
+      throw new SerializationError(where, `${name}: ${(e as Error)?.message ?? e}`, { cause: e });
+    }
+  }
+
+  need(k: number): void {
+    if (k > this.data.length - this.pos) {
+      fail(`truncated: needs ${k} bytes, ${this.data.length - this.pos} left`);
+    }
+  }
+
+  /** A length field: checked against what is left before anyone allocates for it. */
+  len(bytes: 1 | 4 | 8, signed = false): number {
+    this.need(bytes);
+    const v = this.view, p = this.pos;
+    let n: number;
+    if (bytes === 1) n = this.data[p];
+    else if (bytes === 4) n = signed ? v.getInt32(p, true) : v.getUint32(p, true);
+    else n = v.getUint32(p, true) + v.getUint32(p + 4, true) * 2 ** 32;
+    this.pos += bytes;
+    if (n < 0) fail(`negative length ${n}`);
+    if (n > this.data.length - this.pos) {
+      fail(`claims ${n} bytes, only ${this.data.length - this.pos} left`);
+    }
+    return n;
+  }
+
+  line(): [number, number] {
+    const end = this.data.indexOf(0x0a, this.pos);
+    if (end < 0) fail("truncated: no end of line");
+    const start = this.pos;
+    this.pos = end + 1;
+    return [start, end];
+  }
+
+  lineText(): string {
+    const [s, e] = this.line();
+    return op.decodeLatin1(this.data, s, e);
+  }
+
+  pop(): unknown {
+    if (this.stack.length <= this.fence) fail("stack underflow");
+    return this.stack.pop();
+  }
+
+  top(): unknown {
+    if (this.stack.length <= this.fence) fail("stack underflow");
+    return this.stack[this.stack.length - 1];
+  }
+
+  /** The value just below the values of a popped `MARK` at `k` (the list, dict or set). */
+  below(k: number): unknown {
+    if (k - 1 < this.fence) fail("stack underflow");
+    return this.stack[k - 1];
+  }
+
+  popMark(): number {
+    const k = this.marks.pop();
+    if (k === undefined) fail("no MARK before it");
+    this.fence = this.marks.length ? this.marks[this.marks.length - 1] : 0;
+    return k;
+  }
+
+  /** Refuses a value that must not get into the result (a bare global, a timezone). */
+  check(v: unknown): void {
+    if (v instanceof Internal || this.tainted.has(v)) {
+      const what = v instanceof PyGlobal ? `the global ${v.qualname}` : `a ${pyType(v)}`;
+      fail(`${what} can only be an argument of REDUCE here, not a value`);
+    }
+  }
+
+  checkRange(from: number, to: number): void {
+    for (let i = from; i < to; i++) this.check(this.stack[i]);
+  }
+
+  /** The decimal memo key of protocol 0's `GET` and `PUT`. */
+  memoKey(): number {
+    const t = this.lineText();
+    if (!/^\d{1,15}$/.test(t)) fail(`bad memo key ${JSON.stringify(t)}`);
+    return Number(t);
+  }
+
+  memoGet(i: number): unknown {
+    const v = this.memoMap ? this.memoMap.get(i) : this.memo[i];
+    if (v === undefined) fail(`memo key ${i} was never stored`);
+    if (isDict(v)) (this.fetched ??= new Set()).add(v);
+    this.stack.push(v);
+    return v;
+  }
+
+  memoPut(i: number): void {
+    const v = this.top();
+    if (!Number.isSafeInteger(i) || i < 0) fail(`bad memo key ${i}`);
+    if (this.memoMap === null && i <= this.memo.length) {
+      this.memo[i] = v;
+      return;
+    }
+    this.memoMap ??= new Map(this.memo.map((x, k) => [k, x]));
+    this.memoMap.set(i, v);
+  }
+
+  memoSize(): number {
+    return this.memoMap ? this.memoMap.size : this.memo.length;
+  }
+
+  str(start: number, end: number): string {
+    this.pos = end;
+    return op.decodeUtf8(this.data, start, end);
+  }
+
+  /** A Python 2 `str`, read as the `encoding` option says. */
+  str2(bytes: Uint8Array): string | Uint8Array {
+    switch (this.encoding) {
+      case "bytes":
+        return bytes.slice();
+      case "latin1":
+        return op.decodeLatin1(bytes, 0, bytes.length);
+      case "utf-8":
+        return op.decodeUtf8(bytes, 0, bytes.length);
+      default: {
+        const i = bytes.findIndex((b) => b >= 0x80);
+        if (i >= 0) {
+          fail(
+            `byte 0x${bytes[i].toString(16)} of a Python 2 str is not ASCII ` +
+              `(pass { encoding: "latin1" | "utf-8" | "bytes" })`,
+          );
+        }
+        return op.decodeLatin1(bytes, 0, bytes.length);
+      }
+    }
+  }
+
+  bytes(n: number): Uint8Array {
+    const b = this.data.slice(this.pos, this.pos + n);
+    this.pos += n;
+    return b;
+  }
+
+  /** `SETITEMS` of `stack[from, to)` into `d` (a plain object until a key is not a str). */
+  setItems(d: unknown, from: number, to: number): void {
+    const s = this.stack;
+    if ((to - from) % 2) fail("odd number of items for a dict");
+    if (this.globals) this.checkRange(from, to);
+    if (d instanceof Map) {
+      for (let i = from; i < to; i += 2) d.set(s[i], s[i + 1]);
+      return;
+    }
+    if (!isDict(d)) fail(`cannot set items on a ${pyType(d)}`);
+    for (let i = from; i < to; i += 2) {
+      const k = s[i];
+      if (typeof k === "string") setKey(d, k, s[i + 1]);
+      else return this.setItems(this.toMap(d), i, to);
+    }
+  }
+
+  /** A dict got a key that is not a str: it becomes a `Map`, everywhere it is referenced. */
+  toMap(d: Record<string, unknown>): Map<unknown, unknown> {
+    const m = new Map<unknown, unknown>(Object.entries(d));
+    const s = this.stack;
+    for (let i = 0; i < s.length; i++) if (s[i] === d) s[i] = m;
+    if (this.memoMap) { for (const [k, v] of this.memoMap) v === d && this.memoMap.set(k, m); }
+    else for (let i = 0; i < this.memo.length; i++) if (this.memo[i] === d) this.memo[i] = m;
+    (this.replaced ??= new Map()).set(d, m);
+    if (this.fetched?.has(d)) this.needsWalk = true;
+    return m;
+  }
+
+  /** Replaces converted dicts inside the result (only when one was referenced before). */
+  fixUp(root: unknown): unknown {
+    const rep = this.replaced!;
+    const swap = (v: unknown) => rep.get(v as object) ?? v;
+    root = swap(root);
+    const seen = new Set<unknown>([root]);
+    const todo: unknown[] = [root];
+    const visit = (v: unknown) => {
+      if (typeof v === "object" && v !== null && !seen.has(v)) {
+        seen.add(v);
+        todo.push(v);
+      }
+    };
+    while (todo.length) {
+      const o = todo.pop();
+      if (Array.isArray(o)) {
+        for (let i = 0; i < o.length; i++) visit(o[i] = swap(o[i]));
+      } else if (o instanceof Map) {
+        for (const [k, v] of o) {
+          if (rep.has(v as object)) o.set(k, swap(v));
+          visit(k);
+          visit(swap(v));
+        }
+      } else if (o instanceof Set) {
+        for (const v of o) visit(v);
+      } else if (isDict(o)) {
+        for (const k of Object.keys(o)) visit(o[k] = swap(o[k]));
+      }
+    }
+    return root;
+  }
+
+  refuse(opName: string, detail = ""): never {
+    fail(
+      `${opName}${detail} is refused: this codec builds plain data only and never calls or ` +
+        `constructs anything (allowed globals: ${Object.keys(ALLOWLIST).join(", ")})`,
+    );
+  }
+
+  global(module: string, name: string, opName: string): void {
+    if (module === "__builtin__") module = "builtins"; // Python 2 name, as fix_imports reads it
+    const qualname = `${module}.${name}`;
+    const build = Object.hasOwn(ALLOWLIST, qualname) ? ALLOWLIST[qualname] : undefined;
+    if (build === undefined) this.refuse(`${opName} ${qualname}`);
+    this.globals = true;
+    this.stack.push(new PyGlobal(qualname, build));
+  }
+
+  run(): unknown {
+    const d = this.data, n = d.length, s = this.stack, v = this.view;
+    for (;;) {
+      if (this.pos >= n) fail("the pickle ends without STOP");
+      this.opAt = this.pos;
+      const code = d[this.pos++];
+      switch (code) {
+        case op.PROTO: {
+          this.need(1);
+          const p = d[this.pos++];
+          if (p > 5) fail(`unsupported protocol ${p} (this codec reads 0-5)`);
+          break;
+        }
+        case op.FRAME:
+          this.len(8); // checks the frame fits; its contents are read as ordinary opcodes
+          break;
+        case op.STOP: {
+          let r = this.pop();
+          if (this.globals) this.check(r);
+          if (this.needsWalk) r = this.fixUp(r);
+          return r;
+        }
+        case op.MARK:
+          if (this.marks.length >= this.maxDepth) {
+            fail(`MARKs nested deeper than maxDepth (${this.maxDepth})`);
+          }
+          this.marks.push(s.length);
+          this.fence = s.length;
+          break;
+        case op.POP:
+          if (s.length > this.fence) s.pop();
+          else s.length = this.popMark();
+          break;
+        case op.POP_MARK:
+          s.length = this.popMark();
+          break;
+        case op.DUP: {
+          const t = this.top();
+          if (isDict(t)) (this.fetched ??= new Set()).add(t);
+          s.push(t);
+          break;
+        }
+        case op.NONE:
+          s.push(null);
+          break;
+        case op.NEWTRUE:
+          s.push(true);
+          break;
+        case op.NEWFALSE:
+          s.push(false);
+          break;
+        case op.BININT1:
+          this.need(1);
+          s.push(d[this.pos++]);
+          break;
+        case op.BININT2:
+          this.need(2);
+          s.push(v.getUint16(this.pos, true));
+          this.pos += 2;
+          break;
+        case op.BININT:
+          this.need(4);
+          s.push(v.getInt32(this.pos, true));
+          this.pos += 4;
+          break;
+        case op.INT: {
+          const t = this.lineText();
+          s.push(t === "00" ? false : t === "01" ? true : op.parseIntText(t));
+          break;
+        }
+        case op.LONG:
+          s.push(op.parseIntText(this.lineText()));
+          break;
+        case op.LONG1:
+        case op.LONG4: {
+          const k = this.len(code === op.LONG1 ? 1 : 4, true);
+          s.push(op.decodeLong(d, this.pos, this.pos + k));
+          this.pos += k;
+          break;
+        }
+        case op.FLOAT:
+          s.push(op.parseFloatText(this.lineText()));
+          break;
+        case op.BINFLOAT:
+          this.need(8);
+          s.push(v.getFloat64(this.pos, false));
+          this.pos += 8;
+          break;
+        case op.SHORT_BINUNICODE: {
+          const k = this.len(1);
+          s.push(this.str(this.pos, this.pos + k));
+          break;
+        }
+        case op.BINUNICODE:
+        case op.BINUNICODE8: {
+          const k = this.len(code === op.BINUNICODE ? 4 : 8);
+          s.push(this.str(this.pos, this.pos + k));
+          break;
+        }
+        case op.UNICODE: {
+          const [a, b] = this.line();
+          s.push(op.rawUnicodeEscapeDecode(d, a, b));
+          break;
+        }
+        case op.STRING: {
+          const [a, b] = this.line();
+          const q = d[a];
+          if (b - a < 2 || (q !== 0x27 && q !== 0x22) || d[b - 1] !== q) {
+            fail("the STRING argument must be quoted");
+          }
+          s.push(this.str2(op.escapeDecode(d, a + 1, b - 1)));
+          break;
+        }
+        case op.BINSTRING:
+        case op.SHORT_BINSTRING:
+          s.push(this.str2(this.bytes(this.len(code === op.BINSTRING ? 4 : 1, true))));
+          break;
+        case op.SHORT_BINBYTES:
+          s.push(this.bytes(this.len(1)));
+          break;
+        case op.BINBYTES:
+          s.push(this.bytes(this.len(4)));
+          break;
+        case op.BINBYTES8:
+        case op.BYTEARRAY8:
+          s.push(this.bytes(this.len(8)));
+          break;
+        case op.EMPTY_LIST:
+        case op.EMPTY_TUPLE:
+          s.push([]);
+          break;
+        case op.EMPTY_DICT:
+          s.push({});
+          break;
+        case op.EMPTY_SET:
+          s.push(new Set());
+          break;
+        case op.LIST:
+        case op.TUPLE:
+        case op.FROZENSET: {
+          const k = this.popMark();
+          if (this.globals && code !== op.TUPLE) this.checkRange(k, s.length);
+          const items = s.splice(k);
+          if (code === op.FROZENSET) s.push(new Set(items));
+          else {
+            if (this.globals && items.some((x) => x instanceof Internal || this.tainted.has(x))) {
+              this.tainted.add(items);
+            }
+            s.push(items);
+          }
+          break;
+        }
+        case op.TUPLE1:
+        case op.TUPLE2:
+        case op.TUPLE3: {
+          const k = code - op.TUPLE1 + 1;
+          if (s.length - k < this.fence) fail("stack underflow");
+          const items = s.splice(s.length - k);
+          if (this.globals && items.some((x) => x instanceof Internal || this.tainted.has(x))) {
+            this.tainted.add(items);
+          }
+          s.push(items);
+          break;
+        }
+        case op.DICT: {
+          const k = this.popMark();
+          if ((s.length - k) % 2) fail("odd number of items for a dict");
+          if (this.globals) this.checkRange(k, s.length);
+          const dict = dictOf(s, k, s.length);
+          s.length = k;
+          s.push(dict);
+          break;
+        }
+        case op.APPEND: {
+          const x = this.pop();
+          const list = this.top();
+          if (!Array.isArray(list)) fail(`cannot append to a ${pyType(list)}`);
+          if (this.globals) this.check(x);
+          list.push(x);
+          break;
+        }
+        case op.APPENDS: {
+          const k = this.popMark();
+          const list = this.below(k);
+          if (!Array.isArray(list)) fail(`cannot append to a ${pyType(list)}`);
+          if (this.globals) this.checkRange(k, s.length);
+          for (let i = k; i < s.length; i++) list.push(s[i]);
+          s.length = k;
+          break;
+        }
+        case op.SETITEM: {
+          if (s.length - 3 < this.fence) fail("stack underflow");
+          this.setItems(s[s.length - 3], s.length - 2, s.length);
+          s.length -= 2;
+          break;
+        }
+        case op.SETITEMS: {
+          const k = this.popMark();
+          this.setItems(this.below(k), k, s.length);
+          s.length = k;
+          break;
+        }
+        case op.ADDITEMS: {
+          const k = this.popMark();
+          const set = this.below(k);
+          if (!(set instanceof Set)) fail(`cannot add items to a ${pyType(set)}`);
+          if (this.globals) this.checkRange(k, s.length);
+          for (let i = k; i < s.length; i++) set.add(s[i]);
+          s.length = k;
+          break;
+        }
+        case op.GET:
+          this.memoGet(this.memoKey());
+          break;
+        case op.BINGET:
+          this.need(1);
+          this.memoGet(d[this.pos++]);
+          break;
+        case op.LONG_BINGET:
+          this.need(4);
+          this.memoGet(v.getUint32(this.pos, true));
+          this.pos += 4;
+          break;
+        case op.PUT:
+          this.memoPut(this.memoKey());
+          break;
+        case op.BINPUT:
+          this.need(1);
+          this.memoPut(d[this.pos++]);
+          break;
+        case op.LONG_BINPUT:
+          this.need(4);
+          this.memoPut(v.getUint32(this.pos, true));
+          this.pos += 4;
+          break;
+        case op.MEMOIZE:
+          this.memoPut(this.memoSize());
+          break;
+        case op.GLOBAL: {
+          const module = this.lineText(), name = this.lineText();
+          this.global(module, name, "GLOBAL");
+          break;
+        }
+        case op.STACK_GLOBAL: {
+          const name = this.pop(), module = this.pop();
+          if (typeof name !== "string" || typeof module !== "string") {
+            fail(`needs two str, got ${pyType(module)} and ${pyType(name)}`);
+          }
+          this.global(module, name, "STACK_GLOBAL");
+          break;
+        }
+        case op.REDUCE: {
+          const args = this.pop(), f = this.pop();
+          if (!(f instanceof PyGlobal)) this.refuse(`REDUCE of a ${pyType(f)}`);
+          if (!Array.isArray(args)) fail(`REDUCE ${f.qualname} needs a tuple of arguments`);
+          s.push(f.build(args));
+          break;
+        }
+        case op.BUILD: {
+          const state = this.pop(), target = this.top();
+          // OrderedDict's reduce may add an empty instance dict; anything else sets state.
+          const empty = state === null || (isDict(state) && Object.keys(state).length === 0);
+          if (!(empty && (isDict(target) || target instanceof Map))) {
+            this.refuse(`BUILD on a ${pyType(target)}`, " (setting an object's state)");
+          }
+          break;
+        }
+        case op.NEWOBJ:
+        case op.NEWOBJ_EX: {
+          const cls = s.find((x) => x instanceof PyGlobal) as PyGlobal | undefined;
+          this.refuse(op.OPCODE_NAMES[code], cls ? ` of ${cls.qualname}` : "");
+          break;
+        }
+        case op.INST: {
+          const module = this.lineText(), name = this.lineText();
+          this.refuse(`INST ${module}.${name}`);
+          break;
+        }
+        case op.OBJ:
+        case op.EXT1:
+        case op.EXT2:
+        case op.EXT4:
+        case op.PERSID:
+        case op.BINPERSID:
+          this.refuse(op.OPCODE_NAMES[code]);
+          break;
+        case op.NEXT_BUFFER:
+        case op.READONLY_BUFFER:
+          fail("out-of-band buffers (protocol 5 buffer_callback) are not supported");
+          break;
+        default:
+          fail(`unknown opcode 0x${code.toString(16).padStart(2, "0")}`);
+      }
+    }
+  }
+}
