@@ -214,10 +214,17 @@ export class Unpickler {
   fetched: Set<object> | null = null;
   replaced: Map<object, Map<unknown, unknown>> | null = null;
   needsWalk = false;
+  /**
+   * How many argument items allowlisted calls may still consume. A real pickle spends at least a
+   * byte on each item it passes to a call, so the input's size bounds the total; a pickle that
+   * `GET`s one big list and calls `set()` on it over and over (a "pickle bomb") runs out.
+   */
+  budget: number;
 
   constructor(data: Uint8Array, readonly maxDepth: number, readonly encoding: string) {
     this.data = data;
     this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    this.budget = data.length + 64;
   }
 
   load(): unknown {
@@ -247,7 +254,13 @@ export class Unpickler {
     let n: number;
     if (bytes === 1) n = this.data[p];
     else if (bytes === 4) n = signed ? v.getInt32(p, true) : v.getUint32(p, true);
-    else n = v.getUint32(p, true) + v.getUint32(p + 4, true) * 2 ** 32;
+    else {
+      const big = v.getBigUint64(p, true); // exact in the message, even past 2^53
+      if (big > BigInt(this.data.length - p - 8)) {
+        fail(`claims ${big} bytes, only ${this.data.length - p - 8} left`);
+      }
+      n = Number(big);
+    }
     this.pos += bytes;
     if (n < 0) fail(`negative length ${n}`);
     if (n > this.data.length - this.pos) {
@@ -312,8 +325,9 @@ export class Unpickler {
   }
 
   memoGet(i: number): unknown {
-    const v = this.memoMap ? this.memoMap.get(i) : this.memo[i];
+    let v = this.memoMap ? this.memoMap.get(i) : this.memo[i];
     if (v === undefined) fail(`memo key ${i} was never stored`);
+    if (this.replaced !== null) v = this.replaced.get(v as object) ?? v;
     if (isDict(v)) (this.fetched ??= new Set()).add(v);
     this.stack.push(v);
     return v;
@@ -367,9 +381,14 @@ export class Unpickler {
     return b;
   }
 
-  /** `SETITEMS` of `stack[from, to)` into `d` (a plain object until a key is not a str). */
-  setItems(d: unknown, from: number, to: number): void {
+  /**
+   * `SETITEMS` of `stack[from, to)` into the dict at `stack[slot]` (a plain object until a key
+   * is not a str: then it becomes a `Map`, see {@link toMap}).
+   */
+  setItems(slot: number, from: number, to: number): void {
     const s = this.stack;
+    let d = s[slot];
+    if (this.replaced !== null) d = this.replaced.get(d as object) ?? d;
     if ((to - from) % 2) fail("odd number of items for a dict");
     if (this.globals) this.checkRange(from, to);
     if (d instanceof Map) {
@@ -380,17 +399,21 @@ export class Unpickler {
     for (let i = from; i < to; i += 2) {
       const k = s[i];
       if (typeof k === "string") setKey(d, k, s[i + 1]);
-      else return this.setItems(this.toMap(d), i, to);
+      else {
+        s[slot] = this.toMap(d);
+        return this.setItems(slot, i, to);
+      }
     }
   }
 
-  /** A dict got a key that is not a str: it becomes a `Map`, everywhere it is referenced. */
+  /**
+   * A dict got a key that is not a str: from now on it is a `Map`. Nothing is scanned here (a
+   * pickle converting many dicts must not cost quadratic time): the memo and later `SETITEMS`
+   * look the new `Map` up in `replaced`, and if the old object was handed out by `GET`/`DUP`
+   * before, the result is walked once at `STOP` to replace it wherever it got to.
+   */
   toMap(d: Record<string, unknown>): Map<unknown, unknown> {
     const m = new Map<unknown, unknown>(Object.entries(d));
-    const s = this.stack;
-    for (let i = 0; i < s.length; i++) if (s[i] === d) s[i] = m;
-    if (this.memoMap) { for (const [k, v] of this.memoMap) v === d && this.memoMap.set(k, m); }
-    else for (let i = 0; i < this.memo.length; i++) if (this.memo[i] === d) this.memo[i] = m;
     (this.replaced ??= new Map()).set(d, m);
     if (this.fetched?.has(d)) this.needsWalk = true;
     return m;
@@ -463,6 +486,7 @@ export class Unpickler {
         case op.STOP: {
           let r = this.pop();
           if (this.globals) this.check(r);
+          if (this.replaced !== null) r = this.replaced.get(r as object) ?? r;
           if (this.needsWalk) r = this.fixUp(r);
           return r;
         }
@@ -636,13 +660,14 @@ export class Unpickler {
         }
         case op.SETITEM: {
           if (s.length - 3 < this.fence) fail("stack underflow");
-          this.setItems(s[s.length - 3], s.length - 2, s.length);
+          this.setItems(s.length - 3, s.length - 2, s.length);
           s.length -= 2;
           break;
         }
         case op.SETITEMS: {
           const k = this.popMark();
-          this.setItems(this.below(k), k, s.length);
+          this.below(k);
+          this.setItems(k - 1, k, s.length);
           s.length = k;
           break;
         }
@@ -699,6 +724,17 @@ export class Unpickler {
           const args = this.pop(), f = this.pop();
           if (!(f instanceof PyGlobal)) this.refuse(`REDUCE of a ${pyType(f)}`);
           if (!Array.isArray(args)) fail(`REDUCE ${f.qualname} needs a tuple of arguments`);
+          for (const a of args) {
+            this.budget -= typeof a === "string" || Array.isArray(a) || a instanceof Uint8Array
+              ? a.length
+              : 1;
+          }
+          if (this.budget < 0) {
+            fail(
+              `REDUCE ${f.qualname}: the calls' arguments add up to more than the pickle's ` +
+                `size (the same value passed again and again: a pickle bomb?)`,
+            );
+          }
           s.push(f.build(args));
           break;
         }

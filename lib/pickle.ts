@@ -95,6 +95,12 @@ export function dumps(value: unknown, options?: DumpsOptions): Uint8Array {
     if (e instanceof PathError) {
       throw new SerializationError("value" + e.path.reverse().join(""), e.message);
     }
+    if (e instanceof RangeError && /call stack/i.test(e.message)) {
+      // Only with a `maxDepth` above what the stack holds (the default is well below it).
+      throw new SerializationError("value", "nested too deeply for the JS stack (lower maxDepth)", {
+        cause: e,
+      });
+    }
     throw e;
   } finally {
     if (w === shared) busy = false;
