@@ -145,6 +145,8 @@ export function encodeUtf8Into(s: string, out: Uint8Array, pos: number): number 
   return pos;
 }
 
+const CACHE_SIZE = 4096;
+const cache: (string | undefined)[] = new Array(CACHE_SIZE);
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
@@ -153,8 +155,30 @@ const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
  */
 export function decodeUtf8(data: Uint8Array, start: number, end: number): string {
   const n = end - start;
+  if (n <= 16) {
+    // Short strings (dict keys above all): looked up in a small cache by a hash of their bytes,
+    // so that a key read again is the same (already internalized) string, which makes storing
+    // it as a property much cheaper than a fresh string would.
+    let h = n;
+    for (let i = start; i < end; i++) {
+      const c = data[i];
+      if (c >= 0x80) return decodeSlow(data, start, end);
+      h = Math.imul(h ^ c, 0x01000193);
+    }
+    const slot = (h >>> 0) & (CACHE_SIZE - 1);
+    const hit = cache[slot];
+    if (hit !== undefined && hit.length === n) {
+      let i = 0;
+      while (i < n && hit.charCodeAt(i) === data[start + i]) i++;
+      if (i === n) return hit;
+    }
+    const s = n === 1
+      ? String.fromCharCode(data[start])
+      : String.fromCharCode.apply(null, data.subarray(start, end) as unknown as number[]);
+    cache[slot] = s;
+    return s;
+  }
   if (n < 24) {
-    // Short strings (dict keys, small values): a loop beats the native decoder's call cost.
     let s = "";
     for (let i = start; i < end; i++) {
       const c = data[i];

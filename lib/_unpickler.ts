@@ -192,10 +192,26 @@ function setKey(d: Record<string, unknown>, k: string, v: unknown): void {
   } else d[k] = v;
 }
 
-/** One `pickle.loads` call. */
-export class Unpickler {
-  readonly data: Uint8Array;
-  readonly view: DataView;
+/**
+ * Reads one pickle. One reader is reused from call to call (its arrays keep their capacity);
+ * a call made while it is busy (from a setter on `Object.prototype`, say) gets its own.
+ */
+export function unpickle(data: Uint8Array, maxDepth: number, encoding: string): unknown {
+  const u = busy ? new Unpickler() : shared;
+  busy = true;
+  try {
+    return u.load(data, maxDepth, encoding);
+  } finally {
+    if (u === shared) busy = false;
+  }
+}
+
+/** The state of one `pickle.loads` call. */
+class Unpickler {
+  data: Uint8Array = new Uint8Array(0);
+  view: DataView = new DataView(this.data.buffer);
+  maxDepth = 1000;
+  encoding = "ascii";
   pos = 0;
   /** Start of the opcode being run, for error messages. */
   opAt = 0;
@@ -209,7 +225,7 @@ export class Unpickler {
   /** A global was pushed: containers check that no `Internal` value gets into the result. */
   globals = false;
   /** Tuples holding an `Internal` (REDUCE arguments such as a datetime's tzinfo). */
-  tainted = new Set<unknown>();
+  tainted: Set<unknown> | null = null;
   /** Dicts handed out by GET/DUP: if one later becomes a Map, other references need fixing. */
   fetched: Set<object> | null = null;
   replaced: Map<object, Map<unknown, unknown>> | null = null;
@@ -219,15 +235,14 @@ export class Unpickler {
    * byte on each item it passes to a call, so the input's size bounds the total; a pickle that
    * `GET`s one big list and calls `set()` on it over and over (a "pickle bomb") runs out.
    */
-  budget: number;
+  budget = 0;
 
-  constructor(data: Uint8Array, readonly maxDepth: number, readonly encoding: string) {
+  load(data: Uint8Array, maxDepth: number, encoding: string): unknown {
     this.data = data;
     this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    this.maxDepth = maxDepth;
+    this.encoding = encoding;
     this.budget = data.length + 64;
-  }
-
-  load(): unknown {
     try {
       return this.run();
     } catch (e) {
@@ -238,6 +253,18 @@ export class Unpickler {
       }
       if (e instanceof SerializationError) throw e;
       throw new SerializationError(where, `${name}: ${(e as Error)?.message ?? e}`, { cause: e });
+    } finally {
+      // Drop every reference into the input and the result; keep the arrays' capacity.
+      this.stack.length = this.marks.length = this.memo.length = 0;
+      this.pos = this.opAt = this.fence = 0;
+      this.memoMap =
+        this.tainted =
+        this.fetched =
+        this.replaced =
+          null;
+      this.globals = this.needsWalk = false;
+      this.data = EMPTY;
+      this.view = EMPTY_VIEW;
     }
   }
 
@@ -305,9 +332,13 @@ export class Unpickler {
     return k;
   }
 
+  isInternal(v: unknown): boolean {
+    return v instanceof Internal || (this.tainted !== null && this.tainted.has(v));
+  }
+
   /** Refuses a value that must not get into the result (a bare global, a timezone). */
   check(v: unknown): void {
-    if (v instanceof Internal || this.tainted.has(v)) {
+    if (this.isInternal(v)) {
       const what = v instanceof PyGlobal ? `the global ${v.qualname}` : `a ${pyType(v)}`;
       fail(`${what} can only be an argument of REDUCE here, not a value`);
     }
@@ -613,8 +644,8 @@ export class Unpickler {
           const items = s.splice(k);
           if (code === op.FROZENSET) s.push(new Set(items));
           else {
-            if (this.globals && items.some((x) => x instanceof Internal || this.tainted.has(x))) {
-              this.tainted.add(items);
+            if (this.globals && items.some((x) => this.isInternal(x))) {
+              (this.tainted ??= new Set()).add(items);
             }
             s.push(items);
           }
@@ -626,8 +657,8 @@ export class Unpickler {
           const k = code - op.TUPLE1 + 1;
           if (s.length - k < this.fence) fail("stack underflow");
           const items = s.splice(s.length - k);
-          if (this.globals && items.some((x) => x instanceof Internal || this.tainted.has(x))) {
-            this.tainted.add(items);
+          if (this.globals && items.some((x) => this.isInternal(x))) {
+            (this.tainted ??= new Set()).add(items);
           }
           s.push(items);
           break;
@@ -776,3 +807,8 @@ export class Unpickler {
     }
   }
 }
+
+const EMPTY = new Uint8Array(0);
+const EMPTY_VIEW = new DataView(EMPTY.buffer);
+const shared = new Unpickler();
+let busy = false;

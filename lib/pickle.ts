@@ -50,7 +50,7 @@
 
 import { SerializationError } from "./errors.ts";
 import * as op from "./_pickle_ops.ts";
-import { Unpickler } from "./_unpickler.ts";
+import { unpickle } from "./_unpickler.ts";
 
 /** Options of {@link dumps}. */
 export interface DumpsOptions {
@@ -131,7 +131,7 @@ export function loads(bytes: Uint8Array, options?: LoadsOptions): unknown {
   if (!(bytes instanceof Uint8Array)) {
     throw new TypeError(`pickle.loads() takes a Uint8Array, not ${typeof bytes}`);
   }
-  return new Unpickler(bytes, options?.maxDepth ?? 1000, options?.encoding ?? "ascii").load();
+  return unpickle(bytes, options?.maxDepth ?? 1000, options?.encoding ?? "ascii");
 }
 
 /** An error on the way down, collecting the path on the way up (no cost when nothing fails). */
