@@ -23,7 +23,12 @@ import { PickleFormatError } from "./_pickle_ops.ts";
 /** Values that exist only while loading: a global, a `datetime.timezone`. */
 abstract class Internal {}
 class PyGlobal extends Internal {
-  constructor(readonly qualname: string, readonly build: (args: unknown[]) => unknown) {
+  constructor(
+    readonly qualname: string,
+    readonly build: (args: unknown[]) => unknown,
+    /** Allowed by the caller's `globals` option: may also be `NEWOBJ`'s class, then `BUILD`. */
+    readonly extra: boolean,
+  ) {
     super();
   }
 }
@@ -196,15 +201,23 @@ function setKey(d: Record<string, unknown>, k: string, v: unknown): void {
  * Reads one pickle. One reader is reused from call to call (its arrays keep their capacity);
  * a call made while it is busy (from a setter on `Object.prototype`, say) gets its own.
  */
-export function unpickle(data: Uint8Array, maxDepth: number, encoding: string): unknown {
+export function unpickle(
+  data: Uint8Array,
+  maxDepth: number,
+  encoding: string,
+  extra: Globals | null,
+): unknown {
   const u = busy ? new Unpickler() : shared;
   busy = true;
   try {
-    return u.load(data, maxDepth, encoding);
+    return u.load(data, maxDepth, encoding, extra);
   } finally {
     if (u === shared) busy = false;
   }
 }
+
+/** Builders of the globals a caller allows besides {@link ALLOWLIST}, by `module.name`. */
+export type Globals = Readonly<Record<string, (args: unknown[]) => unknown>>;
 
 /** The state of one `pickle.loads` call. */
 class Unpickler {
@@ -212,6 +225,10 @@ class Unpickler {
   view: DataView = new DataView(this.data.buffer);
   maxDepth = 1000;
   encoding = "ascii";
+  /** The caller's extra globals (`LoadsOptions.globals`). */
+  extra: Globals | null = null;
+  /** Objects the caller's builders made: the only ones `BUILD` may set state on. */
+  built: Set<unknown> | null = null;
   pos = 0;
   /** Start of the opcode being run, for error messages. */
   opAt = 0;
@@ -237,7 +254,8 @@ class Unpickler {
    */
   budget = 0;
 
-  load(data: Uint8Array, maxDepth: number, encoding: string): unknown {
+  load(data: Uint8Array, maxDepth: number, encoding: string, extra: Globals | null): unknown {
+    this.extra = extra;
     this.data = data;
     this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
     this.maxDepth = maxDepth;
@@ -261,6 +279,8 @@ class Unpickler {
         this.tainted =
         this.fetched =
         this.replaced =
+        this.built =
+        this.extra =
           null;
       this.globals = this.needsWalk = false;
       this.data = EMPTY;
@@ -492,10 +512,50 @@ class Unpickler {
   global(module: string, name: string, opName: string): void {
     if (module === "__builtin__") module = "builtins"; // Python 2 name, as fix_imports reads it
     const qualname = `${module}.${name}`;
-    const build = Object.hasOwn(ALLOWLIST, qualname) ? ALLOWLIST[qualname] : undefined;
-    if (build === undefined) this.refuse(`${opName} ${qualname}`);
+    const mine = this.extra !== null && Object.hasOwn(this.extra, qualname);
+    const build = mine
+      ? this.extra![qualname]
+      : Object.hasOwn(ALLOWLIST, qualname)
+      ? ALLOWLIST[qualname]
+      : undefined;
+    if (typeof build !== "function") this.refuse(`${opName} ${qualname}`);
     this.globals = true;
-    this.stack.push(new PyGlobal(qualname, build));
+    this.stack.push(new PyGlobal(qualname, build, mine));
+  }
+
+  /** Calls an allowed global's builder, within the budget. */
+  call(f: PyGlobal, args: unknown[]): unknown {
+    for (const a of args) {
+      this.budget -= typeof a === "string" || Array.isArray(a) || a instanceof Uint8Array
+        ? a.length
+        : 1;
+    }
+    if (this.budget < 0) {
+      fail(
+        `REDUCE ${f.qualname}: the calls' arguments add up to more than the pickle's ` +
+          `size (the same value passed again and again: a pickle bomb?)`,
+      );
+    }
+    const v = f.build(args);
+    if (f.extra && typeof v === "object" && v !== null) (this.built ??= new Set()).add(v);
+    return v;
+  }
+
+  /**
+   * `BUILD` on an object a caller's builder made: its `__setstate__(state)` if it has one, else
+   * Python's default — a dict state (or the two dicts of a `(dict, slots)` state) is assigned.
+   */
+  setState(target: Record<string, unknown>, state: unknown): void {
+    if (typeof target.__setstate__ === "function") {
+      (target.__setstate__ as (s: unknown) => void)(state);
+      return;
+    }
+    const parts = Array.isArray(state) && state.length === 2 ? state : [state];
+    for (const part of parts) {
+      if (part === null) continue;
+      if (!isDict(part)) fail(`cannot set a ${pyType(part)} as the state of an object`);
+      for (const k of Object.keys(part)) setKey(target, k, part[k]);
+    }
   }
 
   run(): unknown {
@@ -755,33 +815,35 @@ class Unpickler {
           const args = this.pop(), f = this.pop();
           if (!(f instanceof PyGlobal)) this.refuse(`REDUCE of a ${pyType(f)}`);
           if (!Array.isArray(args)) fail(`REDUCE ${f.qualname} needs a tuple of arguments`);
-          for (const a of args) {
-            this.budget -= typeof a === "string" || Array.isArray(a) || a instanceof Uint8Array
-              ? a.length
-              : 1;
+          s.push(this.call(f, args));
+          break;
+        }
+        case op.NEWOBJ:
+        case op.NEWOBJ_EX: {
+          // cls.__new__(cls, *args): only for a class the caller allowed (and without keyword
+          // arguments).
+          const kwargs = code === op.NEWOBJ_EX ? this.pop() : null;
+          const args = this.pop(), cls = this.pop();
+          const what = cls instanceof PyGlobal ? ` of ${cls.qualname}` : ` of a ${pyType(cls)}`;
+          if (!(cls instanceof PyGlobal && cls.extra)) this.refuse(op.OPCODE_NAMES[code], what);
+          if (!Array.isArray(args)) fail(`${cls.qualname} needs a tuple of arguments`);
+          if (kwargs !== null && !(isDict(kwargs) && Object.keys(kwargs).length === 0)) {
+            this.refuse(`NEWOBJ_EX${what} with keyword arguments`);
           }
-          if (this.budget < 0) {
-            fail(
-              `REDUCE ${f.qualname}: the calls' arguments add up to more than the pickle's ` +
-                `size (the same value passed again and again: a pickle bomb?)`,
-            );
-          }
-          s.push(f.build(args));
+          s.push(this.call(cls, args));
           break;
         }
         case op.BUILD: {
           const state = this.pop(), target = this.top();
+          if (this.built?.has(target)) {
+            this.setState(target as Record<string, unknown>, state);
+            break;
+          }
           // OrderedDict's reduce may add an empty instance dict; anything else sets state.
           const empty = state === null || (isDict(state) && Object.keys(state).length === 0);
           if (!(empty && (isDict(target) || target instanceof Map))) {
             this.refuse(`BUILD on a ${pyType(target)}`, " (setting an object's state)");
           }
-          break;
-        }
-        case op.NEWOBJ:
-        case op.NEWOBJ_EX: {
-          const cls = s.find((x) => x instanceof PyGlobal) as PyGlobal | undefined;
-          this.refuse(op.OPCODE_NAMES[code], cls ? ` of ${cls.qualname}` : "");
           break;
         }
         case op.INST: {

@@ -60,6 +60,26 @@ export interface DumpsOptions {
   maxDepth?: number;
   /** Largest pickle produced, in bytes; a bigger one throws `SerializationError`. */
   maxBytes?: number;
+  /**
+   * How to write instances of classes (which are refused otherwise), as Python's `__reduce__`:
+   * return `{ global: "module.name", args, state?, newobj? }` to write "call this Python global
+   * with `args`" (`REDUCE`, or `NEWOBJ` for `cls.__new__(cls, *args)`), then `BUILD` with
+   * `state` when given; return `undefined` to refuse the value. For a connection layer that
+   * needs to send, say, a `multiprocessing.managers.Token`.
+   */
+  reduce?: (value: object) => Reduced | undefined;
+}
+
+/** What {@link DumpsOptions.reduce} returns for an instance: a Python global and its arguments. */
+export interface Reduced {
+  /** The Python global, `module.name` (e.g. `"multiprocessing.managers.Token"`). */
+  global: string;
+  /** Its arguments, written as a tuple. */
+  args: unknown[];
+  /** Written with `BUILD` after the call when given (the object's `__setstate__` argument). */
+  state?: unknown;
+  /** `NEWOBJ` (`cls.__new__(cls, *args)`) instead of `REDUCE` (`global(*args)`). */
+  newobj?: boolean;
 }
 
 /** Options of {@link loads}. */
@@ -72,6 +92,13 @@ export interface LoadsOptions {
    * `"bytes"` (a `Uint8Array`).
    */
   encoding?: "ascii" | "latin1" | "utf-8" | "bytes";
+  /**
+   * Globals to accept besides the built-in allowlist, by `module.name`: each is a function that
+   * builds the value from the arguments of `REDUCE` (or of `NEWOBJ`, for a class). A later
+   * `BUILD` on what it returned calls its `__setstate__(state)` method if it has one, else
+   * assigns a dict state to it. Only these functions run: nothing is looked up by name.
+   */
+  globals?: Readonly<Record<string, (args: unknown[]) => unknown>>;
 }
 
 /**
@@ -131,7 +158,12 @@ export function loads(bytes: Uint8Array, options?: LoadsOptions): unknown {
   if (!(bytes instanceof Uint8Array)) {
     throw new TypeError(`pickle.loads() takes a Uint8Array, not ${typeof bytes}`);
   }
-  return unpickle(bytes, options?.maxDepth ?? 1000, options?.encoding ?? "ascii");
+  return unpickle(
+    bytes,
+    options?.maxDepth ?? 1000,
+    options?.encoding ?? "ascii",
+    options?.globals ?? null,
+  );
 }
 
 /** An error on the way down, collecting the path on the way up (no cost when nothing fails). */
@@ -161,8 +193,15 @@ class Pickler {
   keyStack: object[] = []; // arrays and sets being written as tuples/frozensets (cycle check)
   maxDepth = 1000;
   maxBytes = Infinity;
+  reducer: ((value: object) => Reduced | undefined) | null = null;
 
   reset(): void {
+    if (this.buf.length > 1 << 20) {
+      // Do not keep a big message's buffer for ever.
+      this.buf = new Uint8Array(1 << 16);
+      this.view = new DataView(this.buf.buffer);
+    }
+    this.reducer = null;
     this.memo.clear();
     this.keyStack.length = 0;
     this.pos = 0;
@@ -175,6 +214,7 @@ class Pickler {
     }
     this.maxDepth = o.maxDepth ?? 1000;
     this.maxBytes = o.maxBytes ?? Infinity;
+    this.reducer = o.reduce ?? null;
     // PROTO p, then one FRAME holding the rest (its length is filled in at the end).
     this.buf[0] = op.PROTO;
     this.buf[1] = protocol;
@@ -374,8 +414,31 @@ class Pickler {
     if (ArrayBuffer.isView(o)) {
       return this.list(Array.from(o as unknown as ArrayLike<unknown>), depth);
     }
+    const r = this.reducer?.(o);
+    if (r !== undefined) return this.reduced(o, r, depth);
     const name = (proto?.constructor as { name?: string } | undefined)?.name ?? "object";
     throw new PathError(`instances of ${name} cannot be pickled (only plain data)`);
+  }
+
+  /** An instance as the caller's `reduce` said: global, arguments, then maybe its state. */
+  reduced(o: object, r: Reduced, depth: number): void {
+    const dot = r.global.lastIndexOf(".");
+    if (dot <= 0 || !Array.isArray(r.args)) {
+      throw new PathError(`reduce() returned no "module.name" global and args array`);
+    }
+    this.saveStr(r.global.slice(0, dot));
+    this.saveStr(r.global.slice(dot + 1));
+    this.byte(op.STACK_GLOBAL);
+    const n = r.args.length;
+    if (n > 3) this.byte(op.MARK);
+    for (const a of r.args) this.save(a, depth);
+    this.byte(n === 0 ? op.EMPTY_TUPLE : n <= 3 ? op.TUPLE1 + n - 1 : op.TUPLE);
+    this.byte(r.newobj ? op.NEWOBJ : op.REDUCE);
+    this.memoize(o);
+    if (r.state !== undefined) {
+      this.save(r.state, depth);
+      this.byte(op.BUILD);
+    }
   }
 
   list(a: unknown[], depth: number): void {

@@ -292,7 +292,8 @@ function refusal(bytes: Uint8Array, options?: pickle.LoadsOptions): string {
     assert.ok(e instanceof SerializationError, `not a SerializationError: ${e}`);
     return e.message;
   }
-  assert.fail(`loads accepted ${JSON.stringify(new TextDecoder("latin1").decode(bytes))}`);
+  const text = JSON.stringify(new TextDecoder("latin1").decode(bytes.subarray(0, 80)));
+  assert.fail(`loads accepted ${text}${bytes.length > 80 ? "..." : ""}`);
 }
 
 Deno.test("pickle: loads refuses globals and calls, naming the opcode and the global", () => {
@@ -516,11 +517,17 @@ async function findPythons(): Promise<string[]> {
       const path = `${dir}/${name}`;
       try {
         const r = await run(path, ["-c", "import sys; print(sys.version)"]);
-        if (r.code === 0 && !byVersion.has(r.out)) byVersion.set(r.out, path);
+        const version = r.out.split(" ")[0];
+        if (r.code === 0 && !byVersion.has(version)) byVersion.set(version, `${path} (${version})`);
       } catch { /* not runnable */ }
     }
   }
   return [...byVersion.values()];
+}
+
+/** The executable of a `findPythons` entry. */
+function exe(py: string): string {
+  return py.split(" ")[0];
 }
 
 const pythons = await findPythons();
@@ -545,7 +552,7 @@ for (const py of pythons) {
       }
       const input = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
       frames.reduce((at, f) => (input.set(f, at), at + f.length), 0);
-      const r = await run(py, [PEER, "echo"], input);
+      const r = await run(exe(py), [PEER, "echo"], input);
       assert.equal(r.code, 0, r.err);
       const { results } = JSON.parse(r.out) as {
         results: { desc?: Desc; pickles?: Record<string, string>; error?: string }[];
@@ -568,7 +575,7 @@ for (const py of pythons) {
   });
 
   Deno.test(`pickle: ${py}'s own values load right from every protocol 0-5`, async () => {
-    const r = await run(py, [PEER, "gen"]);
+    const r = await run(exe(py), [PEER, "gen"]);
     assert.equal(r.code, 0, r.err);
     const { results } = JSON.parse(r.out) as {
       results: { name: string; desc: Desc; pickles: Record<string, string> }[];
@@ -595,5 +602,77 @@ for (const py of pythons) {
       assert.ok(set instanceof Set && frozen instanceof Set);
     }
     for (const [a, c] of byName.memo as unknown[][]) assert.equal(a, c);
+  });
+}
+
+// What a connection layer talking to Python managers needs: a class the caller allows
+// (`globals`), and instances written as "call this global" (`reduce`).
+class Token {
+  typeid = "";
+  address: unknown = null;
+  id = "";
+  __setstate__([typeid, address, id]: [string, unknown, string]) {
+    Object.assign(this, { typeid, address, id });
+  }
+}
+const managerGlobals = {
+  "multiprocessing.managers.Token": () => new Token(),
+  "builtins.KeyError": (args: unknown[]) =>
+    Object.assign(new Error(String(args[0])), { name: "KeyError" }),
+};
+const reduceToken = (o: object) =>
+  o instanceof Token
+    ? {
+      global: "multiprocessing.managers.Token",
+      args: [],
+      newobj: true,
+      state: [o.typeid, o.address, o.id],
+    }
+    : undefined;
+
+Deno.test("pickle: globals the caller allows, and instances written by reduce()", () => {
+  // CPython 3.11: ForkingPickler.dumps(('#RETURN', Token('dict', ('127.0.0.1', 5000), '7f')))
+  const fromPython = b(
+    "\x80\x04\x95\x45\x00\x00\x00\x00\x00\x00\x00\x8c\x07#RETURN\x94\x8c\x18multiprocessing.managers" +
+      "\x94\x8c\x05Token\x94\x93\x94)\x81\x94\x8c\x04dict\x94\x8c\x09127.0.0.1\x94M\x88\x13\x86\x94" +
+      "\x8c\x027f\x94\x87\x94b\x86\x94.",
+  );
+  assert.match(refusal(fromPython), /STACK_GLOBAL multiprocessing\.managers\.Token is refused/);
+  const [kind, token] = loads(fromPython, { globals: managerGlobals }) as [string, Token];
+  assert.equal(kind, "#RETURN");
+  assert.ok(token instanceof Token);
+  assert.deepEqual([token.typeid, token.address, token.id], ["dict", ["127.0.0.1", 5000], "7f"]);
+  const err = loads(b("\x80\x04\x8c\x08builtins\x8c\x08KeyError\x93\x8c\x01x\x85R."), {
+    globals: managerGlobals,
+  }) as Error;
+  assert.ok(err instanceof Error && err.name === "KeyError" && err.message === "x");
+  // An allowed global still cannot be a value, and NEWOBJ of a built-in one stays refused.
+  assert.match(
+    refusal(b("\x80\x04]\x8c\x08builtins\x8c\x08KeyError\x93a."), { globals: managerGlobals }),
+    /the global builtins\.KeyError can only be an argument of REDUCE/,
+  );
+  // Written back with reduce(), read again.
+  const again = loads(dumps(["#RETURN", token], { reduce: reduceToken }), {
+    globals: managerGlobals,
+  }) as [
+    string,
+    Token,
+  ];
+  assert.deepEqual(again[1], token);
+  assert.throws(() => dumps(token), /instances of Token cannot be pickled/);
+});
+
+for (const py of pythons) {
+  Deno.test(`pickle: ${py} reads an instance written by reduce() as its own class`, async () => {
+    const t = Object.assign(new Token(), {
+      typeid: "dict",
+      address: ["127.0.0.1", 5000],
+      id: "7f",
+    });
+    const code = "import pickle, sys; t = pickle.loads(sys.stdin.buffer.read()); " +
+      "print(type(t).__name__, t.typeid, t.address, t.id)";
+    const r = await run(exe(py), ["-c", code], dumps(t, { reduce: reduceToken }));
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.out.trim(), "Token dict ['127.0.0.1', 5000] 7f");
   });
 }
