@@ -222,7 +222,6 @@ export type Globals = Readonly<Record<string, (args: unknown[]) => unknown>>;
 /** The state of one `pickle.loads` call. */
 class Unpickler {
   data: Uint8Array = new Uint8Array(0);
-  view: DataView = new DataView(this.data.buffer);
   maxDepth = 1000;
   encoding = "ascii";
   /** The caller's extra globals (`LoadsOptions.globals`). */
@@ -257,7 +256,6 @@ class Unpickler {
   load(data: Uint8Array, maxDepth: number, encoding: string, extra: Globals | null): unknown {
     this.extra = extra;
     this.data = data;
-    this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
     this.maxDepth = maxDepth;
     this.encoding = encoding;
     this.budget = data.length + 64;
@@ -284,7 +282,6 @@ class Unpickler {
           null;
       this.globals = this.needsWalk = false;
       this.data = EMPTY;
-      this.view = EMPTY_VIEW;
     }
   }
 
@@ -297,12 +294,12 @@ class Unpickler {
   /** A length field: checked against what is left before anyone allocates for it. */
   len(bytes: 1 | 4 | 8, signed = false): number {
     this.need(bytes);
-    const v = this.view, p = this.pos;
+    const p = this.pos;
     let n: number;
     if (bytes === 1) n = this.data[p];
-    else if (bytes === 4) n = signed ? v.getInt32(p, true) : v.getUint32(p, true);
+    else if (bytes === 4) n = signed ? i32(this.data, p) : u32(this.data, p);
     else {
-      const big = v.getBigUint64(p, true); // exact in the message, even past 2^53
+      const big = BigInt(u32(this.data, p)) + (BigInt(u32(this.data, p + 4)) << 32n); // exact
       if (big > BigInt(this.data.length - p - 8)) {
         fail(`claims ${big} bytes, only ${this.data.length - p - 8} left`);
       }
@@ -559,7 +556,7 @@ class Unpickler {
   }
 
   run(): unknown {
-    const d = this.data, n = d.length, s = this.stack, v = this.view;
+    const d = this.data, n = d.length, s = this.stack;
     for (;;) {
       if (this.pos >= n) fail("the pickle ends without STOP");
       this.opAt = this.pos;
@@ -616,12 +613,12 @@ class Unpickler {
           break;
         case op.BININT2:
           this.need(2);
-          s.push(v.getUint16(this.pos, true));
+          s.push(d[this.pos] | (d[this.pos + 1] << 8));
           this.pos += 2;
           break;
         case op.BININT:
           this.need(4);
-          s.push(v.getInt32(this.pos, true));
+          s.push(i32(d, this.pos));
           this.pos += 4;
           break;
         case op.INT: {
@@ -644,7 +641,8 @@ class Unpickler {
           break;
         case op.BINFLOAT:
           this.need(8);
-          s.push(v.getFloat64(this.pos, false));
+          for (let i = 0; i < 8; i++) f64Bytes[FLIP ^ i] = d[this.pos + i];
+          s.push(f64[0]);
           this.pos += 8;
           break;
         case op.SHORT_BINUNICODE: {
@@ -780,7 +778,7 @@ class Unpickler {
           break;
         case op.LONG_BINGET:
           this.need(4);
-          this.memoGet(v.getUint32(this.pos, true));
+          this.memoGet(u32(d, this.pos));
           this.pos += 4;
           break;
         case op.PUT:
@@ -792,7 +790,7 @@ class Unpickler {
           break;
         case op.LONG_BINPUT:
           this.need(4);
-          this.memoPut(v.getUint32(this.pos, true));
+          this.memoPut(u32(d, this.pos));
           this.pos += 4;
           break;
         case op.MEMOIZE:
@@ -871,6 +869,13 @@ class Unpickler {
 }
 
 const EMPTY = new Uint8Array(0);
-const EMPTY_VIEW = new DataView(EMPTY.buffer);
+// Fixed-width fields read by hand: no DataView to make per call.
+const i32 = (d: Uint8Array, p: number) =>
+  d[p] | (d[p + 1] << 8) | (d[p + 2] << 16) | (d[p + 3] << 24);
+const u32 = (d: Uint8Array, p: number) => i32(d, p) >>> 0;
+const f64 = new Float64Array(1);
+const f64Bytes = new Uint8Array(f64.buffer);
+/** `7` where the platform is little-endian (all Deno targets): BINFLOAT is big-endian. */
+const FLIP = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 7 : 0;
 const shared = new Unpickler();
 let busy = false;

@@ -224,7 +224,9 @@ class Pickler {
     this.ensure(1);
     this.buf[this.pos++] = op.STOP;
     if (this.pos > this.maxBytes) this.tooBig();
-    this.view.setBigUint64(3, BigInt(this.pos - 11), true);
+    const frame = this.pos - 11; // FRAME's u64 length, without a BigInt
+    this.view.setUint32(3, frame % 2 ** 32, true);
+    this.view.setUint32(7, Math.floor(frame / 2 ** 32), true);
     return this.buf.slice(0, this.pos);
   }
 
