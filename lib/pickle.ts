@@ -32,6 +32,11 @@
  * arrays → a list of their numbers (bigints for `BigInt64Array`); functions, symbols and class
  * instances are refused.
  *
+ * Beyond that, a caller can allow more globals, each with a function that builds the value from
+ * the call's arguments (`loads(bytes, { globals })`), and write instances of its own classes as
+ * calls of a Python global (`dumps(value, { reduce })`): what a connection layer talking to
+ * Python's managers needs (a `multiprocessing.managers.Token`, a `builtins.KeyError`).
+ *
  * Shared references and cycles survive both ways (through the pickle memo): a JS array that
  * contains itself arrives as a Python list that contains itself. Reading is a loop over opcodes,
  * never recursion, and never allocates more than a constant times the input's size: every
@@ -48,6 +53,7 @@
  * @module
  */
 
+import { optionsOf } from "./_args.ts";
 import { SerializationError } from "./errors.ts";
 import * as op from "./_pickle_ops.ts";
 import { unpickle } from "./_unpickler.ts";
@@ -114,10 +120,11 @@ export interface LoadsOptions {
  * ```
  */
 export function dumps(value: unknown, options?: DumpsOptions): Uint8Array {
+  const o = optionsOf(options, "pickle.dumps", "pickle.dumps(value, { protocol: 5 })");
   const w = busy ? new Pickler() : shared;
   busy = true;
   try {
-    return w.dump(value, options ?? {});
+    return w.dump(value, o);
   } catch (e) {
     if (e instanceof PathError) {
       throw new SerializationError("value" + e.path.reverse().join(""), e.message);
@@ -155,15 +162,11 @@ export function dumps(value: unknown, options?: DumpsOptions): Uint8Array {
  * ```
  */
 export function loads(bytes: Uint8Array, options?: LoadsOptions): unknown {
+  const o = optionsOf(options, "pickle.loads", 'pickle.loads(bytes, { encoding: "latin1" })');
   if (!(bytes instanceof Uint8Array)) {
     throw new TypeError(`pickle.loads() takes a Uint8Array, not ${typeof bytes}`);
   }
-  return unpickle(
-    bytes,
-    options?.maxDepth ?? 1000,
-    options?.encoding ?? "ascii",
-    options?.globals ?? null,
-  );
+  return unpickle(bytes, o.maxDepth ?? 1000, o.encoding ?? "ascii", o.globals ?? null);
 }
 
 /** An error on the way down, collecting the path on the way up (no cost when nothing fails). */

@@ -676,3 +676,15 @@ for (const py of pythons) {
     assert.equal(r.out.trim(), "Token dict ['127.0.0.1', 5000] 7f");
   });
 }
+
+Deno.test("pickle: Python's positional protocol argument is a TypeError showing the options call", () => {
+  assert.throws(
+    () => dumps(1, 5 as unknown as pickle.DumpsOptions),
+    /pickle\.dumps\(\) takes an options object, not a number \(5\): write pickle\.dumps\(value, \{ protocol: 5 \}\)/,
+  );
+  assert.throws(
+    () => loads(dumps(1), "latin1" as unknown as pickle.LoadsOptions),
+    /pickle\.loads\(\) takes an options object/,
+  );
+  assert.throws(() => loads(new ArrayBuffer(1) as unknown as Uint8Array), /takes a Uint8Array/);
+});
