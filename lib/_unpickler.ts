@@ -366,6 +366,7 @@ class Unpickler {
           `size (the same value passed again and again: a pickle bomb?)`,
       );
     }
+    if (f.extra) args.forEach((a) => this.check(a)); // the caller's code sees plain data only
     const v = f.build(args);
     if (f.extra && typeof v === "object" && v !== null) (this.built ??= new Set()).add(v);
     return v;
@@ -376,6 +377,7 @@ class Unpickler {
    * Python's default — a dict state (or the two dicts of a `(dict, slots)` state) is assigned.
    */
   setState(target: Record<string, unknown>, state: unknown): void {
+    this.check(state);
     if (typeof target.__setstate__ === "function") {
       (target.__setstate__ as (s: unknown) => void)(state);
       return;
@@ -384,6 +386,8 @@ class Unpickler {
     for (const part of parts) {
       if (part === null) continue;
       if (!isDict(part)) fail(`cannot set a ${pyType(part)} as the state of an object`);
+      this.budget -= Object.keys(part).length; // the same big state BUILT again and again
+      if (this.budget < 0) fail("the states set add up to more than the pickle's size");
       for (const k of Object.keys(part)) setKey(target, k, part[k]);
     }
   }

@@ -651,6 +651,27 @@ Deno.test("pickle: globals the caller allows, and instances written by reduce()"
     refusal(b("\x80\x04]\x8c\x08builtins\x8c\x08KeyError\x93a."), { globals: managerGlobals }),
     /the global builtins\.KeyError can only be an argument of REDUCE/,
   );
+  // The caller's builders see plain data only ...
+  assert.match(
+    refusal(
+      b("\x80\x04\x8c\x08builtins\x8c\x08KeyError\x93\x8c\x08builtins\x8c\x08KeyError\x93\x85R."),
+      {
+        globals: managerGlobals,
+      },
+    ),
+    /REDUCE: the global builtins\.KeyError can only be an argument of REDUCE/,
+  );
+  // ... and a big state set again and again (a bomb through BUILD) runs out of budget.
+  let keys = "";
+  for (let i = 0; i < 1000; i++) keys += `\x8c\x04k${String(i).padStart(3, "0")}N`;
+  const buildBomb = b(
+    "\x80\x04\x8c\x01m\x8c\x03Obj\x93)R\x94}\x94(" + keys + "u00" + "h\x00h\x01b0".repeat(100_000) +
+      "N.",
+  );
+  assert.match(
+    refusal(buildBomb, { globals: { "m.Obj": () => ({}) } }),
+    /BUILD: the states set add up/,
+  );
   // Written back with reduce(), read again.
   const again = loads(dumps(["#RETURN", token], { reduce: reduceToken }), {
     globals: managerGlobals,
