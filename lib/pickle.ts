@@ -25,7 +25,7 @@
  * `bigint`; float ↔ number (a JS number that is an integer is written as int, except `-0`,
  * written as the float `-0.0`); str ↔ string (lone surrogates both ways, as Python's
  * `surrogatepass`); bytes ↔ `Uint8Array`; bytearray → `Uint8Array`; set and frozenset → `Set`,
- * `Set` → set; list and tuple → array, array → list. Dict keys and set members must be hashable
+ * `Set` → set; list and tuple → array, array → list (an array made by {@link tuple} → tuple). Dict keys and set members must be hashable
  * in Python, so there an array is written as a tuple and a `Set` as a frozenset (a plain object
  * or `Map` there is refused). The rest: `undefined` → None; `Date` → an aware UTC
  * `datetime.datetime`; `ArrayBuffer`, `DataView` and `Uint8ClampedArray` → bytes; other typed
@@ -168,6 +168,26 @@ export function loads(bytes: Uint8Array, options?: LoadsOptions): unknown {
   }
   return unpickle(bytes, o.maxDepth ?? 1000, o.encoding ?? "ascii", o.globals ?? null);
 }
+
+/**
+ * An array that {@link dumps} writes as a Python tuple rather than a list (frozen: a tuple does
+ * not change). For the places where Python code checks for a tuple, e.g. an `(host, port)`
+ * address. `loads` reads tuples back as plain arrays, as API.md says.
+ *
+ * @example
+ * ```ts
+ * import { dumps, loads, tuple } from "./pickle.ts";
+ * const address = tuple("127.0.0.1", 5000);
+ * const b = dumps(address);
+ * console.assert(b[b.length - 2] === 0x86); // TUPLE2
+ * console.assert((loads(b) as unknown[])[1] === 5000);
+ * ```
+ */
+export function tuple<T extends unknown[]>(...items: T): Readonly<T> {
+  Object.defineProperty(items, TUPLE, { value: true });
+  return Object.freeze(items);
+}
+const TUPLE = Symbol("pickle.tuple");
 
 /** An error on the way down, collecting the path on the way up (no cost when nothing fails). */
 class PathError extends Error {
@@ -400,7 +420,9 @@ class Pickler {
     if (depth > this.maxDepth) {
       throw new PathError(`nested deeper than maxDepth (${this.maxDepth})`);
     }
-    if (Array.isArray(o)) return this.list(o, depth);
+    if (Array.isArray(o)) {
+      return (o as { [TUPLE]?: true })[TUPLE] ? this.tuple(o, depth) : this.list(o, depth);
+    }
     const proto = Object.getPrototypeOf(o);
     if (proto === Object.prototype || proto === null) return this.dict(o, depth);
     if (o instanceof Uint8Array || o instanceof Uint8ClampedArray) {
@@ -466,6 +488,28 @@ class Pickler {
     } catch (e) {
       throw at(e, `[${i}]`);
     }
+  }
+
+  /** A {@link tuple}: its items, then `TUPLE1`-`TUPLE3` or `MARK`...`TUPLE`, then the memo. */
+  tuple(t: unknown[], depth: number): void {
+    const n = t.length;
+    if (n === 0) return this.byte(op.EMPTY_TUPLE);
+    if (this.keyStack.includes(t)) {
+      throw new PathError(
+        "a tuple that contains itself (through a list or dict) cannot be pickled",
+      );
+    }
+    this.keyStack.push(t);
+    if (n > 3) this.byte(op.MARK);
+    let i = 0;
+    try {
+      for (; i < n; i++) this.save(t[i], depth);
+    } catch (e) {
+      throw at(e, `[${i}]`);
+    }
+    this.keyStack.pop();
+    this.byte(n <= 3 ? op.TUPLE1 + n - 1 : op.TUPLE);
+    this.memoize(t);
   }
 
   dict(o: object, depth: number): void {

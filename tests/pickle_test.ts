@@ -685,16 +685,17 @@ Deno.test("pickle: globals the caller allows, and instances written by reduce()"
 
 for (const py of pythons) {
   Deno.test(`pickle: ${py} reads an instance written by reduce() as its own class`, async () => {
+    const address = pickle.tuple("127.0.0.1", 5000); // Python's Client() wants a tuple here
     const t = Object.assign(new Token(), {
       typeid: "dict",
-      address: ["127.0.0.1", 5000],
+      address,
       id: "7f",
     });
     const code = "import pickle, sys; t = pickle.loads(sys.stdin.buffer.read()); " +
       "print(type(t).__name__, t.typeid, t.address, t.id)";
     const r = await run(exe(py), ["-c", code], dumps(t, { reduce: reduceToken }));
     assert.equal(r.code, 0, r.err);
-    assert.equal(r.out.trim(), "Token dict ['127.0.0.1', 5000] 7f");
+    assert.equal(r.out.trim(), "Token dict ('127.0.0.1', 5000) 7f");
   });
 }
 
@@ -708,4 +709,22 @@ Deno.test("pickle: Python's positional protocol argument is a TypeError showing 
     /pickle\.loads\(\) takes an options object/,
   );
   assert.throws(() => loads(new ArrayBuffer(1) as unknown as Uint8Array), /takes a Uint8Array/);
+});
+
+Deno.test("pickle: tuple() writes a Python tuple, memoized, and refuses a tuple inside itself", () => {
+  const t = pickle.tuple(1, "a", [2]);
+  assert.ok(Object.isFrozen(t));
+  assert.deepEqual(dumps(pickle.tuple()).subarray(11), b(").")); // EMPTY_TUPLE
+  assert.deepEqual(dumps(t).subarray(11), b("K\x01\x8c\x01a]\x94K\x02a\x87\x94."));
+  assert.deepEqual(dumps(pickle.tuple(1, 2, 3, 4)).subarray(11), b("(K\x01K\x02K\x03K\x04t\x94."));
+  const back = rt([t, t]) as unknown[][];
+  assert.deepEqual(back[0], [1, "a", [2]]);
+  assert.equal(back[0], back[1]); // shared through the memo
+  // A cycle through a tuple: fine when the list comes first (it is in the memo by then) ...
+  const list: unknown[] = [];
+  list.push(pickle.tuple(list));
+  const lb = rt(list) as unknown[][];
+  assert.equal(lb[0][0], lb);
+  // ... refused when the tuple does (Python's POP_MARK trick for that case is not done here).
+  assert.throws(() => dumps(list[0]), /value\[0\]\[0\]: a tuple that contains itself/);
 });
