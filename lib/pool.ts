@@ -46,7 +46,7 @@
  * @module
  */
 
-import { deadlineOf, keepAlive } from "./_atomics.ts";
+import { deadlineOf, keepAlive, LIVENESS_SLICE_MS } from "./_atomics.ts";
 import { setBootstrapping } from "./_context.ts";
 import {
   adopt,
@@ -80,6 +80,11 @@ const STARTED = 0; // number of the task the worker has begun (its tasks are num
 const CANCEL_HINT = 16; // nonzero while some cancel slot may hold a task number
 const CANCEL = 17; // cancel slots: numbers of tasks the worker must skip (0 = free)
 const CANCEL_SLOTS = 15;
+/**
+ * Nonzero while the worker writes a result too large for one frame (set before any of it can be
+ * in the ring, cleared once all of it is): the parent then waits on that ring, not the doorbell.
+ */
+const POSTING = 32;
 const CTL_BYTES = 256;
 /**
  * A worker's block: control words, its task ring (parent → worker) and its result ring (worker →
@@ -91,15 +96,120 @@ const WORKER_BLOCK = (512 << 10) - 16;
 const TASK_RING_BYTES = 256 << 10;
 const RESULT_RING_BYTES = WORKER_BLOCK - CTL_BYTES - TASK_RING_BYTES;
 
+/** Loads of the doorbell before the parent sleeps (~1-5 µs: a busy worker's next result). */
+const BELL_SPIN = 1000;
+/**
+ * The parent's doorbell sleep ends after this long even without a ring (ms). A backstop only:
+ * every result is rung for, and `__testHooks.lateWakeups` counts the times it was needed.
+ */
+const BELL_SLICE_MS = LIVENESS_SLICE_MS;
+/**
+ * How long the parent waits on one result ring in which a streamed result is about to begin
+ * (its worker's background writer publishes the first frame within microseconds), before it
+ * looks at every ring again.
+ */
+const POSTING_POLL_MS = 5;
+
+const BELL = 0, BELL_ASLEEP = 16;
+
+/**
+ * Test-only hooks (not exported from mod.ts). `ringerSawSleeper` runs inside
+ * {@link Doorbell.ring} at the exact point where a ringer has seen the sleeper's flag and not yet
+ * notified; `sleeperArmed` inside {@link Doorbell.sleep} between `arm` and `wait`;
+ * `lateWakeups` counts the parent's doorbell sleeps that ended by their time limit and then
+ * found results (results that were not rung for: never expected).
+ */
+export const __testHooks: {
+  ringerSawSleeper: (() => void) | null;
+  sleeperArmed: (() => void) | null;
+  lateWakeups: number;
+} = { ringerSawSleeper: null, sleeperArmed: null, lateWakeups: 0 };
+
 /**
  * The pool's doorbell: a counter every worker bumps after each result it writes, and a flag the
  * parent raises before it sleeps on the counter. The parent waits on one word for all workers;
- * a worker pays `Atomics.notify` only when the parent sleeps.
+ * a worker pays `Atomics.notify` only while the parent sleeps. Only the sleeper clears its flag:
+ * a ringer that cleared it could do so after the parent had woken and raised it again for its
+ * next sleep, and the next ringer would then see no sleeper and not notify (a lost wake-up).
+ * While the parent sleeps, every ringer notifies (as many notifies as results in that time).
+ *
+ * @example
+ * ```ts
+ * import { alloc } from "./_heap.ts";
+ * import { Doorbell } from "./pool.ts";
+ * const bell = new Doorbell(alloc(Doorbell.BYTES));
+ * const seen = bell.count();
+ * const slept = bell.sleep(seen, 1000);
+ * bell.ring(); // from any process
+ * console.assert((await slept) === "rung");
+ * ```
  */
-const BELL = 0, BELL_ASLEEP = 16;
-const BELL_BYTES = 128;
-/** Loads of the doorbell before the parent sleeps (~1-5 µs: a busy worker's next result). */
-const BELL_SPIN = 1000;
+export class Doorbell {
+  /** Bytes of a doorbell (a block of the heap, 16-aligned). */
+  static readonly BYTES = 128;
+  readonly #i32: Int32Array;
+
+  /** The doorbell at heap offset `block` (zeroed). */
+  constructor(block: number) {
+    this.#i32 = new Int32Array(heap().sab, block, Doorbell.BYTES >> 2);
+  }
+
+  /** The count now: load it before looking for work, then sleep on it. */
+  count(): number {
+    return Atomics.load(this.#i32, BELL);
+  }
+
+  /** Spins up to `n` loads for the count to move from `seen`; true if it did. */
+  spin(seen: number, n: number): boolean {
+    const i32 = this.#i32;
+    for (let s = 0; s < n; s++) if (Atomics.load(i32, BELL) !== seen) return true;
+    return false;
+  }
+
+  /** Bumps the count and wakes the sleeper, if any (never clears its flag: see the class doc). */
+  ring(): void {
+    const i32 = this.#i32;
+    Atomics.add(i32, BELL, 1);
+    if (Atomics.load(i32, BELL_ASLEEP) !== 0) {
+      __testHooks.ringerSawSleeper?.();
+      Atomics.notify(i32, BELL);
+    }
+  }
+
+  /**
+   * Sleeps (without blocking the thread) until the count moves from `seen`, or `ms`
+   * milliseconds: "rung", or "timed-out". One sleeper at a time. The same as `arm`, then `wait`.
+   */
+  sleep(seen: number, ms: number): Promise<"rung" | "timed-out"> {
+    if (this.arm(seen)) {
+      __testHooks.sleeperArmed?.();
+      return this.wait(seen, ms);
+    }
+    Atomics.store(this.#i32, BELL_ASLEEP, 0);
+    return Promise.resolve("rung");
+  }
+
+  /**
+   * The sleeper's first step: raises its flag, then looks at the count again; false when it has
+   * moved from `seen` already (do not wait). A ringer bumps the count, then looks at the flag:
+   * one of the two sees the other, so no ring is slept through.
+   */
+  arm(seen: number): boolean {
+    Atomics.store(this.#i32, BELL_ASLEEP, 1);
+    return Atomics.load(this.#i32, BELL) === seen;
+  }
+
+  /** The sleeper's second step, after `arm(seen)`: waits, then lowers its flag. */
+  async wait(seen: number, ms: number): Promise<"rung" | "timed-out"> {
+    const i32 = this.#i32;
+    try {
+      const r = Atomics.waitAsync(i32, BELL, seen, ms);
+      return (r.async ? await r.value : r.value) === "timed-out" ? "timed-out" : "rung";
+    } finally {
+      Atomics.store(i32, BELL_ASLEEP, 0);
+    }
+  }
+}
 
 /**
  * Ops in a task message (parent → worker); OP_PAD is one byte of padding. OP_IMPORT names the
@@ -671,7 +781,7 @@ export class Pool {
 
   /** The doorbell (see BELL). */
   readonly #bellBlock: number;
-  readonly #bell: Int32Array;
+  readonly #bell: Doorbell;
   /** The worker whose result ring `#onMessage` is reading. */
   #from: Slot | null = null;
   #reading = false;
@@ -710,8 +820,8 @@ export class Pool {
     this.#maxTasks = mt ?? 0;
     this.#initializer = options.initializer ? fnInfo(options.initializer, "initializer").ref : null;
     this.#initargs = [...(options.initargs ?? [])];
-    this.#bellBlock = alloc(BELL_BYTES);
-    this.#bell = new Int32Array(heap().sab, this.#bellBlock, BELL_BYTES >> 2);
+    this.#bellBlock = alloc(Doorbell.BYTES);
+    this.#bell = new Doorbell(this.#bellBlock);
     // The doorbell lives as long as this object (workers never outlive a terminated pool).
     adopt(this, this.#bellBlock);
     try {
@@ -1490,36 +1600,39 @@ export class Pool {
 
   /** Wakes the reader (from this thread: a death, terminate()). */
   #ring(): void {
-    Atomics.add(this.#bell, BELL, 1);
-    Atomics.notify(this.#bell, BELL);
+    this.#bell.ring();
   }
 
   async #readLoop(): Promise<void> {
     const bell = this.#bell;
+    /** The last sleep ended by its time limit: results found now were not rung for. */
+    let late = false;
     try {
       for (;;) {
-        const seen = Atomics.load(bell, BELL);
+        const seen = bell.count();
         if (await this.#drain()) {
+          if (late) __testHooks.lateWakeups++;
+          late = false;
           this.#dispatch();
           continue;
         }
+        late = false;
         // Every ring is empty: whatever a dead worker sent has been read.
         if (this.#deadPending.length > 0) {
           this.#buryDead();
           continue;
         }
         if (!this.#needReader()) return;
-        let spins = BELL_SPIN;
-        while (spins-- > 0 && Atomics.load(bell, BELL) === seen) { /* a result is likely near */ }
-        if (Atomics.load(bell, BELL) !== seen) continue;
-        // Raise the flag, then look again: a worker bumps the counter, then looks at the flag.
-        // One of the two sees the other, so no result is slept through.
-        Atomics.store(bell, BELL_ASLEEP, 1);
-        if (Atomics.load(bell, BELL) === seen) {
-          const r = Atomics.waitAsync(bell, BELL, seen);
-          if (r.async) await r.value;
+        // A worker's streamed result whose first frame is not out yet (see ResultWriter): it is
+        // rung for before it is in the ring, so wait on that ring itself until it begins.
+        const posting = this.#posting();
+        if (posting) {
+          const ctl = posting.ctl;
+          await posting.results.poll(POSTING_POLL_MS, () => Atomics.load(ctl, POSTING) === 0, 1);
+          continue;
         }
-        Atomics.store(bell, BELL_ASLEEP, 0);
+        if (bell.spin(seen, BELL_SPIN)) continue; // a result is likely near
+        if ((await bell.sleep(seen, BELL_SLICE_MS)) === "timed-out") late = true;
       }
     } catch (e) {
       // A bug, not a condition: fail everything rather than leave anybody waiting.
@@ -1530,6 +1643,14 @@ export class Pool {
       this.#changed();
       this.#kick();
     }
+  }
+
+  /** A live worker that is writing a streamed result whose first frame may not be out yet. */
+  #posting(): Slot | null {
+    for (const w of this.#list) {
+      if (!w.dead && Atomics.load(w.ctl, POSTING) !== 0) return w;
+    }
+    return null;
   }
 
   /** Reads every message in every worker's result ring; the number read. */
@@ -2004,7 +2125,8 @@ async function importFunction(ref: TargetRef): Promise<AnyFn> {
  */
 class ResultWriter {
   readonly #ring: Ring;
-  readonly #bell: Int32Array;
+  readonly #bell: Doorbell;
+  readonly #ctl: Int32Array;
   readonly #enc = new Encoder();
   #stage = new Uint8Array(4096);
   #f64 = new Float64Array(this.#stage.buffer);
@@ -2012,9 +2134,10 @@ class ResultWriter {
   /** The largest message the ring takes as one frame (half its capacity, as in Ring). */
   readonly #maxSingle: number;
 
-  constructor(ring: Ring, bell: Int32Array) {
+  constructor(ring: Ring, bell: Doorbell, ctl: Int32Array) {
     this.#ring = ring;
     this.#bell = bell;
+    this.#ctl = ctl;
     this.#maxSingle = ((ring.capacity >> 1) & ~3) - 4;
   }
 
@@ -2087,25 +2210,24 @@ class ResultWriter {
     const msg = this.#stage.subarray(0, RESULT_HEADER + bytes);
     if (msg.length <= this.#maxSingle) {
       this.#ring.sendSync(msg);
-      this.#ringBell();
+      this.#bell.ring();
       return;
     }
     // Too large for one frame: it is streamed, and the parent must be reading while it is
-    // written (it sleeps on the doorbell, not on this ring). `post` writes what fits now and
-    // copies the rest for this worker's background pump; then the bell brings the parent into
-    // the ring's own reader/writer hand-off.
+    // written. `post` writes what fits now and copies the rest for this worker's background
+    // writer, which may publish even the first frame only later (no room yet) and rings for
+    // nothing. So POSTING tells the parent, before any of it can be in the ring, to wait on this
+    // ring rather than the doorbell (see Pool.#readLoop); then the ring's own reader/writer
+    // hand-off carries the rest. (A hook in Ring.post called when the first frame is published
+    // would let the bell be rung at that moment instead.)
+    Atomics.store(this.#ctl, POSTING, 1);
     const done = this.#ring.post(msg);
-    this.#ringBell();
-    return done.then(noop);
-  }
-
-  #ringBell(): void {
-    const bell = this.#bell;
-    Atomics.add(bell, BELL, 1);
-    if (Atomics.load(bell, BELL_ASLEEP) !== 0) {
-      Atomics.store(bell, BELL_ASLEEP, 0);
-      Atomics.notify(bell, BELL);
-    }
+    this.#bell.ring();
+    return done.then(() => {
+      Atomics.store(this.#ctl, POSTING, 0);
+      this.#ring.wakeReaders(); // the parent may wait on this ring for POSTING to drop
+      this.#bell.ring();
+    });
   }
 }
 
@@ -2177,7 +2299,8 @@ export async function poolWorker(cfg: WorkerConfig): Promise<void> {
 async function work(cfg: WorkerConfig): Promise<void> {
   const out = new ResultWriter(
     new Ring(cfg.block + CTL_BYTES + TASK_RING_BYTES, cfg.block),
-    new Int32Array(heap().sab, cfg.bell, BELL_BYTES >> 2),
+    new Doorbell(cfg.bell),
+    new Int32Array(heap().sab, cfg.block, CTL_BYTES >> 2),
   );
   inPoolWorker = true;
   if (cfg.initializer) {
