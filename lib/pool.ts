@@ -76,7 +76,14 @@ import { Decoder, Encoder, withHandleModules } from "./reduction.ts";
 // Wire format and shared layout (both sides)
 
 /** Worker control block: Int32 words at the start of the worker's heap block. */
-const STARTED = 0; // number of the task the worker has begun (its tasks are numbered 1, 2, ...)
+/**
+ * Number of the task the worker has begun (its tasks are numbered 1, 2, ...), set by the worker
+ * with a compare-exchange from the previous number. The parent takes back the tasks that have not
+ * begun by a compare-exchange of the same word to `-last` (the number of the last task it
+ * withdraws): whichever exchange comes first wins, so each task either ran or was withdrawn, never
+ * both (see Pool.#recall, TaskLoop.#withdrawn). `startedOf` reads it either way.
+ */
+const STARTED = 0;
 const CANCEL_HINT = 16; // nonzero while some cancel slot may hold a task number
 const CANCEL = 17; // cancel slots: numbers of tasks the worker must skip (0 = free)
 const CANCEL_SLOTS = 15;
@@ -238,6 +245,9 @@ type Column = typeof CODEC | typeof COLUMN;
 const R_OK = 1, R_ERR = 2, R_READY = 3, R_INIT_FAILED = 4, R_COLUMN = 5;
 /** A multiple of 8, so that a column body is aligned in the writer's stage. */
 const RESULT_HEADER = 16;
+
+/** The last task a worker has begun, or (a recall it has not seen yet) the last one withdrawn. */
+const startedOf = (ctl: Int32Array): number => Math.abs(Atomics.load(ctl, STARTED));
 
 const u32 = (b: Uint8Array, p: number): number =>
   (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
@@ -563,6 +573,11 @@ class Task {
 
   /** For `bytes`: the modules of the handle kinds in them. */
   modules: string[] | null = null;
+  /**
+   * Starts its job's timeout (idempotent), on the task's first hand-out. Set only for a job with
+   * a timeout: such a task is handed only to an idle worker, so it starts running at once.
+   */
+  clock: (() => void) | null = null;
 
   /** What the codec encodes: the arguments, or the chunk's items. */
   items(): unknown[] {
@@ -648,6 +663,11 @@ class Slot {
   ready = false;
   stopped = false;
   dead = false;
+  /**
+   * Tasks were taken back from it while it ran one: it gets no more until a result of it arrives
+   * (a slow or endless task must not collect new tasks behind it).
+   */
+  suspect = false;
   /** Terminated by the pool itself (a cancelled running task, or terminate()). */
   killed = false;
   /** The last post into its ring (join waits for the pump to finish or give up). */
@@ -662,6 +682,11 @@ class Slot {
     this.results = new Ring(block + CTL_BYTES + TASK_RING_BYTES, block);
     // A dead worker's ring is drained by nobody: its pending posts give up.
     this.sendOptions = { broken: () => this.dead };
+  }
+
+  /** Tasks written to it and not yet returned (cancelled ones it will skip excepted). */
+  inflight(): number {
+    return this.fifo.length - this.head - this.skipped;
   }
 
   shift(): void {
@@ -695,7 +720,13 @@ export interface PoolOptions {
 export interface TaskOptions {
   /** Aborts the task: a queued one is dropped at once, a running one's worker is replaced. */
   signal?: AbortSignal;
-  /** Milliseconds from submission after which the task is aborted with `TimeoutError`. */
+  /**
+   * Milliseconds the task may take, counted from when it starts running (for a map: from when
+   * its first chunk does); past that it is aborted with `TimeoutError` and, if running, its
+   * worker replaced. Time spent queued does not count: a task with a timeout is handed only to
+   * an idle worker, so it starts at once (such tasks are not batched). Python's `Pool` has no
+   * such option (there, `AsyncResult.get(timeout)` only stops waiting: here too).
+   */
   timeout?: number;
   /** `ArrayBuffer`s in the arguments to move rather than copy: detached here once sent. */
   transfer?: ArrayBuffer[];
@@ -1195,11 +1226,20 @@ export class Pool {
     };
     const onAbort = () => abort(signal!.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
-    const timer = timeout === undefined ? undefined : setTimeout(
-      () => abort(new TimeoutError(`the task did not complete within ${timeout} ms`)),
-      timeout,
-    );
+    let timer: ReturnType<typeof setTimeout> | undefined, over = false;
+    if (timeout !== undefined) {
+      // The clock starts when the first task is handed to a worker (see Task.clock).
+      const clock = () => {
+        if (timer !== undefined || over) return;
+        timer = setTimeout(
+          () => abort(new TimeoutError(`the task did not complete within ${timeout} ms`)),
+          timeout,
+        );
+      };
+      for (const t of tasks) t.clock = clock;
+    }
     setCleanup(result, () => {
+      over = true;
       signal?.removeEventListener("abort", onAbort);
       clearTimeout(timer);
     });
@@ -1367,8 +1407,8 @@ export class Pool {
 
   /** How many tasks `w` may be given now (0 until it has worked off half its window). */
   #room(w: Slot, win: number): number {
-    if (w.dead || w.stopped) return 0;
-    const inflight = w.fifo.length - w.head - w.skipped;
+    if (w.dead || w.stopped || (w.suspect && w.inflight() > 0)) return 0;
+    const inflight = w.inflight();
     if (inflight > win >> 1) return 0;
     let room = win - inflight;
     if (this.#maxTasks) room = Math.min(room, this.#maxTasks - w.assigned);
@@ -1404,39 +1444,117 @@ export class Pool {
       this.#queue[this.#qhead++] = undefined as unknown as Task;
     }
     this.#replenish();
-    const queued = this.#queue.length - this.#qhead;
-    if (queued > 0) {
-      // Each worker with room gets an even share, so that a few big chunks do not all go to the
-      // first one, handed out in rounds of one message (~16 KiB) each: every worker starts on
-      // its first message while the next ones are being encoded.
-      const win = this.#window();
-      const open: Slot[] = [], quota: number[] = [];
-      for (const w of this.#workers.values()) {
-        const room = this.#room(w, win);
-        if (room > 0) open.push(w), quota.push(room);
-      }
-      for (let i = 0; i < open.length; i++) {
-        quota[i] = Math.min(quota[i], Math.ceil((queued - sum(quota, i)) / (open.length - i)));
-      }
-      for (let busy = true; busy && this.#qhead < this.#queue.length;) {
-        busy = false;
-        for (let i = 0; i < open.length; i++) {
-          if (quota[i] <= 0 || open[i].dead) continue;
-          quota[i] -= this.#send(open[i], quota[i]);
-          if (this.#state === TERMINATE || this.#broken) return;
-          busy ||= quota[i] > 0;
-        }
-      }
-    }
+    // Hand the queue out; then, while it is empty and a worker is idle, take back the tasks
+    // that have not started from the worker that holds most of them and hand those out.
+    do this.#handOut(); while (this.#qhead === this.#queue.length && this.#steal());
+    if (this.#state === TERMINATE || this.#broken) return;
     if (this.#state === CLOSE && this.#qhead === this.#queue.length && this.#streams === 0) {
-      // Closed and nothing left to hand out: each worker exits after what its ring holds.
+      // Closed and nothing left to hand out: each idle worker exits. One still busy stays until
+      // it is idle too (an idle one could still take tasks over from it until then).
       for (const w of this.#workers.values()) {
-        if (w.dead || w.stopped) continue;
+        if (w.dead || w.stopped || w.inflight() > 0) continue;
         w.stopped = true;
         this.#stage[0] = OP_STOP;
         w.post = w.ring.post(this.#stage.subarray(0, 1), w.sendOptions);
       }
     }
+  }
+
+  /** Writes queued tasks into the rings of the workers with room. */
+  #handOut(): void {
+    const queued = this.#queue.length - this.#qhead;
+    if (queued === 0) return;
+    // Each worker with room gets an even share, so that a few big chunks do not all go to the
+    // first one, handed out in rounds of one message (~16 KiB) each: every worker starts on
+    // its first message while the next ones are being encoded.
+    const win = this.#window();
+    const open: Slot[] = [], quota: number[] = [];
+    for (const w of this.#workers.values()) {
+      const room = this.#room(w, win);
+      if (room > 0) open.push(w), quota.push(room);
+    }
+    for (let i = 0; i < open.length; i++) {
+      quota[i] = Math.min(quota[i], Math.ceil((queued - sum(quota, i)) / (open.length - i)));
+    }
+    for (let busy = true; busy && this.#qhead < this.#queue.length;) {
+      busy = false;
+      for (let i = 0; i < open.length; i++) {
+        if (quota[i] <= 0 || open[i].dead) continue;
+        const sent = this.#send(open[i], quota[i]);
+        // Nothing sent: the next task has a timeout and this worker is not idle.
+        quota[i] = sent > 0 ? quota[i] - sent : 0;
+        if (this.#state === TERMINATE || this.#broken) return;
+        busy ||= quota[i] > 0;
+      }
+    }
+  }
+
+  /**
+   * Work stealing: when a ready worker is idle, takes back every task that has not started from
+   * the worker holding most of them and queues them again (in order, ahead of the rest). So a
+   * task never waits behind a slow or endless one while another worker could run it. True when
+   * it took any.
+   */
+  #steal(): boolean {
+    if (this.#state === TERMINATE || this.#broken) return false;
+    const win = this.#window();
+    let idle = false;
+    for (const w of this.#list) {
+      if (w.ready && w.inflight() === 0 && this.#room(w, win) > 0) {
+        idle = true;
+        break;
+      }
+    }
+    if (!idle) return false;
+    let victim: Slot | null = null, most = 0;
+    for (const w of this.#list) {
+      if (w.dead) continue;
+      // Only from a worker inside a task (one begun, its result not in): one between tasks, or
+      // not at its first yet, is about to take the next itself.
+      const waiting = w.assigned - startedOf(w.ctl);
+      if (waiting > most && w.inflight() > waiting) most = waiting, victim = w;
+    }
+    if (victim === null) return false;
+    const back = this.#recall(victim);
+    if (back.length === 0) return false;
+    victim.suspect = victim.inflight() > 0;
+    this.#queue = back.concat(this.#queue.slice(this.#qhead));
+    this.#qhead = 0;
+    return true;
+  }
+
+  /**
+   * Takes back the tasks of `w` that have not started: one compare-exchange of its STARTED word
+   * to `-last` (see STARTED), which the worker meets before its next task and then skips the
+   * tasks up to `last`. Returns them, in order, ready to be queued again.
+   */
+  #recall(w: Slot): Task[] {
+    const last = w.assigned;
+    let seen = Atomics.load(w.ctl, STARTED);
+    for (;;) {
+      if (Math.abs(seen) >= last) return []; // every task it holds has begun
+      const was = Atomics.compareExchange(w.ctl, STARTED, seen, -last);
+      if (was === seen) break;
+      seen = was; // it began another meanwhile
+    }
+    const begun = Math.abs(seen);
+    const back: Task[] = [];
+    while (w.fifo.length > w.head) {
+      const t = w.fifo[w.fifo.length - 1];
+      if (t.seq <= begun) break;
+      w.fifo.pop();
+      if (t.skipped) w.skipped--;
+      if (t.state !== ASSIGNED) continue; // cancelled meanwhile
+      t.state = QUEUED;
+      t.worker = null;
+      t.seq = 0;
+      back.push(t);
+    }
+    if (w.fifo.length === w.head) {
+      w.fifo.length = 0;
+      w.head = 0;
+    }
+    return back.reverse();
   }
 
   /** Writes up to `count` queued tasks into `w`'s ring as one message (~16 KiB at most). */
@@ -1447,6 +1565,9 @@ export class Pool {
     const { modules } = withHandleModules(() => {
       while (sent < count && this.#qhead < this.#queue.length) {
         const t = this.#queue[this.#qhead];
+        // A task with a timeout goes only to an idle, ready worker, first in its message: it
+        // starts at once, so its clock (started now) counts its running time only.
+        if (t.clock !== null && t.state === QUEUED && (w.inflight() > 0 || !w.ready)) break;
         this.#queue[this.#qhead++] = undefined as unknown as Task;
         if (t.state !== QUEUED) continue;
         const fn = t.fn;
@@ -1567,6 +1688,7 @@ export class Pool {
     t.worker = w;
     t.seq = ++w.assigned;
     w.fifo.push(t);
+    if (t.clock !== null) t.clock();
   }
 
   /** Makes room for `n` more bytes at `pos` in the stage. */
@@ -1679,6 +1801,7 @@ export class Pool {
     const kind = b[0];
     const w = this.#from!;
     if (kind === R_OK || kind === R_ERR || kind === R_COLUMN) {
+      w.suspect = false;
       const seq = u32(b, 4);
       const us = u32(b, 8);
       this.#svc = this.#svc < 0 ? us : this.#svc * 0.9 + us * 0.1;
@@ -1894,7 +2017,7 @@ export class Pool {
       this.#list = this.#list.filter((x) => x !== w);
       this.#graveyard.push({ block: w.block, at: performance.now() });
       const code = w.proc.exitCode;
-      const started = Atomics.load(w.ctl, STARTED);
+      const started = startedOf(w.ctl);
       for (let i = w.head; i < w.fifo.length; i++) {
         const t = w.fifo[i];
         if (t.state !== ASSIGNED) continue;
@@ -1971,7 +2094,8 @@ function skip(ctl: Int32Array, seq: number): boolean {
   if (slot < 0) return false; // no free slot: the task runs, its result is dropped
   Atomics.store(ctl, CANCEL_HINT, 1);
   // Store the slot, then load STARTED; the worker stores STARTED, then loads the slots. One of
-  // the two sees the other's store: either the worker skips the task, or we see it started.
+  // the two sees the other's store: either the worker skips the task, or we see it started. (A
+  // recall mark, negative, means the worker has not begun the task after the recalled ones.)
   if (Atomics.load(ctl, STARTED) < seq) return true;
   // Started, or about to be: take the slot back. If the worker took it first, it skipped.
   return Atomics.compareExchange(ctl, slot, seq, 0) !== seq;
@@ -2345,6 +2469,8 @@ class TaskLoop {
   /** Functions by number (an Error when its module could not provide it). */
   readonly #fns: (AnyFn | Error)[] = [];
   #seq = 0;
+  /** Tasks up to this number were taken back by the pool (see #withdrawn). */
+  #recalled = 0;
   #left: number;
   #yielder = new Yielder();
 
@@ -2418,6 +2544,27 @@ class TaskLoop {
     }
   }
 
+  /**
+   * The pool took back tasks (STARTED held `mark`, `-last`): task `seq` and the rest up to `last`
+   * are skipped. Clears the mark (STARTED = `last`) and the cancel slots of those tasks.
+   */
+  #withdrawn(mark: number, seq: number): boolean {
+    const ctl = this.#ctl;
+    for (;;) {
+      if (mark >= 0) throw new Error(`denomp: pool worker out of step (task ${seq}, ${mark})`);
+      const last = -mark, was = Atomics.compareExchange(ctl, STARTED, mark, last);
+      if (was === mark) {
+        this.#recalled = last;
+        for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
+          const x = Atomics.load(ctl, i);
+          if (x >= seq && x <= last) Atomics.compareExchange(ctl, i, x, 0);
+        }
+        return true;
+      }
+      mark = was; // the pool took back more meanwhile
+    }
+  }
+
   #restartClock(): void {
     this.#mark = performance.now();
     this.#count = 0;
@@ -2452,8 +2599,10 @@ class TaskLoop {
     len: number,
   ): true | Promise<true> {
     const seq = ++this.#seq, ctl = this.#ctl;
+    if (seq <= this.#recalled) return true; // taken back by the pool (it counts them alike)
     // Before anything else: from here on, a death of this worker fails this task.
-    Atomics.store(ctl, STARTED, seq);
+    const was = Atomics.compareExchange(ctl, STARTED, seq - 1, seq);
+    if (was !== seq - 1 && this.#withdrawn(was, seq)) return true;
     if (Atomics.load(ctl, CANCEL_HINT) !== 0 && cancelled(ctl, seq)) return true;
     pendingTransfer.length = 0;
     let value: unknown;
