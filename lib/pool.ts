@@ -135,10 +135,13 @@ export const __testHooks: {
 /**
  * The pool's doorbell: a counter every worker bumps after each result it writes, and a flag the
  * parent raises before it sleeps on the counter. The parent waits on one word for all workers;
- * a worker pays `Atomics.notify` only while the parent sleeps. Only the sleeper clears its flag:
- * a ringer that cleared it could do so after the parent had woken and raised it again for its
- * next sleep, and the next ringer would then see no sleeper and not notify (a lost wake-up).
- * While the parent sleeps, every ringer notifies (as many notifies as results in that time).
+ * a worker pays `Atomics.notify` only when the parent sleeps, once per sleep: the flag holds the
+ * number of the sleep, and the ringer that takes it down by a compare-exchange of that number
+ * notifies. A ringer must never take down the flag of a later sleep: paused after it saw the
+ * flag, it could otherwise clear it after the parent had woken and raised it again, and the next
+ * ringer would see no sleeper and not notify (a lost wake-up). A ringer that loses the exchange
+ * needs no notify: the winner's wakes the parent, or the parent woke by itself; either way it
+ * loads the count after this ringer's bump, and so takes this ringer's result before it sleeps.
  *
  * @example
  * ```ts
@@ -155,6 +158,8 @@ export class Doorbell {
   /** Bytes of a doorbell (a block of the heap, 16-aligned). */
   static readonly BYTES = 128;
   readonly #i32: Int32Array;
+  /** The sleeper's number for its flag (never 0). */
+  #sleeps = 0;
 
   /** The doorbell at heap offset `block` (zeroed). */
   constructor(block: number) {
@@ -173,13 +178,15 @@ export class Doorbell {
     return false;
   }
 
-  /** Bumps the count and wakes the sleeper, if any (never clears its flag: see the class doc). */
+  /** Bumps the count and wakes the sleeper, if any (see the class doc). */
   ring(): void {
     const i32 = this.#i32;
     Atomics.add(i32, BELL, 1);
-    if (Atomics.load(i32, BELL_ASLEEP) !== 0) {
+    const sleep = Atomics.load(i32, BELL_ASLEEP);
+    if (sleep !== 0) {
       __testHooks.ringerSawSleeper?.();
-      Atomics.notify(i32, BELL);
+      // Takes down the flag of the sleep it saw, never a later one's.
+      if (Atomics.compareExchange(i32, BELL_ASLEEP, sleep, 0) === sleep) Atomics.notify(i32, BELL);
     }
   }
 
@@ -202,7 +209,8 @@ export class Doorbell {
    * one of the two sees the other, so no ring is slept through.
    */
   arm(seen: number): boolean {
-    Atomics.store(this.#i32, BELL_ASLEEP, 1);
+    this.#sleeps = (this.#sleeps % 0x7fffffff) + 1;
+    Atomics.store(this.#i32, BELL_ASLEEP, this.#sleeps);
     return Atomics.load(this.#i32, BELL) === seen;
   }
 
