@@ -1834,7 +1834,7 @@ export class Pool {
         ok = false;
         value = e;
       }
-      this.#complete(t, ok, ok ? value : fromRemote(value));
+      this.#complete(t, ok, ok ? value : fromRemote(value, w.proc.name));
     } else if (kind === R_READY) {
       w.ready = true;
       this.#startFailures = 0;
@@ -1843,7 +1843,7 @@ export class Pool {
     } else if (kind === R_INIT_FAILED) {
       let cause: unknown;
       try {
-        cause = fromRemote(this.#dec.decode(b.subarray(RESULT_HEADER)));
+        cause = fromRemote(this.#dec.decode(b.subarray(RESULT_HEADER)), w.proc.name);
       } catch (e) {
         cause = e;
       }
@@ -2179,11 +2179,12 @@ function describe(e: unknown): string {
 }
 
 /**
- * An error from a worker: same name, message and (remote) stack; `cause` becomes a
- * `RemoteError` carrying the remote stack (and the original cause), as Python chains a
- * `RemoteTraceback`.
+ * An error from worker `worker`: same name, message, own fields and (remote) stack. One that had
+ * no `cause` gets a `RemoteError` there, as Python chains a `RemoteTraceback`, and keeps its own
+ * otherwise. The stack is printed once: it is the error's own, so the `RemoteError` prints as one
+ * line naming the worker (its `remoteStack` is still there, just not printed again).
  */
-function fromRemote(e: unknown): unknown {
+function fromRemote(e: unknown, worker: string): unknown {
   if (!(e instanceof Error)) return e;
   let err = e;
   const path = (e as { path?: unknown }).path;
@@ -2193,8 +2194,12 @@ function fromRemote(e: unknown): unknown {
   ) {
     err = new SerializationError(path, e.message.slice(path.length + 2));
     err.stack = e.stack;
+    if (e.cause !== undefined) err.cause = e.cause;
   }
-  const remote = new RemoteError(e.name, e.message, e.stack ?? "", { cause: e.cause });
+  if (err.cause !== undefined) return err;
+  const remote = new RemoteError(e.name, e.message, e.stack ?? "");
+  remote.stack = `RemoteError: raised in pool worker '${worker}' (its stack is the error's own)`;
+  Object.defineProperty(remote, "remoteStack", { enumerable: false });
   Object.defineProperty(err, "cause", {
     value: remote,
     writable: true,
