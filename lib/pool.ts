@@ -125,13 +125,15 @@ const BELL = 0, BELL_ASLEEP = 16;
  * {@link Doorbell.ring} at the exact point where a ringer has seen the sleeper's flag and not yet
  * notified; `sleeperArmed` inside {@link Doorbell.sleep} between `arm` and `wait`;
  * `lateWakeups` counts the parent's doorbell sleeps that ended by their time limit and then
- * found results (results that were not rung for: never expected).
+ * found results (results that were not rung for: never expected); `steals` counts the times
+ * tasks were taken back from a busy worker (see Pool.#steal).
  */
 export const __testHooks: {
   ringerSawSleeper: (() => void) | null;
   sleeperArmed: (() => void) | null;
   lateWakeups: number;
-} = { ringerSawSleeper: null, sleeperArmed: null, lateWakeups: 0 };
+  steals: number;
+} = { ringerSawSleeper: null, sleeperArmed: null, lateWakeups: 0, steals: 0 };
 
 /**
  * The pool's doorbell: a counter every worker bumps after each result it writes, and a flag the
@@ -1544,6 +1546,7 @@ export class Pool {
     if (victim === null) return false;
     const back = this.#recall(victim);
     if (back.length === 0) return false;
+    __testHooks.steals++;
     victim.suspect = victim.inflight() > 0;
     this.#queue = back.concat(this.#queue.slice(this.#qhead));
     this.#qhead = 0;

@@ -1,9 +1,13 @@
 // A slow task delays only itself: tasks never wait behind a busy worker while another is idle
 // (work stealing), and a task's timeout counts from when it starts (issue 13.4).
 import assert from "node:assert/strict";
-import { Pool } from "../lib/pool.ts";
+import { __testHooks, Pool } from "../lib/pool.ts";
 import { TimeoutError } from "../lib/errors.ts";
+import { RawArray } from "../lib/sharedctypes.ts";
 import { sleepMs, square } from "./fixtures/pool_tasks.ts";
+import { countRun } from "./fixtures/pool_race_tasks.ts";
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("a slow task delays only itself: 999 fast tasks on 2 workers finish while it runs", async () => {
   await using pool = new Pool({ processes: 2 });
@@ -49,4 +53,26 @@ Deno.test("a task's timeout counts from when it starts, not from when it was que
   assert.deepEqual(await Promise.all([first, second]), ["slept", "slept"]);
   // And it still counts: running past it fails.
   await assert.rejects(pool.apply(sleepMs, [5000], { timeout: 200 }), TimeoutError);
+});
+
+Deno.test("stress: with tasks taken back from busy workers again and again, each runs exactly once", async () => {
+  await using pool = new Pool({ processes: 3 });
+  await pool.whenReady();
+  const n = 1500;
+  const runs = new RawArray("i", n);
+  const steals = __testHooks.steals;
+  let seed = 11;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const out: Promise<number>[] = [];
+  for (let i = 0; i < n; i++) {
+    // Mostly instant, now and then one of 10-40 ms: fast tasks pile up behind it and are taken
+    // back by whichever worker runs dry.
+    const ms = rnd() < 0.02 ? 10 + 30 * rnd() : 0;
+    out.push(pool.apply(countRun, [runs, i, ms]));
+    if (i % 100 === 99) await delay(5); // submissions in waves, as results come in
+  }
+  assert.deepEqual(await Promise.all(out), Array.from({ length: n }, (_, i) => i));
+  const twice = Array.from({ length: n }, (_, i) => i).filter((i) => runs.get(i) !== 1);
+  assert.deepEqual(twice, []);
+  assert.ok(__testHooks.steals > steals, "no task was ever taken back: the test tests nothing");
 });
