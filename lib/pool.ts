@@ -11,9 +11,10 @@
  * - **Shared-memory rings, not `postMessage`.** A message costs ~35 µs per hop through
  *   `postMessage` here; a {@link Ring} write is a few loads and stores. Each worker has a task
  *   ring (parent → worker) and a result ring (worker → parent), so no two processes ever contend
- *   for a ring's lock. After each result a worker bumps the pool's doorbell, a shared counter the
- *   parent sleeps on when every ring is empty (it pays `Atomics.notify` only when the parent
- *   says it sleeps).
+ *   for a ring's lock. After each result a worker bumps the pool's {@link Doorbell}, a shared
+ *   counter the parent sleeps on when every ring is empty (it pays `Atomics.notify` only when
+ *   the parent says it sleeps). A result too large for one frame may begin only later (no room
+ *   yet): the worker says so first (`POSTING`), and the parent waits on that ring instead.
  * - **The pool knows what each worker holds.** Tasks are numbered per worker in the order they
  *   are written into its ring, and the worker stores the number of the task it starts in a shared
  *   word (`STARTED`) before running it. Results go out one per task, before the next task starts.
@@ -27,6 +28,12 @@
  *   batched by hundreds while slow ones stay in the pool's queue for whichever worker frees up
  *   first. Each function is resolved to module + export once (cached by identity) and defined
  *   once per worker; a task message then names it by number.
+ * - **Work stealing.** When a worker runs dry while another is inside a task with more queued
+ *   behind it, the pool takes back every task of that worker that has not started (one
+ *   compare-exchange of its `STARTED` word: each task either started or was withdrawn, never
+ *   both) and hands them out again; the busy worker gets no more until its task is done. So a
+ *   slow or endless task delays only itself. A task with a timeout goes only to an idle worker,
+ *   so its clock starts when it starts running.
  * - **Numbers travel raw.** Arguments and results that are all numbers (a numeric `map`, a call
  *   like `square(i)`) go as Float64 columns read through typed-array views, not through the
  *   general codec; anything else uses the codec (structured-clone fidelity, handles).
@@ -1538,10 +1545,10 @@ export class Pool {
     let victim: Slot | null = null, most = 0;
     for (const w of this.#list) {
       if (w.dead) continue;
-      // Only from a worker inside a task (one begun, its result not in): one between tasks, or
-      // not at its first yet, is about to take the next itself.
+      // Only from a worker inside a task (one begun, its result not in) or still starting: one
+      // between tasks is about to take the next itself.
       const waiting = w.assigned - startedOf(w.ctl);
-      if (waiting > most && w.inflight() > waiting) most = waiting, victim = w;
+      if (waiting > most && (w.inflight() > waiting || !w.ready)) most = waiting, victim = w;
     }
     if (victim === null) return false;
     const back = this.#recall(victim);
