@@ -283,6 +283,11 @@ function putU32(b: Uint8Array, p: number, v: number): void {
 /** A worker is given about this much work ahead (µs), from the measured task duration. */
 const LOOKAHEAD_US = 2000;
 /**
+ * A worker inside one task for this long (µs), or 4 mean task durations if longer, with tasks
+ * queued behind it, has those taken back by an idle worker (see Pool.#steal).
+ */
+const STUCK_US = 2000;
+/**
  * Bounds of the per-worker window (tasks written to its ring and not yet returned). Tasks of
  * LOOKAHEAD_US or more go one at a time, as in Python's Pool: a second one queued behind a
  * slow task could wait there while another worker is idle.
@@ -686,6 +691,9 @@ class Slot {
    * (a slow or endless task must not collect new tasks behind it).
    */
   suspect = false;
+  /** Its STARTED word as last seen by a steal check, and when that value was first seen. */
+  seenStarted = -1;
+  seenAt = 0;
   /** Terminated by the pool itself (a cancelled running task, or terminate()). */
   killed = false;
   /** The last post into its ring (join waits for the pump to finish or give up). */
@@ -844,6 +852,8 @@ export class Pool {
   #from: Slot | null = null;
   #reading = false;
   #watching = false;
+  /** When a steal check is due (a worker may be stuck in a task; see #steal); else Infinity. */
+  #stealDue = Infinity;
   /** Mean task duration (µs, moving average), -1 until known. */
   #svc = -1;
 
@@ -1527,9 +1537,13 @@ export class Pool {
 
   /**
    * Work stealing: when a ready worker is idle, takes back every task that has not started from
-   * the worker holding most of them and queues them again (in order, ahead of the rest). So a
-   * task never waits behind a slow or endless one while another worker could run it. True when
-   * it took any.
+   * a worker stuck in one task (or still starting) for a while, the one holding most, and queues
+   * them again (in order, ahead of the rest). So a task never waits long behind a slow or endless
+   * one while another worker could run it. True when it took any.
+   *
+   * "For a while": its STARTED word has not moved for {@link STUCK_US} or 4 mean task durations.
+   * A worker busy with a run of short tasks is left alone: taking all it holds would only make
+   * the two hand the same tasks back and forth. The reader's sleep ends when a check is due.
    */
   #steal(): boolean {
     if (this.#state === TERMINATE || this.#broken) return false;
@@ -1542,13 +1556,24 @@ export class Pool {
       }
     }
     if (!idle) return false;
+    const now = performance.now(), stuckMs = Math.max(STUCK_US, 4 * this.#svc) / 1000;
     let victim: Slot | null = null, most = 0;
     for (const w of this.#list) {
       if (w.dead) continue;
-      // Only from a worker inside a task (one begun, its result not in) or still starting: one
-      // between tasks is about to take the next itself.
-      const waiting = w.assigned - startedOf(w.ctl);
-      if (waiting > most && (w.inflight() > waiting || !w.ready)) most = waiting, victim = w;
+      const started = startedOf(w.ctl), waiting = w.assigned - started;
+      if (waiting <= most) continue;
+      if (started !== w.seenStarted) {
+        w.seenStarted = started;
+        w.seenAt = now;
+      }
+      // Inside a task (one begun, its result not in) or still starting, for a while.
+      if (w.inflight() === waiting && w.ready) continue;
+      if (now - w.seenAt < stuckMs) {
+        this.#stealDue = Math.min(this.#stealDue, w.seenAt + stuckMs);
+        continue;
+      }
+      most = waiting;
+      victim = w;
     }
     if (victim === null) return false;
     const back = this.#recall(victim);
@@ -1791,7 +1816,15 @@ export class Pool {
           continue;
         }
         if (bell.spin(seen, BELL_SPIN)) continue; // a result is likely near
-        if ((await bell.sleep(seen, BELL_SLICE_MS)) === "timed-out") late = true;
+        const due = this.#stealDue;
+        const ms = due === Infinity ? BELL_SLICE_MS : Math.max(0, due - performance.now());
+        if ((await bell.sleep(seen, Math.min(ms, BELL_SLICE_MS))) === "timed-out") {
+          late = true;
+          if (performance.now() >= this.#stealDue) {
+            this.#stealDue = Infinity;
+            this.#dispatch(); // a worker may be stuck in a task: see #steal
+          }
+        }
       }
     } catch (e) {
       // A bug, not a condition: fail everything rather than leave anybody waiting.
