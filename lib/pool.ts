@@ -845,7 +845,7 @@ export class Pool {
   /** A dispatch pass is writing into the stage (user callbacks may run inside it). */
   #dispatching = false;
 
-  /** The doorbell (see BELL). */
+  /** The doorbell (see Doorbell). */
   readonly #bellBlock: number;
   readonly #bell: Doorbell;
   /** The worker whose result ring `#onMessage` is reading. */
@@ -1489,16 +1489,18 @@ export class Pool {
     while (this.#qhead < this.#queue.length && this.#queue[this.#qhead].state !== QUEUED) {
       this.#queue[this.#qhead++] = undefined as unknown as Task;
     }
-    this.#replenish();
-    // Hand the queue out; then, while it is empty and a worker is idle, take back the tasks
-    // that have not started from the worker that holds most of them and hand those out.
-    do this.#handOut(); while (this.#qhead === this.#queue.length && this.#steal());
+    // Start replacements, hand the queue out; then, while it is empty and a worker is idle,
+    // take back the tasks that have not started from a stuck worker and hand those out.
+    do {
+      this.#replenish();
+      this.#handOut();
+    } while (this.#qhead === this.#queue.length && this.#steal());
     if (this.#state === TERMINATE || this.#broken) return;
     if (this.#state === CLOSE && this.#qhead === this.#queue.length && this.#streams === 0) {
-      // Closed and nothing left to hand out: each idle worker exits. One still busy stays until
-      // it is idle too (an idle one could still take tasks over from it until then).
+      // Closed and nothing left to hand out: each worker exits after what its ring holds. (Tasks
+      // stuck behind a slow one are still taken back then: a new worker starts for them.)
       for (const w of this.#workers.values()) {
-        if (w.dead || w.stopped || w.inflight() > 0) continue;
+        if (w.dead || w.stopped) continue;
         w.stopped = true;
         this.#stage[0] = OP_STOP;
         w.post = w.ring.post(this.#stage.subarray(0, 1), w.sendOptions);
@@ -1537,23 +1539,23 @@ export class Pool {
 
   /**
    * Work stealing: when a ready worker is idle, takes back every task that has not started from
-   * a worker stuck in one task (or still starting) for a while, the one holding most, and queues
-   * them again (in order, ahead of the rest). So a task never waits long behind a slow or endless
-   * one while another worker could run it. True when it took any.
+   * a worker stuck for a while (in one task, or still starting), the one holding most, and
+   * queues them again (in order, ahead of the rest). So a task never waits long behind a slow or
+   * endless one while another worker could run it. True when it took any.
    *
-   * "For a while": its STARTED word has not moved for {@link STUCK_US} or 4 mean task durations.
-   * A worker busy with a run of short tasks is left alone: taking all it holds would only make
-   * the two hand the same tasks back and forth. The reader's sleep ends when a check is due.
+   * "Stuck": its STARTED word has not moved for {@link STUCK_US} or 4 mean task durations while
+   * tasks wait. A worker busy with a run of short tasks is left alone: taking all it holds would
+   * only make the two hand the same tasks back and forth. The reader's sleep ends when a check
+   * is due.
    */
   #steal(): boolean {
     if (this.#state === TERMINATE || this.#broken) return false;
     const win = this.#window();
-    let idle = false;
+    // After close(), workers stop once idle: a new one starts for tasks taken back.
+    let idle = this.#state === CLOSE && this.#live < this.#processes;
     for (const w of this.#list) {
-      if (w.ready && w.inflight() === 0 && this.#room(w, win) > 0) {
-        idle = true;
-        break;
-      }
+      if (idle) break;
+      idle = w.ready && w.inflight() === 0 && this.#room(w, win) > 0;
     }
     if (!idle) return false;
     const now = performance.now(), stuckMs = Math.max(STUCK_US, 4 * this.#svc) / 1000;
@@ -1561,19 +1563,17 @@ export class Pool {
     for (const w of this.#list) {
       if (w.dead) continue;
       const started = startedOf(w.ctl), waiting = w.assigned - started;
-      if (waiting <= most) continue;
-      if (started !== w.seenStarted) {
-        w.seenStarted = started;
+      // Progress is a change of STARTED while tasks wait (time spent idle does not count).
+      if (started !== w.seenStarted || waiting === 0) {
+        w.seenStarted = waiting === 0 ? -1 : started;
         w.seenAt = now;
       }
-      // Inside a task (one begun, its result not in) or still starting, for a while.
-      if (w.inflight() === waiting && w.ready) continue;
+      if (waiting === 0) continue;
       if (now - w.seenAt < stuckMs) {
         this.#stealDue = Math.min(this.#stealDue, w.seenAt + stuckMs);
         continue;
       }
-      most = waiting;
-      victim = w;
+      if (waiting > most) most = waiting, victim = w;
     }
     if (victim === null) return false;
     const back = this.#recall(victim);
@@ -1816,10 +1816,10 @@ export class Pool {
           continue;
         }
         if (bell.spin(seen, BELL_SPIN)) continue; // a result is likely near
-        const due = this.#stealDue;
-        const ms = due === Infinity ? BELL_SLICE_MS : Math.max(0, due - performance.now());
-        if ((await bell.sleep(seen, Math.min(ms, BELL_SLICE_MS))) === "timed-out") {
-          late = true;
+        // The sleep ends by the backstop, or when a steal check is due.
+        const ms = Math.min(BELL_SLICE_MS, Math.max(0, this.#stealDue - performance.now()));
+        if ((await bell.sleep(seen, ms)) === "timed-out") {
+          late = ms === BELL_SLICE_MS;
           if (performance.now() >= this.#stealDue) {
             this.#stealDue = Infinity;
             this.#dispatch(); // a worker may be stuck in a task: see #steal

@@ -76,3 +76,21 @@ Deno.test("stress: with tasks taken back from busy workers again and again, each
   assert.deepEqual(twice, []);
   assert.ok(__testHooks.steals > steals, "no task was ever taken back: the test tests nothing");
 });
+
+Deno.test("after close(), tasks queued behind a slow one still run elsewhere; join waits for all", async () => {
+  await using pool = new Pool({ processes: 2 });
+  await pool.whenReady();
+  const t0 = performance.now();
+  const fast: Promise<number>[] = [];
+  let slow: Promise<string> | null = null;
+  for (let i = 0; i < 300; i++) {
+    if (i === 150) slow = pool.apply(sleepMs, [4000]);
+    else fast.push(pool.apply(square, [i]));
+  }
+  pool.close();
+  assert.equal((await Promise.all(fast)).length, 299);
+  const ms = performance.now() - t0;
+  assert.ok(ms < 2500, `the fast tasks took ${ms.toFixed(0)} ms`);
+  await pool.join();
+  assert.equal(await slow, "slept");
+});
