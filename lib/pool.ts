@@ -287,6 +287,8 @@ const LOOKAHEAD_US = 2000;
  * queued behind it, has those taken back by an idle worker (see Pool.#steal).
  */
 const STUCK_US = 2000;
+/** The same after close(), when a new worker must start to take them (see Pool.#steal). */
+const REPLACE_STUCK_US = 250_000;
 /**
  * Bounds of the per-worker window (tasks written to its ring and not yet returned). Tasks of
  * LOOKAHEAD_US or more go one at a time, as in Python's Pool: a second one queued behind a
@@ -1551,14 +1553,13 @@ export class Pool {
   #steal(): boolean {
     if (this.#state === TERMINATE || this.#broken) return false;
     const win = this.#window();
-    // After close(), workers stop once idle: a new one starts for tasks taken back.
-    let idle = this.#state === CLOSE && this.#live < this.#processes;
-    for (const w of this.#list) {
-      if (idle) break;
-      idle = w.ready && w.inflight() === 0 && this.#room(w, win) > 0;
-    }
-    if (!idle) return false;
-    const now = performance.now(), stuckMs = Math.max(STUCK_US, 4 * this.#svc) / 1000;
+    const idle = this.#list.some((w) => w.ready && w.inflight() === 0 && this.#room(w, win) > 0);
+    // After close(), idle workers have stopped: a new one would start for the tasks taken back,
+    // which is worth it only for a worker stuck far longer than a start takes.
+    const replace = !idle && this.#state === CLOSE && this.#live < this.#processes;
+    if (!idle && !replace) return false;
+    const now = performance.now();
+    const stuckMs = Math.max(replace ? REPLACE_STUCK_US : STUCK_US, 4 * this.#svc) / 1000;
     let victim: Slot | null = null, most = 0;
     for (const w of this.#list) {
       if (w.dead) continue;
