@@ -12,6 +12,18 @@
  * 2.9's signal listeners do not keep the event loop alive, but a finished tree leaves nothing
  * behind either way).
  *
+ * A program that handles the signal itself owns it, as in Python, where a handler installed with
+ * `signal.signal(SIGINT, ...)` replaces the `KeyboardInterrupt`: the library then neither stops
+ * the tree nor exits (the program's handler may still need its actors, e.g. to save their
+ * state, and decides when to stop them and exit). Deno has no API that lists a signal's
+ * listeners, so this module wraps `Deno.addSignalListener` / `Deno.removeSignalListener` once,
+ * when it loads, and counts the listeners added through them other than its own. Wrapping is
+ * transparent (the originals do the work, with the same arguments and results) and sound for
+ * every listener added after denomp is imported, which is every listener of the program's main
+ * module, since imports are evaluated first, and for `node:process`'s `process.on("SIGINT")`,
+ * which adds its listener through the same global (tested). Listeners it cannot see: ones added
+ * before denomp was imported (by a module evaluated earlier).
+ *
  * @module
  */
 
@@ -19,7 +31,7 @@ import { inWorker } from "./_heap.ts";
 
 /** Something that can be stopped in order: an actor, a supervisor. */
 export interface Stoppable {
-  /** Stops it; resolves once it is stopped. `timeout`: how long an orderly stop may take. */
+  /** Stops it; resolves once it is stopped. `timeout`: milliseconds an orderly stop may take. */
   stop(reason?: string | Error, options?: { timeout?: number }): Promise<unknown>;
 }
 
@@ -31,6 +43,34 @@ const ROOT_STOP_MS = 5000;
 const SHUTDOWN_LIMIT_MS = 10_000;
 let installed = false;
 let shuttingDown = false;
+
+/** The library's listener for each signal (one each, so that it knows which one fired). */
+const libraryListeners = new Map(SIGNALS.map((sig) => [sig, () => onSignal(sig)]));
+/** The program's own listeners per signal (every listener but the library's). */
+const ownListeners = new Map<Deno.Signal, Set<() => void>>();
+
+/** Counts the program's own signal listeners (see the module doc for why a wrapper). */
+function wrapSignalApi(): void {
+  if (inWorker() || typeof Deno.addSignalListener !== "function") return;
+  const add = Deno.addSignalListener, remove = Deno.removeSignalListener;
+  Deno.addSignalListener = function addSignalListener(signal, handler): void {
+    add(signal, handler); // throws for a bad signal or handler: nothing counted then
+    if (libraryListeners.get(signal) === handler) return;
+    let set = ownListeners.get(signal);
+    if (!set) ownListeners.set(signal, set = new Set());
+    set.add(handler); // a Set, as Deno keeps listeners: adding one twice counts once
+  };
+  Deno.removeSignalListener = function removeSignalListener(signal, handler): void {
+    remove(signal, handler);
+    ownListeners.get(signal)?.delete(handler);
+  };
+}
+wrapSignalApi();
+
+/** True while the program has a listener of its own for `signal`. */
+function programHandles(signal: Deno.Signal): boolean {
+  return (ownListeners.get(signal)?.size ?? 0) > 0;
+}
 
 /** Registers a root (something started here that no supervisor owns). */
 export function addRoot(r: Stoppable): void {
@@ -61,7 +101,9 @@ export async function shutdownRoots(reason: string | Error = "shutdown"): Promis
   syncListener();
 }
 
-function onSignal(): void {
+function onSignal(signal: Deno.Signal): void {
+  // A program with its own listener owns the signal (see the module doc).
+  if (programHandles(signal)) return;
   if (shuttingDown) Deno.exit(130);
   shuttingDown = true;
   const limit = setTimeout(() => Deno.exit(130), SHUTDOWN_LIMIT_MS);
@@ -77,8 +119,8 @@ function syncListener(): void {
   if (want === installed || shuttingDown) return;
   for (const sig of SIGNALS) {
     try {
-      if (want) Deno.addSignalListener(sig, onSignal);
-      else Deno.removeSignalListener(sig, onSignal);
+      if (want) Deno.addSignalListener(sig, libraryListeners.get(sig)!);
+      else Deno.removeSignalListener(sig, libraryListeners.get(sig)!);
     } catch { /* a platform without this signal */ }
   }
   installed = want;

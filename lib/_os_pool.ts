@@ -29,6 +29,7 @@
  */
 
 import { current, type ProcessInfo, setCurrent } from "./_context.ts";
+import { LIVENESS_SLICE_MS } from "./_atomics.ts";
 import { alloc, allocSlot, attachHeap, heap, inWorker } from "./_heap.ts";
 import {
   type Channel,
@@ -44,12 +45,14 @@ import {
 import { EOF, Ring, TIMEOUT } from "./_ring.ts";
 import { SerializationError } from "./errors.ts";
 import { SystemExit } from "./_spawn.ts";
-import { __poolWire as W, poolWorker, type WorkerConfig } from "./pool.ts";
+import { __poolWire as W, Doorbell, poolWorker, type WorkerConfig } from "./pool.ts";
 import { dumps, Encoder, holdsHandles, loads } from "./reduction.ts";
 
 export { exitNote, isolatedEncoder };
 
 const POOL = new URL("./pool.ts", import.meta.url).href;
+/** How long the child's relay waits on a ring whose streamed result is about to begin (ms). */
+const POSTING_POLL_MS = 5;
 
 // Module evaluation order: pool.ts imports this module, so nothing of pool.ts is touched here
 // before a child is started.
@@ -72,15 +75,6 @@ function countTasks(m: Uint8Array): number {
     else break; // OP_STOP
   }
   return n;
-}
-
-/** Rings the pool's doorbell (as a thread worker's result writer does). */
-function ringBell(bell: Int32Array): void {
-  Atomics.add(bell, W.BELL, 1);
-  if (Atomics.load(bell, W.BELL_ASLEEP) !== 0) {
-    Atomics.store(bell, W.BELL_ASLEEP, 0);
-    Atomics.notify(bell, W.BELL);
-  }
 }
 
 /** Takes the pool's cancel slot holding `seq`, if any (the task was withdrawn: drop its result). */
@@ -115,7 +109,10 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   const ctl = new Int32Array(sab, cfg.block, W.CTL_BYTES >> 2);
   const tasks = new Ring(cfg.block + W.CTL_BYTES, cfg.block);
   const results = new Ring(cfg.block + W.CTL_BYTES + W.TASK_RING_BYTES, cfg.block);
-  const bell = new Int32Array(sab, cfg.bell, W.BELL_BYTES >> 2);
+  const bell = new Doorbell(cfg.bell);
+  const ring = () => bell.ring();
+  /** The largest message the result ring takes as one frame (as in Ring and ResultWriter). */
+  const maxSingle = ((results.capacity >> 1) & ~3) - 4;
   const enc = new Encoder();
   const dead = () => child.exitCode !== null;
   const sendOptions = { broken: dead };
@@ -134,8 +131,20 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
         if (takeCancel(ctl, seq)) return;
         if (kind !== W.R_COLUMN && holdsHandles(b.subarray(W.RESULT_HEADER))) b = refused(b, enc);
       }
-      void results.post(b, sendOptions);
-      ringBell(bell);
+      // As a thread worker's result writer does (see ResultWriter.#write), without blocking
+      // this thread, which is also the pool's reader: a message that must wait for room is rung
+      // for again once it is in; a streamed one is announced (POSTING) before any of it is.
+      if (b.length <= maxSingle) {
+        void results.post(b, sendOptions).then(ring);
+      } else {
+        Atomics.store(ctl, W.POSTING, 1);
+        void results.post(b, sendOptions).then(() => {
+          Atomics.store(ctl, W.POSTING, 0);
+          results.wakeReaders();
+          ring();
+        });
+      }
+      ring();
     } else if (type === F_DEATH) {
       // The child's own count: exact, where the estimate above may count one task too many.
       const [begun] = loads<[number, number | null]>(b);
@@ -173,12 +182,12 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
   const block = alloc(W.WORKER_BLOCK);
   Ring.init(block + W.CTL_BYTES, W.TASK_RING_BYTES);
   Ring.init(block + W.CTL_BYTES + W.TASK_RING_BYTES, W.RESULT_RING_BYTES);
-  const bellAt = alloc(W.BELL_BYTES);
+  const bellAt = alloc(Doorbell.BYTES);
   const sab = heap().sab;
   const ctl = new Int32Array(sab, block, W.CTL_BYTES >> 2);
   const tasks = new Ring(block + W.CTL_BYTES, block);
   const results = new Ring(block + W.CTL_BYTES + W.TASK_RING_BYTES, block);
-  const bell = new Int32Array(sab, bellAt, W.BELL_BYTES >> 2);
+  const bell = new Doorbell(bellAt);
   ch.listen((type, body) => {
     if (type === F_TASKS) void tasks.post(body);
   });
@@ -188,15 +197,14 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
   void runThread({ ...cfg, block, bell: bellAt }, start.info.name).then((c) => {
     code = c;
     exited = true;
-    Atomics.add(bell, W.BELL, 1);
-    Atomics.notify(bell, W.BELL);
+    bell.ring();
   });
   const out = (b: Uint8Array): true => {
     ch.send(F_RESULT, b);
     return true;
   };
   for (;;) {
-    const seen = Atomics.load(bell, W.BELL);
+    const seen = bell.count();
     let n = 0;
     for (;;) {
       if (results.tryRecv(out) !== TIMEOUT) {
@@ -209,15 +217,14 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
     }
     if (n) continue;
     if (exited) break;
-    // Raise the flag, then look again (the worker bumps the counter, then looks at the flag).
-    Atomics.store(bell, W.BELL_ASLEEP, 1);
-    if (Atomics.load(bell, W.BELL) === seen) {
-      const w = Atomics.waitAsync(bell, W.BELL, seen);
-      if (w.async) await w.value;
+    if (Atomics.load(ctl, W.POSTING) !== 0) {
+      // A streamed result whose first frame may not be in the ring yet: wait on the ring.
+      await results.poll(POSTING_POLL_MS, () => Atomics.load(ctl, W.POSTING) === 0, 1);
+      continue;
     }
-    Atomics.store(bell, W.BELL_ASLEEP, 0);
+    await bell.sleep(seen, LIVENESS_SLICE_MS);
   }
-  ch.send(F_DEATH, dumps([Atomics.load(ctl, W.STARTED), code]));
+  ch.send(F_DEATH, dumps([Math.abs(Atomics.load(ctl, W.STARTED)), code]));
   await ch.drain();
   return code;
 }

@@ -70,20 +70,115 @@ function setRef(w: Worker, ref: boolean): void {
   if (refSymbol) (w as unknown as Record<symbol, (r: boolean) => void>)[refSymbol](ref);
 }
 
-/** Permission options with every permission not named set to "inherit" (Deno's default is deny). */
-function sandbox(p: Deno.PermissionOptions, module: string): Deno.PermissionOptions {
-  if (p === "inherit" || p === "none") return p;
-  const keys = ["env", "ffi", "net", "read", "run", "sys", "write", "import"] as const;
-  const out: Record<string, unknown> = {};
-  for (const k of keys) out[k] = (p as Record<string, unknown>)[k] ?? "inherit";
-  // The worker must still read its own code: the target's folder and denomp's.
-  if (out.read !== "inherit" && out.read !== true) {
-    const dirs = [module, import.meta.url].filter((u) => u.startsWith("file:")).map((u) =>
-      new URL(".", u).pathname
+const PERMISSIONS = ["env", "ffi", "net", "read", "run", "sys", "write", "import"] as const;
+/** denomp's own code, which every worker loads: its `lib/` folder and `mod.ts`. */
+const LIBRARY = [new URL(".", import.meta.url).href, MOD];
+
+/**
+ * The permissions a worker runs under, from what the caller asked: each permission not named is
+ * inherited (Deno's default would deny it), and `"none"` denies everything. Least privilege,
+ * plus what starting needs whatever was asked: a worker cannot start without loading denomp's
+ * code (`lib/` and `mod.ts`) and `modules` (its target's module, an actor class's module), so
+ * reading those files (importing them, for remote modules: their hosts) is always granted —
+ * exactly those files, not their folders. Other modules that `modules` import must be granted
+ * by the caller (`read: ["./helpers.ts"]`); Deno's error names the one missing.
+ */
+export function sandbox(
+  p: Deno.PermissionOptions,
+  modules: readonly string[],
+): Deno.PermissionOptions {
+  if (p === "inherit") return p;
+  if (p !== "none" && (typeof p !== "object" || p === null || Array.isArray(p))) {
+    throw new TypeError(
+      `permissions must be "inherit", "none" or an object like { net: false }: got ${
+        typeof p === "string" ? `"${p}"` : String(p)
+      }`,
     );
-    out.read = [...(Array.isArray(out.read) ? out.read : []), ...dirs];
   }
+  const out: Record<string, unknown> = {};
+  for (const k of PERMISSIONS) {
+    out[k] = p === "none" ? false : (p as Record<string, unknown>)[k] ?? "inherit";
+  }
+  const files: URL[] = [], hosts: string[] = [];
+  for (const m of [...LIBRARY, ...modules]) {
+    const u = new URL(m);
+    if (u.protocol === "file:") files.push(u);
+    else if (u.protocol === "http:" || u.protocol === "https:") hosts.push(u.host);
+  }
+  out.read = widen(out.read, files);
+  out.import = widen(out.import, hosts);
   return out as Deno.PermissionOptions;
+}
+
+/** A permission list that also allows `extra` (unchanged when it allows everything). */
+function widen(v: unknown, extra: (string | URL)[]): unknown {
+  if (v === "inherit" || v === true || !extra.length) return v;
+  const had = Array.isArray(v) ? v as (string | URL)[] : [];
+  const seen = new Set(had.map(String));
+  return [...had, ...extra.filter((x) => !seen.has(String(x)))];
+}
+
+let workerOptionsOn: boolean | undefined | null = null;
+
+/**
+ * Whether `--unstable-worker-options` is on: true, false, or undefined when it cannot tell.
+ * Deno exits the whole program with code 70 when a worker is given permissions without it, and
+ * no API says whether it is on, so this reads what turns it on: the command line
+ * (`/proc/self/cmdline`: Linux, and readable only under `--allow-all`, so it is read only then:
+ * a permission query never prompts) and the `"unstable"` list of the configuration files Deno
+ * may have used (the one `--config` names, else every `deno.json(c)` from the main module's
+ * folder and the working folder up to the root; over-approximated on purpose: a false "on"
+ * only means Deno's own exit, a false "off" would refuse a program that works).
+ */
+function workerOptionsFlag(): boolean | undefined {
+  if (workerOptionsOn !== null) return workerOptionsOn;
+  return workerOptionsOn = readWorkerOptionsFlag();
+}
+
+function readWorkerOptionsFlag(): boolean | undefined {
+  const all = PERMISSIONS.every((name) => {
+    try {
+      return Deno.permissions.querySync({ name }).state === "granted";
+    } catch {
+      return false;
+    }
+  });
+  if (!all || Deno.build.os !== "linux") return undefined;
+  let argv: string[];
+  try {
+    argv = Deno.readTextFileSync("/proc/self/cmdline").split("\0");
+  } catch {
+    return undefined;
+  }
+  // A compiled program (not the deno CLI) has its flags built in: nothing to read.
+  if (!/^deno(\.exe)?$/.test(argv[0]?.split(/[\\/]/).pop() ?? "")) return undefined;
+  if (argv.includes("--unstable-worker-options")) return true;
+  if (argv.includes("--no-config")) return false;
+  const at = argv.findIndex((a) => a === "--config" || a === "-c");
+  const named = at > 0
+    ? argv[at + 1]
+    : argv.find((a) => /^(--config|-c)=/.test(a))?.replace(/^[^=]*=/, "");
+  const files: string[] = [];
+  if (named) files.push(named);
+  else {
+    const dirs = [Deno.cwd()];
+    if (Deno.mainModule.startsWith("file:")) dirs.push(new URL(".", Deno.mainModule).pathname);
+    for (let dir of dirs) {
+      for (;;) {
+        files.push(`${dir}/deno.json`, `${dir}/deno.jsonc`);
+        const up = dir.replace(/\/[^/]*\/?$/, "");
+        if (up === dir || up === "") break;
+        dir = up;
+      }
+    }
+  }
+  return files.some((f) => {
+    try {
+      return /"unstable"\s*:\s*\[[^\]]*"worker-options"/.test(Deno.readTextFileSync(f));
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** A child worker as its parent sees it. */
@@ -100,6 +195,17 @@ export class Child {
 
   constructor(spec: ChildSpec) {
     const parent = current();
+    // Checked before anything is allocated: a refused start leaves nothing behind.
+    const permissions = spec.permissions === undefined || spec.permissions === "inherit"
+      ? undefined // the same as none given: no sandbox, no flag needed
+      : sandbox(spec.permissions, [spec.target.module]);
+    if (permissions !== undefined && workerOptionsFlag() === false) {
+      throw new ProcessError(
+        `the process ${spec.name} is given permissions, which needs Deno's --unstable-worker-options ` +
+          `flag: run with \`deno run --unstable-worker-options ...\` (or add "unstable": ` +
+          `["worker-options"] to deno.json), or start it without permissions`,
+      );
+    }
     this.slot = allocSlot(heap().slot);
     this.pid = pidOfSlot(this.slot);
     this.exited = new Promise((r) => (this.#resolve = r));
@@ -107,9 +213,7 @@ export class Child {
       type: "module",
       name: spec.name,
     };
-    if (spec.permissions !== undefined) {
-      options.deno = { permissions: sandbox(spec.permissions, spec.target.module) };
-    }
+    if (permissions !== undefined) options.deno = { permissions };
     this.#worker = new Worker(BOOTSTRAP, options);
     this.#worker.onmessage = (e: MessageEvent<{ exit?: number }>) => {
       if (typeof e.data?.exit === "number") this.#finish(e.data.exit);

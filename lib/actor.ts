@@ -56,10 +56,15 @@ import {
 } from "./_heap.ts";
 import { addRoot, removeRoot, shutdownRoots } from "./_lifecycle.ts";
 import { EOF, flushAll, Ring, TIMEOUT } from "./_ring.ts";
+import { optionsOf } from "./_args.ts";
+import { sandbox } from "./_spawn.ts";
 import { callerModule, resolveTarget } from "./_target.ts";
 import { Full, ProcessError, SerializationError, TimeoutError, ValueError } from "./errors.ts";
 import { exit, Process } from "./process.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
+import { forgetActor } from "./_refmap.ts";
+import { register } from "./registry.ts";
+import { actorTimer, cancelOwnedTimers, type TimerRef } from "./timers.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The mailbox block (Int32 words from offset / 4). The sender's and receiver's hot words sit on
@@ -70,8 +75,8 @@ const COUNT = 16, PUT_WAITERS = 17;
 // Selective receive: the receive lock and the save list (messages taken out of the ring that a
 // `match` refused, oldest first). Each entry is its own heap block: [next, seq, length, -, bytes].
 const RLOCK = 32, SAVE_HEAD = 33, SAVE_TAIL = 34, SAVE_COUNT = 35, SAVE_SEQ = 36;
-// Actors only.
-const STATE = 48, SLOT = 49, REASON = 50;
+// Actors only. SUPERVISED: 1 while a supervisor watches the actor (it reports the crashes).
+const STATE = 48, SLOT = 49, REASON = 50, SUPERVISED = 51;
 const HEADER = 256;
 const MAGIC = 0x6d626f78; // "mbox"
 const PLAIN = 1, ACTOR = 2;
@@ -274,7 +279,8 @@ export class Mailbox<T = unknown> {
   #box: Box;
 
   /** Creates a mailbox; `maxsize` bounds it (`send` then waits for room). */
-  constructor(options: MailboxOptions = {}) {
+  constructor(options?: MailboxOptions) {
+    options = optionsOf(options, "new Mailbox", "new Mailbox({ maxsize: 100 })");
     if (attaching) {
       this.#box = new Box(attaching);
       attaching = 0;
@@ -314,7 +320,7 @@ export class Mailbox<T = unknown> {
 
   /**
    * Queues `msg`. On a bounded mailbox that is full, waits for room (throws `Full` after
-   * `timeout` ms). Resolves once the message is queued (in order; a worker delivers what it
+   * `timeout` milliseconds). Resolves once the message is queued (in order; a worker delivers what it
    * queued before it ends).
    *
    * @example
@@ -325,7 +331,8 @@ export class Mailbox<T = unknown> {
    * await mb.send("b", { timeout: 10 }).catch((e) => console.assert(e.name === "Full"));
    * ```
    */
-  async send(msg: T, options: MailboxSendOptions = {}): Promise<void> {
+  async send(msg: T, options?: MailboxSendOptions): Promise<void> {
+    options = optionsOf(options, "Mailbox.send", "send(msg, { timeout: 1000 })");
     if (!this.#reserve()) {
       await runAsync(this.#roomWaits(deadlineOf(options.timeout), options.signal));
     }
@@ -347,7 +354,8 @@ export class Mailbox<T = unknown> {
    * console.assert(mb.receiveSync() === 7);
    * ```
    */
-  sendSync(msg: T, options: { timeout?: number } = {}): void {
+  sendSync(msg: T, options?: { timeout?: number }): void {
+    options = optionsOf(options, "Mailbox.sendSync", "sendSync(msg, { timeout: 1000 })");
     if (!this.#reserve()) runSync(this.#roomWaits(deadlineOf(options.timeout)));
     this.#box.ring.sendSync(this.#encodeReserved(msg));
   }
@@ -407,7 +415,7 @@ export class Mailbox<T = unknown> {
 
   /**
    * Receives the first queued message (with `match`: the first one it accepts; the others
-   * keep their places). Throws `TimeoutError` after `timeout` ms.
+   * keep their places). Throws `TimeoutError` after `timeout` milliseconds.
    *
    * @example
    * ```ts
@@ -424,7 +432,8 @@ export class Mailbox<T = unknown> {
   ): Promise<U>;
   /** Receives the first queued message (with `match`: the first one it accepts). */
   receive(options?: MailboxReceiveOptions<T>): Promise<T>;
-  async receive(options: MailboxReceiveOptions<T> = {}): Promise<T> {
+  async receive(options?: MailboxReceiveOptions<T>): Promise<T> {
+    options = optionsOf(options, "Mailbox.receive", "receive({ timeout: 1000 })");
     const box = this.#box, h = box.i32, ring = box.ring, match = options.match;
     // Fast path: nothing was ever skipped here, so the ring's first message is the oldest.
     if (!match && Atomics.load(h, SAVE_COUNT) === 0 && !mutexLocked(h, RLOCK)) {
@@ -484,7 +493,8 @@ export class Mailbox<T = unknown> {
    * console.assert(mb.receiveSync({ timeout: 0 }) === "x");
    * ```
    */
-  receiveSync(options: { timeout?: number; match?: (msg: T) => boolean } = {}): T {
+  receiveSync(options?: { timeout?: number; match?: (msg: T) => boolean }): T {
+    options = optionsOf(options, "Mailbox.receiveSync", "receiveSync({ timeout: 1000 })");
     const box = this.#box, h = box.i32, ring = box.ring, match = options.match;
     const deadline = deadlineOf(options.timeout);
     const st = { seen: 0 };
@@ -674,7 +684,7 @@ function setStopped(box: Box, reason: ExitReason): void {
   if (Atomics.load(box.i32, STATE) === STOPPED) return;
   let bytes: Uint8Array;
   try {
-    bytes = new Encoder().encode(reason, "reason");
+    bytes = new Encoder().encode(reason, "reason", { reportError: true });
   } catch {
     bytes = new Encoder().encode(String(reason), "reason");
   }
@@ -979,8 +989,13 @@ function request(
         reject(err);
         if (!pending.size) wake.abort(); // let the dispatcher end
       };
+      // The late reply finds no pending entry and is dropped by `settle`.
+      const what = env[0] === CALL ? `${env[4]}()` : "ask()";
       const timer = deadline === Infinity ? undefined : setTimeout(
-        () => give(new TimeoutError(`actor ${name} did not reply within ${options.timeout} ms`)),
+        () =>
+          give(
+            new TimeoutError(`actor ${name} did not reply to ${what} within ${options.timeout} ms`),
+          ),
         remainingMs(deadline),
       );
       const onAbort = () => give(signal!.reason);
@@ -1095,23 +1110,27 @@ export class ActorRef<out A extends Actor = Actor> {
    * with it, as a crashed `gen_server` does), or with {@link ActorExited} if the actor stopped.
    */
   get call(): ActorMethods<A> {
-    if (!this.#call) {
-      const box = this.#box, name = this.#name, fns = new Map<string, unknown>();
-      this.#call = new Proxy({}, {
-        get(_, method) {
-          // `then`: an awaited `ref.call` must not look like a promise.
-          if (typeof method !== "string" || method === "then") return undefined;
-          let f = fns.get(method);
-          if (!f) {
-            f = (...args: unknown[]) =>
-              request(box, name, [CALL, 0, 0, 0, method, args], 5, `${method}() args`);
-            fns.set(method, f);
-          }
-          return f;
-        },
-      });
-    }
-    return this.#call as ActorMethods<A>;
+    return (this.#call ??= methodsOf(this.#box, this.#name)) as ActorMethods<A>;
+  }
+
+  /**
+   * `ref.call` with a deadline (`gen_server:call`'s timeout) or an abort signal: a method that
+   * has not replied within `timeout` milliseconds rejects with `TimeoutError` naming the actor
+   * and the method. The method still runs in the actor; its late reply is dropped.
+   *
+   * @example
+   * ```ts ignore
+   * import { TimeoutError } from "jsr:@denomp/multiprocessing";
+   * try {
+   *   await ref.callWith({ timeout: 500 }).slowInc(1);
+   * } catch (e) {
+   *   console.assert(e instanceof TimeoutError); // "actor counter did not reply to slowInc() ..."
+   * }
+   * ```
+   */
+  callWith(options: CallOptions): ActorMethods<A> {
+    optionsOf(options, "ActorRef.callWith", "callWith({ timeout: 500 })");
+    return methodsOf(this.#box, this.#name, options) as ActorMethods<A>;
   }
 
   /** True until the actor has stopped. */
@@ -1137,7 +1156,7 @@ export class ActorRef<out A extends Actor = Actor> {
 
   /**
    * Sends `msg` to the actor's `receive(msg)` and resolves with what it returns. Rejects with
-   * `TimeoutError` after `timeout` ms, with {@link ActorExited} if the actor stops first.
+   * `TimeoutError` after `timeout` milliseconds, with {@link ActorExited} if the actor stops first.
    *
    * @example
    * ```ts ignore
@@ -1146,8 +1165,13 @@ export class ActorRef<out A extends Actor = Actor> {
    */
   ask(
     msg: MessageOf<A>,
-    options: { timeout?: number; signal?: AbortSignal } = {},
+    options?: { timeout?: number; signal?: AbortSignal },
   ): Promise<ReplyOf<A>> {
+    try {
+      options = optionsOf(options, "ActorRef.ask", "ask(msg, { timeout: 1000 })");
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return request(this.#box, this.#name, [ASK, 0, 0, 0, msg], 4, "message", options) as Promise<
       ReplyOf<A>
     >;
@@ -1155,7 +1179,7 @@ export class ActorRef<out A extends Actor = Actor> {
 
   /**
    * Stops the actor after the messages already queued (its `onStop(reason)` runs) and resolves
-   * with the reason once it has stopped. With `timeout`, an actor that has not stopped in time
+   * with the reason once it has stopped. With `timeout` (milliseconds), an actor that has not stopped in time
    * is killed if this process spawned it (else `TimeoutError`). Called by the actor on itself,
    * it stops after the current message and resolves at once.
    *
@@ -1166,16 +1190,20 @@ export class ActorRef<out A extends Actor = Actor> {
    */
   async stop(
     reason: ExitReason = "normal",
-    options: { timeout?: number } = {},
+    options?: { timeout?: number },
   ): Promise<ExitReason> {
+    options = optionsOf(options, "ActorRef.stop", 'stop("normal", { timeout: 5000 })');
+    const deadline = deadlineOf(options.timeout); // checked before anything is sent
     const box = this.#box;
     if (box.stopped()) return readReason(box);
     void box.ring.post(encodeAt([STOP, reason], 1, "reason"), box.postOpts);
     if (running?.box.off === box.off) return reason;
     const done = new Promise<ExitReason>((resolve) => watch(box, resolve));
-    if (options.timeout === undefined) return await keepAlive(done);
+    if (deadline === Infinity) return await keepAlive(done);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), options.timeout)));
+    const late = new Promise<"late">((
+      r,
+    ) => (timer = setTimeout(() => r("late"), remainingMs(deadline))));
     const first = await keepAlive(Promise.race([done, late]));
     clearTimeout(timer);
     if (first !== "late") return first;
@@ -1223,6 +1251,44 @@ export class ActorRef<out A extends Actor = Actor> {
 
 const noop = () => {};
 const RESOLVED: Promise<void> = Promise.resolve();
+
+/**
+ * Internal (names, groups): the offset of a ref's mailbox block, the actor's identity.
+ *
+ * @example
+ * ```ts ignore
+ * if (a.equals(b)) console.assert(actorOffset(a) === actorOffset(b));
+ * ```
+ */
+export function actorOffset(ref: ActorRef<Actor>): number {
+  return boxOfRef(ref).off;
+}
+
+/** Options of {@link ActorRef.callWith}. */
+export interface CallOptions {
+  /** Milliseconds to wait for the reply; then `TimeoutError` (the late reply is dropped). */
+  timeout?: number;
+  /** Aborts the wait for the reply (the promise rejects with the signal's reason). */
+  signal?: AbortSignal;
+}
+
+/** The proxy behind `ref.call` and `ref.callWith(options)`: one function per method name. */
+function methodsOf(box: Box, name: string, options?: CallOptions): object {
+  const fns = new Map<string, unknown>();
+  return new Proxy({}, {
+    get(_, method) {
+      // `then`: an awaited `ref.call` must not look like a promise.
+      if (typeof method !== "string" || method === "then") return undefined;
+      let f = fns.get(method);
+      if (!f) {
+        f = (...args: unknown[]) =>
+          request(box, name, [CALL, 0, 0, 0, method, args], 5, `${method}() args`, options);
+        fns.set(method, f);
+      }
+      return f;
+    },
+  });
+}
 
 function makeRef<A extends Actor>(box: Box, name: string, adoptIt: boolean): ActorRef<A> {
   refAttaching = { box, name };
@@ -1309,6 +1375,116 @@ export abstract class Actor {
 
   /** With `trapExits`: a linked actor stopped (for any reason, `"normal"` included). */
   onExit?(from: ActorRef<Actor>, reason: ExitReason): unknown;
+
+  /**
+   * Tells `msg` to this actor after `ms` milliseconds (Erlang's `send_after` to `self()`, Akka's
+   * `startSingleTimer`). The timer belongs to the actor: it is cancelled when the actor stops.
+   * `msg` is typed from the actor's `receive(msg)`.
+   *
+   * @example
+   * ```ts ignore
+   * export class Session extends Actor {
+   *   override onStart() {
+   *     this.sendAfter(30_000, "expire");
+   *   }
+   *   receive(msg: "expire") {
+   *     void this.self.stop("normal");
+   *   }
+   * }
+   * ```
+   */
+  sendAfter<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): TimerRef {
+    return actorTimer(this.self as unknown as ActorRef<Actor>, ms, msg, false);
+  }
+
+  /**
+   * Tells `msg` to this actor every `ms` milliseconds (Akka's `startTimerAtFixedRate`), until
+   * the timer is cancelled or the actor stops.
+   *
+   * @example
+   * ```ts ignore
+   * export class Heartbeat extends Actor {
+   *   beats = 0;
+   *   override onStart() {
+   *     this.every(1000, "beat");
+   *   }
+   *   receive(_: "beat") {
+   *     this.beats++;
+   *   }
+   * }
+   * ```
+   */
+  every<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): TimerRef {
+    return actorTimer(this.self as unknown as ActorRef<Actor>, ms, msg, true);
+  }
+  /**
+   * Switches the handler of this actor's next `tell`/`ask` messages to `handler` (Akka's
+   * `Behaviors`/`become`, a `gen_statem` state); `become(null)` goes back to `receive`. The
+   * handler runs with `this` as the actor and is typed from `receive(msg)`; what it returns is
+   * the reply of an `ask`. It takes effect from the next message.
+   *
+   * @example
+   * ```ts ignore
+   * export class Light extends Actor {
+   *   receive(msg: "toggle"): string {
+   *     this.become(this.on);
+   *     return "on";
+   *   }
+   *   on(_msg: "toggle"): string {
+   *     this.become(null);
+   *     return "off";
+   *   }
+   * }
+   * ```
+   */
+  become<M>(
+    this: Actor & { receive(msg: M): unknown },
+    handler: ((msg: M) => unknown) | null,
+  ): void {
+    runningAs(this, "become").behavior = handler ?? undefined;
+  }
+
+  /**
+   * Defers the message being handled (a `tell`, an `ask` or a `call`): it is not answered now,
+   * and {@link Actor.unstashAll} hands it back later, before any newer message, in its original
+   * order (Akka's `StashBuffer`, `gen_statem`'s `postpone`). A caller waiting on a stashed `ask`
+   * or `call` gets its reply when the message is handled again.
+   *
+   * @example
+   * ```ts ignore
+   * receive(msg: Msg) {
+   *   if (msg.kind !== "unlock") return this.stash(); // not now: after unlocking
+   *   this.become(this.open);
+   *   this.unstashAll();
+   * }
+   * ```
+   */
+  stash(): void {
+    const run = runningAs(this, "stash");
+    const cur = run.current;
+    if (!cur) throw new ValueError("stash() defers the message being handled: there is none");
+    (run.stash ??= []).push(cur.env);
+    if (cur.to) cur.to.stashed = true; // answered when handled again, not now
+    run.current = undefined;
+  }
+
+  /**
+   * Hands every stashed message back, oldest first, to be handled before the mailbox's next
+   * message (by the handler current then). Returns how many.
+   *
+   * @example
+   * ```ts ignore
+   * this.become(this.open);
+   * this.unstashAll();
+   * ```
+   */
+  unstashAll(): number {
+    const run = runningAs(this, "unstashAll");
+    const back = run.stash ?? [];
+    run.stash = [];
+    run.replay = [...back, ...(run.replay ?? [])];
+    return back.length;
+  }
 }
 
 /** A concrete actor class whose constructor takes `P`. */
@@ -1325,9 +1501,25 @@ interface Running {
   /** Exit signals from linked actors, handled before the next message. */
   signals: { from: ActorRef<Actor>; reason: ExitReason }[];
   wake: AbortController;
+  /** Set by `become`: the handler of the next tell/ask messages instead of `receive`. */
+  behavior?: (msg: never) => unknown;
+  /** The message being handled, for `stash()`. */
+  current?: { env: Envelope; to: Reply | null };
+  /** Messages deferred by `stash()`, oldest first; `unstashAll()` moves them to `replay`. */
+  stash?: Envelope[];
+  /** Unstashed messages, handled before the mailbox's next one. */
+  replay?: Envelope[];
 }
 
 let running: Running | null = null;
+
+/** The running state of `actor`, which must be the actor of this worker, running. */
+function runningAs(actor: Actor, fn: string): Running {
+  if (running?.instance !== actor) {
+    throw new ValueError(`${fn}() works inside a running actor (from onStart or a handler)`);
+  }
+  return running;
+}
 
 /** What `spawn` hands to {@link actorMain}. */
 export interface ActorInit {
@@ -1342,7 +1534,7 @@ export interface ActorInit {
 }
 
 type Envelope = [number, ...unknown[]];
-type Reply = { id: number; inbox: number; slot: number };
+type Reply = { id: number; inbox: number; slot: number; stashed?: boolean };
 /**
  * How handling ended: `kill` skips `onStop`; `zombie` means this worker was terminated while its
  * thread was still running (see _ring "Zombies"): its parent has recorded the kill already, and it
@@ -1365,7 +1557,11 @@ async function importClass(target: ActorInit["target"]): Promise<new (...a: unkn
 function sendReply(to: Reply, status: number, value: unknown): void {
   let bytes: Uint8Array;
   try {
-    bytes = encodeAt([to.id, status, value], 2, "result");
+    // An error being reported arrives even with fields that cannot be sent (the codec leaves
+    // them out and says so in its stack); a result that cannot be sent is refused by its path.
+    bytes = status === ERR
+      ? enc.encode([to.id, status, value], "reply", { reportError: true })
+      : encodeAt([to.id, status, value], 2, "result");
   } catch (e) {
     bytes = enc.encode([to.id, ERR, e], "reply");
   }
@@ -1376,11 +1572,49 @@ function sendReply(to: Reply, status: number, value: unknown): void {
 
 function crash(run: Running, err: unknown, to: Reply | null): Outcome {
   if (isTerminatedError(err)) return { reason: "killed", zombie: true };
+  // Stopping from now on, before the caller hears of the crash: whoever learns of it from the
+  // reply sees the actor no longer running (a supervisor's `get` returns nothing for it).
+  Atomics.store(run.box.i32, STATE, STOPPING);
   if (to) sendReply(to, ERR, err);
   const reason = err instanceof Error ? err : new Error(String(err));
-  const text = reason.stack ?? `${reason.name}: ${reason.message}`;
-  console.error(`actor ${run.ref.name} crashed:\n${text}`);
+  // A supervised crash is handled: its supervisor reports it (one line, or in full with
+  // `verbose`), with the reason recorded here. Printed here too, it would be said twice.
+  if (Atomics.load(run.box.i32, SUPERVISED) === 0) {
+    const text = reason.stack ?? `${reason.name}: ${reason.message}`;
+    console.error(`actor ${run.ref.name} crashed:\n${text}`);
+  }
   return { reason };
+}
+
+/**
+ * True while the actor of `ref` handles messages: false from the moment it starts to stop (a
+ * crash, `stop()`, a kill), where `isAlive()` stays true until it has stopped.
+ *
+ * @example
+ * ```ts
+ * import { type ActorRef, isRunning } from "./actor.ts";
+ * export const usable = (ref: ActorRef): boolean => isRunning(ref);
+ * ```
+ */
+export function isRunning(ref: ActorRef<Actor>): boolean {
+  const box = boxOfRef(ref);
+  return Atomics.load(box.i32, STATE) === RUNNING && !box.stopped();
+}
+
+/**
+ * Tells the actor of `ref` whether a supervisor watches it (for `supervisor.ts` and other
+ * supervisors): a supervised actor does not print its crashes, its supervisor reports them.
+ *
+ * @example
+ * ```ts
+ * import { type ActorRef, markSupervised } from "./actor.ts";
+ * export function adoptChild(ref: ActorRef): void {
+ *   markSupervised(ref, true); // its crashes are now this supervisor's to report
+ * }
+ * ```
+ */
+export function markSupervised(ref: ActorRef<Actor>, supervised: boolean): void {
+  Atomics.store(boxOfRef(ref).i32, SUPERVISED, supervised ? 1 : 0);
 }
 
 /** Runs a handler; replies to `to` if given. Sync when the handler is. */
@@ -1400,15 +1634,17 @@ function invoke(
     r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function"
   ) {
     return Promise.resolve(r).then((v) => {
-      if (to) sendReply(to, OK, v);
+      if (to && !to.stashed) sendReply(to, OK, v);
       return undefined;
     }, (e) => crash(run, e, to));
   }
-  if (to) sendReply(to, OK, r);
+  if (to && !to.stashed) sendReply(to, OK, r);
   return undefined;
 }
 
 const HOOKS = new Set(["constructor", "onStart", "onStop", "onExit", "receive", "self"]);
+// The Actor base class's own tools are not remote methods either.
+for (const m of ["sendAfter", "every", "become", "stash", "unstashAll"]) HOOKS.add(m);
 
 function handle(run: Running, env: Envelope): Outcome | Promise<Outcome> {
   const inst = run.instance as unknown as Record<string, unknown>;
@@ -1418,7 +1654,8 @@ function handle(run: Running, env: Envelope): Outcome | Promise<Outcome> {
       const to = env[0] === ASK
         ? { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number }
         : null;
-      const recv = inst.receive;
+      run.current = { env, to };
+      const recv = run.behavior ?? inst.receive;
       if (typeof recv !== "function") {
         return crash(run, new ValueError(`actor ${run.ref.name} has no receive(msg) method`), to);
       }
@@ -1426,6 +1663,7 @@ function handle(run: Running, env: Envelope): Outcome | Promise<Outcome> {
     }
     case CALL: {
       const to = { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number };
+      run.current = { env, to };
       const method = env[4] as string, fn = inst[method];
       if (typeof fn !== "function" || HOOKS.has(method) || method.startsWith("#")) {
         // A bad method name cannot come from typed code: refuse it without crashing.
@@ -1503,7 +1741,7 @@ async function loop(run: Running): Promise<Outcome> {
       const out = await handleSignals(run);
       if (out) return out;
     }
-    let env = ring.tryRecv(decode) as Envelope | typeof TIMEOUT;
+    let env = (run.replay?.shift() ?? ring.tryRecv(decode)) as Envelope | typeof TIMEOUT;
     if (env === TIMEOUT) env = ring.recvSync(decode, { timeout: IDLE_BLOCK_MS }) as typeof env;
     if (env === TIMEOUT) {
       try {
@@ -1526,6 +1764,7 @@ async function loop(run: Running): Promise<Outcome> {
     }
     let out = handle(run, env);
     if (out instanceof Promise) out = await out;
+    run.current = undefined;
     if (out) return out;
   }
 }
@@ -1565,6 +1804,7 @@ export async function actorMain(init: ActorInit): Promise<void> {
   } catch (err) {
     out = crash(run, err, null); // a bug here, not in the actor: still stop cleanly
   }
+  cancelOwnedTimers(); // a stopped actor's timers never fire
   if (out?.zombie) return;
   let reason = out!.reason;
   if (!out!.kill) {
@@ -1602,10 +1842,20 @@ export interface SpawnOptions<P extends unknown[]> {
    * actors (a daemon process cannot start children).
    */
   daemon?: boolean;
-  /** Deno permissions for the actor's worker (at most the parent's). */
+  /**
+   * Deno permissions for the actor's worker (at most the parent's), as `Process`'s
+   * `permissions`: the worker may always read denomp's modules and the actor class's module.
+   */
   permissions?: Deno.PermissionOptions;
   /** The module that exports the class, when it cannot be found automatically. */
   module?: string | URL;
+  /**
+   * Registers the actor under `name` before it starts (Erlang's `{local, Name}`): any worker
+   * finds it with `whereis(name)`; the name is free again once it stops. A name held by a running
+   * actor makes `spawn` throw `ValueError`. A supervisor's restart spawns it again: the new
+   * instance takes the name over.
+   */
+  register?: boolean;
 }
 
 function slotOfPid(pid: number): number {
@@ -1629,8 +1879,9 @@ function slotOfPid(pid: number): number {
  */
 export async function spawn<A extends Actor, P extends unknown[]>(
   cls: ActorClass<A, P>,
-  options: SpawnOptions<P> = {},
+  options?: SpawnOptions<P>,
 ): Promise<ActorRef<A>> {
+  options = optionsOf(options, "spawn", 'spawn(Worker, { args: [1], name: "w" })');
   const caller = callerModule();
   if (typeof cls !== "function" || !(cls.prototype instanceof Actor)) {
     throw new ValueError(`spawn() needs a class extending Actor: got ${String(cls)}`);
@@ -1639,16 +1890,16 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   const name = options.name ?? `${cls.name}-${nextId()}`;
   const box = new Box(Box.create(ACTOR, 0));
   const ref = makeRef<A>(box, name, true);
-  let permissions = options.permissions;
-  if (permissions && typeof permissions === "object") {
-    // The worker imports the class's module: let it read that module's folder.
-    const read = permissions.read;
-    if (
-      read !== undefined && read !== true && read !== "inherit" && target.module.startsWith("file:")
-    ) {
-      const dir = new URL(".", target.module).pathname;
-      permissions = { ...permissions, read: [...(Array.isArray(read) ? read : []), dir] };
-    }
+  // The worker imports the class's module too: it may read that file, whatever was asked.
+  const permissions = options.permissions === undefined
+    ? undefined
+    : sandbox(options.permissions, [target.module]);
+  if (options.register) {
+    if (options.name === undefined) throw new ValueError("spawn({ register: true }) needs a name");
+    // Until its worker starts, the actor lives and dies with us: a spawner killed right here
+    // must not leave the name to an actor that will never run.
+    Atomics.store(box.i32, SLOT, heap().slot);
+    register(name, ref); // before the worker starts: a taken name starts nothing
   }
   const init: ActorInit = { off: box.off, target, args: options.args ?? [], name };
   const p = new Process({
@@ -1659,10 +1910,20 @@ export async function spawn<A extends Actor, P extends unknown[]>(
     daemon: options.daemon ?? true,
     permissions,
   });
-  p.start();
+  try {
+    p.start();
+  } catch (err) {
+    setStopped(box, err instanceof Error ? err : String(err)); // frees the name, if any
+    throw err;
+  }
   retain(box.off); // the worker's reference, dropped by the watcher once the worker has ended
   Atomics.store(box.i32, SLOT, slotOfPid(p.pid!));
-  watch(box, () => removeRoot(ref), { process: p, name });
+  watch(box, () => {
+    removeRoot(ref);
+    try {
+      forgetActor(box.off); // its names and groups go at once
+    } catch { /* a zombie may not touch the table; lookups check liveness anyway */ }
+  }, { process: p, name });
   addRoot(ref);
   for (;;) {
     const s = Atomics.load(box.i32, STATE);
@@ -1705,8 +1966,9 @@ export interface MonitorOptions {
  */
 export function monitor<A extends Actor>(
   target: ActorRef<A> | Process,
-  options: MonitorOptions = {},
+  options?: MonitorOptions,
 ): Promise<ExitReason> {
+  options = optionsOf(options, "monitor", "monitor(ref, { keepAlive: false })");
   const signal = options.signal;
   const p = new Promise<ExitReason>((resolve) => {
     if (signal?.aborted) return;

@@ -19,7 +19,8 @@
  */
 
 import { LIVENESS_SLICE_MS } from "./_atomics.ts";
-import { alloc, heap, isAlive, release, retain } from "./_heap.ts";
+import { alloc, heap, release, retain } from "./_heap.ts";
+import { claimCopy, copyInFlight, dropCopy, endOpen, HOLDERS } from "./_pipe_copies.ts";
 import { EOF, Ring, type SendStatus } from "./_ring.ts";
 import {
   AuthenticationError,
@@ -28,6 +29,7 @@ import {
   SerializationError,
   ValueError,
 } from "./errors.ts";
+import { optionsOf } from "./_args.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -96,13 +98,10 @@ interface Transport {
 // Pipe layout (Int32 words from the block offset / 4)
 
 const MAGIC_I = 0, DUPLEX = 1, MAGIC = 0x70697065; // "pipe"
-/** Per end: in-flight copies, then HOLDERS entries of (slot, open copies in that process). */
-const END_WORDS = 160, END0 = 64, INFLIGHT = 0, ENTRIES = 16, HOLDERS = 64;
+/** The ends' copy tables (see _pipe_copies.ts) sit between the header words and HEADER. */
 const HEADER = 2048;
 const DUPLEX_BLOCK = (512 << 10) - 16;
 const SIMPLEX_BLOCK = (256 << 10) - 16;
-
-const endWord = (off: number, end: number) => (off >> 2) + END0 + end * END_WORDS;
 
 /** Where ring `i` (written by end `i`) starts, for a pipe block at `off`. */
 function ringBase(off: number, duplex: boolean, i: number): number {
@@ -113,52 +112,6 @@ function ringBase(off: number, duplex: boolean, i: number): number {
 
 function ringBytes(duplex: boolean): number {
   return duplex ? ((DUPLEX_BLOCK - HEADER) / 2) & ~7 : SIMPLEX_BLOCK - HEADER;
-}
-
-/** Registers one more open copy of end `end` in this process. */
-function claimCopy(off: number, end: number): void {
-  const i32 = heap().i32, me = heap().slot, e = endWord(off, end) + ENTRIES;
-  let free = -1;
-  for (let k = 0; k < HOLDERS; k++) {
-    const s = Atomics.load(i32, e + 2 * k);
-    if (s === me) {
-      Atomics.add(i32, e + 2 * k + 1, 1);
-      return;
-    }
-    if (free < 0 && (s === 0 || !isAlive(s))) free = k;
-  }
-  for (let k = free < 0 ? 0 : free; k < HOLDERS; k++) {
-    const s = Atomics.load(i32, e + 2 * k);
-    if (s !== 0 && isAlive(s)) continue;
-    // A free entry, or a dead process's (its copies count as closed): take it over.
-    if (Atomics.compareExchange(i32, e + 2 * k, s, me) !== s) continue;
-    Atomics.store(i32, e + 2 * k + 1, 1);
-    return;
-  }
-  throw new OSError(`more than ${HOLDERS} live processes hold copies of one end of a pipe`);
-}
-
-/** Drops one open copy of end `end` held by this process. */
-function dropCopy(off: number, end: number): void {
-  const i32 = heap().i32, me = heap().slot, e = endWord(off, end) + ENTRIES;
-  for (let k = 0; k < HOLDERS; k++) {
-    if (Atomics.load(i32, e + 2 * k) !== me) continue;
-    if (Atomics.sub(i32, e + 2 * k + 1, 1) === 1) {
-      Atomics.compareExchange(i32, e + 2 * k, me, 0);
-    }
-    return;
-  }
-}
-
-/** True while some copy of end `end` is open: in a live process, or in flight. */
-function endOpen(off: number, end: number): boolean {
-  const i32 = heap().i32, w = endWord(off, end);
-  if (Atomics.load(i32, w + INFLIGHT) > 0) return true;
-  for (let k = 0; k < HOLDERS; k++) {
-    const s = Atomics.load(i32, w + ENTRIES + 2 * k);
-    if (s !== 0 && Atomics.load(i32, w + ENTRIES + 2 * k + 1) > 0 && isAlive(s)) return true;
-  }
-  return false;
 }
 
 /** One process's copy of one end of a pipe. */
@@ -466,7 +419,7 @@ export class Connection<T = unknown> {
 
   /**
    * Whether there is something to receive (a message, or the end of the stream), waiting up to
-   * `timeout` ms: `0` (the default, as in Python) does not wait; `null` or `Infinity` waits until
+   * `timeout` milliseconds: `0` (the default, as in Python) does not wait; `null` or `Infinity` waits until
    * there is. Never consumes anything; sees empty messages.
    */
   poll(timeout: number | null = 0): Promise<boolean> {
@@ -589,8 +542,8 @@ export interface PipeOptions {
  * reader.close();
  * ```
  */
-export function Pipe<T = unknown>(options: PipeOptions = {}): [Connection<T>, Connection<T>] {
-  const duplex = options.duplex ?? true;
+export function Pipe<T = unknown>(options?: PipeOptions): [Connection<T>, Connection<T>] {
+  const duplex = optionsOf(options, "Pipe", "Pipe({ duplex: false })").duplex ?? true;
   const off = PipeTransport.create(duplex);
   retain(off); // one reference per end; `alloc` gave the first
   return [openEnd<T>(off, 0, false), openEnd<T>(off, 1, false)];
@@ -598,8 +551,10 @@ export function Pipe<T = unknown>(options: PipeOptions = {}): [Connection<T>, Co
 
 /** A Connection on end `end` of the pipe at `off`, adopting one block reference. */
 function openEnd<T>(off: number, end: number, inFlight: boolean): Connection<T> {
-  claimCopy(off, end);
-  if (inFlight) Atomics.sub(heap().i32, endWord(off, end) + INFLIGHT, 1); // after the claim
+  if (!claimCopy(off, end)) {
+    throw new OSError(`more than ${HOLDERS} live processes hold copies of one end of a pipe`);
+  }
+  if (inFlight) copyInFlight(off, end, false); // after the claim: never seen nowhere
   const t = new PipeTransport(off, end);
   const c = makeConnection<T>(t);
   copyFinalizer.register(c, { off, end, duplex: t.duplex, st: t.st });
@@ -620,7 +575,7 @@ registerHandle<Connection<unknown>, [number, number]>({
     }
     if (t.st.closed) throw new OSError("handle is closed: a closed Connection cannot be sent");
     // The copy in flight keeps the end open until a process rebuilds it.
-    Atomics.add(heap().i32, endWord(t.off, t.end) + INFLIGHT, 1);
+    copyInFlight(t.off, t.end, true);
     retain(t.off);
     return [t.off, t.end];
   },
@@ -824,13 +779,22 @@ async function writeAll(conn: Deno.Conn, b: Uint8Array): Promise<void> {
  */
 export function wrapSocket<T = unknown>(
   conn: Deno.Conn,
-  options: SocketOptions = {},
+  options?: SocketOptions,
 ): Connection<T> {
+  const o = optionsOf(options, "wrapSocket", "wrapSocket(conn, { maxMessageSize: 1 << 20 })");
+  return makeConnection<T>(new SocketTransport(conn, maxMessageOf(o)));
+}
+
+/** `maxMessageSize` checked: bytes, default {@link DEFAULT_MAX_MESSAGE}. */
+function maxMessageOf(options: SocketOptions): number {
   const max = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
+  if (typeof max !== "number") {
+    throw new TypeError(`maxMessageSize must be a number of bytes: got ${typeof max}`);
+  }
   if (!(max >= 0) || max > 0xffffffff) {
     throw new ValueError(`maxMessageSize must be 0..2^32-1 bytes: current value is ${max}`);
   }
-  return makeConnection<T>(new SocketTransport(conn, max));
+  return max;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1000,12 +964,27 @@ export interface ListenerOptions extends SocketOptions {
   authkey?: AuthKey;
   /** Milliseconds a peer has to finish the handshake (default 20,000). */
   handshakeTimeout?: number;
+  /**
+   * How many peers may be in the handshake at once (default 32). Further peers wait in the
+   * operating system's backlog until a handshake ends.
+   */
+  maxPendingHandshakes?: number;
 }
+
+/** What a finished handshake gives `accept()`: the peer's connection, or why it was refused. */
+type Handshake = { conn: Connection<unknown> } | { error: Error };
 
 /**
  * Accepts `Connection`s over TCP (Python's `multiprocessing.connection.Listener`). With an
- * `authkey`, each peer must pass a mutual HMAC-SHA256 challenge first; `accept()` throws
- * `AuthenticationError` for a peer that fails it (that peer is dropped, the listener goes on).
+ * `authkey`, each peer must pass a mutual HMAC-SHA256 challenge first.
+ *
+ * Handshakes run concurrently, so a peer that connects and says nothing never delays another:
+ * `accept()` settles with the next handshake to *finish* — the authenticated `Connection`, or an
+ * `AuthenticationError` for a peer that failed it (wrong key, garbage, too slow; that peer is
+ * dropped and the listener goes on, as in Python, so an accept loop sees refusals). What an
+ * unauthenticated peer can cost is bounded: at most `maxPendingHandshakes` at once, each for at
+ * most `handshakeTimeout` ms, sending at most three messages of up to 256 bytes (a bigger one is
+ * refused at once). Peers are taken from the operating system only while an `accept()` waits.
  *
  * @example
  * ```ts
@@ -1025,16 +1004,37 @@ export class Listener {
   #listener: Deno.TcpListener;
   #authkey?: AuthKey;
   #opts: ListenerOptions;
+  #timeout: number;
+  #maxPending: number;
   #closed = false;
+  /** Sockets in the handshake (closed by `close()`). */
+  #pending = new Set<Connection<unknown>>();
+  /** Finished handshakes no `accept()` has taken yet, oldest first. */
+  #done: Handshake[] = [];
+  /** `accept()` calls waiting for a finished handshake, oldest first. */
+  #waiters: { resolve: (c: Connection<unknown>) => void; reject: (e: Error) => void }[] = [];
+  /** Whether an operating-system accept is under way (one at a time). */
+  #accepting = false;
 
   /** Starts listening at once. */
-  constructor(options: ListenerOptions = {}) {
-    this.#opts = options;
-    this.#authkey = options.authkey;
-    if (options.authkey !== undefined) keyBytes(options.authkey);
+  constructor(options?: ListenerOptions) {
+    const o = optionsOf(options, "new Listener", 'new Listener({ authkey: "secret" })');
+    this.#opts = o;
+    this.#authkey = o.authkey;
+    if (o.authkey !== undefined) keyBytes(o.authkey);
+    this.#timeout = handshakeMs(o.handshakeTimeout);
+    maxMessageOf(o); // checked now: sockets are wrapped later, off any caller's stack
+    const max = o.maxPendingHandshakes ?? 32;
+    if (typeof max !== "number") {
+      throw new TypeError(`maxPendingHandshakes must be a number: got ${typeof max}`);
+    }
+    if (!Number.isInteger(max) || max < 1) {
+      throw new ValueError(`maxPendingHandshakes must be an integer >= 1: current value is ${max}`);
+    }
+    this.#maxPending = max;
     this.#listener = Deno.listen({
-      hostname: options.address?.hostname ?? "127.0.0.1",
-      port: options.address?.port ?? 0,
+      hostname: o.address?.hostname ?? "127.0.0.1",
+      port: o.address?.port ?? 0,
     });
   }
 
@@ -1045,38 +1045,95 @@ export class Listener {
   }
 
   /**
-   * Waits for the next peer and returns its `Connection` after the handshake. Throws
-   * `AuthenticationError` for a peer that fails the challenge or breaks the protocol (it is
-   * disconnected; call `accept()` again for the next one), and `OSError` once closed.
+   * Resolves with the next peer to finish the handshake. Rejects with `AuthenticationError` for
+   * a peer that failed the challenge, broke the protocol or took longer than `handshakeTimeout`
+   * ms (it is disconnected; call `accept()` again for the next one), and with `OSError` once the
+   * listener is closed. Concurrent calls are served in call order.
    */
-  async accept<T = unknown>(): Promise<Connection<T>> {
-    if (this.#closed) throw new OSError("listener is closed");
-    let sock: Deno.Conn;
-    try {
-      sock = await this.#listener.accept();
-    } catch (e) {
-      throw new OSError(this.#closed ? "listener is closed" : (e as Error).message, { cause: e });
+  accept<T = unknown>(): Promise<Connection<T>> {
+    if (this.#closed) return Promise.reject(new OSError("listener is closed"));
+    const next = this.#done.shift();
+    if (next) {
+      return "conn" in next
+        ? Promise.resolve(next.conn as Connection<T>)
+        : Promise.reject(next.error);
     }
-    const c = wrapSocket<T>(sock, this.#opts);
-    const key = this.#authkey;
-    if (key === undefined) return c;
-    try {
-      await within(this.#opts.handshakeTimeout ?? 20_000, c, async () => {
-        await deliverChallenge(c, key);
-        await answerChallenge(c, key);
-      });
-      return c;
-    } catch (e) {
-      c.close();
-      throw e;
-    }
+    return new Promise<Connection<T>>((resolve, reject) => {
+      this.#waiters.push({ resolve: resolve as (c: Connection<unknown>) => void, reject });
+      this.#pull();
+    });
   }
 
-  /** Stops listening (connections already accepted stay open). */
+  /**
+   * Takes the next peer from the operating system while an `accept()` waits and fewer than
+   * `maxPendingHandshakes` are under way. Demand-driven (not a loop started by the constructor)
+   * so that a listener nobody accepts on leaves peers in the backlog, as Python's does.
+   */
+  #pull(): void {
+    if (
+      this.#accepting || this.#closed || this.#waiters.length === 0 ||
+      this.#pending.size >= this.#maxPending
+    ) return;
+    this.#accepting = true;
+    this.#listener.accept().then((sock) => {
+      this.#accepting = false;
+      if (this.#closed) return sock.close();
+      this.#shake(sock);
+      this.#pull();
+    }, (e: Error) => {
+      this.#accepting = false;
+      if (this.#closed) return; // close() rejected the waiters already
+      // The operating system refused (e.g. out of file descriptors): the oldest accept() hears.
+      this.#settle({ error: new OSError(e.message, { cause: e }) });
+      this.#pull();
+    });
+  }
+
+  /** Runs one peer's handshake beside the others'; its outcome goes to the oldest waiter. */
+  #shake(sock: Deno.Conn): void {
+    const c = wrapSocket(sock, this.#opts);
+    const key = this.#authkey;
+    if (key === undefined) return this.#settle({ conn: c });
+    const peer = describePeer(sock);
+    this.#pending.add(c);
+    within(this.#timeout, c, async () => {
+      await deliverChallenge(c, key);
+      await answerChallenge(c, key);
+    }).then((): Handshake => ({ conn: c }), (e: Error): Handshake => {
+      c.close();
+      const error = e instanceof AuthenticationError
+        ? e
+        : new AuthenticationError(`peer dropped during authentication: ${e.message}`, { cause: e });
+      error.message += ` (peer ${peer})`;
+      return { error };
+    }).then((r) => {
+      this.#pending.delete(c);
+      if (this.#closed) return "conn" in r ? r.conn.close() : undefined;
+      this.#settle(r);
+      this.#pull(); // a handshake slot is free again
+    });
+  }
+
+  #settle(r: Handshake): void {
+    const w = this.#waiters.shift();
+    if (!w) this.#done.push(r);
+    else if ("conn" in r) w.resolve(r.conn);
+    else w.reject(r.error);
+  }
+
+  /**
+   * Stops listening: pending `accept()` calls reject with `OSError`, peers still in the
+   * handshake or accepted but not yet taken by `accept()` are disconnected. Connections already
+   * returned by `accept()` stay open.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#listener.close();
+    for (const c of this.#pending) c.close();
+    this.#pending.clear();
+    for (const r of this.#done.splice(0)) if ("conn" in r) r.conn.close();
+    for (const w of this.#waiters.splice(0)) w.reject(new OSError("listener is closed"));
   }
 
   /** `await using listener = ...`: closes. */
@@ -1089,6 +1146,21 @@ export class Listener {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** `handshakeTimeout` checked: milliseconds, default 20,000. */
+function handshakeMs(t: number | undefined): number {
+  if (t === undefined) return 20_000;
+  if (typeof t !== "number") {
+    throw new TypeError(`handshakeTimeout must be a number of milliseconds: got ${typeof t}`);
+  }
+  if (!(t >= 0)) throw new ValueError(`handshakeTimeout must be >= 0 ms: current value is ${t}`);
+  return t;
+}
+
+function describePeer(sock: Deno.Conn): string {
+  const a = sock.remoteAddr as Deno.NetAddr;
+  return a.hostname === undefined ? String(a.transport) : `${a.hostname}:${a.port}`;
 }
 
 /** Options of {@link Client}. */
@@ -1113,18 +1185,20 @@ export interface ClientOptions extends SocketOptions {
  */
 export async function Client<T = unknown>(
   address: Address,
-  options: ClientOptions = {},
+  options?: ClientOptions,
 ): Promise<Connection<T>> {
-  if (options.authkey !== undefined) keyBytes(options.authkey);
+  const o = optionsOf(options, "Client", 'Client(address, { authkey: "secret" })');
+  if (o.authkey !== undefined) keyBytes(o.authkey);
+  const timeout = handshakeMs(o.handshakeTimeout);
   const sock = await Deno.connect({
     hostname: address.hostname ?? "127.0.0.1",
     port: address.port,
   });
-  const c = wrapSocket<T>(sock, options);
-  const key = options.authkey;
+  const c = wrapSocket<T>(sock, o);
+  const key = o.authkey;
   if (key === undefined) return c;
   try {
-    await within(options.handshakeTimeout ?? 20_000, c, async () => {
+    await within(timeout, c, async () => {
       await answerChallenge(c, key);
       await deliverChallenge(c, key);
     });

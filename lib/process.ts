@@ -5,7 +5,8 @@
  * @module
  */
 
-import { keepAlive } from "./_atomics.ts";
+import { optionsOf } from "./_args.ts";
+import { deadlineOf, keepAlive, remainingMs } from "./_atomics.ts";
 import { beforeExit, current, isBootstrapping, type ProcessInfo } from "./_context.ts";
 import { isAlive as slotAlive, parentSlot } from "./_heap.ts";
 import { Child, setAdoptHook, SystemExit, type TargetKind } from "./_spawn.ts";
@@ -44,9 +45,13 @@ export interface ProcessOptions<A extends unknown[] = unknown[]> extends Isolati
   /** A daemon process is terminated when its parent ends and may not start children. */
   daemon?: boolean;
   /**
-   * Deno permissions for the worker (at most the parent's). Permissions not named are
-   * inherited; the worker can always read its own module's folder. Needs
-   * `--unstable-worker-options`.
+   * Deno permissions for the worker (at most the parent's): `"none"`, or an object such as
+   * `{ net: false, read: ["./data"] }` whose permissions not named are inherited. Least
+   * privilege plus what starting needs: whatever is asked, the worker may read denomp's own
+   * modules and its target's module file (the files only, not their folders); other modules
+   * that the target's module imports must be named in `read`. Needs Deno's
+   * `--unstable-worker-options` flag (or `"unstable": ["worker-options"]` in deno.json):
+   * without it `start()` throws a `ProcessError` that says so (where it can tell: see README).
    */
   permissions?: Deno.PermissionOptions;
 }
@@ -81,8 +86,15 @@ const children = new Set<Process>();
 
 // A worker reports its exit only after its non-daemon children ended (Python joins them at exit).
 beforeExit(async () => {
-  for (const p of [...children]) if (!p.daemon) await p.join();
+  // Not join(): a child that has just ended may be closed already (it leaves `children` a
+  // moment later), and join() refuses a closed process object.
+  for (const p of [...children]) if (!p.daemon) await keepAlive(st(p).child!.exited);
 });
+
+/** Python's check: a closed process object refuses to be used. */
+function checkOpen(s: State): void {
+  if (s.closed) throw new ValueError("process object is closed");
+}
 
 /**
  * A process: a worker running `target(...args)` or a subclass's `run()`.
@@ -106,7 +118,8 @@ beforeExit(async () => {
  */
 export class Process<A extends unknown[] = unknown[]> {
   /** Prepares a process; nothing runs until `start()`. */
-  constructor(options: ProcessOptions<A> = {}) {
+  constructor(options?: ProcessOptions<A>) {
+    options = optionsOf(options, "new Process", "new Process({ target: work, args: [1] })");
     const isolated = checkIsolation(options, "Process") ? options : undefined;
     states.set(
       this,
@@ -166,12 +179,11 @@ export class Process<A extends unknown[] = unknown[]> {
   /** Starts the worker. Throws `ProcessError` if already started or if the target cannot run in a worker. */
   start(): void {
     const s = st(this);
-    if (s.closed) throw new ValueError("process object is closed");
+    checkOpen(s);
     if (s.self) throw new ProcessError("cannot start the current process");
     if (s.child) throw new ProcessError("processes can only be started once");
-    if (current().daemon) {
-      throw new ProcessError("daemonic processes are not allowed to have children");
-    }
+    // The bootstrapping check comes first: a pool's workers are daemonic, so a Pool created at
+    // a module's top level would otherwise get the daemon message instead of the hint.
     if (isBootstrapping()) {
       // The module was imported by a worker to find its target, and its top level starts a
       // process: without this check every worker would start another, forever.
@@ -179,6 +191,9 @@ export class Process<A extends unknown[] = unknown[]> {
         "An attempt has been made to start a new process while a worker was importing its target's module. " +
           "Guard the parent's code with `if (import.meta.main) { ... }` (Python's `if __name__ == '__main__'`).",
       );
+    }
+    if (current().daemon) {
+      throw new ProcessError("daemonic processes are not allowed to have children");
     }
     const ctor = this.constructor as typeof Process;
     const overridesRun = ctor !== Process && ctor.prototype.run !== Process.prototype.run;
@@ -226,42 +241,63 @@ export class Process<A extends unknown[] = unknown[]> {
     return (s.target as (...a: unknown[]) => unknown)(...s.args);
   }
 
-  /** Resolves when the process has ended, or after `timeout` ms (then check `exitCode`). */
+  /**
+   * Resolves when the process has ended, or after `timeout` milliseconds (then check
+   * `exitCode`). `timeout` is a number (Python's `join(5)` is `join(5000)` here): anything else
+   * is a `TypeError`, a negative one a `ValueError`. Throws `ValueError` once closed.
+   */
   async join(timeout?: number): Promise<void> {
     const s = st(this);
+    checkOpen(s);
     if (s.self) throw new ProcessError("a process cannot join itself");
     if (!s.child) throw new ProcessError("can only join a started process");
+    const deadline = deadlineOf(timeout);
     if (s.child.exitCode !== null) return;
-    if (timeout === undefined || timeout === null) {
+    if (deadline === Infinity) {
       await keepAlive(s.child.exited);
       return;
     }
-    if (!(timeout >= 0)) {
-      throw new ValueError(`timeout must be a non-negative number: current value is ${timeout}`);
-    }
     let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([s.child.exited, new Promise((r) => (timer = setTimeout(r, timeout)))]);
+    await Promise.race([
+      s.child.exited,
+      new Promise((r) => (timer = setTimeout(r, remainingMs(deadline)))),
+    ]);
     clearTimeout(timer);
   }
 
-  /** True from `start()` until the worker has ended. */
+  /** True from `start()` until the worker has ended. Throws `ValueError` once closed. */
   isAlive(): boolean {
     const s = st(this);
+    checkOpen(s);
     if (s.self) return s.watchSlot === undefined || slotAlive(s.watchSlot);
     return s.child !== undefined && s.child.exitCode === null;
   }
 
-  /** Stops the worker at once (Python's SIGTERM): `exitCode` becomes -15. */
+  /**
+   * Stops the worker at once (Python's SIGTERM): `exitCode` becomes -15. Throws `ValueError`
+   * once closed.
+   */
   terminate(): void {
-    st(this).child?.terminate(-15);
+    const s = st(this);
+    checkOpen(s);
+    s.child?.terminate(-15);
   }
 
-  /** Stops the worker at once (Python's SIGKILL): `exitCode` becomes -9. */
+  /**
+   * Stops the worker at once (Python's SIGKILL): `exitCode` becomes -9. Throws `ValueError`
+   * once closed.
+   */
   kill(): void {
-    st(this).child?.terminate(-9);
+    const s = st(this);
+    checkOpen(s);
+    s.child?.terminate(-9);
   }
 
-  /** Releases the process object; throws `ValueError` while it still runs. */
+  /**
+   * Releases the process object; throws `ValueError` while it still runs. Afterwards, as in
+   * Python, `start()`, `join()`, `isAlive()`, `terminate()` and `kill()` throw `ValueError`
+   * ("process object is closed"); `name`, `pid` and `exitCode` still answer. Idempotent.
+   */
   close(): void {
     const s = st(this);
     if (s.child && s.child.exitCode === null) {
@@ -274,6 +310,7 @@ export class Process<A extends unknown[] = unknown[]> {
 
   /** `await using p = ...`: joins, then closes. */
   async [Symbol.asyncDispose](): Promise<void> {
+    if (st(this).closed) return;
     if (st(this).child) await this.join();
     this.close();
   }
@@ -366,7 +403,7 @@ export function parentProcess(): Process | null {
  * ```
  */
 export function activeChildren(): Process[] {
-  return [...children].filter((p) => p.isAlive());
+  return [...children].filter((p) => p.exitCode === null); // (isAlive() refuses a closed one)
 }
 
 /**

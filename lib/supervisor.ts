@@ -17,6 +17,13 @@
  *   supervisor sees as an abnormal exit (escalation). A child that fails to restart counts as
  *   another restart, so a child that cannot start ends in the same way.
  *
+ * Crashes: a child that crashes is handled here, so it is reported here, once, as one line on
+ * stderr naming the supervisor, the child's id and the error (`supervisor sup: child 'worker'
+ * (actor Worker-1) crashed: Error: boom`); the actor itself prints nothing. The full report,
+ * remote stack included, is the `reason` of the `exited` event given to `onEvent`, and
+ * `verbose: true` prints it instead of the line. (A `Process` child prints its own report, as
+ * any process does, and gets no second line.)
+ *
  * Everything happens in the process that runs the supervisor: it is an object, not a worker
  * (its children are the workers). Its watches do not keep the program alive; await `join()`
  * to run until the tree stops. A top-level supervisor is part of the process's tree that Ctrl-C
@@ -25,10 +32,19 @@
  * @module
  */
 
+import { optionsOf } from "./_args.ts";
 import { addRoot, isRoot, removeRoot, type Stoppable } from "./_lifecycle.ts";
-import { keepAlive } from "./_atomics.ts";
-import { type Actor, ActorRef, type ExitReason, isNormalExit, monitor } from "./actor.ts";
-import { ValueError } from "./errors.ts";
+import { deadlineOf, keepAlive, remainingMs } from "./_atomics.ts";
+import {
+  type Actor,
+  ActorRef,
+  type ExitReason,
+  isNormalExit,
+  isRunning,
+  markSupervised,
+  monitor,
+} from "./actor.ts";
+import { TimeoutError, ValueError } from "./errors.ts";
 import { Process } from "./process.ts";
 
 /** How a supervisor restarts its children. */
@@ -44,7 +60,7 @@ export type RestartType = "permanent" | "transient" | "temporary";
 export interface Supervisable {
   /** Resolves with the reason once it has stopped, for whatever cause. */
   readonly exited: Promise<ExitReason>;
-  /** Stops it (in order, within `timeout` ms if given); resolves once it has stopped. */
+  /** Stops it (in order, within `timeout` milliseconds if given); resolves once it has stopped. */
   stop(reason?: ExitReason, options?: { timeout?: number }): Promise<unknown>;
 }
 
@@ -89,6 +105,19 @@ export interface SupervisorOptions {
   name?: string;
   /** Told about starts, exits, restarts and the end of the supervisor. */
   onEvent?: (event: SupervisorEvent) => void;
+  /**
+   * Print each crash of a child in full (name, message and stack) on stderr instead of one
+   * line. Default false.
+   */
+  verbose?: boolean;
+}
+
+/** Options of {@link Supervisor.whenRunning}. */
+export interface WhenRunningOptions {
+  /** Milliseconds to wait for the child to run; then a `TimeoutError`. Default: no limit. */
+  timeout?: number;
+  /** Aborts the wait (the promise rejects with the signal's reason). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -120,6 +149,8 @@ export class SupervisorError extends Error {
 interface Slot {
   spec: ChildSpec;
   ref: ChildRef | undefined;
+  /** Why the child will never run again (a transient child that exited normally). */
+  over?: string;
   /** Bumped whenever the running instance changes: stale exit events are ignored. */
   gen: number;
   cancel?: () => void;
@@ -133,6 +164,15 @@ const RESTARTS = new Set(["permanent", "transient", "temporary"]);
 
 function describe(reason: ExitReason): string {
   return typeof reason === "string" ? reason : `${reason.name}: ${reason.message}`;
+}
+
+/** `Supervisable` children whose `exited` has resolved. */
+const ended = new WeakSet<Supervisable>();
+
+/** A waiter of `whenRunning`. */
+interface Waiter {
+  resolve: (ref: ChildRef) => void;
+  reject: (err: unknown) => void;
 }
 
 function isSupervisable(x: unknown): x is Supervisable {
@@ -176,6 +216,11 @@ export class Supervisor implements Supervisable {
   #ops: Promise<unknown> = Promise.resolve();
   #resolveExit!: (r: ExitReason) => void;
   #reason: ExitReason | undefined;
+  #verbose: boolean;
+  /** `whenRunning` calls waiting for a child's next start, by child id. */
+  #waiters = new Map<string, Set<Waiter>>();
+  /** Why each forgotten (temporary) child will not run again, by id. */
+  #gone = new Map<string, string>();
 
   /** Prepares a supervisor; `start()` starts its children. */
   constructor(options: SupervisorOptions) {
@@ -186,7 +231,8 @@ export class Supervisor implements Supervisable {
       children,
       name,
       onEvent,
-    } = options;
+      verbose = false,
+    } = optionsOf(options, "new Supervisor", "new Supervisor({ children: [...] })");
     if (!STRATEGIES.has(strategy)) {
       throw new ValueError(
         `strategy must be one_for_one, one_for_all or rest_for_one: current value is ${strategy}`,
@@ -219,6 +265,7 @@ export class Supervisor implements Supervisable {
     this.#maxRestarts = maxRestarts;
     this.#withinMs = withinMs;
     this.#onEvent = onEvent;
+    this.#verbose = verbose === true;
     this.#slots = children.map((spec) => ({ spec, ref: undefined, gen: 0 }));
     this.exited = new Promise((r) => (this.#resolveExit = r));
   }
@@ -241,7 +288,7 @@ export class Supervisor implements Supervisable {
       try {
         await this.#startChild(slot);
       } catch (err) {
-        this.#state = "stopping";
+        this.#setStopping();
         await this.#stopAll("shutdown");
         this.#finish(err instanceof Error ? err : new Error(String(err)));
         throw err;
@@ -263,7 +310,8 @@ export class Supervisor implements Supervisable {
 
   /**
    * The running child with `id` (its current instance: refs change across restarts), or
-   * undefined while it is not running.
+   * undefined while it is not running: from the moment it stops (a crashed child's stopped ref
+   * is never returned) until it runs again. {@link whenRunning} waits for that.
    *
    * @example
    * ```ts ignore
@@ -271,7 +319,79 @@ export class Supervisor implements Supervisable {
    * ```
    */
   get(id: string): ChildRef | undefined {
-    return this.#slots.find((s) => s.spec.id === id)?.ref;
+    const slot = this.#slots.find((s) => s.spec.id === id);
+    return slot && this.#runningRef(slot);
+  }
+
+  /**
+   * Resolves with child `id`'s running instance: at once if it runs, else at its next start
+   * (after a crash, once restarted). Rejects with a `SupervisorError` when it will never run
+   * again — no such child, a temporary child that exited, a transient one that exited
+   * normally, or the supervisor stopping or giving up — with `TimeoutError` after `timeout`
+   * milliseconds, and with the signal's reason when `signal` aborts.
+   *
+   * @example
+   * ```ts
+   * import { Supervisor, type Supervisable } from "./supervisor.ts";
+   * const child = (): Supervisable => ({ exited: new Promise(() => {}), stop: async () => {} });
+   * const sup = await new Supervisor({ children: [{ id: "w", start: child }] }).start();
+   * const w = await sup.whenRunning("w", { timeout: 1000 });
+   * console.assert(w === sup.get("w"));
+   * await sup.stop();
+   * ```
+   */
+  whenRunning(id: string, options?: WhenRunningOptions): Promise<ChildRef> {
+    const call = 'whenRunning("worker", { timeout: 5000 })';
+    let o: WhenRunningOptions, deadline: number;
+    try {
+      o = optionsOf(options, "Supervisor.whenRunning", call);
+      deadline = deadlineOf(o.timeout);
+      o.signal?.throwIfAborted();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const slot = this.#slots.find((s) => s.spec.id === id);
+    const why = !slot
+      ? this.#gone.get(id) ?? "it is not a child of this supervisor"
+      : slot.over ?? (this.#state === "stopping" || this.#state === "stopped"
+        ? `the supervisor is ${this.#state}`
+        : undefined);
+    if (why) return Promise.reject(this.#never(id, why));
+    const ref = this.#runningRef(slot!);
+    if (ref) return Promise.resolve(ref);
+    const { timeout, signal } = o;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const wait = new Promise<ChildRef>((resolve, reject) => {
+      let set = this.#waiters.get(id);
+      if (!set) this.#waiters.set(id, set = new Set());
+      const w: Waiter = { resolve, reject };
+      set.add(w);
+      const give = (err: unknown) => {
+        set.delete(w);
+        if (!set.size && this.#waiters.get(id) === set) this.#waiters.delete(id);
+        reject(err);
+      };
+      if (deadline !== Infinity) {
+        timer = setTimeout(
+          () =>
+            give(
+              new TimeoutError(
+                `supervisor ${this.name}: child '${id}' was not running within ${timeout} ms`,
+              ),
+            ),
+          remainingMs(deadline),
+        );
+      }
+      if (signal) {
+        onAbort = () => give(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+      }
+    });
+    return keepAlive(wait.finally(() => {
+      clearTimeout(timer);
+      if (onAbort) signal!.removeEventListener("abort", onAbort);
+    }));
   }
 
   /**
@@ -285,7 +405,7 @@ export class Supervisor implements Supervisable {
   whichChildren(): { id: string; child: ChildRef | undefined; restart: RestartType }[] {
     return this.#slots.map((s) => ({
       id: s.spec.id,
-      child: s.ref,
+      child: this.#runningRef(s),
       restart: s.spec.restart ?? "permanent",
     }));
   }
@@ -298,10 +418,11 @@ export class Supervisor implements Supervisable {
    * await sup.stop(); // "shutdown"
    * ```
    */
-  stop(reason: ExitReason = "shutdown", _options: { timeout?: number } = {}): Promise<ExitReason> {
+  stop(reason: ExitReason = "shutdown", options?: { timeout?: number }): Promise<ExitReason> {
+    optionsOf(options, "Supervisor.stop", 'stop("shutdown")'); // children have their own limits
     if (this.#state === "initial") this.#finish(reason);
     if (this.#state === "running") {
-      this.#state = "stopping"; // from now on, exits are no longer restarted
+      this.#setStopping(); // from now on, exits are no longer restarted
       void this.#enqueue(async () => {
         await this.#stopAll("shutdown");
         this.#finish(reason);
@@ -352,9 +473,64 @@ export class Supervisor implements Supervisable {
     return p;
   }
 
+  /** The child's instance in `slot` if it runs (a stopped one is not returned, see `get`). */
+  #runningRef(slot: Slot): ChildRef | undefined {
+    const ref = slot.ref;
+    if (!ref) return undefined;
+    // The exit watch reports a stop a moment later: what stopped is not running meanwhile.
+    const running = ref instanceof ActorRef
+      ? isRunning(ref)
+      : ref instanceof Process
+      ? ref.exitCode === null
+      : ref instanceof Supervisor
+      ? ref.#state === "running"
+      : !ended.has(ref);
+    return running ? ref : undefined;
+  }
+
+  /** The error of a `whenRunning` for a child that will never run again. */
+  #never(id: string, why: string): SupervisorError {
+    return new SupervisorError(this.name, `child '${id}' will not run again: ${why}`);
+  }
+
+  /** Rejects the `whenRunning` calls for `id` (every child's when `id` is undefined). */
+  #rejectWaiters(why: string, id?: string): void {
+    for (const [key, set] of this.#waiters) {
+      if (id !== undefined && key !== id) continue;
+      this.#waiters.delete(key);
+      for (const w of set) w.reject(this.#never(key, why));
+    }
+  }
+
+  /** Drops a temporary child for good. */
+  #forget(slot: Slot, why: string): void {
+    this.#slots = this.#slots.filter((s) => s !== slot);
+    this.#gone.set(slot.spec.id, why);
+    this.#rejectWaiters(why, slot.spec.id);
+  }
+
+  /** Leaves the running state: no more restarts, and no child will run again. */
+  #setStopping(): void {
+    this.#state = "stopping";
+    this.#rejectWaiters("the supervisor is stopping");
+  }
+
+  /** Reports a child's crash on stderr, once: one line, or in full with `verbose`. */
+  #reportCrash(id: string, ref: ChildRef, reason: ExitReason): void {
+    if (!(reason instanceof Error) || ref instanceof Process) return; // a Process reports itself
+    const who = ref instanceof ActorRef
+      ? ` (actor ${ref.name})`
+      : ref instanceof Supervisor
+      ? ` (supervisor ${ref.name})`
+      : "";
+    const what = this.#verbose ? `\n${reason.stack ?? describe(reason)}` : ` ${describe(reason)}`;
+    console.error(`supervisor ${this.name}: child '${id}'${who} crashed:${what}`);
+  }
+
   #finish(reason: ExitReason): void {
     if (this.#state === "stopped") return;
     this.#state = "stopped";
+    this.#rejectWaiters(`the supervisor stopped (${describe(reason)})`);
     this.#reason = reason;
     if (isRoot(this) && !isNormalExit(reason)) {
       // Nobody above to escalate to: say why the tree went down (OTP's supervisor report).
@@ -380,6 +556,7 @@ export class Supervisor implements Supervisable {
     }
     ref = ref as ChildRef;
     removeRoot(ref as unknown as Stoppable); // supervised now: we stop it, in order
+    if (ref instanceof ActorRef) markSupervised(ref, true); // and we report its crashes
     if (this.#state !== "running") {
       // Stopped while the child was starting: it must not outlive us.
       await this.#stopRef(ref, "shutdown", slot.spec.shutdown);
@@ -396,9 +573,16 @@ export class Supervisor implements Supervisable {
     if (ref instanceof ActorRef || ref instanceof Process) {
       void monitor(ref, { keepAlive: false, signal: ctl.signal }).then(onExit);
     } else {
-      void ref.exited.then(onExit);
+      const r = ref;
+      void r.exited.then((reason) => {
+        if (!(r instanceof Supervisor)) ended.add(r);
+        onExit(reason);
+      });
     }
     this.#emit({ type: "started", supervisor: this.name, id: slot.spec.id });
+    const waiters = this.#waiters.get(slot.spec.id);
+    this.#waiters.delete(slot.spec.id);
+    for (const w of waiters ?? []) w.resolve(ref);
   }
 
   async #stopRef(ref: ChildRef, reason: ExitReason, shutdown?: number): Promise<void> {
@@ -441,16 +625,21 @@ export class Supervisor implements Supervisable {
 
   async #childExited(slot: Slot, gen: number, reason: ExitReason): Promise<void> {
     if (this.#state !== "running" || slot.gen !== gen) return;
+    const ref = slot.ref!;
     slot.ref = undefined;
     slot.cancel = undefined;
     const id = slot.spec.id;
+    this.#reportCrash(id, ref, reason);
     this.#emit({ type: "exited", supervisor: this.name, id, reason });
     const restart = slot.spec.restart ?? "permanent";
     if (restart === "temporary") {
-      this.#slots = this.#slots.filter((s) => s !== slot);
+      this.#forget(slot, `it is temporary and exited (${describe(reason)})`);
       return;
     }
-    if (restart === "transient" && isNormalExit(reason)) return;
+    if (restart === "transient" && isNormalExit(reason)) {
+      slot.over = `it is transient and exited normally (${describe(reason)})`;
+      return this.#rejectWaiters(slot.over, id);
+    }
     await this.#restart(slot, reason);
   }
 
@@ -470,8 +659,9 @@ export class Supervisor implements Supervisable {
         if (s === failed || !s.ref) continue;
         await this.#stopChild(s, "shutdown");
         // A temporary child is never restarted: stopped by a restart, it is forgotten.
-        if (s.spec.restart === "temporary") this.#slots = this.#slots.filter((x) => x !== s);
-        else restart.add(s);
+        if (s.spec.restart === "temporary") {
+          this.#forget(s, "it is temporary and was stopped by a restart");
+        } else restart.add(s);
       }
       this.#restartCount++;
       let failedNow: Slot | undefined;
@@ -505,7 +695,7 @@ export class Supervisor implements Supervisable {
 
   async #giveUp(slot: Slot, cause: ExitReason): Promise<void> {
     this.#emit({ type: "gave_up", supervisor: this.name, id: slot.spec.id, reason: cause });
-    this.#state = "stopping";
+    this.#setStopping();
     await this.#stopAll("shutdown");
     this.#finish(
       new SupervisorError(

@@ -16,7 +16,8 @@
  */
 
 import type { AsyncLocalStorage } from "node:async_hooks";
-import { keepAlive } from "./_atomics.ts";
+import { optionsOf } from "./_args.ts";
+import { deadlineOf, keepAlive, remainingMs } from "./_atomics.ts";
 import { beforeExit } from "./_context.ts";
 import { nextId } from "./_heap.ts";
 import { ValueError } from "./errors.ts";
@@ -94,7 +95,8 @@ export class Thread<A extends unknown[] = unknown[]> {
   #finish!: () => void;
 
   /** Prepares a thread; nothing runs until `start()`. */
-  constructor(options: ThreadOptions<A> = {}) {
+  constructor(options?: ThreadOptions<A>) {
+    options = optionsOf(options, "new Thread", "new Thread({ target: work, args: [1] })");
     this.#target = options.target;
     this.#args = options.args ?? [];
     this.#done = new Promise((r) => (this.#finish = r));
@@ -174,20 +176,23 @@ export class Thread<A extends unknown[] = unknown[]> {
   }
 
   /**
-   * Resolves when the thread has ended, or after `timeout` ms (then check `isAlive()`).
-   * Joining a thread that was not started, or the current thread, is a `ValueError`.
+   * Resolves when the thread has ended, or after `timeout` milliseconds (then check
+   * `isAlive()`). `timeout` is a number (not an options object): anything else is a
+   * `TypeError`, a negative one a `ValueError`. Joining a thread that was not started, or the
+   * current thread, is a `ValueError`.
    */
   async join(timeout?: number): Promise<void> {
     if (!this.#started) throw new ValueError("cannot join thread before it is started");
     if (this === currentThread()) throw new ValueError("cannot join current thread");
+    const deadline = deadlineOf(timeout);
     if (this.#stopped) return;
-    if (timeout === undefined || timeout === null) return await keepAlive(this.#done);
-    if (!(timeout >= 0)) {
-      throw new ValueError(`'timeout' must be a non-negative number: current value is ${timeout}`);
-    }
+    if (deadline === Infinity) return await keepAlive(this.#done);
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await Promise.race([this.#done, new Promise((r) => (timer = setTimeout(r, timeout)))]);
+      await Promise.race([
+        this.#done,
+        new Promise((r) => (timer = setTimeout(r, remainingMs(deadline)))),
+      ]);
     } finally {
       clearTimeout(timer);
     }

@@ -10,6 +10,7 @@ import {
   Recorder,
   Sink,
   Source,
+  Thrower,
   Trapper,
 } from "./fixtures/actor_targets.ts";
 import { exitAfter, useRef } from "./fixtures/actor_procs.ts";
@@ -80,6 +81,20 @@ Deno.test("a method that throws: the caller gets the error, the actor stops with
   assert.ok(reason instanceof TypeError && reason.message === "boom");
   assert.equal(c.isAlive(), false);
   await assert.rejects(() => c.call.get(), ActorExited);
+});
+
+Deno.test("a thrown error with a field that cannot be sent still reaches the caller and monitors", async () => {
+  const t = await spawn(Thrower);
+  const down = monitor(t);
+  const isBoom = (e: unknown) => {
+    assert.ok(e instanceof RangeError, String(e));
+    assert.equal(e.message, "boom");
+    assert.equal((e.cause as { orderId: number }).orderId, 42);
+    assert.match(e.stack ?? "", /left out when sending this error: callback/);
+    return true;
+  };
+  await assert.rejects(() => t.call.fail(), isBoom);
+  isBoom(await down);
 });
 
 Deno.test("ask/call to a dead actor rejects with the reason; ask timeout; self-call", async () => {
@@ -374,4 +389,30 @@ Deno.test("an actor killed while busy in a handler stops silently when the handl
   assert.match(r.out, /reason killed/);
   assert.match(r.out, /zombie-done/);
   assert.doesNotMatch(r.err, /crashed|terminated/);
+});
+
+Deno.test("an actor spawned with permissions 'none' starts: it may read denomp and its class's module only", async () => {
+  const a = await spawn(Noisy, { args: ["sandboxed"], permissions: "none" });
+  assert.equal(await a.call.ping(), "pong sandboxed");
+  await a.stop();
+});
+
+Deno.test("options objects: a number or boolean where one belongs is a TypeError showing the right call", async () => {
+  const mb = new Mailbox<number>();
+  await assert.rejects(
+    mb.receive(1000 as unknown as undefined),
+    (e: Error) => e instanceof TypeError && /receive\(\{ timeout: 1000 \}\)/.test(e.message),
+  );
+  assert.throws(() => mb.receiveSync(0 as unknown as undefined), TypeError);
+  await assert.rejects(mb.send(1, 50 as unknown as undefined), TypeError);
+  assert.throws(() => mb.sendSync(1, true as unknown as undefined), TypeError);
+  assert.throws(() => new Mailbox(10 as unknown as undefined), /new Mailbox\(\{ maxsize/);
+  await assert.rejects(spawn(Noisy, "n" as unknown as undefined), TypeError);
+  const a = await spawn(Noisy, { args: ["opts"] });
+  await assert.rejects(a.ask(undefined as never, 100 as unknown as undefined), TypeError);
+  assert.throws(() => monitor(a, false as unknown as undefined), TypeError);
+  await assert.rejects(a.stop("normal", 5000 as unknown as undefined), TypeError);
+  await assert.rejects(a.stop("normal", { timeout: -1 }), ValueError);
+  assert.equal(await a.call.ping(), "pong opts"); // refused calls left it alone
+  await a.stop("normal", { timeout: 5000 });
 });

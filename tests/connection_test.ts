@@ -21,6 +21,9 @@ import {
   pipeSend,
   pipeSendBig,
 } from "./fixtures/queue_targets.ts";
+import { handOffAndKeep } from "./fixtures/pipe_targets.ts";
+import { __testHooks, endOpen } from "../lib/_pipe_copies.ts";
+import { dumps, loads } from "../lib/reduction.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const TCP_PEER = new URL("./fixtures/tcp_peer.ts", import.meta.url).pathname;
@@ -238,6 +241,42 @@ Deno.test("a Connection made in a worker travels through a pipe and works here",
   mine.close();
 });
 
+Deno.test("a copy moving between processes while the other end scans for EOF is never missed", async () => {
+  // The worker makes the pipe and leaves: its copies stay in entry 0 of each end's table (dead).
+  const [mine, theirs] = Pipe<unknown>();
+  const p = start(handOffAndKeep, theirs);
+  theirs.close();
+  const a = await mine.recv() as Connection<string>;
+  let b = await mine.recv() as Connection<string>; // entry 1 of end 1: entry 0 was live then
+  await mine.send("held");
+  await p.join();
+  const off = Number(/pipe (\d+)/.exec(String(b))![1]);
+  assert.ok(endOpen(off, 1));
+  // While a scan of end 1 stands between entries 0 and 1, b moves (as a copy sent away and
+  // received does): it lands in entry 0 (the dead worker's, taken over) and leaves entry 1. At
+  // no instant is b closed, but the scan has passed its new place and finds its old one empty.
+  let moved = false;
+  __testHooks.scanning = (k) => {
+    if (k !== 1 || moved) return;
+    moved = true;
+    const bytes = dumps(b); // in flight
+    b.close(); // gone from entry 1
+    b = loads(bytes) as Connection<string>; // claimed in entry 0, no longer in flight
+  };
+  try {
+    assert.equal(endOpen(off, 1), true, "end 1 is open: b holds it");
+  } finally {
+    __testHooks.scanning = undefined;
+  }
+  assert.ok(moved);
+  await b.send("still here");
+  assert.equal(await a.recv(), "still here");
+  b.close();
+  await assert.rejects(a.recv(), EOFError);
+  a.close();
+  mine.close();
+});
+
 Deno.test("sending to a pipe whose other end is closed everywhere throws BrokenPipeError", async () => {
   const [a, b] = Pipe();
   b.close();
@@ -347,4 +386,116 @@ Deno.test("a TCP Connection cannot be sent to a worker; socket connections have 
   s.close();
   c.close();
   await sleep(0);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Listener: handshakes run concurrently, bounded in number, time and bytes (real TCP sockets).
+
+/** A raw TCP peer of `listener` that connects and sends `bytes` (nothing: a silent peer). */
+async function rawPeer(listener: Listener, bytes?: Uint8Array): Promise<Deno.Conn> {
+  const conn = await Deno.connect(listener.address);
+  if (bytes) await conn.write(bytes).catch(() => {});
+  return conn;
+}
+
+/** Settles `accept()` as `"conn"`, or the refusal's message; closes the connection. */
+function outcome(p: Promise<Connection>): Promise<string> {
+  return p.then((c) => {
+    c.close();
+    return "conn";
+  }, (e: Error) => {
+    assert.ok(e instanceof AuthenticationError, `${e.name}: ${e.message}`);
+    return e.message;
+  });
+}
+
+Deno.test("Listener: a good client connects at once behind 10 silent peers; their refusals follow their timeout", async () => {
+  await using listener = new Listener({ authkey: "k3y", handshakeTimeout: 3000 });
+  const first = listener.accept();
+  const silent = await Promise.all(Array.from({ length: 10 }, () => rawPeer(listener)));
+  await sleep(100); // the silent peers are surely taken first
+  const t0 = performance.now();
+  const [server, client] = await Promise.all([
+    first,
+    Client(listener.address, { authkey: "k3y" }),
+  ]);
+  const ms = performance.now() - t0;
+  assert.ok(ms < 1500, `the good client took ${ms.toFixed(0)} ms behind 10 silent peers`);
+  await client.send("hello");
+  assert.equal(await server.recv(), "hello");
+  server.close();
+  client.close();
+  // Each silent peer is one refusal, once its time is up.
+  const refusals = await Promise.all(silent.map(() => outcome(listener.accept())));
+  for (const r of refusals) {
+    assert.match(r, /did not finish within 3000 ms \(peer 127\.0\.0\.1:\d+\)/);
+  }
+  for (const s of silent) s.close();
+});
+
+Deno.test("Listener: garbage and an oversized handshake message are refused at once, each as one accept() result", async () => {
+  await using listener = new Listener({ authkey: "k3y", handshakeTimeout: 3000 });
+  const results = Array.from({ length: 4 }, () => outcome(listener.accept()));
+  const silent = await rawPeer(listener);
+  const garbage = await rawPeer(listener, new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"));
+  // 257 bytes where the handshake allows 256: too many bytes, refused before they are read.
+  const big = new Uint8Array(4 + 257);
+  new DataView(big.buffer).setUint32(0, 257);
+  const tooMany = await rawPeer(listener, big);
+  const t0 = performance.now();
+  const client = await Client(listener.address, { authkey: "k3y" });
+  const ms = performance.now() - t0;
+  assert.ok(ms < 1500, `the good client took ${ms.toFixed(0)} ms`);
+  client.close();
+  const got = await Promise.all(results);
+  // The silent peer is refused last (its time runs out); the others as soon as they spoke.
+  assert.match(got[3], /did not finish within 3000 ms/);
+  assert.equal(got.filter((m) => m === "conn").length, 1);
+  assert.equal(got.filter((m) => /over the limit of 256/.test(m)).length, 2, got.join("\n"));
+  for (const s of [silent, garbage, tooMany]) s.close();
+});
+
+Deno.test("Listener: at most maxPendingHandshakes at once; the next peer waits for a free slot", async () => {
+  await using listener = new Listener({
+    authkey: "k3y",
+    handshakeTimeout: 1500,
+    maxPendingHandshakes: 2,
+  });
+  const results = Array.from({ length: 3 }, () => outcome(listener.accept()));
+  const a = await rawPeer(listener); // times out at ~1500 ms
+  await sleep(700);
+  const b = await rawPeer(listener); // times out at ~2200 ms
+  await sleep(100);
+  const t0 = performance.now();
+  const client = await Client(listener.address, { authkey: "k3y" }); // waits for a's slot
+  const ms = performance.now() - t0;
+  client.close();
+  const got = await Promise.all(results);
+  assert.match(got[0], /did not finish within 1500 ms/);
+  assert.equal(got[1], "conn", got.join("\n"));
+  assert.match(got[2], /did not finish within 1500 ms/);
+  assert.ok(ms > 300, `the third peer got in after ${ms.toFixed(0)} ms: the bound is 2`);
+  a.close();
+  b.close();
+});
+
+Deno.test("Listener: close() rejects waiting accept() calls with OSError and drops peers in the handshake", async () => {
+  const listener = new Listener({ authkey: "k3y" });
+  const waiting = listener.accept();
+  const silent = await rawPeer(listener);
+  await sleep(100);
+  listener.close();
+  await assert.rejects(waiting, (e: Error) => e instanceof OSError && /closed/.test(e.message));
+  await assert.rejects(listener.accept(), OSError);
+  // The silent peer was disconnected: it reads the challenge, then the end of the stream.
+  const buf = new Uint8Array(1024);
+  let n: number | null = 0;
+  while (n !== null) n = await silent.read(buf).catch(() => null);
+  silent.close();
+  assert.throws(() => new Listener({ maxPendingHandshakes: 0 }), ValueError);
+  assert.throws(
+    () => new Listener({ handshakeTimeout: "5" as unknown as number }),
+    /handshakeTimeout must be a number of milliseconds/,
+  );
+  assert.throws(() => new Listener(5 as unknown as undefined), TypeError);
 });

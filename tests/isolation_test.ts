@@ -151,6 +151,11 @@ Deno.test("isolation process pool: results, batching of a big map, initializer",
     const m = new Map([[1, { when: new Date(0), tags: new Set(["a"]) }]]);
     assert.deepEqual(await pool.apply(echo, [m]), m);
     await assert.rejects(pool.apply(boom, ["remote failure"]), /remote failure/);
+    // Messages larger than a ring's frame are streamed, both ways.
+    const bytes = new Uint8Array(700_000).map((_, i) => i % 251);
+    const [a, b] = await Promise.all([pool.apply(echo, [bytes]), pool.apply(echo, [bytes])]);
+    assert.deepEqual(a, bytes);
+    assert.deepEqual(b, bytes);
     const pids = new Set(await Promise.all(range(4).map(() => pool.apply(pidAfter, [100]))));
     assert.ok(!pids.has(Deno.pid));
   } finally {

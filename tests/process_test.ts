@@ -29,6 +29,7 @@ import { checkTokens } from "./fixtures/kind_targets.ts";
 import { type ProgramResult, runProgram } from "./_program.ts";
 
 const FIXTURE = new URL("./fixtures/proc_main.ts", import.meta.url).pathname;
+const PERM_PROGRAM = new URL("./fixtures/perm_program.ts", import.meta.url).pathname;
 
 async function run(
   target: (...a: never[]) => unknown,
@@ -238,4 +239,59 @@ Deno.test("a handle kind registered by a module the target's module does not imp
   // One kind names its module (`HandleKind.module`), the other is found from the stack.
   const p = await run(checkTokens, [new StackToken(1), new NamedToken(2)]);
   assert.equal(p.exitCode, 0);
+});
+
+Deno.test("after close(), isAlive(), join(), terminate() and kill() throw ValueError; join(timeout) takes milliseconds", async () => {
+  const p = new Process({ target: sleep, args: [30_000] });
+  p.start();
+  await assert.rejects(
+    p.join({ timeout: 5 } as unknown as number),
+    (e: Error) => e instanceof TypeError && /milliseconds/.test(e.message),
+  );
+  await assert.rejects(p.join("5" as unknown as number), TypeError);
+  await assert.rejects(p.join(-1), ValueError);
+  assert.ok(p.isAlive(), "a refused join() leaves the process alone");
+  p.terminate();
+  await p.join();
+  p.close();
+  p.close(); // idempotent
+  const closed = (e: Error) => e instanceof ValueError && e.message === "process object is closed";
+  assert.throws(() => p.isAlive(), closed);
+  await assert.rejects(p.join(), closed);
+  assert.throws(() => p.terminate(), closed);
+  assert.throws(() => p.kill(), closed);
+  assert.throws(() => p.start(), closed);
+  // What it was still answers.
+  assert.equal(p.exitCode, -15);
+  assert.equal(typeof p.pid, "number");
+  assert.match(String(p), /stopped exitcode=-15/);
+  await p[Symbol.asyncDispose](); // disposing a closed process is a no-op
+  assert.throws(() => new Process(5 as unknown as undefined), TypeError);
+});
+
+Deno.test("permissions: { read: false } and 'none' still start: the worker reads exactly denomp and its target's module", async () => {
+  for (const permissions of [{ read: false }, "none"] as Deno.PermissionOptions[]) {
+    assert.equal((await run(noop, [], { permissions })).exitCode, 0, JSON.stringify(permissions));
+  }
+  // Its own module is readable (it is loaded from there), a file beside it is not.
+  const own = new URL("./fixtures/proc_targets.ts", import.meta.url).pathname;
+  assert.equal((await run(readFile, [own], { permissions: { read: false } })).exitCode, 0);
+  assert.equal((await run(readFile, [FIXTURE], { permissions: { read: false } })).exitCode, 1);
+  assert.throws(
+    () => new Process({ target: noop, permissions: "all" as Deno.PermissionOptions }).start(),
+    /permissions must be "inherit", "none" or an object/,
+  );
+});
+
+Deno.test("permissions without --unstable-worker-options: a ProcessError at start() naming the flag, not exit 70", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    // --no-config: the project's deno.json turns the flag on.
+    args: ["run", "-A", "--no-config", PERM_PROGRAM],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.match(text, /^ProcessError: .*--unstable-worker-options/m);
+  assert.match(text, /^plain 0$/m);
 });

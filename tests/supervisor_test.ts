@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type ActorRef, Mailbox, monitor, spawn } from "../lib/actor.ts";
-import { ValueError } from "../lib/errors.ts";
+import { TimeoutError, ValueError } from "../lib/errors.ts";
 import { Process } from "../lib/process.ts";
 import {
   type ChildSpec,
@@ -10,9 +10,43 @@ import {
 } from "../lib/supervisor.ts";
 import { Logged, Noisy } from "./fixtures/actor_targets.ts";
 import { exitAfter, sleepLong } from "./fixtures/actor_procs.ts";
+import { runProgram } from "./_program.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FIXTURE = new URL("./fixtures/actor_main.ts", import.meta.url).pathname;
+const CRASH_PROGRAM = new URL("./fixtures/crash_program.ts", import.meta.url).pathname;
+const SIGINT_PROGRAM = new URL("./fixtures/sigint_program.ts", import.meta.url).pathname;
+
+/**
+ * Runs `file` as its own deno process until it prints "ready", sends it a real SIGINT, and
+ * returns how it ended: exit code, stdout, and the milliseconds from the signal to the exit.
+ */
+async function interrupt(file: string, ...args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-worker-options", file, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const dec = new TextDecoder();
+  let out = "";
+  while (!out.includes("ready\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec.decode(value);
+  }
+  assert.match(out, /ready\n/);
+  const t0 = performance.now();
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec.decode(value);
+  }
+  const status = await child.status;
+  await child.stderr.cancel();
+  return { code: status.code, out, ms: performance.now() - t0 };
+}
 
 /** A supervision test bench: children that log their lives to one shared mailbox. */
 function bench() {
@@ -273,32 +307,9 @@ Deno.test("start failures: a child that cannot start stops the others and reject
 });
 
 Deno.test("Ctrl-C shuts a supervision tree down in order and exits promptly", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-worker-options", FIXTURE, "tree"],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  const dec = new TextDecoder();
-  let out = "";
-  while (!out.includes("ready\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += dec.decode(value);
-  }
-  assert.match(out, /ready\n/);
-  const t0 = performance.now();
-  child.kill("SIGINT");
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += dec.decode(value);
-  }
-  const status = await child.status;
-  await child.stderr.cancel();
-  const ms = performance.now() - t0;
+  const { code: status, out, ms } = await interrupt(FIXTURE, "tree");
   assert.ok(ms < 8000, `took ${ms} ms to exit`);
-  assert.equal(status.code, 130);
+  assert.equal(status, 130);
   const stops = out.split("\n").filter((l) => l.startsWith("stop ") || l.startsWith("supervisor"));
   assert.deepEqual(stops, [
     "stop d shutdown",
@@ -308,4 +319,93 @@ Deno.test("Ctrl-C shuts a supervision tree down in order and exits promptly", as
     "stop a shutdown",
     "supervisor root stopped shutdown",
   ]);
+});
+
+Deno.test("Ctrl-C in a program with its own SIGINT listener: the program's handler runs to its end", async () => {
+  for (const mode of ["own", "node"]) {
+    const r = await interrupt(SIGINT_PROGRAM, mode);
+    // It saved for a second, asking a live actor, then stopped the tree and chose its exit code.
+    assert.equal(r.code, 3, `${mode}: ${r.out}`);
+    assert.match(r.out, /saving\nsaved \(pong a\)\nstop a shutdown\n/);
+    assert.ok(r.ms >= 900, `${mode}: exited ${r.ms.toFixed(0)} ms after the signal`);
+  }
+  // A listener added and removed again leaves Ctrl-C to the library: the tree stops, 130.
+  const removed = await interrupt(SIGINT_PROGRAM, "removed");
+  assert.equal(removed.code, 130, removed.out);
+  assert.match(removed.out, /stop a shutdown\n/);
+  assert.doesNotMatch(removed.out, /never/);
+});
+
+Deno.test("get() returns nothing from a child's crash until it runs again; whenRunning() waits for that", async () => {
+  const b = bench();
+  const sup = await new Supervisor({ children: [b.child("a")] }).start();
+  await b.take(1);
+  const a0 = ref(sup, "a");
+  assert.equal(await sup.whenRunning("a"), a0); // running: at once
+  await crash(a0);
+  // As soon as the caller hears of the crash, the stopped ref is no longer handed out.
+  assert.equal(sup.get("a"), undefined);
+  assert.equal(sup.whichChildren()[0].child, undefined);
+  const a1 = await sup.whenRunning("a", { timeout: 10_000 }) as ActorRef<Logged>;
+  assert.ok(!a1.equals(a0));
+  assert.equal(await a1.call.label_(), "a");
+  assert.equal(sup.get("a"), a1);
+  assert.deepEqual(await b.take(2), ["stop a Error", "start a"]);
+  await sup.stop();
+  await b.take(1);
+});
+
+Deno.test("whenRunning() fails clearly for a child gone for good, a stopping supervisor, a timeout", async () => {
+  const b = bench();
+  const sup = await new Supervisor({
+    children: [b.child("perm"), b.child("trans", "transient"), b.child("temp", "temporary")],
+  }).start();
+  await b.take(3);
+  // Asked before the supervisor has handled the exits: the waits end when it has.
+  const trans = ref(sup, "trans"), temp = ref(sup, "temp");
+  await trans.stop("normal");
+  await crash(temp);
+  await assert.rejects(
+    sup.whenRunning("trans"),
+    (e: Error) =>
+      e instanceof SupervisorError &&
+      /child 'trans' will not run again: .*transient/.test(e.message),
+  );
+  await assert.rejects(sup.whenRunning("temp"), /child 'temp' will not run again: .*temporary/);
+  await assert.rejects(sup.whenRunning("nope"), /not a child of this supervisor/);
+  await assert.rejects(sup.whenRunning("perm", 5000 as unknown as undefined), TypeError);
+  await assert.rejects(sup.whenRunning("perm", { timeout: -1 }), ValueError);
+  await sup.stop();
+  await b.take(1);
+  await assert.rejects(sup.whenRunning("perm"), /will not run again: the supervisor is stopped/);
+  // Not started yet: waits for the start, up to its timeout; a stop ends the wait.
+  const idle = new Supervisor({ children: [b.child("x")] });
+  const t0 = performance.now();
+  await assert.rejects(idle.whenRunning("x", { timeout: 200 }), TimeoutError);
+  assert.ok(performance.now() - t0 >= 150);
+  const waiting = idle.whenRunning("x");
+  const aborted = idle.whenRunning("x", { signal: AbortSignal.timeout(50) });
+  await assert.rejects(aborted, (e: Error) => e.name === "TimeoutError");
+  await idle.stop();
+  await assert.rejects(waiting, /child 'x' will not run again: the supervisor stopped/);
+});
+
+Deno.test("a supervised crash is one line on stderr, once; verbose: true prints the full report", async () => {
+  const line = await runProgram(CRASH_PROGRAM, ["line"]);
+  assert.equal(line.code, 0, line.err);
+  const lines = line.err.trim().split("\n");
+  assert.deepEqual(lines, [
+    "supervisor sup: child 'w' (actor worker) crashed: Error: w crashed on command",
+    "supervisor sup: child 'w' (actor worker) crashed: Error: w crashed on command",
+  ]);
+  const verbose = await runProgram(CRASH_PROGRAM, ["verbose"]);
+  assert.equal(verbose.code, 0, verbose.err);
+  const reports = verbose.err.split("supervisor sup: child 'w' (actor worker) crashed:\n");
+  assert.equal(reports.length, 3, verbose.err);
+  for (const r of reports.slice(1)) {
+    assert.match(r, /^Error: w crashed on command\n\s+at Logged\.crash/);
+  }
+  // No supervisor: the actor's own full report, as before.
+  const alone = await runProgram(CRASH_PROGRAM, ["alone"]);
+  assert.match(alone.err, /^actor Logged-\d+ crashed:\nError: a crashed on command\n\s+at /);
 });

@@ -75,9 +75,17 @@ Deno.test("Thread: join(timeout) returns while the thread still runs", async () 
   const ms = performance.now() - t0;
   assert.ok(ms >= 40 && ms < 2000, `${ms}`);
   assert.ok(t.isAlive());
+  // The timeout is a number of milliseconds, checked even when the thread is already done.
+  await assert.rejects(
+    t.join({ timeout: 50 } as unknown as number),
+    (e: Error) => e instanceof TypeError && /milliseconds/.test(e.message),
+  );
+  await assert.rejects(t.join(-1), ValueError);
   release();
   await t.join();
   assert.ok(!t.isAlive());
+  await assert.rejects(t.join("5" as unknown as number), TypeError);
+  assert.throws(() => new Thread(true as unknown as undefined), /new Thread\(\{ target/);
 });
 
 Deno.test("currentThread follows a thread across awaits and timers; mainThread outside", async () => {
