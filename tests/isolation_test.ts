@@ -15,6 +15,7 @@ import {
   pid,
   pidAfter,
   quit,
+  record,
   slow,
   spin,
   square,
@@ -261,6 +262,26 @@ Deno.test("isolation process pool: a task's signal stops its OS process within 1
   } finally {
     pool.terminate();
     await pool.join();
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process pool: a task queued behind a slow one runs once (no task is taken back from a child)", async () => {
+  const file = await Deno.makeTempFile();
+  const pool = new Pool({ processes: 2, isolation: "process" });
+  try {
+    await pool.whenReady();
+    // Fast tasks first, so that each child is given many at a time; then slow ones with fast
+    // ones queued behind them while the other child runs dry.
+    await Promise.all(range(200).map((i) => pool.apply(square, [i])));
+    const all = range(60).map((i) => pool.apply(record, [file, i, i % 20 === 0 ? 300 : 0]));
+    assert.deepEqual(await Promise.all(all), range(60));
+    const lines = (await Deno.readTextFile(file)).trim().split("\n").map(Number);
+    assert.deepEqual(lines.sort((a, b) => a - b), range(60), "a task ran twice or not at all");
+  } finally {
+    pool.terminate();
+    await pool.join();
+    await Deno.remove(file);
     await __testHooks.gone();
   }
 });
