@@ -10,6 +10,7 @@ import {
   hog,
   init,
   initTag,
+  makeQueue,
   note,
   nothing,
   pid,
@@ -314,6 +315,11 @@ Deno.test("isolation process pool: maxTasksPerChild replaces the OS process; a h
       (e) => e instanceof SerializationError && /a Queue cannot be sent/.test(e.message),
     );
     assert.equal(await pool.apply(slow, [3, 1]), 3);
+    await assert.rejects(
+      pool.apply(makeQueue),
+      (e) => e instanceof SerializationError && /a handle cannot be sent back/.test(e.message),
+    );
+    assert.equal(await pool.apply(slow, [4, 1]), 4);
   } finally {
     q.close();
     pool.terminate();
