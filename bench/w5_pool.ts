@@ -12,7 +12,9 @@
 //   with Pool(cpuCount()) (chunksize 1), alternately, 3 times; the line reports the pool's
 //   median tasks/s and the median speedup.
 // Variant "process-isolation" of W5 and W5b: the same with Pool({ isolation: "process" }), each
-// worker a separate deno OS process (the like-for-like comparison with Python's processes).
+// worker a separate deno OS process (the like-for-like comparison with Python's processes),
+// which imports this module before it is ready (`preload`), as Python's children have the main
+// module (fork: inherited; spawn: imported at start).
 // As in the peers, the pool is started and its workers are ready before the clock starts.
 //
 //   deno run -A --unstable-worker-options bench/w5_pool.ts [--only W5-pool-map,W5b-pool-async]
@@ -32,6 +34,9 @@ export function crunch(n: number): number {
   for (let i = 0; i < n; i++) x = (Math.imul(x, 1103515245) + 12345) >>> 0;
   return x;
 }
+
+/** What an isolated pool imports before it is ready: this module (see the variant above). */
+const isolated = (isolation?: Isolation) => isolation === "process" ? [import.meta.url] : undefined;
 
 const sumSquares = (n: number) => ((n - 1) * n * (2 * n - 1)) / 6;
 
@@ -54,7 +59,7 @@ async function w5(variant: string, chunksize?: number, isolation?: Isolation): P
   const times: number[] = [];
   let ok = true;
   for (let r = 0; r < W5_ROUNDS; r++) {
-    await using pool = new Pool({ processes: 2, isolation });
+    await using pool = new Pool({ processes: 2, isolation, preload: isolated(isolation) });
     await pool.whenReady();
     const t0 = performance.now();
     const out = await pool.map(square, items, chunksize);
@@ -76,7 +81,7 @@ async function w5(variant: string, chunksize?: number, isolation?: Isolation): P
 
 async function w5b(variant = "callback", isolation?: Isolation): Promise<void> {
   const n = 10_000;
-  const pool = new Pool({ processes: 2, isolation });
+  const pool = new Pool({ processes: 2, isolation, preload: isolated(isolation) });
   await pool.whenReady();
   const results: number[] = [];
   let errors = 0;
