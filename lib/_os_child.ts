@@ -4,7 +4,7 @@
  * its start frame, and runs the target as a thread worker's bootstrap does (see `_spawn.ts`),
  * except that its exit code is the process's own: `Deno.exit(n)` is real here.
  *
- * It never outlives its parent: a watchdog thread kills the process (SIGKILL to itself) as soon
+ * It never outlives its parent: a watchdog kills the process (SIGKILL to itself) as soon
  * as its parent pid is no longer its parent, even while the main thread is busy in synchronous
  * code; the socket closing does the same.
  *
@@ -18,13 +18,35 @@ import { SystemExit } from "./_spawn.ts";
 import { ProcessError } from "./errors.ts";
 import { loads } from "./reduction.ts";
 
-/** The watchdog: a thread that polls the parent pid (each poll is one cheap system call). */
+/** How often the parent pid is checked (ms; each check is one cheap system call). */
+const WATCH_MS = 20;
+
+/**
+ * The watchdog of a child whose main thread runs user code: a thread of its own that polls the
+ * parent pid, since the main thread may be busy in synchronous code for ever.
+ */
 const WATCHDOG = `
 const parent = ${JSON.stringify(Deno.args[2] ?? "")};
 setInterval(() => {
   if (String(Deno.ppid) !== parent) Deno.kill(Deno.pid, "SIGKILL");
-}, 20);
+}, ${WATCH_MS});
 `;
+
+/** Starts watching for the parent's death: from a thread, or (`here`) from this main thread. */
+function watchParent(here: boolean): void {
+  if (!here) {
+    new Worker(
+      URL.createObjectURL(new Blob([WATCHDOG], { type: "text/javascript" })),
+      { type: "module", name: "denomp-watchdog" },
+    );
+    return;
+  }
+  const parent = Deno.args[2];
+  const t = setInterval(() => {
+    if (String(Deno.ppid) !== parent) die();
+  }, WATCH_MS);
+  Deno.unrefTimer(t);
+}
 
 function die(): never {
   Deno.kill(Deno.pid, "SIGKILL");
@@ -39,10 +61,7 @@ function printFailure(name: string, err: unknown): void {
 async function main(): Promise<void> {
   const [path, token, parentPid] = Deno.args;
   if (String(Deno.ppid) !== parentPid) die();
-  new Worker(
-    URL.createObjectURL(new Blob([WATCHDOG], { type: "text/javascript" })),
-    { type: "module", name: "denomp-watchdog" },
-  );
+  // Until the start frame, this thread only awaits the socket: its closing is the signal.
   const conn = await Deno.connect({ transport: "unix", path });
   const ch = new Channel(conn);
   const start = await new Promise<StartFrame>((resolve) => {
@@ -61,6 +80,9 @@ async function main(): Promise<void> {
     pid: Deno.pid,
     slot: heap().slot,
   });
+  // A bridge (a pool worker) runs user code in a thread of its own and keeps this one free, so
+  // this one can watch; a target runs here, so a thread watches.
+  watchParent(start.bridge !== undefined);
   if (start.bridge) {
     await testDelay();
     const bridge = await import(start.bridge) as {
