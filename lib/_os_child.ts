@@ -1,6 +1,6 @@
 /**
  * Isolation "process", child side: the main module of a child `deno` OS process
- * (`deno run ... _os_child.ts <socket> <token> <parent pid>`). It connects to its parent, takes
+ * (`deno run ... _os_child.ts <socket> <token> <parent pid> <"target" | "bridge">`). It connects to its parent, takes
  * its start frame, and runs the target as a thread worker's bootstrap does (see `_spawn.ts`),
  * except that its exit code is the process's own: `Deno.exit(n)` is real here.
  *
@@ -59,9 +59,12 @@ function printFailure(name: string, err: unknown): void {
 }
 
 async function main(): Promise<void> {
-  const [path, token, parentPid] = Deno.args;
+  const [path, token, parentPid, mode] = Deno.args;
   if (String(Deno.ppid) !== parentPid) die();
-  // Until the start frame, this thread only awaits the socket: its closing is the signal.
+  // A bridge (a pool worker) runs user code in a thread of its own and keeps this one free, so
+  // this one can watch; a target runs here, so a thread watches, started first thing (its start
+  // then overlaps this one's, and a short-lived child does not wait for it at exit).
+  watchParent(mode === "bridge");
   const conn = await Deno.connect({ transport: "unix", path });
   const ch = new Channel(conn);
   const start = await new Promise<StartFrame>((resolve) => {
@@ -80,9 +83,6 @@ async function main(): Promise<void> {
     pid: Deno.pid,
     slot: heap().slot,
   });
-  // A bridge (a pool worker) runs user code in a thread of its own and keeps this one free, so
-  // this one can watch; a target runs here, so a thread watches.
-  watchParent(start.bridge !== undefined);
   if (start.bridge) {
     await testDelay();
     const bridge = await import(start.bridge) as {

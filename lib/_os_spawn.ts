@@ -641,6 +641,7 @@ export class OsChild {
       l.path,
       token,
       String(Deno.pid),
+      bridge ? "bridge" : "target",
     ];
     try {
       this.#proc = new Deno.Command(Deno.execPath(), {
