@@ -20,9 +20,12 @@
  * else Deno finds `deno.json` from the same working folder as the parent did), the permissions
  * described at {@link permissionFlags}, `--no-prompt`, the heap cap, then the `denoFlags` option.
  *
- * No orphans: a child kills itself when its parent's pid is no longer its parent (a tiny watchdog
- * thread polls `Deno.ppid`, so even a child busy in synchronous code notices a parent killed with
- * SIGKILL) or when the socket closes. An orderly exit of the parent kills its daemon children.
+ * No orphans: a child kills itself when the socket closes, or when its parent's pid is no longer
+ * its parent (polled every 20 ms from a thread that never runs user code: a watchdog thread in a
+ * `Process` child, the main thread of a pool child), so even a child busy in synchronous code
+ * notices a parent killed with SIGKILL. The parent's orderly exit (the end of its program, or
+ * `Deno.exit`) kills the children still running: its non-daemon ones have been waited for, as
+ * for threads, since a running child keeps the program alive unless it is a daemon.
  *
  * @module
  */
