@@ -134,7 +134,8 @@ export class Channel {
   readonly #conn: Deno.Conn;
   #out: Uint8Array[] = [];
   #outBytes = 0;
-  #writing = false;
+  /** The write in progress (it takes every frame queued meanwhile too), or null. */
+  #writing: Promise<void> | null = null;
   #dead = false;
 
   constructor(conn: Deno.Conn) {
@@ -164,15 +165,13 @@ export class Channel {
     f.set(body, FRAME_HEADER);
     this.#out.push(f);
     this.#outBytes += f.length;
-    if (!this.#writing) {
-      this.#writing = true;
-      queueMicrotask(() => void this.#flush());
-    }
+    // After this tick's other frames: one write for all of them.
+    this.#writing ??= Promise.resolve().then(() => this.#flush());
   }
 
   /** Resolves once every frame sent so far is written (or the socket failed). */
   async drain(): Promise<void> {
-    while (this.#writing && !this.#dead) await new Promise((r) => setTimeout(r, 1));
+    await this.#writing;
   }
 
   /** Lets the program end while the socket is open (a daemon child). */
@@ -206,33 +205,42 @@ export class Channel {
     } catch {
       this.close();
     } finally {
-      this.#writing = false;
+      this.#writing = null;
     }
   }
 
   async #read(): Promise<void> {
-    let pending = new Uint8Array(0);
+    // Each frame is read into a buffer of its own size: every byte is copied once, however many
+    // reads a large frame takes.
     const chunk = new Uint8Array(256 << 10);
+    const head = new Uint8Array(FRAME_HEADER), headView = new DataView(head.buffer);
+    let headFill = 0, type = 0, body: Uint8Array | null = null, bodyFill = 0;
     try {
       for (;;) {
         const n = await this.#conn.read(chunk);
         if (n === null) break;
-        let buf: Uint8Array;
-        if (pending.length) {
-          buf = new Uint8Array(pending.length + n);
-          buf.set(pending);
-          buf.set(chunk.subarray(0, n), pending.length);
-        } else buf = chunk.subarray(0, n);
-        let at = 0;
-        while (buf.length - at >= FRAME_HEADER) {
-          const len = new DataView(buf.buffer, buf.byteOffset + at).getUint32(0, true);
-          if (buf.length - at - FRAME_HEADER < len) break;
-          const body = buf.slice(at + FRAME_HEADER, at + FRAME_HEADER + len);
-          const type = buf[at + 4];
-          at += FRAME_HEADER + len;
-          this.#onFrame(type, body);
+        for (let p = 0; p < n;) {
+          if (body === null) {
+            const take = Math.min(FRAME_HEADER - headFill, n - p);
+            head.set(chunk.subarray(p, p + take), headFill);
+            headFill += take;
+            p += take;
+            if (headFill < FRAME_HEADER) break;
+            headFill = 0;
+            type = head[4];
+            body = new Uint8Array(headView.getUint32(0, true));
+            bodyFill = 0;
+          }
+          const take = Math.min(body.length - bodyFill, n - p);
+          body.set(chunk.subarray(p, p + take), bodyFill);
+          bodyFill += take;
+          p += take;
+          if (bodyFill === body.length) {
+            const b = body;
+            body = null;
+            this.#onFrame(type, b);
+          }
         }
-        pending = buf.slice(at);
       }
     } catch {
       // A reset socket is a closed one.
