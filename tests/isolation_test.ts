@@ -23,6 +23,7 @@ import {
   squareOrExit,
   squareOrWait,
   whoami,
+  Writer,
 } from "./fixtures/isolation_tasks.ts";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -58,6 +59,22 @@ Deno.test("isolation process: the target runs in its own deno OS process; p.pid 
     assert.equal(p.exitCode, 0);
     // The child's Deno.pid and getPid() are both the OS pid the parent sees.
     assert.equal(await Deno.readTextFile(file), `hi ${p.pid} ${p.pid}`);
+  } finally {
+    await Deno.remove(file);
+    await __testHooks.gone();
+  }
+});
+
+Deno.test("isolation process: a Process subclass runs its run() there, with its own fields", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    const w = new Writer({ isolation: "process" });
+    w.path = file;
+    w.text = "from a subclass";
+    w.start();
+    await w.join();
+    assert.equal(w.exitCode, 0);
+    assert.equal(await Deno.readTextFile(file), `from a subclass ${w.pid}`);
   } finally {
     await Deno.remove(file);
     await __testHooks.gone();
