@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Process } from "../lib/process.ts";
 import { Pool } from "../lib/pool.ts";
 import { Queue } from "../lib/queues.ts";
+import { ProcessPoolExecutor } from "../lib/futures.ts";
 import { BrokenPoolError, SerializationError, TimeoutError, ValueError } from "../lib/errors.ts";
 import { __testHooks } from "../lib/_os_spawn.ts";
 import {
@@ -498,4 +499,15 @@ Deno.test("isolation process: a program's end does not wait for a daemon child, 
   assert.equal(status.code, 0);
   assert.ok(performance.now() - t0 < 5000);
   assert.ok((await msUntilGone(child, 3000)) < 3000, "the daemon child outlived the program");
+});
+
+Deno.test("isolation process: ProcessPoolExecutor passes it to its pool", async () => {
+  const ex = new ProcessPoolExecutor({ maxWorkers: 1, isolation: "process" });
+  try {
+    assert.equal(await ex.submit(square, 9).result(), 81);
+    assert.notEqual(await ex.submit(pid).result(), Deno.pid);
+  } finally {
+    await ex.shutdown();
+    await __testHooks.gone();
+  }
 });
