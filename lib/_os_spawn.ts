@@ -591,6 +591,16 @@ export function exitNote(pid: number | null): string {
   return pid === null ? "" : reasons.get(pid) ?? "";
 }
 
+/** Why a child could not be started (most likely: a permission this program lacks). */
+function cannotStart(e: unknown): ProcessError {
+  return new ProcessError(
+    `cannot start a child with isolation "process": this program needs --allow-run (to start deno), ` +
+      `and read, write and net access to a Unix socket in the temporary folder (--allow-read, ` +
+      `--allow-write, --allow-net): ${e instanceof Error ? e.message : e}`,
+    { cause: e },
+  );
+}
+
 /**
  * An isolated child: a `deno` OS process running the target (or a bridge's child side).
  * `Process.start()` makes one for isolation `"process"`.
@@ -615,7 +625,12 @@ export class OsChild {
   #escalate: ReturnType<typeof setTimeout> | undefined;
 
   constructor(spec: ChildSpec, options: IsolationOptions, args: unknown[]) {
-    const l = listener();
+    let l: Listening;
+    try {
+      l = listener();
+    } catch (e) {
+      throw cannotStart(e);
+    }
     const token = crypto.randomUUID();
     const target = spec.target;
     const bridge = bridges.get(`${target.module}#${target.name}`);
@@ -662,12 +677,8 @@ export class OsChild {
         stderr: "inherit",
       }).spawn();
     } catch (e) {
-      throw new ProcessError(
-        `cannot start a child with isolation "process" (it needs --allow-run and --allow-write for a socket in the temporary folder): ${
-          e instanceof Error ? e.message : e
-        }`,
-        { cause: e },
-      );
+      if (running.size === 0) l.close();
+      throw cannotStart(e);
     }
     this.pid = this.#proc.pid;
     this.slot = allocSlot(heap().slot);

@@ -511,3 +511,35 @@ Deno.test("isolation process: ProcessPoolExecutor passes it to its pool", async 
     await __testHooks.gone();
   }
 });
+
+Deno.test("isolation process: a program without --allow-run gets a ProcessError saying what it needs", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const lib = new URL("../mod.ts", import.meta.url).href;
+    const tasks = new URL("./fixtures/isolation_tasks.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      `${dir}/main.ts`,
+      `import { Process } from "${lib}";
+import { nothing } from "${tasks}";
+if (import.meta.main) {
+  try {
+    new Process({ target: nothing, isolation: "process" }).start();
+    console.log("started");
+  } catch (e) {
+    console.log(String(e));
+  }
+}
+`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--allow-read", `${dir}/main.ts`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.match(text, /ProcessError: cannot start a child with isolation "process"/);
+    assert.match(text, /--allow-run/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
