@@ -263,7 +263,7 @@ let listening: Listening | undefined;
 
 function listener(): Listening {
   if (listening) return listening;
-  const dir = Deno.makeTempDirSync({ prefix: "denomp-" });
+  const dir = Deno.makeTempDirSync({ prefix: "denomp-os-" });
   const path = `${dir}/s`;
   const l = Deno.listen({ transport: "unix", path });
   l.unref();
