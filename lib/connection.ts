@@ -1,7 +1,9 @@
 /**
  * Pipes and connections (Python's `multiprocessing.connection`): `Pipe()` gives two connected
  * `Connection`s that work in any workers; `Listener`/`Client` open `Connection`s over TCP with
- * an optional shared `authkey` (a mutual HMAC-SHA256 challenge before any data).
+ * an optional shared `authkey` (a mutual HMAC challenge before any data, in every form CPython
+ * 3.8 to 3.14 speaks: `{sha256}` and the other digests it allows, and the bare HMAC-MD5 of
+ * Python 3.11 and older), so a denomp program and a Python program can talk.
  *
  * **Pipes** live in one block of the shared heap: a {@link Ring} per direction, and per end a
  * table of the processes holding a copy of it. A `Connection` sent to a worker (in `args` or
@@ -31,6 +33,7 @@ import {
 } from "./errors.ts";
 import { optionsOf } from "./_args.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
+import { createHmac, timingSafeEqual } from "node:crypto";
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -798,13 +801,44 @@ function maxMessageOf(options: SocketOptions): number {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Authentication (CPython's deliver_challenge / answer_challenge, HMAC-SHA256 only)
+// Authentication: CPython's deliver_challenge / answer_challenge, every form 3.8 to 3.14 speak.
+//
+// Python 3.12 added a `{digest}` prefix to the challenge and to the answer; 3.11 and older send a
+// bare 20-byte challenge and answer any challenge with a bare 16-byte HMAC-MD5. The lengths tell
+// the two apart (no prefixed message is 16 or 20 bytes long), so, as CPython 3.12+ does, a
+// client answers a 20-byte challenge with bare HMAC-MD5, and a server offering `{sha256}`
+// accepts a bare 16-byte HMAC-MD5 answer: an old peer cannot read the prefix, so it MACs the
+// whole challenge, prefix included, with MD5. The MAC always covers the prefix, so a
+// man-in-the-middle cannot swap the offered digest without breaking the answer.
 
 const CHALLENGE = new TextEncoder().encode("#CHALLENGE#");
 const WELCOME = new TextEncoder().encode("#WELCOME#");
 const FAILURE = new TextEncoder().encode("#FAILURE#");
-const DIGEST_TAG = new TextEncoder().encode("{sha256}");
+/** Random bytes after the `{digest}` prefix of a challenge (CPython 3.12+: 40, must be > 20). */
 const MESSAGE_LENGTH = 40;
+/** A challenge of this length is a legacy (<= 3.11) server's: HMAC-MD5, no prefix. */
+const MD5ONLY_MESSAGE_LENGTH = 20;
+/** An answer of this length is a legacy client's bare HMAC-MD5. */
+const MD5_DIGEST_LENGTH = 16;
+
+/**
+ * The digests CPython's handshake allows (its `_ALLOWED_DIGESTS`): the name in `{...}` → the
+ * `node:crypto` hash and the MAC's length in bytes. Every check and MAC goes through this table.
+ */
+const DIGESTS = {
+  md5: { hash: "md5", length: 16 },
+  sha256: { hash: "sha256", length: 32 },
+  sha384: { hash: "sha384", length: 48 },
+  sha3_256: { hash: "sha3-256", length: 32 },
+  sha3_384: { hash: "sha3-384", length: 48 },
+} as const;
+
+/** An HMAC digest of the handshake (as CPython names them); `"sha256"` is the default. */
+export type Digest = keyof typeof DIGESTS;
+
+const DIGEST_NAMES = Object.keys(DIGESTS) as Digest[];
+const MAX_DIGEST_NAME = Math.max(...DIGEST_NAMES.map((d) => d.length));
+const SUPPORTED = `${DIGEST_NAMES.join(", ")}, or a legacy bare HMAC-MD5`;
 
 /** A shared secret for `Listener`/`Client`: bytes, or a string (UTF-8). */
 export type AuthKey = Uint8Array | string;
@@ -826,14 +860,38 @@ function startsWith(b: Uint8Array, prefix: Uint8Array): boolean {
   return b.length >= prefix.length && prefix.every((x, i) => b[i] === x);
 }
 
-function hmacKey(authkey: AuthKey, usage: KeyUsage): Promise<CryptoKey> {
-  return crypto.subtle.importKey(
-    "raw",
-    keyBytes(authkey) as Uint8Array<ArrayBuffer>,
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    [usage],
-  );
+function tagOf(digest: Digest): Uint8Array {
+  return new TextEncoder().encode(`{${digest}}`);
+}
+
+function hmac(authkey: AuthKey, digest: Digest, data: Uint8Array): Uint8Array {
+  return createHmac(DIGESTS[digest].hash, keyBytes(authkey)).update(data).digest();
+}
+
+/**
+ * Which digest a challenge or an answer uses, and its payload (CPython's
+ * `_get_digest_name_and_payload`): `"legacy"` for a bare 16- or 20-byte message (HMAC-MD5),
+ * else the `{digest}` prefix's. `what` names the message for the error: a prefix naming a digest
+ * CPython does not allow, or no prefix at all, is refused with the reason (not "wrong key").
+ */
+function digestOf(message: Uint8Array, what: string): [Digest | "legacy", Uint8Array] {
+  if (message.length === MD5ONLY_MESSAGE_LENGTH || message.length === MD5_DIGEST_LENGTH) {
+    return ["legacy", message];
+  }
+  const head = new TextDecoder().decode(message.subarray(0, MAX_DIGEST_NAME + 2));
+  const m = /^\{([^}]*)\}/.exec(head);
+  if (!m) {
+    throw new AuthenticationError(
+      `protocol error: ${what} of ${message.length} bytes has no {digest} prefix ` +
+        `(and is not a legacy 16/20-byte HMAC-MD5 one)`,
+    );
+  }
+  if (!Object.hasOwn(DIGESTS, m[1])) {
+    throw new AuthenticationError(
+      `unsupported digest: ${what} uses {${m[1]}}; supported: ${SUPPORTED}`,
+    );
+  }
+  return [m[1] as Digest, message.subarray(m[0].length)];
 }
 
 function socketOf(c: Connection<unknown>): SocketTransport {
@@ -855,10 +913,26 @@ async function recvHandshake(c: Connection<unknown>, step: string): Promise<Uint
   }
 }
 
+/** Checks a peer's answer to `message` (CPython 3.12+'s `_verify_challenge`). */
+function verifyAnswer(authkey: AuthKey, message: Uint8Array, response: Uint8Array): void {
+  const [found, mac] = digestOf(response, "the peer's answer");
+  const digest = found === "legacy" ? "md5" : found;
+  if (mac.length !== DIGESTS[digest].length) {
+    throw new AuthenticationError(
+      `the peer's ${digest} answer is ${mac.length} bytes long, not ${DIGESTS[digest].length}`,
+    );
+  }
+  if (!timingSafeEqual(hmac(authkey, digest, message), mac)) {
+    throw new AuthenticationError("digest received was wrong");
+  }
+}
+
 /**
- * The server side of the challenge (Python's `deliver_challenge`): sends a random challenge and
- * checks the peer's HMAC-SHA256 of it with `authkey`. Throws `AuthenticationError` (after
- * telling the peer) when the digest is wrong.
+ * The server side of the challenge (Python's `deliver_challenge`): sends a random challenge
+ * offering `digest` (default `"sha256"`, as CPython 3.12+) and checks the peer's HMAC of it with
+ * `authkey`. Any digest CPython allows is accepted in the answer, and so is the bare HMAC-MD5 of
+ * Python 3.11 and older. Throws `AuthenticationError` (after telling the peer) when the answer is
+ * wrong or uses a digest that is not supported (the message says which).
  *
  * @example
  * ```ts ignore
@@ -868,30 +942,33 @@ async function recvHandshake(c: Connection<unknown>, step: string): Promise<Uint
  * await answerChallenge(conn, "secret");
  * ```
  */
-export async function deliverChallenge(c: Connection<unknown>, authkey: AuthKey): Promise<void> {
-  const message = concat(DIGEST_TAG, crypto.getRandomValues(new Uint8Array(MESSAGE_LENGTH)));
-  await c.sendBytes(concat(CHALLENGE, message));
-  const response = await recvHandshake(c, "waiting for the digest");
-  let ok = false;
-  if (startsWith(response, DIGEST_TAG)) {
-    const key = await hmacKey(authkey, "verify");
-    ok = await crypto.subtle.verify(
-      "HMAC",
-      key,
-      response.subarray(DIGEST_TAG.length) as Uint8Array<ArrayBuffer>,
-      message as Uint8Array<ArrayBuffer>,
+export async function deliverChallenge(
+  c: Connection<unknown>,
+  authkey: AuthKey,
+  digest: Digest = "sha256",
+): Promise<void> {
+  if (!Object.hasOwn(DIGESTS, digest)) {
+    throw new ValueError(
+      `unsupported digest ${JSON.stringify(digest)}: use one of ${DIGEST_NAMES.join(", ")}`,
     );
   }
-  if (!ok) {
+  const message = concat(tagOf(digest), crypto.getRandomValues(new Uint8Array(MESSAGE_LENGTH)));
+  await c.sendBytes(concat(CHALLENGE, message));
+  const response = await recvHandshake(c, "waiting for the digest");
+  try {
+    verifyAnswer(authkey, message, response);
+  } catch (e) {
     await c.sendBytes(FAILURE).catch(() => {});
-    throw new AuthenticationError("digest received was wrong");
+    throw e;
   }
   await c.sendBytes(WELCOME);
 }
 
 /**
  * The client side of the challenge (Python's `answer_challenge`): answers the peer's challenge
- * with an HMAC-SHA256 under `authkey`. Throws `AuthenticationError` when the peer rejects it.
+ * with an HMAC under `authkey`, in the digest the challenge names (a legacy 20-byte challenge of
+ * Python 3.11 and older gets a bare HMAC-MD5). Throws `AuthenticationError` when the peer rejects
+ * the answer, or when its challenge names a digest that is not supported (the message says so).
  *
  * @example
  * ```ts ignore
@@ -907,14 +984,15 @@ export async function answerChallenge(c: Connection<unknown>, authkey: AuthKey):
     throw new AuthenticationError("protocol error: expected a challenge");
   }
   const message = challenge.subarray(CHALLENGE.length);
-  if (!startsWith(message, DIGEST_TAG)) {
-    throw new AuthenticationError("protocol error: unsupported digest (only {sha256})");
+  if (message.length < MD5ONLY_MESSAGE_LENGTH) {
+    throw new AuthenticationError(`protocol error: challenge too short: ${message.length} bytes`);
   }
-  const key = await hmacKey(authkey, "sign");
-  const digest = new Uint8Array(
-    await crypto.subtle.sign("HMAC", key, message as Uint8Array<ArrayBuffer>),
+  const [digest] = digestOf(message, "the peer's challenge");
+  await c.sendBytes(
+    digest === "legacy"
+      ? hmac(authkey, "md5", message)
+      : concat(tagOf(digest), hmac(authkey, digest, message)),
   );
-  await c.sendBytes(concat(DIGEST_TAG, digest));
   const answer = await recvHandshake(c, "waiting for the verdict");
   if (answer.length !== WELCOME.length || !startsWith(answer, WELCOME)) {
     throw new AuthenticationError("digest sent was rejected");
@@ -976,7 +1054,9 @@ type Handshake = { conn: Connection<unknown> } | { error: Error };
 
 /**
  * Accepts `Connection`s over TCP (Python's `multiprocessing.connection.Listener`). With an
- * `authkey`, each peer must pass a mutual HMAC-SHA256 challenge first.
+ * `authkey`, each peer must pass a mutual HMAC challenge first: the listener offers HMAC-SHA256,
+ * as CPython 3.12+ does, and accepts every answer CPython 3.8-3.14 gives (see
+ * {@link deliverChallenge}), so Python's `Client` of any of those versions can connect.
  *
  * Handshakes run concurrently, so a peer that connects and says nothing never delays another:
  * `accept()` settles with the next handshake to *finish* — the authenticated `Connection`, or an
