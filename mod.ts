@@ -15,6 +15,7 @@ export * from "./lib/sharedctypes.ts";
 export * from "./lib/shared_memory.ts";
 export * from "./lib/queues.ts";
 export * from "./lib/connection.ts";
+export * as pickle from "./lib/pickle.ts";
 export {
   type CodecOptions,
   Decoder,
@@ -82,3 +83,9 @@ export {
   unlink,
 } from "./lib/actor.ts";
 export * from "./lib/supervisor.ts";
+// Issue 22: names (Erlang's register/whereis) and timers at the top level, as Erlang's BIFs;
+// process groups under `pg`, as Erlang's `pg:join(...)` (`join` alone reads as a process join).
+export { type CallOptions } from "./lib/actor.ts";
+export { register, registered, unregister, whereis } from "./lib/registry.ts";
+export * as pg from "./lib/groups.ts";
+export { cancelTimer, sendAfter, TimerRef } from "./lib/timers.ts";

@@ -3,12 +3,18 @@
 //   A2-actor-tell  `ref.tell(i)` from one actor to another, small messages per second (the
 //                  sender awaits the send every 1024 messages, for backpressure; the count is
 //                  checked with a call that follows the tells in the mailbox)
+//   A3-whereis-call  `whereis(name)!.call.inc(1)` from main, µs each (the lookup alone too)
+//   A4-broadcast     `broadcast(group, i)` to a group of 100 actors, deliveries per second
+//                    (checked with a call to every member that follows the messages)
 // and, unless --no-python, the goal ratio: the actor call round trip over Python's Pipe round
 // trip (W4-pipe of ../shared/bench/peers/python_mp_bench.py, run now, on this machine).
 // Goals: call ≤ 1/3 of Python's W4-pipe; tell ≥ 1,000,000 msgs/s.
 //
 //   deno run -A --unstable-worker-options bench/actors.ts [--n-call 20000] [--n-tell 1000000] [--no-python]
+//     [--n-broadcast 2000] [--members 100] [--only A1,A2,A3,A4]
 import { Actor, type ActorRef, spawn } from "../lib/actor.ts";
+import { broadcast, join } from "../lib/groups.ts";
+import { whereis } from "../lib/registry.ts";
 import { arg, emit, since } from "./_common.ts";
 
 /** The callee. */
@@ -76,9 +82,72 @@ async function pythonW4(): Promise<number | null> {
   return null;
 }
 
+/** A3: a registered actor found by name before each call, from the main thread. */
+async function benchWhereis(n: number): Promise<void> {
+  const counter = await spawn(BenchCounter, { name: "bench-counter", register: true });
+  for (let i = 0; i < 1000; i++) await whereis<BenchCounter>("bench-counter")!.call.inc(1);
+  let t0 = performance.now();
+  let found = 0;
+  for (let i = 0; i < n; i++) if (whereis("bench-counter")) found++;
+  const lookup = since(t0);
+  emit({
+    workload: "A3-whereis-call",
+    variant: "whereis-only",
+    n,
+    seconds: lookup,
+    rate: lookup * 1e6 / n,
+    unit: "us/lookup",
+    ok: found === n,
+  });
+  let last = 0;
+  t0 = performance.now();
+  for (let i = 0; i < n; i++) last = await whereis<BenchCounter>("bench-counter")!.call.inc(1);
+  const s = since(t0);
+  emit({
+    workload: "A3-whereis-call",
+    variant: "main-actor",
+    n,
+    seconds: s,
+    rate: s * 1e6 / n,
+    unit: "us/roundtrip",
+    ok: last === n + 1000,
+  });
+  await counter.stop();
+}
+
+/** A4: `rounds` broadcasts to a group of `size` sinks; deliveries per second. */
+async function benchBroadcast(rounds: number, size: number): Promise<void> {
+  const sinks = await Promise.all(Array.from({ length: size }, () => spawn(BenchSink)));
+  for (const s of sinks) join("bench-group", s);
+  for (let i = 0; i < 10; i++) await broadcast("bench-group", 0); // warm up
+  const t0 = performance.now();
+  for (let i = 0; i < rounds; i++) await broadcast("bench-group", i);
+  const totals = await Promise.all(sinks.map((s) => s.call.total()));
+  const s = since(t0);
+  const want = rounds * (rounds - 1) / 2;
+  emit({
+    workload: "A4-broadcast",
+    variant: `main-${size}-members`,
+    n: rounds * size,
+    seconds: s,
+    rate: rounds * size / s,
+    unit: "msgs/s",
+    ok: totals.every((t) => t.n === rounds + 10 && t.sum === want),
+    broadcasts_per_s: rounds / s,
+  });
+  await Promise.all(sinks.map((x) => x.stop()));
+}
+
 if (import.meta.main) {
   const nCall = Number(arg("n-call", "20000"));
   const nTell = Number(arg("n-tell", "1000000"));
+  const only = new Set(arg("only", "A1,A2,A3,A4").split(","));
+
+  if (only.has("A3")) await benchWhereis(nCall);
+  if (only.has("A4")) {
+    await benchBroadcast(Number(arg("n-broadcast", "2000")), Number(arg("members", "100")));
+  }
+  if (!only.has("A1") && !only.has("A2")) Deno.exit(0);
 
   // A1, main → actor.
   const counter = await spawn(BenchCounter);

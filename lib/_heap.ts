@@ -13,6 +13,8 @@
  * @module
  */
 
+import { ProcessError } from "./errors.ts";
+
 // Header, as Int32 indices.
 const MAGIC_I = 0, ALLOC_LOCK_I = 1, BUMP_I = 2, NEXT_SLOT_I = 3, DEATH_EPOCH_I = 4, NEXT_ID_I = 5;
 const FREE_HEADS_I = 16; // free-list heads for size classes 0..31 (block of 2^k bytes)
@@ -91,6 +93,7 @@ export function attachHeap(sab: SharedArrayBuffer, slot: number): Heap {
     throw new Error("denomp: the shared heap handed to this worker is not valid");
   }
   current = h;
+  fenceWord = null; // should anything have passed the fence before
   return h;
 }
 
@@ -132,10 +135,10 @@ export function markDead(slot: number): void {
 
 /**
  * The message of the `ProcessError` a zombie meets (a worker marked dead while its thread still
- * runs: see _ring "Zombies") at its next channel operation.
+ * runs: see _ring "Zombies") at its next operation on a shared object (a channel, a lock, a value).
  */
 export const TERMINATED_MESSAGE =
-  "this process was terminated: it may not use shared channels any more";
+  "this process was terminated: it may not change shared objects any more";
 
 /**
  * True for that error: the code that meets it was killed, it did not crash. Its parent has
@@ -154,6 +157,48 @@ export function isAlive(slot: number): boolean {
     s = Atomics.load(i32, e + 1);
   }
   return true;
+}
+
+// Zombies. Deno's `worker.terminate()` stops a worker only when it returns to its event loop: a
+// worker busy in JS or looping in `Atomics.wait` (every `...Sync` call) keeps running, yet its
+// parent marks it dead at once, and whatever it held is taken over. So every operation that
+// changes a shared object (a channel, a lock, a value) first checks that this process is not
+// marked dead, and a lock is released only by its current owner: a zombie stops at its next
+// such operation without disturbing anyone.
+
+/** The word the fence reads: this process's state, or (nested) one that always says "look". */
+let fenceWord: Int32Array | null = null;
+
+/**
+ * The fence: throws `ProcessError(TERMINATED_MESSAGE)` when this process has been terminated
+ * (marked dead in the process table, or an ancestor was: a terminated parent takes its
+ * children with it) while its thread still runs.
+ *
+ * It sits on the hot path of every lock acquire and release and every Value write, so it is one
+ * plain read, about a nanosecond: an `Atomics.load` costs ~5 ns here and its ordering buys
+ * nothing (the kill may land just after any check; the atomic operation each caller does next
+ * keeps the compiler from reusing the value), and anything more makes the function too big to
+ * be inlined (a counter to walk the ancestors now and then tripled its cost). A nested worker,
+ * whose own entry stays "alive" when an ancestor dies, walks its ancestors every time instead.
+ *
+ * @example
+ * ```ts
+ * import { checkNotTerminated } from "./_heap.ts";
+ * checkNotTerminated(); // the main thread is never terminated
+ * ```
+ */
+export function checkNotTerminated(): void {
+  if ((fenceWord ?? fenceWordOf())[0] !== SLOT_ALIVE) checkLineage();
+}
+
+function checkLineage(): void {
+  if (!isAlive(heap().slot)) throw new ProcessError(TERMINATED_MESSAGE);
+}
+
+function fenceWordOf(): Int32Array {
+  const h = heap();
+  if (parentSlot(h.slot) > MAIN_SLOT) return fenceWord = new Int32Array(1); // never "alive"
+  return fenceWord = new Int32Array(h.sab, slotStateIndex(h.slot) * 4, 1);
 }
 
 /** The parent slot of `slot` (0 for the main thread). */
@@ -243,6 +288,20 @@ export function retain(off: number): void {
 }
 
 /**
+ * Adds a reference to the block at `off` only if it still has one (it is not freed, nor being
+ * freed): for code that found the block by a name rather than through a reference it holds, and
+ * which must not revive it. The block may have been freed and allocated again meanwhile, so
+ * the caller checks afterwards that it is still the block it looked for (and releases it if not).
+ */
+export function tryRetain(off: number): boolean {
+  const i32 = heap().i32, rc = ((off - BLOCK_HEADER) >> 2) + 1;
+  for (let n = Atomics.load(i32, rc); n > 0; n = Atomics.load(i32, rc)) {
+    if (Atomics.compareExchange(i32, rc, n, n + 1) === n) return true;
+  }
+  return false;
+}
+
+/**
  * Drops a reference; the block returns to its free list when none is left. `beforeFree` runs
  * first when this was the last reference (a structure frees the blocks it points to there:
  * nobody else can reach the block any more, and it is not yet reusable).
@@ -294,4 +353,49 @@ export function adopt(owner: object, off: number, beforeFree?: (off: number) => 
  */
 export function disown(owner: object): boolean {
   return finalizer.unregister(owner);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roots: process-tree-wide structures (the actor name registry, process groups) that every
+// worker must find without being handed a handle. Their offsets live in spare header words.
+
+/** Header words 6..15: one per root. */
+const ROOTS_I = 6, MAX_ROOTS = 10;
+
+/**
+ * The block of root `index` (0..9), allocated zeroed with `bytes` bytes by whichever worker asks
+ * first; every later caller, in any worker, gets the same offset. Never freed.
+ *
+ * @example
+ * ```ts
+ * import { sharedRoot, sharedRootIfAny } from "./_heap.ts";
+ * console.assert(sharedRootIfAny(9) === 0);
+ * const off = sharedRoot(9, 64);
+ * console.assert(sharedRoot(9, 64) === off && sharedRootIfAny(9) === off);
+ * ```
+ */
+export function sharedRoot(index: number, bytes: number): number {
+  if (!(index >= 0 && index < MAX_ROOTS)) throw new RangeError(`denomp: no heap root ${index}`);
+  const i32 = heap().i32, at = ROOTS_I + index;
+  const off = Atomics.load(i32, at);
+  if (off) return off;
+  const mine = alloc(bytes);
+  // Two first users race: one block wins, the other goes back.
+  const won = Atomics.compareExchange(i32, at, 0, mine);
+  if (won === 0) return mine;
+  release(mine);
+  return won;
+}
+
+/**
+ * The block of root `index` if some worker has allocated it, else 0 (allocates nothing).
+ *
+ * @example
+ * ```ts
+ * import { sharedRootIfAny } from "./_heap.ts";
+ * console.assert(sharedRootIfAny(8) === 0); // nobody asked for root 8
+ * ```
+ */
+export function sharedRootIfAny(index: number): number {
+  return Atomics.load(heap().i32, ROOTS_I + index);
 }

@@ -55,18 +55,7 @@ import {
   waitSync,
 } from "./_atomics.ts";
 import { beforeExit } from "./_context.ts";
-import {
-  heap,
-  isAlive,
-  isTerminatedError,
-  MAIN_SLOT,
-  release,
-  retain,
-  SLOT_ALIVE,
-  slotStateIndex,
-  TERMINATED_MESSAGE,
-} from "./_heap.ts";
-import { ProcessError } from "./errors.ts";
+import { checkNotTerminated, heap, isAlive, isTerminatedError, release, retain } from "./_heap.ts";
 
 // Word indices relative to base / 4.
 const W = 0, READER_ASLEEP = 1;
@@ -204,35 +193,10 @@ class Outbox {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Zombies. Deno's `worker.terminate()` stops a worker only when it returns to its event loop: a
-// worker busy in JS or looping in `Atomics.wait` (every `...Sync` call here) keeps running, yet
-// its parent marks it dead at once, and robust locks it holds get taken over. So every step that
-// touches a ring first checks that this process is not marked dead, and a lock is released only
-// by its current owner: a zombie stops at its next channel operation without disturbing anyone.
+// Zombies (see _heap.ts): every step that touches a ring first passes the fence,
+// checkNotTerminated, and a lock is released only by its current owner.
 
-let selfState: Int32Array | null = null;
-let checks = 0;
-
-/**
- * Throws when this process has been terminated (marked dead in the process table) while its
- * thread still runs. One load on the hot path.
- *
- * @example
- * ```ts
- * import { checkNotTerminated } from "./_ring.ts";
- * checkNotTerminated(); // the main thread is never terminated
- * ```
- */
-export function checkNotTerminated(): void {
-  const h = heap();
-  if (h.slot === MAIN_SLOT) return;
-  selfState ??= new Int32Array(h.sab, slotStateIndex(h.slot) * 4, 1);
-  // Our own entry every time (one load on a fixed view); the ancestors (a terminated parent
-  // takes its children with it) now and then, as that walks the table.
-  if (Atomics.load(selfState, 0) !== SLOT_ALIVE || (++checks & 255) === 0 && !isAlive(h.slot)) {
-    throw new ProcessError(TERMINATED_MESSAGE);
-  }
-}
+export { checkNotTerminated };
 
 /** Releases the lock at `i32[idx]` if this process still owns it (see "Zombies"). */
 function unlock(i32: Int32Array, idx: number): void {

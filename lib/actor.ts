@@ -62,6 +62,9 @@ import { callerModule, resolveTarget } from "./_target.ts";
 import { Full, ProcessError, SerializationError, TimeoutError, ValueError } from "./errors.ts";
 import { exit, Process } from "./process.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
+import { forgetActor } from "./_refmap.ts";
+import { register } from "./registry.ts";
+import { actorTimer, cancelOwnedTimers, type TimerRef } from "./timers.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The mailbox block (Int32 words from offset / 4). The sender's and receiver's hot words sit on
@@ -681,7 +684,7 @@ function setStopped(box: Box, reason: ExitReason): void {
   if (Atomics.load(box.i32, STATE) === STOPPED) return;
   let bytes: Uint8Array;
   try {
-    bytes = new Encoder().encode(reason, "reason");
+    bytes = new Encoder().encode(reason, "reason", { reportError: true });
   } catch {
     bytes = new Encoder().encode(String(reason), "reason");
   }
@@ -986,8 +989,13 @@ function request(
         reject(err);
         if (!pending.size) wake.abort(); // let the dispatcher end
       };
+      // The late reply finds no pending entry and is dropped by `settle`.
+      const what = env[0] === CALL ? `${env[4]}()` : "ask()";
       const timer = deadline === Infinity ? undefined : setTimeout(
-        () => give(new TimeoutError(`actor ${name} did not reply within ${options.timeout} ms`)),
+        () =>
+          give(
+            new TimeoutError(`actor ${name} did not reply to ${what} within ${options.timeout} ms`),
+          ),
         remainingMs(deadline),
       );
       const onAbort = () => give(signal!.reason);
@@ -1102,23 +1110,27 @@ export class ActorRef<out A extends Actor = Actor> {
    * with it, as a crashed `gen_server` does), or with {@link ActorExited} if the actor stopped.
    */
   get call(): ActorMethods<A> {
-    if (!this.#call) {
-      const box = this.#box, name = this.#name, fns = new Map<string, unknown>();
-      this.#call = new Proxy({}, {
-        get(_, method) {
-          // `then`: an awaited `ref.call` must not look like a promise.
-          if (typeof method !== "string" || method === "then") return undefined;
-          let f = fns.get(method);
-          if (!f) {
-            f = (...args: unknown[]) =>
-              request(box, name, [CALL, 0, 0, 0, method, args], 5, `${method}() args`);
-            fns.set(method, f);
-          }
-          return f;
-        },
-      });
-    }
-    return this.#call as ActorMethods<A>;
+    return (this.#call ??= methodsOf(this.#box, this.#name)) as ActorMethods<A>;
+  }
+
+  /**
+   * `ref.call` with a deadline (`gen_server:call`'s timeout) or an abort signal: a method that
+   * has not replied within `timeout` milliseconds rejects with `TimeoutError` naming the actor
+   * and the method. The method still runs in the actor; its late reply is dropped.
+   *
+   * @example
+   * ```ts ignore
+   * import { TimeoutError } from "jsr:@denomp/multiprocessing";
+   * try {
+   *   await ref.callWith({ timeout: 500 }).slowInc(1);
+   * } catch (e) {
+   *   console.assert(e instanceof TimeoutError); // "actor counter did not reply to slowInc() ..."
+   * }
+   * ```
+   */
+  callWith(options: CallOptions): ActorMethods<A> {
+    optionsOf(options, "ActorRef.callWith", "callWith({ timeout: 500 })");
+    return methodsOf(this.#box, this.#name, options) as ActorMethods<A>;
   }
 
   /** True until the actor has stopped. */
@@ -1240,6 +1252,44 @@ export class ActorRef<out A extends Actor = Actor> {
 const noop = () => {};
 const RESOLVED: Promise<void> = Promise.resolve();
 
+/**
+ * Internal (names, groups): the offset of a ref's mailbox block, the actor's identity.
+ *
+ * @example
+ * ```ts ignore
+ * if (a.equals(b)) console.assert(actorOffset(a) === actorOffset(b));
+ * ```
+ */
+export function actorOffset(ref: ActorRef<Actor>): number {
+  return boxOfRef(ref).off;
+}
+
+/** Options of {@link ActorRef.callWith}. */
+export interface CallOptions {
+  /** Milliseconds to wait for the reply; then `TimeoutError` (the late reply is dropped). */
+  timeout?: number;
+  /** Aborts the wait for the reply (the promise rejects with the signal's reason). */
+  signal?: AbortSignal;
+}
+
+/** The proxy behind `ref.call` and `ref.callWith(options)`: one function per method name. */
+function methodsOf(box: Box, name: string, options?: CallOptions): object {
+  const fns = new Map<string, unknown>();
+  return new Proxy({}, {
+    get(_, method) {
+      // `then`: an awaited `ref.call` must not look like a promise.
+      if (typeof method !== "string" || method === "then") return undefined;
+      let f = fns.get(method);
+      if (!f) {
+        f = (...args: unknown[]) =>
+          request(box, name, [CALL, 0, 0, 0, method, args], 5, `${method}() args`, options);
+        fns.set(method, f);
+      }
+      return f;
+    },
+  });
+}
+
 function makeRef<A extends Actor>(box: Box, name: string, adoptIt: boolean): ActorRef<A> {
   refAttaching = { box, name };
   try {
@@ -1325,6 +1375,116 @@ export abstract class Actor {
 
   /** With `trapExits`: a linked actor stopped (for any reason, `"normal"` included). */
   onExit?(from: ActorRef<Actor>, reason: ExitReason): unknown;
+
+  /**
+   * Tells `msg` to this actor after `ms` milliseconds (Erlang's `send_after` to `self()`, Akka's
+   * `startSingleTimer`). The timer belongs to the actor: it is cancelled when the actor stops.
+   * `msg` is typed from the actor's `receive(msg)`.
+   *
+   * @example
+   * ```ts ignore
+   * export class Session extends Actor {
+   *   override onStart() {
+   *     this.sendAfter(30_000, "expire");
+   *   }
+   *   receive(msg: "expire") {
+   *     void this.self.stop("normal");
+   *   }
+   * }
+   * ```
+   */
+  sendAfter<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): TimerRef {
+    return actorTimer(this.self as unknown as ActorRef<Actor>, ms, msg, false);
+  }
+
+  /**
+   * Tells `msg` to this actor every `ms` milliseconds (Akka's `startTimerAtFixedRate`), until
+   * the timer is cancelled or the actor stops.
+   *
+   * @example
+   * ```ts ignore
+   * export class Heartbeat extends Actor {
+   *   beats = 0;
+   *   override onStart() {
+   *     this.every(1000, "beat");
+   *   }
+   *   receive(_: "beat") {
+   *     this.beats++;
+   *   }
+   * }
+   * ```
+   */
+  every<M>(this: Actor & { receive(msg: M): unknown }, ms: number, msg: NoInfer<M>): TimerRef {
+    return actorTimer(this.self as unknown as ActorRef<Actor>, ms, msg, true);
+  }
+  /**
+   * Switches the handler of this actor's next `tell`/`ask` messages to `handler` (Akka's
+   * `Behaviors`/`become`, a `gen_statem` state); `become(null)` goes back to `receive`. The
+   * handler runs with `this` as the actor and is typed from `receive(msg)`; what it returns is
+   * the reply of an `ask`. It takes effect from the next message.
+   *
+   * @example
+   * ```ts ignore
+   * export class Light extends Actor {
+   *   receive(msg: "toggle"): string {
+   *     this.become(this.on);
+   *     return "on";
+   *   }
+   *   on(_msg: "toggle"): string {
+   *     this.become(null);
+   *     return "off";
+   *   }
+   * }
+   * ```
+   */
+  become<M>(
+    this: Actor & { receive(msg: M): unknown },
+    handler: ((msg: M) => unknown) | null,
+  ): void {
+    runningAs(this, "become").behavior = handler ?? undefined;
+  }
+
+  /**
+   * Defers the message being handled (a `tell`, an `ask` or a `call`): it is not answered now,
+   * and {@link Actor.unstashAll} hands it back later, before any newer message, in its original
+   * order (Akka's `StashBuffer`, `gen_statem`'s `postpone`). A caller waiting on a stashed `ask`
+   * or `call` gets its reply when the message is handled again.
+   *
+   * @example
+   * ```ts ignore
+   * receive(msg: Msg) {
+   *   if (msg.kind !== "unlock") return this.stash(); // not now: after unlocking
+   *   this.become(this.open);
+   *   this.unstashAll();
+   * }
+   * ```
+   */
+  stash(): void {
+    const run = runningAs(this, "stash");
+    const cur = run.current;
+    if (!cur) throw new ValueError("stash() defers the message being handled: there is none");
+    (run.stash ??= []).push(cur.env);
+    if (cur.to) cur.to.stashed = true; // answered when handled again, not now
+    run.current = undefined;
+  }
+
+  /**
+   * Hands every stashed message back, oldest first, to be handled before the mailbox's next
+   * message (by the handler current then). Returns how many.
+   *
+   * @example
+   * ```ts ignore
+   * this.become(this.open);
+   * this.unstashAll();
+   * ```
+   */
+  unstashAll(): number {
+    const run = runningAs(this, "unstashAll");
+    const back = run.stash ?? [];
+    run.stash = [];
+    run.replay = [...back, ...(run.replay ?? [])];
+    return back.length;
+  }
 }
 
 /** A concrete actor class whose constructor takes `P`. */
@@ -1341,9 +1501,25 @@ interface Running {
   /** Exit signals from linked actors, handled before the next message. */
   signals: { from: ActorRef<Actor>; reason: ExitReason }[];
   wake: AbortController;
+  /** Set by `become`: the handler of the next tell/ask messages instead of `receive`. */
+  behavior?: (msg: never) => unknown;
+  /** The message being handled, for `stash()`. */
+  current?: { env: Envelope; to: Reply | null };
+  /** Messages deferred by `stash()`, oldest first; `unstashAll()` moves them to `replay`. */
+  stash?: Envelope[];
+  /** Unstashed messages, handled before the mailbox's next one. */
+  replay?: Envelope[];
 }
 
 let running: Running | null = null;
+
+/** The running state of `actor`, which must be the actor of this worker, running. */
+function runningAs(actor: Actor, fn: string): Running {
+  if (running?.instance !== actor) {
+    throw new ValueError(`${fn}() works inside a running actor (from onStart or a handler)`);
+  }
+  return running;
+}
 
 /** What `spawn` hands to {@link actorMain}. */
 export interface ActorInit {
@@ -1358,7 +1534,7 @@ export interface ActorInit {
 }
 
 type Envelope = [number, ...unknown[]];
-type Reply = { id: number; inbox: number; slot: number };
+type Reply = { id: number; inbox: number; slot: number; stashed?: boolean };
 /**
  * How handling ended: `kill` skips `onStop`; `zombie` means this worker was terminated while its
  * thread was still running (see _ring "Zombies"): its parent has recorded the kill already, and it
@@ -1381,7 +1557,11 @@ async function importClass(target: ActorInit["target"]): Promise<new (...a: unkn
 function sendReply(to: Reply, status: number, value: unknown): void {
   let bytes: Uint8Array;
   try {
-    bytes = encodeAt([to.id, status, value], 2, "result");
+    // An error being reported arrives even with fields that cannot be sent (the codec leaves
+    // them out and says so in its stack); a result that cannot be sent is refused by its path.
+    bytes = status === ERR
+      ? enc.encode([to.id, status, value], "reply", { reportError: true })
+      : encodeAt([to.id, status, value], 2, "result");
   } catch (e) {
     bytes = enc.encode([to.id, ERR, e], "reply");
   }
@@ -1454,15 +1634,17 @@ function invoke(
     r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function"
   ) {
     return Promise.resolve(r).then((v) => {
-      if (to) sendReply(to, OK, v);
+      if (to && !to.stashed) sendReply(to, OK, v);
       return undefined;
     }, (e) => crash(run, e, to));
   }
-  if (to) sendReply(to, OK, r);
+  if (to && !to.stashed) sendReply(to, OK, r);
   return undefined;
 }
 
 const HOOKS = new Set(["constructor", "onStart", "onStop", "onExit", "receive", "self"]);
+// The Actor base class's own tools are not remote methods either.
+for (const m of ["sendAfter", "every", "become", "stash", "unstashAll"]) HOOKS.add(m);
 
 function handle(run: Running, env: Envelope): Outcome | Promise<Outcome> {
   const inst = run.instance as unknown as Record<string, unknown>;
@@ -1472,7 +1654,8 @@ function handle(run: Running, env: Envelope): Outcome | Promise<Outcome> {
       const to = env[0] === ASK
         ? { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number }
         : null;
-      const recv = inst.receive;
+      run.current = { env, to };
+      const recv = run.behavior ?? inst.receive;
       if (typeof recv !== "function") {
         return crash(run, new ValueError(`actor ${run.ref.name} has no receive(msg) method`), to);
       }
@@ -1480,6 +1663,7 @@ function handle(run: Running, env: Envelope): Outcome | Promise<Outcome> {
     }
     case CALL: {
       const to = { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number };
+      run.current = { env, to };
       const method = env[4] as string, fn = inst[method];
       if (typeof fn !== "function" || HOOKS.has(method) || method.startsWith("#")) {
         // A bad method name cannot come from typed code: refuse it without crashing.
@@ -1557,7 +1741,7 @@ async function loop(run: Running): Promise<Outcome> {
       const out = await handleSignals(run);
       if (out) return out;
     }
-    let env = ring.tryRecv(decode) as Envelope | typeof TIMEOUT;
+    let env = (run.replay?.shift() ?? ring.tryRecv(decode)) as Envelope | typeof TIMEOUT;
     if (env === TIMEOUT) env = ring.recvSync(decode, { timeout: IDLE_BLOCK_MS }) as typeof env;
     if (env === TIMEOUT) {
       try {
@@ -1580,6 +1764,7 @@ async function loop(run: Running): Promise<Outcome> {
     }
     let out = handle(run, env);
     if (out instanceof Promise) out = await out;
+    run.current = undefined;
     if (out) return out;
   }
 }
@@ -1619,6 +1804,7 @@ export async function actorMain(init: ActorInit): Promise<void> {
   } catch (err) {
     out = crash(run, err, null); // a bug here, not in the actor: still stop cleanly
   }
+  cancelOwnedTimers(); // a stopped actor's timers never fire
   if (out?.zombie) return;
   let reason = out!.reason;
   if (!out!.kill) {
@@ -1663,6 +1849,13 @@ export interface SpawnOptions<P extends unknown[]> {
   permissions?: Deno.PermissionOptions;
   /** The module that exports the class, when it cannot be found automatically. */
   module?: string | URL;
+  /**
+   * Registers the actor under `name` before it starts (Erlang's `{local, Name}`): any worker
+   * finds it with `whereis(name)`; the name is free again once it stops. A name held by a running
+   * actor makes `spawn` throw `ValueError`. A supervisor's restart spawns it again: the new
+   * instance takes the name over.
+   */
+  register?: boolean;
 }
 
 function slotOfPid(pid: number): number {
@@ -1701,6 +1894,13 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   const permissions = options.permissions === undefined
     ? undefined
     : sandbox(options.permissions, [target.module]);
+  if (options.register) {
+    if (options.name === undefined) throw new ValueError("spawn({ register: true }) needs a name");
+    // Until its worker starts, the actor lives and dies with us: a spawner killed right here
+    // must not leave the name to an actor that will never run.
+    Atomics.store(box.i32, SLOT, heap().slot);
+    register(name, ref); // before the worker starts: a taken name starts nothing
+  }
   const init: ActorInit = { off: box.off, target, args: options.args ?? [], name };
   const p = new Process({
     target: actorMain,
@@ -1710,10 +1910,20 @@ export async function spawn<A extends Actor, P extends unknown[]>(
     daemon: options.daemon ?? true,
     permissions,
   });
-  p.start();
+  try {
+    p.start();
+  } catch (err) {
+    setStopped(box, err instanceof Error ? err : String(err)); // frees the name, if any
+    throw err;
+  }
   retain(box.off); // the worker's reference, dropped by the watcher once the worker has ended
   Atomics.store(box.i32, SLOT, slotOfPid(p.pid!));
-  watch(box, () => removeRoot(ref), { process: p, name });
+  watch(box, () => {
+    removeRoot(ref);
+    try {
+      forgetActor(box.off); // its names and groups go at once
+    } catch { /* a zombie may not touch the table; lookups check liveness anyway */ }
+  }, { process: p, name });
   addRoot(ref);
   for (;;) {
     const s = Atomics.load(box.i32, STATE);

@@ -8,10 +8,27 @@
  * memory is freed when every object referring to it is closed or garbage-collected, so
  * `unlink()` only stops new attachments by name.
  *
+ * A worker terminated while running synchronous code (a zombie, see _heap "Zombies") meets a
+ * `ProcessError` at its next `SharedMemory` or `ShareableList` operation that would change
+ * shared state; its writes through `buf`, a plain view, cannot be stopped.
+ *
  * @module
  */
 
-import { adopt, alloc, blockSize, disown, heap, nextId, release, retain } from "./_heap.ts";
+import { optionsOf } from "./_args.ts";
+import { __testHooks } from "./_synchronize_hooks.ts";
+import {
+  adopt,
+  alloc,
+  blockSize,
+  checkNotTerminated,
+  disown,
+  heap,
+  nextId,
+  release,
+  retain,
+  tryRetain,
+} from "./_heap.ts";
 import { ValueError } from "./errors.ts";
 import { registerHandle } from "./reduction.ts";
 
@@ -53,15 +70,20 @@ export class SharedMemory {
   /** Creates a block of `size` bytes (zeroed), or attaches to the block called `name`. */
   constructor(options: SharedMemoryOptions) {
     let off: number;
-    const { size, name } = options ?? {};
+    const { size, name } = optionsOf(
+      options,
+      "new SharedMemory",
+      "new SharedMemory({ size: 1024 }) or new SharedMemory({ name })",
+    );
     const i32 = heap().i32;
     if (attaching) {
       off = attaching;
       attaching = 0;
     } else if (name !== undefined) {
-      off = lookup(String(name));
-      retain(off);
+      checkNotTerminated();
+      off = attachByName(String(name));
     } else {
+      checkNotTerminated();
       if (typeof size !== "number" || !Number.isInteger(size) || size <= 0) {
         throw new ValueError(
           `'size' must be a positive integer when creating a SharedMemory: current value is ${size}`,
@@ -109,6 +131,7 @@ export class SharedMemory {
   /** Drops this object's access (the memory is freed once no object refers to it). */
   close(): void {
     if (!this.#buf) return;
+    checkNotTerminated();
     this.#buf = null;
     disown(this);
     release(this.#off);
@@ -117,6 +140,7 @@ export class SharedMemory {
   /** Stops further attachments by name (the memory itself goes once all are closed). */
   unlink(): void {
     if (!this.#buf) throw new ValueError("this SharedMemory is closed");
+    checkNotTerminated();
     Atomics.store(heap().i32, this.#off >> 2, 0);
   }
 
@@ -131,20 +155,34 @@ export class SharedMemory {
   }
 }
 
-function lookup(name: string): number {
+/**
+ * Finds the block called `name` and takes a reference to it. The reference is added only if
+ * the block still has one (a reference added to a block being freed would revive it, and the
+ * allocator would hand it out again while it is in use), and the block is checked again once
+ * held: it may have been freed and reused, for anything, between the first check and the
+ * reference.
+ */
+function attachByName(name: string): number {
   const m = /^psm_([0-9a-z]+)_([0-9a-z]+)$/.exec(name);
-  const h = heap();
   if (m) {
     const id = parseInt(m[1], 36), off = parseInt(m[2], 36);
-    if (
-      off % 16 === 0 && off >= HEADER && off + HEADER <= h.sab.byteLength &&
-      Atomics.load(h.i32, off >> 2) === MAGIC && h.i32[(off >> 2) + 1] === id &&
-      h.i32[(off >> 2) + 2] + HEADER <= blockSize(off)
-    ) {
-      return off;
+    if (named(off, id)) {
+      __testHooks.sharedMemoryAttach?.();
+      if (tryRetain(off)) {
+        if (named(off, id)) return off; // still the block that was named
+        release(off); // freed and reused meanwhile
+      }
     }
   }
   throw new ValueError(`no SharedMemory named '${name}' (closed, unlinked, or never created)`);
+}
+
+/** True when the block at `off` is a live SharedMemory with this id. */
+function named(off: number, id: number): boolean {
+  const h = heap();
+  return off % 16 === 0 && off >= HEADER && off + HEADER <= h.sab.byteLength &&
+    Atomics.load(h.i32, off >> 2) === MAGIC && h.i32[(off >> 2) + 1] === id &&
+    h.i32[(off >> 2) + 2] + HEADER <= blockSize(off);
 }
 
 registerHandle<SharedMemory, number>({
@@ -226,7 +264,8 @@ export class ShareableList {
   #length: number;
 
   /** A new list holding `values`, or (with `name`) the existing list in that SharedMemory. */
-  constructor(values?: Iterable<ShareableItem>, options: { name?: string } = {}) {
+  constructor(values?: Iterable<ShareableItem>, options?: { name?: string }) {
+    options = optionsOf(options, "new ShareableList", "new ShareableList(undefined, { name })");
     if (attachingList) {
       this.#shm = attachingList;
       attachingList = undefined;
@@ -281,6 +320,7 @@ export class ShareableList {
 
   /** Replaces the item at `i`; `ValueError` if a string or bytes exceeds the room it has. */
   set(i: number, v: ShareableItem): void {
+    checkNotTerminated();
     const j = this.#slot(i), dv = this.#dv;
     const [kind, bytes] = encodeItem(v, `item ${j}`);
     const cap = dv.getUint32(LIST_HEADER + j * SLOT + 4, true);

@@ -11,10 +11,14 @@
  * `getLock()` around it, as in Python. (Plain accesses, not `Atomics.store`, keep a write at
  * the cost of a store: the lock's own atomic operations order them for the other processes.)
  *
+ * Every write passes the zombie fence first (see _heap "Zombies"): a worker terminated while
+ * running synchronous code throws there instead of writing shared memory.
+ *
  * @module
  */
 
-import { adopt, alloc, heap, retain } from "./_heap.ts";
+import { optionsOf } from "./_args.ts";
+import { adopt, alloc, checkNotTerminated, heap, retain } from "./_heap.ts";
 import { ValueError } from "./errors.ts";
 import { registerHandle } from "./reduction.ts";
 import { Lock, RLock } from "./synchronize.ts";
@@ -229,6 +233,7 @@ function attach<T>(off: number, make: () => T): T {
 /** The elements of a new object: an attached block, or a fresh one (zeroed). */
 function cells(self: object, spec: Spec, n: number): { off: number; a: Typed; fresh: boolean } {
   const fresh = attaching === 0;
+  if (fresh) checkNotTerminated();
   const off = fresh ? alloc(Math.max(1, n) * spec.size) : attaching;
   attaching = 0;
   adopt(self, off);
@@ -282,6 +287,7 @@ export class RawValue<T extends Typecode = Typecode> {
     return this.#spec.read(this.#a, 0) as CType<T>;
   }
   set value(v: CInput<T>) {
+    checkNotTerminated();
     this.#spec.write(this.#a, 0, v);
   }
 
@@ -310,9 +316,10 @@ export class Value<T extends Typecode = Typecode> extends RawValue<T> {
   #lock: Lock | RLock | null;
 
   /** A value of type `typecode`, initially `init` (default zero), with a lock. */
-  constructor(typecode: T, init?: CInput<T>, options: SynchronizedOptions = {}) {
+  constructor(typecode: T, init?: CInput<T>, options?: SynchronizedOptions) {
+    const o = optionsOf(options, "new Value", `new Value("i", 0, { lock: false })`);
     super(typecode, init);
-    this.#lock = rebuiltLock === undefined ? lockFor(options.lock) : rebuiltLock;
+    this.#lock = rebuiltLock === undefined ? lockFor(o.lock) : rebuiltLock;
   }
 
   /** The lock that guards this value (throws `ValueError` if created with `lock: false`). */
@@ -464,6 +471,7 @@ export class RawArray<T extends Typecode = Typecode> {
 
   /** Sets the element at `i` (negative counts from the end). */
   set(i: number, v: CInput<T>): void {
+    checkNotTerminated();
     this.#spec.write(this.#a, this.#index(i), v);
   }
 
@@ -512,10 +520,11 @@ class SharedArray<T extends Typecode = Typecode> extends RawArray<T> {
   constructor(
     typecode: T,
     sizeOrValues: number | Iterable<CInput<T>> | (T extends "c" ? string : never),
-    options: SynchronizedOptions = {},
+    options?: SynchronizedOptions,
   ) {
+    const o = optionsOf(options, "new Array", `new Array("i", 10, { lock: false })`);
     super(typecode, sizeOrValues);
-    this.#lock = rebuiltLock === undefined ? lockFor(options.lock) : rebuiltLock;
+    this.#lock = rebuiltLock === undefined ? lockFor(o.lock) : rebuiltLock;
   }
 
   /** The lock that guards this array (throws `ValueError` if created with `lock: false`). */

@@ -13,6 +13,30 @@
  * succeeds and `ownerDied` is true. Semaphores keep a small table of the permits each process
  * holds; a waiter that runs out of permits reclaims those of dead processes (see `Semaphore`).
  *
+ * The rules the code follows, so that a take-over and a process that was declared dead but still
+ * runs (a zombie: Deno cannot stop a worker inside synchronous code) never corrupt anything:
+ * - The fence: every operation that changes shared state first calls `checkNotTerminated`
+ *   (_heap.ts; one plain read, so it sits on the hot paths too), and every wait algorithm calls
+ *   it again after each sleep (`fenced`). A zombie meets a `ProcessError` there, takes nothing
+ *   it was waiting for, and leaves what it held to be taken over: a Condition waiter does not
+ *   take its lock back nor unlink itself, a Barrier party neither counts itself out nor breaks
+ *   the barrier. The one thing it gives back is what its wake-up brought: a mutex hand-over
+ *   reserved for it, or a semaphore wake-up, which it passes on to another waiter.
+ * - Ownership is checked in the same compare-exchange that releases: a lock is freed only by
+ *   `mutexRelease(i32, i, owner)` against the holder seen (its own slot for RLock, Barrier and
+ *   Condition; for Lock, which any process may release, the holder just read), never by "check,
+ *   then release". A holder taken over in between keeps nothing, frees nothing.
+ * - Who may clear what: a semaphore holder-table entry is claimed (0 to a slot) and freed (back to
+ *   0) only by its process; a reclaimer first claims a dead process's entry by compare-exchange
+ *   (slot to minus its own slot), then takes the count, then frees it. Counts change only by
+ *   atomic read-modify-write. An Event's flag is cleared only by `clear()`, and a waiter decides
+ *   by the count of `set()`s, not by the flag, whether it was woken.
+ * - A release takes the permit off its own account before giving it: a permit missing from the
+ *   account was either never on it or reclaimed because this process was declared dead, and the
+ *   fence tells which.
+ *
+ * Timeouts are in milliseconds everywhere; options objects are checked for their shape.
+ *
  * @module
  */
 
@@ -21,7 +45,6 @@ import {
   type AcquireResult,
   deadlineOf,
   LIVENESS_SLICE_MS,
-  mutexAcquireSync,
   mutexLocked,
   mutexOwner,
   mutexRelease,
@@ -36,7 +59,19 @@ import {
   type WaitResult,
   type Waits,
 } from "./_atomics.ts";
-import { adopt, alloc, heap, isAlive, nextId, release, retain } from "./_heap.ts";
+import {
+  adopt,
+  alloc,
+  checkNotTerminated,
+  heap,
+  isAlive,
+  isTerminatedError,
+  nextId,
+  release,
+  retain,
+} from "./_heap.ts";
+import { optionsOf } from "./_args.ts";
+import { __testHooks } from "./_synchronize_hooks.ts";
 import { BrokenBarrierError, ValueError } from "./errors.ts";
 import { registerHandle } from "./reduction.ts";
 import { getIdent } from "./threading.ts";
@@ -46,9 +81,12 @@ import { getIdent } from "./threading.ts";
 
 /** Options of `acquire()`: `block: false` fails at once; `timeout` in ms; `signal` aborts. */
 export interface AcquireOptions {
-  /** `false`: take it only if it is free now (Python's `block=False`). Default `true`. */
+  /**
+   * `false`: take it only if it is free now (Python's `block=False`); a `timeout` is then
+   * ignored, as in Python's `multiprocessing`. Default `true`.
+   */
   block?: boolean;
-  /** Give up (resolve `false`) after this many milliseconds. */
+  /** Give up (resolve `false`) after this many milliseconds (not seconds, as in Python). */
   timeout?: number;
   /** Abort the wait: the promise rejects with the signal's reason. */
   signal?: AbortSignal;
@@ -64,7 +102,7 @@ export interface BlockingAcquireOptions extends AcquireOptions {
 
 /** Options of `wait()`: `timeout` in ms; `signal` aborts the wait. */
 export interface WaitOptions {
-  /** Give up after this many milliseconds. */
+  /** Give up after this many milliseconds (not seconds, as in Python). */
   timeout?: number;
   /** Abort the wait: the promise rejects with the signal's reason. */
   signal?: AbortSignal;
@@ -103,20 +141,40 @@ class Held implements Acquired {
   }
 }
 
+/**
+ * Checks the shape of an acquire's options (issue 18.1: `acquire(false)` or `acquire(5)`,
+ * written for Python's positional `block`/`timeout`, would otherwise be ignored). Callers test
+ * `options !== undefined` first: the hot path then pays nothing.
+ */
+function checkAcquireOptions(o: AcquireOptions, call: string): void {
+  const name = call.slice(call.indexOf(".") + 1);
+  optionsOf(
+    o,
+    call,
+    (o as unknown) === false ? `${name}({ block: false })` : `${name}({ timeout: 200 })`,
+  );
+}
+
+/**
+ * The deadline of an acquire. With `block: false` a timeout is ignored, as in Python's
+ * `multiprocessing` (its `threading` raises instead): the call only tries.
+ */
 function acquireDeadline(o: AcquireOptions | undefined): number {
   if (!o) return Infinity;
-  if (o.block === false) {
-    if (o.timeout !== undefined && o.timeout !== null) {
-      throw new ValueError("can't specify a timeout for a non-blocking call");
-    }
-    return 0;
-  }
+  if (o.block === false) return 0;
   return deadlineOf(o.timeout);
 }
 
-function waitArgs(t: number | WaitOptions | undefined): [number, AbortSignal | undefined] {
-  if (typeof t === "object" && t !== null) return [deadlineOf(t.timeout), t.signal];
-  return [deadlineOf(t), undefined];
+/** The deadline and signal of a `wait(timeout?: number | WaitOptions)`. */
+function waitArgs(
+  t: number | WaitOptions | undefined,
+  call: string,
+): [number, AbortSignal | undefined] {
+  if (typeof t === "object" && t !== null) {
+    const o = optionsOf(t, call, "wait(200) or wait({ timeout: 200 })");
+    return [deadlineOf(o.timeout), o.signal];
+  }
+  return [deadlineOf(t), undefined]; // a number of ms, or a TypeError naming what it got
 }
 
 /** The smallest request that gets a 64-byte block (the heap adds a 16-byte header). */
@@ -141,6 +199,7 @@ function attach<T>(off: number, make: () => T): T {
  */
 function block(self: object, bytes: number): { off: number; i32: Int32Array; fresh: boolean } {
   const fresh = attaching === 0;
+  if (fresh) checkNotTerminated();
   // At least a 64-byte block (blocks are aligned to their size): a cache line of its own, so
   // that two busy primitives never slow each other down by sharing one.
   const off = fresh ? alloc(Math.max(bytes, LINE_BYTES)) : attaching;
@@ -154,6 +213,36 @@ function block(self: object, bytes: number): { off: number; i32: Int32Array; fre
 function share(off: number): number {
   retain(off);
   return off;
+}
+
+/**
+ * The slow path of a mutex acquire, passing the fence after each sleep: a process terminated
+ * while it waited (a zombie, see _heap "Zombies") stops there instead of taking the mutex. It
+ * passes on what its wake-up brought, as it will not use it: the hand-over a starvation-mode
+ * release reserved for the waiter it woke (else the mutex would stay reserved until another
+ * waiter slept its way to it), or the wake-up itself (another sleeper re-checks the word now).
+ */
+function* mutexWaitsFenced(
+  i32: Int32Array,
+  index: number,
+  me: number,
+  deadline: number,
+): Waits<AcquireResult> {
+  const g = mutexWaits(i32, index, me, deadline);
+  let step = g.next();
+  while (!step.done) {
+    const r = yield step.value;
+    try {
+      checkNotTerminated();
+    } catch (e) {
+      // Held by nobody yet locked: being handed over (owner 0 in the release's compare-exchange).
+      if (mutexLocked(i32, index) && mutexOwner(i32, index) === 0) mutexRelease(i32, index, 0);
+      else Atomics.notify(i32, index, 1);
+      throw e;
+    }
+    step = g.next(r);
+  }
+  return step.value;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,6 +265,9 @@ let lockOf!: (l: Lock) => { off: number; i32: Int32Array };
  * Fairness: the lock goes to whoever asks first (cheap under short critical sections), but a
  * waiter kept out for more than a millisecond makes the next release hand it over, oldest
  * waiter first.
+ *
+ * Timeouts are in milliseconds; `acquire({ block: false, timeout })` ignores the timeout, as in
+ * Python's `multiprocessing`.
  *
  * @example
  * ```ts
@@ -224,7 +316,9 @@ export class Lock {
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
     try {
+      if (options !== undefined) checkAcquireOptions(options, "Lock.acquire");
       options?.signal?.throwIfAborted();
+      checkNotTerminated();
       const i32 = this.#i32, me = this.#slot;
       if (Atomics.compareExchange(i32, L_MUTEX, 0, me) === 0) {
         return Promise.resolve(this.#took(ACQUIRED));
@@ -234,9 +328,9 @@ export class Lock {
         return Promise.resolve(this.#took(runSync(mutexWaits(i32, L_MUTEX, me, 0))));
       }
       if (spin(i32, L_MUTEX, me)) return Promise.resolve(this.#took(ACQUIRED));
-      return runAsync(mutexWaits(i32, L_MUTEX, me, deadline), options?.signal).then((r) =>
-        this.#took(r)
-      );
+      return runAsync(mutexWaitsFenced(i32, L_MUTEX, me, deadline), options?.signal).then((
+        r,
+      ) => this.#took(r));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -250,12 +344,15 @@ export class Lock {
   /** Acquires the lock, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
+    if (options !== undefined) checkAcquireOptions(options, "Lock.acquireSync");
+    checkNotTerminated();
     const i32 = this.#i32, word = Atomics.compareExchange(i32, L_MUTEX, 0, this.#slot);
     if (word === 0) return this.#took(ACQUIRED);
     const deadline = acquireDeadline(options);
     if (deadline === 0) return this.#took(runSync(mutexWaits(i32, L_MUTEX, this.#slot, 0)));
     if (deadline === Infinity) selfDeadlock(word, this.#slot);
-    return this.#took(mutexAcquireSync(i32, L_MUTEX, options?.timeout));
+    if (spin(i32, L_MUTEX, this.#slot)) return this.#took(ACQUIRED);
+    return this.#took(runSync(mutexWaitsFenced(i32, L_MUTEX, this.#slot, deadline)));
   }
 
   #took(r: AcquireResult): Acquired | false {
@@ -270,13 +367,22 @@ export class Lock {
     return new Held(this, true);
   }
 
-  /** Releases the lock; `ValueError` (`release unlocked lock`) if it is not locked. */
+  /**
+   * Releases the lock (any thread or process may, as in Python); `ValueError` (`semaphore or
+   * lock released too many times`, multiprocessing's wording) if it is not locked.
+   */
   release(): void {
+    checkNotTerminated();
     const i32 = this.#i32;
     // Fast path: held by this process, nobody waiting. Anything else goes the long way.
     if (Atomics.compareExchange(i32, L_MUTEX, this.#slot, 0) === this.#slot) return;
-    if (!mutexLocked(i32, L_MUTEX)) throw new ValueError("release unlocked lock");
-    mutexRelease(i32, L_MUTEX);
+    for (;;) {
+      const word = Atomics.load(i32, L_MUTEX);
+      if (word === 0) throw new ValueError("semaphore or lock released too many times");
+      // Released as the holder seen here, by one compare-exchange: should that holder be
+      // declared dead and the lock taken over in between, the new holder keeps it.
+      if (mutexRelease(i32, L_MUTEX, ownerOf(word))) return;
+    }
   }
 
   /** True when some thread or process holds the lock. */
@@ -381,7 +487,9 @@ export class RLock {
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
     try {
+      if (options !== undefined) checkAcquireOptions(options, "RLock.acquire");
       options?.signal?.throwIfAborted();
+      checkNotTerminated();
       const i32 = this.#i32, me = getIdent(), slot = this.#slot;
       const word = Atomics.compareExchange(i32, R_MUTEX, 0, slot);
       if (word === 0) return Promise.resolve(this.#took(ACQUIRED, me));
@@ -394,9 +502,9 @@ export class RLock {
         return Promise.resolve(this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me));
       }
       if (spin(i32, R_MUTEX, slot)) return Promise.resolve(this.#took(ACQUIRED, me));
-      return runAsync(mutexWaits(i32, R_MUTEX, slot, deadline), options?.signal).then((r) =>
-        this.#took(r, me)
-      );
+      return runAsync(mutexWaitsFenced(i32, R_MUTEX, slot, deadline), options?.signal).then((
+        r,
+      ) => this.#took(r, me));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -407,6 +515,8 @@ export class RLock {
   /** Acquires the lock, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
+    if (options !== undefined) checkAcquireOptions(options, "RLock.acquireSync");
+    checkNotTerminated();
     const i32 = this.#i32, me = getIdent(), slot = this.#slot;
     const word = Atomics.compareExchange(i32, R_MUTEX, 0, slot);
     if (word === 0) {
@@ -422,7 +532,8 @@ export class RLock {
     const deadline = acquireDeadline(options);
     if (deadline === 0) return this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me);
     if (deadline === Infinity) selfDeadlock(word, slot);
-    return this.#took(mutexAcquireSync(i32, R_MUTEX, options?.timeout), me);
+    if (spin(i32, R_MUTEX, slot)) return this.#took(ACQUIRED, me);
+    return this.#took(runSync(mutexWaitsFenced(i32, R_MUTEX, slot, deadline)), me);
   }
 
   /** True when thread `me` of this process holds the lock. */
@@ -452,15 +563,20 @@ export class RLock {
    * current thread owns the lock.
    */
   release(): void {
-    const i32 = this.#i32;
+    checkNotTerminated();
+    const i32 = this.#i32, slot = this.#slot;
     if (!this.#mine(getIdent())) throw new ValueError("cannot release un-acquired lock");
     const levels = i32[R_COUNT];
     if (levels > 0) {
       i32[R_COUNT] = levels - 1;
       return;
     }
-    if (Atomics.compareExchange(i32, R_MUTEX, this.#slot, 0) !== this.#slot) {
-      mutexRelease(i32, R_MUTEX);
+    if (Atomics.compareExchange(i32, R_MUTEX, slot, 0) === slot) return;
+    // Only as its owner: if this process was declared dead since the check above and the lock
+    // taken over, the new owner keeps it (and this zombie meets the fence).
+    if (!mutexRelease(i32, R_MUTEX, slot)) {
+      checkNotTerminated();
+      throw new ValueError("cannot release un-acquired lock");
     }
   }
 
@@ -504,11 +620,11 @@ function condLock(lock: Lock | RLock): CondLock {
       releaseSave: () => {
         const levels = i32[R_COUNT] + 1;
         i32[R_COUNT] = 0;
-        mutexRelease(i32, R_MUTEX);
+        mutexRelease(i32, R_MUTEX, heap().slot);
         return levels;
       },
       restore: function* (levels) {
-        yield* mutexWaits(i32, R_MUTEX, heap().slot, Infinity);
+        yield* mutexWaitsFenced(i32, R_MUTEX, heap().slot, Infinity);
         i32[R_COUNT] = levels - 1;
         i32[R_THREAD] = getIdent();
       },
@@ -523,7 +639,7 @@ function condLock(lock: Lock | RLock): CondLock {
       return 1;
     },
     restore: function* () {
-      yield* mutexWaits(i32, L_MUTEX, heap().slot, Infinity);
+      yield* mutexWaitsFenced(i32, L_MUTEX, heap().slot, Infinity);
       i32[L_THREAD] = getIdent();
     },
   };
@@ -534,7 +650,9 @@ function condLock(lock: Lock | RLock): CondLock {
 
 /**
  * Semaphore words: the value, how many wait, the bound (-1: none), then HOLDERS entries of
- * (process slot, permits it holds), so that permits of a dead process can be given back.
+ * (process slot, permits it holds), so that permits of a dead process can be given back. An
+ * entry's slot word is 0 when free, a process's slot, or minus the slot of a waiter reclaiming
+ * it (so that a reclaimer that dies half-way is itself noticed).
  */
 const S_VALUE = 0, S_WAITING = 1, S_BOUND = 2, S_TABLE = 4, HOLDERS = 8;
 const S_BYTES = (S_TABLE + 2 * HOLDERS) * 4;
@@ -602,7 +720,9 @@ export class Semaphore {
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
     try {
+      if (options !== undefined) checkAcquireOptions(options, "Semaphore.acquire");
       options?.signal?.throwIfAborted();
+      checkNotTerminated();
       if (this.#take()) return Promise.resolve(this.#took(ACQUIRED));
       const deadline = acquireDeadline(options);
       if (deadline === 0) return Promise.resolve(this.#took(runSync(this.#waits(0))));
@@ -617,6 +737,8 @@ export class Semaphore {
   /** Takes a permit, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
+    if (options !== undefined) checkAcquireOptions(options, "Semaphore.acquireSync");
+    checkNotTerminated();
     if (this.#take()) return this.#took(ACQUIRED);
     return this.#took(runSync(this.#waits(acquireDeadline(options))));
   }
@@ -645,10 +767,11 @@ export class Semaphore {
   }
 
   /**
-   * Adds `delta` to this process's permit count. Only this process writes its entry (an isolate
-   * runs one thing at a time), so plain loads and stores suffice once the entry is claimed.
+   * Notes `delta` permits on this process's account (only this process claims or frees its
+   * entry). Returns false when a release (-1) finds nothing on account: a plain signal, or the
+   * account was reclaimed because this process was declared dead.
    */
-  #account(delta: 1 | -1): void {
+  #account(delta: 1 | -1): boolean {
     const i32 = this.#i32, me = this.#slot;
     const hint = this.#entry;
     if (hint >= 0 && Atomics.load(i32, hint) === me) return this.#count(hint, delta);
@@ -659,47 +782,60 @@ export class Semaphore {
         if (s === me) return this.#count(this.#entry = e, delta);
         if (s === 0 && free < 0) free = e;
       }
-      // A release with nothing on account is a plain signal; a full table leaves it untracked.
-      if (delta < 0 || free < 0) return;
+      // A full table leaves a permit untracked.
+      if (delta < 0 || free < 0) return false;
       if (Atomics.compareExchange(i32, free, 0, me) === 0) {
         Atomics.store(i32, free + 1, 1);
         this.#entry = free;
-        return;
+        return true;
       }
     }
   }
 
-  #count(e: number, delta: number): void {
-    const i32 = this.#i32, n = Atomics.load(i32, e + 1) + delta;
-    if (n > 0) Atomics.store(i32, e + 1, n);
-    else {
-      // The entry is free again, for any process (this one included).
-      Atomics.store(i32, e + 1, 0);
-      Atomics.store(i32, e, 0);
-    }
+  /**
+   * Adds `delta` to the count of entry `e`, this process's, by an atomic read-modify-write: a
+   * load and a store would give back permits a reclaimer took in between (once this process was
+   * declared dead). The entry is free again when nothing is left on it.
+   */
+  #count(e: number, delta: number): boolean {
+    const i32 = this.#i32, n = Atomics.add(i32, e + 1, delta) + delta;
+    if (n <= 0) Atomics.compareExchange(i32, e, this.#slot, 0); // not if reclaimed meanwhile
+    return n >= 0;
   }
 
   /** Takes back the permits of dead processes; returns how many. */
   #reclaim(): number {
-    const i32 = this.#i32;
+    const i32 = this.#i32, me = this.#slot;
     let got = 0;
     for (let e = S_TABLE; e < S_TABLE + 2 * HOLDERS; e += 2) {
       const s = Atomics.load(i32, e);
-      if (s === 0 || isAlive(s)) continue;
-      // exchange: two waiters reclaiming at once must not both return the same permits.
-      got += Atomics.exchange(i32, e + 1, 0);
-      Atomics.compareExchange(i32, e, s, 0);
+      if (s === 0 || isAlive(s < 0 ? -s : s)) continue;
+      __testHooks.semaphoreReclaim?.();
+      // Claim the entry first, by a compare-exchange against the dead slot just read, then
+      // take its count. Taking the count first would be an ABA race: another waiter may
+      // reclaim and free the entry meanwhile, and a live process claim it, whose permit this
+      // waiter would then take and give back, one permit too many for good.
+      if (Atomics.compareExchange(i32, e, s, -me) !== s) continue;
+      got += Math.max(0, Atomics.exchange(i32, e + 1, 0));
+      Atomics.store(i32, e, 0);
     }
     if (got > 0) this.#give(got, true);
     return got;
   }
 
-  /** Adds `n` permits (capped at the bound when `cap`) and wakes as many waiters. */
-  #give(n: number, cap: boolean): void {
+  /**
+   * Adds `n` permits and wakes as many waiters. Past the bound, permits given back by
+   * `reclaimed` dead holders are capped; a release throws `ValueError`, as in Python.
+   */
+  #give(n: number, reclaimed: boolean): void {
     const i32 = this.#i32, bound = Atomics.load(i32, S_BOUND);
     for (;;) {
       const v = Atomics.load(i32, S_VALUE);
-      const next = cap && bound >= 0 ? Math.min(bound, v + n) : v + n;
+      let next = v + n;
+      if (bound >= 0 && next > bound) {
+        if (!reclaimed) throw new ValueError("semaphore or lock released too many times");
+        next = bound;
+      }
       if (Atomics.compareExchange(i32, S_VALUE, v, next) === v) break;
     }
     if (Atomics.load(i32, S_WAITING) > 0) Atomics.notify(i32, S_VALUE, n);
@@ -711,6 +847,7 @@ export class Semaphore {
     Atomics.add(i32, S_WAITING, 1);
     try {
       for (;;) {
+        checkNotTerminated(); // also after each sleep: a zombie must not take a permit
         if (this.#take()) return died ? OWNER_DIED : ACQUIRED;
         if (this.#reclaim() > 0) {
           died = true;
@@ -724,6 +861,10 @@ export class Semaphore {
         }
         yield { i32, index: S_VALUE, value: 0, ms: Math.min(left, LIVENESS_SLICE_MS) };
       }
+    } catch (e) {
+      // A zombie stopped by the fence passes on the wake-up it may have consumed.
+      if (isTerminatedError(e) && Atomics.load(i32, S_VALUE) > 0) Atomics.notify(i32, S_VALUE, 1);
+      throw e;
     } finally {
       Atomics.sub(i32, S_WAITING, 1);
     }
@@ -737,18 +878,19 @@ export class Semaphore {
     if (!Number.isInteger(n) || n < 1) {
       throw new ValueError(`n must be an integer >= 1: current value is ${n}`);
     }
-    const i32 = this.#i32, bound = Atomics.load(i32, S_BOUND);
-    if (bound >= 0) {
-      for (;;) {
-        const v = Atomics.load(i32, S_VALUE);
-        if (v + n > bound) throw new ValueError("semaphore or lock released too many times");
-        if (Atomics.compareExchange(i32, S_VALUE, v, v + n) === v) break;
-      }
-      if (Atomics.load(i32, S_WAITING) > 0) Atomics.notify(i32, S_VALUE, n);
-    } else {
+    checkNotTerminated();
+    // Off this process's account first, then given. A permit missing from the account either
+    // was never on it (a plain signal) or was taken back by a reclaimer after this process was
+    // declared dead: the fence tells which, so that a zombie does not give it a second time.
+    let off = 0;
+    while (off < n && this.#account(-1)) off++;
+    if (off < n) checkNotTerminated();
+    try {
       this.#give(n, false);
+    } catch (e) {
+      while (off-- > 0) this.#account(1); // released too many times: nothing was released
+      throw e;
     }
-    for (let k = 0; k < n; k++) this.#account(-1);
   }
 
   /** The number of permits available now. */
@@ -813,11 +955,18 @@ registerHandle<BoundedSemaphore, number>({
 // ---------------------------------------------------------------------------------------------
 // Event
 
+/**
+ * Event words: the flag, and a count of `set()`s, which waiters sleep on. A waiter returns true
+ * once the count has moved since it began, even if a `clear()` followed at once (Python's
+ * bpo-13502): otherwise it could wake, find the flag cleared, and wait on as if nothing
+ * had happened.
+ */
+const E_FLAG = 0, E_SETS = 1;
 let eventOf!: (e: Event) => number;
 
 /**
  * An event flag (Python's `Event`): `wait()` waits until another thread or process calls
- * `set()`.
+ * `set()`. Every waiter present at a `set()` returns `true`, even if `clear()` follows at once.
  *
  * Named `Event` as in Python; import it under another name where the DOM `Event` is needed.
  *
@@ -828,7 +977,7 @@ let eventOf!: (e: Event) => number;
  * setTimeout(() => ready.set(), 5);
  * console.assert(await ready.wait() === true);
  * ready.clear();
- * console.assert(await ready.wait(10) === false);
+ * console.assert(await ready.wait(10) === false); // 10 ms
  * ```
  */
 export class Event {
@@ -837,7 +986,7 @@ export class Event {
 
   /** Creates a cleared event in shared memory. */
   constructor() {
-    const b = block(this, 4);
+    const b = block(this, 8);
     this.#off = b.off;
     this.#i32 = b.i32;
   }
@@ -848,46 +997,55 @@ export class Event {
 
   /** True when the flag is set. */
   isSet(): boolean {
-    return Atomics.load(this.#i32, 0) !== 0;
+    return Atomics.load(this.#i32, E_FLAG) !== 0;
   }
 
   /** Sets the flag and wakes every waiter. */
   set(): void {
-    if (Atomics.exchange(this.#i32, 0, 1) === 0) Atomics.notify(this.#i32, 0);
+    checkNotTerminated();
+    const i32 = this.#i32;
+    if (Atomics.exchange(i32, E_FLAG, 1) === 0) {
+      Atomics.add(i32, E_SETS, 1);
+      Atomics.notify(i32, E_SETS);
+    }
   }
 
   /** Clears the flag. */
   clear(): void {
-    Atomics.store(this.#i32, 0, 0);
+    checkNotTerminated();
+    Atomics.store(this.#i32, E_FLAG, 0);
   }
 
   /**
-   * Waits until the flag is set; resolves `true`, or `false` once `timeout` ms have passed
-   * with the flag still clear.
+   * Waits until the flag is set; resolves `true`, or `false` once `timeout` milliseconds have
+   * passed with the flag still clear.
    */
   wait(timeout?: number | WaitOptions): Promise<boolean> {
     try {
+      checkNotTerminated();
       if (this.isSet()) return Promise.resolve(true);
-      const [deadline, signal] = waitArgs(timeout);
+      const [deadline, signal] = waitArgs(timeout, "Event.wait");
       return runAsync(this.#waits(deadline), signal);
     } catch (e) {
       return Promise.reject(e);
     }
   }
 
-  /** Like `wait()`, blocking the thread (for CPU-bound code in a worker). */
+  /** Like `wait()` (`timeout` in milliseconds), blocking the thread (for CPU-bound code). */
   waitSync(timeout?: number): boolean {
+    checkNotTerminated();
     if (this.isSet()) return true;
     return runSync(this.#waits(deadlineOf(timeout)));
   }
 
   *#waits(deadline: number): Waits<boolean> {
-    const i32 = this.#i32;
+    const i32 = this.#i32, sets = Atomics.load(i32, E_SETS);
     for (;;) {
-      if (Atomics.load(i32, 0) !== 0) return true;
+      if (Atomics.load(i32, E_FLAG) !== 0 || Atomics.load(i32, E_SETS) !== sets) return true;
       const left = remainingMs(deadline);
       if (left <= 0) return false;
-      yield { i32, index: 0, value: 0, ms: left };
+      yield { i32, index: E_SETS, value: sets, ms: left };
+      checkNotTerminated(); // a zombie woken here stops instead of acting on the event
     }
   }
 
@@ -970,6 +1128,11 @@ export class Condition {
   /** Acquires the underlying lock; `false` on a `block: false` miss or a timeout. */
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
+    try {
+      if (options !== undefined) checkAcquireOptions(options, "Condition.acquire");
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.#lock.acquire(options as AcquireOptions);
   }
 
@@ -978,6 +1141,7 @@ export class Condition {
   /** Acquires the underlying lock, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
+    if (options !== undefined) checkAcquireOptions(options, "Condition.acquireSync");
     return this.#lock.acquireSync(options as AcquireOptions);
   }
 
@@ -987,12 +1151,13 @@ export class Condition {
   }
 
   /**
-   * Releases the lock, waits for a `notify` (or `timeout` ms), takes the lock back. Resolves
-   * `true` when notified, `false` on timeout.
+   * Releases the lock, waits for a `notify` (or `timeout` milliseconds), takes the lock back.
+   * Resolves `true` when notified, `false` on timeout.
    */
   wait(timeout?: number | WaitOptions): Promise<boolean> {
     try {
-      const [deadline, signal] = waitArgs(timeout);
+      const [deadline, signal] = waitArgs(timeout, "Condition.wait");
+      checkNotTerminated();
       this.#check("wait on");
       return runAsync(this.#waits(deadline), signal);
     } catch (e) {
@@ -1000,16 +1165,17 @@ export class Condition {
     }
   }
 
-  /** Like `wait()`, blocking the thread (for CPU-bound code in a worker). */
+  /** Like `wait()` (`timeout` in milliseconds), blocking the thread (for CPU-bound code). */
   waitSync(timeout?: number): boolean {
     const deadline = deadlineOf(timeout);
+    checkNotTerminated();
     this.#check("wait on");
     return runSync(this.#waits(deadline));
   }
 
   /**
    * Waits until `predicate()` is truthy (checked first, then after each wake-up) or `timeout`
-   * ms have passed; resolves with the predicate's last result.
+   * milliseconds have passed; resolves with the predicate's last result.
    */
   async waitFor<T>(predicate: () => T | Promise<T>, timeout?: number): Promise<T> {
     const deadline = deadlineOf(timeout);
@@ -1045,21 +1211,29 @@ export class Condition {
     wi[W_SLOT] = h.slot;
     this.#append(w);
     const saved = this.#ops.releaseSave();
-    let notified = false;
+    let notified = false, zombie = false;
     try {
       for (;;) {
         if (Atomics.load(wi, W_FLAG) !== 0) break;
         const left = remainingMs(deadline);
         if (left <= 0) break;
         yield { i32: wi, index: W_FLAG, value: 0, ms: left };
+        checkNotTerminated();
       }
+    } catch (e) {
+      zombie = isTerminatedError(e);
+      throw e;
     } finally {
-      // Also when aborted: the caller gets its lock back, and the list loses this waiter.
-      yield* this.#ops.restore(saved);
-      // Under the lock again: a notify that came after the timeout still counts as one.
-      notified = Atomics.load(wi, W_FLAG) !== 0;
-      if (!notified) this.#unlink(w);
-      release(w);
+      // A zombie (see _heap "Zombies") neither takes the lock back nor touches the list: its
+      // waiter block stays there for `notify`, which drops the blocks of dead waiters.
+      if (!zombie) {
+        // Also when aborted: the caller gets its lock back, and the list loses this waiter.
+        yield* this.#ops.restore(saved);
+        // Under the lock again: a notify that came after the timeout still counts as one.
+        notified = Atomics.load(wi, W_FLAG) !== 0;
+        if (!notified) this.#unlink(w);
+        release(w);
+      }
     }
     return notified;
   }
@@ -1087,6 +1261,7 @@ export class Condition {
 
   /** Wakes the `n` longest-waiting waiters (those still alive). */
   notify(n = 1): void {
+    checkNotTerminated();
     this.#check("notify on");
     const i32 = this.#i32, heap32 = heap().i32;
     let woken = 0;
@@ -1152,7 +1327,7 @@ export interface BarrierOptions {
    * breaks.
    */
   action?: () => unknown;
-  /** The default timeout of `wait()`, in ms. */
+  /** The default timeout of `wait()`, in milliseconds. */
   timeout?: number;
 }
 
@@ -1194,11 +1369,15 @@ export class Barrier {
   #i32: Int32Array;
 
   /** Creates a barrier for `parties` (an integer >= 1). */
-  constructor(parties: number, options: BarrierOptions = {}) {
+  constructor(parties: number, options?: BarrierOptions) {
     if (!Number.isInteger(parties) || parties < 1 || parties > 0x7fffffff) {
       throw new ValueError(`parties must be an integer >= 1: current value is ${parties}`);
     }
-    const { action, timeout } = options;
+    const { action, timeout } = optionsOf(
+      options,
+      "new Barrier",
+      "new Barrier(2, { timeout: 200 })",
+    );
     if (timeout !== undefined) deadlineOf(timeout); // validates
     if (action !== undefined && typeof action !== "function") {
       throw new TypeError("a Barrier's action must be a function");
@@ -1252,7 +1431,7 @@ export class Barrier {
   /**
    * Waits until all parties are waiting; resolves with this party's arrival index (0 for the
    * first). Rejects with `BrokenBarrierError` if the barrier is or becomes broken, or `timeout`
-   * (default: the barrier's) passes, which also breaks it for all.
+   * milliseconds (default: the barrier's) pass, which also breaks it for all.
    */
   wait(timeout?: number | WaitOptions): Promise<number> {
     try {
@@ -1270,14 +1449,17 @@ export class Barrier {
   }
 
   #args(timeout: number | WaitOptions | undefined): [number, AbortSignal | undefined] {
-    const t = typeof timeout === "object" && timeout !== null ? timeout.timeout : timeout;
-    const signal = typeof timeout === "object" && timeout !== null ? timeout.signal : undefined;
+    checkNotTerminated();
+    const o = typeof timeout === "object" && timeout !== null
+      ? optionsOf(timeout, "Barrier.wait", "wait(200) or wait({ timeout: 200 })")
+      : { timeout };
     const dflt = this.#i32[B_TIMEOUT];
-    return [deadlineOf(t ?? (dflt < 0 ? undefined : dflt)), signal];
+    return [deadlineOf(o.timeout ?? (dflt < 0 ? undefined : dflt)), o.signal];
   }
 
   /** Resets the barrier to its initial state; parties waiting now get `BrokenBarrierError`. */
   reset(): void {
+    checkNotTerminated();
     const i32 = this.#i32;
     lockSync(i32);
     try {
@@ -1289,16 +1471,17 @@ export class Barrier {
       }
       bump(i32);
     } finally {
-      mutexRelease(i32, B_MUTEX);
+      unlock(i32);
     }
   }
 
   /** Breaks the barrier: every waiter, present and future, gets `BrokenBarrierError`. */
   abort(): void {
+    checkNotTerminated();
     const i32 = this.#i32;
     lockSync(i32);
     breakBarrier(i32);
-    mutexRelease(i32, B_MUTEX);
+    unlock(i32);
   }
 
   *#waits(deadline: number, async: boolean): Steps<number> {
@@ -1326,14 +1509,18 @@ export class Barrier {
         }
         return index;
       } finally {
-        // Python's _exit: the last party out lets the next pass fill.
-        if (--i32[B_COUNT] === 0 && (i32[B_STATE] === RESETTING || i32[B_STATE] === DRAINING)) {
+        // Python's _exit: the last party out lets the next pass fill. (A zombie stopped by the
+        // fence holds no mutex here, and leaves everything as it is.)
+        if (
+          held(i32) && --i32[B_COUNT] === 0 &&
+          (i32[B_STATE] === RESETTING || i32[B_STATE] === DRAINING)
+        ) {
           i32[B_STATE] = FILLING;
           bump(i32);
         }
       }
     } finally {
-      mutexRelease(i32, B_MUTEX);
+      unlock(i32);
     }
   }
 
@@ -1376,7 +1563,9 @@ export class Barrier {
       try {
         yield* sleepUnlocked(i32, deadline);
       } catch (e) {
-        breakBarrier(i32); // an aborted party will not come: the others must not wait for it
+        // An aborted party will not come: the others must not wait for it. (A zombie stopped
+        // by the fence holds no mutex, and leaves the barrier as it is.)
+        if (held(i32)) breakBarrier(i32);
         throw e;
       }
     }
@@ -1404,11 +1593,24 @@ function breakBarrier(i32: Int32Array): void {
 function* lockWaits(i32: Int32Array): Waits<void> {
   const me = heap().slot;
   if (Atomics.compareExchange(i32, B_MUTEX, 0, me) === 0) return;
-  if ((yield* mutexWaits(i32, B_MUTEX, me, Infinity)) === OWNER_DIED) breakBarrier(i32);
+  if ((yield* mutexWaitsFenced(i32, B_MUTEX, me, Infinity)) === OWNER_DIED) breakBarrier(i32);
 }
 
 function lockSync(i32: Int32Array): void {
-  if (mutexAcquireSync(i32, B_MUTEX) === OWNER_DIED) breakBarrier(i32);
+  runSync(lockWaits(i32));
+}
+
+/**
+ * True when this process holds the barrier's mutex. No algorithm of this isolate holds it
+ * across a sleep, so in synchronous code this means: the code running now holds it.
+ */
+function held(i32: Int32Array): boolean {
+  return mutexOwner(i32, B_MUTEX) === heap().slot;
+}
+
+/** Releases the barrier's mutex if this process holds it (a zombie's taken-over one: not). */
+function unlock(i32: Int32Array): void {
+  mutexRelease(i32, B_MUTEX, heap().slot);
 }
 
 /**
@@ -1417,12 +1619,18 @@ function lockSync(i32: Int32Array): void {
  */
 function* sleepUnlocked(i32: Int32Array, deadline: number): Waits<void> {
   const seq = i32[B_SEQ];
-  mutexRelease(i32, B_MUTEX);
+  unlock(i32);
+  let zombie = false;
   try {
     const ms = Math.min(remainingMs(deadline), LIVENESS_SLICE_MS);
     if (ms > 0) yield { i32, index: B_SEQ, value: seq, ms };
+    checkNotTerminated();
+  } catch (e) {
+    zombie = isTerminatedError(e);
+    throw e;
   } finally {
-    yield* lockWaits(i32); // even when aborted: the caller's finally blocks expect the mutex
+    // Even when aborted: the caller's finally blocks expect the mutex. Not a zombie.
+    if (!zombie) yield* lockWaits(i32);
   }
 }
 
@@ -1434,7 +1642,7 @@ function* runAction(i32: Int32Array, async: boolean): Steps<void> {
   const action = actions.get(i32[B_ID]);
   let failed: unknown = null, threw = false;
   if (action) {
-    mutexRelease(i32, B_MUTEX);
+    unlock(i32);
     try {
       const r = action();
       if (r instanceof Promise) {
@@ -1481,7 +1689,7 @@ function* claimAction(i32: Int32Array): Steps<void> {
     i32[B_STATE] = ACTION_RUNNING;
     yield* runAction(i32, true);
   } finally {
-    mutexRelease(i32, B_MUTEX);
+    unlock(i32);
   }
 }
 

@@ -10,6 +10,7 @@ import {
   Recorder,
   Sink,
   Source,
+  Thrower,
   Trapper,
 } from "./fixtures/actor_targets.ts";
 import { exitAfter, useRef } from "./fixtures/actor_procs.ts";
@@ -80,6 +81,20 @@ Deno.test("a method that throws: the caller gets the error, the actor stops with
   assert.ok(reason instanceof TypeError && reason.message === "boom");
   assert.equal(c.isAlive(), false);
   await assert.rejects(() => c.call.get(), ActorExited);
+});
+
+Deno.test("a thrown error with a field that cannot be sent still reaches the caller and monitors", async () => {
+  const t = await spawn(Thrower);
+  const down = monitor(t);
+  const isBoom = (e: unknown) => {
+    assert.ok(e instanceof RangeError, String(e));
+    assert.equal(e.message, "boom");
+    assert.equal((e.cause as { orderId: number }).orderId, 42);
+    assert.match(e.stack ?? "", /left out when sending this error: callback/);
+    return true;
+  };
+  await assert.rejects(() => t.call.fail(), isBoom);
+  isBoom(await down);
 });
 
 Deno.test("ask/call to a dead actor rejects with the reason; ask timeout; self-call", async () => {

@@ -487,6 +487,20 @@ const cases: Case[] = [
       assert.ok(s >= 2.9 && s < 8, `the loads took ${s} s: they did not run at once`);
     },
   },
+  {
+    file: "door_statem.ts",
+    expect: [
+      "the door is locked",
+      "wrong code: wrong code",
+      "right code: unlocked",
+      "alice walked through",
+      "bob walked through",
+      "the door is open",
+      "lock: locked",
+      "passed: alice, bob, carol",
+      'after stop, whereis("front-door") is undefined',
+    ],
+  },
 ];
 
 /** Runs one example and collects its output; kills it if it hangs. */

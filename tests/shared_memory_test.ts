@@ -3,6 +3,7 @@ import { ValueError } from "../lib/errors.ts";
 import { Process } from "../lib/process.ts";
 import { dumps, loads } from "../lib/reduction.ts";
 import { ShareableList, SharedMemory } from "../lib/shared_memory.ts";
+import { __testHooks } from "../lib/_synchronize_hooks.ts";
 import { touchShared } from "./fixtures/sync_targets.ts";
 
 Deno.test("SharedMemory: a zeroed block of `size` bytes; attach by name; close", () => {
@@ -98,4 +99,54 @@ Deno.test("workers: SharedMemory and ShareableList are shared with a worker", as
   assert.equal(list.get(0), 42);
   assert.equal(list.get(1), "from worker");
   assert.equal(other.buf[0], 99);
+});
+
+Deno.test("SharedMemory: attaching by name cannot revive a block freed after it was found", () => {
+  const shm = new SharedMemory({ size: 8 });
+  const name = shm.name;
+  // Between finding the block and taking a reference, its last holder closes it.
+  __testHooks.sharedMemoryAttach = () => {
+    __testHooks.sharedMemoryAttach = undefined;
+    shm.close();
+  };
+  try {
+    assert.throws(() => new SharedMemory({ name }), /no SharedMemory named/);
+  } finally {
+    __testHooks.sharedMemoryAttach = undefined;
+  }
+  // The freed block is reused by the next allocation of its size, and not shared with anyone.
+  const next = new SharedMemory({ size: 8 });
+  assert.notEqual(next.name, name);
+  assert.throws(() => new SharedMemory({ name }), /no SharedMemory named/);
+  next.close();
+});
+
+Deno.test("SharedMemory: attaching by name does not take a block freed and reused meanwhile", () => {
+  const shm = new SharedMemory({ size: 8 });
+  const name = shm.name;
+  let reused: SharedMemory | undefined;
+  __testHooks.sharedMemoryAttach = () => {
+    __testHooks.sharedMemoryAttach = undefined;
+    shm.close();
+    reused = new SharedMemory({ size: 8 }); // the same block, under another name
+  };
+  try {
+    assert.throws(() => new SharedMemory({ name }), /no SharedMemory named/);
+  } finally {
+    __testHooks.sharedMemoryAttach = undefined;
+  }
+  assert.ok(reused);
+  reused.buf[0] = 1;
+  reused.close();
+});
+
+Deno.test("SharedMemory and ShareableList: options of the wrong shape are TypeErrors that show the right call", () => {
+  assert.throws(
+    () => new SharedMemory(16 as unknown as { size: number }),
+    (e) => e instanceof TypeError && /new SharedMemory\(\{ size: 1024 \}\)/.test(e.message),
+  );
+  assert.throws(
+    () => new ShareableList([1], "psm_x" as unknown as { name: string }),
+    (e) => e instanceof TypeError && /\{ name \}/.test(e.message),
+  );
 });

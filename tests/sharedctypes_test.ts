@@ -9,7 +9,8 @@ import {
   type Typecode,
   Value,
 } from "../lib/sharedctypes.ts";
-import { Lock, RLock } from "../lib/synchronize.ts";
+import { Event, Lock, RLock } from "../lib/synchronize.ts";
+import { writeForever } from "./fixtures/zombie_targets.ts";
 import { increment, writeCtypes } from "./fixtures/sync_targets.ts";
 
 async function run<A extends unknown[]>(target: (...a: A) => unknown, ...args: A) {
@@ -167,4 +168,32 @@ Deno.test("workers: typed values written in a worker are seen by the parent", as
   assert.equal(c.value, "z");
   assert.deepEqual([...arr], [-1, 2, -3]);
   assert.deepEqual([...raw], [255, 0]);
+});
+
+Deno.test("Value and Array: options of the wrong shape are TypeErrors that show the right call", () => {
+  // Python's Value("i", 0, lock=False) written positionally.
+  assert.throws(
+    () => new Value("i", 0, false as unknown as { lock: false }),
+    (e) => e instanceof TypeError && /new Value\("i", 0, \{ lock: false \}\)/.test(e.message),
+  );
+  assert.throws(
+    () => new SharedArray("i", 3, true as unknown as { lock: true }),
+    (e) => e instanceof TypeError && /new Array\("i", 10, \{ lock: false \}\)/.test(e.message),
+  );
+  assert.equal(new Value("i", 1, { lock: false }).value, 1);
+});
+
+Deno.test("a worker terminated in a tight loop of Value writes stops writing (the fence holds in optimized code)", async () => {
+  const v = new Value("d", 0, { lock: false }), started = new Event();
+  const p = new Process({ target: writeForever, args: [v, started] });
+  p.start();
+  assert.ok(await started.wait(20_000));
+  await new Promise((r) => setTimeout(r, 200)); // long enough to be optimized
+  p.terminate();
+  await p.join();
+  await new Promise((r) => setTimeout(r, 100));
+  const last = v.value;
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(last > 0);
+  assert.equal(v.value, last, "the terminated worker still writes");
 });

@@ -4,6 +4,7 @@ import { BrokenBarrierError, ValueError } from "../lib/errors.ts";
 import { dumps, loads } from "../lib/reduction.ts";
 import { RawArray, Value } from "../lib/sharedctypes.ts";
 import {
+  type Acquired,
   Barrier,
   BoundedSemaphore,
   Condition,
@@ -14,6 +15,20 @@ import {
 } from "../lib/synchronize.ts";
 import { Thread } from "../lib/threading.ts";
 import { Queue } from "../lib/queues.ts";
+import { alloc, heap, release as releaseBlock } from "../lib/_heap.ts";
+import { __testHooks } from "../lib/_synchronize_hooks.ts";
+import { Array as SharedArray } from "../lib/sharedctypes.ts";
+import { ShareableList, SharedMemory } from "../lib/shared_memory.ts";
+import {
+  ATTEMPTS,
+  DONE,
+  FENCED,
+  semaphoreChurn,
+  type Shared,
+  takePermit,
+  zombie,
+  zombieWaits,
+} from "./fixtures/zombie_targets.ts";
 import {
   barrierBroken,
   barrierParty,
@@ -68,7 +83,7 @@ Deno.test("Lock: acquire, block: false, timeout, release, locked", async () => {
   assert.equal(lock.locked(), false);
   assert.throws(
     () => lock.release(),
-    (e) => e instanceof ValueError && /release unlocked lock/.test(e.message),
+    (e) => e instanceof ValueError && e.message === "semaphore or lock released too many times",
   );
   assert.ok(lock.acquireSync({ timeout: 0 }));
   lock.release();
@@ -90,13 +105,12 @@ Deno.test("Lock: `using` releases at scope exit; the guard releases too", async 
   assert.equal(g.ownerDied, false);
   g.release();
   assert.ok(!lock.locked());
-  assert.throws(() => g.release(), /release unlocked lock/);
+  assert.throws(() => g.release(), /semaphore or lock released too many times/);
 });
 
 Deno.test("Lock: bad options are ValueErrors; an aborted acquire rejects", async () => {
   const lock = new Lock();
   await lock.acquire();
-  await assert.rejects(lock.acquire({ block: false, timeout: 1 }), ValueError);
   await assert.rejects(lock.acquire({ timeout: -5 }), ValueError);
   assert.throws(() => lock.acquireSync({ timeout: -5 }), ValueError);
   const ac = new AbortController();
@@ -278,6 +292,16 @@ Deno.test("Event: set, clear, isSet, wait with and without timeout", async () =>
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 10);
   await assert.rejects(ev.wait({ signal: ac.signal }));
+});
+
+Deno.test("Event: waiters present at set() return true even if clear() follows at once (bpo-13502)", async () => {
+  const ev = new Event();
+  const waiting = [ev.wait(3000), ev.wait({ timeout: 3000 }), ev.wait(3000)];
+  ev.set();
+  ev.clear();
+  assert.deepEqual(await Promise.all(waiting), [true, true, true]);
+  assert.equal(ev.isSet(), false);
+  assert.equal(await timed(30, () => ev.wait(30)), false); // a later wait waits for a later set
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -672,4 +696,222 @@ Deno.test("workers: fairness: 4 workers contending for one Lock for 2 s each get
       `shares ${shares.map((x) => x.toFixed(3)).join(", ")}`,
     );
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Zombies: a worker terminated while busy in synchronous code keeps running (Deno cannot stop
+// it there); once marked dead it must not change anything shared.
+
+Deno.test("a zombie changes no shared state: locks, semaphores, events, values, barriers, shared memory", async () => {
+  const s: Shared = {
+    lock: new Lock(),
+    rlock: new RLock(),
+    ev: new Event(),
+    ev2: new Event(),
+    sem: new Semaphore(1),
+    bsem: new BoundedSemaphore(1),
+    v: new Value("i", 7),
+    arr: new SharedArray("i", [7]),
+    barrier: new Barrier(2),
+    shm: new SharedMemory({ size: 8 }),
+    sl: new ShareableList([7]),
+    cond: new Condition(),
+  };
+  s.ev.set();
+  const held = new Event(), go = new Event();
+  const report = alloc(128), rep = new Int32Array(heap().sab, report, 32);
+  const p = start(zombie, s, held, go, report);
+  assert.ok(await held.wait(20_000), "the worker took the locks");
+  p.terminate();
+  await p.join();
+  // What it held is taken over, as from any dead process.
+  const l = await s.lock.acquire({ timeout: 5000 });
+  const r = await s.rlock.acquire({ timeout: 5000 });
+  const b = await s.bsem.acquire({ timeout: 5000 });
+  assert.ok(l && l.ownerDied && r && r.ownerDied && b && b.ownerDied);
+  go.set(); // the zombie, still spinning, now tries everything
+  for (let t = 0; Atomics.load(rep, DONE) === 0 && t < 400; t++) await sleep(50);
+  assert.equal(Atomics.load(rep, DONE), 1, "the zombie ran (it was not stopped in its loop)");
+  const said = ["not reached", "fenced", "done it", "another error"];
+  assert.deepEqual(
+    ATTEMPTS.map(([name], k) => `${name}: ${said[rep[k]]}`),
+    ATTEMPTS.map(([name]) => `${name}: fenced`),
+  );
+  // And indeed nothing changed.
+  assert.equal(s.lock.locked(), true);
+  assert.equal(s.rlock.locked(), true);
+  assert.equal(s.ev.isSet(), true);
+  assert.equal(s.ev2.isSet(), false);
+  assert.equal(s.sem.getValue(), 1);
+  assert.equal(s.bsem.getValue(), 0);
+  assert.equal(s.v.value, 7);
+  assert.equal(s.arr.get(0), 7);
+  assert.equal(s.barrier.broken, false);
+  assert.equal(new SharedMemory({ name: s.shm.name }).size, 8);
+  assert.equal(s.sl.get(0), 7);
+  s.lock.release();
+  s.rlock.release();
+  s.bsem.release(); // the permit taken back from the zombie: one release, no more
+  assert.throws(() => s.bsem.release(), /released too many times/);
+  releaseBlock(report);
+});
+
+for (const kind of ["lock", "semaphore", "condition", "barrier"] as const) {
+  Deno.test(`a zombie woken in a ${kind} wait takes nothing and breaks nothing`, async () => {
+    const cond = new Condition(new Lock());
+    const s = {
+      lock: new Lock(),
+      sem: new Semaphore(0),
+      cond,
+      barrier: new Barrier(2),
+    } as Partial<Shared> as Shared;
+    if (kind === "lock") await s.lock.acquire();
+    const held = new Event();
+    const report = alloc(128), rep = new Int32Array(heap().sab, report, 32);
+    const p = start(zombieWaits, kind, s, held, report);
+    assert.ok(await held.wait(20_000));
+    // Asleep in Atomics.wait by now, and (a lock waiter) past a liveness slice, so starving:
+    // the release below hands the lock over to it.
+    await sleep(250);
+    p.terminate();
+    await p.join();
+    // Wake it: what it waited for becomes available (condition and barrier: their timeouts).
+    if (kind === "lock") s.lock.release();
+    if (kind === "semaphore") s.sem.release();
+    for (let t = 0; Atomics.load(rep, DONE) === 0 && t < 400; t++) await sleep(50);
+    assert.equal(Atomics.load(rep, DONE), 1, "the zombie woke");
+    assert.equal(rep[0], FENCED);
+    assert.equal(s.lock.locked(), false, "the lock was not taken");
+    assert.equal(s.sem.getValue(), kind === "semaphore" ? 1 : 0, "the permit was not taken");
+    assert.equal(await cond.acquire({ block: false }) !== false, true, "the lock came free");
+    cond.release();
+    assert.equal(s.barrier.broken, false, "the barrier was not broken");
+    releaseBlock(report);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Semaphore: taking back the permits of dead holders
+
+Deno.test("Semaphore: a reclaimer that read a dead holder's entry does not take the permit of the live process that reclaimed that entry since (ABA)", async () => {
+  const sem = new BoundedSemaphore(1);
+  const x = start(takePermit, sem);
+  await x.join(); // X died holding the permit, on its account
+  assert.equal(sem.getValue(), 0);
+  let inside: Acquired | false | undefined;
+  __testHooks.semaphoreReclaim = () => {
+    // Waiter R2 (below) has read the entry naming X and is paused there. Meanwhile R1 takes
+    // X's permit back and keeps it, noting it on its own account in the entry X had.
+    __testHooks.semaphoreReclaim = undefined;
+    inside = sem.acquireSync({ timeout: 1000 });
+  };
+  try {
+    const r2 = sem.acquireSync({ timeout: 200 });
+    assert.ok(inside && inside.ownerDied, "R1 took X's permit back");
+    assert.equal(r2, false, "R2 found no permit to take back");
+  } finally {
+    __testHooks.semaphoreReclaim = undefined;
+  }
+  assert.equal(sem.getValue(), 0);
+  sem.release(); // R1's permit: one release, no more
+  assert.throws(() => sem.release(), /released too many times/);
+});
+
+Deno.test("Semaphore stress: holders terminated mid-use, their permits reclaimed by racing waiters, none too many", async () => {
+  const PERMITS = 2, sem = new BoundedSemaphore(PERMITS);
+  const end = performance.now() + 3000;
+  const ps: Process[] = [];
+  const crashed: string[] = [];
+  while (performance.now() < end) {
+    while (ps.filter((p) => p.isAlive()).length < 6) {
+      const p = new Process({ target: semaphoreChurn, args: [sem, 400] });
+      p.start();
+      ps.push(p);
+    }
+    await sleep(20 + Math.random() * 40);
+    const alive = ps.filter((p) => p.isAlive());
+    alive[Math.floor(Math.random() * alive.length)]?.terminate();
+  }
+  for (const p of ps) {
+    await p.join();
+    if (p.exitCode !== 0 && p.exitCode !== -15) crashed.push(`${p.name}: ${p.exitCode}`);
+  }
+  assert.deepEqual(crashed, [], "no worker failed (a release too many would throw)");
+  // Every permit comes back (those of the dead by reclaim), and no more than the bound.
+  const got = [];
+  for (let i = 0; i < PERMITS; i++) got.push(await sem.acquire({ timeout: 5000 }));
+  assert.ok(got.every((g) => g !== false));
+  assert.equal(await sem.acquire({ block: false }), false);
+  for (let i = 0; i < PERMITS; i++) sem.release();
+  assert.throws(() => sem.release(), /released too many times/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Python's behaviour where it differs between threading and multiprocessing: multiprocessing's
+
+Deno.test("acquire({ block: false, timeout }) ignores the timeout, as multiprocessing does: false at once when taken", async () => {
+  const lock = new Lock(), rlock = new RLock(), sem = new Semaphore(1);
+  const cond = new Condition(new Lock());
+  for (const l of [lock, rlock, sem, cond]) {
+    const g = await l.acquire({ block: false, timeout: 5000 });
+    assert.ok(g, `${l}: free, so taken`);
+  }
+  // Another thread (of this process) tries each: all are taken.
+  const got: unknown[] = [];
+  const t = new Thread({
+    target: async () => {
+      for (const l of [lock, rlock, sem, cond]) {
+        for (
+          const attempt of [
+            () => l.acquire({ block: false, timeout: 5000 }),
+            () => l.acquireSync({ block: false, timeout: 5000 }),
+          ]
+        ) {
+          const t0 = performance.now();
+          try {
+            got.push(await attempt(), performance.now() - t0 < 2000);
+          } catch (e) {
+            got.push(String(e));
+          }
+        }
+      }
+    },
+  });
+  t.start();
+  await t.join();
+  assert.deepEqual(got, Array(8).fill([false, true]).flat());
+  for (const l of [lock, rlock, sem, cond]) l.release();
+});
+
+Deno.test("options of the wrong shape are TypeErrors that show the right call (timeouts in ms)", async () => {
+  const lock = new Lock(), rlock = new RLock(), sem = new Semaphore(1), cond = new Condition();
+  // deno-lint-ignore no-explicit-any
+  const any = (x: unknown) => x as any;
+  const shows = (re: RegExp) => (e: unknown) => e instanceof TypeError && re.test(e.message);
+  for (
+    const [l, name] of [[lock, "Lock"], [rlock, "RLock"], [sem, "Semaphore"], [
+      cond,
+      "Condition",
+    ]] as const
+  ) {
+    await assert.rejects(
+      l.acquire(any(false)),
+      shows(new RegExp(`${name}\\.acquire\\(\\) .*acquire\\(\\{ block: false \\}\\)`)),
+    );
+    await assert.rejects(
+      l.acquire(any(5)),
+      shows(/acquire\(\{ timeout: 200 \}\) \(timeouts are in milliseconds\)/),
+    );
+    assert.throws(() => l.acquireSync(any(true)), shows(/acquireSync\(\{ timeout: 200 \}\)/));
+    assert.throws(() => l.acquireSync(any([5])), shows(/not an array/));
+  }
+  assert.equal(lock.locked() || rlock.locked() || sem.locked(), false, "nothing was taken");
+  const ev = new Event(), barrier = new Barrier(2);
+  await assert.rejects(ev.wait(any(true)), TypeError);
+  await assert.rejects(ev.wait(any([5])), shows(/wait\(200\) or wait\(\{ timeout: 200 \}\)/));
+  assert.throws(() => ev.waitSync(any("5")), TypeError);
+  await assert.rejects(barrier.wait(any(true)), TypeError);
+  await assert.rejects(barrier.wait(any([5])), shows(/Barrier\.wait\(\)/));
+  assert.equal(barrier.broken, false);
+  assert.throws(() => new Barrier(2, any(500)), shows(/new Barrier\(2, \{ timeout: 200 \}\)/));
 });
