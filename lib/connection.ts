@@ -34,6 +34,7 @@ import {
 import { optionsOf } from "./_args.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
 import { createHmac, timingSafeEqual } from "node:crypto";
+import * as pickle from "./pickle.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -253,6 +254,36 @@ function encode(value: unknown): Uint8Array {
 }
 
 const decodeObj = (b: Uint8Array): unknown => loads(b);
+
+/**
+ * How `send`/`recv` of a connection turn objects into a message's bytes and back: denomp's codec
+ * (every channel's), or pickle for a socket talking to Python. Chosen once, when the connection
+ * is made ({@link codecOf}); `decode` copies what it keeps (the transport may reuse the bytes).
+ */
+interface Codec {
+  encode(value: unknown): Uint8Array;
+  decode: Decode<unknown>;
+}
+
+/** What `send`/`recv` of a socket connection speak (see {@link SocketOptions.serializer}). */
+export type Serializer = "denomp" | "pickle";
+
+const CODECS: Readonly<Record<Serializer, Codec>> = {
+  denomp: { encode, decode: decodeObj },
+  pickle: { encode: (v) => pickle.dumps(v), decode: (b) => pickle.loads(b) },
+};
+
+/** The codec of a `serializer` option (checked): the one place a connection's codec is chosen. */
+function codecOf(serializer: Serializer | undefined): Codec {
+  if (serializer === undefined) return CODECS.denomp;
+  if (!Object.hasOwn(CODECS, serializer)) {
+    throw new ValueError(
+      `serializer must be "denomp" or "pickle": current value is ${JSON.stringify(serializer)}`,
+    );
+  }
+  return CODECS[serializer];
+}
+
 const decodeBytes = (b: Uint8Array, owned: boolean): Uint8Array => owned ? b : b.slice();
 
 /** Bytes to send: a view, an `ArrayBuffer`, or any typed array / `DataView`. */
@@ -265,7 +296,7 @@ function asBytes(buf: BytesLike): Uint8Array {
   throw new TypeError(`expected bytes (an ArrayBuffer or a typed array): got ${typeof buf}`);
 }
 
-let creating: Transport | null = null;
+let creating: { t: Transport; codec: Codec } | null = null;
 let transportOf: (c: Connection<unknown>) => Transport;
 
 /**
@@ -285,13 +316,15 @@ let transportOf: (c: Connection<unknown>) => Transport;
  */
 export class Connection<T = unknown> {
   #t: Transport;
+  #codec: Codec;
 
   /** Not for direct use: connections come from `Pipe()`, `Listener.accept()` or `Client()`. */
   constructor() {
     if (!creating) {
       throw new TypeError("use Pipe(), Listener.accept() or Client() to make a Connection");
     }
-    this.#t = creating;
+    this.#t = creating.t;
+    this.#codec = creating.codec;
     creating = null;
   }
 
@@ -332,12 +365,12 @@ export class Connection<T = unknown> {
    */
   send(obj: T): Promise<void> {
     const t = this.#check(true);
-    return t.send(encode(obj));
+    return t.send(this.#codec.encode(obj));
   }
 
   /** `send` that blocks the thread while the pipe is full (pipes only). */
   sendSync(obj: T): void {
-    this.#check(true).sendSync(encode(obj));
+    this.#check(true).sendSync(this.#codec.encode(obj));
   }
 
   /**
@@ -346,7 +379,7 @@ export class Connection<T = unknown> {
    */
   recv(): Promise<T> {
     try {
-      return this.#check(false).recv(decodeObj) as Promise<T>;
+      return this.#check(false).recv(this.#codec.decode) as Promise<T>;
     } catch (e) {
       return Promise.reject(e);
     }
@@ -354,7 +387,7 @@ export class Connection<T = unknown> {
 
   /** `recv` that blocks the thread (pipes only; for worker code). */
   recvSync(): T {
-    return this.#check(false).recvSync(decodeObj) as T;
+    return this.#check(false).recvSync(this.#codec.decode) as T;
   }
 
   /**
@@ -462,8 +495,8 @@ export class Connection<T = unknown> {
   }
 }
 
-function makeConnection<T>(t: Transport): Connection<T> {
-  creating = t;
+function makeConnection<T>(t: Transport, codec: Codec = CODECS.denomp): Connection<T> {
+  creating = { t, codec };
   try {
     return new Connection<T>();
   } finally {
@@ -602,6 +635,15 @@ export interface SocketOptions {
    * `OSError` naming both sizes. Default {@link DEFAULT_MAX_MESSAGE}.
    */
   maxMessageSize?: number;
+  /**
+   * What `send`/`recv` speak: `"denomp"` (the default: denomp's codec, for a denomp peer) or
+   * `"pickle"`, to talk to Python: `send`/`recv` then interoperate with Python's
+   * `Connection.send`/`recv` (values mapped as {@link pickle.dumps} / {@link pickle.loads} say;
+   * a pickle naming anything but plain data is refused with `SerializationError`, never run).
+   * A Python tuple arrives as an array; to send one, wrap the items in `pickle.tuple(1, 2)`
+   * (a plain array arrives as a list). `sendBytes`/`recvBytes` are raw bytes either way.
+   */
+  serializer?: Serializer;
 }
 
 class SocketTransport implements Transport {
@@ -785,7 +827,8 @@ export function wrapSocket<T = unknown>(
   options?: SocketOptions,
 ): Connection<T> {
   const o = optionsOf(options, "wrapSocket", "wrapSocket(conn, { maxMessageSize: 1 << 20 })");
-  return makeConnection<T>(new SocketTransport(conn, maxMessageOf(o)));
+  const codec = codecOf(o.serializer);
+  return makeConnection<T>(new SocketTransport(conn, maxMessageOf(o)), codec);
 }
 
 /** `maxMessageSize` checked: bytes, default {@link DEFAULT_MAX_MESSAGE}. */
@@ -821,20 +864,20 @@ const MD5ONLY_MESSAGE_LENGTH = 20;
 /** An answer of this length is a legacy client's bare HMAC-MD5. */
 const MD5_DIGEST_LENGTH = 16;
 
+/** An HMAC digest of the handshake, as CPython names them (its `_ALLOWED_DIGESTS`). */
+export type Digest = "md5" | "sha256" | "sha384" | "sha3_256" | "sha3_384";
+
 /**
- * The digests CPython's handshake allows (its `_ALLOWED_DIGESTS`): the name in `{...}` → the
- * `node:crypto` hash and the MAC's length in bytes. Every check and MAC goes through this table.
+ * Each {@link Digest}'s `node:crypto` hash and MAC length in bytes (the `Record` type makes the
+ * table and the type list the same names). Every check and MAC goes through this table.
  */
-const DIGESTS = {
+const DIGESTS: Readonly<Record<Digest, { hash: string; length: number }>> = {
   md5: { hash: "md5", length: 16 },
   sha256: { hash: "sha256", length: 32 },
   sha384: { hash: "sha384", length: 48 },
   sha3_256: { hash: "sha3-256", length: 32 },
   sha3_384: { hash: "sha3-384", length: 48 },
-} as const;
-
-/** An HMAC digest of the handshake (as CPython names them); `"sha256"` is the default. */
-export type Digest = keyof typeof DIGESTS;
+};
 
 const DIGEST_NAMES = Object.keys(DIGESTS) as Digest[];
 const MAX_DIGEST_NAME = Math.max(...DIGEST_NAMES.map((d) => d.length));
@@ -1104,6 +1147,7 @@ export class Listener {
     if (o.authkey !== undefined) keyBytes(o.authkey);
     this.#timeout = handshakeMs(o.handshakeTimeout);
     maxMessageOf(o); // checked now: sockets are wrapped later, off any caller's stack
+    codecOf(o.serializer);
     const max = o.maxPendingHandshakes ?? 32;
     if (typeof max !== "number") {
       throw new TypeError(`maxPendingHandshakes must be a number: got ${typeof max}`);
@@ -1252,14 +1296,18 @@ export interface ClientOptions extends SocketOptions {
 }
 
 /**
- * Connects to a {@link Listener} (Python's `multiprocessing.connection.Client`). Throws
+ * Connects to a {@link Listener} (Python's `multiprocessing.connection.Client`), or to Python's
+ * `Listener` (any CPython 3.8-3.14; use `serializer: "pickle"` for `send`/`recv`). Throws
  * `AuthenticationError` when the keys differ (no data is exchanged).
  *
  * @example
  * ```ts ignore
  * import { Client } from "./connection.ts";
- * const conn = await Client({ hostname: "127.0.0.1", port: 6000 }, { authkey: "secret" });
- * await conn.send("hello");
+ * import { tuple } from "./pickle.ts";
+ * // Python: Listener(("127.0.0.1", 6000), authkey=b"secret")
+ * const conn = await Client({ port: 6000 }, { authkey: "secret", serializer: "pickle" });
+ * await conn.send({ job: "resize", size: tuple(640, 480) }); // Python gets a dict, a tuple
+ * console.log(await conn.recv()); // a Python tuple arrives as an array
  * conn.close();
  * ```
  */
@@ -1270,6 +1318,8 @@ export async function Client<T = unknown>(
   const o = optionsOf(options, "Client", 'Client(address, { authkey: "secret" })');
   if (o.authkey !== undefined) keyBytes(o.authkey);
   const timeout = handshakeMs(o.handshakeTimeout);
+  maxMessageOf(o); // checked before connecting: a bad option makes no connection
+  codecOf(o.serializer);
   const sock = await Deno.connect({
     hostname: address.hostname ?? "127.0.0.1",
     port: address.port,

@@ -13,7 +13,8 @@ import {
   Listener,
   wrapSocket,
 } from "../lib/connection.ts";
-import { AuthenticationError } from "../lib/errors.ts";
+import { AuthenticationError, ValueError } from "../lib/errors.ts";
+import * as pickle from "../lib/pickle.ts";
 
 const PEER = new URL("./fixtures/py_peer.py", import.meta.url).pathname;
 const KEY = "the shared secret";
@@ -177,6 +178,32 @@ for (const py of pythons) {
   });
 }
 
+for (const py of pythons) {
+  Deno.test(`Python ${py.version}: serializer "pickle": send/recv interoperate with its Connection.send/recv, both directions`, async () => {
+    // Its Client sends {"a": 1, "t": (1, 2)}; the reply's tuple is sent with pickle.tuple.
+    await using listener = new Listener({ authkey: KEY, serializer: "pickle" });
+    const client = new Peer(py, ["connect", listener.address.port, KEY, "pickle"]);
+    const conn = await listener.accept();
+    const got = await conn.recv();
+    assert.deepEqual(got, { a: 1, t: [1, 2] }); // a tuple arrives as an array
+    await conn.send({ got, t: pickle.tuple(3, 4) });
+    conn.close();
+    assert.equal(await client.done(), "got {'got': {'a': 1, 't': [1, 2]}, 't': (3, 4)}\n");
+
+    // denomp's Client to its Listener.
+    const server = new Peer(py, ["listen", KEY, 1, "pickle"]);
+    const port = Number(await server.waitFor(/^port (\d+)$/m));
+    const c = await Client({ port }, { authkey: KEY, serializer: "pickle" });
+    await c.send({ a: 1, t: pickle.tuple(1, 2), big: 2n ** 70n });
+    assert.deepEqual(await c.recv(), { got: { a: 1, t: [1, 2], big: 2n ** 70n }, t: [3, 4] });
+    c.close();
+    assert.equal(
+      await server.done(),
+      "served {'a': 1, 't': (1, 2), 'big': 1180591620717411303424}\n",
+    );
+  });
+}
+
 const FORMS = ["legacy", "md5", "sha256", "sha384", "sha3_256", "sha3_384"];
 
 for (const form of FORMS) {
@@ -275,4 +302,32 @@ Deno.test("denomp to denomp: deliverChallenge offers any digest CPython allows; 
   } finally {
     tcp.close();
   }
+});
+
+Deno.test('serializer: "pickle" is chosen per connection (denomp to denomp too); a bad value is a ValueError at once', async () => {
+  await using listener = new Listener({ serializer: "pickle" });
+  const [server, client] = await Promise.all([
+    listener.accept(),
+    Client(listener.address, { serializer: "pickle" }),
+  ]);
+  await client.send({ n: 1, s: new Set(["x"]) });
+  const bytes = await (async () => {
+    // What travels is a pickle: the peer's raw bytes start with PROTO 4.
+    await client.send([1]);
+    assert.deepEqual(await server.recv(), { n: 1, s: new Set(["x"]) });
+    return await server.recvBytes();
+  })();
+  assert.deepEqual([bytes[0], bytes[1]], [0x80, 4]);
+  assert.deepEqual(pickle.loads(bytes), [1]);
+  server.close();
+  client.close();
+  assert.throws(
+    () => new Listener({ serializer: "json" as "pickle" }),
+    (e: Error) =>
+      e instanceof ValueError && /serializer must be "denomp" or "pickle"/.test(e.message),
+  );
+  await assert.rejects(
+    Client(listener.address, { serializer: "json" as "pickle" }),
+    /ValueError: serializer must be "denomp" or "pickle": current value is "json"/,
+  );
 });
