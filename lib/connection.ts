@@ -625,6 +625,8 @@ registerHandle<Connection<unknown>, [number, number]>({
 
 /** Default largest message a socket connection accepts (bytes). */
 export const DEFAULT_MAX_MESSAGE = 128 << 20;
+/** A frame header of -1 (as a signed 32-bit word): an 8-byte length follows (Python 3.3+). */
+const LONG_FRAME = 0xffffffff;
 /** Largest message accepted during the authentication handshake (as Python). */
 const HANDSHAKE_MAX = 256;
 
@@ -661,6 +663,8 @@ class SocketTransport implements Transport {
   #reading: Promise<void> | null = null;
   #writing: Promise<void> = Promise.resolve();
   #error: Error | null = null;
+  /** The length of the frame whose header `#frameHeader()` last read. */
+  #frameBytes = 0;
 
   constructor(conn: Deno.Conn, max: number) {
     this.#conn = conn;
@@ -700,11 +704,23 @@ class SocketTransport implements Transport {
     })();
   }
 
-  /** The next frame's length if its header is in, else -1; throws for an oversized one. */
-  #frameLength(): number {
-    if (this.#end - this.#start < 4) return -1;
+  /**
+   * The next frame's header size (4, or 12 for Python's long form) once its header is in, else
+   * -1; its length is then in `#frameBytes`. Throws for an oversized frame.
+   */
+  #frameHeader(): number {
+    const live = this.#end - this.#start;
+    if (live < 4) return -1;
     const b = this.#buf, s = this.#start;
-    const n = ((b[s] << 24) | (b[s + 1] << 16) | (b[s + 2] << 8) | b[s + 3]) >>> 0;
+    const u32 = (i: number) => ((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) >>> 0;
+    let n = u32(s), header = 4;
+    if (n === LONG_FRAME) {
+      // Python's form for a message over 2 GiB - 1: -1, then the length in 8 bytes.
+      if (live < 12) return -1;
+      n = u32(s + 4) * 2 ** 32 + u32(s + 8);
+      header = 12;
+    }
+    this.#frameBytes = n;
     if (n > this.#max) {
       const max = this.#max;
       this.close();
@@ -712,16 +728,16 @@ class SocketTransport implements Transport {
         `peer announced a message of ${n} bytes, over the limit of ${max}: connection dropped`,
       );
     }
-    return n;
+    return header;
   }
 
   async recv<T>(decode: Decode<T>): Promise<T> {
     for (;;) {
       if (this.#error) throw this.#error;
       if (this.closed) throw new OSError("handle is closed");
-      const n = this.#frameLength();
-      if (n >= 0 && this.#end - this.#start >= 4 + n) {
-        const at = this.#start + 4;
+      const header = this.#frameHeader(), n = header < 0 ? -1 : this.#frameBytes;
+      if (n >= 0 && this.#end - this.#start >= header + n) {
+        const at = this.#start + header;
         this.#start = at + n;
         if (this.#start === this.#end) this.#start = this.#end = 0;
         return decode(this.#buf.subarray(at, at + n), false);
@@ -730,9 +746,9 @@ class SocketTransport implements Transport {
         if (this.#end === this.#start) throw new EOFError();
         throw new OSError("connection closed in the middle of a message");
       }
-      if (n >= 0 && 4 + n > this.#buf.length - this.#start) {
+      if (n >= 0 && header + n > this.#buf.length - this.#start) {
         // Make the buffer big enough for the whole frame.
-        const next = new Uint8Array(Math.max(4 + n, this.#buf.length));
+        const next = new Uint8Array(Math.max(header + n, this.#buf.length));
         next.set(this.#buf.subarray(this.#start, this.#end));
         this.#end -= this.#start;
         this.#start = 0;
@@ -749,9 +765,14 @@ class SocketTransport implements Transport {
   send(bytes: Uint8Array, borrowed = false): Promise<void> {
     if (this.closed) return Promise.reject(new OSError("handle is closed"));
     // Frames of concurrent sends must not interleave: chain the writes.
-    const frame = new Uint8Array(4 + (bytes.length <= 65536 ? bytes.length : 0));
-    new DataView(frame.buffer).setUint32(0, bytes.length);
-    if (bytes.length <= 65536) frame.set(bytes, 4);
+    const long = bytes.length > 0x7fffffff, header = long ? 12 : 4; // as Python frames them
+    const frame = new Uint8Array(header + (bytes.length <= 65536 ? bytes.length : 0));
+    const view = new DataView(frame.buffer);
+    if (long) {
+      view.setUint32(0, LONG_FRAME);
+      view.setBigUint64(4, BigInt(bytes.length));
+    } else view.setUint32(0, bytes.length);
+    if (bytes.length <= 65536) frame.set(bytes, header);
     const body = bytes.length <= 65536 ? null : borrowed ? bytes : bytes.slice();
     const p = this.#writing.then(async () => {
       await writeAll(this.#conn, frame);
@@ -880,7 +901,6 @@ const DIGESTS: Readonly<Record<Digest, { hash: string; length: number }>> = {
 };
 
 const DIGEST_NAMES = Object.keys(DIGESTS) as Digest[];
-const MAX_DIGEST_NAME = Math.max(...DIGEST_NAMES.map((d) => d.length));
 const SUPPORTED = `${DIGEST_NAMES.join(", ")}, or a legacy bare HMAC-MD5`;
 
 /** A shared secret for `Listener`/`Client`: bytes, or a string (UTF-8). */
@@ -921,8 +941,10 @@ function digestOf(message: Uint8Array, what: string): [Digest | "legacy", Uint8A
   if (message.length === MD5ONLY_MESSAGE_LENGTH || message.length === MD5_DIGEST_LENGTH) {
     return ["legacy", message];
   }
-  const head = new TextDecoder().decode(message.subarray(0, MAX_DIGEST_NAME + 2));
-  const m = /^\{([^}]*)\}/.exec(head);
+  // Only the table's names are accepted (as CPython's); a longer printable name is still read,
+  // so that the error can say which digest the peer wanted.
+  const head = new TextDecoder().decode(message.subarray(0, 34));
+  const m = /^\{([\x21-\x7c\x7e]{1,32})\}/.exec(head);
   if (!m) {
     throw new AuthenticationError(
       `protocol error: ${what} of ${message.length} bytes has no {digest} prefix ` +

@@ -331,3 +331,27 @@ Deno.test('serializer: "pickle" is chosen per connection (denomp to denomp too);
     /ValueError: serializer must be "denomp" or "pickle": current value is "json"/,
   );
 });
+
+Deno.test("framing: Python's long form (-1, then an 8-byte length) is read; an oversized one is refused by its size", async () => {
+  const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (tcp.addr as Deno.NetAddr).port;
+  try {
+    const [raw, conn] = await Promise.all([
+      Deno.connect({ hostname: "127.0.0.1", port }),
+      tcp.accept().then((s) => wrapSocket(s, { maxMessageSize: 1000 })),
+    ]);
+    // What CPython writes for a message over 2 GiB - 1, here with a short body; then a usual frame,
+    // split at an awkward place; then a long-form header announcing 2^33 bytes.
+    const long = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 5, ...enc("hello")];
+    await raw.write(new Uint8Array(long.slice(0, 7)));
+    await raw.write(new Uint8Array([...long.slice(7), 0, 0, 0, 2, ...enc("ok")]));
+    assert.equal(dec(await conn.recvBytes()), "hello");
+    assert.equal(dec(await conn.recvBytes()), "ok");
+    await raw.write(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0, 0, 0, 0]));
+    await assert.rejects(conn.recvBytes(), /message of 8589934592 bytes, over the limit of 1000/);
+    raw.close();
+    conn.close();
+  } finally {
+    tcp.close();
+  }
+});
