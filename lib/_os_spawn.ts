@@ -15,10 +15,12 @@
  * `[u32 length][u8 type][body]`; a {@link Channel} gathers every frame sent in one tick into one
  * write, so a burst of results costs one system call, not one per task.
  *
- * Flags: the child runs `deno run` with the parent's own module-resolution flags (config, import
- * map, lock, node_modules, unstable features: read from `/proc/self/cmdline` where there is one,
- * else Deno finds `deno.json` from the same working folder as the parent did), the permissions
- * described at {@link permissionFlags}, `--no-prompt`, the heap cap, then the `denoFlags` option.
+ * Flags: the child runs `deno run` in the parent's working folder (so Deno finds the same
+ * `deno.json` the parent found), with the parent's own module-resolution flags (`--config`,
+ * `--import-map`, lock, node_modules, `--unstable-*`, `--v8-flags`) and partial permission lists
+ * when this program may read them (`/proc/self/cmdline`, which Deno allows only with
+ * `--allow-all`), always `--unstable-worker-options` and `--no-prompt`, the permissions described
+ * at {@link permissionFlags}, the heap cap, then the `denoFlags` option.
  *
  * No orphans: a child kills itself when the socket closes, or when its parent's pid is no longer
  * its parent (polled every 20 ms from a thread that never runs user code: a watchdog thread in a
@@ -359,12 +361,24 @@ function inheritedFlags(): string[] {
   return out;
 }
 
+const SHORT: Record<string, PermName> = {
+  R: "read",
+  W: "write",
+  I: "import",
+  N: "net",
+  E: "env",
+  S: "sys",
+};
+
 /** The parent's `--allow-X=list` / `--deny-X[=list]` flags for `name`. */
 function ownPermissionFlags(name: PermName): { allow?: string; deny: string[] } {
   const own = ownFlags() ?? [];
   let allow: string | undefined;
   const deny: string[] = [];
-  for (const a of own) {
+  for (const flag of own) {
+    // Deno's short forms: -R[=paths] is --allow-read[=paths], and so on.
+    const short = /^-([RWINES])(=.*)?$/.exec(flag);
+    const a = short ? `--allow-${SHORT[short[1]]}${short[2] ?? ""}` : flag;
     if (a.startsWith(`--allow-${name}=`)) allow = a;
     else if (a === `--deny-${name}` || a.startsWith(`--deny-${name}=`)) deny.push(a);
   }
