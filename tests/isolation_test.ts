@@ -171,6 +171,14 @@ Deno.test("isolation process pool: results, batching of a big map, initializer",
     const m = new Map([[1, { when: new Date(0), tags: new Set(["a"]) }]]);
     assert.deepEqual(await pool.apply(echo, [m]), m);
     await assert.rejects(pool.apply(boom, ["remote failure"]), /remote failure/);
+    // The pool's other ways of submitting go through the same rings.
+    assert.deepEqual(await pool.starmap(slow, [[1, 0], [2, 0]]), [1, 2]);
+    const seen = [];
+    for await (const y of pool.imap(square, range(50), 7)) seen.push(y);
+    assert.deepEqual(seen, range(50).map((x) => x * x));
+    const unordered = [];
+    for await (const y of pool.imapUnordered(square, range(20))) unordered.push(y);
+    assert.deepEqual(unordered.sort((a, b) => a - b), range(20).map((x) => x * x));
     // Messages larger than a ring's frame are streamed, both ways.
     const bytes = new Uint8Array(700_000).map((_, i) => i % 251);
     const [a, b] = await Promise.all([pool.apply(echo, [bytes]), pool.apply(echo, [bytes])]);
