@@ -551,3 +551,29 @@ if (import.meta.main) {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("isolation process: a program's end waits for its non-daemon children, as with threads", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const lib = new URL("../mod.ts", import.meta.url).href;
+    const tasks = new URL("./fixtures/isolation_tasks.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      `${dir}/main.ts`,
+      `import { Process } from "${lib}";
+import { record } from "${tasks}";
+if (import.meta.main) {
+  new Process({ target: record, args: ["${dir}/out.txt", 7, 400], isolation: "process" }).start();
+}
+`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${dir}/main.ts`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0);
+    assert.equal(await Deno.readTextFile(`${dir}/out.txt`), "7\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
