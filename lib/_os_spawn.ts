@@ -730,11 +730,14 @@ export class OsChild {
       // Every frame the child sent before it died is handled before its death is.
       if (ch) await ch.closed;
       const code = s.signal ? -(SIGNALS[s.signal] ?? 1) : s.code;
-      if (options.maxMemoryMb && (code === -5 || code === -6)) {
-        reasons.set(
-          this.pid,
-          ` (it ran out of memory: maxMemoryMb is ${options.maxMemoryMb})`,
-        );
+      // V8 ends a process whose heap is full with a trap (or an abort).
+      const note = options.maxMemoryMb && (code === -5 || code === -6)
+        ? ` (it ran out of memory: maxMemoryMb is ${options.maxMemoryMb})`
+        : s.signal
+        ? ` (killed by ${s.signal})`
+        : "";
+      if (note) {
+        reasons.set(this.pid, note);
         if (reasons.size > 1000) reasons.delete(reasons.keys().next().value!);
       }
       this.#finish(code);

@@ -251,7 +251,10 @@ Deno.test("isolation process pool: a child killed with SIGKILL from outside fail
     assert.equal(failed.length, 1);
     assert.equal(failed[0][0], 150);
     assert.ok(failed[0][1] instanceof BrokenPoolError);
-    assert.match(String(failed[0][1]), /exited with code -9/);
+    assert.match(
+      String(failed[0][1]),
+      /exited with code -9 while running this task \(killed by SIGKILL\)/,
+    );
   } finally {
     pool.terminate();
     await pool.join();
