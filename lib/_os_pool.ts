@@ -19,9 +19,12 @@
  *   and queues the others again. Here the parent keeps that word: the task after the last
  *   result received, when more were sent (a worker runs its tasks one at a time, in order), or
  *   the exact number from the child's death frame when it could send one. A child killed from
- *   outside (`kill -9`, out of memory, a segfault) costs the task it was running.
+ *   outside (`kill -9`, out of memory, a segfault) costs the task it was running (killed while
+ *   idle, the task just sent to it, if any: whether it arrived cannot be known).
  * - **Cancelling.** The child cannot see the pool's cancel slots, so a task cancelled before it
  *   started still runs there; its result is dropped on arrival (the pool counted it as skipped).
+ * - **No work stealing** from such a worker (the pool skips it): its tasks not begun are in the
+ *   child's heap, where the pool's compare-exchange on `STARTED` cannot reach them.
  * - **Handles** cannot cross yet: arguments holding one are refused when the pool encodes the
  *   task (`isolatedEncoder`), and a result holding one is replaced by a `SerializationError`.
  *
