@@ -28,6 +28,35 @@ const STATE_NAMES = ["pending", "running", "cancelled", "finished"];
 
 type Waiter = () => void;
 
+/**
+ * What runs a future's call once an executor has handed it over (a pool's `AsyncResult`): the
+ * future asks it whether the call has started and has it withdraw the call (see `delegate`).
+ */
+export interface FutureSource {
+  /** Withdraws the call if it has not started; false once it has. */
+  cancel(): boolean;
+  /** Whether the call has started and is not done. */
+  running(): boolean;
+}
+
+/**
+ * For executors: makes `future`'s `cancel()` and `running()` ask `source` while the future is
+ * pending, so that it stays pending (and cancellable) until a worker really starts its call. A
+ * successful `source.cancel()` may report the withdrawn call's failure to the executor at once:
+ * the future is marked cancelled before, so the executor sees `cancelled()` and drops it.
+ *
+ * @example
+ * ```ts
+ * import { delegate, Future } from "./_future.ts";
+ * const f = new Future();
+ * let started = false;
+ * delegate(f, { cancel: () => !started, running: () => started });
+ * started = true;
+ * console.assert(f.running() && !f.cancel() && !f.done());
+ * ```
+ */
+export let delegate: (future: Future<unknown>, source: FutureSource) => void;
+
 // Access to a Future's waiters for `watch` below (set in Future's static block).
 let addWaiter: (f: Future<unknown>, w: Waiter) => boolean;
 let removeWaiter: (f: Future<unknown>, w: Waiter) => void;
@@ -61,10 +90,13 @@ export class Future<T = unknown> implements PromiseLike<T> {
   #waiters: Waiter[] | null = null;
   /** Made only when `then` is called (see the module doc). */
   #promise: Promise<T> | null = null;
+  /** What runs the call, asked while the future is pending (see `delegate`). */
+  #source: FutureSource | null = null;
 
   /**
    * Cancels the future if it is still pending (no worker has started it) and returns true; false
-   * once it is running or finished. True again for a future already cancelled, as in Python.
+   * once it is running or finished. True again for a future already cancelled, as in Python. For
+   * a `ProcessPoolExecutor`, the call is withdrawn from its pool (see `running()`).
    *
    * @example
    * ```ts
@@ -74,12 +106,18 @@ export class Future<T = unknown> implements PromiseLike<T> {
    * ```
    */
   cancel(): boolean {
-    if (this.#state === RUNNING || this.#state === FINISHED) return false;
     if (this.#state === PENDING) {
+      // Cancelled before the source withdraws the call: it may report the call's failure
+      // (CancelledError) to the executor right away, which must find this future done.
       this.#state = CANCELLED;
+      if (this.#source !== null && !this.#source.cancel()) {
+        this.#state = PENDING; // it has started: nothing else happened
+        return false;
+      }
+      this.#source = null;
       this.#notify();
     }
-    return true;
+    return this.#state === CANCELLED;
   }
 
   /**
@@ -96,9 +134,9 @@ export class Future<T = unknown> implements PromiseLike<T> {
   }
 
   /**
-   * Whether the call is running: for a `ProcessPoolExecutor`, from the moment the executor hands
-   * it to its pool (where it may still wait for a worker that is finishing another call; at most
-   * `maxWorkers + 1` calls are handed over at a time) until it finishes.
+   * Whether the call is running: from the moment a worker starts it until it finishes. For a
+   * `ProcessPoolExecutor`, a call waiting in the pool's queue or in a worker's queue (behind the
+   * call that worker is running) is still pending, and `cancel()` withdraws it.
    *
    * @example
    * ```ts
@@ -109,6 +147,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    * ```
    */
   running(): boolean {
+    if (this.#state === PENDING) return this.#source !== null && this.#source.running();
     return this.#state === RUNNING;
   }
 
@@ -275,7 +314,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    * ```
    */
   toString(): string {
-    const state = STATE_NAMES[this.#state];
+    const state = STATE_NAMES[this.running() ? RUNNING : this.#state];
     if (this.#state !== FINISHED) return `<Future state=${state}>`;
     const v = this.#value;
     const kind = v === null ? "null" : typeof v === "object" ? v.constructor?.name : typeof v;
@@ -289,6 +328,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
     this.#state = FINISHED;
     this.#ok = ok;
     this.#value = value;
+    this.#source = null;
     this.#notify();
   }
 
@@ -346,6 +386,9 @@ export class Future<T = unknown> implements PromiseLike<T> {
       if (i >= 0) ws!.splice(i, 1);
     };
     failedNow = (f) => f.#state === FINISHED && !f.#ok;
+    delegate = (f, source) => {
+      if (f.#state === PENDING) f.#source = source;
+    };
   }
 }
 
