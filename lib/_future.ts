@@ -26,7 +26,8 @@ import { AsyncResult } from "./pool.ts";
 const PENDING = 0, RUNNING = 1, CANCELLED = 2, FINISHED = 3;
 const STATE_NAMES = ["pending", "running", "cancelled", "finished"];
 
-type Waiter = () => void;
+/** Called with the future once it is done (one function may watch many futures). */
+type Waiter = (f: Future<unknown>) => void;
 
 /**
  * What runs a future's call once an executor has handed it over (a pool's `AsyncResult`): the
@@ -87,7 +88,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
   #ok = true;
   #value: unknown = undefined;
   /** Internal waiters and user callbacks (wrapped), called once, in order, when done. */
-  #waiters: Waiter[] | null = null;
+  #waiters: Waiter | Waiter[] | null = null;
   /** Made only when `then` is called (see the module doc). */
   #promise: Promise<T> | null = null;
   /** What runs the call, asked while the future is pending (see `delegate`). */
@@ -228,7 +229,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
       }
     };
     if (this.done()) call();
-    else (this.#waiters ??= []).push(call);
+    else this.#addWaiter(call);
   }
 
   /**
@@ -332,10 +333,20 @@ export class Future<T = unknown> implements PromiseLike<T> {
     this.#notify();
   }
 
+  /** One waiter is kept alone, not in an array (the common case: one consumer per future). */
+  #addWaiter(w: Waiter): void {
+    const ws = this.#waiters;
+    if (ws === null) this.#waiters = w;
+    else if (typeof ws === "function") this.#waiters = [ws, w];
+    else ws.push(w);
+  }
+
   #notify(): void {
     const ws = this.#waiters;
     this.#waiters = null;
-    if (ws) { for (const w of ws) w(); }
+    if (ws === null) return;
+    if (typeof ws === "function") ws(this as Future<unknown>);
+    else for (const w of ws) w(this as Future<unknown>);
   }
 
   /** The settled outcome as a Promise; `wantResult` false gives the error (or null) instead. */
@@ -354,7 +365,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
         clearTimeout(timer);
         resolve();
       };
-      (this.#waiters ??= []).push(w);
+      this.#addWaiter(w);
       if (ms !== Infinity) {
         timer = setTimeout(() => {
           removeWaiter(this, w);
@@ -377,13 +388,16 @@ export class Future<T = unknown> implements PromiseLike<T> {
   static {
     addWaiter = (f, w) => {
       if (f.done()) return false;
-      (f.#waiters ??= []).push(w);
+      f.#addWaiter(w);
       return true;
     };
     removeWaiter = (f, w) => {
       const ws = f.#waiters;
-      const i = ws ? ws.indexOf(w) : -1;
-      if (i >= 0) ws!.splice(i, 1);
+      if (ws === w) f.#waiters = null;
+      else if (Array.isArray(ws)) {
+        const i = ws.indexOf(w);
+        if (i >= 0) ws.splice(i, 1);
+      }
     };
     failedNow = (f) => f.#state === FINISHED && !f.#ok;
     delegate = (f, source) => {
@@ -430,7 +444,7 @@ function hasFailed(x: Waitable): boolean {
  * returns a function that withdraws `w`. A Future calls it synchronously as it settles; an
  * AsyncResult one microtask later (through its promise).
  */
-function watch(x: Waitable, w: Waiter): () => void {
+function watch(x: Waitable, w: () => void): () => void {
   if (x instanceof Future) {
     const f = x as Future<unknown>;
     addWaiter(f, w);
@@ -475,33 +489,40 @@ export function asCompleted<F extends Waitable>(
 class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed<F>> {
   readonly #ready: F[] = [];
   #head = 0;
-  readonly #pending = new Set<F>();
+  readonly #all: Set<F>;
+  /** How many are not done yet. */
+  #left = 0;
+  /** Withdraws the watch of each AsyncResult (Futures are watched through `#onDone`). */
   readonly #unwatch: (() => void)[] = [];
-  readonly #total: number;
   readonly #deadline: number;
   readonly #timeout: number | undefined;
   #wake: (() => void) | null = null;
   #closed = false;
 
+  /** The one waiter of every Future watched (no closure per future: 10,000 may be watched). */
+  readonly #onDone = (f: Future<unknown> | AsyncResult<unknown>): void => {
+    if (this.#closed) return;
+    this.#left--;
+    this.#ready.push(f as F);
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  };
+
   constructor(fs: Iterable<F>, timeout: number | undefined) {
     this.#deadline = deadlineOf(timeout);
     this.#timeout = timeout;
-    const all = uniqueWaitables(fs, "asCompleted");
-    this.#total = all.size;
+    const all = this.#all = uniqueWaitables(fs, "asCompleted");
+    // Those done already first, in the input's order (a waiter is called only later, when its
+    // future settles: never inside this loop), then the others as they finish.
+    const ready = this.#ready, onDone = this.#onDone;
     for (const f of all) {
-      if (isDone(f)) this.#ready.push(f);
-      else this.#pending.add(f);
+      if (f instanceof Future) {
+        if (!addWaiter(f, onDone)) ready.push(f);
+      } else if ((f as AsyncResult<unknown>).ready()) ready.push(f);
+      else this.#unwatch.push(watch(f, () => onDone(f as AsyncResult<unknown>)));
     }
-    for (const f of this.#pending) {
-      this.#unwatch.push(watch(f, () => {
-        if (this.#closed) return;
-        this.#pending.delete(f);
-        this.#ready.push(f);
-        const w = this.#wake;
-        this.#wake = null;
-        w?.();
-      }));
-    }
+    this.#left = all.size - ready.length;
   }
 
   [Symbol.asyncIterator](): this {
@@ -514,7 +535,7 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
       this.#ready[this.#head++] = undefined as unknown as F;
       return Promise.resolve({ value, done: false });
     }
-    if (this.#pending.size === 0 || this.#closed) return this.return();
+    if (this.#left === 0 || this.#closed) return this.return();
     return this.#later();
   }
 
@@ -533,20 +554,23 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
       });
       clearTimeout(timer);
     } else timedOut = true;
-    if (this.#head < this.#ready.length || this.#pending.size === 0) return this.next();
+    if (this.#head < this.#ready.length || this.#left === 0) return this.next();
     if (!timedOut && !this.#closed) return this.#later();
-    const left = this.#pending.size;
+    const left = this.#left;
     await this.return();
     throw new TimeoutError(
-      `${left} (of ${this.#total}) futures unfinished after ${this.#timeout} ms`,
+      `${left} (of ${this.#all.size}) futures unfinished after ${this.#timeout} ms`,
     );
   }
 
   return(): Promise<IteratorResult<Completed<F>, undefined>> {
     if (!this.#closed) {
       this.#closed = true;
-      for (const u of this.#unwatch) u();
-      this.#pending.clear();
+      if (this.#left > 0) {
+        for (const f of this.#all) if (f instanceof Future) removeWaiter(f, this.#onDone);
+        for (const u of this.#unwatch) u();
+        this.#left = 0;
+      }
       // A `next()` waiting now (called before this `return()`) ends too.
       const w = this.#wake;
       this.#wake = null;
