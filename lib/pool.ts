@@ -2074,6 +2074,7 @@ export class Pool {
         if (back.length) {
           this.#queue = back.concat(this.#queue.slice(this.#qhead));
           this.#qhead = 0;
+          this.#schedule(); // to hand them out again
         }
         if (!back.includes(t)) return false; // it began first
       }
