@@ -26,6 +26,8 @@ import {
   square,
   squareUnless13,
 } from "./fixtures/pool_tasks.ts";
+import { countRun } from "./fixtures/pool_race_tasks.ts";
+import { RawArray } from "../lib/sharedctypes.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -199,6 +201,19 @@ Deno.test("ProcessPoolExecutor.shutdown({ cancelFutures: true }) cancels the cal
   assert.ok(ms < 7 * 100, `shutdown took ${ms} ms: it ran the cancelled calls`);
   assert.throws(() => ex.submit(square, 2), /cannot schedule new futures after shutdown/);
   await ex.shutdown(); // again: harmless
+});
+
+Deno.test("ProcessPoolExecutor.shutdown({ cancelFutures: true }): 100 calls queued in a worker behind a running one are all cancelled, none runs", async () => {
+  const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
+  for await (const _ of ex.map(square, range(300))) { /* warm-up: many calls per message */ }
+  const runs = new RawArray("i", 100);
+  const slow = ex.submit(sleepMs, 400);
+  const fs = range(100).map((i) => ex.submit(countRun, runs, i, 0));
+  await until(() => slow.running());
+  await ex.shutdown({ cancelFutures: true });
+  assert.deepEqual(fs.filter((f) => !f.cancelled()).length, 0);
+  assert.equal(await slow.result(), "slept");
+  assert.deepEqual(range(100).filter((i) => runs.get(i) !== 0), [], "cancelled calls ran");
 });
 
 Deno.test("ProcessPoolExecutor.shutdown({ wait: false }) returns at once; the calls still finish", async () => {
