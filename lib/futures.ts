@@ -14,8 +14,9 @@
  *   begins a call, and withdraws one that has not begun wherever it waits (its own queue, or a
  *   worker's queue behind the call that worker is running; each call either starts or is
  *   skipped, never both). So a future is pending until a worker starts it — stricter than
- *   CPython, where a call in the window is "running" — and `submit` + `asCompleted` runs about
- *   as fast as `Pool.applyAsync` with a callback.
+ *   CPython, where a call in the window is "running" — and `submit` + `asCompleted` keeps near
+ *   the pace of `Pool.applyAsync` with a callback (what is left is the price of an `await` per
+ *   result in the loop).
  * - **A worker's death fails one future.** The pool fails the task a dying worker was running
  *   with `BrokenPoolError` (exported here under Python's name, {@link BrokenProcessPool}) naming
  *   the worker and its exit code, re-runs the calls it had not started on another worker, and
