@@ -343,6 +343,19 @@ Deno.test("Executor.map: leaving the loop early cancels the calls not started", 
   assert.ok(calls <= 2, `${calls} calls ran`); // the one awaited, and maybe the next
 });
 
+Deno.test("ProcessPoolExecutor.map: leaving the loop early withdraws the chunks not started", async () => {
+  const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
+  // Three chunks of two 300 ms calls: the first yields after ~600 ms, when the second has begun.
+  for await (const y of ex.map(sleepMs, range(6).map(() => 300), { chunksize: 2 })) {
+    assert.equal(y, "slept");
+    break;
+  }
+  const t0 = performance.now();
+  await ex.shutdown(); // waits for the second chunk only: the third was withdrawn
+  const ms = performance.now() - t0;
+  assert.ok(ms < 1000, `shutdown took ${ms.toFixed(0)} ms: the third chunk ran`);
+});
+
 // ---------------------------------------------------------------------------------------------
 // asCompleted, wait
 
