@@ -580,3 +580,25 @@ if (import.meta.main) {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("isolation process: cancelling many calls already in a child (more than its cancel slots) runs none twice", async () => {
+  const file = await Deno.makeTempFile();
+  const ex = new ProcessPoolExecutor({ maxWorkers: 1, isolation: "process" });
+  try {
+    // Fast calls first: the pool then gives its worker many calls at a time, so the ones behind
+    // the slow call are in the child when half of them are cancelled.
+    await Promise.all(range(300).map((i) => ex.submit(square, i).result()));
+    const first = ex.submit(record, file, -1, 300);
+    const rest = range(100).map((i) => ex.submit(record, file, i));
+    await delay(100);
+    for (let i = 0; i < 100; i += 2) rest[i].cancel();
+    for (let i = 1; i < 100; i += 2) assert.equal(await rest[i].result(), i);
+    assert.equal(await first.result(), -1);
+    const lines = (await Deno.readTextFile(file)).trim().split("\n").map(Number);
+    assert.equal(new Set(lines).size, lines.length, "a call ran twice");
+  } finally {
+    await ex.shutdown();
+    await Deno.remove(file);
+    await __testHooks.gone();
+  }
+});
