@@ -21,8 +21,11 @@
  *   the exact number from the child's death frame when it could send one. A child killed from
  *   outside (`kill -9`, out of memory, a segfault) costs the task it was running (killed while
  *   idle, the task just sent to it, if any: whether it arrived cannot be known).
- * - **Cancelling.** The child cannot see the pool's cancel slots, so a task cancelled before it
- *   started still runs there; its result is dropped on arrival (the pool counted it as skipped).
+ * - **Cancelling.** The pool withdraws a task not begun by a cancel slot in the worker's block.
+ *   The parent side, woken by the pool, tells the child, which claims a slot of its own (the
+ *   same protocol, in its heap), so its worker skips the task. Told too late (the child had
+ *   begun it: the parent's `STARTED` lags by one hop), the task runs there and its result is
+ *   dropped on arrival. A result passing a slot frees it.
  * - **No work stealing** from such a worker (the pool skips it): its tasks not begun are in the
  *   child's heap, where the pool's compare-exchange on `STARTED` cannot reach them.
  * - **Handles** cannot cross yet: arguments holding one are refused when the pool encodes the
@@ -37,6 +40,7 @@ import { alloc, allocSlot, attachHeap, heap, inWorker } from "./_heap.ts";
 import {
   type Channel,
   exitNote,
+  F_CANCEL,
   F_DEATH,
   F_RESULT,
   F_TASKS,
@@ -80,15 +84,34 @@ function countTasks(m: Uint8Array): number {
   return n;
 }
 
-/** Takes the pool's cancel slot holding `seq`, if any (the task was withdrawn: drop its result). */
-function takeCancel(ctl: Int32Array, seq: number): boolean {
+/**
+ * The child has passed task `seq` (its result arrived): frees the pool's cancel slots of `seq`
+ * and of the tasks before it (skipped by the child, or answered already). True when `seq`'s own
+ * slot was held: it was withdrawn, its result is dropped.
+ */
+function passCancels(ctl: Int32Array, seq: number, told: Set<number>): boolean {
   if (Atomics.load(ctl, W.CANCEL_HINT) === 0) return false;
+  let mine = false;
   for (let i = W.CANCEL; i < W.CANCEL + W.CANCEL_SLOTS; i++) {
-    if (Atomics.load(ctl, i) === seq && Atomics.compareExchange(ctl, i, seq, 0) === seq) {
-      return true;
-    }
+    const v = Atomics.load(ctl, i);
+    if (v === 0 || v > seq || Atomics.compareExchange(ctl, i, v, 0) !== v) continue;
+    told.delete(v);
+    if (v === seq) mine = true;
   }
-  return false;
+  return mine;
+}
+
+/**
+ * The child's side of `skip` in pool.ts, on its own rings: claims a cancel slot for `seq`, then
+ * takes it back if the task has begun (the same store-then-load pair as the pool's).
+ */
+function skipHere(ctl: Int32Array, seq: number): void {
+  for (let i = W.CANCEL; i < W.CANCEL + W.CANCEL_SLOTS; i++) {
+    if (Atomics.compareExchange(ctl, i, 0, seq) !== 0) continue;
+    Atomics.store(ctl, W.CANCEL_HINT, 1);
+    if (Math.abs(Atomics.load(ctl, W.STARTED)) >= seq) Atomics.compareExchange(ctl, i, seq, 0);
+    return;
+  }
 }
 
 /** A result message holding handles, turned into the task's `SerializationError`. */
@@ -121,8 +144,27 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   const sendOptions = { broken: dead };
   /** Tasks sent to the child, and the number of the last one it answered. */
   let sent = 0, answered = 0, final = false;
+  /** Tasks the child was told to skip (their cancel slots are still held). */
+  const told = new Set<number>();
   const started = () => {
-    if (!final) Atomics.store(ctl, W.STARTED, sent > answered ? answered + 1 : answered);
+    if (final) return;
+    // The child runs the task after the last one answered, unless it was told to skip it.
+    let next = answered + 1;
+    while (next <= sent && told.has(next)) next++;
+    Atomics.store(ctl, W.STARTED, next <= sent ? next : answered);
+  };
+  // Tasks withdrawn while they wait in the child (the pool holds a cancel slot for each, and
+  // notifies): the child is told to skip them, as a thread worker reads the slots itself.
+  const tellCancels = () => {
+    let list: number[] | undefined;
+    for (let i = W.CANCEL; i < W.CANCEL + W.CANCEL_SLOTS; i++) {
+      const v = Atomics.load(ctl, i);
+      if (v > answered && v <= sent && !told.has(v)) told.add(v), (list ??= []).push(v);
+    }
+    if (list) {
+      ch.send(F_CANCEL, dumps(list));
+      started();
+    }
   };
   ch.listen((type, b) => {
     if (type === F_RESULT) {
@@ -130,8 +172,9 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
       if (kind === W.R_OK || kind === W.R_ERR || kind === W.R_COLUMN) {
         const seq = u32(b, 4);
         answered = seq;
+        const withdrawn = passCancels(ctl, seq, told);
         started();
-        if (takeCancel(ctl, seq)) return;
+        if (withdrawn) return;
         if (kind !== W.R_COLUMN && holdsHandles(b.subarray(W.RESULT_HEADER))) b = refused(b, enc);
       }
       // As a thread worker's result writer does (see ResultWriter.#write), without blocking
@@ -167,6 +210,13 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
       ch.send(F_TASKS, m);
     }
   })().catch(() => {});
+  void (async () => {
+    while (!dead()) {
+      const w = Atomics.waitAsync(ctl, W.CANCEL_HINT, Atomics.load(ctl, W.CANCEL_HINT), 1000);
+      if (w.async) await w.value;
+      if (!dead()) tellCancels();
+    }
+  })();
 }
 
 /**
@@ -193,6 +243,7 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
   const bell = new Doorbell(bellAt);
   ch.listen((type, body) => {
     if (type === F_TASKS) void tasks.post(body);
+    else if (type === F_CANCEL) { for (const seq of loads<number[]>(body)) skipHere(ctl, seq); }
   });
   // The parent is gone: so is this worker (whatever its thread is doing).
   void ch.closed.then(() => Deno.kill(Deno.pid, "SIGKILL"));

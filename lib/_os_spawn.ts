@@ -104,7 +104,8 @@ export function isolatedEncoder(): Encoder {
 // Frames
 
 /**
- * Frame types: hello (the child's token), start, a task message, a result message, a death.
+ * Frame types: hello (the child's token), start, a task message, a result message, a death, the
+ * numbers of tasks to skip.
  *
  * @example
  * ```ts
@@ -112,7 +113,7 @@ export function isolatedEncoder(): Encoder {
  * console.assert(new Set([F_HELLO, F_START]).size === 2);
  * ```
  */
-export const F_HELLO = 1, F_START = 2, F_TASKS = 3, F_RESULT = 4, F_DEATH = 5;
+export const F_HELLO = 1, F_START = 2, F_TASKS = 3, F_RESULT = 4, F_DEATH = 5, F_CANCEL = 6;
 const FRAME_HEADER = 5;
 
 /**

@@ -2300,7 +2300,10 @@ function skip(ctl: Int32Array, seq: number): boolean {
   // the two sees the other's store: either the worker skips the task, or we see it started. A
   // recall mark `-last` counts as `last`: the tasks up to it that the worker still holds are
   // those it had begun (the others were taken back), those after it it has not begun.
-  if (startedOf(ctl) < seq) return true;
+  if (startedOf(ctl) < seq) {
+    Atomics.notify(ctl, CANCEL_HINT); // an OS-process worker's relay waits here (_os_pool.ts)
+    return true;
+  }
   // Started, or about to be: take the slot back. If the worker took it first, it skipped.
   return Atomics.compareExchange(ctl, slot, seq, 0) !== seq;
 }

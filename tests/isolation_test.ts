@@ -316,6 +316,36 @@ Deno.test("isolation process pool: a task queued behind a slow one runs once (no
   }
 });
 
+Deno.test("isolation process pool: tasks withdrawn while they wait in a child are skipped there", async () => {
+  const file = await Deno.makeTempFile();
+  const pool = new Pool({ processes: 1, isolation: "process" });
+  try {
+    // Fast tasks first, so that the child is given many at a time.
+    await Promise.all(range(300).map((i) => pool.apply(square, [i])));
+    const child = await pool.apply(pid);
+    const ac = new AbortController();
+    const slowOne = pool.apply(record, [file, -1, 300]);
+    const rest = range(10).map((i) =>
+      pool.apply(record, [file, i], i % 2 ? { signal: ac.signal } : {})
+    );
+    await delay(100);
+    ac.abort(new Error("withdrawn"));
+    const settled = await Promise.allSettled([slowOne, ...rest]);
+    assert.deepEqual(
+      settled.map((r) => r.status),
+      ["fulfilled", ...range(10).map((i) => i % 2 ? "rejected" : "fulfilled")],
+    );
+    const lines = (await Deno.readTextFile(file)).trim().split("\n").map(Number);
+    assert.deepEqual(lines, [-1, 0, 2, 4, 6, 8], "a withdrawn task ran in the child");
+    assert.equal(await pool.apply(pid), child, "the child was replaced");
+  } finally {
+    pool.terminate();
+    await pool.join();
+    await Deno.remove(file);
+    await __testHooks.gone();
+  }
+});
+
 Deno.test("isolation process pool: running out of memory fails that task alone, naming the limit", async () => {
   const pool = new Pool({ processes: 1, isolation: "process", maxMemoryMb: 128 });
   try {
