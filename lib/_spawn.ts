@@ -27,7 +27,7 @@ import {
 } from "./_context.ts";
 import type { TargetRef } from "./_target.ts";
 import { ProcessError } from "./errors.ts";
-import { loads } from "./reduction.ts";
+import { loadsAsync } from "./reduction.ts";
 
 /** How the child runs its target: call an exported function, or build an exported class and call `run()`. */
 export type TargetKind = "function" | "class";
@@ -361,9 +361,10 @@ async function runChild(msg: StartMessage): Promise<void> {
             : ` (it is a ${typeof fn}, not a function)`),
       );
     }
-    const args = loads<unknown[]>(msg.payload.args);
+    // Async: a big shared block in the arguments may have to wait for its buffer (_bigblock).
+    const args = await loadsAsync<unknown[]>(msg.payload.args);
     const fields = msg.payload.fields
-      ? loads<Record<string, unknown>>(msg.payload.fields)
+      ? await loadsAsync<Record<string, unknown>>(msg.payload.fields)
       : undefined;
     if (msg.kind === "class") {
       const obj = Object.create(fn.prototype) as { run(): unknown };

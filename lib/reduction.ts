@@ -739,10 +739,17 @@ export class Decoder {
   decode(bytes: Uint8Array): unknown {
     this.#b = bytes;
     this.#p = 0;
+    const outer = pending, mine: Pending = pending = { ready: [], why: "" };
     try {
       if (bytes[0] === T_KINDS) this.#kinds();
-      return this.#value();
+      const v = this.#value();
+      if (mine.ready.length) {
+        if (!awaited) throw new SerializationError("value", mine.why);
+        awaited.push(...mine.ready);
+      }
+      return v;
     } finally {
+      pending = outer;
       this.#refs.length = 0;
       this.#b = EMPTY;
     }
@@ -1092,10 +1099,67 @@ export function loads<T = unknown>(bytes: Uint8Array): T {
  */
 export function loadsAsync<T = unknown>(bytes: Uint8Array): T | Promise<T> {
   try {
-    return loads<T>(bytes);
+    return loadsWaiting<T>(bytes);
   } catch (e) {
     if (!(e instanceof MissingHandleModule) || !e.modules.length) throw e;
     return importThenLoad<T>(bytes.slice(), e);
+  }
+}
+
+/** Handles rebuilt by the decode under way that are usable once `ready` settle: see below. */
+interface Pending {
+  ready: Promise<unknown>[];
+  why: string;
+}
+let pending: Pending | null = null;
+/** Set while {@link loadsAsync} decodes: where the decode's pending promises go. */
+let awaited: Promise<unknown>[] | null = null;
+
+/**
+ * For a handle kind's `rebuild` whose object becomes usable only once `ready` settles (a big
+ * shared block, whose `SharedArrayBuffer` is still on its way from another worker):
+ * {@link loadsAsync} waits for it before returning the value; {@link loads}, which cannot wait,
+ * throws a SerializationError saying `whyNotSync`. Outside a decode it does nothing.
+ *
+ * @example
+ * ```ts
+ * import { dumps, loads, loadsAsync, pendingUntil, registerHandle } from "./reduction.ts";
+ * class Later {
+ *   ready = false;
+ * }
+ * registerHandle<Later, number>({
+ *   name: "Later",
+ *   module: import.meta.url,
+ *   cls: Later,
+ *   reduce: () => 0,
+ *   rebuild: () => {
+ *     const l = new Later();
+ *     pendingUntil(Promise.resolve().then(() => (l.ready = true)), "Later needs await");
+ *     return l;
+ *   },
+ * });
+ * console.assert((await loadsAsync<Later>(dumps(new Later()))).ready);
+ * try {
+ *   loads(dumps(new Later()));
+ * } catch (e) {
+ *   console.assert((e as Error).message.includes("Later needs await"));
+ * }
+ * ```
+ */
+export function pendingUntil(ready: Promise<unknown>, whyNotSync: string): void {
+  if (!pending) return;
+  pending.ready.push(ready);
+  pending.why ||= whyNotSync;
+}
+
+/** {@link loads}, then (when rebuilds made promises) a promise of the value once they settle. */
+function loadsWaiting<T>(bytes: Uint8Array): T | Promise<T> {
+  const outer = awaited, mine: Promise<unknown>[] = awaited = [];
+  try {
+    const v = loads<T>(bytes);
+    return mine.length ? Promise.all(mine).then(() => v) : v;
+  } finally {
+    awaited = outer;
   }
 }
 
@@ -1109,7 +1173,7 @@ async function importThenLoad<T>(bytes: Uint8Array, missing: MissingHandleModule
     for (const m of fresh) seen.add(m);
     await Promise.all(fresh.map((m) => import(m)));
     try {
-      return loads<T>(bytes);
+      return await loadsWaiting<T>(bytes);
     } catch (err) {
       if (!(err instanceof MissingHandleModule)) throw err;
       e = err;

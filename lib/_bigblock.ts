@@ -1,0 +1,288 @@
+/**
+ * Big blocks: shared memory too large for the shared heap, each in a `SharedArrayBuffer` of its
+ * own. A `SharedMemory` or an `Array` of {@link BIG_BLOCK_BYTES} or more lives in one, so its
+ * size is bounded by what V8 allows ({@link MAX_BIG_BLOCK_BYTES}) and the machine's memory, not
+ * by the heap's limit; and freeing it gives the memory back to the system at once, where the
+ * heap's size classes would keep it.
+ *
+ * Its handle stays plain numbers like every other: a 16-byte record in the heap (magic, id, size)
+ * whose reference count says how long the block lives. But the bytes themselves reach another
+ * worker only as a `SharedArrayBuffer` passed by message. Not through the start message or
+ * the channels' rings (those carry bytes), so through one process-wide `BroadcastChannel`: a
+ * worker that rebuilds a handle whose buffer it lacks asks for it by id, and every worker that
+ * has it answers. The main thread keeps every live buffer (a worker that made one sends it
+ * there at once) so that a block whose creator has gone can still be had; the others hold
+ * theirs only through the objects that use them. When the record's last reference goes, its
+ * releaser tells everyone, and the memory goes with the last object that still views it.
+ *
+ * An answer is a message, so only a receiver that can wait gets a buffer it lacks: the codec's
+ * async decoding ({@link pendingUntil}: `await q.get()`, a worker's start arguments) and
+ * `await SharedMemory.attach(name)`. A `...Sync` receiver gets a clear error instead, unless
+ * the buffer reached its worker before (then it is found at once).
+ *
+ * @module
+ */
+
+import { alloc, heap, isTerminatedError, nextId, release } from "./_heap.ts";
+import { TimeoutError } from "./errors.ts";
+
+/** Blocks of this many bytes or more get their own `SharedArrayBuffer` (64 MiB). */
+export const BIG_BLOCK_BYTES: number = 64 << 20;
+/**
+ * V8's limit on one `SharedArrayBuffer` (2^53 - 1 bytes, `Number.MAX_SAFE_INTEGER`, measured
+ * with Deno 2.9 / V8 15.0: `maxByteLength: 2 ** 53` is refused, `2 ** 45` accepted). In
+ * practice the machine's memory is the limit: Linux refuses a mapping larger than its RAM and
+ * swap (22 GiB worked and 24 GiB failed on a 24 GiB machine), which V8 reports as
+ * "Array buffer allocation failed".
+ */
+export const MAX_BIG_BLOCK_BYTES: number = Number.MAX_SAFE_INTEGER;
+
+/** Record layout (Int32 words): magic, id, size low 32 bits, size high bits. */
+const MAGIC_BIG = 0x42696721; // "Big!"
+const RECORD = 16;
+/** How long a receiver waits for a buffer before giving up, and how often it asks again. */
+const WAIT_MS = 30_000, ASK_EVERY_MS = 200;
+
+interface Msg {
+  want?: number;
+  give?: number;
+  /** With `give`: the record's offset, for the main thread to check that it is still live. */
+  off?: number;
+  free?: number;
+  sab?: SharedArrayBuffer;
+}
+
+/** The main thread's copies of every live block's buffer: id to buffer. */
+const kept = new Map<number, SharedArrayBuffer>();
+/** What this worker has seen: id to buffer, held only by the objects that use it. */
+const seen = new Map<number, WeakRef<SharedArrayBuffer>>();
+/** Receivers waiting for a buffer: id to their resolvers. */
+const waiting = new Map<number, ((sab: SharedArrayBuffer) => void)[]>();
+
+let channel: BroadcastChannel | undefined;
+// Deno's BroadcastChannel has an internal, symbol-keyed ref/unref method (as Worker has, see
+// _spawn): a listening channel would otherwise keep every program alive for ever. A receiver
+// waiting for an answer keeps its worker alive with its timer.
+const refSymbol = Object.getOwnPropertySymbols(BroadcastChannel.prototype)
+  .find((s) => s.description === "refBroadcastChannel");
+
+function isMain(): boolean {
+  return heap().slot === 1;
+}
+
+function open(): BroadcastChannel {
+  if (channel) return channel;
+  channel = new BroadcastChannel("denomp:big-blocks");
+  channel.onmessage = (e: MessageEvent<Msg>) => onMessage(e.data);
+  if (refSymbol) (channel as unknown as Record<symbol, (r: boolean) => void>)[refSymbol](false);
+  return channel;
+}
+
+function onMessage(m: Msg): void {
+  if (m.give !== undefined && m.sab) {
+    const id = m.give;
+    if (isMain() && !kept.has(id) && m.off !== undefined && live(m.off, id)) kept.set(id, m.sab);
+    if (!isMain()) remember(id, m.sab);
+    const ws = waiting.get(id);
+    if (ws) {
+      waiting.delete(id);
+      for (const w of ws) w(m.sab);
+    }
+  } else if (m.want !== undefined) {
+    const sab = local(m.want);
+    if (sab) channel!.postMessage({ give: m.want, sab } satisfies Msg);
+  } else if (m.free !== undefined) {
+    kept.delete(m.free);
+    seen.delete(m.free);
+  }
+}
+
+/** True while the record at `off` is block `id`'s (the main thread's check on a give). */
+function live(off: number, id: number): boolean {
+  const i32 = heap().i32;
+  return off > 0 && off + RECORD <= i32.byteLength && isBig(off) && i32[(off >> 2) + 1] === id;
+}
+
+function remember(id: number, sab: SharedArrayBuffer): void {
+  if (isMain()) kept.set(id, sab);
+  else seen.set(id, new WeakRef(sab));
+}
+
+/** The buffer of block `id` if this worker has it. */
+function local(id: number): SharedArrayBuffer | undefined {
+  return kept.get(id) ?? seen.get(id)?.deref();
+}
+
+// The main thread listens from the start: it is the keeper of every block.
+if (isMainThread()) open();
+
+function isMainThread(): boolean {
+  // deno-lint-ignore no-explicit-any
+  const WGS = (globalThis as any).WorkerGlobalScope;
+  return !(typeof WGS === "function" && globalThis instanceof WGS);
+}
+
+/**
+ * Creates a big block of `bytes` (zeroed) and returns its record's offset in the heap (holding
+ * one reference) and its buffer. The main thread keeps the buffer until the block is freed.
+ *
+ * @example
+ * ```ts
+ * import { allocBig, bigSize, releaseBig } from "./_bigblock.ts";
+ * const { off, sab } = allocBig(64 << 20);
+ * console.assert(sab.byteLength === 64 << 20 && bigSize(off) === 64 << 20);
+ * releaseBig(off);
+ * ```
+ */
+export function allocBig(bytes: number): { off: number; sab: SharedArrayBuffer } {
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw new RangeError(`denomp: a big block needs a positive size: current value is ${bytes}`);
+  }
+  let sab: SharedArrayBuffer;
+  try {
+    sab = new SharedArrayBuffer(bytes);
+  } catch (e) {
+    throw new RangeError(
+      `denomp: cannot allocate a shared block of ${bytes} bytes (${gib(bytes)}): ${
+        (e as Error).message
+      } (the system refused the memory; V8 allows up to 2^53 - 1 bytes)`,
+    );
+  }
+  const off = alloc(RECORD), i32 = heap().i32, id = nextId();
+  i32[(off >> 2) + 1] = id;
+  i32[(off >> 2) + 2] = bytes % 2 ** 32 | 0;
+  i32[(off >> 2) + 3] = Math.floor(bytes / 2 ** 32);
+  Atomics.store(i32, off >> 2, MAGIC_BIG);
+  remember(id, sab);
+  // To the keeper at once: the creator may end (and its objects go) before any receiver asks.
+  if (!isMain()) open().postMessage({ give: id, off, sab } satisfies Msg);
+  return { off, sab };
+}
+
+function gib(n: number): string {
+  return `${(n / 2 ** 30).toFixed(2)} GiB`;
+}
+
+/** True when the heap block at `off` is a big block's record (live or unlinked). */
+export function isBig(off: number): boolean {
+  const m = Atomics.load(heap().i32, off >> 2);
+  return m === MAGIC_BIG || m === -MAGIC_BIG;
+}
+
+/** The id of the big block at `off`. */
+export function bigId(off: number): number {
+  return heap().i32[(off >> 2) + 1];
+}
+
+/** The size in bytes of the big block at `off`. */
+export function bigSize(off: number): number {
+  const i32 = heap().i32;
+  return (i32[(off >> 2) + 2] >>> 0) + i32[(off >> 2) + 3] * 2 ** 32;
+}
+
+/** Marks the record unlinked (attach by name refuses it) without freeing anything. */
+export function unlinkBig(off: number): void {
+  Atomics.compareExchange(heap().i32, off >> 2, MAGIC_BIG, -MAGIC_BIG);
+}
+
+/** True when `off` is a big block's record that may be attached by name. */
+export function attachableBig(off: number): boolean {
+  return Atomics.load(heap().i32, off >> 2) === MAGIC_BIG;
+}
+
+/** The buffer of the big block at `off` if it has reached this worker, else undefined. */
+export function bigBuffer(off: number): SharedArrayBuffer | undefined {
+  return local(bigId(off));
+}
+
+/**
+ * The buffer of the big block at `off`: at once if this worker has it, else asked for (from the
+ * main thread, or any worker holding it) and awaited, up to 30 s. The caller holds a reference,
+ * so the block is live and some worker has its buffer (the main thread at least).
+ */
+export function bigBufferAsync(off: number): Promise<SharedArrayBuffer> {
+  const id = bigId(off), have = local(id);
+  if (have) return Promise.resolve(have);
+  return new Promise<SharedArrayBuffer>((resolve, reject) => {
+    const ch = open();
+    const done = (sab: SharedArrayBuffer) => {
+      clearInterval(timer);
+      remember(id, sab);
+      resolve(sab);
+    };
+    const list = waiting.get(id) ?? [];
+    list.push(done);
+    waiting.set(id, list);
+    const t0 = Date.now();
+    // Asked again now and then: a worker whose channel opened after the first question, or
+    // a keeper that got the buffer just after it, answers the next one.
+    const timer = setInterval(() => {
+      if (Date.now() - t0 < WAIT_MS) return ch.postMessage({ want: id } satisfies Msg);
+      clearInterval(timer);
+      const ws = waiting.get(id)?.filter((w) => w !== done) ?? [];
+      if (ws.length) waiting.set(id, ws);
+      else waiting.delete(id);
+      reject(
+        new TimeoutError(
+          `the buffer of shared block ${id} did not arrive within ${WAIT_MS} ms: the ` +
+            "main thread must have loaded denomp's shared memory module (import it from mod.ts)",
+        ),
+      );
+    }, ASK_EVERY_MS);
+    ch.postMessage({ want: id } satisfies Msg);
+  });
+}
+
+/**
+ * Drops a reference to the big block at `off`: the last one frees the record and tells every
+ * worker to forget the buffer (the memory goes once no object views it).
+ */
+export function releaseBig(off: number): void {
+  release(off, forget);
+}
+
+/** The `beforeFree` of a big block's record (for `adopt`). */
+export function forget(off: number): void {
+  const id = bigId(off);
+  kept.delete(id);
+  seen.delete(id);
+  Atomics.store(heap().i32, off >> 2, 0);
+  try {
+    open().postMessage({ free: id } satisfies Msg);
+  } catch (e) {
+    if (!isTerminatedError(e)) throw e;
+  }
+}
+
+/**
+ * How many big blocks' buffers this worker keeps alive (the main thread: every live block's;
+ * a worker: none, its objects hold theirs). For tests and diagnostics.
+ *
+ * @example
+ * ```ts
+ * import { allocBig, keptBlocks, releaseBig } from "./_bigblock.ts";
+ * const before = keptBlocks(), { off } = allocBig(64 << 20);
+ * console.assert(keptBlocks() === before + 1);
+ * releaseBig(off);
+ * console.assert(keptBlocks() === before);
+ * ```
+ */
+export function keptBlocks(): number {
+  return kept.size;
+}
+
+/**
+ * The message of the error a receiver that cannot wait meets, for a block of `what`.
+ *
+ * @example
+ * ```ts
+ * import { notHereMessage } from "./_bigblock.ts";
+ * console.assert(notHereMessage("SharedMemory 'psm_1_2'").includes("await"));
+ * ```
+ */
+export function notHereMessage(what: string): string {
+  return `${what} is a big block (its own SharedArrayBuffer, for ${BIG_BLOCK_BYTES >> 20} MiB ` +
+    "or more) whose buffer has not reached this worker yet, and a buffer arrives only by " +
+    "message, which a synchronous receiver cannot wait for: receive it with the async API " +
+    "(`await q.get()`, `await SharedMemory.attach(name)`), or pass it in the worker's args";
+}

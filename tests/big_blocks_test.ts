@@ -1,0 +1,136 @@
+import assert from "node:assert/strict";
+import { Process } from "../lib/process.ts";
+import { Queue } from "../lib/queues.ts";
+import { dumps, loads } from "../lib/reduction.ts";
+import { SharedMemory } from "../lib/shared_memory.ts";
+import { Array as SharedArray } from "../lib/sharedctypes.ts";
+import { BIG_BLOCK_BYTES, keptBlocks } from "../lib/_bigblock.ts";
+import {
+  addOne,
+  addOneFromQueue,
+  attachByName,
+  getSyncFails,
+  makeAndSend,
+  writeFromQueue,
+  writeLast,
+} from "./fixtures/big_targets.ts";
+
+const MiB = 1 << 20, GiB = 1 << 30;
+
+Deno.test("big blocks: exactly 512 MiB works, and 1 GiB; attach by name in the same worker", () => {
+  for (const size of [512 * MiB, GiB]) {
+    using shm = new SharedMemory({ size });
+    assert.equal(shm.size, size);
+    assert.equal(shm.buf.length, size);
+    shm.buf[size - 1] = 9;
+    using again = new SharedMemory({ name: shm.name });
+    assert.equal(again.buf[size - 1], 9);
+    const copy = loads<SharedMemory>(dumps(shm)); // here the buffer is known: sync works
+    assert.equal(copy.buf[size - 1], 9);
+    copy.close();
+  }
+  // Just under the threshold stays in the heap; at it, a block of its own.
+  using small = new SharedMemory({ size: BIG_BLOCK_BYTES - 17 });
+  using big = new SharedMemory({ size: BIG_BLOCK_BYTES - 16 });
+  assert.equal(small.buf.buffer === big.buf.buffer, false);
+  assert.equal(big.buf.byteOffset, 0);
+});
+
+Deno.test("big blocks: a 4 GiB block written by a child at its last byte, read by the parent", async () => {
+  const size = 4 * GiB;
+  using shm = new SharedMemory({ size });
+  const p = new Process({ target: writeLast, args: [shm, 77] });
+  p.start();
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  assert.equal(shm.buf[size - 1], 77);
+});
+
+Deno.test("big blocks: through a queue, an async get waits for the buffer", async () => {
+  const q = new Queue<SharedMemory>(), out = new Queue<string>();
+  using shm = new SharedMemory({ size: 3 * GiB });
+  const p = new Process({ target: writeFromQueue, args: [q, out] });
+  p.start();
+  await q.put(shm);
+  assert.equal(await out.get({ timeout: 60_000 }), "done");
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  assert.equal(shm.buf[0], 1);
+  assert.equal(shm.buf[shm.size - 1], 2);
+});
+
+Deno.test("big blocks: getSync of a buffer the worker never had is a clear error", async () => {
+  const q = new Queue<SharedMemory>(), out = new Queue<string>();
+  using shm = new SharedMemory({ size: 128 * MiB });
+  const p = new Process({ target: getSyncFails, args: [q, out] });
+  p.start();
+  await q.put(shm);
+  const msg = await out.get({ timeout: 60_000 });
+  await p.join();
+  assert.match(msg, /SerializationError: .*big block .*a synchronous receiver cannot wait/);
+  assert.match(msg, /await q\.get\(\)/);
+});
+
+Deno.test("big blocks: attach by name in a worker: sync says to wait, async attaches", async () => {
+  const out = new Queue<string>();
+  using shm = new SharedMemory({ size: 256 * MiB });
+  const p = new Process({ target: attachByName, args: [shm.name, out] });
+  p.start();
+  const sync = await out.get({ timeout: 60_000 });
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  assert.match(sync, /has not reached this worker yet/);
+  assert.equal(shm.buf[shm.size - 1], 3);
+});
+
+Deno.test("big blocks: one made by a worker that has ended still reaches the parent", async () => {
+  const q = new Queue<SharedMemory>();
+  const size = 2 * GiB + 5; // over 32 bits of size
+  const p = new Process({ target: makeAndSend, args: [q, size] });
+  p.start();
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  using shm = await q.get({ timeout: 60_000 });
+  assert.equal(shm.size, size);
+  assert.equal(shm.buf[0], 4);
+  assert.equal(shm.buf[size - 1], 5);
+});
+
+Deno.test("big blocks: the main thread keeps a buffer exactly while the block lives", async () => {
+  const before = keptBlocks();
+  const shm = new SharedMemory({ size: 256 * MiB });
+  assert.equal(keptBlocks(), before + 1);
+  const copy = loads<SharedMemory>(dumps(shm));
+  shm.close();
+  assert.equal(keptBlocks(), before + 1); // the copy still holds it
+  copy.close();
+  assert.equal(keptBlocks(), before);
+  // Made in a worker, sent, closed there: kept here until the receiver's object is closed.
+  const q = new Queue<SharedMemory>();
+  const p = new Process({ target: makeAndSend, args: [q, 128 * MiB] });
+  p.start();
+  const got = await q.get({ timeout: 60_000 });
+  await p.join();
+  assert.equal(keptBlocks(), before + 1);
+  got.close();
+  assert.equal(keptBlocks(), before);
+});
+
+Deno.test("big blocks: a 1 GiB shared Array crosses to workers in args and through a queue", async () => {
+  const n = GiB / 8;
+  const a = new SharedArray("d", n, { lock: false });
+  assert.equal(a.length, n);
+  a.set(n - 1, 41);
+  const q = new Queue<SharedArray<"d">>();
+  const p1 = new Process({ target: addOne, args: [a, n - 2, n] });
+  const p2 = new Process({ target: addOneFromQueue, args: [q, 0, 1] });
+  p1.start();
+  p2.start();
+  await q.put(a);
+  await Promise.all([p1.join(), p2.join()]);
+  assert.equal(p1.exitCode, 0);
+  assert.equal(p2.exitCode, 0);
+  assert.equal(a.get(n - 1), 42);
+  assert.equal(a.get(n - 2), 1);
+  assert.equal(a.get(0), 1);
+});
