@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { alloc } from "../lib/_heap.ts";
 import { Process } from "../lib/process.ts";
+import { runProgram } from "./_program.ts";
 import { Queue } from "../lib/queues.ts";
 import { dumps, loads } from "../lib/reduction.ts";
 import { SharedMemory } from "../lib/shared_memory.ts";
@@ -133,4 +135,30 @@ Deno.test("big blocks: a 1 GiB shared Array crosses to workers in args and throu
   assert.equal(a.get(n - 1), 42);
   assert.equal(a.get(n - 2), 1);
   assert.equal(a.get(0), 1);
+});
+
+Deno.test("heap limit: setHeapLimit raises or lowers it, before the heap is made; workers follow", async () => {
+  const program = new URL("./fixtures/heap_limit_program.ts", import.meta.url).pathname;
+  const highest = 2 ** 31 - 2 ** 16;
+  // 40 blocks of 32 MiB: 1.25 GiB, more than the default limit of 1 GiB.
+  const high = await runProgram(program, [String(highest), "40"]);
+  assert.match(high.out, /^made 40$/m, high.err);
+  assert.match(high.out, new RegExp(`limit ${highest}, worker ${highest}`));
+  assert.match(high.out, /too late: denomp: the shared heap exists already/);
+  const low = await runProgram(program, [String(64 << 20), "40"]);
+  assert.match(low.out, /failed after 1: denomp/, low.err);
+  assert.match(low.out, new RegExp(`limit ${64 << 20}, worker ${64 << 20}`));
+  const bad = await runProgram(program, [String(2 ** 31), "0"]);
+  assert.match(
+    bad.err,
+    /limit must be an integer from \d+ to 2147418112 bytes: current value is 2147483648/,
+  );
+});
+
+Deno.test("heap: a request over the largest block names the largest block it can make", () => {
+  // The default 1 GiB heap's largest size class is 512 MiB, its header included.
+  assert.throws(
+    () => alloc(512 * MiB - 15),
+    /cannot allocate 536870897 bytes .*at most 536870896\)/,
+  );
 });
