@@ -291,6 +291,9 @@ registerHandle<SharedMemory, number>({
       attaching = 0;
     }
   },
+  // A message not sent after all: its reference would keep the block (a big one: its
+  // gigabytes, in the main thread) for the rest of the run.
+  discard: (off) => release(off, isBig(off) ? forget : undefined),
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@
  */
 
 import { optionsOf } from "./_args.ts";
-import { adopt, alloc, checkNotTerminated, heap, retain } from "./_heap.ts";
+import { adopt, alloc, checkNotTerminated, heap, release, retain } from "./_heap.ts";
 import {
   allocBig,
   BIG_BLOCK_BYTES,
@@ -582,6 +582,7 @@ registerHandle<RawArray, [number, Typecode, number]>({
     return [off, code, length];
   },
   rebuild: ([off, code, length]) => attach(off, () => new RawArray(code, length)),
+  discard: ([off]) => dropBlock(off),
 });
 registerHandle<SharedArray, [number, Typecode, number, Lock | RLock | null]>({
   name: "Array",
@@ -594,6 +595,15 @@ registerHandle<SharedArray, [number, Typecode, number, Lock | RLock | null]>({
   },
   rebuild: ([off, code, length, lock]) =>
     rebuildSynchronized(lock, () => attach(off, () => new SharedArray(code, length))),
+  discard: ([off]) => dropBlock(off),
 });
+
+/**
+ * The `discard` of the array kinds: the reference of a message not sent after all would keep
+ * the block (a big one: its gigabytes, in the main thread) for the rest of the run.
+ */
+function dropBlock(off: number): void {
+  release(off, isBig(off) ? forget : undefined);
+}
 
 export { SharedArray as Array };

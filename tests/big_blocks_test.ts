@@ -162,3 +162,14 @@ Deno.test("heap: a request over the largest block names the largest block it can
     /cannot allocate 536870897 bytes .*at most 536870896\)/,
   );
 });
+
+Deno.test("big blocks: a message that fails to encode gives back the reference it took", () => {
+  const before = keptBlocks();
+  const shm = new SharedMemory({ size: 128 * MiB });
+  const a = new SharedArray("B", 128 * MiB, { lock: false });
+  assert.equal(keptBlocks(), before + 2);
+  assert.throws(() => dumps([shm, a, () => {}]), /functions cannot be sent/);
+  shm.close();
+  assert.equal(keptBlocks(), before + 1);
+  void a; // still alive: its block stays kept
+});
