@@ -16,9 +16,14 @@
  * releaser tells everyone, and the memory goes with the last object that still views it.
  *
  * An answer is a message, so only a receiver that can wait gets a buffer it lacks: the codec's
- * async decoding ({@link pendingUntil}: `await q.get()`, a worker's start arguments) and
- * `await SharedMemory.attach(name)`. A `...Sync` receiver gets a clear error instead, unless
- * the buffer reached its worker before (then it is found at once).
+ * async decoding (`pendingUntil` in reduction.ts: `await q.get()`, a worker's start arguments)
+ * and `await SharedMemory.attach(name)`. A `...Sync` receiver (and a Pool task's arguments,
+ * which its worker decodes synchronously) gets a clear error instead, unless the buffer reached
+ * its worker before and an object of it still lives there (then it is found at once).
+ *
+ * Freed memory: V8 frees a `SharedArrayBuffer`'s memory only when a garbage collection finds it
+ * unreachable in every worker that had it, and it does not collect for the sake of buffers alone
+ * (a program that makes little garbage may hold closed multi-GiB blocks for a while).
  *
  * @module
  */
@@ -284,5 +289,6 @@ export function notHereMessage(what: string): string {
   return `${what} is a big block (its own SharedArrayBuffer, for ${BIG_BLOCK_BYTES >> 20} MiB ` +
     "or more) whose buffer has not reached this worker yet, and a buffer arrives only by " +
     "message, which a synchronous receiver cannot wait for: receive it with the async API " +
-    "(`await q.get()`, `await SharedMemory.attach(name)`), or pass it in the worker's args";
+    "(`await q.get()`, `await SharedMemory.attach(name)`), or pass it in the worker's args " +
+    "(a Pool's `initargs`), after which this worker has it while an object of it lives here";
 }

@@ -173,3 +173,15 @@ Deno.test("big blocks: a message that fails to encode gives back the reference i
   assert.equal(keptBlocks(), before + 1);
   void a; // still alive: its block stays kept
 });
+
+Deno.test("big blocks: unlink stops attaching by name, the block lives on until closed", async () => {
+  const before = keptBlocks();
+  const shm = new SharedMemory({ size: 64 * MiB });
+  shm.unlink();
+  assert.throws(() => new SharedMemory({ name: shm.name }), /no SharedMemory named/);
+  await assert.rejects(() => SharedMemory.attach(shm.name), /no SharedMemory named/);
+  shm.buf[0] = 1;
+  assert.equal(keptBlocks(), before + 1);
+  shm.close();
+  assert.equal(keptBlocks(), before);
+});
