@@ -5,8 +5,8 @@
 // GB/s of array (1 GB = 10^9 bytes); `rssMiB` is how much the process's resident memory grew
 // from before the block was made to the end: about 1024 (the block, touched once), where a copy
 // per worker would add a GiB each. Every round is checked: all elements equal 2^k - 1 after k.
-// The pool gets the block in `initargs` too: a pool worker decodes its tasks synchronously, so a
-// big block's buffer must have reached it before (see lib/_bigblock.ts).
+// The block is made before the pool: a pool worker decodes its tasks synchronously, so a big
+// block's buffer must have reached it before, as its start message brings it (lib/_bigblock.ts).
 //
 //   deno run -A --unstable-worker-options bench/w11_inplace.ts [--variant thread,pool] [--gib 1]
 import { Pool } from "../lib/pool.ts";
@@ -21,9 +21,6 @@ export function transform(shm: SharedMemory, from: number, to: number): number {
   return to - from;
 }
 
-/** The pool's initializer: nothing to do, its argument brings the block's buffer here. */
-export function receive(_shm: SharedMemory): void {}
-
 /** True when every element (sampled every 4099th, and the last) equals `want`. */
 function check(a: Float64Array, want: number): boolean {
   for (let i = 0; i < a.length; i += 4099) if (a[i] !== want) return false;
@@ -36,7 +33,7 @@ if (import.meta.main) {
   const rss0 = Deno.memoryUsage().rss;
   using shm = new SharedMemory({ size: bytes });
   const a = new Float64Array(shm.buf.buffer, 0, n);
-  await using pool = new Pool({ processes: workers, initializer: receive, initargs: [shm] });
+  await using pool = new Pool({ processes: workers });
   await pool.whenReady();
   const parts = workers * 4, step = Math.ceil(n / parts);
   const ranges = Array.from({ length: parts }, (_, k) => [k * step, Math.min(n, (k + 1) * step)]);

@@ -2,24 +2,27 @@
  * Big blocks: shared memory too large for the shared heap, each in a `SharedArrayBuffer` of its
  * own. A `SharedMemory` or an `Array` of {@link BIG_BLOCK_BYTES} or more lives in one, so its
  * size is bounded by what V8 allows ({@link MAX_BIG_BLOCK_BYTES}) and the machine's memory, not
- * by the heap's limit; and freeing it gives the memory back to the system at once, where the
- * heap's size classes would keep it.
+ * by the heap's limit; and freeing it gives the memory back to the system, where the heap's size
+ * classes would keep it for the heap.
  *
  * Its handle stays plain numbers like every other: a 16-byte record in the heap (magic, id, size)
  * whose reference count says how long the block lives. But the bytes themselves reach another
  * worker only as a `SharedArrayBuffer` passed by message. Not through the start message or
- * the channels' rings (those carry bytes), so through one process-wide `BroadcastChannel`: a
- * worker that rebuilds a handle whose buffer it lacks asks for it by id, and every worker that
- * has it answers. The main thread keeps every live buffer (a worker that made one sends it
- * there at once) so that a block whose creator has gone can still be had; the others hold
- * theirs only through the objects that use them. When the record's last reference goes, its
- * releaser tells everyone, and the memory goes with the last object that still views it.
+ * the channels' rings (those carry bytes): a new worker gets the buffers its parent has in its
+ * start message, and any other is had through one process-wide `BroadcastChannel`: a worker
+ * that rebuilds a handle whose buffer it lacks asks for it by id, and every worker that has it
+ * answers. A worker holds a buffer from when it first has it (made it, got it at start or on
+ * asking) until the block is freed, so it finds it again at once; the main thread holds every
+ * live block's (a worker that makes one sends it there at once), so that a block whose creator
+ * has gone can still be had. When the record's last reference goes, its releaser tells every
+ * worker to let go, and the memory goes with the last object that still views it.
  *
  * An answer is a message, so only a receiver that can wait gets a buffer it lacks: the codec's
  * async decoding (`pendingUntil` in reduction.ts: `await q.get()`, a worker's start arguments)
  * and `await SharedMemory.attach(name)`. A `...Sync` receiver (and a Pool task's arguments,
  * which its worker decodes synchronously) gets a clear error instead, unless the buffer reached
- * its worker before and an object of it still lives there (then it is found at once).
+ * its worker before (then it is found at once): so a Pool started after a block was made
+ * has it in every worker.
  *
  * Freed memory: V8 frees a `SharedArrayBuffer`'s memory only when a garbage collection finds it
  * unreachable in every worker that had it, and it does not collect for the sake of buffers alone
@@ -57,10 +60,8 @@ interface Msg {
   sab?: SharedArrayBuffer;
 }
 
-/** The main thread's copies of every live block's buffer: id to buffer. */
-const kept = new Map<number, SharedArrayBuffer>();
-/** What this worker has seen: id to buffer, held only by the objects that use it. */
-const seen = new Map<number, WeakRef<SharedArrayBuffer>>();
+/** The buffers this worker holds (the main thread: every live block's): id to buffer. */
+const held = new Map<number, SharedArrayBuffer>();
 /** Receivers waiting for a buffer: id to their resolvers. */
 const waiting = new Map<number, ((sab: SharedArrayBuffer) => void)[]>();
 
@@ -86,8 +87,8 @@ function open(): BroadcastChannel {
 function onMessage(m: Msg): void {
   if (m.give !== undefined && m.sab) {
     const id = m.give;
-    if (isMain() && !kept.has(id) && m.off !== undefined && live(m.off, id)) kept.set(id, m.sab);
-    if (!isMain()) remember(id, m.sab);
+    // The main thread keeps every block; a worker, those it asked for.
+    if (isMain() && !held.has(id) && m.off !== undefined && live(m.off, id)) held.set(id, m.sab);
     const ws = waiting.get(id);
     if (ws) {
       waiting.delete(id);
@@ -97,8 +98,7 @@ function onMessage(m: Msg): void {
     const sab = local(m.want);
     if (sab) channel!.postMessage({ give: m.want, sab } satisfies Msg);
   } else if (m.free !== undefined) {
-    kept.delete(m.free);
-    seen.delete(m.free);
+    held.delete(m.free);
   }
 }
 
@@ -108,14 +108,9 @@ function live(off: number, id: number): boolean {
   return off > 0 && off + RECORD <= i32.byteLength && isBig(off) && i32[(off >> 2) + 1] === id;
 }
 
-function remember(id: number, sab: SharedArrayBuffer): void {
-  if (isMain()) kept.set(id, sab);
-  else seen.set(id, new WeakRef(sab));
-}
-
 /** The buffer of block `id` if this worker has it. */
 function local(id: number): SharedArrayBuffer | undefined {
-  return kept.get(id) ?? seen.get(id)?.deref();
+  return held.get(id);
 }
 
 // The main thread listens from the start: it is the keeper of every block.
@@ -158,7 +153,7 @@ export function allocBig(bytes: number): { off: number; sab: SharedArrayBuffer }
   i32[(off >> 2) + 2] = bytes % 2 ** 32 | 0;
   i32[(off >> 2) + 3] = Math.floor(bytes / 2 ** 32);
   Atomics.store(i32, off >> 2, MAGIC_BIG);
-  remember(id, sab);
+  held.set(id, sab);
   // To the keeper at once: the creator may end (and its objects go) before any receiver asks.
   if (!isMain()) open().postMessage({ give: id, off, sab } satisfies Msg);
   return { off, sab };
@@ -212,7 +207,7 @@ export function bigBufferAsync(off: number): Promise<SharedArrayBuffer> {
     const ch = open();
     const done = (sab: SharedArrayBuffer) => {
       clearInterval(timer);
-      remember(id, sab);
+      held.set(id, sab);
       resolve(sab);
     };
     const list = waiting.get(id) ?? [];
@@ -249,8 +244,7 @@ export function releaseBig(off: number): void {
 /** The `beforeFree` of a big block's record (for `adopt`). */
 export function forget(off: number): void {
   const id = bigId(off);
-  kept.delete(id);
-  seen.delete(id);
+  held.delete(id);
   Atomics.store(heap().i32, off >> 2, 0);
   try {
     open().postMessage({ free: id } satisfies Msg);
@@ -260,8 +254,38 @@ export function forget(off: number): void {
 }
 
 /**
- * How many big blocks' buffers this worker keeps alive (the main thread: every live block's;
- * a worker: none, its objects hold theirs). For tests and diagnostics.
+ * For a start message: the buffers of the live big blocks this worker has (the main thread: all
+ * of them), or undefined when there are none. A child started with a big block in its arguments
+ * then finds it at once, without asking (which would wait for its parent's event loop).
+ *
+ * @example
+ * ```ts
+ * import { allocBig, buffersForChild, releaseBig } from "./_bigblock.ts";
+ * const { off } = allocBig(64 << 20);
+ * console.assert(buffersForChild()!.length >= 1);
+ * releaseBig(off);
+ * ```
+ */
+export function buffersForChild(): [number, SharedArrayBuffer][] | undefined {
+  return held.size ? [...held] : undefined;
+}
+
+/**
+ * In a new worker: takes the buffers of its start message (see {@link buffersForChild}).
+ *
+ * @example
+ * ```ts
+ * import { adoptStartBuffers } from "./_bigblock.ts";
+ * adoptStartBuffers([[1 << 30, new SharedArrayBuffer(8)]]);
+ * ```
+ */
+export function adoptStartBuffers(list: [number, SharedArrayBuffer][]): void {
+  for (const [id, sab] of list) held.set(id, sab);
+}
+
+/**
+ * How many big blocks' buffers this worker holds (the main thread: every live block's). For
+ * tests and diagnostics.
  *
  * @example
  * ```ts
@@ -273,7 +297,7 @@ export function forget(off: number): void {
  * ```
  */
 export function keptBlocks(): number {
-  return kept.size;
+  return held.size;
 }
 
 /**
@@ -290,5 +314,6 @@ export function notHereMessage(what: string): string {
     "or more) whose buffer has not reached this worker yet, and a buffer arrives only by " +
     "message, which a synchronous receiver cannot wait for: receive it with the async API " +
     "(`await q.get()`, `await SharedMemory.attach(name)`), or pass it in the worker's args " +
-    "(a Pool's `initargs`), after which this worker has it while an object of it lives here";
+    "(or make it before starting the worker, a Pool's too): a worker holds every buffer it " +
+    "has had until the block is freed";
 }

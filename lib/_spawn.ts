@@ -17,6 +17,7 @@
  */
 
 import { allocSlot, attachHeap, heap, isTerminatedError, markDead } from "./_heap.ts";
+import { adoptStartBuffers, buffersForChild } from "./_bigblock.ts";
 import {
   current,
   pidOfSlot,
@@ -41,6 +42,8 @@ interface StartMessage {
   payload: { args: Uint8Array; fields?: Uint8Array };
   /** Modules that register the handle kinds found in the payload. */
   preload: string[];
+  /** The buffers of the big shared blocks the parent has (see _bigblock), if any. */
+  buffers?: [number, SharedArrayBuffer][];
 }
 
 /** What the parent needs to start a child. */
@@ -242,6 +245,7 @@ export class Child {
       kind: spec.kind,
       payload: spec.payload,
       preload: spec.preload ?? [],
+      buffers: buffersForChild(),
     };
     this.#worker.postMessage(start);
     // After the handlers are set: setting onmessage starts a message poll that is ref'd anew.
@@ -361,7 +365,9 @@ async function runChild(msg: StartMessage): Promise<void> {
             : ` (it is a ${typeof fn}, not a function)`),
       );
     }
-    // Async: a big shared block in the arguments may have to wait for its buffer (_bigblock).
+    // A big shared block in the arguments finds its buffer in the start message; async all the
+    // same, should the parent not have had it (see _bigblock).
+    if (msg.buffers) adoptStartBuffers(msg.buffers);
     const args = await loadsAsync<unknown[]>(msg.payload.args);
     const fields = msg.payload.fields
       ? await loadsAsync<Record<string, unknown>>(msg.payload.fields)

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { alloc } from "../lib/_heap.ts";
+import { Pool } from "../lib/pool.ts";
 import { Process } from "../lib/process.ts";
 import { runProgram } from "./_program.ts";
 import { Queue } from "../lib/queues.ts";
@@ -11,7 +12,8 @@ import {
   addOne,
   addOneFromQueue,
   attachByName,
-  getSyncFails,
+  fillRange,
+  getSyncThenAsync,
   makeAndSend,
   writeFromQueue,
   writeLast,
@@ -50,9 +52,9 @@ Deno.test("big blocks: a 4 GiB block written by a child at its last byte, read b
 
 Deno.test("big blocks: through a queue, an async get waits for the buffer", async () => {
   const q = new Queue<SharedMemory>(), out = new Queue<string>();
-  using shm = new SharedMemory({ size: 3 * GiB });
   const p = new Process({ target: writeFromQueue, args: [q, out] });
-  p.start();
+  p.start(); // before the block is made: its start message cannot bring it
+  using shm = new SharedMemory({ size: 3 * GiB });
   await q.put(shm);
   assert.equal(await out.get({ timeout: 60_000 }), "done");
   await p.join();
@@ -61,23 +63,29 @@ Deno.test("big blocks: through a queue, an async get waits for the buffer", asyn
   assert.equal(shm.buf[shm.size - 1], 2);
 });
 
-Deno.test("big blocks: getSync of a buffer the worker never had is a clear error", async () => {
+Deno.test("big blocks: getSync of a buffer the worker never had is a clear error; once had, it works", async () => {
   const q = new Queue<SharedMemory>(), out = new Queue<string>();
+  const p = new Process({ target: getSyncThenAsync, args: [q, out] });
+  p.start(); // before the block is made: its start message cannot bring it
   using shm = new SharedMemory({ size: 128 * MiB });
-  const p = new Process({ target: getSyncFails, args: [q, out] });
-  p.start();
   await q.put(shm);
   const msg = await out.get({ timeout: 60_000 });
-  await p.join();
   assert.match(msg, /SerializationError: .*big block .*a synchronous receiver cannot wait/);
   assert.match(msg, /await q\.get\(\)/);
+  await q.put(shm);
+  await q.put(shm);
+  assert.equal(await out.get({ timeout: 60_000 }), "held");
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  assert.equal(shm.buf[shm.size - 1], 6);
 });
 
 Deno.test("big blocks: attach by name in a worker: sync says to wait, async attaches", async () => {
-  const out = new Queue<string>();
-  using shm = new SharedMemory({ size: 256 * MiB });
-  const p = new Process({ target: attachByName, args: [shm.name, out] });
+  const names = new Queue<string>(), out = new Queue<string>();
+  const p = new Process({ target: attachByName, args: [names, out] });
   p.start();
+  using shm = new SharedMemory({ size: 256 * MiB });
+  await names.put(shm.name);
   const sync = await out.get({ timeout: 60_000 });
   await p.join();
   assert.equal(p.exitCode, 0);
@@ -184,4 +192,23 @@ Deno.test("big blocks: unlink stops attaching by name, the block lives on until 
   assert.equal(keptBlocks(), before + 1);
   shm.close();
   assert.equal(keptBlocks(), before);
+});
+
+Deno.test("big blocks: a Pool started after a block was made runs tasks that hold it", async () => {
+  using shm = new SharedMemory({ size: 64 * MiB });
+  {
+    await using pool = new Pool({ processes: 2 });
+    const n = await pool.starmap(fillRange, [[shm, 0, 32 * MiB], [shm, 32 * MiB, 64 * MiB]]);
+    assert.deepEqual(n, [32 * MiB, 32 * MiB]);
+  }
+  assert.equal(shm.buf[0], 7);
+  assert.equal(shm.buf[64 * MiB - 1], 7);
+  // A pool started before: its workers decode tasks synchronously and cannot wait.
+  await using early = new Pool({ processes: 1 });
+  await early.whenReady();
+  using later = new SharedMemory({ size: 64 * MiB });
+  await assert.rejects(
+    () => early.apply(fillRange, [later, 0, 1]),
+    /has not reached this worker yet.*make it before starting the worker, a Pool's too/,
+  );
 });
