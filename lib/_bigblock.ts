@@ -61,7 +61,7 @@ interface Msg {
 }
 
 /** The buffers this worker holds (the main thread: every live block's): id to buffer. */
-const held = new Map<number, SharedArrayBuffer>();
+const held = new Map<number, { off: number; sab: SharedArrayBuffer }>();
 /** Receivers waiting for a buffer: id to their resolvers. */
 const waiting = new Map<number, ((sab: SharedArrayBuffer) => void)[]>();
 
@@ -88,7 +88,9 @@ function onMessage(m: Msg): void {
   if (m.give !== undefined && m.sab) {
     const id = m.give;
     // The main thread keeps every block; a worker, those it asked for.
-    if (isMain() && !held.has(id) && m.off !== undefined && live(m.off, id)) held.set(id, m.sab);
+    if (isMain() && !held.has(id) && m.off !== undefined && live(m.off, id)) {
+      held.set(id, { off: m.off, sab: m.sab });
+    }
     const ws = waiting.get(id);
     if (ws) {
       waiting.delete(id);
@@ -108,9 +110,15 @@ function live(off: number, id: number): boolean {
   return off > 0 && off + RECORD <= i32.byteLength && isBig(off) && i32[(off >> 2) + 1] === id;
 }
 
+/** Holds block `id`'s buffer, listening for its freeing (and to answer who asks for it). */
+function hold(id: number, off: number, sab: SharedArrayBuffer): void {
+  open();
+  held.set(id, { off, sab });
+}
+
 /** The buffer of block `id` if this worker has it. */
 function local(id: number): SharedArrayBuffer | undefined {
-  return held.get(id);
+  return held.get(id)?.sab;
 }
 
 // The main thread listens from the start: it is the keeper of every block.
@@ -153,7 +161,7 @@ export function allocBig(bytes: number): { off: number; sab: SharedArrayBuffer }
   i32[(off >> 2) + 2] = bytes % 2 ** 32 | 0;
   i32[(off >> 2) + 3] = Math.floor(bytes / 2 ** 32);
   Atomics.store(i32, off >> 2, MAGIC_BIG);
-  held.set(id, sab);
+  hold(id, off, sab);
   // To the keeper at once: the creator may end (and its objects go) before any receiver asks.
   if (!isMain()) open().postMessage({ give: id, off, sab } satisfies Msg);
   return { off, sab };
@@ -207,7 +215,7 @@ export function bigBufferAsync(off: number): Promise<SharedArrayBuffer> {
     const ch = open();
     const done = (sab: SharedArrayBuffer) => {
       clearInterval(timer);
-      held.set(id, sab);
+      hold(id, off, sab);
       resolve(sab);
     };
     const list = waiting.get(id) ?? [];
@@ -266,21 +274,31 @@ export function forget(off: number): void {
  * releaseBig(off);
  * ```
  */
-export function buffersForChild(): [number, SharedArrayBuffer][] | undefined {
-  return held.size ? [...held] : undefined;
+export function buffersForChild(): StartBuffer[] | undefined {
+  return held.size ? [...held].map(([id, { off, sab }]) => [id, off, sab]) : undefined;
 }
 
+/** A big block's buffer in a start message: its id, its record's offset, the buffer. */
+export type StartBuffer = [id: number, off: number, sab: SharedArrayBuffer];
+
 /**
- * In a new worker: takes the buffers of its start message (see {@link buffersForChild}).
+ * In a new worker: takes the buffers of its start message (see {@link buffersForChild}) whose
+ * blocks are still live. Listening first, then checking: a block freed before this worker
+ * listened (its "free" message went by unheard) is not taken, one freed later is let go.
  *
  * @example
  * ```ts
- * import { adoptStartBuffers } from "./_bigblock.ts";
- * adoptStartBuffers([[1 << 30, new SharedArrayBuffer(8)]]);
+ * import { adoptStartBuffers, allocBig, bigId, keptBlocks, releaseBig } from "./_bigblock.ts";
+ * const { off, sab } = allocBig(64 << 20), id = bigId(off);
+ * releaseBig(off);
+ * const before = keptBlocks();
+ * adoptStartBuffers([[id, off, sab]]); // freed already: not taken
+ * console.assert(keptBlocks() === before);
  * ```
  */
-export function adoptStartBuffers(list: [number, SharedArrayBuffer][]): void {
-  for (const [id, sab] of list) held.set(id, sab);
+export function adoptStartBuffers(list: StartBuffer[]): void {
+  open();
+  for (const [id, off, sab] of list) if (live(off, id)) hold(id, off, sab);
 }
 
 /**

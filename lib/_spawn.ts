@@ -17,7 +17,7 @@
  */
 
 import { allocSlot, attachHeap, heap, isTerminatedError, markDead } from "./_heap.ts";
-import { adoptStartBuffers, buffersForChild } from "./_bigblock.ts";
+import { adoptStartBuffers, buffersForChild, type StartBuffer } from "./_bigblock.ts";
 import {
   current,
   pidOfSlot,
@@ -43,7 +43,7 @@ interface StartMessage {
   /** Modules that register the handle kinds found in the payload. */
   preload: string[];
   /** The buffers of the big shared blocks the parent has (see _bigblock), if any. */
-  buffers?: [number, SharedArrayBuffer][];
+  buffers?: StartBuffer[];
 }
 
 /** What the parent needs to start a child. */

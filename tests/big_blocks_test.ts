@@ -14,6 +14,7 @@ import {
   attachByName,
   fillRange,
   getSyncThenAsync,
+  holdUntilFreed,
   makeAndSend,
   writeFromQueue,
   writeLast,
@@ -211,4 +212,17 @@ Deno.test("big blocks: a Pool started after a block was made runs tasks that hol
     () => early.apply(fillRange, [later, 0, 1]),
     /has not reached this worker yet.*make it before starting the worker, a Pool's too/,
   );
+});
+
+Deno.test("big blocks: a worker lets go of a buffer once the block is freed", async () => {
+  const out = new Queue<number>(), go = new Queue<string>();
+  const shm = new SharedMemory({ size: 64 * MiB });
+  const p = new Process({ target: holdUntilFreed, args: [shm, out, go] });
+  p.start();
+  const before = await out.get({ timeout: 60_000 });
+  assert.ok(before >= 1);
+  shm.close(); // the last reference: freed
+  await go.put("freed");
+  assert.equal(await out.get({ timeout: 60_000 }), before - 1);
+  await p.join();
 });
