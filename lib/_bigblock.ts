@@ -7,11 +7,10 @@
  *
  * Its handle stays plain numbers like every other: a 16-byte record in the heap (magic, id, size)
  * whose reference count says how long the block lives. But the bytes themselves reach another
- * worker only as a `SharedArrayBuffer` passed by message. Not through the start message or
- * the channels' rings (those carry bytes): a new worker gets the buffers its parent has in its
- * start message, and any other is had through one process-wide `BroadcastChannel`: a worker
- * that rebuilds a handle whose buffer it lacks asks for it by id, and every worker that has it
- * answers. A worker holds a buffer from when it first has it (made it, got it at start or on
+ * worker only as a `SharedArrayBuffer` passed by message, not through the channels' rings (those
+ * carry bytes): a new worker gets the buffers its parent has in its start message, and any
+ * other through one process-wide `BroadcastChannel`: a worker that rebuilds a handle whose
+ * buffer it lacks asks for it by id, and every worker that has it answers. A worker holds a buffer from when it first has it (made it, got it at start or on
  * asking) until the block is freed, so it finds it again at once; the main thread holds every
  * live block's (a worker that makes one sends it there at once), so that a block whose creator
  * has gone can still be had. When the record's last reference goes, its releaser tells every
@@ -232,8 +231,9 @@ export function bigBufferAsync(off: number): Promise<SharedArrayBuffer> {
       else waiting.delete(id);
       reject(
         new TimeoutError(
-          `the buffer of shared block ${id} did not arrive within ${WAIT_MS} ms: the ` +
-            "main thread must have loaded denomp's shared memory module (import it from mod.ts)",
+          `the buffer of shared block ${id} did not arrive within ${WAIT_MS} ms: the workers ` +
+            "that hold it (the main thread at least) answer from their event loop, which one " +
+            "busy in synchronous code all that time does not reach",
         ),
       );
     }, ASK_EVERY_MS);
