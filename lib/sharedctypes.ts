@@ -389,6 +389,7 @@ registerHandle<RawValue, [number, Typecode]>({
     return [off, code];
   },
   rebuild: ([off, code]) => attach(off, () => new RawValue(code)),
+  discard: ([off]) => dropBlock(off),
 });
 registerHandle<Value, [number, Typecode, Lock | RLock | null]>({
   name: "Value",
@@ -401,6 +402,7 @@ registerHandle<Value, [number, Typecode, Lock | RLock | null]>({
   },
   rebuild: ([off, code, lock]) =>
     rebuildSynchronized(lock, () => attach(off, () => new Value(code))),
+  discard: ([off]) => dropBlock(off),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -599,8 +601,8 @@ registerHandle<SharedArray, [number, Typecode, number, Lock | RLock | null]>({
 });
 
 /**
- * The `discard` of the array kinds: the reference of a message not sent after all would keep
- * the block (a big one: its gigabytes, in the main thread) for the rest of the run.
+ * The `discard` of these kinds: the reference of a message not sent after all would keep the
+ * block (a big array's: its gigabytes, in the main thread) for the rest of the run.
  */
 function dropBlock(off: number): void {
   release(off, isBig(off) ? forget : undefined);
