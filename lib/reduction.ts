@@ -739,17 +739,21 @@ export class Decoder {
   decode(bytes: Uint8Array): unknown {
     this.#b = bytes;
     this.#p = 0;
-    const outer = pending, mine: Pending = pending = { ready: [], why: "" };
+    // No allocation here for `pendingUntil`: a mark into one shared list (this is the hot path).
+    const mark = pendingReady.length;
+    decodeDepth++;
     try {
       if (bytes[0] === T_KINDS) this.#kinds();
       const v = this.#value();
-      if (mine.ready.length) {
-        if (!awaited) throw new SerializationError("value", mine.why);
-        awaited.push(...mine.ready);
+      if (pendingReady.length > mark && waitingDepth === 0) {
+        throw new SerializationError("value", pendingWhy);
       }
       return v;
+    } catch (e) {
+      if (pendingReady.length > mark) pendingReady.length = mark;
+      throw e;
     } finally {
-      pending = outer;
+      decodeDepth--;
       this.#refs.length = 0;
       this.#b = EMPTY;
     }
@@ -1106,14 +1110,12 @@ export function loadsAsync<T = unknown>(bytes: Uint8Array): T | Promise<T> {
   }
 }
 
-/** Handles rebuilt by the decode under way that are usable once `ready` settle: see below. */
-interface Pending {
-  ready: Promise<unknown>[];
-  why: string;
-}
-let pending: Pending | null = null;
-/** Set while {@link loadsAsync} decodes: where the decode's pending promises go. */
-let awaited: Promise<unknown>[] | null = null;
+/**
+ * The promises of {@link pendingUntil} of the decodes under way (each owns the part after its
+ * mark), the reason of the last, and how deep in decodes and in {@link loadsAsync} this is.
+ */
+const pendingReady: Promise<unknown>[] = [];
+let pendingWhy = "", decodeDepth = 0, waitingDepth = 0;
 
 /**
  * For a handle kind's `rebuild` whose object becomes usable only once `ready` settles (a big
@@ -1147,19 +1149,21 @@ let awaited: Promise<unknown>[] | null = null;
  * ```
  */
 export function pendingUntil(ready: Promise<unknown>, whyNotSync: string): void {
-  if (!pending) return;
-  pending.ready.push(ready);
-  pending.why ||= whyNotSync;
+  if (decodeDepth === 0) return;
+  pendingReady.push(ready);
+  pendingWhy = whyNotSync;
 }
 
 /** {@link loads}, then (when rebuilds made promises) a promise of the value once they settle. */
 function loadsWaiting<T>(bytes: Uint8Array): T | Promise<T> {
-  const outer = awaited, mine: Promise<unknown>[] = awaited = [];
+  const mark = pendingReady.length;
+  waitingDepth++;
   try {
     const v = loads<T>(bytes);
-    return mine.length ? Promise.all(mine).then(() => v) : v;
+    if (pendingReady.length === mark) return v;
+    return Promise.all(pendingReady.splice(mark)).then(() => v);
   } finally {
-    awaited = outer;
+    waitingDepth--;
   }
 }
 
