@@ -16,6 +16,8 @@ import {
   getSyncThenAsync,
   holdUntilFreed,
   makeAndSend,
+  makeForChild,
+  viaGrandchild,
   writeFromQueue,
   writeLast,
 } from "./fixtures/big_targets.ts";
@@ -225,4 +227,21 @@ Deno.test("big blocks: a worker lets go of a buffer once the block is freed", as
   await go.put("freed");
   assert.equal(await out.get({ timeout: 60_000 }), before - 1);
   await p.join();
+});
+
+Deno.test("big blocks: nested workers pass them on, in args, both ways down the tree", async () => {
+  using shm = new SharedMemory({ size: 600 * MiB }); // more than the heap could hold
+  const p = new Process({ target: viaGrandchild, args: [shm, 55] });
+  p.start();
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  assert.equal(shm.buf[shm.size - 1], 55);
+  // Made in a worker, passed to its own child, then sent up here.
+  const out = new Queue<SharedMemory>();
+  const q = new Process({ target: makeForChild, args: [out, 66] });
+  q.start();
+  using got = await out.get({ timeout: 60_000 });
+  await q.join();
+  assert.equal(q.exitCode, 0);
+  assert.equal(got.buf[got.size - 1], 66);
 });
