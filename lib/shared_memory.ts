@@ -132,7 +132,9 @@ export class SharedMemory {
     if (!big) this.#buf = new Uint8Array(heap().sab, off + HEADER, this.#size);
     else if ((sab ??= bigBuffer(off))) this.#buf = new Uint8Array(sab);
     else if (name !== undefined) {
-      this.close();
+      this.#buf = null; // give back the reference the attach took
+      disown(this);
+      release(off, forget);
       throw new ValueError(notHereMessage(`SharedMemory '${name}'`));
     } else {
       // Rebuilt by the codec: an async receiver waits for the buffer, a sync one fails.

@@ -87,13 +87,16 @@ Deno.test("big blocks: attach by name in a worker: sync says to wait, async atta
   const names = new Queue<string>(), out = new Queue<string>();
   const p = new Process({ target: attachByName, args: [names, out] });
   p.start();
-  using shm = new SharedMemory({ size: 256 * MiB });
+  const before = keptBlocks();
+  const shm = new SharedMemory({ size: 256 * MiB });
   await names.put(shm.name);
   const sync = await out.get({ timeout: 60_000 });
   await p.join();
   assert.equal(p.exitCode, 0);
   assert.match(sync, /has not reached this worker yet/);
   assert.equal(shm.buf[shm.size - 1], 3);
+  shm.close(); // the last reference: the failed attach took none for good
+  assert.equal(keptBlocks(), before);
 });
 
 Deno.test("big blocks: one made by a worker that has ended still reaches the parent", async () => {
