@@ -1150,6 +1150,8 @@ let pendingWhy = "", decodeDepth = 0, waitingDepth = 0;
  */
 export function pendingUntil(ready: Promise<unknown>, whyNotSync: string): void {
   if (decodeDepth === 0) return;
+  // A decode that fails (or cannot wait) drops the promise: its failure must not be unhandled.
+  ready.catch(() => {});
   pendingReady.push(ready);
   pendingWhy = whyNotSync;
 }
