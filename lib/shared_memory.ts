@@ -50,6 +50,9 @@ import {
 import { ValueError } from "./errors.ts";
 import { pendingUntil, registerHandle } from "./reduction.ts";
 
+// The heap's limit bounds every shared object but the big blocks: set here, with shared memory.
+export { heapLimit, setHeapLimit } from "./_heap.ts";
+
 /** Options of `new SharedMemory(...)`: a `size` to create a block, or a `name` to attach. */
 export interface SharedMemoryOptions {
   /** The size in bytes of a new block (> 0). */
