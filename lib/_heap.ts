@@ -4,6 +4,7 @@
  * lives in a block of this heap, so a handle's descriptor is only numbers (an offset and a few
  * parameters). That is what lets any handle cross any channel: `postMessage`, a Queue's byte ring,
  * a Pipe, a Mailbox; nothing needs a side channel for a `SharedArrayBuffer` or a `MessagePort`.
+ * (Shared blocks of 64 MiB or more are the exception, with a buffer of their own: _bigblock.)
  *
  * The heap also holds the process table: one entry per process (slot) with its state and its
  * parent's slot, so any worker can tell whether the owner of a lock is still alive, including
