@@ -47,8 +47,17 @@ export const MAX_BIG_BLOCK_BYTES: number = Number.MAX_SAFE_INTEGER;
 /** Record layout (Int32 words): magic, id, size low 32 bits, size high bits. */
 const MAGIC_BIG = 0x42696721; // "Big!"
 const RECORD = 16;
-/** How long a receiver waits for a buffer before giving up, and how often it asks again. */
-const WAIT_MS = 30_000, ASK_EVERY_MS = 200;
+/**
+ * How long a receiver waits for a buffer before giving up (ms), and how often it asks again.
+ * Tests shorten the wait.
+ *
+ * @example
+ * ```ts
+ * import { bigBlockTiming } from "./_bigblock.ts";
+ * console.assert(bigBlockTiming.waitMs === 30_000);
+ * ```
+ */
+export const bigBlockTiming = { waitMs: 30_000, askEveryMs: 200 };
 
 interface Msg {
   want?: number;
@@ -224,19 +233,21 @@ export function bigBufferAsync(off: number): Promise<SharedArrayBuffer> {
     // Asked again now and then: a worker whose channel opened after the first question, or
     // a keeper that got the buffer just after it, answers the next one.
     const timer = setInterval(() => {
-      if (Date.now() - t0 < WAIT_MS) return ch.postMessage({ want: id } satisfies Msg);
+      if (Date.now() - t0 < bigBlockTiming.waitMs) {
+        return ch.postMessage({ want: id } satisfies Msg);
+      }
       clearInterval(timer);
       const ws = waiting.get(id)?.filter((w) => w !== done) ?? [];
       if (ws.length) waiting.set(id, ws);
       else waiting.delete(id);
       reject(
         new TimeoutError(
-          `the buffer of shared block ${id} did not arrive within ${WAIT_MS} ms: the workers ` +
-            "that hold it (the main thread at least) answer from their event loop, which one " +
-            "busy in synchronous code all that time does not reach",
+          `the buffer of shared block ${id} did not arrive within ${bigBlockTiming.waitMs} ms: ` +
+            "the workers that hold it (the main thread at least) answer from their event " +
+            "loop, which one busy in synchronous code all that time does not reach",
         ),
       );
-    }, ASK_EVERY_MS);
+    }, bigBlockTiming.askEveryMs);
     ch.postMessage({ want: id } satisfies Msg);
   });
 }

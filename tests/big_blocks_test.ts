@@ -17,6 +17,7 @@ import {
   holdUntilFreed,
   makeAndSend,
   makeForChild,
+  nobodyAnswers,
   viaGrandchild,
   writeFromQueue,
   writeLast,
@@ -247,4 +248,26 @@ Deno.test("big blocks: nested workers pass them on, in args, both ways down the 
   await q.join();
   assert.equal(q.exitCode, 0);
   assert.equal(got.buf[got.size - 1], 66);
+});
+
+Deno.test("big blocks: a buffer nobody sends in time is a TimeoutError, and a dropped request harms nobody", async () => {
+  const q = new Queue<SharedMemory>(), out = new Queue<string>();
+  const p = new Process({ target: nobodyAnswers, args: [q, out] });
+  p.start();
+  using shm = new SharedMemory({ size: 64 * MiB });
+  const block = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  // The main thread, the only holder, stays in synchronous code: it cannot answer.
+  await q.put(shm);
+  block(1500); // the worker's getSync fails, and its request times out
+  assert.equal(await out.get({ timeout: 60_000 }), "sync: SerializationError");
+  using other = new SharedMemory({ size: 64 * MiB }); // no answer to an old question fits it
+  await q.put(other);
+  block(1500); // the worker's async get times out
+  const msg = await out.get({ timeout: 60_000 });
+  assert.match(
+    msg,
+    /^async: TimeoutError: the buffer of shared block \d+ did not arrive within 300 ms/,
+  );
+  await p.join();
+  assert.equal(p.exitCode, 0);
 });
