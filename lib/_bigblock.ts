@@ -151,8 +151,11 @@ function isMainThread(): boolean {
  * ```
  */
 export function allocBig(bytes: number): { off: number; sab: SharedArrayBuffer } {
-  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
-    throw new RangeError(`denomp: a big block needs a positive size: current value is ${bytes}`);
+  if (!Number.isInteger(bytes) || bytes <= 0 || bytes > MAX_BIG_BLOCK_BYTES) {
+    throw new RangeError(
+      `denomp: a shared block's size must be an integer from 1 to 2^53 - 1 bytes (V8's limit): ` +
+        `current value is ${bytes}`,
+    );
   }
   let sab: SharedArrayBuffer;
   try {

@@ -37,6 +37,11 @@ Deno.test("big blocks: exactly 512 MiB works, and 1 GiB; attach by name in the s
     assert.equal(copy.buf[size - 1], 9);
     copy.close();
   }
+  assert.throws(() => new SharedMemory({ size: 2 ** 53 }), /from 1 to 2\^53 - 1 bytes/);
+  assert.throws(
+    () => new SharedMemory({ size: 2 ** 50 }),
+    /cannot allocate a shared block .*\(1048576\.00 GiB\): .*the system refused/,
+  );
   // Just under the threshold stays in the heap; at it, a block of its own.
   using small = new SharedMemory({ size: BIG_BLOCK_BYTES - 17 });
   using big = new SharedMemory({ size: BIG_BLOCK_BYTES - 16 });
