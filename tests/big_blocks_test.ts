@@ -140,14 +140,14 @@ Deno.test("big blocks: the main thread keeps a buffer exactly while the block li
 
 Deno.test("big blocks: a 1 GiB shared Array crosses to workers in args and through a queue", async () => {
   const n = GiB / 8;
+  const q = new Queue<SharedArray<"d">>();
+  const p2 = new Process({ target: addOneFromQueue, args: [q, 0, 1] });
+  p2.start(); // before the array is made: it waits for its buffer
   const a = new SharedArray("d", n, { lock: false });
   assert.equal(a.length, n);
   a.set(n - 1, 41);
-  const q = new Queue<SharedArray<"d">>();
   const p1 = new Process({ target: addOne, args: [a, n - 2, n] });
-  const p2 = new Process({ target: addOneFromQueue, args: [q, 0, 1] });
   p1.start();
-  p2.start();
   await q.put(a);
   await Promise.all([p1.join(), p2.join()]);
   assert.equal(p1.exitCode, 0);
