@@ -28,7 +28,9 @@
  * a message that holds handles starts with a table of their kinds and registering modules, read
  * before any handle is rebuilt. {@link loadsAsync} imports the missing modules and decodes;
  * {@link loads}, which cannot wait, throws a SerializationError naming `import type` as the
- * likely cause.
+ * likely cause. The same split holds for a handle whose object needs something that only a
+ * message brings (a big shared block's buffer, see _bigblock): its rebuild says so with
+ * {@link pendingUntil}, `loadsAsync` waits for it, `loads` throws a SerializationError saying why.
  *
  * @module
  */
