@@ -32,7 +32,7 @@ import {
   ValueError,
 } from "./errors.ts";
 import { optionsOf } from "./_args.ts";
-import { Encoder, loads, registerHandle } from "./reduction.ts";
+import { Encoder, loads, loadsAsync, registerHandle } from "./reduction.ts";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import * as pickle from "./pickle.ts";
 
@@ -263,14 +263,20 @@ const decodeObj = (b: Uint8Array): unknown => loads(b);
 interface Codec {
   encode(value: unknown): Uint8Array;
   decode: Decode<unknown>;
+  /** For async receivers: may wait (a handle's module to load, a big block's buffer to arrive). */
+  decodeAsync: Decode<unknown>;
 }
 
 /** What `send`/`recv` of a socket connection speak (see {@link SocketOptions.serializer}). */
 export type Serializer = "denomp" | "pickle";
 
 const CODECS: Readonly<Record<Serializer, Codec>> = {
-  denomp: { encode, decode: decodeObj },
-  pickle: { encode: (v) => pickle.dumps(v), decode: (b) => pickle.loads(b) },
+  denomp: { encode, decode: decodeObj, decodeAsync: (b) => loadsAsync(b) },
+  pickle: {
+    encode: (v) => pickle.dumps(v),
+    decode: (b) => pickle.loads(b),
+    decodeAsync: (b) => pickle.loads(b),
+  },
 };
 
 /** The codec of a `serializer` option (checked): the one place a connection's codec is chosen. */
@@ -379,7 +385,7 @@ export class Connection<T = unknown> {
    */
   recv(): Promise<T> {
     try {
-      return this.#check(false).recv(this.#codec.decode) as Promise<T>;
+      return this.#check(false).recv(this.#codec.decodeAsync) as Promise<T>;
     } catch (e) {
       return Promise.reject(e);
     }
