@@ -39,6 +39,7 @@ import {
   KeyError,
   MISSED,
   OWNER_DIED,
+  type ServedArray,
   type ServedBarrier,
   type ServedCondition,
   type ServedDict,
@@ -48,6 +49,7 @@ import {
   type ServedNamespace,
   type ServedQueue,
   type ServedSemaphore,
+  type ServedValue,
 } from "./_managed.ts";
 import {
   type Address,
@@ -334,9 +336,10 @@ const dictMethods: Record<string, Method<ServedDict>> = {
   values: (d) => d.values(),
 };
 
-function sliceOf(l: ServedList, s: PySlice): unknown[] {
+/** A slice's bounds as `slice(start, end)`'s (served sequences take no step). */
+function bounds(s: PySlice): [number | undefined, number | undefined] {
   if (s.step !== null && s.step !== 1) throw new ValueError("slices with a step are not supported");
-  return l.slice(s.start ?? undefined, s.stop ?? undefined);
+  return [s.start ?? undefined, s.stop ?? undefined];
 }
 
 function repeat(xs: unknown[], n: unknown): unknown[] {
@@ -360,7 +363,7 @@ const listMethods: Record<string, Method<ServedList>> = {
     if (i instanceof PySlice) throw new TypeError("deleting a slice is not supported");
     l.pop(i as number);
   },
-  __getitem__: (l, [i]) => (i instanceof PySlice ? sliceOf(l, i) : l.get(i as number)),
+  __getitem__: (l, [i]) => (i instanceof PySlice ? l.slice(...bounds(i)) : l.get(i as number)),
   __len__: (l) => l.len(),
   __mul__: (l, [n]) => repeat(l.slice(), n),
   __rmul__: (l, [n]) => repeat(l.slice(), n),
@@ -560,6 +563,29 @@ export const PY_TYPES: ReadonlyMap<string, PyType> = new Map<string, PyType>([
     },
     value: () => null,
   }],
+  ["Value", {
+    exposed: ["get", "set"],
+    create: (a, kw) => bind("Value", a, kw, ["typecode", "value", "lock"], [0, true]).slice(0, 2),
+    methods: {
+      get: (v: ServedValue) => v.get(),
+      set: (v: ServedValue, [x]) => v.set(x),
+    },
+    value: (v) => (v as ServedValue).get(),
+  }],
+  ["Array", {
+    exposed: ["__len__", "__getitem__", "__setitem__"],
+    create: (a, kw) => bind("Array", a, kw, ["typecode", "sequence", "lock"], [true]).slice(0, 2),
+    methods: {
+      __len__: (x: ServedArray) => x.len(),
+      __getitem__: (x: ServedArray, [i]) =>
+        i instanceof PySlice ? x.slice(...bounds(i)) : x.get(i as number),
+      __setitem__: (x: ServedArray, [i, v]) => {
+        if (i instanceof PySlice) throw new TypeError("assigning a slice is not supported");
+        x.set(i as number, v);
+      },
+    },
+    value: (x) => (x as ServedArray).slice(),
+  }],
   ["Iterator", {
     exposed: ["__next__"],
     create: () => {
@@ -637,7 +663,7 @@ function isKwdsEmpty(k: Kwds): boolean {
 
 /** The exposed names of an entry as a Python proxy sees them. */
 function exposedOf(e: PyEntry): readonly string[] {
-  return e.builtin ? (PY_TYPES.get(e.typeid)?.exposed ?? []) : [...e.exposed];
+  return (e.builtin && PY_TYPES.get(e.typeid)?.exposed) || [...e.exposed];
 }
 
 /**
@@ -854,6 +880,7 @@ const falseOn = (name: string) => (e: unknown) => {
 };
 const toMap = (r: unknown) =>
   r instanceof Map ? r : new Map(Object.entries((r ?? {}) as Record<string, unknown>));
+const attrs = (o: unknown) => (o ?? {}) as Record<string, unknown>;
 const seconds = (t: number | undefined) => (t === undefined ? null : t / 1000);
 
 /** `{ block, timeout }` (ms) as Python's `(block, timeout)` (seconds). */
@@ -946,6 +973,14 @@ const CALLS: Record<string, Record<string, Translate>> = {
       },
     }),
     set: ([n, v]) => ({ method: "__setattr__", args: [n, v] }),
+    // The rest read the whole Namespace (`_getvalue()`: its attributes, as a plain object).
+    has: ([n]) => ({
+      method: "#GETVALUE",
+      args: [],
+      result: (o) => Object.hasOwn(attrs(o), n as string),
+    }),
+    keys: () => ({ method: "#GETVALUE", args: [], result: (o) => Object.keys(attrs(o)) }),
+    toObject: () => ({ method: "#GETVALUE", args: [], result: attrs }),
     delete: ([n]) => ({
       method: "__delattr__",
       args: [n],

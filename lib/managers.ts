@@ -326,12 +326,17 @@ class TcpTransport implements ClientTransport {
   #error: Error | null = null;
   #closed = false;
 
-  constructor(address: Required<Address>, authkey: Uint8Array, maxMessageSize: number) {
+  constructor(
+    address: Required<Address>,
+    authkey: Uint8Array,
+    maxMessageSize: number,
+    handshakeMs = HANDSHAKE_MS,
+  ) {
     this.ready = (async () => {
       const sock = await Deno.connect({ hostname: address.hostname, port: address.port });
       const conn = wrapSocket(sock, { maxMessageSize });
       try {
-        const hello = await withTimeout(HANDSHAKE_MS, () => conn.close(), async () => {
+        const hello = await withTimeout(handshakeMs, () => conn.close(), async () => {
           await answerChallenge(conn, authkey);
           await deliverChallenge(conn, authkey);
           // A server speaking CPython's protocol says nothing more: it waits for a request.
@@ -339,7 +344,7 @@ class TcpTransport implements ClientTransport {
         }).catch((e) => {
           if (!(e instanceof EOFError) || !conn.closed) throw e;
           throw new EOFError(
-            `${fmtAddress(address)} did not greet as a denomp manager within ${HANDSHAKE_MS} ms ` +
+            `${fmtAddress(address)} did not greet as a denomp manager within ${handshakeMs} ms ` +
               `(a Python manager, or one with serializer: "pickle"? connect with serializer: "pickle")`,
           );
         });
@@ -2483,7 +2488,10 @@ export interface BaseManagerOptions {
   authkey?: AuthKey;
   /** The largest message accepted over TCP, in bytes (default 128 MiB); a peer over it is dropped. */
   maxMessageSize?: number;
-  /** Milliseconds a TCP peer has to pass the HMAC challenge (default 20,000). */
+  /**
+   * Milliseconds a TCP peer has to pass the HMAC challenge (default 20,000); for `connect()`,
+   * also to greet as a denomp manager.
+   */
   handshakeTimeout?: number;
   /**
    * What is spoken over TCP: `"denomp"` (default: denomp's own protocol, for denomp peers), or
@@ -2709,6 +2717,7 @@ export class BaseManager {
       address,
       this.#authkey,
       this.#options.maxMessageSize ?? DEFAULT_MAX_MESSAGE,
+      this.#options.handshakeTimeout ?? HANDSHAKE_MS,
     );
     const serverId = await t.ready.catch((e) => {
       t.close();

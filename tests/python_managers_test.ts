@@ -133,7 +133,7 @@ for (const py of pythons) {
       const out = await new Peer(py, ["client", port, KEY]).done();
       const lines = out.trim().split("\n");
       assert.deepEqual(lines.filter((l) => !l.startsWith("ok ")), ["done"], out);
-      assert.equal(lines.length, 27, out); // every check ran
+      assert.equal(lines.length, 28, out); // every check ran
       // The Counter lived here, in the denomp server.
       assert.equal(Counter.made.length, 1);
       assert.equal(Counter.made[0].n, 10);
@@ -199,6 +199,31 @@ for (const py of pythons) {
       await q.put("late");
       assert.equal(await waiting, "late");
 
+      const ns = m.Namespace<{ x: number; y?: string }>({ x: 1 });
+      await ns.set("y", "two");
+      assert.equal(await ns.get("x"), 1);
+      assert.equal(await ns.has("y"), true);
+      assert.deepEqual(await ns.toObject(), { x: 1, y: "two" });
+      assert.equal(await ns.delete("x"), true);
+      assert.equal(await ns.delete("x"), false);
+      assert.deepEqual(await ns.keys(), ["y"]);
+
+      const ev = m.Event();
+      assert.equal(await ev.isSet(), false);
+      assert.equal(await ev.wait(20), false);
+      const woken = ev.wait(30_000);
+      await ev.set();
+      assert.equal(await woken, true);
+
+      const lock = m.Lock();
+      const held = await lock.acquire();
+      assert.ok(held);
+      assert.equal(await lock.acquire({ block: false }), false);
+      assert.equal(await lock.acquire({ timeout: 20 }), false);
+      await held.release();
+      assert.ok(await lock.acquire({ block: false }));
+      await lock.release();
+
       // An unknown typeid: the first call reports the Python server's error.
       await assert.rejects(
         (m.create("Nope") as unknown as { x(): Promise<unknown> }).x(),
@@ -232,6 +257,38 @@ for (const py of pythons) {
     await server.done();
   });
 }
+
+Deno.test('managers: serializer "pickle" between denomp programs: a started server, a connected client', async () => {
+  // Without Python: the server runs in its own worker (start()), the client is this isolate.
+  const server = new SyncManager({
+    address: { hostname: "127.0.0.1", port: 0 },
+    authkey: KEY,
+    serializer: "pickle",
+  });
+  await server.start();
+  const client = new SyncManager({ address: server.address!, authkey: KEY, serializer: "pickle" });
+  await client.connect();
+  try {
+    const d = client.dict<string, number[]>();
+    await d.set("xs", [1, 2]);
+    assert.deepEqual(await d.get("xs"), [1, 2]);
+    const q = client.Queue<string>();
+    const waiting = q.get({ timeout: 30_000 });
+    await q.put("job");
+    assert.equal(await waiting, "job");
+    await assert.rejects(q.get({ block: false }), Empty);
+    // A client speaking denomp's protocol to it is told what is wrong, instead of waiting.
+    const plain = new SyncManager({
+      address: server.address!,
+      authkey: KEY,
+      handshakeTimeout: 300,
+    });
+    await assert.rejects(plain.connect(), /serializer: "pickle"/);
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+});
 
 Deno.test("managers: serializer is checked", () => {
   assert.throws(
