@@ -143,6 +143,17 @@ for (const py of pythons) {
     }
   });
 
+  Deno.test(`Python ${py.version}: a Python client killed in a denomp Queue's get() takes no item`, async () => {
+    const { m, done, port } = serve("pickle");
+    try {
+      const out = await new Peer(py, ["hangup", port, KEY]).done();
+      assert.equal(out, "ok the killed child's get took nothing\n");
+    } finally {
+      await m.shutdown();
+      await done;
+    }
+  });
+
   Deno.test(`Python ${py.version}: a denomp client uses a Python SyncManager server's dict, list and Queue`, async () => {
     const server = new Peer(py, ["server", KEY]);
     const port = Number(await server.waitFor(/^port (\d+)$/m));
