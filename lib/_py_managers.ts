@@ -1133,6 +1133,7 @@ export class PyManagerClient {
     } catch (e) {
       this.#drop(busy);
       if (signal?.aborted) throw signal.reason;
+      if (this.#closed) throw new EOFError("the connection to the manager was closed");
       if (e instanceof EOFError) {
         throw new EOFError("the Python manager's server closed the connection");
       }

@@ -288,6 +288,15 @@ Deno.test('managers: serializer "pickle" between denomp programs: a started serv
     await q.put("job");
     assert.equal(await waiting, "job");
     await assert.rejects(q.get({ block: false }), Empty);
+    // A cancelled wait rejects with the signal's reason and closes its connection: the server
+    // ends that wait, so the next item goes to the next get.
+    const ac = new AbortController();
+    const cancelled = q.get({ signal: ac.signal });
+    setTimeout(() => ac.abort(), 100);
+    await assert.rejects(cancelled, (e: Error) => e.name === "AbortError");
+    await new Promise((r) => setTimeout(r, 500)); // the server sees the hang-up at once
+    await q.put("next");
+    assert.equal(await q.get({ timeout: 5000 }), "next");
     // A client speaking denomp's protocol to it is told what is wrong, instead of waiting.
     const plain = new SyncManager({
       address: server.address!,
