@@ -73,7 +73,7 @@ import { dumps, loads, type Reduced, tuple } from "./pickle.ts";
 // Pickling: the few Python classes the protocol carries
 
 /** `multiprocessing.managers.Token`: what identifies a served object to a Python proxy. */
-export class Token {
+class Token {
   /** Makes a token. */
   constructor(public typeid = "", public address: unknown = null, public id = "") {}
   /** Python's `Token.__setstate__`: the state is `(typeid, address, id)`. */
@@ -86,7 +86,7 @@ export class Token {
 }
 
 /** Python's `slice(start, stop, step)` (a list's `l[1:3]` sends one). */
-export class PySlice {
+class PySlice {
   /** Makes a slice; `null` is Python's None. */
   constructor(
     readonly start: number | null = null,
@@ -127,7 +127,7 @@ const REMOTE_EXCEPTIONS = [
 ];
 
 /** Globals a manager's pickles may name, each rebuilt by hand (nothing is looked up). */
-export const PY_GLOBALS: Readonly<Record<string, (args: unknown[]) => unknown>> = {
+const PY_GLOBALS: Readonly<Record<string, (args: unknown[]) => unknown>> = {
   "multiprocessing.managers.Token": () => new Token(),
   "multiprocessing.managers.Namespace": () => ({}),
   // A dict's keys(), values() and items() views: CPython's managers send them as lists.
@@ -181,12 +181,12 @@ function reducePy(o: object): Reduced | undefined {
 }
 
 /** One message of the protocol, as Python's `ForkingPickler.dumps` would write it. */
-export function pyDumps(value: unknown): Uint8Array {
+function pyDumps(value: unknown): Uint8Array {
   return dumps(value, { reduce: reducePy });
 }
 
 /** One message of the protocol, read with the protocol's globals. */
-export function pyLoads(bytes: Uint8Array): unknown {
+function pyLoads(bytes: Uint8Array): unknown {
   return loads(bytes, { globals: PY_GLOBALS });
 }
 
@@ -253,7 +253,7 @@ function asBool(r: unknown): boolean | Promise<boolean> {
 }
 
 /** A method result served as a new object (Python's `method_to_typeid`): sent as `#PROXY`. */
-export class AsProxy {
+class AsProxy {
   /** `obj` is to be served as `typeid`. */
   constructor(readonly typeid: string, readonly obj: object) {}
 }
@@ -276,7 +276,7 @@ class PyIterator {
 type Method<O = any> = (obj: O, args: unknown[], kwds: Kwds) => unknown;
 
 /** How a Python client uses one built-in typeid of a denomp server. */
-export interface PyType {
+interface PyType {
   /** The method names its Python proxy may call (what `create` returns as `exposed`). */
   exposed: readonly string[];
   /** The arguments of lib/_managed.ts's `make` from Python's `(args, kwds)`. */
@@ -460,7 +460,7 @@ const queueType = (what: string): PyType => ({
 });
 
 /** The built-in typeids a Python client may use, by typeid (server side). */
-export const PY_TYPES: ReadonlyMap<string, PyType> = new Map<string, PyType>([
+const PY_TYPES: ReadonlyMap<string, PyType> = new Map<string, PyType>([
   ["dict", {
     exposed: Object.keys(dictMethods),
     create: (a, kw) => {
@@ -853,7 +853,7 @@ async function call(
 // Client side: a denomp client of a Python manager server
 
 /** A denomp proxy's call as the Python proxy's call: method, args, kwds, and the result's fix. */
-interface PyCall {
+export interface PyCall {
   method: string;
   args: unknown[];
   kwds?: Kwds;

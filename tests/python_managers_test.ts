@@ -310,6 +310,21 @@ Deno.test('managers: serializer "pickle" between denomp programs: a started serv
   }
 });
 
+Deno.test("managers: a pickle client's shutdown() stops a serveForever() server speaking CPython's protocol", async () => {
+  const { done, port } = serve("pickle");
+  const client = new SyncManager({
+    address: { hostname: "127.0.0.1", port },
+    authkey: KEY,
+    serializer: "pickle",
+  });
+  await client.connect();
+  const l = client.list([1]);
+  assert.equal(await l.len(), 1);
+  await client.shutdown();
+  await done; // the server stopped
+  await assert.rejects(l.len(), /closed/);
+});
+
 Deno.test("managers: serializer is checked", () => {
   assert.throws(
     () => new BaseManager({ serializer: "json" as "pickle" }),
