@@ -291,6 +291,15 @@ function noArgs(what: string) {
   return (args: unknown[], kwds: Kwds) => bind(what, args, kwds, [], []);
 }
 
+/** `m` updated from a dict that arrived as a plain object or a Map (`d | other`). */
+function merged(m: Map<unknown, unknown>, other: unknown): Map<unknown, unknown> {
+  if (other instanceof Map) { for (const [k, v] of other) m.set(k, v); }
+  else if (other !== null && typeof other === "object" && !Array.isArray(other)) {
+    for (const [k, v] of Object.entries(other)) m.set(k, v);
+  } else throw new TypeError("unsupported operand type(s) for |: a dict and a non-dict");
+  return m;
+}
+
 /** A dict key as Python had it: an array key was a tuple (a list cannot be a key there). */
 function asKey(k: unknown): unknown {
   return Array.isArray(k) ? tuple(...k.map(asKey)) : k;
@@ -306,6 +315,16 @@ const dictMethods: Record<string, Method<ServedDict>> = {
     return d.get(k);
   },
   __iter__: (d) => new AsProxy("Iterator", new PyIterator(d.keys().map(asKey))),
+  // Python 3.14's DictProxy also has `|`, `|=`, reversed() and fromkeys().
+  __reversed__: (d) => new AsProxy("Iterator", new PyIterator(d.keys().map(asKey).reverse())),
+  __or__: (d, [other]) => merged(d.copy(), other),
+  __ror__: (d, [other]) => merged(merged(new Map(), other), d.copy()),
+  __ior__: (d, [other]) => d.update(other),
+  fromkeys: (_d, a, kw) => {
+    const [keys, value] = bind("fromkeys", a, kw, ["iterable", "value"], [null]);
+    if (!Array.isArray(keys)) throw new TypeError("fromkeys() takes a list or tuple of keys here");
+    return new Map(keys.map((k) => [asKey(k), value]));
+  },
   __len__: (d) => d.len(),
   __setitem__: (d, [k, v]) => d.set(k, v),
   clear: (d) => d.clear(),
@@ -378,6 +397,10 @@ const listMethods: Record<string, Method<ServedList>> = {
     l.set(i as number, v);
   },
   append: (l, [v]) => l.append(v),
+  clear: (l) => { // Python 3.14's ListProxy has clear() and copy()
+    while (l.len()) l.pop();
+  },
+  copy: (l) => l.slice(),
   count: (l, [v]) => l.count(v),
   extend: (l, [xs]) => l.extend(xs),
   index: (l, a) => l.index(a[0], (a[1] as number | undefined) ?? 0, a[2] as number | undefined),
