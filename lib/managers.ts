@@ -42,6 +42,11 @@
  * (only proxies may appear as handles, never code); a connection that breaks the protocol is
  * closed with the reason on stderr while the server goes on serving the others.
  *
+ * **Python.** With `serializer: "pickle"`, what is spoken over TCP is CPython's own managers
+ * protocol instead (lib/_py_managers.ts): Python's `BaseManager`/`SyncManager` clients use the
+ * server's registered classes and built-in types, and `connect()` reaches a Python manager
+ * server's `dict`, `list`, `Queue`... through the usual proxies.
+ *
  * @module
  */
 
