@@ -1043,6 +1043,9 @@ function errorOf(kind: unknown, result: unknown): Error {
   return new RemoteError(m ? m[1] : "Error", m ? m[2] : last, text);
 }
 
+/** Idle proxy connections a {@link PyManagerClient} keeps for the next calls. */
+const MAX_IDLE = 4;
+
 /** Options of {@link PyManagerClient}. */
 export interface PyClientOptions {
   maxMessageSize: number;
@@ -1164,7 +1167,9 @@ export class PyManagerClient {
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
-    if (this.#closed) this.#drop(busy);
+    // Each idle connection is a thread in the Python server: keep a few, not every one a burst
+    // of concurrent calls opened.
+    if (this.#closed || this.#idle.length >= MAX_IDLE) this.#drop(busy);
     else this.#idle.push(busy);
     const [kind, result] = reply;
     if (kind === "#RETURN") return c.result ? c.result(result) : result;
