@@ -87,10 +87,13 @@ export function withCaller<T>(c: Caller, fn: () => T): T {
 
 /** Python's `KeyError` (a missing key), with Python's message: the key's repr. */
 export class KeyError extends Error {
+  /** The key that was missing (Python's `KeyError.args[0]`). */
+  readonly key: unknown;
   /** Creates the error for `key`. */
   constructor(key: unknown) {
     super(typeof key === "string" ? `'${key}'` : String(key));
     this.name = "KeyError";
+    this.key = key;
   }
 }
 

@@ -42,6 +42,11 @@
  * (only proxies may appear as handles, never code); a connection that breaks the protocol is
  * closed with the reason on stderr while the server goes on serving the others.
  *
+ * **Python.** With `serializer: "pickle"`, what is spoken over TCP is CPython's own managers
+ * protocol instead (lib/_py_managers.ts): Python's `BaseManager`/`SyncManager` clients use the
+ * server's registered classes and built-in types, and `connect()` reaches a Python manager
+ * server's `dict`, `list`, `Queue`... through the usual proxies.
+ *
  * @module
  */
 
@@ -60,6 +65,14 @@ import {
   OWNER_DIED as SERVED_OWNER_DIED,
   withCaller,
 } from "./_managed.ts";
+import {
+  pyCreateArgs,
+  type PyEntry,
+  type PyHost,
+  PyManagerClient,
+  pyRequest,
+  servePython,
+} from "./_py_managers.ts";
 import { EOF, Ring, TIMEOUT } from "./_ring.ts";
 import { callerModule, resolveTarget, type TargetRef } from "./_target.ts";
 import {
@@ -70,6 +83,7 @@ import {
   DEFAULT_MAX_MESSAGE,
   deliverChallenge,
   Pipe,
+  type Serializer,
   wrapSocket,
 } from "./connection.ts";
 import { EOFError, ProcessError, RemoteError, SerializationError, ValueError } from "./errors.ts";
@@ -317,16 +331,28 @@ class TcpTransport implements ClientTransport {
   #error: Error | null = null;
   #closed = false;
 
-  constructor(address: Required<Address>, authkey: Uint8Array, maxMessageSize: number) {
+  constructor(
+    address: Required<Address>,
+    authkey: Uint8Array,
+    maxMessageSize: number,
+    handshakeMs = HANDSHAKE_MS,
+  ) {
     this.ready = (async () => {
       const sock = await Deno.connect({ hostname: address.hostname, port: address.port });
       const conn = wrapSocket(sock, { maxMessageSize });
       try {
-        await withTimeout(HANDSHAKE_MS, () => conn.close(), async () => {
+        const hello = await withTimeout(handshakeMs, () => conn.close(), async () => {
           await answerChallenge(conn, authkey);
           await deliverChallenge(conn, authkey);
+          // A server speaking CPython's protocol says nothing more: it waits for a request.
+          return unframe(await conn.recvBytes(), true);
+        }).catch((e) => {
+          if (!(e instanceof EOFError) || !conn.closed) throw e;
+          throw new EOFError(
+            `${fmtAddress(address)} did not greet as a denomp manager within ${handshakeMs} ms ` +
+              `(a Python manager, or one with serializer: "pickle"? connect with serializer: "pickle")`,
+          );
         });
-        const hello = unframe(await conn.recvBytes(), true);
         if (hello.kind !== HELLO || typeof hello.body !== "string" || hello.body.length > 64) {
           throw new EOFError(`${fmtAddress(address)} did not greet as a denomp manager`);
         }
@@ -418,9 +444,33 @@ interface Route {
   local?: LocalEndpoint;
   address?: Required<Address>;
   authkey?: Uint8Array;
+  /** A Python manager server (CPython's protocol; its proxies stay in this process). */
+  python?: true;
 }
 
-class ClientConn {
+/** A process's connection to one server, as proxies use it. */
+interface ManagerConn {
+  readonly route: Route;
+  readonly closed: boolean;
+  /** An id for an object this client is about to create. */
+  newId(): ObjId;
+  /** Sends a message that gets no reply (create, references, cancel). */
+  post(op: number, body: unknown): void;
+  /** Sends a request and resolves with its reply. */
+  request(op: number, body: unknown, signal?: AbortSignal): Promise<unknown>;
+  /** A method call on object `id` (of type `typeid`). */
+  call(
+    id: ObjId,
+    method: string,
+    args: unknown[],
+    thread?: number,
+    signal?: AbortSignal,
+    typeid?: string,
+  ): Promise<unknown>;
+  close(): void;
+}
+
+class ClientConn implements ManagerConn {
   readonly route: Route;
   readonly #t: ClientTransport;
   #pending = new Map<number, Pending>();
@@ -547,7 +597,70 @@ class ClientConn {
   }
 }
 
-const connections = new Map<string, ClientConn>();
+/**
+ * A connection to a Python manager server (`serializer: "pickle"`): denomp's proxy calls
+ * translated to CPython's (lib/_py_managers.ts). Python's `create` answers with the object's
+ * id, so a proxy gets a local id at once and its calls wait for the real one.
+ */
+class PyClientConn implements ManagerConn {
+  readonly #ids = new Map<ObjId, Promise<string>>();
+  #seq = 0;
+
+  constructor(readonly route: Route, readonly py: PyManagerClient) {}
+
+  get closed(): boolean {
+    return this.py.closed;
+  }
+
+  newId(): ObjId {
+    return ++this.#seq;
+  }
+
+  post(op: number, body: unknown): void {
+    if (op === CREATE) {
+      const [id, typeid, args] = body as [ObjId, string, unknown[]];
+      const [a, kwds] = pyCreateArgs(typeid, args);
+      const ident = this.py.dispatch("create", [typeid, ...a], kwds).then((r) => {
+        if (!Array.isArray(r) || typeof r[0] !== "string") {
+          throw new ValueError("the Python manager's create() reply is not (id, exposed)");
+        }
+        return r[0];
+      });
+      ident.catch(() => {}); // reported by the proxy's calls
+      this.#ids.set(id, ident);
+    } else if (op === DECREF) {
+      const ident = this.#ids.get(body as ObjId);
+      this.#ids.delete(body as ObjId);
+      ident?.then((i) => this.py.dispatch("decref", [i])).catch(() => {});
+    }
+    // INCREF and CLAIM do not come: these proxies are not sent anywhere (see the handle's reduce).
+  }
+
+  request(op: number): Promise<unknown> {
+    if (op === SHUTDOWN) return this.py.dispatch("shutdown", []);
+    return Promise.reject(new TypeError(`request ${op} has no Python counterpart`));
+  }
+
+  async call(
+    id: ObjId,
+    method: string,
+    args: unknown[],
+    _thread?: number,
+    signal?: AbortSignal,
+    typeid = "",
+  ): Promise<unknown> {
+    const ident = this.#ids.get(id);
+    if (!ident) throw new EOFError("the proxy's object was released");
+    const c = pyRequest(typeid, method, args);
+    return this.py.call(await ident, c, signal);
+  }
+
+  close(): void {
+    this.py.close();
+  }
+}
+
+const connections = new Map<string, ManagerConn>();
 /**
  * Servers this process is done with (`close()`, `shutdown()`): their proxies here fail at once
  * instead of quietly opening a new connection.
@@ -557,9 +670,10 @@ const closedServers = new Set<string>();
 const localServers = new Map<string, Server>();
 
 /** This process's connection to a server, made on first use. */
-function connectionFor(route: Route): ClientConn {
+function connectionFor(route: Route): ManagerConn {
   const c = connections.get(route.serverId);
   if (c && !c.closed) return c;
+  if (route.python) throw new EOFError("the connection to the Python manager is closed");
   if (closedServers.has(route.serverId)) {
     throw new EOFError("the connection to the manager was closed (close() or shutdown())");
   }
@@ -587,7 +701,7 @@ interface Core {
   route: Route;
   typeid: string;
   id: ObjId;
-  conn: ClientConn | null;
+  conn: ManagerConn | null;
 }
 
 /** What a proxy reduces to. Local parts (`r`, `g`, `k`) are left out when sent to another program. */
@@ -632,7 +746,7 @@ function invoke(
       return Promise.reject(e);
     }
   }
-  return conn.call(core.id, method, args, thread, signal);
+  return conn.call(core.id, method, args, thread, signal, core.typeid);
 }
 
 // Each live proxy object holds one reference on its server; it is dropped when the proxy is
@@ -711,6 +825,11 @@ registerHandle<BaseProxy, ProxyDesc>({
   cls: BaseProxy,
   reduce(p) {
     const core = coreOf(p);
+    if (core.route.python) {
+      throw new TypeError(
+        "a proxy of a Python manager's object cannot be sent: it works in the process that made it",
+      );
+    }
     // The copy in flight holds a reference until the process that rebuilds it claims it: the
     // sender may drop its own proxy before then. (On the same connection as anything the sender
     // does afterwards, so the server always sees the incref before the sender's decref.)
@@ -1621,6 +1740,8 @@ interface ServerConfig {
   authkey: Uint8Array;
   maxMessageSize: number;
   handshakeTimeout: number;
+  /** What TCP clients speak: denomp's protocol, or CPython's managers protocol ("pickle"). */
+  serializer: Serializer;
   registry: [string, TargetRef | null, string[] | null][];
 }
 
@@ -1678,7 +1799,7 @@ function errorParts(e: unknown): [string, string, string] {
  * The server: the object table, the clients, and the loops that read their requests. Runs in
  * the manager's worker (`start()`), or in the caller's isolate (`serveForever()`).
  */
-class Server {
+class Server implements PyHost {
   readonly config: ServerConfig;
   readonly #registry: Map<string, Served>;
   readonly #objects = new Map<ObjId, Entry>();
@@ -1829,6 +1950,7 @@ class Server {
         return;
       }
       if (this.stopped) return;
+      if (this.config.serializer === "pickle") return await servePython(conn, this, peer);
       await conn.sendBytes(frame(HELLO, 0, this.config.serverId, true));
       client = new ClientRecord(peer, true, (bytes) => {
         void conn.sendBytes(bytes).catch(() => {}); // a broken socket shows in the read loop
@@ -1985,6 +2107,21 @@ class Server {
     if (this.#objects.has(id)) {
       return this.#reply(client, callId, REMOTE, ["ValueError", `object id ${id} is taken`, ""]);
     }
+    const entry = this.#build(client, typeid, args);
+    this.#objects.set(id, entry);
+    client.held.set(id, (client.held.get(id) ?? 0) + 1);
+    if (entry.failed) this.#reply(client, callId, REMOTE, entry.failed);
+    else this.#reply(client, callId, OK, null);
+    const u = this.#unborn.get(id);
+    if (u) {
+      this.#unborn.delete(id);
+      clearTimeout(u.timer);
+      for (const f of u.queue) f();
+    }
+  }
+
+  /** Makes the object of a create request (a failed entry when it cannot be made). */
+  #build(client: ClientRecord, typeid: string, args: unknown[]): Entry {
     const spec = this.#registry.get(typeid) ?? builtinSpec(typeid);
     const entry: Entry = {
       typeid,
@@ -2020,16 +2157,73 @@ class Server {
         entry.obj = null;
       }
     }
+    return entry;
+  }
+
+  // --- CPython's managers protocol (lib/_py_managers.ts speaks it; this is the table's side) --
+  // Python's clients count references per server (each incref/decref comes on a connection of
+  // its own), so their objects are not held by any client record.
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  pyClient(name: string): ClientRecord {
+    const c = new ClientRecord(name, true, () => {});
+    this.#clients.add(c);
+    return c;
+  }
+
+  pyDrop(client: ClientRecord): void {
+    this.#drop(client);
+  }
+
+  pyCreate(client: ClientRecord, typeid: string, makeArgs: unknown[]): [string, PyEntry] {
+    const entry = this.#build(client, typeid, makeArgs);
+    if (entry.failed) throw new RemoteError(entry.failed[0], entry.failed[1], entry.failed[2]);
+    const id = randomId();
     this.#objects.set(id, entry);
-    client.held.set(id, (client.held.get(id) ?? 0) + 1);
-    if (entry.failed) this.#reply(client, callId, REMOTE, entry.failed);
-    else this.#reply(client, callId, OK, null);
-    const u = this.#unborn.get(id);
-    if (u) {
-      this.#unborn.delete(id);
-      clearTimeout(u.timer);
-      for (const f of u.queue) f();
+    return [id, entry];
+  }
+
+  pyAdopt(typeid: string, obj: object): string {
+    const id = randomId();
+    this.#objects.set(id, {
+      typeid,
+      obj,
+      failed: null,
+      exposed: new Set(),
+      builtin: true,
+      refs: 1,
+    });
+    return id;
+  }
+
+  pyEntry(id: string): PyEntry | undefined {
+    return this.#objects.get(id);
+  }
+
+  pyRef(id: string, delta: 1 | -1): void {
+    const e = this.#objects.get(id);
+    if (!e) throw new RemoteError("KeyError", `no managed object with id '${id}'`);
+    if (delta > 0) e.refs++;
+    else this.#decref(id, 1);
+  }
+
+  pyRun<R>(client: ClientRecord, callId: number, fn: () => R): R {
+    const prev = enterCall(new CallContext(this, client, 0, callId));
+    let r: R;
+    try {
+      r = fn();
+    } finally {
+      leaveCall(prev);
     }
+    if (r instanceof Promise) void r.finally(() => client.calls.delete(callId)).catch(() => {});
+    return r;
+  }
+
+  numberOfObjects(): number {
+    return this.#objects.size;
   }
 
   #decref(id: ObjId, n: number): void {
@@ -2299,8 +2493,19 @@ export interface BaseManagerOptions {
   authkey?: AuthKey;
   /** The largest message accepted over TCP, in bytes (default 128 MiB); a peer over it is dropped. */
   maxMessageSize?: number;
-  /** Milliseconds a TCP peer has to pass the HMAC challenge (default 20,000). */
+  /**
+   * Milliseconds a TCP peer has to pass the HMAC challenge (default 20,000); for `connect()`,
+   * also to greet as a denomp manager.
+   */
   handshakeTimeout?: number;
+  /**
+   * What is spoken over TCP: `"denomp"` (default: denomp's own protocol, for denomp peers), or
+   * `"pickle"`: CPython's `multiprocessing.managers` protocol, so Python's `BaseManager` /
+   * `SyncManager` clients use this server (its registered classes, `dict`, `list`,
+   * `Namespace`, `Queue`, `Lock`, `Event`...), and `connect()` uses a Python manager server's
+   * `dict`, `list`, `Queue`... through the usual proxies. See README "Managers across languages".
+   */
+  serializer?: Serializer;
 }
 
 interface Registration {
@@ -2368,7 +2573,7 @@ export class BaseManager {
   #authkey: Uint8Array;
   #state: State = "initial";
   #route: Route | null = null;
-  #conn: ClientConn | null = null;
+  #conn: ManagerConn | null = null;
   #process: Process | null = null;
   #server: Server | null = null;
   #address: Required<Address> | null = null;
@@ -2381,6 +2586,12 @@ export class BaseManager {
     const max = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
     if (!(max > 0) || max > 0xffffffff) {
       throw new ValueError(`maxMessageSize must be 1..2^32-1 bytes: current value is ${max}`);
+    }
+    const ser = options.serializer;
+    if (ser !== undefined && ser !== "denomp" && ser !== "pickle") {
+      throw new ValueError(
+        `serializer must be "denomp" or "pickle": current value is ${JSON.stringify(ser)}`,
+      );
     }
   }
 
@@ -2506,10 +2717,12 @@ export class BaseManager {
     const a = this.#options.address;
     if (!a) throw new ValueError("connect() needs an address");
     const address = { hostname: a.hostname ?? "127.0.0.1", port: a.port };
+    if (this.#options.serializer === "pickle") return this.#connectPython(address);
     const t = new TcpTransport(
       address,
       this.#authkey,
       this.#options.maxMessageSize ?? DEFAULT_MAX_MESSAGE,
+      this.#options.handshakeTimeout ?? HANDSHAKE_MS,
     );
     const serverId = await t.ready.catch((e) => {
       t.close();
@@ -2526,6 +2739,25 @@ export class BaseManager {
       this.#conn = new ClientConn(this.#route, t);
       connections.set(serverId, this.#conn);
     }
+    this.#state = "connected";
+  }
+
+  /** `connect()` to a server speaking CPython's protocol: a Python manager, or denomp's "pickle". */
+  async #connectPython(address: Required<Address>): Promise<void> {
+    const py = new PyManagerClient(address, this.#authkey, {
+      maxMessageSize: this.#options.maxMessageSize ?? DEFAULT_MAX_MESSAGE,
+      handshakeTimeout: this.#options.handshakeTimeout ?? HANDSHAKE_MS,
+    });
+    await py.dispatch("dummy", []); // as Python's connect(): the address and the authkey work
+    this.#address = address;
+    this.#route = {
+      serverId: `python-${randomId()}`,
+      address,
+      authkey: this.#authkey,
+      python: true,
+    };
+    this.#conn = new PyClientConn(this.#route, py);
+    connections.set(this.#route.serverId, this.#conn);
     this.#state = "connected";
   }
 
@@ -2574,6 +2806,7 @@ export class BaseManager {
       authkey: this.#authkey,
       maxMessageSize: this.#options.maxMessageSize ?? DEFAULT_MAX_MESSAGE,
       handshakeTimeout: this.#options.handshakeTimeout ?? HANDSHAKE_MS,
+      serializer: this.#options.serializer ?? "denomp",
       registry,
     };
   }
@@ -2588,7 +2821,7 @@ export class BaseManager {
     }
   }
 
-  #connection(): ClientConn {
+  #connection(): ManagerConn {
     if (this.#state === "initial") {
       throw new ProcessError("the manager is not started (call start() or connect())");
     }
