@@ -20,15 +20,16 @@
  *   dead reader's lock over (robust mutex) and goes on.
  * - **Cheap waits.** A side that must wait spins a little, then announces that it sleeps and
  *   sleeps in `Atomics.wait` (sync) or `Atomics.waitAsync` (async; never blocks the thread).
- *   The other side pays `Atomics.notify` only when that flag is up, so the streaming path is a
- *   few loads and stores per message. An idle channel sleeps in the kernel: no core burns.
+ *   The other side pays `Atomics.notify` only when a sleeper is announced, so the streaming path
+ *   is a few loads and stores per message. An idle channel sleeps in the kernel: no core burns.
+ *   The announcement is a count of sleepers that only sleepers change (see {@link sleepOn}).
  * - **Writes never block the caller's event loop.** `post` writes through when it can, else
  *   queues the message in a per-process outbox drained by a background pump in order (Python's
  *   feeder thread); `flushAll()` waits for every outbox (the worker bootstrap runs it before a
  *   worker reports its exit). `send`/`sendSync` are the same with a result to wait for.
  *
  * Layout at `base` (Int32 words; hot words of the two sides on separate cache lines):
- * `W`, `READER_ASLEEP` | `R`, `WRITER_ASLEEP` | `WLOCK`, `WSTATE` | `RLOCK` | `CAP`, `MAGIC`,
+ * `W`, `READERS_ASLEEP` | `R`, `WRITERS_ASLEEP` | `WLOCK`, `WSTATE` | `RLOCK` | `CAP`, `MAGIC`,
  * then `CAP` data bytes. `W` and `R` run over `[0, 2*CAP)` so full and empty differ and `CAP`
  * need not be a power of two. A frame is an int32 header at a 4-aligned position — the payload
  * length in bits 0..27 with flags `FIRST` (bit 28) and `LAST` (bit 29), or `-1` for "the rest of
@@ -49,10 +50,8 @@ import {
   runAsync,
   runSync,
   TIMED_OUT,
-  waitAsync,
   WAITERS,
   type Waits,
-  waitSync,
 } from "./_atomics.ts";
 import { beforeExit } from "./_context.ts";
 import {
@@ -69,8 +68,8 @@ import {
 import { ProcessError } from "./errors.ts";
 
 // Word indices relative to base / 4.
-const W = 0, READER_ASLEEP = 1;
-const R = 16, WRITER_ASLEEP = 17;
+const W = 0, READERS_ASLEEP = 1;
+const R = 16, WRITERS_ASLEEP = 17;
 const WLOCK = 32, WSTATE = 33;
 const RLOCK = 48;
 const CAP = 64, MAGIC_I = 65;
@@ -240,6 +239,47 @@ function unlock(i32: Int32Array, idx: number): void {
   // Common case in one CAS: held by us with no flags (nobody waits), so no notify is due.
   if (Atomics.compareExchange(i32, idx, me, 0) === me) return;
   mutexRelease(i32, idx, me);
+}
+
+/**
+ * Test-only hooks (not exported from mod.ts): called at the two points where a lost wake-up
+ * used to hide, so a test can pause one side there. `base` is the ring's; `sleepers` says who
+ * sleeps: readers (waiting for `W`) or writers (waiting for `R`).
+ */
+export const __testHooks: {
+  /** A sleeper has announced itself and re-checked its word; it is about to sleep. */
+  beforeSleep?: (base: number, sleepers: Sleepers) => void;
+  /** A notifier has stored its word and seen a sleeper announced; it is about to notify. */
+  notifierLoaded?: (base: number, sleepers: Sleepers) => void;
+} = {};
+
+/** Who sleeps on a ring word (for {@link __testHooks}). */
+export type Sleepers = "readers" | "writers";
+
+/**
+ * Sleeps on `i32[index]` while it holds `value`, announced in the sleeper count `i32[count]`.
+ * A count, changed only by sleepers (add before the re-check, subtract after waking), and not a
+ * flag that the notifier clears: with a flag, a notifier that read a stale "asleep" could clear
+ * it after a new sleeper had raised it, and the next notifier would skip the notify (a sleeper
+ * lost for good). Notifiers only read the count. A sleeper that never wakes (a terminated
+ * worker) leaves it raised: the cost is a needless notify per message, never a lost one.
+ */
+function* sleepOn(
+  base: number,
+  i32: Int32Array,
+  index: number,
+  value: number,
+  count: number,
+  ms: number,
+): Waits<void> {
+  Atomics.add(i32, count, 1);
+  try {
+    if (Atomics.load(i32, index) !== value) return;
+    __testHooks.beforeSleep?.(base, index === W ? "readers" : "writers");
+    yield { i32, index, value, ms };
+  } finally {
+    Atomics.sub(i32, count, 1);
+  }
 }
 
 const outboxes = new Map<number, Outbox>();
@@ -483,8 +523,8 @@ export class Ring {
   #publish(w: number): void {
     const i32 = this.#i32;
     Atomics.store(i32, W, w); // publishes the bytes written before it
-    if (Atomics.load(i32, READER_ASLEEP)) {
-      Atomics.store(i32, READER_ASLEEP, 0);
+    if (Atomics.load(i32, READERS_ASLEEP)) {
+      __testHooks.notifierLoaded?.(this.base, "readers");
       Atomics.notify(i32, W);
     }
   }
@@ -586,9 +626,9 @@ export class Ring {
     while (this.#writeStep(c) === NEED) {
       if (this.#spin(idx, c.r, c.started ? STREAM_SPIN : SPIN)) continue;
       if (broken?.()) return this.#abandon(c), "broken";
-      Atomics.store(i32, WRITER_ASLEEP, 1);
-      if (Atomics.load(i32, idx) !== c.r) continue;
-      waitSync(i32, idx, c.r, broken ? LIVENESS_SLICE_MS : Infinity);
+      runSync(
+        sleepOn(this.base, i32, idx, c.r, WRITERS_ASLEEP, broken ? LIVENESS_SLICE_MS : Infinity),
+      );
     }
     return "ok";
   }
@@ -769,9 +809,8 @@ export class Ring {
           ob.lockHeld = false;
           this.#unlockWrite();
         }
-        Atomics.store(i32, WRITER_ASLEEP, 1);
-        if (Atomics.load(i32, idx) !== c.r) continue;
-        await waitAsync(i32, idx, c.r, e.broken ? LIVENESS_SLICE_MS : Infinity);
+        const ms = e.broken ? LIVENESS_SLICE_MS : Infinity;
+        await runAsync(sleepOn(this.base, i32, idx, c.r, WRITERS_ASLEEP, ms));
       }
     } catch (err) {
       // A zombie (this worker was terminated but still runs) just stops writing; anything else
@@ -955,8 +994,8 @@ export class Ring {
   #consumed(r: number): void {
     const i32 = this.#i32;
     Atomics.store(i32, R, r); // frees the frame: decode has copied what it keeps
-    if (Atomics.load(i32, WRITER_ASLEEP)) {
-      Atomics.store(i32, WRITER_ASLEEP, 0);
+    if (Atomics.load(i32, WRITERS_ASLEEP)) {
+      __testHooks.notifierLoaded?.(this.base, "writers");
       Atomics.notify(i32, R);
     }
   }
@@ -1050,19 +1089,22 @@ export class Ring {
       if (this.#spin(W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
       if (st.buf) {
         if (this.#torn(st, o.onDiscard)) continue;
-        Atomics.store(i32, READER_ASLEEP, 1);
-        if (Atomics.load(i32, W) === st.w) {
-          yield { i32, index: W, value: st.w, ms: LIVENESS_SLICE_MS };
-        }
+        yield* sleepOn(this.base, i32, W, st.w, READERS_ASLEEP, LIVENESS_SLICE_MS);
         continue;
       }
       if (this.#atEof(st, o.eof)) return EOF;
       if (o.signal?.aborted) throw o.signal.reason;
       const left = remainingMs(deadline);
       if (left <= 0) return TIMEOUT;
-      Atomics.store(i32, READER_ASLEEP, 1);
-      if (Atomics.load(i32, W) !== st.w) continue;
-      yield { i32, index: W, value: st.w, ms: Math.min(left, o.eofPollMs ?? Infinity) };
+      // `eofPollMs`: a close or a death wakes readers without changing `W` (see `wakeReaders`).
+      yield* sleepOn(
+        this.base,
+        i32,
+        W,
+        st.w,
+        READERS_ASLEEP,
+        Math.min(left, o.eofPollMs ?? Infinity),
+      );
     }
   }
 
@@ -1224,9 +1266,7 @@ export class Ring {
       if (left <= 0) return false;
       const w = Atomics.load(i32, W);
       if (this.#spin(W, w)) continue;
-      Atomics.store(i32, READER_ASLEEP, 1);
-      if (Atomics.load(i32, W) !== w) continue;
-      yield { i32, index: W, value: w, ms: Math.min(left, eofPollMs ?? Infinity) };
+      yield* sleepOn(this.base, i32, W, w, READERS_ASLEEP, Math.min(left, eofPollMs ?? Infinity));
     }
   }
 
