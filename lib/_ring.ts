@@ -242,8 +242,8 @@ function unlock(i32: Int32Array, idx: number): void {
 }
 
 /**
- * Test-only hooks (not exported from mod.ts): called at the two points where a lost wake-up
- * used to hide, so a test can pause one side there. `base` is the ring's; `sleepers` says who
+ * Test-only hooks (not exported from mod.ts): called at points where a race used to hide
+ * (a lost wake-up, a zombie's frames), so a test can pause one side there. `base` is the ring's; `sleepers` says who
  * sleeps: readers (waiting for `W`) or writers (waiting for `R`).
  */
 export const __testHooks: {
@@ -251,6 +251,8 @@ export const __testHooks: {
   beforeSleep?: (base: number, sleepers: Sleepers) => void;
   /** A notifier has stored its word and seen a sleeper announced; it is about to notify. */
   notifierLoaded?: (base: number, sleepers: Sleepers) => void;
+  /** A writer has published one frame of a streamed message (more may follow in its loop). */
+  framePublished?: (base: number) => void;
 } = {};
 
 /** Who sleeps on a ring word (for {@link __testHooks}). */
@@ -520,21 +522,33 @@ export class Ring {
     this.wakeReaders(); // a reader waiting mid-message sees the abandonment at once
   }
 
-  #publish(w: number): void {
+  /**
+   * Moves `W` from `from` (as this writer last saw it) to `to`, publishing the bytes written
+   * before it. A compare-exchange, as cheap as the store: if `W` moved meanwhile, another writer
+   * took the lock over from this one (a zombie that passed its last check just before it was
+   * marked dead), and this frame must not be published over that writer's.
+   */
+  #publish(from: number, to: number): void {
     const i32 = this.#i32;
-    Atomics.store(i32, W, w); // publishes the bytes written before it
+    if (Atomics.compareExchange(i32, W, from, to) !== from) {
+      throw new ProcessError(TERMINATED_MESSAGE);
+    }
     if (Atomics.load(i32, READERS_ASLEEP)) {
       __testHooks.notifierLoaded?.(this.base, "readers");
       Atomics.notify(i32, W);
     }
   }
 
-  /** Writes as much of the message as fits now. DONE, or NEED with `c.r` to wait on. */
+  /**
+   * Writes as much of the message as fits now. DONE, or NEED with `c.r` to wait on. Checks the
+   * fence before every frame: a streamed message is many frames per call, and a zombie writing
+   * on after its lock was taken over would interleave its frames with the new writer's.
+   */
   #writeStep(c: Cursor): number {
-    checkNotTerminated();
     const i32 = this.#i32, cap = this.capacity, u8 = this.#u8, dv = this.#dv;
-    let w = Atomics.load(i32, W);
+    let w = Atomics.load(i32, W), w0 = w;
     for (;;) {
+      checkNotTerminated();
       const r = Atomics.load(i32, R);
       let free = cap - this.#used(w, r), pos = this.#pos(w);
       const tail = cap - pos;
@@ -550,7 +564,7 @@ export class Ring {
         u8.set(c.src, pos + 4);
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
-        this.#publish(this.#adv(w, need));
+        this.#publish(w0, this.#adv(w, need));
         return DONE;
       }
       // Streamed: frames as large as the contiguous free space allows.
@@ -572,7 +586,7 @@ export class Ring {
         u8.set(c.src.subarray(0 - c.shift, c.n - c.shift), pos + 4);
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
-        this.#publish(this.#adv(w, 4 + pad4(c.n)));
+        this.#publish(w0, this.#adv(w, 4 + pad4(c.n)));
         return DONE;
       }
       const avail = (free - 4) & ~3;
@@ -591,7 +605,9 @@ export class Ring {
       dv.setInt32(pos, len | (first ? FIRST : 0) | (last ? LAST : 0), true);
       c.done += len - prefix;
       w = this.#adv(w, 4 + pad4(len));
-      this.#publish(w);
+      this.#publish(w0, w);
+      w0 = w;
+      __testHooks.framePublished?.(this.base);
       if (last) {
         Atomics.store(i32, WSTATE, 0);
         return DONE;
@@ -931,6 +947,10 @@ export class Ring {
       let pos = this.#pos(r);
       let hdr = dv.getInt32(pos, true);
       if (hdr === SKIP) {
+        if (cap - pos > this.#used(w, r)) {
+          this.#corrupt(st, w, onDiscard);
+          continue;
+        }
         r = this.#adv(r, cap - pos);
         if (r === w) { // writers publish a SKIP with the frame after it; be safe anyway
           this.#consumed(r);
@@ -938,6 +958,10 @@ export class Ring {
         }
         pos = 0;
         hdr = dv.getInt32(0, true);
+      }
+      if (this.#badFrame(pos, hdr, w, r)) {
+        this.#corrupt(st, w, onDiscard);
+        continue;
       }
       const len = hdr & LEN_MASK, at = pos + 4;
       const next = this.#adv(r, 4 + pad4(len));
@@ -989,6 +1013,27 @@ export class Ring {
         return DONE;
       }
     }
+  }
+
+  /**
+   * True when the frame at `pos` (read position `r`, write position `w`) cannot be one a writer
+   * published: unknown flag bits, longer than the data area after it, past `W`, or a first frame
+   * too short for its prefix. Trusting such a length would move `R` past `W` and wreck the ring
+   * for good; it can only come from a writer that wrote on after losing its lock.
+   */
+  #badFrame(pos: number, hdr: number, w: number, r: number): boolean {
+    if (hdr & ~(LEN_MASK | FIRST | LAST)) return true;
+    const size = 4 + pad4(hdr & LEN_MASK);
+    if (pos + size > this.capacity || size > this.#used(w, r)) return true;
+    return (hdr & (FIRST | LAST)) === FIRST && (hdr & LEN_MASK) < PREFIX;
+  }
+
+  /** Discards everything up to `w` (a bad frame: see `#badFrame`) and any half message. */
+  #corrupt(st: ReadState, w: number, onDiscard?: () => void): void {
+    if (st.buf) this.#discard(st, onDiscard);
+    else onDiscard?.();
+    st.skipping = false;
+    this.#consumed(w);
   }
 
   #consumed(r: number): void {
@@ -1132,15 +1177,19 @@ export class Ring {
     if (Atomics.compareExchange(i32, RLOCK, 0, heap().slot) !== 0) return TIMEOUT;
     try {
       r = Atomics.load(i32, R); // another reader may have moved it before we locked
-      if (r === Atomics.load(i32, W)) return TIMEOUT;
+      const wNow = Atomics.load(i32, W);
+      if (r === wNow) return TIMEOUT;
       let pos = this.#pos(r), hdr = this.#dv.getInt32(pos, true);
       if (hdr === SKIP) {
+        if (this.capacity - pos >= this.#used(wNow, r)) return TIMEOUT; // `recv` sorts it out
         r = this.#adv(r, this.capacity - pos);
-        if (r === Atomics.load(i32, W)) return TIMEOUT;
         pos = 0;
         hdr = this.#dv.getInt32(0, true);
       }
-      if ((hdr & (FIRST | LAST)) !== (FIRST | LAST)) return TIMEOUT; // streamed: use recv
+      // Streamed, or a bad frame (see `#badFrame`): `recv` deals with it.
+      if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || this.#badFrame(pos, hdr, wNow, r)) {
+        return TIMEOUT;
+      }
       const len = hdr & LEN_MASK;
       try {
         return decode(this.#u8.subarray(pos + 4, pos + 4 + len), false);
