@@ -23,6 +23,12 @@
  *   The other side pays `Atomics.notify` only when a sleeper is announced, so the streaming path
  *   is a few loads and stores per message. An idle channel sleeps in the kernel: no core burns.
  *   The announcement is a count of sleepers that only sleepers change (see {@link sleepOn}).
+ * - **Messages a dead process never began are counted.** A message waiting in a process's
+ *   outbox is counted in the ring's table under that process's slot until its first frame is
+ *   out. When the process dies, its outbox dies with it; {@link Ring.reapDead} hands the count
+ *   of those messages to whoever keeps totals (a `Queue`'s `qsize`), once. A message begun and
+ *   then torn is the reader's to count (`onDiscard`). A blocking send that throws before it
+ *   began (a zombie meeting its fence) calls `onUnsent`.
  * - **Writes never block the caller's event loop.** `post` writes through when it can, else
  *   queues the message in a per-process outbox drained by a background pump in order (Python's
  *   feeder thread); `flushAll()` waits for every outbox (the worker bootstrap runs it before a
@@ -30,7 +36,8 @@
  *
  * Layout at `base` (Int32 words; hot words of the two sides on separate cache lines):
  * `W`, `READERS_ASLEEP` | `R`, `WRITERS_ASLEEP` | `WLOCK`, `WSTATE` | `RLOCK` | `CAP`, `MAGIC`,
- * then `CAP` data bytes. `W` and `R` run over `[0, 2*CAP)` so full and empty differ and `CAP`
+ * `TRACKED` | the table of unbegun messages (64 entries of slot and count), then `CAP` data
+ * bytes. `W` and `R` run over `[0, 2*CAP)` so full and empty differ and `CAP`
  * need not be a power of two. A frame is an int32 header at a 4-aligned position — the payload
  * length in bits 0..27 with flags `FIRST` (bit 28) and `LAST` (bit 29), or `-1` for "the rest of
  * the data area is unused, go on at 0" — then the payload, padded to 4.
@@ -72,9 +79,11 @@ const W = 0, READERS_ASLEEP = 1;
 const R = 16, WRITERS_ASLEEP = 17;
 const WLOCK = 32, WSTATE = 33;
 const RLOCK = 48;
-const CAP = 64, MAGIC_I = 65;
+const CAP = 64, MAGIC_I = 65, TRACKED = 66;
+/** The unbegun-messages table (see "Messages a dead process never began"): slot, count. */
+const TABLE = 80, TABLE_ENTRIES = 64;
 /** Bytes of the ring's header; the data area follows it. */
-const HEADER = 320;
+const HEADER = (TABLE + 2 * TABLE_ENTRIES) * 4;
 const MAGIC = 0x72696e67; // "ring"
 
 const SKIP = -1;
@@ -149,6 +158,13 @@ export interface SendOptions {
    * {@link LIVENESS_SLICE_MS} while waiting for room.
    */
   broken?: () => boolean;
+  /**
+   * Called when the call throws before any part of the message reached the ring (this process
+   * was terminated and meets its fence): whoever counted the message can take it back. Not
+   * called for a message queued in the outbox (a dead process's queued messages are counted by
+   * {@link Ring.reapDead}) nor for one begun (its reader discards it: `onDiscard`).
+   */
+  onUnsent?: () => void;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,6 +184,8 @@ interface Cursor {
   started: boolean;
   /** Set by a NEED_ROOM step: the read position to wait on. */
   r: number;
+  /** The table entry counting this message until it begins (-1: not counted). */
+  entry: number;
 }
 
 interface Entry {
@@ -185,6 +203,10 @@ class Outbox {
   pumping: Promise<void> | null = null;
   /** `cancelJoinThread()`: `flushAll` does not wait for this outbox. */
   detached = false;
+  /** Its entry in the ring's table of unbegun messages: -1 none yet, -2 the table was full. */
+  entry = -1;
+  /** This process was terminated while the outbox held messages: they are the reaper's. */
+  dead = false;
   constructor(readonly ring: Ring) {}
   first(): Entry | undefined {
     return this.queue[this.head];
@@ -287,6 +309,10 @@ function* sleepOn(
 const outboxes = new Map<number, Outbox>();
 const asyncReads = new Map<number, number>();
 const OK: Promise<SendStatus> = Promise.resolve("ok");
+
+function cursorOf(bytes: Uint8Array): Cursor {
+  return { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0, entry: -1 };
+}
 
 function holdRead(base: number, d: number): void {
   const n = (asyncReads.get(base) ?? 0) + d;
@@ -565,6 +591,7 @@ export class Ring {
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
         this.#publish(w0, this.#adv(w, need));
+        if (c.entry >= 0) this.#begun(c);
         return DONE;
       }
       // Streamed: frames as large as the contiguous free space allows.
@@ -587,6 +614,7 @@ export class Ring {
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
         this.#publish(w0, this.#adv(w, 4 + pad4(c.n)));
+        if (c.entry >= 0) this.#begun(c);
         return DONE;
       }
       const avail = (free - 4) & ~3;
@@ -607,6 +635,7 @@ export class Ring {
       w = this.#adv(w, 4 + pad4(len));
       this.#publish(w0, w);
       w0 = w;
+      if (c.entry >= 0) this.#begun(c);
       __testHooks.framePublished?.(this.base);
       if (last) {
         Atomics.store(i32, WSTATE, 0);
@@ -618,6 +647,78 @@ export class Ring {
   /** Gives up a message (the readers are gone): readers discard what they got of it. */
   #abandon(c: Cursor): void {
     if (c.started && c.done < c.n) this.#recoverWriter();
+    if (c.entry >= 0) this.#begun(c); // no longer waiting to begin: nobody is to reap it
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Messages a dead process never began (see the module doc). Only processes that may die
+  // count: the main thread never does, and pays nothing.
+
+  /** Counts one more unbegun message of this process's outbox; returns the table entry. */
+  #countUnbegun(ob: Outbox): number {
+    checkNotTerminated(); // a zombie must not claim an entry another process may get next
+    if (ob.entry === -1) ob.entry = heap().slot === MAIN_SLOT ? -2 : this.#claimEntry();
+    if (ob.entry >= 0) Atomics.add(this.#i32, TABLE + 2 * ob.entry + 1, 1);
+    return ob.entry;
+  }
+
+  #claimEntry(): number {
+    const i32 = this.#i32, me = heap().slot;
+    for (let i = 0; i < TABLE_ENTRIES; i++) {
+      if (Atomics.compareExchange(i32, TABLE + 2 * i, 0, me) === 0) {
+        Atomics.add(i32, TRACKED, 1);
+        return i;
+      }
+    }
+    return -2; // full: this outbox goes uncounted (see the README's limits)
+  }
+
+  /** The message's first frame is out (or it was given up): it is no longer unbegun. */
+  #begun(c: Cursor): void {
+    Atomics.sub(this.#i32, TABLE + 2 * c.entry + 1, 1);
+    c.entry = -1;
+  }
+
+  /** The outbox is empty and idle: give its entry back. */
+  #releaseEntry(ob: Outbox): void {
+    const i32 = this.#i32, e = TABLE + 2 * ob.entry;
+    if (ob.entry >= 0) {
+      Atomics.store(i32, e + 1, 0);
+      if (Atomics.compareExchange(i32, e, heap().slot, 0) === heap().slot) {
+        Atomics.sub(i32, TRACKED, 1);
+      }
+    }
+    ob.entry = -1;
+  }
+
+  /**
+   * Counts the messages that processes now dead had queued in their outboxes and never began,
+   * and forgets them: each is counted by exactly one caller, once. For a channel that keeps
+   * totals of messages sent and not yet received (a `Queue`'s `qsize`): these never arrive.
+   * One load when no outbox of a process that may die holds anything.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert(ring.reapDead() === 0);
+   * ```
+   */
+  reapDead(): number {
+    const i32 = this.#i32;
+    if (!Atomics.load(i32, TRACKED)) return 0;
+    let lost = 0;
+    for (let i = 0; i < TABLE_ENTRIES; i++) {
+      const e = TABLE + 2 * i, slot = Atomics.load(i32, e);
+      if (slot <= 0 || isAlive(slot)) continue;
+      // Claim the entry for reaping (negative): owners only ever claim a free (0) entry.
+      if (Atomics.compareExchange(i32, e, slot, -slot) !== slot) continue;
+      lost += Atomics.exchange(i32, e + 1, 0);
+      Atomics.store(i32, e, 0);
+      Atomics.sub(i32, TRACKED, 1);
+    }
+    return lost;
   }
 
   #lockWrite(sync: true): void;
@@ -670,38 +771,7 @@ export class Ring {
    * ```
    */
   post(bytes: Uint8Array, options?: SendOptions): Promise<SendStatus> {
-    const ob = outboxes.get(this.base);
-    // Messages queued earlier go first; write what fits of them now rather than waiting for the
-    // pump, which needs a macrotask (a producer looping on `await put()` never yields one).
-    if (ob === undefined || ob.size === 0 || this.#flushSome(ob)) {
-      // Fast path: nothing of ours is queued, so writing now keeps the order.
-      const i32 = this.#i32, idx = WLOCK;
-      if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) {
-        const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
-        if (this.#writeStep(c) === DONE) {
-          this.#unlockWrite();
-          return OK;
-        }
-        if (c.started) {
-          // Part of a streamed message is out: keep the lock, let the pump write the rest.
-          c.src = bytes.slice(c.done);
-          c.shift = c.done;
-          const o = this.#outbox();
-          o.lockHeld = true;
-          return this.#enqueue(o, c, options);
-        }
-        this.#unlockWrite();
-      }
-    }
-    const c: Cursor = {
-      src: bytes.slice(),
-      shift: 0,
-      n: bytes.length,
-      done: 0,
-      started: false,
-      r: 0,
-    };
-    return this.#enqueue(ob ?? this.#outbox(), c, options);
+    return this.#post(bytes, false, options);
   }
 
   /**
@@ -720,25 +790,39 @@ export class Ring {
    * ```
    */
   postBorrowed(bytes: Uint8Array, options?: SendOptions): Promise<SendStatus> {
-    const ob = outboxes.get(this.base);
-    if (ob === undefined || ob.size === 0 || this.#flushSome(ob)) {
-      if (Atomics.compareExchange(this.#i32, WLOCK, 0, heap().slot) === 0) {
-        const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
-        if (this.#writeStep(c) === DONE) {
+    return this.#post(bytes, true, options);
+  }
+
+  #post(bytes: Uint8Array, borrowed: boolean, options?: SendOptions): Promise<SendStatus> {
+    const c = cursorOf(bytes);
+    try {
+      const ob = outboxes.get(this.base);
+      // Messages queued earlier go first; write what fits of them now rather than waiting for
+      // the pump, which needs a macrotask (a producer looping on `await put()` never yields one).
+      if (ob === undefined || ob.size === 0 || this.#flushSome(ob)) {
+        // Fast path: nothing of ours is queued, so writing now keeps the order.
+        if (Atomics.compareExchange(this.#i32, WLOCK, 0, heap().slot) === 0) {
+          if (this.#writeStep(c) === DONE) {
+            this.#unlockWrite();
+            return OK;
+          }
+          if (c.started) {
+            // Part of a streamed message is out: keep the lock, let the pump write the rest.
+            if (!borrowed) (c.src = bytes.slice(c.done)), (c.shift = c.done);
+            const o = this.#outbox();
+            o.lockHeld = true;
+            return this.#enqueue(o, c, options);
+          }
           this.#unlockWrite();
-          return OK;
         }
-        if (c.started) {
-          const o = this.#outbox();
-          o.lockHeld = true;
-          return this.#enqueue(o, c, options);
-        }
-        this.#unlockWrite();
-        return this.#enqueue(this.#outbox(), c, options);
       }
+      if (!borrowed) c.src = bytes.slice();
+      return this.#enqueue(ob ?? this.#outbox(), c, options);
+    } catch (e) {
+      // A zombie meeting its fence: nothing of the message is anywhere (see `onUnsent`).
+      if (!c.started) options?.onUnsent?.();
+      throw e;
     }
-    const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
-    return this.#enqueue(ob ?? this.#outbox(), c, options);
   }
 
   /**
@@ -782,6 +866,7 @@ export class Ring {
   }
 
   #enqueue(ob: Outbox, cursor: Cursor, options?: SendOptions): Promise<SendStatus> {
+    if (!cursor.started) cursor.entry = this.#countUnbegun(ob);
     let resolve!: (s: SendStatus) => void;
     const promise = new Promise<SendStatus>((r) => (resolve = r));
     ob.queue.push({ cursor, broken: options?.broken, resolve, promise });
@@ -833,7 +918,7 @@ export class Ring {
       // is a bug, not a condition: report it. Either way, no sender is left waiting forever.
       if (!isTerminatedError(err)) {
         console.error("denomp: a channel's background writer failed:", err);
-      }
+      } else ob.dead = true; // its unbegun messages stay counted for `reapDead`
       for (let e = ob.first(); e; e = ob.first()) {
         ob.shift();
         e.resolve("broken");
@@ -844,7 +929,10 @@ export class Ring {
         this.#unlockWrite();
       }
       ob.pumping = null;
-      if (!ob.size) outboxes.delete(this.base);
+      if (!ob.size) {
+        outboxes.delete(this.base);
+        if (!ob.dead) this.#releaseEntry(ob);
+      }
       if (this.#block) release(this.#block);
     }
   }
@@ -864,6 +952,16 @@ export class Ring {
    * ```
    */
   sendSync(bytes: Uint8Array, options?: SendOptions): SendStatus {
+    const c = cursorOf(bytes);
+    try {
+      return this.#sendSync(c, options);
+    } catch (e) {
+      if (!c.started) options?.onUnsent?.(); // see `onUnsent`
+      throw e;
+    }
+  }
+
+  #sendSync(c: Cursor, options?: SendOptions): SendStatus {
     const ob = outboxes.get(this.base);
     if (ob && (ob.size || ob.lockHeld)) {
       // Drain our own queue first (continuing a message the pump began), keeping the order.
@@ -877,7 +975,6 @@ export class Ring {
       }
     } else this.#lockWrite(true);
     try {
-      const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
       return this.#writeSync(c, options?.broken);
     } finally {
       if (ob) ob.lockHeld = false;

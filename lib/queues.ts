@@ -110,7 +110,19 @@ function encode(value: unknown): Uint8Array {
   }
 }
 
-const decodeItem = (payload: Uint8Array): unknown => loads(payload);
+/** An item whose bytes did not decode: the reader gets `error`, the counts go on. */
+class DecodeFailure {
+  constructor(readonly error: unknown) {}
+}
+
+/** Decodes an item; a failure is returned (not thrown) so that the caller keeps the counts. */
+const decodeItem = (payload: Uint8Array): unknown => {
+  try {
+    return loads(payload);
+  } catch (e) {
+    return new DecodeFailure(e);
+  }
+};
 const DONE: Promise<void> = Promise.resolve();
 
 /** Python's checks: a negative or non-numeric timeout is a ValueError. */
@@ -290,7 +302,51 @@ class Shared {
   }
 
   count(): number {
+    this.reap();
     return (Atomics.load(this.i32, this.q + PUTS) - Atomics.load(this.i32, this.q + GETS)) | 0;
+  }
+
+  /**
+   * Items that producers now dead had put (counted in PUTS) but not yet written into the ring
+   * (their outboxes died with them): they never arrive, so they leave the counts as if got and
+   * done. Python would lose them too; what must not happen is a `qsize()` that stays above 0,
+   * a `for await` that never ends after `close()`, a `join()` that never settles.
+   */
+  reap(): void {
+    const lost = this.ring ? this.ring.reapDead() : 0;
+    if (lost) this.gone(lost);
+  }
+
+  /** `n` items left the queue for good without reaching a consumer: got, and done. */
+  gone(n: number): void {
+    const i32 = this.i32, q = this.q;
+    Atomics.add(i32, q + GETS, n);
+    if (this.maxsize > 0 && Atomics.load(i32, q + PUT_WAITERS)) Atomics.notify(i32, q + GETS);
+    if (this.joinable) {
+      Atomics.add(i32, q + TASKS_DONE, n);
+      if (Atomics.load(i32, q + JOIN_WAITERS)) Atomics.notify(i32, q + TASKS_DONE);
+    }
+    if (Atomics.load(i32, q + CLOSED)) this.wakeReaders();
+  }
+
+  /**
+   * Passed to every ring write: a put that throws before its item reached the ring (a
+   * terminated worker meeting its fence) gives its place back.
+   */
+  readonly sendOptions = { onUnsent: (): void => this.undoReserve() };
+
+  /**
+   * After the ring gave `v` (an item, `TIMEOUT` or `EOF`): counts an item as got. An item that
+   * did not decode is got and done (nobody will mark it done), and its error is thrown.
+   */
+  took(v: unknown): unknown {
+    if (v === TIMEOUT || v === EOF) return v;
+    if (v instanceof DecodeFailure) {
+      this.discarded();
+      throw v.error;
+    }
+    this.unreserve();
+    return v;
   }
 
   /** Closed, and every item put has been got: nothing more can come. */
@@ -365,6 +421,7 @@ class Shared {
   };
 
   unfinished(): number {
+    this.reap();
     return (Atomics.load(this.i32, this.q + PUTS) - Atomics.load(this.i32, this.q + TASKS_DONE)) |
       0;
   }
@@ -398,6 +455,7 @@ class Shared {
 
   /** The TASKS_DONE value to sleep on while tasks are unfinished, or null when none is. */
   #joinWait(): number | null {
+    this.reap();
     const i32 = this.i32, d = Atomics.load(i32, this.q + TASKS_DONE);
     return ((Atomics.load(i32, this.q + PUTS) - d) | 0) > 0 ? d : null;
   }
@@ -611,12 +669,13 @@ class Shared {
     const h = heap();
     const kl = h.dv.getUint32(item, true), n = h.dv.getUint32(item + 4, true);
     const at = item + ITEM_HEADER + kl;
+    let v: unknown;
     try {
-      return loads(h.u8.subarray(at, at + n));
+      v = decodeItem(h.u8.subarray(at, at + n));
     } finally {
       release(item);
-      this.unreserve();
     }
+    return this.took(v);
   }
 
   /**
@@ -774,7 +833,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     const staged = this.#stage(bytes, item);
     detach(options.transfer);
     if (typeof staged === "number") return s.storePut(staged);
-    void s.ring!.post(staged);
+    void s.ring!.post(staged, s.sendOptions);
     return DONE;
   }
 
@@ -792,7 +851,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     const staged = this.#stage(bytes, item);
     detach(options.transfer);
     if (typeof staged === "number") s.storePutSync(staged);
-    else s.ring!.sendSync(staged);
+    else s.ring!.sendSync(staged, s.sendOptions);
   }
 
   /**
@@ -809,7 +868,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     if (typeof staged === "number") {
       const p = s.storePut(staged);
       p.catch(() => {});
-    } else void s.ring!.post(staged);
+    } else void s.ring!.post(staged, s.sendOptions);
   }
 
   #result(v: unknown): T {
@@ -828,10 +887,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       eof: s.eof,
       eofPollMs: LIVENESS_SLICE_MS,
       onDiscard: s.discarded,
-    }).then((v) => {
-      if (v !== TIMEOUT && v !== EOF) s.unreserve();
-      return v;
-    });
+    }).then((v) => s.took(v));
   }
 
   /**
@@ -847,10 +903,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
         // async machinery. A consumer faster than its producer lives on this path.
         let v = ring.tryRecv(decodeItem);
         if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(decodeItem);
-        if (v !== TIMEOUT) {
-          s.unreserve();
-          return Promise.resolve(v as T);
-        }
+        if (v !== TIMEOUT) return Promise.resolve(s.took(v) as T);
       }
       return this.#getRaw(timeout, options.signal).then((v) => this.#result(v));
     } catch (e) {
@@ -869,8 +922,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       eofPollMs: LIVENESS_SLICE_MS,
       onDiscard: s.discarded,
     });
-    if (v !== TIMEOUT && v !== EOF) s.unreserve();
-    return this.#result(v);
+    return this.#result(s.took(v));
   }
 
   /** Removes and returns an item if one is there at once; else throws `Empty`. */
