@@ -514,6 +514,13 @@ export class Ring {
    * Wakes every reader and poller asleep on this ring, so it re-checks its `eof` (call after
    * changing what `eof` looks at, e.g. closing).
    *
+   * Only a hint: it wakes sleepers without changing `W`, the word they sleep on, so a reader
+   * that checked `eof` just before the change and sleeps just after misses it. That is why a
+   * reader with an `eof` that can change passes `eofPollMs` (queues and pipes: 100 ms), which
+   * bounds the miss. Changing `W` instead would mean writing a frame, which needs the write
+   * lock, and `close()` must not wait for a writer (nor can a death notice take a lock on the
+   * dead process's behalf); a second word to sleep on would cost every message a load.
+   *
    * @example
    * ```ts
    * import { alloc } from "./_heap.ts";
