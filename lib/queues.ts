@@ -16,7 +16,11 @@
  *   under one robust lock. Every mutation records the entries it moves first, so a process killed
  *   inside the lock leaves a store the next one repairs (nothing lost, nothing duplicated).
  * - `qsize()` counts items put and not yet got (outboxes included), shared by all processes;
- *   `maxsize` backpressure waits on that count.
+ *   `maxsize` backpressure waits on that count. Items a dead producer never wrote leave it.
+ * - At-least-once for `JoinableQueue`: a consumer worker keeps a copy of each item it got in
+ *   its own small ring (its "held" items) until `taskDone()`; when it dies, whoever next looks
+ *   at the queue puts those items back for the next consumer (as the cluster queue does), so
+ *   `join()` does not wait for a dead consumer. The main thread never dies and keeps no copy.
  *
  * @module
  */
@@ -34,8 +38,15 @@ import {
   runSync,
   type Waits,
 } from "./_atomics.ts";
-import { adopt, alloc, heap, release, retain } from "./_heap.ts";
-import { checkNotTerminated, EOF, flushAll as flushRings, Ring, TIMEOUT } from "./_ring.ts";
+import { adopt, alloc, heap, isAlive, MAIN_SLOT, release, retain } from "./_heap.ts";
+import {
+  checkNotTerminated,
+  type Decode,
+  EOF,
+  flushAll as flushRings,
+  Ring,
+  TIMEOUT,
+} from "./_ring.ts";
 import { Empty, Full, SerializationError, ValueError } from "./errors.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
 
@@ -53,7 +64,18 @@ const GETS = 32, TASKS_DONE = 33, PUT_WAITERS = 34, JOIN_WAITERS = 35; // consum
 // Store (LIFO / priority) words.
 const SLOCK = 48, LEN = 49, ARR = 50, PENDING = 51, POPPED = 52, SEQ = 53, GET_WAITERS = 54;
 const NEXT_SEQ = 55;
-const HEADER = 256;
+/** Claimed entries of the holders table (read-mostly line). */
+const HOLDERS = 21;
+/** The holders table (see `Shared.hold`): entries of a consumer's slot and held ring offset. */
+const HOLD_TABLE = 64, HOLD_ENTRIES = 32;
+const HEADER = (HOLD_TABLE + 2 * HOLD_ENTRIES) * 4;
+/** Bytes of a consumer's held ring: small items inline, larger ones as a pointer to a block. */
+const HELD_BYTES = 8 << 10;
+/**
+ * First word of a held message that points to a block (then offset, length). No encoded item
+ * starts so: the codec's first byte is a small type tag.
+ */
+const HELD_PTR = 0xffffffff;
 const MAGIC = 0x71756575; // "queu"
 
 const FIFO = 1, LIFO = 2, PRIO = 3;
@@ -123,6 +145,29 @@ const decodeItem = (payload: Uint8Array): unknown => {
     return new DecodeFailure(e);
   }
 };
+/** A held message that points to a block: its offset, else 0. */
+function heldBlock(b: Uint8Array): number {
+  const dv = heap().dv; // `b` views the heap, so its byteOffset is a heap offset
+  return b.length === 12 && dv.getUint32(b.byteOffset, true) === HELD_PTR
+    ? dv.getUint32(b.byteOffset + 4, true)
+    : 0;
+}
+
+const dropHeld = (b: Uint8Array): void => {
+  const blk = heldBlock(b);
+  if (blk) release(blk);
+};
+
+/** The item bytes of a held message (a copy; its block, if any, is freed). */
+const takeHeld = (b: Uint8Array): Uint8Array => {
+  const blk = heldBlock(b);
+  if (!blk) return b.slice();
+  const n = heap().dv.getUint32(b.byteOffset + 8, true);
+  const bytes = heap().u8.slice(blk, blk + n);
+  release(blk);
+  return bytes;
+};
+
 const DONE: Promise<void> = Promise.resolve();
 
 /** Python's checks: a negative or non-numeric timeout is a ValueError. */
@@ -273,6 +318,10 @@ class Shared {
   readonly ring: Ring | null;
   /** Counts unfinished tasks (`taskDone`/`join`). */
   readonly joinable: boolean;
+  /** Decodes items got from the ring (and keeps a copy when this process holds them). */
+  readonly decode: Decode<unknown>;
+  /** This handle's held ring: undefined until the first get, null when not keeping copies. */
+  #held: Ring | null | undefined;
 
   constructor(off: number) {
     this.off = off;
@@ -284,6 +333,81 @@ class Shared {
     this.maxsize = Atomics.load(this.i32, this.q + MAXSIZE);
     this.joinable = Atomics.load(this.i32, this.q + JOINABLE) !== 0;
     this.ring = this.kind === FIFO ? new Ring(off + HEADER, off) : null;
+    this.decode = this.joinable && this.ring && heap().slot !== MAIN_SLOT
+      ? (payload) => {
+        const v = decodeItem(payload);
+        if (!(v instanceof DecodeFailure)) this.#hold(payload);
+        return v;
+      }
+      : decodeItem;
+  }
+
+  // --- at-least-once for JoinableQueue consumers (see the module doc)
+
+  /** Keeps a copy of an item this process got until its `taskDone`. */
+  #hold(payload: Uint8Array): void {
+    const held = this.#held === undefined ? (this.#held = this.#register()) : this.#held;
+    if (!held || held.trySend(payload)) return;
+    const blk = alloc(payload.length);
+    heap().u8.set(payload, blk);
+    const ptr = new Uint8Array(new Uint32Array([HELD_PTR, blk, payload.length]).buffer);
+    if (!held.trySend(ptr)) release(blk); // full (thousands held): this one goes uncopied
+  }
+
+  /** Claims an entry of the holders table for this process, with a held ring. */
+  #register(): Ring | null {
+    const i32 = this.i32, me = heap().slot;
+    for (let i = 0; i < HOLD_ENTRIES; i++) {
+      const e = this.q + HOLD_TABLE + 2 * i;
+      if (Atomics.compareExchange(i32, e, 0, me) !== 0) continue;
+      Atomics.add(i32, this.q + HOLDERS, 1);
+      const off = alloc(HELD_BYTES); // if this throws, the entry is reaped when we die
+      Ring.init(off, HELD_BYTES);
+      Atomics.store(i32, e + 1, off);
+      return new Ring(off);
+    }
+    return null; // more consumers than entries: this one keeps no copies (as in Python)
+  }
+
+  /** `taskDone` of this process: the oldest item it holds is done with. */
+  #drop(): void {
+    this.#held?.tryRecv(dropHeld);
+  }
+
+  /** Puts back the items that consumers now dead held (claiming each dead entry once). */
+  #reapHolders(): void {
+    const i32 = this.i32;
+    for (let i = 0; i < HOLD_ENTRIES; i++) {
+      const e = this.q + HOLD_TABLE + 2 * i, slot = Atomics.load(i32, e);
+      if (slot <= 0 || isAlive(slot)) continue;
+      if (Atomics.compareExchange(i32, e, slot, -slot) !== slot) continue;
+      const off = Atomics.load(i32, e + 1);
+      if (off) {
+        const held = new Ring(off);
+        for (;;) {
+          const bytes = held.recvSync(takeHeld, { timeout: 0 }); // takes a dead reader's lock
+          if (bytes === TIMEOUT || bytes === EOF) break;
+          // Back in the queue: put again (PUTS first, so `join` never sees too few), and its
+          // old task done.
+          Atomics.add(i32, this.q + PUTS, 1);
+          Atomics.add(i32, this.q + TASKS_DONE, 1);
+          void this.ring!.post(bytes, this.sendOptions);
+        }
+        Atomics.store(i32, e + 1, 0);
+        release(off);
+      }
+      Atomics.store(i32, e, 0);
+      Atomics.sub(i32, this.q + HOLDERS, 1);
+    }
+  }
+
+  /** Frees the held rings left in the table when the last handle anywhere is gone. */
+  static freeHeld(off: number): void {
+    const i32 = heap().i32, q = off >> 2;
+    for (let i = 0; i < HOLD_ENTRIES; i++) {
+      const held = i32[q + HOLD_TABLE + 2 * i + 1];
+      if (held) release(held);
+    }
   }
 
   static create(kind: Kind, maxsize: number, joinable: boolean): number {
@@ -313,6 +437,7 @@ class Shared {
    * a `for await` that never ends after `close()`, a `join()` that never settles.
    */
   reap(): void {
+    if (Atomics.load(this.i32, this.q + HOLDERS)) this.#reapHolders();
     const lost = this.ring ? this.ring.reapDead() : 0;
     if (lost) this.gone(lost);
   }
@@ -350,7 +475,10 @@ class Shared {
   }
 
   /** Closed, and every item put has been got: nothing more can come. */
-  readonly eof = (): boolean => Atomics.load(this.i32, this.q + CLOSED) !== 0 && this.count() === 0;
+  readonly eof = (): boolean => {
+    this.reap(); // a reader waiting on an empty queue gets a dead consumer's items back
+    return Atomics.load(this.i32, this.q + CLOSED) !== 0 && this.count() === 0;
+  };
 
   // --- the item count and maxsize
 
@@ -440,12 +568,14 @@ class Shared {
   // --- JoinableQueue accounting
 
   taskDone(): void {
+    checkNotTerminated(); // a zombie's held items were put back: its taskDone must not count
     const i32 = this.i32, idx = this.q + TASKS_DONE;
     for (;;) {
       const d = Atomics.load(i32, idx);
       const left = (Atomics.load(i32, this.q + PUTS) - d) | 0;
       if (left <= 0) throw new ValueError("task_done() called too many times");
       if (Atomics.compareExchange(i32, idx, d, (d + 1) | 0) !== d) continue;
+      this.#drop();
       // The last one: wake joiners (they sleep on TASKS_DONE). A put racing with this keeps them
       // waiting, as it should; they re-check PUTS when they wake.
       if (left === 1 && Atomics.load(i32, this.q + JOIN_WAITERS)) Atomics.notify(i32, idx);
@@ -763,7 +893,12 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       const off = Shared.create(kind, Math.max(0, Math.min(maxsize, 0x7fffffff)), joinable);
       this.#s = new Shared(off);
     }
-    adopt(this, this.#s.off, this.#s.kind === FIFO ? undefined : Shared.freeStore);
+    const s = this.#s;
+    adopt(
+      this,
+      s.off,
+      s.kind !== FIFO ? Shared.freeStore : s.joinable ? Shared.freeHeld : undefined,
+    );
   }
 
   static {
@@ -881,7 +1016,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   #getRaw(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
     const s = this.#s;
     if (s.kind !== FIFO) return s.storeGet(timeout, signal);
-    return s.ring!.recv(decodeItem, {
+    return s.ring!.recv(s.decode, {
       timeout,
       signal,
       eof: s.eof,
@@ -901,8 +1036,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       if (ring) {
         // Fast path: an item is there (or comes within a short spin): one settled promise, no
         // async machinery. A consumer faster than its producer lives on this path.
-        let v = ring.tryRecv(decodeItem);
-        if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(decodeItem);
+        let v = ring.tryRecv(s.decode);
+        if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(s.decode);
         if (v !== TIMEOUT) return Promise.resolve(s.took(v) as T);
       }
       return this.#getRaw(timeout, options.signal).then((v) => this.#result(v));
@@ -916,7 +1051,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     const timeout = timeoutOf(options.block, options.timeout);
     const s = this.#s;
     if (s.kind !== FIFO) return this.#result(s.storeGetSync(timeout));
-    const v = s.ring!.recvSync(decodeItem, {
+    const v = s.ring!.recvSync(s.decode, {
       timeout,
       eof: s.eof,
       eofPollMs: LIVENESS_SLICE_MS,
