@@ -833,29 +833,6 @@ export class Ring {
   }
 
   /**
-   * Writes `bytes` as one message only if that can be done at once: nothing of this process is
-   * queued before it, the write lock is free, it is a one-frame message and there is room. True
-   * if written; false changes nothing.
-   *
-   * @example
-   * ```ts
-   * import { alloc } from "./_heap.ts";
-   * import { Ring } from "./_ring.ts";
-   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
-   * console.assert(ring.trySend(new Uint8Array(8)) && !ring.trySend(new Uint8Array(4000)));
-   * ```
-   */
-  trySend(bytes: Uint8Array): boolean {
-    if (bytes.length > this.#maxSingle || outboxes.get(this.base)?.size) return false;
-    if (Atomics.compareExchange(this.#i32, WLOCK, 0, heap().slot) !== 0) return false;
-    try {
-      return this.#writeStep(cursorOf(bytes)) === DONE; // one frame: NEED wrote nothing
-    } finally {
-      this.#unlockWrite();
-    }
-  }
-
-  /**
    * Same as {@link Ring.post}; named for callers that await the result.
    *
    * @example

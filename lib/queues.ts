@@ -38,7 +38,7 @@ import {
   runSync,
   type Waits,
 } from "./_atomics.ts";
-import { adopt, alloc, heap, isAlive, MAIN_SLOT, release, retain } from "./_heap.ts";
+import { adopt, alloc, disown, heap, isAlive, MAIN_SLOT, release, retain } from "./_heap.ts";
 import {
   checkNotTerminated,
   type Decode,
@@ -69,8 +69,12 @@ const HOLDERS = 21;
 /** The holders table (see `Shared.hold`): entries of a consumer's slot and held ring offset. */
 const HOLD_TABLE = 64, HOLD_ENTRIES = 32;
 const HEADER = (HOLD_TABLE + 2 * HOLD_ENTRIES) * 4;
-/** Bytes of a consumer's held ring: small items inline, larger ones as a pointer to a block. */
+/** Bytes of a consumer's held items: small items inline, larger ones as a pointer to a block. */
 const HELD_BYTES = 8 << 10;
+const HELD_HEAD = 0, HELD_TAIL = 1, HELD_USED = 2, HELD_DATA = 16;
+const HELD_CAP = HELD_BYTES - HELD_DATA;
+/** Items larger than this are kept in a block of their own. */
+const HELD_INLINE = HELD_CAP >> 2;
 /**
  * First word of a held message that points to a block (then offset, length). No encoded item
  * starts so: the codec's first byte is a small type tag.
@@ -153,10 +157,85 @@ function heldBlock(b: Uint8Array): number {
     : 0;
 }
 
-const dropHeld = (b: Uint8Array): void => {
-  const blk = heldBlock(b);
-  if (blk) release(blk);
-};
+/**
+ * A consumer's copies of the items it got and has not marked done, oldest first: a byte ring in
+ * a heap block of its own. No lock: only its owner touches it while alive (a zombie meets its
+ * fence in `taskDone` first), and one reaper after its death. Records are an int32 length and
+ * the bytes padded to 4; a length of -1 (or no room for one) means "go on at 0". `HEAD`,
+ * `TAIL` and `USED` are stored last, so a record is in or out as a whole.
+ */
+class Held {
+  readonly #i32: Int32Array;
+  readonly #u8: Uint8Array;
+  readonly #dv: DataView;
+
+  constructor(off: number) {
+    const sab = heap().sab;
+    this.#i32 = new Int32Array(sab, off, 4);
+    this.#u8 = new Uint8Array(sab, off + HELD_DATA, HELD_CAP);
+    this.#dv = new DataView(sab, off + HELD_DATA, HELD_CAP);
+  }
+
+  /** Appends a copy of `bytes`; false (nothing kept) when too big or full. */
+  push(bytes: Uint8Array): boolean {
+    const need = 4 + ((bytes.length + 3) & ~3);
+    if (bytes.length > HELD_INLINE) return false;
+    const i32 = this.#i32;
+    let tail = i32[HELD_TAIL], used = i32[HELD_USED];
+    if (tail + need > HELD_CAP) {
+      if (used + (HELD_CAP - tail) + need > HELD_CAP) return false;
+      if (HELD_CAP - tail >= 4) this.#dv.setInt32(tail, -1, true);
+      used += HELD_CAP - tail;
+      tail = 0;
+    }
+    if (used + need > HELD_CAP) return false;
+    const n = bytes.length;
+    this.#dv.setInt32(tail, n, true);
+    if (n > 32) this.#u8.set(bytes, tail + 4);
+    else for (let i = 0, u8 = this.#u8, at = tail + 4; i < n; i++) u8[at + i] = bytes[i]; // cheaper
+    i32[HELD_USED] = used + need;
+    Atomics.store(i32, HELD_TAIL, tail + need); // publishes the record (and USED) to a reaper
+    return true;
+  }
+
+  /** Removes the oldest record, if any; returns the block it points to, else 0. */
+  drop(): number {
+    const at = this.#next();
+    if (at < 0) return 0;
+    const dv = this.#dv, n = dv.getInt32(at, true);
+    const blk = n === 12 && dv.getUint32(at + 4, true) === HELD_PTR
+      ? dv.getUint32(at + 8, true)
+      : 0;
+    this.#remove(at, n);
+    return blk;
+  }
+
+  /** Where the oldest record starts, or -1 when there is none. */
+  #next(): number {
+    const i32 = this.#i32, head = i32[HELD_HEAD], used = i32[HELD_USED];
+    if (used === 0) return -1;
+    if (HELD_CAP - head < 4 || this.#dv.getInt32(head, true) === -1) {
+      i32[HELD_USED] = used - (HELD_CAP - head);
+      return 0;
+    }
+    return head;
+  }
+
+  #remove(at: number, n: number): void {
+    const i32 = this.#i32, size = 4 + ((n + 3) & ~3);
+    i32[HELD_USED] -= size;
+    Atomics.store(i32, HELD_HEAD, at + size === HELD_CAP ? 0 : at + size);
+  }
+
+  /** Removes the oldest record; returns a view of its bytes (valid until the next push). */
+  shift(): Uint8Array | null {
+    const at = this.#next();
+    if (at < 0) return null;
+    const n = this.#dv.getInt32(at, true);
+    this.#remove(at, n);
+    return this.#u8.subarray(at + 4, at + 4 + n);
+  }
+}
 
 /** The item bytes of a held message (a copy; its block, if any, is freed). */
 const takeHeld = (b: Uint8Array): Uint8Array => {
@@ -303,6 +382,23 @@ let attaching = 0;
 let creatingKind: Kind = FIFO;
 let creatingJoinable = false;
 let stateOf: (q: Queue<unknown>) => Shared;
+let releaseOf: (q: Queue<unknown>) => void;
+let trackOf: <R>(q: Queue<unknown>, p: Promise<R>) => Promise<R>;
+
+/**
+ * The state every handle of this process takes on once it gave its memory back (see
+ * `Queue.#release`): a closed, empty store, which behaves exactly as a closed, drained queue.
+ */
+let closedState: Shared | null = null;
+
+function closedShared(): Shared {
+  if (!closedState) {
+    const off = Shared.create(LIFO, 0, true);
+    Atomics.store(heap().i32, (off >> 2) + CLOSED, 1);
+    closedState = new Shared(off);
+  }
+  return closedState;
+}
 
 class Shared {
   readonly off: number;
@@ -318,10 +414,12 @@ class Shared {
   readonly ring: Ring | null;
   /** Counts unfinished tasks (`taskDone`/`join`). */
   readonly joinable: boolean;
+  /** Frees what the queue's block points to, when the last reference to it goes. */
+  readonly beforeFree: ((off: number) => void) | undefined;
   /** Decodes items got from the ring (and keeps a copy when this process holds them). */
   readonly decode: Decode<unknown>;
-  /** This handle's held ring: undefined until the first get, null when not keeping copies. */
-  #held: Ring | null | undefined;
+  /** This handle's held items: undefined until the first get, null when not keeping copies. */
+  #held: Held | null | undefined;
 
   constructor(off: number) {
     this.off = off;
@@ -333,6 +431,7 @@ class Shared {
     this.maxsize = Atomics.load(this.i32, this.q + MAXSIZE);
     this.joinable = Atomics.load(this.i32, this.q + JOINABLE) !== 0;
     this.ring = this.kind === FIFO ? new Ring(off + HEADER, off) : null;
+    this.beforeFree = !this.ring ? Shared.freeStore : this.joinable ? Shared.freeHeld : undefined;
     this.decode = this.joinable && this.ring && heap().slot !== MAIN_SLOT
       ? (payload) => {
         const v = decodeItem(payload);
@@ -347,31 +446,31 @@ class Shared {
   /** Keeps a copy of an item this process got until its `taskDone`. */
   #hold(payload: Uint8Array): void {
     const held = this.#held === undefined ? (this.#held = this.#register()) : this.#held;
-    if (!held || held.trySend(payload)) return;
-    const blk = alloc(payload.length);
+    if (!held || held.push(payload)) return;
+    const blk = alloc(payload.length, "queue item"); // too big to keep inline: a block
     heap().u8.set(payload, blk);
     const ptr = new Uint8Array(new Uint32Array([HELD_PTR, blk, payload.length]).buffer);
-    if (!held.trySend(ptr)) release(blk); // full (thousands held): this one goes uncopied
+    if (!held.push(ptr)) release(blk); // full (thousands held): this one goes uncopied
   }
 
-  /** Claims an entry of the holders table for this process, with a held ring. */
-  #register(): Ring | null {
+  /** Claims an entry of the holders table for this process, with its held items' block. */
+  #register(): Held | null {
     const i32 = this.i32, me = heap().slot;
     for (let i = 0; i < HOLD_ENTRIES; i++) {
       const e = this.q + HOLD_TABLE + 2 * i;
       if (Atomics.compareExchange(i32, e, 0, me) !== 0) continue;
       Atomics.add(i32, this.q + HOLDERS, 1);
-      const off = alloc(HELD_BYTES); // if this throws, the entry is reaped when we die
-      Ring.init(off, HELD_BYTES);
+      const off = alloc(HELD_BYTES, "queue"); // if this throws, the entry is reaped when we die
       Atomics.store(i32, e + 1, off);
-      return new Ring(off);
+      return new Held(off);
     }
     return null; // more consumers than entries: this one keeps no copies (as in Python)
   }
 
   /** `taskDone` of this process: the oldest item it holds is done with. */
   #drop(): void {
-    this.#held?.tryRecv(dropHeld);
+    const blk = this.#held?.drop();
+    if (blk) release(blk);
   }
 
   /** Puts back the items that consumers now dead held (claiming each dead entry once). */
@@ -383,15 +482,13 @@ class Shared {
       if (Atomics.compareExchange(i32, e, slot, -slot) !== slot) continue;
       const off = Atomics.load(i32, e + 1);
       if (off) {
-        const held = new Ring(off);
-        for (;;) {
-          const bytes = held.recvSync(takeHeld, { timeout: 0 }); // takes a dead reader's lock
-          if (bytes === TIMEOUT || bytes === EOF) break;
+        const held = new Held(off);
+        for (let b = held.shift(); b; b = held.shift()) {
           // Back in the queue: put again (PUTS first, so `join` never sees too few), and its
           // old task done.
           Atomics.add(i32, this.q + PUTS, 1);
           Atomics.add(i32, this.q + TASKS_DONE, 1);
-          void this.ring!.post(bytes, this.sendOptions);
+          void this.ring!.post(takeHeld(b), this.sendOptions);
         }
         Atomics.store(i32, e + 1, 0);
         release(off);
@@ -411,7 +508,7 @@ class Shared {
   }
 
   static create(kind: Kind, maxsize: number, joinable: boolean): number {
-    const off = alloc(kind === FIFO ? FIFO_BLOCK : HEADER);
+    const off = alloc(kind === FIFO ? FIFO_BLOCK : HEADER, "queue");
     const i32 = heap().i32, q = off >> 2;
     if (kind === FIFO) Ring.init(off + HEADER, FIFO_BLOCK - HEADER);
     i32[q + KIND] = kind;
@@ -656,7 +753,7 @@ class Shared {
     const cap = arr ? h32[arr >> 2] : 0;
     if (len + 1 <= cap) return arr;
     const ncap = Math.max(64, cap * 2);
-    const next = alloc(4 + ncap * 4);
+    const next = alloc(4 + ncap * 4, "queue");
     h32[next >> 2] = ncap;
     if (arr) heap().u8.copyWithin(next + 4, arr + 4, arr + 4 + cap * 4);
     Atomics.store(this.i32, this.q + ARR, next); // the commit point: a crash before it leaks `next` only
@@ -746,7 +843,7 @@ class Shared {
   /** Encodes an item into its own heap block (outside the lock). */
   makeItem(bytes: Uint8Array, key: Uint8Array | null): number {
     const kl = key ? key.length + 4 : 0;
-    const off = alloc(ITEM_HEADER + kl + bytes.length);
+    const off = alloc(ITEM_HEADER + kl + bytes.length, "queue item");
     const h = heap();
     h.dv.setUint32(off, kl, true);
     h.dv.setUint32(off + 4, bytes.length, true);
@@ -874,6 +971,10 @@ class Shared {
  */
 export class Queue<T = unknown> implements AsyncIterable<T> {
   #s: Shared;
+  readonly #off: number;
+  readonly #maxsize: number;
+  /** Async calls of this handle in flight: its memory must not go back under them. */
+  #busy = 0;
 
   /**
    * Creates a queue holding at most `maxsize` items (`0`: unbounded; `put` then never waits).
@@ -894,20 +995,46 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       this.#s = new Shared(off);
     }
     const s = this.#s;
-    adopt(
-      this,
-      s.off,
-      s.kind !== FIFO ? Shared.freeStore : s.joinable ? Shared.freeHeld : undefined,
-    );
+    this.#off = s.off;
+    this.#maxsize = s.maxsize;
+    adopt(this, s.off, s.beforeFree);
   }
 
   static {
     stateOf = (q) => q.#s;
+    releaseOf = (q) => q.#release();
+    trackOf = (q, p) => q.#track(p);
+  }
+
+  /**
+   * Gives this handle's reference to the queue's memory back as soon as nothing more can come
+   * through it (closed, drained, every task done) and no async call of it is in flight, rather
+   * than when the garbage collector finds the handle: a program that creates, uses and closes
+   * queues in a loop then runs in constant memory (finalizers run too late for it). The memory
+   * is freed when every holder has done so (or been collected). The handle then behaves as
+   * before: closed and empty.
+   */
+  #release(): void {
+    const s = this.#s;
+    if (s === closedState || this.#busy || !s.closed || s.count() !== 0) return;
+    if (s.joinable && s.unfinished() !== 0) return;
+    this.#s = closedShared();
+    disown(this);
+    release(s.off, s.beforeFree);
+  }
+
+  /** Counts `p` as in flight on this handle (see `#release`). */
+  #track<R>(p: Promise<R>): Promise<R> {
+    this.#busy++;
+    return p.finally(() => {
+      this.#busy--;
+      this.#release();
+    });
   }
 
   /** The `maxsize` given at creation (0: unbounded). */
   get maxsize(): number {
-    return this.#s.maxsize;
+    return this.#maxsize;
   }
 
   #encode(item: T, transfer: ArrayBuffer[] | undefined): Uint8Array {
@@ -943,7 +1070,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       if (!s.tryReserve()) {
         if (timeout === 0) throw new Full();
         // The shared encoder's buffer is reused while we wait.
-        return this.#putLater(item, bytes.slice(), timeout, options);
+        return this.#track(this.#putLater(item, bytes.slice(), timeout, options));
       }
       return this.#commit(item, bytes, options);
     } catch (e) {
@@ -967,7 +1094,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     this.#checkOpen();
     const staged = this.#stage(bytes, item);
     detach(options.transfer);
-    if (typeof staged === "number") return s.storePut(staged);
+    if (typeof staged === "number") return this.#track(s.storePut(staged));
     void s.ring!.post(staged, s.sendOptions);
     return DONE;
   }
@@ -1008,7 +1135,10 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
 
   #result(v: unknown): T {
     if (v === TIMEOUT) throw new Empty();
-    if (v === EOF) throw new ValueError("Queue is closed");
+    if (v === EOF) {
+      this.#release();
+      throw new ValueError("Queue is closed");
+    }
     return v as T;
   }
 
@@ -1040,7 +1170,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
         if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(s.decode);
         if (v !== TIMEOUT) return Promise.resolve(s.took(v) as T);
       }
-      return this.#getRaw(timeout, options.signal).then((v) => this.#result(v));
+      return this.#track(this.#getRaw(timeout, options.signal)).then((v) => this.#result(v));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -1086,6 +1216,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    */
   close(): void {
     this.#s.close();
+    this.#release();
   }
 
   /** True once `close()` was called in any process. */
@@ -1112,15 +1243,15 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   /** Iterates over items until the queue is closed and drained (in every process). */
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     for (;;) {
-      const v = await this.#getRaw(undefined);
-      if (v === EOF) return;
+      const v = await this.#track(this.#getRaw(undefined));
+      if (v === EOF) return this.#release();
       yield v as T;
     }
   }
 
   /** A short description, like Python's repr. */
   toString(): string {
-    return `<${this.constructor.name} at ${this.#s.off} size=${this.qsize()}${
+    return `<${this.constructor.name} at ${this.#off} size=${this.qsize()}${
       this.closed ? " closed" : ""
     }>`;
   }
@@ -1169,16 +1300,18 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
   /** Marks one item got from the queue as done; throws `ValueError` when none is outstanding. */
   taskDone(): void {
     stateOf(this).taskDone();
+    releaseOf(this);
   }
 
   /** Resolves when every item put has been marked done (may be called again later). */
   join(): Promise<void> {
-    return stateOf(this).join();
+    return trackOf(this, stateOf(this).join());
   }
 
   /** `join` for worker code that blocks its thread. */
   joinSync(): void {
     stateOf(this).joinSync();
+    releaseOf(this);
   }
 }
 
@@ -1257,7 +1390,9 @@ function register<C extends Queue<unknown>>(
     module: import.meta.url,
     cls,
     reduce(q) {
-      const off = stateOf(q).off;
+      const s = stateOf(q);
+      if (s === closedState) throw new ValueError(`${name} is closed and drained: nothing to send`);
+      const off = s.off;
       retain(off); // the in-flight reference; the receiving handle adopts it
       return off;
     },

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { Process } from "../lib/process.ts";
 import { JoinableQueue, Queue } from "../lib/queues.ts";
-import { getAndFinishSync, getAndHold } from "./fixtures/queue_counts_targets.ts";
+import { finishThenHold, getAndFinishSync, getAndHold } from "./fixtures/queue_counts_targets.ts";
 
 const TIMED_OUT = Symbol("timed out");
 
@@ -70,6 +70,31 @@ Deno.test("items a consumer marked done are not delivered again when it dies", a
     assert.equal(q.qsize(), 0);
     await assert.rejects(q.get({ timeout: 300 }));
     await q.join();
+  } finally {
+    if (p.isAlive()) p.terminate();
+    await p.join();
+  }
+});
+
+Deno.test("after thousands of items done, exactly the items a dead consumer still held come back", async () => {
+  const q = new JoinableQueue<unknown>(), ready = new Queue<string>();
+  const n = 5_000, sizes = [1, 7, 300, 1500, 2100, 5000];
+  for (let i = 0; i < n; i++) await q.put("x".repeat(sizes[i % sizes.length]));
+  for (const x of ["h1", new Uint8Array(20_000), "h3"]) await q.put(x);
+  const p = start(finishThenHold, q, ready, n, 3);
+  try {
+    assert.equal(await ready.get({ timeout: 30_000 }), "holding");
+    assert.equal(q.qsize(), 0);
+    p.terminate();
+    await p.join();
+    const back = [await q.get({ timeout: 5_000 }), await q.get({ timeout: 5_000 })];
+    back.push(await q.get({ timeout: 5_000 }));
+    assert.equal(back[0], "h1");
+    assert.ok(back[1] instanceof Uint8Array && back[1].length === 20_000);
+    assert.equal(back[2], "h3");
+    await assert.rejects(q.get({ timeout: 300 }));
+    for (let i = 0; i < 3; i++) q.taskDone();
+    assert.notEqual(await within(q.join(), 5_000), TIMED_OUT);
   } finally {
     if (p.isAlive()) p.terminate();
     await p.join();
