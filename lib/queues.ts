@@ -47,6 +47,7 @@ import {
   Ring,
   TIMEOUT,
 } from "./_ring.ts";
+import { optionsOf } from "./_args.ts";
 import { Empty, Full, SerializationError, ValueError } from "./errors.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
 
@@ -1062,8 +1063,9 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    * rejects with `Full` with `block: false` or after `timeout` ms, and `ValueError` once closed.
    * Items are encoded at once (later changes to `item` do not travel).
    */
-  put(item: T, options: PutOptions = {}): Promise<void> {
+  put(item: T, options?: PutOptions): Promise<void> {
     try {
+      options = optionsOf(options, "Queue.put", "put(item, { timeout: 200 })");
       const timeout = timeoutOf(options.block, options.timeout);
       const s = this.#s;
       const bytes = this.#encode(item, options.transfer);
@@ -1100,7 +1102,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   }
 
   /** `put` for worker code that blocks its thread instead of awaiting. */
-  putSync(item: T, options: PutOptions = {}): void {
+  putSync(item: T, options?: PutOptions): void {
+    options = optionsOf(options, "Queue.putSync", "putSync(item, { timeout: 200 })");
     const timeout = timeoutOf(options.block, options.timeout);
     const s = this.#s;
     let bytes = this.#encode(item, options.transfer);
@@ -1120,7 +1123,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    * Puts without waiting: throws `Full` at once when the queue is full. Returns at once (the item
    * is written through, or queued in this process's outbox).
    */
-  putNowait(item: T, options: Omit<PutOptions, "block" | "timeout"> = {}): void {
+  putNowait(item: T, options?: Omit<PutOptions, "block" | "timeout">): void {
+    options = optionsOf(options, "Queue.putNowait", "putNowait(item, { transfer: [buf] })");
     const s = this.#s;
     const bytes = this.#encode(item, options.transfer);
     if (!s.tryReserve()) throw new Full();
@@ -1159,8 +1163,9 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    * Removes and returns the next item, waiting for one. Rejects with `Empty` with `block: false`
    * or after `timeout` ms, and `ValueError` when the queue is closed and drained.
    */
-  get(options: GetOptions = {}): Promise<T> {
+  get(options?: GetOptions): Promise<T> {
     try {
+      options = optionsOf(options, "Queue.get", "get({ timeout: 200 })");
       const timeout = timeoutOf(options.block, options.timeout);
       const s = this.#s, ring = s.ring;
       if (ring) {
@@ -1177,7 +1182,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   }
 
   /** `get` for worker code that blocks its thread instead of awaiting. */
-  getSync(options: Omit<GetOptions, "signal"> = {}): T {
+  getSync(options?: Omit<GetOptions, "signal">): T {
+    options = optionsOf(options, "Queue.getSync", "getSync({ timeout: 200 })");
     const timeout = timeoutOf(options.block, options.timeout);
     const s = this.#s;
     if (s.kind !== FIFO) return this.#result(s.storeGetSync(timeout));

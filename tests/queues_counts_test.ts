@@ -146,3 +146,17 @@ Deno.test("an item that fails to decode costs that item only: its getter gets th
     assert.throws(() => q.taskDone(), /too many times/);
   }
 });
+
+Deno.test("Python-style positional arguments are a TypeError that shows the right call", async () => {
+  const q = new Queue<number>();
+  const bad = (x: unknown) => x as never;
+  await assert.rejects(
+    q.get(bad(true)),
+    /Queue\.get\(\) takes an options object.*get\(\{ timeout: 200 \}\)/,
+  );
+  await assert.rejects(q.put(1, bad(200)), /Queue\.put\(\) takes an options object, not a number/);
+  assert.throws(() => q.getSync(bad(false)), TypeError);
+  assert.throws(() => q.putSync(1, bad(true)), TypeError);
+  assert.throws(() => q.putNowait(1, bad([1])), /not an array/);
+  assert.equal(q.qsize(), 0); // nothing was put
+});
