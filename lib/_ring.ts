@@ -36,7 +36,7 @@
  *
  * Layout at `base` (Int32 words; hot words of the two sides on separate cache lines):
  * `W`, `READERS_ASLEEP` | `R`, `WRITERS_ASLEEP` | `WLOCK`, `WSTATE` | `RLOCK` | `CAP`, `MAGIC`,
- * `TRACKED` | the table of unbegun messages (64 entries of slot and count), then `CAP` data
+ * `TRACKED`, the `ASM_*` words of a durable reader's assembly | the table of unbegun messages (64 entries of slot and count), then `CAP` data
  * bytes. `W` and `R` run over `[0, 2*CAP)` so full and empty differ and `CAP`
  * need not be a power of two. A frame is an int32 header at a 4-aligned position — the payload
  * length in bits 0..27 with flags `FIRST` (bit 28) and `LAST` (bit 29), or `-1` for "the rest of
@@ -62,6 +62,7 @@ import {
 } from "./_atomics.ts";
 import { beforeExit } from "./_context.ts";
 import {
+  alloc as heapAlloc,
   heap,
   isAlive,
   isTerminatedError,
@@ -80,6 +81,9 @@ const R = 16, WRITERS_ASLEEP = 17;
 const WLOCK = 32, WSTATE = 33;
 const RLOCK = 48;
 const CAP = 64, MAGIC_I = 65, TRACKED = 66;
+/** A durable reader's assembly of a streamed message (see `RecvOptions.durable`). */
+const ASM_OFF = 67, ASM_TOTAL = 68, ASM_WRITER = 69, ASM_R = 70, ASM_FILLED = 71;
+const ASM_NEXT_R = 72, ASM_NEXT_FILLED = 73;
 /** The unbegun-messages table (see "Messages a dead process never began"): slot, count. */
 const TABLE = 80, TABLE_ENTRIES = 64;
 /** Bytes of the ring's header; the data area follows it. */
@@ -110,6 +114,15 @@ export const SPIN = 4000;
 const STREAM_SPIN = SPIN * 4;
 
 const pad4 = (n: number) => (n + 3) & ~3;
+
+/** A heap block for a durable assembly of `total` bytes, or 0 (heap full: a private buffer). */
+function sharedBlock(total: number): number {
+  try {
+    return heapAlloc(total, "queue item");
+  } catch {
+    return 0;
+  }
+}
 
 /** A result of {@link Ring.recv} when the timeout passed with no message. */
 export const TIMEOUT: unique symbol = Symbol("denomp.ring.timeout");
@@ -142,6 +155,13 @@ export interface RecvOptions {
   eofPollMs?: number;
   /** Called once for each torn message that is discarded (its writer died or gave up). */
   onDiscard?: () => void;
+  /**
+   * Assemble a streamed message in a heap block recorded in the ring, so that a reader killed in
+   * the middle of it leaves it to the next reader, who goes on where it stopped, instead of
+   * losing it: a message is either wholly received or left for the next reader. Costs a heap
+   * block per streamed message (none for one-frame messages). Ignored with `alloc`.
+   */
+  durable?: boolean;
   /**
    * Where to assemble a streamed message of `total` bytes (default: a new `Uint8Array`). E.g.
    * `recvBytesInto` returns a view of the caller's buffer when it fits, saving a copy.
@@ -356,6 +376,9 @@ interface ReadState {
   /** Skipping continuation frames of a message whose start this reader never saw. */
   skipping: boolean;
   value: unknown;
+  /** `buf` is this heap block, recorded in the ring's `ASM_*` words (a durable read). */
+  shared: number;
+  durable: boolean;
 }
 
 /**
@@ -1042,9 +1065,9 @@ export class Ring {
     onDiscard?: () => void,
     alloc?: (total: number) => Uint8Array,
   ): number {
-    checkNotTerminated();
     const i32 = this.#i32, cap = this.capacity, dv = this.#dv, u8 = this.#u8;
     for (;;) {
+      checkNotTerminated(); // per frame: a zombie must not take one more after a takeover
       const w = Atomics.load(i32, W);
       let r = Atomics.load(i32, R);
       if (w === r) return (st.w = w), NEED;
@@ -1082,11 +1105,26 @@ export class Ring {
         }
         const total = dv.getUint32(at, true);
         st.writer = dv.getUint32(at + 4, true);
-        st.buf = alloc ? alloc(total) : new Uint8Array(total);
+        const shared = st.durable && !alloc ? sharedBlock(total) : 0;
+        st.buf = shared
+          ? new Uint8Array(heap().sab, shared, total)
+          : alloc
+          ? alloc(total)
+          : new Uint8Array(total);
         st.buf.set(u8.subarray(at + PREFIX, at + len));
         st.filled = len - PREFIX;
         st.total = total;
+        if (shared) {
+          st.shared = shared;
+          Atomics.store(i32, ASM_TOTAL, total);
+          Atomics.store(i32, ASM_WRITER, st.writer);
+          Atomics.store(i32, ASM_R, r);
+          Atomics.store(i32, ASM_FILLED, 0);
+          this.#progress(next, st.filled);
+          Atomics.store(i32, ASM_OFF, shared);
+        }
         this.#consumed(next);
+        if (shared) this.#committed(next, st.filled);
         continue;
       }
       if (!st.buf) {
@@ -1105,15 +1143,24 @@ export class Ring {
       }
       st.buf.set(u8.subarray(at, at + len), st.filled);
       st.filled += len;
+      if (st.shared) this.#progress(next, st.filled);
       this.#consumed(next);
+      if (st.shared) this.#committed(next, st.filled);
       if (hdr & LAST) {
-        const whole = st.buf;
+        const whole = st.buf, shared = st.shared;
         st.buf = null;
-        if (st.filled !== st.total) {
-          onDiscard?.();
-          continue;
+        st.shared = 0;
+        // Received: the next reader must not get it again (cleared before it is decoded).
+        if (shared) Atomics.store(i32, ASM_OFF, 0);
+        try {
+          if (st.filled !== st.total) {
+            onDiscard?.();
+            continue;
+          }
+          st.value = decode(whole, !shared);
+        } finally {
+          if (shared) release(shared);
         }
-        st.value = decode(whole, true);
         return DONE;
       }
     }
@@ -1152,7 +1199,62 @@ export class Ring {
   #discard(st: ReadState, onDiscard?: () => void): void {
     st.buf = null;
     st.filled = st.total = 0;
+    this.#dropShared(st);
     onDiscard?.();
+  }
+
+  #dropShared(st: ReadState): void {
+    if (!st.shared) return;
+    Atomics.store(this.#i32, ASM_OFF, 0);
+    release(st.shared);
+    st.shared = 0;
+  }
+
+  // A durable read's progress: `R` is the one commit point. Before moving it, the reader
+  // records where it will be (`ASM_NEXT_*`); after, where it is (`ASM_R`, `ASM_FILLED`). A
+  // reader that takes over finds `R` equal to one of the two and knows how much is assembled.
+
+  #progress(next: number, filled: number): void {
+    Atomics.store(this.#i32, ASM_NEXT_R, next);
+    Atomics.store(this.#i32, ASM_NEXT_FILLED, filled);
+  }
+
+  #committed(r: number, filled: number): void {
+    Atomics.store(this.#i32, ASM_R, r);
+    Atomics.store(this.#i32, ASM_FILLED, filled);
+  }
+
+  /** Takes over the assembly a dead reader left in the ring (see `RecvOptions.durable`). */
+  #adopt(st: ReadState, off: number): void {
+    const i32 = this.#i32, r = Atomics.load(i32, R);
+    const filled = r === Atomics.load(i32, ASM_NEXT_R)
+      ? Atomics.load(i32, ASM_NEXT_FILLED)
+      : r === Atomics.load(i32, ASM_R)
+      ? Atomics.load(i32, ASM_FILLED)
+      : 0;
+    st.shared = off;
+    if (filled <= 0) return this.#dropShared(st); // nothing taken from the ring yet
+    st.total = Atomics.load(i32, ASM_TOTAL);
+    st.writer = Atomics.load(i32, ASM_WRITER);
+    st.buf = new Uint8Array(heap().sab, off, st.total);
+    st.filled = filled;
+    this.#committed(r, filled);
+  }
+
+  /**
+   * Frees what a ring at `base` may still point to (a dead reader's assembly), when the block
+   * that holds the ring is freed.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * Ring.dispose(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * ```
+   */
+  static dispose(base: number): void {
+    const i32 = heap().i32, off = Atomics.exchange(i32, (base >> 2) + ASM_OFF, 0);
+    if (off) release(off);
   }
 
   /**
@@ -1174,8 +1276,21 @@ export class Ring {
     return eof !== undefined && eof() && Atomics.load(this.#i32, W) === st.w;
   }
 
-  #newState(): ReadState {
-    return { w: 0, buf: null, filled: 0, total: 0, writer: 0, skipping: false, value: undefined };
+  #newState(durable = false): ReadState {
+    const st: ReadState = {
+      w: 0,
+      buf: null,
+      filled: 0,
+      total: 0,
+      writer: 0,
+      skipping: false,
+      value: undefined,
+      shared: 0,
+      durable,
+    };
+    const off = Atomics.load(this.#i32, ASM_OFF); // (read lock held) a dead reader's assembly
+    if (off) this.#adopt(st, off);
+    return st;
   }
 
   /**
@@ -1205,7 +1320,7 @@ export class Ring {
       if (mutexAcquireSync(i32, lock, remainingMs(deadline)) === TIMED_OUT) return TIMEOUT;
     }
     try {
-      const st = this.#newState();
+      const st = this.#newState(o.durable);
       // A message already there needs no wait algorithm (the common case of a busy channel).
       if (this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE) {
         return st.value as T;
@@ -1324,7 +1439,7 @@ export class Ring {
     try {
       if (Atomics.compareExchange(i32, lock, 0, heap().slot) === 0) {
         // Fast path: a message is there (or comes within the spin).
-        const st = this.#newState();
+        const st = this.#newState(o.durable);
         let done = false;
         try {
           done = this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE ||
@@ -1366,7 +1481,7 @@ export class Ring {
         if (o.signal?.aborted) throw o.signal.reason;
         if (remainingMs(deadline) <= 0) return TIMEOUT;
       }
-      st = this.#newState();
+      st = this.#newState(o.durable);
     }
     holdRead(this.base, 1);
     const onAbort = () => this.wakeReaders();

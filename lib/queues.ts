@@ -432,7 +432,7 @@ class Shared {
     this.maxsize = Atomics.load(this.i32, this.q + MAXSIZE);
     this.joinable = Atomics.load(this.i32, this.q + JOINABLE) !== 0;
     this.ring = this.kind === FIFO ? new Ring(off + HEADER, off) : null;
-    this.beforeFree = !this.ring ? Shared.freeStore : this.joinable ? Shared.freeHeld : undefined;
+    this.beforeFree = this.ring ? Shared.freeFifo : Shared.freeStore;
     this.decode = this.joinable && this.ring && heap().slot !== MAIN_SLOT
       ? (payload) => {
         const v = decodeItem(payload);
@@ -499,8 +499,12 @@ class Shared {
     }
   }
 
-  /** Frees the held rings left in the table when the last handle anywhere is gone. */
-  static freeHeld(off: number): void {
+  /**
+   * Frees what a FIFO queue's block points to when the last handle anywhere is gone: the held
+   * items' blocks of its consumers and a dead reader's half-assembled item.
+   */
+  static freeFifo(off: number): void {
+    Ring.dispose(off + HEADER);
     const i32 = heap().i32, q = off >> 2;
     for (let i = 0; i < HOLD_ENTRIES; i++) {
       const held = i32[q + HOLD_TABLE + 2 * i + 1];
@@ -1156,6 +1160,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       eof: s.eof,
       eofPollMs: LIVENESS_SLICE_MS,
       onDiscard: s.discarded,
+      durable: true,
     }).then((v) => s.took(v));
   }
 
@@ -1192,6 +1197,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       eof: s.eof,
       eofPollMs: LIVENESS_SLICE_MS,
       onDiscard: s.discarded,
+      durable: true,
     });
     return this.#result(s.took(v));
   }
