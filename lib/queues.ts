@@ -38,7 +38,17 @@ import {
   runSync,
   type Waits,
 } from "./_atomics.ts";
-import { adopt, alloc, disown, heap, isAlive, MAIN_SLOT, release, retain } from "./_heap.ts";
+import {
+  adopt,
+  alloc,
+  DEATH_EPOCH_INDEX,
+  disown,
+  heap,
+  isAlive,
+  MAIN_SLOT,
+  release,
+  retain,
+} from "./_heap.ts";
 import {
   checkNotTerminated,
   type Decode,
@@ -419,6 +429,8 @@ class Shared {
   readonly beforeFree: ((off: number) => void) | undefined;
   /** Decodes items got from the ring (and keeps a copy when this process holds them). */
   readonly decode: Decode<unknown>;
+  /** The death counter when `reap` last looked (-1: never). */
+  #epoch = -1;
   /** This handle's held items: undefined until the first get, null when not keeping copies. */
   #held: Held | null | undefined;
 
@@ -539,6 +551,10 @@ class Shared {
    * a `for await` that never ends after `close()`, a `join()` that never settles.
    */
   reap(): void {
+    // Only when some process died since the last look (one load otherwise).
+    const epoch = Atomics.load(heap().i32, DEATH_EPOCH_INDEX);
+    if (epoch === this.#epoch) return;
+    this.#epoch = epoch;
     if (Atomics.load(this.i32, this.q + HOLDERS)) this.#reapHolders();
     const lost = this.ring ? this.ring.reapDead() : 0;
     if (lost) this.gone(lost);
