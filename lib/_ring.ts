@@ -1066,6 +1066,8 @@ export class Ring {
     alloc?: (total: number) => Uint8Array,
   ): number {
     const i32 = this.#i32, cap = this.capacity, dv = this.#dv, u8 = this.#u8;
+    // An adopted assembly that was complete: its reader died after taking the last frame.
+    if (st.shared && st.filled === st.total && this.#finish(st, decode, onDiscard)) return DONE;
     for (;;) {
       checkNotTerminated(); // per frame: a zombie must not take one more after a takeover
       const w = Atomics.load(i32, W);
@@ -1147,22 +1149,27 @@ export class Ring {
       this.#consumed(next);
       if (st.shared) this.#committed(next, st.filled);
       if (hdr & LAST) {
-        const whole = st.buf, shared = st.shared;
-        st.buf = null;
-        st.shared = 0;
-        // Received: the next reader must not get it again (cleared before it is decoded).
-        if (shared) Atomics.store(i32, ASM_OFF, 0);
-        try {
-          if (st.filled !== st.total) {
-            onDiscard?.();
-            continue;
-          }
-          st.value = decode(whole, !shared);
-        } finally {
-          if (shared) release(shared);
-        }
-        return DONE;
+        if (this.#finish(st, decode, onDiscard)) return DONE;
       }
+    }
+  }
+
+  /** The last frame of a streamed message is in: decode it (true), or discard it (false). */
+  #finish(st: ReadState, decode: Decode<unknown>, onDiscard?: () => void): boolean {
+    const whole = st.buf!, shared = st.shared;
+    st.buf = null;
+    st.shared = 0;
+    // Received: the next reader must not get it again (cleared before it is decoded).
+    if (shared) Atomics.store(this.#i32, ASM_OFF, 0);
+    try {
+      if (st.filled !== st.total) {
+        onDiscard?.();
+        return false;
+      }
+      st.value = decode(whole, !shared);
+      return true;
+    } finally {
+      if (shared) release(shared);
     }
   }
 

@@ -77,9 +77,13 @@ const SLOCK = 48, LEN = 49, ARR = 50, PENDING = 51, POPPED = 52, SEQ = 53, GET_W
 const NEXT_SEQ = 55;
 /** Claimed entries of the holders table (read-mostly line). */
 const HOLDERS = 21;
-/** The holders table (see `Shared.hold`): entries of a consumer's slot and held ring offset. */
-const HOLD_TABLE = 64, HOLD_ENTRIES = 32;
-const HEADER = (HOLD_TABLE + 2 * HOLD_ENTRIES) * 4;
+/**
+ * The holders table (see `Shared.#hold`): per consumer process, its slot (negated once dead and
+ * being reaped), its held items' block, the slot of the process putting them back, and whether
+ * their tasks were counted done.
+ */
+const HOLD_TABLE = 64, HOLD_ENTRIES = 32, HOLD_ENTRY = 4;
+const HEADER = (HOLD_TABLE + HOLD_ENTRY * HOLD_ENTRIES) * 4;
 /** Bytes of a consumer's held items: small items inline, larger ones as a pointer to a block. */
 const HELD_BYTES = 8 << 10;
 const HELD_HEAD = 0, HELD_TAIL = 1, HELD_USED = 2, HELD_DATA = 16;
@@ -238,24 +242,34 @@ class Held {
     Atomics.store(i32, HELD_HEAD, at + size === HELD_CAP ? 0 : at + size);
   }
 
-  /** Removes the oldest record; returns a view of its bytes (valid until the next push). */
-  shift(): Uint8Array | null {
-    const at = this.#next();
-    if (at < 0) return null;
-    const n = this.#dv.getInt32(at, true);
-    this.#remove(at, n);
-    return this.#u8.subarray(at + 4, at + 4 + n);
+  /** Calls `fn` with a view of each record's bytes, oldest first, changing nothing. */
+  forEach(fn: (b: Uint8Array) => void): void {
+    const dv = this.#dv;
+    let head = this.#i32[HELD_HEAD], used = this.#i32[HELD_USED];
+    while (used > 0) {
+      if (HELD_CAP - head < 4 || dv.getInt32(head, true) === -1) {
+        used -= HELD_CAP - head;
+        head = 0;
+        continue;
+      }
+      const n = dv.getInt32(head, true), size = 4 + ((n + 3) & ~3);
+      fn(this.#u8.subarray(head + 4, head + 4 + n));
+      used -= size;
+      head = head + size === HELD_CAP ? 0 : head + size;
+    }
   }
 }
 
-/** The item bytes of a held message (a copy; its block, if any, is freed). */
-const takeHeld = (b: Uint8Array): Uint8Array => {
+/** A copy of the item bytes of a held record (its block, if any, stays). */
+const copyHeld = (b: Uint8Array): Uint8Array => {
   const blk = heldBlock(b);
-  if (!blk) return b.slice();
-  const n = heap().dv.getUint32(b.byteOffset + 8, true);
-  const bytes = heap().u8.slice(blk, blk + n);
-  release(blk);
-  return bytes;
+  return blk ? heap().u8.slice(blk, blk + heap().dv.getUint32(b.byteOffset + 8, true)) : b.slice();
+};
+
+/** Frees the block a held record points to, if any. */
+const dropBlock = (b: Uint8Array): void => {
+  const blk = heldBlock(b);
+  if (blk) release(blk);
 };
 
 const DONE: Promise<void> = Promise.resolve();
@@ -470,7 +484,7 @@ class Shared {
   #register(): Held | null {
     const i32 = this.i32, me = heap().slot;
     for (let i = 0; i < HOLD_ENTRIES; i++) {
-      const e = this.q + HOLD_TABLE + 2 * i;
+      const e = this.q + HOLD_TABLE + HOLD_ENTRY * i;
       if (Atomics.compareExchange(i32, e, 0, me) !== 0) continue;
       Atomics.add(i32, this.q + HOLDERS, 1);
       const off = alloc(HELD_BYTES, "queue"); // if this throws, the entry is reaped when we die
@@ -486,29 +500,47 @@ class Shared {
     if (blk) release(blk);
   }
 
-  /** Puts back the items that consumers now dead held (claiming each dead entry once). */
+  /**
+   * Puts back the items that consumers now dead held. Each dead entry is claimed by one
+   * reaper at a time, and freed only once every item it put back is written into the ring: a
+   * reaper that dies first leaves the entry to the next one (who may put some items back twice:
+   * at-least-once). Counts: each item put back is a put; the dead consumer's tasks are done
+   * once (the `ACCOUNTED` word).
+   */
   #reapHolders(): void {
-    const i32 = this.i32;
+    const i32 = this.i32, me = heap().slot;
     for (let i = 0; i < HOLD_ENTRIES; i++) {
-      const e = this.q + HOLD_TABLE + 2 * i, slot = Atomics.load(i32, e);
-      if (slot <= 0 || isAlive(slot)) continue;
-      if (Atomics.compareExchange(i32, e, slot, -slot) !== slot) continue;
-      const off = Atomics.load(i32, e + 1);
+      const e = this.q + HOLD_TABLE + HOLD_ENTRY * i, slot = Atomics.load(i32, e);
+      if (slot === 0) continue;
+      if (slot > 0 && (isAlive(slot) || Atomics.compareExchange(i32, e, slot, -slot) !== slot)) {
+        continue;
+      }
+      const reaper = Atomics.load(i32, e + 2); // 0 counts as alive: its claimer is on its way
+      if (reaper === me || (reaper && isAlive(reaper))) continue;
+      if (Atomics.compareExchange(i32, e + 2, reaper, me) !== reaper) continue;
+      this.#putBack(e);
+    }
+  }
+
+  #putBack(e: number): void {
+    const i32 = this.i32, off = Atomics.load(i32, e + 1);
+    const items: Uint8Array[] = [];
+    if (off) new Held(off).forEach((b) => items.push(copyHeld(b)));
+    Atomics.add(i32, this.q + PUTS, items.length); // before TASKS_DONE: `join` never sees too few
+    if (Atomics.compareExchange(i32, e + 3, 0, 1) === 0) {
+      Atomics.add(i32, this.q + TASKS_DONE, items.length);
+    }
+    const sent = items.map((b) => this.ring!.post(b, this.sendOptions));
+    void Promise.all(sent).then(() => {
+      if (Atomics.load(i32, e + 2) !== heap().slot) return; // taken over: not ours to free
       if (off) {
-        const held = new Held(off);
-        for (let b = held.shift(); b; b = held.shift()) {
-          // Back in the queue: put again (PUTS first, so `join` never sees too few), and its
-          // old task done.
-          Atomics.add(i32, this.q + PUTS, 1);
-          Atomics.add(i32, this.q + TASKS_DONE, 1);
-          void this.ring!.post(takeHeld(b), this.sendOptions);
-        }
-        Atomics.store(i32, e + 1, 0);
+        new Held(off).forEach(dropBlock);
         release(off);
       }
+      for (const w of [1, 2, 3]) Atomics.store(i32, e + w, 0);
       Atomics.store(i32, e, 0);
       Atomics.sub(i32, this.q + HOLDERS, 1);
-    }
+    });
   }
 
   /**
@@ -519,8 +551,11 @@ class Shared {
     Ring.dispose(off + HEADER);
     const i32 = heap().i32, q = off >> 2;
     for (let i = 0; i < HOLD_ENTRIES; i++) {
-      const held = i32[q + HOLD_TABLE + 2 * i + 1];
-      if (held) release(held);
+      const held = i32[q + HOLD_TABLE + HOLD_ENTRY * i + 1];
+      if (held) {
+        new Held(held).forEach(dropBlock);
+        release(held);
+      }
     }
   }
 
