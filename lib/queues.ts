@@ -191,6 +191,14 @@ class Held {
     this.#dv = new DataView(sab, off + HELD_DATA, HELD_CAP);
   }
 
+  /** True when a record of `n` bytes would fit now. */
+  fits(n: number): boolean {
+    const need = 4 + ((n + 3) & ~3), tail = this.#i32[HELD_TAIL], used = this.#i32[HELD_USED];
+    return tail + need > HELD_CAP
+      ? used + (HELD_CAP - tail) + need <= HELD_CAP
+      : used + need <= HELD_CAP;
+  }
+
   /** Appends a copy of `bytes`; false (nothing kept) when too big or full. */
   push(bytes: Uint8Array): boolean {
     const need = 4 + ((bytes.length + 3) & ~3);
@@ -473,7 +481,12 @@ class Shared {
   /** Keeps a copy of an item this process got until its `taskDone`. */
   #hold(payload: Uint8Array): void {
     const held = this.#held === undefined ? (this.#held = this.#register()) : this.#held;
-    if (!held || held.push(payload)) return;
+    if (!held) return;
+    if (payload.length <= HELD_INLINE) {
+      held.push(payload); // false when full (a consumer that never calls taskDone): no copy
+      return;
+    }
+    if (!held.fits(12)) return;
     const blk = alloc(payload.length, "queue item"); // too big to keep inline: a block
     heap().u8.set(payload, blk);
     const ptr = new Uint8Array(new Uint32Array([HELD_PTR, blk, payload.length]).buffer);
