@@ -302,11 +302,14 @@ export type Sleepers = "readers" | "writers";
 
 /**
  * Sleeps on `i32[index]` while it holds `value`, announced in the sleeper count `i32[count]`.
- * A count, changed only by sleepers (add before the re-check, subtract after waking), and not a
- * flag that the notifier clears: with a flag, a notifier that read a stale "asleep" could clear
- * it after a new sleeper had raised it, and the next notifier would skip the notify (a sleeper
- * lost for good). Notifiers only read the count. A sleeper that never wakes (a terminated
- * worker) leaves it raised: the cost is a needless notify per message, never a lost one.
+ * A count, and not a flag that the notifier clears: with a flag, a notifier that read a stale
+ * "asleep" could clear it after a new sleeper had raised it, and the next notifier would skip
+ * the notify (a sleeper lost for good). A sleeper adds itself before its re-check; it is taken
+ * off by the notifier that wakes it (see {@link wake}), or by itself when it wakes otherwise
+ * (timeout, the word had changed). A notifier never takes off more than it woke, so a sleeper
+ * on its way to sleep stays counted. A sleeper that never wakes (a terminated worker), or one
+ * woken by a notify from outside (an aborted wait elsewhere), leaves the count too high: the
+ * cost is a needless notify per message, never a lost one.
  */
 function* sleepOn(
   base: number,
@@ -317,13 +320,26 @@ function* sleepOn(
   ms: number,
 ): Waits<void> {
   Atomics.add(i32, count, 1);
+  let woken = false;
   try {
     if (Atomics.load(i32, index) !== value) return;
     __testHooks.beforeSleep?.(base, index === W ? "readers" : "writers");
-    yield { i32, index, value, ms };
+    woken = (yield { i32, index, value, ms }) === "ok";
   } finally {
-    Atomics.sub(i32, count, 1);
+    if (!woken) Atomics.sub(i32, count, 1); // a notifier that woke us took us off (see `wake`)
   }
+}
+
+/**
+ * Wakes the sleepers on `i32[index]` and takes them off the count `i32[count]`: exactly those
+ * it woke (`Atomics.notify` says how many), never one that announced itself and is not asleep
+ * yet, so the next notifier still sees that one. A notifier that woke nobody changes nothing.
+ * Without this, every message published while a woken sleeper is on its way back (tens of
+ * microseconds) would pay a notify of its own.
+ */
+function wake(i32: Int32Array, index: number, count: number): void {
+  const n = Atomics.notify(i32, index);
+  if (n) Atomics.sub(i32, count, n);
 }
 
 const outboxes = new Map<number, Outbox>();
@@ -552,7 +568,7 @@ export class Ring {
    * ```
    */
   wakeReaders(): void {
-    Atomics.notify(this.#i32, W);
+    wake(this.#i32, W, READERS_ASLEEP);
   }
 
   /**
@@ -566,7 +582,7 @@ export class Ring {
    * ```
    */
   wakeWriters(): void {
-    Atomics.notify(this.#i32, R);
+    wake(this.#i32, R, WRITERS_ASLEEP);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -591,7 +607,7 @@ export class Ring {
     }
     if (Atomics.load(i32, READERS_ASLEEP)) {
       __testHooks.notifierLoaded?.(this.base, "readers");
-      Atomics.notify(i32, W);
+      wake(i32, W, READERS_ASLEEP);
     }
   }
 
@@ -1199,7 +1215,7 @@ export class Ring {
     Atomics.store(i32, R, r); // frees the frame: decode has copied what it keeps
     if (Atomics.load(i32, WRITERS_ASLEEP)) {
       __testHooks.notifierLoaded?.(this.base, "writers");
-      Atomics.notify(i32, R);
+      wake(i32, R, WRITERS_ASLEEP);
     }
   }
 
