@@ -182,13 +182,14 @@ function heldBlock(b: Uint8Array): number {
 class Held {
   readonly #i32: Int32Array;
   readonly #u8: Uint8Array;
-  readonly #dv: DataView;
+  /** The data area as words: records start 4-aligned, so their lengths are words. */
+  readonly #d32: Int32Array;
 
   constructor(off: number) {
     const sab = heap().sab;
     this.#i32 = new Int32Array(sab, off, 4);
     this.#u8 = new Uint8Array(sab, off + HELD_DATA, HELD_CAP);
-    this.#dv = new DataView(sab, off + HELD_DATA, HELD_CAP);
+    this.#d32 = new Int32Array(sab, off + HELD_DATA, HELD_CAP >> 2);
   }
 
   /** True when a record of `n` bytes would fit now. */
@@ -207,13 +208,13 @@ class Held {
     let tail = i32[HELD_TAIL], used = i32[HELD_USED];
     if (tail + need > HELD_CAP) {
       if (used + (HELD_CAP - tail) + need > HELD_CAP) return false;
-      if (HELD_CAP - tail >= 4) this.#dv.setInt32(tail, -1, true);
+      if (HELD_CAP - tail >= 4) this.#d32[tail >> 2] = -1;
       used += HELD_CAP - tail;
       tail = 0;
     }
     if (used + need > HELD_CAP) return false;
     const n = bytes.length;
-    this.#dv.setInt32(tail, n, true);
+    this.#d32[tail >> 2] = n;
     if (n > 32) this.#u8.set(bytes, tail + 4);
     else for (let i = 0, u8 = this.#u8, at = tail + 4; i < n; i++) u8[at + i] = bytes[i]; // cheaper
     i32[HELD_USED] = used + need;
@@ -225,10 +226,8 @@ class Held {
   drop(): number {
     const at = this.#next();
     if (at < 0) return 0;
-    const dv = this.#dv, n = dv.getInt32(at, true);
-    const blk = n === 12 && dv.getUint32(at + 4, true) === HELD_PTR
-      ? dv.getUint32(at + 8, true)
-      : 0;
+    const d32 = this.#d32, n = d32[at >> 2];
+    const blk = n === 12 && d32[(at >> 2) + 1] === (HELD_PTR | 0) ? d32[(at >> 2) + 2] : 0;
     this.#remove(at, n);
     return blk;
   }
@@ -237,7 +236,7 @@ class Held {
   #next(): number {
     const i32 = this.#i32, head = i32[HELD_HEAD], used = i32[HELD_USED];
     if (used === 0) return -1;
-    if (HELD_CAP - head < 4 || this.#dv.getInt32(head, true) === -1) {
+    if (HELD_CAP - head < 4 || this.#d32[head >> 2] === -1) {
       i32[HELD_USED] = used - (HELD_CAP - head);
       return 0;
     }
@@ -252,15 +251,15 @@ class Held {
 
   /** Calls `fn` with a view of each record's bytes, oldest first, changing nothing. */
   forEach(fn: (b: Uint8Array) => void): void {
-    const dv = this.#dv;
+    const d32 = this.#d32;
     let head = this.#i32[HELD_HEAD], used = this.#i32[HELD_USED];
     while (used > 0) {
-      if (HELD_CAP - head < 4 || dv.getInt32(head, true) === -1) {
+      if (HELD_CAP - head < 4 || d32[head >> 2] === -1) {
         used -= HELD_CAP - head;
         head = 0;
         continue;
       }
-      const n = dv.getInt32(head, true), size = 4 + ((n + 3) & ~3);
+      const n = d32[head >> 2], size = 4 + ((n + 3) & ~3);
       fn(this.#u8.subarray(head + 4, head + 4 + n));
       used -= size;
       head = head + size === HELD_CAP ? 0 : head + size;
@@ -711,7 +710,8 @@ class Shared {
   /** A torn item was discarded: it will never be got nor marked done. */
   readonly discarded = (): void => {
     this.unreserve();
-    if (this.joinable && this.unfinished() > 0) this.taskDone();
+    // Done, but not a `taskDone` of this process: the copies it holds stay (see `#drop`).
+    if (this.joinable && this.unfinished() > 0) this.taskDone(false);
   };
 
   unfinished(): number {
@@ -733,7 +733,8 @@ class Shared {
 
   // --- JoinableQueue accounting
 
-  taskDone(): void {
+  /** Counts one task done; `drop`: it is this process's `taskDone` (its oldest copy goes). */
+  taskDone(drop = true): void {
     checkNotTerminated(); // a zombie's held items were put back: its taskDone must not count
     const i32 = this.i32, idx = this.q + TASKS_DONE;
     for (;;) {
@@ -741,7 +742,7 @@ class Shared {
       const left = (Atomics.load(i32, this.q + PUTS) - d) | 0;
       if (left <= 0) throw new ValueError("task_done() called too many times");
       if (Atomics.compareExchange(i32, idx, d, (d + 1) | 0) !== d) continue;
-      this.#drop();
+      if (drop) this.#drop();
       // The last one: wake joiners (they sleep on TASKS_DONE). A put racing with this keeps them
       // waiting, as it should; they re-check PUTS when they wake.
       if (left === 1 && Atomics.load(i32, this.q + JOIN_WAITERS)) Atomics.notify(i32, idx);
