@@ -11,6 +11,49 @@
  * once as a generator that yields the sleeps it needs ({@link Sleep}); {@link runSync} performs
  * them with `Atomics.wait`, {@link runAsync} with `Atomics.waitAsync`.
  *
+ * ## The protocol rules every shared-memory structure follows
+ *
+ * The code relies on the ECMAScript memory model only (every shared access that orders anything
+ * is an `Atomics` operation, seq-cst; V8 compiles them to `stlr`/`ldar` on ARM64), never on
+ * x86's ordering. A change that breaks one of these rules brings back a bug a test was written
+ * for; the tests named in brackets fail without the rule.
+ *
+ * 1. **Publication.** Data is written first, then published by an atomic store (or
+ *    compare-exchange) of the index that covers it (a ring's `W`, a queue's counts); a reader
+ *    loads the index atomically before it reads the data. A reader never trusts a length it did
+ *    not bound: a ring frame whose length would move `R` past `W`, or outside the data area, is
+ *    dropped and counted as discarded, and the ring goes on [ring_frames_test].
+ * 2. **Sleepers own their flags.** A word that says "somebody sleeps here" is either a count that
+ *    each sleeper raises before its last re-check and lowers after waking (the rings: several
+ *    sleepers per word), or a sleep number that only its one sleeper arms and that a notifier
+ *    takes down by compare-exchange of the very number it saw (the pool's doorbell). A notifier
+ *    never stores to a flag it loaded earlier: "load, then clear" lets a stale notifier clear a
+ *    newer sleeper's flag, and the next publisher then wakes nobody [ring_wakeup_test,
+ *    pool_doorbell_test]. Where a wake-up word is not changed by the event (close, EOF), the
+ *    waiter sleeps in slices of {@link LIVENESS_SLICE_MS} and re-checks, and that is said there.
+ * 3. **Ownership is checked in the releasing compare-exchange.** A lock is released by
+ *    `mutexRelease(i32, i, owner)` or `compareExchange(i32, i, me, 0)`, never by "if owner is me,
+ *    then release": between the two a waiter may have taken the lock over from a holder declared
+ *    dead, and the plain release would free the new owner's lock (mutexes, ring and store locks,
+ *    the allocator lock).
+ * 4. **Recovery claims before it takes.** What a dead process held is claimed by one
+ *    compare-exchange to a value that names the claimer (a semaphore's holder entry goes from the
+ *    dead slot to minus the reclaimer's slot) before its contents are used, so two reclaimers, or
+ *    a reclaimer and a new holder of a recycled entry, never both take it [synchronize ABA test].
+ *    A reference is added to a block found by name only if its count is not zero (a
+ *    compare-exchange loop, `tryRetain`), then the block is validated again.
+ * 5. **Zombies are fenced, per step.** A terminated worker may go on running synchronous code
+ *    (Deno cannot stop it). Every operation that changes shared state first passes
+ *    `checkNotTerminated` (one plain read of the caller's own process-table entry), and every
+ *    wait re-checks it after each sleep; a streamed write checks it before every frame and
+ *    publishes `W` by compare-exchange from the value it last saw, so a writer whose lock was
+ *    taken over cannot interleave its frames with the new writer's [ring zombie-frame test,
+ *    synchronize zombie tests]. A fenced step gives back what it had reserved (a queue place, a
+ *    mutex hand-over or semaphore wake-up meant for it), and leaves what it held to be taken over.
+ * 6. **Every wait has a way out.** No untimed sleep waits on a word that only a dead process
+ *    could change: waits are sliced by {@link LIVENESS_SLICE_MS} and re-check the liveness of
+ *    whom they wait for; a blocking call also takes a `timeout`.
+ *
  * @module
  */
 

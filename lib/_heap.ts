@@ -19,6 +19,8 @@ import { ProcessError } from "./errors.ts";
 // Header, as Int32 indices.
 const MAGIC_I = 0, ALLOC_LOCK_I = 1, BUMP_I = 2, NEXT_SLOT_I = 3, DEATH_EPOCH_I = 4, NEXT_ID_I = 5;
 const FREE_HEADS_I = 16; // free-list heads for size classes 0..31 (block of 2^k bytes)
+/** Live blocks per kind (see {@link BLOCK_KINDS}): a count and a byte total each. */
+const KIND_COUNTS_I = 64;
 const MAGIC = 0x646e6d70; // "dnmp"
 
 /** Process table: `MAX_SLOTS` entries of two Int32s (state, parent slot), from byte 64 KiB. */
@@ -31,7 +33,7 @@ const INITIAL_BYTES = DATA_BYTE + (2 << 20);
 let MAX_BYTES = 1 << 30;
 /** The highest limit: offsets are stored in Int32 words. */
 const HIGHEST_LIMIT = 2 ** 31 - 2 ** 16;
-/** Block header: size class, reference count, two spare words; user data is 16-byte aligned. */
+/** Block header: size class, reference count, kind, a spare word; data is 16-byte aligned. */
 const BLOCK_HEADER = 16;
 const MIN_CLASS = 5; // 32-byte blocks at least
 
@@ -284,6 +286,66 @@ function unlockAlloc(i32: Int32Array, me: number): void {
   Atomics.compareExchange(i32, ALLOC_LOCK_I, me, 0);
 }
 
+/**
+ * What a block is for, so that a full heap can say what fills it. A fixed list (the index is
+ * stored in the shared block header, read by every process); pass one to {@link alloc}.
+ */
+export const BLOCK_KINDS = [
+  "other",
+  "queue",
+  "queue item",
+  "lock",
+  "value",
+  "pipe",
+  "pool",
+  "actor",
+  "manager",
+  "shared memory",
+] as const;
+
+/** One of {@link BLOCK_KINDS}. */
+export type BlockKind = typeof BLOCK_KINDS[number];
+
+const kindIndex = new Map<string, number>(BLOCK_KINDS.map((k, i) => [k, i]));
+
+function countBlock(i32: Int32Array, kind: number, bytes: number): void {
+  Atomics.add(i32, KIND_COUNTS_I + 2 * kind, Math.sign(bytes));
+  Atomics.add(i32, KIND_COUNTS_I + 2 * kind + 1, bytes >> 4); // in 16-byte units: fits int32
+}
+
+/**
+ * Live blocks of the shared heap by kind: how many and their bytes (size classes, headers
+ * included). For diagnostics: the "heap is full" error quotes it.
+ *
+ * @example
+ * ```ts
+ * import { alloc, heapUsage } from "./_heap.ts";
+ * alloc(100, "queue");
+ * console.assert(heapUsage().queue.blocks >= 1);
+ * ```
+ */
+export function heapUsage(): Record<BlockKind, { blocks: number; bytes: number }> {
+  const i32 = heap().i32;
+  const out = {} as Record<BlockKind, { blocks: number; bytes: number }>;
+  BLOCK_KINDS.forEach((k, i) => {
+    out[k] = {
+      blocks: Atomics.load(i32, KIND_COUNTS_I + 2 * i),
+      bytes: Atomics.load(i32, KIND_COUNTS_I + 2 * i + 1) * 16,
+    };
+  });
+  return out;
+}
+
+function fullMessage(): string {
+  const mib = (n: number) => `${(n / (1 << 20)).toFixed(1)} MiB`;
+  const parts = Object.entries(heapUsage())
+    .filter(([, u]) => u.blocks > 0)
+    .sort((a, b) => b[1].bytes - a[1].bytes)
+    .map(([k, u]) => `${u.blocks} ${k} block${u.blocks === 1 ? "" : "s"} (${mib(u.bytes)})`);
+  return `denomp: the shared heap is full (${MAX_BYTES} bytes): it holds ${parts.join(", ")}. ` +
+    "Handles free their memory when closed by every holder or garbage-collected";
+}
+
 function classOf(bytes: number): number {
   let k = MIN_CLASS;
   while ((1 << k) < bytes + BLOCK_HEADER) k++;
@@ -297,9 +359,9 @@ function maxAlloc(): number {
 
 /**
  * Allocates a zeroed block of at least `bytes` bytes with a reference count of 1 and returns the
- * byte offset of its data (16-byte aligned).
+ * byte offset of its data (16-byte aligned). `kind` says what it is for (diagnostics only).
  */
-export function alloc(bytes: number): number {
+export function alloc(bytes: number, kind: BlockKind = "other"): number {
   if (!(bytes >= 0) || bytes > maxAlloc()) {
     throw new RangeError(
       `denomp: cannot allocate ${bytes} bytes of shared memory (at most ${maxAlloc()})`,
@@ -317,9 +379,7 @@ export function alloc(bytes: number): number {
       const align = Math.min(size, 4096);
       block = (i32[BUMP_I] + align - 1) & ~(align - 1);
       const end = block + size;
-      if (end > MAX_BYTES) {
-        throw new RangeError(`denomp: the shared heap is full (${MAX_BYTES} bytes)`);
-      }
+      if (end > MAX_BYTES) throw new RangeError(fullMessage());
       if (end > h.sab.byteLength) {
         h.sab.grow(Math.min(MAX_BYTES, Math.max(end, h.sab.byteLength * 2)));
       }
@@ -329,7 +389,10 @@ export function alloc(bytes: number): number {
     unlockAlloc(i32, h.slot);
   }
   h.u8.fill(0, block + BLOCK_HEADER, block + size);
+  const ki = kindIndex.get(kind) ?? 0;
   i32[block >> 2] = k;
+  i32[(block >> 2) + 2] = ki;
+  countBlock(i32, ki, size);
   Atomics.store(i32, (block >> 2) + 1, 1);
   return block + BLOCK_HEADER;
 }
@@ -369,6 +432,7 @@ export function release(off: number, beforeFree?: (off: number) => void): void {
     } catch { /* the block itself must still be freed */ }
   }
   const k = i32[block >> 2];
+  countBlock(i32, i32[(block >> 2) + 2], -(1 << k));
   lockAlloc(i32, h.slot);
   try {
     i32[off >> 2] = i32[FREE_HEADS_I + k];

@@ -20,16 +20,24 @@
  *   dead reader's lock over (robust mutex) and goes on.
  * - **Cheap waits.** A side that must wait spins a little, then announces that it sleeps and
  *   sleeps in `Atomics.wait` (sync) or `Atomics.waitAsync` (async; never blocks the thread).
- *   The other side pays `Atomics.notify` only when that flag is up, so the streaming path is a
- *   few loads and stores per message. An idle channel sleeps in the kernel: no core burns.
+ *   The other side pays `Atomics.notify` only when a sleeper is announced, so the streaming path
+ *   is a few loads and stores per message. An idle channel sleeps in the kernel: no core burns.
+ *   The announcement is a count of sleepers that only sleepers change (see {@link sleepOn}).
+ * - **Messages a dead process never began are counted.** A message waiting in a process's
+ *   outbox is counted in the ring's table under that process's slot until its first frame is
+ *   out. When the process dies, its outbox dies with it; {@link Ring.reapDead} hands the count
+ *   of those messages to whoever keeps totals (a `Queue`'s `qsize`), once. A message begun and
+ *   then torn is the reader's to count (`onDiscard`). A blocking send that throws before it
+ *   began (a zombie meeting its fence) calls `onUnsent`.
  * - **Writes never block the caller's event loop.** `post` writes through when it can, else
  *   queues the message in a per-process outbox drained by a background pump in order (Python's
  *   feeder thread); `flushAll()` waits for every outbox (the worker bootstrap runs it before a
  *   worker reports its exit). `send`/`sendSync` are the same with a result to wait for.
  *
  * Layout at `base` (Int32 words; hot words of the two sides on separate cache lines):
- * `W`, `READER_ASLEEP` | `R`, `WRITER_ASLEEP` | `WLOCK`, `WSTATE` | `RLOCK` | `CAP`, `MAGIC`,
- * then `CAP` data bytes. `W` and `R` run over `[0, 2*CAP)` so full and empty differ and `CAP`
+ * `W`, `READERS_ASLEEP` | `R`, `WRITERS_ASLEEP` | `WLOCK`, `WSTATE` | `RLOCK` | `CAP`, `MAGIC`,
+ * `TRACKED`, the `ASM_*` words of a durable reader's assembly | the table of unbegun messages (64 entries of slot and count), then `CAP` data
+ * bytes. `W` and `R` run over `[0, 2*CAP)` so full and empty differ and `CAP`
  * need not be a power of two. A frame is an int32 header at a 4-aligned position — the payload
  * length in bits 0..27 with flags `FIRST` (bit 28) and `LAST` (bit 29), or `-1` for "the rest of
  * the data area is unused, go on at 0" — then the payload, padded to 4.
@@ -49,22 +57,36 @@ import {
   runAsync,
   runSync,
   TIMED_OUT,
-  waitAsync,
   WAITERS,
   type Waits,
-  waitSync,
 } from "./_atomics.ts";
 import { beforeExit } from "./_context.ts";
-import { checkNotTerminated, heap, isAlive, isTerminatedError, release, retain } from "./_heap.ts";
+import {
+  alloc as heapAlloc,
+  checkNotTerminated,
+  heap,
+  isAlive,
+  isTerminatedError,
+  MAIN_SLOT,
+  release,
+  retain,
+  TERMINATED_MESSAGE,
+} from "./_heap.ts";
+import { ProcessError } from "./errors.ts";
 
 // Word indices relative to base / 4.
-const W = 0, READER_ASLEEP = 1;
-const R = 16, WRITER_ASLEEP = 17;
+const W = 0, READERS_ASLEEP = 1;
+const R = 16, WRITERS_ASLEEP = 17;
 const WLOCK = 32, WSTATE = 33;
 const RLOCK = 48;
-const CAP = 64, MAGIC_I = 65;
+const CAP = 64, MAGIC_I = 65, TRACKED = 66;
+/** A durable reader's assembly of a streamed message (see `RecvOptions.durable`). */
+const ASM_OFF = 67, ASM_TOTAL = 68, ASM_WRITER = 69, ASM_R = 70, ASM_FILLED = 71;
+const ASM_NEXT_R = 72, ASM_NEXT_FILLED = 73;
+/** The unbegun-messages table (see "Messages a dead process never began"): slot, count. */
+const TABLE = 80, TABLE_ENTRIES = 64;
 /** Bytes of the ring's header; the data area follows it. */
-const HEADER = 320;
+const HEADER = (TABLE + 2 * TABLE_ENTRIES) * 4;
 const MAGIC = 0x72696e67; // "ring"
 
 const SKIP = -1;
@@ -91,6 +113,15 @@ export const SPIN = 4000;
 const STREAM_SPIN = SPIN * 4;
 
 const pad4 = (n: number) => (n + 3) & ~3;
+
+/** A heap block for a durable assembly of `total` bytes, or 0 (heap full: a private buffer). */
+function sharedBlock(total: number): number {
+  try {
+    return heapAlloc(total, "queue item");
+  } catch {
+    return 0;
+  }
+}
 
 /** A result of {@link Ring.recv} when the timeout passed with no message. */
 export const TIMEOUT: unique symbol = Symbol("denomp.ring.timeout");
@@ -124,6 +155,13 @@ export interface RecvOptions {
   /** Called once for each torn message that is discarded (its writer died or gave up). */
   onDiscard?: () => void;
   /**
+   * Assemble a streamed message in a heap block recorded in the ring, so that a reader killed in
+   * the middle of it leaves it to the next reader, who goes on where it stopped, instead of
+   * losing it: a message is either wholly received or left for the next reader. Costs a heap
+   * block per streamed message (none for one-frame messages). Ignored with `alloc`.
+   */
+  durable?: boolean;
+  /**
    * Where to assemble a streamed message of `total` bytes (default: a new `Uint8Array`). E.g.
    * `recvBytesInto` returns a view of the caller's buffer when it fits, saving a copy.
    */
@@ -139,6 +177,13 @@ export interface SendOptions {
    * {@link LIVENESS_SLICE_MS} while waiting for room.
    */
   broken?: () => boolean;
+  /**
+   * Called when the call throws before any part of the message reached the ring (this process
+   * was terminated and meets its fence): whoever counted the message can take it back. Not
+   * called for a message queued in the outbox (a dead process's queued messages are counted by
+   * {@link Ring.reapDead}) nor for one begun (its reader discards it: `onDiscard`).
+   */
+  onUnsent?: () => void;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,6 +203,8 @@ interface Cursor {
   started: boolean;
   /** Set by a NEED_ROOM step: the read position to wait on. */
   r: number;
+  /** The table entry counting this message until it begins (-1: not counted). */
+  entry: number;
 }
 
 interface Entry {
@@ -175,6 +222,10 @@ class Outbox {
   pumping: Promise<void> | null = null;
   /** `cancelJoinThread()`: `flushAll` does not wait for this outbox. */
   detached = false;
+  /** Its entry in the ring's table of unbegun messages: -1 none yet, -2 the table was full. */
+  entry = -1;
+  /** This process was terminated while the outbox held messages: they are the reaper's. */
+  dead = false;
   constructor(readonly ring: Ring) {}
   first(): Entry | undefined {
     return this.queue[this.head];
@@ -206,9 +257,72 @@ function unlock(i32: Int32Array, idx: number): void {
   mutexRelease(i32, idx, me);
 }
 
+/**
+ * Test-only hooks (not exported from mod.ts): called at points where a race used to hide
+ * (a lost wake-up, a zombie's frames), so a test can pause one side there. `base` is the ring's; `sleepers` says who
+ * sleeps: readers (waiting for `W`) or writers (waiting for `R`).
+ */
+export const __testHooks: {
+  /** A sleeper has announced itself and re-checked its word; it is about to sleep. */
+  beforeSleep?: (base: number, sleepers: Sleepers) => void;
+  /** A notifier has stored its word and seen a sleeper announced; it is about to notify. */
+  notifierLoaded?: (base: number, sleepers: Sleepers) => void;
+  /** A writer has published one frame of a streamed message (more may follow in its loop). */
+  framePublished?: (base: number) => void;
+} = {};
+
+/** Who sleeps on a ring word (for {@link __testHooks}). */
+export type Sleepers = "readers" | "writers";
+
+/**
+ * Sleeps on `i32[index]` while it holds `value`, announced in the sleeper count `i32[count]`.
+ * A count, and not a flag that the notifier clears: with a flag, a notifier that read a stale
+ * "asleep" could clear it after a new sleeper had raised it, and the next notifier would skip
+ * the notify (a sleeper lost for good). A sleeper adds itself before its re-check; it is taken
+ * off by the notifier that wakes it (see {@link wake}), or by itself when it wakes otherwise
+ * (timeout, the word had changed). A notifier never takes off more than it woke, so a sleeper
+ * on its way to sleep stays counted. A sleeper that never wakes (a terminated worker), or one
+ * woken by a notify from outside (an aborted wait elsewhere), leaves the count too high: the
+ * cost is a needless notify per message, never a lost one.
+ */
+function* sleepOn(
+  base: number,
+  i32: Int32Array,
+  index: number,
+  value: number,
+  count: number,
+  ms: number,
+): Waits<void> {
+  Atomics.add(i32, count, 1);
+  let woken = false;
+  try {
+    if (Atomics.load(i32, index) !== value) return;
+    __testHooks.beforeSleep?.(base, index === W ? "readers" : "writers");
+    woken = (yield { i32, index, value, ms }) === "ok";
+  } finally {
+    if (!woken) Atomics.sub(i32, count, 1); // a notifier that woke us took us off (see `wake`)
+  }
+}
+
+/**
+ * Wakes the sleepers on `i32[index]` and takes them off the count `i32[count]`: exactly those
+ * it woke (`Atomics.notify` says how many), never one that announced itself and is not asleep
+ * yet, so the next notifier still sees that one. A notifier that woke nobody changes nothing.
+ * Without this, every message published while a woken sleeper is on its way back (tens of
+ * microseconds) would pay a notify of its own.
+ */
+function wake(i32: Int32Array, index: number, count: number): void {
+  const n = Atomics.notify(i32, index);
+  if (n) Atomics.sub(i32, count, n);
+}
+
 const outboxes = new Map<number, Outbox>();
 const asyncReads = new Map<number, number>();
 const OK: Promise<SendStatus> = Promise.resolve("ok");
+
+function cursorOf(bytes: Uint8Array): Cursor {
+  return { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0, entry: -1 };
+}
 
 function holdRead(base: number, d: number): void {
   const n = (asyncReads.get(base) ?? 0) + d;
@@ -252,6 +366,9 @@ interface ReadState {
   /** Skipping continuation frames of a message whose start this reader never saw. */
   skipping: boolean;
   value: unknown;
+  /** `buf` is this heap block, recorded in the ring's `ASM_*` words (a durable read). */
+  shared: number;
+  durable: boolean;
 }
 
 /**
@@ -410,6 +527,13 @@ export class Ring {
    * Wakes every reader and poller asleep on this ring, so it re-checks its `eof` (call after
    * changing what `eof` looks at, e.g. closing).
    *
+   * Only a hint: it wakes sleepers without changing `W`, the word they sleep on, so a reader
+   * that checked `eof` just before the change and sleeps just after misses it. That is why a
+   * reader with an `eof` that can change passes `eofPollMs` (queues and pipes: 100 ms), which
+   * bounds the miss. Changing `W` instead would mean writing a frame, which needs the write
+   * lock, and `close()` must not wait for a writer (nor can a death notice take a lock on the
+   * dead process's behalf); a second word to sleep on would cost every message a load.
+   *
    * @example
    * ```ts
    * import { alloc } from "./_heap.ts";
@@ -418,7 +542,7 @@ export class Ring {
    * ```
    */
   wakeReaders(): void {
-    Atomics.notify(this.#i32, W);
+    wake(this.#i32, W, READERS_ASLEEP);
   }
 
   /**
@@ -432,7 +556,7 @@ export class Ring {
    * ```
    */
   wakeWriters(): void {
-    Atomics.notify(this.#i32, R);
+    wake(this.#i32, R, WRITERS_ASLEEP);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -444,21 +568,33 @@ export class Ring {
     this.wakeReaders(); // a reader waiting mid-message sees the abandonment at once
   }
 
-  #publish(w: number): void {
+  /**
+   * Moves `W` from `from` (as this writer last saw it) to `to`, publishing the bytes written
+   * before it. A compare-exchange, as cheap as the store: if `W` moved meanwhile, another writer
+   * took the lock over from this one (a zombie that passed its last check just before it was
+   * marked dead), and this frame must not be published over that writer's.
+   */
+  #publish(from: number, to: number): void {
     const i32 = this.#i32;
-    Atomics.store(i32, W, w); // publishes the bytes written before it
-    if (Atomics.load(i32, READER_ASLEEP)) {
-      Atomics.store(i32, READER_ASLEEP, 0);
-      Atomics.notify(i32, W);
+    if (Atomics.compareExchange(i32, W, from, to) !== from) {
+      throw new ProcessError(TERMINATED_MESSAGE);
+    }
+    if (Atomics.load(i32, READERS_ASLEEP)) {
+      __testHooks.notifierLoaded?.(this.base, "readers");
+      wake(i32, W, READERS_ASLEEP);
     }
   }
 
-  /** Writes as much of the message as fits now. DONE, or NEED with `c.r` to wait on. */
+  /**
+   * Writes as much of the message as fits now. DONE, or NEED with `c.r` to wait on. Checks the
+   * fence before every frame: a streamed message is many frames per call, and a zombie writing
+   * on after its lock was taken over would interleave its frames with the new writer's.
+   */
   #writeStep(c: Cursor): number {
-    checkNotTerminated();
     const i32 = this.#i32, cap = this.capacity, u8 = this.#u8, dv = this.#dv;
-    let w = Atomics.load(i32, W);
+    let w = Atomics.load(i32, W), w0 = w;
     for (;;) {
+      checkNotTerminated();
       const r = Atomics.load(i32, R);
       let free = cap - this.#used(w, r), pos = this.#pos(w);
       const tail = cap - pos;
@@ -474,7 +610,8 @@ export class Ring {
         u8.set(c.src, pos + 4);
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
-        this.#publish(this.#adv(w, need));
+        this.#publish(w0, this.#adv(w, need));
+        if (c.entry >= 0) this.#begun(c);
         return DONE;
       }
       // Streamed: frames as large as the contiguous free space allows.
@@ -496,7 +633,8 @@ export class Ring {
         u8.set(c.src.subarray(0 - c.shift, c.n - c.shift), pos + 4);
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
-        this.#publish(this.#adv(w, 4 + pad4(c.n)));
+        this.#publish(w0, this.#adv(w, 4 + pad4(c.n)));
+        if (c.entry >= 0) this.#begun(c);
         return DONE;
       }
       const avail = (free - 4) & ~3;
@@ -515,7 +653,10 @@ export class Ring {
       dv.setInt32(pos, len | (first ? FIRST : 0) | (last ? LAST : 0), true);
       c.done += len - prefix;
       w = this.#adv(w, 4 + pad4(len));
-      this.#publish(w);
+      this.#publish(w0, w);
+      w0 = w;
+      if (c.entry >= 0) this.#begun(c);
+      __testHooks.framePublished?.(this.base);
       if (last) {
         Atomics.store(i32, WSTATE, 0);
         return DONE;
@@ -526,6 +667,78 @@ export class Ring {
   /** Gives up a message (the readers are gone): readers discard what they got of it. */
   #abandon(c: Cursor): void {
     if (c.started && c.done < c.n) this.#recoverWriter();
+    if (c.entry >= 0) this.#begun(c); // no longer waiting to begin: nobody is to reap it
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Messages a dead process never began (see the module doc). Only processes that may die
+  // count: the main thread never does, and pays nothing.
+
+  /** Counts one more unbegun message of this process's outbox; returns the table entry. */
+  #countUnbegun(ob: Outbox): number {
+    checkNotTerminated(); // a zombie must not claim an entry another process may get next
+    if (ob.entry === -1) ob.entry = heap().slot === MAIN_SLOT ? -2 : this.#claimEntry();
+    if (ob.entry >= 0) Atomics.add(this.#i32, TABLE + 2 * ob.entry + 1, 1);
+    return ob.entry;
+  }
+
+  #claimEntry(): number {
+    const i32 = this.#i32, me = heap().slot;
+    for (let i = 0; i < TABLE_ENTRIES; i++) {
+      if (Atomics.compareExchange(i32, TABLE + 2 * i, 0, me) === 0) {
+        Atomics.add(i32, TRACKED, 1);
+        return i;
+      }
+    }
+    return -2; // full: this outbox goes uncounted (see the README's limits)
+  }
+
+  /** The message's first frame is out (or it was given up): it is no longer unbegun. */
+  #begun(c: Cursor): void {
+    Atomics.sub(this.#i32, TABLE + 2 * c.entry + 1, 1);
+    c.entry = -1;
+  }
+
+  /** The outbox is empty and idle: give its entry back. */
+  #releaseEntry(ob: Outbox): void {
+    const i32 = this.#i32, e = TABLE + 2 * ob.entry;
+    if (ob.entry >= 0) {
+      Atomics.store(i32, e + 1, 0);
+      if (Atomics.compareExchange(i32, e, heap().slot, 0) === heap().slot) {
+        Atomics.sub(i32, TRACKED, 1);
+      }
+    }
+    ob.entry = -1;
+  }
+
+  /**
+   * Counts the messages that processes now dead had queued in their outboxes and never began,
+   * and forgets them: each is counted by exactly one caller, once. For a channel that keeps
+   * totals of messages sent and not yet received (a `Queue`'s `qsize`): these never arrive.
+   * One load when no outbox of a process that may die holds anything.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert(ring.reapDead() === 0);
+   * ```
+   */
+  reapDead(): number {
+    const i32 = this.#i32;
+    if (!Atomics.load(i32, TRACKED)) return 0;
+    let lost = 0;
+    for (let i = 0; i < TABLE_ENTRIES; i++) {
+      const e = TABLE + 2 * i, slot = Atomics.load(i32, e);
+      if (slot <= 0 || isAlive(slot)) continue;
+      // Claim the entry for reaping (negative): owners only ever claim a free (0) entry.
+      if (Atomics.compareExchange(i32, e, slot, -slot) !== slot) continue;
+      lost += Atomics.exchange(i32, e + 1, 0);
+      Atomics.store(i32, e, 0);
+      Atomics.sub(i32, TRACKED, 1);
+    }
+    return lost;
   }
 
   #lockWrite(sync: true): void;
@@ -550,9 +763,9 @@ export class Ring {
     while (this.#writeStep(c) === NEED) {
       if (this.#spin(idx, c.r, c.started ? STREAM_SPIN : SPIN)) continue;
       if (broken?.()) return this.#abandon(c), "broken";
-      Atomics.store(i32, WRITER_ASLEEP, 1);
-      if (Atomics.load(i32, idx) !== c.r) continue;
-      waitSync(i32, idx, c.r, broken ? LIVENESS_SLICE_MS : Infinity);
+      runSync(
+        sleepOn(this.base, i32, idx, c.r, WRITERS_ASLEEP, broken ? LIVENESS_SLICE_MS : Infinity),
+      );
     }
     return "ok";
   }
@@ -578,38 +791,7 @@ export class Ring {
    * ```
    */
   post(bytes: Uint8Array, options?: SendOptions): Promise<SendStatus> {
-    const ob = outboxes.get(this.base);
-    // Messages queued earlier go first; write what fits of them now rather than waiting for the
-    // pump, which needs a macrotask (a producer looping on `await put()` never yields one).
-    if (ob === undefined || ob.size === 0 || this.#flushSome(ob)) {
-      // Fast path: nothing of ours is queued, so writing now keeps the order.
-      const i32 = this.#i32, idx = WLOCK;
-      if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) {
-        const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
-        if (this.#writeStep(c) === DONE) {
-          this.#unlockWrite();
-          return OK;
-        }
-        if (c.started) {
-          // Part of a streamed message is out: keep the lock, let the pump write the rest.
-          c.src = bytes.slice(c.done);
-          c.shift = c.done;
-          const o = this.#outbox();
-          o.lockHeld = true;
-          return this.#enqueue(o, c, options);
-        }
-        this.#unlockWrite();
-      }
-    }
-    const c: Cursor = {
-      src: bytes.slice(),
-      shift: 0,
-      n: bytes.length,
-      done: 0,
-      started: false,
-      r: 0,
-    };
-    return this.#enqueue(ob ?? this.#outbox(), c, options);
+    return this.#post(bytes, false, options);
   }
 
   /**
@@ -628,25 +810,39 @@ export class Ring {
    * ```
    */
   postBorrowed(bytes: Uint8Array, options?: SendOptions): Promise<SendStatus> {
-    const ob = outboxes.get(this.base);
-    if (ob === undefined || ob.size === 0 || this.#flushSome(ob)) {
-      if (Atomics.compareExchange(this.#i32, WLOCK, 0, heap().slot) === 0) {
-        const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
-        if (this.#writeStep(c) === DONE) {
+    return this.#post(bytes, true, options);
+  }
+
+  #post(bytes: Uint8Array, borrowed: boolean, options?: SendOptions): Promise<SendStatus> {
+    const c = cursorOf(bytes);
+    try {
+      const ob = outboxes.get(this.base);
+      // Messages queued earlier go first; write what fits of them now rather than waiting for
+      // the pump, which needs a macrotask (a producer looping on `await put()` never yields one).
+      if (ob === undefined || ob.size === 0 || this.#flushSome(ob)) {
+        // Fast path: nothing of ours is queued, so writing now keeps the order.
+        if (Atomics.compareExchange(this.#i32, WLOCK, 0, heap().slot) === 0) {
+          if (this.#writeStep(c) === DONE) {
+            this.#unlockWrite();
+            return OK;
+          }
+          if (c.started) {
+            // Part of a streamed message is out: keep the lock, let the pump write the rest.
+            if (!borrowed) (c.src = bytes.slice(c.done)), (c.shift = c.done);
+            const o = this.#outbox();
+            o.lockHeld = true;
+            return this.#enqueue(o, c, options);
+          }
           this.#unlockWrite();
-          return OK;
         }
-        if (c.started) {
-          const o = this.#outbox();
-          o.lockHeld = true;
-          return this.#enqueue(o, c, options);
-        }
-        this.#unlockWrite();
-        return this.#enqueue(this.#outbox(), c, options);
       }
+      if (!borrowed) c.src = bytes.slice();
+      return this.#enqueue(ob ?? this.#outbox(), c, options);
+    } catch (e) {
+      // A zombie meeting its fence: nothing of the message is anywhere (see `onUnsent`).
+      if (!c.started) options?.onUnsent?.();
+      throw e;
     }
-    const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
-    return this.#enqueue(ob ?? this.#outbox(), c, options);
   }
 
   /**
@@ -690,6 +886,7 @@ export class Ring {
   }
 
   #enqueue(ob: Outbox, cursor: Cursor, options?: SendOptions): Promise<SendStatus> {
+    if (!cursor.started) cursor.entry = this.#countUnbegun(ob);
     let resolve!: (s: SendStatus) => void;
     const promise = new Promise<SendStatus>((r) => (resolve = r));
     ob.queue.push({ cursor, broken: options?.broken, resolve, promise });
@@ -733,16 +930,15 @@ export class Ring {
           ob.lockHeld = false;
           this.#unlockWrite();
         }
-        Atomics.store(i32, WRITER_ASLEEP, 1);
-        if (Atomics.load(i32, idx) !== c.r) continue;
-        await waitAsync(i32, idx, c.r, e.broken ? LIVENESS_SLICE_MS : Infinity);
+        const ms = e.broken ? LIVENESS_SLICE_MS : Infinity;
+        await runAsync(sleepOn(this.base, i32, idx, c.r, WRITERS_ASLEEP, ms));
       }
     } catch (err) {
       // A zombie (this worker was terminated but still runs) just stops writing; anything else
       // is a bug, not a condition: report it. Either way, no sender is left waiting forever.
       if (!isTerminatedError(err)) {
         console.error("denomp: a channel's background writer failed:", err);
-      }
+      } else ob.dead = true; // its unbegun messages stay counted for `reapDead`
       for (let e = ob.first(); e; e = ob.first()) {
         ob.shift();
         e.resolve("broken");
@@ -753,7 +949,10 @@ export class Ring {
         this.#unlockWrite();
       }
       ob.pumping = null;
-      if (!ob.size) outboxes.delete(this.base);
+      if (!ob.size) {
+        outboxes.delete(this.base);
+        if (!ob.dead) this.#releaseEntry(ob);
+      }
       if (this.#block) release(this.#block);
     }
   }
@@ -773,6 +972,16 @@ export class Ring {
    * ```
    */
   sendSync(bytes: Uint8Array, options?: SendOptions): SendStatus {
+    const c = cursorOf(bytes);
+    try {
+      return this.#sendSync(c, options);
+    } catch (e) {
+      if (!c.started) options?.onUnsent?.(); // see `onUnsent`
+      throw e;
+    }
+  }
+
+  #sendSync(c: Cursor, options?: SendOptions): SendStatus {
     const ob = outboxes.get(this.base);
     if (ob && (ob.size || ob.lockHeld)) {
       // Drain our own queue first (continuing a message the pump began), keeping the order.
@@ -786,7 +995,6 @@ export class Ring {
       }
     } else this.#lockWrite(true);
     try {
-      const c: Cursor = { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0 };
       return this.#writeSync(c, options?.broken);
     } finally {
       if (ob) ob.lockHeld = false;
@@ -847,15 +1055,21 @@ export class Ring {
     onDiscard?: () => void,
     alloc?: (total: number) => Uint8Array,
   ): number {
-    checkNotTerminated();
     const i32 = this.#i32, cap = this.capacity, dv = this.#dv, u8 = this.#u8;
+    // An adopted assembly that was complete: its reader died after taking the last frame.
+    if (st.shared && st.filled === st.total && this.#finish(st, decode, onDiscard)) return DONE;
     for (;;) {
+      checkNotTerminated(); // per frame: a zombie must not take one more after a takeover
       const w = Atomics.load(i32, W);
       let r = Atomics.load(i32, R);
       if (w === r) return (st.w = w), NEED;
       let pos = this.#pos(r);
       let hdr = dv.getInt32(pos, true);
       if (hdr === SKIP) {
+        if (cap - pos > this.#used(w, r)) {
+          this.#corrupt(st, w, onDiscard);
+          continue;
+        }
         r = this.#adv(r, cap - pos);
         if (r === w) { // writers publish a SKIP with the frame after it; be safe anyway
           this.#consumed(r);
@@ -863,6 +1077,10 @@ export class Ring {
         }
         pos = 0;
         hdr = dv.getInt32(0, true);
+      }
+      if (this.#badFrame(pos, hdr, w, r)) {
+        this.#corrupt(st, w, onDiscard);
+        continue;
       }
       const len = hdr & LEN_MASK, at = pos + 4;
       const next = this.#adv(r, 4 + pad4(len));
@@ -879,11 +1097,26 @@ export class Ring {
         }
         const total = dv.getUint32(at, true);
         st.writer = dv.getUint32(at + 4, true);
-        st.buf = alloc ? alloc(total) : new Uint8Array(total);
+        const shared = st.durable && !alloc ? sharedBlock(total) : 0;
+        st.buf = shared
+          ? new Uint8Array(heap().sab, shared, total)
+          : alloc
+          ? alloc(total)
+          : new Uint8Array(total);
         st.buf.set(u8.subarray(at + PREFIX, at + len));
         st.filled = len - PREFIX;
         st.total = total;
+        if (shared) {
+          st.shared = shared;
+          Atomics.store(i32, ASM_TOTAL, total);
+          Atomics.store(i32, ASM_WRITER, st.writer);
+          Atomics.store(i32, ASM_R, r);
+          Atomics.store(i32, ASM_FILLED, 0);
+          this.#progress(next, st.filled);
+          Atomics.store(i32, ASM_OFF, shared);
+        }
         this.#consumed(next);
+        if (shared) this.#committed(next, st.filled);
         continue;
       }
       if (!st.buf) {
@@ -902,33 +1135,123 @@ export class Ring {
       }
       st.buf.set(u8.subarray(at, at + len), st.filled);
       st.filled += len;
+      if (st.shared) this.#progress(next, st.filled);
       this.#consumed(next);
+      if (st.shared) this.#committed(next, st.filled);
       if (hdr & LAST) {
-        const whole = st.buf;
-        st.buf = null;
-        if (st.filled !== st.total) {
-          onDiscard?.();
-          continue;
-        }
-        st.value = decode(whole, true);
-        return DONE;
+        if (this.#finish(st, decode, onDiscard)) return DONE;
       }
     }
+  }
+
+  /** The last frame of a streamed message is in: decode it (true), or discard it (false). */
+  #finish(st: ReadState, decode: Decode<unknown>, onDiscard?: () => void): boolean {
+    const whole = st.buf!, shared = st.shared;
+    st.buf = null;
+    st.shared = 0;
+    // Received: the next reader must not get it again (cleared before it is decoded).
+    if (shared) Atomics.store(this.#i32, ASM_OFF, 0);
+    try {
+      if (st.filled !== st.total) {
+        onDiscard?.();
+        return false;
+      }
+      st.value = decode(whole, !shared);
+      return true;
+    } finally {
+      if (shared) release(shared);
+    }
+  }
+
+  /**
+   * True when the frame at `pos` (read position `r`, write position `w`) cannot be one a writer
+   * published: unknown flag bits, longer than the data area after it, past `W`, or a first frame
+   * too short for its prefix. Trusting such a length would move `R` past `W` and wreck the ring
+   * for good; it can only come from a writer that wrote on after losing its lock.
+   */
+  #badFrame(pos: number, hdr: number, w: number, r: number): boolean {
+    if (hdr & ~(LEN_MASK | FIRST | LAST)) return true;
+    const size = 4 + pad4(hdr & LEN_MASK);
+    if (pos + size > this.capacity || size > this.#used(w, r)) return true;
+    return (hdr & (FIRST | LAST)) === FIRST && (hdr & LEN_MASK) < PREFIX;
+  }
+
+  /** Discards everything up to `w` (a bad frame: see `#badFrame`) and any half message. */
+  #corrupt(st: ReadState, w: number, onDiscard?: () => void): void {
+    if (st.buf) this.#discard(st, onDiscard);
+    else onDiscard?.();
+    st.skipping = false;
+    this.#consumed(w);
   }
 
   #consumed(r: number): void {
     const i32 = this.#i32;
     Atomics.store(i32, R, r); // frees the frame: decode has copied what it keeps
-    if (Atomics.load(i32, WRITER_ASLEEP)) {
-      Atomics.store(i32, WRITER_ASLEEP, 0);
-      Atomics.notify(i32, R);
+    if (Atomics.load(i32, WRITERS_ASLEEP)) {
+      __testHooks.notifierLoaded?.(this.base, "writers");
+      wake(i32, R, WRITERS_ASLEEP);
     }
   }
 
   #discard(st: ReadState, onDiscard?: () => void): void {
     st.buf = null;
     st.filled = st.total = 0;
+    this.#dropShared(st);
     onDiscard?.();
+  }
+
+  #dropShared(st: ReadState): void {
+    if (!st.shared) return;
+    Atomics.store(this.#i32, ASM_OFF, 0);
+    release(st.shared);
+    st.shared = 0;
+  }
+
+  // A durable read's progress: `R` is the one commit point. Before moving it, the reader
+  // records where it will be (`ASM_NEXT_*`); after, where it is (`ASM_R`, `ASM_FILLED`). A
+  // reader that takes over finds `R` equal to one of the two and knows how much is assembled.
+
+  #progress(next: number, filled: number): void {
+    Atomics.store(this.#i32, ASM_NEXT_R, next);
+    Atomics.store(this.#i32, ASM_NEXT_FILLED, filled);
+  }
+
+  #committed(r: number, filled: number): void {
+    Atomics.store(this.#i32, ASM_R, r);
+    Atomics.store(this.#i32, ASM_FILLED, filled);
+  }
+
+  /** Takes over the assembly a dead reader left in the ring (see `RecvOptions.durable`). */
+  #adopt(st: ReadState, off: number): void {
+    const i32 = this.#i32, r = Atomics.load(i32, R);
+    const filled = r === Atomics.load(i32, ASM_NEXT_R)
+      ? Atomics.load(i32, ASM_NEXT_FILLED)
+      : r === Atomics.load(i32, ASM_R)
+      ? Atomics.load(i32, ASM_FILLED)
+      : 0;
+    st.shared = off;
+    if (filled <= 0) return this.#dropShared(st); // nothing taken from the ring yet
+    st.total = Atomics.load(i32, ASM_TOTAL);
+    st.writer = Atomics.load(i32, ASM_WRITER);
+    st.buf = new Uint8Array(heap().sab, off, st.total);
+    st.filled = filled;
+    this.#committed(r, filled);
+  }
+
+  /**
+   * Frees what a ring at `base` may still point to (a dead reader's assembly), when the block
+   * that holds the ring is freed.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * Ring.dispose(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * ```
+   */
+  static dispose(base: number): void {
+    const i32 = heap().i32, off = Atomics.exchange(i32, (base >> 2) + ASM_OFF, 0);
+    if (off) release(off);
   }
 
   /**
@@ -950,8 +1273,21 @@ export class Ring {
     return eof !== undefined && eof() && Atomics.load(this.#i32, W) === st.w;
   }
 
-  #newState(): ReadState {
-    return { w: 0, buf: null, filled: 0, total: 0, writer: 0, skipping: false, value: undefined };
+  #newState(durable = false): ReadState {
+    const st: ReadState = {
+      w: 0,
+      buf: null,
+      filled: 0,
+      total: 0,
+      writer: 0,
+      skipping: false,
+      value: undefined,
+      shared: 0,
+      durable,
+    };
+    const off = Atomics.load(this.#i32, ASM_OFF); // (read lock held) a dead reader's assembly
+    if (off) this.#adopt(st, off);
+    return st;
   }
 
   /**
@@ -981,7 +1317,7 @@ export class Ring {
       if (mutexAcquireSync(i32, lock, remainingMs(deadline)) === TIMED_OUT) return TIMEOUT;
     }
     try {
-      const st = this.#newState();
+      const st = this.#newState(o.durable);
       // A message already there needs no wait algorithm (the common case of a busy channel).
       if (this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE) {
         return st.value as T;
@@ -1014,19 +1350,22 @@ export class Ring {
       if (this.#spin(W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
       if (st.buf) {
         if (this.#torn(st, o.onDiscard)) continue;
-        Atomics.store(i32, READER_ASLEEP, 1);
-        if (Atomics.load(i32, W) === st.w) {
-          yield { i32, index: W, value: st.w, ms: LIVENESS_SLICE_MS };
-        }
+        yield* sleepOn(this.base, i32, W, st.w, READERS_ASLEEP, LIVENESS_SLICE_MS);
         continue;
       }
       if (this.#atEof(st, o.eof)) return EOF;
       if (o.signal?.aborted) throw o.signal.reason;
       const left = remainingMs(deadline);
       if (left <= 0) return TIMEOUT;
-      Atomics.store(i32, READER_ASLEEP, 1);
-      if (Atomics.load(i32, W) !== st.w) continue;
-      yield { i32, index: W, value: st.w, ms: Math.min(left, o.eofPollMs ?? Infinity) };
+      // `eofPollMs`: a close or a death wakes readers without changing `W` (see `wakeReaders`).
+      yield* sleepOn(
+        this.base,
+        i32,
+        W,
+        st.w,
+        READERS_ASLEEP,
+        Math.min(left, o.eofPollMs ?? Infinity),
+      );
     }
   }
 
@@ -1054,15 +1393,19 @@ export class Ring {
     if (Atomics.compareExchange(i32, RLOCK, 0, heap().slot) !== 0) return TIMEOUT;
     try {
       r = Atomics.load(i32, R); // another reader may have moved it before we locked
-      if (r === Atomics.load(i32, W)) return TIMEOUT;
+      const wNow = Atomics.load(i32, W);
+      if (r === wNow) return TIMEOUT;
       let pos = this.#pos(r), hdr = this.#dv.getInt32(pos, true);
       if (hdr === SKIP) {
+        if (this.capacity - pos >= this.#used(wNow, r)) return TIMEOUT; // `recv` sorts it out
         r = this.#adv(r, this.capacity - pos);
-        if (r === Atomics.load(i32, W)) return TIMEOUT;
         pos = 0;
         hdr = this.#dv.getInt32(0, true);
       }
-      if ((hdr & (FIRST | LAST)) !== (FIRST | LAST)) return TIMEOUT; // streamed: use recv
+      // Streamed, or a bad frame (see `#badFrame`): `recv` deals with it.
+      if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || this.#badFrame(pos, hdr, wNow, r)) {
+        return TIMEOUT;
+      }
       const len = hdr & LEN_MASK;
       try {
         return decode(this.#u8.subarray(pos + 4, pos + 4 + len), false);
@@ -1093,7 +1436,7 @@ export class Ring {
     try {
       if (Atomics.compareExchange(i32, lock, 0, heap().slot) === 0) {
         // Fast path: a message is there (or comes within the spin).
-        const st = this.#newState();
+        const st = this.#newState(o.durable);
         let done = false;
         try {
           done = this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE ||
@@ -1135,7 +1478,7 @@ export class Ring {
         if (o.signal?.aborted) throw o.signal.reason;
         if (remainingMs(deadline) <= 0) return TIMEOUT;
       }
-      st = this.#newState();
+      st = this.#newState(o.durable);
     }
     holdRead(this.base, 1);
     const onAbort = () => this.wakeReaders();
@@ -1188,9 +1531,7 @@ export class Ring {
       if (left <= 0) return false;
       const w = Atomics.load(i32, W);
       if (this.#spin(W, w)) continue;
-      Atomics.store(i32, READER_ASLEEP, 1);
-      if (Atomics.load(i32, W) !== w) continue;
-      yield { i32, index: W, value: w, ms: Math.min(left, eofPollMs ?? Infinity) };
+      yield* sleepOn(this.base, i32, W, w, READERS_ASLEEP, Math.min(left, eofPollMs ?? Infinity));
     }
   }
 

@@ -16,7 +16,11 @@
  *   under one robust lock. Every mutation records the entries it moves first, so a process killed
  *   inside the lock leaves a store the next one repairs (nothing lost, nothing duplicated).
  * - `qsize()` counts items put and not yet got (outboxes included), shared by all processes;
- *   `maxsize` backpressure waits on that count.
+ *   `maxsize` backpressure waits on that count. Items a dead producer never wrote leave it.
+ * - At-least-once for `JoinableQueue`: a consumer worker keeps a copy of each item it got in
+ *   its own small ring (its "held" items) until `taskDone()`; when it dies, whoever next looks
+ *   at the queue puts those items back for the next consumer (as the cluster queue does), so
+ *   `join()` does not wait for a dead consumer. The main thread never dies and keeps no copy.
  *
  * @module
  */
@@ -34,8 +38,26 @@ import {
   runSync,
   type Waits,
 } from "./_atomics.ts";
-import { adopt, alloc, heap, release, retain } from "./_heap.ts";
-import { checkNotTerminated, EOF, flushAll as flushRings, Ring, TIMEOUT } from "./_ring.ts";
+import {
+  adopt,
+  alloc,
+  DEATH_EPOCH_INDEX,
+  disown,
+  heap,
+  isAlive,
+  MAIN_SLOT,
+  release,
+  retain,
+} from "./_heap.ts";
+import {
+  checkNotTerminated,
+  type Decode,
+  EOF,
+  flushAll as flushRings,
+  Ring,
+  TIMEOUT,
+} from "./_ring.ts";
+import { optionsOf } from "./_args.ts";
 import { Empty, Full, SerializationError, ValueError } from "./errors.ts";
 import { Encoder, loads, loadsAsync, registerHandle } from "./reduction.ts";
 
@@ -53,7 +75,26 @@ const GETS = 32, TASKS_DONE = 33, PUT_WAITERS = 34, JOIN_WAITERS = 35; // consum
 // Store (LIFO / priority) words.
 const SLOCK = 48, LEN = 49, ARR = 50, PENDING = 51, POPPED = 52, SEQ = 53, GET_WAITERS = 54;
 const NEXT_SEQ = 55;
-const HEADER = 256;
+/** Claimed entries of the holders table (read-mostly line). */
+const HOLDERS = 21;
+/**
+ * The holders table (see `Shared.#hold`): per consumer process, its slot (negated once dead and
+ * being reaped), its held items' block, the slot of the process putting them back, and whether
+ * their tasks were counted done.
+ */
+const HOLD_TABLE = 64, HOLD_ENTRIES = 32, HOLD_ENTRY = 4;
+const HEADER = (HOLD_TABLE + HOLD_ENTRY * HOLD_ENTRIES) * 4;
+/** Bytes of a consumer's held items: small items inline, larger ones as a pointer to a block. */
+const HELD_BYTES = 8 << 10;
+const HELD_HEAD = 0, HELD_TAIL = 1, HELD_USED = 2, HELD_DATA = 16;
+const HELD_CAP = HELD_BYTES - HELD_DATA;
+/** Items larger than this are kept in a block of their own. */
+const HELD_INLINE = HELD_CAP >> 2;
+/**
+ * First word of a held message that points to a block (then offset, length). No encoded item
+ * starts so: the codec's first byte is a small type tag.
+ */
+const HELD_PTR = 0xffffffff;
 const MAGIC = 0x71756575; // "queu"
 
 const FIFO = 1, LIFO = 2, PRIO = 3;
@@ -110,9 +151,147 @@ function encode(value: unknown): Uint8Array {
   }
 }
 
-const decodeItem = (payload: Uint8Array): unknown => loads(payload);
-/** For async receivers: loads a handle's module the worker lacks (`import type` targets). */
-const decodeItemAsync = (payload: Uint8Array): unknown => loadsAsync(payload);
+/** An item whose bytes did not decode: the reader gets `error`, the counts go on. */
+class DecodeFailure {
+  constructor(readonly error: unknown) {}
+}
+
+/** Decodes an item; a failure is returned (not thrown) so that the caller keeps the counts. */
+const decodeItem = (payload: Uint8Array): unknown => {
+  try {
+    return loads(payload);
+  } catch (e) {
+    return new DecodeFailure(e);
+  }
+};
+/**
+ * For async receivers: like {@link decodeItem}, and may wait for a handle's module the worker
+ * lacks (`import type` targets) or a big block's buffer; a failure is returned, not thrown.
+ */
+const decodeItemAsync = (payload: Uint8Array): unknown => {
+  try {
+    const v = loadsAsync(payload);
+    return v instanceof Promise ? v.catch((e) => new DecodeFailure(e)) : v;
+  } catch (e) {
+    return new DecodeFailure(e);
+  }
+};
+
+/** A held message that points to a block: its offset, else 0. */
+function heldBlock(b: Uint8Array): number {
+  const dv = heap().dv; // `b` views the heap, so its byteOffset is a heap offset
+  return b.length === 12 && dv.getUint32(b.byteOffset, true) === HELD_PTR
+    ? dv.getUint32(b.byteOffset + 4, true)
+    : 0;
+}
+
+/**
+ * A consumer's copies of the items it got and has not marked done, oldest first: a byte ring in
+ * a heap block of its own. No lock: only its owner touches it while alive (a zombie meets its
+ * fence in `taskDone` first), and one reaper after its death. Records are an int32 length and
+ * the bytes padded to 4; a length of -1 (or no room for one) means "go on at 0". `HEAD`,
+ * `TAIL` and `USED` are stored last, so a record is in or out as a whole.
+ */
+class Held {
+  readonly #i32: Int32Array;
+  readonly #u8: Uint8Array;
+  /** The data area as words: records start 4-aligned, so their lengths are words. */
+  readonly #d32: Int32Array;
+
+  constructor(off: number) {
+    const sab = heap().sab;
+    this.#i32 = new Int32Array(sab, off, 4);
+    this.#u8 = new Uint8Array(sab, off + HELD_DATA, HELD_CAP);
+    this.#d32 = new Int32Array(sab, off + HELD_DATA, HELD_CAP >> 2);
+  }
+
+  /** True when a record of `n` bytes would fit now. */
+  fits(n: number): boolean {
+    const need = 4 + ((n + 3) & ~3), tail = this.#i32[HELD_TAIL], used = this.#i32[HELD_USED];
+    return tail + need > HELD_CAP
+      ? used + (HELD_CAP - tail) + need <= HELD_CAP
+      : used + need <= HELD_CAP;
+  }
+
+  /** Appends a copy of `bytes`; false (nothing kept) when too big or full. */
+  push(bytes: Uint8Array): boolean {
+    const need = 4 + ((bytes.length + 3) & ~3);
+    if (bytes.length > HELD_INLINE) return false;
+    const i32 = this.#i32;
+    let tail = i32[HELD_TAIL], used = i32[HELD_USED];
+    if (tail + need > HELD_CAP) {
+      if (used + (HELD_CAP - tail) + need > HELD_CAP) return false;
+      if (HELD_CAP - tail >= 4) this.#d32[tail >> 2] = -1;
+      used += HELD_CAP - tail;
+      tail = 0;
+    }
+    if (used + need > HELD_CAP) return false;
+    const n = bytes.length;
+    this.#d32[tail >> 2] = n;
+    if (n > 32) this.#u8.set(bytes, tail + 4);
+    else for (let i = 0, u8 = this.#u8, at = tail + 4; i < n; i++) u8[at + i] = bytes[i]; // cheaper
+    i32[HELD_USED] = used + need;
+    Atomics.store(i32, HELD_TAIL, tail + need); // publishes the record (and USED) to a reaper
+    return true;
+  }
+
+  /** Removes the oldest record, if any; returns the block it points to, else 0. */
+  drop(): number {
+    const at = this.#next();
+    if (at < 0) return 0;
+    const d32 = this.#d32, n = d32[at >> 2];
+    const blk = n === 12 && d32[(at >> 2) + 1] === (HELD_PTR | 0) ? d32[(at >> 2) + 2] : 0;
+    this.#remove(at, n);
+    return blk;
+  }
+
+  /** Where the oldest record starts, or -1 when there is none. */
+  #next(): number {
+    const i32 = this.#i32, head = i32[HELD_HEAD], used = i32[HELD_USED];
+    if (used === 0) return -1;
+    if (HELD_CAP - head < 4 || this.#d32[head >> 2] === -1) {
+      i32[HELD_USED] = used - (HELD_CAP - head);
+      return 0;
+    }
+    return head;
+  }
+
+  #remove(at: number, n: number): void {
+    const i32 = this.#i32, size = 4 + ((n + 3) & ~3);
+    i32[HELD_USED] -= size;
+    Atomics.store(i32, HELD_HEAD, at + size === HELD_CAP ? 0 : at + size);
+  }
+
+  /** Calls `fn` with a view of each record's bytes, oldest first, changing nothing. */
+  forEach(fn: (b: Uint8Array) => void): void {
+    const d32 = this.#d32;
+    let head = this.#i32[HELD_HEAD], used = this.#i32[HELD_USED];
+    while (used > 0) {
+      if (HELD_CAP - head < 4 || d32[head >> 2] === -1) {
+        used -= HELD_CAP - head;
+        head = 0;
+        continue;
+      }
+      const n = d32[head >> 2], size = 4 + ((n + 3) & ~3);
+      fn(this.#u8.subarray(head + 4, head + 4 + n));
+      used -= size;
+      head = head + size === HELD_CAP ? 0 : head + size;
+    }
+  }
+}
+
+/** A copy of the item bytes of a held record (its block, if any, stays). */
+const copyHeld = (b: Uint8Array): Uint8Array => {
+  const blk = heldBlock(b);
+  return blk ? heap().u8.slice(blk, blk + heap().dv.getUint32(b.byteOffset + 8, true)) : b.slice();
+};
+
+/** Frees the block a held record points to, if any. */
+const dropBlock = (b: Uint8Array): void => {
+  const blk = heldBlock(b);
+  if (blk) release(blk);
+};
+
 const DONE: Promise<void> = Promise.resolve();
 
 /** Python's checks: a negative or non-numeric timeout is a ValueError. */
@@ -248,6 +427,23 @@ let attaching = 0;
 let creatingKind: Kind = FIFO;
 let creatingJoinable = false;
 let stateOf: (q: Queue<unknown>) => Shared;
+let releaseOf: (q: Queue<unknown>) => void;
+let trackOf: <R>(q: Queue<unknown>, p: Promise<R>) => Promise<R>;
+
+/**
+ * The state every handle of this process takes on once it gave its memory back (see
+ * `Queue.#release`): a closed, empty store, which behaves exactly as a closed, drained queue.
+ */
+let closedState: Shared | null = null;
+
+function closedShared(): Shared {
+  if (!closedState) {
+    const off = Shared.create(LIFO, 0, true);
+    Atomics.store(heap().i32, (off >> 2) + CLOSED, 1);
+    closedState = new Shared(off);
+  }
+  return closedState;
+}
 
 class Shared {
   readonly off: number;
@@ -263,6 +459,16 @@ class Shared {
   readonly ring: Ring | null;
   /** Counts unfinished tasks (`taskDone`/`join`). */
   readonly joinable: boolean;
+  /** Frees what the queue's block points to, when the last reference to it goes. */
+  readonly beforeFree: ((off: number) => void) | undefined;
+  /** Decodes items got from the ring (and keeps a copy when this process holds them). */
+  readonly decode: Decode<unknown>;
+  /** The same for async receivers (see {@link decodeItemAsync}). */
+  readonly decodeAsync: Decode<unknown>;
+  /** The death counter when `reap` last looked (-1: never). */
+  #epoch = -1;
+  /** This handle's held items: undefined until the first get, null when not keeping copies. */
+  #held: Held | null | undefined;
 
   constructor(off: number) {
     this.off = off;
@@ -274,10 +480,116 @@ class Shared {
     this.maxsize = Atomics.load(this.i32, this.q + MAXSIZE);
     this.joinable = Atomics.load(this.i32, this.q + JOINABLE) !== 0;
     this.ring = this.kind === FIFO ? new Ring(off + HEADER, off) : null;
+    this.beforeFree = this.ring ? Shared.freeFifo : Shared.freeStore;
+    const holds = this.joinable && this.ring !== null && heap().slot !== MAIN_SLOT;
+    const holding = (decode: Decode<unknown>): Decode<unknown> => (payload, owned) => {
+      const v = decode(payload, owned);
+      // The copy is taken now, while `payload` still views the ring.
+      if (!(v instanceof DecodeFailure)) this.#hold(payload);
+      return v;
+    };
+    this.decode = holds ? holding(decodeItem) : decodeItem;
+    this.decodeAsync = holds ? holding(decodeItemAsync) : decodeItemAsync;
+  }
+
+  // --- at-least-once for JoinableQueue consumers (see the module doc)
+
+  /** Keeps a copy of an item this process got until its `taskDone`. */
+  #hold(payload: Uint8Array): void {
+    const held = this.#held === undefined ? (this.#held = this.#register()) : this.#held;
+    if (!held) return;
+    if (payload.length <= HELD_INLINE) {
+      held.push(payload); // false when full (a consumer that never calls taskDone): no copy
+      return;
+    }
+    if (!held.fits(12)) return;
+    const blk = alloc(payload.length, "queue item"); // too big to keep inline: a block
+    heap().u8.set(payload, blk);
+    const ptr = new Uint8Array(new Uint32Array([HELD_PTR, blk, payload.length]).buffer);
+    if (!held.push(ptr)) release(blk); // full (thousands held): this one goes uncopied
+  }
+
+  /** Claims an entry of the holders table for this process, with its held items' block. */
+  #register(): Held | null {
+    const i32 = this.i32, me = heap().slot;
+    for (let i = 0; i < HOLD_ENTRIES; i++) {
+      const e = this.q + HOLD_TABLE + HOLD_ENTRY * i;
+      if (Atomics.compareExchange(i32, e, 0, me) !== 0) continue;
+      Atomics.add(i32, this.q + HOLDERS, 1);
+      const off = alloc(HELD_BYTES, "queue"); // if this throws, the entry is reaped when we die
+      Atomics.store(i32, e + 1, off);
+      return new Held(off);
+    }
+    return null; // more consumers than entries: this one keeps no copies (as in Python)
+  }
+
+  /** `taskDone` of this process: the oldest item it holds is done with. */
+  #drop(): void {
+    const blk = this.#held?.drop();
+    if (blk) release(blk);
+  }
+
+  /**
+   * Puts back the items that consumers now dead held. Each dead entry is claimed by one
+   * reaper at a time, and freed only once every item it put back is written into the ring: a
+   * reaper that dies first leaves the entry to the next one (who may put some items back twice:
+   * at-least-once). Counts: each item put back is a put; the dead consumer's tasks are done
+   * once (the `ACCOUNTED` word).
+   */
+  #reapHolders(): void {
+    const i32 = this.i32, me = heap().slot;
+    for (let i = 0; i < HOLD_ENTRIES; i++) {
+      const e = this.q + HOLD_TABLE + HOLD_ENTRY * i, slot = Atomics.load(i32, e);
+      if (slot === 0) continue;
+      if (slot > 0 && (isAlive(slot) || Atomics.compareExchange(i32, e, slot, -slot) !== slot)) {
+        continue;
+      }
+      const reaper = Atomics.load(i32, e + 2); // 0 counts as alive: its claimer is on its way
+      if (reaper === me || (reaper && isAlive(reaper))) continue;
+      if (Atomics.compareExchange(i32, e + 2, reaper, me) !== reaper) continue;
+      this.#putBack(e);
+    }
+  }
+
+  #putBack(e: number): void {
+    const i32 = this.i32, off = Atomics.load(i32, e + 1);
+    const items: Uint8Array[] = [];
+    if (off) new Held(off).forEach((b) => items.push(copyHeld(b)));
+    Atomics.add(i32, this.q + PUTS, items.length); // before TASKS_DONE: `join` never sees too few
+    if (Atomics.compareExchange(i32, e + 3, 0, 1) === 0) {
+      Atomics.add(i32, this.q + TASKS_DONE, items.length);
+    }
+    const sent = items.map((b) => this.ring!.post(b, this.sendOptions));
+    void Promise.all(sent).then(() => {
+      if (Atomics.load(i32, e + 2) !== heap().slot) return; // taken over: not ours to free
+      if (off) {
+        new Held(off).forEach(dropBlock);
+        release(off);
+      }
+      for (const w of [1, 2, 3]) Atomics.store(i32, e + w, 0);
+      Atomics.store(i32, e, 0);
+      Atomics.sub(i32, this.q + HOLDERS, 1);
+    });
+  }
+
+  /**
+   * Frees what a FIFO queue's block points to when the last handle anywhere is gone: the held
+   * items' blocks of its consumers and a dead reader's half-assembled item.
+   */
+  static freeFifo(off: number): void {
+    Ring.dispose(off + HEADER);
+    const i32 = heap().i32, q = off >> 2;
+    for (let i = 0; i < HOLD_ENTRIES; i++) {
+      const held = i32[q + HOLD_TABLE + HOLD_ENTRY * i + 1];
+      if (held) {
+        new Held(held).forEach(dropBlock);
+        release(held);
+      }
+    }
   }
 
   static create(kind: Kind, maxsize: number, joinable: boolean): number {
-    const off = alloc(kind === FIFO ? FIFO_BLOCK : HEADER);
+    const off = alloc(kind === FIFO ? FIFO_BLOCK : HEADER, "queue");
     const i32 = heap().i32, q = off >> 2;
     if (kind === FIFO) Ring.init(off + HEADER, FIFO_BLOCK - HEADER);
     i32[q + KIND] = kind;
@@ -292,11 +604,63 @@ class Shared {
   }
 
   count(): number {
+    this.reap();
     return (Atomics.load(this.i32, this.q + PUTS) - Atomics.load(this.i32, this.q + GETS)) | 0;
   }
 
+  /**
+   * Items that producers now dead had put (counted in PUTS) but not yet written into the ring
+   * (their outboxes died with them): they never arrive, so they leave the counts as if got and
+   * done. Python would lose them too; what must not happen is a `qsize()` that stays above 0,
+   * a `for await` that never ends after `close()`, a `join()` that never settles.
+   */
+  reap(): void {
+    // Only when some process died since the last look (one load otherwise).
+    const epoch = Atomics.load(heap().i32, DEATH_EPOCH_INDEX);
+    if (epoch === this.#epoch) return;
+    this.#epoch = epoch;
+    if (Atomics.load(this.i32, this.q + HOLDERS)) this.#reapHolders();
+    const lost = this.ring ? this.ring.reapDead() : 0;
+    if (lost) this.gone(lost);
+  }
+
+  /** `n` items left the queue for good without reaching a consumer: got, and done. */
+  gone(n: number): void {
+    const i32 = this.i32, q = this.q;
+    Atomics.add(i32, q + GETS, n);
+    if (this.maxsize > 0 && Atomics.load(i32, q + PUT_WAITERS)) Atomics.notify(i32, q + GETS);
+    if (this.joinable) {
+      Atomics.add(i32, q + TASKS_DONE, n);
+      if (Atomics.load(i32, q + JOIN_WAITERS)) Atomics.notify(i32, q + TASKS_DONE);
+    }
+    if (Atomics.load(i32, q + CLOSED)) this.wakeReaders();
+  }
+
+  /**
+   * Passed to every ring write: a put that throws before its item reached the ring (a
+   * terminated worker meeting its fence) gives its place back.
+   */
+  readonly sendOptions = { onUnsent: (): void => this.undoReserve() };
+
+  /**
+   * After the ring gave `v` (an item, `TIMEOUT` or `EOF`): counts an item as got. An item that
+   * did not decode is got and done (nobody will mark it done), and its error is thrown.
+   */
+  took(v: unknown): unknown {
+    if (v === TIMEOUT || v === EOF) return v;
+    if (v instanceof DecodeFailure) {
+      this.discarded();
+      throw v.error;
+    }
+    this.unreserve();
+    return v;
+  }
+
   /** Closed, and every item put has been got: nothing more can come. */
-  readonly eof = (): boolean => Atomics.load(this.i32, this.q + CLOSED) !== 0 && this.count() === 0;
+  readonly eof = (): boolean => {
+    this.reap(); // a reader waiting on an empty queue gets a dead consumer's items back
+    return Atomics.load(this.i32, this.q + CLOSED) !== 0 && this.count() === 0;
+  };
 
   // --- the item count and maxsize
 
@@ -363,10 +727,12 @@ class Shared {
   /** A torn item was discarded: it will never be got nor marked done. */
   readonly discarded = (): void => {
     this.unreserve();
-    if (this.joinable && this.unfinished() > 0) this.taskDone();
+    // Done, but not a `taskDone` of this process: the copies it holds stay (see `#drop`).
+    if (this.joinable && this.unfinished() > 0) this.taskDone(false);
   };
 
   unfinished(): number {
+    this.reap();
     return (Atomics.load(this.i32, this.q + PUTS) - Atomics.load(this.i32, this.q + TASKS_DONE)) |
       0;
   }
@@ -384,13 +750,16 @@ class Shared {
 
   // --- JoinableQueue accounting
 
-  taskDone(): void {
+  /** Counts one task done; `drop`: it is this process's `taskDone` (its oldest copy goes). */
+  taskDone(drop = true): void {
+    checkNotTerminated(); // a zombie's held items were put back: its taskDone must not count
     const i32 = this.i32, idx = this.q + TASKS_DONE;
     for (;;) {
       const d = Atomics.load(i32, idx);
       const left = (Atomics.load(i32, this.q + PUTS) - d) | 0;
       if (left <= 0) throw new ValueError("task_done() called too many times");
       if (Atomics.compareExchange(i32, idx, d, (d + 1) | 0) !== d) continue;
+      if (drop) this.#drop();
       // The last one: wake joiners (they sleep on TASKS_DONE). A put racing with this keeps them
       // waiting, as it should; they re-check PUTS when they wake.
       if (left === 1 && Atomics.load(i32, this.q + JOIN_WAITERS)) Atomics.notify(i32, idx);
@@ -400,6 +769,7 @@ class Shared {
 
   /** The TASKS_DONE value to sleep on while tasks are unfinished, or null when none is. */
   #joinWait(): number | null {
+    this.reap();
     const i32 = this.i32, d = Atomics.load(i32, this.q + TASKS_DONE);
     return ((Atomics.load(i32, this.q + PUTS) - d) | 0) > 0 ? d : null;
   }
@@ -470,7 +840,7 @@ class Shared {
     const cap = arr ? h32[arr >> 2] : 0;
     if (len + 1 <= cap) return arr;
     const ncap = Math.max(64, cap * 2);
-    const next = alloc(4 + ncap * 4);
+    const next = alloc(4 + ncap * 4, "queue");
     h32[next >> 2] = ncap;
     if (arr) heap().u8.copyWithin(next + 4, arr + 4, arr + 4 + cap * 4);
     Atomics.store(this.i32, this.q + ARR, next); // the commit point: a crash before it leaks `next` only
@@ -560,7 +930,7 @@ class Shared {
   /** Encodes an item into its own heap block (outside the lock). */
   makeItem(bytes: Uint8Array, key: Uint8Array | null): number {
     const kl = key ? key.length + 4 : 0;
-    const off = alloc(ITEM_HEADER + kl + bytes.length);
+    const off = alloc(ITEM_HEADER + kl + bytes.length, "queue item");
     const h = heap();
     h.dv.setUint32(off, kl, true);
     h.dv.setUint32(off + 4, bytes.length, true);
@@ -613,12 +983,13 @@ class Shared {
     const h = heap();
     const kl = h.dv.getUint32(item, true), n = h.dv.getUint32(item + 4, true);
     const at = item + ITEM_HEADER + kl;
+    let v: unknown;
     try {
-      return loads(h.u8.subarray(at, at + n));
+      v = decodeItem(h.u8.subarray(at, at + n));
     } finally {
       release(item);
-      this.unreserve();
     }
+    return this.took(v);
   }
 
   /**
@@ -687,6 +1058,10 @@ class Shared {
  */
 export class Queue<T = unknown> implements AsyncIterable<T> {
   #s: Shared;
+  readonly #off: number;
+  readonly #maxsize: number;
+  /** Async calls of this handle in flight: its memory must not go back under them. */
+  #busy = 0;
 
   /**
    * Creates a queue holding at most `maxsize` items (`0`: unbounded; `put` then never waits).
@@ -706,16 +1081,47 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       const off = Shared.create(kind, Math.max(0, Math.min(maxsize, 0x7fffffff)), joinable);
       this.#s = new Shared(off);
     }
-    adopt(this, this.#s.off, this.#s.kind === FIFO ? undefined : Shared.freeStore);
+    const s = this.#s;
+    this.#off = s.off;
+    this.#maxsize = s.maxsize;
+    adopt(this, s.off, s.beforeFree);
   }
 
   static {
     stateOf = (q) => q.#s;
+    releaseOf = (q) => q.#release();
+    trackOf = (q, p) => q.#track(p);
+  }
+
+  /**
+   * Gives this handle's reference to the queue's memory back as soon as nothing more can come
+   * through it (closed, drained, every task done) and no async call of it is in flight, rather
+   * than when the garbage collector finds the handle: a program that creates, uses and closes
+   * queues in a loop then runs in constant memory (finalizers run too late for it). The memory
+   * is freed when every holder has done so (or been collected). The handle then behaves as
+   * before: closed and empty.
+   */
+  #release(): void {
+    const s = this.#s;
+    if (s === closedState || this.#busy || !s.closed || s.count() !== 0) return;
+    if (s.joinable && s.unfinished() !== 0) return;
+    this.#s = closedShared();
+    disown(this);
+    release(s.off, s.beforeFree);
+  }
+
+  /** Counts `p` as in flight on this handle (see `#release`). */
+  #track<R>(p: Promise<R>): Promise<R> {
+    this.#busy++;
+    return p.finally(() => {
+      this.#busy--;
+      this.#release();
+    });
   }
 
   /** The `maxsize` given at creation (0: unbounded). */
   get maxsize(): number {
-    return this.#s.maxsize;
+    return this.#maxsize;
   }
 
   #encode(item: T, transfer: ArrayBuffer[] | undefined): Uint8Array {
@@ -743,15 +1149,16 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    * rejects with `Full` with `block: false` or after `timeout` ms, and `ValueError` once closed.
    * Items are encoded at once (later changes to `item` do not travel).
    */
-  put(item: T, options: PutOptions = {}): Promise<void> {
+  put(item: T, options?: PutOptions): Promise<void> {
     try {
+      options = optionsOf(options, "Queue.put", "put(item, { timeout: 200 })");
       const timeout = timeoutOf(options.block, options.timeout);
       const s = this.#s;
       const bytes = this.#encode(item, options.transfer);
       if (!s.tryReserve()) {
         if (timeout === 0) throw new Full();
         // The shared encoder's buffer is reused while we wait.
-        return this.#putLater(item, bytes.slice(), timeout, options);
+        return this.#track(this.#putLater(item, bytes.slice(), timeout, options));
       }
       return this.#commit(item, bytes, options);
     } catch (e) {
@@ -775,13 +1182,14 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     this.#checkOpen();
     const staged = this.#stage(bytes, item);
     detach(options.transfer);
-    if (typeof staged === "number") return s.storePut(staged);
-    void s.ring!.post(staged);
+    if (typeof staged === "number") return this.#track(s.storePut(staged));
+    void s.ring!.post(staged, s.sendOptions);
     return DONE;
   }
 
   /** `put` for worker code that blocks its thread instead of awaiting. */
-  putSync(item: T, options: PutOptions = {}): void {
+  putSync(item: T, options?: PutOptions): void {
+    options = optionsOf(options, "Queue.putSync", "putSync(item, { timeout: 200 })");
     const timeout = timeoutOf(options.block, options.timeout);
     const s = this.#s;
     let bytes = this.#encode(item, options.transfer);
@@ -794,14 +1202,15 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     const staged = this.#stage(bytes, item);
     detach(options.transfer);
     if (typeof staged === "number") s.storePutSync(staged);
-    else s.ring!.sendSync(staged);
+    else s.ring!.sendSync(staged, s.sendOptions);
   }
 
   /**
    * Puts without waiting: throws `Full` at once when the queue is full. Returns at once (the item
    * is written through, or queued in this process's outbox).
    */
-  putNowait(item: T, options: Omit<PutOptions, "block" | "timeout"> = {}): void {
+  putNowait(item: T, options?: Omit<PutOptions, "block" | "timeout">): void {
+    options = optionsOf(options, "Queue.putNowait", "putNowait(item, { transfer: [buf] })");
     const s = this.#s;
     const bytes = this.#encode(item, options.transfer);
     if (!s.tryReserve()) throw new Full();
@@ -811,12 +1220,15 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     if (typeof staged === "number") {
       const p = s.storePut(staged);
       p.catch(() => {});
-    } else void s.ring!.post(staged);
+    } else void s.ring!.post(staged, s.sendOptions);
   }
 
   #result(v: unknown): T {
     if (v === TIMEOUT) throw new Empty();
-    if (v === EOF) throw new ValueError("Queue is closed");
+    if (v === EOF) {
+      this.#release();
+      throw new ValueError("Queue is closed");
+    }
     return v as T;
   }
 
@@ -824,55 +1236,57 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   #getRaw(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
     const s = this.#s;
     if (s.kind !== FIFO) return s.storeGet(timeout, signal);
-    return s.ring!.recv(decodeItemAsync, {
+    return s.ring!.recv(s.decodeAsync, {
       timeout,
       signal,
       eof: s.eof,
       eofPollMs: LIVENESS_SLICE_MS,
       onDiscard: s.discarded,
-    }).then((v) => {
-      if (v !== TIMEOUT && v !== EOF) s.unreserve();
-      return v;
-    });
+      durable: true,
+    }).then((v) => s.took(v));
   }
 
   /**
    * Removes and returns the next item, waiting for one. Rejects with `Empty` with `block: false`
    * or after `timeout` ms, and `ValueError` when the queue is closed and drained.
    */
-  get(options: GetOptions = {}): Promise<T> {
+  get(options?: GetOptions): Promise<T> {
     try {
+      options = optionsOf(options, "Queue.get", "get({ timeout: 200 })");
       const timeout = timeoutOf(options.block, options.timeout);
       const s = this.#s, ring = s.ring;
       if (ring) {
         // Fast path: an item is there (or comes within a short spin): one settled promise, no
         // async machinery. A consumer faster than its producer lives on this path.
-        let v = ring.tryRecv(decodeItemAsync);
-        if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(decodeItemAsync);
+        let v = ring.tryRecv(s.decodeAsync);
+        if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(s.decodeAsync);
         if (v !== TIMEOUT) {
-          s.unreserve();
-          return Promise.resolve(v as T);
+          // A handle's module (or a big block's buffer) may still be on its way.
+          return v instanceof Promise
+            ? v.then((x) => s.took(x) as T)
+            : Promise.resolve(s.took(v) as T);
         }
       }
-      return this.#getRaw(timeout, options.signal).then((v) => this.#result(v));
+      return this.#track(this.#getRaw(timeout, options.signal)).then((v) => this.#result(v));
     } catch (e) {
       return Promise.reject(e);
     }
   }
 
   /** `get` for worker code that blocks its thread instead of awaiting. */
-  getSync(options: Omit<GetOptions, "signal"> = {}): T {
+  getSync(options?: Omit<GetOptions, "signal">): T {
+    options = optionsOf(options, "Queue.getSync", "getSync({ timeout: 200 })");
     const timeout = timeoutOf(options.block, options.timeout);
     const s = this.#s;
     if (s.kind !== FIFO) return this.#result(s.storeGetSync(timeout));
-    const v = s.ring!.recvSync(decodeItem, {
+    const v = s.ring!.recvSync(s.decode, {
       timeout,
       eof: s.eof,
       eofPollMs: LIVENESS_SLICE_MS,
       onDiscard: s.discarded,
+      durable: true,
     });
-    if (v !== TIMEOUT && v !== EOF) s.unreserve();
-    return this.#result(v);
+    return this.#result(s.took(v));
   }
 
   /** Removes and returns an item if one is there at once; else throws `Empty`. */
@@ -901,6 +1315,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    */
   close(): void {
     this.#s.close();
+    this.#release();
   }
 
   /** True once `close()` was called in any process. */
@@ -927,15 +1342,15 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   /** Iterates over items until the queue is closed and drained (in every process). */
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     for (;;) {
-      const v = await this.#getRaw(undefined);
-      if (v === EOF) return;
+      const v = await this.#track(this.#getRaw(undefined));
+      if (v === EOF) return this.#release();
       yield v as T;
     }
   }
 
   /** A short description, like Python's repr. */
   toString(): string {
-    return `<${this.constructor.name} at ${this.#s.off} size=${this.qsize()}${
+    return `<${this.constructor.name} at ${this.#off} size=${this.qsize()}${
       this.closed ? " closed" : ""
     }>`;
   }
@@ -984,16 +1399,18 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
   /** Marks one item got from the queue as done; throws `ValueError` when none is outstanding. */
   taskDone(): void {
     stateOf(this).taskDone();
+    releaseOf(this);
   }
 
   /** Resolves when every item put has been marked done (may be called again later). */
   join(): Promise<void> {
-    return stateOf(this).join();
+    return trackOf(this, stateOf(this).join());
   }
 
   /** `join` for worker code that blocks its thread. */
   joinSync(): void {
     stateOf(this).joinSync();
+    releaseOf(this);
   }
 }
 
@@ -1072,7 +1489,9 @@ function register<C extends Queue<unknown>>(
     module: import.meta.url,
     cls,
     reduce(q) {
-      const off = stateOf(q).off;
+      const s = stateOf(q);
+      if (s === closedState) throw new ValueError(`${name} is closed and drained: nothing to send`);
+      const off = s.off;
       retain(off); // the in-flight reference; the receiving handle adopts it
       return off;
     },

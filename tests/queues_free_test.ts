@@ -1,0 +1,93 @@
+// Queues give their memory back (issue 13.7): a queue closed and drained by its holders frees
+// its heap block without waiting for the garbage collector; a full heap says what fills it.
+import assert from "node:assert/strict";
+import { alloc, heap, heapUsage } from "../lib/_heap.ts";
+import { JoinableQueue, LifoQueue, PriorityQueue, Queue } from "../lib/queues.ts";
+import { Pipe } from "../lib/connection.ts";
+import { ValueError } from "../lib/errors.ts";
+
+Deno.test("10,000 create/use/close cycles of each queue kind run in constant shared memory", async () => {
+  const before = heap().sab.byteLength;
+  const blocks0 = heapUsage().queue.blocks;
+  const kinds = [
+    () => new Queue<number>(),
+    () => new JoinableQueue<number>(),
+    () => new LifoQueue<number>(),
+    () => new PriorityQueue<number>(),
+  ];
+  for (const make of kinds) {
+    for (let i = 0; i < 10_000; i++) {
+      const q = make();
+      await q.put(i);
+      q.putNowait(i + 1);
+      assert.equal(
+        await q.get(),
+        q instanceof LifoQueue && !(q instanceof PriorityQueue) ? i + 1 : i,
+      );
+      q.getNowait();
+      if (q instanceof JoinableQueue) {
+        q.taskDone();
+        q.taskDone();
+        await q.join();
+      }
+      q.close();
+    }
+    // At most a few blocks left over (the one closed state of this process, a held buffer).
+    assert.ok(heapUsage().queue.blocks - blocks0 <= 3, JSON.stringify(heapUsage().queue));
+  }
+  assert.equal(heap().sab.byteLength, before, "the heap grew");
+});
+
+Deno.test("a queue closed while it still holds items is freed once drained, by get or for await", async () => {
+  const blocks0 = heapUsage().queue.blocks;
+  for (let i = 0; i < 2_000; i++) {
+    const q = new Queue<number>();
+    await q.put(1);
+    await q.put(2);
+    q.close();
+    assert.equal(q.qsize(), 2);
+    if (i % 2) {
+      const got: number[] = [];
+      for await (const x of q) got.push(x);
+      assert.deepEqual(got, [1, 2]);
+    } else {
+      assert.equal(q.getSync(), 1);
+      assert.equal(await q.get(), 2);
+      await assert.rejects(q.get(), ValueError);
+    }
+  }
+  assert.ok(heapUsage().queue.blocks - blocks0 <= 3, JSON.stringify(heapUsage().queue));
+});
+
+Deno.test("a queue that gave its memory back still behaves as closed and drained", async () => {
+  const q = new JoinableQueue<number>(5);
+  await q.put(1);
+  await q.get();
+  q.taskDone();
+  q.close();
+  assert.ok(q.closed && q.empty() && !q.full());
+  assert.equal(q.qsize(), 0);
+  assert.equal(q.maxsize, 5);
+  await assert.rejects(q.put(2), ValueError);
+  assert.throws(() => q.putNowait(2), ValueError);
+  await assert.rejects(q.get(), /Queue is closed/);
+  assert.throws(() => q.getSync(), /Queue is closed/);
+  assert.throws(() => q.taskDone(), /too many times/);
+  await q.join();
+  assert.match(String(q), /JoinableQueue at \d+ size=0 closed/);
+  const [a, b] = Pipe<unknown>();
+  assert.throws(() => a.sendSync(q), /closed/);
+  a.close();
+  b.close();
+});
+
+Deno.test("a full heap says what fills it", () => {
+  const q = new Queue<number>();
+  assert.throws(
+    () => alloc(512 << 20), // a 1 GiB block: more than is left
+    (e: Error) =>
+      e instanceof RangeError && /shared heap is full/.test(e.message) &&
+      /\d+ queue blocks? \([\d.]+ MiB\)/.test(e.message),
+  );
+  q.close();
+});

@@ -1,0 +1,72 @@
+// Ring frames (issue 24.3): a writer that lost its lock (a zombie: terminated, still running)
+// must not write one more frame, and a reader must never trust a frame that would move R past W.
+import assert from "node:assert/strict";
+import { alloc, heap } from "../lib/_heap.ts";
+import { Ring, TIMEOUT } from "../lib/_ring.ts";
+import { Process } from "../lib/process.ts";
+import { A_ARRIVED, A_RELEASED, gatedStreamWriter } from "./fixtures/ring_targets.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+function newRing(capacity: number): Ring {
+  const bytes = Ring.bytesFor(capacity);
+  return new Ring(Ring.init(alloc(bytes), bytes));
+}
+
+async function until(cond: () => boolean, ms = 20_000): Promise<boolean> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) return false;
+    await sleep(5);
+  }
+  return true;
+}
+
+Deno.test("a writer terminated inside its streaming loop writes no frame after its lock is taken over", async () => {
+  const ring = newRing(16 << 10), ctl = alloc(64), i32 = heap().i32, c = ctl >> 2;
+  const p = new Process({ target: gatedStreamWriter, args: [ring.base, ctl, 40 << 10, 7] });
+  p.start();
+  try {
+    // It has published two frames of a 40 KiB message and stops inside its loop, holding the
+    // write lock; it is then terminated (it goes on running: it is blocked in a sync call).
+    assert.ok(await until(() => Atomics.load(i32, c + A_ARRIVED) >= 1), "writer never paused");
+    p.terminate();
+    await p.join();
+    // A new writer takes the lock over and writes a message where the zombie would go on.
+    assert.equal(await ring.send(new TextEncoder().encode("after")), "ok");
+    // The zombie goes on: with a check per call (not per frame) it wrote its next frame over
+    // "after" and moved W back.
+    Atomics.store(i32, c + A_RELEASED, 1);
+    Atomics.notify(i32, c + A_RELEASED);
+    await sleep(300);
+    let discarded = 0;
+    const got = ring.recvSync(text, { timeout: 2_000, onDiscard: () => discarded++ });
+    assert.equal(got, "after");
+    assert.equal(discarded, 1); // the zombie's half message
+    assert.equal(ring.recvSync(text, { timeout: 0 }), TIMEOUT);
+    assert.ok(ring.empty());
+  } finally {
+    Atomics.store(i32, c + A_RELEASED, 1 << 30);
+    Atomics.notify(i32, c + A_RELEASED);
+    if (p.isAlive()) p.terminate();
+    await p.join();
+  }
+});
+
+Deno.test("a reader drops a frame whose length would take it past W, and the ring goes on", async () => {
+  const cap = 4096, ring = newRing(cap), u8 = heap().u8, dv = heap().dv;
+  const data = ring.base + Ring.bytesFor(cap) - cap; // the data area follows the header
+  for (const bad of [0x0fff_fff0, 100 | (1 << 28) | (1 << 29), 1 << 30 | 8]) {
+    await ring.send(new TextEncoder().encode("victim!!"));
+    const pos = u8.indexOf(0x76, data) - 4; // "v": the payload follows its 4-byte header
+    dv.setInt32(pos, bad, true); // a length past W (or unknown flag bits)
+    let discarded = 0;
+    assert.equal(ring.recvSync(text, { timeout: 0, onDiscard: () => discarded++ }), TIMEOUT);
+    assert.equal(discarded, 1);
+    assert.ok(ring.empty(), "R stopped at W");
+    u8.fill(0, data, data + cap);
+    await ring.send(new TextEncoder().encode("next"));
+    assert.equal(ring.tryRecv(text), "next");
+  }
+});
