@@ -184,6 +184,13 @@ export interface SendOptions {
    * {@link Ring.reapDead}) nor for one begun (its reader discards it: `onDiscard`).
    */
   onUnsent?: () => void;
+  /**
+   * Called once, when the message's first frame is published (readers can see it begin): at
+   * once for a message written in the call, later for one the outbox writes. A writer that rings
+   * a doorbell of its own rings it here, not before `post` returns: a message that waited for
+   * room is not in the ring yet, and a reader woken for it would find nothing and sleep again.
+   */
+  onBegun?: () => void;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,6 +212,8 @@ interface Cursor {
   r: number;
   /** The table entry counting this message until it begins (-1: not counted). */
   entry: number;
+  /** `SendOptions.onBegun`, until it is called. */
+  onBegun?: () => void;
 }
 
 interface Entry {
@@ -320,8 +329,17 @@ const outboxes = new Map<number, Outbox>();
 const asyncReads = new Map<number, number>();
 const OK: Promise<SendStatus> = Promise.resolve("ok");
 
-function cursorOf(bytes: Uint8Array): Cursor {
-  return { src: bytes, shift: 0, n: bytes.length, done: 0, started: false, r: 0, entry: -1 };
+function cursorOf(bytes: Uint8Array, options?: SendOptions): Cursor {
+  return {
+    src: bytes,
+    shift: 0,
+    n: bytes.length,
+    done: 0,
+    started: false,
+    r: 0,
+    entry: -1,
+    onBegun: options?.onBegun,
+  };
 }
 
 function holdRead(base: number, d: number): void {
@@ -611,7 +629,7 @@ export class Ring {
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
         this.#publish(w0, this.#adv(w, need));
-        if (c.entry >= 0) this.#begun(c);
+        this.#begun(c);
         return DONE;
       }
       // Streamed: frames as large as the contiguous free space allows.
@@ -634,7 +652,7 @@ export class Ring {
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
         this.#publish(w0, this.#adv(w, 4 + pad4(c.n)));
-        if (c.entry >= 0) this.#begun(c);
+        this.#begun(c);
         return DONE;
       }
       const avail = (free - 4) & ~3;
@@ -655,7 +673,7 @@ export class Ring {
       w = this.#adv(w, 4 + pad4(len));
       this.#publish(w0, w);
       w0 = w;
-      if (c.entry >= 0) this.#begun(c);
+      if (first) this.#begun(c);
       __testHooks.framePublished?.(this.base);
       if (last) {
         Atomics.store(i32, WSTATE, 0);
@@ -667,7 +685,7 @@ export class Ring {
   /** Gives up a message (the readers are gone): readers discard what they got of it. */
   #abandon(c: Cursor): void {
     if (c.started && c.done < c.n) this.#recoverWriter();
-    if (c.entry >= 0) this.#begun(c); // no longer waiting to begin: nobody is to reap it
+    this.#begun(c); // no longer waiting to begin: nobody is to reap it
   }
 
   // -------------------------------------------------------------------------------------------
@@ -693,10 +711,20 @@ export class Ring {
     return -2; // full: this outbox goes uncounted (see the README's limits)
   }
 
-  /** The message's first frame is out (or it was given up): it is no longer unbegun. */
+  /**
+   * The message's first frame is out (or it was given up): it is no longer unbegun, and its
+   * `onBegun` runs.
+   */
   #begun(c: Cursor): void {
-    Atomics.sub(this.#i32, TABLE + 2 * c.entry + 1, 1);
-    c.entry = -1;
+    if (c.entry >= 0) {
+      Atomics.sub(this.#i32, TABLE + 2 * c.entry + 1, 1);
+      c.entry = -1;
+    }
+    const f = c.onBegun;
+    if (f) {
+      c.onBegun = undefined;
+      f();
+    }
   }
 
   /** The outbox is empty and idle: give its entry back. */
@@ -814,7 +842,7 @@ export class Ring {
   }
 
   #post(bytes: Uint8Array, borrowed: boolean, options?: SendOptions): Promise<SendStatus> {
-    const c = cursorOf(bytes);
+    const c = cursorOf(bytes, options);
     try {
       const ob = outboxes.get(this.base);
       // Messages queued earlier go first; write what fits of them now rather than waiting for
@@ -972,7 +1000,7 @@ export class Ring {
    * ```
    */
   sendSync(bytes: Uint8Array, options?: SendOptions): SendStatus {
-    const c = cursorOf(bytes);
+    const c = cursorOf(bytes, options);
     try {
       return this.#sendSync(c, options);
     } catch (e) {

@@ -14,7 +14,8 @@
  *   for a ring's lock. After each result a worker bumps the pool's {@link Doorbell}, a shared
  *   counter the parent sleeps on when every ring is empty (it pays `Atomics.notify` only when
  *   the parent says it sleeps). A result too large for one frame may begin only later (no room
- *   yet): the worker says so first (`POSTING`), and the parent waits on that ring instead.
+ *   yet, the worker's background writer publishes it): the bell is rung when its first frame is
+ *   published (`onBegun`), never before, so the parent is not woken for a result not yet there.
  * - **The pool knows what each worker holds.** Tasks are numbered per worker in the order they
  *   are written into its ring, and the worker stores the number of the task it starts in a shared
  *   word (`STARTED`) before running it. Results go out one per task, before the next task starts.
@@ -99,11 +100,6 @@ const STARTED = 0;
 const CANCEL_HINT = 16; // nonzero while some cancel slot may hold a task number
 const CANCEL = 17; // cancel slots: numbers of tasks the worker must skip (0 = free)
 const CANCEL_SLOTS = 15;
-/**
- * Nonzero while the worker writes a result too large for one frame (set before any of it can be
- * in the ring, cleared once all of it is): the parent then waits on that ring, not the doorbell.
- */
-const POSTING = 32;
 const CTL_BYTES = 256;
 /**
  * A worker's block: control words, its task ring (parent → worker) and its result ring (worker →
@@ -122,12 +118,6 @@ const BELL_SPIN = 1000;
  * every result is rung for, and `__testHooks.lateWakeups` counts the times it was needed.
  */
 const BELL_SLICE_MS = LIVENESS_SLICE_MS;
-/**
- * How long the parent waits on one result ring in which a streamed result is about to begin
- * (its worker's background writer publishes the first frame within microseconds), before it
- * looks at every ring again.
- */
-const POSTING_POLL_MS = 5;
 
 const BELL = 0, BELL_ASLEEP = 16;
 
@@ -1896,14 +1886,6 @@ export class Pool {
           continue;
         }
         if (!this.#needReader()) return;
-        // A worker's streamed result whose first frame is not out yet (see ResultWriter): it is
-        // rung for before it is in the ring, so wait on that ring itself until it begins.
-        const posting = this.#posting();
-        if (posting) {
-          const ctl = posting.ctl;
-          await posting.results.poll(POSTING_POLL_MS, () => Atomics.load(ctl, POSTING) === 0, 1);
-          continue;
-        }
         if (bell.spin(seen, BELL_SPIN)) continue; // a result is likely near
         // The sleep ends by the backstop, or when a steal check is due.
         const ms = Math.min(BELL_SLICE_MS, Math.max(0, this.#stealDue - performance.now()));
@@ -1924,14 +1906,6 @@ export class Pool {
       this.#changed();
       this.#kick();
     }
-  }
-
-  /** A live worker that is writing a streamed result whose first frame may not be out yet. */
-  #posting(): Slot | null {
-    for (const w of this.#list) {
-      if (!w.dead && Atomics.load(w.ctl, POSTING) !== 0) return w;
-    }
-    return null;
   }
 
   /** Reads every message in every worker's result ring; the number read. */
@@ -2491,6 +2465,9 @@ class ResultWriter {
     this.#maxSingle = ((ring.capacity >> 1) & ~3) - 4;
   }
 
+  /** Rings the parent's doorbell (as `onBegun`: when a streamed result's first frame is out). */
+  readonly #ringBell = (): void => this.#bell.ring();
+
   send(
     kind: number,
     seq: number,
@@ -2564,20 +2541,12 @@ class ResultWriter {
       return;
     }
     // Too large for one frame: it is streamed, and the parent must be reading while it is
-    // written. `post` writes what fits now and copies the rest for this worker's background
-    // writer, which may publish even the first frame only later (no room yet) and rings for
-    // nothing. So POSTING tells the parent, before any of it can be in the ring, to wait on this
-    // ring rather than the doorbell (see Pool.#readLoop); then the ring's own reader/writer
-    // hand-off carries the rest. (A hook in Ring.post called when the first frame is published
-    // would let the bell be rung at that moment instead.)
-    Atomics.store(this.#ctl, POSTING, 1);
-    const done = this.#ring.post(msg);
-    this.#bell.ring();
-    return done.then(() => {
-      Atomics.store(this.#ctl, POSTING, 0);
-      this.#ring.wakeReaders(); // the parent may wait on this ring for POSTING to drop
-      this.#bell.ring();
-    });
+    // written. `post` writes what fits now and hands the rest to this worker's background
+    // writer, which may publish even the first frame only later (no room yet). The bell is rung
+    // when the first frame is published: rung before, the parent would find nothing, sleep
+    // again, and the background writer, its ring full, would wait for it for ever (issue 24).
+    // Once begun, the ring's own reader/writer hand-off carries the rest.
+    return this.#ring.post(msg, { onBegun: this.#ringBell }).then(() => {});
   }
 }
 
