@@ -58,8 +58,6 @@ import { dumps, Encoder, holdsHandles, loads } from "./reduction.ts";
 export { exitNote, isolatedEncoder };
 
 const POOL = new URL("./pool.ts", import.meta.url).href;
-/** How long the child's relay waits on a ring whose streamed result is about to begin (ms). */
-const POSTING_POLL_MS = 5;
 
 // Module evaluation order: pool.ts imports this module, so nothing of pool.ts is touched here
 // before a child is started.
@@ -142,6 +140,7 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   const enc = new Encoder();
   const dead = () => child.exitCode !== null;
   const sendOptions = { broken: dead };
+  const streamOptions = { broken: dead, onBegun: ring };
   /** Tasks sent to the child, and the number of the last one it answered. */
   let sent = 0, answered = 0, final = false;
   /** Tasks the child was told to skip (their cancel slots are still held). */
@@ -179,18 +178,13 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
       }
       // As a thread worker's result writer does (see ResultWriter.#write), without blocking
       // this thread, which is also the pool's reader: a message that must wait for room is rung
-      // for again once it is in; a streamed one is announced (POSTING) before any of it is.
+      // for again once it is in; a streamed one when its first frame is out (`onBegun`).
       if (b.length <= maxSingle) {
         void results.post(b, sendOptions).then(ring);
+        ring();
       } else {
-        Atomics.store(ctl, W.POSTING, 1);
-        void results.post(b, sendOptions).then(() => {
-          Atomics.store(ctl, W.POSTING, 0);
-          results.wakeReaders();
-          ring();
-        });
+        void results.post(b, streamOptions).then(ring);
       }
-      ring();
     } else if (type === F_DEATH) {
       // The child's own count: exact, where the estimate above may count one task too many.
       const [begun] = loads<[number, number | null]>(b);
@@ -271,11 +265,6 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
     }
     if (n) continue;
     if (exited) break;
-    if (Atomics.load(ctl, W.POSTING) !== 0) {
-      // A streamed result whose first frame may not be in the ring yet: wait on the ring.
-      await results.poll(POSTING_POLL_MS, () => Atomics.load(ctl, W.POSTING) === 0, 1);
-      continue;
-    }
     await bell.sleep(seen, LIVENESS_SLICE_MS);
   }
   ch.send(F_DEATH, dumps([Math.abs(Atomics.load(ctl, W.STARTED)), code]));

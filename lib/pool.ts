@@ -2941,7 +2941,6 @@ export const __poolWire = {
   CANCEL_HINT,
   CANCEL,
   CANCEL_SLOTS,
-  POSTING,
   OP_PAD,
   OP_DEFINE,
   OP_TASK,
