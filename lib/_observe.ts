@@ -1,0 +1,460 @@
+/**
+ * What `snapshot()` reads: two tables in shared memory that make every lock, queue and process
+ * of the whole process tree visible from any worker, without asking any of them.
+ *
+ * Why shared memory: a snapshot taken in one worker must see the locks another worker created
+ * and who waits for them, including a worker stuck in `Atomics.wait` that could answer no
+ * message. So every object records itself once, at creation, in the object table (its kind, its
+ * block, its name), and every process has a record in the process table (its name, target,
+ * start time, exit code, and what its threads wait for). A snapshot walks the tables and reads
+ * the objects' live words: a mutex word already names its holder's slot, a semaphore keeps its
+ * holders, a queue its counters. Nothing is collected until something reads it.
+ *
+ * Cost. Creating an object costs one table entry (and, when it has no name, a look at the
+ * caller's stack frame, a few microseconds, for a name from its creation site). Acquiring or
+ * waiting costs nothing on the fast path; a waiter about to sleep writes one small record
+ * ("thread T of this process waits for object O") and clears it when done: a sleep costs tens
+ * of microseconds, the record well under one.
+ *
+ * Object table (heap root 7): a header, then `CAPACITY` entries of 8 words: kind (0 free, -1
+ * being written), the object's block offset, its creator's slot, its name (offset and length of
+ * a UTF-8 block), flags, an extra word (a Condition's lock), an id. The object's block header
+ * keeps the index of its entry (spare word 3), so the entry is found in O(1) from the block and
+ * dropped when the block is freed (the handle's `beforeFree`). A full table leaves new objects
+ * unlisted (counted in `dropped`), never failing their creation.
+ *
+ * Process table (heap root 8): a directory of pages of 1024 records of 32 words, one record per
+ * process slot: its name, target, flags, exit code, current task, start time, then `WAITERS`
+ * waiter records `[object, thread ident, thread name, its length]`: one per thread of the
+ * process that is asleep waiting (several async Threads of one isolate may wait at once).
+ *
+ * @module
+ */
+
+import {
+  alloc,
+  heap,
+  isAlive,
+  MAIN_SLOT,
+  nextId,
+  parentSlot,
+  release,
+  sharedRoot,
+} from "./_heap.ts";
+import { sharedRootIfAny } from "./_heap.ts";
+
+/** The kinds of objects the table lists (their index + 1 is stored). */
+export const KINDS = [
+  "Lock",
+  "RLock",
+  "Semaphore",
+  "BoundedSemaphore",
+  "Condition",
+  "Event",
+  "Barrier",
+  "Queue",
+  "SimpleQueue",
+  "JoinableQueue",
+  "Pool",
+] as const;
+/** One of {@link KINDS}. */
+export type Kind = typeof KINDS[number];
+
+const OBJECTS_ROOT = 7, PROCESSES_ROOT = 8;
+
+// Object table: header words, then entries.
+const O_HIGH = 0, O_DROPPED = 1, O_DETECT_ALL = 2, O_HEADER = 16;
+const CAPACITY = 8192, ENTRY = 8;
+const K_KIND = 0, K_OFF = 1, K_SLOT = 2, K_NAME = 3, K_NLEN = 4, K_FLAGS = 5, K_EXTRA = 6, K_ID = 7;
+/** Entry flag: acquires of this lock detect deadlocks. */
+export const DETECT_DEADLOCK = 1;
+
+// Process table: a directory of page offsets, then pages of records.
+const PAGE_SLOTS = 256, DIR_PAGES = 4096, P_HIGH = DIR_PAGES;
+const RECORD = 64;
+const P_NAME = 0, P_NLEN = 1, P_TARGET = 2, P_TLEN = 3, P_FLAGS = 4, P_EXIT = 5;
+const P_TASK = 6, P_TASKLEN = 7, P_START = 8; // P_START: a float64 in words 8-9
+const P_WAIT = 16, WAITERS = 8, WAITER = 6;
+const W_OBJ = 0, W_IDENT = 1, W_NAME = 2, W_NLEN = 3, W_SEQ = 4, W_DETECT = 5;
+const F_DAEMON = 1, F_EXITED = 2, F_RECORDED = 4;
+
+const utf8 = new TextEncoder(), fromUtf8 = new TextDecoder();
+
+/** Copies `s` into a new heap block: `[offset, length]` (`[0, 0]` for ""). */
+function writeString(s: string): [number, number] {
+  const bytes = utf8.encode(s);
+  if (bytes.length === 0) return [0, 0];
+  const off = alloc(bytes.length);
+  heap().u8.set(bytes, off);
+  return [off, bytes.length];
+}
+
+/** Reads a string written by {@link writeString}. */
+function readString(off: number, len: number): string {
+  if (!off || len <= 0) return "";
+  return fromUtf8.decode(heap().u8.slice(off, off + len));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Object table
+
+/** Word index of spare header word 3 of the block whose data starts at `off`. */
+const headerWord = (off: number) => ((off - 16) >> 2) + 3;
+
+let cursor = 0;
+// Call sites name local files by path, remote ones by URL.
+const local = (u: URL) => u.protocol === "file:" ? decodeURIComponent(u.pathname) : u.href;
+const LIB = local(new URL(".", import.meta.url));
+const MOD = local(new URL("../mod.ts", import.meta.url));
+
+interface CallSite {
+  getFileName(): string | null;
+  getLineNumber(): number | null;
+}
+
+/**
+ * `Lock@deadlock.ts:12`: the kind and the first caller outside denomp. V8's structured call
+ * sites are read without formatting the stack (formatting it would cost 3x more).
+ */
+export function siteName(kind: string): string {
+  // deno-lint-ignore no-explicit-any
+  const E = Error as any;
+  const limit = E.stackTraceLimit, prepare = E.prepareStackTrace;
+  let sites: CallSite[] = [];
+  try {
+    E.stackTraceLimit = 8;
+    E.prepareStackTrace = (_: unknown, cs: CallSite[]) => cs;
+    const holder: { stack?: CallSite[] } = {};
+    E.captureStackTrace(holder, siteName);
+    sites = holder.stack ?? [];
+  } catch {
+    /* no call sites: the kind alone */
+  } finally {
+    E.stackTraceLimit = limit;
+    E.prepareStackTrace = prepare;
+  }
+  for (const c of sites) {
+    const file = c.getFileName?.() ?? "";
+    if (!file || file.startsWith(LIB) || file === MOD || file.startsWith("ext:")) continue;
+    if (file.startsWith("file://") && local(new URL(file)).startsWith(LIB)) continue;
+    return `${kind}@${file.slice(file.lastIndexOf("/") + 1)}:${c.getLineNumber?.() ?? 0}`;
+  }
+  return kind;
+}
+
+/**
+ * Lists a new object: kind, block `off`, `name` (else one from the creation site), `flags`
+ * ({@link DETECT_DEADLOCK}), `extra` (a Condition's lock block). Called once, by the creator.
+ */
+export function registerObject(
+  kind: Kind,
+  off: number,
+  name: string | undefined,
+  flags = 0,
+  extra = 0,
+): void {
+  const h = heap(), i32 = h.i32;
+  i32[headerWord(off)] = 0;
+  const root = sharedRoot(OBJECTS_ROOT, (O_HEADER + CAPACITY * ENTRY) * 4) >> 2;
+  const [nOff, nLen] = writeString(name ?? siteName(kind));
+  for (let n = 0; n < CAPACITY; n++) {
+    const i = (cursor + n) % CAPACITY, e = root + O_HEADER + i * ENTRY;
+    if (Atomics.load(i32, e + K_KIND) !== 0) continue;
+    if (Atomics.compareExchange(i32, e + K_KIND, 0, -1) !== 0) continue;
+    i32[e + K_OFF] = off;
+    i32[e + K_SLOT] = h.slot;
+    i32[e + K_NAME] = nOff;
+    i32[e + K_NLEN] = nLen;
+    i32[e + K_FLAGS] = flags;
+    i32[e + K_EXTRA] = extra;
+    i32[e + K_ID] = i;
+    Atomics.store(i32, e + K_KIND, KINDS.indexOf(kind) + 1);
+    for (let hi = Atomics.load(i32, root + O_HIGH); hi < i + 1;) {
+      const was = Atomics.compareExchange(i32, root + O_HIGH, hi, i + 1);
+      if (was === hi) break;
+      hi = was;
+    }
+    Atomics.store(i32, headerWord(off), i + 1);
+    cursor = i + 1;
+    return;
+  }
+  Atomics.add(i32, root + O_DROPPED, 1);
+  if (nOff) release(nOff);
+}
+
+/** The entry (word index) of the object whose block is `off`, or -1 when it is not listed. */
+function entryOf(off: number): number {
+  const root = sharedRootIfAny(OBJECTS_ROOT);
+  if (!root || !off) return -1;
+  const i32 = heap().i32, i = Atomics.load(i32, headerWord(off)) - 1;
+  if (i < 0 || i >= CAPACITY) return -1;
+  const e = (root >> 2) + O_HEADER + i * ENTRY;
+  return Atomics.load(i32, e + K_OFF) === off && Atomics.load(i32, e + K_KIND) > 0 ? e : -1;
+}
+
+/** Unlists the object of block `off`: a handle's `beforeFree` (its last reference is gone). */
+export function forgetObject(off: number): void {
+  const e = entryOf(off);
+  if (e < 0) return;
+  const i32 = heap().i32, name = i32[e + K_NAME];
+  Atomics.store(i32, headerWord(off), 0);
+  i32[e + K_NAME] = 0;
+  i32[e + K_OFF] = 0;
+  if (name) release(name);
+  Atomics.store(i32, e + K_KIND, 0);
+}
+
+/** The name of the object of block `off` ("" when it is not listed). */
+export function objectName(off: number): string {
+  const e = entryOf(off), i32 = heap().i32;
+  return e < 0 ? "" : readString(i32[e + K_NAME], i32[e + K_NLEN]);
+}
+
+/** True when acquires of the lock at `off` detect deadlocks (its flag, or program-wide). */
+export function detectsDeadlock(off: number): boolean {
+  const root = sharedRootIfAny(OBJECTS_ROOT);
+  if (!root) return false;
+  const i32 = heap().i32;
+  if (Atomics.load(i32, (root >> 2) + O_DETECT_ALL)) return true;
+  const e = entryOf(off);
+  return e >= 0 && (Atomics.load(i32, e + K_FLAGS) & DETECT_DEADLOCK) !== 0;
+}
+
+/** Turns deadlock detection on or off for every lock of the program, in every worker. */
+export function setDetectAll(on: boolean): void {
+  const root = sharedRoot(OBJECTS_ROOT, (O_HEADER + CAPACITY * ENTRY) * 4) >> 2;
+  Atomics.store(heap().i32, root + O_DETECT_ALL, on ? 1 : 0);
+}
+
+/** One listed object, as a snapshot reads it. */
+export interface ObjectEntry {
+  kind: Kind;
+  off: number;
+  name: string;
+  creator: number;
+  flags: number;
+  extra: number;
+  id: number;
+}
+
+/** Every listed object, and how many could not be listed (a full table). */
+export function listObjects(): { objects: ObjectEntry[]; dropped: number } {
+  const root = sharedRootIfAny(OBJECTS_ROOT);
+  if (!root) return { objects: [], dropped: 0 };
+  const i32 = heap().i32, r = root >> 2, high = Atomics.load(i32, r + O_HIGH);
+  const objects: ObjectEntry[] = [];
+  for (let i = 0; i < high; i++) {
+    const e = r + O_HEADER + i * ENTRY, k = Atomics.load(i32, e + K_KIND);
+    if (k <= 0) continue;
+    const o: ObjectEntry = {
+      kind: KINDS[k - 1],
+      off: i32[e + K_OFF],
+      name: readString(i32[e + K_NAME], i32[e + K_NLEN]),
+      creator: i32[e + K_SLOT],
+      flags: i32[e + K_FLAGS],
+      extra: i32[e + K_EXTRA],
+      id: i32[e + K_ID],
+    };
+    // Dropped while being read: skip it rather than show half of it.
+    if (Atomics.load(i32, e + K_KIND) === k && i32[e + K_OFF] === o.off) objects.push(o);
+  }
+  return { objects, dropped: Atomics.load(i32, r + O_DROPPED) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process table
+
+/** Word index of `slot`'s record, allocating its page when `create`; -1 when there is none. */
+function recordOf(slot: number, create: boolean): number {
+  const page = Math.floor(slot / PAGE_SLOTS);
+  if (page >= DIR_PAGES || slot <= 0) return -1;
+  const i32 = heap().i32;
+  const dir = create
+    ? sharedRoot(PROCESSES_ROOT, (DIR_PAGES + 16) * 4) >> 2
+    : sharedRootIfAny(PROCESSES_ROOT) >> 2;
+  if (!dir) return -1;
+  let p = Atomics.load(i32, dir + page);
+  if (!p) {
+    if (!create) return -1;
+    const mine = alloc(PAGE_SLOTS * RECORD * 4);
+    p = Atomics.compareExchange(i32, dir + page, 0, mine);
+    if (p) release(mine);
+    else p = mine;
+  }
+  if (create) {
+    for (let hi = Atomics.load(i32, dir + P_HIGH); hi < slot;) {
+      const was = Atomics.compareExchange(i32, dir + P_HIGH, hi, slot);
+      if (was === hi) break;
+      hi = was;
+    }
+  }
+  return (p >> 2) + (slot % PAGE_SLOTS) * RECORD;
+}
+
+/**
+ * Records a process that starts (by its parent, before it runs): its name, whether it is a
+ * daemon, and what it runs (`module#export`).
+ */
+export function recordProcess(
+  slot: number,
+  name: string,
+  daemon: boolean,
+  module: string,
+  target: string,
+): void {
+  const r = recordOf(slot, true);
+  if (r < 0) return;
+  const h = heap(), i32 = h.i32;
+  if (h.slot === MAIN_SLOT && !(Atomics.load(i32, recordOf(MAIN_SLOT, true) + P_FLAGS))) {
+    writeRecord(recordOf(MAIN_SLOT, true), "MainProcess", false, "", performance.timeOrigin);
+  }
+  const file = module.slice(module.lastIndexOf("/") + 1);
+  writeRecord(r, name, daemon, target ? `${file}#${target}` : file, Date.now());
+}
+
+function writeRecord(r: number, name: string, daemon: boolean, target: string, start: number) {
+  const h = heap(), i32 = h.i32;
+  [i32[r + P_NAME], i32[r + P_NLEN]] = writeString(name);
+  [i32[r + P_TARGET], i32[r + P_TLEN]] = writeString(target);
+  h.f64[(r + P_START) >> 1] = start;
+  Atomics.store(i32, r + P_FLAGS, F_RECORDED | (daemon ? F_DAEMON : 0));
+}
+
+/** Records how a process ended (by its parent). */
+export function recordExit(slot: number, code: number): void {
+  const r = recordOf(slot, false);
+  if (r < 0) return;
+  const i32 = heap().i32;
+  i32[r + P_EXIT] = code;
+  Atomics.or(i32, r + P_FLAGS, F_EXITED);
+}
+
+/**
+ * Records what this process runs now (a pool task, `""` for nothing); the previous string is
+ * freed. Only the process itself writes it.
+ */
+export function recordTask(task: string): void {
+  const r = recordOf(heap().slot, true);
+  if (r < 0) return;
+  const i32 = heap().i32, old = i32[r + P_TASK];
+  const [off, len] = writeString(task);
+  i32[r + P_TASKLEN] = 0;
+  i32[r + P_TASK] = off;
+  i32[r + P_TASKLEN] = len;
+  if (old) release(old);
+}
+
+const threadNames = new Map<number, [number, number]>();
+
+/**
+ * Notes that thread `ident` (named `threadName`, `undefined` for the process's main thread) of
+ * this process is about to sleep waiting for the object of block `obj`. Returns the waiter
+ * record to give to {@link endWait}, or -1 when all of them are taken.
+ */
+export function beginWait(
+  obj: number,
+  ident: number,
+  threadName: string | undefined,
+  detect: boolean,
+): number {
+  const r = recordOf(heap().slot, true);
+  if (r < 0) return -1;
+  const i32 = heap().i32;
+  for (let w = r + P_WAIT; w < r + P_WAIT + WAITERS * WAITER; w += WAITER) {
+    if (Atomics.compareExchange(i32, w + W_OBJ, 0, -1) !== 0) continue;
+    let name: [number, number] = [0, 0];
+    if (threadName !== undefined) {
+      name = threadNames.get(ident) ?? [0, 0];
+      if (!name[0]) threadNames.set(ident, name = writeString(threadName));
+    }
+    i32[w + W_IDENT] = ident;
+    i32[w + W_NAME] = name[0];
+    i32[w + W_NLEN] = name[1];
+    i32[w + W_SEQ] = nextId();
+    i32[w + W_DETECT] = detect ? 1 : 0;
+    Atomics.store(i32, w + W_OBJ, obj);
+    return w;
+  }
+  return -1;
+}
+
+/** Ends a wait noted by {@link beginWait}. */
+export function endWait(w: number): void {
+  if (w >= 0) Atomics.store(heap().i32, w + W_OBJ, 0);
+}
+
+/** One process, as a snapshot reads it. */
+export interface ProcessEntry {
+  slot: number;
+  name: string;
+  parent: number;
+  daemon: boolean;
+  alive: boolean;
+  exitCode: number | null;
+  target: string;
+  task: string;
+  startTime: number | null;
+  /**
+   * What its threads wait for: the object's block, the thread, its name ("" for the main
+   * thread), when the wait began (a sequence number) and whether it detects deadlocks.
+   */
+  waiters: { obj: number; ident: number; thread: string; seq: number; detect: boolean }[];
+}
+
+/** Every recorded process (and the main one), in slot order. */
+export function listProcesses(): ProcessEntry[] {
+  const out: ProcessEntry[] = [];
+  const dir = sharedRootIfAny(PROCESSES_ROOT) >> 2;
+  const high = dir ? Atomics.load(heap().i32, dir + P_HIGH) : MAIN_SLOT;
+  for (let slot = MAIN_SLOT; slot <= Math.max(high, MAIN_SLOT); slot++) {
+    const p = readProcess(slot);
+    if (p) out.push(p);
+  }
+  return out;
+}
+
+/** The record of `slot` (the main process has one even if never written). */
+export function readProcess(slot: number): ProcessEntry | null {
+  const r = recordOf(slot, false), h = heap(), i32 = h.i32;
+  const flags = r < 0 ? 0 : Atomics.load(i32, r + P_FLAGS);
+  if (!(flags & F_RECORDED) && slot !== MAIN_SLOT) {
+    if (r < 0) return null;
+    // Not recorded, but threads of it wait (a worker not started by Child): keep its waits.
+    let any = false;
+    for (let w = r + P_WAIT; w < r + P_WAIT + WAITERS * WAITER; w += WAITER) {
+      any ||= i32[w + W_OBJ] > 0;
+    }
+    if (!any) return null;
+  }
+  const waiters: ProcessEntry["waiters"] = [];
+  if (r >= 0) {
+    for (let w = r + P_WAIT; w < r + P_WAIT + WAITERS * WAITER; w += WAITER) {
+      const obj = Atomics.load(i32, w + W_OBJ);
+      if (obj <= 0) continue;
+      waiters.push({
+        obj,
+        ident: i32[w + W_IDENT],
+        thread: readString(i32[w + W_NAME], i32[w + W_NLEN]),
+        seq: i32[w + W_SEQ],
+        detect: i32[w + W_DETECT] !== 0,
+      });
+    }
+  }
+  const main = slot === MAIN_SLOT && !(flags & F_RECORDED);
+  return {
+    slot,
+    name: main ? "MainProcess" : readString(i32[r + P_NAME], i32[r + P_NLEN]) || `slot-${slot}`,
+    parent: parentSlot(slot),
+    daemon: (flags & F_DAEMON) !== 0,
+    alive: isAlive(slot),
+    exitCode: flags & F_EXITED ? i32[r + P_EXIT] : null,
+    target: r < 0 ? "" : readString(i32[r + P_TARGET], i32[r + P_TLEN]),
+    task: r < 0 ? "" : readString(i32[r + P_TASK], i32[r + P_TASKLEN]),
+    startTime: flags & F_RECORDED
+      ? h.f64[(r + P_START) >> 1]
+      : main && h.slot === MAIN_SLOT
+      ? performance.timeOrigin
+      : null,
+    waiters,
+  };
+}

@@ -1,0 +1,190 @@
+import assert from "node:assert/strict";
+import { Process } from "../lib/process.ts";
+import { Queue } from "../lib/queues.ts";
+import {
+  Barrier,
+  BoundedSemaphore,
+  Condition,
+  Event,
+  Lock,
+  RLock,
+  Semaphore,
+} from "../lib/synchronize.ts";
+import { Thread } from "../lib/threading.ts";
+import { DeadlockError } from "../lib/errors.ts";
+import { setDeadlockDetection, type Snapshot, snapshot } from "../lib/snapshot.ts";
+import { parentOf, philosopher, snapshotHere } from "./fixtures/snapshot_targets.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Takes snapshots until `ok` holds (or fails after `ms`). */
+async function until(ok: (s: Snapshot) => boolean, ms = 20_000): Promise<Snapshot> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const s = snapshot();
+    if (ok(s)) return s;
+    if (Date.now() > end) assert.fail(`not seen in ${ms} ms: ${JSON.stringify(s, null, 1)}`);
+    await sleep(20);
+  }
+}
+
+Deno.test("objects take a name in an options object; unnamed ones are named by kind and site", () => {
+  const named = [
+    new Lock({ name: "l" }),
+    new RLock({ name: "r" }),
+    new Semaphore({ value: 3, name: "s" }),
+    new BoundedSemaphore({ value: 2, name: "b" }),
+    new Event({ name: "e" }),
+    new Condition({ name: "c" }),
+    new Barrier(2, { name: "bar" }),
+  ];
+  const unnamed = new Lock();
+  const s = snapshot();
+  for (const n of ["l", "r", "s", "b", "e", "c", "bar"]) {
+    assert.ok(s.locks.some((l) => l.name === n), n);
+  }
+  assert.equal(s.locks.find((l) => l.name === "s")!.value, 3);
+  assert.equal(s.locks.find((l) => l.name === "b")!.bound, 2);
+  assert.ok(s.locks.some((l) => l.name === "c.lock" && l.kind === "RLock"));
+  assert.match(String(named[0]), /name='l'/);
+  assert.match(String(unnamed), /Lock@snapshot_test\.ts:\d+/);
+  assert.throws(() => new Lock({ name: 5 as unknown as string }), TypeError);
+  assert.throws(() => new Lock(5 as unknown as object), TypeError);
+  assert.equal(new Semaphore(4).getValue(), 4);
+});
+
+Deno.test("snapshot: holders, waiters and a deadlock between two threads", async () => {
+  const a = new Lock({ name: "fork-1" }), b = new Lock({ name: "fork-2" });
+  const stop = new AbortController();
+  const diner = (first: Lock, second: Lock) => async () => {
+    await first.acquire();
+    await sleep(30);
+    await second.acquire({ signal: stop.signal }).catch(() => {});
+    first.release();
+  };
+  const t1 = new Thread({ name: "philosopher-1", target: diner(a, b) });
+  const t2 = new Thread({ name: "philosopher-2", target: diner(b, a) });
+  t1.start();
+  t2.start();
+  try {
+    const s = await until((s) => s.deadlocks.length > 0);
+    assert.deepEqual(s.deadlocks, [[
+      { process: "philosopher-1", holds: "fork-1", waitsFor: "fork-2" },
+      { process: "philosopher-2", holds: "fork-2", waitsFor: "fork-1" },
+    ]]);
+    const fork1 = s.locks.find((l) => l.name === "fork-1")!;
+    assert.deepEqual([fork1.holders, fork1.waiters], [["philosopher-1"], ["philosopher-2"]]);
+    assert.deepEqual(JSON.parse(JSON.stringify(s)), s); // plain JSON
+  } finally {
+    stop.abort();
+    await t1.join();
+    await t2.join();
+  }
+  assert.equal(snapshot().deadlocks.length, 0);
+});
+
+Deno.test("snapshot: a deadlock between two processes, their names and states", async () => {
+  const a = new Lock({ name: "fork-1" }), b = new Lock({ name: "fork-2" });
+  const met = new Barrier(2), out = new Queue<string>();
+  const p1 = new Process({ target: philosopher, args: [a, b, met, out], name: "philosopher-1" });
+  const p2 = new Process({ target: philosopher, args: [b, a, met, out], name: "philosopher-2" });
+  p1.start();
+  p2.start();
+  try {
+    const s = await until((s) => s.deadlocks.length > 0);
+    assert.deepEqual(s.deadlocks[0].map((x) => x.process).sort(), [
+      "philosopher-1",
+      "philosopher-2",
+    ]);
+    assert.ok(s.deadlocks[0].some((x) => x.holds === "fork-1" && x.waitsFor === "fork-2"));
+    const p = s.processes.find((p) => p.name === "philosopher-1")!;
+    assert.equal(p.state, "running");
+    assert.equal(p.pid, p1.pid);
+    assert.equal(p.parent, s.processes[0].pid);
+    assert.equal(p.target, "snapshot_targets.ts#philosopher");
+    assert.deepEqual(p.waitingFor, ["fork-2"]);
+    assert.equal(typeof p.startTime, "number");
+  } finally {
+    p1.terminate();
+    p2.terminate();
+    await p1.join();
+    await p2.join();
+  }
+  const after = snapshot().processes.find((p) => p.pid === p1.pid)!;
+  assert.deepEqual([after.state, after.exitCode], ["stopped", -15]);
+});
+
+Deno.test("detectDeadlock: the acquire that closes a cycle throws DeadlockError naming it", async () => {
+  const a = new Lock({ name: "fork-1", detectDeadlock: true });
+  const b = new Lock({ name: "fork-2", detectDeadlock: true });
+  const met = new Barrier(2), out = new Queue<string>();
+  const p1 = new Process({ target: philosopher, args: [a, b, met, out], name: "philosopher-1" });
+  const p2 = new Process({ target: philosopher, args: [b, a, met, out], name: "philosopher-2" });
+  p1.start();
+  p2.start();
+  const results = [await out.get({ timeout: 20_000 }), await out.get({ timeout: 20_000 })];
+  await p1.join();
+  await p2.join();
+  assert.equal(results.filter((r) => r === "acquired").length, 1, results.join("\n"));
+  const err = results.find((r) => r !== "acquired")!;
+  assert.match(err, /^DeadlockError: /);
+  assert.match(err, /philosopher-\d holds fork-\d and waits for fork-\d; philosopher-\d holds/);
+  out.close();
+});
+
+Deno.test("setDeadlockDetection: program-wide, for an async acquire too", async () => {
+  const a = new Lock({ name: "x" }), b = new Lock({ name: "y" });
+  setDeadlockDetection(true);
+  const results: string[] = [];
+  const party = (first: Lock, second: Lock, ms: number) => async () => {
+    await first.acquire();
+    await sleep(ms);
+    try {
+      await second.acquire({ timeout: 20_000 });
+      results.push("acquired");
+      second.release();
+    } catch (e) {
+      results.push(e instanceof DeadlockError ? e.cycle.map((s) => s.process).join() : `${e}`);
+    }
+    first.release();
+  };
+  const t1 = new Thread({ name: "t1", target: party(a, b, 30) });
+  const t2 = new Thread({ name: "t2", target: party(b, a, 200) });
+  try {
+    t1.start();
+    t2.start();
+    await t1.join();
+    await t2.join();
+  } finally {
+    setDeadlockDetection(false);
+  }
+  assert.deepEqual(results, ["t2,t1", "acquired"]);
+});
+
+Deno.test("snapshot sees every nesting level, from any worker", async () => {
+  const stop = new Event({ name: "stop" }), out = new Queue<string>();
+  const p = new Process({ target: parentOf, args: [stop], name: "parent" });
+  p.start();
+  try {
+    const s = await until((s) => s.locks.find((l) => l.name === "stop")!.waiters.length === 2);
+    const child = s.processes.find((x) => x.name === "parent")!;
+    const grand = s.processes.find((x) => x.name === "grandchild")!;
+    assert.equal(grand.parent, child.pid);
+    assert.equal(child.parent, s.processes[0].pid);
+    // The same picture from another worker.
+    const q = new Process({ target: snapshotHere, args: [out] });
+    q.start();
+    const there = JSON.parse(await out.get({ timeout: 20_000 })) as Snapshot;
+    await q.join();
+    assert.ok(there.processes.some((x) => x.name === "grandchild"));
+    assert.ok(there.locks.some((l) => l.name === "stop" && l.kind === "Event"));
+    assert.deepEqual(
+      there.locks.find((l) => l.name === "stop")!.waiters.sort(),
+      ["grandchild", "parent"],
+    );
+  } finally {
+    stop.set();
+    await p.join();
+    out.close();
+  }
+});
