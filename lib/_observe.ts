@@ -56,6 +56,8 @@ export const KINDS = [
   "SimpleQueue",
   "JoinableQueue",
   "Pool",
+  "Mailbox",
+  "Actor",
 ] as const;
 /** One of {@link KINDS}. */
 export type Kind = typeof KINDS[number];
@@ -68,6 +70,8 @@ const CAPACITY = 8192, ENTRY = 8;
 const K_KIND = 0, K_OFF = 1, K_SLOT = 2, K_NAME = 3, K_NLEN = 4, K_FLAGS = 5, K_EXTRA = 6, K_ID = 7;
 /** Entry flag: acquires of this lock detect deadlocks. */
 export const DETECT_DEADLOCK = 1;
+/** Entry flag: the name was given (not made from the creation site). */
+const NAMED = 2;
 
 // Process table: a directory of page offsets, then pages of records.
 const PAGE_SLOTS = 256, DIR_PAGES = 4096, P_HIGH = DIR_PAGES;
@@ -165,7 +169,7 @@ export function registerObject(
     i32[e + K_SLOT] = h.slot;
     i32[e + K_NAME] = nOff;
     i32[e + K_NLEN] = nLen;
-    i32[e + K_FLAGS] = flags;
+    i32[e + K_FLAGS] = flags | (name === undefined ? 0 : NAMED);
     i32[e + K_EXTRA] = extra;
     i32[e + K_ID] = i;
     Atomics.store(i32, e + K_KIND, KINDS.indexOf(kind) + 1);
@@ -204,10 +208,14 @@ export function forgetObject(off: number): void {
   Atomics.store(i32, e + K_KIND, 0);
 }
 
-/** The name of the object of block `off` ("" when it is not listed). */
-export function objectName(off: number): string {
+/**
+ * The name of the object of block `off` ("" when it is not listed; with `given`, also when its
+ * name was made from its creation site).
+ */
+export function objectName(off: number, given = false): string {
   const e = entryOf(off), i32 = heap().i32;
-  return e < 0 ? "" : readString(i32[e + K_NAME], i32[e + K_NLEN]);
+  if (e < 0 || (given && !(Atomics.load(i32, e + K_FLAGS) & NAMED))) return "";
+  return readString(i32[e + K_NAME], i32[e + K_NLEN]);
 }
 
 /** True when acquires of the lock at `off` detect deadlocks (its flag, or program-wide). */
@@ -260,6 +268,12 @@ export function listObjects(): { objects: ObjectEntry[]; dropped: number } {
   }
   return { objects, dropped: Atomics.load(i32, r + O_DROPPED) };
 }
+
+/**
+ * Parts of a snapshot that live in one isolate's memory only (supervisors): each module adds
+ * its own when loaded. Internal.
+ */
+export const sections: Map<"pools" | "supervisors", () => Record<string, unknown>[]> = new Map();
 
 // ---------------------------------------------------------------------------------------------
 // Process table

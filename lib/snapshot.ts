@@ -18,10 +18,12 @@ import {
   listObjects,
   listProcesses,
   type ProcessEntry,
+  sections,
   setDetectAll,
 } from "./_observe.ts";
 import { type CycleStep, findCycles, inspectors, waitGraph } from "./_waitfor.ts";
 import "./synchronize.ts"; // registers the inspectors of the locks
+import "./actor.ts"; // and of mailboxes and actors
 
 /** One process (or worker) of the tree. */
 export interface ProcessSnapshot {
@@ -96,15 +98,6 @@ const LOCK_KINDS: ReadonlySet<Kind> = new Set<Kind>([
 ]);
 
 /**
- * Sources of the parts of a snapshot that other modules own (actors, supervisors, pools,
- * queues): each adds its entries. Internal; modules register themselves when loaded.
- */
-export const sections: Map<
-  "pools" | "queues" | "actors" | "supervisors",
-  (names: (slot: number) => string) => Record<string, unknown>[]
-> = new Map();
-
-/**
  * A plain, JSON-serialisable picture of the whole program: every process at every nesting
  * level, every pool, queue, lock, actor and supervisor, and every deadlock (a cycle in the
  * wait-for graph), from whichever worker calls it.
@@ -168,21 +161,51 @@ export function snapshot(): Snapshot {
       detectDeadlock: (o.flags & 1) !== 0,
     });
   }
-  const section = (k: "pools" | "queues" | "actors" | "supervisors") => {
+  const section = (k: "pools" | "supervisors") => {
     try {
-      return sections.get(k)?.(names) ?? [];
+      return sections.get(k)?.() ?? [];
     } catch {
       return []; // a section that cannot be read now does not spoil the rest
     }
   };
+  const supervisors = section("supervisors");
+  // Restarts and exit reasons of supervised actors, from the supervisors of this isolate.
+  const supervised = new Map<string, [Record<string, unknown>, unknown]>();
+  for (const sup of supervisors) {
+    for (const c of sup.children as Record<string, unknown>[]) {
+      if (typeof c.name === "string") supervised.set(c.name, [c, sup.name]);
+    }
+  }
+  const actors: Record<string, unknown>[] = [], queues: Record<string, unknown>[] = [];
+  for (const o of objects) {
+    if (LOCK_KINDS.has(o.kind)) continue;
+    let state: Record<string, unknown> | undefined;
+    try {
+      state = inspectors.get(o.kind)?.(o.off, o).state;
+    } catch {
+      continue; // freed while being read
+    }
+    if (o.kind === "Actor") {
+      const { slot, ...rest } = state ?? {};
+      const [sup, supName] = supervised.get(o.name) ?? [];
+      actors.push({
+        name: o.name,
+        process: typeof slot === "number" && slot ? names(slot) : null,
+        ...rest,
+        restarts: sup?.restarts ?? 0,
+        exitReason: rest.exitReason ?? sup?.lastExitReason ?? null,
+        supervisor: supName ?? null,
+      });
+    } else if (o.kind !== "Pool") queues.push({ name: o.name, kind: o.kind, ...state });
+  }
   return {
     time: Date.now(),
     processes,
     pools: section("pools"),
-    queues: section("queues"),
+    queues,
     locks,
-    actors: section("actors"),
-    supervisors: section("supervisors"),
+    actors,
+    supervisors,
     deadlocks: findCycles(waitGraph(procs, objects)),
     unlisted: dropped,
   };

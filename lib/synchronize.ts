@@ -257,10 +257,10 @@ function objectOptions<O extends ObjectOptions>(o: O | undefined, call: string):
   return o;
 }
 
-/** `name='fork-1', ` for toString(), when listed. */
+/** `, name='fork-1'` for toString(), when one was given. */
 function nameOf(off: number): string {
-  const n = objectName(off);
-  return n ? `name='${n}', ` : "";
+  const n = objectName(off, true);
+  return n ? `, name='${n}'` : "";
 }
 
 /** Reduces a handle to its block offset, taking a reference for the message in flight. */
@@ -449,7 +449,7 @@ export class Lock {
   /** A short description, like Python's repr. */
   toString(): string {
     const state = this.locked() ? `owner=${mutexOwner(this.#i32, L_MUTEX)}` : "unlocked";
-    return `<Lock(${nameOf(this.#off)}${state})>`;
+    return `<Lock(${state}${nameOf(this.#off)})>`;
   }
 }
 
@@ -969,9 +969,9 @@ export class Semaphore {
   /** A short description, like Python's repr. */
   toString(): string {
     const bound = Atomics.load(this.#i32, S_BOUND);
-    return `<${this.constructor.name}(${nameOf(this.#off)}value=${this.getValue()}${
+    return `<${this.constructor.name}(value=${this.getValue()}${
       bound >= 0 ? `, maxvalue=${bound}` : ""
-    })>`;
+    }${nameOf(this.#off)})>`;
   }
 }
 
@@ -1114,7 +1114,7 @@ export class Event {
 
   /** A short description, like Python's repr. */
   toString(): string {
-    return `<Event(${nameOf(this.#off)}${this.isSet() ? "set" : "unset"})>`;
+    return `<Event(${this.isSet() ? "set" : "unset"}${nameOf(this.#off)})>`;
   }
 }
 
@@ -1362,7 +1362,7 @@ export class Condition {
 
   /** A short description, like Python's repr. */
   toString(): string {
-    return `<Condition(${nameOf(this.#off)}${this.#lock})>`;
+    return `<Condition(${this.#lock}${nameOf(this.#off)})>`;
   }
 }
 
@@ -1655,9 +1655,9 @@ export class Barrier {
 
   /** A short description, like Python's repr. */
   toString(): string {
-    return `<Barrier(${nameOf(this.#off)}parties=${this.parties}, waiting=${this.nWaiting}${
+    return `<Barrier(parties=${this.parties}, waiting=${this.nWaiting}${
       this.broken ? ", broken" : ""
-    })>`;
+    }${nameOf(this.#off)})>`;
   }
 }
 

@@ -14,6 +14,9 @@ import { Thread } from "../lib/threading.ts";
 import { DeadlockError } from "../lib/errors.ts";
 import { setDeadlockDetection, type Snapshot, snapshot } from "../lib/snapshot.ts";
 import { parentOf, philosopher, snapshotHere } from "./fixtures/snapshot_targets.ts";
+import { type ActorRef, Mailbox, spawn } from "../lib/actor.ts";
+import { Supervisor } from "../lib/supervisor.ts";
+import { Counter } from "./fixtures/actor_targets.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -47,7 +50,8 @@ Deno.test("objects take a name in an options object; unnamed ones are named by k
   assert.equal(s.locks.find((l) => l.name === "b")!.bound, 2);
   assert.ok(s.locks.some((l) => l.name === "c.lock" && l.kind === "RLock"));
   assert.match(String(named[0]), /name='l'/);
-  assert.match(String(unnamed), /Lock@snapshot_test\.ts:\d+/);
+  assert.equal(String(unnamed), "<Lock(unlocked)>");
+  assert.match(s.locks.at(-1)!.name, /^Lock@snapshot_test\.ts:\d+$/);
   assert.throws(() => new Lock({ name: 5 as unknown as string }), TypeError);
   assert.throws(() => new Lock(5 as unknown as object), TypeError);
   assert.equal(new Semaphore(4).getValue(), 4);
@@ -186,5 +190,43 @@ Deno.test("snapshot sees every nesting level, from any worker", async () => {
     stop.set();
     await p.join();
     out.close();
+  }
+});
+
+Deno.test("snapshot: actors (mailbox, state, restarts, exit reason), supervisors and mailboxes", async () => {
+  const mb = new Mailbox<number>({ name: "inbox" });
+  await mb.send(1);
+  await mb.send(2);
+  let n = 0;
+  const sup = await new Supervisor({
+    name: "root",
+    children: [{ id: "counter", start: () => spawn(Counter, { name: `counter-${++n}` }) }],
+  }).start();
+  try {
+    const first = sup.get("counter") as ActorRef<Counter>;
+    await first.call.inc(1);
+    await first.call.crash("boom").catch(() => {});
+    await sup.whenRunning("counter", { timeout: 20_000 });
+    const s = await until((s) =>
+      s.actors.some((a) => a.name === "counter-2" && a.state === "running")
+    );
+    const crashed = s.actors.find((a) => a.name === "counter-1")!;
+    assert.equal(crashed.state, "stopped");
+    assert.match(String(crashed.exitReason), /TypeError: boom/);
+    const now = s.actors.find((a) => a.name === "counter-2")!;
+    assert.deepEqual([now.restarts, now.supervisor, now.process], [1, "root", "counter-2"]);
+    assert.match(String(now.exitReason), /boom/); // the last exit of that child
+    const root = s.supervisors.find((x) => x.name === "root")!;
+    assert.equal(root.restarts, 1);
+    assert.deepEqual(
+      (root.children as { id: string; name: string }[]).map((c) => [c.id, c.name]),
+      [["counter", "counter-2"]],
+    );
+    assert.deepEqual(
+      s.queues.find((q) => q.name === "inbox"),
+      { name: "inbox", kind: "Mailbox", mailbox: 2, maxsize: 0 },
+    );
+  } finally {
+    await sup.stop();
   }
 });
