@@ -96,3 +96,4 @@ export {
   type Snapshot,
   snapshot,
 } from "./lib/snapshot.ts";
+export { type Dashboard, type DashboardOptions, serveDashboard } from "./lib/dashboard.ts";
