@@ -16,9 +16,9 @@
  * ("thread T of this process waits for object O") and clears it when done: a sleep costs tens
  * of microseconds, the record well under one.
  *
- * Object table (heap root 7): a header, then `CAPACITY` entries of 8 words: kind (0 free, -1
- * being written), the object's block offset, its creator's slot, its name (offset and length of
- * a UTF-8 block), flags, an extra word (a Condition's lock), an id. The object's block header
+ * Object table (heap root 7): a header, then `CAPACITY` entries of 16 words: kind (0 free, -1
+ * being written), the object's block offset, its creator's slot, its name (inline when short,
+ * else in a UTF-8 block of its own), flags, an id. The object's block header
  * keeps the index of its entry (spare word 3), so the entry is found in O(1) from the block and
  * dropped when the block is freed (the handle's `beforeFree`). A full table leaves new objects
  * unlisted (counted in `dropped`), never failing their creation.
@@ -64,10 +64,13 @@ export type Kind = typeof KINDS[number];
 
 const OBJECTS_ROOT = 7, PROCESSES_ROOT = 8;
 
-// Object table: header words, then entries.
-const O_HIGH = 0, O_DROPPED = 1, O_DETECT_ALL = 2, O_HEADER = 16;
-const CAPACITY = 8192, ENTRY = 8;
-const K_KIND = 0, K_OFF = 1, K_SLOT = 2, K_NAME = 3, K_NLEN = 4, K_FLAGS = 5, K_EXTRA = 6, K_ID = 7;
+// Object table: header words, then entries of 16 words, the last 8 a name of up to 32 ASCII
+// characters (longer ones have a heap block of their own).
+const O_HIGH = 0, O_DROPPED = 1, O_DETECT_ALL = 2, O_LIVE = 3, O_HEADER = 16;
+const CAPACITY = 8190, ENTRY = 16, INLINE_NAME = 32; // the table fits a 512 KiB block
+const K_KIND = 0, K_OFF = 1, K_SLOT = 2, K_NAME = 3, K_NLEN = 4, K_FLAGS = 5, K_ID = 6;
+const K_INLINE = 8;
+const TABLE_BYTES = (O_HEADER + CAPACITY * ENTRY) * 4;
 /** Entry flag: acquires of this lock detect deadlocks. */
 export const DETECT_DEADLOCK = 1;
 /** Entry flag: the name was given (not made from the creation site). */
@@ -102,41 +105,87 @@ function readString(off: number, len: number): string {
 // ---------------------------------------------------------------------------------------------
 // Object table
 
-/** Word index of spare header word 3 of the block whose data starts at `off`. */
+/** Word index (in `heap().i32`) of spare header word 3 of the block whose data starts at `off`. */
 const headerWord = (off: number) => ((off - 16) >> 2) + 3;
 
+/**
+ * Fixed-length views of the table, made once per isolate: Atomics and stores on the heap's
+ * length-tracking views cost several times more.
+ */
+interface Table {
+  sab: SharedArrayBuffer;
+  i32: Int32Array;
+  u8: Uint8Array;
+}
+let table: Table | undefined;
+
+function tableOf(create: boolean): Table | undefined {
+  const h = heap();
+  if (table?.sab === h.sab) return table;
+  const root = create ? sharedRoot(OBJECTS_ROOT, TABLE_BYTES) : sharedRootIfAny(OBJECTS_ROOT);
+  if (!root) return undefined;
+  return table = {
+    sab: h.sab,
+    i32: new Int32Array(h.sab, root, TABLE_BYTES >> 2),
+    u8: new Uint8Array(h.sab, root, TABLE_BYTES),
+  };
+}
+
 let cursor = 0;
+/** How long after creating unnamed objects their creation sites are formatted (see `unnamed`). */
+const NAME_DELAY_MS = 250;
 // Call sites name local files by path, remote ones by URL.
 const local = (u: URL) => u.protocol === "file:" ? decodeURIComponent(u.pathname) : u.href;
 const LIB = local(new URL(".", import.meta.url));
 const MOD = local(new URL("../mod.ts", import.meta.url));
 
-interface CallSite {
+/** What `siteName` reads of one of V8's call sites. */
+export interface CallSite {
   getFileName(): string | null;
   getLineNumber(): number | null;
 }
 
+// deno-lint-ignore no-explicit-any
+const E = Error as any;
+
 /**
- * `Lock@deadlock.ts:12`: the kind and the first caller outside denomp. V8's structured call
- * sites are read without formatting the stack (formatting it would cost 3x more).
+ * Unnamed objects of this isolate whose creation site is not yet written as their name: the
+ * stack is captured at creation (~3 µs) but read and formatted (~20 µs, source maps included)
+ * only later, in a batch: when this isolate takes a snapshot, or on an idle timer that keeps
+ * nothing alive. Until then other isolates see the name `Lock#<id>`.
  */
-export function siteName(kind: string): string {
-  // deno-lint-ignore no-explicit-any
-  const E = Error as any;
-  const limit = E.stackTraceLimit, prepare = E.prepareStackTrace;
-  let sites: CallSite[] = [];
+const unnamed = new Map<number, { off: number; kind: string; stack: { stack?: unknown } }>();
+let nameTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** Writes the creation-site names of this isolate's unnamed objects (see `unnamed`). */
+export function flushNames(): void {
+  if (nameTimer !== undefined) clearTimeout(nameTimer);
+  nameTimer = undefined;
+  const t = tableOf(false);
+  if (!t || unnamed.size === 0) return;
+  const prepare = E.prepareStackTrace;
   try {
-    E.stackTraceLimit = 8;
     E.prepareStackTrace = (_: unknown, cs: CallSite[]) => cs;
-    const holder: { stack?: CallSite[] } = {};
-    E.captureStackTrace(holder, siteName);
-    sites = holder.stack ?? [];
-  } catch {
-    /* no call sites: the kind alone */
+    for (const [e, u] of unnamed) {
+      // Still the same object (not freed and reused meanwhile).
+      if (Atomics.load(t.i32, e + K_OFF) !== u.off) continue;
+      let sites: CallSite[] = [];
+      try {
+        sites = (u.stack.stack as CallSite[] | undefined) ?? [];
+      } catch { /* no call sites: the kind alone */ }
+      writeName(t, e, siteName(u.kind, sites));
+    }
   } finally {
-    E.stackTraceLimit = limit;
     E.prepareStackTrace = prepare;
+    unnamed.clear();
   }
+}
+
+/**
+ * `Lock@deadlock.ts:12`: the kind and the first call site outside denomp (V8's structured call
+ * sites: formatting the stack as text would cost 4x more).
+ */
+export function siteName(kind: string, sites: CallSite[]): string {
   for (const c of sites) {
     const file = c.getFileName?.() ?? "";
     if (!file || file.startsWith(LIB) || file === MOD || file.startsWith("ext:")) continue;
@@ -146,66 +195,96 @@ export function siteName(kind: string): string {
   return kind;
 }
 
+const KIND_INDEX = new Map<string, number>(KINDS.map((k, i) => [k, i + 1]));
+
+/** Writes `name` into entry `e`: inline when it fits, else in a heap block of its own. */
+function writeName(t: Table, e: number, name: string): void {
+  let ascii = name.length <= INLINE_NAME;
+  for (let i = 0; ascii && i < name.length; i++) ascii = name.charCodeAt(i) < 0x80;
+  if (ascii) {
+    const at = (e + K_INLINE) * 4;
+    for (let i = 0; i < name.length; i++) t.u8[at + i] = name.charCodeAt(i);
+    t.i32[e + K_NAME] = 0;
+    t.i32[e + K_NLEN] = name.length;
+  } else {
+    [t.i32[e + K_NAME], t.i32[e + K_NLEN]] = writeString(name);
+  }
+}
+
+function readName(t: Table, e: number): string {
+  const off = t.i32[e + K_NAME], len = t.i32[e + K_NLEN];
+  if (off) return readString(off, len);
+  const at = (e + K_INLINE) * 4;
+  return fromUtf8.decode(t.u8.slice(at, at + Math.min(len, INLINE_NAME)));
+}
+
 /**
  * Lists a new object: kind, block `off`, `name` (else one from the creation site), `flags`
- * ({@link DETECT_DEADLOCK}), `extra` (a Condition's lock block). Called once, by the creator.
+ * ({@link DETECT_DEADLOCK}). Called once, by the creator.
  */
-export function registerObject(
-  kind: Kind,
-  off: number,
-  name: string | undefined,
-  flags = 0,
-  extra = 0,
-): void {
-  const h = heap(), i32 = h.i32;
-  i32[headerWord(off)] = 0;
-  const root = sharedRoot(OBJECTS_ROOT, (O_HEADER + CAPACITY * ENTRY) * 4) >> 2;
-  const [nOff, nLen] = writeString(name ?? siteName(kind));
+export function registerObject(kind: Kind, off: number, name: string | undefined, flags = 0): void {
+  const t = tableOf(true)!, i32 = t.i32, hp = heap();
+  hp.i32[headerWord(off)] = 0;
+  // A full table: do not walk it all for nothing.
+  if (Atomics.load(i32, O_LIVE) >= CAPACITY) {
+    Atomics.add(i32, O_DROPPED, 1);
+    return;
+  }
   for (let n = 0; n < CAPACITY; n++) {
-    const i = (cursor + n) % CAPACITY, e = root + O_HEADER + i * ENTRY;
-    if (Atomics.load(i32, e + K_KIND) !== 0) continue;
-    if (Atomics.compareExchange(i32, e + K_KIND, 0, -1) !== 0) continue;
+    const i = (cursor + n) % CAPACITY, e = O_HEADER + i * ENTRY;
+    if (i32[e + K_KIND] !== 0 || Atomics.compareExchange(i32, e + K_KIND, 0, -1) !== 0) continue;
+    Atomics.add(i32, O_LIVE, 1);
     i32[e + K_OFF] = off;
-    i32[e + K_SLOT] = h.slot;
-    i32[e + K_NAME] = nOff;
-    i32[e + K_NLEN] = nLen;
+    i32[e + K_SLOT] = hp.slot;
     i32[e + K_FLAGS] = flags | (name === undefined ? 0 : NAMED);
-    i32[e + K_EXTRA] = extra;
     i32[e + K_ID] = i;
-    Atomics.store(i32, e + K_KIND, KINDS.indexOf(kind) + 1);
-    for (let hi = Atomics.load(i32, root + O_HIGH); hi < i + 1;) {
-      const was = Atomics.compareExchange(i32, root + O_HIGH, hi, i + 1);
+    if (name === undefined) {
+      // The creation site, formatted later (see `unnamed`): `Lock#<id>` until then.
+      const stack = {}, limit = E.stackTraceLimit;
+      E.stackTraceLimit = 4; // enough to get past denomp: user code is at most 4 frames up
+      E.captureStackTrace(stack, registerObject);
+      E.stackTraceLimit = limit;
+      unnamed.set(e, { off, kind, stack });
+      if (nameTimer === undefined) {
+        nameTimer = setTimeout(flushNames, NAME_DELAY_MS);
+        Deno.unrefTimer(nameTimer);
+      }
+    }
+    writeName(t, e, name ?? `${kind}#${i}`);
+    Atomics.store(i32, e + K_KIND, KIND_INDEX.get(kind)!);
+    for (let hi = Atomics.load(i32, O_HIGH); hi < i + 1;) {
+      const was = Atomics.compareExchange(i32, O_HIGH, hi, i + 1);
       if (was === hi) break;
       hi = was;
     }
-    Atomics.store(i32, headerWord(off), i + 1);
+    Atomics.store(hp.i32, headerWord(off), i + 1);
     cursor = i + 1;
     return;
   }
-  Atomics.add(i32, root + O_DROPPED, 1);
-  if (nOff) release(nOff);
+  Atomics.add(i32, O_DROPPED, 1);
 }
 
-/** The entry (word index) of the object whose block is `off`, or -1 when it is not listed. */
-function entryOf(off: number): number {
-  const root = sharedRootIfAny(OBJECTS_ROOT);
-  if (!root || !off) return -1;
-  const i32 = heap().i32, i = Atomics.load(i32, headerWord(off)) - 1;
+/** The entry (word index into the table) of the object of block `off`, or -1. */
+function entryOf(t: Table, off: number): number {
+  if (!off) return -1;
+  const i = Atomics.load(heap().i32, headerWord(off)) - 1;
   if (i < 0 || i >= CAPACITY) return -1;
-  const e = (root >> 2) + O_HEADER + i * ENTRY;
-  return Atomics.load(i32, e + K_OFF) === off && Atomics.load(i32, e + K_KIND) > 0 ? e : -1;
+  const e = O_HEADER + i * ENTRY;
+  return Atomics.load(t.i32, e + K_OFF) === off && Atomics.load(t.i32, e + K_KIND) > 0 ? e : -1;
 }
 
 /** Unlists the object of block `off`: a handle's `beforeFree` (its last reference is gone). */
 export function forgetObject(off: number): void {
-  const e = entryOf(off);
-  if (e < 0) return;
-  const i32 = heap().i32, name = i32[e + K_NAME];
-  Atomics.store(i32, headerWord(off), 0);
+  const t = tableOf(false);
+  const e = t ? entryOf(t, off) : -1;
+  if (!t || e < 0) return;
+  const i32 = t.i32, name = i32[e + K_NAME];
+  Atomics.store(heap().i32, headerWord(off), 0);
   i32[e + K_NAME] = 0;
   i32[e + K_OFF] = 0;
   if (name) release(name);
   Atomics.store(i32, e + K_KIND, 0);
+  Atomics.sub(i32, O_LIVE, 1);
 }
 
 /**
@@ -213,25 +292,24 @@ export function forgetObject(off: number): void {
  * name was made from its creation site).
  */
 export function objectName(off: number, given = false): string {
-  const e = entryOf(off), i32 = heap().i32;
-  if (e < 0 || (given && !(Atomics.load(i32, e + K_FLAGS) & NAMED))) return "";
-  return readString(i32[e + K_NAME], i32[e + K_NLEN]);
+  const t = tableOf(false);
+  const e = t ? entryOf(t, off) : -1;
+  if (!t || e < 0 || (given && !(Atomics.load(t.i32, e + K_FLAGS) & NAMED))) return "";
+  return readName(t, e);
 }
 
 /** True when acquires of the lock at `off` detect deadlocks (its flag, or program-wide). */
 export function detectsDeadlock(off: number): boolean {
-  const root = sharedRootIfAny(OBJECTS_ROOT);
-  if (!root) return false;
-  const i32 = heap().i32;
-  if (Atomics.load(i32, (root >> 2) + O_DETECT_ALL)) return true;
-  const e = entryOf(off);
-  return e >= 0 && (Atomics.load(i32, e + K_FLAGS) & DETECT_DEADLOCK) !== 0;
+  const t = tableOf(false);
+  if (!t) return false;
+  if (Atomics.load(t.i32, O_DETECT_ALL)) return true;
+  const e = entryOf(t, off);
+  return e >= 0 && (Atomics.load(t.i32, e + K_FLAGS) & DETECT_DEADLOCK) !== 0;
 }
 
 /** Turns deadlock detection on or off for every lock of the program, in every worker. */
 export function setDetectAll(on: boolean): void {
-  const root = sharedRoot(OBJECTS_ROOT, (O_HEADER + CAPACITY * ENTRY) * 4) >> 2;
-  Atomics.store(heap().i32, root + O_DETECT_ALL, on ? 1 : 0);
+  Atomics.store(tableOf(true)!.i32, O_DETECT_ALL, on ? 1 : 0);
 }
 
 /** One listed object, as a snapshot reads it. */
@@ -241,32 +319,30 @@ export interface ObjectEntry {
   name: string;
   creator: number;
   flags: number;
-  extra: number;
   id: number;
 }
 
 /** Every listed object, and how many could not be listed (a full table). */
 export function listObjects(): { objects: ObjectEntry[]; dropped: number } {
-  const root = sharedRootIfAny(OBJECTS_ROOT);
-  if (!root) return { objects: [], dropped: 0 };
-  const i32 = heap().i32, r = root >> 2, high = Atomics.load(i32, r + O_HIGH);
+  const t = tableOf(false);
+  if (!t) return { objects: [], dropped: 0 };
+  const i32 = t.i32, high = Atomics.load(i32, O_HIGH);
   const objects: ObjectEntry[] = [];
   for (let i = 0; i < high; i++) {
-    const e = r + O_HEADER + i * ENTRY, k = Atomics.load(i32, e + K_KIND);
+    const e = O_HEADER + i * ENTRY, k = Atomics.load(i32, e + K_KIND);
     if (k <= 0) continue;
     const o: ObjectEntry = {
       kind: KINDS[k - 1],
       off: i32[e + K_OFF],
-      name: readString(i32[e + K_NAME], i32[e + K_NLEN]),
+      name: readName(t, e),
       creator: i32[e + K_SLOT],
       flags: i32[e + K_FLAGS],
-      extra: i32[e + K_EXTRA],
       id: i32[e + K_ID],
     };
     // Dropped while being read: skip it rather than show half of it.
     if (Atomics.load(i32, e + K_KIND) === k && i32[e + K_OFF] === o.off) objects.push(o);
   }
-  return { objects, dropped: Atomics.load(i32, r + O_DROPPED) };
+  return { objects, dropped: Atomics.load(i32, O_DROPPED) };
 }
 
 /**

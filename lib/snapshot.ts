@@ -14,6 +14,7 @@
 import { pidOfSlot } from "./_context.ts";
 import { MAIN_SLOT } from "./_heap.ts";
 import {
+  flushNames,
   type Kind,
   listObjects,
   listProcesses,
@@ -116,6 +117,7 @@ const LOCK_KINDS: ReadonlySet<Kind> = new Set<Kind>([
  * ```
  */
 export function snapshot(): Snapshot {
+  flushNames();
   const procs = listProcesses();
   const { objects, dropped } = listObjects();
   const bySlot = new Map<number, ProcessEntry>(procs.map((p) => [p.slot, p]));
