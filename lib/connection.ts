@@ -1,7 +1,9 @@
 /**
  * Pipes and connections (Python's `multiprocessing.connection`): `Pipe()` gives two connected
  * `Connection`s that work in any workers; `Listener`/`Client` open `Connection`s over TCP with
- * an optional shared `authkey` (a mutual HMAC-SHA256 challenge before any data).
+ * an optional shared `authkey` (a mutual HMAC challenge before any data, in every form CPython
+ * 3.8 to 3.14 speaks: `{sha256}` and the other digests it allows, and the bare HMAC-MD5 of
+ * Python 3.11 and older), so a denomp program and a Python program can talk.
  *
  * **Pipes** live in one block of the shared heap: a {@link Ring} per direction, and per end a
  * table of the processes holding a copy of it. A `Connection` sent to a worker (in `args` or
@@ -31,6 +33,8 @@ import {
 } from "./errors.ts";
 import { optionsOf } from "./_args.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
+import { createHmac, timingSafeEqual } from "node:crypto";
+import * as pickle from "./pickle.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -250,6 +254,36 @@ function encode(value: unknown): Uint8Array {
 }
 
 const decodeObj = (b: Uint8Array): unknown => loads(b);
+
+/**
+ * How `send`/`recv` of a connection turn objects into a message's bytes and back: denomp's codec
+ * (every channel's), or pickle for a socket talking to Python. Chosen once, when the connection
+ * is made ({@link codecOf}); `decode` copies what it keeps (the transport may reuse the bytes).
+ */
+interface Codec {
+  encode(value: unknown): Uint8Array;
+  decode: Decode<unknown>;
+}
+
+/** What `send`/`recv` of a socket connection speak (see {@link SocketOptions.serializer}). */
+export type Serializer = "denomp" | "pickle";
+
+const CODECS: Readonly<Record<Serializer, Codec>> = {
+  denomp: { encode, decode: decodeObj },
+  pickle: { encode: (v) => pickle.dumps(v), decode: (b) => pickle.loads(b) },
+};
+
+/** The codec of a `serializer` option (checked): the one place a connection's codec is chosen. */
+function codecOf(serializer: Serializer | undefined): Codec {
+  if (serializer === undefined) return CODECS.denomp;
+  if (!Object.hasOwn(CODECS, serializer)) {
+    throw new ValueError(
+      `serializer must be "denomp" or "pickle": current value is ${JSON.stringify(serializer)}`,
+    );
+  }
+  return CODECS[serializer];
+}
+
 const decodeBytes = (b: Uint8Array, owned: boolean): Uint8Array => owned ? b : b.slice();
 
 /** Bytes to send: a view, an `ArrayBuffer`, or any typed array / `DataView`. */
@@ -262,7 +296,7 @@ function asBytes(buf: BytesLike): Uint8Array {
   throw new TypeError(`expected bytes (an ArrayBuffer or a typed array): got ${typeof buf}`);
 }
 
-let creating: Transport | null = null;
+let creating: { t: Transport; codec: Codec } | null = null;
 let transportOf: (c: Connection<unknown>) => Transport;
 
 /**
@@ -282,13 +316,15 @@ let transportOf: (c: Connection<unknown>) => Transport;
  */
 export class Connection<T = unknown> {
   #t: Transport;
+  #codec: Codec;
 
   /** Not for direct use: connections come from `Pipe()`, `Listener.accept()` or `Client()`. */
   constructor() {
     if (!creating) {
       throw new TypeError("use Pipe(), Listener.accept() or Client() to make a Connection");
     }
-    this.#t = creating;
+    this.#t = creating.t;
+    this.#codec = creating.codec;
     creating = null;
   }
 
@@ -329,12 +365,12 @@ export class Connection<T = unknown> {
    */
   send(obj: T): Promise<void> {
     const t = this.#check(true);
-    return t.send(encode(obj));
+    return t.send(this.#codec.encode(obj));
   }
 
   /** `send` that blocks the thread while the pipe is full (pipes only). */
   sendSync(obj: T): void {
-    this.#check(true).sendSync(encode(obj));
+    this.#check(true).sendSync(this.#codec.encode(obj));
   }
 
   /**
@@ -343,7 +379,7 @@ export class Connection<T = unknown> {
    */
   recv(): Promise<T> {
     try {
-      return this.#check(false).recv(decodeObj) as Promise<T>;
+      return this.#check(false).recv(this.#codec.decode) as Promise<T>;
     } catch (e) {
       return Promise.reject(e);
     }
@@ -351,7 +387,7 @@ export class Connection<T = unknown> {
 
   /** `recv` that blocks the thread (pipes only; for worker code). */
   recvSync(): T {
-    return this.#check(false).recvSync(decodeObj) as T;
+    return this.#check(false).recvSync(this.#codec.decode) as T;
   }
 
   /**
@@ -459,8 +495,8 @@ export class Connection<T = unknown> {
   }
 }
 
-function makeConnection<T>(t: Transport): Connection<T> {
-  creating = t;
+function makeConnection<T>(t: Transport, codec: Codec = CODECS.denomp): Connection<T> {
+  creating = { t, codec };
   try {
     return new Connection<T>();
   } finally {
@@ -589,6 +625,8 @@ registerHandle<Connection<unknown>, [number, number]>({
 
 /** Default largest message a socket connection accepts (bytes). */
 export const DEFAULT_MAX_MESSAGE = 128 << 20;
+/** A frame header of -1 (as a signed 32-bit word): an 8-byte length follows (Python 3.3+). */
+const LONG_FRAME = 0xffffffff;
 /** Largest message accepted during the authentication handshake (as Python). */
 const HANDSHAKE_MAX = 256;
 
@@ -599,6 +637,15 @@ export interface SocketOptions {
    * `OSError` naming both sizes. Default {@link DEFAULT_MAX_MESSAGE}.
    */
   maxMessageSize?: number;
+  /**
+   * What `send`/`recv` speak: `"denomp"` (the default: denomp's codec, for a denomp peer) or
+   * `"pickle"`, to talk to Python: `send`/`recv` then interoperate with Python's
+   * `Connection.send`/`recv` (values mapped as {@link pickle.dumps} / {@link pickle.loads} say;
+   * a pickle naming anything but plain data is refused with `SerializationError`, never run).
+   * A Python tuple arrives as an array; to send one, wrap the items in `pickle.tuple(1, 2)`
+   * (a plain array arrives as a list). `sendBytes`/`recvBytes` are raw bytes either way.
+   */
+  serializer?: Serializer;
 }
 
 class SocketTransport implements Transport {
@@ -616,6 +663,8 @@ class SocketTransport implements Transport {
   #reading: Promise<void> | null = null;
   #writing: Promise<void> = Promise.resolve();
   #error: Error | null = null;
+  /** The length of the frame whose header `#frameHeader()` last read. */
+  #frameBytes = 0;
 
   constructor(conn: Deno.Conn, max: number) {
     this.#conn = conn;
@@ -655,11 +704,23 @@ class SocketTransport implements Transport {
     })();
   }
 
-  /** The next frame's length if its header is in, else -1; throws for an oversized one. */
-  #frameLength(): number {
-    if (this.#end - this.#start < 4) return -1;
+  /**
+   * The next frame's header size (4, or 12 for Python's long form) once its header is in, else
+   * -1; its length is then in `#frameBytes`. Throws for an oversized frame.
+   */
+  #frameHeader(): number {
+    const live = this.#end - this.#start;
+    if (live < 4) return -1;
     const b = this.#buf, s = this.#start;
-    const n = ((b[s] << 24) | (b[s + 1] << 16) | (b[s + 2] << 8) | b[s + 3]) >>> 0;
+    const u32 = (i: number) => ((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) >>> 0;
+    let n = u32(s), header = 4;
+    if (n === LONG_FRAME) {
+      // Python's form for a message over 2 GiB - 1: -1, then the length in 8 bytes.
+      if (live < 12) return -1;
+      n = u32(s + 4) * 2 ** 32 + u32(s + 8);
+      header = 12;
+    }
+    this.#frameBytes = n;
     if (n > this.#max) {
       const max = this.#max;
       this.close();
@@ -667,16 +728,16 @@ class SocketTransport implements Transport {
         `peer announced a message of ${n} bytes, over the limit of ${max}: connection dropped`,
       );
     }
-    return n;
+    return header;
   }
 
   async recv<T>(decode: Decode<T>): Promise<T> {
     for (;;) {
       if (this.#error) throw this.#error;
       if (this.closed) throw new OSError("handle is closed");
-      const n = this.#frameLength();
-      if (n >= 0 && this.#end - this.#start >= 4 + n) {
-        const at = this.#start + 4;
+      const header = this.#frameHeader(), n = header < 0 ? -1 : this.#frameBytes;
+      if (n >= 0 && this.#end - this.#start >= header + n) {
+        const at = this.#start + header;
         this.#start = at + n;
         if (this.#start === this.#end) this.#start = this.#end = 0;
         return decode(this.#buf.subarray(at, at + n), false);
@@ -685,9 +746,9 @@ class SocketTransport implements Transport {
         if (this.#end === this.#start) throw new EOFError();
         throw new OSError("connection closed in the middle of a message");
       }
-      if (n >= 0 && 4 + n > this.#buf.length - this.#start) {
+      if (n >= 0 && header + n > this.#buf.length - this.#start) {
         // Make the buffer big enough for the whole frame.
-        const next = new Uint8Array(Math.max(4 + n, this.#buf.length));
+        const next = new Uint8Array(Math.max(header + n, this.#buf.length));
         next.set(this.#buf.subarray(this.#start, this.#end));
         this.#end -= this.#start;
         this.#start = 0;
@@ -704,9 +765,14 @@ class SocketTransport implements Transport {
   send(bytes: Uint8Array, borrowed = false): Promise<void> {
     if (this.closed) return Promise.reject(new OSError("handle is closed"));
     // Frames of concurrent sends must not interleave: chain the writes.
-    const frame = new Uint8Array(4 + (bytes.length <= 65536 ? bytes.length : 0));
-    new DataView(frame.buffer).setUint32(0, bytes.length);
-    if (bytes.length <= 65536) frame.set(bytes, 4);
+    const long = bytes.length > 0x7fffffff, header = long ? 12 : 4; // as Python frames them
+    const frame = new Uint8Array(header + (bytes.length <= 65536 ? bytes.length : 0));
+    const view = new DataView(frame.buffer);
+    if (long) {
+      view.setUint32(0, LONG_FRAME);
+      view.setBigUint64(4, BigInt(bytes.length));
+    } else view.setUint32(0, bytes.length);
+    if (bytes.length <= 65536) frame.set(bytes, header);
     const body = bytes.length <= 65536 ? null : borrowed ? bytes : bytes.slice();
     const p = this.#writing.then(async () => {
       await writeAll(this.#conn, frame);
@@ -782,7 +848,8 @@ export function wrapSocket<T = unknown>(
   options?: SocketOptions,
 ): Connection<T> {
   const o = optionsOf(options, "wrapSocket", "wrapSocket(conn, { maxMessageSize: 1 << 20 })");
-  return makeConnection<T>(new SocketTransport(conn, maxMessageOf(o)));
+  const codec = codecOf(o.serializer);
+  return makeConnection<T>(new SocketTransport(conn, maxMessageOf(o)), codec);
 }
 
 /** `maxMessageSize` checked: bytes, default {@link DEFAULT_MAX_MESSAGE}. */
@@ -798,13 +865,43 @@ function maxMessageOf(options: SocketOptions): number {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Authentication (CPython's deliver_challenge / answer_challenge, HMAC-SHA256 only)
+// Authentication: CPython's deliver_challenge / answer_challenge, every form 3.8 to 3.14 speak.
+//
+// Python 3.12 added a `{digest}` prefix to the challenge and to the answer; 3.11 and older send a
+// bare 20-byte challenge and answer any challenge with a bare 16-byte HMAC-MD5. The lengths tell
+// the two apart (no prefixed message is 16 or 20 bytes long), so, as CPython 3.12+ does, a
+// client answers a 20-byte challenge with bare HMAC-MD5, and a server offering `{sha256}`
+// accepts a bare 16-byte HMAC-MD5 answer: an old peer cannot read the prefix, so it MACs the
+// whole challenge, prefix included, with MD5. The MAC always covers the prefix, so a
+// man-in-the-middle cannot swap the offered digest without breaking the answer.
 
 const CHALLENGE = new TextEncoder().encode("#CHALLENGE#");
 const WELCOME = new TextEncoder().encode("#WELCOME#");
 const FAILURE = new TextEncoder().encode("#FAILURE#");
-const DIGEST_TAG = new TextEncoder().encode("{sha256}");
+/** Random bytes after the `{digest}` prefix of a challenge (CPython 3.12+: 40, must be > 20). */
 const MESSAGE_LENGTH = 40;
+/** A challenge of this length is a legacy (<= 3.11) server's: HMAC-MD5, no prefix. */
+const MD5ONLY_MESSAGE_LENGTH = 20;
+/** An answer of this length is a legacy client's bare HMAC-MD5. */
+const MD5_DIGEST_LENGTH = 16;
+
+/** An HMAC digest of the handshake, as CPython names them (its `_ALLOWED_DIGESTS`). */
+export type Digest = "md5" | "sha256" | "sha384" | "sha3_256" | "sha3_384";
+
+/**
+ * Each {@link Digest}'s `node:crypto` hash and MAC length in bytes (the `Record` type makes the
+ * table and the type list the same names). Every check and MAC goes through this table.
+ */
+const DIGESTS: Readonly<Record<Digest, { hash: string; length: number }>> = {
+  md5: { hash: "md5", length: 16 },
+  sha256: { hash: "sha256", length: 32 },
+  sha384: { hash: "sha384", length: 48 },
+  sha3_256: { hash: "sha3-256", length: 32 },
+  sha3_384: { hash: "sha3-384", length: 48 },
+};
+
+const DIGEST_NAMES = Object.keys(DIGESTS) as Digest[];
+const SUPPORTED = `${DIGEST_NAMES.join(", ")}, or a legacy bare HMAC-MD5`;
 
 /** A shared secret for `Listener`/`Client`: bytes, or a string (UTF-8). */
 export type AuthKey = Uint8Array | string;
@@ -826,14 +923,40 @@ function startsWith(b: Uint8Array, prefix: Uint8Array): boolean {
   return b.length >= prefix.length && prefix.every((x, i) => b[i] === x);
 }
 
-function hmacKey(authkey: AuthKey, usage: KeyUsage): Promise<CryptoKey> {
-  return crypto.subtle.importKey(
-    "raw",
-    keyBytes(authkey) as Uint8Array<ArrayBuffer>,
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    [usage],
-  );
+function tagOf(digest: Digest): Uint8Array {
+  return new TextEncoder().encode(`{${digest}}`);
+}
+
+function hmac(authkey: AuthKey, digest: Digest, data: Uint8Array): Uint8Array {
+  return createHmac(DIGESTS[digest].hash, keyBytes(authkey)).update(data).digest();
+}
+
+/**
+ * Which digest a challenge or an answer uses, and its payload (CPython's
+ * `_get_digest_name_and_payload`): `"legacy"` for a bare 16- or 20-byte message (HMAC-MD5),
+ * else the `{digest}` prefix's. `what` names the message for the error: a prefix naming a digest
+ * CPython does not allow, or no prefix at all, is refused with the reason (not "wrong key").
+ */
+function digestOf(message: Uint8Array, what: string): [Digest | "legacy", Uint8Array] {
+  if (message.length === MD5ONLY_MESSAGE_LENGTH || message.length === MD5_DIGEST_LENGTH) {
+    return ["legacy", message];
+  }
+  // Only the table's names are accepted (as CPython's); a longer printable name is still read,
+  // so that the error can say which digest the peer wanted.
+  const head = new TextDecoder().decode(message.subarray(0, 34));
+  const m = /^\{([\x21-\x7c\x7e]{1,32})\}/.exec(head);
+  if (!m) {
+    throw new AuthenticationError(
+      `protocol error: ${what} of ${message.length} bytes has no {digest} prefix ` +
+        `(and is not a legacy 16/20-byte HMAC-MD5 one)`,
+    );
+  }
+  if (!Object.hasOwn(DIGESTS, m[1])) {
+    throw new AuthenticationError(
+      `unsupported digest: ${what} uses {${m[1]}}; supported: ${SUPPORTED}`,
+    );
+  }
+  return [m[1] as Digest, message.subarray(m[0].length)];
 }
 
 function socketOf(c: Connection<unknown>): SocketTransport {
@@ -855,10 +978,26 @@ async function recvHandshake(c: Connection<unknown>, step: string): Promise<Uint
   }
 }
 
+/** Checks a peer's answer to `message` (CPython 3.12+'s `_verify_challenge`). */
+function verifyAnswer(authkey: AuthKey, message: Uint8Array, response: Uint8Array): void {
+  const [found, mac] = digestOf(response, "the peer's answer");
+  const digest = found === "legacy" ? "md5" : found;
+  if (mac.length !== DIGESTS[digest].length) {
+    throw new AuthenticationError(
+      `the peer's ${digest} answer is ${mac.length} bytes long, not ${DIGESTS[digest].length}`,
+    );
+  }
+  if (!timingSafeEqual(hmac(authkey, digest, message), mac)) {
+    throw new AuthenticationError("digest received was wrong");
+  }
+}
+
 /**
- * The server side of the challenge (Python's `deliver_challenge`): sends a random challenge and
- * checks the peer's HMAC-SHA256 of it with `authkey`. Throws `AuthenticationError` (after
- * telling the peer) when the digest is wrong.
+ * The server side of the challenge (Python's `deliver_challenge`): sends a random challenge
+ * offering `digest` (default `"sha256"`, as CPython 3.12+) and checks the peer's HMAC of it with
+ * `authkey`. Any digest CPython allows is accepted in the answer, and so is the bare HMAC-MD5 of
+ * Python 3.11 and older. Throws `AuthenticationError` (after telling the peer) when the answer is
+ * wrong or uses a digest that is not supported (the message says which).
  *
  * @example
  * ```ts ignore
@@ -868,30 +1007,33 @@ async function recvHandshake(c: Connection<unknown>, step: string): Promise<Uint
  * await answerChallenge(conn, "secret");
  * ```
  */
-export async function deliverChallenge(c: Connection<unknown>, authkey: AuthKey): Promise<void> {
-  const message = concat(DIGEST_TAG, crypto.getRandomValues(new Uint8Array(MESSAGE_LENGTH)));
-  await c.sendBytes(concat(CHALLENGE, message));
-  const response = await recvHandshake(c, "waiting for the digest");
-  let ok = false;
-  if (startsWith(response, DIGEST_TAG)) {
-    const key = await hmacKey(authkey, "verify");
-    ok = await crypto.subtle.verify(
-      "HMAC",
-      key,
-      response.subarray(DIGEST_TAG.length) as Uint8Array<ArrayBuffer>,
-      message as Uint8Array<ArrayBuffer>,
+export async function deliverChallenge(
+  c: Connection<unknown>,
+  authkey: AuthKey,
+  digest: Digest = "sha256",
+): Promise<void> {
+  if (!Object.hasOwn(DIGESTS, digest)) {
+    throw new ValueError(
+      `unsupported digest ${JSON.stringify(digest)}: use one of ${DIGEST_NAMES.join(", ")}`,
     );
   }
-  if (!ok) {
+  const message = concat(tagOf(digest), crypto.getRandomValues(new Uint8Array(MESSAGE_LENGTH)));
+  await c.sendBytes(concat(CHALLENGE, message));
+  const response = await recvHandshake(c, "waiting for the digest");
+  try {
+    verifyAnswer(authkey, message, response);
+  } catch (e) {
     await c.sendBytes(FAILURE).catch(() => {});
-    throw new AuthenticationError("digest received was wrong");
+    throw e;
   }
   await c.sendBytes(WELCOME);
 }
 
 /**
  * The client side of the challenge (Python's `answer_challenge`): answers the peer's challenge
- * with an HMAC-SHA256 under `authkey`. Throws `AuthenticationError` when the peer rejects it.
+ * with an HMAC under `authkey`, in the digest the challenge names (a legacy 20-byte challenge of
+ * Python 3.11 and older gets a bare HMAC-MD5). Throws `AuthenticationError` when the peer rejects
+ * the answer, or when its challenge names a digest that is not supported (the message says so).
  *
  * @example
  * ```ts ignore
@@ -907,14 +1049,15 @@ export async function answerChallenge(c: Connection<unknown>, authkey: AuthKey):
     throw new AuthenticationError("protocol error: expected a challenge");
   }
   const message = challenge.subarray(CHALLENGE.length);
-  if (!startsWith(message, DIGEST_TAG)) {
-    throw new AuthenticationError("protocol error: unsupported digest (only {sha256})");
+  if (message.length < MD5ONLY_MESSAGE_LENGTH) {
+    throw new AuthenticationError(`protocol error: challenge too short: ${message.length} bytes`);
   }
-  const key = await hmacKey(authkey, "sign");
-  const digest = new Uint8Array(
-    await crypto.subtle.sign("HMAC", key, message as Uint8Array<ArrayBuffer>),
+  const [digest] = digestOf(message, "the peer's challenge");
+  await c.sendBytes(
+    digest === "legacy"
+      ? hmac(authkey, "md5", message)
+      : concat(tagOf(digest), hmac(authkey, digest, message)),
   );
-  await c.sendBytes(concat(DIGEST_TAG, digest));
   const answer = await recvHandshake(c, "waiting for the verdict");
   if (answer.length !== WELCOME.length || !startsWith(answer, WELCOME)) {
     throw new AuthenticationError("digest sent was rejected");
@@ -976,7 +1119,9 @@ type Handshake = { conn: Connection<unknown> } | { error: Error };
 
 /**
  * Accepts `Connection`s over TCP (Python's `multiprocessing.connection.Listener`). With an
- * `authkey`, each peer must pass a mutual HMAC-SHA256 challenge first.
+ * `authkey`, each peer must pass a mutual HMAC challenge first: the listener offers HMAC-SHA256,
+ * as CPython 3.12+ does, and accepts every answer CPython 3.8-3.14 gives (see
+ * {@link deliverChallenge}), so Python's `Client` of any of those versions can connect.
  *
  * Handshakes run concurrently, so a peer that connects and says nothing never delays another:
  * `accept()` settles with the next handshake to *finish* — the authenticated `Connection`, or an
@@ -1024,6 +1169,7 @@ export class Listener {
     if (o.authkey !== undefined) keyBytes(o.authkey);
     this.#timeout = handshakeMs(o.handshakeTimeout);
     maxMessageOf(o); // checked now: sockets are wrapped later, off any caller's stack
+    codecOf(o.serializer);
     const max = o.maxPendingHandshakes ?? 32;
     if (typeof max !== "number") {
       throw new TypeError(`maxPendingHandshakes must be a number: got ${typeof max}`);
@@ -1172,14 +1318,18 @@ export interface ClientOptions extends SocketOptions {
 }
 
 /**
- * Connects to a {@link Listener} (Python's `multiprocessing.connection.Client`). Throws
+ * Connects to a {@link Listener} (Python's `multiprocessing.connection.Client`), or to Python's
+ * `Listener` (any CPython 3.8-3.14; use `serializer: "pickle"` for `send`/`recv`). Throws
  * `AuthenticationError` when the keys differ (no data is exchanged).
  *
  * @example
  * ```ts ignore
  * import { Client } from "./connection.ts";
- * const conn = await Client({ hostname: "127.0.0.1", port: 6000 }, { authkey: "secret" });
- * await conn.send("hello");
+ * import { tuple } from "./pickle.ts";
+ * // Python: Listener(("127.0.0.1", 6000), authkey=b"secret")
+ * const conn = await Client({ port: 6000 }, { authkey: "secret", serializer: "pickle" });
+ * await conn.send({ job: "resize", size: tuple(640, 480) }); // Python gets a dict, a tuple
+ * console.log(await conn.recv()); // a Python tuple arrives as an array
  * conn.close();
  * ```
  */
@@ -1190,6 +1340,8 @@ export async function Client<T = unknown>(
   const o = optionsOf(options, "Client", 'Client(address, { authkey: "secret" })');
   if (o.authkey !== undefined) keyBytes(o.authkey);
   const timeout = handshakeMs(o.handshakeTimeout);
+  maxMessageOf(o); // checked before connecting: a bad option makes no connection
+  codecOf(o.serializer);
   const sock = await Deno.connect({
     hostname: address.hostname ?? "127.0.0.1",
     port: address.port,

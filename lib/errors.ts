@@ -231,7 +231,10 @@ export class RemoteError extends Error {
     super(message, options);
     named(this, "RemoteError");
     this.remoteName = remoteName;
+    // Not enumerable: the stack below already holds it, and console.log prints own enumerable
+    // fields too (it would print the remote stack twice).
     this.remoteStack = remoteStack;
+    Object.defineProperty(this, "remoteStack", { enumerable: false });
     if (remoteStack) {
       this.stack = `RemoteError (${remoteName}): ${message}\n--- remote ---\n${remoteStack}`;
     }

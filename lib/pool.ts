@@ -11,9 +11,10 @@
  * - **Shared-memory rings, not `postMessage`.** A message costs ~35 µs per hop through
  *   `postMessage` here; a {@link Ring} write is a few loads and stores. Each worker has a task
  *   ring (parent → worker) and a result ring (worker → parent), so no two processes ever contend
- *   for a ring's lock. After each result a worker bumps the pool's doorbell, a shared counter the
- *   parent sleeps on when every ring is empty (it pays `Atomics.notify` only when the parent
- *   says it sleeps).
+ *   for a ring's lock. After each result a worker bumps the pool's {@link Doorbell}, a shared
+ *   counter the parent sleeps on when every ring is empty (it pays `Atomics.notify` only when
+ *   the parent says it sleeps). A result too large for one frame may begin only later (no room
+ *   yet): the worker says so first (`POSTING`), and the parent waits on that ring instead.
  * - **The pool knows what each worker holds.** Tasks are numbered per worker in the order they
  *   are written into its ring, and the worker stores the number of the task it starts in a shared
  *   word (`STARTED`) before running it. Results go out one per task, before the next task starts.
@@ -27,6 +28,12 @@
  *   batched by hundreds while slow ones stay in the pool's queue for whichever worker frees up
  *   first. Each function is resolved to module + export once (cached by identity) and defined
  *   once per worker; a task message then names it by number.
+ * - **Work stealing.** When a worker runs dry while another is inside a task with more queued
+ *   behind it, the pool takes back every task of that worker that has not started (one
+ *   compare-exchange of its `STARTED` word: each task either started or was withdrawn, never
+ *   both) and hands them out again; the busy worker gets no more until its task is done. So a
+ *   slow or endless task delays only itself. A task with a timeout goes only to an idle worker,
+ *   so its clock starts when it starts running.
  * - **Numbers travel raw.** Arguments and results that are all numbers (a numeric `map`, a call
  *   like `square(i)`) go as Float64 columns read through typed-array views, not through the
  *   general codec; anything else uses the codec (structured-clone fidelity, handles).
@@ -46,7 +53,8 @@
  * @module
  */
 
-import { deadlineOf, keepAlive } from "./_atomics.ts";
+import { optionsOf } from "./_args.ts";
+import { deadlineOf, keepAlive, LIVENESS_SLICE_MS } from "./_atomics.ts";
 import { setBootstrapping } from "./_context.ts";
 import {
   adopt,
@@ -76,10 +84,22 @@ import { Decoder, Encoder, withHandleModules } from "./reduction.ts";
 // Wire format and shared layout (both sides)
 
 /** Worker control block: Int32 words at the start of the worker's heap block. */
-const STARTED = 0; // number of the task the worker has begun (its tasks are numbered 1, 2, ...)
+/**
+ * Number of the task the worker has begun (its tasks are numbered 1, 2, ...), set by the worker
+ * with a compare-exchange from the previous number. The parent takes back the tasks that have not
+ * begun by a compare-exchange of the same word to `-last` (the number of the last task it
+ * withdraws): whichever exchange comes first wins, so each task either ran or was withdrawn, never
+ * both (see Pool.#recall, TaskLoop.#withdrawn). `startedOf` reads it either way.
+ */
+const STARTED = 0;
 const CANCEL_HINT = 16; // nonzero while some cancel slot may hold a task number
 const CANCEL = 17; // cancel slots: numbers of tasks the worker must skip (0 = free)
 const CANCEL_SLOTS = 15;
+/**
+ * Nonzero while the worker writes a result too large for one frame (set before any of it can be
+ * in the ring, cleared once all of it is): the parent then waits on that ring, not the doorbell.
+ */
+const POSTING = 32;
 const CTL_BYTES = 256;
 /**
  * A worker's block: control words, its task ring (parent → worker) and its result ring (worker →
@@ -91,15 +111,130 @@ const WORKER_BLOCK = (512 << 10) - 16;
 const TASK_RING_BYTES = 256 << 10;
 const RESULT_RING_BYTES = WORKER_BLOCK - CTL_BYTES - TASK_RING_BYTES;
 
+/** Loads of the doorbell before the parent sleeps (~1-5 µs: a busy worker's next result). */
+const BELL_SPIN = 1000;
+/**
+ * The parent's doorbell sleep ends after this long even without a ring (ms). A backstop only:
+ * every result is rung for, and `__testHooks.lateWakeups` counts the times it was needed.
+ */
+const BELL_SLICE_MS = LIVENESS_SLICE_MS;
+/**
+ * How long the parent waits on one result ring in which a streamed result is about to begin
+ * (its worker's background writer publishes the first frame within microseconds), before it
+ * looks at every ring again.
+ */
+const POSTING_POLL_MS = 5;
+
+const BELL = 0, BELL_ASLEEP = 16;
+
+/**
+ * Test-only hooks (not exported from mod.ts). `ringerSawSleeper` runs inside
+ * {@link Doorbell.ring} at the exact point where a ringer has seen the sleeper's flag and not yet
+ * notified; `sleeperArmed` inside {@link Doorbell.sleep} between `arm` and `wait`;
+ * `lateWakeups` counts the parent's doorbell sleeps that ended by their time limit and then
+ * found results (results that were not rung for: never expected); `steals` counts the times
+ * tasks were taken back from a busy worker (see Pool.#steal).
+ */
+export const __testHooks: {
+  ringerSawSleeper: (() => void) | null;
+  sleeperArmed: (() => void) | null;
+  lateWakeups: number;
+  steals: number;
+} = { ringerSawSleeper: null, sleeperArmed: null, lateWakeups: 0, steals: 0 };
+
 /**
  * The pool's doorbell: a counter every worker bumps after each result it writes, and a flag the
  * parent raises before it sleeps on the counter. The parent waits on one word for all workers;
- * a worker pays `Atomics.notify` only when the parent sleeps.
+ * a worker pays `Atomics.notify` only when the parent sleeps, once per sleep: the flag holds the
+ * number of the sleep, and the ringer that takes it down by a compare-exchange of that number
+ * notifies. A ringer must never take down the flag of a later sleep: paused after it saw the
+ * flag, it could otherwise clear it after the parent had woken and raised it again, and the next
+ * ringer would see no sleeper and not notify (a lost wake-up). A ringer that loses the exchange
+ * needs no notify: the winner's wakes the parent, or the parent woke by itself; either way it
+ * loads the count after this ringer's bump, and so takes this ringer's result before it sleeps.
+ *
+ * @example
+ * ```ts
+ * import { alloc } from "./_heap.ts";
+ * import { Doorbell } from "./pool.ts";
+ * const bell = new Doorbell(alloc(Doorbell.BYTES));
+ * const seen = bell.count();
+ * const slept = bell.sleep(seen, 1000);
+ * bell.ring(); // from any process
+ * console.assert((await slept) === "rung");
+ * ```
  */
-const BELL = 0, BELL_ASLEEP = 16;
-const BELL_BYTES = 128;
-/** Loads of the doorbell before the parent sleeps (~1-5 µs: a busy worker's next result). */
-const BELL_SPIN = 1000;
+export class Doorbell {
+  /** Bytes of a doorbell (a block of the heap, 16-aligned). */
+  static readonly BYTES = 128;
+  readonly #i32: Int32Array;
+  /** The sleeper's number for its flag (never 0). */
+  #sleeps = 0;
+
+  /** The doorbell at heap offset `block` (zeroed). */
+  constructor(block: number) {
+    this.#i32 = new Int32Array(heap().sab, block, Doorbell.BYTES >> 2);
+  }
+
+  /** The count now: load it before looking for work, then sleep on it. */
+  count(): number {
+    return Atomics.load(this.#i32, BELL);
+  }
+
+  /** Spins up to `n` loads for the count to move from `seen`; true if it did. */
+  spin(seen: number, n: number): boolean {
+    const i32 = this.#i32;
+    for (let s = 0; s < n; s++) if (Atomics.load(i32, BELL) !== seen) return true;
+    return false;
+  }
+
+  /** Bumps the count and wakes the sleeper, if any (see the class doc). */
+  ring(): void {
+    const i32 = this.#i32;
+    Atomics.add(i32, BELL, 1);
+    const sleep = Atomics.load(i32, BELL_ASLEEP);
+    if (sleep !== 0) {
+      __testHooks.ringerSawSleeper?.();
+      // Takes down the flag of the sleep it saw, never a later one's.
+      if (Atomics.compareExchange(i32, BELL_ASLEEP, sleep, 0) === sleep) Atomics.notify(i32, BELL);
+    }
+  }
+
+  /**
+   * Sleeps (without blocking the thread) until the count moves from `seen`, or `ms`
+   * milliseconds: "rung", or "timed-out". One sleeper at a time. The same as `arm`, then `wait`.
+   */
+  sleep(seen: number, ms: number): Promise<"rung" | "timed-out"> {
+    if (this.arm(seen)) {
+      __testHooks.sleeperArmed?.();
+      return this.wait(seen, ms);
+    }
+    Atomics.store(this.#i32, BELL_ASLEEP, 0);
+    return Promise.resolve("rung");
+  }
+
+  /**
+   * The sleeper's first step: raises its flag, then looks at the count again; false when it has
+   * moved from `seen` already (do not wait). A ringer bumps the count, then looks at the flag:
+   * one of the two sees the other, so no ring is slept through.
+   */
+  arm(seen: number): boolean {
+    this.#sleeps = (this.#sleeps % 0x7fffffff) + 1;
+    Atomics.store(this.#i32, BELL_ASLEEP, this.#sleeps);
+    return Atomics.load(this.#i32, BELL) === seen;
+  }
+
+  /** The sleeper's second step, after `arm(seen)`: waits, then lowers its flag. */
+  async wait(seen: number, ms: number): Promise<"rung" | "timed-out"> {
+    const i32 = this.#i32;
+    try {
+      const r = Atomics.waitAsync(i32, BELL, seen, ms);
+      return (r.async ? await r.value : r.value) === "timed-out" ? "timed-out" : "rung";
+    } finally {
+      Atomics.store(i32, BELL_ASLEEP, 0);
+    }
+  }
+}
 
 /**
  * Ops in a task message (parent → worker); OP_PAD is one byte of padding. OP_IMPORT names the
@@ -129,6 +264,9 @@ const R_OK = 1, R_ERR = 2, R_READY = 3, R_INIT_FAILED = 4, R_COLUMN = 5;
 /** A multiple of 8, so that a column body is aligned in the writer's stage. */
 const RESULT_HEADER = 16;
 
+/** The last task a worker has begun, or (a recall it has not seen yet) the last one withdrawn. */
+const startedOf = (ctl: Int32Array): number => Math.abs(Atomics.load(ctl, STARTED));
+
 const u32 = (b: Uint8Array, p: number): number =>
   (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
 
@@ -144,6 +282,13 @@ function putU32(b: Uint8Array, p: number, v: number): void {
 
 /** A worker is given about this much work ahead (µs), from the measured task duration. */
 const LOOKAHEAD_US = 2000;
+/**
+ * A worker inside one task for this long (µs), or 4 mean task durations if longer, with tasks
+ * queued behind it, has those taken back by an idle worker (see Pool.#steal).
+ */
+const STUCK_US = 2000;
+/** The same after close(), when a new worker must start to take them (see Pool.#steal). */
+const REPLACE_STUCK_US = 250_000;
 /**
  * Bounds of the per-worker window (tasks written to its ring and not yet returned). Tasks of
  * LOOKAHEAD_US or more go one at a time, as in Python's Pool: a second one queued behind a
@@ -453,6 +598,11 @@ class Task {
 
   /** For `bytes`: the modules of the handle kinds in them. */
   modules: string[] | null = null;
+  /**
+   * Starts its job's timeout (idempotent), on the task's first hand-out. Set only for a job with
+   * a timeout: such a task is handed only to an idle worker, so it starts running at once.
+   */
+  clock: (() => void) | null = null;
 
   /** What the codec encodes: the arguments, or the chunk's items. */
   items(): unknown[] {
@@ -538,6 +688,14 @@ class Slot {
   ready = false;
   stopped = false;
   dead = false;
+  /**
+   * Tasks were taken back from it while it ran one: it gets no more until a result of it arrives
+   * (a slow or endless task must not collect new tasks behind it).
+   */
+  suspect = false;
+  /** Its STARTED word as last seen by a steal check, and when that value was first seen. */
+  seenStarted = -1;
+  seenAt = 0;
   /** Terminated by the pool itself (a cancelled running task, or terminate()). */
   killed = false;
   /** The last post into its ring (join waits for the pump to finish or give up). */
@@ -552,6 +710,11 @@ class Slot {
     this.results = new Ring(block + CTL_BYTES + TASK_RING_BYTES, block);
     // A dead worker's ring is drained by nobody: its pending posts give up.
     this.sendOptions = { broken: () => this.dead };
+  }
+
+  /** Tasks written to it and not yet returned (cancelled ones it will skip excepted). */
+  inflight(): number {
+    return this.fifo.length - this.head - this.skipped;
   }
 
   shift(): void {
@@ -579,13 +742,27 @@ export interface PoolOptions {
   initargs?: readonly unknown[];
   /** A worker is replaced after this many tasks (a chunk of a map counts as one); default: never. */
   maxTasksPerChild?: number | null;
+  /**
+   * Modules each worker imports before it reports ready, e.g. `[import.meta.url]` for the
+   * module of your task functions: `whenReady()` then covers their loading too, and the first
+   * `map` does not pay for it (~30 ms here). Relative specifiers resolve against the module that
+   * creates the pool. A module that fails to load breaks the pool, as a failing initializer
+   * does. Not in Python (its workers import the main module when they start).
+   */
+  preload?: readonly (string | URL)[];
 }
 
 /** Options of a task: `apply`, `applyAsync`. */
 export interface TaskOptions {
   /** Aborts the task: a queued one is dropped at once, a running one's worker is replaced. */
   signal?: AbortSignal;
-  /** Milliseconds from submission after which the task is aborted with `TimeoutError`. */
+  /**
+   * Milliseconds the task may take, counted from when it starts running (for a map: from when
+   * its first chunk does); past that it is aborted with `TimeoutError` and, if running, its
+   * worker replaced. Time spent queued does not count: a task with a timeout is handed only to
+   * an idle worker, so it starts at once (such tasks are not batched). Python's `Pool` has no
+   * such option (there, `AsyncResult.get(timeout)` only stops waiting: here too).
+   */
   timeout?: number;
   /** `ArrayBuffer`s in the arguments to move rather than copy: detached here once sent. */
   transfer?: ArrayBuffer[];
@@ -648,6 +825,7 @@ export class Pool {
   readonly #maxTasks: number;
   readonly #initializer: TargetRef | null;
   readonly #initargs: unknown[];
+  readonly #preload: string[];
   #state = RUN;
   #broken: Error | null = null;
 
@@ -669,13 +847,15 @@ export class Pool {
   /** A dispatch pass is writing into the stage (user callbacks may run inside it). */
   #dispatching = false;
 
-  /** The doorbell (see BELL). */
+  /** The doorbell (see Doorbell). */
   readonly #bellBlock: number;
-  readonly #bell: Int32Array;
+  readonly #bell: Doorbell;
   /** The worker whose result ring `#onMessage` is reading. */
   #from: Slot | null = null;
   #reading = false;
   #watching = false;
+  /** When a steal check is due (a worker may be stuck in a task; see #steal); else Infinity. */
+  #stealDue = Infinity;
   /** Mean task duration (µs, moving average), -1 until known. */
   #svc = -1;
 
@@ -693,6 +873,7 @@ export class Pool {
    * `maxTasksPerChild` is not a positive integer.
    */
   constructor(options: PoolOptions = {}) {
+    options = optionsOf(options, "new Pool", "new Pool({ processes: 4 })");
     const processes = options.processes ?? cpuCount();
     if (!Number.isInteger(processes) || processes < 1) {
       throw new ValueError(`Number of processes must be at least 1: current value is ${processes}`);
@@ -710,8 +891,11 @@ export class Pool {
     this.#maxTasks = mt ?? 0;
     this.#initializer = options.initializer ? fnInfo(options.initializer, "initializer").ref : null;
     this.#initargs = [...(options.initargs ?? [])];
-    this.#bellBlock = alloc(BELL_BYTES);
-    this.#bell = new Int32Array(heap().sab, this.#bellBlock, BELL_BYTES >> 2);
+    const preload = options.preload ?? [];
+    const base = preload.length ? callerModule() : undefined;
+    this.#preload = preload.map((m) => new URL(m, base).href);
+    this.#bellBlock = alloc(Doorbell.BYTES);
+    this.#bell = new Doorbell(this.#bellBlock);
     // The doorbell lives as long as this object (workers never outlive a terminated pool).
     adopt(this, this.#bellBlock);
     try {
@@ -739,6 +923,7 @@ export class Pool {
     options: TaskOptions = {},
   ): Promise<Awaited<R>> {
     try {
+      options = optionsOf(options, "Pool.apply", "apply(fn, args, { timeout: 5000 })");
       return this.applyAsync(fn, args, options).get();
     } catch (e) {
       return Promise.reject(e);
@@ -761,6 +946,7 @@ export class Pool {
     args: A = [] as unknown as A,
     options: ApplyOptions<Awaited<R>> = {},
   ): AsyncResult<Awaited<R>> {
+    options = optionsOf(options, "Pool.applyAsync", "applyAsync(fn, args, { timeout: 5000 })");
     this.#checkRunning();
     const info = fnInfo(fn);
     if (!Array.isArray(args)) throw new TypeError("args must be an array");
@@ -789,7 +975,7 @@ export class Pool {
     iterable: Iterable<T> | AsyncIterable<T>,
     chunksize?: number | MapOptions<Awaited<R>[]>,
   ): Promise<Awaited<R>[]> {
-    return await this.mapAsync(fn, iterable, chunksize);
+    return await this.mapAsync(fn, iterable, mapOptions(chunksize, "Pool.map"));
   }
 
   /**
@@ -808,7 +994,8 @@ export class Pool {
     chunksize?: number | MapOptions<Awaited<R>[]>,
   ): AsyncResult<Awaited<R>[]> {
     this.#checkRunning();
-    return this.#mapJob(fnInfo(fn), MAP, iterable, chunksize as MapArg) as AsyncResult<
+    const o = mapOptions(chunksize as MapArg, "Pool.mapAsync");
+    return this.#mapJob(fnInfo(fn), MAP, iterable, o) as AsyncResult<
       Awaited<R>[]
     >;
   }
@@ -826,7 +1013,7 @@ export class Pool {
     iterable: Iterable<A> | AsyncIterable<A>,
     chunksize?: number | MapOptions<Awaited<R>[]>,
   ): Promise<Awaited<R>[]> {
-    return await this.starmapAsync(fn, iterable, chunksize);
+    return await this.starmapAsync(fn, iterable, mapOptions(chunksize, "Pool.starmap"));
   }
 
   /**
@@ -844,7 +1031,8 @@ export class Pool {
     chunksize?: number | MapOptions<Awaited<R>[]>,
   ): AsyncResult<Awaited<R>[]> {
     this.#checkRunning();
-    return this.#mapJob(fnInfo(fn), STARMAP, iterable, chunksize as MapArg) as AsyncResult<
+    const o = mapOptions(chunksize as MapArg, "Pool.starmapAsync");
+    return this.#mapJob(fnInfo(fn), STARMAP, iterable, o) as AsyncResult<
       Awaited<R>[]
     >;
   }
@@ -897,8 +1085,10 @@ export class Pool {
   }
 
   /**
-   * Resolves once every worker has started and run its initializer (not in Python: a start-up
-   * barrier, e.g. before timing). Rejects with `BrokenPoolError` if an initializer failed.
+   * Resolves once every worker has started, imported the `preload` modules and run its
+   * initializer (not in Python: a start-up barrier, e.g. before timing). Rejects with
+   * `BrokenPoolError` if an initializer or a preload import failed. Without `preload`, the first
+   * task of a function still pays for importing its module.
    *
    * @example
    * ```ts ignore
@@ -1085,11 +1275,20 @@ export class Pool {
     };
     const onAbort = () => abort(signal!.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
-    const timer = timeout === undefined ? undefined : setTimeout(
-      () => abort(new TimeoutError(`the task did not complete within ${timeout} ms`)),
-      timeout,
-    );
+    let timer: ReturnType<typeof setTimeout> | undefined, over = false;
+    if (timeout !== undefined) {
+      // The clock starts when the first task is handed to a worker (see Task.clock).
+      const clock = () => {
+        if (timer !== undefined || over) return;
+        timer = setTimeout(
+          () => abort(new TimeoutError(`the task did not complete within ${timeout} ms`)),
+          timeout,
+        );
+      };
+      for (const t of tasks) t.clock = clock;
+    }
     setCleanup(result, () => {
+      over = true;
       signal?.removeEventListener("abort", onAbort);
       clearTimeout(timer);
     });
@@ -1100,9 +1299,8 @@ export class Pool {
     info: FnInfo,
     mode: Mode,
     iterable: Iterable<unknown> | AsyncIterable<unknown>,
-    chunksize: MapArg,
+    o: MapOptions<unknown[]>,
   ): AsyncResult<unknown[]> {
-    const o: MapOptions<unknown[]> = typeof chunksize === "object" ? chunksize : { chunksize };
     if (o.chunksize !== undefined) checkChunksize(o.chunksize);
     if (o.timeout !== undefined) deadlineOf(o.timeout);
     const r = newResult<unknown[]>(o.callback, o.errorCallback);
@@ -1158,7 +1356,7 @@ export class Pool {
     chunksize: number | IMapOptions | undefined,
     ordered: boolean,
   ): AsyncGenerator<unknown, void, undefined> {
-    const o = typeof chunksize === "object" ? chunksize : { chunksize };
+    const o = mapOptions<IMapOptions>(chunksize, ordered ? "Pool.imap" : "Pool.imapUnordered");
     const cs = o.chunksize ?? 1;
     checkChunksize(cs);
     const b = o.buffersize ?? READ_AHEAD_PER_WORKER * this.#processes;
@@ -1257,8 +1455,8 @@ export class Pool {
 
   /** How many tasks `w` may be given now (0 until it has worked off half its window). */
   #room(w: Slot, win: number): number {
-    if (w.dead || w.stopped) return 0;
-    const inflight = w.fifo.length - w.head - w.skipped;
+    if (w.dead || w.stopped || (w.suspect && w.inflight() > 0)) return 0;
+    const inflight = w.inflight();
     if (inflight > win >> 1) return 0;
     let room = win - inflight;
     if (this.#maxTasks) room = Math.min(room, this.#maxTasks - w.assigned);
@@ -1293,33 +1491,16 @@ export class Pool {
     while (this.#qhead < this.#queue.length && this.#queue[this.#qhead].state !== QUEUED) {
       this.#queue[this.#qhead++] = undefined as unknown as Task;
     }
-    this.#replenish();
-    const queued = this.#queue.length - this.#qhead;
-    if (queued > 0) {
-      // Each worker with room gets an even share, so that a few big chunks do not all go to the
-      // first one, handed out in rounds of one message (~16 KiB) each: every worker starts on
-      // its first message while the next ones are being encoded.
-      const win = this.#window();
-      const open: Slot[] = [], quota: number[] = [];
-      for (const w of this.#workers.values()) {
-        const room = this.#room(w, win);
-        if (room > 0) open.push(w), quota.push(room);
-      }
-      for (let i = 0; i < open.length; i++) {
-        quota[i] = Math.min(quota[i], Math.ceil((queued - sum(quota, i)) / (open.length - i)));
-      }
-      for (let busy = true; busy && this.#qhead < this.#queue.length;) {
-        busy = false;
-        for (let i = 0; i < open.length; i++) {
-          if (quota[i] <= 0 || open[i].dead) continue;
-          quota[i] -= this.#send(open[i], quota[i]);
-          if (this.#state === TERMINATE || this.#broken) return;
-          busy ||= quota[i] > 0;
-        }
-      }
-    }
+    // Start replacements, hand the queue out; then, while it is empty and a worker is idle,
+    // take back the tasks that have not started from a stuck worker and hand those out.
+    do {
+      this.#replenish();
+      this.#handOut();
+    } while (this.#qhead === this.#queue.length && this.#steal());
+    if (this.#state === TERMINATE || this.#broken) return;
     if (this.#state === CLOSE && this.#qhead === this.#queue.length && this.#streams === 0) {
-      // Closed and nothing left to hand out: each worker exits after what its ring holds.
+      // Closed and nothing left to hand out: each worker exits after what its ring holds. (Tasks
+      // stuck behind a slow one are still taken back then: a new worker starts for them.)
       for (const w of this.#workers.values()) {
         if (w.dead || w.stopped) continue;
         w.stopped = true;
@@ -1327,6 +1508,116 @@ export class Pool {
         w.post = w.ring.post(this.#stage.subarray(0, 1), w.sendOptions);
       }
     }
+  }
+
+  /** Writes queued tasks into the rings of the workers with room. */
+  #handOut(): void {
+    const queued = this.#queue.length - this.#qhead;
+    if (queued === 0) return;
+    // Each worker with room gets an even share, so that a few big chunks do not all go to the
+    // first one, handed out in rounds of one message (~16 KiB) each: every worker starts on
+    // its first message while the next ones are being encoded.
+    const win = this.#window();
+    const open: Slot[] = [], quota: number[] = [];
+    for (const w of this.#workers.values()) {
+      const room = this.#room(w, win);
+      if (room > 0) open.push(w), quota.push(room);
+    }
+    for (let i = 0; i < open.length; i++) {
+      quota[i] = Math.min(quota[i], Math.ceil((queued - sum(quota, i)) / (open.length - i)));
+    }
+    for (let busy = true; busy && this.#qhead < this.#queue.length;) {
+      busy = false;
+      for (let i = 0; i < open.length; i++) {
+        if (quota[i] <= 0 || open[i].dead) continue;
+        const sent = this.#send(open[i], quota[i]);
+        // Nothing sent: the next task has a timeout and this worker is not idle.
+        quota[i] = sent > 0 ? quota[i] - sent : 0;
+        if (this.#state === TERMINATE || this.#broken) return;
+        busy ||= quota[i] > 0;
+      }
+    }
+  }
+
+  /**
+   * Work stealing: when a ready worker is idle, takes back every task that has not started from
+   * a worker stuck for a while (in one task, or still starting), the one holding most, and
+   * queues them again (in order, ahead of the rest). So a task never waits long behind a slow or
+   * endless one while another worker could run it. True when it took any.
+   *
+   * "Stuck": its STARTED word has not moved for {@link STUCK_US} or 4 mean task durations while
+   * tasks wait. A worker busy with a run of short tasks is left alone: taking all it holds would
+   * only make the two hand the same tasks back and forth. The reader's sleep ends when a check
+   * is due.
+   */
+  #steal(): boolean {
+    if (this.#state === TERMINATE || this.#broken) return false;
+    const win = this.#window();
+    const idle = this.#list.some((w) => w.ready && w.inflight() === 0 && this.#room(w, win) > 0);
+    // After close(), idle workers have stopped: a new one would start for the tasks taken back,
+    // which is worth it only for a worker stuck far longer than a start takes.
+    const replace = !idle && this.#state === CLOSE && this.#live < this.#processes;
+    if (!idle && !replace) return false;
+    const now = performance.now();
+    const stuckMs = Math.max(replace ? REPLACE_STUCK_US : STUCK_US, 4 * this.#svc) / 1000;
+    let victim: Slot | null = null, most = 0;
+    for (const w of this.#list) {
+      if (w.dead) continue;
+      const started = startedOf(w.ctl), waiting = w.assigned - started;
+      // Progress is a change of STARTED while tasks wait (time spent idle does not count).
+      if (started !== w.seenStarted || waiting === 0) {
+        w.seenStarted = waiting === 0 ? -1 : started;
+        w.seenAt = now;
+      }
+      if (waiting === 0) continue;
+      if (now - w.seenAt < stuckMs) {
+        this.#stealDue = Math.min(this.#stealDue, w.seenAt + stuckMs);
+        continue;
+      }
+      if (waiting > most) most = waiting, victim = w;
+    }
+    if (victim === null) return false;
+    const back = this.#recall(victim);
+    if (back.length === 0) return false;
+    __testHooks.steals++;
+    victim.suspect = victim.inflight() > 0;
+    this.#queue = back.concat(this.#queue.slice(this.#qhead));
+    this.#qhead = 0;
+    return true;
+  }
+
+  /**
+   * Takes back the tasks of `w` that have not started: one compare-exchange of its STARTED word
+   * to `-last` (see STARTED), which the worker meets before its next task and then skips the
+   * tasks up to `last`. Returns them, in order, ready to be queued again.
+   */
+  #recall(w: Slot): Task[] {
+    const last = w.assigned;
+    let seen = Atomics.load(w.ctl, STARTED);
+    for (;;) {
+      if (Math.abs(seen) >= last) return []; // every task it holds has begun
+      const was = Atomics.compareExchange(w.ctl, STARTED, seen, -last);
+      if (was === seen) break;
+      seen = was; // it began another meanwhile
+    }
+    const begun = Math.abs(seen);
+    const back: Task[] = [];
+    while (w.fifo.length > w.head) {
+      const t = w.fifo[w.fifo.length - 1];
+      if (t.seq <= begun) break;
+      w.fifo.pop();
+      if (t.skipped) w.skipped--;
+      if (t.state !== ASSIGNED) continue; // cancelled meanwhile
+      t.state = QUEUED;
+      t.worker = null;
+      t.seq = 0;
+      back.push(t);
+    }
+    if (w.fifo.length === w.head) {
+      w.fifo.length = 0;
+      w.head = 0;
+    }
+    return back.reverse();
   }
 
   /** Writes up to `count` queued tasks into `w`'s ring as one message (~16 KiB at most). */
@@ -1337,6 +1628,9 @@ export class Pool {
     const { modules } = withHandleModules(() => {
       while (sent < count && this.#qhead < this.#queue.length) {
         const t = this.#queue[this.#qhead];
+        // A task with a timeout goes only to an idle, ready worker, first in its message: it
+        // starts at once, so its clock (started now) counts its running time only.
+        if (t.clock !== null && t.state === QUEUED && (w.inflight() > 0 || !w.ready)) break;
         this.#queue[this.#qhead++] = undefined as unknown as Task;
         if (t.state !== QUEUED) continue;
         const fn = t.fn;
@@ -1457,6 +1751,7 @@ export class Pool {
     t.worker = w;
     t.seq = ++w.assigned;
     w.fifo.push(t);
+    if (t.clock !== null) t.clock();
   }
 
   /** Makes room for `n` more bytes at `pos` in the stage. */
@@ -1490,36 +1785,47 @@ export class Pool {
 
   /** Wakes the reader (from this thread: a death, terminate()). */
   #ring(): void {
-    Atomics.add(this.#bell, BELL, 1);
-    Atomics.notify(this.#bell, BELL);
+    this.#bell.ring();
   }
 
   async #readLoop(): Promise<void> {
     const bell = this.#bell;
+    /** The last sleep ended by its time limit: results found now were not rung for. */
+    let late = false;
     try {
       for (;;) {
-        const seen = Atomics.load(bell, BELL);
+        const seen = bell.count();
         if (await this.#drain()) {
+          if (late) __testHooks.lateWakeups++;
+          late = false;
           this.#dispatch();
           continue;
         }
+        late = false;
         // Every ring is empty: whatever a dead worker sent has been read.
         if (this.#deadPending.length > 0) {
           this.#buryDead();
           continue;
         }
         if (!this.#needReader()) return;
-        let spins = BELL_SPIN;
-        while (spins-- > 0 && Atomics.load(bell, BELL) === seen) { /* a result is likely near */ }
-        if (Atomics.load(bell, BELL) !== seen) continue;
-        // Raise the flag, then look again: a worker bumps the counter, then looks at the flag.
-        // One of the two sees the other, so no result is slept through.
-        Atomics.store(bell, BELL_ASLEEP, 1);
-        if (Atomics.load(bell, BELL) === seen) {
-          const r = Atomics.waitAsync(bell, BELL, seen);
-          if (r.async) await r.value;
+        // A worker's streamed result whose first frame is not out yet (see ResultWriter): it is
+        // rung for before it is in the ring, so wait on that ring itself until it begins.
+        const posting = this.#posting();
+        if (posting) {
+          const ctl = posting.ctl;
+          await posting.results.poll(POSTING_POLL_MS, () => Atomics.load(ctl, POSTING) === 0, 1);
+          continue;
         }
-        Atomics.store(bell, BELL_ASLEEP, 0);
+        if (bell.spin(seen, BELL_SPIN)) continue; // a result is likely near
+        // The sleep ends by the backstop, or when a steal check is due.
+        const ms = Math.min(BELL_SLICE_MS, Math.max(0, this.#stealDue - performance.now()));
+        if ((await bell.sleep(seen, ms)) === "timed-out") {
+          late = ms === BELL_SLICE_MS;
+          if (performance.now() >= this.#stealDue) {
+            this.#stealDue = Infinity;
+            this.#dispatch(); // a worker may be stuck in a task: see #steal
+          }
+        }
       }
     } catch (e) {
       // A bug, not a condition: fail everything rather than leave anybody waiting.
@@ -1530,6 +1836,14 @@ export class Pool {
       this.#changed();
       this.#kick();
     }
+  }
+
+  /** A live worker that is writing a streamed result whose first frame may not be out yet. */
+  #posting(): Slot | null {
+    for (const w of this.#list) {
+      if (!w.dead && Atomics.load(w.ctl, POSTING) !== 0) return w;
+    }
+    return null;
   }
 
   /** Reads every message in every worker's result ring; the number read. */
@@ -1558,6 +1872,7 @@ export class Pool {
     const kind = b[0];
     const w = this.#from!;
     if (kind === R_OK || kind === R_ERR || kind === R_COLUMN) {
+      w.suspect = false;
       const seq = u32(b, 4);
       const us = u32(b, 8);
       this.#svc = this.#svc < 0 ? us : this.#svc * 0.9 + us * 0.1;
@@ -1582,7 +1897,7 @@ export class Pool {
         ok = false;
         value = e;
       }
-      this.#complete(t, ok, ok ? value : fromRemote(value));
+      this.#complete(t, ok, ok ? value : fromRemote(value, w.proc.name));
     } else if (kind === R_READY) {
       w.ready = true;
       this.#startFailures = 0;
@@ -1591,14 +1906,17 @@ export class Pool {
     } else if (kind === R_INIT_FAILED) {
       let cause: unknown;
       try {
-        cause = fromRemote(this.#dec.decode(b.subarray(RESULT_HEADER)));
+        cause = fromRemote(this.#dec.decode(b.subarray(RESULT_HEADER)), w.proc.name);
       } catch (e) {
         cause = e;
       }
+      const what = u32(b, 4) === 1 ? "preload import" : "initializer";
       this.#breakPool(
         new BrokenPoolError(
-          `the initializer of pool worker '${w.proc.name}' failed: ${describe(cause)}`,
-          { cause },
+          `the ${what} of pool worker '${w.proc.name}' failed: ${describe(cause)}`,
+          {
+            cause,
+          },
         ),
       );
     }
@@ -1691,6 +2009,7 @@ export class Pool {
       bell: this.#bellBlock,
       initializer: this.#initializer,
       initargs: this.#initargs,
+      preload: this.#preload,
       maxTasks: this.#maxTasks,
     };
     const proc = new Process<[WorkerConfig]>({
@@ -1773,7 +2092,7 @@ export class Pool {
       this.#list = this.#list.filter((x) => x !== w);
       this.#graveyard.push({ block: w.block, at: performance.now() });
       const code = w.proc.exitCode;
-      const started = Atomics.load(w.ctl, STARTED);
+      const started = startedOf(w.ctl);
       for (let i = w.head; i < w.fifo.length; i++) {
         const t = w.fifo[i];
         if (t.state !== ASSIGNED) continue;
@@ -1850,7 +2169,8 @@ function skip(ctl: Int32Array, seq: number): boolean {
   if (slot < 0) return false; // no free slot: the task runs, its result is dropped
   Atomics.store(ctl, CANCEL_HINT, 1);
   // Store the slot, then load STARTED; the worker stores STARTED, then loads the slots. One of
-  // the two sees the other's store: either the worker skips the task, or we see it started.
+  // the two sees the other's store: either the worker skips the task, or we see it started. (A
+  // recall mark, negative, means the worker has not begun the task after the recalled ones.)
   if (Atomics.load(ctl, STARTED) < seq) return true;
   // Started, or about to be: take the slot back. If the worker took it first, it skipped.
   return Atomics.compareExchange(ctl, slot, seq, 0) !== seq;
@@ -1881,6 +2201,16 @@ function sum(xs: number[], n: number): number {
   let s = 0;
   for (let i = 0; i < n; i++) s += xs[i];
   return s;
+}
+
+/** The options of a map-like call, given as an options object or as the chunksize alone. */
+function mapOptions<O extends { chunksize?: number }>(
+  arg: number | O | undefined,
+  call: string,
+): O {
+  if (typeof arg === "number") return { chunksize: arg } as O;
+  const name = call.slice(call.indexOf(".") + 1);
+  return optionsOf(arg, call, `${name}(fn, items, { chunksize: 100 })`);
 }
 
 function checkChunksize(cs: number): void {
@@ -1926,11 +2256,12 @@ function describe(e: unknown): string {
 }
 
 /**
- * An error from a worker: same name, message, (remote) stack and `cause`; an error without a
- * cause of its own gets a `RemoteError` carrying the remote stack there, as Python chains a
- * `RemoteTraceback`.
+ * An error from worker `worker`: same name, message, own fields and (remote) stack. One that had
+ * no `cause` gets a `RemoteError` there, as Python chains a `RemoteTraceback`, and keeps its own
+ * otherwise. The stack is printed once: it is the error's own, so the `RemoteError` prints as one
+ * line naming the worker (its `remoteStack` is still there, just not printed again).
  */
-function fromRemote(e: unknown): unknown {
+function fromRemote(e: unknown, worker: string): unknown {
   if (!(e instanceof Error)) return e;
   let err = e;
   const path = (e as { path?: unknown }).path;
@@ -1940,9 +2271,11 @@ function fromRemote(e: unknown): unknown {
   ) {
     err = new SerializationError(path, e.message.slice(path.length + 2));
     err.stack = e.stack;
+    if (e.cause !== undefined) err.cause = e.cause;
   }
-  if (err === e && Object.hasOwn(e, "cause")) return e; // the user's cause chain stays
-  const remote = new RemoteError(e.name, e.message, e.stack ?? "", { cause: e.cause });
+  if (err.cause !== undefined) return err;
+  const remote = new RemoteError(e.name, e.message, e.stack ?? "");
+  remote.stack = `RemoteError: raised in pool worker '${worker}' (its stack is the error's own)`;
   Object.defineProperty(err, "cause", {
     value: remote,
     writable: true,
@@ -1967,6 +2300,8 @@ export interface WorkerConfig {
   initializer: { module: string; name: string } | null;
   /** Its arguments. */
   initargs: unknown[];
+  /** Module URLs to import before it reports ready. */
+  preload: string[];
   /** Exit after this many tasks (0: never). */
   maxTasks: number;
 }
@@ -1978,15 +2313,18 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
     typeof (v as PromiseLike<unknown>).then === "function";
 }
 
-async function importFunction(ref: TargetRef): Promise<AnyFn> {
-  // A task module imported here must not start processes at its top level (see Process.start).
+/** Imports a task's module: it must not start processes at its top level (see Process.start). */
+async function importModule(url: string): Promise<Record<string, unknown>> {
   setBootstrapping(true);
-  let ns: Record<string, unknown>;
   try {
-    ns = await import(ref.module);
+    return await import(url);
   } finally {
     setBootstrapping(false);
   }
+}
+
+async function importFunction(ref: TargetRef): Promise<AnyFn> {
+  const ns = await importModule(ref.module);
   let fn = ns[ref.name];
   if (fn === undefined) {
     fn = Object.values(ns).find((v) => typeof v === "function" && v.name === ref.name);
@@ -2005,7 +2343,8 @@ async function importFunction(ref: TargetRef): Promise<AnyFn> {
  */
 class ResultWriter {
   readonly #ring: Ring;
-  readonly #bell: Int32Array;
+  readonly #bell: Doorbell;
+  readonly #ctl: Int32Array;
   readonly #enc = new Encoder();
   #stage = new Uint8Array(4096);
   #f64 = new Float64Array(this.#stage.buffer);
@@ -2013,9 +2352,10 @@ class ResultWriter {
   /** The largest message the ring takes as one frame (half its capacity, as in Ring). */
   readonly #maxSingle: number;
 
-  constructor(ring: Ring, bell: Int32Array) {
+  constructor(ring: Ring, bell: Doorbell, ctl: Int32Array) {
     this.#ring = ring;
     this.#bell = bell;
+    this.#ctl = ctl;
     this.#maxSingle = ((ring.capacity >> 1) & ~3) - 4;
   }
 
@@ -2088,25 +2428,24 @@ class ResultWriter {
     const msg = this.#stage.subarray(0, RESULT_HEADER + bytes);
     if (msg.length <= this.#maxSingle) {
       this.#ring.sendSync(msg);
-      this.#ringBell();
+      this.#bell.ring();
       return;
     }
     // Too large for one frame: it is streamed, and the parent must be reading while it is
-    // written (it sleeps on the doorbell, not on this ring). `post` writes what fits now and
-    // copies the rest for this worker's background pump; then the bell brings the parent into
-    // the ring's own reader/writer hand-off.
+    // written. `post` writes what fits now and copies the rest for this worker's background
+    // writer, which may publish even the first frame only later (no room yet) and rings for
+    // nothing. So POSTING tells the parent, before any of it can be in the ring, to wait on this
+    // ring rather than the doorbell (see Pool.#readLoop); then the ring's own reader/writer
+    // hand-off carries the rest. (A hook in Ring.post called when the first frame is published
+    // would let the bell be rung at that moment instead.)
+    Atomics.store(this.#ctl, POSTING, 1);
     const done = this.#ring.post(msg);
-    this.#ringBell();
-    return done.then(noop);
-  }
-
-  #ringBell(): void {
-    const bell = this.#bell;
-    Atomics.add(bell, BELL, 1);
-    if (Atomics.load(bell, BELL_ASLEEP) !== 0) {
-      Atomics.store(bell, BELL_ASLEEP, 0);
-      Atomics.notify(bell, BELL);
-    }
+    this.#bell.ring();
+    return done.then(() => {
+      Atomics.store(this.#ctl, POSTING, 0);
+      this.#ring.wakeReaders(); // the parent may wait on this ring for POSTING to drop
+      this.#bell.ring();
+    });
   }
 }
 
@@ -2178,9 +2517,18 @@ export async function poolWorker(cfg: WorkerConfig): Promise<void> {
 async function work(cfg: WorkerConfig): Promise<void> {
   const out = new ResultWriter(
     new Ring(cfg.block + CTL_BYTES + TASK_RING_BYTES, cfg.block),
-    new Int32Array(heap().sab, cfg.bell, BELL_BYTES >> 2),
+    new Doorbell(cfg.bell),
+    new Int32Array(heap().sab, cfg.block, CTL_BYTES >> 2),
   );
   inPoolWorker = true;
+  for (const url of cfg.preload) {
+    try {
+      await importModule(url);
+    } catch (e) {
+      out.send(R_INIT_FAILED, 1, 0, e, "error");
+      throw new SystemExit(1); // the parent reports it (BrokenPoolError with this cause)
+    }
+  }
   if (cfg.initializer) {
     try {
       const init = await importFunction(cfg.initializer);
@@ -2223,6 +2571,8 @@ class TaskLoop {
   /** Functions by number (an Error when its module could not provide it). */
   readonly #fns: (AnyFn | Error)[] = [];
   #seq = 0;
+  /** Tasks up to this number were taken back by the pool (see #withdrawn). */
+  #recalled = 0;
   #left: number;
   #yielder = new Yielder();
 
@@ -2296,6 +2646,27 @@ class TaskLoop {
     }
   }
 
+  /**
+   * The pool took back tasks (STARTED held `mark`, `-last`): task `seq` and the rest up to `last`
+   * are skipped. Clears the mark (STARTED = `last`) and the cancel slots of those tasks.
+   */
+  #withdrawn(mark: number, seq: number): boolean {
+    const ctl = this.#ctl;
+    for (;;) {
+      if (mark >= 0) throw new Error(`denomp: pool worker out of step (task ${seq}, ${mark})`);
+      const last = -mark, was = Atomics.compareExchange(ctl, STARTED, mark, last);
+      if (was === mark) {
+        this.#recalled = last;
+        for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
+          const x = Atomics.load(ctl, i);
+          if (x >= seq && x <= last) Atomics.compareExchange(ctl, i, x, 0);
+        }
+        return true;
+      }
+      mark = was; // the pool took back more meanwhile
+    }
+  }
+
   #restartClock(): void {
     this.#mark = performance.now();
     this.#count = 0;
@@ -2330,8 +2701,10 @@ class TaskLoop {
     len: number,
   ): true | Promise<true> {
     const seq = ++this.#seq, ctl = this.#ctl;
+    if (seq <= this.#recalled) return true; // taken back by the pool (it counts them alike)
     // Before anything else: from here on, a death of this worker fails this task.
-    Atomics.store(ctl, STARTED, seq);
+    const was = Atomics.compareExchange(ctl, STARTED, seq - 1, seq);
+    if (was !== seq - 1 && this.#withdrawn(was, seq)) return true;
     if (Atomics.load(ctl, CANCEL_HINT) !== 0 && cancelled(ctl, seq)) return true;
     pendingTransfer.length = 0;
     let value: unknown;

@@ -164,9 +164,8 @@ export class Process<A extends unknown[] = unknown[]> {
     checkOpen(s);
     if (s.self) throw new ProcessError("cannot start the current process");
     if (s.child) throw new ProcessError("processes can only be started once");
-    if (current().daemon) {
-      throw new ProcessError("daemonic processes are not allowed to have children");
-    }
+    // The bootstrapping check comes first: a pool's workers are daemonic, so a Pool created at
+    // a module's top level would otherwise get the daemon message instead of the hint.
     if (isBootstrapping()) {
       // The module was imported by a worker to find its target, and its top level starts a
       // process: without this check every worker would start another, forever.
@@ -174,6 +173,9 @@ export class Process<A extends unknown[] = unknown[]> {
         "An attempt has been made to start a new process while a worker was importing its target's module. " +
           "Guard the parent's code with `if (import.meta.main) { ... }` (Python's `if __name__ == '__main__'`).",
       );
+    }
+    if (current().daemon) {
+      throw new ProcessError("daemonic processes are not allowed to have children");
     }
     const ctor = this.constructor as typeof Process;
     const overridesRun = ctor !== Process && ctor.prototype.run !== Process.prototype.run;

@@ -361,7 +361,7 @@ Deno.test("Manager: a value the server cannot decode fails that call only", asyn
   await using manager = await Manager();
   const d = manager.dict<string, unknown>();
   await d.set("a", 1);
-  await rejects(d.set("t", new Token(1)), "SerializationError", /'TestOnlyToken' handle/);
+  await rejects(d.set("t", new Token(1)), "SerializationError", /handle of kind 'TestOnlyToken'/);
   assert.equal(await d.len(), 1); // the connection goes on
   // Shared-memory handles cross when their module is loaded there (mod.ts loads them all; this
   // server also imports the fixture module, which imports queues.ts): it holds a live Queue.

@@ -294,7 +294,8 @@ Deno.test("a worker terminated from outside fails its running task with its exit
 Deno.test("a task that throws asynchronously after its result: the result arrives, the worker is replaced", async () => {
   await using pool = new Pool({ processes: 1 });
   const first = await pool.apply(pid, []);
-  assert.equal(await pool.apply(throwLater, [7]), 7);
+  // The worker dies 300 ms after the result: the next task is surely running by then.
+  assert.equal(await pool.apply(throwLater, [7, 300]), 7);
   const caught = await pool.apply(sleepMs, [2000]).catch((e) => e); // running when it dies
   assert.ok(caught instanceof BrokenPoolError);
   assert.match(caught.message, /exited with code 1/);
