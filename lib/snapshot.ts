@@ -25,6 +25,7 @@ import {
 import { type CycleStep, findCycles, inspectors, waitGraph } from "./_waitfor.ts";
 import "./synchronize.ts"; // registers the inspectors of the locks
 import "./actor.ts"; // and of mailboxes and actors
+import "./pool.ts"; // pools list themselves
 
 /** One process (or worker) of the tree. */
 export interface ProcessSnapshot {
@@ -170,7 +171,14 @@ export function snapshot(): Snapshot {
       return []; // a section that cannot be read now does not spoil the rest
     }
   };
-  const supervisors = section("supervisors");
+  const supervisors = section("supervisors"), pools = section("pools");
+  // What pool workers of this isolate's pools run now.
+  for (const pool of pools) {
+    for (const w of pool.workers as { name: string; task: string }[]) {
+      const p = processes.find((p) => p.name === w.name && p.state === "running");
+      if (p && !p.task) p.task = w.task;
+    }
+  }
   // Restarts and exit reasons of supervised actors, from the supervisors of this isolate.
   const supervised = new Map<string, [Record<string, unknown>, unknown]>();
   for (const sup of supervisors) {
@@ -203,7 +211,7 @@ export function snapshot(): Snapshot {
   return {
     time: Date.now(),
     processes,
-    pools: section("pools"),
+    pools,
     queues,
     locks,
     actors,

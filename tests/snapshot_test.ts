@@ -17,6 +17,8 @@ import { parentOf, philosopher, snapshotHere } from "./fixtures/snapshot_targets
 import { type ActorRef, Mailbox, spawn } from "../lib/actor.ts";
 import { Supervisor } from "../lib/supervisor.ts";
 import { Counter } from "./fixtures/actor_targets.ts";
+import { Pool } from "../lib/pool.ts";
+import { sleepMs, square } from "./fixtures/pool_tasks.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -229,4 +231,30 @@ Deno.test("snapshot: actors (mailbox, state, restarts, exit reason), supervisors
   } finally {
     await sup.stop();
   }
+});
+
+Deno.test("snapshot: pools (workers busy or idle, counters, utilization, p50/p99, resettable)", async () => {
+  await using pool = new Pool({ processes: 2, name: "crunch" });
+  await pool.whenReady();
+  const squares = await pool.map(square, Array.from({ length: 100 }, (_, i) => i), 10);
+  assert.equal(squares[9], 81);
+  await pool.apply(sleepMs, [5]).catch(() => {});
+  const slow = [pool.apply(sleepMs, [300]), pool.apply(sleepMs, [300]), pool.apply(sleepMs, [300])];
+  const s = await until((s) => s.pools.find((p) => p.name === "crunch")?.running === 2);
+  const p = s.pools.find((p) => p.name === "crunch")!;
+  const workers = p.workers as { name: string; busy: boolean; task: string }[];
+  assert.deepEqual(workers.map((w) => [w.busy, w.task]), [[true, "sleepMs"], [true, "sleepMs"]]);
+  assert.equal(p.queued, 1);
+  assert.equal(p.completed, 101);
+  assert.equal(p.failed, 0);
+  assert.ok((p.utilization as number) > 0 && (p.utilization as number) <= 1);
+  const { waitMs, runMs } = p as unknown as Record<string, { p50: number; p99: number }>;
+  assert.ok(runMs.p50 >= 0 && runMs.p99 >= runMs.p50 && waitMs.p50 >= 0, JSON.stringify(p));
+  // The workers' current task shows in the process list too.
+  assert.equal(s.processes.find((x) => x.name === workers[0].name)!.task, "sleepMs");
+  await Promise.all(slow);
+  pool.resetStats();
+  const after = snapshot().pools.find((p) => p.name === "crunch")!;
+  assert.deepEqual([after.completed, after.running, after.queued], [104, 0, 0]);
+  assert.deepEqual(after.runMs, { p50: null, p99: null });
 });
