@@ -55,6 +55,8 @@ export const KINDS = [
   "Queue",
   "SimpleQueue",
   "JoinableQueue",
+  "LifoQueue",
+  "PriorityQueue",
   "Pool",
   "Mailbox",
   "Actor",
@@ -251,13 +253,15 @@ export function registerObject(kind: Kind, off: number, name: string | undefined
       }
     }
     writeName(t, e, name ?? `${kind}#${i}`);
+    // Linked from the block before the entry is complete: a reader never sees an entry whose
+    // block does not point back at it unless that block was freed (see listObjects).
+    Atomics.store(hp.i32, headerWord(off), i + 1);
     Atomics.store(i32, e + K_KIND, KIND_INDEX.get(kind)!);
     for (let hi = Atomics.load(i32, O_HIGH); hi < i + 1;) {
       const was = Atomics.compareExchange(i32, O_HIGH, hi, i + 1);
       if (was === hi) break;
       hi = was;
     }
-    Atomics.store(hp.i32, headerWord(off), i + 1);
     cursor = i + 1;
     return;
   }
@@ -331,6 +335,20 @@ export function listObjects(): { objects: ObjectEntry[]; dropped: number } {
   for (let i = 0; i < high; i++) {
     const e = O_HEADER + i * ENTRY, k = Atomics.load(i32, e + K_KIND);
     if (k <= 0) continue;
+    // Objects freed without `forgetObject` (queues give their memory back on their own): their
+    // block has no reference left, or now belongs to an object listed elsewhere. Dropped here.
+    const off = i32[e + K_OFF], hw = headerWord(off), h32 = heap().i32;
+    if (Atomics.load(h32, hw - 2) <= 0 || Atomics.load(h32, hw) !== i + 1) {
+      if (Atomics.compareExchange(i32, e + K_KIND, k, -1) === k) {
+        const name = i32[e + K_NAME];
+        i32[e + K_NAME] = 0;
+        i32[e + K_OFF] = 0;
+        if (name) release(name);
+        Atomics.store(i32, e + K_KIND, 0);
+        Atomics.sub(i32, O_LIVE, 1);
+      }
+      continue;
+    }
     const o: ObjectEntry = {
       kind: KINDS[k - 1],
       off: i32[e + K_OFF],

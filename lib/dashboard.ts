@@ -74,22 +74,112 @@ export async function serveDashboard(options?: DashboardOptions): Promise<Dashbo
   if (!(interval >= 50)) {
     throw new ValueError(`serveDashboard: interval must be at least 50 ms, got ${interval}`);
   }
-  const streams = new Set<() => void>();
+  const live = new Live(interval);
   const listening = Promise.withResolvers<Deno.NetAddr>();
-  const server = Deno.serve(
-    { port, hostname, onListen: (addr) => listening.resolve(addr as Deno.NetAddr) },
-    (req) => handle(req, token, interval, streams),
-  );
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve(
+      { port, hostname, onListen: (addr) => listening.resolve(addr as Deno.NetAddr) },
+      (req) => handle(req, token, live),
+    );
+  } catch (e) {
+    live.stop();
+    throw e;
+  }
   const addr = await listening.promise;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = `http://${host}:${addr.port}/${token ? `?token=${encodeURIComponent(token)}` : ""}`;
   let closing: Promise<void> | undefined;
   const close = () =>
     closing ??= (async () => {
-      for (const end of [...streams]) end();
+      live.stop();
       await server.shutdown();
     })();
   return { url, close, [Symbol.asyncDispose]: close };
+}
+
+/** How many pictures the charts look back (two minutes at one a second). */
+const HISTORY = 120;
+
+/** The series the page's charts draw: per pool and per queue, one number per picture. */
+interface History {
+  utilization: Record<string, number[]>;
+  latency: Record<string, number[]>;
+  depth: Record<string, number[]>;
+}
+
+/**
+ * One picture every `interval` ms, shared by every open page (one `snapshot()` per interval
+ * however many pages watch), and the recent history of what the charts draw, so that a page
+ * opened now shows the last two minutes at once.
+ */
+class Live {
+  readonly #clients = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  readonly #enc = new TextEncoder();
+  readonly history: History = { utilization: {}, latency: {}, depth: {} };
+  #timer: ReturnType<typeof setInterval>;
+
+  constructor(interval: number) {
+    this.#timer = setInterval(() => this.#tick(), interval);
+  }
+
+  /** The picture now, also recorded in the history. */
+  picture(): Snapshot {
+    const s = snapshot();
+    const add = (series: Record<string, number[]>, key: string, v: number) => {
+      const h = series[key] ??= [];
+      h.push(v);
+      if (h.length > HISTORY) h.shift();
+    };
+    for (const p of s.pools) {
+      add(this.history.utilization, String(p.name), Number(p.utilization) || 0);
+      add(this.history.latency, String(p.name), Number((p.runMs as { p99?: number })?.p99) || 0);
+    }
+    for (const q of s.queues) {
+      add(this.history.depth, String(q.name), Number(q.depth ?? q.mailbox) || 0);
+    }
+    return s;
+  }
+
+  #tick(): void {
+    const data = this.#enc.encode(`data: ${JSON.stringify(this.picture())}\n\n`);
+    for (const c of this.#clients) {
+      try {
+        c.enqueue(data);
+      } catch {
+        this.#clients.delete(c); // closed by the page
+      }
+    }
+  }
+
+  /** A Server-Sent Events stream of the pictures, until the page or the server closes it. */
+  events(): Response {
+    let me: ReadableStreamDefaultController<Uint8Array>;
+    const body = new ReadableStream<Uint8Array>({
+      start: (c) => {
+        me = c;
+        this.#clients.add(c);
+        c.enqueue(this.#enc.encode(`data: ${JSON.stringify(snapshot())}\n\n`));
+      },
+      cancel: () => {
+        this.#clients.delete(me);
+      },
+    });
+    return new Response(body, {
+      headers: { "content-type": "text/event-stream", "cache-control": "no-store" },
+    });
+  }
+
+  /** Stops the pictures and closes every stream. */
+  stop(): void {
+    clearInterval(this.#timer);
+    for (const c of this.#clients) {
+      try {
+        c.close();
+      } catch { /* closed already */ }
+    }
+    this.#clients.clear();
+  }
 }
 
 function authorized(req: Request, token: string | undefined): boolean {
@@ -102,12 +192,7 @@ function authorized(req: Request, token: string | undefined): boolean {
   return diff === 0;
 }
 
-function handle(
-  req: Request,
-  token: string | undefined,
-  interval: number,
-  streams: Set<() => void>,
-): Response {
+function handle(req: Request, token: string | undefined, live: Live): Response {
   if (!authorized(req, token)) return new Response("a valid token is required\n", { status: 401 });
   if (req.method !== "GET" && req.method !== "HEAD") {
     return new Response("read-only\n", { status: 405, headers: { allow: "GET, HEAD" } });
@@ -116,7 +201,7 @@ function handle(
   const headers = { "cache-control": "no-store" };
   switch (path) {
     case "/":
-      return new Response(page(snapshot(), token), {
+      return new Response(page(snapshot(), live.history, token), {
         headers: { ...headers, "content-type": "text/html; charset=utf-8" },
       });
     case "/snapshot.json":
@@ -126,41 +211,10 @@ function handle(
         headers: { ...headers, "content-type": "text/plain; version=0.0.4; charset=utf-8" },
       });
     case "/events":
-      return events(interval, streams);
+      return live.events();
     default:
       return new Response("not found\n", { status: 404 });
   }
-}
-
-/** A Server-Sent Events stream: one `snapshot()` every `interval` ms until closed. */
-function events(interval: number, streams: Set<() => void>): Response {
-  const enc = new TextEncoder();
-  let end = () => {};
-  const body = new ReadableStream<Uint8Array>({
-    start(controller) {
-      const send = () => {
-        try {
-          controller.enqueue(enc.encode(`data: ${JSON.stringify(snapshot())}\n\n`));
-        } catch { /* closed */ }
-      };
-      const timer = setInterval(send, interval);
-      end = () => {
-        clearInterval(timer);
-        streams.delete(end);
-        try {
-          controller.close();
-        } catch { /* closed already */ }
-      };
-      streams.add(end);
-      send();
-    },
-    cancel() {
-      end();
-    },
-  });
-  return new Response(body, {
-    headers: { "content-type": "text/event-stream", "cache-control": "no-store" },
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,8 +342,8 @@ export function metrics(s: Snapshot): string {
 // The page
 
 /** The page, with the current picture inlined (so it renders without waiting for the stream). */
-function page(s: Snapshot, token: string | undefined): string {
-  const initial = JSON.stringify(s).replace(/</g, "\\u003c");
+function page(s: Snapshot, history: History, token: string | undefined): string {
+  const initial = JSON.stringify({ snapshot: s, history }).replace(/</g, "\\u003c");
   const events = `/events${token ? `?token=${encodeURIComponent(token)}` : ""}`;
   // Function replacers: a "$&" in the data must stay as it is.
   return PAGE.replace("/*INITIAL*/null", () => initial)
@@ -316,8 +370,9 @@ th{color:var(--dim);font-weight:normal}.num{text-align:right;font-variant-numeri
 tr.in-cycle td{color:var(--bad);font-weight:600}
 #deadlocks:empty::after{content:"none";color:var(--dim)}
 svg{display:block;width:100%;height:90px;background:#111820;border-radius:4px}
-.legend span{margin-right:10px;font-size:11px}.bar{height:8px;background:var(--line);border-radius:4px;overflow:hidden}.bar>i{display:block;height:100%;background:var(--accent)}
-.empty{color:var(--dim)}
+.legend span{margin-right:10px;font-size:11px}.bar{width:90px;height:8px;background:var(--line);border-radius:4px;overflow:hidden}.bar>i{display:block;height:100%;background:var(--accent)}
+.empty{color:var(--dim)}.wide{grid-column:1/-1}section>div{overflow-x:auto}
+h3{font-size:11px;font-weight:normal;color:var(--dim);margin:8px 0 2px}.charts{display:grid;grid-template-columns:1fr 1fr;gap:12px}
 </style></head>
 <body>
 <header><h1>denomp</h1><span class="dim" id="time"></span><span class="badge" id="live">connecting…</span></header>
@@ -325,15 +380,19 @@ svg{display:block;width:100%;height:90px;background:#111820;border-radius:4px}
 <section id="deadlock-panel"><h2>Deadlocks</h2><ol id="deadlocks"></ol></section>
 <section><h2>Processes</h2><ul class="tree" id="processes"></ul></section>
 <section><h2>Supervision</h2><div id="supervisors"></div></section>
-<section><h2>Pools</h2><div id="pools"></div><svg id="pool-chart" viewBox="0 0 400 90" preserveAspectRatio="none"></svg><div class="legend" id="pool-legend"></div></section>
-<section><h2>Queues</h2><div id="queues"></div><svg id="queue-chart" viewBox="0 0 400 90" preserveAspectRatio="none"></svg><div class="legend" id="queue-legend"></div></section>
+<section class="wide"><h2>Pools</h2><div id="pools"></div>
+<div class="charts"><div><h3>utilization</h3><svg id="pool-chart" viewBox="0 0 400 90" preserveAspectRatio="none"></svg><div class="legend" id="pool-legend"></div></div>
+<div><h3>task run time p99 (ms)</h3><svg id="latency-chart" viewBox="0 0 400 90" preserveAspectRatio="none"></svg><div class="legend" id="latency-legend"></div></div></div></section>
+<section><h2>Queues</h2><div id="queues"></div><h3>depth</h3><svg id="queue-chart" viewBox="0 0 400 90" preserveAspectRatio="none"></svg><div class="legend" id="queue-legend"></div></section>
 <section><h2>Actors</h2><div id="actors"></div></section>
 <section><h2>Locks</h2><div id="locks"></div></section>
 </main>
 <script>
 "use strict";
 const HISTORY = 120, COLORS = ["#58a6ff","#3fb950","#d29922","#f85149","#bc8cff","#39c5cf","#ff9bce","#a5d6ff"];
-const history = { pools: new Map(), queues: new Map() };
+const initial = /*INITIAL*/null;
+const history = { utilization: new Map(), latency: new Map(), depth: new Map() };
+for (const k of Object.keys(history)) for (const [name, h] of Object.entries(initial ? initial.history[k] : {})) history[k].set(name, h);
 const $ = (id) => document.getElementById(id);
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";");
 const ms = (v) => typeof v === "number" ? (v < 10 ? v.toFixed(2) : v.toFixed(0)) + " ms" : "–";
@@ -351,13 +410,14 @@ function chart(svg, legend, map, max) {
   let i = 0, paths = "", keys = "";
   for (const [k, h] of map) {
     const c = COLORS[i++ % COLORS.length];
-    const pts = h.map((v, j) => (400 * j / (HISTORY - 1)).toFixed(1) + "," + (88 - 84 * v / top).toFixed(1)).join(" ");
+    // The latest point at the right edge.
+    const pts = h.map((v, j) => (400 * (HISTORY - h.length + j) / (HISTORY - 1)).toFixed(1) + "," + (88 - 84 * v / top).toFixed(1)).join(" ");
     paths += '<polyline fill="none" stroke="' + c + '" stroke-width="1.5" points="' + pts + '"/>';
     keys += '<span style="color:' + c + '">■ ' + esc(k) + "</span>";
   }
   svg.innerHTML = paths; legend.innerHTML = keys;
 }
-function render(s) {
+function render(s, record) {
   $("time").textContent = new Date(s.time).toLocaleTimeString();
   // Deadlocks first: they are what one looks for.
   const inCycle = new Set();
@@ -386,21 +446,25 @@ function render(s) {
       (c.lastExitReason ? " · last exit: " + esc(c.lastExitReason) : "") + "</span></li>").join("") + "</ul></li>";
   $("supervisors").innerHTML = s.supervisors.length ? '<ul class="tree">' + s.supervisors.filter((x) => !nested.has(x.name)).map(sup).join("") + "</ul>" : '<p class="empty">none</p>';
   // Pools.
-  for (const p of s.pools) remember(history.pools, p.name, p.utilization || 0);
+  if (record) for (const p of s.pools) {
+    remember(history.utilization, p.name, p.utilization || 0);
+    remember(history.latency, p.name, (p.runMs && p.runMs.p99) || 0);
+  }
   $("pools").innerHTML = table(s.pools.map((p) => ({ ...p, attrs: ' data-pool="' + esc(p.name) + '"' })), [
     { h: "pool", f: (p) => esc(p.name) },
     { h: "workers", f: (p) => (p.workers || []).map((w) => '<span title="' + esc(w.task || "idle") + '" class="' + (w.busy ? "state-running" : "state-stopped") + '">●</span>').join("") },
-    { h: "utilization", f: (p) => '<div class="bar"><i style="width:' + Math.round(100 * (p.utilization || 0)) + '%"></i></div>' },
+    { h: "utilization", f: (p) => '<div class="bar" title="' + Math.round(100 * (p.utilization || 0)) + '%"><i style="width:' + Math.round(100 * (p.utilization || 0)) + '%"></i></div>' },
     { h: "queued", num: 1, f: (p) => '<span class="queued">' + p.queued + "</span>" },
     { h: "running", num: 1, f: (p) => '<span class="running">' + p.running + "</span>" },
     { h: "completed", num: 1, f: (p) => '<span class="completed">' + p.completed + "</span>" },
     { h: "failed", num: 1, f: (p) => '<span class="failed">' + p.failed + "</span>" },
-    { h: "wait p50/p99", num: 1, f: (p) => ms(p.waitMs && p.waitMs.p50) + " / " + ms(p.waitMs && p.waitMs.p99) },
-    { h: "run p50/p99", num: 1, f: (p) => ms(p.runMs && p.runMs.p50) + " / " + ms(p.runMs && p.runMs.p99) },
+    { h: "wait p50 / p99", num: 1, f: (p) => ms(p.waitMs && p.waitMs.p50) + " / " + ms(p.waitMs && p.waitMs.p99) },
+    { h: "run p50 / p99", num: 1, f: (p) => ms(p.runMs && p.runMs.p50) + " / " + ms(p.runMs && p.runMs.p99) },
   ]);
-  chart($("pool-chart"), $("pool-legend"), history.pools, 1);
+  chart($("pool-chart"), $("pool-legend"), history.utilization, 1);
+  chart($("latency-chart"), $("latency-legend"), history.latency, 1);
   // Queues (mailboxes too).
-  for (const q of s.queues) remember(history.queues, q.name, q.depth ?? q.mailbox ?? 0);
+  if (record) for (const q of s.queues) remember(history.depth, q.name, q.depth ?? q.mailbox ?? 0);
   $("queues").innerHTML = table(s.queues.map((q) => ({ ...q, attrs: ' data-queue="' + esc(q.name) + '"' })), [
     { h: "queue", f: (q) => esc(q.name) + ' <span class="dim">' + esc(q.kind) + "</span>" },
     { h: "depth", num: 1, f: (q) => '<span class="depth">' + (q.depth ?? q.mailbox ?? 0) + "</span>" + (q.maxsize ? " / " + q.maxsize : "") },
@@ -409,7 +473,7 @@ function render(s) {
     { h: "waiting get/put", num: 1, f: (q) => (q.waitingGetters ?? "–") + " / " + (q.waitingPutters ?? "–") },
     { h: "unfinished", num: 1, f: (q) => q.unfinished ?? "–" },
   ]);
-  chart($("queue-chart"), $("queue-legend"), history.queues, 1);
+  chart($("queue-chart"), $("queue-legend"), history.depth, 1);
   // Actors.
   $("actors").innerHTML = table(s.actors, [
     { h: "actor", f: (a) => esc(a.name) },
@@ -428,13 +492,12 @@ function render(s) {
     { h: "state", f: (l) => esc(["locked", "count", "value", "set", "waiting", "broken"].filter((k) => k in l).map((k) => k + "=" + l[k]).join(" ")) },
   ]);
 }
-const initial = /*INITIAL*/null;
-if (initial) render(initial);
+if (initial) render(initial.snapshot, false);
 addEventListener("load", () => {
   const es = new EventSource(/*EVENTS*/);
   es.onopen = () => { $("live").textContent = "live"; };
   es.onerror = () => { $("live").textContent = "reconnecting…"; };
-  es.onmessage = (e) => render(JSON.parse(e.data));
+  es.onmessage = (e) => render(JSON.parse(e.data), true);
 });
 </script>
 </body></html>

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Process } from "../lib/process.ts";
-import { Queue } from "../lib/queues.ts";
+import { JoinableQueue, LifoQueue, Queue, SimpleQueue } from "../lib/queues.ts";
 import {
   Barrier,
   BoundedSemaphore,
@@ -257,4 +257,37 @@ Deno.test("snapshot: pools (workers busy or idle, counters, utilization, p50/p99
   const after = snapshot().pools.find((p) => p.name === "crunch")!;
   assert.deepEqual([after.completed, after.running, after.queued], [104, 0, 0]);
   assert.deepEqual(after.runMs, { p50: null, p99: null });
+});
+
+Deno.test("snapshot: queues (name, kind, depth, maxsize, puts, gets, waiting putters, unfinished)", async () => {
+  const jobs = new Queue<number>({ name: "jobs", maxsize: 2 });
+  const done = new JoinableQueue<string>({ name: "done" });
+  const lifo = new LifoQueue<number>({ maxsize: 5, name: "stack" });
+  const plain = new SimpleQueue<number>({ name: "plain" });
+  await jobs.put(1);
+  await jobs.put(2);
+  const blocked = jobs.put(3); // waits for room
+  await done.put("a");
+  await done.put("b");
+  await done.get();
+  done.taskDone();
+  await lifo.put(1);
+  await plain.put(1);
+  const s = await until((s) => s.queues.find((q) => q.name === "jobs")?.waitingPutters === 1);
+  const q = (name: string) => s.queues.find((q) => q.name === name)!;
+  assert.deepEqual(
+    [q("jobs").kind, q("jobs").depth, q("jobs").maxsize, q("jobs").puts, q("jobs").gets],
+    ["Queue", 2, 2, 2, 0],
+  );
+  assert.deepEqual([q("done").kind, q("done").depth, q("done").unfinished], [
+    "JoinableQueue",
+    1,
+    1,
+  ]);
+  assert.deepEqual([q("stack").kind, q("stack").depth, q("stack").maxsize], ["LifoQueue", 1, 5]);
+  assert.equal(q("plain").kind, "SimpleQueue");
+  await jobs.get();
+  await blocked;
+  assert.throws(() => new Queue(null as unknown as number), TypeError);
+  for (const x of [jobs, done, lifo, plain]) x.close();
 });
