@@ -91,6 +91,7 @@ export * as pg from "./lib/groups.ts";
 export { cancelTimer, sendAfter, TimerRef } from "./lib/timers.ts";
 // Issue 16: observability.
 export {
+  type CycleStep,
   type LockSnapshot,
   type ProcessSnapshot,
   setDeadlockDetection,

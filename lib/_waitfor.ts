@@ -51,10 +51,13 @@ export interface Inspected {
 /** Readers of live state, one per kind, registered by the module that defines the kind. */
 export const inspectors: Map<Kind, (off: number, entry: ObjectEntry) => Inspected> = new Map();
 
-/** One step of a deadlock cycle (names). */
+/** One step of a deadlock cycle, by name. */
 export interface CycleStep {
+  /** The process (or, outside its process's main thread, the `Thread`) that waits. */
   process: string;
+  /** What it holds: what the previous step waits for. */
   holds: string;
+  /** What it waits for: what the next step holds. */
   waitsFor: string;
 }
 

@@ -807,6 +807,20 @@ let widCounter = 0;
 type Settled = [boolean, unknown];
 type MapArg = number | MapOptions<unknown[]> | undefined;
 
+let poolCount = 0;
+/** The pools of this isolate, for snapshot(). */
+const livePools = new Set<WeakRef<Pool>>();
+let describePool!: (p: Pool) => Record<string, unknown> | null;
+sections.set("pools", () => {
+  const out: Record<string, unknown>[] = [];
+  for (const ref of livePools) {
+    const p = ref.deref(), d = p && describePool(p);
+    if (d) out.push(d);
+    else livePools.delete(ref); // collected, or terminated and joined
+  }
+  return out;
+});
+
 /**
  * A pool of worker processes (Python's `multiprocessing.Pool`). Task functions must be exported
  * from a module (workers import it). `await using` terminates the pool at the end of the scope,
@@ -826,20 +840,6 @@ type MapArg = number | MapOptions<unknown[]> | undefined;
  * }
  * ```
  */
-let poolCount = 0;
-/** The pools of this isolate, for snapshot(). */
-const livePools = new Set<WeakRef<Pool>>();
-let describePool!: (p: Pool) => Record<string, unknown> | null;
-sections.set("pools", () => {
-  const out: Record<string, unknown>[] = [];
-  for (const ref of livePools) {
-    const p = ref.deref(), d = p && describePool(p);
-    if (d) out.push(d);
-    else livePools.delete(ref); // collected, or terminated and joined
-  }
-  return out;
-});
-
 export class Pool {
   readonly #processes: number;
   readonly #maxTasks: number;

@@ -23,6 +23,8 @@ import {
   setDetectAll,
 } from "./_observe.ts";
 import { type CycleStep, findCycles, inspectors, waitGraph } from "./_waitfor.ts";
+
+export type { CycleStep };
 import "./synchronize.ts"; // registers the inspectors of the locks
 import "./actor.ts"; // and of mailboxes and actors
 import "./pool.ts"; // pools list themselves
