@@ -509,16 +509,21 @@ export interface ProcessEntry {
   waiters: { obj: number; ident: number; thread: string; seq: number; detect: boolean }[];
 }
 
-/** Every recorded process (and the main one), in slot order. */
+/** How many ended processes a listing keeps (the latest): a program may start thousands. */
+const KEEP_ENDED = 50;
+
+/** Every recorded process that runs, and the latest ended ones, in slot order. */
 export function listProcesses(): ProcessEntry[] {
   const out: ProcessEntry[] = [];
   const dir = sharedRootIfAny(PROCESSES_ROOT) >> 2;
   const high = dir ? Atomics.load(heap().i32, dir + P_HIGH) : MAIN_SLOT;
-  for (let slot = MAIN_SLOT; slot <= Math.max(high, MAIN_SLOT); slot++) {
+  let ended = 0;
+  for (let slot = Math.max(high, MAIN_SLOT); slot >= MAIN_SLOT; slot--) {
+    if (!isAlive(slot) && ended++ >= KEEP_ENDED) continue;
     const p = readProcess(slot);
     if (p) out.push(p);
   }
-  return out;
+  return out.reverse();
 }
 
 /** The record of `slot` (the main process has one even if never written). */
@@ -534,8 +539,9 @@ export function readProcess(slot: number): ProcessEntry | null {
     }
     if (!any) return null;
   }
-  const waiters: ProcessEntry["waiters"] = [];
-  if (r >= 0) {
+  const waiters: ProcessEntry["waiters"] = [], alive = isAlive(slot);
+  // A process that died waiting (terminated) left its records: it waits for nothing now.
+  if (r >= 0 && alive) {
     for (let w = r + P_WAIT; w < r + P_WAIT + WAITERS * WAITER; w += WAITER) {
       const obj = Atomics.load(i32, w + W_OBJ);
       if (obj <= 0) continue;
@@ -554,7 +560,7 @@ export function readProcess(slot: number): ProcessEntry | null {
     name: main ? "MainProcess" : readString(i32[r + P_NAME], i32[r + P_NLEN]) || `slot-${slot}`,
     parent: parentSlot(slot),
     daemon: (flags & F_DAEMON) !== 0,
-    alive: isAlive(slot),
+    alive,
     exitCode: flags & F_EXITED ? i32[r + P_EXIT] : null,
     target: r < 0 ? "" : readString(i32[r + P_TARGET], i32[r + P_TLEN]),
     task: r < 0 ? "" : readString(i32[r + P_TASK], i32[r + P_TASKLEN]),
