@@ -118,6 +118,8 @@ Deno.test("snapshot: a deadlock between two processes, their names and states", 
   }
   const after = snapshot().processes.find((p) => p.pid === p1.pid)!;
   assert.deepEqual([after.state, after.exitCode], ["stopped", -15]);
+  // Terminated while waiting: their waits are over, no cycle is left.
+  assert.deepEqual(snapshot().deadlocks, []);
 });
 
 Deno.test("detectDeadlock: the acquire that closes a cycle throws DeadlockError naming it", async () => {
