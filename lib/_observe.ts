@@ -19,14 +19,19 @@
  * Object table (heap root 7): a header, then `CAPACITY` entries of 16 words: kind (0 free, -1
  * being written), the object's block offset, its creator's slot, its name (inline when short,
  * else in a UTF-8 block of its own), flags, an id. The object's block header
- * keeps the index of its entry (spare word 3), so the entry is found in O(1) from the block and
- * dropped when the block is freed (the handle's `beforeFree`). A full table leaves new objects
+ * keeps the index of its entry (spare word 3), so the entry is found in O(1) from the block. A
+ * full table leaves new objects
  * unlisted (counted in `dropped`), never failing their creation.
  *
- * Process table (heap root 8): a directory of pages of 1024 records of 32 words, one record per
- * process slot: its name, target, flags, exit code, current task, start time, then `WAITERS`
- * waiter records `[object, thread ident, thread name, its length]`: one per thread of the
- * process that is asleep waiting (several async Threads of one isolate may wait at once).
+ * Process table (heap root 8): a directory of pages of 256 records of 512 bytes, one record per
+ * process slot: its flags, exit code, start time, name and target, then `WAITERS` waiter
+ * records (object, thread, sequence number, thread name): one per thread of the process that
+ * is asleep waiting (several async Threads of one isolate may wait at once). Strings are stored
+ * inline, cut to fit, so that starting a process or waiting allocates nothing.
+ *
+ * Unlisting. A lock's handle unlists it when its block is freed (`beforeFree`); queues free
+ * their memory on their own, so a reader drops an entry whose block has no reference left or
+ * points at another entry.
  *
  * @module
  */
@@ -78,13 +83,17 @@ export const DETECT_DEADLOCK = 1;
 /** Entry flag: the name was given (not made from the creation site). */
 const NAMED = 2;
 
-// Process table: a directory of page offsets, then pages of records.
+// Process table: a directory of page offsets, then pages of 512-byte records: flags, exit code,
+// lengths, the start time (a float64 in words 6-7), the name (up to 64 bytes) and target (96)
+// inline, then WAITERS waiter records: object, thread ident, name length, sequence number,
+// detects-deadlocks flag, and the thread's name (up to 24 bytes) inline.
 const PAGE_SLOTS = 256, DIR_PAGES = 4096, P_HIGH = DIR_PAGES;
-const RECORD = 64;
-const P_NAME = 0, P_NLEN = 1, P_TARGET = 2, P_TLEN = 3, P_FLAGS = 4, P_EXIT = 5;
-const P_TASK = 6, P_TASKLEN = 7, P_START = 8; // P_START: a float64 in words 8-9
-const P_WAIT = 16, WAITERS = 8, WAITER = 6;
-const W_OBJ = 0, W_IDENT = 1, W_NAME = 2, W_NLEN = 3, W_SEQ = 4, W_DETECT = 5;
+const RECORD = 128;
+const P_FLAGS = 0, P_EXIT = 1, P_NLEN = 2, P_TLEN = 3, P_START = 6, P_NAME = 8, P_TARGET = 24;
+const NAME_BYTES = 64, TARGET_BYTES = 96;
+const P_WAIT = 48, WAITERS = 8, WAITER = 10;
+const W_OBJ = 0, W_IDENT = 1, W_NLEN = 2, W_SEQ = 3, W_DETECT = 4, W_NAME = 5;
+const THREAD_BYTES = 20;
 const F_DAEMON = 1, F_EXITED = 2, F_RECORDED = 4;
 
 const utf8 = new TextEncoder(), fromUtf8 = new TextDecoder();
@@ -372,7 +381,31 @@ export const sections: Map<"pools" | "supervisors", () => Record<string, unknown
 // ---------------------------------------------------------------------------------------------
 // Process table
 
-/** Word index of `slot`'s record, allocating its page when `create`; -1 when there is none. */
+/**
+ * Writes `text` into `bytes` words of the heap at word `at` (UTF-8, cut to fit); returns its
+ * length in bytes. Inline, so that starting a process or waiting allocates nothing.
+ */
+function writeInline(at: number, bytes: number, text: string): number {
+  const u8 = heap().u8, b = at * 4;
+  let n = 0;
+  for (; n < text.length && n < bytes; n++) {
+    const c = text.charCodeAt(n);
+    if (c >= 0x80) break;
+    u8[b + n] = c;
+  }
+  if (n === text.length || n === bytes) return n;
+  const enc = utf8.encode(text).subarray(0, bytes); // not ASCII: the slow way
+  u8.set(enc, b);
+  return enc.length;
+}
+
+function readInline(at: number, len: number): string {
+  if (len <= 0) return "";
+  const b = at * 4;
+  return fromUtf8.decode(heap().u8.slice(b, b + len));
+}
+
+/** Word index (in `heap().i32`) of `slot`'s record, allocating its page when `create`; or -1. */
 function recordOf(slot: number, create: boolean): number {
   const page = Math.floor(slot / PAGE_SLOTS);
   if (page >= DIR_PAGES || slot <= 0) return -1;
@@ -401,7 +434,7 @@ function recordOf(slot: number, create: boolean): number {
 
 /**
  * Records a process that starts (by its parent, before it runs): its name, whether it is a
- * daemon, and what it runs (`module#export`).
+ * daemon, and what it runs (`module.ts#export`).
  */
 export function recordProcess(
   slot: number,
@@ -412,9 +445,12 @@ export function recordProcess(
 ): void {
   const r = recordOf(slot, true);
   if (r < 0) return;
-  const h = heap(), i32 = h.i32;
-  if (h.slot === MAIN_SLOT && !(Atomics.load(i32, recordOf(MAIN_SLOT, true) + P_FLAGS))) {
-    writeRecord(recordOf(MAIN_SLOT, true), "MainProcess", false, "", performance.timeOrigin);
+  const h = heap();
+  if (h.slot === MAIN_SLOT) {
+    const m = recordOf(MAIN_SLOT, true);
+    if (!Atomics.load(h.i32, m + P_FLAGS)) {
+      writeRecord(m, "MainProcess", false, "", performance.timeOrigin);
+    }
   }
   const file = module.slice(module.lastIndexOf("/") + 1);
   writeRecord(r, name, daemon, target ? `${file}#${target}` : file, Date.now());
@@ -422,8 +458,8 @@ export function recordProcess(
 
 function writeRecord(r: number, name: string, daemon: boolean, target: string, start: number) {
   const h = heap(), i32 = h.i32;
-  [i32[r + P_NAME], i32[r + P_NLEN]] = writeString(name);
-  [i32[r + P_TARGET], i32[r + P_TLEN]] = writeString(target);
+  i32[r + P_NLEN] = writeInline(r + P_NAME, NAME_BYTES, name);
+  i32[r + P_TLEN] = writeInline(r + P_TARGET, TARGET_BYTES, target);
   h.f64[(r + P_START) >> 1] = start;
   Atomics.store(i32, r + P_FLAGS, F_RECORDED | (daemon ? F_DAEMON : 0));
 }
@@ -438,26 +474,10 @@ export function recordExit(slot: number, code: number): void {
 }
 
 /**
- * Records what this process runs now (a pool task, `""` for nothing); the previous string is
- * freed. Only the process itself writes it.
- */
-export function recordTask(task: string): void {
-  const r = recordOf(heap().slot, true);
-  if (r < 0) return;
-  const i32 = heap().i32, old = i32[r + P_TASK];
-  const [off, len] = writeString(task);
-  i32[r + P_TASKLEN] = 0;
-  i32[r + P_TASK] = off;
-  i32[r + P_TASKLEN] = len;
-  if (old) release(old);
-}
-
-const threadNames = new Map<number, [number, number]>();
-
-/**
  * Notes that thread `ident` (named `threadName`, `undefined` for the process's main thread) of
- * this process is about to sleep waiting for the object of block `obj`. Returns the waiter
- * record to give to {@link endWait}, or -1 when all of them are taken.
+ * this process is about to sleep waiting for the object of block `obj`, and whether that wait
+ * detects deadlocks. Returns the waiter record to give to {@link endWait}, or -1 when all of
+ * them are taken. A few stores: it runs only before a sleep.
  */
 export function beginWait(
   obj: number,
@@ -470,14 +490,10 @@ export function beginWait(
   const i32 = heap().i32;
   for (let w = r + P_WAIT; w < r + P_WAIT + WAITERS * WAITER; w += WAITER) {
     if (Atomics.compareExchange(i32, w + W_OBJ, 0, -1) !== 0) continue;
-    let name: [number, number] = [0, 0];
-    if (threadName !== undefined) {
-      name = threadNames.get(ident) ?? [0, 0];
-      if (!name[0]) threadNames.set(ident, name = writeString(threadName));
-    }
     i32[w + W_IDENT] = ident;
-    i32[w + W_NAME] = name[0];
-    i32[w + W_NLEN] = name[1];
+    i32[w + W_NLEN] = threadName === undefined
+      ? 0
+      : writeInline(w + W_NAME, THREAD_BYTES, threadName);
     i32[w + W_SEQ] = nextId();
     i32[w + W_DETECT] = detect ? 1 : 0;
     Atomics.store(i32, w + W_OBJ, obj);
@@ -500,7 +516,6 @@ export interface ProcessEntry {
   alive: boolean;
   exitCode: number | null;
   target: string;
-  task: string;
   startTime: number | null;
   /**
    * What its threads wait for: the object's block, the thread, its name ("" for the main
@@ -526,20 +541,11 @@ export function listProcesses(): ProcessEntry[] {
   return out.reverse();
 }
 
-/** The record of `slot` (the main process has one even if never written). */
+/** The record of `slot` (the main process has one even if never written), or null. */
 export function readProcess(slot: number): ProcessEntry | null {
   const r = recordOf(slot, false), h = heap(), i32 = h.i32;
   const flags = r < 0 ? 0 : Atomics.load(i32, r + P_FLAGS);
-  if (!(flags & F_RECORDED) && slot !== MAIN_SLOT) {
-    if (r < 0) return null;
-    // Not recorded, but threads of it wait (a worker not started by Child): keep its waits.
-    let any = false;
-    for (let w = r + P_WAIT; w < r + P_WAIT + WAITERS * WAITER; w += WAITER) {
-      any ||= i32[w + W_OBJ] > 0;
-    }
-    if (!any) return null;
-  }
-  const waiters: ProcessEntry["waiters"] = [], alive = isAlive(slot);
+  const alive = isAlive(slot), waiters: ProcessEntry["waiters"] = [];
   // A process that died waiting (terminated) left its records: it waits for nothing now.
   if (r >= 0 && alive) {
     for (let w = r + P_WAIT; w < r + P_WAIT + WAITERS * WAITER; w += WAITER) {
@@ -548,25 +554,30 @@ export function readProcess(slot: number): ProcessEntry | null {
       waiters.push({
         obj,
         ident: i32[w + W_IDENT],
-        thread: readString(i32[w + W_NAME], i32[w + W_NLEN]),
+        thread: readInline(w + W_NAME, i32[w + W_NLEN]),
         seq: i32[w + W_SEQ],
         detect: i32[w + W_DETECT] !== 0,
       });
     }
   }
-  const main = slot === MAIN_SLOT && !(flags & F_RECORDED);
+  const recorded = (flags & F_RECORDED) !== 0;
+  // Not recorded, but threads of it wait (a worker not started by denomp's Child): kept.
+  if (!recorded && slot !== MAIN_SLOT && waiters.length === 0) return null;
   return {
     slot,
-    name: main ? "MainProcess" : readString(i32[r + P_NAME], i32[r + P_NLEN]) || `slot-${slot}`,
+    name: recorded
+      ? readInline(r + P_NAME, i32[r + P_NLEN])
+      : slot === MAIN_SLOT
+      ? "MainProcess"
+      : `slot-${slot}`,
     parent: parentSlot(slot),
     daemon: (flags & F_DAEMON) !== 0,
     alive,
     exitCode: flags & F_EXITED ? i32[r + P_EXIT] : null,
-    target: r < 0 ? "" : readString(i32[r + P_TARGET], i32[r + P_TLEN]),
-    task: r < 0 ? "" : readString(i32[r + P_TASK], i32[r + P_TASKLEN]),
-    startTime: flags & F_RECORDED
+    target: recorded ? readInline(r + P_TARGET, i32[r + P_TLEN]) : "",
+    startTime: recorded
       ? h.f64[(r + P_START) >> 1]
-      : main && h.slot === MAIN_SLOT
+      : slot === MAIN_SLOT && h.slot === MAIN_SLOT
       ? performance.timeOrigin
       : null,
     waiters,

@@ -148,7 +148,7 @@ export function snapshot(): Snapshot {
     daemon: p.daemon,
     startTime: p.startTime,
     target: p.target,
-    task: p.task,
+    task: "",
     waitingFor: p.waiters.map((w) => objName.get(w.obj) ?? "?"),
   }));
   const locks: LockSnapshot[] = [];
