@@ -96,7 +96,10 @@ export function waitGraph(
     let hs = holdersCache.get(off);
     if (!hs) {
       const o = byOff.get(off), inspect = o && inspectors.get(o.kind);
-      const got = o && inspect?.(off, o);
+      let got: Inspected | undefined;
+      try {
+        got = o && inspect?.(off, o);
+      } catch { /* freed while being read: no holders */ }
       hs = got && got.blocking !== false ? got.holders : [];
       holdersCache.set(off, hs);
     }

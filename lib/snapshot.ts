@@ -22,7 +22,7 @@ import {
   sections,
   setDetectAll,
 } from "./_observe.ts";
-import { type CycleStep, findCycles, inspectors, waitGraph } from "./_waitfor.ts";
+import { type CycleStep, findCycles, type Inspected, inspectors, waitGraph } from "./_waitfor.ts";
 
 export type { CycleStep };
 import "./synchronize.ts"; // registers the inspectors of the locks
@@ -154,7 +154,12 @@ export function snapshot(): Snapshot {
   const locks: LockSnapshot[] = [];
   for (const o of objects) {
     if (!LOCK_KINDS.has(o.kind)) continue;
-    const got = inspectors.get(o.kind)?.(o.off, o);
+    let got: Inspected | undefined;
+    try {
+      got = inspectors.get(o.kind)?.(o.off, o);
+    } catch {
+      continue; // freed while being read
+    }
     locks.push({
       ...got?.state,
       name: o.name,
