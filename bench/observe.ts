@@ -1,9 +1,10 @@
-// The cost of watching (issue 16): W2-queue (async) and W5b-pool-async, each run alternately
+// The cost of watching (issue 16): W2-queue (async), W5-pool-map and W5b-pool-async, each run
+// alternately
 // without and with a dashboard whose page is open (one `snapshot()` a second, pushed over
 // Server-Sent Events, as a browser tab would receive it), several times; the line reports the
 // median rate of both and their ratio. The claim: watching costs at most 2%.
 //
-//   deno run -A --unstable-worker-options bench/observe.ts [--rounds 7] [--only W2,W5b]
+//   deno run -A --unstable-worker-options bench/observe.ts [--rounds 7] [--only W2,W5,W5b]
 import { Pool } from "../lib/pool.ts";
 import { Process } from "../lib/process.ts";
 import { Queue } from "../lib/queues.ts";
@@ -52,6 +53,18 @@ async function w5b(n: number): Promise<number> {
   return s;
 }
 
+/** W5-pool-map: seconds for Pool(2).map(square, range(n)) (default chunks) on a ready pool. */
+async function w5(n: number): Promise<number> {
+  await using pool = new Pool({ processes: 2, name: "w5" });
+  await pool.whenReady();
+  const items = Array.from({ length: n }, (_, i) => i);
+  const t0 = performance.now();
+  const out = await pool.map(square, items);
+  const s = since(t0);
+  if (out.length !== n || out[n - 1] !== (n - 1) * (n - 1)) throw new Error("W5: wrong result");
+  return s;
+}
+
 /** A dashboard with one page open on it: its event stream read as a browser would. */
 async function watched(): Promise<AsyncDisposable> {
   const dash = await serveDashboard();
@@ -73,9 +86,10 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 if (import.meta.main) {
   const rounds = Number(arg("rounds", "7"));
-  const only = arg("only", "W2,W5b").split(",");
+  const only = arg("only", "W2,W5,W5b").split(",");
   const workloads: [string, number, (n: number) => Promise<number>, string][] = [
     ["W2", 200_000, w2, "items/s"],
+    ["W5", 100_000, w5, "tasks/s"],
     ["W5b", 10_000, w5b, "tasks/s"],
   ];
   for (const [name, n, run, unit] of workloads) {
