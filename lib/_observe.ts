@@ -89,7 +89,8 @@ const NAMED = 2;
 // detects-deadlocks flag, and the thread's name (up to 24 bytes) inline.
 const PAGE_SLOTS = 256, DIR_PAGES = 4096, P_HIGH = DIR_PAGES;
 const RECORD = 128;
-const P_FLAGS = 0, P_EXIT = 1, P_NLEN = 2, P_TLEN = 3, P_START = 6, P_NAME = 8, P_TARGET = 24;
+const P_FLAGS = 0, P_EXIT = 1, P_NLEN = 2, P_TLEN = 3, P_BLOB = 4, P_BLOBLEN = 5;
+const P_START = 6, P_NAME = 8, P_TARGET = 24;
 const NAME_BYTES = 64, TARGET_BYTES = 96;
 const P_WAIT = 48, WAITERS = 8, WAITER = 10;
 const W_OBJ = 0, W_IDENT = 1, W_NLEN = 2, W_SEQ = 3, W_DETECT = 4, W_NAME = 5;
@@ -372,11 +373,79 @@ export function listObjects(): { objects: ObjectEntry[]; dropped: number } {
   return { objects, dropped: Atomics.load(i32, O_DROPPED) };
 }
 
+/** The parts of a snapshot that live in one isolate's memory: pools and supervisors. */
+export type Section = "pools" | "supervisors";
+
 /**
- * Parts of a snapshot that live in one isolate's memory only (supervisors): each module adds
- * its own when loaded. Internal.
+ * Readers of this isolate's pools and supervisors (objects of JS memory, not shared): each
+ * module adds its own when loaded. Internal.
  */
-export const sections: Map<"pools" | "supervisors", () => Record<string, unknown>[]> = new Map();
+export const sections: Map<Section, () => Record<string, unknown>[]> = new Map();
+
+/**
+ * Pools and supervisors live in the memory of the isolate that made them, so other isolates
+ * cannot read them. Instead, each isolate publishes them (as JSON, in a heap block its process
+ * record points at) when they change, at most every PUBLISH_MS, on a timer that keeps nothing
+ * alive: another isolate's snapshot shows them as of then. A pool calls this after each task
+ * (one comparison while a publication is pending).
+ */
+export function localChanged(): void {
+  if (publishTimer !== undefined) return;
+  publishTimer = setTimeout(publishLocal, PUBLISH_MS);
+  Deno.unrefTimer(publishTimer);
+}
+
+const PUBLISH_MS = 500;
+let publishTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** The sections of this isolate, read now. */
+export function localSections(): Record<Section, Record<string, unknown>[]> {
+  const read = (k: Section) => {
+    try {
+      return sections.get(k)?.() ?? [];
+    } catch {
+      return []; // a section that cannot be read now does not spoil the rest
+    }
+  };
+  return { pools: read("pools"), supervisors: read("supervisors") };
+}
+
+function publishLocal(): void {
+  publishTimer = undefined;
+  const r = recordOf(heap().slot, true);
+  if (r < 0) return;
+  const bytes = utf8.encode(JSON.stringify(localSections()));
+  const i32 = heap().i32, blk = alloc(bytes.length), old = Atomics.load(i32, r + P_BLOB);
+  heap().u8.set(bytes, blk);
+  // A reader checks that the pointer did not change while it copied (see `published`).
+  Atomics.store(i32, r + P_BLOB, 0);
+  Atomics.store(i32, r + P_BLOBLEN, bytes.length);
+  Atomics.store(i32, r + P_BLOB, blk);
+  if (old) release(old);
+}
+
+/** What the other live processes published (see `localChanged`), with their slots. */
+export function published(): {
+  slot: number;
+  sections: Record<Section, Record<string, unknown>[]>;
+}[] {
+  const out: { slot: number; sections: Record<Section, Record<string, unknown>[]> }[] = [];
+  const dir = sharedRootIfAny(PROCESSES_ROOT) >> 2;
+  if (!dir) return out;
+  const h = heap(), i32 = h.i32, high = Atomics.load(i32, dir + P_HIGH);
+  for (let slot = MAIN_SLOT; slot <= high; slot++) {
+    if (slot === h.slot) continue;
+    const r = recordOf(slot, false);
+    if (r < 0 || !Atomics.load(i32, r + P_BLOB) || !isAlive(slot)) continue;
+    const blk = Atomics.load(i32, r + P_BLOB), len = Atomics.load(i32, r + P_BLOBLEN);
+    const bytes = h.u8.slice(blk, blk + len);
+    if (Atomics.load(i32, r + P_BLOB) !== blk) continue; // replaced while read: next time
+    try {
+      out.push({ slot, sections: JSON.parse(fromUtf8.decode(bytes)) });
+    } catch { /* freed and reused while read: next time */ }
+  }
+  return out;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Process table
@@ -471,6 +540,9 @@ export function recordExit(slot: number, code: number): void {
   const i32 = heap().i32;
   i32[r + P_EXIT] = code;
   Atomics.or(i32, r + P_FLAGS, F_EXITED);
+  // What it published is of no use now (its pools and supervisors are gone with it).
+  const blob = Atomics.exchange(i32, r + P_BLOB, 0);
+  if (blob) release(blob);
 }
 
 /**

@@ -11,6 +11,8 @@
  * @module
  */
 
+import { localChanged } from "./_observe.ts";
+
 /** The median and the 99th percentile (ms), null before any measure. */
 export interface Quantiles {
   p50: number | null;
@@ -79,6 +81,11 @@ export class PoolStats {
   #lastAt = performance.now();
   #lastRunUs = 0;
 
+  /** Stats of a new pool (which other isolates will see in their snapshots). */
+  constructor() {
+    localChanged();
+  }
+
   /**
    * At submission: a timestamp for one task in SAMPLE (every one of the first SAMPLE * 4 since
    * a reset, so a few tasks show a figure too), else 0 (not timed).
@@ -92,6 +99,7 @@ export class PoolStats {
   count(items: number, ok: boolean): void {
     if (ok) this.completed += items;
     else this.failed += items;
+    localChanged(); // for snapshots taken in other isolates
   }
 
   /** A worker's result: `us` the task's run time, `at` its stamp (0: not timed). */

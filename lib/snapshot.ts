@@ -12,14 +12,15 @@
  */
 
 import { pidOfSlot } from "./_context.ts";
-import { MAIN_SLOT } from "./_heap.ts";
+import { heap, MAIN_SLOT } from "./_heap.ts";
 import {
   flushNames,
   type Kind,
   listObjects,
   listProcesses,
+  localSections,
   type ProcessEntry,
-  sections,
+  published,
   setDetectAll,
 } from "./_observe.ts";
 import { type CycleStep, findCycles, type Inspected, inspectors, waitGraph } from "./_waitfor.ts";
@@ -171,15 +172,19 @@ export function snapshot(): Snapshot {
       detectDeadlock: (o.flags & 1) !== 0,
     });
   }
-  const section = (k: "pools" | "supervisors") => {
-    try {
-      return sections.get(k)?.() ?? [];
-    } catch {
-      return []; // a section that cannot be read now does not spoil the rest
-    }
-  };
-  const supervisors = section("supervisors"), pools = section("pools");
-  // What pool workers of this isolate's pools run now.
+  // Pools and supervisors: this isolate's, read now, and those other isolates published (see
+  // localChanged: as of at most half a second ago), each with the process it lives in.
+  const here = localSections(), me = names(heap().slot);
+  const pools: Record<string, unknown>[] = here.pools.map((p) => ({ ...p, process: me }));
+  const supervisors: Record<string, unknown>[] = here.supervisors.map((s) => ({
+    ...s,
+    process: me,
+  }));
+  for (const { slot, sections } of published()) {
+    for (const p of sections.pools ?? []) pools.push({ ...p, process: names(slot) });
+    for (const s of sections.supervisors ?? []) supervisors.push({ ...s, process: names(slot) });
+  }
+  // What pool workers run now.
   for (const pool of pools) {
     for (const w of pool.workers as { name: string; task: string }[]) {
       const p = processes.find((p) => p.name === w.name && p.state === "running");

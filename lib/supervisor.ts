@@ -45,7 +45,7 @@ import {
   monitor,
 } from "./actor.ts";
 import { TimeoutError, ValueError } from "./errors.ts";
-import { sections } from "./_observe.ts";
+import { localChanged, sections } from "./_observe.ts";
 import { Process } from "./process.ts";
 
 /** How a supervisor restarts its children. */
@@ -500,6 +500,7 @@ export class Supervisor implements Supervisable {
       if (e.type === "restarted") seen.restarts++;
       else if (e.type !== "started") seen.lastExit = describe(e.reason);
       this.#seen.set(e.id, seen);
+      localChanged(); // for snapshots taken in other isolates
     }
     try {
       this.#onEvent?.(e);

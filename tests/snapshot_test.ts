@@ -13,7 +13,12 @@ import {
 import { Thread } from "../lib/threading.ts";
 import { DeadlockError } from "../lib/errors.ts";
 import { setDeadlockDetection, type Snapshot, snapshot } from "../lib/snapshot.ts";
-import { parentOf, philosopher, snapshotHere } from "./fixtures/snapshot_targets.ts";
+import {
+  parentOf,
+  philosopher,
+  poolAndSupervisorInside,
+  snapshotHere,
+} from "./fixtures/snapshot_targets.ts";
 import { type ActorRef, Mailbox, spawn } from "../lib/actor.ts";
 import { Supervisor } from "../lib/supervisor.ts";
 import { Counter } from "./fixtures/actor_targets.ts";
@@ -292,4 +297,28 @@ Deno.test("snapshot: queues (name, kind, depth, maxsize, puts, gets, waiting put
   await blocked;
   assert.throws(() => new Queue(null as unknown as number), TypeError);
   for (const x of [jobs, done, lifo, plain]) x.close();
+});
+
+Deno.test("snapshot: pools and supervisors of another worker show too (as they published them)", async () => {
+  const stop = new Event();
+  const p = new Process({ target: poolAndSupervisorInside, args: [stop], name: "nest" });
+  p.start();
+  try {
+    const s = await until((s) =>
+      s.pools.some((x) => x.name === "inner-pool" && x.completed === 10) &&
+      s.supervisors.some((x) =>
+        x.name === "inner-sup" && (x.children as { running: boolean }[])[0].running
+      )
+    );
+    assert.equal(s.pools.find((x) => x.name === "inner-pool")!.process, "nest");
+    const sup = s.supervisors.find((x) => x.name === "inner-sup")!;
+    assert.equal(sup.process, "nest");
+    assert.equal((sup.children as { name: string }[])[0].name, "inner-counter");
+    assert.equal(s.actors.find((a) => a.name === "inner-counter")!.supervisor, "inner-sup");
+  } finally {
+    stop.set();
+    await p.join();
+  }
+  assert.equal(p.exitCode, 0);
+  assert.ok(!snapshot().pools.some((x) => x.name === "inner-pool")); // gone with its process
 });
