@@ -76,7 +76,11 @@ export interface Snapshot {
   time: number;
   /** Every process, the main one first. */
   processes: ProcessSnapshot[];
-  /** Pools: workers, counters, utilization, latencies. */
+  /**
+   * Pools: workers (busy or idle, and their task), queued, running, completed, failed,
+   * utilization, task wait and run time p50/p99 (`waitMs`, `runMs`), and the `process` the pool
+   * lives in (another isolate's pools as it last published them: at most ~500 ms ago).
+   */
   pools: Record<string, unknown>[];
   /** Queues: depth, counters, waiting getters and putters. */
   queues: Record<string, unknown>[];
@@ -84,7 +88,10 @@ export interface Snapshot {
   locks: LockSnapshot[];
   /** Actors: mailbox depth, state, restarts, last exit reason. */
   actors: Record<string, unknown>[];
-  /** Supervisors and their children (the supervision tree). */
+  /**
+   * Supervisors: strategy, state, restarts, and their children (id, name, restarts, last exit
+   * reason; a child supervisor nests by name): the supervision tree. Published as pools are.
+   */
   supervisors: Record<string, unknown>[];
   /** Every cycle of the wait-for graph: each step is who holds what and waits for what. */
   deadlocks: CycleStep[][];
