@@ -26,7 +26,37 @@ import { AsyncResult } from "./pool.ts";
 const PENDING = 0, RUNNING = 1, CANCELLED = 2, FINISHED = 3;
 const STATE_NAMES = ["pending", "running", "cancelled", "finished"];
 
-type Waiter = () => void;
+/** Called with the future once it is done (one function may watch many futures). */
+type Waiter = (f: Future<unknown>) => void;
+
+/**
+ * What runs a future's call once an executor has handed it over (a pool's `AsyncResult`): the
+ * future asks it whether the call has started and has it withdraw the call (see `delegate`).
+ */
+export interface FutureSource {
+  /** Withdraws the call if it has not started; false once it has. */
+  cancel(): boolean;
+  /** Whether the call has started and is not done. */
+  running(): boolean;
+}
+
+/**
+ * For executors: makes `future`'s `cancel()` and `running()` ask `source` while the future is
+ * pending, so that it stays pending (and cancellable) until a worker really starts its call. A
+ * successful `source.cancel()` may report the withdrawn call's failure to the executor at once:
+ * the future is marked cancelled before, so the executor sees `cancelled()` and drops it.
+ *
+ * @example
+ * ```ts
+ * import { delegate, Future } from "./_future.ts";
+ * const f = new Future();
+ * let started = false;
+ * delegate(f, { cancel: () => !started, running: () => started });
+ * started = true;
+ * console.assert(f.running() && !f.cancel() && !f.done());
+ * ```
+ */
+export let delegate: (future: Future<unknown>, source: FutureSource) => void;
 
 // Access to a Future's waiters for `watch` below (set in Future's static block).
 let addWaiter: (f: Future<unknown>, w: Waiter) => boolean;
@@ -58,13 +88,16 @@ export class Future<T = unknown> implements PromiseLike<T> {
   #ok = true;
   #value: unknown = undefined;
   /** Internal waiters and user callbacks (wrapped), called once, in order, when done. */
-  #waiters: Waiter[] | null = null;
+  #waiters: Waiter | Waiter[] | null = null;
   /** Made only when `then` is called (see the module doc). */
   #promise: Promise<T> | null = null;
+  /** What runs the call, asked while the future is pending (see `delegate`). */
+  #source: FutureSource | null = null;
 
   /**
    * Cancels the future if it is still pending (no worker has started it) and returns true; false
-   * once it is running or finished. True again for a future already cancelled, as in Python.
+   * once it is running or finished. True again for a future already cancelled, as in Python. For
+   * a `ProcessPoolExecutor`, the call is withdrawn from its pool (see `running()`).
    *
    * @example
    * ```ts
@@ -74,12 +107,18 @@ export class Future<T = unknown> implements PromiseLike<T> {
    * ```
    */
   cancel(): boolean {
-    if (this.#state === RUNNING || this.#state === FINISHED) return false;
     if (this.#state === PENDING) {
+      // Cancelled before the source withdraws the call: it may report the call's failure
+      // (CancelledError) to the executor right away, which must find this future done.
       this.#state = CANCELLED;
+      if (this.#source !== null && !this.#source.cancel()) {
+        this.#state = PENDING; // it has started: nothing else happened
+        return false;
+      }
+      this.#source = null;
       this.#notify();
     }
-    return true;
+    return this.#state === CANCELLED;
   }
 
   /**
@@ -96,9 +135,9 @@ export class Future<T = unknown> implements PromiseLike<T> {
   }
 
   /**
-   * Whether the call is running: for a `ProcessPoolExecutor`, from the moment the executor hands
-   * it to its pool (where it may still wait for a worker that is finishing another call; at most
-   * `maxWorkers + 1` calls are handed over at a time) until it finishes.
+   * Whether the call is running: from the moment a worker starts it until it finishes. For a
+   * `ProcessPoolExecutor`, a call waiting in the pool's queue or in a worker's queue (behind the
+   * call that worker is running) is still pending, and `cancel()` withdraws it.
    *
    * @example
    * ```ts
@@ -109,6 +148,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    * ```
    */
   running(): boolean {
+    if (this.#state === PENDING) return this.#source !== null && this.#source.running();
     return this.#state === RUNNING;
   }
 
@@ -189,7 +229,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
       }
     };
     if (this.done()) call();
-    else (this.#waiters ??= []).push(call);
+    else this.#addWaiter(call);
   }
 
   /**
@@ -275,7 +315,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    * ```
    */
   toString(): string {
-    const state = STATE_NAMES[this.#state];
+    const state = STATE_NAMES[this.running() ? RUNNING : this.#state];
     if (this.#state !== FINISHED) return `<Future state=${state}>`;
     const v = this.#value;
     const kind = v === null ? "null" : typeof v === "object" ? v.constructor?.name : typeof v;
@@ -289,13 +329,24 @@ export class Future<T = unknown> implements PromiseLike<T> {
     this.#state = FINISHED;
     this.#ok = ok;
     this.#value = value;
+    this.#source = null;
     this.#notify();
+  }
+
+  /** One waiter is kept alone, not in an array (the common case: one consumer per future). */
+  #addWaiter(w: Waiter): void {
+    const ws = this.#waiters;
+    if (ws === null) this.#waiters = w;
+    else if (typeof ws === "function") this.#waiters = [ws, w];
+    else ws.push(w);
   }
 
   #notify(): void {
     const ws = this.#waiters;
     this.#waiters = null;
-    if (ws) { for (const w of ws) w(); }
+    if (ws === null) return;
+    if (typeof ws === "function") ws(this as Future<unknown>);
+    else for (const w of ws) w(this as Future<unknown>);
   }
 
   /** The settled outcome as a Promise; `wantResult` false gives the error (or null) instead. */
@@ -314,7 +365,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
         clearTimeout(timer);
         resolve();
       };
-      (this.#waiters ??= []).push(w);
+      this.#addWaiter(w);
       if (ms !== Infinity) {
         timer = setTimeout(() => {
           removeWaiter(this, w);
@@ -337,15 +388,21 @@ export class Future<T = unknown> implements PromiseLike<T> {
   static {
     addWaiter = (f, w) => {
       if (f.done()) return false;
-      (f.#waiters ??= []).push(w);
+      f.#addWaiter(w);
       return true;
     };
     removeWaiter = (f, w) => {
       const ws = f.#waiters;
-      const i = ws ? ws.indexOf(w) : -1;
-      if (i >= 0) ws!.splice(i, 1);
+      if (ws === w) f.#waiters = null;
+      else if (Array.isArray(ws)) {
+        const i = ws.indexOf(w);
+        if (i >= 0) ws.splice(i, 1);
+      }
     };
     failedNow = (f) => f.#state === FINISHED && !f.#ok;
+    delegate = (f, source) => {
+      if (f.#state === PENDING) f.#source = source;
+    };
   }
 }
 
@@ -387,7 +444,7 @@ function hasFailed(x: Waitable): boolean {
  * returns a function that withdraws `w`. A Future calls it synchronously as it settles; an
  * AsyncResult one microtask later (through its promise).
  */
-function watch(x: Waitable, w: Waiter): () => void {
+function watch(x: Waitable, w: () => void): () => void {
   if (x instanceof Future) {
     const f = x as Future<unknown>;
     addWaiter(f, w);
@@ -432,33 +489,40 @@ export function asCompleted<F extends Waitable>(
 class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed<F>> {
   readonly #ready: F[] = [];
   #head = 0;
-  readonly #pending = new Set<F>();
+  readonly #all: Set<F>;
+  /** How many are not done yet. */
+  #left = 0;
+  /** Withdraws the watch of each AsyncResult (Futures are watched through `#onDone`). */
   readonly #unwatch: (() => void)[] = [];
-  readonly #total: number;
   readonly #deadline: number;
   readonly #timeout: number | undefined;
   #wake: (() => void) | null = null;
   #closed = false;
 
+  /** The one waiter of every Future watched (no closure per future: 10,000 may be watched). */
+  readonly #onDone = (f: Future<unknown> | AsyncResult<unknown>): void => {
+    if (this.#closed) return;
+    this.#left--;
+    this.#ready.push(f as F);
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  };
+
   constructor(fs: Iterable<F>, timeout: number | undefined) {
     this.#deadline = deadlineOf(timeout);
     this.#timeout = timeout;
-    const all = uniqueWaitables(fs, "asCompleted");
-    this.#total = all.size;
+    const all = this.#all = uniqueWaitables(fs, "asCompleted");
+    // Those done already first, in the input's order (a waiter is called only later, when its
+    // future settles: never inside this loop), then the others as they finish.
+    const ready = this.#ready, onDone = this.#onDone;
     for (const f of all) {
-      if (isDone(f)) this.#ready.push(f);
-      else this.#pending.add(f);
+      if (f instanceof Future) {
+        if (!addWaiter(f, onDone)) ready.push(f);
+      } else if ((f as AsyncResult<unknown>).ready()) ready.push(f);
+      else this.#unwatch.push(watch(f, () => onDone(f as AsyncResult<unknown>)));
     }
-    for (const f of this.#pending) {
-      this.#unwatch.push(watch(f, () => {
-        if (this.#closed) return;
-        this.#pending.delete(f);
-        this.#ready.push(f);
-        const w = this.#wake;
-        this.#wake = null;
-        w?.();
-      }));
-    }
+    this.#left = all.size - ready.length;
   }
 
   [Symbol.asyncIterator](): this {
@@ -471,7 +535,7 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
       this.#ready[this.#head++] = undefined as unknown as F;
       return Promise.resolve({ value, done: false });
     }
-    if (this.#pending.size === 0 || this.#closed) return this.return();
+    if (this.#left === 0 || this.#closed) return this.return();
     return this.#later();
   }
 
@@ -490,20 +554,23 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
       });
       clearTimeout(timer);
     } else timedOut = true;
-    if (this.#head < this.#ready.length || this.#pending.size === 0) return this.next();
+    if (this.#head < this.#ready.length || this.#left === 0) return this.next();
     if (!timedOut && !this.#closed) return this.#later();
-    const left = this.#pending.size;
+    const left = this.#left;
     await this.return();
     throw new TimeoutError(
-      `${left} (of ${this.#total}) futures unfinished after ${this.#timeout} ms`,
+      `${left} (of ${this.#all.size}) futures unfinished after ${this.#timeout} ms`,
     );
   }
 
   return(): Promise<IteratorResult<Completed<F>, undefined>> {
     if (!this.#closed) {
       this.#closed = true;
-      for (const u of this.#unwatch) u();
-      this.#pending.clear();
+      if (this.#left > 0) {
+        for (const f of this.#all) if (f instanceof Future) removeWaiter(f, this.#onDone);
+        for (const u of this.#unwatch) u();
+        this.#left = 0;
+      }
       // A `next()` waiting now (called before this `return()`) ends too.
       const w = this.#wake;
       this.#wake = null;

@@ -4,6 +4,7 @@
  * lives in a block of this heap, so a handle's descriptor is only numbers (an offset and a few
  * parameters). That is what lets any handle cross any channel: `postMessage`, a Queue's byte ring,
  * a Pipe, a Mailbox; nothing needs a side channel for a `SharedArrayBuffer` or a `MessagePort`.
+ * (Shared blocks of 64 MiB or more are the exception, with a buffer of their own: _bigblock.)
  *
  * The heap also holds the process table: one entry per process (slot) with its state and its
  * parent's slot, so any worker can tell whether the owner of a lock is still alive, including
@@ -26,7 +27,10 @@ const TABLE_BYTE = 64 * 1024;
 export const MAX_SLOTS: number = 1 << 20;
 const DATA_BYTE = TABLE_BYTE + MAX_SLOTS * 8; // 8 MiB + 64 KiB
 const INITIAL_BYTES = DATA_BYTE + (2 << 20);
-const MAX_BYTES = 1 << 30;
+/** The heap's limit: 1 GiB unless {@link setHeapLimit} said otherwise (a worker reads its heap's). */
+let MAX_BYTES = 1 << 30;
+/** The highest limit: offsets are stored in Int32 words. */
+const HIGHEST_LIMIT = 2 ** 31 - 2 ** 16;
 /** Block header: size class, reference count, two spare words; user data is 16-byte aligned. */
 const BLOCK_HEADER = 16;
 const MIN_CLASS = 5; // 32-byte blocks at least
@@ -86,12 +90,55 @@ export function heap(): Heap {
   return current ??= createHeap();
 }
 
+/**
+ * Sets the shared heap's limit in bytes (default 1 GiB, at most 2 GiB - 64 KiB: offsets are
+ * 32-bit): the heap holds every lock, queue, pipe and value, and shared blocks under 64 MiB
+ * (larger ones have their own memory). Call it in the main thread before anything shared is
+ * made; the memory is reserved, not taken: the heap grows as it fills.
+ *
+ * @example
+ * ```ts
+ * import { heapLimit, setHeapLimit } from "./_heap.ts";
+ * setHeapLimit(2 ** 31 - 2 ** 16); // before the first shared object
+ * console.assert(heapLimit() === 2 ** 31 - 2 ** 16);
+ * ```
+ */
+export function setHeapLimit(bytes: number): void {
+  if (!Number.isInteger(bytes) || bytes < INITIAL_BYTES || bytes > HIGHEST_LIMIT) {
+    throw new RangeError(
+      `the shared heap's limit must be an integer from ${INITIAL_BYTES} to ${HIGHEST_LIMIT} ` +
+        `bytes: current value is ${bytes}`,
+    );
+  }
+  if (current && current.sab.maxByteLength !== bytes) {
+    throw new Error(
+      `denomp: the shared heap exists already (with a limit of ${current.sab.maxByteLength} ` +
+        "bytes): call setHeapLimit() in the main thread before making any shared object",
+    );
+  }
+  MAX_BYTES = bytes;
+}
+
+/**
+ * The shared heap's limit in bytes (see {@link setHeapLimit}).
+ *
+ * @example
+ * ```ts
+ * import { heapLimit } from "./_heap.ts";
+ * console.assert(heapLimit() >= 16 << 20);
+ * ```
+ */
+export function heapLimit(): number {
+  return MAX_BYTES;
+}
+
 /** Called by the worker bootstrap: adopt the parent's heap and this worker's slot. */
 export function attachHeap(sab: SharedArrayBuffer, slot: number): Heap {
   const h = views(sab, slot);
   if (h.i32[MAGIC_I] !== MAGIC) {
     throw new Error("denomp: the shared heap handed to this worker is not valid");
   }
+  MAX_BYTES = sab.maxByteLength; // the limit the main thread chose
   current = h;
   fenceWord = null; // should anything have passed the fence before
   return h;
@@ -243,14 +290,19 @@ function classOf(bytes: number): number {
   return k;
 }
 
+/** The largest block the heap may hold (a size class of at most half the heap), less its header. */
+function maxAlloc(): number {
+  return 2 ** Math.floor(Math.log2(MAX_BYTES / 2)) - BLOCK_HEADER;
+}
+
 /**
  * Allocates a zeroed block of at least `bytes` bytes with a reference count of 1 and returns the
  * byte offset of its data (16-byte aligned).
  */
 export function alloc(bytes: number): number {
-  if (!(bytes >= 0) || bytes > MAX_BYTES / 2) {
+  if (!(bytes >= 0) || bytes > maxAlloc()) {
     throw new RangeError(
-      `denomp: cannot allocate ${bytes} bytes of shared memory (at most ${MAX_BYTES / 2})`,
+      `denomp: cannot allocate ${bytes} bytes of shared memory (at most ${maxAlloc()})`,
     );
   }
   const h = heap(), i32 = h.i32, k = classOf(bytes), size = 1 << k;

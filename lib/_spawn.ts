@@ -18,6 +18,7 @@
 
 import { allocSlot, attachHeap, heap, isTerminatedError, markDead } from "./_heap.ts";
 import { recordExit, recordProcess } from "./_observe.ts";
+import { adoptStartBuffers, buffersForChild, type StartBuffer } from "./_bigblock.ts";
 import {
   current,
   pidOfSlot,
@@ -28,7 +29,7 @@ import {
 } from "./_context.ts";
 import type { TargetRef } from "./_target.ts";
 import { ProcessError } from "./errors.ts";
-import { loads } from "./reduction.ts";
+import { loadsAsync } from "./reduction.ts";
 
 /** How the child runs its target: call an exported function, or build an exported class and call `run()`. */
 export type TargetKind = "function" | "class";
@@ -42,6 +43,8 @@ interface StartMessage {
   payload: { args: Uint8Array; fields?: Uint8Array };
   /** Modules that register the handle kinds found in the payload. */
   preload: string[];
+  /** The buffers of the big shared blocks the parent has (see _bigblock), if any. */
+  buffers?: StartBuffer[];
 }
 
 /** What the parent needs to start a child. */
@@ -244,6 +247,7 @@ export class Child {
       kind: spec.kind,
       payload: spec.payload,
       preload: spec.preload ?? [],
+      buffers: buffersForChild(),
     };
     this.#worker.postMessage(start);
     // After the handlers are set: setting onmessage starts a message poll that is ref'd anew.
@@ -364,9 +368,12 @@ async function runChild(msg: StartMessage): Promise<void> {
             : ` (it is a ${typeof fn}, not a function)`),
       );
     }
-    const args = loads<unknown[]>(msg.payload.args);
+    // A big shared block in the arguments finds its buffer in the start message; async all the
+    // same, should the parent not have had it (see _bigblock).
+    if (msg.buffers) adoptStartBuffers(msg.buffers);
+    const args = await loadsAsync<unknown[]>(msg.payload.args);
     const fields = msg.payload.fields
-      ? loads<Record<string, unknown>>(msg.payload.fields)
+      ? await loadsAsync<Record<string, unknown>>(msg.payload.fields)
       : undefined;
     if (msg.kind === "class") {
       const obj = Object.create(fn.prototype) as { run(): unknown };

@@ -32,8 +32,7 @@ import {
   ValueError,
 } from "./errors.ts";
 import { optionsOf } from "./_args.ts";
-import { Encoder, loads, registerHandle } from "./reduction.ts";
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { Encoder, loads, loadsAsync, registerHandle } from "./reduction.ts";
 import * as pickle from "./pickle.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -263,14 +262,20 @@ const decodeObj = (b: Uint8Array): unknown => loads(b);
 interface Codec {
   encode(value: unknown): Uint8Array;
   decode: Decode<unknown>;
+  /** For async receivers: may wait (a handle's module to load, a big block's buffer to arrive). */
+  decodeAsync: Decode<unknown>;
 }
 
 /** What `send`/`recv` of a socket connection speak (see {@link SocketOptions.serializer}). */
 export type Serializer = "denomp" | "pickle";
 
 const CODECS: Readonly<Record<Serializer, Codec>> = {
-  denomp: { encode, decode: decodeObj },
-  pickle: { encode: (v) => pickle.dumps(v), decode: (b) => pickle.loads(b) },
+  denomp: { encode, decode: decodeObj, decodeAsync: (b) => loadsAsync(b) },
+  pickle: {
+    encode: (v) => pickle.dumps(v),
+    decode: (b) => pickle.loads(b),
+    decodeAsync: (b) => pickle.loads(b),
+  },
 };
 
 /** The codec of a `serializer` option (checked): the one place a connection's codec is chosen. */
@@ -379,7 +384,7 @@ export class Connection<T = unknown> {
    */
   recv(): Promise<T> {
     try {
-      return this.#check(false).recv(this.#codec.decode) as Promise<T>;
+      return this.#check(false).recv(this.#codec.decodeAsync) as Promise<T>;
     } catch (e) {
       return Promise.reject(e);
     }
@@ -927,8 +932,20 @@ function tagOf(digest: Digest): Uint8Array {
   return new TextEncoder().encode(`{${digest}}`);
 }
 
+/**
+ * `node:crypto` (WebCrypto has no MD5, which the legacy handshake needs), loaded by the first
+ * handshake rather than on import: loading it costs ~15 ms, and every isolate that imports this
+ * module (a worker handed a Pipe end, a program importing mod.ts) would pay it.
+ */
+let nodeCrypto: typeof import("node:crypto") | undefined;
+
+async function loadCrypto(): Promise<void> {
+  nodeCrypto ??= await import("node:crypto");
+}
+
+/** HMAC of `data` (after {@link loadCrypto}). */
 function hmac(authkey: AuthKey, digest: Digest, data: Uint8Array): Uint8Array {
-  return createHmac(DIGESTS[digest].hash, keyBytes(authkey)).update(data).digest();
+  return nodeCrypto!.createHmac(DIGESTS[digest].hash, keyBytes(authkey)).update(data).digest();
 }
 
 /**
@@ -987,7 +1004,7 @@ function verifyAnswer(authkey: AuthKey, message: Uint8Array, response: Uint8Arra
       `the peer's ${digest} answer is ${mac.length} bytes long, not ${DIGESTS[digest].length}`,
     );
   }
-  if (!timingSafeEqual(hmac(authkey, digest, message), mac)) {
+  if (!nodeCrypto!.timingSafeEqual(hmac(authkey, digest, message), mac)) {
     throw new AuthenticationError("digest received was wrong");
   }
 }
@@ -1017,6 +1034,7 @@ export async function deliverChallenge(
       `unsupported digest ${JSON.stringify(digest)}: use one of ${DIGEST_NAMES.join(", ")}`,
     );
   }
+  await loadCrypto();
   const message = concat(tagOf(digest), crypto.getRandomValues(new Uint8Array(MESSAGE_LENGTH)));
   await c.sendBytes(concat(CHALLENGE, message));
   const response = await recvHandshake(c, "waiting for the digest");
@@ -1044,6 +1062,7 @@ export async function deliverChallenge(
  * ```
  */
 export async function answerChallenge(c: Connection<unknown>, authkey: AuthKey): Promise<void> {
+  await loadCrypto();
   const challenge = await recvHandshake(c, "waiting for the challenge");
   if (!startsWith(challenge, CHALLENGE)) {
     throw new AuthenticationError("protocol error: expected a challenge");

@@ -5,22 +5,18 @@
  * too). Timeouts are in milliseconds.
  *
  * How it works, and why:
- * - **A window of `maxWorkers + 1` calls.** A `ProcessPoolExecutor` hands at most that many
- *   calls to its {@link Pool} at a time, as CPython's does (its call queue holds
- *   `max_workers + EXTRA_QUEUED_CALLS`): the rest stay pending in the executor, where
- *   `cancel()` and `shutdown({ cancelFutures: true })` can still withdraw them. A call handed to
- *   the pool is `running()`: from then on it may be in a worker's queue behind the task that
- *   worker is finishing (the pool does not report the very start of a task), and it can no
- *   longer be cancelled.
- * - **Refilled synchronously.** A call's completion reaches the executor through the pool's
- *   `callback`, inside the pool's result reader; the executor hands the next pending call to the
- *   pool right there, before the future's own callbacks run, and the pool sends every call
- *   handed over while it drained a batch of results in one message right after the batch.
- * - **The window's price.** With calls of a few microseconds the window, not the work, sets the
- *   pace: a worker runs out of calls once per `maxWorkers + 1` and waits for the parent to wake
- *   up and hand it the next ones (W5b, 10,000 tiny calls: about 15–30k calls/s against 65–250k
- *   for `Pool.applyAsync`, whose 10,000 calls are all in the pool at once). CPython pays the same.
- *   For many tiny calls use `map` with a `chunksize` (one call per chunk) or the `Pool` itself.
+ * - **Every call goes to the pool at once, and stays cancellable until it starts.** CPython
+ *   hands at most `max_workers + 1` calls to its workers at a time, so that the rest stay
+ *   pending and cancellable; with calls of a few microseconds that window, not the work, sets
+ *   the pace (the workers run dry once per `maxWorkers + 1` calls). A `ProcessPoolExecutor`
+ *   hands each call to its {@link Pool} in `submit` (`applyAsync`, batched by the pool) and asks
+ *   the pool's `AsyncResult` for `running()` and `cancel()`: the pool knows when a worker really
+ *   begins a call, and withdraws one that has not begun wherever it waits (its own queue, or a
+ *   worker's queue behind the call that worker is running; each call either starts or is
+ *   skipped, never both). So a future is pending until a worker starts it — stricter than
+ *   CPython, where a call in the window is "running" — and `submit` + `asCompleted` keeps near
+ *   the pace of `Pool.applyAsync` with a callback (what is left is the price of an `await` per
+ *   result in the loop).
  * - **A worker's death fails one future.** The pool fails the task a dying worker was running
  *   with `BrokenPoolError` (exported here under Python's name, {@link BrokenProcessPool}) naming
  *   the worker and its exit code, re-runs the calls it had not started on another worker, and
@@ -37,7 +33,7 @@
 
 import { deadlineOf, remainingMs } from "./_atomics.ts";
 import { optionsOf } from "./_args.ts";
-import { Future } from "./_future.ts";
+import { delegate, Future, type FutureSource } from "./_future.ts";
 import { BrokenPoolError, TimeoutError, ValueError } from "./errors.ts";
 import { Pool, type PoolOptions } from "./pool.ts";
 import { cpuCount } from "./process.ts";
@@ -98,7 +94,7 @@ export interface ShutdownOptions {
   cancelFutures?: boolean;
 }
 
-/** A call waiting for (or handed to) a worker. */
+/** A call waiting for a thread (ThreadPoolExecutor). */
 interface WorkItem {
   readonly future: Future<unknown>;
   readonly fn: AnyFn;
@@ -311,9 +307,9 @@ export interface ProcessPoolExecutorOptions {
 
 /**
  * Runs exported functions in a {@link Pool} of worker processes (Python's
- * `concurrent.futures.ProcessPoolExecutor`). At most `maxWorkers + 1` calls are handed to the
- * pool at a time; the others stay pending and cancellable. A worker that dies fails only the
- * future of the call it was running, with {@link BrokenProcessPool}; the executor goes on.
+ * `concurrent.futures.ProcessPoolExecutor`). Every call goes to the pool at once; its future is
+ * pending (and `cancel()` withdraws it) until a worker starts it. A worker that dies fails only
+ * the future of the call it was running, with {@link BrokenProcessPool}; the executor goes on.
  *
  * @example
  * ```ts ignore
@@ -333,18 +329,13 @@ export interface ProcessPoolExecutorOptions {
 export class ProcessPoolExecutor extends Executor {
   readonly #pool: Pool;
   readonly #maxWorkers: number;
-  /** How many calls may be in the pool at once: maxWorkers + 1, as in CPython. */
-  readonly #window: number;
-  #inflight = 0;
-  readonly #queue = new WorkQueue();
-  /** Functions whose module and export the pool has resolved (see `submit`). */
-  readonly #resolved = new WeakSet<object>();
+  /** The futures not done yet (for `shutdown({ cancelFutures: true })` and `toString`). */
+  readonly #live = new Set<Future<unknown>>();
   #shutdown = false;
   /** Set once the pool cannot run anything (its initializer failed). */
   #broken: Error | null = null;
   /** Settles once the pool is closed and joined (made by the first `shutdown`). */
-  #closed: PromiseWithResolvers<void> | null = null;
-  #closing = false;
+  #closed: Promise<void> | null = null;
 
   /**
    * Starts the pool's workers. Throws `ValueError` when `maxWorkers` is not a positive integer
@@ -380,7 +371,6 @@ export class ProcessPoolExecutor extends Executor {
     if (o.isolation !== undefined) poolOptions.isolation = o.isolation;
     this.#pool = new Pool(poolOptions);
     this.#maxWorkers = n;
-    this.#window = n + 1;
   }
 
   /**
@@ -397,36 +387,37 @@ export class ProcessPoolExecutor extends Executor {
   submit<A extends unknown[], R>(fn: (...args: A) => R, ...args: A): Future<Awaited<R>> {
     this.#checkOpen();
     checkFn(fn, "ProcessPoolExecutor");
-    this.#resolve(fn);
-    return this.#enqueue(fn as AnyFn, args, false) as Future<Awaited<R>>;
+    return this.#start(fn as AnyFn, args, false) as Future<Awaited<R>>;
   }
 
   /** Submits one call mapping `fn` over `items` (a chunk of `map`). */
   protected override submitChunk<T, R>(fn: (item: T) => R, items: T[]): Future<Awaited<R>[]> {
     this.#checkOpen();
     checkFn(fn, "ProcessPoolExecutor");
-    this.#resolve(fn);
-    return this.#enqueue(fn as AnyFn, items, true) as Future<Awaited<R>[]>;
+    return this.#start(fn as AnyFn, items, true) as Future<Awaited<R>[]>;
   }
 
   /**
-   * Stops accepting calls. With `cancelFutures`, the calls still pending (not handed to a
-   * worker) are cancelled; the others run to their end. With `wait` (default true), resolves once
-   * they have and the workers have exited.
+   * Stops accepting calls. With `cancelFutures`, the calls no worker has started yet are
+   * cancelled; the others run to their end. With `wait` (default true), resolves once they have
+   * and the workers have exited.
    *
    * @example
    * ```ts ignore
    * const fs = inputs.map((x) => ex.submit(slowTask, x));
-   * await ex.shutdown({ cancelFutures: true }); // the first maxWorkers + 1 run, the rest cancel
+   * await ex.shutdown({ cancelFutures: true }); // the calls running now finish, the rest cancel
    * ```
    */
   async shutdown(options?: ShutdownOptions): Promise<void> {
     const o = optionsOf(options, "ProcessPoolExecutor.shutdown", "shutdown({ wait: false })");
     this.#shutdown = true;
-    this.#closed ??= Promise.withResolvers<void>();
-    if (o.cancelFutures) this.#queue.cancelAll();
-    this.#maybeClose();
-    if (o.wait ?? true) await this.#closed.promise;
+    if (o.cancelFutures) { for (const f of [...this.#live]) f.cancel(); }
+    if (this.#closed === null) {
+      // The pool runs what it holds to its end, then its workers exit.
+      this.#pool.close();
+      this.#closed = this.#pool.join();
+    }
+    if (o.wait ?? true) await this.#closed;
   }
 
   /**
@@ -439,8 +430,10 @@ export class ProcessPoolExecutor extends Executor {
    */
   override toString(): string {
     const state = this.#broken ? " broken" : this.#shutdown ? " shutdown" : "";
-    return `<ProcessPoolExecutor maxWorkers=${this.#maxWorkers}${state} running=${this.#inflight} ` +
-      `pending=${this.#queue.size}>`;
+    let running = 0;
+    for (const f of this.#live) if (f.running()) running++;
+    return `<ProcessPoolExecutor maxWorkers=${this.#maxWorkers}${state} running=${running} ` +
+      `pending=${this.#live.size - running}>`;
   }
 
   #checkOpen(): void {
@@ -448,76 +441,38 @@ export class ProcessPoolExecutor extends Executor {
     if (this.#shutdown) throw new ValueError("cannot schedule new futures after shutdown");
   }
 
-  /**
-   * Has the pool find `fn`'s module and export now, while the caller's module is on the stack
-   * (that is how the pool finds it, once per function): a call handed over later starts from the
-   * pool's result reader, where no user module is on the stack. Also makes a function that is
-   * not exported fail here, at `submit`. `imap` resolves its function when called and does
-   * nothing until iterated; its iterator is dropped unstarted.
-   */
-  #resolve(fn: AnyFn): void {
-    if (this.#resolved.has(fn)) return;
-    this.#pool.imap(fn as (x: unknown) => unknown, []);
-    this.#resolved.add(fn);
-  }
-
-  #enqueue(fn: AnyFn, args: unknown[], chunk: boolean): Future<unknown> {
+  /** Hands a call (or a chunk of a map) to the pool; its future follows the pool's result. */
+  #start(fn: AnyFn, args: unknown[], chunk: boolean): Future<unknown> {
     const future = new Future<unknown>();
-    const item: WorkItem = { future, fn, args, chunk };
-    if (this.#inflight < this.#window && this.#queue.size === 0) this.#start(item);
-    else this.#queue.push(item);
-    return future;
-  }
-
-  /** Hands `item` to the pool, unless it was cancelled while pending. */
-  #start(item: WorkItem): void {
-    if (!item.future.setRunningOrNotifyCancel()) return;
-    this.#inflight++;
-    const callback = (v: unknown) => this.#finish(item, true, v);
-    const errorCallback = (e: unknown) => this.#finish(item, false, e);
+    const live = this.#live;
+    live.add(future);
+    const callback = (v: unknown) => {
+      live.delete(future);
+      future.setResult(v);
+    };
+    const errorCallback = (e: unknown) => {
+      live.delete(future);
+      // A call withdrawn by `future.cancel()` (CancelledError): the future is cancelled already.
+      if (!future.cancelled()) future.setException(e);
+    };
+    const f = fn as (...a: unknown[]) => unknown;
+    let r: FutureSource;
     try {
-      const fn = item.fn as (...a: unknown[]) => unknown;
-      if (item.chunk) {
-        this.#pool.mapAsync(fn, item.args, {
-          chunksize: item.args.length,
-          callback,
-          errorCallback,
-        });
-      } else this.#pool.applyAsync(fn, item.args, { callback, errorCallback });
+      r = chunk
+        ? this.#pool.mapAsync(f, args, { chunksize: args.length, callback, errorCallback })
+        : this.#pool.applyAsync(f, args, { callback, errorCallback });
     } catch (e) {
-      // The pool refused the call: it is broken (its initializer failed) or gone.
-      if (e instanceof BrokenPoolError) this.#broken = e;
-      this.#inflight--;
-      item.future.setException(e);
+      live.delete(future);
+      // The pool refused the call: it is broken (its initializer failed).
+      if (e instanceof BrokenPoolError) {
+        this.#broken = e;
+        future.setException(e);
+        return future;
+      }
+      throw e; // the function is not exported, or the like: at `submit`
     }
-  }
-
-  /** A call handed to the pool is done: refill the window first, then settle its future. */
-  #finish(item: WorkItem, ok: boolean, value: unknown): void {
-    this.#inflight--;
-    this.#refill();
-    if (ok) item.future.setResult(value);
-    else item.future.setException(value);
-    this.#maybeClose();
-  }
-
-  #refill(): void {
-    while (this.#inflight < this.#window) {
-      const item = this.#queue.shift();
-      if (item === undefined) return;
-      this.#start(item);
-    }
-  }
-
-  /** After `shutdown()`, once nothing is pending or running: close and join the pool. */
-  #maybeClose(): void {
-    if (!this.#closed || this.#closing) return;
-    this.#refill(); // drops cancelled calls at the head of the queue
-    if (this.#inflight > 0 || this.#queue.size > 0) return;
-    this.#closing = true;
-    const closed = this.#closed;
-    this.#pool.close();
-    this.#pool.join().then(closed.resolve, closed.reject);
+    delegate(future, r);
+    return future;
   }
 }
 

@@ -42,7 +42,8 @@
  *   has no reader running and burns no CPU; only pending tasks keep the program alive.
  * - **Cancelling.** A queued task is dropped at once. A task already in a worker's ring but not
  *   started is written into the worker's cancel slots, which it checks before each task (a
- *   Dekker-style pair of stores and loads decides who saw whom). A running task is stopped by
+ *   Dekker-style pair of stores and loads decides who saw whom). `AsyncResult.cancel()` stops
+ *   there: a task that has started runs on. A `signal` or `timeout` stops a running task by
  *   terminating its worker. (Deno 2.9 stops a worker busy in synchronous code only when that code
  *   returns: the task is rejected and the worker replaced at once, and the old thread exits,
  *   touching nothing shared, once the task's code returns.)
@@ -71,6 +72,7 @@ import { SystemExit } from "./_spawn.ts";
 import { callerModule, resolveTarget, type TargetRef } from "./_target.ts";
 import {
   BrokenPoolError,
+  CancelledError,
   ProcessError,
   RemoteError,
   SerializationError,
@@ -135,14 +137,16 @@ const BELL = 0, BELL_ASLEEP = 16;
  * notified; `sleeperArmed` inside {@link Doorbell.sleep} between `arm` and `wait`;
  * `lateWakeups` counts the parent's doorbell sleeps that ended by their time limit and then
  * found results (results that were not rung for: never expected); `steals` counts the times
- * tasks were taken back from a busy worker (see Pool.#steal).
+ * tasks were taken back from a busy worker (see Pool.#steal); `skips` the tasks in a worker's
+ * ring that it was told to skip (cancelled before they started).
  */
 export const __testHooks: {
   ringerSawSleeper: (() => void) | null;
   sleeperArmed: (() => void) | null;
   lateWakeups: number;
   steals: number;
-} = { ringerSawSleeper: null, sleeperArmed: null, lateWakeups: 0, steals: 0 };
+  skips: number;
+} = { ringerSawSleeper: null, sleeperArmed: null, lateWakeups: 0, steals: 0, skips: 0 };
 
 /**
  * The pool's doorbell: a counter every worker bumps after each result it writes, and a flag the
@@ -385,6 +389,10 @@ let newResult: <T>(
   errorCallback?: (error: unknown) => void,
 ) => AsyncResult<T>;
 let setCleanup: <T>(r: AsyncResult<T>, cleanup: () => void) => void;
+/** Ties a result to its tasks, for `cancel()` and `running()`. */
+let setWork: <T>(r: AsyncResult<T>, pool: Pool, work: Task | Task[]) => void;
+/** `Pool.#withdraw` (set in Pool's static block). */
+let withdraw: (pool: Pool, t: Task) => boolean;
 
 /**
  * The result of `applyAsync`, `mapAsync` or `starmapAsync` (Python's `AsyncResult`). It is
@@ -411,6 +419,10 @@ export class AsyncResult<T> implements PromiseLike<T> {
   #resolve: ((v: T) => void) | null = null;
   #reject: ((e: unknown) => void) | null = null;
   #cleanup: (() => void) | null = null;
+  /** Its pool and task(s) while it is pending (for `cancel()` and `running()`). */
+  #pool: Pool | null = null;
+  #work: Task | Task[] | null = null;
+  #cancelled = false;
 
   private constructor(
     callback?: (value: T) => void,
@@ -427,12 +439,18 @@ export class AsyncResult<T> implements PromiseLike<T> {
     setCleanup = <T>(r: AsyncResult<T>, cleanup: () => void) => {
       r.#cleanup = cleanup;
     };
+    setWork = <T>(r: AsyncResult<T>, pool: Pool, work: Task | Task[]) => {
+      if (r.#state !== PENDING) return;
+      r.#pool = pool;
+      r.#work = work;
+    };
   }
 
   #settle(ok: boolean, value: unknown): void {
     if (this.#state !== PENDING) return;
     this.#state = ok ? FULFILLED : REJECTED;
     this.#value = value;
+    this.#pool = this.#work = null;
     const cleanup = this.#cleanup;
     if (cleanup) {
       this.#cleanup = null;
@@ -540,6 +558,53 @@ export class AsyncResult<T> implements PromiseLike<T> {
   }
 
   /**
+   * Withdraws the task if no worker has started it yet, and returns true: a queued task is
+   * dropped, one already in a worker's queue is skipped by that worker (each task either starts
+   * or is skipped, never both). The result then rejects with `CancelledError` (and
+   * `errorCallback` gets it). Returns false once the task has started — it runs on, nothing is
+   * stopped (to stop a running task, pass a `signal`, which replaces its worker) — or when the
+   * result is ready. True again for a result already cancelled.
+   *
+   * Only a result of one task can be cancelled: `applyAsync`, or a `mapAsync`/`starmapAsync`
+   * whose items make one chunk. For a map of several chunks it returns false (use `signal`).
+   *
+   * @example
+   * ```ts ignore
+   * const busy = pool.applyAsync(slowTask, []); // a pool of 1 process
+   * const r = pool.applyAsync(square, [3]);
+   * console.log(r.cancel(), busy.cancel()); // true false (once slowTask has started)
+   * await r.get().catch((e) => console.log(e.name)); // "CancelledError"
+   * ```
+   */
+  cancel(): boolean {
+    if (this.#cancelled) return true;
+    const work = this.#work;
+    if (this.#state !== PENDING || work === null || Array.isArray(work)) return false;
+    if (!withdraw(this.#pool!, work)) return false;
+    this.#cancelled = true;
+    this.#settle(false, new CancelledError("the task was cancelled before it started"));
+    return true;
+  }
+
+  /**
+   * Whether a worker has begun the task (or a chunk of the map) and the result is not ready yet.
+   * False while the task waits in the pool's or a worker's queue, and once the result is ready.
+   *
+   * @example
+   * ```ts ignore
+   * const r = pool.applyAsync(slowTask, []);
+   * console.log(r.running()); // false: not started yet
+   * await new Promise((r) => setTimeout(r, 100));
+   * console.log(r.running()); // true: a worker runs it
+   * ```
+   */
+  running(): boolean {
+    const work = this.#work;
+    if (this.#state !== PENDING || work === null) return false;
+    return Array.isArray(work) ? work.some(hasStarted) : hasStarted(work);
+  }
+
+  /**
    * Makes the result awaitable: `await r` gives the value or throws the task's error.
    *
    * @example
@@ -563,11 +628,21 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * ```
    */
   toString(): string {
-    return `<AsyncResult ${["pending", "fulfilled", "rejected"][this.#state]}>`;
+    const state = this.#cancelled ? "cancelled" : ["pending", "fulfilled", "rejected"][this.#state];
+    return `<AsyncResult ${state}>`;
   }
 }
 
 function noop(): void {}
+
+/**
+ * Whether a worker has begun `t` and it is not done. A task in a worker's ring started once the
+ * worker's STARTED word reached its number (its magnitude: a recall mark `-last` leaves in the
+ * worker only tasks that had begun, and those written after the recall).
+ */
+function hasStarted(t: Task): boolean {
+  return t.state === ASSIGNED && startedOf(t.worker!.ctl) >= t.seq;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Tasks and jobs (parent side)
@@ -979,6 +1054,7 @@ export class Pool {
     if (!this.#known(info)) this.#define(info);
     const r = newResult<Awaited<R>>(options.callback, options.errorCallback);
     const t = new Task(r as AsyncResult<unknown>, info, APPLY, args, 0, args.length, 0);
+    setWork(r, this, t);
     if (options.transfer) this.#preencode([t], options.transfer);
     if (options.signal || options.timeout !== undefined) {
       if (!this.#arm(r, [t], options)) return r;
@@ -1406,6 +1482,7 @@ export class Pool {
       job.tasks.push(new Task(job, info, mode, items, s, Math.min(cs, n - s), s));
     }
     job.left = job.tasks.length;
+    setWork(r, this, job.tasks.length === 1 ? job.tasks[0] : job.tasks);
     try {
       if (o.transfer) this.#preencode(job.tasks, o.transfer);
     } catch (e) {
@@ -2034,12 +2111,51 @@ export class Pool {
     if (skip(w.ctl, t.seq)) {
       t.skipped = true;
       w.skipped++;
+      __testHooks.skips++;
       return;
     }
     if (kill) {
       w.proc.terminate();
       this.#noteDeath(w, true);
     }
+  }
+
+  /**
+   * `AsyncResult.cancel()`: withdraws `t` if it has not started (see #cancel) and marks it done;
+   * false once it has started (it runs on) or is done.
+   */
+  #withdraw(t: Task): boolean {
+    if (t.state === ASSIGNED) {
+      // (Its worker may be dead and not yet buried: the same tests tell whether it had begun
+      // the task, which then fails with BrokenPoolError, or not, and then it is not queued again.)
+      const w = t.worker!;
+      if (skip(w.ctl, t.seq)) {
+        t.skipped = true;
+        w.skipped++;
+        __testHooks.skips++;
+      } else if (startedOf(w.ctl) >= t.seq || this.#dispatching) return false;
+      else {
+        // Every cancel slot is taken (many cancels at once): take back all the worker has not
+        // begun, as a steal does (no limit), and drop `t` from the queue. Not while a dispatch
+        // pass writes a message (a callback run inside it): that message is not in the ring yet.
+        const back = this.#recall(w);
+        if (back.length) {
+          this.#queue = back.concat(this.#queue.slice(this.#qhead));
+          this.#qhead = 0;
+          this.#schedule(); // to hand them out again
+        }
+        if (!back.includes(t)) return false; // it began first
+      }
+    } else if (t.state !== QUEUED) return false;
+    t.state = DONE;
+    this.#outstanding--;
+    // Room freed in a worker's window; after close(), maybe nothing left before STOP.
+    this.#schedule();
+    return true;
+  }
+
+  static {
+    withdraw = (pool, t) => pool.#withdraw(t);
   }
 
   #failAll(err: Error): void {
@@ -2237,9 +2353,10 @@ function skip(ctl: Int32Array, seq: number): boolean {
   if (slot < 0) return false; // no free slot: the task runs, its result is dropped
   Atomics.store(ctl, CANCEL_HINT, 1);
   // Store the slot, then load STARTED; the worker stores STARTED, then loads the slots. One of
-  // the two sees the other's store: either the worker skips the task, or we see it started. (A
-  // recall mark, negative, means the worker has not begun the task after the recalled ones.)
-  if (Atomics.load(ctl, STARTED) < seq) return true;
+  // the two sees the other's store: either the worker skips the task, or we see it started. A
+  // recall mark `-last` counts as `last`: the tasks up to it that the worker still holds are
+  // those it had begun (the others were taken back), those after it it has not begun.
+  if (startedOf(ctl) < seq) return true;
   // Started, or about to be: take the slot back. If the worker took it first, it skipped.
   return Atomics.compareExchange(ctl, slot, seq, 0) !== seq;
 }

@@ -28,7 +28,9 @@
  * a message that holds handles starts with a table of their kinds and registering modules, read
  * before any handle is rebuilt. {@link loadsAsync} imports the missing modules and decodes;
  * {@link loads}, which cannot wait, throws a SerializationError naming `import type` as the
- * likely cause.
+ * likely cause. The same split holds for a handle whose object needs something that only a
+ * message brings (a big shared block's buffer, see _bigblock): its rebuild says so with
+ * {@link pendingUntil}, `loadsAsync` waits for it, `loads` throws a SerializationError saying why.
  *
  * @module
  */
@@ -739,10 +741,21 @@ export class Decoder {
   decode(bytes: Uint8Array): unknown {
     this.#b = bytes;
     this.#p = 0;
+    // No allocation here for `pendingUntil`: a mark into one shared list (this is the hot path).
+    const mark = pendingReady.length;
+    decodeDepth++;
     try {
       if (bytes[0] === T_KINDS) this.#kinds();
-      return this.#value();
+      const v = this.#value();
+      if (pendingReady.length > mark && waitingDepth === 0) {
+        throw new SerializationError("value", pendingWhy);
+      }
+      return v;
+    } catch (e) {
+      if (pendingReady.length > mark) pendingReady.length = mark;
+      throw e;
     } finally {
+      decodeDepth--;
       this.#refs.length = 0;
       this.#b = EMPTY;
     }
@@ -1092,10 +1105,69 @@ export function loads<T = unknown>(bytes: Uint8Array): T {
  */
 export function loadsAsync<T = unknown>(bytes: Uint8Array): T | Promise<T> {
   try {
-    return loads<T>(bytes);
+    return loadsWaiting<T>(bytes);
   } catch (e) {
     if (!(e instanceof MissingHandleModule) || !e.modules.length) throw e;
     return importThenLoad<T>(bytes.slice(), e);
+  }
+}
+
+/**
+ * The promises of {@link pendingUntil} of the decodes under way (each owns the part after its
+ * mark), the reason of the last, and how deep in decodes and in {@link loadsAsync} this is.
+ */
+const pendingReady: Promise<unknown>[] = [];
+let pendingWhy = "", decodeDepth = 0, waitingDepth = 0;
+
+/**
+ * For a handle kind's `rebuild` whose object becomes usable only once `ready` settles (a big
+ * shared block, whose `SharedArrayBuffer` is still on its way from another worker):
+ * {@link loadsAsync} waits for it before returning the value; {@link loads}, which cannot wait,
+ * throws a SerializationError saying `whyNotSync`. Outside a decode it does nothing.
+ *
+ * @example
+ * ```ts
+ * import { dumps, loads, loadsAsync, pendingUntil, registerHandle } from "./reduction.ts";
+ * class Later {
+ *   ready = false;
+ * }
+ * registerHandle<Later, number>({
+ *   name: "Later",
+ *   module: import.meta.url,
+ *   cls: Later,
+ *   reduce: () => 0,
+ *   rebuild: () => {
+ *     const l = new Later();
+ *     pendingUntil(Promise.resolve().then(() => (l.ready = true)), "Later needs await");
+ *     return l;
+ *   },
+ * });
+ * console.assert((await loadsAsync<Later>(dumps(new Later()))).ready);
+ * try {
+ *   loads(dumps(new Later()));
+ * } catch (e) {
+ *   console.assert((e as Error).message.includes("Later needs await"));
+ * }
+ * ```
+ */
+export function pendingUntil(ready: Promise<unknown>, whyNotSync: string): void {
+  if (decodeDepth === 0) return;
+  // A decode that fails (or cannot wait) drops the promise: its failure must not be unhandled.
+  ready.catch(() => {});
+  pendingReady.push(ready);
+  pendingWhy = whyNotSync;
+}
+
+/** {@link loads}, then (when rebuilds made promises) a promise of the value once they settle. */
+function loadsWaiting<T>(bytes: Uint8Array): T | Promise<T> {
+  const mark = pendingReady.length;
+  waitingDepth++;
+  try {
+    const v = loads<T>(bytes);
+    if (pendingReady.length === mark) return v;
+    return Promise.all(pendingReady.splice(mark)).then(() => v);
+  } finally {
+    waitingDepth--;
   }
 }
 
@@ -1109,7 +1181,7 @@ async function importThenLoad<T>(bytes: Uint8Array, missing: MissingHandleModule
     for (const m of fresh) seen.add(m);
     await Promise.all(fresh.map((m) => import(m)));
     try {
-      return loads<T>(bytes);
+      return await loadsWaiting<T>(bytes);
     } catch (err) {
       if (!(err instanceof MissingHandleModule)) throw err;
       e = err;

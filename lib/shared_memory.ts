@@ -3,10 +3,16 @@
  * bytes every worker can map, and `ShareableList`, a fixed-length list of simple values stored
  * in one.
  *
- * A block lives in the shared heap. Pass the object itself to a worker (in `args` or through any
- * Queue/Pipe) or, as in Python, its `name`: `new SharedMemory({ name })` attaches to it. The
- * memory is freed when every object referring to it is closed or garbage-collected, so
- * `unlink()` only stops new attachments by name.
+ * A block lives in the shared heap, or, from 64 MiB on, in a `SharedArrayBuffer` of its own
+ * (a "big block", see _bigblock: up to what the machine's memory allows). Pass the object itself
+ * to a worker (in `args` or through any Queue/Pipe) or, as in Python, its `name`:
+ * `new SharedMemory({ name })` attaches to it. The memory is freed when every object referring
+ * to it is closed or garbage-collected, so `unlink()` only stops new attachments by name.
+ *
+ * A big block's buffer reaches another worker only by message, so a worker that has not had it
+ * yet must be able to wait: it arrives with the worker's `args`, with `await q.get()` (and the
+ * other async receivers) and with `await SharedMemory.attach(name)`; a synchronous receiver
+ * (`getSync`, a Pool task's arguments, `new SharedMemory({ name })`) gets an error saying so.
  *
  * A worker terminated while running synchronous code (a zombie, see _heap "Zombies") meets a
  * `ProcessError` at its next `SharedMemory` or `ShareableList` operation that would change
@@ -29,8 +35,23 @@ import {
   retain,
   tryRetain,
 } from "./_heap.ts";
+import {
+  allocBig,
+  attachableBig,
+  BIG_BLOCK_BYTES,
+  bigBuffer,
+  bigBufferAsync,
+  bigSize,
+  forget,
+  isBig,
+  notHereMessage,
+  unlinkBig,
+} from "./_bigblock.ts";
 import { ValueError } from "./errors.ts";
-import { registerHandle } from "./reduction.ts";
+import { pendingUntil, registerHandle } from "./reduction.ts";
+
+// The heap's limit bounds every shared object but the big blocks: set here, with shared memory.
+export { heapLimit, setHeapLimit } from "./_heap.ts";
 
 /** Options of `new SharedMemory(...)`: a `size` to create a block, or a `name` to attach. */
 export interface SharedMemoryOptions {
@@ -43,7 +64,8 @@ export interface SharedMemoryOptions {
 /**
  * Block layout: a 16-byte header (magic, id, size, 0) then the bytes. The magic and id let an
  * attach by name check that the block is still the one named (a freed block's first word is
- * overwritten by the free list, and a reused one gets a new id).
+ * overwritten by the free list, and a reused one gets a new id). A big block has the same
+ * header in the heap (see _bigblock) and its bytes in a buffer of their own.
  */
 const HEADER = 16, MAGIC = 0x73686d21; // "shm!"
 let shmOf!: (s: SharedMemory) => number;
@@ -66,10 +88,17 @@ export class SharedMemory {
   #buf: Uint8Array | null;
   #size: number;
   #name: string;
+  /** A big block rebuilt here before its buffer arrived: `buf` waits for it. */
+  #arriving = false;
 
-  /** Creates a block of `size` bytes (zeroed), or attaches to the block called `name`. */
+  /**
+   * Creates a block of `size` bytes (zeroed), or attaches to the block called `name`. A block of
+   * 64 MiB or more gets its own `SharedArrayBuffer`: its size is limited by the machine's memory
+   * only (V8 allows 2^53 - 1 bytes). Attaching by name to such a block fails in a worker it has
+   * not reached yet: use {@link SharedMemory.attach} there.
+   */
   constructor(options: SharedMemoryOptions) {
-    let off: number;
+    let off: number, sab: SharedArrayBuffer | undefined;
     const { size, name } = optionsOf(
       options,
       "new SharedMemory",
@@ -89,19 +118,77 @@ export class SharedMemory {
           `'size' must be a positive integer when creating a SharedMemory: current value is ${size}`,
         );
       }
-      off = alloc(HEADER + size);
-      i32[(off >> 2) + 1] = nextId();
-      i32[(off >> 2) + 2] = size;
-      Atomics.store(i32, off >> 2, MAGIC);
+      if (HEADER + size >= BIG_BLOCK_BYTES) {
+        ({ off, sab } = allocBig(size));
+      } else {
+        off = alloc(HEADER + size);
+        i32[(off >> 2) + 1] = nextId();
+        i32[(off >> 2) + 2] = size;
+        Atomics.store(i32, off >> 2, MAGIC);
+      }
     }
-    adopt(this, off);
+    const big = isBig(off);
+    adopt(this, off, big ? forget : undefined);
     this.#off = off;
-    this.#size = i32[(off >> 2) + 2];
+    this.#size = big ? bigSize(off) : i32[(off >> 2) + 2];
     this.#name = `psm_${i32[(off >> 2) + 1].toString(36)}_${off.toString(36)}`;
-    this.#buf = new Uint8Array(heap().sab, off + HEADER, this.#size);
+    if (!big) this.#buf = new Uint8Array(heap().sab, off + HEADER, this.#size);
+    else if ((sab ??= bigBuffer(off))) this.#buf = new Uint8Array(sab);
+    else if (name !== undefined) {
+      this.#buf = null; // give back the reference the attach took
+      disown(this);
+      release(off, forget);
+      throw new ValueError(notHereMessage(`SharedMemory '${name}'`));
+    } else {
+      // Rebuilt by the codec: an async receiver waits for the buffer, a sync one fails.
+      this.#buf = new Uint8Array(0);
+      this.#arriving = true;
+      pendingUntil(
+        bigBufferAsync(off).then((b) => {
+          if (this.#arriving) this.#buf = new Uint8Array(b);
+          this.#arriving = false;
+        }),
+        notHereMessage(`SharedMemory '${this.#name}'`),
+      );
+    }
     if (name !== undefined && size !== undefined && size > this.#size) {
       this.close();
       throw new ValueError(`SharedMemory '${name}' has ${this.#size} bytes, fewer than ${size}`);
+    }
+  }
+
+  /**
+   * Attaches to the block called `name`, waiting (up to 30 s) for a big block's buffer to reach
+   * this worker: the way to attach by name in a worker that may not have had it yet.
+   *
+   * @example
+   * ```ts
+   * import { SharedMemory } from "./shared_memory.ts";
+   * using shm = new SharedMemory({ size: 64 << 20 }); // a big block
+   * shm.buf[shm.size - 1] = 7;
+   * using again = await SharedMemory.attach(shm.name);
+   * console.assert(again.buf[again.size - 1] === 7);
+   * ```
+   */
+  static async attach(name: string): Promise<SharedMemory> {
+    if (typeof name !== "string") {
+      throw new TypeError(
+        `SharedMemory.attach() takes the block's name: current value is ${String(name)}`,
+      );
+    }
+    checkNotTerminated();
+    const off = attachByName(name);
+    try {
+      if (isBig(off)) await bigBufferAsync(off);
+    } catch (e) {
+      release(off, forget);
+      throw e;
+    }
+    attaching = off;
+    try {
+      return new SharedMemory({});
+    } finally {
+      attaching = 0;
     }
   }
 
@@ -112,9 +199,13 @@ export class SharedMemory {
     };
   }
 
-  /** The bytes (a view into shared memory). Throws `ValueError` after `close()`. */
+  /**
+   * The bytes (a view into shared memory). Throws `ValueError` after `close()`, and for a big
+   * block still on its way to this worker (received by a synchronous receiver).
+   */
   get buf(): Uint8Array {
     if (!this.#buf) throw new ValueError("this SharedMemory is closed");
+    if (this.#arriving) throw new ValueError(notHereMessage(`SharedMemory '${this.#name}'`));
     return this.#buf;
   }
 
@@ -133,15 +224,17 @@ export class SharedMemory {
     if (!this.#buf) return;
     checkNotTerminated();
     this.#buf = null;
+    this.#arriving = false;
     disown(this);
-    release(this.#off);
+    release(this.#off, isBig(this.#off) ? forget : undefined);
   }
 
   /** Stops further attachments by name (the memory itself goes once all are closed). */
   unlink(): void {
     if (!this.#buf) throw new ValueError("this SharedMemory is closed");
     checkNotTerminated();
-    Atomics.store(heap().i32, this.#off >> 2, 0);
+    if (isBig(this.#off)) unlinkBig(this.#off);
+    else Atomics.store(heap().i32, this.#off >> 2, 0);
   }
 
   /** `using shm = new SharedMemory(...)` closes it at the end of the scope. */
@@ -170,18 +263,19 @@ function attachByName(name: string): number {
       __testHooks.sharedMemoryAttach?.();
       if (tryRetain(off)) {
         if (named(off, id)) return off; // still the block that was named
-        release(off); // freed and reused meanwhile
+        release(off, isBig(off) ? forget : undefined); // freed and reused meanwhile
       }
     }
   }
   throw new ValueError(`no SharedMemory named '${name}' (closed, unlinked, or never created)`);
 }
 
-/** True when the block at `off` is a live SharedMemory with this id. */
+/** True when the block at `off` is a live SharedMemory (or big block) with this id. */
 function named(off: number, id: number): boolean {
   const h = heap();
-  return off % 16 === 0 && off >= HEADER && off + HEADER <= h.sab.byteLength &&
-    Atomics.load(h.i32, off >> 2) === MAGIC && h.i32[(off >> 2) + 1] === id &&
+  if (!(off % 16 === 0 && off >= HEADER && off + HEADER <= h.sab.byteLength)) return false;
+  if (attachableBig(off)) return h.i32[(off >> 2) + 1] === id && blockSize(off) >= HEADER;
+  return Atomics.load(h.i32, off >> 2) === MAGIC && h.i32[(off >> 2) + 1] === id &&
     h.i32[(off >> 2) + 2] + HEADER <= blockSize(off);
 }
 
@@ -202,6 +296,9 @@ registerHandle<SharedMemory, number>({
       attaching = 0;
     }
   },
+  // A message not sent after all: its reference would keep the block (a big one: its
+  // gigabytes, in the main thread) for the rest of the run.
+  discard: (off) => release(off, isBig(off) ? forget : undefined),
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,11 @@
  * `RawValue`, `RawArray`, with the typecodes of Python's `array` module.
  *
  * The elements live in a block of the shared heap, so a handle crosses to a worker (in `args`
- * or inside any Queue/Pipe message) as an offset and every copy sees the same memory.
+ * or inside any Queue/Pipe message) as an offset and every copy sees the same memory. An array
+ * of 64 MiB or more gets a `SharedArrayBuffer` of its own instead (a big block, see _bigblock:
+ * as large as the machine's memory allows), which reaches a worker that has not had it only by
+ * message: in its `args`, or through an async receiver (`await q.get()`); a synchronous
+ * receiver gets an error saying so.
  *
  * Each read and each write of one element is atomic on its own (elements are aligned, so they
  * are never torn; 64-bit integers go through `Atomics`), as in Python where `.value` takes the
@@ -18,9 +22,18 @@
  */
 
 import { optionsOf } from "./_args.ts";
-import { adopt, alloc, checkNotTerminated, heap, retain } from "./_heap.ts";
+import { adopt, alloc, checkNotTerminated, heap, release, retain } from "./_heap.ts";
+import {
+  allocBig,
+  BIG_BLOCK_BYTES,
+  bigBuffer,
+  bigBufferAsync,
+  forget,
+  isBig,
+  notHereMessage,
+} from "./_bigblock.ts";
 import { ValueError } from "./errors.ts";
-import { registerHandle } from "./reduction.ts";
+import { pendingUntil, registerHandle } from "./reduction.ts";
 import { Lock, RLock } from "./synchronize.ts";
 
 /**
@@ -230,14 +243,36 @@ function attach<T>(off: number, make: () => T): T {
   }
 }
 
-/** The elements of a new object: an attached block, or a fresh one (zeroed). */
-function cells(self: object, spec: Spec, n: number): { off: number; a: Typed; fresh: boolean } {
+/**
+ * The elements of a new object: an attached block, or a fresh one (zeroed). A big block whose
+ * buffer has not reached this worker gets an empty view, and `arrive` replaces it once the
+ * buffer is here: the codec waits for that (or, decoding synchronously, fails) before anybody
+ * sees the object.
+ */
+function cells(
+  self: object,
+  spec: Spec,
+  n: number,
+  arrive: (a: Typed) => void,
+): { off: number; a: Typed; fresh: boolean } {
   const fresh = attaching === 0;
+  const bytes = Math.max(1, n) * spec.size;
   if (fresh) checkNotTerminated();
-  const off = fresh ? alloc(Math.max(1, n) * spec.size) : attaching;
+  let off = attaching, sab: SharedArrayBuffer | undefined;
+  if (fresh && bytes >= BIG_BLOCK_BYTES) ({ off, sab } = allocBig(bytes));
+  else if (fresh) off = alloc(bytes);
   attaching = 0;
-  adopt(self, off);
-  return { off, a: spec.view(heap().sab, off, n), fresh };
+  if (!isBig(off)) {
+    adopt(self, off);
+    return { off, a: spec.view(heap().sab, off, n), fresh };
+  }
+  adopt(self, off, forget);
+  if ((sab ??= bigBuffer(off))) return { off, a: spec.view(sab, 0, n), fresh };
+  pendingUntil(
+    bigBufferAsync(off).then((b) => arrive(spec.view(b, 0, n))),
+    notHereMessage(`a shared Array of ${bytes} bytes`),
+  );
+  return { off, a: spec.view(new SharedArrayBuffer(0), 0, 0), fresh };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,7 +301,7 @@ export class RawValue<T extends Typecode = Typecode> {
   constructor(typecode: T, init?: CInput<T>) {
     const spec = specOf(typecode);
     if (init !== undefined) spec.write(probe(spec), 0, init); // validate before allocating
-    const c = cells(this, spec, 1);
+    const c = cells(this, spec, 1, () => {});
     this.#off = c.off;
     this.#spec = spec;
     this.#a = c.a;
@@ -354,6 +389,7 @@ registerHandle<RawValue, [number, Typecode]>({
     return [off, code];
   },
   rebuild: ([off, code]) => attach(off, () => new RawValue(code)),
+  discard: ([off]) => dropBlock(off),
 });
 registerHandle<Value, [number, Typecode, Lock | RLock | null]>({
   name: "Value",
@@ -366,6 +402,7 @@ registerHandle<Value, [number, Typecode, Lock | RLock | null]>({
   },
   rebuild: ([off, code, lock]) =>
     rebuildSynchronized(lock, () => attach(off, () => new Value(code))),
+  discard: ([off]) => dropBlock(off),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -432,7 +469,7 @@ export class RawArray<T extends Typecode = Typecode> {
         }
       });
     }
-    const c = cells(this, spec, n);
+    const c = cells(this, spec, n, (a) => (this.#a = a));
     this.#off = c.off;
     this.#spec = spec;
     this.#a = c.a;
@@ -547,6 +584,7 @@ registerHandle<RawArray, [number, Typecode, number]>({
     return [off, code, length];
   },
   rebuild: ([off, code, length]) => attach(off, () => new RawArray(code, length)),
+  discard: ([off]) => dropBlock(off),
 });
 registerHandle<SharedArray, [number, Typecode, number, Lock | RLock | null]>({
   name: "Array",
@@ -559,6 +597,15 @@ registerHandle<SharedArray, [number, Typecode, number, Lock | RLock | null]>({
   },
   rebuild: ([off, code, length, lock]) =>
     rebuildSynchronized(lock, () => attach(off, () => new SharedArray(code, length))),
+  discard: ([off]) => dropBlock(off),
 });
+
+/**
+ * The `discard` of these kinds: the reference of a message not sent after all would keep the
+ * block (a big array's: its gigabytes, in the main thread) for the rest of the run.
+ */
+function dropBlock(off: number): void {
+  release(off, isBig(off) ? forget : undefined);
+}
 
 export { SharedArray as Array };

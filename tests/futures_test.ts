@@ -11,7 +11,7 @@ import {
   ThreadPoolExecutor,
   wait,
 } from "../lib/futures.ts";
-import { Pool } from "../lib/pool.ts";
+import { __testHooks, Pool } from "../lib/pool.ts";
 import { activeChildren } from "../lib/process.ts";
 import { currentThread } from "../lib/threading.ts";
 import { BrokenPoolError, ProcessError, TimeoutError, ValueError } from "../lib/errors.ts";
@@ -26,6 +26,8 @@ import {
   square,
   squareUnless13,
 } from "./fixtures/pool_tasks.ts";
+import { countRun } from "./fixtures/pool_race_tasks.ts";
+import { RawArray } from "../lib/sharedctypes.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -145,57 +147,73 @@ Deno.test("ProcessPoolExecutor: submit returns Futures with results, errors, the
   assert.equal(activeChildren().filter((p) => p.name.startsWith("PoolWorker-")).length, 0);
 });
 
-Deno.test("ProcessPoolExecutor: at most maxWorkers + 1 calls are running; the others stay pending and cancellable", async () => {
+Deno.test("ProcessPoolExecutor: a future is pending until a worker starts its call; cancel() withdraws it from the pool", async () => {
   await using ex = new ProcessPoolExecutor({ maxWorkers: 1 });
   const fs = range(6).map(() => ex.submit(sleepMs, 300));
-  // CPython's window: the first maxWorkers + 1 are handed to the pool (running), the rest pend.
-  assert.deepEqual(fs.map((f) => f.running()), [true, true, false, false, false, false]);
+  // Every call is in the pool at once, and none has started yet: all pending, all cancellable.
+  assert.deepEqual(fs.map((f) => f.running()), range(6).map(() => false));
+  assert.match(String(ex), /running=0 pending=6/);
+  await until(() => fs[0].running());
+  assert.equal(String(fs[0]), "<Future state=running>");
+  assert.match(String(ex), /running=1 pending=5/);
   assert.equal(fs[0].cancel(), false);
-  assert.equal(fs[1].cancel(), false);
+  assert.deepEqual(fs.slice(1).map((f) => f.running()), [false, false, false, false, false]);
   assert.equal(fs[4].cancel(), true);
-  assert.ok(fs[4].cancelled() && fs[4].done());
+  assert.ok(fs[4].cancelled() && fs[4].done() && !fs[4].running());
   await assert.rejects(fs[4].result(), CancelledError);
-  // As calls finish, the pending ones are handed over in order, skipping the cancelled one.
+  // As calls finish, the next starts, skipping the cancelled one.
   assert.equal(await fs[0].result(10_000), "slept");
-  await until(() => fs[2].running() || fs[2].done());
-  assert.equal(fs[2].cancel(), false);
-  assert.ok(!fs[5].running());
+  await until(() => fs[1].running());
+  assert.equal(fs[1].cancel(), false);
+  assert.ok(!fs[2].running() && !fs[5].running());
   for (const i of [1, 2, 3, 5]) assert.equal(await fs[i].result(10_000), "slept");
-  assert.equal(fs[4].running(), false);
+  assert.ok(fs[4].cancelled());
 });
 
-Deno.test("ProcessPoolExecutor: the window is refilled as a call completes, before its future's callbacks run", async () => {
+Deno.test("ProcessPoolExecutor: a call queued in a worker behind a running one is still pending and cancellable", async () => {
   await using ex = new ProcessPoolExecutor({ maxWorkers: 1 });
-  const fs = range(4).map(() => ex.submit(sleepMs, 50));
-  const seen: boolean[] = [];
-  fs[0].addDoneCallback(() => seen.push(fs[2].running(), fs[3].running()));
-  await fs[0].result(10_000);
-  assert.deepEqual(seen, [true, false]); // the next pending call was handed over already
-  await Promise.all(fs.map((f) => f.result(10_000)));
+  // Instant calls first: the pool then hands the worker many calls at a time.
+  for await (const _ of ex.map(square, range(300))) { /* warm-up */ }
+  const slow = ex.submit(sleepMs, 400);
+  const behind = range(3).map((i) => ex.submit(square, i));
+  await until(() => slow.running());
+  const skips = __testHooks.skips;
+  assert.ok(behind.every((f) => !f.running() && !f.done()));
+  assert.equal(behind[1].cancel(), true);
+  assert.equal(__testHooks.skips, skips + 1, "it was not in the worker's queue");
+  assert.ok(behind[1].cancelled());
+  assert.equal(slow.cancel(), false);
+  assert.equal(await behind[0].result(10_000), 0);
+  assert.equal(await behind[2].result(10_000), 4);
+  assert.equal(await slow.result(10_000), "slept");
 });
 
-Deno.test("ProcessPoolExecutor.shutdown({ cancelFutures: true }) cancels the pending calls; the running ones finish", async () => {
+Deno.test("ProcessPoolExecutor.shutdown({ cancelFutures: true }) cancels the calls not started; the running one finishes", async () => {
   const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
   const fs = range(8).map(() => ex.submit(sleepMs, 100));
+  await until(() => fs[0].running());
   const t0 = performance.now();
   await ex.shutdown({ cancelFutures: true });
   const ms = performance.now() - t0;
-  assert.deepEqual(fs.map((f) => f.cancelled()), [
-    false,
-    false,
-    true,
-    true,
-    true,
-    true,
-    true,
-    true,
-  ]);
+  assert.deepEqual(fs.map((f) => f.cancelled()), [false, true, true, true, true, true, true, true]);
   assert.ok(fs.every((f) => f.done()));
   assert.equal(await fs[0].result(), "slept");
-  assert.equal(await fs[1].result(), "slept");
-  assert.ok(ms < 8 * 100, `shutdown took ${ms} ms: it ran the cancelled calls`);
+  assert.ok(ms < 7 * 100, `shutdown took ${ms} ms: it ran the cancelled calls`);
   assert.throws(() => ex.submit(square, 2), /cannot schedule new futures after shutdown/);
   await ex.shutdown(); // again: harmless
+});
+
+Deno.test("ProcessPoolExecutor.shutdown({ cancelFutures: true }): 100 calls queued in a worker behind a running one are all cancelled, none runs", async () => {
+  const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
+  for await (const _ of ex.map(square, range(300))) { /* warm-up: many calls per message */ }
+  const runs = new RawArray("i", 100);
+  const slow = ex.submit(sleepMs, 400);
+  const fs = range(100).map((i) => ex.submit(countRun, runs, i, 0));
+  await until(() => slow.running());
+  await ex.shutdown({ cancelFutures: true });
+  assert.deepEqual(fs.filter((f) => !f.cancelled()).length, 0);
+  assert.equal(await slow.result(), "slept");
+  assert.deepEqual(range(100).filter((i) => runs.get(i) !== 0), [], "cancelled calls ran");
 });
 
 Deno.test("ProcessPoolExecutor.shutdown({ wait: false }) returns at once; the calls still finish", async () => {
@@ -323,6 +341,19 @@ Deno.test("Executor.map: leaving the loop early cancels the calls not started", 
   }
   await ex.shutdown();
   assert.ok(calls <= 2, `${calls} calls ran`); // the one awaited, and maybe the next
+});
+
+Deno.test("ProcessPoolExecutor.map: leaving the loop early withdraws the chunks not started", async () => {
+  const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
+  // Three chunks of two 300 ms calls: the first yields after ~600 ms, when the second has begun.
+  for await (const y of ex.map(sleepMs, range(6).map(() => 300), { chunksize: 2 })) {
+    assert.equal(y, "slept");
+    break;
+  }
+  const t0 = performance.now();
+  await ex.shutdown(); // waits for the second chunk only: the third was withdrawn
+  const ms = performance.now() - t0;
+  assert.ok(ms < 1000, `shutdown took ${ms.toFixed(0)} ms: the third chunk ran`);
 });
 
 // ---------------------------------------------------------------------------------------------

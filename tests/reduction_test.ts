@@ -7,10 +7,12 @@ import { Queue } from "../lib/queues.ts";
 import { Event } from "../lib/synchronize.ts";
 import { Process } from "../lib/process.ts";
 import { Pool } from "../lib/pool.ts";
+import { Pipe } from "../lib/connection.ts";
 import {
   echo,
   getEventSync,
   setEventAsync,
+  setEventFromPipe,
   throwPlain,
   throwUnsendable,
   throwWithCause,
@@ -213,6 +215,25 @@ Deno.test("a handle whose module a worker has not loaded: async get loads it, ge
     await b.join();
   } finally {
     q.close();
+    out.close();
+  }
+});
+
+Deno.test("a handle whose module a worker has not loaded arrives through a Pipe's async recv", async () => {
+  const [a, b] = Pipe<Event>();
+  const out = new Queue<string>();
+  try {
+    const ev = new Event();
+    const p = new Process({ target: setEventFromPipe, args: [b, out] });
+    p.start();
+    await a.send(ev);
+    assert.equal(await out.get({ timeout: 30_000 }), "set");
+    assert.ok(ev.isSet());
+    await p.join();
+    assert.equal(p.exitCode, 0);
+  } finally {
+    a.close();
+    b.close();
     out.close();
   }
 });

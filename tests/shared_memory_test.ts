@@ -150,3 +150,17 @@ Deno.test("SharedMemory and ShareableList: options of the wrong shape are TypeEr
     (e) => e instanceof TypeError && /\{ name \}/.test(e.message),
   );
 });
+
+Deno.test("SharedMemory.attach: attaches by name like the constructor; a bad name rejects", async () => {
+  using shm = new SharedMemory({ size: 32 });
+  shm.buf[31] = 8;
+  using again = await SharedMemory.attach(shm.name);
+  assert.equal(again.buf[31], 8);
+  assert.equal(again.size, 32);
+  await assert.rejects(() => SharedMemory.attach("psm_nope"), /no SharedMemory named 'psm_nope'/);
+  await assert.rejects(
+    // deno-lint-ignore no-explicit-any
+    () => SharedMemory.attach({ name: shm.name } as any),
+    /takes the block's name/,
+  );
+});
