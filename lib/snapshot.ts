@@ -82,11 +82,18 @@ export interface Snapshot {
    * lives in (another isolate's pools as it last published them: at most ~500 ms ago).
    */
   pools: Record<string, unknown>[];
-  /** Queues: depth, counters, waiting getters and putters. */
+  /**
+   * Queues and mailboxes: `name`, `kind`, `depth` (`mailbox` for a Mailbox), `maxsize`, `puts`,
+   * `gets`, `waitingGetters` (null for a FIFO queue, whose readers wait uncounted),
+   * `waitingPutters`, `unfinished` (joinable queues), `closed`.
+   */
   queues: Record<string, unknown>[];
   /** Locks and the other synchronization primitives. */
   locks: LockSnapshot[];
-  /** Actors: mailbox depth, state, restarts, last exit reason. */
+  /**
+   * Actors: `name`, the `process` it runs in, `state`, `mailbox` depth, `restarts` and
+   * `supervisor` (when supervised), `exitReason` (why it, or the child it replaced, last exited).
+   */
   actors: Record<string, unknown>[];
   /**
    * Supervisors: strategy, state, restarts, and their children (id, name, restarts, last exit
