@@ -89,3 +89,13 @@ export { type CallOptions } from "./lib/actor.ts";
 export { register, registered, unregister, whereis } from "./lib/registry.ts";
 export * as pg from "./lib/groups.ts";
 export { cancelTimer, sendAfter, TimerRef } from "./lib/timers.ts";
+// Issue 16: observability.
+export {
+  type CycleStep,
+  type LockSnapshot,
+  type ProcessSnapshot,
+  setDeadlockDetection,
+  type Snapshot,
+  snapshot,
+} from "./lib/snapshot.ts";
+export { type Dashboard, type DashboardOptions, serveDashboard } from "./lib/dashboard.ts";

@@ -35,6 +35,7 @@
 import { keepAlive } from "./_atomics.ts";
 import { allocSlot, heap, markDead } from "./_heap.ts";
 import { current } from "./_context.ts";
+import { recordExit, recordProcess } from "./_observe.ts";
 import type { ChildSpec } from "./_spawn.ts";
 import type { IsolationOptions } from "./process.ts";
 import { ProcessError, ValueError } from "./errors.ts";
@@ -697,6 +698,7 @@ export class OsChild {
     }
     this.pid = this.#proc.pid;
     this.slot = allocSlot(heap().slot);
+    recordProcess(this.slot, spec.name, spec.daemon, target.module, target.name);
     this.exited = new Promise((r) => (this.#resolve = r));
     running.add(this);
     if (spec.daemon) this.#proc.unref();
@@ -776,6 +778,7 @@ export class OsChild {
     if (this.#code !== null) return;
     this.#code = code;
     this.#channel?.close();
+    recordExit(this.slot, code);
     markDead(this.slot);
     this.#resolve(code);
   }

@@ -17,6 +17,7 @@
  */
 
 import { allocSlot, attachHeap, heap, isTerminatedError, markDead } from "./_heap.ts";
+import { recordExit, recordProcess } from "./_observe.ts";
 import { adoptStartBuffers, buffersForChild, type StartBuffer } from "./_bigblock.ts";
 import {
   current,
@@ -211,6 +212,7 @@ export class Child {
     }
     this.slot = allocSlot(heap().slot);
     this.pid = pidOfSlot(this.slot);
+    recordProcess(this.slot, spec.name, spec.daemon, spec.target.module, spec.target.name);
     this.exited = new Promise((r) => (this.#resolve = r));
     const options: WorkerOptions & { deno?: { permissions?: Deno.PermissionOptions } } = {
       type: "module",
@@ -266,6 +268,7 @@ export class Child {
     if (this.#code !== null) return;
     this.#code = code;
     this.#worker.terminate();
+    recordExit(this.slot, code);
     markDead(this.slot);
     this.#resolve(code);
   }

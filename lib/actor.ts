@@ -63,6 +63,8 @@ import { Full, ProcessError, SerializationError, TimeoutError, ValueError } from
 import { exit, Process } from "./process.ts";
 import { Encoder, loads, registerHandle } from "./reduction.ts";
 import { forgetActor } from "./_refmap.ts";
+import { forgetObject, registerObject } from "./_observe.ts";
+import { inspectors } from "./_waitfor.ts";
 import { register } from "./registry.ts";
 import { actorTimer, cancelOwnedTimers, type TimerRef } from "./timers.ts";
 
@@ -192,6 +194,7 @@ class Box {
 
 /** Frees what a mailbox block points to, when its last reference goes. */
 function freeBox(off: number): void {
+  forgetObject(off);
   const h = heap(), b = off >> 2;
   const r = h.i32[b + REASON];
   if (r) release(r);
@@ -235,6 +238,8 @@ function encodeAt(value: unknown[], at: number, root: string): Uint8Array {
 export interface MailboxOptions {
   /** At most this many messages queued; `send` then waits (backpressure). 0: unbounded. */
   maxsize?: number;
+  /** Shown in `snapshot()`; default: the creation site. */
+  name?: string;
 }
 
 /** Options of {@link Mailbox.receive}. */
@@ -290,6 +295,7 @@ export class Mailbox<T = unknown> {
         throw new ValueError(`maxsize must be a non-negative integer: current value is ${max}`);
       }
       this.#box = new Box(Box.create(PLAIN, Math.min(max, 0x7fffffff)));
+      registerObject("Mailbox", this.#box.off, options.name);
     }
     adopt(this, this.#box.off, freeBox);
   }
@@ -672,6 +678,26 @@ function readReason(box: Box): ExitReason {
     return e as Error;
   }
 }
+
+// What snapshot() reads of a mailbox or an actor: its live words.
+const STATES = ["starting", "running", "stopping", "stopped"];
+const inspectBox = (off: number) => {
+  const box = new Box(off), i32 = box.i32, state = Atomics.load(i32, STATE);
+  const depth = Math.max(0, Atomics.load(i32, COUNT)) + Atomics.load(i32, SAVE_COUNT);
+  if (box.kind !== ACTOR) return { holders: [], state: { mailbox: depth, maxsize: box.maxsize } };
+  const reason = state === STOPPED ? readReason(box) : null;
+  return {
+    holders: [],
+    state: {
+      mailbox: depth,
+      state: STATES[state] ?? "starting",
+      slot: Atomics.load(i32, SLOT),
+      exitReason: reason === null ? null : describe(reason),
+    },
+  };
+};
+inspectors.set("Mailbox", inspectBox);
+inspectors.set("Actor", inspectBox);
 
 function bumpDeaths(): void {
   const i32 = heap().i32;
@@ -1889,6 +1915,7 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   const target = resolveTarget(cls, options.module, caller);
   const name = options.name ?? `${cls.name}-${nextId()}`;
   const box = new Box(Box.create(ACTOR, 0));
+  registerObject("Actor", box.off, name);
   const ref = makeRef<A>(box, name, true);
   // The worker imports the class's module too: it may read that file, whatever was asked.
   const permissions = options.permissions === undefined

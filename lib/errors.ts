@@ -167,6 +167,33 @@ export class BrokenBarrierError extends Error {
 }
 
 /**
+ * A deadlock-detecting `acquire()` would close a cycle in the wait-for graph: it would wait for
+ * a lock whose holder waits, directly or through others, for one this thread holds. `cycle`
+ * lists each party: the process (or thread), what it holds and what it waits for.
+ *
+ * @example
+ * ```ts
+ * import { DeadlockError } from "./errors.ts";
+ * const e = new DeadlockError("deadlock", [{ process: "a", holds: "x", waitsFor: "y" }]);
+ * console.assert(e.name === "DeadlockError" && e.cycle.length === 1);
+ * ```
+ */
+export class DeadlockError extends Error {
+  /** The cycle, starting with the caller. */
+  readonly cycle: readonly { process: string; holds: string; waitsFor: string }[];
+  /** Creates the error. */
+  constructor(
+    message = "deadlock",
+    cycle: readonly { process: string; holds: string; waitsFor: string }[] = [],
+    options?: DenompErrorOptions,
+  ) {
+    super(message, options);
+    this.cycle = cycle;
+    named(this, "DeadlockError");
+  }
+}
+
+/**
  * A pool worker died while running a task; the message names the worker and its exit code.
  *
  * @example
@@ -285,4 +312,5 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Err
   BrokenPoolError,
   ValueError,
   CancelledError,
+  DeadlockError,
 };

@@ -84,6 +84,8 @@ import { cpuCount, type IsolationOptions, Process } from "./process.ts";
 import { Decoder, Encoder, withHandleModules } from "./reduction.ts";
 import { exitNote, isolatedEncoder } from "./_os_pool.ts";
 import { checkIsolation } from "./_os_spawn.ts";
+import { PoolStats } from "./_pool_stats.ts";
+import { sections } from "./_observe.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Wire format and shared layout (both sides)
@@ -648,6 +650,8 @@ class Task {
   seq = 0;
   /** Cancelled before it started: its worker skips it and sends nothing back. */
   skipped = false;
+  /** When it was submitted, for one task in a few (see PoolStats.stamp); else 0. */
+  at = 0;
   constructor(
     readonly job: Job,
     readonly fn: FnInfo,
@@ -817,6 +821,8 @@ export interface PoolOptions extends IsolationOptions {
    * does. Not in Python (its workers import the main module when they start).
    */
   preload?: readonly (string | URL)[];
+  /** Shown in `toString()` and `snapshot()`; default `Pool-N`. */
+  name?: string;
 }
 
 /** Options of a task: `apply`, `applyAsync`. */
@@ -867,6 +873,20 @@ let widCounter = 0;
 
 type Settled = [boolean, unknown];
 type MapArg = number | MapOptions<unknown[]> | undefined;
+
+let poolCount = 0;
+/** The pools of this isolate, for snapshot(). */
+const livePools = new Set<WeakRef<Pool>>();
+let describePool!: (p: Pool) => Record<string, unknown> | null;
+sections.set("pools", () => {
+  const out: Record<string, unknown>[] = [];
+  for (const ref of livePools) {
+    const p = ref.deref(), d = p && describePool(p);
+    if (d) out.push(d);
+    else livePools.delete(ref); // collected, or terminated and joined
+  }
+  return out;
+});
 
 /**
  * A pool of worker processes (Python's `multiprocessing.Pool`). Task functions must be exported
@@ -934,6 +954,10 @@ export class Pool {
   /** The stage as Float64 values (numeric columns are written through it, 8-aligned). */
   #stageF64 = new Float64Array(this.#stage.buffer);
 
+  /** For snapshot(): its name, counters and latencies. */
+  readonly #name: string;
+  readonly #stats = new PoolStats();
+
   #readyWaiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   #changeWaiters: (() => void)[] = [];
 
@@ -963,6 +987,8 @@ export class Pool {
     }
     this.#processes = processes;
     this.#maxTasks = mt ?? 0;
+    this.#name = options.name ?? `Pool-${++poolCount}`;
+    livePools.add(new WeakRef(this));
     this.#initializer = options.initializer ? fnInfo(options.initializer, "initializer").ref : null;
     this.#initargs = [...(options.initargs ?? [])];
     const preload = options.preload ?? [];
@@ -1284,6 +1310,45 @@ export class Pool {
     return `<Pool state=${state} pool_size=${this.#processes}>`;
   }
 
+  /**
+   * Forgets the task wait and run times measured so far (`snapshot().pools`: their p50/p99);
+   * the counters keep counting.
+   *
+   * @example
+   * ```ts ignore
+   * pool.resetStats(); // latencies from now on
+   * ```
+   */
+  resetStats(): void {
+    this.#stats.reset();
+  }
+
+  static {
+    describePool = (p) => {
+      const workers = p.#list.filter((w) => !w.dead).map((w) => {
+        const t = w.fifo.length - w.head - w.skipped > 0 ? w.fifo[w.head] : undefined;
+        return { name: w.proc.name, busy: t !== undefined, task: t ? t.fn.ref.name : "" };
+      });
+      // Gone: terminated, or closed with nothing left to do.
+      if (p.#state === TERMINATE || (p.#state === CLOSE && p.#outstanding === 0)) {
+        if (!workers.length) return null;
+      }
+      const busy = workers.filter((w) => w.busy).length;
+      return {
+        name: p.#name,
+        state: p.#broken ? "broken" : ["running", "closed", "terminated"][p.#state],
+        processes: p.#processes,
+        workers,
+        queued: Math.max(0, p.#outstanding - busy),
+        running: busy,
+        completed: p.#stats.completed,
+        failed: p.#stats.failed,
+        utilization: p.#stats.utilization(workers.length, busy),
+        ...p.#stats.latencies(),
+      };
+    };
+  }
+
   // -------------------------------------------------------------------------------------------
   // Submission
 
@@ -1304,6 +1369,7 @@ export class Pool {
       this.#settleJob(t, false, this.#broken ?? new ValueError("Pool not running"));
       return;
     }
+    t.at = this.#stats.stamp();
     this.#queue.push(t);
     this.#outstanding++;
     if ((this.#queue.length - this.#qhead) % EAGER_DISPATCH === 0) this.#dispatch();
@@ -1946,6 +2012,7 @@ export class Pool {
         t = w.fifo[w.head];
       }
       if (t === undefined || t.seq !== seq) return true;
+      this.#stats.timed(us, t.at);
       w.shift();
       if (t.state !== ASSIGNED) return true; // cancelled while it ran
       let ok = kind !== R_ERR, value: unknown;
@@ -1996,6 +2063,7 @@ export class Pool {
     if (t.state === DONE) return;
     t.state = DONE;
     this.#outstanding--;
+    this.#stats.count(t.mode === APPLY ? 1 : t.count, ok);
     this.#settleJob(t, ok, v);
   }
 

@@ -60,6 +60,8 @@ import {
 import { optionsOf } from "./_args.ts";
 import { Empty, Full, SerializationError, ValueError } from "./errors.ts";
 import { Encoder, loads, loadsAsync, registerHandle } from "./reduction.ts";
+import { type Kind as ObjectKind, registerObject } from "./_observe.ts";
+import { inspectors } from "./_waitfor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Shared layout (Int32 words from the block's offset / 4)
@@ -1064,9 +1066,12 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   #busy = 0;
 
   /**
-   * Creates a queue holding at most `maxsize` items (`0`: unbounded; `put` then never waits).
+   * Creates a queue holding at most `maxsize` items (`0`: unbounded; `put` then never waits),
+   * or from options: `new Queue({ maxsize: 100, name: "jobs" })`.
    */
-  constructor(maxsize = 0) {
+  constructor(maxsize: number | QueueOptions = 0) {
+    const o = typeof maxsize === "object" ? queueOptions(maxsize) : undefined;
+    if (o) maxsize = o.maxsize ?? 0;
     const kind = creatingKind, joinable = creatingJoinable;
     creatingKind = FIFO;
     creatingJoinable = false;
@@ -1080,6 +1085,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       }
       const off = Shared.create(kind, Math.max(0, Math.min(maxsize, 0x7fffffff)), joinable);
       this.#s = new Shared(off);
+      registerObject(objectKind(this, kind, joinable), off, o?.name);
     }
     const s = this.#s;
     this.#off = s.off;
@@ -1369,9 +1375,9 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
  * ```
  */
 export class SimpleQueue<T = unknown> extends Queue<T> {
-  /** Creates an unbounded queue. */
-  constructor() {
-    super(0);
+  /** Creates an unbounded queue (option: `name`). */
+  constructor(options?: Pick<QueueOptions, "name">) {
+    super(options ? { ...queueOptions(options), maxsize: 0 } : 0);
   }
 }
 
@@ -1390,8 +1396,8 @@ export class SimpleQueue<T = unknown> extends Queue<T> {
  * ```
  */
 export class JoinableQueue<T = unknown> extends Queue<T> {
-  /** Creates a queue holding at most `maxsize` items (`0`: unbounded). */
-  constructor(maxsize = 0) {
+  /** Creates a queue holding at most `maxsize` items (`0`: unbounded), or from options. */
+  constructor(maxsize: number | QueueOptions = 0) {
     creatingJoinable = true;
     super(maxsize);
   }
@@ -1428,8 +1434,8 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
  * ```
  */
 export class LifoQueue<T = unknown> extends JoinableQueue<T> {
-  /** Creates a stack holding at most `maxsize` items (`0`: unbounded). */
-  constructor(maxsize = 0) {
+  /** Creates a stack holding at most `maxsize` items (`0`: unbounded), or from options. */
+  constructor(maxsize: number | QueueOptions = 0) {
     creatingKind = LIFO;
     super(maxsize);
   }
@@ -1452,8 +1458,8 @@ export class LifoQueue<T = unknown> extends JoinableQueue<T> {
  * ```
  */
 export class PriorityQueue<T = unknown> extends JoinableQueue<T> {
-  /** Creates a priority queue holding at most `maxsize` items (`0`: unbounded). */
-  constructor(maxsize = 0) {
+  /** Creates a priority queue holding at most `maxsize` items (`0`: unbounded), or from options. */
+  constructor(maxsize: number | QueueOptions = 0) {
     creatingKind = PRIO;
     super(maxsize);
   }
@@ -1515,3 +1521,60 @@ register("SimpleQueue", SimpleQueue, FIFO);
 register("JoinableQueue", JoinableQueue, FIFO);
 register("LifoQueue", LifoQueue, LIFO);
 register("PriorityQueue", PriorityQueue, PRIO);
+
+// ---------------------------------------------------------------------------------------------
+// Names and snapshot() (issue 16)
+
+/** Options of `new Queue({ maxsize, name })` (and of the other queue classes). */
+export interface QueueOptions {
+  /** At most this many items (`0`, the default: unbounded). */
+  maxsize?: number;
+  /** Shown in `snapshot()` and the dashboard; default: the kind and creation site. */
+  name?: string;
+}
+
+function queueOptions(o: QueueOptions): QueueOptions {
+  if (o === null || Array.isArray(o)) {
+    throw new TypeError(
+      'new Queue takes a maxsize or options: new Queue({ maxsize: 100, name: "jobs" })',
+    );
+  }
+  if (o.name !== undefined && typeof o.name !== "string") {
+    throw new TypeError(`new Queue: name must be a string, got ${typeof o.name}`);
+  }
+  return o;
+}
+
+function objectKind(q: object, kind: Kind, joinable: boolean): ObjectKind {
+  if (kind === LIFO) return "LifoQueue";
+  if (kind === PRIO) return "PriorityQueue";
+  return q instanceof SimpleQueue ? "SimpleQueue" : joinable ? "JoinableQueue" : "Queue";
+}
+
+/**
+ * What snapshot() reads of a queue: its live counters. Queues are unlisted lazily (a snapshot
+ * drops the entry of a block that was freed), so the words are checked to be a queue's first.
+ */
+function inspectQueue(off: number) {
+  const i32 = new Int32Array(heap().sab, off, HEADER >> 2);
+  if (Atomics.load(i32, MAGIC_I) !== MAGIC) throw new Error("not a queue any more");
+  const kind = Atomics.load(i32, KIND), puts = Atomics.load(i32, PUTS);
+  const gets = Atomics.load(i32, GETS), joinable = Atomics.load(i32, JOINABLE) !== 0;
+  return {
+    holders: [],
+    state: {
+      depth: Math.max(0, (puts - gets) | 0),
+      maxsize: Atomics.load(i32, MAXSIZE),
+      puts,
+      gets,
+      // A FIFO queue's readers wait inside its ring, uncounted.
+      waitingGetters: kind === FIFO ? null : Atomics.load(i32, GET_WAITERS),
+      waitingPutters: Atomics.load(i32, PUT_WAITERS),
+      ...(joinable ? { unfinished: Math.max(0, (puts - Atomics.load(i32, TASKS_DONE)) | 0) } : {}),
+      closed: Atomics.load(i32, CLOSED) !== 0,
+    },
+  };
+}
+for (const k of ["Queue", "SimpleQueue", "JoinableQueue", "LifoQueue", "PriorityQueue"] as const) {
+  inspectors.set(k, inspectQueue);
+}

@@ -45,6 +45,7 @@ import {
   monitor,
 } from "./actor.ts";
 import { TimeoutError, ValueError } from "./errors.ts";
+import { localChanged, sections } from "./_observe.ts";
 import { Process } from "./process.ts";
 
 /** How a supervisor restarts its children. */
@@ -159,6 +160,19 @@ interface Slot {
 type State = "initial" | "running" | "stopping" | "stopped";
 
 let supervisorCount = 0;
+/** The supervisors started in this isolate, for snapshot(). */
+const live = new Set<WeakRef<Supervisor>>();
+let describeSupervisor!: (s: Supervisor) => Record<string, unknown>;
+sections.set("supervisors", () => {
+  const out: Record<string, unknown>[] = [];
+  for (const w of live) {
+    const s = w.deref();
+    if (!s) live.delete(w);
+    else out.push(describeSupervisor(s));
+    if (s && !s.isAlive()) live.delete(w); // listed once more after it stopped
+  }
+  return out;
+});
 const STRATEGIES = new Set(["one_for_one", "one_for_all", "rest_for_one"]);
 const RESTARTS = new Set(["permanent", "transient", "temporary"]);
 
@@ -212,6 +226,8 @@ export class Supervisor implements Supervisable {
   #slots: Slot[];
   #state: State = "initial";
   #restarts: number[] = [];
+  /** For snapshot(): restarts and the last exit reason of each child, by id. */
+  #seen = new Map<string, { restarts: number; lastExit: string | null }>();
   #restartCount = 0;
   #ops: Promise<unknown> = Promise.resolve();
   #resolveExit!: (r: ExitReason) => void;
@@ -284,6 +300,7 @@ export class Supervisor implements Supervisable {
   async start(): Promise<this> {
     if (this.#state !== "initial") throw new ValueError(`supervisor ${this.name} already started`);
     this.#state = "running";
+    live.add(new WeakRef(this));
     for (const slot of this.#slots) {
       try {
         await this.#startChild(slot);
@@ -301,6 +318,27 @@ export class Supervisor implements Supervisable {
   /** True from `start()` until the supervisor has stopped. */
   isAlive(): boolean {
     return this.#state === "running" || this.#state === "stopping";
+  }
+
+  static {
+    describeSupervisor = (s) => ({
+      name: s.name,
+      strategy: s.#strategy,
+      state: s.#state,
+      restarts: s.#restartCount,
+      children: s.#slots.map((slot) => {
+        const ref = s.#runningRef(slot), seen = s.#seen.get(slot.spec.id);
+        return {
+          id: slot.spec.id,
+          name: (ref as { name?: string } | undefined)?.name ?? null,
+          kind: ref instanceof Supervisor ? "supervisor" : "worker",
+          restart: slot.spec.restart ?? "permanent",
+          running: ref !== undefined,
+          restarts: seen?.restarts ?? 0,
+          lastExitReason: seen?.lastExit ?? null,
+        };
+      }),
+    });
   }
 
   /** How many restarts the supervisor made in all. */
@@ -457,6 +495,13 @@ export class Supervisor implements Supervisable {
   // -------------------------------------------------------------------------------------------
 
   #emit(e: SupervisorEvent): void {
+    if ("id" in e) {
+      const seen = this.#seen.get(e.id) ?? { restarts: 0, lastExit: null };
+      if (e.type === "restarted") seen.restarts++;
+      else if (e.type !== "started") seen.lastExit = describe(e.reason);
+      this.#seen.set(e.id, seen);
+      localChanged(); // for snapshots taken in other isolates
+    }
     try {
       this.#onEvent?.(e);
     } catch (err) {

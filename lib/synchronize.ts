@@ -71,7 +71,15 @@ import {
   retain,
 } from "./_heap.ts";
 import { optionsOf } from "./_args.ts";
+import {
+  DETECT_DEADLOCK,
+  forgetObject,
+  type Kind,
+  objectName,
+  registerObject,
+} from "./_observe.ts";
 import { __testHooks } from "./_synchronize_hooks.ts";
+import { type Holder, inspectors, observed } from "./_waitfor.ts";
 import { BrokenBarrierError, ValueError } from "./errors.ts";
 import { registerHandle } from "./reduction.ts";
 import { getIdent } from "./threading.ts";
@@ -197,16 +205,62 @@ function attach<T>(off: number, make: () => T): T {
  * The block of a new handle: the one being attached, or a fresh zeroed one. Either way `self`
  * holds one reference, dropped when it is garbage-collected.
  */
-function block(self: object, bytes: number): { off: number; i32: Int32Array; fresh: boolean } {
+function block(
+  self: object,
+  bytes: number,
+  kind: Kind,
+  o?: ObjectOptions,
+): { off: number; i32: Int32Array; fresh: boolean } {
   const fresh = attaching === 0;
   if (fresh) checkNotTerminated();
   // At least a 64-byte block (blocks are aligned to their size): a cache line of its own, so
   // that two busy primitives never slow each other down by sharing one.
   const off = fresh ? alloc(Math.max(bytes, LINE_BYTES)) : attaching;
   attaching = 0;
-  adopt(self, off);
+  // Listed for snapshot() once, by its creator; unlisted when its last handle goes.
+  if (fresh) registerObject(kind, off, o?.name, o?.detectDeadlock ? DETECT_DEADLOCK : 0);
+  adopt(self, off, forgetObject);
   // A fixed-length view: Atomics on a length-tracking view of a growable buffer cost ~3x more.
   return { off, i32: new Int32Array(heap().sab, off, bytes >> 2), fresh };
+}
+
+/** The options object every primitive takes (see API.md "Options objects"). */
+export interface ObjectOptions {
+  /** Shown in `toString()`, errors and `snapshot()`; default: the kind and creation site. */
+  name?: string;
+  /**
+   * (Locks and semaphores.) A blocked acquire that would close a cycle of waits rejects with
+   * `DeadlockError` instead of waiting forever (see `setDeadlockDetection` for all locks).
+   */
+  detectDeadlock?: boolean;
+}
+
+/** Options of `new Semaphore({ value, name })` (and `BoundedSemaphore`). */
+export interface SemaphoreOptions extends ObjectOptions {
+  /** The number of permits (default 1). */
+  value?: number;
+}
+
+/** Options of `new Condition({ lock, name })`. */
+export interface ConditionOptions extends Pick<ObjectOptions, "name"> {
+  /** The lock it is over (default: a new `RLock`). */
+  lock?: Lock | RLock;
+}
+
+/** The options of a constructor that also has a positional form, checked. */
+function objectOptions<O extends ObjectOptions>(o: O | undefined, call: string): O | undefined {
+  if (o === undefined) return undefined;
+  o = optionsOf(o, call, `${call}({ name: "x" })`);
+  if (o.name !== undefined && typeof o.name !== "string") {
+    throw new TypeError(`${call}: name must be a string, got ${typeof o.name}`);
+  }
+  return o;
+}
+
+/** `, name='fork-1'` for toString(), when one was given. */
+function nameOf(off: number): string {
+  const n = objectName(off, true);
+  return n ? `, name='${n}'` : "";
 }
 
 /** Reduces a handle to its block offset, taking a reference for the message in flight. */
@@ -290,9 +344,9 @@ export class Lock {
   #held: Held = new Held(this, false);
   #ownerDied = false;
 
-  /** Creates an unlocked lock in shared memory. */
-  constructor() {
-    const b = block(this, 8);
+  /** Creates an unlocked lock in shared memory (options: `name`, `detectDeadlock`). */
+  constructor(options?: ObjectOptions) {
+    const b = block(this, 8, "Lock", objectOptions(options, "new Lock"));
     this.#off = b.off;
     this.#i32 = b.i32;
     this.#slot = heap().slot;
@@ -328,9 +382,10 @@ export class Lock {
         return Promise.resolve(this.#took(runSync(mutexWaits(i32, L_MUTEX, me, 0))));
       }
       if (spin(i32, L_MUTEX, me)) return Promise.resolve(this.#took(ACQUIRED));
-      return runAsync(mutexWaitsFenced(i32, L_MUTEX, me, deadline), options?.signal).then((
-        r,
-      ) => this.#took(r));
+      return runAsync(
+        observed(this.#off, mutexWaitsFenced(i32, L_MUTEX, me, deadline), true),
+        options?.signal,
+      ).then((r) => this.#took(r));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -352,7 +407,8 @@ export class Lock {
     if (deadline === 0) return this.#took(runSync(mutexWaits(i32, L_MUTEX, this.#slot, 0)));
     if (deadline === Infinity) selfDeadlock(word, this.#slot);
     if (spin(i32, L_MUTEX, this.#slot)) return this.#took(ACQUIRED);
-    return this.#took(runSync(mutexWaitsFenced(i32, L_MUTEX, this.#slot, deadline)));
+    const waits = mutexWaitsFenced(i32, L_MUTEX, this.#slot, deadline);
+    return this.#took(runSync(observed(this.#off, waits, true)));
   }
 
   #took(r: AcquireResult): Acquired | false {
@@ -392,7 +448,8 @@ export class Lock {
 
   /** A short description, like Python's repr. */
   toString(): string {
-    return `<Lock(${this.locked() ? `owner=${mutexOwner(this.#i32, L_MUTEX)}` : "unlocked"})>`;
+    const state = this.locked() ? `owner=${mutexOwner(this.#i32, L_MUTEX)}` : "unlocked";
+    return `<Lock(${state}${nameOf(this.#off)})>`;
   }
 }
 
@@ -464,9 +521,9 @@ export class RLock {
   #held: Held = new Held(this, false);
   #ownerDied = false;
 
-  /** Creates an unlocked reentrant lock in shared memory. */
-  constructor() {
-    const b = block(this, 12);
+  /** Creates an unlocked reentrant lock in shared memory (options: `name`, `detectDeadlock`). */
+  constructor(options?: ObjectOptions) {
+    const b = block(this, 12, "RLock", objectOptions(options, "new RLock"));
     this.#off = b.off;
     this.#i32 = b.i32;
     this.#slot = heap().slot;
@@ -502,9 +559,10 @@ export class RLock {
         return Promise.resolve(this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me));
       }
       if (spin(i32, R_MUTEX, slot)) return Promise.resolve(this.#took(ACQUIRED, me));
-      return runAsync(mutexWaitsFenced(i32, R_MUTEX, slot, deadline), options?.signal).then((
-        r,
-      ) => this.#took(r, me));
+      return runAsync(
+        observed(this.#off, mutexWaitsFenced(i32, R_MUTEX, slot, deadline), true),
+        options?.signal,
+      ).then((r) => this.#took(r, me));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -533,7 +591,8 @@ export class RLock {
     if (deadline === 0) return this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me);
     if (deadline === Infinity) selfDeadlock(word, slot);
     if (spin(i32, R_MUTEX, slot)) return this.#took(ACQUIRED, me);
-    return this.#took(runSync(mutexWaitsFenced(i32, R_MUTEX, slot, deadline)), me);
+    const waits = mutexWaitsFenced(i32, R_MUTEX, slot, deadline);
+    return this.#took(runSync(observed(this.#off, waits, true)), me);
   }
 
   /** True when thread `me` of this process holds the lock. */
@@ -690,12 +749,15 @@ export class Semaphore {
   #held: Held = new Held(this, false);
   #ownerDied = false;
 
-  /** Creates a semaphore with `value` permits (an integer >= 0). */
-  constructor(value = 1) {
+  /** Creates a semaphore with `value` permits (an integer >= 0), or from options. */
+  constructor(value: number | SemaphoreOptions = 1) {
+    const o = typeof value === "object" ? objectOptions(value, `new ${new.target.name}`) : {};
+    if (typeof value === "object") value = (o as SemaphoreOptions).value ?? 1;
     if (!Number.isInteger(value) || value < 0 || value > 0x7fffffff) {
       throw new ValueError(`semaphore initial value must be >= 0: current value is ${value}`);
     }
-    const b = block(this, S_BYTES);
+    const kind = this instanceof BoundedSemaphore ? "BoundedSemaphore" : "Semaphore";
+    const b = block(this, S_BYTES, kind, o);
     this.#off = b.off;
     this.#i32 = b.i32;
     this.#slot = heap().slot;
@@ -726,7 +788,8 @@ export class Semaphore {
       if (this.#take()) return Promise.resolve(this.#took(ACQUIRED));
       const deadline = acquireDeadline(options);
       if (deadline === 0) return Promise.resolve(this.#took(runSync(this.#waits(0))));
-      return runAsync(this.#waits(deadline), options?.signal).then((r) => this.#took(r));
+      const waits = observed(this.#off, this.#waits(deadline), true);
+      return runAsync(waits, options?.signal).then((r) => this.#took(r));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -740,7 +803,7 @@ export class Semaphore {
     if (options !== undefined) checkAcquireOptions(options, "Semaphore.acquireSync");
     checkNotTerminated();
     if (this.#take()) return this.#took(ACQUIRED);
-    return this.#took(runSync(this.#waits(acquireDeadline(options))));
+    return this.#took(runSync(observed(this.#off, this.#waits(acquireDeadline(options)), true)));
   }
 
   #took(r: AcquireResult): Acquired | false {
@@ -908,7 +971,7 @@ export class Semaphore {
     const bound = Atomics.load(this.#i32, S_BOUND);
     return `<${this.constructor.name}(value=${this.getValue()}${
       bound >= 0 ? `, maxvalue=${bound}` : ""
-    })>`;
+    }${nameOf(this.#off)})>`;
   }
 }
 
@@ -932,7 +995,7 @@ export class Semaphore {
  */
 export class BoundedSemaphore extends Semaphore {
   /** Creates a bounded semaphore with `value` permits, at most `value` at any time. */
-  constructor(value = 1) {
+  constructor(value: number | SemaphoreOptions = 1) {
     super(value);
   }
 }
@@ -984,9 +1047,9 @@ export class Event {
   #off: number;
   #i32: Int32Array;
 
-  /** Creates a cleared event in shared memory. */
-  constructor() {
-    const b = block(this, 8);
+  /** Creates a cleared event in shared memory (option: `name`). */
+  constructor(options?: Pick<ObjectOptions, "name">) {
+    const b = block(this, 8, "Event", objectOptions(options, "new Event"));
     this.#off = b.off;
     this.#i32 = b.i32;
   }
@@ -1025,7 +1088,7 @@ export class Event {
       checkNotTerminated();
       if (this.isSet()) return Promise.resolve(true);
       const [deadline, signal] = waitArgs(timeout, "Event.wait");
-      return runAsync(this.#waits(deadline), signal);
+      return runAsync(observed(this.#off, this.#waits(deadline)), signal);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -1035,7 +1098,7 @@ export class Event {
   waitSync(timeout?: number): boolean {
     checkNotTerminated();
     if (this.isSet()) return true;
-    return runSync(this.#waits(deadlineOf(timeout)));
+    return runSync(observed(this.#off, this.#waits(deadlineOf(timeout))));
   }
 
   *#waits(deadline: number): Waits<boolean> {
@@ -1051,7 +1114,7 @@ export class Event {
 
   /** A short description, like Python's repr. */
   toString(): string {
-    return `<Event(${this.isSet() ? "set" : "unset"})>`;
+    return `<Event(${this.isSet() ? "set" : "unset"}${nameOf(this.#off)})>`;
   }
 }
 
@@ -1072,7 +1135,7 @@ registerHandle<Event, number>({
  * lock of its own; each waiter sleeps on its own flag, so `notify(n)` wakes exactly n waiters
  * (the oldest) and no herd.
  */
-const C_HEAD = 0, C_TAIL = 1;
+const C_HEAD = 0, C_TAIL = 1, C_LOCK = 2;
 const W_FLAG = 0, W_NEXT = 1, W_SLOT = 2;
 let condOf!: (c: Condition) => { off: number; lock: Lock | RLock };
 
@@ -1107,16 +1170,28 @@ export class Condition {
   #lock: Lock | RLock;
   #ops: CondLock;
 
-  /** Creates a condition over `lock` (default: a new `RLock`). */
-  constructor(lock?: Lock | RLock) {
+  /** Creates a condition over `lock` (default: a new `RLock`), or from options. */
+  constructor(lock?: Lock | RLock | ConditionOptions) {
+    let o: ConditionOptions | undefined;
     if (lock !== undefined && !(lock instanceof Lock) && !(lock instanceof RLock)) {
-      throw new TypeError("a Condition needs a Lock or an RLock");
+      if (typeof lock !== "object" || lock === null) {
+        throw new TypeError("a Condition needs a Lock or an RLock");
+      }
+      o = objectOptions(lock, "new Condition");
+      lock = o?.lock;
+      if (lock !== undefined && !(lock instanceof Lock) && !(lock instanceof RLock)) {
+        throw new TypeError("a Condition needs a Lock or an RLock");
+      }
     }
-    const b = block(this, 8); // first: it consumes the block being attached, if any
+    const b = block(this, 12, "Condition", o); // first: it consumes the block being attached
     this.#off = b.off;
     this.#i32 = b.i32;
-    this.#lock = lock ?? new RLock();
+    this.#lock = lock ?? new RLock(o?.name ? { name: `${o.name}.lock` } : undefined);
     this.#ops = condLock(this.#lock);
+    // For snapshot(): which lock it is over.
+    if (b.fresh) {
+      b.i32[C_LOCK] = lock instanceof Lock ? lockOf(lock).off : rlockOf(this.#lock as RLock).off;
+    }
   }
 
   static {
@@ -1159,7 +1234,7 @@ export class Condition {
       const [deadline, signal] = waitArgs(timeout, "Condition.wait");
       checkNotTerminated();
       this.#check("wait on");
-      return runAsync(this.#waits(deadline), signal);
+      return runAsync(observed(this.#off, this.#waits(deadline)), signal);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -1170,7 +1245,7 @@ export class Condition {
     const deadline = deadlineOf(timeout);
     checkNotTerminated();
     this.#check("wait on");
-    return runSync(this.#waits(deadline));
+    return runSync(observed(this.#off, this.#waits(deadline)));
   }
 
   /**
@@ -1287,7 +1362,7 @@ export class Condition {
 
   /** A short description, like Python's repr. */
   toString(): string {
-    return `<Condition(${this.#lock})>`;
+    return `<Condition(${this.#lock}${nameOf(this.#off)})>`;
   }
 }
 
@@ -1329,6 +1404,8 @@ export interface BarrierOptions {
   action?: () => unknown;
   /** The default timeout of `wait()`, in milliseconds. */
   timeout?: number;
+  /** Shown in `toString()` and `snapshot()`; default: the creation site. */
+  name?: string;
 }
 
 /** Actions of the barriers created in this isolate, by barrier id. */
@@ -1373,7 +1450,7 @@ export class Barrier {
     if (!Number.isInteger(parties) || parties < 1 || parties > 0x7fffffff) {
       throw new ValueError(`parties must be an integer >= 1: current value is ${parties}`);
     }
-    const { action, timeout } = optionsOf(
+    const { action, timeout, name } = optionsOf(
       options,
       "new Barrier",
       "new Barrier(2, { timeout: 200 })",
@@ -1382,7 +1459,10 @@ export class Barrier {
     if (action !== undefined && typeof action !== "function") {
       throw new TypeError("a Barrier's action must be a function");
     }
-    const b = block(this, B_BYTES);
+    if (name !== undefined && typeof name !== "string") {
+      throw new TypeError(`new Barrier: name must be a string, got ${typeof name}`);
+    }
+    const b = block(this, B_BYTES, "Barrier", { name });
     this.#off = b.off;
     this.#i32 = b.i32;
     if (!b.fresh) return;
@@ -1436,7 +1516,7 @@ export class Barrier {
   wait(timeout?: number | WaitOptions): Promise<number> {
     try {
       const [deadline, signal] = this.#args(timeout);
-      return runAsync(this.#waits(deadline, true), signal);
+      return runAsync(observed(this.#off, this.#waits(deadline, true)), signal);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -1445,7 +1525,9 @@ export class Barrier {
   /** Like `wait()`, blocking the thread (an async action is not awaited). */
   waitSync(timeout?: number): number {
     // With async = false the algorithm never yields a promise.
-    return runSync(this.#waits(this.#args(timeout)[0], false) as Waits<number>);
+    return runSync(
+      observed(this.#off, this.#waits(this.#args(timeout)[0], false) as Waits<number>),
+    );
   }
 
   #args(timeout: number | WaitOptions | undefined): [number, AbortSignal | undefined] {
@@ -1575,7 +1657,7 @@ export class Barrier {
   toString(): string {
     return `<Barrier(parties=${this.parties}, waiting=${this.nWaiting}${
       this.broken ? ", broken" : ""
-    })>`;
+    }${nameOf(this.#off)})>`;
   }
 }
 
@@ -1699,4 +1781,62 @@ registerHandle<Barrier, number>({
   cls: Barrier,
   reduce: (b) => share(barrierOf(b)),
   rebuild: (off) => attach(off, () => new Barrier(1)),
+});
+
+// ---------------------------------------------------------------------------------------------
+// What snapshot() reads of each primitive: its live words, read by any process.
+
+const words = (off: number, n: number) => new Int32Array(heap().sab, off, n);
+
+/** The holder a mutex word names, with the thread that took it (word `thread`). */
+function mutexHolders(i32: Int32Array, mutex: number, thread: number): Holder[] {
+  const slot = mutexOwner(i32, mutex);
+  return slot ? [{ slot, ident: Atomics.load(i32, thread) }] : [];
+}
+
+inspectors.set("Lock", (off) => {
+  const i32 = words(off, 2);
+  return { holders: mutexHolders(i32, L_MUTEX, L_THREAD), state: { locked: mutexLocked(i32, 0) } };
+});
+inspectors.set("RLock", (off) => {
+  const i32 = words(off, 3), locked = mutexLocked(i32, R_MUTEX);
+  return {
+    holders: mutexHolders(i32, R_MUTEX, R_THREAD),
+    state: { locked, count: locked ? Atomics.load(i32, R_COUNT) + 1 : 0 },
+  };
+});
+const semaphore = (off: number) => {
+  const i32 = words(off, S_BYTES >> 2), holders: Holder[] = [];
+  for (let e = S_TABLE; e < S_TABLE + 2 * HOLDERS; e += 2) {
+    const slot = Atomics.load(i32, e);
+    if (slot > 0 && Atomics.load(i32, e + 1) > 0) holders.push({ slot, ident: 0 });
+  }
+  const bound = Atomics.load(i32, S_BOUND);
+  return {
+    holders,
+    state: { value: Atomics.load(i32, S_VALUE), ...(bound >= 0 ? { bound } : {}) },
+  };
+};
+inspectors.set("Semaphore", semaphore);
+inspectors.set("BoundedSemaphore", semaphore);
+inspectors.set("Event", (off) => ({
+  holders: [],
+  state: { set: Atomics.load(words(off, 1), E_FLAG) !== 0 },
+}));
+inspectors.set("Condition", (off) => {
+  const lock = Atomics.load(words(off, 3), C_LOCK);
+  // Lock and RLock both keep the mutex in word 0 and the holding thread in word 1.
+  const holders = lock ? mutexHolders(words(lock, 2), 0, 1) : [];
+  return { holders, blocking: false, state: { lock: lock ? objectName(lock) : "" } };
+});
+inspectors.set("Barrier", (off) => {
+  const i32 = words(off, B_BYTES >> 2), state = Atomics.load(i32, B_STATE);
+  return {
+    holders: [],
+    state: {
+      parties: i32[B_PARTIES],
+      waiting: state === FILLING ? Atomics.load(i32, B_COUNT) : 0,
+      broken: state === BROKEN,
+    },
+  };
 });
