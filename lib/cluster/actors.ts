@@ -128,6 +128,7 @@ const isNoResponders = (m: Msg): boolean => m.data.length === 0 && m.headers?.co
 /** A reply being waited for. */
 interface Waiter {
   resolve(m: Msg): void;
+  reject(e: unknown): void;
 }
 
 /**
@@ -140,6 +141,7 @@ export class ActorClient {
   readonly #sub: Subscription;
   readonly #waiting = new Map<string, Waiter>();
   #seq = 0;
+  #closed = false;
 
   /** Subscribes the inbox. */
   constructor(nc: NatsConnection) {
@@ -164,17 +166,29 @@ export class ActorClient {
    */
   request(subject: string, data: Uint8Array): { reply: Promise<Msg>; cancel(): void } {
     const token = (++this.#seq).toString(36);
-    const reply = new Promise<Msg>((resolve) => this.#waiting.set(token, { resolve }));
-    this.#nc.publish(subject, data, { reply: `${this.#inbox}.${token}` });
+    if (this.#closed) return { reply: Promise.reject(closedError()), cancel: () => {} };
+    const reply = new Promise<Msg>((resolve, reject) =>
+      this.#waiting.set(token, { resolve, reject })
+    );
+    try {
+      this.#nc.publish(subject, data, { reply: `${this.#inbox}.${token}` });
+    } catch (e) {
+      this.#waiting.delete(token);
+      return { reply: Promise.reject(e), cancel: () => {} };
+    }
     return { reply, cancel: () => this.#waiting.delete(token) };
   }
 
-  /** Unsubscribes; pending waits are left to their callers' own closing checks. */
+  /** Unsubscribes; calls still waiting reject (the cluster connection is closing). */
   close(): void {
+    this.#closed = true;
+    for (const w of this.#waiting.values()) w.reject(closedError());
     this.#waiting.clear();
     this.#sub.unsubscribe();
   }
 }
+
+const closedError = () => new ValueError("the cluster connection is closed");
 
 function clientOf(ctx: ActorCtx): ActorClient {
   if (!ctx.actorClient) {
@@ -418,6 +432,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
       let timer: ReturnType<typeof setTimeout> | undefined;
       let probe: ReturnType<typeof setTimeout> | undefined;
       let onAbort: (() => void) | undefined;
+      let settled = false;
       const gaveUp = new Promise<never>((_, reject) => {
         if (timeout !== undefined) {
           timer = setTimeout(
@@ -449,8 +464,12 @@ export class ClusterActorRef<out A extends Actor = Actor> {
                 ),
               );
             }
-          } catch { /* the server is away: ask again later */ }
-          probe = setTimeout(check, LIVENESS_MS);
+          } catch {
+            if (this.#ctx.nc.isClosed()) return reject(closedError());
+            // The server is away for a moment: ask again later.
+          }
+          // Settled while the node was being asked: no further asking.
+          if (!settled) probe = setTimeout(check, LIVENESS_MS);
         };
         probe = setTimeout(check, LIVENESS_MS);
       });
@@ -458,6 +477,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
       try {
         m = await Promise.race([reply, gaveUp]);
       } finally {
+        settled = true;
         cancel();
         clearTimeout(timer);
         clearTimeout(probe);

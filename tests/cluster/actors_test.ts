@@ -51,10 +51,11 @@ class Child {
   readonly err: Promise<string>;
   #text = "";
 
-  constructor(args: string[]) {
+  constructor(args: string[], env: Record<string, string> = {}) {
     this.proc = new Deno.Command(Deno.execPath(), {
       args,
       cwd: ROOT.pathname,
+      env,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -93,18 +94,15 @@ class Child {
 }
 
 /** Starts a node hosting the fixture's actors, and waits until it serves. */
-async function startNode(node: string): Promise<Child> {
-  const c = new Child([
-    "run",
-    "-A",
-    WORKER,
-    "--servers",
-    NATS_URL,
-    "--actors",
-    ACTORS,
-    "--node",
-    node,
-  ]);
+async function startNode(
+  node: string,
+  servers = NATS_URL,
+  env: Record<string, string> = {},
+): Promise<Child> {
+  const c = new Child(
+    ["run", "-A", WORKER, "--servers", servers, "--actors", ACTORS, "--node", node],
+    env,
+  );
   await c.waitFor(`node '${node}' hosts actors`);
   return c;
 }
@@ -271,6 +269,53 @@ Deno.test({
       await Promise.all(refs.map((r) => r.stop()));
     } finally {
       for (const n of nodes) await n.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster actors: a node's credentials come from its environment and are never printed",
+  ignore,
+  async fn() {
+    const token = `s3cret-${crypto.randomUUID()}`;
+    const dir = await Deno.makeTempDir({ prefix: "denomp-nats-" });
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    const server = new Deno.Command("nats-server", {
+      args: ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", dir, "--auth", token],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const url = `nats://127.0.0.1:${port}`;
+    let node: Child | undefined;
+    try {
+      for (let i = 0; i < 100; i++) {
+        try {
+          (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      // Without the token the node does not start, and says why without printing a secret.
+      const refused = new Child(["run", "-A", WORKER, "--servers", url, "--actors", ACTORS]);
+      const status = await refused.proc.status;
+      const refusedLog = await refused.stop();
+      assert(!status.success && refusedLog.includes("cannot connect"), refusedLog);
+      node = await startNode(unique("auth"), url, { NATS_TOKEN: token });
+      await using cluster = await connectCluster({ servers: url, token });
+      const ref = await cluster.spawn(Counter, { args: [41] });
+      assertEquals(await ref.call.inc(1), 42);
+      await ref.stop();
+      const log = await node.stop("SIGTERM");
+      assert(!log.includes(token), "the node printed the token");
+    } finally {
+      await node?.stop();
+      server.kill("SIGKILL");
+      await server.status;
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
