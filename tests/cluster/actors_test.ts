@@ -128,7 +128,10 @@ Deno.test({
       const value = new Map<unknown, unknown>([[1n, [new Date(1), new Set([2])]]]);
       assertEquals(await other.call.echo(value), value);
       // tell/ask: one message at a time, in arrival order per sender.
-      for (let i = 0; i < 500; i++) void other.tell({ kind: "push", n: i });
+      // Some handlers are async (they wait `ms`), so later messages queue up behind them.
+      for (let i = 0; i < 500; i++) {
+        void other.tell({ kind: "push", n: i, ms: i % 50 === 0 ? 5 : 0 });
+      }
       assertEquals(await other.ask({ kind: "log" }), Array.from({ length: 500 }, (_, i) => i));
       // A bad method is refused without stopping the actor.
       await assertRejects(
@@ -136,11 +139,14 @@ Deno.test({
         ValueError,
         "has no method 'nope'",
       );
-      await assertRejects(
-        () => (other.call as unknown as { onStop(): Promise<void> }).onStop(),
-        ValueError,
-        "has no method 'onStop'",
-      );
+      // Only the class's own methods: not its constructor, hooks, or Object's methods.
+      for (const m of ["constructor", "receive", "toString", "__proto__", "hasOwnProperty"]) {
+        await assertRejects(
+          () => (other.call as unknown as Record<string, () => Promise<void>>)[m](),
+          ValueError,
+          `has no method '${m}'`,
+        );
+      }
       assertEquals(await ref.call.get(), 13);
       await assertRejects(
         () => ref.callWith({ timeout: 100 }).slowInc(1, 2_000),
