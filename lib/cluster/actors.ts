@@ -89,6 +89,8 @@ const SPAWN_GROUP = "denomp_nodes";
 const LIVENESS_MS = 1_000;
 /** The longest timer a NATS request or setTimeout takes. */
 const FOREVER = 2_147_483_647;
+/** How long a stopping node lets each actor finish the message it is handling. */
+const SHUTDOWN_GRACE_MS = 5_000;
 /** Exit reasons a node remembers for callers that arrive late (most recent ones). */
 const EXITS_KEPT = 4096;
 
@@ -686,6 +688,11 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
   };
 
   const finish = async (h: Hosted, reason: ExitReason, stopMsg?: Msg) => {
+    if (h.stopped) {
+      // Stopped meanwhile (the node shut it down while this handler ran): once is enough.
+      if (stopMsg) replyTo(stopMsg, EXITED, exits.get(h.name) ?? reason);
+      return;
+    }
     h.stopped = true;
     h.sub?.unsubscribe();
     hosted.delete(h.name);
@@ -834,7 +841,10 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     },
   }));
   for (const clsName of classes.keys()) {
-    if (!CLASS_RE.test(clsName)) continue;
+    if (!CLASS_RE.test(clsName)) {
+      log(`denomp worker: actor class '${clsName}' not hosted: its name is not a NATS token`);
+      continue;
+    }
     subs.push(nc.subscribe(spawnSubject(clsName), {
       queue: SPAWN_GROUP,
       callback: (_err, m) => void onSpawn(m, clsName),
@@ -852,8 +862,11 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     async stop() {
       closing = true;
       for (const s of subs.splice(1)) s.unsubscribe(); // no new spawns; still answer questions
+      // Each actor finishes the message it is handling (for a few seconds at most: a node
+      // being stopped must end), then stops with "shutdown"; queued calls hear so.
+      const deadline = Date.now() + SHUTDOWN_GRACE_MS;
       await Promise.all([...hosted.values()].map(async (h) => {
-        while (h.busy) await new Promise((r) => setTimeout(r, 10));
+        while (h.busy && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         if (!h.stopped) await finish(h, "shutdown");
       }));
       subs.splice(0).forEach((s) => s.unsubscribe());

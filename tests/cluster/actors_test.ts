@@ -325,3 +325,24 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster actors: a node stopped by SIGTERM finishes the call in hand and frees its names",
+  ignore,
+  async fn() {
+    const node = await startNode(unique("n"));
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    try {
+      const ref = await cluster.spawn(Counter, { name: unique("graceful") });
+      const inHand = ref.call.slowInc(1, 500);
+      await new Promise((r) => setTimeout(r, 150));
+      node.proc.kill("SIGTERM");
+      assertEquals(await inHand, 1);
+      assert((await node.proc.status).success);
+      assertEquals(await ref.node(), undefined); // the registry forgot it
+      await assertRejects(() => ref.call.get(), ActorExited, "not running");
+    } finally {
+      await node.stop();
+    }
+  },
+});
