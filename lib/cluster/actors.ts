@@ -257,6 +257,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   readonly #subject: string;
   #node?: string;
   #call?: ActorMethods<A>;
+  #liveness?: { at: number; answer: Promise<string | undefined> };
   /** The actor's name on the cluster. */
   readonly name: string;
 
@@ -383,6 +384,22 @@ export class ClusterActorRef<out A extends Actor = Actor> {
     return e?.node;
   }
 
+  /**
+   * The actor's node if it is gone, else undefined. One answer serves every call of this ref
+   * pending at that moment: a thousand slow calls ask once, not a thousand times.
+   */
+  #nodeGone(): Promise<string | undefined> {
+    const now = Date.now();
+    if (this.#liveness && now - this.#liveness.at < LIVENESS_MS / 2) return this.#liveness.answer;
+    const answer = (async () => {
+      const node = (await lookup(this.#ctx, this.name))?.node ?? this.#node;
+      if (node === undefined) return undefined;
+      return (await askNode(this.#ctx.nc, node, this.name)).gone ? node : undefined;
+    })();
+    this.#liveness = { at: now, answer };
+    return answer;
+  }
+
   /** Why a request found nobody: the actor's exit, its node gone, or no such actor. */
   async #why(): Promise<ActorExited | "retry"> {
     const entry = await lookup(this.#ctx, this.name);
@@ -454,9 +471,8 @@ export class ClusterActorRef<out A extends Actor = Actor> {
         // A slow reply: is the actor's node still there? (A killed node answers nothing, ever.)
         const check = async () => {
           try {
-            const entry = await lookup(this.#ctx, this.name);
-            const node = entry?.node ?? this.#node;
-            if (node !== undefined && (await askNode(this.#ctx.nc, node, this.name)).gone) {
+            const node = await this.#nodeGone();
+            if (node !== undefined) {
               return reject(
                 new ActorExited(
                   this.name,
