@@ -4,7 +4,7 @@
 //   cluster-actor-call   `await ref.call.inc(1)` round trips from this process, p50/p99 in µs
 //   nats-request         a raw NATS request/reply to an echo responder in another process, same
 //                        server, same payload size: the floor the call is measured against
-//                        (goal: call p50 ≤ 1.5x this p50)
+//                        (goal: call p50 ≤ 1.5x this p50; the two take turns, call by call)
 //   cluster-actor-tell   `ref.tell(i)` to a sink actor, messages per second (checked with a call
 //                        that follows the tells)
 //   local-actor-call / local-actor-tell   the same with local actors (`spawn`, lib/actor.ts)
@@ -32,35 +32,48 @@ function percentiles(samples: number[]): { p50: number; p99: number } {
   return { p50: at(0.5), p99: at(0.99) };
 }
 
-/** Times `n` sequential round trips of `once` after a warm-up; emits one line; returns the p50. */
-async function timeCalls(
-  workload: string,
-  transport: string,
-  once: () => Promise<unknown>,
-  check: () => Promise<boolean>,
-): Promise<number> {
-  for (let i = 0; i < 500; i++) await once();
-  const samples = new Array<number>(N_CALL);
-  const t0 = performance.now();
+/** One kind of round trip to time. */
+interface CallSpec {
+  workload: string;
+  transport: string;
+  once: () => Promise<unknown>;
+  check: () => Promise<boolean>;
+}
+
+/**
+ * Times `n` sequential round trips of each spec after a warm-up, taking turns (one of each, then
+ * again), so that every spec sees the same machine load: on a busy machine, specs timed one after
+ * the other differ by the load of the moment more than by their own cost. Emits one line per
+ * spec; returns the p50s.
+ */
+async function timeCalls(specs: CallSpec[]): Promise<number[]> {
+  for (let i = 0; i < 500; i++) for (const s of specs) await s.once();
+  const samples = specs.map(() => new Array<number>(N_CALL));
+  const spent = specs.map(() => 0);
   for (let i = 0; i < N_CALL; i++) {
-    const t = performance.now();
-    await once();
-    samples[i] = performance.now() - t;
+    for (let k = 0; k < specs.length; k++) {
+      const t = performance.now();
+      await specs[k].once();
+      spent[k] += samples[k][i] = performance.now() - t;
+    }
   }
-  const s = since(t0);
-  const { p50, p99 } = percentiles(samples);
-  emit({
-    workload,
-    n: N_CALL,
-    seconds: s,
-    rate: N_CALL / s,
-    unit: "calls/s",
-    p50_us: Number(p50.toFixed(1)),
-    p99_us: Number(p99.toFixed(1)),
-    ok: await check(),
-    transport,
-  });
-  return p50;
+  const p50s: number[] = [];
+  for (let k = 0; k < specs.length; k++) {
+    const { p50, p99 } = percentiles(samples[k]);
+    p50s.push(p50);
+    emit({
+      workload: specs[k].workload,
+      n: N_CALL,
+      seconds: spent[k] / 1000,
+      rate: N_CALL / (spent[k] / 1000),
+      unit: "calls/s",
+      p50_us: Number(p50.toFixed(1)),
+      p99_us: Number(p99.toFixed(1)),
+      ok: await specs[k].check(),
+      transport: specs[k].transport,
+    });
+  }
+  return p50s;
 }
 
 /** Times `n` tells then one call that follows them; emits one line. */
@@ -145,19 +158,18 @@ if (import.meta.main && Deno.args[0] === "--echo") {
     }
     // The raw request carries what a call to inc(1) carries: the frame of ["inc", [1]].
     const payload = new Uint8Array(dumps(["inc", [1]]).length + 1);
-    const raw = await timeCalls(
-      "nats-request",
-      "nats core loopback",
-      () => nc.request(subject, payload, { timeout: 10_000 }),
-      () => Promise.resolve(true),
-    );
     let last = await counter.call.inc(0);
-    const call = await timeCalls(
-      "cluster-actor-call",
-      "nats core loopback",
-      async () => (last = await counter.call.inc(1)),
-      async () => last === (await counter.call.inc(0)) && last === N_CALL + 500,
-    );
+    const [raw, call] = await timeCalls([{
+      workload: "nats-request",
+      transport: "nats core loopback",
+      once: () => nc.request(subject, payload, { timeout: 10_000 }),
+      check: () => Promise.resolve(true),
+    }, {
+      workload: "cluster-actor-call",
+      transport: "nats core loopback",
+      once: async () => (last = await counter.call.inc(1)),
+      check: async () => last === (await counter.call.inc(0)) && last === N_CALL + 500,
+    }]);
     emit({
       workload: "cluster-actor-call-ratio",
       n: N_CALL,
@@ -178,12 +190,12 @@ if (import.meta.main && Deno.args[0] === "--echo") {
     const lc = await spawn(BenchCounter), ls = await spawn(BenchSink);
     try {
       let l = 0;
-      await timeCalls(
-        "local-actor-call",
-        "shared memory",
-        async () => (l = await lc.call.inc(1)),
-        () => Promise.resolve(l === N_CALL + 500),
-      );
+      await timeCalls([{
+        workload: "local-actor-call",
+        transport: "shared memory",
+        once: async () => (l = await lc.call.inc(1)),
+        check: () => Promise.resolve(l === N_CALL + 500),
+      }]);
       await timeTells(
         "local-actor-tell",
         "shared memory",
