@@ -136,6 +136,14 @@ interface Waiter {
 /**
  * One reply inbox per cluster client: `_INBOX.<id>.<n>` for the n-th request, settled by the
  * subscription's callback. Internal; made by the first actor call of a cluster.
+ *
+ * @example
+ * ```ts ignore
+ * const client = new ActorClient(nc);
+ * const { reply, cancel } = client.request("denomp.a.x.counter-1", bytes);
+ * setTimeout(cancel, 1000); // a reply after this is dropped
+ * const m = await reply;
+ * ```
  */
 export class ActorClient {
   readonly #nc: NatsConnection;

@@ -54,6 +54,8 @@ export interface WorkerArgs {
  * import { parseWorkerArgs } from "./worker.ts";
  * const a = parseWorkerArgs(["--servers", "nats://127.0.0.1:4222", "--pool", "p", "--module", "./t.ts"]);
  * console.assert(a.pool === "p" && a.servers.length === 1);
+ * const n = parseWorkerArgs(["--actors", "./a.ts,./b.ts"], { NATS_URL: "nats://127.0.0.1:4222" });
+ * console.assert(n.actors?.length === 2 && n.pool === undefined);
  * ```
  */
 export function parseWorkerArgs(
