@@ -21,6 +21,7 @@ const steps: string[][] = [
     "lib/cluster/",
     "tests/cluster/",
     "bench/cluster/cluster_pool.ts",
+    "bench/cluster/cluster_actors.ts",
   ],
   [
     "test",

@@ -40,6 +40,21 @@ function failure(error: unknown): TaskOutcome {
 }
 
 /**
+ * The codec's bytes of `error` for a reply: the error itself when it can be sent, else a plain
+ * Error with its name, message and stack (cluster actors reply with this too).
+ *
+ * @example
+ * ```ts
+ * import { encodeFailure } from "./_exec.ts";
+ * import { loads } from "../reduction.ts";
+ * console.assert(loads<Error>(encodeFailure(new RangeError("x"))) instanceof RangeError);
+ * ```
+ */
+export function encodeFailure(error: unknown): Uint8Array {
+  return failure(error).bytes;
+}
+
+/**
  * Runs task `fn` of `mod` on the decoded `payload`: the argument list for `apply`, a chunk of
  * items for `map` (one argument each) and `starmap` (argument lists).
  *

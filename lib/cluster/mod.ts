@@ -66,6 +66,17 @@ import { dumps, loads } from "../reduction.ts";
 import { type ExecResult, type ExecTask, runTask, type TaskKind } from "./_exec.ts";
 import { Queue as LocalQueue } from "../queues.ts";
 import { Process } from "../process.ts";
+import type { Actor, ActorClass } from "../actor.ts";
+import {
+  type ActorClient,
+  type ActorHost,
+  ClusterActorRef,
+  type ClusterSpawnOptions,
+  hostActors,
+  spawnOnCluster,
+} from "./actors.ts";
+
+export { ClusterActorRef, type ClusterSpawnOptions };
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -318,6 +329,10 @@ interface Ctx {
   closedMarks?: Promise<KV>;
   /** Things to stop before the connection closes (pools' result consumers, heartbeats). */
   closers: Set<() => Promise<void> | void>;
+  /** The actor registry bucket (lib/cluster/actors.ts), opened on first use. */
+  actorRegistry(): Promise<KV>;
+  /** The reply inbox of this client's actor calls, made on first use. */
+  actorClient?: ActorClient;
 }
 
 /** Lets the worker side of this module reach a cluster's context without a public accessor. */
@@ -389,14 +404,22 @@ export async function connectCluster(options: ClusterOptions): Promise<Cluster> 
     );
   }
   release();
+  const kvm = new Kvm(nc);
+  let registry: Promise<KV> | undefined;
   const ctx: Ctx = {
     nc,
     js: jetstream(nc),
     jsm: await jetstreamManager(nc),
-    kvm: new Kvm(nc),
+    kvm,
     ackWait,
     closing: new AbortController(),
     closers: new Set(),
+    actorRegistry: () =>
+      registry ??= retrying(
+        nc,
+        () => kvm.create("denomp_actors", { history: 1 }),
+        Date.now() + 30_000,
+      ),
   };
   return new Cluster(ctx);
 }
@@ -486,6 +509,41 @@ export class Cluster implements AsyncDisposable {
    */
   Pool(options: ClusterPoolOptions): ClusterPool {
     return new ClusterPool(this.#ctx, options);
+  }
+
+  /**
+   * Starts an actor of class `cls` on a node that hosts it (a worker started with
+   * `--actors <module exporting the class>`) and resolves with its ref. The name is registered
+   * cluster-wide (JetStream KV): a name that is taken rejects with `ValueError`.
+   *
+   * @example
+   * ```ts ignore
+   * import { Counter } from "./actors.ts";
+   * const ref = await cluster.spawn(Counter, { name: "counter-1", args: [10] });
+   * console.log(await ref.call.inc(1)); // 11
+   * ```
+   */
+  spawn<A extends Actor, P extends unknown[]>(
+    cls: ActorClass<A, P>,
+    options?: ClusterSpawnOptions<P>,
+  ): Promise<ClusterActorRef<A>> {
+    return spawnOnCluster(this.#ctx, cls, options);
+  }
+
+  /**
+   * A ref to the actor named `name`, wherever it runs; typed by its class
+   * (`cluster.ref<Counter>("counter-1")`). Nothing is checked until it is used: a call to a name
+   * no actor has rejects with `ActorExited` (reason `"noproc"`).
+   *
+   * @example
+   * ```ts ignore
+   * import type { Counter } from "./actors.ts";
+   * const ref = cluster.ref<Counter>("counter-1");
+   * await ref.call.inc(1);
+   * ```
+   */
+  ref<A extends Actor = Actor>(name: string): ClusterActorRef<A> {
+    return new ClusterActorRef<A>(this.#ctx, name);
   }
 
   /** Whether {@link close} was called or the connection was lost for good. */
@@ -1881,10 +1939,17 @@ async function ensurePoolStreams(ctx: Ctx, pool: string, ackWait?: number): Prom
 
 /** Options of {@link runClusterWorker} (the flags of `lib/cluster/worker.ts`). */
 export interface ClusterWorkerOptions extends ClusterOptions {
-  /** The pool to serve. */
-  pool: string;
+  /** The pool to serve (with `module`); a worker serves a pool, hosts actors, or both. */
+  pool?: string;
   /** URL or path (relative to the current directory) of the module exporting the tasks. */
-  module: string;
+  module?: string;
+  /**
+   * URLs or paths of modules whose exported `Actor` subclasses this worker hosts as a node of
+   * the cluster's actors (`cluster.spawn`); only these classes ever run here.
+   */
+  actors?: string[];
+  /** This node's id, for the actor registry and errors; default `<hostname>-<pid>`. */
+  node?: string;
   /**
    * Executor processes (Web Workers) running tasks in parallel; default `navigator.hardwareConcurrency`.
    * 0 runs tasks in this process's main thread, one at a time (for I/O-bound or tiny tasks).
@@ -1998,12 +2063,46 @@ function processExecutor(
  */
 export async function runClusterWorker(options: ClusterWorkerOptions): Promise<void> {
   const log = options.log ?? ((line: string) => console.error(line));
-  const pool = checkName("pool", options.pool);
-  const moduleUrl = new URL(options.module, `file://${Deno.cwd()}/`).href;
-  const processes = options.processes ?? navigator.hardwareConcurrency;
-  const prefetch = options.prefetch ?? 64 * Math.max(1, processes);
+  const actors = options.actors ?? [];
+  if (options.pool === undefined && actors.length === 0) {
+    throw new ValueError(
+      "a worker serves a pool (pool and module), hosts actors (actors), or both",
+    );
+  }
+  if (options.pool !== undefined && options.module === undefined) {
+    throw new ValueError(`pool '${options.pool}' needs the module exporting its tasks`);
+  }
+  const node = checkName(
+    "node",
+    options.node ?? `${Deno.hostname().replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 48)}-${Deno.pid}`,
+  );
+  const toUrl = (m: string) => new URL(m, `file://${Deno.cwd()}/`).href;
   const cluster = await connectCluster(options);
   const ctx = clusterCtx.get(cluster)!;
+  let host: ActorHost | undefined;
+  try {
+    if (actors.length) host = await hostActors(ctx, { modules: actors.map(toUrl), node, log });
+    if (options.pool !== undefined) {
+      await servePool(ctx, options, checkName("pool", options.pool), toUrl(options.module!), log);
+    } else if (!options.signal?.aborted) {
+      await new Promise((resolve) => options.signal?.addEventListener("abort", resolve));
+    }
+  } finally {
+    await host?.stop();
+    await cluster.close();
+  }
+}
+
+/** The pool half of {@link runClusterWorker}: pulls, runs and answers tasks until stopped. */
+async function servePool(
+  ctx: Ctx,
+  options: ClusterWorkerOptions,
+  pool: string,
+  moduleUrl: string,
+  log: (line: string) => void,
+): Promise<void> {
+  const processes = options.processes ?? navigator.hardwareConcurrency;
+  const prefetch = options.prefetch ?? 64 * Math.max(1, processes);
   const { nc, js } = ctx;
   const held = new Set<JsMsg>();
   let messages: ConsumerMessages | undefined;
@@ -2086,6 +2185,5 @@ export async function runClusterWorker(options: ClusterWorkerOptions): Promise<v
     if (heartbeat !== undefined) clearInterval(heartbeat);
     await messages?.close();
     await executor?.stop();
-    await cluster.close();
   }
 }

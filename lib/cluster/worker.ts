@@ -7,7 +7,15 @@
  *   --module ./tasks.ts --processes 4
  * ```
  *
- * Flags: `--servers` (comma-separated; default `$NATS_URL`), `--pool`, `--module`,
+ * A worker may also (or only) host actors, as a node of `cluster.spawn`:
+ *
+ * ```sh
+ * deno run -A lib/cluster/worker.ts --servers nats://127.0.0.1:4222 --actors ./actors.ts
+ * ```
+ *
+ * Flags: `--servers` (comma-separated; default `$NATS_URL`), `--pool` and `--module`, and/or
+ * `--actors` (comma-separated modules whose exported `Actor` subclasses this node hosts; no other
+ * code runs here), `--node` (the node's id; default `<hostname>-<pid>`),
  * `--processes` (executor Web Workers; 0 runs tasks in the main thread), `--prefetch`,
  * `--tls-ca`, `--tls-cert`, `--tls-key`. Credentials come from the environment only
  * (`NATS_USER` and `NATS_PASS`, or `NATS_TOKEN`), so they never show in a process list, and
@@ -23,9 +31,13 @@ export interface WorkerArgs {
   /** Server URLs. */
   servers: string[];
   /** Pool name. */
-  pool: string;
+  pool?: string;
   /** Task module. */
-  module: string;
+  module?: string;
+  /** Actor modules. */
+  actors?: string[];
+  /** Node id. */
+  node?: string;
   /** Executor processes. */
   processes?: number;
   /** Tasks held at once. */
@@ -42,6 +54,8 @@ export interface WorkerArgs {
  * import { parseWorkerArgs } from "./worker.ts";
  * const a = parseWorkerArgs(["--servers", "nats://127.0.0.1:4222", "--pool", "p", "--module", "./t.ts"]);
  * console.assert(a.pool === "p" && a.servers.length === 1);
+ * const n = parseWorkerArgs(["--actors", "./a.ts,./b.ts"], { NATS_URL: "nats://127.0.0.1:4222" });
+ * console.assert(n.actors?.length === 2 && n.pool === undefined);
  * ```
  */
 export function parseWorkerArgs(
@@ -55,6 +69,8 @@ export function parseWorkerArgs(
     "module",
     "processes",
     "prefetch",
+    "actors",
+    "node",
     "tls-ca",
     "tls-cert",
     "tls-key",
@@ -70,7 +86,12 @@ export function parseWorkerArgs(
   }
   const servers = flags.get("servers") ?? env.NATS_URL;
   if (!servers) throw new Error("--servers (or NATS_URL) is required");
-  for (const f of ["pool", "module"]) if (!flags.has(f)) throw new Error(`--${f} is required`);
+  if (!flags.has("pool") && !flags.has("actors")) {
+    throw new Error("--pool (with --module) or --actors is required");
+  }
+  if (flags.has("pool") !== flags.has("module")) {
+    throw new Error("--pool and --module go together");
+  }
   const int = (f: string) => {
     const v = flags.get(f);
     if (v === undefined) return undefined;
@@ -86,8 +107,10 @@ export function parseWorkerArgs(
   if (flags.has("tls-key")) tls.keyFile = flags.get("tls-key");
   return {
     servers: servers.split(",").map((s) => s.trim()).filter(Boolean),
-    pool: flags.get("pool")!,
-    module: flags.get("module")!,
+    pool: flags.get("pool"),
+    module: flags.get("module"),
+    actors: flags.get("actors")?.split(",").map((s) => s.trim()).filter(Boolean),
+    node: flags.get("node"),
     processes: int("processes"),
     prefetch: int("prefetch"),
     tls: Object.keys(tls).length ? tls : undefined,

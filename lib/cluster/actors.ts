@@ -1,0 +1,899 @@
+// deno-lint-ignore-file no-import-prefix
+/**
+ * Actors beyond one machine: `cluster.spawn(Counter, { name })` starts an actor on a node (a
+ * worker process started with `--actors ./actors.ts`), and `cluster.ref<Counter>(name)` reaches it
+ * from any machine with the local ActorRef's surface (`call`, `callWith`, `tell`, `ask`, `stop`).
+ *
+ * How it maps onto NATS, and why:
+ * - **Placement.** A node subscribes to `denomp.a.spawn.<Class>` in one queue group for every
+ *   actor class its `--actors` modules export, so a spawn request reaches exactly one node that
+ *   hosts the class (the server picks one at random), and no node is ever asked to run code it was
+ *   not started with: the wire names a class, never a module. No node hosting the class means the
+ *   server answers "no responders" at once, and `spawn` says which flag is missing.
+ * - **Registry.** Names live in the JetStream KV bucket `denomp_actors` (name → node, class). A
+ *   node claims a name with the bucket's create-if-absent, so two spawns of one name cannot both
+ *   win; a name left behind by a node that died is taken over once that node is found gone.
+ * - **Messages.** Each actor has its own subject, `denomp.a.x.<name>`, on core NATS (not
+ *   JetStream): a call is one request and one reply, nothing is stored, and delivery is at most
+ *   once. NATS keeps one connection's messages to one subscriber in order, and the node handles
+ *   each actor's messages one at a time in arrival order: per sender, the local guarantee.
+ * - **Never a hang.** A request to an actor nobody serves gets the server's "no responders" at
+ *   once; then the registry and the node's control subject (`denomp.a.n.<node>`) tell why: no such
+ *   actor, the actor exited (with its reason), or its node is gone (`ActorExited`, reason
+ *   `"noconnection"`, naming the node). A call still pending after a second asks the node the
+ *   same, every second, so a node killed mid-call fails the call within about a second.
+ * - Replies come back on one inbox subscription per client (`_INBOX.<id>.<n>`), not the NATS
+ *   client's request helper: a call that gives up (timeout, abort, node gone) must drop its
+ *   pending entry at once, which the helper's timer cannot.
+ *
+ * Actors run in the node's main thread, each a queue of its messages: thousands fit in one node.
+ * A handler that computes for long delays the node's other actors; give such work to a pool.
+ *
+ * @module
+ */
+
+import {
+  createInbox,
+  type Msg,
+  type NatsConnection,
+  type Subscription,
+} from "npm:@nats-io/transport-node@3.4.0";
+import type { KV } from "npm:@nats-io/kv@3.4.0";
+import {
+  Actor,
+  type ActorClass,
+  ActorExited,
+  type ActorMethods,
+  type CallOptions,
+  type ExitReason,
+  type MessageOf,
+  type ReplyOf,
+} from "../actor.ts";
+import { TimeoutError, ValueError } from "../errors.ts";
+import { dumps, loads } from "../reduction.ts";
+import { optionsOf } from "../_args.ts";
+import { encodeFailure } from "./_exec.ts";
+
+/** What the actor layer needs of a cluster connection (mod.ts's context satisfies it). */
+export interface ActorCtx {
+  /** The connection. */
+  nc: NatsConnection;
+  /** The registry bucket, created on first use. */
+  actorRegistry(): Promise<KV>;
+  /** Things to stop before the connection closes. */
+  closers: Set<() => Promise<void> | void>;
+  /** This client's reply inbox for actor calls, made on first use. */
+  actorClient?: ActorClient;
+}
+
+/** Options of `cluster.spawn`. */
+export interface ClusterSpawnOptions<P extends unknown[]> {
+  /** The actor's name on the cluster (1-64 letters, digits, '-', '_'); default `Class-<random>`. */
+  name?: string;
+  /** Constructor arguments, sent with the library's codec. */
+  args?: P;
+  /** Milliseconds to wait for a node to start the actor; default 30 000. */
+  timeout?: number;
+}
+
+// Message frames: one op byte, then the codec's bytes. No NATS headers: parsing them would cost
+// more than the whole frame of a small call.
+const CALL = 0, TELL = 1, ASK = 2, STOP = 3;
+// Reply frames: one status byte, then the codec's bytes.
+const OK = 0, ERR = 1, EXITED = 2;
+
+const NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const CLASS_RE = /^[A-Za-z0-9_$]{1,128}$/;
+const SPAWN_GROUP = "denomp_nodes";
+/** How long a call waits before it asks whether the actor's node is still there, and between asks. */
+const LIVENESS_MS = 1_000;
+/** The longest timer a NATS request or setTimeout takes. */
+const FOREVER = 2_147_483_647;
+/** How long a stopping node lets each actor finish the message it is handling. */
+const SHUTDOWN_GRACE_MS = 5_000;
+/** Exit reasons a node remembers for callers that arrive late (most recent ones). */
+const EXITS_KEPT = 4096;
+
+const actorSubject = (name: string) => `denomp.a.x.${name}`;
+const spawnSubject = (cls: string) => `denomp.a.spawn.${cls}`;
+const nodeSubject = (node: string) => `denomp.a.n.${node}`;
+
+function checkActorName(name: string): string {
+  if (typeof name !== "string" || !NAME_RE.test(name)) {
+    throw new ValueError(
+      `actor name must be 1-64 letters, digits, '-' or '_': current value is ${
+        JSON.stringify(name)
+      }`,
+    );
+  }
+  return name;
+}
+
+/** A frame: `tag` then `body`. */
+function frame(tag: number, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(body.length + 1);
+  out[0] = tag;
+  out.set(body, 1);
+  return out;
+}
+
+/** The codec's part of a received frame, as a plain view (the client hands out Node Buffers). */
+function bodyOf<T>(data: Uint8Array): T {
+  return loads<T>(new Uint8Array(data.buffer, data.byteOffset + 1, data.byteLength - 1));
+}
+
+const isNoResponders = (m: Msg): boolean => m.data.length === 0 && m.headers?.code === 503;
+
+// ---------------------------------------------------------------------------------------------
+// Client side
+
+/** A reply being waited for. */
+interface Waiter {
+  resolve(m: Msg): void;
+  reject(e: unknown): void;
+}
+
+/**
+ * One reply inbox per cluster client: `_INBOX.<id>.<n>` for the n-th request, settled by the
+ * subscription's callback. Internal; made by the first actor call of a cluster.
+ *
+ * @example
+ * ```ts ignore
+ * const client = new ActorClient(nc);
+ * const { reply, cancel } = client.request("denomp.a.x.counter-1", bytes);
+ * setTimeout(cancel, 1000); // a reply after this is dropped
+ * const m = await reply;
+ * ```
+ */
+export class ActorClient {
+  readonly #nc: NatsConnection;
+  readonly #inbox: string;
+  readonly #sub: Subscription;
+  readonly #waiting = new Map<string, Waiter>();
+  #seq = 0;
+  #closed = false;
+
+  /** Subscribes the inbox. */
+  constructor(nc: NatsConnection) {
+    this.#nc = nc;
+    this.#inbox = createInbox();
+    const cut = this.#inbox.length + 1;
+    this.#sub = nc.subscribe(`${this.#inbox}.*`, {
+      callback: (_err, m) => {
+        const token = m.subject.slice(cut);
+        const w = this.#waiting.get(token);
+        if (w) {
+          this.#waiting.delete(token);
+          w.resolve(m);
+        }
+      },
+    });
+  }
+
+  /**
+   * Publishes `data` to `subject` with a reply inbox; resolves with the reply (or the server's
+   * "no responders" status). `cancel` drops the wait (the late reply, if any, is ignored).
+   */
+  request(subject: string, data: Uint8Array): { reply: Promise<Msg>; cancel(): void } {
+    const token = (++this.#seq).toString(36);
+    if (this.#closed) return { reply: Promise.reject(closedError()), cancel: () => {} };
+    const reply = new Promise<Msg>((resolve, reject) =>
+      this.#waiting.set(token, { resolve, reject })
+    );
+    try {
+      this.#nc.publish(subject, data, { reply: `${this.#inbox}.${token}` });
+    } catch (e) {
+      this.#waiting.delete(token);
+      return { reply: Promise.reject(e), cancel: () => {} };
+    }
+    return { reply, cancel: () => this.#waiting.delete(token) };
+  }
+
+  /** Unsubscribes; calls still waiting reject (the cluster connection is closing). */
+  close(): void {
+    this.#closed = true;
+    for (const w of this.#waiting.values()) w.reject(closedError());
+    this.#waiting.clear();
+    this.#sub.unsubscribe();
+  }
+}
+
+const closedError = () => new ValueError("the cluster connection is closed");
+
+function clientOf(ctx: ActorCtx): ActorClient {
+  if (!ctx.actorClient) {
+    const c = ctx.actorClient = new ActorClient(ctx.nc);
+    ctx.closers.add(() => c.close());
+  }
+  return ctx.actorClient;
+}
+
+/** What a node says of one actor: `up` (it hosts it), its exit reason, or nothing (unknown). */
+type NodeAnswer = { gone: true } | { gone: false; up: boolean; reason?: ExitReason };
+
+/** Asks node `node` about actor `name` on its control subject. */
+async function askNode(nc: NatsConnection, node: string, name: string): Promise<NodeAnswer> {
+  let m: Msg;
+  try {
+    m = await nc.request(nodeSubject(node), name, { timeout: 2_000 });
+  } catch (e) {
+    const err = e as Error & { isNoResponders?: () => boolean };
+    if (err.isNoResponders?.() || err.name === "NoResponders") return { gone: true };
+    // The node is there but too busy to answer (a handler hogs its thread): not gone.
+    return { gone: false, up: true };
+  }
+  if (m.data[0] === 1) return { gone: false, up: true };
+  return m.data.length > 1
+    ? { gone: false, up: false, reason: bodyOf<ExitReason>(m.data) }
+    : { gone: false, up: false };
+}
+
+/** The registry entry of an actor: the node hosting it and its class. */
+interface Entry {
+  node: string;
+  cls: string;
+}
+
+async function lookup(ctx: ActorCtx, name: string): Promise<Entry | undefined> {
+  const kv = await ctx.actorRegistry();
+  const e = await kv.get(name);
+  if (!e || e.operation !== "PUT" || e.length === 0) return undefined;
+  return e.json<Entry>();
+}
+
+/**
+ * A reference to an actor on the cluster, from `cluster.spawn` or `cluster.ref(name)`: the local
+ * {@link ActorRef}'s surface (`call`, `callWith`, `tell`, `ask`, `stop`), typed from the actor's
+ * class, over NATS request/reply. Holding one costs nothing on the server; it names the actor.
+ *
+ * Calls are at most once: a call whose node dies rejects with `ActorExited` (reason
+ * `"noconnection"`, naming the node) and the method may or may not have run; retry if it is safe.
+ *
+ * @example
+ * ```ts ignore
+ * import { connectCluster } from "jsr:@denomp/multiprocessing/cluster";
+ * import type { Counter } from "./actors.ts";
+ * await using cluster = await connectCluster({ servers: "nats://127.0.0.1:4222" });
+ * const ref = cluster.ref<Counter>("counter-1");
+ * console.log(await ref.call.inc(1));
+ * ```
+ */
+// `out`, as the local ActorRef: a ref of a subclass is a ref of its base class.
+// @ts-expect-error: TS2636, ActorMethods<A> is covariant in A but not provably so
+export class ClusterActorRef<out A extends Actor = Actor> {
+  readonly #ctx: ActorCtx;
+  readonly #subject: string;
+  #node?: string;
+  #call?: ActorMethods<A>;
+  #liveness?: { at: number; answer: Promise<string | undefined> };
+  /** The actor's name on the cluster. */
+  readonly name: string;
+
+  /** Use `cluster.spawn(...)` or `cluster.ref(name)`. */
+  constructor(ctx: ActorCtx, name: string, node?: string) {
+    this.#ctx = ctx;
+    this.name = checkActorName(name);
+    this.#subject = actorSubject(name);
+    this.#node = node;
+  }
+
+  /**
+   * The actor's public methods, each as an async function run by the actor on its node, one
+   * message at a time. Rejects with the error the method threw (the actor then stops with it),
+   * or with `ActorExited` when the actor is not running or its node is gone.
+   */
+  get call(): ActorMethods<A> {
+    return this.#call ??= this.#methods(undefined);
+  }
+
+  /**
+   * `ref.call` with a `timeout` in milliseconds (then `TimeoutError` naming the actor and
+   * method; the method may still run) or an abort `signal`.
+   *
+   * @example
+   * ```ts ignore
+   * await ref.callWith({ timeout: 500 }).inc(1);
+   * ```
+   */
+  callWith(options: CallOptions): ActorMethods<A> {
+    optionsOf(options, "ClusterActorRef.callWith", "callWith({ timeout: 500 })");
+    return this.#methods(options);
+  }
+
+  #methods(options: CallOptions | undefined): ActorMethods<A> {
+    const fns = new Map<string, unknown>();
+    return new Proxy({}, {
+      get: (_, method) => {
+        // `then`: an awaited `ref.call` must not look like a promise.
+        if (typeof method !== "string" || method === "then") return undefined;
+        let f = fns.get(method);
+        if (!f) {
+          f = (...args: unknown[]) =>
+            this.#request(CALL, [method, args], `${method}() args`, `${method}()`, options);
+          fns.set(method, f);
+        }
+        return f;
+      },
+    }) as ActorMethods<A>;
+  }
+
+  /**
+   * Sends `msg` to the actor's `receive(msg)` without waiting for it to be handled. At most once:
+   * a message to an actor that is not running is dropped, as locally.
+   *
+   * @example
+   * ```ts ignore
+   * await ref.tell({ kind: "add", n: 1 });
+   * ```
+   */
+  tell(msg: MessageOf<A>): Promise<void> {
+    try {
+      this.#ctx.nc.publish(this.#subject, frame(TELL, dumps(msg, "message")));
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * Sends `msg` to the actor's `receive(msg)` and resolves with what it returns; `timeout` in
+   * milliseconds.
+   *
+   * @example
+   * ```ts ignore
+   * const total = await ref.ask({ kind: "total" }, { timeout: 1000 });
+   * ```
+   */
+  ask(
+    msg: MessageOf<A>,
+    options?: { timeout?: number; signal?: AbortSignal },
+  ): Promise<ReplyOf<A>> {
+    try {
+      options = optionsOf(options, "ClusterActorRef.ask", "ask(msg, { timeout: 1000 })");
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#request(ASK, msg, "message", "ask()", options) as Promise<ReplyOf<A>>;
+  }
+
+  /**
+   * Stops the actor after the messages already queued (its `onStop(reason)` runs on its node) and
+   * resolves with the reason. An actor that had stopped already resolves with the reason its node
+   * remembers; an unknown name or a gone node rejects with `ActorExited`.
+   *
+   * @example
+   * ```ts ignore
+   * await ref.stop(); // "normal"
+   * ```
+   */
+  async stop(reason: ExitReason = "normal", options?: { timeout?: number }): Promise<ExitReason> {
+    options = optionsOf(options, "ClusterActorRef.stop", 'stop("normal", { timeout: 5000 })');
+    try {
+      return await this.#request(STOP, reason, "reason", "stop()", options) as ExitReason;
+    } catch (e) {
+      if (e instanceof ActorExited && e.reason !== "noproc" && e.reason !== "noconnection") {
+        return e.reason;
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * The node hosting the actor (from the registry), or undefined when no actor has that name.
+   *
+   * @example
+   * ```ts ignore
+   * console.log(await ref.node()); // "host-a-4242"
+   * ```
+   */
+  async node(): Promise<string | undefined> {
+    const e = await lookup(this.#ctx, this.name);
+    if (e) this.#node = e.node;
+    return e?.node;
+  }
+
+  /**
+   * The actor's node if it is gone, else undefined. One answer serves every call of this ref
+   * pending at that moment: a thousand slow calls ask once, not a thousand times.
+   */
+  #nodeGone(): Promise<string | undefined> {
+    const now = Date.now();
+    if (this.#liveness && now - this.#liveness.at < LIVENESS_MS / 2) return this.#liveness.answer;
+    const answer = (async () => {
+      const node = (await lookup(this.#ctx, this.name))?.node ?? this.#node;
+      if (node === undefined) return undefined;
+      return (await askNode(this.#ctx.nc, node, this.name)).gone ? node : undefined;
+    })();
+    this.#liveness = { at: now, answer };
+    return answer;
+  }
+
+  /** Why a request found nobody: the actor's exit, its node gone, or no such actor. */
+  async #why(): Promise<ActorExited | "retry"> {
+    const entry = await lookup(this.#ctx, this.name);
+    const node = entry?.node ?? this.#node;
+    if (node === undefined) {
+      return new ActorExited(
+        this.name,
+        "noproc",
+        `no actor named '${this.name}' is running on the cluster`,
+      );
+    }
+    this.#node = node;
+    const a = await askNode(this.#ctx.nc, node, this.name);
+    if (a.gone) {
+      if (!entry) {
+        return new ActorExited(this.name, "noproc", `actor ${this.name} is not running`);
+      }
+      return new ActorExited(
+        this.name,
+        "noconnection",
+        `actor ${this.name} is unreachable: its node '${node}' is gone`,
+      );
+    }
+    if (a.up) return "retry"; // it started serving in between: the message reached no one
+    if (a.reason !== undefined) return new ActorExited(this.name, a.reason);
+    return new ActorExited(this.name, "noproc", `actor ${this.name} is not running`);
+  }
+
+  /** One request to the actor, settled by its reply, a deadline, an abort or its node's death. */
+  async #request(
+    op: number,
+    payload: unknown,
+    what: string,
+    label: string,
+    options: { timeout?: number; signal?: AbortSignal } | undefined,
+  ): Promise<unknown> {
+    const timeout = options?.timeout;
+    if (timeout !== undefined && (typeof timeout !== "number" || !(timeout >= 0))) {
+      throw new ValueError(
+        `'timeout' must be a non-negative number of milliseconds: got ${timeout}`,
+      );
+    }
+    const signal = options?.signal;
+    if (signal?.aborted) throw signal.reason;
+    const data = frame(op, dumps(payload, what));
+    const client = clientOf(this.#ctx);
+    for (let attempt = 0;; attempt++) {
+      const { reply, cancel } = client.request(this.#subject, data);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let probe: ReturnType<typeof setTimeout> | undefined;
+      let onAbort: (() => void) | undefined;
+      let settled = false;
+      const gaveUp = new Promise<never>((_, reject) => {
+        if (timeout !== undefined) {
+          timer = setTimeout(
+            () =>
+              reject(
+                new TimeoutError(
+                  `actor ${this.name} did not reply to ${label} within ${timeout} ms`,
+                ),
+              ),
+            Math.min(timeout, FOREVER),
+          );
+        }
+        if (signal) {
+          onAbort = () => reject(signal.reason);
+          signal.addEventListener("abort", onAbort, { once: true });
+        }
+        // A slow reply: is the actor's node still there? (A killed node answers nothing, ever.)
+        const check = async () => {
+          try {
+            const node = await this.#nodeGone();
+            if (node !== undefined) {
+              return reject(
+                new ActorExited(
+                  this.name,
+                  "noconnection",
+                  `actor ${this.name} is unreachable: its node '${node}' is gone (${label} ` +
+                    `may or may not have run)`,
+                ),
+              );
+            }
+          } catch {
+            if (this.#ctx.nc.isClosed()) return reject(closedError());
+            // The server is away for a moment: ask again later.
+          }
+          // Settled while the node was being asked: no further asking.
+          if (!settled) probe = setTimeout(check, LIVENESS_MS);
+        };
+        probe = setTimeout(check, LIVENESS_MS);
+      });
+      let m: Msg;
+      try {
+        m = await Promise.race([reply, gaveUp]);
+      } finally {
+        settled = true;
+        cancel();
+        clearTimeout(timer);
+        clearTimeout(probe);
+        if (onAbort) signal!.removeEventListener("abort", onAbort);
+      }
+      if (isNoResponders(m)) {
+        const why = await this.#why();
+        if (why === "retry" && attempt < 3) continue; // nobody got it: resending is still at most once
+        throw why === "retry"
+          ? new ActorExited(this.name, "noproc", `actor ${this.name} is not running`)
+          : why;
+      }
+      const status = m.data[0];
+      const value = bodyOf<unknown>(m.data);
+      if (status === OK) return value;
+      if (status === EXITED) throw new ActorExited(this.name, value as ExitReason);
+      throw value;
+    }
+  }
+
+  /** A short description. */
+  toString(): string {
+    return `<ClusterActorRef ${this.name}>`;
+  }
+}
+
+/**
+ * Starts an actor of class `cls` on a node hosting it and resolves with its ref (`cluster.spawn`
+ * calls this).
+ *
+ * @example
+ * ```ts ignore
+ * const ref = await spawnOnCluster(ctx, Counter, { name: "counter-1", args: [0] });
+ * ```
+ */
+export async function spawnOnCluster<A extends Actor, P extends unknown[]>(
+  ctx: ActorCtx,
+  cls: ActorClass<A, P>,
+  options?: ClusterSpawnOptions<P>,
+): Promise<ClusterActorRef<A>> {
+  options = optionsOf(options, "cluster.spawn", 'cluster.spawn(Counter, { name: "c1" })');
+  if (typeof cls !== "function" || !(cls.prototype instanceof Actor)) {
+    throw new ValueError(`cluster.spawn() needs a class extending Actor: got ${String(cls)}`);
+  }
+  if (!CLASS_RE.test(cls.name)) {
+    throw new ValueError(`cluster.spawn(): class name '${cls.name}' cannot be sent`);
+  }
+  const name = checkActorName(options.name ?? `${cls.name}-${crypto.randomUUID().slice(0, 8)}`);
+  const timeout = options.timeout ?? 30_000;
+  let m: Msg;
+  try {
+    m = await ctx.nc.request(
+      spawnSubject(cls.name),
+      dumps([name, options.args ?? []], "spawn args"),
+      { timeout },
+    );
+  } catch (e) {
+    const err = e as Error & { isNoResponders?: () => boolean };
+    if (err.isNoResponders?.()) {
+      throw new ValueError(
+        `no node hosts actor class '${cls.name}': start one with ` +
+          `\`deno run -A .../cluster/worker.ts --actors <module exporting ${cls.name}>\``,
+      );
+    }
+    if (err.name === "TimeoutError") {
+      throw new TimeoutError(`no node started actor ${name} within ${timeout} ms`);
+    }
+    throw e;
+  }
+  const status = m.data[0];
+  const value = bodyOf<unknown>(m.data);
+  if (status !== OK) throw value;
+  return new ClusterActorRef<A>(ctx, name, value as string);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node side
+
+/** Options of {@link hostActors}. */
+export interface HostActorsOptions {
+  /** Module URLs whose exported `Actor` subclasses this node hosts. */
+  modules: string[];
+  /** This node's id (letters, digits, '-', '_'). */
+  node: string;
+  /** Where progress lines go. */
+  log: (line: string) => void;
+}
+
+/** A node's actors, as {@link hostActors} returns them. */
+export interface ActorHost {
+  /** The node's id. */
+  readonly node: string;
+  /** The class names hosted. */
+  readonly classes: string[];
+  /** Stops every actor (`"shutdown"`), frees their names, and stops serving. */
+  stop(): Promise<void>;
+}
+
+type Outcome = undefined | { reason: ExitReason };
+
+/** One actor living on this node: its instance and its queue of messages. */
+class Hosted {
+  readonly queue: Msg[] = [];
+  busy = false;
+  stopped = false;
+  sub?: Subscription;
+
+  constructor(
+    readonly name: string,
+    readonly instance: Actor,
+    readonly methods: ReadonlySet<string>,
+    readonly revision: number,
+  ) {}
+}
+
+/** The public methods of an actor class: those its prototypes define below `Actor`'s. */
+function methodsOf(cls: new (...a: never[]) => Actor): Set<string> {
+  const out = new Set<string>();
+  for (let p = cls.prototype; p && p !== Actor.prototype; p = Object.getPrototypeOf(p)) {
+    for (const k of Object.getOwnPropertyNames(p)) {
+      const d = Object.getOwnPropertyDescriptor(p, k)!;
+      if (typeof d.value === "function" && !HOOKS.has(k)) out.add(k);
+    }
+  }
+  return out;
+}
+const HOOKS = new Set(["constructor", "onStart", "onStop", "onExit", "receive"]);
+
+function replyTo(m: Msg, status: number, value: unknown): void {
+  if (!m.reply) return;
+  let body: Uint8Array;
+  try {
+    body = status === ERR ? encodeFailure(value) : dumps(value, "result");
+  } catch (e) {
+    status = ERR;
+    body = encodeFailure(e);
+  }
+  m.respond(frame(status, body));
+}
+
+/**
+ * Hosts the actor classes exported by `modules` on this node (the worker command's `--actors`):
+ * answers spawn requests for them, runs each actor's messages one at a time, and answers other
+ * clients' questions about its actors. Resolves once it serves.
+ *
+ * @example
+ * ```ts ignore
+ * const host = await hostActors(ctx, { modules: ["file:///app/actors.ts"], node: "a1", log });
+ * await host.stop();
+ * ```
+ */
+export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Promise<ActorHost> {
+  const { nc } = ctx;
+  const { node, log } = options;
+  const classes = new Map<string, new (...a: unknown[]) => Actor>();
+  for (const url of options.modules) {
+    const mod = await import(url) as Record<string, unknown>;
+    let found = 0;
+    for (const [key, v] of Object.entries(mod)) {
+      if (typeof v !== "function" || !(v.prototype instanceof Actor)) continue;
+      const cls = v as new (...a: unknown[]) => Actor;
+      // A subclass of another copy of `Actor` (a second denomp) fails the check above: the
+      // module must import the same denomp as this worker.
+      if (classes.has(key)) log(`denomp worker: actor class ${key} of ${url} hidden by another`);
+      else classes.set(key, cls);
+      found++;
+    }
+    if (!found) {
+      throw new Error(
+        `--actors ${url} exports no class extending Actor (of this denomp: ${
+          new URL("../actor.ts", import.meta.url).href
+        })`,
+      );
+    }
+  }
+  const kv = await ctx.actorRegistry();
+  const hosted = new Map<string, Hosted>();
+  const exits = new Map<string, ExitReason>();
+  const subs: Subscription[] = [];
+  let closing = false;
+
+  const claim = async (name: string, cls: string): Promise<number> => {
+    const value = JSON.stringify({ node, cls } satisfies Entry);
+    try {
+      return await kv.create(name, value);
+    } catch (e) {
+      const cur = await kv.get(name);
+      if (!cur) throw e;
+      if (cur.operation === "PUT" && cur.length > 0) {
+        const owner = cur.json<Entry>().node;
+        const a = owner === node
+          ? { gone: false as const, up: hosted.has(name) }
+          : await askNode(nc, owner, name);
+        if (a.gone === false && a.up) {
+          throw new ValueError(`actor name '${name}' is taken (running on node '${owner}')`);
+        }
+      }
+      // Deleted, or left behind by a node that is gone or no longer runs it: ours, unless
+      // another spawn takes it first (then this update fails on the revision).
+      try {
+        return await kv.update(name, value, cur.revision);
+      } catch {
+        throw new ValueError(`actor name '${name}' is taken`);
+      }
+    }
+  };
+
+  const finish = async (h: Hosted, reason: ExitReason, stopMsg?: Msg) => {
+    if (h.stopped) {
+      // Stopped meanwhile (the node shut it down while this handler ran): once is enough.
+      if (stopMsg) replyTo(stopMsg, EXITED, exits.get(h.name) ?? reason);
+      return;
+    }
+    h.stopped = true;
+    h.sub?.unsubscribe();
+    hosted.delete(h.name);
+    exits.set(h.name, reason);
+    if (exits.size > EXITS_KEPT) exits.delete(exits.keys().next().value!);
+    // Queued calls and asks hear why; queued tells are dropped, as a stopped local actor's.
+    for (const m of h.queue.splice(0)) replyTo(m, EXITED, reason);
+    try {
+      await h.instance.onStop?.(reason);
+    } catch (e) {
+      log(`denomp worker: actor ${h.name}'s onStop failed: ${(e as Error)?.stack ?? e}`);
+    }
+    try {
+      await kv.delete(h.name, { previousSeq: h.revision });
+    } catch { /* taken over already, or the server is away */ }
+    if (stopMsg) replyTo(stopMsg, OK, reason);
+  };
+
+  const crash = (h: Hosted, e: unknown, m: Msg | null): Outcome => {
+    if (m) replyTo(m, ERR, e);
+    const reason = e instanceof Error ? e : new Error(String(e));
+    log(`actor ${h.name} crashed:\n${reason.stack ?? `${reason.name}: ${reason.message}`}`);
+    return { reason };
+  };
+
+  const invoke = (
+    h: Hosted,
+    fn: (...a: unknown[]) => unknown,
+    args: unknown[],
+    m: Msg | null,
+  ): Outcome | Promise<Outcome> => {
+    let r: unknown;
+    try {
+      r = fn.apply(h.instance, args);
+    } catch (e) {
+      return crash(h, e, m);
+    }
+    if (
+      r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function"
+    ) {
+      return Promise.resolve(r).then((v) => {
+        if (m) replyTo(m, OK, v);
+        return undefined;
+      }, (e) => crash(h, e, m));
+    }
+    if (m) replyTo(m, OK, r);
+    return undefined;
+  };
+
+  const handle = (h: Hosted, m: Msg): Outcome | Promise<Outcome> => {
+    const op = m.data[0];
+    let body: unknown;
+    try {
+      body = bodyOf<unknown>(m.data);
+    } catch (e) {
+      replyTo(m, ERR, e); // undecodable: refused, the actor goes on
+      return undefined;
+    }
+    const inst = h.instance as unknown as Record<string, unknown>;
+    switch (op) {
+      case CALL: {
+        const [method, args] = body as [string, unknown[]];
+        const fn = inst[method];
+        if (!h.methods.has(method) || typeof fn !== "function" || !Array.isArray(args)) {
+          replyTo(m, ERR, new ValueError(`actor ${h.name} has no method '${method}'`));
+          return undefined;
+        }
+        return invoke(h, fn as (...a: unknown[]) => unknown, args, m);
+      }
+      case TELL:
+      case ASK: {
+        const to = op === ASK ? m : null;
+        const recv = inst.receive;
+        if (typeof recv !== "function") {
+          return crash(h, new ValueError(`actor ${h.name} has no receive(msg) method`), to);
+        }
+        return invoke(h, recv as (...a: unknown[]) => unknown, [body], to);
+      }
+      case STOP:
+        return { reason: body as ExitReason };
+    }
+    replyTo(m, ERR, new ValueError(`actor ${h.name}: unknown message kind ${op}`));
+    return undefined;
+  };
+
+  /** Handles `h`'s queued messages in order; awaits only handlers that return promises. */
+  const drain = async (h: Hosted) => {
+    h.busy = true;
+    while (h.queue.length && !h.stopped) {
+      const m = h.queue.shift()!;
+      let out = handle(h, m);
+      if (out instanceof Promise) out = await out;
+      if (out) {
+        await finish(h, out.reason, m.data[0] === STOP ? m : undefined);
+        break;
+      }
+    }
+    h.busy = false;
+  };
+
+  const onSpawn = async (m: Msg, clsName: string) => {
+    let revision = 0, name = "";
+    try {
+      if (closing) throw new ValueError(`node '${node}' is stopping`);
+      const [n, args] = loads<[string, unknown[]]>(
+        new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength),
+      );
+      name = checkActorName(n);
+      const cls = classes.get(clsName)!;
+      revision = await claim(name, clsName);
+      const instance = new cls(...args);
+      await instance.onStart?.();
+      const h = new Hosted(name, instance, methodsOf(cls), revision);
+      hosted.set(name, h);
+      h.sub = nc.subscribe(actorSubject(name), {
+        callback: (_err, msg) => {
+          if (h.stopped) return replyTo(msg, EXITED, exits.get(name) ?? "normal");
+          h.queue.push(msg);
+          if (!h.busy) void drain(h);
+        },
+      });
+      await nc.flush(); // the server knows the subscription before the spawner calls
+      replyTo(m, OK, node);
+    } catch (e) {
+      if (revision) {
+        hosted.delete(name);
+        try {
+          await kv.delete(name, { previousSeq: revision });
+        } catch { /* the server is away */ }
+      }
+      replyTo(m, ERR, e);
+    }
+  };
+
+  subs.push(nc.subscribe(nodeSubject(node), {
+    callback: (_err, m) => {
+      const name = new TextDecoder().decode(m.data);
+      const reason = exits.get(name);
+      m.respond(
+        hosted.has(name)
+          ? new Uint8Array([1])
+          : reason === undefined
+          ? new Uint8Array([0])
+          : frame(0, dumps(reason, "reason")),
+      );
+    },
+  }));
+  for (const clsName of classes.keys()) {
+    if (!CLASS_RE.test(clsName)) {
+      log(`denomp worker: actor class '${clsName}' not hosted: its name is not a NATS token`);
+      continue;
+    }
+    subs.push(nc.subscribe(spawnSubject(clsName), {
+      queue: SPAWN_GROUP,
+      callback: (_err, m) => void onSpawn(m, clsName),
+    }));
+  }
+  await nc.flush();
+  log(
+    `denomp worker: node '${node}' hosts actors ${[...classes.keys()].join(", ")} from ${
+      options.modules.join(", ")
+    }`,
+  );
+  return {
+    node,
+    classes: [...classes.keys()],
+    async stop() {
+      closing = true;
+      for (const s of subs.splice(1)) s.unsubscribe(); // no new spawns; still answer questions
+      // Each actor finishes the message it is handling (for a few seconds at most: a node
+      // being stopped must end), then stops with "shutdown"; queued calls hear so.
+      const deadline = Date.now() + SHUTDOWN_GRACE_MS;
+      await Promise.all([...hosted.values()].map(async (h) => {
+        while (h.busy && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        if (!h.stopped) await finish(h, "shutdown");
+      }));
+      subs.splice(0).forEach((s) => s.unsubscribe());
+    },
+  };
+}
