@@ -103,7 +103,7 @@ export type ExitReason = string | Error;
  *
  * @example
  * ```ts
- * import { isNormalExit } from "./actor.ts";
+ * import { isNormalExit } from "jsr:@denomp/multiprocessing";
  * console.assert(isNormalExit("shutdown") && !isNormalExit(new Error("boom")));
  * ```
  */
@@ -121,7 +121,7 @@ function describe(reason: ExitReason): string {
  *
  * @example
  * ```ts ignore
- * import { ActorExited, spawn } from "./actor.ts";
+ * import { ActorExited, spawn } from "jsr:@denomp/multiprocessing";
  * import { Counter } from "./counter.ts";
  * const ref = await spawn(Counter);
  * await ref.stop();
@@ -271,7 +271,7 @@ let boxOfMailbox: (m: Mailbox<unknown>) => Box;
  *
  * @example
  * ```ts
- * import { Mailbox } from "./actor.ts";
+ * import { Mailbox } from "jsr:@denomp/multiprocessing";
  * const mb = new Mailbox<{ kind: string; n: number }>();
  * await mb.send({ kind: "low", n: 1 });
  * await mb.send({ kind: "high", n: 2 });
@@ -314,7 +314,7 @@ export class Mailbox<T = unknown> {
    *
    * @example
    * ```ts
-   * import { Mailbox } from "./actor.ts";
+   * import { Mailbox } from "jsr:@denomp/multiprocessing";
    * const mb = new Mailbox<number>();
    * await mb.send(1);
    * console.assert(mb.size() === 1);
@@ -331,7 +331,7 @@ export class Mailbox<T = unknown> {
    *
    * @example
    * ```ts
-   * import { Mailbox } from "./actor.ts";
+   * import { Mailbox } from "jsr:@denomp/multiprocessing";
    * const mb = new Mailbox<string>({ maxsize: 1 });
    * await mb.send("a");
    * await mb.send("b", { timeout: 10 }).catch((e) => console.assert(e.name === "Full"));
@@ -354,7 +354,7 @@ export class Mailbox<T = unknown> {
    *
    * @example
    * ```ts
-   * import { Mailbox } from "./actor.ts";
+   * import { Mailbox } from "jsr:@denomp/multiprocessing";
    * const mb = new Mailbox<number>();
    * mb.sendSync(7);
    * console.assert(mb.receiveSync() === 7);
@@ -425,7 +425,7 @@ export class Mailbox<T = unknown> {
    *
    * @example
    * ```ts
-   * import { Mailbox } from "./actor.ts";
+   * import { Mailbox } from "jsr:@denomp/multiprocessing";
    * const mb = new Mailbox<number>();
    * for (const n of [1, 2, 3, 4]) await mb.send(n);
    * console.assert((await mb.receive({ match: (n) => n % 2 === 0 })) === 2);
@@ -493,7 +493,7 @@ export class Mailbox<T = unknown> {
    *
    * @example
    * ```ts
-   * import { Mailbox } from "./actor.ts";
+   * import { Mailbox } from "jsr:@denomp/multiprocessing";
    * const mb = new Mailbox<string>();
    * mb.sendSync("x");
    * console.assert(mb.receiveSync({ timeout: 0 }) === "x");
@@ -2065,7 +2065,7 @@ export async function unlink<A extends Actor, B extends Actor>(
  *
  * @example
  * ```ts
- * import { shutdown } from "./actor.ts";
+ * import { shutdown } from "jsr:@denomp/multiprocessing";
  * await shutdown(); // nothing started: resolves at once
  * ```
  */
@@ -2078,7 +2078,7 @@ export function shutdown(reason: ExitReason = "shutdown"): Promise<void> {
  *
  * @example
  * ```ts
- * import { currentActor } from "./actor.ts";
+ * import { currentActor } from "jsr:@denomp/multiprocessing";
  * console.assert(currentActor() === null); // the main thread is no actor
  * ```
  */

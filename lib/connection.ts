@@ -44,7 +44,7 @@ import * as pickle from "./pickle.ts";
  *
  * @example
  * ```ts
- * import { OSError } from "./connection.ts";
+ * import { OSError } from "jsr:@denomp/multiprocessing";
  * console.assert(new OSError("handle is closed").name === "OSError");
  * ```
  */
@@ -65,7 +65,7 @@ export class OSError extends Error {
  *
  * @example
  * ```ts
- * import { BrokenPipeError, OSError } from "./connection.ts";
+ * import { BrokenPipeError, OSError } from "jsr:@denomp/multiprocessing";
  * console.assert(new BrokenPipeError() instanceof OSError);
  * ```
  */
@@ -311,7 +311,7 @@ let transportOf: (c: Connection<unknown>) => Transport;
  *
  * @example
  * ```ts
- * import { Pipe } from "./connection.ts";
+ * import { Pipe } from "jsr:@denomp/multiprocessing";
  * const [a, b] = Pipe<string>();
  * await a.send("hi");
  * console.assert((await b.poll()) && (await b.recv()) === "hi");
@@ -573,7 +573,7 @@ export interface PipeOptions {
  *
  * @example
  * ```ts
- * import { Pipe } from "./connection.ts";
+ * import { Pipe } from "jsr:@denomp/multiprocessing";
  * const [reader, writer] = Pipe<number>({ duplex: false });
  * await writer.send(42);
  * writer.close();
@@ -844,7 +844,7 @@ async function writeAll(conn: Deno.Conn, b: Uint8Array): Promise<void> {
  *
  * @example
  * ```ts ignore
- * import { wrapSocket } from "./connection.ts";
+ * import { wrapSocket } from "jsr:@denomp/multiprocessing";
  * const conn = wrapSocket(await Deno.connect({ port: 6000 }), { maxMessageSize: 1 << 20 });
  * ```
  */
@@ -1018,7 +1018,7 @@ function verifyAnswer(authkey: AuthKey, message: Uint8Array, response: Uint8Arra
  *
  * @example
  * ```ts ignore
- * import { answerChallenge, deliverChallenge, wrapSocket } from "./connection.ts";
+ * import { answerChallenge, deliverChallenge, wrapSocket } from "jsr:@denomp/multiprocessing";
  * const conn = wrapSocket(await listener.accept());
  * await deliverChallenge(conn, "secret");
  * await answerChallenge(conn, "secret");
@@ -1055,7 +1055,7 @@ export async function deliverChallenge(
  *
  * @example
  * ```ts ignore
- * import { answerChallenge, deliverChallenge, wrapSocket } from "./connection.ts";
+ * import { answerChallenge, deliverChallenge, wrapSocket } from "jsr:@denomp/multiprocessing";
  * const conn = wrapSocket(await Deno.connect({ port: 6000 }));
  * await answerChallenge(conn, "secret");
  * await deliverChallenge(conn, "secret");
@@ -1152,7 +1152,7 @@ type Handshake = { conn: Connection<unknown> } | { error: Error };
  *
  * @example
  * ```ts
- * import { Client, Listener } from "./connection.ts";
+ * import { Client, Listener } from "jsr:@denomp/multiprocessing";
  * await using listener = new Listener({ authkey: "secret" });
  * const [server, client] = await Promise.all([
  *   listener.accept(),
@@ -1343,7 +1343,7 @@ export interface ClientOptions extends SocketOptions {
  *
  * @example
  * ```ts ignore
- * import { Client } from "./connection.ts";
+ * import { Client } from "jsr:@denomp/multiprocessing";
  * import { tuple } from "./pickle.ts";
  * // Python: Listener(("127.0.0.1", 6000), authkey=b"secret")
  * const conn = await Client({ port: 6000 }, { authkey: "secret", serializer: "pickle" });

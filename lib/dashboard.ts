@@ -236,7 +236,7 @@ const escape = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').repl
  * @example
  * ```ts
  * import { metrics } from "./dashboard.ts";
- * import { snapshot } from "./snapshot.ts";
+ * import { snapshot } from "jsr:@denomp/multiprocessing";
  * console.assert(metrics(snapshot()).includes("# TYPE denomp_pool_tasks_completed_total counter"));
  * ```
  */

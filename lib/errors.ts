@@ -28,7 +28,7 @@ function named<T extends Error>(self: T, name: string): T {
  *
  * @example
  * ```ts
- * import { Empty } from "./errors.ts";
+ * import { Empty } from "jsr:@denomp/multiprocessing";
  * const e = new Empty("queue is empty");
  * console.assert(e instanceof Empty && e.name === "Empty");
  * ```
@@ -46,7 +46,7 @@ export class Empty extends Error {
  *
  * @example
  * ```ts
- * import { Full } from "./errors.ts";
+ * import { Full } from "jsr:@denomp/multiprocessing";
  * console.assert(new Full().name === "Full");
  * ```
  */
@@ -63,7 +63,7 @@ export class Full extends Error {
  *
  * @example
  * ```ts
- * import { EOFError } from "./errors.ts";
+ * import { EOFError } from "jsr:@denomp/multiprocessing";
  * console.assert(new EOFError().name === "EOFError");
  * ```
  */
@@ -81,7 +81,7 @@ export class EOFError extends Error {
  *
  * @example
  * ```ts
- * import { BufferTooShort } from "./errors.ts";
+ * import { BufferTooShort } from "jsr:@denomp/multiprocessing";
  * const e = new BufferTooShort(new Uint8Array([1, 2, 3]));
  * console.assert(e.bytes.length === 3);
  * ```
@@ -102,7 +102,7 @@ export class BufferTooShort extends Error {
  *
  * @example
  * ```ts
- * import { TimeoutError } from "./errors.ts";
+ * import { TimeoutError } from "jsr:@denomp/multiprocessing";
  * console.assert(new TimeoutError().name === "TimeoutError");
  * ```
  */
@@ -120,7 +120,7 @@ export class TimeoutError extends Error {
  *
  * @example
  * ```ts
- * import { ProcessError } from "./errors.ts";
+ * import { ProcessError } from "jsr:@denomp/multiprocessing";
  * console.assert(new ProcessError("processes can only be started once").name === "ProcessError");
  * ```
  */
@@ -137,7 +137,7 @@ export class ProcessError extends Error {
  *
  * @example
  * ```ts
- * import { AuthenticationError } from "./errors.ts";
+ * import { AuthenticationError } from "jsr:@denomp/multiprocessing";
  * console.assert(new AuthenticationError().name === "AuthenticationError");
  * ```
  */
@@ -154,7 +154,7 @@ export class AuthenticationError extends Error {
  *
  * @example
  * ```ts
- * import { BrokenBarrierError } from "./errors.ts";
+ * import { BrokenBarrierError } from "jsr:@denomp/multiprocessing";
  * console.assert(new BrokenBarrierError().name === "BrokenBarrierError");
  * ```
  */
@@ -173,7 +173,7 @@ export class BrokenBarrierError extends Error {
  *
  * @example
  * ```ts
- * import { DeadlockError } from "./errors.ts";
+ * import { DeadlockError } from "jsr:@denomp/multiprocessing";
  * const e = new DeadlockError("deadlock", [{ process: "a", holds: "x", waitsFor: "y" }]);
  * console.assert(e.name === "DeadlockError" && e.cycle.length === 1);
  * ```
@@ -198,7 +198,7 @@ export class DeadlockError extends Error {
  *
  * @example
  * ```ts
- * import { BrokenPoolError } from "./errors.ts";
+ * import { BrokenPoolError } from "jsr:@denomp/multiprocessing";
  * console.assert(new BrokenPoolError("worker died").name === "BrokenPoolError");
  * ```
  */
@@ -216,7 +216,7 @@ export class BrokenPoolError extends Error {
  *
  * @example
  * ```ts
- * import { RemoteError } from "./errors.ts";
+ * import { RemoteError } from "jsr:@denomp/multiprocessing";
  * const e = new RemoteError("TypeError", "x is not a function", "TypeError: x...\n    at f");
  * console.assert(e.remoteName === "TypeError");
  * ```
@@ -247,7 +247,7 @@ export class RemoteError extends Error {
  *
  * @example
  * ```ts
- * import { SerializationError } from "./errors.ts";
+ * import { SerializationError } from "jsr:@denomp/multiprocessing";
  * const e = new SerializationError("args[1].callback", "functions cannot be sent");
  * console.assert(e.message === "args[1].callback: functions cannot be sent");
  * ```
@@ -269,7 +269,7 @@ export class SerializationError extends Error {
  *
  * @example
  * ```ts
- * import { ValueError } from "./errors.ts";
+ * import { ValueError } from "jsr:@denomp/multiprocessing";
  * console.assert(new ValueError("task_done() called too many times").name === "ValueError");
  * ```
  */
@@ -287,7 +287,7 @@ export class ValueError extends Error {
  *
  * @example
  * ```ts
- * import { CancelledError } from "./errors.ts";
+ * import { CancelledError } from "jsr:@denomp/multiprocessing";
  * const e = new CancelledError();
  * console.assert(e instanceof CancelledError && e.name === "CancelledError");
  * ```

@@ -64,8 +64,8 @@ export {
  *
  * @example
  * ```ts
- * import { BrokenProcessPool } from "./futures.ts";
- * import { BrokenPoolError } from "./errors.ts";
+ * import { BrokenProcessPool } from "jsr:@denomp/multiprocessing";
+ * import { BrokenPoolError } from "jsr:@denomp/multiprocessing";
  * console.assert(new BrokenPoolError("worker died") instanceof BrokenProcessPool);
  * ```
  */
@@ -142,7 +142,7 @@ class WorkQueue {
  *
  * @example
  * ```ts
- * import { type Executor, ThreadPoolExecutor } from "./futures.ts";
+ * import { type Executor, ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
  * async function total(ex: Executor, xs: number[]): Promise<number> {
  *   let sum = 0;
  *   for await (const y of ex.map((x: number) => x * 2, xs)) sum += y;
@@ -182,7 +182,7 @@ export abstract class Executor implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { ThreadPoolExecutor } from "./futures.ts";
+   * import { ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
    * await using ex = new ThreadPoolExecutor({ maxWorkers: 2 });
    * const out: number[] = [];
    * for await (const y of ex.map(async (x: number) => x * x, [1, 2, 3])) out.push(y);
@@ -237,7 +237,7 @@ export abstract class Executor implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { ThreadPoolExecutor } from "./futures.ts";
+   * import { ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
    * {
    *   await using ex = new ThreadPoolExecutor();
    *   ex.submit(() => 1);
@@ -496,7 +496,7 @@ let threadPoolCounter = 0;
  *
  * @example
  * ```ts
- * import { asCompleted, ThreadPoolExecutor } from "./futures.ts";
+ * import { asCompleted, ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
  * await using ex = new ThreadPoolExecutor({ maxWorkers: 4 });
  * const fetchLength = async (s: string) => (await Promise.resolve(s)).length;
  * const fs = ["a", "bb", "ccc"].map((s) => ex.submit(fetchLength, s));
@@ -520,7 +520,7 @@ export class ThreadPoolExecutor extends Executor {
    *
    * @example
    * ```ts
-   * import { ThreadPoolExecutor } from "./futures.ts";
+   * import { ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
    * await using ex = new ThreadPoolExecutor({ maxWorkers: 8, threadNamePrefix: "fetch" });
    * ```
    */
@@ -541,7 +541,7 @@ export class ThreadPoolExecutor extends Executor {
    *
    * @example
    * ```ts
-   * import { ThreadPoolExecutor } from "./futures.ts";
+   * import { ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
    * await using ex = new ThreadPoolExecutor();
    * let hits = 0;
    * const f = ex.submit((n: number) => (hits += n), 2); // a closure
@@ -567,7 +567,7 @@ export class ThreadPoolExecutor extends Executor {
    *
    * @example
    * ```ts
-   * import { ThreadPoolExecutor } from "./futures.ts";
+   * import { ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
    * const ex = new ThreadPoolExecutor({ maxWorkers: 1 });
    * const a = ex.submit(() => new Promise((r) => setTimeout(r, 5)));
    * const b = ex.submit(() => 2);
@@ -589,7 +589,7 @@ export class ThreadPoolExecutor extends Executor {
    *
    * @example
    * ```ts
-   * import { ThreadPoolExecutor } from "./futures.ts";
+   * import { ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
    * const ex = new ThreadPoolExecutor({ maxWorkers: 2 });
    * console.assert(String(ex) === "<ThreadPoolExecutor maxWorkers=2 running=0 pending=0>");
    * ```

@@ -771,7 +771,7 @@ const proxyFinalizer = new FinalizationRegistry<{ serverId: string; id: ObjId }>
  *
  * @example
  * ```ts
- * import { BaseProxy, Manager } from "./managers.ts";
+ * import { BaseProxy, Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * console.assert(manager.list() instanceof BaseProxy);
  * ```
@@ -977,7 +977,7 @@ export type ProxyFactory<C extends abstract new (...args: never[]) => unknown> =
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const q = manager.Queue<number>();
  * await q.get({ timeout: 10 }).catch((e) => console.assert(e.name === "Empty"));
@@ -1020,7 +1020,7 @@ function waitArgs(
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const d = manager.dict<string, number>();
  * await d.set("a", 1);
@@ -1094,7 +1094,7 @@ export class DictProxy<K = unknown, V = unknown> extends BaseProxy {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const l = manager.list<number>([3, 1]);
  * await l.append(2);
@@ -1167,7 +1167,7 @@ export class ListProxy<T = unknown> extends BaseProxy {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const ns = manager.Namespace<{ x: number }>({ x: 1 });
  * await ns.set("x", 2);
@@ -1208,7 +1208,7 @@ export class NamespaceProxy<T extends Record<string, unknown> = Record<string, u
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const q = manager.Queue<string>();
  * await q.put("job");
@@ -1260,7 +1260,7 @@ export class QueueProxy<T = unknown> extends BaseProxy {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const q = manager.JoinableQueue<number>();
  * await q.put(1);
@@ -1287,7 +1287,7 @@ export class JoinableQueueProxy<T = unknown> extends QueueProxy<T> {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const lock = manager.Lock();
  * const held = await lock.acquire();
@@ -1330,7 +1330,7 @@ function acquired(p: { release(): Promise<void> }, r: unknown): ManagedAcquired 
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const lock = manager.Lock();
  * {
@@ -1368,7 +1368,7 @@ export class LockProxy extends BaseProxy {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const lock = manager.RLock();
  * await lock.acquire();
@@ -1385,7 +1385,7 @@ export class RLockProxy extends LockProxy {}
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const sem = manager.Semaphore(2);
  * await sem.acquire();
@@ -1426,7 +1426,7 @@ export class SemaphoreProxy extends BaseProxy {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const sem = manager.BoundedSemaphore(1);
  * await sem.release().catch((e) => console.assert(e.name === "ValueError"));
@@ -1440,7 +1440,7 @@ export class BoundedSemaphoreProxy extends SemaphoreProxy {}
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const cond = manager.Condition();
  * await cond.acquire();
@@ -1502,7 +1502,7 @@ export class ConditionProxy extends BaseProxy {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const ev = manager.Event();
  * await ev.set();
@@ -1543,7 +1543,7 @@ export class EventProxy extends BaseProxy {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const b = manager.Barrier(1);
  * console.assert((await b.wait()) === 0 && (await b.parties) === 1);
@@ -1591,7 +1591,7 @@ export class BarrierProxy extends BaseProxy {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const v = manager.Value("i", 1);
  * await v.set((await v.get()) + 1); // not atomic: hold a managed Lock around it when shared
@@ -1613,7 +1613,7 @@ export class ValueProxy<T extends Typecode = Typecode> extends BaseProxy {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const a = manager.Array("d", [1, 2]);
  * await a.set(0, 3.5);
@@ -2473,7 +2473,7 @@ export interface RegisterOptions {
  *
  * @example
  * ```ts
- * import { SyncManager } from "./managers.ts";
+ * import { SyncManager } from "jsr:@denomp/multiprocessing";
  * const m = new SyncManager({
  *   address: { hostname: "127.0.0.1", port: 0 },
  *   authkey: "secret",
@@ -2938,7 +2938,7 @@ export class BaseManager {
  *
  * @example
  * ```ts
- * import { SyncManager } from "./managers.ts";
+ * import { SyncManager } from "jsr:@denomp/multiprocessing";
  * const m = new SyncManager({ address: { hostname: "127.0.0.1", port: 0 }, authkey: "secret" });
  * await m.start();
  * console.log(m.address); // { hostname: "127.0.0.1", port: ... } for other programs
@@ -3034,7 +3034,7 @@ function checkPermits(v: number): number {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager({ authkey: "for proxies only" });
  * ```
  */
@@ -3050,7 +3050,7 @@ export interface ManagerOptions {
  *
  * @example
  * ```ts
- * import { Manager } from "./managers.ts";
+ * import { Manager } from "jsr:@denomp/multiprocessing";
  * await using manager = await Manager();
  * const d = manager.dict<string, number[]>();
  * await d.set("xs", [1]);

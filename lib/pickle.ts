@@ -114,8 +114,8 @@ export interface LoadsOptions {
  *
  * @example
  * ```ts
- * import { dumps } from "./pickle.ts";
- * const b = dumps(null);
+ * import { pickle } from "jsr:@denomp/multiprocessing";
+ * const b = pickle.dumps(null);
  * console.assert(b[0] === 0x80 && b[1] === 4 && b[b.length - 1] === 0x2e); // PROTO 4 ... STOP
  * ```
  */
@@ -151,13 +151,13 @@ export function dumps(value: unknown, options?: DumpsOptions): Uint8Array {
  *
  * @example
  * ```ts
- * import { loads } from "./pickle.ts";
+ * import { pickle } from "jsr:@denomp/multiprocessing";
  * // Python: pickle.dumps({"a": (1, 2.5), 3: None}, 2)
  * const p = new Uint8Array([
  *   0x80, 2, 0x7d, 0x71, 0, 0x28, 0x58, 1, 0, 0, 0, 0x61, 0x71, 1, 0x4b, 1, 0x47,
  *   0x40, 4, 0, 0, 0, 0, 0, 0, 0x86, 0x71, 2, 0x4b, 3, 0x4e, 0x75, 0x2e,
  * ]);
- * const m = loads(p) as Map<unknown, unknown>;
+ * const m = pickle.loads(p) as Map<unknown, unknown>;
  * console.assert(m instanceof Map && m.get(3) === null && (m.get("a") as number[])[1] === 2.5);
  * ```
  */
@@ -176,11 +176,11 @@ export function loads(bytes: Uint8Array, options?: LoadsOptions): unknown {
  *
  * @example
  * ```ts
- * import { dumps, loads, tuple } from "./pickle.ts";
- * const address = tuple("127.0.0.1", 5000);
- * const b = dumps(address);
+ * import { pickle } from "jsr:@denomp/multiprocessing";
+ * const address = pickle.tuple("127.0.0.1", 5000);
+ * const b = pickle.dumps(address);
  * console.assert(b[b.length - 2] === 0x86); // TUPLE2
- * console.assert((loads(b) as unknown[])[1] === 5000);
+ * console.assert((pickle.loads(b) as unknown[])[1] === 5000);
  * ```
  */
 export function tuple<T extends unknown[]>(...items: T): Readonly<T> {

@@ -78,7 +78,7 @@ const kindList: AnyKind[] = [];
  *
  * @example
  * ```ts
- * import { dumps, loads, registerHandle } from "./reduction.ts";
+ * import { dumps, loads, registerHandle } from "jsr:@denomp/multiprocessing";
  * class Token {
  *   constructor(readonly id: number) {}
  * }
@@ -255,7 +255,7 @@ export interface CodecOptions {
  *
  * @example
  * ```ts
- * import { Encoder, loads } from "./reduction.ts";
+ * import { Encoder, loads } from "jsr:@denomp/multiprocessing";
  * const err = Object.assign(new RangeError("boom"), { retry: () => {}, orderId: 42 });
  * const back = loads<RangeError & { orderId: number }>(
  *   new Encoder().encode(err, "error", { reportError: true }),
@@ -279,7 +279,7 @@ export interface EncodeOptions {
  *
  * @example
  * ```ts
- * import { Decoder, Encoder } from "./reduction.ts";
+ * import { Decoder, Encoder } from "jsr:@denomp/multiprocessing";
  * const bytes = new Encoder().encode({ when: new Date(0), tags: new Set(["a"]) });
  * const back = new Decoder().decode(bytes) as { when: Date; tags: Set<string> };
  * console.assert(back.tags.has("a") && back.when.getTime() === 0);
@@ -723,7 +723,7 @@ function unsendable(v: object): string {
  *
  * @example
  * ```ts
- * import { Decoder, Encoder } from "./reduction.ts";
+ * import { Decoder, Encoder } from "jsr:@denomp/multiprocessing";
  * const m = new Decoder().decode(new Encoder().encode(new Map([[1, 2n]]))) as Map<number, bigint>;
  * console.assert(m.get(1) === 2n);
  * ```
@@ -1075,7 +1075,7 @@ export function holdsHandles(bytes: Uint8Array): boolean {
  *
  * @example
  * ```ts
- * import { dumps, loads } from "./reduction.ts";
+ * import { dumps, loads } from "jsr:@denomp/multiprocessing";
  * console.assert(loads<number[]>(dumps([1, 2]))[1] === 2);
  * ```
  */
@@ -1093,7 +1093,7 @@ export function dumps(value: unknown, root = "value"): Uint8Array {
  *
  * @example
  * ```ts
- * import { dumps, loads } from "./reduction.ts";
+ * import { dumps, loads } from "jsr:@denomp/multiprocessing";
  * console.assert(loads<{ a: number }>(dumps({ a: 1 })).a === 1);
  * ```
  */
@@ -1116,7 +1116,7 @@ export function loads<T = unknown>(bytes: Uint8Array): T {
  *
  * @example
  * ```ts
- * import { dumps, loadsAsync } from "./reduction.ts";
+ * import { dumps, loadsAsync } from "jsr:@denomp/multiprocessing";
  * const v = await loadsAsync<number[]>(dumps([1, 2]));
  * console.assert(v[1] === 2);
  * ```

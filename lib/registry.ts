@@ -53,7 +53,7 @@ export function register<A extends Actor>(name: string, ref: ActorRef<A>): void 
  *
  * @example
  * ```ts
- * import { whereis } from "./registry.ts";
+ * import { whereis } from "jsr:@denomp/multiprocessing";
  * console.assert(whereis("nobody-has-this-name") === undefined);
  * ```
  */
@@ -68,7 +68,7 @@ export function whereis<A extends Actor = Actor>(name: string): ActorRef<A> | un
  *
  * @example
  * ```ts
- * import { unregister } from "./registry.ts";
+ * import { unregister } from "jsr:@denomp/multiprocessing";
  * console.assert(unregister("nobody-has-this-name") === false);
  * ```
  */
@@ -84,7 +84,7 @@ export function unregister(name: string): boolean {
  *
  * @example
  * ```ts
- * import { registered } from "./registry.ts";
+ * import { registered } from "jsr:@denomp/multiprocessing";
  * console.assert(Array.isArray(registered()));
  * ```
  */

@@ -76,7 +76,7 @@ let attaching = 0;
  *
  * @example
  * ```ts
- * import { SharedMemory } from "./shared_memory.ts";
+ * import { SharedMemory } from "jsr:@denomp/multiprocessing";
  * using shm = new SharedMemory({ size: 16 });
  * shm.buf[0] = 42;
  * using again = new SharedMemory({ name: shm.name }); // attach by name, as in Python
@@ -163,7 +163,7 @@ export class SharedMemory {
    *
    * @example
    * ```ts
-   * import { SharedMemory } from "./shared_memory.ts";
+   * import { SharedMemory } from "jsr:@denomp/multiprocessing";
    * using shm = new SharedMemory({ size: 64 << 20 }); // a big block
    * shm.buf[shm.size - 1] = 7;
    * using again = await SharedMemory.attach(shm.name);
@@ -347,7 +347,7 @@ function encodeItem(v: unknown, where: string): [number, Uint8Array | null] {
  *
  * @example
  * ```ts
- * import { ShareableList } from "./shared_memory.ts";
+ * import { ShareableList } from "jsr:@denomp/multiprocessing";
  * const sl = new ShareableList([1, "howdy", true, null, 2n]);
  * sl.set(1, "hi");
  * console.assert(sl.get(1) === "hi" && sl.length === 5 && sl.index(true) === 2);

@@ -286,7 +286,7 @@ let valueLock!: (v: Value) => Lock | RLock | null;
  *
  * @example
  * ```ts
- * import { RawValue } from "./sharedctypes.ts";
+ * import { RawValue } from "jsr:@denomp/multiprocessing";
  * const v = new RawValue("d", 1.5);
  * v.value *= 2;
  * console.assert(v.value === 3);
@@ -338,7 +338,7 @@ export class RawValue<T extends Typecode = Typecode> {
  *
  * @example
  * ```ts
- * import { Value } from "./sharedctypes.ts";
+ * import { Value } from "jsr:@denomp/multiprocessing";
  * const counter = new Value("i", 0);
  * {
  *   using _ = await counter.getLock().acquire();
@@ -432,7 +432,7 @@ function initialLength(spec: Spec, init: unknown): number {
  *
  * @example
  * ```ts
- * import { RawArray } from "./sharedctypes.ts";
+ * import { RawArray } from "jsr:@denomp/multiprocessing";
  * const a = new RawArray("i", [1, 2, 3]);
  * a.set(0, 10);
  * console.assert(a.length === 3 && a.get(-1) === 3);
@@ -541,7 +541,7 @@ export class RawArray<T extends Typecode = Typecode> {
  *
  * @example
  * ```ts
- * import { Array as SharedArray } from "./sharedctypes.ts";
+ * import { Array as SharedArray } from "jsr:@denomp/multiprocessing";
  * const a = new SharedArray("d", 3);
  * {
  *   using _ = await a.getLock().acquire();

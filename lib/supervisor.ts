@@ -127,7 +127,7 @@ export interface WhenRunningOptions {
  *
  * @example
  * ```ts
- * import { SupervisorError } from "./supervisor.ts";
+ * import { SupervisorError } from "jsr:@denomp/multiprocessing";
  * const e = new SupervisorError("sup", "reached max restart intensity");
  * console.assert(e.name === "SupervisorError" && e.supervisor === "sup");
  * ```
@@ -292,7 +292,7 @@ export class Supervisor implements Supervisable {
    *
    * @example
    * ```ts
-   * import { Supervisor } from "./supervisor.ts";
+   * import { Supervisor } from "jsr:@denomp/multiprocessing";
    * const sup = await new Supervisor({ children: [] }).start();
    * await sup.stop();
    * ```
@@ -370,7 +370,7 @@ export class Supervisor implements Supervisable {
    *
    * @example
    * ```ts
-   * import { Supervisor, type Supervisable } from "./supervisor.ts";
+   * import { Supervisor, type Supervisable } from "jsr:@denomp/multiprocessing";
    * const child = (): Supervisable => ({ exited: new Promise(() => {}), stop: async () => {} });
    * const sup = await new Supervisor({ children: [{ id: "w", start: child }] }).start();
    * const w = await sup.whenRunning("w", { timeout: 1000 });

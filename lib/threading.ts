@@ -59,7 +59,7 @@ const active = new Set<Thread>();
  *
  * @example
  * ```ts
- * import { Thread } from "./threading.ts";
+ * import { Thread } from "jsr:@denomp/multiprocessing";
  * const results: number[] = [];
  * const t = new Thread({ target: async (n: number) => results.push(n * 2), args: [21] });
  * t.start();
@@ -69,7 +69,7 @@ const active = new Set<Thread>();
  *
  * @example Subclassing
  * ```ts
- * import { Thread } from "./threading.ts";
+ * import { Thread } from "jsr:@denomp/multiprocessing";
  * class Greeter extends Thread {
  *   greeting = "";
  *   override async run() {
@@ -229,7 +229,7 @@ let excepthook: ExceptHook = (error, thread) => {
  *
  * @example
  * ```ts
- * import { setExcepthook, Thread } from "./threading.ts";
+ * import { setExcepthook, Thread } from "jsr:@denomp/multiprocessing";
  * const seen: unknown[] = [];
  * const previous = setExcepthook((e) => seen.push(e));
  * const t = new Thread({ target: () => { throw new Error("boom"); } });
@@ -251,7 +251,7 @@ export function setExcepthook(hook: ExceptHook): ExceptHook {
  *
  * @example
  * ```ts
- * import { currentThread, mainThread } from "./threading.ts";
+ * import { currentThread, mainThread } from "jsr:@denomp/multiprocessing";
  * console.assert(currentThread() === mainThread() && mainThread().name === "MainThread");
  * ```
  */
@@ -272,7 +272,7 @@ export function mainThread(): Thread {
  *
  * @example
  * ```ts
- * import { currentThread, Thread } from "./threading.ts";
+ * import { currentThread, Thread } from "jsr:@denomp/multiprocessing";
  * let seen = "";
  * const t = new Thread({ name: "worker", target: async () => {
  *   await new Promise((r) => setTimeout(r, 1));
@@ -293,7 +293,7 @@ export function currentThread(): Thread {
  *
  * @example
  * ```ts
- * import { getIdent, mainThread } from "./threading.ts";
+ * import { getIdent, mainThread } from "jsr:@denomp/multiprocessing";
  * console.assert(getIdent() === mainThread().ident);
  * ```
  */
@@ -308,7 +308,7 @@ export function getIdent(): number {
  *
  * @example
  * ```ts
- * import { enumerate, mainThread } from "./threading.ts";
+ * import { enumerate, mainThread } from "jsr:@denomp/multiprocessing";
  * console.assert(enumerate()[0] === mainThread());
  * ```
  */
@@ -321,7 +321,7 @@ export function enumerate(): Thread[] {
  *
  * @example
  * ```ts
- * import { activeCount } from "./threading.ts";
+ * import { activeCount } from "jsr:@denomp/multiprocessing";
  * console.assert(activeCount() >= 1);
  * ```
  */
@@ -338,7 +338,7 @@ beforeExit(() => Promise.all([...active].filter((t) => !t.daemon).map((t) => t.j
  *
  * @example
  * ```ts
- * import { Timer } from "./threading.ts";
+ * import { Timer } from "jsr:@denomp/multiprocessing";
  * let fired = 0;
  * const t = new Timer(10, (n: number) => (fired += n), [1]);
  * t.start();
@@ -396,7 +396,7 @@ export class Timer<A extends unknown[] = unknown[]> extends Thread<A> {
  *
  * @example
  * ```ts
- * import { local, Thread } from "./threading.ts";
+ * import { local, Thread } from "jsr:@denomp/multiprocessing";
  * const data = local<{ n?: number }>();
  * data.n = 1;
  * const t = new Thread({ target: () => {

@@ -119,7 +119,7 @@ export function sendAfter<A extends Actor>(
  *
  * @example
  * ```ts
- * import { TimerRef, cancelTimer } from "./timers.ts";
+ * import { TimerRef, cancelTimer } from "jsr:@denomp/multiprocessing";
  * const t = new TimerRef(10_000, false, () => {});
  * console.assert(cancelTimer(t) && !cancelTimer(t));
  * ```
