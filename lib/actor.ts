@@ -651,6 +651,7 @@ registerHandle<Mailbox<unknown>, number>({
     retain(off); // the in-flight reference; the rebuilt handle adopts it
     return off;
   },
+  discard: (off) => release(off), // the message was not sent: nobody will adopt it
   rebuild(off) {
     if (Atomics.load(heap().i32, (off >> 2) + KIND_I) !== PLAIN) {
       throw new Error(`denomp: heap offset ${off} holds no Mailbox`);
@@ -1336,6 +1337,7 @@ registerHandle<ActorRef<Actor>, [number, string]>({
     retain(off);
     return [off, r.name];
   },
+  discard: ([off]) => release(off),
   rebuild([off, name]) {
     if (Atomics.load(heap().i32, (off >> 2) + KIND_I) !== ACTOR) {
       throw new Error(`denomp: heap offset ${off} holds no actor`);

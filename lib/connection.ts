@@ -620,6 +620,11 @@ registerHandle<Connection<unknown>, [number, number]>({
     retain(t.off);
     return [t.off, t.end];
   },
+  discard([off, end]) {
+    // The message was not sent: the copy is not in flight, and nobody will adopt its reference.
+    copyInFlight(off, end, false);
+    release(off);
+  },
   rebuild([off, end]) {
     return openEnd(off, end, true);
   },

@@ -244,3 +244,16 @@ Deno.test("loadsAsync returns the value itself when nothing is missing; copies i
   assert.deepEqual(v, { a: 1 });
   assert.deepEqual(await loadsAsync(dumps([1n, new Map([[1, "x"]])])), [1n, new Map([[1, "x"]])]);
 });
+
+Deno.test("a failed encode gives a Pipe end's in-flight copy back: the other end still sees EOF", async () => {
+  const [a, b] = Pipe<unknown>();
+  assert.throws(() => dumps([b, () => {}]), SerializationError);
+  b.close();
+  // A copy counted as in flight would keep the end open for ever: recv would wait, not end.
+  const got = await Promise.race([
+    a.recv().then(() => "a message", (e: Error) => e.name),
+    new Promise((r) => setTimeout(() => r("still waiting"), 5_000)),
+  ]);
+  a.close();
+  assert.equal(got, "EOFError");
+});
