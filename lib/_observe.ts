@@ -48,8 +48,8 @@ import {
 } from "./_heap.ts";
 import { sharedRootIfAny } from "./_heap.ts";
 
-/** The kinds of objects the table lists (their index + 1 is stored). */
-export const KINDS = [
+/** The synchronization primitives among {@link KINDS}: a snapshot lists them as `locks`. */
+export const LOCK_KINDS = [
   "Lock",
   "RLock",
   "Semaphore",
@@ -57,6 +57,11 @@ export const KINDS = [
   "Condition",
   "Event",
   "Barrier",
+] as const;
+
+/** The kinds of objects the table lists (their index + 1 is stored). */
+export const KINDS = [
+  ...LOCK_KINDS,
   "Queue",
   "SimpleQueue",
   "JoinableQueue",

@@ -248,6 +248,22 @@ export function metrics(s: Snapshot): string {
     return family.samples;
   };
   const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
+  /**
+   * Families that each read one numeric field of a record (`[field, name, type, help]`); the
+   * function returned adds a record's samples. With `optional`, a record without the field (a
+   * kind of queue that does not count it) gives none.
+   */
+  const byField = (
+    optional: boolean,
+    specs: readonly (readonly [string, string, Family["type"], string])[],
+  ) => {
+    const fams = specs.map(([field, name, type, help]) => [field, fam(name, type, help)] as const);
+    return (labels: Labels, r: Record<string, unknown>) => {
+      for (const [field, samples] of fams) {
+        if (!optional || field in r) samples.push([labels, num(r[field])]);
+      }
+    };
+  };
 
   const processes = fam("processes", "gauge", "Processes by state (running, stopped, dead).");
   for (const state of ["running", "stopped", "dead"]) {
@@ -268,28 +284,28 @@ export function metrics(s: Snapshot): string {
 
   const depth = fam("queue_depth", "gauge", "Items in the queue (messages in a mailbox).");
   const maxsize = fam("queue_maxsize", "gauge", "The queue's bound (0: unbounded).");
-  const puts = fam("queue_puts_total", "counter", "Items put into the queue.");
-  const gets = fam("queue_gets_total", "counter", "Items taken from the queue.");
-  const getters = fam("queue_waiting_getters", "gauge", "Callers waiting in get().");
-  const putters = fam("queue_waiting_putters", "gauge", "Callers waiting in put().");
-  const unfinished = fam("queue_unfinished_tasks", "gauge", "A JoinableQueue's unfinished tasks.");
+  const queueCounts = byField(true, [
+    ["puts", "queue_puts_total", "counter", "Items put into the queue."],
+    ["gets", "queue_gets_total", "counter", "Items taken from the queue."],
+    ["waitingGetters", "queue_waiting_getters", "gauge", "Callers waiting in get()."],
+    ["waitingPutters", "queue_waiting_putters", "gauge", "Callers waiting in put()."],
+    ["unfinished", "queue_unfinished_tasks", "gauge", "A JoinableQueue's unfinished tasks."],
+  ]);
   for (const q of s.queues) {
     const labels = { queue: String(q.name), kind: String(q.kind) };
     depth.push([labels, num(q.depth ?? q.mailbox)]);
     maxsize.push([labels, num(q.maxsize)]);
-    if ("puts" in q) puts.push([labels, num(q.puts)]);
-    if ("gets" in q) gets.push([labels, num(q.gets)]);
-    if ("waitingGetters" in q) getters.push([labels, num(q.waitingGetters)]);
-    if ("waitingPutters" in q) putters.push([labels, num(q.waitingPutters)]);
-    if ("unfinished" in q) unfinished.push([labels, num(q.unfinished)]);
+    queueCounts(labels, q);
   }
 
   const workers = fam("pool_workers", "gauge", "Pool workers by state (busy, idle).");
-  const queued = fam("pool_tasks_queued", "gauge", "Tasks waiting for a pool worker.");
-  const running = fam("pool_tasks_running", "gauge", "Tasks running in the pool.");
-  const completed = fam("pool_tasks_completed_total", "counter", "Tasks the pool completed.");
-  const failed = fam("pool_tasks_failed_total", "counter", "Tasks that failed (threw).");
-  const util = fam("pool_utilization", "gauge", "Share of pool workers busy now (0..1).");
+  const poolCounts = byField(false, [
+    ["queued", "pool_tasks_queued", "gauge", "Tasks waiting for a pool worker."],
+    ["running", "pool_tasks_running", "gauge", "Tasks running in the pool."],
+    ["completed", "pool_tasks_completed_total", "counter", "Tasks the pool completed."],
+    ["failed", "pool_tasks_failed_total", "counter", "Tasks that failed (threw)."],
+    ["utilization", "pool_utilization", "gauge", "Share of pool workers busy now (0..1)."],
+  ]);
   const wait = fam("pool_task_wait_seconds", "summary", "Time a task waited for a worker.");
   const run = fam("pool_task_run_seconds", "summary", "Time a task ran.");
   for (const p of s.pools) {
@@ -297,11 +313,7 @@ export function metrics(s: Snapshot): string {
     const ws = (p.workers ?? []) as { busy?: boolean }[];
     workers.push([{ pool, state: "busy" }, ws.filter((w) => w.busy).length]);
     workers.push([{ pool, state: "idle" }, ws.filter((w) => !w.busy).length]);
-    queued.push([{ pool }, num(p.queued)]);
-    running.push([{ pool }, num(p.running)]);
-    completed.push([{ pool }, num(p.completed)]);
-    failed.push([{ pool }, num(p.failed)]);
-    util.push([{ pool }, num(p.utilization)]);
+    poolCounts({ pool }, p);
     for (const [family, ms] of [[wait, p.waitMs], [run, p.runMs]] as const) {
       const q = (ms ?? {}) as { p50?: number; p99?: number };
       family.push([{ pool, quantile: "0.5" }, num(q.p50) / 1000]);

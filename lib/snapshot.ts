@@ -19,6 +19,7 @@ import {
   listObjects,
   listProcesses,
   localSections,
+  LOCK_KINDS as LOCK_KIND_NAMES,
   type ProcessEntry,
   published,
   setDetectAll,
@@ -106,15 +107,7 @@ export interface Snapshot {
   unlisted: number;
 }
 
-const LOCK_KINDS: ReadonlySet<Kind> = new Set<Kind>([
-  "Lock",
-  "RLock",
-  "Semaphore",
-  "BoundedSemaphore",
-  "Condition",
-  "Event",
-  "Barrier",
-]);
+const LOCK_KINDS: ReadonlySet<Kind> = new Set<Kind>(LOCK_KIND_NAMES);
 
 /**
  * A plain, JSON-serialisable picture of the whole program: every process at every nesting

@@ -28,18 +28,7 @@ import {
 } from "./fixtures/pool_tasks.ts";
 import { countRun } from "./fixtures/pool_race_tasks.ts";
 import { RawArray } from "../lib/sharedctypes.ts";
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Waits until `cond()` holds (polling), failing after `ms`. */
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error("condition not met in time");
-    await delay(5);
-  }
-}
+import { range, sleep, waitUntil } from "./_helpers.ts";
 
 function notExported(x: number): number {
   return x;
@@ -153,7 +142,7 @@ Deno.test("ProcessPoolExecutor: a future is pending until a worker starts its ca
   // Every call is in the pool at once, and none has started yet: all pending, all cancellable.
   assert.deepEqual(fs.map((f) => f.running()), range(6).map(() => false));
   assert.match(String(ex), /running=0 pending=6/);
-  await until(() => fs[0].running());
+  await waitUntil(() => fs[0].running());
   assert.equal(String(fs[0]), "<Future state=running>");
   assert.match(String(ex), /running=1 pending=5/);
   assert.equal(fs[0].cancel(), false);
@@ -163,7 +152,7 @@ Deno.test("ProcessPoolExecutor: a future is pending until a worker starts its ca
   await assert.rejects(fs[4].result(), CancelledError);
   // As calls finish, the next starts, skipping the cancelled one.
   assert.equal(await fs[0].result(10_000), "slept");
-  await until(() => fs[1].running());
+  await waitUntil(() => fs[1].running());
   assert.equal(fs[1].cancel(), false);
   assert.ok(!fs[2].running() && !fs[5].running());
   for (const i of [1, 2, 3, 5]) assert.equal(await fs[i].result(10_000), "slept");
@@ -176,7 +165,7 @@ Deno.test("ProcessPoolExecutor: a call queued in a worker behind a running one i
   for await (const _ of ex.map(square, range(300))) { /* warm-up */ }
   const slow = ex.submit(sleepMs, 400);
   const behind = range(3).map((i) => ex.submit(square, i));
-  await until(() => slow.running());
+  await waitUntil(() => slow.running());
   const skips = __testHooks.skips;
   assert.ok(behind.every((f) => !f.running() && !f.done()));
   assert.equal(behind[1].cancel(), true);
@@ -191,7 +180,7 @@ Deno.test("ProcessPoolExecutor: a call queued in a worker behind a running one i
 Deno.test("ProcessPoolExecutor.shutdown({ cancelFutures: true }) cancels the calls not started; the running one finishes", async () => {
   const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
   const fs = range(8).map(() => ex.submit(sleepMs, 100));
-  await until(() => fs[0].running());
+  await waitUntil(() => fs[0].running());
   const t0 = performance.now();
   await ex.shutdown({ cancelFutures: true });
   const ms = performance.now() - t0;
@@ -209,7 +198,7 @@ Deno.test("ProcessPoolExecutor.shutdown({ cancelFutures: true }): 100 calls queu
   const runs = new RawArray("i", 100);
   const slow = ex.submit(sleepMs, 400);
   const fs = range(100).map((i) => ex.submit(countRun, runs, i, 0));
-  await until(() => slow.running());
+  await waitUntil(() => slow.running());
   await ex.shutdown({ cancelFutures: true });
   assert.deepEqual(fs.filter((f) => !f.cancelled()).length, 0);
   assert.equal(await slow.result(), "slept");
@@ -266,7 +255,7 @@ Deno.test("ProcessPoolExecutor: a failing initializer fails the futures and then
     const e = await f.exception(10_000);
     assert.ok(e instanceof BrokenPoolError, String(e));
   }
-  await until(() => {
+  await waitUntil(() => {
     try {
       ex.submit(square, 1);
       return false;
@@ -332,7 +321,7 @@ Deno.test("Executor.map: leaving the loop early cancels the calls not started", 
   let calls = 0;
   const job = async (ms: number) => {
     calls++;
-    await delay(ms);
+    await sleep(ms);
     return ms;
   };
   for await (const y of ex.map(job, range(10).map(() => 20))) {
@@ -450,7 +439,7 @@ Deno.test("ThreadPoolExecutor: closures, at most maxWorkers at once, in named Th
     now++;
     peak = Math.max(peak, now);
     names.add(currentThread().name);
-    await delay(20);
+    await sleep(20);
     now--;
     return i * 2;
   };
@@ -470,8 +459,8 @@ Deno.test("ThreadPoolExecutor: closures, at most maxWorkers at once, in named Th
 
 Deno.test("ThreadPoolExecutor: pending calls are cancellable; shutdown({ cancelFutures }) cancels them", async () => {
   const ex = new ThreadPoolExecutor({ maxWorkers: 1 });
-  const fs = range(5).map(() => ex.submit(() => delay(30).then(() => "ok")));
-  await delay(5);
+  const fs = range(5).map(() => ex.submit(() => sleep(30).then(() => "ok")));
+  await sleep(5);
   assert.ok(fs[0].running() && !fs[1].running());
   assert.equal(fs[0].cancel(), false);
   assert.equal(fs[1].cancel(), true);

@@ -6,18 +6,7 @@ import { CancelledError } from "../lib/errors.ts";
 import { RawArray } from "../lib/sharedctypes.ts";
 import { sleepMs, square } from "./fixtures/pool_tasks.ts";
 import { countRun } from "./fixtures/pool_race_tasks.ts";
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Waits until `cond()` holds (polling), failing after `ms`. */
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error("condition not met in time");
-    await delay(2);
-  }
-}
+import { range, sleep, waitUntil } from "./_helpers.ts";
 
 /** Many instant tasks, one by one: the pool measures tiny durations and batches many per worker. */
 async function warmUp(pool: Pool): Promise<void> {
@@ -28,11 +17,11 @@ Deno.test("AsyncResult.cancel(): a task in the pool's queue is dropped at once, 
   await using pool = new Pool({ processes: 1 });
   const runs = new RawArray("i", 4);
   const busy = pool.applyAsync(sleepMs, [300]);
-  await until(() => busy.running());
+  await waitUntil(() => busy.running(), 10_000, 2);
   // Durations unknown yet: one task per worker, so this one waits in the pool's queue.
   let failed: unknown = null;
   const queued = pool.applyAsync(countRun, [runs, 1, 0], { errorCallback: (e) => (failed = e) });
-  await delay(20);
+  await sleep(20);
   assert.equal(queued.running(), false);
   const skips = __testHooks.skips;
   assert.equal(queued.cancel(), true);
@@ -54,7 +43,7 @@ Deno.test("AsyncResult.cancel(): a task in a worker's ring behind a running one 
   // One tick: the slow task and the three behind it go into the worker's ring in one message.
   const slow = pool.applyAsync(sleepMs, [400]);
   const behind = [1, 2, 3].map((i) => pool.applyAsync(countRun, [runs, i, 0]));
-  await until(() => slow.running());
+  await waitUntil(() => slow.running(), 10_000, 2);
   const skips = __testHooks.skips;
   assert.ok(behind.every((r) => !r.running() && !r.ready()));
   assert.equal(behind[1].cancel(), true);
@@ -76,7 +65,7 @@ Deno.test("AsyncResult: running() is false until a worker begins the task; cance
   await using pool = new Pool({ processes: 1 });
   const r = pool.applyAsync(sleepMs, [300]);
   assert.equal(r.running(), false); // not even handed out yet
-  await until(() => r.running());
+  await waitUntil(() => r.running(), 10_000, 2);
   assert.equal(r.cancel(), false);
   assert.ok(r.running() && !r.ready());
   assert.equal(await r.get(10_000), "slept"); // it ran on: nothing was killed
@@ -100,7 +89,7 @@ Deno.test("AsyncResult.cancel(): more tasks than a worker has cancel slots are a
   const runs = new RawArray("i", n);
   const slow = pool.applyAsync(sleepMs, [400]);
   const rs = range(n).map((i) => pool.applyAsync(countRun, [runs, i, 0]));
-  await until(() => slow.running());
+  await waitUntil(() => slow.running(), 10_000, 2);
   assert.deepEqual(rs.map((r) => r.cancel()), rs.map(() => true));
   for (const r of rs) await assert.rejects(r.get(), CancelledError);
   assert.equal(await slow.get(10_000), "slept");
@@ -116,7 +105,7 @@ Deno.test("AsyncResult.cancel() after work stealing: a running task whose queue 
   // the other runs dry and takes them back.
   const slow = pool.applyAsync(sleepMs, [600]);
   const fast = range(9).map((i) => pool.applyAsync(square, [i]));
-  await until(() => __testHooks.steals > steals && slow.running());
+  await waitUntil(() => __testHooks.steals > steals && slow.running(), 10_000, 2);
   assert.equal(slow.cancel(), false, "a running task was reported withdrawn");
   assert.ok(slow.running());
   assert.deepEqual(await Promise.all(fast.map((r) => r.get(10_000))), range(9).map((i) => i * i));

@@ -6,94 +6,23 @@
 import assert from "node:assert/strict";
 import { BaseManager, SyncManager } from "../lib/managers.ts";
 import { AuthenticationError, Empty, RemoteError } from "../lib/errors.ts";
+import { findPythons, type Python, PythonPeer, skipWithoutPython } from "./_python.ts";
 
 const PEER = new URL("./fixtures/py_manager_peer.py", import.meta.url).pathname;
 const KEY = "the manager secret";
-const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-
-interface Python {
-  exe: string;
-  version: string;
-}
-
-/** Every distinct CPython >= 3.8 on PATH (as tests/python_test.ts finds them). */
-async function findPythons(): Promise<Python[]> {
-  const found = new Map<string, Python>();
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":").filter(Boolean)) {
-    let names: string[];
-    try {
-      names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) =>
-        /^python3(\.\d+)?$/.test(n)
-      ).sort();
-    } catch {
-      continue;
-    }
-    for (const name of names) {
-      const exe = `${dir}/${name}`;
-      try {
-        const out = await new Deno.Command(exe, {
-          args: ["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-          stdout: "piped",
-          stderr: "null",
-        }).output();
-        if (!out.success) continue;
-        const version = dec(out.stdout).trim();
-        const [major, minor] = version.split(".").map(Number);
-        if (major !== 3 || minor < 8) continue;
-        if (!found.has(version)) found.set(version, { exe, version });
-      } catch { /* not runnable */ }
-    }
-  }
-  return [...found.values()];
-}
 
 const pythons = await findPythons();
-if (pythons.length === 0) {
-  const why = "no python3 on PATH: the manager tests against CPython are SKIPPED " +
-    "(.ci/run installs Debian's python3)";
-  console.warn(`python_managers_test: ${why}`);
-  Deno.test({ name: `CPython managers: ${why}`, ignore: true, fn() {} });
-}
+skipWithoutPython(
+  pythons,
+  "python_managers_test",
+  "CPython managers",
+  "the manager tests against CPython",
+);
 
-/** A running py_manager_peer.py; its stdout is collected as it comes. */
-class Peer {
-  readonly child: Deno.ChildProcess;
-  out = "";
-  #reading: Promise<void>;
-  #stderr: Promise<string>;
-  #timer: ReturnType<typeof setTimeout>;
-
+/** A running py_manager_peer.py. */
+class Peer extends PythonPeer {
   constructor(python: Python, args: (string | number)[]) {
-    const child = this.child = new Deno.Command(python.exe, {
-      args: [PEER, ...args.map(String)],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    // A generous bound for a loaded machine: a hung peer fails the test instead of hanging it.
-    this.#timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
-    this.#reading = (async () => {
-      for await (const s of child.stdout.pipeThrough(new TextDecoderStream())) this.out += s;
-    })();
-    this.#stderr = new Response(child.stderr).text();
-  }
-
-  async waitFor(re: RegExp): Promise<string> {
-    for (let i = 0; i < 6000; i++) {
-      const m = re.exec(this.out);
-      if (m) return m[1];
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    throw new Error(`python peer never printed ${re}; printed ${JSON.stringify(this.out)}`);
-  }
-
-  /** Waits for the peer to exit; returns its stdout. */
-  async done(): Promise<string> {
-    const status = await this.child.status;
-    await this.#reading;
-    const err = await this.#stderr;
-    clearTimeout(this.#timer);
-    assert.equal(status.code, 0, `python peer failed: ${err}\nstdout: ${this.out}`);
-    return this.out;
+    super(python, PEER, args, 90_000);
   }
 }
 

@@ -1,36 +1,13 @@
 // Queue counts stay true when items never arrive (issues 13.1, 13.2, 13.3): a terminated
 // producer's unwritten items, a fenced putSync, an item that fails to decode.
 import assert from "node:assert/strict";
-import { Process } from "../lib/process.ts";
 import { JoinableQueue, PriorityQueue, Queue } from "../lib/queues.ts";
 import { Empty } from "../lib/errors.ts";
 import { registerHandle } from "../lib/reduction.ts";
 import { putManyThenFlush, putSyncForever } from "./fixtures/queue_counts_targets.ts";
+import { sleep, starter, TIMED_OUT, until, within } from "./_helpers.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const TIMED_OUT = Symbol("timed out");
-
-function start(target: (...a: never[]) => unknown, ...args: unknown[]): Process {
-  const p = new Process({ target: target as (...a: unknown[]) => unknown, args });
-  p.start();
-  return p;
-}
-
-/** `p`, or TIMED_OUT after `ms` (a hang shows as a failure, not as a stuck test run). */
-function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  let t: ReturnType<typeof setTimeout> | undefined;
-  const timer = new Promise<typeof TIMED_OUT>((r) => (t = setTimeout(() => r(TIMED_OUT), ms)));
-  return Promise.race([p, timer]).finally(() => clearTimeout(t));
-}
-
-async function until(cond: () => boolean, ms = 10_000): Promise<boolean> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) return false;
-    await sleep(10);
-  }
-  return true;
-}
+const start = starter(new URL("./fixtures/queue_counts_targets.ts", import.meta.url));
 
 for (const joinable of [false, true]) {
   const kind = joinable ? "JoinableQueue" : "Queue";
@@ -78,11 +55,15 @@ Deno.test("a producer terminated while blocked in putSync leaves no phantom item
     // Wait until the ring is full and the producer is blocked in putSync.
     let last = -1;
     assert.ok(
-      await until(() => {
-        const n = q.qsize(), still = n > 0 && n === last;
-        last = n;
-        return still;
-      }),
+      await until(
+        () => {
+          const n = q.qsize(), still = n > 0 && n === last;
+          last = n;
+          return still;
+        },
+        10_000,
+        10,
+      ),
     );
     await sleep(200);
     const inRing = q.qsize(); // the items in the ring, and the one being put
@@ -100,7 +81,7 @@ Deno.test("a producer terminated while blocked in putSync leaves no phantom item
       }
     }
     assert.ok(got >= inRing - 1 && got <= inRing, `got ${got} of ${inRing}`);
-    assert.ok(await until(() => q.qsize() === 0, 3_000), `qsize() stays ${q.qsize()}`);
+    assert.ok(await until(() => q.qsize() === 0, 3_000, 10), `qsize() stays ${q.qsize()}`);
   } finally {
     if (p.isAlive()) p.terminate();
     await p.join();

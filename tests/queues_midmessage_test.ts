@@ -2,27 +2,12 @@
 // received or left for the next reader, who goes on where the dead one stopped.
 import assert from "node:assert/strict";
 import { alloc, heap } from "../lib/_heap.ts";
-import { Process } from "../lib/process.ts";
 import { JoinableQueue, Queue } from "../lib/queues.ts";
 import { getIndices, getLengths, putBigGated } from "./fixtures/queue_counts_targets.ts";
 import { A_ARRIVED, A_RELEASED } from "./fixtures/ring_targets.ts";
+import { sleep, starter, until } from "./_helpers.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function start(target: (...a: never[]) => unknown, ...args: unknown[]): Process {
-  const p = new Process({ target: target as (...a: unknown[]) => unknown, args });
-  p.start();
-  return p;
-}
-
-async function until(cond: () => boolean, ms = 20_000): Promise<boolean> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) return false;
-    await sleep(5);
-  }
-  return true;
-}
+const start = starter(new URL("./fixtures/queue_counts_targets.ts", import.meta.url));
 
 Deno.test("a consumer killed halfway through a 2 MiB item leaves it to the next reader, whole", async () => {
   const q = new Queue<Uint8Array>(), out = new Queue<number>();

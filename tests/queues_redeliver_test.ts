@@ -1,23 +1,12 @@
 // JoinableQueue at-least-once (issue 13.11): an item taken by a consumer that dies before
 // taskDone() goes back to the queue for the next consumer, so join() does not wait forever.
 import assert from "node:assert/strict";
-import { Process } from "../lib/process.ts";
+import type { Process } from "../lib/process.ts";
 import { JoinableQueue, Queue } from "../lib/queues.ts";
 import { finishThenHold, getAndFinishSync, getAndHold } from "./fixtures/queue_counts_targets.ts";
+import { starter, TIMED_OUT, within } from "./_helpers.ts";
 
-const TIMED_OUT = Symbol("timed out");
-
-function start(target: (...a: never[]) => unknown, ...args: unknown[]): Process {
-  const p = new Process({ target: target as (...a: unknown[]) => unknown, args });
-  p.start();
-  return p;
-}
-
-function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  let t: ReturnType<typeof setTimeout> | undefined;
-  const timer = new Promise<typeof TIMED_OUT>((r) => (t = setTimeout(() => r(TIMED_OUT), ms)));
-  return Promise.race([p, timer]).finally(() => clearTimeout(t));
-}
+const start = starter(new URL("./fixtures/queue_counts_targets.ts", import.meta.url));
 
 Deno.test("items held by a consumer that dies before taskDone go back to the queue; join() settles", async () => {
   const q = new JoinableQueue<unknown>(), ready = new Queue<string>();

@@ -5,23 +5,9 @@ import { alloc, heap } from "../lib/_heap.ts";
 import { Ring, TIMEOUT } from "../lib/_ring.ts";
 import { Process } from "../lib/process.ts";
 import { A_ARRIVED, A_RELEASED, gatedStreamWriter } from "./fixtures/ring_targets.ts";
+import { newRing, sleep, until } from "./_helpers.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
-
-function newRing(capacity: number): Ring {
-  const bytes = Ring.bytesFor(capacity);
-  return new Ring(Ring.init(alloc(bytes), bytes));
-}
-
-async function until(cond: () => boolean, ms = 20_000): Promise<boolean> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) return false;
-    await sleep(5);
-  }
-  return true;
-}
 
 Deno.test("a writer terminated inside its streaming loop writes no frame after its lock is taken over", async () => {
   const ring = newRing(16 << 10), ctl = alloc(64), i32 = heap().i32, c = ctl >> 2;

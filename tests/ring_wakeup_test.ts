@@ -3,8 +3,7 @@
 // flag a new sleeper had just raised, and the next notifier then skipped the notify for good.
 import assert from "node:assert/strict";
 import { alloc, heap } from "../lib/_heap.ts";
-import { Ring } from "../lib/_ring.ts";
-import { Process } from "../lib/process.ts";
+import type { Process } from "../lib/process.ts";
 import {
   A_ARRIVED,
   A_RELEASED,
@@ -18,29 +17,9 @@ import {
   stressReader,
   stressWriter,
 } from "./fixtures/ring_targets.ts";
+import { newRing, sleep, starter, until } from "./_helpers.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function start(target: (...a: never[]) => unknown, ...args: unknown[]): Process {
-  const p = new Process({ target: target as (...a: unknown[]) => unknown, args });
-  p.start();
-  return p;
-}
-
-function newRing(capacity: number): Ring {
-  const bytes = Ring.bytesFor(capacity);
-  return new Ring(Ring.init(alloc(bytes), bytes));
-}
-
-/** Waits (polling, generous) until `cond` holds; false after `ms`. */
-async function until(cond: () => boolean, ms = 20_000): Promise<boolean> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) return false;
-    await sleep(5);
-  }
-  return true;
-}
+const start = starter(new URL("./fixtures/ring_targets.ts", import.meta.url));
 
 Deno.test("a notifier that saw a sleeper and was delayed cannot hide a later sleeper from the next notifier", async () => {
   const ring = newRing(1024), ctl = alloc(64), i32 = heap().i32, c = ctl >> 2;

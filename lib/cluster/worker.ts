@@ -24,26 +24,19 @@
  * @module
  */
 
-import { type ClusterTlsOptions, runClusterWorker } from "./mod.ts";
+import { type ClusterTlsOptions, type ClusterWorkerOptions, runClusterWorker } from "./mod.ts";
 
-/** Parsed command line of the worker. */
-export interface WorkerArgs {
+/**
+ * Parsed command line of the worker: the {@link ClusterWorkerOptions} the flags set (documented
+ * there), with the servers as a list.
+ */
+export interface WorkerArgs extends
+  Pick<
+    ClusterWorkerOptions,
+    "pool" | "module" | "actors" | "node" | "processes" | "prefetch" | "tls"
+  > {
   /** Server URLs. */
   servers: string[];
-  /** Pool name. */
-  pool?: string;
-  /** Task module. */
-  module?: string;
-  /** Actor modules. */
-  actors?: string[];
-  /** Node id. */
-  node?: string;
-  /** Executor processes. */
-  processes?: number;
-  /** Tasks held at once. */
-  prefetch?: number;
-  /** TLS files. */
-  tls?: ClusterTlsOptions;
 }
 
 /**

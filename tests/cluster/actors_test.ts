@@ -1,97 +1,23 @@
 // Cluster actors (lib/cluster/actors.ts) against a real nats-server, with separate `deno` processes
 // as nodes (`lib/cluster/worker.ts --actors`) and callers. Skipped unless NATS_URL is set
 // (scripts/nats.sh sets it).
-import nodeAssert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  Child,
+  ignore,
+  NATS_URL,
+  unique,
+  WORKER,
+} from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
 import { ActorExited } from "../../lib/actor.ts";
 import { TimeoutError, ValueError } from "../../lib/errors.ts";
 import { Counter } from "./fixtures/cluster_actors.ts";
 
-function assert(cond: unknown, message?: string): asserts cond {
-  nodeAssert.ok(cond, message);
-}
-function assertEquals(actual: unknown, expected: unknown, message?: string): void {
-  nodeAssert.deepStrictEqual(actual, expected, message);
-}
-/** Awaits `fn()`'s rejection and checks its class and message; returns the error. */
-async function assertRejects(
-  fn: () => Promise<unknown>,
-  // deno-lint-ignore no-explicit-any
-  cls?: abstract new (...args: any[]) => Error,
-  includes?: string,
-): Promise<Error> {
-  try {
-    await fn();
-  } catch (e) {
-    if (cls) assert(e instanceof cls, `expected ${cls.name}, got ${(e as Error)?.name}: ${e}`);
-    if (includes) {
-      assert(
-        String((e as Error).message).includes(includes),
-        `'${(e as Error).message}' lacks '${includes}'`,
-      );
-    }
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
-}
-
-const NATS_URL = Deno.env.get("NATS_URL") ?? "";
-const ignore = NATS_URL === "";
-const ROOT = new URL("../..", import.meta.url);
-const WORKER = new URL("../../lib/cluster/worker.ts", import.meta.url).pathname;
 const ACTORS = new URL("./fixtures/cluster_actors.ts", import.meta.url).pathname;
 const CALLER = new URL("./fixtures/cluster_actor_caller.ts", import.meta.url).pathname;
-
-const unique = (what: string) => `${what}_${crypto.randomUUID().slice(0, 8)}`;
-
-/** A child `deno` process whose stdout and stderr are collected (so no stream is left open). */
-class Child {
-  readonly proc: Deno.ChildProcess;
-  readonly out: Promise<string>;
-  readonly err: Promise<string>;
-  #text = "";
-
-  constructor(args: string[], env: Record<string, string> = {}) {
-    this.proc = new Deno.Command(Deno.execPath(), {
-      args,
-      cwd: ROOT.pathname,
-      env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.out = this.#read(this.proc.stdout);
-    this.err = this.#read(this.proc.stderr);
-  }
-
-  async #read(stream: ReadableStream<Uint8Array>): Promise<string> {
-    let all = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      all += chunk;
-      this.#text += chunk;
-    }
-    return all;
-  }
-
-  /** Waits (at most `ms`) until the output (either stream) contains `text`. */
-  async waitFor(text: string, ms = 30_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!this.#text.includes(text)) {
-      if (Date.now() > deadline) throw new Error(`no '${text}' within ${ms} ms: ${this.#text}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  /** Kills (default SIGKILL) and waits for the exit; returns stderr. */
-  async stop(signal: Deno.Signal = "SIGKILL"): Promise<string> {
-    try {
-      this.proc.kill(signal);
-    } catch { /* exited already */ }
-    await this.proc.status;
-    await this.out;
-    return await this.err;
-  }
-}
 
 /** Starts a node hosting the fixture's actors, and waits until it serves. */
 async function startNode(

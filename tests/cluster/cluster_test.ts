@@ -1,110 +1,24 @@
 // The NATS JetStream cluster layer (lib/cluster/mod.ts) against a real nats-server, with separate
 // `deno` processes as consumers and pool workers. Skipped unless NATS_URL is set (scripts/nats.sh
 // sets it); the server-restart test starts a server of its own, so it needs `nats-server` on PATH.
-import nodeAssert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  Child,
+  ignore,
+  NATS_URL,
+  unique,
+  WORKER,
+} from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
 import { Empty, ValueError } from "../../lib/errors.ts";
 import { echo, fail, slowSquare, square, whoAmI } from "./fixtures/cluster_tasks.ts";
 
-function assert(cond: unknown, message?: string): asserts cond {
-  nodeAssert.ok(cond, message);
-}
-function assertEquals(actual: unknown, expected: unknown, message?: string): void {
-  nodeAssert.deepStrictEqual(actual, expected, message);
-}
-/** Awaits `fn()`'s rejection and checks its class and message; returns the error. */
-async function assertRejects(
-  fn: () => Promise<unknown>,
-  // deno-lint-ignore no-explicit-any
-  cls?: abstract new (...args: any[]) => Error,
-  includes?: string,
-): Promise<Error> {
-  try {
-    await fn();
-  } catch (e) {
-    if (cls) assert(e instanceof cls, `expected ${cls.name}, got ${(e as Error)?.name}: ${e}`);
-    if (includes) {
-      assert(
-        String((e as Error).message).includes(includes),
-        `'${(e as Error).message}' lacks '${includes}'`,
-      );
-    }
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
-}
-
-const NATS_URL = Deno.env.get("NATS_URL") ?? "";
-const ignore = NATS_URL === "";
-const ROOT = new URL("../..", import.meta.url);
-const WORKER = new URL("../../lib/cluster/worker.ts", import.meta.url).pathname;
 const TASKS = new URL("./fixtures/cluster_tasks.ts", import.meta.url).pathname;
 const CONSUMER = new URL("./fixtures/cluster_consumer.ts", import.meta.url).pathname;
 /** Short ack wait: how fast the work of a killed process moves elsewhere. */
 const ACK_WAIT = 1_000;
-
-const unique = (what: string) => `${what}_${crypto.randomUUID().slice(0, 8)}`;
-
-/** A child `deno` process whose output is collected (so no stream is left open). */
-class Child {
-  readonly proc: Deno.ChildProcess;
-  readonly out: Promise<string>;
-  readonly err: Promise<string>;
-  #lines: string[] = [];
-  #onLine?: () => void;
-
-  constructor(args: string[], env: Record<string, string> = {}) {
-    this.proc = new Deno.Command(Deno.execPath(), {
-      args,
-      cwd: ROOT.pathname,
-      env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.out = this.#read(this.proc.stdout, true);
-    this.err = this.#read(this.proc.stderr, false);
-  }
-
-  async #read(stream: ReadableStream<Uint8Array>, lines: boolean): Promise<string> {
-    let all = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      all += chunk;
-      if (lines) {
-        this.#lines = all.split("\n");
-        this.#onLine?.();
-      }
-    }
-    return all;
-  }
-
-  /** Waits (at most `ms`) for a stdout line starting with `prefix`. */
-  async line(prefix: string, ms = 20_000): Promise<string> {
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-      const found = this.#lines.find((l) => l.startsWith(prefix));
-      if (found) return found;
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, 50);
-        this.#onLine = () => {
-          clearTimeout(t);
-          r();
-        };
-      });
-    }
-    throw new Error(`no line '${prefix}...' within ${ms} ms; stderr: ${await this.err}`);
-  }
-
-  /** Kills (default SIGKILL) and waits for the exit; returns stderr. */
-  async stop(signal: Deno.Signal = "SIGKILL"): Promise<string> {
-    try {
-      this.proc.kill(signal);
-    } catch { /* exited already */ }
-    await this.proc.status;
-    await this.out;
-    return await this.err;
-  }
-}
 
 function startWorker(
   servers: string,
