@@ -5,6 +5,7 @@ import { Queue } from "../lib/queues.ts";
 import { ProcessPoolExecutor } from "../lib/futures.ts";
 import { BrokenPoolError, SerializationError, TimeoutError, ValueError } from "../lib/errors.ts";
 import { __testHooks } from "../lib/_os_spawn.ts";
+import { range, sleep, TIMED_OUT, until, within } from "./_helpers.ts";
 import {
   boom,
   echo,
@@ -27,9 +28,6 @@ import {
   Writer,
 } from "./fixtures/isolation_tasks.ts";
 
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-
 /** Whether OS process `pid` is gone (no entry, or a zombie nobody reaped). */
 function gone(pid: number): boolean {
   try {
@@ -43,11 +41,7 @@ function gone(pid: number): boolean {
 /** Milliseconds until `pid` is gone (polled), or Infinity after `limit` ms. */
 async function msUntilGone(pid: number, limit = 5000): Promise<number> {
   const t0 = performance.now();
-  while (!gone(pid)) {
-    if (performance.now() - t0 > limit) return Infinity;
-    await delay(5);
-  }
-  return performance.now() - t0;
+  return await until(() => gone(pid), limit) ? performance.now() - t0 : Infinity;
 }
 
 Deno.test("isolation process: the target runs in its own deno OS process; p.pid is its pid", async () => {
@@ -103,7 +97,7 @@ Deno.test("isolation process: terminate() and kill() stop a runaway loop; its OS
   for (const [stop, code] of [["terminate", -15], ["kill", -9]] as const) {
     const p = new Process({ target: spin, isolation: "process" });
     p.start();
-    await delay(300);
+    await sleep(300);
     assert.ok(!gone(p.pid!));
     p[stop]();
     assert.equal(p.exitCode, code);
@@ -200,13 +194,9 @@ Deno.test("isolation process pool: tasks sent while a child is still starting ar
   const pool = new Pool({ processes: 1, isolation: "process" });
   Deno.env.delete("DENOMP_TEST_CHILD_DELAY_MS");
   try {
-    const r = pool.map(square, range(5), 1);
-    let timer;
-    const late = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error("tasks sent early were lost")), 10_000);
-    });
-    assert.deepEqual(await Promise.race([r, late]), [0, 1, 4, 9, 16]);
-    clearTimeout(timer);
+    const r = await within(pool.map(square, range(5), 1), 10_000);
+    assert.notEqual(r, TIMED_OUT, "tasks sent early were lost");
+    assert.deepEqual(r, [0, 1, 4, 9, 16]);
   } finally {
     pool.terminate();
     await pool.join();
@@ -242,7 +232,7 @@ Deno.test("isolation process pool: a child killed with SIGKILL from outside fail
     const all = range(300).map((i) => pool.apply(squareOrWait, [i, 150, file]));
     let victim = 0;
     while (!victim) {
-      await delay(20);
+      await sleep(20);
       victim = Number(await Deno.readTextFile(file)) || 0;
     }
     Deno.kill(victim, "SIGKILL");
@@ -284,7 +274,7 @@ Deno.test("isolation process pool: a task's signal stops its OS process within 1
     const first = await pool.apply(pid);
     const ac = new AbortController();
     const running = pool.apply(spin, [], { signal: ac.signal });
-    await delay(300);
+    await sleep(300);
     ac.abort(new Error("stop it"));
     await assert.rejects(running, /stop it/);
     assert.ok((await msUntilGone(first)) < 1000, "the aborted task's child still runs after 1 s");
@@ -328,7 +318,7 @@ Deno.test("isolation process pool: tasks withdrawn while they wait in a child ar
     const rest = range(10).map((i) =>
       pool.apply(record, [file, i], i % 2 ? { signal: ac.signal } : {})
     );
-    await delay(100);
+    await sleep(100);
     ac.abort(new Error("withdrawn"));
     const settled = await Promise.allSettled([slowOne, ...rest]);
     assert.deepEqual(
@@ -620,7 +610,7 @@ Deno.test("isolation process: cancelling many calls already in a child (more tha
     await Promise.all(range(300).map((i) => ex.submit(square, i).result()));
     const first = ex.submit(record, file, -1, 300);
     const rest = range(100).map((i) => ex.submit(record, file, i));
-    await delay(100);
+    await sleep(100);
     for (let i = 0; i < 100; i += 2) rest[i].cancel();
     for (let i = 1; i < 100; i += 2) assert.equal(await rest[i].result(), i);
     assert.equal(await first.result(), -1);
