@@ -15,6 +15,11 @@ export const __testHooks: {
    */
   semaphoreReclaim?: () => void;
   /**
+   * Called by a process changing its own Semaphore holder-table entry (an acquire or a
+   * release), between reading that entry and changing it.
+   */
+  semaphoreAccount?: () => void;
+  /**
    * Called by `new SharedMemory({ name })` between finding the named block and taking a
    * reference to it.
    */
