@@ -1817,7 +1817,8 @@ const semaphore = (off: number) => {
   const i32 = words(off, S_BYTES >> 2), holders: Holder[] = [];
   for (let e = S_TABLE; e < S_TABLE + HOLDERS; e++) {
     const w = Atomics.load(i32, e);
-    if (w !== 0) holders.push({ slot: holderOf(w), ident: 0 });
+    const slot = holderOf(w); // a process past COUNT_MAX permits has several entries
+    if (w !== 0 && !holders.some((h) => h.slot === slot)) holders.push({ slot, ident: 0 });
   }
   const bound = Atomics.load(i32, S_BOUND);
   return {
