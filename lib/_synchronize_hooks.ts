@@ -11,7 +11,7 @@
 export const __testHooks: {
   /**
    * Called by a Semaphore waiter reclaiming permits, between reading a holder-table entry that
-   * names a dead process and claiming that entry.
+   * names a dead process and taking that entry (with its count, by one compare-exchange).
    */
   semaphoreReclaim?: () => void;
   /**
