@@ -848,7 +848,12 @@ export class Semaphore {
     const full = delta > 0 ? COUNT_MAX : -1, hint = this.#entry;
     for (;;) {
       let e = hint, seen = Atomics.load(i32, hint), free = -1;
-      if (seen === 0 || holderOf(seen) !== me || (seen & COUNT_MAX) === full) {
+      // The entry this process freed last is most likely free still: claimed again without a
+      // scan (a second entry of this process elsewhere would be harmless).
+      if (seen === 0 && delta > 0) {
+        e = -1;
+        free = hint;
+      } else if (seen === 0 || holderOf(seen) !== me || (seen & COUNT_MAX) === full) {
         e = -1;
         for (let k = S_TABLE; k < S_TABLE + HOLDERS && e < 0; k++) {
           const w = Atomics.load(i32, k);
