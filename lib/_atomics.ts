@@ -36,12 +36,14 @@
  *    then release": between the two a waiter may have taken the lock over from a holder declared
  *    dead, and the plain release would free the new owner's lock (mutexes, ring and store locks,
  *    the allocator lock).
- * 4. **Recovery claims before it takes.** What a dead process held is claimed by one
- *    compare-exchange to a value that names the claimer (a semaphore's holder entry goes from the
- *    dead slot to minus the reclaimer's slot) before its contents are used, so two reclaimers, or
- *    a reclaimer and a new holder of a recycled entry, never both take it [synchronize ABA test].
- *    A reference is added to a block found by name only if its count is not zero (a
- *    compare-exchange loop, `tryRetain`), then the block is validated again.
+ * 4. **Recovery takes a whole record by one compare-exchange.** What a dead process held is taken
+ *    by one compare-exchange against the whole record seen (a semaphore's holder entry is one
+ *    word, slot and count: taken whole by the reclaimer, and changed by its own process only the
+ *    same way), so two reclaimers, or a reclaimer and a holder declared dead but still running,
+ *    never both use it; slots are never reused, so a stale exchange always fails [synchronize
+ *    ABA and mid-release/mid-acquire tests]. A reference is added to a block found by name only
+ *    if its count is not zero (a compare-exchange loop, `tryRetain`), then the block is validated
+ *    again.
  * 5. **Zombies are fenced, per step.** A terminated worker may go on running synchronous code
  *    (Deno cannot stop it). Every operation that changes shared state first passes
  *    `checkNotTerminated` (one plain read of the caller's own process-table entry), and every

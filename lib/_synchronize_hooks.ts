@@ -11,9 +11,14 @@
 export const __testHooks: {
   /**
    * Called by a Semaphore waiter reclaiming permits, between reading a holder-table entry that
-   * names a dead process and claiming that entry.
+   * names a dead process and taking that entry (with its count, by one compare-exchange).
    */
   semaphoreReclaim?: () => void;
+  /**
+   * Called by a process changing its own Semaphore holder-table entry (an acquire or a
+   * release), between reading that entry and changing it.
+   */
+  semaphoreAccount?: () => void;
   /**
    * Called by `new SharedMemory({ name })` between finding the named block and taking a
    * reference to it.

@@ -26,10 +26,11 @@
  *   `mutexRelease(i32, i, owner)` against the holder seen (its own slot for RLock, Barrier and
  *   Condition; for Lock, which any process may release, the holder just read), never by "check,
  *   then release". A holder taken over in between keeps nothing, frees nothing.
- * - Who may clear what: a semaphore holder-table entry is claimed (0 to a slot) and freed (back to
- *   0) only by its process; a reclaimer first claims a dead process's entry by compare-exchange
- *   (slot to minus its own slot), then takes the count, then frees it. Counts change only by
- *   atomic read-modify-write. An Event's flag is cleared only by `clear()`, and a waiter decides
+ * - Who may clear what: a semaphore holder-table entry (a process's slot and how many permits it
+ *   holds, in one word) is claimed, changed and freed by its process, and taken whole by a
+ *   reclaimer once that process is dead: each by one compare-exchange against the entry seen,
+ *   so a holder declared dead but still running changes nothing once its entry was taken, even
+ *   if another process has claimed that entry since. An Event's flag is cleared only by `clear()`, and a waiter decides
  *   by the count of `set()`s, not by the flag, whether it was woken.
  * - A release takes the permit off its own account before giving it: a permit missing from the
  *   account was either never on it or reclaimed because this process was declared dead, and the
@@ -708,20 +709,25 @@ function condLock(lock: Lock | RLock): CondLock {
 // Semaphore
 
 /**
- * Semaphore words: the value, how many wait, the bound (-1: none), then HOLDERS entries of
- * (process slot, permits it holds), so that permits of a dead process can be given back. An
- * entry's slot word is 0 when free, a process's slot, or minus the slot of a waiter reclaiming
- * it (so that a reclaimer that dies half-way is itself noticed).
+ * Semaphore words: the value, how many wait, the bound (-1: none), then HOLDERS entries of one
+ * word each, `slot << COUNT_BITS | permits`: which process holds how many permits (0: free), so
+ * that permits of a dead process can be given back. Slot and count share one word so that every
+ * change of an entry is one compare-exchange against the whole entry seen: with two words, a
+ * holder declared dead but still running could check "this entry is mine", then change a count
+ * that a reclaimer had taken and another process had claimed for its own since (issue 24).
  */
-const S_VALUE = 0, S_WAITING = 1, S_BOUND = 2, S_TABLE = 4, HOLDERS = 8;
-const S_BYTES = (S_TABLE + 2 * HOLDERS) * 4;
+const S_VALUE = 0, S_WAITING = 1, S_BOUND = 2, S_TABLE = 4, HOLDERS = 16;
+const S_BYTES = (S_TABLE + HOLDERS) * 4;
+/** An entry's low bits count permits (at most COUNT_MAX per entry); slots fit the rest. */
+const COUNT_BITS = 12, COUNT_MAX = (1 << COUNT_BITS) - 1;
+const holderOf = (entry: number) => entry >>> COUNT_BITS;
 let semOf!: (s: Semaphore) => { off: number; i32: Int32Array };
 
 /**
  * A counting semaphore (Python's `Semaphore`): `acquire()` takes one of `value` permits,
  * waiting while there is none; `release()` gives one back.
  *
- * Dead holders: the semaphore notes how many permits each process took (for up to 8 processes
+ * Dead holders: the semaphore notes how many permits each process took (for up to 16 processes
  * at a time) and a waiter that finds no permit takes back those of processes that have died
  * (that acquire then has `ownerDied === true`). A permit released by another process than the
  * one that took it counts as a plain release: the taker keeps it on its account, so if it then
@@ -745,7 +751,7 @@ export class Semaphore {
   #i32: Int32Array;
   #slot: number;
   /** Where this process's entry in the holder table was last seen (a hint). */
-  #entry = -1;
+  #entry = S_TABLE;
   #held: Held = new Held(this, false);
   #ownerDied = false;
 
@@ -830,59 +836,66 @@ export class Semaphore {
   }
 
   /**
-   * Notes `delta` permits on this process's account (only this process claims or frees its
-   * entry). Returns false when a release (-1) finds nothing on account: a plain signal, or the
-   * account was reclaimed because this process was declared dead.
+   * Notes `delta` permits on this process's account. Returns false when a release (-1) finds
+   * nothing on account: a plain signal, or the account was reclaimed because this process was
+   * declared dead. Each change is one compare-exchange against the entry seen (slot and count
+   * together): only a reclaimer changes an entry of another process, and only once that
+   * process is dead, so a failed exchange means a dead process's entry was taken meanwhile.
    */
   #account(delta: 1 | -1): boolean {
     const i32 = this.#i32, me = this.#slot;
-    const hint = this.#entry;
-    if (hint >= 0 && Atomics.load(i32, hint) === me) return this.#count(hint, delta);
+    // An entry of this process that can take `delta` (the hint first, then the table).
+    const full = delta > 0 ? COUNT_MAX : -1, hint = this.#entry;
     for (;;) {
-      let free = -1;
-      for (let e = S_TABLE; e < S_TABLE + 2 * HOLDERS; e += 2) {
-        const s = Atomics.load(i32, e);
-        if (s === me) return this.#count(this.#entry = e, delta);
-        if (s === 0 && free < 0) free = e;
+      let e = hint, seen = Atomics.load(i32, hint), free = -1;
+      // The entry this process freed last is most likely free still: claimed again without a
+      // scan (a second entry of this process elsewhere would be harmless).
+      if (seen === 0 && delta > 0) {
+        e = -1;
+        free = hint;
+      } else if (seen === 0 || holderOf(seen) !== me || (seen & COUNT_MAX) === full) {
+        e = -1;
+        for (let k = S_TABLE; k < S_TABLE + HOLDERS && e < 0; k++) {
+          const w = Atomics.load(i32, k);
+          if (w !== 0 && holderOf(w) === me && (w & COUNT_MAX) !== full) e = k, seen = w;
+          else if (w === 0 && free < 0) free = k;
+        }
+      }
+      if (e >= 0) {
+        __testHooks.semaphoreAccount?.();
+        // The last permit frees the entry in the same exchange.
+        const next = delta < 0 && (seen & COUNT_MAX) === 1 ? 0 : seen + delta;
+        if (Atomics.compareExchange(i32, e, seen, next) === seen) {
+          this.#entry = e;
+          return true;
+        }
+        if (delta < 0) return false; // taken by a reclaimer: this process was declared dead
+        continue;
       }
       // A full table leaves a permit untracked.
       if (delta < 0 || free < 0) return false;
-      if (Atomics.compareExchange(i32, free, 0, me) === 0) {
-        Atomics.store(i32, free + 1, 1);
+      if (Atomics.compareExchange(i32, free, 0, (me << COUNT_BITS) | 1) === 0) {
         this.#entry = free;
         return true;
       }
     }
   }
 
-  /**
-   * Adds `delta` to the count of entry `e`, this process's, by an atomic read-modify-write: a
-   * load and a store would give back permits a reclaimer took in between (once this process was
-   * declared dead). The entry is free again when nothing is left on it.
-   */
-  #count(e: number, delta: number): boolean {
-    const i32 = this.#i32, n = Atomics.add(i32, e + 1, delta) + delta;
-    if (n <= 0) Atomics.compareExchange(i32, e, this.#slot, 0); // not if reclaimed meanwhile
-    return n >= 0;
-  }
-
   /** Takes back the permits of dead processes; returns how many. */
   #reclaim(): number {
-    const i32 = this.#i32, me = this.#slot;
+    const i32 = this.#i32;
     let got = 0;
-    for (let e = S_TABLE; e < S_TABLE + 2 * HOLDERS; e += 2) {
-      const s = Atomics.load(i32, e);
-      if (s === 0 || isAlive(s < 0 ? -s : s)) continue;
+    for (let e = S_TABLE; e < S_TABLE + HOLDERS; e++) {
+      const w = Atomics.load(i32, e);
+      if (w === 0 || isAlive(holderOf(w))) continue;
       __testHooks.semaphoreReclaim?.();
-      // Claim the entry first, by a compare-exchange against the dead slot just read, then
-      // take its count. Taking the count first would be an ABA race: another waiter may
-      // reclaim and free the entry meanwhile, and a live process claim it, whose permit this
-      // waiter would then take and give back, one permit too many for good.
-      if (Atomics.compareExchange(i32, e, s, -me) !== s) continue;
-      got += Math.max(0, Atomics.exchange(i32, e + 1, 0));
-      Atomics.store(i32, e, 0);
+      // Entry and count are taken in one exchange against the entry just read: if another
+      // waiter took it meanwhile and a live process claimed it for its own, this fails (ABA).
+      if (Atomics.compareExchange(i32, e, w, 0) !== w) continue;
+      // Given at once, not summed over the table: a reclaimer stopped in between loses less.
+      this.#give(w & COUNT_MAX, true);
+      got += w & COUNT_MAX;
     }
-    if (got > 0) this.#give(got, true);
     return got;
   }
 
@@ -1807,9 +1820,10 @@ inspectors.set("RLock", (off) => {
 });
 const semaphore = (off: number) => {
   const i32 = words(off, S_BYTES >> 2), holders: Holder[] = [];
-  for (let e = S_TABLE; e < S_TABLE + 2 * HOLDERS; e += 2) {
-    const slot = Atomics.load(i32, e);
-    if (slot > 0 && Atomics.load(i32, e + 1) > 0) holders.push({ slot, ident: 0 });
+  for (let e = S_TABLE; e < S_TABLE + HOLDERS; e++) {
+    const w = Atomics.load(i32, e);
+    const slot = holderOf(w); // a process past COUNT_MAX permits has several entries
+    if (w !== 0 && !holders.some((h) => h.slot === slot)) holders.push({ slot, ident: 0 });
   }
   const bound = Atomics.load(i32, S_BOUND);
   return {

@@ -20,8 +20,10 @@ import { __testHooks } from "../lib/_synchronize_hooks.ts";
 import { Array as SharedArray } from "../lib/sharedctypes.ts";
 import { ShareableList, SharedMemory } from "../lib/shared_memory.ts";
 import {
+  accountPaused,
   ATTEMPTS,
   DONE,
+  DONE_IT,
   FENCED,
   semaphoreChurn,
   type Shared,
@@ -816,6 +818,44 @@ Deno.test("Semaphore: a reclaimer that read a dead holder's entry does not take 
   sem.release(); // R1's permit: one release, no more
   assert.throws(() => sem.release(), /released too many times/);
 });
+
+// A holder declared dead while it still runs (a zombie) pauses between reading its own entry and
+// changing it; meanwhile its permits are taken back and this process claims the very entry for
+// its own. With slot and count in separate words, the zombie went on to change this process's
+// count: a release gave its permit a second time (and this process's own release then threw
+// "released too many times"), an acquire left its permit on this process's account for good.
+for (const step of ["release", "acquire"] as const) {
+  Deno.test(`Semaphore: a holder declared dead in the middle of its ${step} changes no other process's account`, async () => {
+    // W takes every permit: one, then (an acquire) the second.
+    const n = step === "acquire" ? 2 : 1, sem = new BoundedSemaphore(n);
+    const paused = new Event(), go = new Event();
+    const report = alloc(128), rep = new Int32Array(heap().sab, report, 32);
+    const w = start(accountPaused, step, sem, paused, go, report);
+    // W has read its entry (naming it, one permit) and spins before changing it.
+    assert.ok(await paused.wait(20_000), "W paused");
+    w.terminate();
+    await w.join();
+    // This process takes W's permit back and notes it on its own account, in the entry W had.
+    const mine = [await sem.acquire({ timeout: 5000 })];
+    assert.ok(mine[0] && mine[0].ownerDied, "W's permit was taken back");
+    go.set(); // the zombie goes on, from the entry it read
+    for (let t = 0; Atomics.load(rep, DONE) === 0 && t < 400; t++) await sleep(50);
+    assert.equal(Atomics.load(rep, DONE), 1, "the zombie went on");
+    if (step === "release") {
+      assert.equal(rep[0], FENCED, "the zombie's release was fenced: its permit was reclaimed");
+    } else {
+      // It took its second permit before it was declared dead: on an account of its own, so
+      // that permit comes back too.
+      assert.equal(rep[0], DONE_IT);
+      mine.push(await sem.acquire({ timeout: 2000 }));
+      assert.ok(mine[1] && mine[1].ownerDied, "the zombie's second permit was taken back");
+    }
+    assert.equal(sem.getValue(), 0, "the zombie gave nothing back");
+    for (let i = 0; i < n; i++) sem.release(); // this process's permits: n releases, no more
+    assert.throws(() => sem.release(), /released too many times/);
+    releaseBlock(report);
+  });
+}
 
 Deno.test("Semaphore stress: holders terminated mid-use, their permits reclaimed by racing waiters, none too many", async () => {
   const PERMITS = 2, sem = new BoundedSemaphore(PERMITS);
