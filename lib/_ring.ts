@@ -1102,7 +1102,7 @@ export class Ring {
    * const records = new Uint8Array([1, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0]);
    * await ring.postFrames(records, 2);
    * const got: number[] = [];
-   * console.assert(ring.tryRecvMany((b) => b[0], 10, got) === 2 && got[1] === 8);
+   * console.assert(ring.tryRecvMany((d, at) => d[at], 10, got) === 2 && got[1] === 8);
    * ```
    */
   postFrames(records: Uint8Array, count: number, options?: SendOptions): Promise<SendStatus> {
@@ -1573,7 +1573,9 @@ export class Ring {
 
   /**
    * Receives up to `max` messages that are there right now, if the read lock is free, pushing
-   * `decode(payload)` of each onto `out`; returns how many (0: none there, or busy, or the next
+   * `decode(data, at, len)` of each onto `out` (`data` is the ring's data area, the payload its
+   * `len` bytes at `at`: valid only during the call, as with {@link Decode}; no view per
+   * message); returns how many (0: none there, or busy, or the next
    * is not a whole one-frame message: `recv` deals with it). Moves `R` once for them all (one
    * wake-up for waiting writers). A decode that throws ends the batch: the messages before it
    * are returned; if it is the first, it is consumed and the error thrown (as `tryRecv`).
@@ -1586,10 +1588,14 @@ export class Ring {
    * ring.sendSync(new Uint8Array([1]));
    * ring.sendSync(new Uint8Array([2]));
    * const out: number[] = [];
-   * console.assert(ring.tryRecvMany((b) => b[0], 10, out) === 2 && out[1] === 2);
+   * console.assert(ring.tryRecvMany((d, at) => d[at], 10, out) === 2 && out[1] === 2);
    * ```
    */
-  tryRecvMany<T>(decode: Decode<T>, max: number, out: T[]): number {
+  tryRecvMany<T>(
+    decode: (data: Uint8Array, at: number, len: number) => T,
+    max: number,
+    out: T[],
+  ): number {
     const i32 = this.#i32, cap = this.capacity, dv = this.#dv, u8 = this.#u8;
     if (Atomics.load(i32, W) === Atomics.load(i32, R)) return 0;
     checkNotTerminated();
@@ -1609,7 +1615,7 @@ export class Ring {
         const len = hdr & LEN_MASK, next = this.#adv(r, 4 + pad4(len));
         let v: T;
         try {
-          v = decode(u8.subarray(pos + 4, pos + 4 + len), false);
+          v = decode(u8, pos + 4, len);
         } catch (e) {
           if (got === 0) done = next;
           if (got === 0) throw e;

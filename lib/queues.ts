@@ -1395,7 +1395,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     if (got.length >= max) return got;
     let n = 0;
     try {
-      n = s.ring!.tryRecvMany((p) => schema.decode(p) as T, max - got.length, got);
+      n = s.ring!.tryRecvMany(schema.decodeAt, max - got.length, got as unknown[]);
     } catch (e) {
       if (!got.length) {
         s.discarded(); // its record was consumed: it left the queue

@@ -93,8 +93,19 @@ interface In {
   pos: number;
 }
 
-type Put = (v: unknown, o: Out, path: string) => void;
+/**
+ * Writes one field's value; false (nothing to undo: the record is dropped whole) when the value
+ * does not fit. The path of an error is built only then: a string per field per item would
+ * cost more than the write.
+ */
+type Put = (v: unknown, o: Out) => boolean;
 type Get = (i: In) => unknown;
+/** A compiled field: its writer, its reader, and what it expects (for the error). */
+interface Field {
+  put: Put;
+  get: Get;
+  what: string;
+}
 
 function describe(v: unknown): string {
   if (v === null) return "null";
@@ -103,8 +114,8 @@ function describe(v: unknown): string {
   return `${typeof v === "undefined" ? "undefined (missing)" : `a ${typeof v} (${String(v)})`}`;
 }
 
-function refuse(path: string, type: string, v: unknown): never {
-  throw new SerializationError(path, `expected ${type}: got ${describe(v)}`);
+function refuse(path: string, what: string, v: unknown): never {
+  throw new SerializationError(path, `expected ${what}: got ${describe(v)}`);
 }
 
 /** Size, range and the DataView accessors of each number type. */
@@ -162,17 +173,18 @@ function numberIo(t: NumberField): {
   }
 }
 
-function numberField(t: NumberField): { put: Put; get: Get } {
+function numberField(t: NumberField): Field {
   const { size, min, max, int } = NUMBERS[t], { set, get } = numberIo(t);
-  const what = int ? `${t} (an integer in [${min}, ${max}])` : `${t} (a number)`;
   return {
-    put(v, o, path) {
+    what: int ? `${t} (an integer in [${min}, ${max}])` : `${t} (a number)`,
+    put(v, o) {
       if (typeof v !== "number" || (int && !(Number.isInteger(v) && v >= min && v <= max))) {
-        refuse(path, what, v);
+        return false;
       }
       o.need(size);
       set(o.dv, o.pos, v);
       o.pos += size;
+      return true;
     },
     get(i) {
       const v = get(i.dv, i.pos);
@@ -182,12 +194,14 @@ function numberField(t: NumberField): { put: Put; get: Get } {
   };
 }
 
-function arrayField(t: NumberField, n: number): { put: Put; get: Get } {
+function arrayField(t: NumberField, n: number): Field {
   const el = numberField(t);
   return {
-    put(v, o, path) {
-      if (!Array.isArray(v) || v.length !== n) refuse(path, `${t}[${n}] (an array of ${n})`, v);
-      for (let k = 0; k < n; k++) el.put(v[k], o, `${path}[${k}]`);
+    what: `${t}[${n}] (an array of ${n} ${el.what.slice(t.length + 1)})`,
+    put(v, o) {
+      if (!Array.isArray(v) || v.length !== n) return false;
+      for (let k = 0; k < n; k++) if (!el.put(v[k], o)) return false;
+      return true;
     },
     get(i) {
       const a = new Array<unknown>(n);
@@ -197,18 +211,19 @@ function arrayField(t: NumberField, n: number): { put: Put; get: Get } {
   };
 }
 
-function bigField(t: "i64" | "u64"): { put: Put; get: Get } {
+function bigField(t: "i64" | "u64"): Field {
   const signed = t === "i64";
-  const what = `${t} (a bigint in ${signed ? "[-2^63, 2^63)" : "[0, 2^64)"})`;
   return {
-    put(v, o, path) {
+    what: `${t} (a bigint in ${signed ? "[-2^63, 2^63)" : "[0, 2^64)"})`,
+    put(v, o) {
       if (typeof v !== "bigint" || (signed ? BigInt.asIntN(64, v) : BigInt.asUintN(64, v)) !== v) {
-        refuse(path, what, v);
+        return false;
       }
       o.need(8);
       if (signed) o.dv.setBigInt64(o.pos, v, true);
       else o.dv.setBigUint64(o.pos, v, true);
       o.pos += 8;
+      return true;
     },
     get(i) {
       const v = signed ? i.dv.getBigInt64(i.pos, true) : i.dv.getBigUint64(i.pos, true);
@@ -218,20 +233,23 @@ function bigField(t: "i64" | "u64"): { put: Put; get: Get } {
   };
 }
 
-const boolField: { put: Put; get: Get } = {
-  put(v, o, path) {
-    if (typeof v !== "boolean") refuse(path, "bool (a boolean)", v);
+const boolField: Field = {
+  what: "bool (a boolean)",
+  put(v, o) {
+    if (typeof v !== "boolean") return false;
     o.need(1);
     o.u8[o.pos++] = v ? 1 : 0;
+    return true;
   },
   get(i) {
     return i.u8[i.pos++] !== 0;
   },
 };
 
-const stringField: { put: Put; get: Get } = {
-  put(v, o, path) {
-    if (typeof v !== "string") refuse(path, "string", v);
+const stringField: Field = {
+  what: "string",
+  put(v, o) {
+    if (typeof v !== "string") return false;
     const n = v.length;
     o.need(4 + 3 * n); // UTF-8 takes at most 3 bytes per UTF-16 unit
     const u8 = o.u8, at = o.pos + 4;
@@ -244,6 +262,7 @@ const stringField: { put: Put; get: Get } = {
     const len = k === n ? n : utf8.encodeInto(v, u8.subarray(at)).written;
     o.dv.setUint32(o.pos, len, true);
     o.pos = at + len;
+    return true;
   },
   get(i) {
     const len = i.dv.getUint32(i.pos, true), at = i.pos + 4, u8 = i.u8;
@@ -261,13 +280,15 @@ const stringField: { put: Put; get: Get } = {
   },
 };
 
-const bytesField: { put: Put; get: Get } = {
-  put(v, o, path) {
-    if (!(v instanceof Uint8Array)) refuse(path, "bytes (a Uint8Array)", v);
+const bytesField: Field = {
+  what: "bytes (a Uint8Array)",
+  put(v, o) {
+    if (!(v instanceof Uint8Array)) return false;
     o.need(4 + v.length);
     o.dv.setUint32(o.pos, v.length, true);
     o.u8.set(v, o.pos + 4);
     o.pos += 4 + v.length;
+    return true;
   },
   get(i) {
     const len = i.dv.getUint32(i.pos, true), at = i.pos + 4;
@@ -276,7 +297,7 @@ const bytesField: { put: Put; get: Get } = {
   },
 };
 
-function fieldOf(name: string, t: unknown): { put: Put; get: Get } {
+function fieldOf(name: string, t: unknown): Field {
   if (typeof t === "string") {
     if (t in NUMBERS) return numberField(t as NumberField);
     if (t === "i64" || t === "u64") return bigField(t);
@@ -314,8 +335,10 @@ export class Schema<T = unknown> {
   /** The schema as JSON (what travels in shared memory). */
   readonly text: string;
   readonly #names: string[];
+  readonly #fields: Field[];
   readonly #puts: Put[];
-  readonly #gets: Get[];
+  /** Reads a record into an object literal of the schema's shape (see `reader`). */
+  readonly #read: (i: In) => unknown;
   readonly #out = new Out();
   #in: In = { u8: new Uint8Array(0), dv: new DataView(new ArrayBuffer(0)), pos: 0 };
   /** Only for type inference: never set. */
@@ -328,9 +351,12 @@ export class Schema<T = unknown> {
     }
     this.#names = Object.keys(spec);
     if (!this.#names.length) throw new ValueError("a schema needs at least one field");
-    const fields = this.#names.map((n) => fieldOf(n, spec[n]));
+    if (this.#names.includes("__proto__")) {
+      throw new ValueError("schema field '__proto__': not a name a record can have");
+    }
+    const fields = this.#fields = this.#names.map((n) => fieldOf(n, spec[n]));
     this.#puts = fields.map((f) => f.put);
-    this.#gets = fields.map((f) => f.get);
+    this.#read = reader(this.#names, fields.map((f) => f.get));
     this.spec = Object.freeze(Object.fromEntries(this.#names.map((n) => [n, spec[n]])));
     this.text = JSON.stringify(this.spec);
   }
@@ -342,7 +368,10 @@ export class Schema<T = unknown> {
     let own = 0;
     for (const _ in rec) own++;
     if (own !== names.length) this.#extra(rec, path);
-    for (let f = 0; f < names.length; f++) puts[f](rec[names[f]], o, path + "." + names[f]);
+    for (let f = 0; f < names.length; f++) {
+      const v = rec[names[f]];
+      if (!puts[f](v, o)) refuse(`${path}.${names[f]}`, this.#fields[f].what, v);
+    }
   }
 
   /** An item with fields the schema lacks (they would be lost): names the first. */
@@ -405,24 +434,40 @@ export class Schema<T = unknown> {
 
   /** Reads one item from `payload` (a record without its length prefix; may view shared memory). */
   decode(payload: Uint8Array): T {
+    return this.decodeAt(payload, 0, payload.length);
+  }
+
+  /**
+   * Reads one item from the `len` bytes at `data[at]`: {@link Schema.decode} without a view per
+   * item (a reader taking a batch out of a ring passes the ring's data area). Bound: pass it on.
+   */
+  readonly decodeAt = (data: Uint8Array, at: number, len: number): T => {
     let i = this.#in;
-    if (i.u8.buffer !== payload.buffer) {
+    if (i.u8.buffer !== data.buffer) {
       // One view per buffer (the shared heap, mostly), not one per item.
-      const buf = payload.buffer;
+      const buf = data.buffer;
       i = this.#in = { u8: new Uint8Array(buf), dv: new DataView(buf), pos: 0 };
     }
-    i.pos = payload.byteOffset;
-    const end = payload.byteOffset + payload.length;
-    const names = this.#names, gets = this.#gets, item: Record<string, unknown> = {};
-    for (let f = 0; f < names.length; f++) item[names[f]] = gets[f](i);
-    if (i.pos !== end) {
+    const start = i.pos = data.byteOffset + at;
+    const item = this.#read(i);
+    if (i.pos !== start + len) {
       throw new SerializationError(
         "item",
-        `a record of ${payload.length} bytes does not match the schema ${this.text}`,
+        `a record of ${len} bytes does not match the schema ${this.text}`,
       );
     }
     return item as T;
-  }
+  };
+}
+
+/**
+ * A function that reads the fields in order into an object literal of the schema's shape: one
+ * hidden class from the start, where adding keys one by one to `{}` would go through a chain of
+ * them per item. Generated once per schema; the field names enter it only as JSON strings.
+ */
+function reader(names: string[], gets: Get[]): (i: In) => unknown {
+  const body = names.map((n, f) => `${JSON.stringify(n)}: g[${f}](i)`).join(", ");
+  return new Function("g", `return (i) => ({ ${body} });`)(gets) as (i: In) => unknown;
 }
 
 const compiled = new Map<string, Schema<unknown>>();

@@ -148,7 +148,7 @@ Deno.test("typed queue: a batch that meets the end of the ring goes on at its st
     const batch = s.encodeMany(items, ring.maxRecord);
     assert.equal(ring.sendFramesSync(batch.bytes, 50, { broken: () => true }), "ok", `batch ${k}`);
     const out: { i: number; s: string }[] = [];
-    while (out.length < 50 && ring.tryRecvMany((p) => s.decode(p), 1000, out));
+    while (out.length < 50 && ring.tryRecvMany(s.decodeAt, 1000, out));
     assert.deepEqual(out, items);
   }
   Ring.dispose(ring.base);
