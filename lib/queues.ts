@@ -1328,10 +1328,10 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       s.undoReserve(k);
       throw new Full();
     }
-    for (let i = 0; i < n; i += k, k = 0) {
+    for (let i = 0, copied = false; i < n; i += k, k = 0) {
       if (k === 0) k = s.tryReserveUpTo(n - i);
       if (k === 0) {
-        bytes = bytes.slice(); // the schema's buffer is reused while we wait
+        if (!copied) (bytes = bytes.slice()), (copied = true); // the buffer is reused meanwhile
         if (!(yield remainingMs(deadline))) {
           throw new Full(`queue is full: ${i} of the ${n} items were put`);
         }

@@ -246,6 +246,10 @@ const boolField: Field = {
   },
 };
 
+/** Strings up to this many bytes are read without TextDecoder when ASCII. */
+const SHORT = 64;
+const shortCodes: number[][] = Array.from({ length: SHORT + 1 }, (_, n) => new Array(n).fill(0));
+
 const stringField: Field = {
   what: "string",
   put(v, o) {
@@ -267,14 +271,16 @@ const stringField: Field = {
   get(i) {
     const len = i.dv.getUint32(i.pos, true), at = i.pos + 4, u8 = i.u8;
     i.pos = at + len;
-    if (len <= 64) {
-      let s = "";
+    if (len <= SHORT) {
+      // ASCII in one call: the codes go into a pooled array of that length (no view, no
+      // concatenation per character).
+      const codes = shortCodes[len];
       for (let k = 0; k < len; k++) {
         const c = u8[at + k];
         if (c >= 0x80) return utf8d.decode(u8.slice(at, at + len)); // (refuses shared views)
-        s += String.fromCharCode(c);
+        codes[k] = c;
       }
-      return s;
+      return String.fromCharCode.apply(null, codes);
     }
     return utf8d.decode(u8.slice(at, at + len));
   },
@@ -336,7 +342,8 @@ export class Schema<T = unknown> {
   readonly text: string;
   readonly #names: string[];
   readonly #fields: Field[];
-  readonly #puts: Put[];
+  /** Writes a record's fields in order; the index of the first that does not fit, else -1. */
+  readonly #write: (rec: Record<string, unknown>, o: Out) => number;
   /** Reads a record into an object literal of the schema's shape (see `reader`). */
   readonly #read: (i: In) => unknown;
   readonly #out = new Out();
@@ -355,7 +362,7 @@ export class Schema<T = unknown> {
       throw new ValueError("schema field '__proto__': not a name a record can have");
     }
     const fields = this.#fields = this.#names.map((n) => fieldOf(n, spec[n]));
-    this.#puts = fields.map((f) => f.put);
+    this.#write = writer(this.#names, fields.map((f) => f.put));
     this.#read = reader(this.#names, fields.map((f) => f.get));
     this.spec = Object.freeze(Object.fromEntries(this.#names.map((n) => [n, spec[n]])));
     this.text = JSON.stringify(this.spec);
@@ -364,14 +371,12 @@ export class Schema<T = unknown> {
   /** Writes one record at `o.pos` (no length prefix); `path` names the item in errors. */
   #put(item: unknown, o: Out, path: string): void {
     if (typeof item !== "object" || item === null) refuse(path, "an object", item);
-    const names = this.#names, puts = this.#puts, rec = item as Record<string, unknown>;
+    const names = this.#names, rec = item as Record<string, unknown>;
     let own = 0;
     for (const _ in rec) own++;
     if (own !== names.length) this.#extra(rec, path);
-    for (let f = 0; f < names.length; f++) {
-      const v = rec[names[f]];
-      if (!puts[f](v, o)) refuse(`${path}.${names[f]}`, this.#fields[f].what, v);
-    }
+    const f = this.#write(rec, o);
+    if (f >= 0) refuse(`${path}.${names[f]}`, this.#fields[f].what, rec[names[f]]);
   }
 
   /** An item with fields the schema lacks (they would be lost): names the first. */
@@ -468,6 +473,19 @@ export class Schema<T = unknown> {
 function reader(names: string[], gets: Get[]): (i: In) => unknown {
   const body = names.map((n, f) => `${JSON.stringify(n)}: g[${f}](i)`).join(", ");
   return new Function("g", `return (i) => ({ ${body} });`)(gets) as (i: In) => unknown;
+}
+
+/**
+ * A function that writes the fields in order with a named load each (`rec["i"]`: one shape at
+ * each site, where `rec[names[f]]` in a loop is a megamorphic keyed load). Returns the index of
+ * the first field that does not fit, else -1.
+ */
+function writer(names: string[], puts: Put[]): (rec: Record<string, unknown>, o: Out) => number {
+  const body = names.map((n, f) => `if (!p[${f}](rec[${JSON.stringify(n)}], o)) return ${f};`);
+  return new Function("p", `return (rec, o) => { ${body.join(" ")} return -1; };`)(puts) as (
+    rec: Record<string, unknown>,
+    o: Out,
+  ) => number;
 }
 
 const compiled = new Map<string, Schema<unknown>>();
