@@ -136,7 +136,8 @@ export interface QueueOptions<T = unknown> {
    * queue's shared memory with no generic encoding (see `typed.ts`); an item that does not fit
    * is refused with a `SerializationError` naming the field. Use `schema({...})` from `typed.ts`
    * to have the item type inferred, or give it: `new Queue<{ i: number }>({ schema: { i: "i32"
-   * } })`. `Queue` and `SimpleQueue` only (a `JoinableQueue` takes none).
+   * } })`. A plain `Queue` only: a `JoinableQueue`, `LifoQueue` or `PriorityQueue` refuses it
+   * (`ValueError`).
    */
   schema?: Schema<T> | SchemaFor<T>;
 }
@@ -1151,8 +1152,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       }
       if (o.schema !== undefined && (kind !== FIFO || joinable)) {
         throw new ValueError(
-          "schema: typed queues are Queue and SimpleQueue only (a JoinableQueue, LifoQueue or " +
-            "PriorityQueue takes no schema)",
+          "schema: typed queues are plain Queues (a JoinableQueue, LifoQueue or PriorityQueue " +
+            "takes no schema)",
         );
       }
       const schema = o.schema === undefined ? undefined : compileSchema(o.schema as Schema);
@@ -1351,6 +1352,16 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    * fit refuses the batch with a `SerializationError` naming it, e.g. `items[3].tag`, and none
    * is put). With `block: false` all or none are put (`Full`); waiting for room, a `timeout`
    * (ms) that passes throws `Full` saying how many of the items were put.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "./queues.ts";
+   * import { schema } from "./typed.ts";
+   * const q = new Queue({ schema: schema({ i: "i32", tag: "string" }) });
+   * await q.putMany([{ i: 1, tag: "a" }, { i: 2, tag: "b" }]);
+   * const items = await q.getMany(); // { i: number; tag: string }[]
+   * console.assert(items.length === 2 && items[1].tag === "b");
+   * ```
    */
   putMany(items: readonly T[], options?: PutOptions): Promise<void> {
     try {

@@ -189,3 +189,15 @@ Deno.test("typed queue: handles cross to a worker with their schema; order and s
   assert.deepEqual(await one.get({ timeout: 20_000 }), { i: 41 });
   await p2.join();
 });
+
+Deno.test("putMany/getMany on an untyped queue; new Queue({ maxsize }) takes options", async () => {
+  const q = new Queue<{ n: number } | string>({ maxsize: 4 });
+  assert.equal(q.maxsize, 4);
+  assert.equal(q.schema, null);
+  await q.putMany([{ n: 1 }, "two"]);
+  q.putManySync(["three"]);
+  assert.deepEqual(await q.getMany({ max: 2 }), [{ n: 1 }, "two"]);
+  assert.deepEqual(q.getManySync(), ["three"]);
+  assert.throws(() => q.getManySync({ block: false }), Empty);
+  q.close();
+});
