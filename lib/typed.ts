@@ -50,7 +50,7 @@ export type ValueOf<F> = F extends NumberField ? number
 export type ItemOf<S extends SchemaSpec> = { -readonly [K in keyof S]: ValueOf<S[K]> };
 
 /** The field types that can carry a value of type `V`. */
-type FieldFor<V> = V extends number ? NumberField
+export type FieldFor<V> = V extends number ? NumberField
   : V extends bigint ? "i64" | "u64"
   : V extends boolean ? "bool"
   : V extends string ? "string"
