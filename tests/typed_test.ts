@@ -7,7 +7,7 @@ import { Empty, Full, SerializationError, ValueError } from "../lib/errors.ts";
 import { alloc } from "../lib/_heap.ts";
 import { Ring } from "../lib/_ring.ts";
 import { type ItemOf, schema } from "../lib/typed.ts";
-import { typedRelay, typedSchemaOf } from "./fixtures/typed_targets.ts";
+import { typedPutManyThenFlush, typedRelay, typedSchemaOf } from "./fixtures/typed_targets.ts";
 
 const spec = {
   a: "i8",
@@ -200,4 +200,37 @@ Deno.test("putMany/getMany on an untyped queue; new Queue({ maxsize }) takes opt
   assert.deepEqual(q.getManySync(), ["three"]);
   assert.throws(() => q.getManySync({ block: false }), Empty);
   q.close();
+});
+
+Deno.test("typed queue: a producer terminated with batches on their way leaves true counts", async () => {
+  // Its outbox holds whole batches: each counts its records not yet written (not one per batch),
+  // so once it is dead the queue drains to qsize 0 and the reader meets the end.
+  const n = 100_000;
+  const q = new Queue({ schema: schema({ i: "u32" }) }), ready = new Queue<string>();
+  const p = new Process({ target: typedPutManyThenFlush, args: [q, ready, n] });
+  p.start();
+  try {
+    assert.equal(await ready.get({ timeout: 30_000 }), "queued");
+    assert.equal(q.qsize(), n);
+    p.terminate();
+    await p.join();
+    q.close();
+    let got = 0;
+    const deadline = performance.now() + 20_000;
+    for (;;) {
+      let items;
+      try {
+        items = await q.getMany({ timeout: Math.max(0, deadline - performance.now()) });
+      } catch (e) {
+        if (e instanceof ValueError) break;
+        throw new Error(`the queue never ended (got ${got} items, qsize ${q.qsize()}): ${e}`);
+      }
+      for (const x of items) assert.equal(x.i, got++);
+    }
+    assert.ok(got > 0 && got < n, `got ${got}`);
+    assert.equal(q.qsize(), 0);
+  } finally {
+    if (p.isAlive()) p.terminate();
+    await p.join();
+  }
 });
