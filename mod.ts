@@ -14,6 +14,7 @@ export * from "./lib/synchronize.ts";
 export * from "./lib/sharedctypes.ts";
 export * from "./lib/shared_memory.ts";
 export * from "./lib/queues.ts";
+export * from "./lib/typed.ts";
 export * from "./lib/connection.ts";
 export * as pickle from "./lib/pickle.ts";
 export {

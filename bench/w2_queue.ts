@@ -3,9 +3,15 @@
 // `i`. The clock runs from starting both processes until the consumer's result arrives
 // (process start-up included, as in python_mp_bench.py).
 //
-//   deno run -A bench/w2_queue.ts [--variant async,sync] [--n 200000]
+// Variant `typed`: the same items and check through a typed queue (issue 23.2), its schema
+// `{ i: "i32", s: "string" }`, in batches (`putManySync`/`getManySync`); the end is `close()`
+// (a typed item cannot be `null`).
+//
+//   deno run -A bench/w2_queue.ts [--variant async,sync,typed] [--n 200000]
 import { Process } from "../lib/process.ts";
 import { Queue } from "../lib/queues.ts";
+import { schema } from "../lib/typed.ts";
+import { ValueError } from "../lib/errors.ts";
 import { arg, emit, rounds, since } from "./_common.ts";
 
 type Item = { i: number; s: string } | null;
@@ -44,15 +50,59 @@ export function w2ConsumerSync(q: Queue<Item>, result: Queue<[number, number]>):
   result.putSync([count, total]);
 }
 
+/** W2's item as a schema: the typed variant's queue carries `{ i, s }` records. */
+export const w2Schema = schema({ i: "i32", s: "string" });
+type TypedItem = { i: number; s: string };
+/** Items per `putManySync` batch of the typed variant. */
+const BATCH = 256;
+
+/** Typed producer: puts `n` items in batches, then closes the queue (the end). */
+export function w2ProducerTyped(q: Queue<TypedItem>, n: number): void {
+  const batch: TypedItem[] = [];
+  for (let i = 0; i < n; i++) {
+    batch.push({ i, s: "item-" + i });
+    if (batch.length === BATCH) q.putManySync(batch), batch.length = 0;
+  }
+  q.putManySync(batch);
+  q.close();
+}
+
+/** Typed consumer: takes what is there until the queue is closed and drained. */
+export function w2ConsumerTyped(q: Queue<TypedItem>, result: Queue<[number, number]>): void {
+  let count = 0, total = 0;
+  for (;;) {
+    let items: TypedItem[];
+    try {
+      items = q.getManySync();
+    } catch (e) {
+      if (e instanceof ValueError) break; // closed and drained
+      throw e;
+    }
+    count += items.length;
+    for (const item of items) total += item.i;
+  }
+  result.putSync([count, total]);
+}
+
 if (import.meta.main) {
   const n = Number(arg("n", "200000"));
-  for (const { variant, warmUp } of rounds("async,sync")) {
-    const q = new Queue<Item>(), result = new Queue<[number, number]>();
-    const sync = variant === "sync";
-    const ps = [
-      new Process({ target: sync ? w2ProducerSync : w2Producer, args: [q, n], daemon: true }),
-      new Process({ target: sync ? w2ConsumerSync : w2Consumer, args: [q, result], daemon: true }),
-    ];
+  for (const { variant, warmUp } of rounds("async,sync,typed")) {
+    const result = new Queue<[number, number]>();
+    const sync = variant === "sync", typed = variant === "typed";
+    const tq = new Queue({ schema: w2Schema }), q = new Queue<Item>();
+    const ps = typed
+      ? [
+        new Process({ target: w2ProducerTyped, args: [tq, n], daemon: true }),
+        new Process({ target: w2ConsumerTyped, args: [tq, result], daemon: true }),
+      ]
+      : [
+        new Process({ target: sync ? w2ProducerSync : w2Producer, args: [q, n], daemon: true }),
+        new Process({
+          target: sync ? w2ConsumerSync : w2Consumer,
+          args: [q, result],
+          daemon: true,
+        }),
+      ];
     const t0 = performance.now();
     for (const p of ps) p.start();
     const [count, total] = await result.get();

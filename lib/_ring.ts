@@ -179,11 +179,12 @@ export interface SendOptions {
   broken?: () => boolean;
   /**
    * Called when the call throws before any part of the message reached the ring (this process
-   * was terminated and meets its fence): whoever counted the message can take it back. Not
+   * was terminated and meets its fence): whoever counted the message can take it back; `count`
+   * is 1, or for a batch ({@link Ring.postFrames}) the records not yet written. Not
    * called for a message queued in the outbox (a dead process's queued messages are counted by
    * {@link Ring.reapDead}) nor for one begun (its reader discards it: `onDiscard`).
    */
-  onUnsent?: () => void;
+  onUnsent?: (count: number) => void;
   /**
    * Called once, when the message's first frame is published (readers can see it begin): at
    * once for a message written in the call, later for one the outbox writes. A writer that rings
@@ -214,6 +215,11 @@ interface Cursor {
   entry: number;
   /** `SendOptions.onBegun`, until it is called. */
   onBegun?: () => void;
+  /**
+   * A batch of records (see {@link Ring.postFrames}): how many are not yet written, else 0. Each
+   * record is a whole message, so a batch is never "started": its records go out in runs.
+   */
+  frames: number;
 }
 
 interface Entry {
@@ -339,6 +345,7 @@ function cursorOf(bytes: Uint8Array, options?: SendOptions): Cursor {
     r: 0,
     entry: -1,
     onBegun: options?.onBegun,
+    frames: 0,
   };
 }
 
@@ -609,6 +616,7 @@ export class Ring {
    * on after its lock was taken over would interleave its frames with the new writer's.
    */
   #writeStep(c: Cursor): number {
+    if (c.frames) return this.#writeFrames(c);
     const i32 = this.#i32, cap = this.capacity, u8 = this.#u8, dv = this.#dv;
     let w = Atomics.load(i32, W), w0 = w;
     for (;;) {
@@ -682,9 +690,58 @@ export class Ring {
     }
   }
 
+  /**
+   * `#writeStep` for a batch of records: copies the whole records that fit in the contiguous
+   * free space as one run, rewriting each length prefix into a frame header, and publishes the
+   * run with one move of `W` (one wake-up). Goes on at 0 (a SKIP) when the next record does not
+   * fit before the end of the data area. DONE, or NEED with `c.r` to wait on.
+   */
+  #writeFrames(c: Cursor): number {
+    const i32 = this.#i32, cap = this.capacity, u8 = this.#u8, dv = this.#dv;
+    const src = c.src, sdv = new DataView(src.buffer, src.byteOffset, src.length);
+    for (;;) {
+      checkNotTerminated();
+      const w0 = Atomics.load(i32, W), r = Atomics.load(i32, R);
+      const free = cap - this.#used(w0, r), pos = this.#pos(w0), tail = cap - pos;
+      let w = w0, room = Math.min(free, tail), at = pos;
+      const first = 4 + pad4(sdv.getUint32(c.done, true));
+      if (first > room) {
+        if (first > tail && free - tail >= first) {
+          dv.setInt32(pos, SKIP, true); // published with the run after it
+          w = this.#adv(w, tail);
+          room = free - tail;
+          at = 0;
+        } else return (c.r = r), NEED;
+      }
+      let end = c.done, k = 0;
+      while (end < c.n) {
+        const size = 4 + pad4(sdv.getUint32(end, true));
+        if (end - c.done + size > room) break;
+        end += size;
+        k++;
+      }
+      u8.set(src.subarray(c.done, end), at);
+      for (let p = at, q = c.done; q < end;) {
+        const len = sdv.getUint32(q, true);
+        dv.setInt32(p, len | FIRST | LAST, true);
+        p += 4 + pad4(len);
+        q += 4 + pad4(len);
+      }
+      this.#publish(w0, this.#adv(w, end - c.done));
+      c.done = end;
+      c.frames -= k;
+      if (c.entry >= 0) Atomics.sub(i32, TABLE + 2 * c.entry + 1, k);
+      if (c.frames) continue; // the rest may fit after the wrap
+      c.entry = -1;
+      this.#begun(c);
+      return DONE;
+    }
+  }
+
   /** Gives up a message (the readers are gone): readers discard what they got of it. */
   #abandon(c: Cursor): void {
     if (c.started && c.done < c.n) this.#recoverWriter();
+    if (c.frames && c.entry >= 0) Atomics.sub(this.#i32, TABLE + 2 * c.entry + 1, c.frames - 1);
     this.#begun(c); // no longer waiting to begin: nobody is to reap it
   }
 
@@ -693,10 +750,10 @@ export class Ring {
   // count: the main thread never does, and pays nothing.
 
   /** Counts one more unbegun message of this process's outbox; returns the table entry. */
-  #countUnbegun(ob: Outbox): number {
+  #countUnbegun(ob: Outbox, n: number): number {
     checkNotTerminated(); // a zombie must not claim an entry another process may get next
     if (ob.entry === -1) ob.entry = heap().slot === MAIN_SLOT ? -2 : this.#claimEntry();
-    if (ob.entry >= 0) Atomics.add(this.#i32, TABLE + 2 * ob.entry + 1, 1);
+    if (ob.entry >= 0) Atomics.add(this.#i32, TABLE + 2 * ob.entry + 1, n);
     return ob.entry;
   }
 
@@ -841,8 +898,14 @@ export class Ring {
     return this.#post(bytes, true, options);
   }
 
-  #post(bytes: Uint8Array, borrowed: boolean, options?: SendOptions): Promise<SendStatus> {
+  #post(
+    bytes: Uint8Array,
+    borrowed: boolean,
+    options?: SendOptions,
+    frames = 0,
+  ): Promise<SendStatus> {
     const c = cursorOf(bytes, options);
+    c.frames = frames;
     try {
       const ob = outboxes.get(this.base);
       // Messages queued earlier go first; write what fits of them now rather than waiting for
@@ -868,7 +931,7 @@ export class Ring {
       return this.#enqueue(ob ?? this.#outbox(), c, options);
     } catch (e) {
       // A zombie meeting its fence: nothing of the message is anywhere (see `onUnsent`).
-      if (!c.started) options?.onUnsent?.();
+      if (!c.started) options?.onUnsent?.(c.frames || 1);
       throw e;
     }
   }
@@ -914,7 +977,7 @@ export class Ring {
   }
 
   #enqueue(ob: Outbox, cursor: Cursor, options?: SendOptions): Promise<SendStatus> {
-    if (!cursor.started) cursor.entry = this.#countUnbegun(ob);
+    if (!cursor.started) cursor.entry = this.#countUnbegun(ob, cursor.frames || 1);
     let resolve!: (s: SendStatus) => void;
     const promise = new Promise<SendStatus>((r) => (resolve = r));
     ob.queue.push({ cursor, broken: options?.broken, resolve, promise });
@@ -1004,7 +1067,70 @@ export class Ring {
     try {
       return this.#sendSync(c, options);
     } catch (e) {
-      if (!c.started) options?.onUnsent?.(); // see `onUnsent`
+      if (!c.started) options?.onUnsent?.(c.frames || 1); // see `onUnsent`
+      throw e;
+    }
+  }
+
+  /**
+   * The largest record a batch may hold ({@link Ring.postFrames}): a message that is one frame.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * console.assert(ring.maxRecord < ring.capacity / 2);
+   * ```
+   */
+  get maxRecord(): number {
+    return this.#maxSingle;
+  }
+
+  /**
+   * Writes a batch of `count` messages at once, like {@link Ring.post} (never blocks; resolves
+   * when all are in the ring). `records` holds them back to back, each a `u32` length (at most
+   * {@link Ring.maxRecord}) and its bytes, padded to 4. The records that fit go in as one run of
+   * frames under one lock, published by one move of `W` (one wake-up for the readers); each is
+   * a message of its own to readers. Other writers may get in between runs, never inside one.
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * const records = new Uint8Array([1, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0]);
+   * await ring.postFrames(records, 2);
+   * const got: number[] = [];
+   * console.assert(ring.tryRecvMany((d, at) => d[at], 10, got) === 2 && got[1] === 8);
+   * ```
+   */
+  postFrames(records: Uint8Array, count: number, options?: SendOptions): Promise<SendStatus> {
+    if (count <= 0) return OK;
+    return this.#post(records, false, options, count);
+  }
+
+  /**
+   * {@link Ring.postFrames}, blocking the thread until every record is in the ring (as
+   * {@link Ring.sendSync}).
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * ring.sendFramesSync(new Uint8Array([1, 0, 0, 0, 9, 0, 0, 0]), 1);
+   * console.assert(ring.recvSync((b) => b[0]) === 9);
+   * ```
+   */
+  sendFramesSync(records: Uint8Array, count: number, options?: SendOptions): SendStatus {
+    if (count <= 0) return "ok";
+    const c = cursorOf(records, options);
+    c.frames = count;
+    try {
+      return this.#sendSync(c, options);
+    } catch (e) {
+      options?.onUnsent?.(c.frames); // the records not yet written
       throw e;
     }
   }
@@ -1443,6 +1569,67 @@ export class Ring {
     } finally {
       unlock(i32, RLOCK);
     }
+  }
+
+  /**
+   * Receives up to `max` messages that are there right now, if the read lock is free, pushing
+   * `decode(data, at, len)` of each onto `out` (`data` is the ring's data area, the payload its
+   * `len` bytes at `at`: valid only during the call, as with {@link Decode}; no view per
+   * message); returns how many (0: none there, or busy, or the next
+   * is not a whole one-frame message: `recv` deals with it). Moves `R` once for them all (one
+   * wake-up for waiting writers). A decode that throws ends the batch: the messages before it
+   * are returned; if it is the first, it is consumed and the error thrown (as `tryRecv`).
+   *
+   * @example
+   * ```ts
+   * import { alloc } from "./_heap.ts";
+   * import { Ring } from "./_ring.ts";
+   * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+   * ring.sendSync(new Uint8Array([1]));
+   * ring.sendSync(new Uint8Array([2]));
+   * const out: number[] = [];
+   * console.assert(ring.tryRecvMany((d, at) => d[at], 10, out) === 2 && out[1] === 2);
+   * ```
+   */
+  tryRecvMany<T>(
+    decode: (data: Uint8Array, at: number, len: number) => T,
+    max: number,
+    out: T[],
+  ): number {
+    const i32 = this.#i32, cap = this.capacity, dv = this.#dv, u8 = this.#u8;
+    if (Atomics.load(i32, W) === Atomics.load(i32, R)) return 0;
+    checkNotTerminated();
+    if (Atomics.compareExchange(i32, RLOCK, 0, heap().slot) !== 0) return 0;
+    let got = 0, r = Atomics.load(i32, R), done = r;
+    try {
+      const w = Atomics.load(i32, W);
+      while (got < max && r !== w) {
+        let pos = this.#pos(r), hdr = dv.getInt32(pos, true);
+        if (hdr === SKIP) {
+          if (cap - pos >= this.#used(w, r)) break; // `recv` sorts it out
+          r = this.#adv(r, cap - pos);
+          pos = 0;
+          hdr = dv.getInt32(0, true);
+        }
+        if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || this.#badFrame(pos, hdr, w, r)) break;
+        const len = hdr & LEN_MASK, next = this.#adv(r, 4 + pad4(len));
+        let v: T;
+        try {
+          v = decode(u8, pos + 4, len);
+        } catch (e) {
+          if (got === 0) done = next;
+          if (got === 0) throw e;
+          break;
+        }
+        out.push(v);
+        got++;
+        r = done = next;
+      }
+    } finally {
+      if (done !== Atomics.load(i32, R)) this.#consumed(done);
+      unlock(i32, RLOCK);
+    }
+    return got;
   }
 
   /**

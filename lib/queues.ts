@@ -62,6 +62,7 @@ import { Empty, Full, SerializationError, ValueError } from "./errors.ts";
 import { Encoder, loads, loadsAsync, registerHandle } from "./reduction.ts";
 import { type Kind as ObjectKind, registerObject } from "./_observe.ts";
 import { inspectors } from "./_waitfor.ts";
+import { compileSchema, type Schema, type SchemaFor } from "./typed.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Shared layout (Int32 words from the block's offset / 4)
@@ -79,6 +80,8 @@ const SLOCK = 48, LEN = 49, ARR = 50, PENDING = 51, POPPED = 52, SEQ = 53, GET_W
 const NEXT_SEQ = 55;
 /** Claimed entries of the holders table (read-mostly line). */
 const HOLDERS = 21;
+/** A typed queue's schema: the block holding its JSON text, and the text's length in bytes. */
+const SCHEMA = 22, SCHEMA_LEN = 23;
 /**
  * The holders table (see `Shared.#hold`): per consumer process, its slot (negated once dead and
  * being reaped), its held items' block, the slot of the process putting them back, and whether
@@ -124,6 +127,29 @@ export interface PutOptions {
    * has them (no aliasing, no second copy kept alive).
    */
   transfer?: ArrayBuffer[];
+}
+
+/** Options of `new Queue(options)`. */
+export interface QueueOptions<T = unknown> {
+  /** At most this many items (`0`, the default: unbounded; `put` then never waits). */
+  maxsize?: number;
+  /**
+   * A typed queue: every item is a record of these fields, written field by field into the
+   * queue's shared memory with no generic encoding (see `typed.ts`); an item that does not fit
+   * is refused with a `SerializationError` naming the field. Use `schema({...})` from `typed.ts`
+   * to have the item type inferred, or give it: `new Queue<{ i: number }>({ schema: { i: "i32"
+   * } })`. A plain `Queue` only: a `JoinableQueue`, `LifoQueue` or `PriorityQueue` refuses it
+   * (`ValueError`).
+   */
+  schema?: Schema<T> | SchemaFor<T>;
+  /** Shown in `snapshot()` and the dashboard; default: the kind and creation site. */
+  name?: string;
+}
+
+/** Options of `getMany`/`getManySync`. */
+export interface GetManyOptions extends GetOptions {
+  /** At most this many items (default: all that are there). */
+  max?: number;
 }
 
 /** Options of `get`/`getSync`. */
@@ -178,6 +204,20 @@ const decodeItemAsync = (payload: Uint8Array): unknown => {
     return new DecodeFailure(e);
   }
 };
+
+/** A typed queue's schema text, copied out of its block (TextDecoder refuses shared views). */
+function schemaText(blk: number, len: number): string {
+  return new TextDecoder().decode(heap().u8.slice(blk, blk + len));
+}
+
+/** `getMany`'s `max`: a positive integer, or all that are there. */
+function maxOf(max: number | undefined): number {
+  if (max === undefined || max === Infinity) return Infinity;
+  if (typeof max !== "number" || !Number.isInteger(max) || max < 1) {
+    throw new ValueError(`'max' must be a positive integer: current value is ${max}`);
+  }
+  return max;
+}
 
 /** A held message that points to a block: its offset, else 0. */
 function heldBlock(b: Uint8Array): number {
@@ -467,6 +507,8 @@ class Shared {
   readonly decode: Decode<unknown>;
   /** The same for async receivers (see {@link decodeItemAsync}). */
   readonly decodeAsync: Decode<unknown>;
+  /** A typed queue's compiled schema (see `typed.ts`), else null. */
+  readonly schema: Schema | null;
   /** The death counter when `reap` last looked (-1: never). */
   #epoch = -1;
   /** This handle's held items: undefined until the first get, null when not keeping copies. */
@@ -483,6 +525,16 @@ class Shared {
     this.joinable = Atomics.load(this.i32, this.q + JOINABLE) !== 0;
     this.ring = this.kind === FIFO ? new Ring(off + HEADER, off) : null;
     this.beforeFree = this.ring ? Shared.freeFifo : Shared.freeStore;
+    const text = Atomics.load(this.i32, this.q + SCHEMA);
+    this.schema = text ? compileSchema(schemaText(text, this.i32[this.q + SCHEMA_LEN])) : null;
+    const typed = this.schema,
+      decodeTyped = (payload: Uint8Array): unknown => {
+        try {
+          return typed!.decode(payload);
+        } catch (e) {
+          return new DecodeFailure(e);
+        }
+      };
     const holds = this.joinable && this.ring !== null && heap().slot !== MAIN_SLOT;
     const holding = (decode: Decode<unknown>): Decode<unknown> => (payload, owned) => {
       const v = decode(payload, owned);
@@ -490,8 +542,8 @@ class Shared {
       if (!(v instanceof DecodeFailure)) this.#hold(payload);
       return v;
     };
-    this.decode = holds ? holding(decodeItem) : decodeItem;
-    this.decodeAsync = holds ? holding(decodeItemAsync) : decodeItemAsync;
+    this.decode = typed ? decodeTyped : holds ? holding(decodeItem) : decodeItem;
+    this.decodeAsync = typed ? decodeTyped : holds ? holding(decodeItemAsync) : decodeItemAsync;
   }
 
   // --- at-least-once for JoinableQueue consumers (see the module doc)
@@ -581,6 +633,7 @@ class Shared {
   static freeFifo(off: number): void {
     Ring.dispose(off + HEADER);
     const i32 = heap().i32, q = off >> 2;
+    if (i32[q + SCHEMA]) release(i32[q + SCHEMA]);
     for (let i = 0; i < HOLD_ENTRIES; i++) {
       const held = i32[q + HOLD_TABLE + HOLD_ENTRY * i + 1];
       if (held) {
@@ -590,10 +643,16 @@ class Shared {
     }
   }
 
-  static create(kind: Kind, maxsize: number, joinable: boolean): number {
+  static create(kind: Kind, maxsize: number, joinable: boolean, schema?: Schema): number {
     const off = alloc(kind === FIFO ? FIFO_BLOCK : HEADER, "queue");
     const i32 = heap().i32, q = off >> 2;
     if (kind === FIFO) Ring.init(off + HEADER, FIFO_BLOCK - HEADER);
+    if (schema) {
+      const text = new TextEncoder().encode(schema.text), blk = alloc(text.length, "queue");
+      heap().u8.set(text, blk);
+      i32[q + SCHEMA_LEN] = text.length;
+      i32[q + SCHEMA] = blk; // published with MAGIC below
+    }
     i32[q + KIND] = kind;
     i32[q + MAXSIZE] = maxsize;
     i32[q + JOINABLE] = joinable ? 1 : 0;
@@ -642,7 +701,7 @@ class Shared {
    * Passed to every ring write: a put that throws before its item reached the ring (a
    * terminated worker meeting its fence) gives its place back.
    */
-  readonly sendOptions = { onUnsent: (): void => this.undoReserve() };
+  readonly sendOptions = { onUnsent: (n: number): void => this.undoReserve(n) };
 
   /**
    * After the ring gave `v` (an item, `TIMEOUT` or `EOF`): counts an item as got. An item that
@@ -666,6 +725,18 @@ class Shared {
 
   // --- the item count and maxsize
 
+  /** Takes places for up to `n` items without waiting; returns how many (0 when full). */
+  tryReserveUpTo(n: number): number {
+    const i32 = this.i32, idx = this.q + PUTS, max = this.maxsize;
+    if (max <= 0) return Atomics.add(i32, idx, n), n;
+    for (;;) {
+      const p = Atomics.load(i32, idx);
+      const k = Math.min(n, max - ((p - Atomics.load(i32, this.q + GETS)) | 0));
+      if (k <= 0) return 0;
+      if (Atomics.compareExchange(i32, idx, p, (p + k) | 0) === p) return k;
+    }
+  }
+
   /** Takes a place for one item without waiting; false when full. */
   tryReserve(): boolean {
     const i32 = this.i32, idx = this.q + PUTS, max = this.maxsize;
@@ -681,9 +752,9 @@ class Shared {
     }
   }
 
-  /** Gives a reserved place back (the queue closed before the item went in). */
-  undoReserve(): void {
-    Atomics.sub(this.i32, this.q + PUTS, 1);
+  /** Gives reserved places back (the queue closed before the items went in). */
+  undoReserve(n = 1): void {
+    Atomics.sub(this.i32, this.q + PUTS, n);
   }
 
   /**
@@ -717,10 +788,10 @@ class Shared {
     return runSync(this.#reserveWaits(deadlineOf(timeout)));
   }
 
-  /** One item left the queue (got, or discarded torn). */
-  readonly unreserve = (): void => {
+  /** `n` items left the queue (got, or discarded torn). */
+  readonly unreserve = (n = 1): void => {
     const i32 = this.i32, q = this.q;
-    Atomics.add(i32, q + GETS, 1);
+    Atomics.add(i32, q + GETS, n);
     if (this.maxsize > 0 && Atomics.load(i32, q + PUT_WAITERS)) Atomics.notify(i32, q + GETS);
     // A reader asleep on a closed queue re-checks for the end (it also polls, so this is speed).
     if (Atomics.load(i32, q + CLOSED) && this.count() === 0) this.wakeReaders();
@@ -1067,11 +1138,11 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
 
   /**
    * Creates a queue holding at most `maxsize` items (`0`: unbounded; `put` then never waits),
-   * or from options: `new Queue({ maxsize: 100, name: "jobs" })`.
+   * or from options: `new Queue({ maxsize: 100, name: "jobs", schema })` (see {@link QueueOptions}).
    */
-  constructor(maxsize: number | QueueOptions = 0) {
-    const o = typeof maxsize === "object" ? queueOptions(maxsize) : undefined;
-    if (o) maxsize = o.maxsize ?? 0;
+  constructor(options: number | QueueOptions<T> = 0) {
+    const o = typeof options === "object" ? queueOptions(options) : { maxsize: options };
+    const maxsize = o.maxsize ?? 0;
     const kind = creatingKind, joinable = creatingJoinable;
     creatingKind = FIFO;
     creatingJoinable = false;
@@ -1083,9 +1154,16 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       if (typeof maxsize !== "number" || !Number.isInteger(maxsize)) {
         throw new ValueError(`maxsize must be an integer: current value is ${maxsize}`);
       }
-      const off = Shared.create(kind, Math.max(0, Math.min(maxsize, 0x7fffffff)), joinable);
+      if (o.schema !== undefined && (kind !== FIFO || joinable)) {
+        throw new ValueError(
+          "schema: typed queues are plain Queues (a JoinableQueue, LifoQueue or PriorityQueue " +
+            "takes no schema)",
+        );
+      }
+      const schema = o.schema === undefined ? undefined : compileSchema(o.schema as Schema);
+      const off = Shared.create(kind, Math.max(0, Math.min(maxsize, 0x7fffffff)), joinable, schema);
       this.#s = new Shared(off);
-      registerObject(objectKind(this, kind, joinable), off, o?.name);
+      registerObject(objectKind(this, kind, joinable), off, o.name);
     }
     const s = this.#s;
     this.#off = s.off;
@@ -1131,15 +1209,19 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   }
 
   #encode(item: T, transfer: ArrayBuffer[] | undefined): Uint8Array {
-    if (this.#s.closed) throw new ValueError(`Queue is closed`);
+    const s = this.#s;
+    if (s.closed) throw new ValueError(`Queue is closed`);
     checkTransfer(transfer);
-    return encode(item);
+    if (!s.schema) return encode(item);
+    const bytes = s.schema.encode(item);
+    s.schema.checkSize(bytes, s.ring!.maxRecord);
+    return bytes;
   }
 
-  /** After a place was reserved: undo it if the queue closed meanwhile (see `close`). */
-  #checkOpen(): void {
+  /** After `n` places were reserved: undo them if the queue closed meanwhile (see `close`). */
+  #checkOpen(n = 1): void {
     if (this.#s.closed) {
-      this.#s.undoReserve();
+      this.#s.undoReserve(n);
       throw new ValueError(`Queue is closed`);
     }
   }
@@ -1227,6 +1309,164 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       const p = s.storePut(staged);
       p.catch(() => {});
     } else void s.ring!.post(staged, s.sendOptions);
+  }
+
+  /** The item schema of a typed queue (see {@link QueueOptions.schema}), else `null`. */
+  get schema(): Schema<T> | null {
+    return this.#s.schema as Schema<T> | null;
+  }
+
+  /**
+   * A batch put, written once for both drivers: yields the milliseconds left each time it must
+   * wait for room, and is resumed with whether a place was reserved meanwhile. A typed queue
+   * writes the records that have room as one run of frames (one lock, one publication, one
+   * wake-up); every item is checked before any is put.
+   */
+  *#putMany(items: readonly T[], o: PutOptions, sync: boolean): Generator<number, void, boolean> {
+    const timeout = timeoutOf(o.block, o.timeout), s = this.#s, ring = s.ring!;
+    if (s.closed) throw new ValueError(`Queue is closed`);
+    const batch = s.schema!.encodeMany(items, ring.maxRecord), starts = batch.starts;
+    let bytes = batch.bytes;
+    const n = starts.length, deadline = deadlineOf(timeout);
+    // Without waiting, all or nothing.
+    let k = s.tryReserveUpTo(n);
+    if (k < n && timeout === 0) {
+      s.undoReserve(k);
+      throw new Full();
+    }
+    for (let i = 0, copied = false; i < n; i += k, k = 0) {
+      if (k === 0) k = s.tryReserveUpTo(n - i);
+      if (k === 0) {
+        if (!copied) (bytes = bytes.slice()), (copied = true); // the buffer is reused meanwhile
+        if (!(yield remainingMs(deadline))) {
+          throw new Full(`queue is full: ${i} of the ${n} items were put`);
+        }
+        k = 1 + s.tryReserveUpTo(n - i - 1);
+      }
+      this.#checkOpen(k);
+      const run = bytes.subarray(starts[i], i + k < n ? starts[i + k] : bytes.length);
+      if (sync) ring.sendFramesSync(run, k, s.sendOptions);
+      else void ring.postFrames(run, k, s.sendOptions);
+    }
+  }
+
+  /**
+   * Puts every item of `items`, in order, as `put` would one by one. On a typed queue (see
+   * {@link QueueOptions.schema}) the batch is written into the queue's shared memory at once,
+   * which is many times faster than single puts; every item is checked first (one that does not
+   * fit refuses the batch with a `SerializationError` naming it, e.g. `items[3].tag`, and none
+   * is put). With `block: false` all or none are put (`Full`); waiting for room, a `timeout`
+   * (ms) that passes throws `Full` saying how many of the items were put.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "./queues.ts";
+   * import { schema } from "./typed.ts";
+   * const q = new Queue({ schema: schema({ i: "i32", tag: "string" }) });
+   * await q.putMany([{ i: 1, tag: "a" }, { i: 2, tag: "b" }]);
+   * const items = await q.getMany(); // { i: number; tag: string }[]
+   * console.assert(items.length === 2 && items[1].tag === "b");
+   * ```
+   */
+  putMany(items: readonly T[], options?: PutOptions): Promise<void> {
+    try {
+      options = optionsOf(options, "Queue.putMany", "putMany(items, { timeout: 200 })");
+      const s = this.#s;
+      if (!s.schema) return this.#track(this.#putEach(items, options));
+      const g = this.#putMany(items, options, false), signal = options.signal;
+      const r = g.next();
+      if (r.done) return DONE;
+      return this.#track((async () => {
+        for (let ms = r.value;;) {
+          const x = g.next(await s.reserve(ms, signal));
+          if (x.done) return;
+          ms = x.value;
+        }
+      })());
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** `putMany` of an untyped queue: one `put` after the other. */
+  async #putEach(items: readonly T[], options: PutOptions): Promise<void> {
+    for (const item of items) await this.put(item, options);
+  }
+
+  /** `putMany` for worker code that blocks its thread instead of awaiting. */
+  putManySync(items: readonly T[], options?: Omit<PutOptions, "signal">): void {
+    options = optionsOf(options, "Queue.putManySync", "putManySync(items, { timeout: 200 })");
+    const s = this.#s;
+    if (!s.schema) {
+      for (const item of items) this.putSync(item, options);
+      return;
+    }
+    const g = this.#putMany(items, options, true);
+    for (let r = g.next(); !r.done; r = g.next(s.reserveSync(r.value)));
+  }
+
+  /** A typed queue's records after the first: up to `max - got.length` more that are there. */
+  #more(got: T[], max: number): T[] {
+    const s = this.#s, schema = s.schema!;
+    if (got.length >= max) return got;
+    let n = 0;
+    try {
+      n = s.ring!.tryRecvMany(schema.decodeAt, max - got.length, got as unknown[]);
+    } catch (e) {
+      if (!got.length) {
+        s.discarded(); // its record was consumed: it left the queue
+        throw e;
+      }
+    }
+    if (n) s.unreserve(n);
+    return got;
+  }
+
+  /**
+   * Removes and returns the items that are there (at most `max`), waiting for at least one as
+   * `get` does (`Empty` with `block: false` or after `timeout` ms; `ValueError` when the queue
+   * is closed and drained). On a typed queue they are taken in one go (one lock, one wake-up
+   * for waiting writers); on others, one `get` after the other.
+   */
+  async getMany(options?: GetManyOptions): Promise<T[]> {
+    options = optionsOf(options, "Queue.getMany", "getMany({ max: 100, timeout: 200 })");
+    const max = maxOf(options.max), s = this.#s;
+    if (s.schema) {
+      const got = this.#more([], max);
+      if (got.length) return got;
+      return this.#more([await this.get(options)], max);
+    }
+    const got: T[] = [await this.get(options)];
+    while (got.length < max) {
+      try {
+        got.push(this.getNowait());
+      } catch (e) {
+        if (e instanceof Empty || e instanceof ValueError) break;
+        throw e;
+      }
+    }
+    return got;
+  }
+
+  /** `getMany` for worker code that blocks its thread instead of awaiting. */
+  getManySync(options?: Omit<GetManyOptions, "signal">): T[] {
+    options = optionsOf(options, "Queue.getManySync", "getManySync({ max: 100, timeout: 200 })");
+    const max = maxOf(options.max), s = this.#s;
+    if (s.schema) {
+      const got = this.#more([], max);
+      if (got.length) return got;
+      return this.#more([this.getSync(options)], max);
+    }
+    const got = [this.getSync(options)];
+    while (got.length < max) {
+      try {
+        got.push(this.getNowait());
+      } catch (e) {
+        if (e instanceof Empty || e instanceof ValueError) break;
+        throw e;
+      }
+    }
+    return got;
   }
 
   #result(v: unknown): T {
@@ -1397,7 +1637,7 @@ export class SimpleQueue<T = unknown> extends Queue<T> {
  */
 export class JoinableQueue<T = unknown> extends Queue<T> {
   /** Creates a queue holding at most `maxsize` items (`0`: unbounded), or from options. */
-  constructor(maxsize: number | QueueOptions = 0) {
+  constructor(maxsize: number | QueueOptions<T> = 0) {
     creatingJoinable = true;
     super(maxsize);
   }
@@ -1435,7 +1675,7 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
  */
 export class LifoQueue<T = unknown> extends JoinableQueue<T> {
   /** Creates a stack holding at most `maxsize` items (`0`: unbounded), or from options. */
-  constructor(maxsize: number | QueueOptions = 0) {
+  constructor(maxsize: number | QueueOptions<T> = 0) {
     creatingKind = LIFO;
     super(maxsize);
   }
@@ -1459,7 +1699,7 @@ export class LifoQueue<T = unknown> extends JoinableQueue<T> {
  */
 export class PriorityQueue<T = unknown> extends JoinableQueue<T> {
   /** Creates a priority queue holding at most `maxsize` items (`0`: unbounded), or from options. */
-  constructor(maxsize: number | QueueOptions = 0) {
+  constructor(maxsize: number | QueueOptions<T> = 0) {
     creatingKind = PRIO;
     super(maxsize);
   }
@@ -1526,14 +1766,7 @@ register("PriorityQueue", PriorityQueue, PRIO);
 // Names and snapshot() (issue 16)
 
 /** Options of `new Queue({ maxsize, name })` (and of the other queue classes). */
-export interface QueueOptions {
-  /** At most this many items (`0`, the default: unbounded). */
-  maxsize?: number;
-  /** Shown in `snapshot()` and the dashboard; default: the kind and creation site. */
-  name?: string;
-}
-
-function queueOptions(o: QueueOptions): QueueOptions {
+function queueOptions<T>(o: QueueOptions<T>): QueueOptions<T> {
   if (o === null || Array.isArray(o)) {
     throw new TypeError(
       'new Queue takes a maxsize or options: new Queue({ maxsize: 100, name: "jobs" })',
