@@ -25,6 +25,16 @@ import {
   setBootstrapping,
   setCurrent,
 } from "./_context.ts";
+import {
+  BOOTSTRAP,
+  idleDelay,
+  setRef,
+  setSpares,
+  type SpareOptions,
+  spareOptions,
+  takeSpare,
+  type WarmMessage,
+} from "./_spares.ts";
 import type { TargetRef } from "./_target.ts";
 import { ProcessError } from "./errors.ts";
 import { loads } from "./reduction.ts";
@@ -41,6 +51,8 @@ interface StartMessage {
   payload: { args: Uint8Array; fields?: Uint8Array };
   /** Modules that register the handle kinds found in the payload. */
   preload: string[];
+  /** The parent's spare-worker setting, which the child inherits. */
+  spares: Required<SpareOptions>;
 }
 
 /** What the parent needs to start a child. */
@@ -56,19 +68,9 @@ export interface ChildSpec {
   permissions?: Deno.PermissionOptions;
 }
 
-const BOOTSTRAP = new URL("./_bootstrap.ts", import.meta.url);
 const MOD = new URL("../mod.ts", import.meta.url).href;
-
-// Deno's Worker has an internal, symbol-keyed ref/unref method (what node:worker_threads'
-// unref() uses). Without it a daemon child would keep the program alive forever.
-const refSymbol: symbol | undefined = Object.getOwnPropertySymbols(Worker.prototype).find((s) => {
-  const f = (Worker.prototype as unknown as Record<symbol, unknown>)[s];
-  return s.description === undefined && typeof f === "function" && /refCount/.test(String(f));
-});
-
-function setRef(w: Worker, ref: boolean): void {
-  if (refSymbol) (w as unknown as Record<symbol, (r: boolean) => void>)[refSymbol](ref);
-}
+/** How long a worker stays idle (a spare) or runs (a child) before it loads the whole library. */
+const WARM_AFTER_MS = 50;
 
 const PERMISSIONS = ["env", "ffi", "net", "read", "run", "sys", "write", "import"] as const;
 /** denomp's own code, which every worker loads: its `lib/` folder and `mod.ts`. */
@@ -181,6 +183,15 @@ function readWorkerOptionsFlag(): boolean | undefined {
   });
 }
 
+function workerOptions(name: string, permissions?: Deno.PermissionOptions): WorkerOptions {
+  const options: WorkerOptions & { deno?: { permissions?: Deno.PermissionOptions } } = {
+    type: "module",
+    name,
+  };
+  if (permissions !== undefined) options.deno = { permissions };
+  return options;
+}
+
 /** A child worker as its parent sees it. */
 export class Child {
   /** The child's slot in the process table. */
@@ -209,12 +220,11 @@ export class Child {
     this.slot = allocSlot(heap().slot);
     this.pid = pidOfSlot(this.slot);
     this.exited = new Promise((r) => (this.#resolve = r));
-    const options: WorkerOptions & { deno?: { permissions?: Deno.PermissionOptions } } = {
-      type: "module",
-      name: spec.name,
-    };
-    if (permissions !== undefined) options.deno = { permissions };
-    this.#worker = new Worker(BOOTSTRAP, options);
+    // A spare worker (_spares.ts) inherits the program's permissions: only for a child that
+    // asked for none. It comes un-ref'd: ref'd here, it is in a new worker's state.
+    const spare = permissions === undefined ? takeSpare() : undefined;
+    if (spare) setRef(spare, true);
+    this.#worker = spare ?? new Worker(BOOTSTRAP, workerOptions(spec.name, permissions));
     this.#worker.onmessage = (e: MessageEvent<{ exit?: number }>) => {
       if (typeof e.data?.exit === "number") this.#finish(e.data.exit);
     };
@@ -242,6 +252,7 @@ export class Child {
       kind: spec.kind,
       payload: spec.payload,
       preload: spec.preload ?? [],
+      spares: spareOptions(),
     };
     this.#worker.postMessage(start);
     // After the handlers are set: setting onmessage starts a message poll that is ref'd anew.
@@ -275,7 +286,8 @@ let reported = false;
 /** The worker's global scope, typed for the two members used here. */
 const scope = globalThis as unknown as {
   postMessage(data: unknown): void;
-  onmessage: ((e: MessageEvent<StartMessage>) => void) | null;
+  onmessage: ((e: MessageEvent<StartMessage | WarmMessage>) => void) | null;
+  name: string;
   close(): void;
 };
 
@@ -309,7 +321,16 @@ function fail(err: unknown): void {
 
 /** Entry point of `_bootstrap.ts`: waits for the start message, then runs the target. */
 export function workerMain(): void {
-  scope.onmessage = (e: MessageEvent<StartMessage>) => {
+  let started = false;
+  scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
+    if ("warm" in e.data) {
+      // A spare (_spares.ts) that stays idle loads the library: most targets need most of it.
+      // Not at once: a spare taken soon after its birth (processes started one after another)
+      // would pay for it with CPU time that its short-lived target does not need.
+      void idleDelay(WARM_AFTER_MS).then(() => started || import(MOD)).catch(() => {});
+      return;
+    }
+    started = true;
     scope.onmessage = null;
     void runChild(e.data);
   };
@@ -324,6 +345,8 @@ function findExport(ns: Record<string, unknown>, target: TargetRef): unknown {
 async function runChild(msg: StartMessage): Promise<void> {
   attachHeap(msg.heap, msg.info.slot);
   setCurrent(msg.info);
+  scope.name = msg.info.name; // a spare was created before its name was known
+  setSpares(msg.spares);
   addEventListener("error", (e) => {
     e.preventDefault();
     fail(e.error ?? e.message);
@@ -351,7 +374,7 @@ async function runChild(msg: StartMessage): Promise<void> {
       ...msg.preload.map((m) => import(m)),
     ])
       .finally(() => setBootstrapping(false));
-    void idleDelay(50).then(() => import(MOD)).catch(() => {});
+    void idleDelay(WARM_AFTER_MS).then(() => import(MOD)).catch(() => {});
     const fn = findExport(ns, msg.target);
     if (typeof fn !== "function") {
       throw new ProcessError(
@@ -381,16 +404,6 @@ async function runChild(msg: StartMessage): Promise<void> {
     } catch { /* the target's failure is what gets reported */ }
     fail(err);
   }
-}
-
-/**
- * Resolves after `ms`, or never if the worker ends first. Not `setTimeout`: a worker's first
- * timer costs ~3 ms (a third of a worker's start-up) and would keep the worker's loop alive;
- * a timed-out `Atomics.waitAsync` on a private word costs ~20 µs and keeps nothing alive.
- */
-function idleDelay(ms: number): Promise<unknown> {
-  const w = Atomics.waitAsync(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-  return w.async ? w.value : Promise.resolve();
 }
 
 /** Hook for `process.ts`: makes a subclass instance rebuilt in its worker act as the current process. */

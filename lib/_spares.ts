@@ -1,0 +1,209 @@
+/**
+ * Spare workers: a few workers started ahead of need, with the worker runtime and the library
+ * already loaded, which `Process.start()` (and so `Pool` and `spawn`) takes before creating a
+ * new one. Creating a Deno `Worker` and loading the library in it is most of a process's
+ * start-up (~15–40 ms on a small machine); a spare turns that into posting one message, as
+ * Python's fork and forkserver start from a process that is already running.
+ *
+ * Why this cannot change what a program sees:
+ * - A spare runs nothing of the program's until it is taken: it has only imported denomp's own
+ *   modules (the worker runtime, then `mod.ts`), whose top levels define things and touch no
+ *   shared state. The start message then gives it its heap, slot, name and target exactly as a
+ *   new worker gets them (`_spawn.ts`), so `getPid()`, names, daemon flags and exit codes are
+ *   the same. Each spare serves one process and ends with it: workers are never reused.
+ * - Spares are created without `permissions`, so they inherit the program's: only a process
+ *   started without its own `permissions` takes one; one with permissions gets a new worker
+ *   with exactly those.
+ * - A spare is un-ref'd: it never keeps a program alive, so an idle program exits as fast as
+ *   without spares. Its idle clock is an `Atomics.waitAsync` timeout, not a timer, for the same
+ *   reason (and so that tests' op sanitizers see nothing pending).
+ * - A spare not taken within `idleMs` (default 1000) of its creation or of the last take is
+ *   ended, and spares are made again only when one is taken: once a program's last process,
+ *   pool and actor have finished, no spare thread is left after ~`idleMs`.
+ *
+ * The main thread starts its spares when the library is loaded; a worker starts its own only
+ * after it started a child (most workers never do). Configuration: `setSpares({ count, idleMs })`
+ * (`count: 0` turns spares off and ends those alive) or the environment variable
+ * `DENOMP_SPARES=<count>`, read once when the library loads if `env` access is granted; a
+ * worker inherits its parent's setting.
+ *
+ * @module
+ */
+
+import { inWorker } from "./_heap.ts";
+
+/** The module every denomp worker starts from. */
+export const BOOTSTRAP: URL = new URL("./_bootstrap.ts", import.meta.url);
+
+// Deno's Worker has an internal, symbol-keyed ref/unref method (what node:worker_threads'
+// unref() uses). Without it a daemon child would keep the program alive forever.
+const refSymbol: symbol | undefined = Object.getOwnPropertySymbols(Worker.prototype).find((s) => {
+  const f = (Worker.prototype as unknown as Record<symbol, unknown>)[s];
+  return s.description === undefined && typeof f === "function" && /refCount/.test(String(f));
+});
+
+/** Refs (keeps the program alive) or un-refs a worker; calls must pair up (a count). */
+export function setRef(w: Worker, ref: boolean): void {
+  if (refSymbol) (w as unknown as Record<symbol, (r: boolean) => void>)[refSymbol](ref);
+}
+
+/** How many spare workers are kept and for how long an idle one lives. */
+export interface SpareOptions {
+  /** Spare workers kept ready (default 2, `DENOMP_SPARES` if set); 0 turns spares off. */
+  count?: number;
+  /** A spare not taken for this many milliseconds is ended (default 1000). */
+  idleMs?: number;
+}
+
+/** The message that tells a new worker it is a spare: load the library while waiting. */
+export interface WarmMessage {
+  warm: true;
+}
+
+interface Spare {
+  worker: Worker;
+  born: number;
+}
+
+const DEFAULT_COUNT = 2;
+const DEFAULT_IDLE_MS = 1000;
+
+// A worker's setting comes from its parent with its start message (none until then: a spare
+// must not start spares).
+const config: Required<SpareOptions> = {
+  count: inWorker() ? 0 : envCount() ?? DEFAULT_COUNT,
+  idleMs: DEFAULT_IDLE_MS,
+};
+const spares: Spare[] = [];
+let lastTake = 0;
+let reaping = false;
+
+function envCount(): number | undefined {
+  try {
+    if (
+      Deno.permissions.querySync({ name: "env", variable: "DENOMP_SPARES" }).state !== "granted"
+    ) {
+      return undefined;
+    }
+    const v = Deno.env.get("DENOMP_SPARES");
+    if (v === undefined || v.trim() === "") return undefined;
+    const n = Number(v);
+    if (Number.isInteger(n) && n >= 0) return n;
+    console.error(`denomp: DENOMP_SPARES must be a whole number >= 0, got "${v}": ignored`);
+  } catch { /* no env access: the default */ }
+  return undefined;
+}
+
+/**
+ * Sets how many spare workers are kept ready and how long an idle one lives; what is not given
+ * keeps its value. `count: 0` turns spares off and ends those alive at once (every process then
+ * creates its worker when started, as without spares). Applies to this process and the
+ * processes it starts afterwards.
+ *
+ * @example
+ * ```ts
+ * import { setSpares, spareOptions } from "./_spares.ts";
+ * setSpares({ count: 0 }); // no spare workers: each start creates its own
+ * console.assert(spareOptions().count === 0);
+ * setSpares({ count: 2, idleMs: 1000 }); // the defaults
+ * ```
+ */
+export function setSpares(options: SpareOptions = {}): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`setSpares takes an options object like { count: 2, idleMs: 1000 }`);
+  }
+  const { count = config.count, idleMs = config.idleMs } = options;
+  if (!Number.isInteger(count) || count < 0) {
+    throw new RangeError(`setSpares: count must be a whole number >= 0, got ${count}`);
+  }
+  if (typeof idleMs !== "number" || !(idleMs >= 0)) {
+    throw new RangeError(`setSpares: idleMs must be a number of milliseconds >= 0, got ${idleMs}`);
+  }
+  config.count = count;
+  config.idleMs = idleMs;
+  while (spares.length > count) spares.pop()!.worker.terminate();
+}
+
+/**
+ * The current setting (what a child inherits).
+ *
+ * @example
+ * ```ts
+ * import { spareOptions } from "./_spares.ts";
+ * console.assert(spareOptions().idleMs >= 0);
+ * ```
+ */
+export function spareOptions(): Required<SpareOptions> {
+  return { ...config };
+}
+
+/**
+ * A booted (or booting) spare worker for a process started without permissions, or undefined
+ * when there is none; taking one starts a replacement in the background. The worker comes
+ * un-ref'd and without handlers: the caller sets them and refs it as a new worker.
+ */
+export function takeSpare(): Worker | undefined {
+  const s = spares.shift();
+  lastTake = performance.now();
+  // After the caller's synchronous work (posting its start message, a pool starting its other
+  // workers), not before: the new worker's thread must not delay the process being started.
+  if (config.count > 0) void Promise.resolve().then(refill);
+  return s?.worker;
+}
+
+/** Starts spares up to the configured count (the main thread calls it when it loads). */
+export function refill(): void {
+  while (spares.length < config.count) {
+    const worker = new Worker(BOOTSTRAP, { type: "module", name: "denomp-spare" });
+    const spare: Spare = { worker, born: performance.now() };
+    // A spare that fails to load (a module unreadable, the program ending) is dropped; the
+    // process that would have taken it gets a new worker and the same error a cold start gets.
+    worker.onerror = (e) => {
+      e.preventDefault();
+      drop(spare);
+    };
+    worker.postMessage({ warm: true } satisfies WarmMessage);
+    setRef(worker, false);
+    spares.push(spare);
+  }
+  if (!reaping && spares.length) void reap();
+}
+
+function drop(spare: Spare): void {
+  const i = spares.indexOf(spare);
+  if (i >= 0) spares.splice(i, 1);
+  spare.worker.terminate();
+}
+
+/** Ends spares idle for `idleMs`; runs while there are spares. */
+async function reap(): Promise<void> {
+  reaping = true;
+  try {
+    while (spares.length) {
+      const now = performance.now();
+      let next = Infinity;
+      for (const s of [...spares]) {
+        const until = Math.max(s.born, lastTake) + config.idleMs;
+        if (until <= now) drop(s);
+        else next = Math.min(next, until);
+      }
+      if (next !== Infinity) await idleDelay(next - now);
+    }
+  } finally {
+    reaping = false;
+  }
+}
+
+/**
+ * Resolves after `ms`, or never if the worker ends first. Not `setTimeout`: a worker's first
+ * timer costs ~3 ms (a third of a worker's start-up) and would keep the worker's loop alive;
+ * a timed-out `Atomics.waitAsync` on a private word costs ~20 µs and keeps nothing alive.
+ */
+export function idleDelay(ms: number): Promise<unknown> {
+  const w = Atomics.waitAsync(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  return w.async ? w.value : Promise.resolve();
+}
+
+// The main thread keeps spares from the start, so its first processes start warm too; not
+// during its module loading (nor before its top level could call `setSpares({ count: 0 })`).
+if (!inWorker()) void idleDelay(0).then(refill);
