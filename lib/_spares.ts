@@ -1,7 +1,7 @@
 /**
- * Spare workers: a few workers started ahead of need, with the worker runtime and the library
- * already loaded, which `Process.start()` (and so `Pool` and `spawn`) takes before creating a
- * new one. Creating a Deno `Worker` and loading the library in it is most of a process's
+ * Spare workers: a few workers started ahead of need, with the worker runtime booted (and, once
+ * idle for a moment, the modules of `Pool`'s and `spawn`'s targets loaded), which
+ * `Process.start()` (and so `Pool` and `spawn`) takes before creating a new one. Creating a Deno `Worker` and loading the library in it is most of a process's
  * start-up (~15–40 ms on a small machine); a spare turns that into posting one message, as
  * Python's fork and forkserver start from a process that is already running.
  *
@@ -55,10 +55,19 @@ export interface SpareOptions {
   idleMs?: number;
 }
 
-/** The message that tells a new worker it is a spare: load the library while waiting. */
+/** The message that tells a new worker it is a spare, and which modules to load meanwhile. */
 export interface WarmMessage {
-  warm: true;
+  warm: string[];
 }
+
+/**
+ * What a spare loads once it has been idle for 50 ms (`WARM_AFTER_MS`, _spawn.ts): the modules of the library's own
+ * targets (a pool's workers, actors), ~5 ms of a worker's time, so that `Pool` and `spawn` find
+ * them compiled. Not at once: a spare taken young (processes started one after another) would
+ * pay for them while its target runs. Not all of `mod.ts` (~3 times that): a started worker
+ * loads the rest once it has run for a moment anyway (_spawn.ts).
+ */
+const WARM = ["./pool.ts", "./actor.ts"].map((m) => new URL(m, import.meta.url).href);
 
 interface Spare {
   worker: Worker;
@@ -76,7 +85,8 @@ const config: Required<SpareOptions> = {
 };
 const spares: Spare[] = [];
 let lastTake = 0;
-let reaping = false;
+/** The reaper running (0: none); a new one (a changed `idleMs`) makes the old one stop. */
+let reaper = 0;
 
 function envCount(): number | undefined {
   try {
@@ -119,9 +129,11 @@ export function setSpares(options: SpareOptions = {}): void {
   if (typeof idleMs !== "number" || !(idleMs >= 0)) {
     throw new RangeError(`setSpares: idleMs must be a number of milliseconds >= 0, got ${idleMs}`);
   }
+  const sooner = idleMs < config.idleMs;
   config.count = count;
   config.idleMs = idleMs;
   while (spares.length > count) spares.pop()!.worker.terminate();
+  if (sooner && spares.length) void reap(); // the running reaper sleeps until the old deadline
 }
 
 /**
@@ -162,11 +174,11 @@ export function refill(): void {
       e.preventDefault();
       drop(spare);
     };
-    worker.postMessage({ warm: true } satisfies WarmMessage);
+    worker.postMessage({ warm: WARM } satisfies WarmMessage);
     setRef(worker, false);
     spares.push(spare);
   }
-  if (!reaping && spares.length) void reap();
+  if (!reaper && spares.length) void reap();
 }
 
 function drop(spare: Spare): void {
@@ -177,9 +189,9 @@ function drop(spare: Spare): void {
 
 /** Ends spares idle for `idleMs`; runs while there are spares. */
 async function reap(): Promise<void> {
-  reaping = true;
+  const me = ++reaper;
   try {
-    while (spares.length) {
+    while (spares.length && reaper === me) {
       const now = performance.now();
       let next = Infinity;
       for (const s of [...spares]) {
@@ -190,7 +202,7 @@ async function reap(): Promise<void> {
       if (next !== Infinity) await idleDelay(next - now);
     }
   } finally {
-    reaping = false;
+    if (reaper === me) reaper = 0;
   }
 }
 
@@ -203,6 +215,9 @@ export function idleDelay(ms: number): Promise<unknown> {
   const w = Atomics.waitAsync(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
   return w.async ? w.value : Promise.resolve();
 }
+
+/** For tests only (not exported from mod.ts): how many spares are alive. */
+export const __testHooks = { live: (): number => spares.length };
 
 // The main thread keeps spares from the start, so its first processes start warm too; not
 // during its module loading (nor before its top level could call `setSpares({ count: 0 })`).

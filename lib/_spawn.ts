@@ -324,10 +324,11 @@ export function workerMain(): void {
   let started = false;
   scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
     if ("warm" in e.data) {
-      // A spare (_spares.ts) that stays idle loads the library: most targets need most of it.
-      // Not at once: a spare taken soon after its birth (processes started one after another)
-      // would pay for it with CPU time that its short-lived target does not need.
-      void idleDelay(WARM_AFTER_MS).then(() => started || import(MOD)).catch(() => {});
+      // A spare (_spares.ts) that stays idle loads what the targets of Pool and spawn need.
+      const { warm } = e.data;
+      void idleDelay(WARM_AFTER_MS).then(async () => {
+        if (!started) await Promise.all(warm.map((m) => import(m)));
+      }).catch(() => {});
       return;
     }
     started = true;
