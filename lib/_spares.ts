@@ -1,6 +1,6 @@
 /**
  * Spare workers: a few workers started ahead of need, with the worker runtime booted (and, once
- * idle for a moment, the modules of `Pool`'s and `spawn`'s targets loaded), which
+ * idle for a moment, the whole library loaded), which
  * `Process.start()` (and so `Pool` and `spawn`) takes before creating a new one. Creating a Deno `Worker` and loading the library in it is most of a process's
  * start-up (~15–40 ms on a small machine); a spare turns that into posting one message, as
  * Python's fork and forkserver start from a process that is already running.
@@ -61,13 +61,14 @@ export interface WarmMessage {
 }
 
 /**
- * What a spare loads once it has been idle for 50 ms (`WARM_AFTER_MS`, _spawn.ts): the modules of the library's own
- * targets (a pool's workers, actors), ~5 ms of a worker's time, so that `Pool` and `spawn` find
- * them compiled. Not at once: a spare taken young (processes started one after another) would
- * pay for them while its target runs. Not all of `mod.ts` (~3 times that): a started worker
- * loads the rest once it has run for a moment anyway (_spawn.ts).
+ * What a spare loads once it has been idle for 50 ms (`WARM_AFTER_MS`, _spawn.ts): the whole
+ * library (~10 ms of the spare's thread), so that a target whose module imports it, a pool's
+ * workers and actors only compile the program's own modules when they start (~1 ms rather
+ * than ~5–15). Not at once: a spare taken young (processes started one after another) would
+ * pay for it while its target runs. Never the program's modules: their top-level code would
+ * run before the process is started, and in a worker that may then run another target.
  */
-const WARM = ["./pool.ts", "./actor.ts"].map((m) => new URL(m, import.meta.url).href);
+const WARM = ["../mod.ts"].map((m) => new URL(m, import.meta.url).href);
 
 interface Spare {
   worker: Worker;
@@ -157,28 +158,51 @@ export function spareOptions(): Required<SpareOptions> {
 export function takeSpare(): Worker | undefined {
   const s = spares.shift();
   lastTake = performance.now();
-  // After the caller's synchronous work (posting its start message, a pool starting its other
-  // workers), not before: the new worker's thread must not delay the process being started.
-  if (config.count > 0) void Promise.resolve().then(refill);
+  if (config.count > 0) void refillSoon();
   return s?.worker;
 }
 
 /** Starts spares up to the configured count (the main thread calls it when it loads). */
 export function refill(): void {
-  while (spares.length < config.count) {
-    const worker = new Worker(BOOTSTRAP, { type: "module", name: "denomp-spare" });
-    const spare: Spare = { worker, born: performance.now() };
-    // A spare that fails to load (a module unreadable, the program ending) is dropped; the
-    // process that would have taken it gets a new worker and the same error a cold start gets.
-    worker.onerror = (e) => {
-      e.preventDefault();
-      drop(spare);
-    };
-    worker.postMessage({ warm: WARM } satisfies WarmMessage);
-    setRef(worker, false);
-    spares.push(spare);
+  while (spares.length < config.count) addSpare();
+}
+
+let refilling = false;
+
+/**
+ * Makes spares again after a take, one per turn of the event loop. Creating a worker blocks the
+ * creating thread ~10 ms (longer while other threads start): never inside the caller's
+ * synchronous work (a pool starting its other workers), and never two at a time, so that the
+ * messages and results of the processes just started are handled between them.
+ */
+async function refillSoon(): Promise<void> {
+  if (refilling) return;
+  refilling = true;
+  try {
+    for (;;) {
+      // A turn of the event loop (a 0 ms wait would resolve at once, a timer would be ref'd).
+      await idleDelay(1);
+      if (spares.length >= config.count) break;
+      addSpare();
+    }
+  } finally {
+    refilling = false;
   }
-  if (!reaper && spares.length) void reap();
+}
+
+function addSpare(): void {
+  const worker = new Worker(BOOTSTRAP, { type: "module", name: "denomp-spare" });
+  const spare: Spare = { worker, born: performance.now() };
+  // A spare that fails to load (a module unreadable, the program ending) is dropped; the
+  // process that would have taken it gets a new worker and the same error a cold start gets.
+  worker.onerror = (e) => {
+    e.preventDefault();
+    drop(spare);
+  };
+  worker.postMessage({ warm: WARM } satisfies WarmMessage);
+  setRef(worker, false);
+  spares.push(spare);
+  if (!reaper) void reap();
 }
 
 function drop(spare: Spare): void {

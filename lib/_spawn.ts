@@ -324,7 +324,7 @@ export function workerMain(): void {
   let started = false;
   scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
     if ("warm" in e.data) {
-      // A spare (_spares.ts) that stays idle loads what the targets of Pool and spawn need.
+      // A spare (_spares.ts) that stays idle loads the library (not at once: see WARM there).
       const { warm } = e.data;
       void idleDelay(WARM_AFTER_MS).then(async () => {
         if (!started) await Promise.all(warm.map((m) => import(m)));
