@@ -243,6 +243,12 @@ export function idleDelay(ms: number): Promise<unknown> {
 /** For tests only (not exported from mod.ts): how many spares are alive. */
 export const __testHooks = { live: (): number => spares.length };
 
-// The main thread keeps spares from the start, so its first processes start warm too; not
-// during its module loading (nor before its top level could call `setSpares({ count: 0 })`).
-if (!inWorker()) void idleDelay(0).then(refill);
+/**
+ * When the main thread makes its first spares, unasked: its first processes then start warm
+ * too. Not at once: creating a worker blocks the main thread ~10 ms, which a program that ends
+ * within this time (a script that imports the library for a queue) should not pay, and its top
+ * level may still call `setSpares({ count: 0 })`.
+ */
+const PREWARM_AFTER_MS = 100;
+
+if (!inWorker()) void idleDelay(PREWARM_AFTER_MS).then(() => spares.length || refill());
