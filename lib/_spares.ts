@@ -170,20 +170,27 @@ export function refill(): void {
 let refilling = false;
 
 /**
- * Makes spares again after a take, one per turn of the event loop. Creating a worker blocks the
- * creating thread ~10 ms (longer while other threads start): never inside the caller's
- * synchronous work (a pool starting its other workers), and never two at a time, so that the
- * messages and results of the processes just started are handled between them.
+ * How long after a take the spares are made again. Creating a worker blocks the creating thread
+ * ~10 ms (longer while other threads start); the few milliseconds after a start are when the
+ * caller waits for what it started (an actor's first answer, a pool's first results), and a
+ * started process's first messages must not wait behind a new worker.
+ */
+const REFILL_AFTER_MS = 20;
+
+/**
+ * Makes spares again after a take: `REFILL_AFTER_MS` later, never inside the caller's
+ * synchronous work (a pool starting its other workers), and one per turn of the event loop, so
+ * that the messages and results of the processes just started are handled between them.
  */
 async function refillSoon(): Promise<void> {
   if (refilling) return;
   refilling = true;
   try {
-    for (;;) {
-      // A turn of the event loop (a 0 ms wait would resolve at once, a timer would be ref'd).
-      await idleDelay(1);
-      if (spares.length >= config.count) break;
+    await idleDelay(REFILL_AFTER_MS);
+    while (spares.length < config.count) {
       addSpare();
+      // A turn of the event loop (a 0 ms wait resolves at once; a timer would be ref'd).
+      await idleDelay(1);
     }
   } finally {
     refilling = false;
