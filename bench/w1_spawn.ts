@@ -1,12 +1,12 @@
 // W1-spawn: start and join 20 processes whose target does nothing, one after another. Variants:
 // `bare` (the target's module imports nothing) and `target-imports-library` (it imports mod.ts,
-// as a program's own module usually does). And two latencies, the median of 10 (each after a
-// pause of 150 ms, with the program running for a second): `start-latency`, from
-// `Process.start()` to the target running, and `spawn-actor-first-call`, from `spawn(Actor)` to
-// its first answered call.
+// as a program's own module usually does). And W1b-start-latency (denomp's own), the median of 10
+// latencies, each after a pause of 150 ms, with the program running for a second: `process`, from
+// `Process.start()` to the target running, and `actor-first-call`, from `spawn(Actor)` to its
+// first answered call.
 // Each variant runs with spare workers (lib/_spares.ts, the default) and without (`-cold`:
 // `setSpares({ count: 0 })`), alternately, 3 rounds; each line is the median of its rounds.
-// Run: deno run -A --unstable-worker-options bench/w1_spawn.ts [--variant bare,start-latency]
+// Run: deno run -A --unstable-worker-options bench/w1_spawn.ts [--variant bare,process]
 import { Process } from "../mod.ts";
 import { setSpares } from "../lib/_spares.ts";
 import { spawn } from "../lib/actor.ts";
@@ -69,10 +69,11 @@ async function firstCall(): Promise<[number, boolean]> {
 const VARIANTS: Record<string, () => Promise<[number, boolean]>> = {
   "bare": () => sequential(noop),
   "target-imports-library": () => sequential(noopLib),
-  "start-latency": startLatency,
-  "spawn-actor-first-call": firstCall,
+  "process": startLatency,
+  "actor-first-call": firstCall,
 };
-const UNIT: Record<string, string> = { "start-latency": "ms", "spawn-actor-first-call": "ms" };
+/** The latency variants (workload W1b-start-latency, ms each). */
+const LATENCY = new Set(["process", "actor-first-call"]);
 const variants = arg("variant", Object.keys(VARIANTS).join(",")).split(",");
 
 // Warm-up: the first workers compile the module graph (cached afterwards); then a second of
@@ -94,15 +95,14 @@ for (let r = 0; r < rounds; r++) {
 }
 for (const [variant, { ms, ok }] of Object.entries(results)) {
   const rate = median(ms);
-  const base = variant.replace(/-cold$/, "");
-  const count = UNIT[base] ? 10 : n;
+  const latency = LATENCY.has(variant.replace(/-cold$/, ""));
   emit({
-    workload: "W1-spawn",
+    workload: latency ? "W1b-start-latency" : "W1-spawn",
     variant,
-    n: count,
-    seconds: UNIT[base] ? rate / 1000 : rate * n / 1000,
+    n: latency ? 10 : n,
+    seconds: latency ? rate / 1000 : rate * n / 1000,
     rate,
-    unit: UNIT[base] ?? "ms/process",
+    unit: latency ? "ms" : "ms/process",
     ok,
   });
 }

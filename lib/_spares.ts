@@ -30,6 +30,7 @@
  * @module
  */
 
+import { optionsOf } from "./_args.ts";
 import { inWorker } from "./_heap.ts";
 
 /** The module every denomp worker starts from. */
@@ -106,10 +107,10 @@ function envCount(): number | undefined {
 }
 
 /**
- * Sets how many spare workers are kept ready and how long an idle one lives; what is not given
- * keeps its value. `count: 0` turns spares off and ends those alive at once (every process then
- * creates its worker when started, as without spares). Applies to this process and the
- * processes it starts afterwards.
+ * Sets how many spare workers are kept ready and how long an idle one lives (in milliseconds);
+ * what is not given keeps its value. Missing spares are made soon after; `count: 0` turns spares
+ * off and ends those alive at once (every process then creates its worker when started, as
+ * without spares). Applies to this process and the processes it starts afterwards.
  *
  * @example
  * ```ts
@@ -119,10 +120,8 @@ function envCount(): number | undefined {
  * setSpares({ count: 2, idleMs: 1000 }); // the defaults
  * ```
  */
-export function setSpares(options: SpareOptions = {}): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`setSpares takes an options object like { count: 2, idleMs: 1000 }`);
-  }
+export function setSpares(options?: SpareOptions): void {
+  options = optionsOf(options, "setSpares", "setSpares({ count: 2, idleMs: 1000 })");
   const { count = config.count, idleMs = config.idleMs } = options;
   if (!Number.isInteger(count) || count < 0) {
     throw new RangeError(`setSpares: count must be a whole number >= 0, got ${count}`);
@@ -130,10 +129,16 @@ export function setSpares(options: SpareOptions = {}): void {
   if (typeof idleMs !== "number" || !(idleMs >= 0)) {
     throw new RangeError(`setSpares: idleMs must be a number of milliseconds >= 0, got ${idleMs}`);
   }
-  const sooner = idleMs < config.idleMs;
-  config.count = count;
-  config.idleMs = idleMs;
-  while (spares.length > count) spares.pop()!.worker.terminate();
+  adoptSpareOptions({ count, idleMs });
+  if (spares.length < count) void refillSoon();
+}
+
+/** Takes the parent's setting in a new worker (which makes no spares until it starts a child). */
+export function adoptSpareOptions(options: Required<SpareOptions>): void {
+  const sooner = options.idleMs < config.idleMs;
+  config.count = options.count;
+  config.idleMs = options.idleMs;
+  while (spares.length > config.count) spares.pop()!.worker.terminate();
   if (sooner && spares.length) void reap(); // the running reaper sleeps until the old deadline
 }
 

@@ -26,10 +26,10 @@ import {
   setCurrent,
 } from "./_context.ts";
 import {
+  adoptSpareOptions,
   BOOTSTRAP,
   idleDelay,
   setRef,
-  setSpares,
   type SpareOptions,
   spareOptions,
   takeSpare,
@@ -347,7 +347,7 @@ async function runChild(msg: StartMessage): Promise<void> {
   attachHeap(msg.heap, msg.info.slot);
   setCurrent(msg.info);
   scope.name = msg.info.name; // a spare was created before its name was known
-  setSpares(msg.spares);
+  adoptSpareOptions(msg.spares);
   addEventListener("error", (e) => {
     e.preventDefault();
     fail(e.error ?? e.message);

@@ -15,8 +15,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Sets `options` and waits until that many spares are alive and have had time to boot. */
 async function spares(options: { count: number; idleMs?: number }): Promise<void> {
   setSpares({ idleMs: 10_000, ...options });
-  // Spares are made again when one is taken: take one with a process if there are too few.
-  if (__testHooks.live() < options.count) await runFacts({});
   for (let i = 0; i < 500 && __testHooks.live() < options.count; i++) await sleep(10);
   await sleep(300);
   assert.equal(__testHooks.live(), options.count);
@@ -109,7 +107,7 @@ Deno.test("an idle spare is ended after idleMs: no worker thread is left", async
   }
 });
 
-Deno.test("setSpares({ count: 0 }) ends the spares and starts none; a child inherits the setting", async () => {
+Deno.test("setSpares({ count: 0 }) ends the spares and starts none, a count makes them; a child inherits the setting", async () => {
   try {
     await spares({ count: 2 });
     setSpares({ count: 0 });
@@ -121,9 +119,15 @@ Deno.test("setSpares({ count: 0 }) ends the spares and starts none; a child inhe
     setSpares({ count: 3, idleMs: 777 });
     const [g] = await runFacts({});
     assert.deepEqual(g.spares, { count: 3, idleMs: 777 });
+    setSpares({ count: 0 });
+    setSpares({ count: 2, idleMs: 10_000 }); // made without waiting for a start
+    for (let i = 0; i < 500 && __testHooks.live() < 2; i++) await sleep(10);
+    assert.equal(__testHooks.live(), 2);
     assert.throws(() => setSpares({ count: -1 }), RangeError);
     assert.throws(() => setSpares({ count: 1.5 }), RangeError);
     assert.throws(() => setSpares({ idleMs: NaN }), /idleMs must be a number of milliseconds/);
+    // @ts-expect-error: a count where the options belong
+    assert.throws(() => setSpares(0), /setSpares\(\) takes an options object, not a number/);
   } finally {
     setSpares(DEFAULTS);
   }
