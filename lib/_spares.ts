@@ -173,6 +173,23 @@ export function refill(): void {
 }
 
 let refilling = false;
+/** Children started by this thread that have not begun their target yet (see `childLoading`). */
+let loading = 0;
+/** How long a refill waits for loading children at most (one may load for long, or hang). */
+const LOADING_WAIT_MS = 250;
+
+/**
+ * Notes that a child (from a spare or not) has been started and loads its modules; returns what
+ * to call once it runs its target or has ended (idempotent). Spares are not made meanwhile.
+ */
+export function childLoading(): () => void {
+  loading++;
+  let done = false;
+  return () => {
+    if (!done) loading--;
+    done = true;
+  };
+}
 
 /**
  * How long after a take the spares are made again. Creating a worker blocks the creating thread
@@ -193,6 +210,12 @@ async function refillSoon(): Promise<void> {
   try {
     await idleDelay(REFILL_AFTER_MS);
     while (spares.length < config.count) {
+      // Not while a child is still loading its modules: a worker created meanwhile blocks this
+      // thread several times longer (measured: 10 ms alone, up to 120 ms beside two pool workers
+      // loading), and what the program waits for is that child.
+      const t0 = performance.now();
+      while (loading > 0 && performance.now() - t0 < LOADING_WAIT_MS) await idleDelay(2);
+      if (spares.length >= config.count) break;
       addSpare();
       // A turn of the event loop (a 0 ms wait resolves at once; a timer would be ref'd).
       await idleDelay(1);

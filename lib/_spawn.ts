@@ -4,8 +4,9 @@
  * start-up, exit codes, crash detection and daemon lifecycle are written once.
  *
  * Protocol: the parent posts one start message (the shared heap, the child's slot and identity,
- * the target's module URL and export name, and the encoded arguments); the child posts one
- * `{ exit: code }` when it is done, after its `beforeExit` hooks ran. A child that dies without
+ * the target's module URL and export name, and the encoded arguments); the child posts
+ * `{ running: true }` once its modules are loaded (spares are made only then: _spares.ts) and
+ * one `{ exit: code }` when it is done, after its `beforeExit` hooks ran. A child that dies without
  * saying so (an uncaught error) reaches the parent as an `error` event and exit code 1;
  * `terminate()`/`kill()` end it from outside with -15/-9. Whatever the cause, the parent marks
  * the child's slot dead in the shared process table, so locks it held are recoverable.
@@ -28,6 +29,7 @@ import {
 import {
   adoptSpareOptions,
   BOOTSTRAP,
+  childLoading,
   idleDelay,
   setRef,
   type SpareOptions,
@@ -203,6 +205,8 @@ export class Child {
   #worker: Worker;
   #code: number | null = null;
   #resolve!: (code: number) => void;
+  /** Tells _spares.ts that the child's modules are loaded (it makes no spares meanwhile). */
+  #loaded: () => void = () => {};
 
   constructor(spec: ChildSpec) {
     const parent = current();
@@ -225,7 +229,9 @@ export class Child {
     const spare = permissions === undefined ? takeSpare() : undefined;
     if (spare) setRef(spare, true);
     this.#worker = spare ?? new Worker(BOOTSTRAP, workerOptions(spec.name, permissions));
-    this.#worker.onmessage = (e: MessageEvent<{ exit?: number }>) => {
+    this.#loaded = childLoading();
+    this.#worker.onmessage = (e: MessageEvent<{ exit?: number; running?: true }>) => {
+      if (e.data?.running) this.#loaded();
       if (typeof e.data?.exit === "number") this.#finish(e.data.exit);
     };
     this.#worker.onerror = (e: ErrorEvent) => {
@@ -272,6 +278,7 @@ export class Child {
   #finish(code: number): void {
     if (this.#code !== null) return;
     this.#code = code;
+    this.#loaded();
     this.#worker.terminate();
     markDead(this.slot);
     this.#resolve(code);
@@ -389,6 +396,7 @@ async function runChild(msg: StartMessage): Promise<void> {
     const fields = msg.payload.fields
       ? loads<Record<string, unknown>>(msg.payload.fields)
       : undefined;
+    scope.postMessage({ running: true }); // the parent may make its spares now (_spares.ts)
     if (msg.kind === "class") {
       const obj = Object.create(fn.prototype) as { run(): unknown };
       Object.assign(obj, fields);
