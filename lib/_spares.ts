@@ -1,9 +1,15 @@
 /**
  * Spare workers: a few workers started ahead of need, with the worker runtime booted (and, once
- * idle for a moment, the whole library loaded), which
- * `Process.start()` (and so `Pool` and `spawn`) takes before creating a new one. Creating a Deno `Worker` and loading the library in it is most of a process's
- * start-up (~15–40 ms on a small machine); a spare turns that into posting one message, as
- * Python's fork and forkserver start from a process that is already running.
+ * idle for a moment, the whole library loaded), which `Process.start()` (and so `Pool` and
+ * `spawn`) takes before creating a new one. Creating a Deno `Worker` and loading the library in
+ * it is most of a process's start-up (~15–40 ms on a small machine); a spare turns that into
+ * posting one message, as Python's forkserver starts from a process that is already running.
+ *
+ * Spares are made by a zygote worker (_zygote.ts), not by the thread that starts processes:
+ * `new Worker()` blocks its caller ~10–120 ms, which a spare made in the background must not do
+ * to the program. Deno starts a worker made by a worker ~1 s late, so spares arrive about a
+ * second after they are asked for: they serve a program that has been running for a second
+ * (a burst of starts uses the spares there are, then creates workers as without spares).
  *
  * Why this cannot change what a program sees:
  * - A spare runs nothing of the program's until it is taken: it has only imported denomp's own
@@ -14,15 +20,19 @@
  * - Spares are created without `permissions`, so they inherit the program's: only a process
  *   started without its own `permissions` takes one; one with permissions gets a new worker
  *   with exactly those.
- * - A spare is un-ref'd: it never keeps a program alive, so an idle program exits as fast as
- *   without spares. Its idle clock is an `Atomics.waitAsync` timeout, not a timer, for the same
- *   reason (and so that tests' op sanitizers see nothing pending).
- * - A spare not taken within `idleMs` (default 1000) of its creation or of the last take is
- *   ended, and spares are made again only when one is taken: once a program's last process,
- *   pool and actor have finished, no spare thread is left after ~`idleMs`.
+ * - Spares and the zygote are un-ref'd: they never keep a program alive, so an idle program
+ *   exits as fast as without spares; a started non-daemon child keeps it alive through its end
+ *   of the channel, as a new worker would. The idle clock is an `Atomics.waitAsync` timeout,
+ *   not a timer, for the same reason (and so that tests' op sanitizers see nothing pending).
+ * - A spare not taken within `idleMs` (default 1000) of its arrival or of the last take is
+ *   ended, and the zygote once it has had neither spares nor running children for `idleMs`:
+ *   once a program's last process, pool and actor have finished, no thread of theirs is left
+ *   after ~2 `idleMs`. Spares are asked for again only when one is taken.
+ * - A spare's child is the zygote's child: it dies with the zygote, which lives while it runs,
+ *   and both die with the thread that made them, as a new worker dies with its parent.
  *
- * The main thread starts its spares when the library is loaded; a worker starts its own only
- * after it started a child (most workers never do). Configuration: `setSpares({ count, idleMs })`
+ * The main thread asks for its spares 100 ms after the library loads; a worker only after it
+ * started a child (most workers never do). Configuration: `setSpares({ count, idleMs })`
  * (`count: 0` turns spares off and ends those alive) or the environment variable
  * `DENOMP_SPARES=<count>`, read once when the library loads if `env` access is granted; a
  * worker inherits its parent's setting.
@@ -32,6 +42,7 @@
 
 import { optionsOf } from "./_args.ts";
 import { inWorker } from "./_heap.ts";
+import type { ZygoteReply, ZygoteRequest } from "./_zygote.ts";
 
 /** The module every denomp worker starts from. */
 export const BOOTSTRAP: URL = new URL("./_bootstrap.ts", import.meta.url);
@@ -56,9 +67,45 @@ export interface SpareOptions {
   idleMs?: number;
 }
 
-/** The message that tells a new worker it is a spare, and which modules to load meanwhile. */
+/**
+ * The message that tells a new worker it is a spare, which modules to load meanwhile, and the
+ * port its start message comes through (and its own messages go to).
+ */
 export interface WarmMessage {
   warm: string[];
+  port: MessagePort;
+}
+
+/** How a parent talks to its child's worker: a `Worker` of its own, or a spare's channel. */
+export interface ChildLink {
+  postMessage(data: unknown): void;
+  /** Sets the handlers; the child then keeps the program alive until `ref(false)`. */
+  listen(onMessage: (e: MessageEvent) => void, onError: (e: ErrorEvent) => void): void;
+  /** Lets the program end while the child runs (a daemon child). */
+  unref(): void;
+  terminate(): void;
+}
+
+/** The link to a worker created by the caller. */
+export function workerLink(w: Worker): ChildLink {
+  return {
+    postMessage: (data) => w.postMessage(data),
+    listen(onMessage, onError) {
+      w.onmessage = onMessage;
+      w.onerror = onError;
+    },
+    // After the handlers: setting onmessage starts a message poll that is ref'd anew.
+    unref: () => setRef(w, false),
+    terminate: () => w.terminate(),
+  };
+}
+
+// The same for a MessagePort whose `onmessage` is set (what node:worker_threads' port.unref() uses).
+const portRefSymbol = Object.getOwnPropertySymbols(MessagePort.prototype)
+  .find((s) => s.description === "refMessagePort");
+
+function setPortRef(port: MessagePort, ref: boolean): void {
+  if (portRefSymbol) (port as unknown as Record<symbol, (r: boolean) => void>)[portRefSymbol](ref);
 }
 
 /**
@@ -72,12 +119,16 @@ export interface WarmMessage {
 const WARM = ["../mod.ts"].map((m) => new URL(m, import.meta.url).href);
 
 interface Spare {
-  worker: Worker;
+  /** The zygote's number for it. */
+  id: number;
+  /** This end of its channel. */
+  port: MessagePort;
   born: number;
 }
 
 const DEFAULT_COUNT = 2;
 const DEFAULT_IDLE_MS = 1000;
+const ZYGOTE = new URL("./_zygote.ts", import.meta.url);
 
 // A worker's setting comes from its parent with its start message (none until then: a spare
 // must not start spares).
@@ -85,9 +136,19 @@ const config: Required<SpareOptions> = {
   count: inWorker() ? 0 : envCount() ?? DEFAULT_COUNT,
   idleMs: DEFAULT_IDLE_MS,
 };
+/** Spares ready to be taken, oldest first. */
 const spares: Spare[] = [];
 let lastTake = 0;
-/** The reaper running (0: none); a new one (a changed `idleMs`) makes the old one stop. */
+let zygote: Worker | null = null;
+/** Spares asked of the zygote that have not arrived. */
+let asked = 0;
+/** Spares made, not ready yet, by id. */
+const waiting = new Map<number, Spare>();
+/** The error handlers of the zygote's children that run a process, by id. */
+const running = new Map<number, (e: ErrorEvent) => void>();
+/** When the zygote last had neither spares, nor spares coming, nor running children. */
+let emptySince = 0;
+/** The reaper running (0: none); a new one (a shorter `idleMs`) makes the old one stop. */
 let reaper = 0;
 
 function envCount(): number | undefined {
@@ -130,7 +191,7 @@ export function setSpares(options?: SpareOptions): void {
     throw new RangeError(`setSpares: idleMs must be a number of milliseconds >= 0, got ${idleMs}`);
   }
   adoptSpareOptions({ count, idleMs });
-  if (spares.length < count) void refillSoon();
+  if (count > 0) askSpares();
 }
 
 /** Takes the parent's setting in a new worker (which makes no spares until it starts a child). */
@@ -138,8 +199,8 @@ export function adoptSpareOptions(options: Required<SpareOptions>): void {
   const sooner = options.idleMs < config.idleMs;
   config.count = options.count;
   config.idleMs = options.idleMs;
-  while (spares.length > config.count) spares.pop()!.worker.terminate();
-  if (sooner && spares.length) void reap(); // the running reaper sleeps until the old deadline
+  while (spares.length > config.count) end(spares.pop()!);
+  if (sooner && zygote) void reap(); // the running reaper sleeps until the old deadline
 }
 
 /**
@@ -156,109 +217,127 @@ export function spareOptions(): Required<SpareOptions> {
 }
 
 /**
- * A booted (or booting) spare worker for a process started without permissions, or undefined
- * when there is none; taking one starts a replacement in the background. The worker comes
- * un-ref'd and without handlers: the caller sets them and refs it as a new worker.
+ * A spare for a process started without permissions, or undefined when there is none; taking
+ * one asks the zygote for a replacement. The link comes un-ref'd and without handlers: the
+ * caller treats it as a new worker.
  */
-export function takeSpare(): Worker | undefined {
-  const s = spares.shift();
+export function takeSpare(): ChildLink | undefined {
   lastTake = performance.now();
-  if (config.count > 0) void refillSoon();
-  return s?.worker;
+  const s = spares.shift();
+  if (config.count > 0) askSpares();
+  return s && spareLink(s);
 }
 
-/** Starts spares up to the configured count (the main thread calls it when it loads). */
-export function refill(): void {
-  while (spares.length < config.count) addSpare();
+/** Asks the zygote for the spares missing (created when first needed). */
+function askSpares(): void {
+  const want = config.count - spares.length - asked;
+  if (want <= 0) return;
+  zygoteWorker().postMessage({ make: want, warm: WARM } satisfies ZygoteRequest);
+  asked += want;
 }
 
-let refilling = false;
-/** Children started by this thread that have not begun their target yet (see `childLoading`). */
-let loading = 0;
-/** How long a refill waits for loading children at most (one may load for long, or hang). */
-const LOADING_WAIT_MS = 250;
-
-/**
- * Notes that a child (from a spare or not) has been started and loads its modules; returns what
- * to call once it runs its target or has ended (idempotent). Spares are not made meanwhile.
- */
-export function childLoading(): () => void {
-  loading++;
-  let done = false;
-  return () => {
-    if (!done) loading--;
-    done = true;
+function spareLink(s: Spare): ChildLink {
+  return {
+    postMessage: (data) => s.port.postMessage(data),
+    listen(onMessage, onError) {
+      running.set(s.id, onError);
+      s.port.onmessage = onMessage; // starts the port: ref'd, as a new worker is
+    },
+    unref() {
+      // Deno's port starts ref'd but flagged un-ref'd: un-ref'ing it alone would do nothing.
+      setPortRef(s.port, true);
+      setPortRef(s.port, false);
+    },
+    terminate() {
+      if (!running.delete(s.id)) return;
+      end(s);
+    },
   };
 }
 
-/**
- * How long after a take the spares are made again. Creating a worker blocks the creating thread
- * ~10 ms (longer while other threads start); the few milliseconds after a start are when the
- * caller waits for what it started (an actor's first answer, a pool's first results), and a
- * started process's first messages must not wait behind a new worker.
- */
-const REFILL_AFTER_MS = 20;
+function end(s: Spare): void {
+  s.port.close();
+  zygote?.postMessage({ end: s.id } satisfies ZygoteRequest);
+}
 
-/**
- * Makes spares again after a take: `REFILL_AFTER_MS` later, never inside the caller's
- * synchronous work (a pool starting its other workers), and one per turn of the event loop, so
- * that the messages and results of the processes just started are handled between them.
- */
-async function refillSoon(): Promise<void> {
-  if (refilling) return;
-  refilling = true;
-  try {
-    await idleDelay(REFILL_AFTER_MS);
-    while (spares.length < config.count) {
-      // Not while a child is still loading its modules: a worker created meanwhile blocks this
-      // thread several times longer (measured: 10 ms alone, up to 120 ms beside two pool workers
-      // loading), and what the program waits for is that child.
-      const t0 = performance.now();
-      while (loading > 0 && performance.now() - t0 < LOADING_WAIT_MS) await idleDelay(2);
-      if (spares.length >= config.count) break;
-      addSpare();
-      // A turn of the event loop (a 0 ms wait resolves at once; a timer would be ref'd).
-      await idleDelay(1);
+function zygoteWorker(): Worker {
+  if (zygote) return zygote;
+  const z = new Worker(ZYGOTE, { type: "module", name: "denomp-zygote" });
+  z.onmessage = (e: MessageEvent<ZygoteReply>) => {
+    const m = e.data;
+    if ("spare" in m) {
+      // Not ready yet: a worker made by a worker runs ~1 s after it was made, and a start
+      // message posted before then would wait that long.
+      waiting.set(m.spare, { id: m.spare, port: m.port, born: 0 });
+      return;
     }
-  } finally {
-    refilling = false;
-  }
-}
-
-function addSpare(): void {
-  const worker = new Worker(BOOTSTRAP, { type: "module", name: "denomp-spare" });
-  const spare: Spare = { worker, born: performance.now() };
-  // A spare that fails to load (a module unreadable, the program ending) is dropped; the
-  // process that would have taken it gets a new worker and the same error a cold start gets.
-  worker.onerror = (e) => {
-    e.preventDefault();
-    drop(spare);
+    if ("ready" in m) {
+      const s = waiting.get(m.ready);
+      if (!s) return;
+      waiting.delete(m.ready);
+      asked = Math.max(0, asked - 1);
+      if (spares.length >= config.count) return end(s); // turned down meanwhile
+      s.born = performance.now();
+      spares.push(s);
+      return;
+    }
+    // A spare's `error` event: a taken one's is its process's (a crash, as for a new worker); a
+    // spare that fails before (a module unreadable) is dropped, and a start gets a new worker.
+    const onError = running.get(m.error);
+    if (onError) return onError(new ErrorEvent("error", { message: m.message }));
+    const i = spares.findIndex((s) => s.id === m.error);
+    if (i >= 0) end(spares.splice(i, 1)[0]);
+    const w = waiting.get(m.error);
+    if (w) {
+      waiting.delete(m.error);
+      asked = Math.max(0, asked - 1);
+      end(w);
+    }
   };
-  worker.postMessage({ warm: WARM } satisfies WarmMessage);
-  setRef(worker, false);
-  spares.push(spare);
+  z.onerror = (e) => {
+    e.preventDefault();
+    endZygote(`the zygote worker failed: ${e.message}`);
+  };
+  setRef(z, false); // after onmessage, whose poll is ref'd anew
+  zygote = z;
+  emptySince = performance.now();
   if (!reaper) void reap();
+  return z;
 }
 
-function drop(spare: Spare): void {
-  const i = spares.indexOf(spare);
-  if (i >= 0) spares.splice(i, 1);
-  spare.worker.terminate();
+/** Ends the zygote and with it every spare and every process running in one. */
+function endZygote(reason: string): void {
+  const z = zygote;
+  if (!z) return;
+  zygote = null;
+  asked = 0;
+  for (const s of [...spares.splice(0), ...waiting.values()]) s.port.close();
+  waiting.clear();
+  const orphans = [...running.values()];
+  running.clear();
+  z.terminate();
+  for (const onError of orphans) onError(new ErrorEvent("error", { message: reason }));
 }
 
-/** Ends spares idle for `idleMs`; runs while there are spares. */
+/**
+ * Ends spares idle for `idleMs`, and the zygote once it has had nothing to do for `idleMs`;
+ * runs while there is a zygote.
+ */
 async function reap(): Promise<void> {
   const me = ++reaper;
   try {
-    while (spares.length && reaper === me) {
+    while (zygote && reaper === me) {
       const now = performance.now();
-      let next = Infinity;
+      let next = now + config.idleMs;
       for (const s of [...spares]) {
         const until = Math.max(s.born, lastTake) + config.idleMs;
-        if (until <= now) drop(s);
+        if (until <= now) end(spares.splice(spares.indexOf(s), 1)[0]);
         else next = Math.min(next, until);
       }
-      if (next !== Infinity) await idleDelay(next - now);
+      if (spares.length || asked || running.size) emptySince = now;
+      else if (now - emptySince >= config.idleMs) endZygote("the zygote was idle");
+      else next = Math.min(next, emptySince + config.idleMs);
+      if (zygote) await idleDelay(Math.max(1, next - now));
     }
   } finally {
     if (reaper === me) reaper = 0;
@@ -275,15 +354,18 @@ export function idleDelay(ms: number): Promise<unknown> {
   return w.async ? w.value : Promise.resolve();
 }
 
-/** For tests only (not exported from mod.ts): how many spares are alive. */
-export const __testHooks = { live: (): number => spares.length };
+/** For tests only (not exported from mod.ts): spares ready, and whether the zygote lives. */
+export const __testHooks = {
+  live: (): number => spares.length,
+  zygote: (): boolean => zygote !== null,
+};
 
 /**
- * When the main thread makes its first spares, unasked: its first processes then start warm
- * too. Not at once: creating a worker blocks the main thread ~10 ms, which a program that ends
- * within this time (a script that imports the library for a queue) should not pay, and its top
- * level may still call `setSpares({ count: 0 })`.
+ * When the main thread asks for its first spares, unasked: its first processes then start warm
+ * too. Not at once: creating the zygote blocks the main thread ~10 ms, which a program that
+ * ends within this time (a script that imports the library for a queue) should not pay, and its
+ * top level may still call `setSpares({ count: 0 })`.
  */
 const PREWARM_AFTER_MS = 100;
 
-if (!inWorker()) void idleDelay(PREWARM_AFTER_MS).then(() => spares.length || refill());
+if (!inWorker()) void idleDelay(PREWARM_AFTER_MS).then(() => config.count > 0 && askSpares());

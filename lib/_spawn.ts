@@ -4,9 +4,9 @@
  * start-up, exit codes, crash detection and daemon lifecycle are written once.
  *
  * Protocol: the parent posts one start message (the shared heap, the child's slot and identity,
- * the target's module URL and export name, and the encoded arguments); the child posts
- * `{ running: true }` once its modules are loaded (spares are made only then: _spares.ts) and
- * one `{ exit: code }` when it is done, after its `beforeExit` hooks ran. A child that dies without
+ * the target's module URL and export name, and the encoded arguments); the child posts one
+ * `{ exit: code }` when it is done, after its `beforeExit` hooks ran. A spare (_spares.ts) does
+ * the same through the channel its warm-up message gave it. A child that dies without
  * saying so (an uncaught error) reaches the parent as an `error` event and exit code 1;
  * `terminate()`/`kill()` end it from outside with -15/-9. Whatever the cause, the parent marks
  * the child's slot dead in the shared process table, so locks it held are recoverable.
@@ -29,13 +29,13 @@ import {
 import {
   adoptSpareOptions,
   BOOTSTRAP,
-  childLoading,
+  type ChildLink,
   idleDelay,
-  setRef,
   type SpareOptions,
   spareOptions,
   takeSpare,
   type WarmMessage,
+  workerLink,
 } from "./_spares.ts";
 import type { TargetRef } from "./_target.ts";
 import { ProcessError } from "./errors.ts";
@@ -202,11 +202,9 @@ export class Child {
   readonly pid: number;
   /** Resolves with the exit code once the child is gone. */
   readonly exited: Promise<number>;
-  #worker: Worker;
+  #link: ChildLink;
   #code: number | null = null;
   #resolve!: (code: number) => void;
-  /** Tells _spares.ts that the child's modules are loaded (it makes no spares meanwhile). */
-  #loaded: () => void = () => {};
 
   constructor(spec: ChildSpec) {
     const parent = current();
@@ -225,16 +223,12 @@ export class Child {
     this.pid = pidOfSlot(this.slot);
     this.exited = new Promise((r) => (this.#resolve = r));
     // A spare worker (_spares.ts) inherits the program's permissions: only for a child that
-    // asked for none. It comes un-ref'd: ref'd here, it is in a new worker's state.
-    const spare = permissions === undefined ? takeSpare() : undefined;
-    if (spare) setRef(spare, true);
-    this.#worker = spare ?? new Worker(BOOTSTRAP, workerOptions(spec.name, permissions));
-    this.#loaded = childLoading();
-    this.#worker.onmessage = (e: MessageEvent<{ exit?: number; running?: true }>) => {
-      if (e.data?.running) this.#loaded();
+    // asked for none.
+    this.#link = (permissions === undefined ? takeSpare() : undefined) ??
+      workerLink(new Worker(BOOTSTRAP, workerOptions(spec.name, permissions)));
+    this.#link.listen((e: MessageEvent<{ exit?: number }>) => {
       if (typeof e.data?.exit === "number") this.#finish(e.data.exit);
-    };
-    this.#worker.onerror = (e: ErrorEvent) => {
+    }, (e: ErrorEvent) => {
       // The child's own handlers report ordinary errors; this is a load failure (missing
       // module, syntax error) or a crash. Keep the parent alive, as Python does.
       e.preventDefault();
@@ -242,7 +236,7 @@ export class Child {
         console.error(`Process ${spec.name}: ${e.message}`);
         this.#finish(1);
       }
-    };
+    });
     const start: StartMessage = {
       heap: heap().sab,
       info: {
@@ -260,9 +254,8 @@ export class Child {
       preload: spec.preload ?? [],
       spares: spareOptions(),
     };
-    this.#worker.postMessage(start);
-    // After the handlers are set: setting onmessage starts a message poll that is ref'd anew.
-    if (spec.daemon) setRef(this.#worker, false);
+    this.#link.postMessage(start);
+    if (spec.daemon) this.#link.unref();
   }
 
   /** The exit code, or null while the child runs. */
@@ -278,8 +271,7 @@ export class Child {
   #finish(code: number): void {
     if (this.#code !== null) return;
     this.#code = code;
-    this.#loaded();
-    this.#worker.terminate();
+    this.#link.terminate();
     markDead(this.slot);
     this.#resolve(code);
   }
@@ -298,10 +290,13 @@ const scope = globalThis as unknown as {
   close(): void;
 };
 
+/** Where the child's messages go: its parent, or for a spare the parent's end of its channel. */
+let parent: { postMessage(data: unknown): void } = scope;
+
 function report(code: number): void {
   if (reported) return;
   reported = true;
-  scope.postMessage({ exit: code });
+  parent.postMessage({ exit: code });
 }
 
 /** Thrown by `exit(code)` inside a worker to unwind the target (Python's `SystemExit`). */
@@ -329,18 +324,26 @@ function fail(err: unknown): void {
 /** Entry point of `_bootstrap.ts`: waits for the start message, then runs the target. */
 export function workerMain(): void {
   let started = false;
-  scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
-    if ("warm" in e.data) {
-      // A spare (_spares.ts) that stays idle loads the library (not at once: see WARM there).
-      const { warm } = e.data;
-      void idleDelay(WARM_AFTER_MS).then(async () => {
-        if (!started) await Promise.all(warm.map((m) => import(m)));
-      }).catch(() => {});
-      return;
-    }
+  const start = (msg: StartMessage) => {
     started = true;
     scope.onmessage = null;
-    void runChild(e.data);
+    void runChild(msg);
+  };
+  scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
+    if (!("warm" in e.data)) return start(e.data);
+    // A spare (_spares.ts): its start message comes through the port, its messages go back
+    // there. One that stays idle loads the library (not at once: see WARM there).
+    const { warm, port } = e.data;
+    parent = port;
+    port.onmessage = (m: MessageEvent<StartMessage>) => {
+      port.onmessage = null;
+      start(m.data);
+    };
+    scope.postMessage({ ready: true }); // to the zygote, which tells the parent
+
+    void idleDelay(WARM_AFTER_MS).then(async () => {
+      if (!started) await Promise.all(warm.map((m) => import(m)));
+    }).catch(() => {});
   };
 }
 
@@ -396,7 +399,6 @@ async function runChild(msg: StartMessage): Promise<void> {
     const fields = msg.payload.fields
       ? loads<Record<string, unknown>>(msg.payload.fields)
       : undefined;
-    scope.postMessage({ running: true }); // the parent may make its spares now (_spares.ts)
     if (msg.kind === "class") {
       const obj = Object.create(fn.prototype) as { run(): unknown };
       Object.assign(obj, fields);
