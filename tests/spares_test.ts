@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { Process, Queue } from "../mod.ts";
 import { __testHooks, setSpares, spareOptions } from "../lib/_spares.ts";
-import { exitWith } from "./fixtures/proc_targets.ts";
+import { exitWith, sleep as sleepTarget } from "./fixtures/proc_targets.ts";
 import { type Facts, facts } from "./fixtures/spare_targets.ts";
 import { runProgram } from "./_program.ts";
 
@@ -69,6 +69,31 @@ Deno.test("a process started from a spare has its own name, pid, daemon flag and
   }
 });
 
+Deno.test("terminate() ends a process started from a spare, and its thread", async () => {
+  try {
+    await spares({ count: 1 });
+    const p = new Process({
+      target: sleepTarget,
+      module: new URL("./fixtures/proc_targets.ts", import.meta.url),
+      args: [60_000],
+    });
+    p.start();
+    assert.equal(__testHooks.live(), 0, "start() took the spare");
+    await spares({ count: 1 }); // its replacement: the threads are now the zygote's, p's, a spare's
+    const before = workerThreads();
+    p.terminate();
+    await p.join();
+    assert.equal(p.exitCode, -15);
+    const t0 = performance.now();
+    while (before >= 0 && workerThreads() >= before && performance.now() - t0 < 5000) {
+      await sleep(20);
+    }
+    if (before >= 0) assert.ok(workerThreads() < before, "the process's thread has ended");
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
 Deno.test("a process with its own permissions gets a new worker with exactly those, not a spare", async () => {
   try {
     await spares({ count: 1 });
@@ -86,7 +111,7 @@ Deno.test("a process with its own permissions gets a new worker with exactly tho
   }
 });
 
-Deno.test("an idle spare is ended after idleMs: no worker thread is left", async () => {
+Deno.test("an idle spare is ended after idleMs, then the zygote: no worker thread is left", async () => {
   try {
     setSpares({ count: 0 });
     await sleep(300);
@@ -95,8 +120,9 @@ Deno.test("an idle spare is ended after idleMs: no worker thread is left", async
     if (before >= 0) assert.ok(workerThreads() >= 2, "the spares' threads");
     setSpares({ idleMs: 300 });
     const t0 = performance.now();
-    while (__testHooks.live() > 0 && performance.now() - t0 < 5000) await sleep(20);
+    while (__testHooks.zygote() && performance.now() - t0 < 5000) await sleep(20);
     assert.equal(__testHooks.live(), 0);
+    assert.equal(__testHooks.zygote(), false, "the zygote ends once idle too");
     // The threads themselves go a moment after terminate().
     while (before >= 0 && workerThreads() > before && performance.now() - t0 < 5000) {
       await sleep(20);
