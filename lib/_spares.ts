@@ -1,6 +1,6 @@
 /**
- * Spare workers: a few workers started ahead of need, with the worker runtime booted (and, once
- * idle for a moment, the whole library loaded), which `Process.start()` (and so `Pool` and
+ * Spare workers: a few workers started ahead of need, with the worker runtime booted and the
+ * whole library loaded, which `Process.start()` (and so `Pool` and
  * `spawn`) takes before creating a new one. Creating a Deno `Worker` and loading the library in
  * it is most of a process's start-up (~15–40 ms on a small machine); a spare turns that into
  * posting one message, as Python's forkserver starts from a process that is already running.
@@ -109,12 +109,11 @@ function setPortRef(port: MessagePort, ref: boolean): void {
 }
 
 /**
- * What a spare loads once it has been idle for 50 ms (`WARM_AFTER_MS`, _spawn.ts): the whole
- * library (~10 ms of the spare's thread), so that a target whose module imports it, a pool's
- * workers and actors only compile the program's own modules when they start (~1 ms rather
- * than ~5–15). Not at once: a spare taken young (processes started one after another) would
- * pay for it while its target runs. Never the program's modules: their top-level code would
- * run before the process is started, and in a worker that may then run another target.
+ * What a spare loads before it says it is ready: the whole library (~10 ms of the spare's own
+ * thread), so that a target whose module imports it, a pool's workers and actors only compile
+ * the program's own modules when they start (~1 ms rather than ~5–15). Never the program's
+ * modules: their top-level code would run before the process is started, and in a worker that
+ * may then run another target.
  */
 const WARM = ["../mod.ts"].map((m) => new URL(m, import.meta.url).href);
 

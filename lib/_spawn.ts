@@ -323,27 +323,23 @@ function fail(err: unknown): void {
 
 /** Entry point of `_bootstrap.ts`: waits for the start message, then runs the target. */
 export function workerMain(): void {
-  let started = false;
   const start = (msg: StartMessage) => {
-    started = true;
     scope.onmessage = null;
     void runChild(msg);
   };
   scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
     if (!("warm" in e.data)) return start(e.data);
     // A spare (_spares.ts): its start message comes through the port, its messages go back
-    // there. One that stays idle loads the library (not at once: see WARM there).
+    // there. It loads the library first, then says it is ready (to the zygote, which tells the
+    // parent): a spare is handed out warm or not at all.
     const { warm, port } = e.data;
     parent = port;
     port.onmessage = (m: MessageEvent<StartMessage>) => {
       port.onmessage = null;
       start(m.data);
     };
-    scope.postMessage({ ready: true }); // to the zygote, which tells the parent
-
-    void idleDelay(WARM_AFTER_MS).then(async () => {
-      if (!started) await Promise.all(warm.map((m) => import(m)));
-    }).catch(() => {});
+    void Promise.all(warm.map((m) => import(m))).catch(() => {})
+      .then(() => scope.postMessage({ ready: true }));
   };
 }
 
