@@ -79,7 +79,7 @@ export interface WarmMessage {
 /** How a parent talks to its child's worker: a `Worker` of its own, or a spare's channel. */
 export interface ChildLink {
   postMessage(data: unknown): void;
-  /** Sets the handlers; the child then keeps the program alive until `ref(false)`. */
+  /** Sets the handlers; the child then keeps the program alive until `unref()`. */
   listen(onMessage: (e: MessageEvent) => void, onError: (e: ErrorEvent) => void): void;
   /** Lets the program end while the child runs (a daemon child). */
   unref(): void;
@@ -168,9 +168,10 @@ function envCount(): number | undefined {
 
 /**
  * Sets how many spare workers are kept ready and how long an idle one lives (in milliseconds);
- * what is not given keeps its value. Missing spares are made soon after; `count: 0` turns spares
- * off and ends those alive at once (every process then creates its worker when started, as
- * without spares). Applies to this process and the processes it starts afterwards.
+ * what is not given keeps its value. Missing spares are asked for at once (they are ready ~1 s
+ * later); `count: 0` turns spares off and ends those alive at once (every process then creates
+ * its worker when started, as without spares). Applies to this process and the processes it
+ * starts afterwards.
  *
  * @example
  * ```ts
@@ -223,12 +224,17 @@ export function spareOptions(): Required<SpareOptions> {
 export function takeSpare(): ChildLink | undefined {
   lastTake = performance.now();
   const s = spares.shift();
-  if (config.count > 0) askSpares();
+  // Creating the zygote again (after an idle spell) blocks this thread ~10 ms: not inside start().
+  if (config.count > 0) void (zygote ? askSpares() : idleDelay(REMAKE_AFTER_MS).then(askSpares));
   return s && spareLink(s);
 }
 
+/** How long after a start without a zygote it is made again (the started child loads meanwhile). */
+const REMAKE_AFTER_MS = 50;
+
 /** Asks the zygote for the spares missing (created when first needed). */
 function askSpares(): void {
+  if (config.count === 0) return;
   const want = config.count - spares.length - asked;
   if (want <= 0) return;
   zygoteWorker().postMessage({ make: want, warm: WARM } satisfies ZygoteRequest);
