@@ -9,6 +9,7 @@
 
 export * from "./lib/errors.ts";
 export * from "./lib/process.ts";
+export { setSpares, type SpareOptions, spareOptions } from "./lib/_spares.ts";
 export * from "./lib/threading.ts";
 export * from "./lib/synchronize.ts";
 export * from "./lib/sharedctypes.ts";

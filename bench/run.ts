@@ -82,6 +82,7 @@ const PYTHON_WORKLOADS = [
   "W6-lock",
   "W7-manager",
   "W8-bytes",
+  "W9-pool-lifecycle",
 ];
 /**
  * The raw-floor variant that does the same work as denomp (a lock-free `Atomics.add` or a bare

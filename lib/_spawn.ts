@@ -5,7 +5,8 @@
  *
  * Protocol: the parent posts one start message (the shared heap, the child's slot and identity,
  * the target's module URL and export name, and the encoded arguments); the child posts one
- * `{ exit: code }` when it is done, after its `beforeExit` hooks ran. A child that dies without
+ * `{ exit: code }` when it is done, after its `beforeExit` hooks ran. A spare (_spares.ts) does
+ * the same through the channel its warm-up message gave it. A child that dies without
  * saying so (an uncaught error) reaches the parent as an `error` event and exit code 1;
  * `terminate()`/`kill()` end it from outside with -15/-9. Whatever the cause, the parent marks
  * the child's slot dead in the shared process table, so locks it held are recoverable.
@@ -27,6 +28,17 @@ import {
   setBootstrapping,
   setCurrent,
 } from "./_context.ts";
+import {
+  adoptSpareOptions,
+  BOOTSTRAP,
+  type ChildLink,
+  idleDelay,
+  type SpareOptions,
+  spareOptions,
+  takeSpare,
+  type WarmMessage,
+  workerLink,
+} from "./_spares.ts";
 import type { TargetRef } from "./_target.ts";
 import { ProcessError } from "./errors.ts";
 import { loadsAsync } from "./reduction.ts";
@@ -45,6 +57,8 @@ interface StartMessage {
   preload: string[];
   /** The buffers of the big shared blocks the parent has (see _bigblock), if any. */
   buffers?: StartBuffer[];
+  /** The parent's spare-worker setting, which the child inherits. */
+  spares: Required<SpareOptions>;
 }
 
 /** What the parent needs to start a child. */
@@ -60,19 +74,9 @@ export interface ChildSpec {
   permissions?: Deno.PermissionOptions;
 }
 
-const BOOTSTRAP = new URL("./_bootstrap.ts", import.meta.url);
 const MOD = new URL("../mod.ts", import.meta.url).href;
-
-// Deno's Worker has an internal, symbol-keyed ref/unref method (what node:worker_threads'
-// unref() uses). Without it a daemon child would keep the program alive forever.
-const refSymbol: symbol | undefined = Object.getOwnPropertySymbols(Worker.prototype).find((s) => {
-  const f = (Worker.prototype as unknown as Record<symbol, unknown>)[s];
-  return s.description === undefined && typeof f === "function" && /refCount/.test(String(f));
-});
-
-function setRef(w: Worker, ref: boolean): void {
-  if (refSymbol) (w as unknown as Record<symbol, (r: boolean) => void>)[refSymbol](ref);
-}
+/** How long a worker stays idle (a spare) or runs (a child) before it loads the whole library. */
+const WARM_AFTER_MS = 50;
 
 const PERMISSIONS = ["env", "ffi", "net", "read", "run", "sys", "write", "import"] as const;
 /** denomp's own code, which every worker loads: its `lib/` folder and `mod.ts`. */
@@ -185,6 +189,15 @@ function readWorkerOptionsFlag(): boolean | undefined {
   });
 }
 
+function workerOptions(name: string, permissions?: Deno.PermissionOptions): WorkerOptions {
+  const options: WorkerOptions & { deno?: { permissions?: Deno.PermissionOptions } } = {
+    type: "module",
+    name,
+  };
+  if (permissions !== undefined) options.deno = { permissions };
+  return options;
+}
+
 /** A child worker as its parent sees it. */
 export class Child {
   /** The child's slot in the process table. */
@@ -193,7 +206,7 @@ export class Child {
   readonly pid: number;
   /** Resolves with the exit code once the child is gone. */
   readonly exited: Promise<number>;
-  #worker: Worker;
+  #link: ChildLink;
   #code: number | null = null;
   #resolve!: (code: number) => void;
 
@@ -214,16 +227,13 @@ export class Child {
     this.pid = pidOfSlot(this.slot);
     recordProcess(this.slot, spec.name, spec.daemon, spec.target.module, spec.target.name);
     this.exited = new Promise((r) => (this.#resolve = r));
-    const options: WorkerOptions & { deno?: { permissions?: Deno.PermissionOptions } } = {
-      type: "module",
-      name: spec.name,
-    };
-    if (permissions !== undefined) options.deno = { permissions };
-    this.#worker = new Worker(BOOTSTRAP, options);
-    this.#worker.onmessage = (e: MessageEvent<{ exit?: number }>) => {
+    // A spare worker (_spares.ts) inherits the program's permissions: only for a child that
+    // asked for none.
+    this.#link = (permissions === undefined ? takeSpare() : undefined) ??
+      workerLink(new Worker(BOOTSTRAP, workerOptions(spec.name, permissions)));
+    this.#link.listen((e: MessageEvent<{ exit?: number }>) => {
       if (typeof e.data?.exit === "number") this.#finish(e.data.exit);
-    };
-    this.#worker.onerror = (e: ErrorEvent) => {
+    }, (e: ErrorEvent) => {
       // The child's own handlers report ordinary errors; this is a load failure (missing
       // module, syntax error) or a crash. Keep the parent alive, as Python does.
       e.preventDefault();
@@ -231,7 +241,7 @@ export class Child {
         console.error(`Process ${spec.name}: ${e.message}`);
         this.#finish(1);
       }
-    };
+    });
     const start: StartMessage = {
       heap: heap().sab,
       info: {
@@ -248,10 +258,10 @@ export class Child {
       payload: spec.payload,
       preload: spec.preload ?? [],
       buffers: buffersForChild(),
+      spares: spareOptions(),
     };
-    this.#worker.postMessage(start);
-    // After the handlers are set: setting onmessage starts a message poll that is ref'd anew.
-    if (spec.daemon) setRef(this.#worker, false);
+    this.#link.postMessage(start);
+    if (spec.daemon) this.#link.unref();
   }
 
   /** The exit code, or null while the child runs. */
@@ -267,7 +277,7 @@ export class Child {
   #finish(code: number): void {
     if (this.#code !== null) return;
     this.#code = code;
-    this.#worker.terminate();
+    this.#link.terminate();
     recordExit(this.slot, code);
     markDead(this.slot);
     this.#resolve(code);
@@ -282,14 +292,18 @@ let reported = false;
 /** The worker's global scope, typed for the two members used here. */
 const scope = globalThis as unknown as {
   postMessage(data: unknown): void;
-  onmessage: ((e: MessageEvent<StartMessage>) => void) | null;
+  onmessage: ((e: MessageEvent<StartMessage | WarmMessage>) => void) | null;
+  name: string;
   close(): void;
 };
+
+/** Where the child's messages go: its parent, or for a spare the parent's end of its channel. */
+let parent: { postMessage(data: unknown): void } = scope;
 
 function report(code: number): void {
   if (reported) return;
   reported = true;
-  scope.postMessage({ exit: code });
+  parent.postMessage({ exit: code });
 }
 
 /** Thrown by `exit(code)` inside a worker to unwind the target (Python's `SystemExit`). */
@@ -316,9 +330,23 @@ function fail(err: unknown): void {
 
 /** Entry point of `_bootstrap.ts`: waits for the start message, then runs the target. */
 export function workerMain(): void {
-  scope.onmessage = (e: MessageEvent<StartMessage>) => {
+  const start = (msg: StartMessage) => {
     scope.onmessage = null;
-    void runChild(e.data);
+    void runChild(msg);
+  };
+  scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
+    if (!("warm" in e.data)) return start(e.data);
+    // A spare (_spares.ts): its start message comes through the port, its messages go back
+    // there. It loads the library first, then says it is ready (to the zygote, which tells the
+    // parent): a spare is handed out warm or not at all.
+    const { warm, port } = e.data;
+    parent = port;
+    port.onmessage = (m: MessageEvent<StartMessage>) => {
+      port.onmessage = null;
+      start(m.data);
+    };
+    void Promise.all(warm.map((m) => import(m))).catch(() => {})
+      .then(() => scope.postMessage({ ready: true }));
   };
 }
 
@@ -331,6 +359,8 @@ function findExport(ns: Record<string, unknown>, target: TargetRef): unknown {
 async function runChild(msg: StartMessage): Promise<void> {
   attachHeap(msg.heap, msg.info.slot);
   setCurrent(msg.info);
+  scope.name = msg.info.name; // a spare was created before its name was known
+  adoptSpareOptions(msg.spares);
   addEventListener("error", (e) => {
     e.preventDefault();
     fail(e.error ?? e.message);
@@ -358,7 +388,7 @@ async function runChild(msg: StartMessage): Promise<void> {
       ...msg.preload.map((m) => import(m)),
     ])
       .finally(() => setBootstrapping(false));
-    void idleDelay(50).then(() => import(MOD)).catch(() => {});
+    void idleDelay(WARM_AFTER_MS).then(() => import(MOD)).catch(() => {});
     const fn = findExport(ns, msg.target);
     if (typeof fn !== "function") {
       throw new ProcessError(
@@ -391,16 +421,6 @@ async function runChild(msg: StartMessage): Promise<void> {
     } catch { /* the target's failure is what gets reported */ }
     fail(err);
   }
-}
-
-/**
- * Resolves after `ms`, or never if the worker ends first. Not `setTimeout`: a worker's first
- * timer costs ~3 ms (a third of a worker's start-up) and would keep the worker's loop alive;
- * a timed-out `Atomics.waitAsync` on a private word costs ~20 µs and keeps nothing alive.
- */
-function idleDelay(ms: number): Promise<unknown> {
-  const w = Atomics.waitAsync(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-  return w.async ? w.value : Promise.resolve();
 }
 
 /** Hook for `process.ts`: makes a subclass instance rebuilt in its worker act as the current process. */

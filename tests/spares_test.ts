@@ -1,0 +1,187 @@
+// Spare workers (lib/_spares.ts): a process started from a spare is the same process a new
+// worker would run; spares never keep a program alive and end when idle; `setSpares` and
+// `DENOMP_SPARES` turn them off.
+import assert from "node:assert/strict";
+import { Process, Queue } from "../mod.ts";
+import { __testHooks, setSpares, spareOptions } from "../lib/_spares.ts";
+import { exitWith, sleep as sleepTarget } from "./fixtures/proc_targets.ts";
+import { type Facts, facts } from "./fixtures/spare_targets.ts";
+import { runProgram } from "./_program.ts";
+
+const PROGRAM = new URL("./fixtures/spare_program.ts", import.meta.url).pathname;
+const DEFAULTS = spareOptions();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sets `options` and waits until that many spares are alive and have had time to boot. */
+async function spares(options: { count: number; idleMs?: number }): Promise<void> {
+  setSpares({ idleMs: 10_000, ...options });
+  for (let i = 0; i < 500 && __testHooks.live() < options.count; i++) await sleep(10);
+  await sleep(300);
+  assert.equal(__testHooks.live(), options.count);
+}
+
+async function runFacts(
+  options: { name?: string; daemon?: boolean; permissions?: Deno.PermissionOptions },
+  onStarted?: () => void,
+): Promise<[Facts, Process]> {
+  const q = new Queue<Facts>();
+  const p = new Process({ target: facts, args: [q], ...options });
+  p.start();
+  onStarted?.();
+  const f = await q.get({ timeout: 30_000 });
+  await p.join();
+  return [f, p];
+}
+
+/** Worker threads of this OS process (Linux: Deno names them `worker-N`), or -1 elsewhere. */
+function workerThreads(): number {
+  try {
+    return [...Deno.readDirSync("/proc/self/task")]
+      .filter((t) => /^worker-/.test(Deno.readTextFileSync(`/proc/self/task/${t.name}/comm`)))
+      .length;
+  } catch {
+    return -1;
+  }
+}
+
+Deno.test("a process started from a spare has its own name, pid, daemon flag and exit code", async () => {
+  try {
+    await spares({ count: 1 });
+    let taken = -1;
+    const [f, p] = await runFacts(
+      { name: "from-spare", daemon: true },
+      () => (taken = __testHooks.live()),
+    );
+    assert.equal(taken, 0, "start() took the spare");
+    assert.equal(f.name, "from-spare");
+    assert.equal(f.selfName, "from-spare", "the worker's self.name is the process's");
+    assert.equal(f.pid, p.pid);
+    assert.equal(f.daemon, true);
+    assert.equal(p.exitCode, 0);
+    await spares({ count: 1 });
+    const e = new Process({ target: exitWith, args: [3] });
+    e.start();
+    assert.equal(__testHooks.live(), 0);
+    await e.join();
+    assert.equal(e.exitCode, 3);
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
+Deno.test("terminate() ends a process started from a spare, and its thread", async () => {
+  try {
+    await spares({ count: 1 });
+    const p = new Process({
+      target: sleepTarget,
+      module: new URL("./fixtures/proc_targets.ts", import.meta.url),
+      args: [60_000],
+    });
+    p.start();
+    assert.equal(__testHooks.live(), 0, "start() took the spare");
+    await spares({ count: 1 }); // its replacement: the threads are now the zygote's, p's, a spare's
+    const before = workerThreads();
+    p.terminate();
+    await p.join();
+    assert.equal(p.exitCode, -15);
+    const t0 = performance.now();
+    while (before >= 0 && workerThreads() >= before && performance.now() - t0 < 5000) {
+      await sleep(20);
+    }
+    if (before >= 0) assert.ok(workerThreads() < before, "the process's thread has ended");
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
+Deno.test("a process with its own permissions gets a new worker with exactly those, not a spare", async () => {
+  try {
+    await spares({ count: 1 });
+    let left = -1;
+    const [sandboxed] = await runFacts(
+      { permissions: { net: false } },
+      () => (left = __testHooks.live()),
+    );
+    assert.equal(left, 1, "the spare was not taken");
+    assert.notEqual(sandboxed.net, "granted");
+    const [plain] = await runFacts({});
+    assert.equal(plain.net, "granted", "a spare has the program's permissions");
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
+Deno.test("an idle spare is ended after idleMs, then the zygote: no worker thread is left", async () => {
+  try {
+    setSpares({ count: 0 });
+    await sleep(300);
+    const before = workerThreads();
+    await spares({ count: 2 });
+    if (before >= 0) assert.ok(workerThreads() >= 2, "the spares' threads");
+    setSpares({ idleMs: 300 });
+    const t0 = performance.now();
+    while (__testHooks.zygote() && performance.now() - t0 < 5000) await sleep(20);
+    assert.equal(__testHooks.live(), 0);
+    assert.equal(__testHooks.zygote(), false, "the zygote ends once idle too");
+    // The threads themselves go a moment after terminate().
+    while (before >= 0 && workerThreads() > before && performance.now() - t0 < 5000) {
+      await sleep(20);
+    }
+    if (before >= 0) assert.ok(workerThreads() <= before, `${workerThreads()} > ${before} threads`);
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
+Deno.test("setSpares({ count: 0 }) ends the spares and starts none, a count makes them; a child inherits the setting", async () => {
+  try {
+    await spares({ count: 2 });
+    setSpares({ count: 0 });
+    assert.equal(__testHooks.live(), 0);
+    const [f] = await runFacts({});
+    await sleep(50);
+    assert.equal(__testHooks.live(), 0, "a start made no spares");
+    assert.deepEqual(f.spares, { count: 0, idleMs: 10_000 });
+    setSpares({ count: 3, idleMs: 777 });
+    const [g] = await runFacts({});
+    assert.deepEqual(g.spares, { count: 3, idleMs: 777 });
+    setSpares({ count: 0 });
+    setSpares({ count: 2, idleMs: 10_000 }); // made without waiting for a start
+    for (let i = 0; i < 500 && __testHooks.live() < 2; i++) await sleep(10);
+    assert.equal(__testHooks.live(), 2);
+    assert.throws(() => setSpares({ count: -1 }), RangeError);
+    assert.throws(() => setSpares({ count: 1.5 }), RangeError);
+    assert.throws(() => setSpares({ idleMs: NaN }), /idleMs must be a number of milliseconds/);
+    // @ts-expect-error: a count where the options belong
+    assert.throws(() => setSpares(0), /setSpares\(\) takes an options object, not a number/);
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
+Deno.test("spares never keep a program alive; a non-daemon process from a spare does", async () => {
+  // The programs keep idle spares for a minute: alive, they would hold the program that long.
+  const [idle, daemon, nondaemon] = await Promise.all(
+    ["idle", "daemon", "nondaemon"].map((mode) =>
+      runProgram(PROGRAM, [mode], { timeoutMs: 30_000 })
+    ),
+  );
+  for (const r of [idle, daemon, nondaemon]) assert.equal(r.timedOut, false, r.err);
+  assert.equal(idle.code, 0, idle.err);
+  assert.match(idle.out, /main done, spares: 2/);
+  assert.equal(daemon.code, 0, daemon.err);
+  assert.match(daemon.out, /main done, spares: 1/, "the daemon process took a spare");
+  assert.doesNotMatch(daemon.out, /child done/);
+  assert.equal(nondaemon.code, 0, nondaemon.err);
+  assert.match(nondaemon.out, /main done, spares: 1\nchild done/);
+});
+
+Deno.test("DENOMP_SPARES sets the count; 0 turns spares off", async () => {
+  const [off, three, bad] = await Promise.all(
+    ["0", "3", "x"].map((v) => runProgram(PROGRAM, ["options"], { env: { DENOMP_SPARES: v } })),
+  );
+  assert.equal(JSON.parse(off.out).count, 0, off.err);
+  assert.equal(JSON.parse(three.out).count, 3, three.err);
+  assert.equal(JSON.parse(bad.out).count, 2, bad.err);
+  assert.match(bad.err, /DENOMP_SPARES must be a whole number/);
+});
