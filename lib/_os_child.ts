@@ -14,7 +14,6 @@
 import { runExitHooks, setBootstrapping, setCurrent } from "./_context.ts";
 import { heap } from "./_heap.ts";
 import { Channel, F_HELLO, F_START, type StartFrame } from "./_os_spawn.ts";
-import { SystemExit } from "./_spawn.ts";
 import { ProcessError } from "./errors.ts";
 import { loads } from "./reduction.ts";
 
@@ -105,6 +104,15 @@ async function testDelay(): Promise<void> {
   if (ms > 0) await new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * Whether `err` is the `SystemExit` that `exit(code)` throws (see _spawn.ts), told by its name:
+ * importing _spawn.ts (and the spare workers it manages) would cost a short-lived child ~10 ms.
+ */
+function isSystemExit(err: unknown): err is Error & { code: number } {
+  return err instanceof Error && err.name === "SystemExit" &&
+    typeof (err as { code?: unknown }).code === "number";
+}
+
 function findExport(ns: Record<string, unknown>, name: string): unknown {
   if (name in ns) return ns[name];
   return Object.values(ns).find((v) => typeof v === "function" && v.name === name);
@@ -113,7 +121,7 @@ function findExport(ns: Record<string, unknown>, name: string): unknown {
 /** Runs a `Process` target; the exit code. */
 async function runTarget(msg: StartFrame): Promise<number> {
   const fail = (err: unknown): number => {
-    if (err instanceof SystemExit) return err.code;
+    if (isSystemExit(err)) return err.code;
     printFailure(msg.info.name, err);
     return 1;
   };
