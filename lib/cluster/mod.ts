@@ -74,6 +74,7 @@ import {
   type ClusterSpawnOptions,
   hostActors,
   spawnOnCluster,
+  virtualRef,
 } from "./actors.ts";
 
 export { ClusterActorRef, type ClusterSpawnOptions };
@@ -544,6 +545,30 @@ export class Cluster implements AsyncDisposable {
    */
   ref<A extends Actor = Actor>(name: string): ClusterActorRef<A> {
     return new ClusterActorRef<A>(this.#ctx, name);
+  }
+
+  /**
+   * A ref to the virtual actor of class `cls` with key `key` (1-64 letters, digits, '-', '_'):
+   * valid before the actor exists. Its first call activates it on a node hosting the class (as
+   * `new cls(key)`, then `restore(state)` with its saved state, if the class has `persist()` and
+   * `restore(state)`); an actor idle for `static idleMs` milliseconds (default 300 000) is
+   * deactivated and activated again by the next call. A persistent actor's state is saved to
+   * the cluster's KV, with compare-and-set, after every call that changed it (or at most every
+   * `static persistEvery` milliseconds), so it survives deactivation and its node's death.
+   * One activation at a time, cluster-wide.
+   *
+   * @example
+   * ```ts ignore
+   * import { Account } from "./actors.ts";
+   * const ref = cluster.actor(Account, "user-42");
+   * await ref.call.deposit(10); // activates it on some node, or reaches its activation
+   * ```
+   */
+  actor<A extends Actor>(
+    cls: ActorClass<A, [key: string]> | ActorClass<A, []>,
+    key: string,
+  ): ClusterActorRef<A> {
+    return virtualRef(this.#ctx, cls, key);
   }
 
   /** Whether {@link close} was called or the connection was lost for good. */
