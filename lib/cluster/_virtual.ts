@@ -22,6 +22,13 @@ import type { Actor } from "../actor.ts";
 import { ValueError } from "../errors.ts";
 import { dumps, loads } from "../reduction.ts";
 
+/**
+ * Test-only: `activationDelayMs` holds a node's activation between winning the registry record
+ * and serving the actor's subject, so a test sees other nodes' activations meet that window.
+ * Set by tests/cluster/fixtures/cluster_virtual.ts (loaded by the node); not exported by mod.ts.
+ */
+export const __testHooks: { activationDelayMs: number } = { activationDelayMs: 0 };
+
 /** The opt-in hooks of a persistent virtual actor. */
 export interface Persistent<S = unknown> {
   /** The state to keep, as a value the library's codec sends (plain data, Map, Date, ...). */

@@ -53,7 +53,13 @@ import { TimeoutError, ValueError } from "../errors.ts";
 import { dumps, loads } from "../reduction.ts";
 import { optionsOf } from "../_args.ts";
 import { encodeFailure } from "./_exec.ts";
-import { isPersistent, type PersistEvery, persistEveryOf, StoredState } from "./_virtual.ts";
+import {
+  __testHooks,
+  isPersistent,
+  type PersistEvery,
+  persistEveryOf,
+  StoredState,
+} from "./_virtual.ts";
 
 /** What the actor layer needs of a cluster connection (mod.ts's context satisfies it). */
 export interface ActorCtx {
@@ -1018,6 +1024,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     try {
       const cls = classes.get(clsName)!;
       revision = await claim(name, clsName);
+      if (__testHooks.activationDelayMs) await sleep(__testHooks.activationDelayMs);
       const instance = new cls(...args);
       let activation: Activation | undefined;
       if (virtual) {

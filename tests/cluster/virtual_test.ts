@@ -24,7 +24,7 @@ const ACTORS = new URL("./fixtures/cluster_virtual.ts", import.meta.url).pathnam
 const CALLER = new URL("./fixtures/cluster_virtual_caller.ts", import.meta.url).pathname;
 
 /** Starts a node hosting the fixture's virtual actors, and waits until it serves. */
-async function startNode(node: string): Promise<Child> {
+async function startNode(node: string, env: Record<string, string> = {}): Promise<Child> {
   const c = new Child([
     "run",
     "-A",
@@ -35,7 +35,7 @@ async function startNode(node: string): Promise<Child> {
     ACTORS,
     "--node",
     node,
-  ]);
+  ], env);
   await c.waitFor(`node '${node}' hosts actors`);
   return c;
 }
@@ -110,7 +110,10 @@ Deno.test({
   name: "virtual actors: concurrent first calls from two clients on two nodes make one activation",
   ignore,
   async fn() {
-    const nodes = [await startNode(unique("n")), await startNode(unique("n"))];
+    // Each activation waits 300 ms after winning its record: the other node's activations of the
+    // same key meet it there, and must see it as taken.
+    const env = { DENOMP_TEST_ACTIVATION_DELAY_MS: "300" };
+    const nodes = [await startNode(unique("n"), env), await startNode(unique("n"), env)];
     await using a = await connectCluster({ servers: NATS_URL });
     await using b = await connectCluster({ servers: NATS_URL });
     try {
@@ -179,6 +182,9 @@ Deno.test({
     try {
       const kv = await new Kvm(nc).create("denomp_actors", { history: 1 });
       const key = `s.Tally.${unique("cas")}`;
+      const first = new Tally("x");
+      first.inc(10);
+      await new StoredState(kv, key, "Tally/x", first).save();
       const one = new Tally("x"), two = new Tally("x");
       const a = new StoredState(kv, key, "Tally/x", one);
       const b = new StoredState(kv, key, "Tally/x", two);
@@ -196,7 +202,7 @@ Deno.test({
       await a.save();
       const fresh = new Tally("x");
       await new StoredState(kv, key, "Tally/x", fresh).restore();
-      assertEquals(fresh.get(), 2);
+      assertEquals(fresh.get(), 12);
       await kv.purge(key);
     } finally {
       await nc.close();
