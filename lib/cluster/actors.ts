@@ -1002,11 +1002,17 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       }
     }
     h.busy = false;
-    if (v && !h.stopped) {
-      v.idleTimer = setTimeout(() => {
-        if (!h.busy && !h.queue.length) void finish(h, "normal");
-      }, v.idleMs);
-    }
+    armIdle(h);
+  };
+
+  /** (Re)starts an idle virtual actor's deactivation timer; the next message stops it. */
+  const armIdle = (h: Hosted) => {
+    const v = h.virtual;
+    if (!v || h.stopped || h.busy) return;
+    clearTimeout(v.idleTimer);
+    v.idleTimer = setTimeout(() => {
+      if (!h.busy && !h.queue.length) void finish(h, "normal");
+    }, v.idleMs);
   };
 
   /**
@@ -1058,7 +1064,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         },
       });
       await nc.flush(); // the server knows the subscription before the spawner calls
-      if (virtual && !h.busy) void drain(h); // arms the idle timer
+      armIdle(h); // (a message that came meanwhile has a drain running, which arms it after)
     } catch (e) {
       if (revision) {
         hosted.delete(name);
