@@ -704,6 +704,8 @@ export interface HostActorsOptions {
   node: string;
   /** Where progress lines go. */
   log: (line: string) => void;
+  /** Milliseconds an idle virtual actor stays activated, unless its class says; default 300 000. */
+  idleMs?: number;
 }
 
 /** A node's actors, as {@link hostActors} returns them. */
@@ -813,6 +815,9 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         })`,
       );
     }
+  }
+  if (options.idleMs !== undefined && !(options.idleMs > 0)) {
+    throw new ValueError(`idleMs must be a positive number of milliseconds: got ${options.idleMs}`);
   }
   const kv = await ctx.actorRegistry();
   const hosted = new Map<string, Hosted>();
@@ -1012,7 +1017,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     clearTimeout(v.idleTimer);
     v.idleTimer = setTimeout(() => {
       if (!h.busy && !h.queue.length) void finish(h, "normal");
-    }, v.idleMs);
+    }, Math.min(v.idleMs, FOREVER));
   };
 
   /**
@@ -1035,11 +1040,14 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       let activation: Activation | undefined;
       if (virtual) {
         const c = cls as unknown as { idleMs?: unknown };
-        const idleMs = c.idleMs ?? IDLE_MS;
+        const idleMs = c.idleMs ?? options.idleMs ?? IDLE_MS;
         if (typeof idleMs !== "number" || !(idleMs > 0)) {
           throw new ValueError(`${clsName}.idleMs must be a positive number of milliseconds`);
         }
         activation = { every: persistEveryOf(cls, clsName), idleMs, saveDue: false };
+        if (typeof activation.every === "number") {
+          activation.every = Math.min(activation.every, FOREVER);
+        }
         if (isPersistent(instance)) {
           const label = `${clsName}/${virtual.key}`;
           activation.state = new StoredState(

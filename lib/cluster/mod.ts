@@ -1976,6 +1976,11 @@ export interface ClusterWorkerOptions extends ClusterOptions {
   /** This node's id, for the actor registry and errors; default `<hostname>-<pid>`. */
   node?: string;
   /**
+   * Milliseconds an idle virtual actor (`cluster.actor`) stays activated on this node, unless its
+   * class says (`static idleMs`); default 300 000.
+   */
+  idleMs?: number;
+  /**
    * Executor processes (Web Workers) running tasks in parallel; default `navigator.hardwareConcurrency`.
    * 0 runs tasks in this process's main thread, one at a time (for I/O-bound or tiny tasks).
    */
@@ -2106,7 +2111,14 @@ export async function runClusterWorker(options: ClusterWorkerOptions): Promise<v
   const ctx = clusterCtx.get(cluster)!;
   let host: ActorHost | undefined;
   try {
-    if (actors.length) host = await hostActors(ctx, { modules: actors.map(toUrl), node, log });
+    if (actors.length) {
+      host = await hostActors(ctx, {
+        modules: actors.map(toUrl),
+        node,
+        log,
+        idleMs: options.idleMs,
+      });
+    }
     if (options.pool !== undefined) {
       await servePool(ctx, options, checkName("pool", options.pool), toUrl(options.module!), log);
     } else if (!options.signal?.aborted) {

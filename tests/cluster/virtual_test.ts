@@ -16,7 +16,7 @@ import { connectCluster } from "../../lib/cluster/mod.ts";
 import { StoredState } from "../../lib/cluster/_virtual.ts";
 import { ValueError } from "../../lib/errors.ts";
 import { Actor } from "../../lib/actor.ts";
-import { Batched, Durable, Scratch, Tally } from "./fixtures/cluster_virtual.ts";
+import { Batched, Durable, Plain, Scratch, Tally } from "./fixtures/cluster_virtual.ts";
 import { connect } from "npm:@nats-io/transport-node@3.4.0";
 import { Kvm } from "npm:@nats-io/kv@3.4.0";
 
@@ -24,7 +24,11 @@ const ACTORS = new URL("./fixtures/cluster_virtual.ts", import.meta.url).pathnam
 const CALLER = new URL("./fixtures/cluster_virtual_caller.ts", import.meta.url).pathname;
 
 /** Starts a node hosting the fixture's virtual actors, and waits until it serves. */
-async function startNode(node: string, env: Record<string, string> = {}): Promise<Child> {
+async function startNode(
+  node: string,
+  env: Record<string, string> = {},
+  flags: string[] = [],
+): Promise<Child> {
   const c = new Child([
     "run",
     "-A",
@@ -35,6 +39,7 @@ async function startNode(node: string, env: Record<string, string> = {}): Promis
     ACTORS,
     "--node",
     node,
+    ...flags,
   ], env);
   await c.waitFor(`node '${node}' hosts actors`);
   return c;
@@ -46,7 +51,7 @@ Deno.test({
   name: "virtual actors: activated by the first call, deactivated when idle, state kept by persist",
   ignore,
   async fn() {
-    const node = await startNode(unique("n"));
+    const node = await startNode(unique("n"), {}, ["--idle-ms", "300"]);
     await using cluster = await connectCluster({ servers: NATS_URL });
     try {
       const key = unique("user");
@@ -86,6 +91,12 @@ Deno.test({
       assertEquals(await scratch.call.inc(1), 2);
       await sleep(1_500);
       assertEquals(await scratch.call.inc(1), 1);
+      // A class without `static idleMs` is deactivated after the node's --idle-ms.
+      const plain = cluster.actor(Plain, key);
+      assertEquals(await plain.call.inc(1), 1);
+      assertEquals(await plain.call.inc(1), 2);
+      await sleep(1_500);
+      assertEquals(await plain.call.inc(1), 1);
       // Clear errors.
       await assertRejects(
         () => Promise.resolve().then(() => cluster.actor(Tally, "bad key!")),
