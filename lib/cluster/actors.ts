@@ -26,6 +26,20 @@
  *   client's request helper: a call that gives up (timeout, abort, node gone) must drop its
  *   pending entry at once, which the helper's timer cannot.
  *
+ * **Virtual actors** (`cluster.actor(Counter, "user-42")`, Orleans' idea): the ref is valid before
+ * the actor exists. A call that finds nobody on the actor's subject (`denomp.a.v.<Class>.<key>`)
+ * asks a node hosting the class to activate it; the node claims the activation record
+ * (`v.<Class>.<key>` in the registry, with the node) with the same create / compare-and-set as a
+ * spawned name, so one activation wins cluster-wide, and a record naming a dead node is taken
+ * over. Losers answer "retry" and the caller calls again, with backoff, within the call's timeout
+ * (30 s at most). An activation idle for `idleMs` is deactivated (its last state saved first, its
+ * record deleted after); messages that reach it meanwhile did not run and are sent again, to the
+ * next activation. State: a class with `persist()` and `restore(state)` is restored on
+ * activation and saved after every call that changed it (lib/cluster/_virtual.ts: bytes compared,
+ * compare-and-set on the revision), before the caller gets its reply; `static persistEvery = ms`
+ * saves at most every `ms` instead (changes since the last save are lost with a dead node). A
+ * call that throws stops the activation without saving: the next one starts from the last save.
+ *
  * Actors run in the node's main thread, each a queue of its messages: thousands fit in one node.
  * A handler that computes for long delays the node's other actors; give such work to a pool.
  *

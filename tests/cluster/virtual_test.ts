@@ -85,6 +85,16 @@ Deno.test({
       // Another client reaches the same activation.
       await using other = await connectCluster({ servers: NATS_URL });
       assertEquals(await other.actor(Tally, key).call.inc(1), 7);
+      // tell and ask reach `receive`, as locally.
+      await ref.tell(3);
+      assertEquals(await ref.ask(10), 20);
+      assertEquals(await ref.stop(), "normal");
+      assertEquals(await ref.ask(1), 21); // an ask activates it too
+      await ref.stop();
+      await ref.tell(1); // and so does a tell
+      const by = Date.now() + 5_000;
+      while (await ref.call.get() !== 22 && Date.now() < by) await sleep(20);
+      assertEquals(await ref.call.get(), 22);
       // Without persist/restore, a reactivation starts afresh.
       const scratch = cluster.actor(Scratch, key);
       assertEquals(await scratch.call.inc(1), 1);
@@ -111,6 +121,7 @@ Deno.test({
       await assertRejects(() => cluster.actor(NotHosted, "k").call.x(), ValueError, "--actors");
       await ref.stop();
       await scratch.stop();
+      await plain.stop();
     } finally {
       await node.stop("SIGTERM");
     }
