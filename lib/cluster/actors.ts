@@ -1077,6 +1077,10 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       const h = new Hosted(name, instance, methodsOf(cls), revision, activation);
       hosted.set(name, h);
       h.sub = nc.subscribe(subject, {
+        // One queue group for a virtual actor's subject: should a node that was cut off come
+        // back with a stale activation still subscribed, each message still runs once, and the
+        // stale one stops at its first save (compare-and-set).
+        queue: virtual ? "denomp_virtual" : undefined,
         callback: (_err, msg) => {
           if (h.stopped) {
             return replyTo(msg, virtual ? RETRY : EXITED, exits.get(name) ?? "normal");
