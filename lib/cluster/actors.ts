@@ -759,6 +759,8 @@ class Hosted {
     readonly methods: ReadonlySet<string>,
     readonly revision: number,
     readonly virtual?: Activation,
+    /** The name errors show: the name, or a virtual actor's `Class/key`. */
+    readonly label = name,
   ) {}
 }
 
@@ -891,7 +893,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     try {
       await h.instance.onStop?.(reason);
     } catch (e) {
-      log(`denomp worker: actor ${h.name}'s onStop failed: ${(e as Error)?.stack ?? e}`);
+      log(`denomp worker: actor ${h.label}'s onStop failed: ${(e as Error)?.stack ?? e}`);
     }
     if (v) {
       // The last state is saved before the activation record goes: until then this node says
@@ -901,7 +903,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         try {
           await v.state.save();
         } catch (e) {
-          log(`denomp worker: actor ${h.name}'s state not saved: ${(e as Error)?.message ?? e}`);
+          log(`denomp worker: actor ${h.label}'s state not saved: ${(e as Error)?.message ?? e}`);
         }
       }
       hosted.delete(h.name);
@@ -915,7 +917,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
   const crash = (h: Hosted, e: unknown, m: Msg | null): Outcome => {
     if (m) replyTo(m, ERR, e);
     const reason = e instanceof Error ? e : new Error(String(e));
-    log(`actor ${h.name} crashed:\n${reason.stack ?? `${reason.name}: ${reason.message}`}`);
+    log(`actor ${h.label} crashed:\n${reason.stack ?? `${reason.name}: ${reason.message}`}`);
     return { reason };
   };
 
@@ -975,7 +977,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         const [method, args] = body as [string, unknown[]];
         const fn = inst[method];
         if (!h.methods.has(method) || typeof fn !== "function" || !Array.isArray(args)) {
-          replyTo(m, ERR, new ValueError(`actor ${h.name} has no method '${method}'`));
+          replyTo(m, ERR, new ValueError(`actor ${h.label} has no method '${method}'`));
           return undefined;
         }
         return invoke(h, fn as (...a: unknown[]) => unknown, args, m);
@@ -985,14 +987,14 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         const to = op === ASK ? m : null;
         const recv = inst.receive;
         if (typeof recv !== "function") {
-          return crash(h, new ValueError(`actor ${h.name} has no receive(msg) method`), to);
+          return crash(h, new ValueError(`actor ${h.label} has no receive(msg) method`), to);
         }
         return invoke(h, recv as (...a: unknown[]) => unknown, [body], to);
       }
       case STOP:
         return { reason: body as ExitReason };
     }
-    replyTo(m, ERR, new ValueError(`actor ${h.name}: unknown message kind ${op}`));
+    replyTo(m, ERR, new ValueError(`actor ${h.label}: unknown message kind ${op}`));
     return undefined;
   };
 
@@ -1063,18 +1065,18 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
           activation.every = Math.min(activation.every, FOREVER);
         }
         if (isPersistent(instance)) {
-          const label = `${clsName}/${virtual.key}`;
           activation.state = new StoredState(
             kv,
             virtualState(clsName, virtual.key),
-            label,
+            `${clsName}/${virtual.key}`,
             instance,
           );
           await activation.state.restore();
         }
       }
       await instance.onStart?.();
-      const h = new Hosted(name, instance, methodsOf(cls), revision, activation);
+      const label = virtual ? `${clsName}/${virtual.key}` : name;
+      const h = new Hosted(name, instance, methodsOf(cls), revision, activation, label);
       hosted.set(name, h);
       h.sub = nc.subscribe(subject, {
         // One queue group for a virtual actor's subject: should a node that was cut off come

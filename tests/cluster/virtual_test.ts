@@ -65,6 +65,13 @@ Deno.test({
       assert(pid !== Deno.pid);
       assert((await ref.node())?.startsWith("n_"));
       assertEquals(await ref.call.restored(), 1);
+      // Errors name the actor as `Class/key`; a bad method does not stop it.
+      await assertRejects(
+        () => (ref.call as unknown as { nope(): Promise<void> }).nope(),
+        ValueError,
+        `actor Tally/${key} has no method 'nope'`,
+      );
+      assertEquals(await ref.call.restored(), 1);
       // Idle for longer than Tally.idleMs (400 ms): deactivated, its record gone.
       await sleep(1_500);
       assertEquals(await ref.node(), undefined);
