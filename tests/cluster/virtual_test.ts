@@ -108,6 +108,13 @@ Deno.test({
       assertEquals(await scratch.call.inc(1), 2);
       await sleep(1_500);
       assertEquals(await scratch.call.inc(1), 1);
+      // persistEvery = 200 ms: a deactivation saves what the timer has not saved yet.
+      const batched = cluster.actor(Batched, key);
+      assertEquals(await batched.call.inc(5), 5);
+      assertEquals(await batched.stop(), "normal");
+      assertEquals(await batched.call.get(), 5);
+      assertEquals(await batched.call.restored(), 2);
+      await batched.stop();
       // A class without `static idleMs` is deactivated after the node's --idle-ms.
       const plain = cluster.actor(Plain, key);
       assertEquals(await plain.call.inc(1), 1);
