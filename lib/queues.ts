@@ -1121,7 +1121,7 @@ class Shared {
  *
  * @example
  * ```ts
- * import { Queue } from "./queues.ts";
+ * import { Queue } from "jsr:@denomp/multiprocessing";
  * const q = new Queue<{ n: number }>();
  * await q.put({ n: 1 });
  * console.assert((await q.get()).n === 1);
@@ -1360,8 +1360,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    *
    * @example
    * ```ts
-   * import { Queue } from "./queues.ts";
-   * import { schema } from "./typed.ts";
+   * import { Queue } from "jsr:@denomp/multiprocessing";
+   * import { schema } from "jsr:@denomp/multiprocessing";
    * const q = new Queue({ schema: schema({ i: "i32", tag: "string" }) });
    * await q.putMany([{ i: 1, tag: "a" }, { i: 2, tag: "b" }]);
    * const items = await q.getMany(); // { i: number; tag: string }[]
@@ -1608,7 +1608,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
  *
  * @example
  * ```ts
- * import { SimpleQueue } from "./queues.ts";
+ * import { SimpleQueue } from "jsr:@denomp/multiprocessing";
  * const q = new SimpleQueue<string>();
  * await q.put("a");
  * console.assert((await q.get()) === "a" && q.empty());
@@ -1627,7 +1627,7 @@ export class SimpleQueue<T = unknown> extends Queue<T> {
  *
  * @example
  * ```ts
- * import { JoinableQueue } from "./queues.ts";
+ * import { JoinableQueue } from "jsr:@denomp/multiprocessing";
  * const q = new JoinableQueue<number>();
  * await q.put(1);
  * await q.get();
@@ -1666,7 +1666,7 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
  *
  * @example
  * ```ts
- * import { LifoQueue } from "./queues.ts";
+ * import { LifoQueue } from "jsr:@denomp/multiprocessing";
  * const q = new LifoQueue<number>();
  * await q.put(1);
  * await q.put(2);
@@ -1690,7 +1690,7 @@ export class LifoQueue<T = unknown> extends JoinableQueue<T> {
  *
  * @example
  * ```ts
- * import { PriorityQueue } from "./queues.ts";
+ * import { PriorityQueue } from "jsr:@denomp/multiprocessing";
  * const q = new PriorityQueue<[number, string]>();
  * await q.put([5, "low"]);
  * await q.put([1, "high"]);
@@ -1712,7 +1712,7 @@ export class PriorityQueue<T = unknown> extends JoinableQueue<T> {
  *
  * @example
  * ```ts
- * import { flushAll, Queue } from "./queues.ts";
+ * import { flushAll, Queue } from "jsr:@denomp/multiprocessing";
  * const q = new Queue<number>();
  * q.putNowait(1);
  * await flushAll();

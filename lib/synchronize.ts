@@ -326,7 +326,7 @@ let lockOf!: (l: Lock) => { off: number; i32: Int32Array };
  *
  * @example
  * ```ts
- * import { Lock } from "./synchronize.ts";
+ * import { Lock } from "jsr:@denomp/multiprocessing";
  * const lock = new Lock();
  * {
  *   using _ = await lock.acquire();
@@ -505,7 +505,7 @@ let rlockOf!: (l: RLock) => { off: number; i32: Int32Array };
  *
  * @example
  * ```ts
- * import { RLock } from "./synchronize.ts";
+ * import { RLock } from "jsr:@denomp/multiprocessing";
  * const lock = new RLock();
  * await lock.acquire();
  * await lock.acquire(); // the owner again: no wait
@@ -736,7 +736,7 @@ let semOf!: (s: Semaphore) => { off: number; i32: Int32Array };
  *
  * @example
  * ```ts
- * import { Semaphore } from "./synchronize.ts";
+ * import { Semaphore } from "jsr:@denomp/multiprocessing";
  * const sem = new Semaphore(2);
  * await sem.acquire();
  * await sem.acquire();
@@ -994,8 +994,8 @@ export class Semaphore {
  *
  * @example
  * ```ts
- * import { BoundedSemaphore } from "./synchronize.ts";
- * import { ValueError } from "./errors.ts";
+ * import { BoundedSemaphore } from "jsr:@denomp/multiprocessing";
+ * import { ValueError } from "jsr:@denomp/multiprocessing";
  * const sem = new BoundedSemaphore(1);
  * await sem.acquire();
  * sem.release();
@@ -1048,7 +1048,7 @@ let eventOf!: (e: Event) => number;
  *
  * @example
  * ```ts
- * import { Event } from "./synchronize.ts";
+ * import { Event } from "jsr:@denomp/multiprocessing";
  * const ready = new Event();
  * setTimeout(() => ready.set(), 5);
  * console.assert(await ready.wait() === true);
@@ -1159,8 +1159,8 @@ let condOf!: (c: Condition) => { off: number; lock: Lock | RLock };
  *
  * @example
  * ```ts
- * import { Condition } from "./synchronize.ts";
- * import { Thread } from "./threading.ts";
+ * import { Condition } from "jsr:@denomp/multiprocessing";
+ * import { Thread } from "jsr:@denomp/multiprocessing";
  * const cond = new Condition();
  * const items: number[] = [];
  * const consumer = new Thread({ target: async () => {
@@ -1441,8 +1441,8 @@ const forgetAction = new FinalizationRegistry<number>((id) => {
  *
  * @example
  * ```ts
- * import { Barrier } from "./synchronize.ts";
- * import { Thread } from "./threading.ts";
+ * import { Barrier } from "jsr:@denomp/multiprocessing";
+ * import { Thread } from "jsr:@denomp/multiprocessing";
  * let passes = 0;
  * const barrier = new Barrier(3, { action: () => passes++ });
  * const indices: number[] = [];

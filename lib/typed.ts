@@ -329,7 +329,7 @@ function fieldOf(name: string, t: unknown): Field {
  *
  * @example
  * ```ts
- * import { schema } from "./typed.ts";
+ * import { schema } from "jsr:@denomp/multiprocessing";
  * const s = schema({ i: "i32", tag: "string" });
  * const bytes = s.encode({ i: 7, tag: "seven" });
  * console.assert(s.decode(bytes).tag === "seven");
@@ -496,7 +496,7 @@ const compiled = new Map<string, Schema<unknown>>();
  *
  * @example
  * ```ts
- * import { compileSchema } from "./typed.ts";
+ * import { compileSchema } from "jsr:@denomp/multiprocessing";
  * console.assert(compileSchema({ x: "f64" }) === compileSchema('{"x":"f64"}'));
  * ```
  */
@@ -518,7 +518,7 @@ export function compileSchema<T = unknown>(spec: Schema<T> | SchemaSpec | string
  *
  * @example
  * ```ts
- * import { schema } from "./typed.ts";
+ * import { schema } from "jsr:@denomp/multiprocessing";
  * const point = schema({ x: "f64", y: "f64", id: "u64", ok: "bool", v: "f32[3]" });
  * const p = point.decode(point.encode({ x: 1.5, y: -2, id: 9n, ok: true, v: [1, 2, 3] }));
  * console.assert(p.id === 9n && p.v[2] === 3);

@@ -26,6 +26,20 @@
  *   client's request helper: a call that gives up (timeout, abort, node gone) must drop its
  *   pending entry at once, which the helper's timer cannot.
  *
+ * **Virtual actors** (`cluster.actor(Counter, "user-42")`, Orleans' idea): the ref is valid before
+ * the actor exists. A call that finds nobody on the actor's subject (`denomp.a.v.<Class>.<key>`)
+ * asks a node hosting the class to activate it; the node claims the activation record
+ * (`v.<Class>.<key>` in the registry, with the node) with the same create / compare-and-set as a
+ * spawned name, so one activation wins cluster-wide, and a record naming a dead node is taken
+ * over. Losers answer "retry" and the caller calls again, with backoff, within the call's timeout
+ * (30 s at most). An activation idle for `idleMs` is deactivated (its last state saved first, its
+ * record deleted after); messages that reach it meanwhile did not run and are sent again, to the
+ * next activation. State: a class with `persist()` and `restore(state)` is restored on
+ * activation and saved after every call that changed it (lib/cluster/_virtual.ts: bytes compared,
+ * compare-and-set on the revision), before the caller gets its reply; `static persistEvery = ms`
+ * saves at most every `ms` instead (changes since the last save are lost with a dead node). A
+ * call that throws stops the activation without saving: the next one starts from the last save.
+ *
  * Actors run in the node's main thread, each a queue of its messages: thousands fit in one node.
  * A handler that computes for long delays the node's other actors; give such work to a pool.
  *
@@ -53,6 +67,13 @@ import { TimeoutError, ValueError } from "../errors.ts";
 import { dumps, loads } from "../reduction.ts";
 import { optionsOf } from "../_args.ts";
 import { encodeFailure } from "./_exec.ts";
+import {
+  __testHooks,
+  isPersistent,
+  type PersistEvery,
+  persistEveryOf,
+  StoredState,
+} from "./_virtual.ts";
 
 /** What the actor layer needs of a cluster connection (mod.ts's context satisfies it). */
 export interface ActorCtx {
@@ -79,8 +100,9 @@ export interface ClusterSpawnOptions<P extends unknown[]> {
 // Message frames: one op byte, then the codec's bytes. No NATS headers: parsing them would cost
 // more than the whole frame of a small call.
 const CALL = 0, TELL = 1, ASK = 2, STOP = 3;
-// Reply frames: one status byte, then the codec's bytes.
-const OK = 0, ERR = 1, EXITED = 2;
+// Reply frames: one status byte, then the codec's bytes. RETRY: a virtual actor's message that
+// did not run (its activation is stopping or starting): the caller sends it again.
+const OK = 0, ERR = 1, EXITED = 2, RETRY = 3;
 
 const NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const CLASS_RE = /^[A-Za-z0-9_$]{1,128}$/;
@@ -97,6 +119,16 @@ const EXITS_KEPT = 4096;
 const actorSubject = (name: string) => `denomp.a.x.${name}`;
 const spawnSubject = (cls: string) => `denomp.a.spawn.${cls}`;
 const nodeSubject = (node: string) => `denomp.a.n.${node}`;
+// A virtual actor is named by its class and key: its subject, its activation record's key in the
+// registry and its state's key. Dots keep them apart from spawned actors' names (which have none).
+const virtualSubject = (cls: string, key: string) => `denomp.a.v.${cls}.${key}`;
+const virtualRecord = (cls: string, key: string) => `v.${cls}.${key}`;
+const virtualState = (cls: string, key: string) => `s.${cls}.${key}`;
+/** How long an idle virtual actor stays activated, unless its class says (`static idleMs`). */
+const IDLE_MS = 300_000;
+/** How long a call to a virtual actor waits for an activation, unless its timeout says. */
+const ACTIVATE_MS = 30_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function checkActorName(name: string): string {
   if (typeof name !== "string" || !NAME_RE.test(name)) {
@@ -228,15 +260,15 @@ async function askNode(nc: NatsConnection, node: string, name: string): Promise<
     : { gone: false, up: false };
 }
 
-/** The registry entry of an actor: the node hosting it and its class. */
+/** The registry entry of an actor (or a virtual actor's activation): its node and class. */
 interface Entry {
   node: string;
   cls: string;
 }
 
-async function lookup(ctx: ActorCtx, name: string): Promise<Entry | undefined> {
+async function lookup(ctx: ActorCtx, key: string): Promise<Entry | undefined> {
   const kv = await ctx.actorRegistry();
-  const e = await kv.get(name);
+  const e = await kv.get(key);
   if (!e || e.operation !== "PUT" || e.length === 0) return undefined;
   return e.json<Entry>();
 }
@@ -263,17 +295,33 @@ async function lookup(ctx: ActorCtx, name: string): Promise<Entry | undefined> {
 export class ClusterActorRef<out A extends Actor = Actor> {
   readonly #ctx: ActorCtx;
   readonly #subject: string;
+  /** The registry key: the name, or a virtual actor's activation record. */
+  readonly #key: string;
+  /** A virtual actor's class and key (`cluster.actor`): a no-responders activates it. */
+  readonly #virtual?: { cls: string; key: string };
   #node?: string;
   #call?: ActorMethods<A>;
   #liveness?: { at: number; answer: Promise<string | undefined> };
-  /** The actor's name on the cluster. */
+  /** The actor's name on the cluster; `Class/key` for a virtual actor. */
   readonly name: string;
 
-  /** Use `cluster.spawn(...)` or `cluster.ref(name)`. */
-  constructor(ctx: ActorCtx, name: string, node?: string) {
+  /**
+   * Use `cluster.spawn(...)`, `cluster.ref(name)` or `cluster.actor(Class, key)` (which passes
+   * `virtual`).
+   */
+  constructor(ctx: ActorCtx, name: string, node?: string, virtual?: { cls: string; key: string }) {
     this.#ctx = ctx;
-    this.name = checkActorName(name);
-    this.#subject = actorSubject(name);
+    if (virtual) {
+      checkActorName(virtual.key);
+      this.name = `${virtual.cls}/${virtual.key}`;
+      this.#subject = virtualSubject(virtual.cls, virtual.key);
+      this.#key = virtualRecord(virtual.cls, virtual.key);
+      this.#virtual = virtual;
+    } else {
+      this.name = checkActorName(name);
+      this.#subject = actorSubject(name);
+      this.#key = name;
+    }
     this.#node = node;
   }
 
@@ -327,6 +375,12 @@ export class ClusterActorRef<out A extends Actor = Actor> {
    * ```
    */
   tell(msg: MessageOf<A>): Promise<void> {
+    if (this.#virtual) {
+      // A virtual actor is activated by a request: the message goes as an ask whose reply is
+      // dropped (at most once, as any tell).
+      this.#request(ASK, msg, "message", "tell()", undefined).catch(() => {});
+      return Promise.resolve();
+    }
     try {
       this.#ctx.nc.publish(this.#subject, frame(TELL, dumps(msg, "message")));
       return Promise.resolve();
@@ -387,7 +441,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
    * ```
    */
   async node(): Promise<string | undefined> {
-    const e = await lookup(this.#ctx, this.name);
+    const e = await lookup(this.#ctx, this.#key);
     if (e) this.#node = e.node;
     return e?.node;
   }
@@ -400,9 +454,9 @@ export class ClusterActorRef<out A extends Actor = Actor> {
     const now = Date.now();
     if (this.#liveness && now - this.#liveness.at < LIVENESS_MS / 2) return this.#liveness.answer;
     const answer = (async () => {
-      const node = (await lookup(this.#ctx, this.name))?.node ?? this.#node;
+      const node = (await lookup(this.#ctx, this.#key))?.node ?? this.#node;
       if (node === undefined) return undefined;
-      return (await askNode(this.#ctx.nc, node, this.name)).gone ? node : undefined;
+      return (await askNode(this.#ctx.nc, node, this.#key)).gone ? node : undefined;
     })();
     this.#liveness = { at: now, answer };
     return answer;
@@ -454,6 +508,19 @@ export class ClusterActorRef<out A extends Actor = Actor> {
     if (signal?.aborted) throw signal.reason;
     const data = frame(op, dumps(payload, what));
     const client = clientOf(this.#ctx);
+    // A virtual actor's call may wait for activations (and for one being stopped to end).
+    const budget = Math.min(timeout ?? ACTIVATE_MS, ACTIVATE_MS);
+    const activateBy = Date.now() + budget;
+    let pause = 5;
+    const again = async () => {
+      if (Date.now() > activateBy) {
+        throw new TimeoutError(
+          `actor ${this.name} could not be activated within ${budget} ms`,
+        );
+      }
+      await sleep(pause);
+      pause = Math.min(pause * 2, 200);
+    };
     for (let attempt = 0;; attempt++) {
       const { reply, cancel } = client.request(this.#subject, data);
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -509,6 +576,11 @@ export class ClusterActorRef<out A extends Actor = Actor> {
         clearTimeout(probe);
         if (onAbort) signal!.removeEventListener("abort", onAbort);
       }
+      if (isNoResponders(m) && this.#virtual) {
+        if (op === STOP) return "normal"; // not activated: nothing to stop
+        if (!await this.#activate(activateBy)) await again();
+        continue;
+      }
       if (isNoResponders(m)) {
         const why = await this.#why();
         if (why === "retry" && attempt < 3) continue; // nobody got it: resending is still at most once
@@ -517,6 +589,10 @@ export class ClusterActorRef<out A extends Actor = Actor> {
           : why;
       }
       const status = m.data[0];
+      if (status === RETRY) {
+        await again();
+        continue;
+      }
       const value = bodyOf<unknown>(m.data);
       if (status === OK) return value;
       if (status === EXITED) throw new ActorExited(this.name, value as ExitReason);
@@ -524,10 +600,67 @@ export class ClusterActorRef<out A extends Actor = Actor> {
     }
   }
 
+  /**
+   * Asks a node hosting the class to activate this virtual actor; true once it is active (or
+   * found active), false when another activation is in the way (the caller waits and retries).
+   */
+  async #activate(by: number): Promise<boolean> {
+    const { cls, key } = this.#virtual!;
+    let m: Msg;
+    try {
+      m = await this.#ctx.nc.request(spawnSubject(cls), dumps([key, [key], true], "key"), {
+        timeout: Math.max(1, Math.min(by - Date.now(), FOREVER)),
+      });
+    } catch (e) {
+      const err = e as Error & { isNoResponders?: () => boolean };
+      if (err.isNoResponders?.()) throw noHost(cls);
+      if (err.name === "TimeoutError") {
+        throw new TimeoutError(`no node activated actor ${this.name} in time`);
+      }
+      throw e;
+    }
+    const status = m.data[0];
+    if (status === RETRY) return false;
+    const value = bodyOf<unknown>(m.data);
+    if (status !== OK) throw value;
+    this.#node = value as string;
+    return true;
+  }
+
   /** A short description. */
   toString(): string {
     return `<ClusterActorRef ${this.name}>`;
   }
+}
+
+const noHost = (cls: string) =>
+  new ValueError(
+    `no node hosts actor class '${cls}': start one with ` +
+      `\`deno run -A .../cluster/worker.ts --actors <module exporting ${cls}>\``,
+  );
+
+/**
+ * A ref to the virtual actor of class `cls` and `key` (`cluster.actor` calls this): valid before
+ * the actor exists; its first call activates it on a node hosting the class.
+ *
+ * @example
+ * ```ts ignore
+ * const ref = virtualRef(ctx, Counter, "user-42");
+ * await ref.call.inc(1);
+ * ```
+ */
+export function virtualRef<A extends Actor>(
+  ctx: ActorCtx,
+  cls: ActorClass<A, [key: string]> | ActorClass<A, []>,
+  key: string,
+): ClusterActorRef<A> {
+  if (typeof cls !== "function" || !(cls.prototype instanceof Actor)) {
+    throw new ValueError(`cluster.actor() needs a class extending Actor: got ${String(cls)}`);
+  }
+  if (!CLASS_RE.test(cls.name)) {
+    throw new ValueError(`cluster.actor(): class name '${cls.name}' cannot be sent`);
+  }
+  return new ClusterActorRef<A>(ctx, "", undefined, { cls: cls.name, key });
 }
 
 /**
@@ -562,12 +695,7 @@ export async function spawnOnCluster<A extends Actor, P extends unknown[]>(
     );
   } catch (e) {
     const err = e as Error & { isNoResponders?: () => boolean };
-    if (err.isNoResponders?.()) {
-      throw new ValueError(
-        `no node hosts actor class '${cls.name}': start one with ` +
-          `\`deno run -A .../cluster/worker.ts --actors <module exporting ${cls.name}>\``,
-      );
-    }
+    if (err.isNoResponders?.()) throw noHost(cls.name);
     if (err.name === "TimeoutError") {
       throw new TimeoutError(`no node started actor ${name} within ${timeout} ms`);
     }
@@ -590,6 +718,8 @@ export interface HostActorsOptions {
   node: string;
   /** Where progress lines go. */
   log: (line: string) => void;
+  /** Milliseconds an idle virtual actor stays activated, unless its class says; default 300 000. */
+  idleMs?: number;
 }
 
 /** A node's actors, as {@link hostActors} returns them. */
@@ -604,6 +734,18 @@ export interface ActorHost {
 
 type Outcome = undefined | { reason: ExitReason };
 
+/** What a virtual actor's activation keeps besides a spawned actor's. */
+interface Activation {
+  /** Its stored state, when the class has `persist()` and `restore(state)`. */
+  state?: StoredState;
+  every: PersistEvery;
+  idleMs: number;
+  /** Set by the `persistEvery` timer: the drain saves once the message in hand is done. */
+  saveDue: boolean;
+  saveTimer?: ReturnType<typeof setTimeout>;
+  idleTimer?: ReturnType<typeof setTimeout>;
+}
+
 /** One actor living on this node: its instance and its queue of messages. */
 class Hosted {
   readonly queue: Msg[] = [];
@@ -616,6 +758,9 @@ class Hosted {
     readonly instance: Actor,
     readonly methods: ReadonlySet<string>,
     readonly revision: number,
+    readonly virtual?: Activation,
+    /** The name errors show: the name, or a virtual actor's `Class/key`. */
+    readonly label = name,
   ) {}
 }
 
@@ -630,7 +775,15 @@ function methodsOf(cls: new (...a: never[]) => Actor): Set<string> {
   }
   return out;
 }
-const HOOKS = new Set(["constructor", "onStart", "onStop", "onExit", "receive"]);
+const HOOKS = new Set([
+  "constructor",
+  "onStart",
+  "onStop",
+  "onExit",
+  "receive",
+  "persist",
+  "restore",
+]);
 
 function replyTo(m: Msg, status: number, value: unknown): void {
   if (!m.reply) return;
@@ -679,8 +832,13 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       );
     }
   }
+  if (options.idleMs !== undefined && !(options.idleMs > 0)) {
+    throw new ValueError(`idleMs must be a positive number of milliseconds: got ${options.idleMs}`);
+  }
   const kv = await ctx.actorRegistry();
   const hosted = new Map<string, Hosted>();
+  /** Virtual actors being activated here, by record key: a second request waits for the first. */
+  const activating = new Map<string, Promise<void>>();
   const exits = new Map<string, ExitReason>();
   const subs: Subscription[] = [];
   let closing = false;
@@ -695,7 +853,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       if (cur.operation === "PUT" && cur.length > 0) {
         const owner = cur.json<Entry>().node;
         const a = owner === node
-          ? { gone: false as const, up: hosted.has(name) }
+          ? { gone: false as const, up: hosted.has(name) || activating.has(name) }
           : await askNode(nc, owner, name);
         if (a.gone === false && a.up) {
           throw new ValueError(`actor name '${name}' is taken (running on node '${owner}')`);
@@ -719,15 +877,36 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     }
     h.stopped = true;
     h.sub?.unsubscribe();
-    hosted.delete(h.name);
-    exits.set(h.name, reason);
-    if (exits.size > EXITS_KEPT) exits.delete(exits.keys().next().value!);
-    // Queued calls and asks hear why; queued tells are dropped, as a stopped local actor's.
-    for (const m of h.queue.splice(0)) replyTo(m, EXITED, reason);
+    const v = h.virtual;
+    if (v) {
+      clearTimeout(v.saveTimer);
+      clearTimeout(v.idleTimer);
+      // Queued messages did not run: their callers send them again, to the next activation.
+      for (const m of h.queue.splice(0)) replyTo(m, RETRY, null);
+    } else {
+      hosted.delete(h.name);
+      exits.set(h.name, reason);
+      if (exits.size > EXITS_KEPT) exits.delete(exits.keys().next().value!);
+      // Queued calls and asks hear why; queued tells are dropped, as a stopped local actor's.
+      for (const m of h.queue.splice(0)) replyTo(m, EXITED, reason);
+    }
     try {
       await h.instance.onStop?.(reason);
     } catch (e) {
-      log(`denomp worker: actor ${h.name}'s onStop failed: ${(e as Error)?.stack ?? e}`);
+      log(`denomp worker: actor ${h.label}'s onStop failed: ${(e as Error)?.stack ?? e}`);
+    }
+    if (v) {
+      // The last state is saved before the activation record goes: until then this node says
+      // it hosts the actor, so no other node activates it from an older state. A crash keeps
+      // what was saved before the failing call: the next activation starts from there.
+      if (v.state && !(reason instanceof Error)) {
+        try {
+          await v.state.save();
+        } catch (e) {
+          log(`denomp worker: actor ${h.label}'s state not saved: ${(e as Error)?.message ?? e}`);
+        }
+      }
+      hosted.delete(h.name);
     }
     try {
       await kv.delete(h.name, { previousSeq: h.revision });
@@ -738,7 +917,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
   const crash = (h: Hosted, e: unknown, m: Msg | null): Outcome => {
     if (m) replyTo(m, ERR, e);
     const reason = e instanceof Error ? e : new Error(String(e));
-    log(`actor ${h.name} crashed:\n${reason.stack ?? `${reason.name}: ${reason.message}`}`);
+    log(`actor ${h.label} crashed:\n${reason.stack ?? `${reason.name}: ${reason.message}`}`);
     return { reason };
   };
 
@@ -757,12 +936,29 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     if (
       r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function"
     ) {
-      return Promise.resolve(r).then((v) => {
-        if (m) replyTo(m, OK, v);
+      return Promise.resolve(r).then((v) => done(h, v, m), (e) => crash(h, e, m));
+    }
+    return done(h, r, m);
+  };
+
+  /** A handler's success: saves a persistent virtual actor's state first, then replies. */
+  const done = (h: Hosted, value: unknown, m: Msg | null): Outcome | Promise<Outcome> => {
+    const v = h.virtual;
+    if (v?.state && v.every === "call") {
+      // The reply waits for the save: a caller that got its answer knows the change is kept.
+      return v.state.save().then(() => {
+        if (m) replyTo(m, OK, value);
         return undefined;
       }, (e) => crash(h, e, m));
     }
-    if (m) replyTo(m, OK, r);
+    if (v?.state && v.saveTimer === undefined) {
+      v.saveTimer = setTimeout(() => {
+        v.saveTimer = undefined;
+        v.saveDue = true;
+        if (!h.busy) void drain(h);
+      }, v.every as number);
+    }
+    if (m) replyTo(m, OK, value);
     return undefined;
   };
 
@@ -781,7 +977,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         const [method, args] = body as [string, unknown[]];
         const fn = inst[method];
         if (!h.methods.has(method) || typeof fn !== "function" || !Array.isArray(args)) {
-          replyTo(m, ERR, new ValueError(`actor ${h.name} has no method '${method}'`));
+          replyTo(m, ERR, new ValueError(`actor ${h.label} has no method '${method}'`));
           return undefined;
         }
         return invoke(h, fn as (...a: unknown[]) => unknown, args, m);
@@ -791,21 +987,33 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         const to = op === ASK ? m : null;
         const recv = inst.receive;
         if (typeof recv !== "function") {
-          return crash(h, new ValueError(`actor ${h.name} has no receive(msg) method`), to);
+          return crash(h, new ValueError(`actor ${h.label} has no receive(msg) method`), to);
         }
         return invoke(h, recv as (...a: unknown[]) => unknown, [body], to);
       }
       case STOP:
         return { reason: body as ExitReason };
     }
-    replyTo(m, ERR, new ValueError(`actor ${h.name}: unknown message kind ${op}`));
+    replyTo(m, ERR, new ValueError(`actor ${h.label}: unknown message kind ${op}`));
     return undefined;
   };
 
   /** Handles `h`'s queued messages in order; awaits only handlers that return promises. */
   const drain = async (h: Hosted) => {
     h.busy = true;
-    while (h.queue.length && !h.stopped) {
+    const v = h.virtual;
+    if (v) clearTimeout(v.idleTimer);
+    while ((h.queue.length || v?.saveDue) && !h.stopped) {
+      if (!h.queue.length) {
+        // The `persistEvery` timer fired: save between messages, never inside a handler.
+        v!.saveDue = false;
+        try {
+          await v!.state!.save();
+        } catch (e) {
+          await finish(h, crash(h, e, null)!.reason);
+        }
+        continue;
+      }
       const m = h.queue.shift()!;
       let out = handle(h, m);
       if (out instanceof Promise) out = await out;
@@ -815,31 +1023,76 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       }
     }
     h.busy = false;
+    armIdle(h);
   };
 
-  const onSpawn = async (m: Msg, clsName: string) => {
-    let revision = 0, name = "";
+  /** (Re)starts an idle virtual actor's deactivation timer; the next message stops it. */
+  const armIdle = (h: Hosted) => {
+    const v = h.virtual;
+    if (!v || h.stopped || h.busy) return;
+    clearTimeout(v.idleTimer);
+    v.idleTimer = setTimeout(() => {
+      if (!h.busy && !h.queue.length) void finish(h, "normal");
+    }, Math.min(v.idleMs, FOREVER));
+  };
+
+  /**
+   * Starts actor `name` (a spawned actor's name, or a virtual actor's record key) once the
+   * registry says it is ours; serves its subject.
+   */
+  const start = async (
+    name: string,
+    clsName: string,
+    args: unknown[],
+    subject: string,
+    virtual?: { key: string },
+  ) => {
+    let revision = 0;
     try {
-      if (closing) throw new ValueError(`node '${node}' is stopping`);
-      const [n, args] = loads<[string, unknown[]]>(
-        new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength),
-      );
-      name = checkActorName(n);
       const cls = classes.get(clsName)!;
       revision = await claim(name, clsName);
+      if (__testHooks.activationDelayMs) await sleep(__testHooks.activationDelayMs);
       const instance = new cls(...args);
+      let activation: Activation | undefined;
+      if (virtual) {
+        const c = cls as unknown as { idleMs?: unknown };
+        const idleMs = c.idleMs ?? options.idleMs ?? IDLE_MS;
+        if (typeof idleMs !== "number" || !(idleMs > 0)) {
+          throw new ValueError(`${clsName}.idleMs must be a positive number of milliseconds`);
+        }
+        activation = { every: persistEveryOf(cls, clsName), idleMs, saveDue: false };
+        if (typeof activation.every === "number") {
+          activation.every = Math.min(activation.every, FOREVER);
+        }
+        if (isPersistent(instance)) {
+          activation.state = new StoredState(
+            kv,
+            virtualState(clsName, virtual.key),
+            `${clsName}/${virtual.key}`,
+            instance,
+          );
+          await activation.state.restore();
+        }
+      }
       await instance.onStart?.();
-      const h = new Hosted(name, instance, methodsOf(cls), revision);
+      const label = virtual ? `${clsName}/${virtual.key}` : name;
+      const h = new Hosted(name, instance, methodsOf(cls), revision, activation, label);
       hosted.set(name, h);
-      h.sub = nc.subscribe(actorSubject(name), {
+      h.sub = nc.subscribe(subject, {
+        // One queue group for a virtual actor's subject: should a node that was cut off come
+        // back with a stale activation still subscribed, each message still runs once, and the
+        // stale one stops at its first save (compare-and-set).
+        queue: virtual ? "denomp_virtual" : undefined,
         callback: (_err, msg) => {
-          if (h.stopped) return replyTo(msg, EXITED, exits.get(name) ?? "normal");
+          if (h.stopped) {
+            return replyTo(msg, virtual ? RETRY : EXITED, exits.get(name) ?? "normal");
+          }
           h.queue.push(msg);
           if (!h.busy) void drain(h);
         },
       });
       await nc.flush(); // the server knows the subscription before the spawner calls
-      replyTo(m, OK, node);
+      armIdle(h); // (a message that came meanwhile has a drain running, which arms it after)
     } catch (e) {
       if (revision) {
         hosted.delete(name);
@@ -847,6 +1100,42 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
           await kv.delete(name, { previousSeq: revision });
         } catch { /* the server is away */ }
       }
+      throw e;
+    }
+  };
+
+  const onSpawn = async (m: Msg, clsName: string) => {
+    try {
+      if (closing) throw new ValueError(`node '${node}' is stopping`);
+      const [n, args, isVirtual] = loads<[string, unknown[], boolean?]>(
+        new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength),
+      );
+      const key = checkActorName(n);
+      if (!isVirtual) {
+        await start(key, clsName, args, actorSubject(key));
+        return replyTo(m, OK, node);
+      }
+      const record = virtualRecord(clsName, key);
+      // Being deactivated here: once its state is saved and its record gone, the caller's next
+      // try activates it afresh.
+      if (hosted.get(record)?.stopped) return replyTo(m, RETRY, null);
+      if (!hosted.has(record)) {
+        let p = activating.get(record);
+        if (!p) {
+          p = start(record, clsName, [key], virtualSubject(clsName, key), { key });
+          activating.set(record, p);
+          p.then(() => activating.delete(record), () => activating.delete(record));
+        }
+        try {
+          await p;
+        } catch (e) {
+          // Active on another node (or still stopping here): the caller calls it again.
+          if (e instanceof ValueError && /is taken/.test(e.message)) return replyTo(m, RETRY, null);
+          throw e;
+        }
+      }
+      replyTo(m, OK, node);
+    } catch (e) {
       replyTo(m, ERR, e);
     }
   };
@@ -856,7 +1145,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       const name = new TextDecoder().decode(m.data);
       const reason = exits.get(name);
       m.respond(
-        hosted.has(name)
+        hosted.has(name) || activating.has(name)
           ? new Uint8Array([1])
           : reason === undefined
           ? new Uint8Array([0])

@@ -74,6 +74,7 @@ import {
   type ClusterSpawnOptions,
   hostActors,
   spawnOnCluster,
+  virtualRef,
 } from "./actors.ts";
 
 export { ClusterActorRef, type ClusterSpawnOptions };
@@ -544,6 +545,30 @@ export class Cluster implements AsyncDisposable {
    */
   ref<A extends Actor = Actor>(name: string): ClusterActorRef<A> {
     return new ClusterActorRef<A>(this.#ctx, name);
+  }
+
+  /**
+   * A ref to the virtual actor of class `cls` with key `key` (1-64 letters, digits, '-', '_'):
+   * valid before the actor exists. Its first call activates it on a node hosting the class (as
+   * `new cls(key)`, then `restore(state)` with its saved state, if the class has `persist()` and
+   * `restore(state)`); an actor idle for `static idleMs` milliseconds (default 300 000) is
+   * deactivated and activated again by the next call. A persistent actor's state is saved to
+   * the cluster's KV, with compare-and-set, after every call that changed it (or at most every
+   * `static persistEvery` milliseconds), so it survives deactivation and its node's death.
+   * One activation at a time, cluster-wide.
+   *
+   * @example
+   * ```ts ignore
+   * import { Account } from "./actors.ts";
+   * const ref = cluster.actor(Account, "user-42");
+   * await ref.call.deposit(10); // activates it on some node, or reaches its activation
+   * ```
+   */
+  actor<A extends Actor>(
+    cls: ActorClass<A, [key: string]> | ActorClass<A, []>,
+    key: string,
+  ): ClusterActorRef<A> {
+    return virtualRef(this.#ctx, cls, key);
   }
 
   /** Whether {@link close} was called or the connection was lost for good. */
@@ -1951,6 +1976,11 @@ export interface ClusterWorkerOptions extends ClusterOptions {
   /** This node's id, for the actor registry and errors; default `<hostname>-<pid>`. */
   node?: string;
   /**
+   * Milliseconds an idle virtual actor (`cluster.actor`) stays activated on this node, unless its
+   * class says (`static idleMs`); default 300 000.
+   */
+  idleMs?: number;
+  /**
    * Executor processes (Web Workers) running tasks in parallel; default `navigator.hardwareConcurrency`.
    * 0 runs tasks in this process's main thread, one at a time (for I/O-bound or tiny tasks).
    */
@@ -2081,7 +2111,14 @@ export async function runClusterWorker(options: ClusterWorkerOptions): Promise<v
   const ctx = clusterCtx.get(cluster)!;
   let host: ActorHost | undefined;
   try {
-    if (actors.length) host = await hostActors(ctx, { modules: actors.map(toUrl), node, log });
+    if (actors.length) {
+      host = await hostActors(ctx, {
+        modules: actors.map(toUrl),
+        node,
+        log,
+        idleMs: options.idleMs,
+      });
+    }
     if (options.pool !== undefined) {
       await servePool(ctx, options, checkName("pool", options.pool), toUrl(options.module!), log);
     } else if (!options.signal?.aborted) {

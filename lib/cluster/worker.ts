@@ -15,7 +15,8 @@
  *
  * Flags: `--servers` (comma-separated; default `$NATS_URL`), `--pool` and `--module`, and/or
  * `--actors` (comma-separated modules whose exported `Actor` subclasses this node hosts; no other
- * code runs here), `--node` (the node's id; default `<hostname>-<pid>`),
+ * code runs here), `--node` (the node's id; default `<hostname>-<pid>`), `--idle-ms` (how long an
+ * idle virtual actor stays activated here unless its class says; default 300 000),
  * `--processes` (executor Web Workers; 0 runs tasks in the main thread), `--prefetch`,
  * `--tls-ca`, `--tls-cert`, `--tls-key`. Credentials come from the environment only
  * (`NATS_USER` and `NATS_PASS`, or `NATS_TOKEN`), so they never show in a process list, and
@@ -33,7 +34,7 @@ import { type ClusterTlsOptions, type ClusterWorkerOptions, runClusterWorker } f
 export interface WorkerArgs extends
   Pick<
     ClusterWorkerOptions,
-    "pool" | "module" | "actors" | "node" | "processes" | "prefetch" | "tls"
+    "pool" | "module" | "actors" | "node" | "idleMs" | "processes" | "prefetch" | "tls"
   > {
   /** Server URLs. */
   servers: string[];
@@ -47,8 +48,10 @@ export interface WorkerArgs extends
  * import { parseWorkerArgs } from "./worker.ts";
  * const a = parseWorkerArgs(["--servers", "nats://127.0.0.1:4222", "--pool", "p", "--module", "./t.ts"]);
  * console.assert(a.pool === "p" && a.servers.length === 1);
- * const n = parseWorkerArgs(["--actors", "./a.ts,./b.ts"], { NATS_URL: "nats://127.0.0.1:4222" });
- * console.assert(n.actors?.length === 2 && n.pool === undefined);
+ * const n = parseWorkerArgs(["--actors", "./a.ts,./b.ts", "--idle-ms", "60000"], {
+ *   NATS_URL: "nats://127.0.0.1:4222",
+ * });
+ * console.assert(n.actors?.length === 2 && n.pool === undefined && n.idleMs === 60000);
  * ```
  */
 export function parseWorkerArgs(
@@ -64,6 +67,7 @@ export function parseWorkerArgs(
     "prefetch",
     "actors",
     "node",
+    "idle-ms",
     "tls-ca",
     "tls-cert",
     "tls-key",
@@ -104,6 +108,7 @@ export function parseWorkerArgs(
     module: flags.get("module"),
     actors: flags.get("actors")?.split(",").map((s) => s.trim()).filter(Boolean),
     node: flags.get("node"),
+    idleMs: int("idle-ms"),
     processes: int("processes"),
     prefetch: int("prefetch"),
     tls: Object.keys(tls).length ? tls : undefined,

@@ -1,0 +1,280 @@
+// deno-lint-ignore-file no-import-prefix
+// Virtual actors (`cluster.actor(Class, key)`, lib/cluster/actors.ts and _virtual.ts) against a
+// real nats-server, with separate `deno` processes as nodes and callers. Skipped unless NATS_URL
+// is set (scripts/nats.sh sets it).
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  Child,
+  ignore,
+  NATS_URL,
+  unique,
+  WORKER,
+} from "./_harness.ts";
+import { connectCluster } from "../../lib/cluster/mod.ts";
+import { StoredState } from "../../lib/cluster/_virtual.ts";
+import { ValueError } from "../../lib/errors.ts";
+import { Actor } from "../../lib/actor.ts";
+import { Batched, Durable, Plain, Scratch, Tally } from "./fixtures/cluster_virtual.ts";
+import { connect } from "npm:@nats-io/transport-node@3.4.0";
+import { Kvm } from "npm:@nats-io/kv@3.4.0";
+
+const ACTORS = new URL("./fixtures/cluster_virtual.ts", import.meta.url).pathname;
+const CALLER = new URL("./fixtures/cluster_virtual_caller.ts", import.meta.url).pathname;
+
+/** Starts a node hosting the fixture's virtual actors, and waits until it serves. */
+async function startNode(
+  node: string,
+  env: Record<string, string> = {},
+  flags: string[] = [],
+): Promise<Child> {
+  const c = new Child([
+    "run",
+    "-A",
+    WORKER,
+    "--servers",
+    NATS_URL,
+    "--actors",
+    ACTORS,
+    "--node",
+    node,
+    ...flags,
+  ], env);
+  await c.waitFor(`node '${node}' hosts actors`);
+  return c;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+Deno.test({
+  name: "virtual actors: activated by the first call, deactivated when idle, state kept by persist",
+  ignore,
+  async fn() {
+    const node = await startNode(unique("n"), {}, ["--idle-ms", "300"]);
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    try {
+      const key = unique("user");
+      const ref = cluster.actor(Tally, key);
+      assertEquals(ref.name, `Tally/${key}`);
+      assertEquals(await ref.node(), undefined); // not activated yet
+      assertEquals(await ref.call.inc(2), 2);
+      assertEquals(await ref.call.inc(3), 5);
+      const [k, pid] = await ref.call.where();
+      assertEquals(k, key); // constructed as new Tally(key)
+      assert(pid !== Deno.pid);
+      assert((await ref.node())?.startsWith("n_"));
+      assertEquals(await ref.call.restored(), 1);
+      // Errors name the actor as `Class/key`; a bad method does not stop it.
+      await assertRejects(
+        () => (ref.call as unknown as { nope(): Promise<void> }).nope(),
+        ValueError,
+        `actor Tally/${key} has no method 'nope'`,
+      );
+      assertEquals(await ref.call.restored(), 1);
+      // Idle for longer than Tally.idleMs (400 ms): deactivated, its record gone.
+      await sleep(1_500);
+      assertEquals(await ref.node(), undefined);
+      // The next call activates it again, from the saved state.
+      assertEquals(await ref.call.get(), 5);
+      assertEquals(await ref.call.restored(), 2);
+      // A failing call stops the activation without saving: the next one starts from the last
+      // saved state (5), not from the failed call's change.
+      await assertRejects(() => ref.call.incThenFail(100), RangeError, "failed after inc");
+      assertEquals(await ref.call.get(), 5);
+      assertEquals(await ref.call.restored(), 3);
+      // stop() deactivates (saving); a stop of an inactive actor does not activate it.
+      assertEquals(await ref.stop(), "normal");
+      assertEquals(await ref.node(), undefined);
+      assertEquals(await ref.stop(), "normal");
+      assertEquals(await ref.node(), undefined);
+      assertEquals(await ref.call.inc(1), 6);
+      // Another client reaches the same activation.
+      await using other = await connectCluster({ servers: NATS_URL });
+      assertEquals(await other.actor(Tally, key).call.inc(1), 7);
+      // tell and ask reach `receive`, as locally.
+      await ref.tell(3);
+      assertEquals(await ref.ask(10), 20);
+      assertEquals(await ref.stop(), "normal");
+      assertEquals(await ref.ask(1), 21); // an ask activates it too
+      await ref.stop();
+      await ref.tell(1); // and so does a tell
+      const by = Date.now() + 5_000;
+      while (await ref.call.get() !== 22 && Date.now() < by) await sleep(20);
+      assertEquals(await ref.call.get(), 22);
+      // Without persist/restore, a reactivation starts afresh.
+      const scratch = cluster.actor(Scratch, key);
+      assertEquals(await scratch.call.inc(1), 1);
+      assertEquals(await scratch.call.inc(1), 2);
+      await sleep(1_500);
+      assertEquals(await scratch.call.inc(1), 1);
+      // persistEvery = 200 ms: a deactivation saves what the timer has not saved yet.
+      const batched = cluster.actor(Batched, key);
+      assertEquals(await batched.call.inc(5), 5);
+      assertEquals(await batched.stop(), "normal");
+      assertEquals(await batched.call.get(), 5);
+      assertEquals(await batched.call.restored(), 2);
+      await batched.stop();
+      // A class without `static idleMs` is deactivated after the node's --idle-ms.
+      const plain = cluster.actor(Plain, key);
+      assertEquals(await plain.call.inc(1), 1);
+      assertEquals(await plain.call.inc(1), 2);
+      await sleep(1_500);
+      assertEquals(await plain.call.inc(1), 1);
+      // Clear errors.
+      await assertRejects(
+        () => Promise.resolve().then(() => cluster.actor(Tally, "bad key!")),
+        ValueError,
+        "actor name",
+      );
+      class NotHosted extends Actor {
+        x(): number {
+          return 1;
+        }
+      }
+      await assertRejects(() => cluster.actor(NotHosted, "k").call.x(), ValueError, "--actors");
+      await ref.stop();
+      await scratch.stop();
+      await plain.stop();
+    } finally {
+      await node.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
+  name: "virtual actors: concurrent first calls from two clients on two nodes make one activation",
+  ignore,
+  async fn() {
+    // Each activation waits 300 ms after winning its record: the other node's activations of the
+    // same key meet it there, and must see it as taken.
+    const env = { DENOMP_TEST_ACTIVATION_DELAY_MS: "300" };
+    const nodes = [await startNode(unique("n"), env), await startNode(unique("n"), env)];
+    await using a = await connectCluster({ servers: NATS_URL });
+    await using b = await connectCluster({ servers: NATS_URL });
+    try {
+      for (let round = 0; round < 5; round++) {
+        const key = unique("race");
+        const refs = [a.actor(Tally, key), b.actor(Tally, key)];
+        const wheres = await Promise.all(
+          Array.from({ length: 40 }, (_, i) => refs[i % 2].call.where()),
+        );
+        assertEquals(new Set(wheres.map(([, pid]) => pid)).size, 1);
+        await Promise.all(Array.from({ length: 40 }, (_, i) => refs[i % 2].call.inc(1)));
+        assertEquals(await refs[0].call.get(), 40);
+        assertEquals(await refs[1].call.restored(), 1);
+        await refs[0].stop();
+      }
+    } finally {
+      for (const n of nodes) await n.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "virtual actors: a node killed with SIGKILL, its actors reactivated elsewhere, state intact",
+  ignore,
+  async fn() {
+    const doomedName = unique("doomed");
+    const doomed = await startNode(doomedName);
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    let spare: Child | undefined;
+    try {
+      const prefix = unique("k");
+      const refs = Array.from({ length: 20 }, (_, i) => cluster.actor(Batched, `${prefix}-${i}`));
+      const plain = Array.from({ length: 20 }, (_, i) => cluster.actor(Durable, `${prefix}-${i}`));
+      for (let i = 0; i < 20; i++) {
+        assertEquals(await plain[i].call.inc(i), i);
+        assertEquals(await refs[i].call.inc(i), i);
+      }
+      assertEquals(await plain[0].node(), doomedName);
+      await sleep(800); // Batched saves at most every 200 ms
+      spare = await startNode(unique("spare"));
+      await doomed.stop("SIGKILL");
+      const t0 = Date.now();
+      const counts = await Promise.all(plain.map((r) => r.call.get()));
+      const took = Date.now() - t0;
+      assertEquals(counts, Array.from({ length: 20 }, (_, i) => i));
+      assert(took < 5_000, `reactivation took ${took} ms`);
+      assertEquals(await Promise.all(refs.map((r) => r.call.get())), counts);
+      const pids = new Set(await Promise.all(plain.map(async (r) => (await r.call.where())[1])));
+      assertEquals(pids.size, 1);
+      assert((await plain[0].node())?.startsWith("spare_"));
+      console.log(`20 actors reactivated after SIGKILL in ${took} ms`);
+      await Promise.all([...refs, ...plain].map((r) => r.stop()));
+    } finally {
+      await doomed.stop();
+      await spare?.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
+  name: "virtual actors: of two activations' saves on one revision, only the first wins",
+  ignore,
+  async fn() {
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      const kv = await new Kvm(nc).create("denomp_actors", { history: 1 });
+      const key = `s.Tally.${unique("cas")}`;
+      const first = new Tally("x");
+      first.inc(10);
+      await new StoredState(kv, key, "Tally/x", first).save();
+      const one = new Tally("x"), two = new Tally("x");
+      const a = new StoredState(kv, key, "Tally/x", one);
+      const b = new StoredState(kv, key, "Tally/x", two);
+      await a.restore();
+      await b.restore();
+      one.inc(1);
+      await a.save();
+      two.inc(5);
+      await assertRejects(() => b.save(), ValueError, "stale");
+      // A read-only call writes nothing; the winner goes on saving on its revision.
+      const rev = (await kv.get(key))!.revision;
+      await a.save();
+      assertEquals((await kv.get(key))!.revision, rev);
+      one.inc(1);
+      await a.save();
+      const fresh = new Tally("x");
+      await new StoredState(kv, key, "Tally/x", fresh).restore();
+      assertEquals(fresh.get(), 12);
+      await kv.purge(key);
+    } finally {
+      await nc.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "virtual actors: 10,000 calls from 4 caller processes to 100 virtual actors are exact",
+  ignore,
+  async fn() {
+    const nodes = await Promise.all([1, 2, 3].map(() => startNode(unique("n"))));
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    const prefix = unique("c");
+    try {
+      const t0 = Date.now();
+      const callers = [1, 2, 3, 4].map(() =>
+        new Child(["run", "-A", CALLER, NATS_URL, prefix, "100", "2500"])
+      );
+      const outs = await Promise.all(callers.map(async (c) => {
+        const status = await c.proc.status;
+        const out = await c.out;
+        assert(status.success, `caller failed: ${await c.err}`);
+        return out.trim();
+      }));
+      const took = Date.now() - t0;
+      assertEquals(outs, ["done 2500", "done 2500", "done 2500", "done 2500"]);
+      const refs = Array.from({ length: 100 }, (_, i) => cluster.actor(Tally, `${prefix}-${i}`));
+      const counts = await Promise.all(refs.map((r) => r.call.get()));
+      assertEquals(counts, Array.from({ length: 100 }, () => 100));
+      const pids = new Set(await Promise.all(refs.map(async (r) => (await r.call.where())[1])));
+      assertEquals(pids.size, 3);
+      console.log(`10,000 virtual calls (save after each) in ${took} ms incl. process start`);
+      await Promise.all(refs.map((r) => r.stop()));
+    } finally {
+      for (const n of nodes) await n.stop("SIGTERM");
+    }
+  },
+});
