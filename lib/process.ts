@@ -362,7 +362,7 @@ setAdoptHook((obj, info, args) => {
  *
  * @example
  * ```ts
- * import { currentProcess } from "./process.ts";
+ * import { currentProcess } from "jsr:@denomp/multiprocessing";
  * console.log(currentProcess().name); // "MainProcess"
  * ```
  */
@@ -375,7 +375,7 @@ export function currentProcess(): Process {
  *
  * @example
  * ```ts
- * import { parentProcess } from "./process.ts";
+ * import { parentProcess } from "jsr:@denomp/multiprocessing";
  * console.assert(parentProcess() === null);
  * ```
  */
@@ -398,7 +398,7 @@ export function parentProcess(): Process | null {
  *
  * @example
  * ```ts
- * import { activeChildren } from "./process.ts";
+ * import { activeChildren } from "jsr:@denomp/multiprocessing";
  * console.log(activeChildren().length); // 0
  * ```
  */
@@ -411,7 +411,7 @@ export function activeChildren(): Process[] {
  *
  * @example
  * ```ts
- * import { cpuCount } from "./process.ts";
+ * import { cpuCount } from "jsr:@denomp/multiprocessing";
  * console.assert(cpuCount() >= 1);
  * ```
  */
@@ -424,7 +424,7 @@ export function cpuCount(): number {
  *
  * @example
  * ```ts
- * import { getPid } from "./process.ts";
+ * import { getPid } from "jsr:@denomp/multiprocessing";
  * console.assert(getPid() === Deno.pid);
  * ```
  */
@@ -437,7 +437,7 @@ export function getPid(): number {
  *
  * @example
  * ```ts
- * import { getPpid } from "./process.ts";
+ * import { getPpid } from "jsr:@denomp/multiprocessing";
  * console.assert(typeof getPpid() === "number");
  * ```
  */
@@ -451,7 +451,7 @@ export function getPpid(): number {
  *
  * @example
  * ```ts ignore
- * import { exit } from "./process.ts";
+ * import { exit } from "jsr:@denomp/multiprocessing";
  * export function task() {
  *   exit(3); // the parent sees p.exitCode === 3
  * }

@@ -38,3 +38,34 @@ Deno.test("no module of the library outside lib/cluster/ imports an npm package"
   const remote = info.modules.map((m) => m.specifier).filter((s) => !/^(file|node):/.test(s));
   assert.deepEqual(remote, []);
 });
+
+Deno.test("deno doc: examples import public names from the package, not from ./file.ts", async () => {
+  const exported = new Set(
+    (await import("../mod.ts").then((m) => Object.keys(m))).concat(
+      // Types are not runtime exports: read them off `deno doc`.
+      JSON.parse(
+        new TextDecoder().decode(
+          (await new Deno.Command(Deno.execPath(), {
+            args: ["doc", "--json", "mod.ts"],
+            cwd: ROOT,
+            stdout: "piped",
+          }).output()).stdout,
+        ),
+      ).nodes[new URL("../mod.ts", import.meta.url).href].symbols.map((s: { name: string }) =>
+        s.name
+      ),
+    ),
+  );
+  const wrong: string[] = [];
+  for (const e of Deno.readDirSync(new URL("../lib/", import.meta.url))) {
+    if (!e.isFile || !e.name.endsWith(".ts") || e.name.startsWith("_")) continue;
+    const src = Deno.readTextFileSync(new URL(`../lib/${e.name}`, import.meta.url));
+    for (const m of src.matchAll(/^\s*\*\s*import\s*\{([^}]*)\}\s*from\s*"\.\/[\w]+\.ts";/gm)) {
+      const names = m[1].split(",").map((n) => n.replace(/\btype\b/, "").trim()).filter(Boolean);
+      if (names.every((n) => exported.has(n.split(" as ")[0].trim()))) {
+        wrong.push(`${e.name}: ${m[0].trim()}`);
+      }
+    }
+  }
+  assert.deepEqual(wrong, []);
+});
