@@ -1430,34 +1430,26 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    */
   async getMany(options?: GetManyOptions): Promise<T[]> {
     options = optionsOf(options, "Queue.getMany", "getMany({ max: 100, timeout: 200 })");
-    const max = maxOf(options.max), s = this.#s;
-    if (s.schema) {
-      const got = this.#more([], max);
-      if (got.length) return got;
-      return this.#more([await this.get(options)], max);
-    }
-    const got: T[] = [await this.get(options)];
-    while (got.length < max) {
-      try {
-        got.push(this.getNowait());
-      } catch (e) {
-        if (e instanceof Empty || e instanceof ValueError) break;
-        throw e;
-      }
-    }
-    return got;
+    const max = maxOf(options.max);
+    const got = this.#s.schema ? this.#more([], max) : [];
+    return got.length ? got : this.#rest(await this.get(options), max);
   }
 
   /** `getMany` for worker code that blocks its thread instead of awaiting. */
   getManySync(options?: Omit<GetManyOptions, "signal">): T[] {
     options = optionsOf(options, "Queue.getManySync", "getManySync({ max: 100, timeout: 200 })");
-    const max = maxOf(options.max), s = this.#s;
-    if (s.schema) {
-      const got = this.#more([], max);
-      if (got.length) return got;
-      return this.#more([this.getSync(options)], max);
-    }
-    const got = [this.getSync(options)];
+    const max = maxOf(options.max);
+    const got = this.#s.schema ? this.#more([], max) : [];
+    return got.length ? got : this.#rest(this.getSync(options), max);
+  }
+
+  /**
+   * After the first item of a `getMany` (got by waiting): the others that are there, up to
+   * `max`: in one go on a typed queue, else one `getNowait` after the other.
+   */
+  #rest(first: T, max: number): T[] {
+    if (this.#s.schema) return this.#more([first], max);
+    const got = [first];
     while (got.length < max) {
       try {
         got.push(this.getNowait());
