@@ -965,7 +965,7 @@ export class Pool {
    * Starts the worker processes. Throws `ValueError` when `processes` is less than 1 or
    * `maxTasksPerChild` is not a positive integer.
    */
-  constructor(options: PoolOptions = {}) {
+  constructor(options?: PoolOptions) {
     options = optionsOf(options, "new Pool", "new Pool({ processes: 4 })");
     const processes = options.processes ?? cpuCount();
     if (!Number.isInteger(processes) || processes < 1) {
@@ -1020,7 +1020,7 @@ export class Pool {
   apply<A extends unknown[], R>(
     fn: (...args: A) => R,
     args: A = [] as unknown as A,
-    options: TaskOptions = {},
+    options?: TaskOptions,
   ): Promise<Awaited<R>> {
     try {
       options = optionsOf(options, "Pool.apply", "apply(fn, args, { timeout: 5000 })");
@@ -1044,7 +1044,7 @@ export class Pool {
   applyAsync<A extends unknown[], R>(
     fn: (...args: A) => R,
     args: A = [] as unknown as A,
-    options: ApplyOptions<Awaited<R>> = {},
+    options?: ApplyOptions<Awaited<R>>,
   ): AsyncResult<Awaited<R>> {
     options = optionsOf(options, "Pool.applyAsync", "applyAsync(fn, args, { timeout: 5000 })");
     this.#checkRunning();
