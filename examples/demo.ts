@@ -25,12 +25,15 @@ import {
   Pool,
   Process,
   Queue,
+  serveDashboard,
   spawn,
   Supervisor,
   Value,
 } from "../mod.ts";
 
 const SHORT = Deno.args.includes("--short");
+/** `--observe`: serve the live view (`serveDashboard`) while the tour runs. */
+const OBSERVE = Deno.args.includes("--observe");
 
 // ---------------------------------------------------------------------------------------------
 // 1. Pool.map with a progress bar
@@ -289,6 +292,10 @@ if (import.meta.main) {
     Deno.exit(1);
   }, 60_000);
   Deno.unrefTimer(watchdog);
+
+  // The live view: open the URL in a browser, or `deno task top <url>` in another terminal.
+  await using dash = OBSERVE ? await serveDashboard() : undefined;
+  if (dash) console.log(`live view: ${dash.url} (or: deno task top ${dash.url})`);
 
   const t0 = performance.now();
   const sections: [string, () => Promise<void>][] = [

@@ -180,3 +180,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test("deno task top prints a program's picture as a table (processes, locks, deadlocks)", async () => {
+  const lock = new Lock({ name: "top-test-lock" });
+  await lock.acquire();
+  await using dash = await serveDashboard();
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      new URL("../scripts/top.ts", import.meta.url).pathname,
+      dash.url,
+      "--once",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  lock.release();
+  const out = new TextDecoder().decode(r.stdout);
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  assert.match(out, /^PROCESSES$/m);
+  assert.match(out, /MainProcess/);
+  assert.match(out, /top-test-lock .*MainProcess/);
+});

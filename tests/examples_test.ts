@@ -422,9 +422,11 @@ const cases: Case[] = [
   },
   {
     file: "demo.ts",
-    args: ["--short"],
+    // The plain `deno task demo` runs in setup_test.ts; here with the live view on.
+    args: ["--short", "--observe"],
     stderr: true,
     expect: [
+      /live view: http:\/\/127\.0\.0\.1:\d+\/ \(or: deno task top http/,
       "== 1/4 Pool.map on every core ==",
       /serial: +78,498 primes in/,
       /parallel: 78,498 primes in .* on \d+ workers/,
