@@ -181,9 +181,7 @@ Deno.test("isolation process pool: results, batching of a big map, initializer",
     const pids = new Set(await Promise.all(range(4).map(() => pool.apply(pidAfter, [100]))));
     assert.ok(!pids.has(Deno.pid));
   } finally {
-    pool.terminate();
-    await pool.join();
-    await __testHooks.gone();
+    await endPool(pool);
   }
 });
 
@@ -198,11 +196,28 @@ Deno.test("isolation process pool: tasks sent while a child is still starting ar
     assert.notEqual(r, TIMED_OUT, "tasks sent early were lost");
     assert.deepEqual(r, [0, 1, 4, 9, 16]);
   } finally {
-    pool.terminate();
-    await pool.join();
-    await __testHooks.gone();
+    await endPool(pool);
   }
 });
+
+/** Of 300 settled tasks, only task 150 failed, with a BrokenPoolError matching `why`. */
+function onlyTask150Failed(settled: PromiseSettledResult<number>[], why: RegExp): void {
+  const failed = settled.flatMap((r, i) => r.status === "rejected" ? [[i, r.reason]] : []);
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0][0], 150);
+  assert.ok(failed[0][1] instanceof BrokenPoolError);
+  assert.match(String(failed[0][1]), why);
+  settled.forEach((r, i) =>
+    i !== 150 && assert.equal((r as PromiseFulfilledResult<number>).value, i * i)
+  );
+}
+
+/** Ends an isolated pool and waits until its OS processes are gone. */
+async function endPool(pool: Pool): Promise<void> {
+  pool.terminate();
+  await pool.join();
+  await __testHooks.gone();
+}
 
 Deno.test("isolation process pool: a child calling Deno.exit fails only its task (300 tasks, 299 results)", async () => {
   const pool = new Pool({ processes: 2, isolation: "process" });
@@ -210,18 +225,9 @@ Deno.test("isolation process pool: a child calling Deno.exit fails only its task
     const settled = await Promise.allSettled(
       range(300).map((i) => pool.apply(squareOrExit, [i, 150])),
     );
-    const failed = settled.flatMap((r, i) => r.status === "rejected" ? [[i, r.reason]] : []);
-    assert.equal(failed.length, 1);
-    assert.equal(failed[0][0], 150);
-    assert.ok(failed[0][1] instanceof BrokenPoolError);
-    assert.match(String(failed[0][1]), /exited with code 3 while running this task/);
-    settled.forEach((r, i) =>
-      i !== 150 && assert.equal((r as PromiseFulfilledResult<number>).value, i * i)
-    );
+    onlyTask150Failed(settled, /exited with code 3 while running this task/);
   } finally {
-    pool.terminate();
-    await pool.join();
-    await __testHooks.gone();
+    await endPool(pool);
   }
 });
 
@@ -236,13 +242,8 @@ Deno.test("isolation process pool: a child killed with SIGKILL from outside fail
       victim = Number(await Deno.readTextFile(file)) || 0;
     }
     Deno.kill(victim, "SIGKILL");
-    const settled = await Promise.allSettled(all);
-    const failed = settled.flatMap((r, i) => r.status === "rejected" ? [[i, r.reason]] : []);
-    assert.equal(failed.length, 1);
-    assert.equal(failed[0][0], 150);
-    assert.ok(failed[0][1] instanceof BrokenPoolError);
-    assert.match(
-      String(failed[0][1]),
+    onlyTask150Failed(
+      await Promise.allSettled(all),
       /exited with code -9 while running this task \(killed by SIGKILL\)/,
     );
   } finally {
@@ -262,9 +263,7 @@ Deno.test("isolation process pool: a runaway task's timeout stops its OS process
     assert.equal(await pool.apply(square, [7]), 49);
     assert.notEqual(await pool.apply(pid), first);
   } finally {
-    pool.terminate();
-    await pool.join();
-    await __testHooks.gone();
+    await endPool(pool);
   }
 });
 
@@ -280,9 +279,7 @@ Deno.test("isolation process pool: a task's signal stops its OS process within 1
     assert.ok((await msUntilGone(first)) < 1000, "the aborted task's child still runs after 1 s");
     assert.equal(await pool.apply(square, [6]), 36);
   } finally {
-    pool.terminate();
-    await pool.join();
-    await __testHooks.gone();
+    await endPool(pool);
   }
 });
 
@@ -346,9 +343,7 @@ Deno.test("isolation process pool: running out of memory fails that task alone, 
     );
     assert.equal(await pool.apply(square, [5]), 25);
   } finally {
-    pool.terminate();
-    await pool.join();
-    await __testHooks.gone();
+    await endPool(pool);
   }
 });
 
@@ -371,9 +366,7 @@ Deno.test("isolation process pool: maxTasksPerChild replaces the OS process; a h
     assert.equal(await pool.apply(slow, [4, 1]), 4);
   } finally {
     q.close();
-    pool.terminate();
-    await pool.join();
-    await __testHooks.gone();
+    await endPool(pool);
   }
 });
 
