@@ -120,3 +120,42 @@ export class Child {
     return await this.err;
   }
 }
+
+/**
+ * Starts a cluster worker node hosting the actor classes of `actors` (a module path) and waits
+ * until it serves them. `flags` are more worker flags (`--idle-ms 300`).
+ */
+export async function startActorNode(
+  actors: string,
+  node: string,
+  options: { servers?: string; env?: Record<string, string>; flags?: string[] } = {},
+): Promise<Child> {
+  const servers = options.servers ?? NATS_URL;
+  const c = new Child(
+    ["run", "-A", WORKER, "--servers", servers, "--actors", actors, "--node", node].concat(
+      options.flags ?? [],
+    ),
+    options.env,
+  );
+  await c.waitFor(`node '${node}' hosts actors`);
+  return c;
+}
+
+/** A caller process (fixtures/cluster_caller.ts) making `calls` calls to `actors` actors. */
+export function startCaller(
+  kind: "ref" | "virtual",
+  prefix: string,
+  actors: number,
+  calls: number,
+) {
+  return new Child([
+    "run",
+    "-A",
+    new URL("./fixtures/cluster_caller.ts", import.meta.url).pathname,
+    kind,
+    NATS_URL,
+    prefix,
+    String(actors),
+    String(calls),
+  ]);
+}

@@ -8,6 +8,8 @@ import {
   Child,
   ignore,
   NATS_URL,
+  startActorNode,
+  startCaller,
   unique,
   WORKER,
 } from "./_harness.ts";
@@ -17,21 +19,8 @@ import { TimeoutError, ValueError } from "../../lib/errors.ts";
 import { Counter } from "./fixtures/cluster_actors.ts";
 
 const ACTORS = new URL("./fixtures/cluster_actors.ts", import.meta.url).pathname;
-const CALLER = new URL("./fixtures/cluster_actor_caller.ts", import.meta.url).pathname;
-
-/** Starts a node hosting the fixture's actors, and waits until it serves. */
-async function startNode(
-  node: string,
-  servers = NATS_URL,
-  env: Record<string, string> = {},
-): Promise<Child> {
-  const c = new Child(
-    ["run", "-A", WORKER, "--servers", servers, "--actors", ACTORS, "--node", node],
-    env,
-  );
-  await c.waitFor(`node '${node}' hosts actors`);
-  return c;
-}
+const startNode = (node: string, servers = NATS_URL, env: Record<string, string> = {}) =>
+  startActorNode(ACTORS, node, { servers, env });
 
 Deno.test({
   name: "cluster actors: spawn on a node, refs from other clients, call/tell/ask/stop",
@@ -184,9 +173,7 @@ Deno.test({
       const refs = await Promise.all(
         Array.from({ length: 100 }, (_, i) => cluster.spawn(Counter, { name: `${prefix}-${i}` })),
       );
-      const callers = [1, 2, 3, 4].map(() =>
-        new Child(["run", "-A", CALLER, NATS_URL, prefix, "100", "2500"])
-      );
+      const callers = [1, 2, 3, 4].map(() => startCaller("ref", prefix, 100, 2500));
       const outs = await Promise.all(callers.map(async (c) => {
         const status = await c.proc.status;
         const out = await c.out;

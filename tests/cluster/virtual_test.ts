@@ -6,11 +6,12 @@ import {
   assert,
   assertEquals,
   assertRejects,
-  Child,
+  type Child,
   ignore,
   NATS_URL,
+  startActorNode,
+  startCaller,
   unique,
-  WORKER,
 } from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
 import { StoredState } from "../../lib/cluster/_virtual.ts";
@@ -21,29 +22,8 @@ import { connect } from "npm:@nats-io/transport-node@3.4.0";
 import { Kvm } from "npm:@nats-io/kv@3.4.0";
 
 const ACTORS = new URL("./fixtures/cluster_virtual.ts", import.meta.url).pathname;
-const CALLER = new URL("./fixtures/cluster_virtual_caller.ts", import.meta.url).pathname;
-
-/** Starts a node hosting the fixture's virtual actors, and waits until it serves. */
-async function startNode(
-  node: string,
-  env: Record<string, string> = {},
-  flags: string[] = [],
-): Promise<Child> {
-  const c = new Child([
-    "run",
-    "-A",
-    WORKER,
-    "--servers",
-    NATS_URL,
-    "--actors",
-    ACTORS,
-    "--node",
-    node,
-    ...flags,
-  ], env);
-  await c.waitFor(`node '${node}' hosts actors`);
-  return c;
-}
+const startNode = (node: string, env: Record<string, string> = {}, flags: string[] = []) =>
+  startActorNode(ACTORS, node, { env, flags });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -267,9 +247,7 @@ Deno.test({
     const prefix = unique("c");
     try {
       const t0 = Date.now();
-      const callers = [1, 2, 3, 4].map(() =>
-        new Child(["run", "-A", CALLER, NATS_URL, prefix, "100", "2500"])
-      );
+      const callers = [1, 2, 3, 4].map(() => startCaller("virtual", prefix, 100, 2500));
       const outs = await Promise.all(callers.map(async (c) => {
         const status = await c.proc.status;
         const out = await c.out;
