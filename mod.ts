@@ -7,17 +7,17 @@
  * @module
  */
 
-export * from "./lib/errors.ts";
-export * from "./lib/process.ts";
-export { setSpares, type SpareOptions, spareOptions } from "./lib/_spares.ts";
-export * from "./lib/threading.ts";
-export * from "./lib/synchronize.ts";
-export * from "./lib/sharedctypes.ts";
-export * from "./lib/shared_memory.ts";
-export * from "./lib/queues.ts";
-export * from "./lib/typed.ts";
-export * from "./lib/connection.ts";
-export * as pickle from "./lib/pickle.ts";
+export * from "./lib/core/errors.ts";
+export * from "./lib/process/process.ts";
+export { setSpares, type SpareOptions, spareOptions } from "./lib/core/spares.ts";
+export * from "./lib/core/threading.ts";
+export * from "./lib/sync/synchronize.ts";
+export * from "./lib/memory/sharedctypes.ts";
+export * from "./lib/memory/shared_memory.ts";
+export * from "./lib/queues/queues.ts";
+export * from "./lib/queues/typed.ts";
+export * from "./lib/connection/connection.ts";
+export * as pickle from "./lib/pickle/pickle.ts";
 export {
   type CodecOptions,
   Decoder,
@@ -28,7 +28,7 @@ export {
   loads,
   loadsAsync,
   registerHandle,
-} from "./lib/reduction.ts";
+} from "./lib/core/reduction.ts";
 export {
   type ApplyOptions,
   AsyncResult,
@@ -38,7 +38,7 @@ export {
   type PoolOptions,
   type TaskOptions,
   transfer,
-} from "./lib/pool.ts";
+} from "./lib/pool/pool.ts";
 export {
   ALL_COMPLETED,
   asCompleted,
@@ -58,8 +58,8 @@ export {
   type ThreadPoolExecutorOptions,
   wait,
   type Waitable,
-} from "./lib/futures.ts";
-export * from "./lib/managers.ts";
+} from "./lib/futures/futures.ts";
+export * from "./lib/managers/managers.ts";
 export {
   Actor,
   type ActorClass,
@@ -83,14 +83,14 @@ export {
   spawn,
   type SpawnOptions,
   unlink,
-} from "./lib/actor.ts";
-export * from "./lib/supervisor.ts";
+} from "./lib/actor/actor.ts";
+export * from "./lib/actor/supervisor.ts";
 // Issue 22: names (Erlang's register/whereis) and timers at the top level, as Erlang's BIFs;
 // process groups under `pg`, as Erlang's `pg:join(...)` (`join` alone reads as a process join).
-export { type CallOptions } from "./lib/actor.ts";
-export { register, registered, unregister, whereis } from "./lib/registry.ts";
-export * as pg from "./lib/groups.ts";
-export { cancelTimer, sendAfter, TimerRef } from "./lib/timers.ts";
+export { type CallOptions } from "./lib/actor/actor.ts";
+export { register, registered, unregister, whereis } from "./lib/actor/registry.ts";
+export * as pg from "./lib/actor/groups.ts";
+export { cancelTimer, sendAfter, TimerRef } from "./lib/actor/timers.ts";
 // Issue 16: observability.
 export {
   type CycleStep,
@@ -99,5 +99,5 @@ export {
   setDeadlockDetection,
   type Snapshot,
   snapshot,
-} from "./lib/snapshot.ts";
-export { type Dashboard, type DashboardOptions, serveDashboard } from "./lib/dashboard.ts";
+} from "./lib/observe/snapshot.ts";
+export { type Dashboard, type DashboardOptions, serveDashboard } from "./lib/observe/dashboard.ts";

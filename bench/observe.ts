@@ -5,10 +5,10 @@
 // median rate of both and their ratio. The claim: watching costs at most 2%.
 //
 //   deno run -A --unstable-worker-options bench/observe.ts [--rounds 7] [--only W2,W5,W5b]
-import { Pool } from "../lib/pool.ts";
-import { Process } from "../lib/process.ts";
-import { Queue } from "../lib/queues.ts";
-import { serveDashboard } from "../lib/dashboard.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { Process } from "../lib/process/process.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { serveDashboard } from "../lib/observe/dashboard.ts";
 import { arg, emit, since } from "./_common.ts";
 import { w2Consumer, w2Producer } from "./w2_queue.ts";
 import { square } from "./w5_pool.ts";

@@ -7,7 +7,7 @@
 //
 // `--python` also runs the Python peer's W10 (`python_mp_bench.py --only W10-pickle`) in the
 // same run and prints its line and the ratio (`deno task bench --peers` does the same for all).
-import { dumps, loads } from "../lib/pickle.ts";
+import { dumps, loads } from "../lib/pickle/pickle.ts";
 import { arg, emit, rounds, since } from "./_common.ts";
 
 type Item = { i: number; x: number; s: string; xs: number[] };

@@ -6,12 +6,12 @@
 // from before the block was made to the end: about 1024 (the block, touched once), where a copy
 // per worker would add a GiB each. Every round is checked: all elements equal 2^k - 1 after k.
 // The block is made before the pool: a pool worker decodes its tasks synchronously, so a big
-// block's buffer must have reached it before, as its start message brings it (lib/_bigblock.ts).
+// block's buffer must have reached it before, as its start message brings it (lib/core/bigblock.ts).
 //
 //   deno run -A --unstable-worker-options bench/w11_inplace.ts [--variant thread,pool] [--gib 1]
-import { Pool } from "../lib/pool.ts";
-import { cpuCount } from "../lib/process.ts";
-import { SharedMemory } from "../lib/shared_memory.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { cpuCount } from "../lib/process/process.ts";
+import { SharedMemory } from "../lib/memory/shared_memory.ts";
 import { arg, emit, rounds, since } from "./_common.ts";
 
 /** The transform, over elements [from, to) of the block's Float64Array. */

@@ -4,16 +4,16 @@
 // latencies, each with 2 fresh spares ready (~1 s after asking: the program has been running for
 // a second), or after 150 ms without spares: `process`, from `Process.start()` to the target
 // running, and `actor-first-call`, from `spawn(Actor)` to its first answered call.
-// Each variant runs with spare workers (lib/_spares.ts, the default: 2) and without (`-cold`:
+// Each variant runs with spare workers (lib/core/spares.ts, the default: 2) and without (`-cold`:
 // `setSpares({ count: 0 })`), alternately, 3 rounds; each line is the median of its rounds. With
 // spares, the 20 processes of W1-spawn take the 2 ready ones, then create workers (a spare
 // asked for arrives ~1 s later). Variant `process-isolation`: `bare` with each process a separate
 // deno OS process (`isolation: "process"`; spares do not apply to it).
 // Run: deno run -A --unstable-worker-options bench/w1_spawn.ts [--variant bare,process]
 import { type Isolation, Process } from "../mod.ts";
-import { __testHooks, setSpares, spareOptions } from "../lib/_spares.ts";
-import { spawn } from "../lib/actor.ts";
-import { RawValue } from "../lib/sharedctypes.ts";
+import { __testHooks, setSpares, spareOptions } from "../lib/core/spares.ts";
+import { spawn } from "../lib/actor/actor.ts";
+import { RawValue } from "../lib/memory/sharedctypes.ts";
 import { noop } from "./tasks/noop.ts";
 import { noopLib } from "./tasks/noop_lib.ts";
 import { stamp } from "./tasks/stamp.ts";

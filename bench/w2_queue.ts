@@ -8,10 +8,10 @@
 // (a typed item cannot be `null`).
 //
 //   deno run -A bench/w2_queue.ts [--variant async,sync,typed] [--n 200000]
-import { Process } from "../lib/process.ts";
-import { Queue } from "../lib/queues.ts";
-import { schema } from "../lib/typed.ts";
-import { ValueError } from "../lib/errors.ts";
+import { Process } from "../lib/process/process.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { schema } from "../lib/queues/typed.ts";
+import { ValueError } from "../lib/core/errors.ts";
 import { arg, emit, rounds, since } from "./_common.ts";
 
 type Item = { i: number; s: string } | null;

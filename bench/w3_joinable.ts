@@ -6,8 +6,8 @@
 // Variants: async (consumers await get), sync (consumers use getSync).
 //
 //   deno run -A bench/w3_joinable.ts [--variant async,sync] [--n 100000]
-import { Process } from "../lib/process.ts";
-import { JoinableQueue, Queue } from "../lib/queues.ts";
+import { Process } from "../lib/process/process.ts";
+import { JoinableQueue, Queue } from "../lib/queues/queues.ts";
 import { arg, emit, rounds, since } from "./_common.ts";
 
 /** Consumer with await. */

@@ -16,9 +16,9 @@
 // As in the peers, the pool is started and its workers are ready before the clock starts.
 //
 //   deno run -A --unstable-worker-options bench/w5_pool.ts [--only W5-pool-map,W5b-pool-async]
-import { asCompleted, ProcessPoolExecutor } from "../lib/futures.ts";
-import { Pool } from "../lib/pool.ts";
-import { cpuCount, getPid, type Isolation } from "../lib/process.ts";
+import { asCompleted, ProcessPoolExecutor } from "../lib/futures/futures.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { cpuCount, getPid, type Isolation } from "../lib/process/process.ts";
 import { emit, since } from "./_common.ts";
 
 /** The W5 task. */

@@ -13,9 +13,9 @@
 // --compare also runs Python's multiprocessing and the raw Deno floor in this run and prints
 // the ratios (goal: >= 10x Python, within 2x of the raw futex floor).
 import { emit, since } from "./_common.ts";
-import { Process } from "../lib/process.ts";
-import { RawArray, Value } from "../lib/sharedctypes.ts";
-import { Event, Lock, type RLock, Semaphore } from "../lib/synchronize.ts";
+import { Process } from "../lib/process/process.ts";
+import { RawArray, Value } from "../lib/memory/sharedctypes.ts";
+import { Event, Lock, type RLock, Semaphore } from "../lib/sync/synchronize.ts";
 
 const TOTAL = 200_000, WARM = 200_000;
 

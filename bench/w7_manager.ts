@@ -6,10 +6,10 @@
 //
 //   deno run -A --unstable-worker-options bench/w7_manager.ts [--n 20000] [--runs 3]
 import { arg, emit, since } from "./_common.ts";
-import { type DictProxy, Manager } from "../lib/managers.ts";
-import { Process } from "../lib/process.ts";
-import { Queue } from "../lib/queues.ts";
-import { Event, Semaphore } from "../lib/synchronize.ts";
+import { type DictProxy, Manager } from "../lib/managers/managers.ts";
+import { Process } from "../lib/process/process.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { Event, Semaphore } from "../lib/sync/synchronize.ts";
 
 /** The client: `n` sets, then `n` gets, counting values that come back wrong. */
 export async function w7Client(

@@ -1,14 +1,14 @@
 // W9-pool-lifecycle (../shared/bench/WORKLOADS.md): 10 times, one after another, create
 // `Pool(2)`, `map(square, range(16))`, close and join: what a short program that uses a pool
-// pays. Variants: `warm` (2 spare workers ready when the first pool starts: lib/_spares.ts, the
+// pays. Variants: `warm` (2 spare workers ready when the first pool starts: lib/core/spares.ts, the
 // default) and `cold` (`setSpares({ count: 0 })`: every worker created when asked), run
 // alternately 3 times each; each line is the median. With spares, the first pool takes the 2
 // ready ones; the next pools create theirs (a spare asked for arrives ~1 s later). Variants
 // `first-pool` and `first-pool-cold` time one lifecycle only: what a program that has been
 // running for a second pays for its first pool.
 // Run: deno run -A --unstable-worker-options bench/w9_pool_lifecycle.ts [--variant warm,cold]
-import { Pool } from "../lib/pool.ts";
-import { __testHooks, setSpares, spareOptions } from "../lib/_spares.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { __testHooks, setSpares, spareOptions } from "../lib/core/spares.ts";
 import { arg, emit } from "./_common.ts";
 import { square } from "./tasks/square.ts";
 

@@ -12,8 +12,8 @@
 //
 // Look for: "killed worker-N", "restarted worker-N (killed)", and at the end "every item was
 // processed exactly once".
-import { Actor, ActorExited, type ActorRef, Mailbox, spawn } from "../lib/actor.ts";
-import { Supervisor } from "../lib/supervisor.ts";
+import { Actor, ActorExited, type ActorRef, Mailbox, spawn } from "../lib/actor/actor.ts";
+import { Supervisor } from "../lib/actor/supervisor.ts";
 
 const LANES = 3;
 

@@ -5,7 +5,7 @@
 //
 //   deno task top http://127.0.0.1:PORT/ [--token SECRET] [--once]
 
-import type { Snapshot } from "../lib/snapshot.ts";
+import type { Snapshot } from "../lib/observe/snapshot.ts";
 
 /** The picture as lines of text: one section per kind of object, deadlocks first. */
 export function render(s: Snapshot): string[] {

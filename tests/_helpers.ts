@@ -2,9 +2,9 @@
 // worker process on a target, and a ring of its own in the heap. Written once here so every test
 // file waits and starts workers the same way.
 
-import { alloc } from "../lib/_heap.ts";
-import { Ring } from "../lib/_ring.ts";
-import { Process } from "../lib/process.ts";
+import { alloc } from "../lib/core/heap.ts";
+import { Ring } from "../lib/core/ring.ts";
+import { Process } from "../lib/process/process.ts";
 
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -1,7 +1,21 @@
 import assert from "node:assert/strict";
-import { ActorExited, type ActorRef, link, Mailbox, monitor, spawn, unlink } from "../lib/actor.ts";
-import { Full, ProcessError, SerializationError, TimeoutError, ValueError } from "../lib/errors.ts";
-import { Process } from "../lib/process.ts";
+import {
+  ActorExited,
+  type ActorRef,
+  link,
+  Mailbox,
+  monitor,
+  spawn,
+  unlink,
+} from "../lib/actor/actor.ts";
+import {
+  Full,
+  ProcessError,
+  SerializationError,
+  TimeoutError,
+  ValueError,
+} from "../lib/core/errors.ts";
+import { Process } from "../lib/process/process.ts";
 import {
   Counter,
   Forwarder,
@@ -277,7 +291,7 @@ Deno.test("spawn: start failures reject with their error; bad classes are refuse
 Deno.test("typed proxies: a wrong argument type fails deno check", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const lib = new URL("../lib/actor.ts", import.meta.url).href;
+    const lib = new URL("../lib/actor/actor.ts", import.meta.url).href;
     const fixtures = new URL("./fixtures/actor_targets.ts", import.meta.url).href;
     const source = (body: string) =>
       `import { spawn } from "${lib}";\nimport { Counter, Recorder } from "${fixtures}";\n` +

@@ -1,13 +1,13 @@
 // The actor toolkit of issue 22: calls with a deadline, names, timers, process groups and
 // state machines (become/stash), each as Erlang and Akka users know them.
 import assert from "node:assert/strict";
-import { ActorExited, Mailbox, monitor, spawn } from "../lib/actor.ts";
-import { SerializationError, TimeoutError, ValueError } from "../lib/errors.ts";
-import { Process } from "../lib/process.ts";
-import { register, registered, unregister, whereis } from "../lib/registry.ts";
-import { Supervisor } from "../lib/supervisor.ts";
+import { ActorExited, Mailbox, monitor, spawn } from "../lib/actor/actor.ts";
+import { SerializationError, TimeoutError, ValueError } from "../lib/core/errors.ts";
+import { Process } from "../lib/process/process.ts";
+import { register, registered, unregister, whereis } from "../lib/actor/registry.ts";
+import { Supervisor } from "../lib/actor/supervisor.ts";
 import { Counter, Recorder } from "./fixtures/actor_targets.ts";
-import { broadcast, join, leave, members, whichGroups } from "../lib/groups.ts";
+import { broadcast, join, leave, members, whichGroups } from "../lib/actor/groups.ts";
 import {
   broadcastFrom,
   callByName,
@@ -16,7 +16,7 @@ import {
   spawnRegistered,
   Ticker,
 } from "./fixtures/toolkit_targets.ts";
-import { cancelTimer, sendAfter } from "../lib/timers.ts";
+import { cancelTimer, sendAfter } from "../lib/actor/timers.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

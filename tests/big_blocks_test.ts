@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { alloc } from "../lib/_heap.ts";
-import { Pool } from "../lib/pool.ts";
-import { Process } from "../lib/process.ts";
+import { alloc } from "../lib/core/heap.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { Process } from "../lib/process/process.ts";
 import { runProgram } from "./_program.ts";
-import { Queue } from "../lib/queues.ts";
-import { dumps, loads } from "../lib/reduction.ts";
-import { SharedMemory } from "../lib/shared_memory.ts";
-import { Array as SharedArray } from "../lib/sharedctypes.ts";
-import { BIG_BLOCK_BYTES, keptBlocks } from "../lib/_bigblock.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { dumps, loads } from "../lib/core/reduction.ts";
+import { SharedMemory } from "../lib/memory/shared_memory.ts";
+import { Array as SharedArray } from "../lib/memory/sharedctypes.ts";
+import { BIG_BLOCK_BYTES, keptBlocks } from "../lib/core/bigblock.ts";
 import {
   addOne,
   addOneFromQueue,

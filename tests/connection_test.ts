@@ -9,10 +9,10 @@ import {
   Listener,
   OSError,
   Pipe,
-} from "../lib/connection.ts";
-import { Process } from "../lib/process.ts";
-import { Queue } from "../lib/queues.ts";
-import { AuthenticationError, BufferTooShort, EOFError, ValueError } from "../lib/errors.ts";
+} from "../lib/connection/connection.ts";
+import { Process } from "../lib/process/process.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { AuthenticationError, BufferTooShort, EOFError, ValueError } from "../lib/core/errors.ts";
 import {
   pipeCountUntilEof,
   pipeEcho,
@@ -22,8 +22,8 @@ import {
   pipeSendBig,
 } from "./fixtures/queue_targets.ts";
 import { handOffAndKeep } from "./fixtures/pipe_targets.ts";
-import { __testHooks, endOpen } from "../lib/_pipe_copies.ts";
-import { dumps, loads } from "../lib/reduction.ts";
+import { __testHooks, endOpen } from "../lib/connection/pipe_copies.ts";
+import { dumps, loads } from "../lib/core/reduction.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const TCP_PEER = new URL("./fixtures/tcp_peer.ts", import.meta.url).pathname;

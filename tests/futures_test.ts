@@ -10,11 +10,11 @@ import {
   ProcessPoolExecutor,
   ThreadPoolExecutor,
   wait,
-} from "../lib/futures.ts";
-import { __testHooks, Pool } from "../lib/pool.ts";
-import { activeChildren } from "../lib/process.ts";
-import { currentThread } from "../lib/threading.ts";
-import { BrokenPoolError, ProcessError, TimeoutError, ValueError } from "../lib/errors.ts";
+} from "../lib/futures/futures.ts";
+import { __testHooks, Pool } from "../lib/pool/pool.ts";
+import { activeChildren } from "../lib/process/process.ts";
+import { currentThread } from "../lib/core/threading.ts";
+import { BrokenPoolError, ProcessError, TimeoutError, ValueError } from "../lib/core/errors.ts";
 import {
   badInit,
   exitNow,
@@ -27,7 +27,7 @@ import {
   squareUnless13,
 } from "./fixtures/pool_tasks.ts";
 import { countRun } from "./fixtures/pool_race_tasks.ts";
-import { RawArray } from "../lib/sharedctypes.ts";
+import { RawArray } from "../lib/memory/sharedctypes.ts";
 import { range, sleep, waitUntil } from "./_helpers.ts";
 
 function notExported(x: number): number {

@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
-import { Process } from "../lib/process.ts";
-import { Pool } from "../lib/pool.ts";
-import { Queue } from "../lib/queues.ts";
-import { ProcessPoolExecutor } from "../lib/futures.ts";
-import { BrokenPoolError, SerializationError, TimeoutError, ValueError } from "../lib/errors.ts";
-import { __testHooks } from "../lib/_os_spawn.ts";
+import { Process } from "../lib/process/process.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { ProcessPoolExecutor } from "../lib/futures/futures.ts";
+import {
+  BrokenPoolError,
+  SerializationError,
+  TimeoutError,
+  ValueError,
+} from "../lib/core/errors.ts";
+import { __testHooks } from "../lib/process/os_spawn.ts";
 import { range, sleep, TIMED_OUT, until, within } from "./_helpers.ts";
 import {
   boom,

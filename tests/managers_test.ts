@@ -7,13 +7,13 @@ import {
   Manager,
   type ProxyFactory,
   SyncManager,
-} from "../lib/managers.ts";
+} from "../lib/managers/managers.ts";
 import {
   answerChallenge,
   type Connection,
   deliverChallenge,
   wrapSocket,
-} from "../lib/connection.ts";
+} from "../lib/connection/connection.ts";
 import {
   AuthenticationError,
   BrokenBarrierError,
@@ -21,12 +21,12 @@ import {
   Full,
   RemoteError,
   ValueError,
-} from "../lib/errors.ts";
-import { Process } from "../lib/process.ts";
-import { registerHandle } from "../lib/reduction.ts";
-import { Queue } from "../lib/queues.ts";
-import { Event } from "../lib/synchronize.ts";
-import { Thread } from "../lib/threading.ts";
+} from "../lib/core/errors.ts";
+import { Process } from "../lib/process/process.ts";
+import { registerHandle } from "../lib/core/reduction.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { Event } from "../lib/sync/synchronize.ts";
+import { Thread } from "../lib/core/threading.ts";
 import {
   appendFromQueue,
   appendNested,

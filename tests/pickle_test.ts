@@ -1,4 +1,4 @@
-// The pickle codec (lib/pickle.ts): the JS <-> Python mapping, memo (shared references and
+// The pickle codec (lib/pickle/pickle.ts): the JS <-> Python mapping, memo (shared references and
 // cycles), refusals naming the opcode and the global, a fuzz of random and malicious pickles,
 // and real CPython (every python3.x on PATH) reading our pickles and writing its own.
 import assert from "node:assert/strict";

@@ -1,8 +1,8 @@
 // The pool's doorbell and its result rings: no result is slept through (issues 24.1, 24.2).
 import assert from "node:assert/strict";
-import { keepAlive } from "../lib/_atomics.ts";
-import { alloc } from "../lib/_heap.ts";
-import { __testHooks, Doorbell, Pool } from "../lib/pool.ts";
+import { keepAlive } from "../lib/core/atomics.ts";
+import { alloc } from "../lib/core/heap.ts";
+import { __testHooks, Doorbell, Pool } from "../lib/pool/pool.ts";
 import { bytes, echoAfter, pauseRingers } from "./fixtures/pool_race_tasks.ts";
 
 /** `p`, or a rejection after `ms` (a hang fails the test instead of stalling the suite). */

@@ -1,8 +1,8 @@
 // How pool errors read: one stack, printed once (issue 18.7); a pool started at a module's top
 // level gets the `if (import.meta.main)` hint (issue 18.2).
 import assert from "node:assert/strict";
-import { Pool } from "../lib/pool.ts";
-import { RemoteError } from "../lib/errors.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { RemoteError } from "../lib/core/errors.ts";
 import { runProgram } from "./_program.ts";
 import { fail } from "./fixtures/pool_tasks.ts";
 

@@ -1,8 +1,8 @@
 // Pool options: `preload` makes whenReady() cover the task module's import (issue 18.8); an
 // options object where one belongs, else a TypeError showing the right call (issue 18.1).
 import assert from "node:assert/strict";
-import { Pool } from "../lib/pool.ts";
-import { BrokenPoolError } from "../lib/errors.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { BrokenPoolError } from "../lib/core/errors.ts";
 import { square } from "./fixtures/pool_tasks.ts";
 import { hello } from "./fixtures/pool_slow_module.ts"; // takes 1 s to load
 

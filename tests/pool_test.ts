@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { activeChildren, type Process } from "../lib/process.ts";
-import { AsyncResult, Pool } from "../lib/pool.ts";
-import { Queue } from "../lib/queues.ts";
+import { activeChildren, type Process } from "../lib/process/process.ts";
+import { AsyncResult, Pool } from "../lib/pool/pool.ts";
+import { Queue } from "../lib/queues/queues.ts";
 import {
   BrokenPoolError,
   ProcessError,
@@ -9,7 +9,7 @@ import {
   SerializationError,
   TimeoutError,
   ValueError,
-} from "../lib/errors.ts";
+} from "../lib/core/errors.ts";
 import {
   add,
   badInit,

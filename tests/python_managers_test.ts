@@ -4,8 +4,8 @@
 // tests/fixtures/py_manager_peer.py; without one these tests are skipped with a message.
 
 import assert from "node:assert/strict";
-import { BaseManager, SyncManager } from "../lib/managers.ts";
-import { AuthenticationError, Empty, RemoteError } from "../lib/errors.ts";
+import { BaseManager, SyncManager } from "../lib/managers/managers.ts";
+import { AuthenticationError, Empty, RemoteError } from "../lib/core/errors.ts";
 import { findPythons, type Python, PythonPeer, skipWithoutPython } from "./_python.ts";
 
 const PEER = new URL("./fixtures/py_manager_peer.py", import.meta.url).pathname;

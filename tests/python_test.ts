@@ -12,9 +12,9 @@ import {
   type Digest,
   Listener,
   wrapSocket,
-} from "../lib/connection.ts";
-import { AuthenticationError, ValueError } from "../lib/errors.ts";
-import * as pickle from "../lib/pickle.ts";
+} from "../lib/connection/connection.ts";
+import { AuthenticationError, ValueError } from "../lib/core/errors.ts";
+import * as pickle from "../lib/pickle/pickle.ts";
 import { findPythons, type Python, PythonPeer, skipWithoutPython } from "./_python.ts";
 
 const PEER = new URL("./fixtures/py_peer.py", import.meta.url).pathname;

@@ -1,9 +1,9 @@
 // Queue counts stay true when items never arrive (issues 13.1, 13.2, 13.3): a terminated
 // producer's unwritten items, a fenced putSync, an item that fails to decode.
 import assert from "node:assert/strict";
-import { JoinableQueue, PriorityQueue, Queue } from "../lib/queues.ts";
-import { Empty } from "../lib/errors.ts";
-import { registerHandle } from "../lib/reduction.ts";
+import { JoinableQueue, PriorityQueue, Queue } from "../lib/queues/queues.ts";
+import { Empty } from "../lib/core/errors.ts";
+import { registerHandle } from "../lib/core/reduction.ts";
 import { putManyThenFlush, putSyncForever } from "./fixtures/queue_counts_targets.ts";
 import { sleep, starter, TIMED_OUT, until, within } from "./_helpers.ts";
 

@@ -1,10 +1,10 @@
 // Queues give their memory back (issue 13.7): a queue closed and drained by its holders frees
 // its heap block without waiting for the garbage collector; a full heap says what fills it.
 import assert from "node:assert/strict";
-import { alloc, heap, heapUsage, release } from "../lib/_heap.ts";
-import { JoinableQueue, LifoQueue, PriorityQueue, Queue } from "../lib/queues.ts";
-import { Pipe } from "../lib/connection.ts";
-import { ValueError } from "../lib/errors.ts";
+import { alloc, heap, heapUsage, release } from "../lib/core/heap.ts";
+import { JoinableQueue, LifoQueue, PriorityQueue, Queue } from "../lib/queues/queues.ts";
+import { Pipe } from "../lib/connection/connection.ts";
+import { ValueError } from "../lib/core/errors.ts";
 
 Deno.test("10,000 create/use/close cycles of each queue kind run in constant shared memory", async () => {
   const before = heap().sab.byteLength;

@@ -1,8 +1,8 @@
 // A consumer killed in the middle of a large item (issue 13.10): the item is either wholly
 // received or left for the next reader, who goes on where the dead one stopped.
 import assert from "node:assert/strict";
-import { alloc, heap } from "../lib/_heap.ts";
-import { JoinableQueue, Queue } from "../lib/queues.ts";
+import { alloc, heap } from "../lib/core/heap.ts";
+import { JoinableQueue, Queue } from "../lib/queues/queues.ts";
 import { getIndices, getLengths, putBigGated } from "./fixtures/queue_counts_targets.ts";
 import { A_ARRIVED, A_RELEASED } from "./fixtures/ring_targets.ts";
 import { sleep, starter, until } from "./_helpers.ts";

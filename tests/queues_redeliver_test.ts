@@ -1,8 +1,8 @@
 // JoinableQueue at-least-once (issue 13.11): an item taken by a consumer that dies before
 // taskDone() goes back to the queue for the next consumer, so join() does not wait forever.
 import assert from "node:assert/strict";
-import type { Process } from "../lib/process.ts";
-import { JoinableQueue, Queue } from "../lib/queues.ts";
+import type { Process } from "../lib/process/process.ts";
+import { JoinableQueue, Queue } from "../lib/queues/queues.ts";
 import { finishThenHold, getAndFinishSync, getAndHold } from "./fixtures/queue_counts_targets.ts";
 import { starter, TIMED_OUT, within } from "./_helpers.ts";
 

@@ -1,7 +1,7 @@
 // Queues across workers: Python semantics (CPython test_queue.py, _TestQueue), robustness
 // (nothing lost, nothing torn), fidelity, handles inside items, any item size.
 import assert from "node:assert/strict";
-import { Process } from "../lib/process.ts";
+import { Process } from "../lib/process/process.ts";
 import {
   flushAll,
   JoinableQueue,
@@ -9,8 +9,8 @@ import {
   PriorityQueue,
   Queue,
   SimpleQueue,
-} from "../lib/queues.ts";
-import { Empty, Full, SerializationError, ValueError } from "../lib/errors.ts";
+} from "../lib/queues/queues.ts";
+import { Empty, Full, SerializationError, ValueError } from "../lib/core/errors.ts";
 import {
   consume,
   consumeSync,

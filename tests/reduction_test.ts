@@ -1,13 +1,13 @@
-// The codec (lib/reduction.ts): all-or-nothing encoding, fidelity where structuredClone keeps
+// The codec (lib/core/reduction.ts): all-or-nothing encoding, fidelity where structuredClone keeps
 // something, errors that keep their cause, and handles whose module a worker has not loaded.
 import assert from "node:assert/strict";
-import { dumps, Encoder, loads, loadsAsync, registerHandle } from "../lib/reduction.ts";
-import { RemoteError, SerializationError } from "../lib/errors.ts";
-import { Queue } from "../lib/queues.ts";
-import { Event } from "../lib/synchronize.ts";
-import { Process } from "../lib/process.ts";
-import { Pool } from "../lib/pool.ts";
-import { Pipe } from "../lib/connection.ts";
+import { dumps, Encoder, loads, loadsAsync, registerHandle } from "../lib/core/reduction.ts";
+import { RemoteError, SerializationError } from "../lib/core/errors.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { Event } from "../lib/sync/synchronize.ts";
+import { Process } from "../lib/process/process.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { Pipe } from "../lib/connection/connection.ts";
 import {
   echo,
   getEventSync,

@@ -1,9 +1,9 @@
 // Ring frames (issue 24.3): a writer that lost its lock (a zombie: terminated, still running)
 // must not write one more frame, and a reader must never trust a frame that would move R past W.
 import assert from "node:assert/strict";
-import { alloc, heap } from "../lib/_heap.ts";
-import { Ring, TIMEOUT } from "../lib/_ring.ts";
-import { Process } from "../lib/process.ts";
+import { alloc, heap } from "../lib/core/heap.ts";
+import { Ring, TIMEOUT } from "../lib/core/ring.ts";
+import { Process } from "../lib/process/process.ts";
 import { A_ARRIVED, A_RELEASED, gatedStreamWriter } from "./fixtures/ring_targets.ts";
 import { newRing, sleep, until } from "./_helpers.ts";
 

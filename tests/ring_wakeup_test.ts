@@ -2,8 +2,8 @@
 // an "asleep" flag that notifiers cleared: a notifier holding a stale "asleep" could clear the
 // flag a new sleeper had just raised, and the next notifier then skipped the notify for good.
 import assert from "node:assert/strict";
-import { alloc, heap } from "../lib/_heap.ts";
-import type { Process } from "../lib/process.ts";
+import { alloc, heap } from "../lib/core/heap.ts";
+import type { Process } from "../lib/process/process.ts";
 import {
   A_ARRIVED,
   A_RELEASED,

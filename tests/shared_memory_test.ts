@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { ValueError } from "../lib/errors.ts";
-import { Process } from "../lib/process.ts";
-import { dumps, loads } from "../lib/reduction.ts";
-import { ShareableList, SharedMemory } from "../lib/shared_memory.ts";
-import { __testHooks } from "../lib/_synchronize_hooks.ts";
+import { ValueError } from "../lib/core/errors.ts";
+import { Process } from "../lib/process/process.ts";
+import { dumps, loads } from "../lib/core/reduction.ts";
+import { ShareableList, SharedMemory } from "../lib/memory/shared_memory.ts";
+import { __testHooks } from "../lib/sync/hooks.ts";
 import { touchShared } from "./fixtures/sync_targets.ts";
 
 Deno.test("SharedMemory: a zeroed block of `size` bytes; attach by name; close", () => {

@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
-import { ValueError } from "../lib/errors.ts";
-import { Process } from "../lib/process.ts";
-import { dumps, loads } from "../lib/reduction.ts";
+import { ValueError } from "../lib/core/errors.ts";
+import { Process } from "../lib/process/process.ts";
+import { dumps, loads } from "../lib/core/reduction.ts";
 import {
   Array as SharedArray,
   RawArray,
   RawValue,
   type Typecode,
   Value,
-} from "../lib/sharedctypes.ts";
-import { Event, Lock, RLock } from "../lib/synchronize.ts";
+} from "../lib/memory/sharedctypes.ts";
+import { Event, Lock, RLock } from "../lib/sync/synchronize.ts";
 import { writeForever } from "./fixtures/zombie_targets.ts";
 import { increment, writeCtypes } from "./fixtures/sync_targets.ts";
 

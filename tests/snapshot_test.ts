@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { Process } from "../lib/process.ts";
-import { JoinableQueue, LifoQueue, Queue, SimpleQueue } from "../lib/queues.ts";
+import { Process } from "../lib/process/process.ts";
+import { JoinableQueue, LifoQueue, Queue, SimpleQueue } from "../lib/queues/queues.ts";
 import {
   Barrier,
   BoundedSemaphore,
@@ -9,20 +9,20 @@ import {
   Lock,
   RLock,
   Semaphore,
-} from "../lib/synchronize.ts";
-import { Thread } from "../lib/threading.ts";
-import { DeadlockError } from "../lib/errors.ts";
-import { setDeadlockDetection, type Snapshot, snapshot } from "../lib/snapshot.ts";
+} from "../lib/sync/synchronize.ts";
+import { Thread } from "../lib/core/threading.ts";
+import { DeadlockError } from "../lib/core/errors.ts";
+import { setDeadlockDetection, type Snapshot, snapshot } from "../lib/observe/snapshot.ts";
 import {
   parentOf,
   philosopher,
   poolAndSupervisorInside,
   snapshotHere,
 } from "./fixtures/snapshot_targets.ts";
-import { type ActorRef, Mailbox, spawn } from "../lib/actor.ts";
-import { Supervisor } from "../lib/supervisor.ts";
+import { type ActorRef, Mailbox, spawn } from "../lib/actor/actor.ts";
+import { Supervisor } from "../lib/actor/supervisor.ts";
 import { Counter } from "./fixtures/actor_targets.ts";
-import { Pool } from "../lib/pool.ts";
+import { Pool } from "../lib/pool/pool.ts";
 import { sleepMs, square } from "./fixtures/pool_tasks.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

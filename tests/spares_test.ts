@@ -1,9 +1,9 @@
-// Spare workers (lib/_spares.ts): a process started from a spare is the same process a new
+// Spare workers (lib/core/spares.ts): a process started from a spare is the same process a new
 // worker would run; spares never keep a program alive and end when idle; `setSpares` and
 // `DENOMP_SPARES` turn them off.
 import assert from "node:assert/strict";
 import { Process, Queue } from "../mod.ts";
-import { __testHooks, setSpares, spareOptions } from "../lib/_spares.ts";
+import { __testHooks, setSpares, spareOptions } from "../lib/core/spares.ts";
 import { exitWith, sleep as sleepTarget } from "./fixtures/proc_targets.ts";
 import { type Facts, facts } from "./fixtures/spare_targets.ts";
 import { runProgram } from "./_program.ts";

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { type ActorRef, Mailbox, monitor, spawn } from "../lib/actor.ts";
-import { TimeoutError, ValueError } from "../lib/errors.ts";
-import { Process } from "../lib/process.ts";
+import { type ActorRef, Mailbox, monitor, spawn } from "../lib/actor/actor.ts";
+import { TimeoutError, ValueError } from "../lib/core/errors.ts";
+import { Process } from "../lib/process/process.ts";
 import {
   type ChildSpec,
   Supervisor,
   SupervisorError,
   type SupervisorEvent,
-} from "../lib/supervisor.ts";
+} from "../lib/actor/supervisor.ts";
 import { Logged, Noisy } from "./fixtures/actor_targets.ts";
 import { exitAfter, sleepLong } from "./fixtures/actor_procs.ts";
 import { runProgram } from "./_program.ts";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { Process } from "../lib/process.ts";
-import { BrokenBarrierError, ValueError } from "../lib/errors.ts";
-import { dumps, loads } from "../lib/reduction.ts";
-import { RawArray, Value } from "../lib/sharedctypes.ts";
+import { Process } from "../lib/process/process.ts";
+import { BrokenBarrierError, ValueError } from "../lib/core/errors.ts";
+import { dumps, loads } from "../lib/core/reduction.ts";
+import { RawArray, Value } from "../lib/memory/sharedctypes.ts";
 import {
   type Acquired,
   Barrier,
@@ -12,13 +12,13 @@ import {
   Lock,
   RLock,
   Semaphore,
-} from "../lib/synchronize.ts";
-import { Thread } from "../lib/threading.ts";
-import { Queue } from "../lib/queues.ts";
-import { alloc, heap, release as releaseBlock } from "../lib/_heap.ts";
-import { __testHooks } from "../lib/_synchronize_hooks.ts";
-import { Array as SharedArray } from "../lib/sharedctypes.ts";
-import { ShareableList, SharedMemory } from "../lib/shared_memory.ts";
+} from "../lib/sync/synchronize.ts";
+import { Thread } from "../lib/core/threading.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { alloc, heap, release as releaseBlock } from "../lib/core/heap.ts";
+import { __testHooks } from "../lib/sync/hooks.ts";
+import { Array as SharedArray } from "../lib/memory/sharedctypes.ts";
+import { ShareableList, SharedMemory } from "../lib/memory/shared_memory.ts";
 import {
   accountPaused,
   ATTEMPTS,

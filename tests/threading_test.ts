@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { ValueError } from "../lib/errors.ts";
-import { Process } from "../lib/process.ts";
-import { Value } from "../lib/sharedctypes.ts";
-import { RLock } from "../lib/synchronize.ts";
+import { ValueError } from "../lib/core/errors.ts";
+import { Process } from "../lib/process/process.ts";
+import { Value } from "../lib/memory/sharedctypes.ts";
+import { RLock } from "../lib/sync/synchronize.ts";
 import {
   activeCount,
   currentThread,
@@ -13,7 +13,7 @@ import {
   setExcepthook,
   Thread,
   Timer,
-} from "../lib/threading.ts";
+} from "../lib/core/threading.ts";
 import { lingeringThread, threadsInWorker } from "./fixtures/sync_targets.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

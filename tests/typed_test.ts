@@ -1,12 +1,12 @@
 // Typed queues (issue 23.2): items written field by field from a schema, batches as one run of
 // ring frames, every Queue guarantee kept (counts, close/EOF, maxsize), handles cross workers.
 import assert from "node:assert/strict";
-import { Process } from "../lib/process.ts";
-import { JoinableQueue, Queue } from "../lib/queues.ts";
-import { Empty, Full, SerializationError, ValueError } from "../lib/errors.ts";
-import { alloc } from "../lib/_heap.ts";
-import { Ring } from "../lib/_ring.ts";
-import { type ItemOf, schema } from "../lib/typed.ts";
+import { Process } from "../lib/process/process.ts";
+import { JoinableQueue, Queue } from "../lib/queues/queues.ts";
+import { Empty, Full, SerializationError, ValueError } from "../lib/core/errors.ts";
+import { alloc } from "../lib/core/heap.ts";
+import { Ring } from "../lib/core/ring.ts";
+import { type ItemOf, schema } from "../lib/queues/typed.ts";
 import { typedPutManyThenFlush, typedRelay, typedSchemaOf } from "./fixtures/typed_targets.ts";
 
 const spec = {

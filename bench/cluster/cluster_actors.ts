@@ -7,7 +7,7 @@
 //                        (goal: call p50 ≤ 1.5x this p50; the two take turns, call by call)
 //   cluster-actor-tell   `ref.tell(i)` to a sink actor, messages per second (checked with a call
 //                        that follows the tells)
-//   local-actor-call / local-actor-tell   the same with local actors (`spawn`, lib/actor.ts)
+//   local-actor-call / local-actor-tell   the same with local actors (`spawn`, lib/actor/actor.ts)
 //
 //   NATS_URL=nats://127.0.0.1:4222 deno run -A --unstable-worker-options --lock=cluster.lock \
 //     bench/cluster/cluster_actors.ts [--n-call 5000] [--n-tell 100000]
@@ -16,10 +16,10 @@
 // `--echo SUBJECT` (internal) runs the echo responder of the raw request.
 import { connect } from "npm:@nats-io/transport-node@3.4.0";
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { spawn } from "../../lib/actor.ts";
+import { spawn } from "../../lib/actor/actor.ts";
 import { BenchCounter, BenchSink } from "../actors.ts";
 import { arg, emit, since } from "../_common.ts";
-import { dumps } from "../../lib/reduction.ts";
+import { dumps } from "../../lib/core/reduction.ts";
 
 const N_CALL = Number(arg("n-call", "5000"));
 const N_TELL = Number(arg("n-tell", "100000"));

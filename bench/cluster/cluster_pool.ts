@@ -9,7 +9,7 @@
 //
 // Without NATS_URL it prints one line with `"ok": false, "error": "NATS_URL not set"`.
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { Pool } from "../../lib/pool.ts";
+import { Pool } from "../../lib/pool/pool.ts";
 import { emit, since } from "../_common.ts";
 import { square } from "../tasks/square.ts";
 

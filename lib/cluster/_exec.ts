@@ -9,11 +9,11 @@
  * @module
  */
 
-import { SerializationError } from "../errors.ts";
-import { dumps, loads } from "../reduction.ts";
+import { SerializationError } from "../core/errors.ts";
+import { dumps, loads } from "../core/reduction.ts";
 // A value import, not `import type`: loading queues.ts registers the Queue handle with the codec,
 // which an executor process needs before its arguments (two queues) can be decoded.
-import { Queue } from "../queues.ts";
+import { Queue } from "../queues/queues.ts";
 
 /** What a task asks for: one call (`apply`), or one call per item of a chunk (`map`, `starmap`). */
 export type TaskKind = "apply" | "map" | "starmap";
@@ -46,7 +46,7 @@ function failure(error: unknown): TaskOutcome {
  * @example
  * ```ts
  * import { encodeFailure } from "./_exec.ts";
- * import { loads } from "../reduction.ts";
+ * import { loads } from "../core/reduction.ts";
  * console.assert(loads<Error>(encodeFailure(new RangeError("x"))) instanceof RangeError);
  * ```
  */
@@ -61,7 +61,7 @@ export function encodeFailure(error: unknown): Uint8Array {
  * @example
  * ```ts
  * import { runTask } from "./_exec.ts";
- * import { dumps, loads } from "../reduction.ts";
+ * import { dumps, loads } from "../core/reduction.ts";
  * const mod = { double: (x: number) => 2 * x };
  * const out = await runTask(mod, "double", "map", dumps([1, 2]));
  * console.assert(out.ok && loads<number[]>(out.bytes)[1] === 4);
@@ -119,8 +119,8 @@ export type ExecResult = [seq: number, ok: boolean, bytes: Uint8Array];
  *
  * @example
  * ```ts ignore
- * import { Process } from "../process.ts";
- * import { Queue } from "../queues.ts";
+ * import { Process } from "../process/process.ts";
+ * import { Queue } from "../queues/queues.ts";
  * const tasks = new Queue(), results = new Queue();
  * new Process({ target: "./_exec.ts#execLoop", module: import.meta.url,
  *   args: ["file:///app/tasks.ts", tasks, results] }).start();

@@ -18,9 +18,9 @@
  */
 
 import type { KV } from "npm:@nats-io/kv@3.4.0";
-import type { Actor } from "../actor.ts";
-import { ValueError } from "../errors.ts";
-import { dumps, loads } from "../reduction.ts";
+import type { Actor } from "../actor/actor.ts";
+import { ValueError } from "../core/errors.ts";
+import { dumps, loads } from "../core/reduction.ts";
 
 /**
  * Test-only: `activationDelayMs` holds a node's activation between winning the registry record

@@ -62,10 +62,10 @@ import {
   type ExitReason,
   type MessageOf,
   type ReplyOf,
-} from "../actor.ts";
-import { TimeoutError, ValueError } from "../errors.ts";
-import { dumps, loads } from "../reduction.ts";
-import { optionsOf } from "../_args.ts";
+} from "../actor/actor.ts";
+import { TimeoutError, ValueError } from "../core/errors.ts";
+import { dumps, loads } from "../core/reduction.ts";
+import { optionsOf } from "../core/args.ts";
 import { encodeFailure } from "./_exec.ts";
 import {
   __testHooks,
@@ -827,7 +827,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     if (!found) {
       throw new Error(
         `--actors ${url} exports no class extending Actor (of this denomp: ${
-          new URL("../actor.ts", import.meta.url).href
+          new URL("../actor/actor.ts", import.meta.url).href
         })`,
       );
     }

@@ -27,7 +27,7 @@
  *   already have. Task and result publishes carry a message id, so the server's duplicate window
  *   drops the copies a retried publish makes.
  *
- * Items, arguments and results are encoded with the library's one codec (lib/reduction.ts), so
+ * Items, arguments and results are encoded with the library's one codec (lib/core/reduction.ts), so
  * they keep the fidelity of local queues (Map, Set, Date, BigInt, typed arrays, errors).
  *
  * This module is not exported by mod.ts: it is the only part of denomp that needs npm packages
@@ -60,13 +60,13 @@ import {
   StorageType,
 } from "npm:@nats-io/jetstream@3.4.0";
 import { type KV, type KvEntry, Kvm } from "npm:@nats-io/kv@3.4.0";
-import { Empty, Full, TimeoutError, ValueError } from "../errors.ts";
-import { KeyError } from "../_managed.ts";
-import { dumps, loads } from "../reduction.ts";
+import { Empty, Full, TimeoutError, ValueError } from "../core/errors.ts";
+import { KeyError } from "../managers/served/managed.ts";
+import { dumps, loads } from "../core/reduction.ts";
 import { type ExecResult, type ExecTask, runTask, type TaskKind } from "./_exec.ts";
-import { Queue as LocalQueue } from "../queues.ts";
-import { Process } from "../process.ts";
-import type { Actor, ActorClass } from "../actor.ts";
+import { Queue as LocalQueue } from "../queues/queues.ts";
+import { Process } from "../process/process.ts";
+import type { Actor, ActorClass } from "../actor/actor.ts";
 import {
   type ActorClient,
   type ActorHost,

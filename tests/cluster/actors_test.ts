@@ -14,8 +14,8 @@ import {
   WORKER,
 } from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { ActorExited } from "../../lib/actor.ts";
-import { TimeoutError, ValueError } from "../../lib/errors.ts";
+import { ActorExited } from "../../lib/actor/actor.ts";
+import { TimeoutError, ValueError } from "../../lib/core/errors.ts";
 import { Counter } from "./fixtures/cluster_actors.ts";
 
 const ACTORS = new URL("./fixtures/cluster_actors.ts", import.meta.url).pathname;
@@ -103,7 +103,7 @@ Deno.test({
         "no actor named",
       );
       assertEquals((nobody as ActorExited).reason, "noproc");
-      const { Actor } = await import("../../lib/actor.ts");
+      const { Actor } = await import("../../lib/actor/actor.ts");
       class NotHosted extends Actor {}
       await assertRejects(() => cluster.spawn(NotHosted), ValueError, "--actors");
       await assertRejects(

@@ -12,7 +12,7 @@ import {
   WORKER,
 } from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { Empty, ValueError } from "../../lib/errors.ts";
+import { Empty, ValueError } from "../../lib/core/errors.ts";
 import { echo, fail, slowSquare, square, whoAmI } from "./fixtures/cluster_tasks.ts";
 
 const TASKS = new URL("./fixtures/cluster_tasks.ts", import.meta.url).pathname;

@@ -15,8 +15,8 @@ import {
 } from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
 import { StoredState } from "../../lib/cluster/_virtual.ts";
-import { ValueError } from "../../lib/errors.ts";
-import { Actor } from "../../lib/actor.ts";
+import { ValueError } from "../../lib/core/errors.ts";
+import { Actor } from "../../lib/actor/actor.ts";
 import { Batched, Durable, Plain, Scratch, Tally } from "./fixtures/cluster_virtual.ts";
 import { connect } from "npm:@nats-io/transport-node@3.4.0";
 import { Kvm } from "npm:@nats-io/kv@3.4.0";

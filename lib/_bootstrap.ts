@@ -1,5 +1,0 @@
-// The module every denomp worker starts from: it waits for its start message and runs the
-// child side of the protocol in _spawn.ts.
-import { workerMain } from "./_spawn.ts";
-
-workerMain();

@@ -1,0 +1,438 @@
+/**
+ * The worker runtime: starting a child worker and running it, both sides of one small protocol.
+ * `Process`, pool workers, actors and the manager server are all children started here, so
+ * start-up, exit codes, crash detection and daemon lifecycle are written once.
+ *
+ * Protocol: the parent posts one start message (the shared heap, the child's slot and identity,
+ * the target's module URL and export name, and the encoded arguments); the child posts one
+ * `{ exit: code }` when it is done, after its `beforeExit` hooks ran. A spare (_spares.ts) does
+ * the same through the channel its warm-up message gave it. A child that dies without
+ * saying so (an uncaught error) reaches the parent as an `error` event and exit code 1;
+ * `terminate()`/`kill()` end it from outside with -15/-9. Whatever the cause, the parent marks
+ * the child's slot dead in the shared process table, so locks it held are recoverable.
+ *
+ * Lifetime: a daemon child does not keep the program alive (its Worker is unref'd), a
+ * non-daemon child does; nested workers die with their parent, so no worker outlives its parent.
+ *
+ * @module
+ */
+
+import { allocSlot, attachHeap, heap, isTerminatedError, markDead } from "./heap.ts";
+import { recordExit, recordProcess } from "./observe.ts";
+import { adoptStartBuffers, buffersForChild, type StartBuffer } from "./bigblock.ts";
+import {
+  current,
+  pidOfSlot,
+  type ProcessInfo,
+  runExitHooks,
+  setBootstrapping,
+  setCurrent,
+} from "./context.ts";
+import {
+  adoptSpareOptions,
+  BOOTSTRAP,
+  type ChildLink,
+  idleDelay,
+  type SpareOptions,
+  spareOptions,
+  takeSpare,
+  type WarmMessage,
+  workerLink,
+} from "./spares.ts";
+import type { TargetRef } from "./target.ts";
+import { ProcessError } from "./errors.ts";
+import { loadsAsync } from "./reduction.ts";
+
+/** How the child runs its target: call an exported function, or build an exported class and call `run()`. */
+export type TargetKind = "function" | "class";
+
+interface StartMessage {
+  heap: SharedArrayBuffer;
+  info: ProcessInfo;
+  target: TargetRef;
+  kind: TargetKind;
+  /** The encoded arguments and, for a `Process` subclass, its own fields. */
+  payload: { args: Uint8Array; fields?: Uint8Array };
+  /** Modules that register the handle kinds found in the payload. */
+  preload: string[];
+  /** The buffers of the big shared blocks the parent has (see _bigblock), if any. */
+  buffers?: StartBuffer[];
+  /** The parent's spare-worker setting, which the child inherits. */
+  spares: Required<SpareOptions>;
+}
+
+/** What the parent needs to start a child. */
+export interface ChildSpec {
+  target: TargetRef;
+  kind: TargetKind;
+  payload: { args: Uint8Array; fields?: Uint8Array };
+  /** Modules to import before decoding the payload (they register its handle kinds). */
+  preload?: string[];
+  name: string;
+  daemon: boolean;
+  identity: number[];
+  permissions?: Deno.PermissionOptions;
+}
+
+const MOD = new URL("../../mod.ts", import.meta.url).href;
+/** How long a worker stays idle (a spare) or runs (a child) before it loads the whole library. */
+const WARM_AFTER_MS = 50;
+
+const PERMISSIONS = ["env", "ffi", "net", "read", "run", "sys", "write", "import"] as const;
+/** denomp's own code, which every worker loads: its `lib/` folder and `mod.ts`. */
+const LIBRARY = [new URL("..", import.meta.url).href, MOD];
+
+/**
+ * The permissions a worker runs under, from what the caller asked: each permission not named is
+ * inherited (Deno's default would deny it), and `"none"` denies everything. Least privilege,
+ * plus what starting needs whatever was asked: a worker cannot start without loading denomp's
+ * code (`lib/` and `mod.ts`) and `modules` (its target's module, an actor class's module), so
+ * reading those files (importing them, for remote modules: their hosts) is always granted —
+ * exactly those files, not their folders. Other modules that `modules` import must be granted
+ * by the caller (`read: ["./helpers.ts"]`); Deno's error names the one missing.
+ */
+export function sandbox(
+  p: Deno.PermissionOptions,
+  modules: readonly string[],
+): Deno.PermissionOptions {
+  if (p === "inherit") return p;
+  if (p !== "none" && (typeof p !== "object" || p === null || Array.isArray(p))) {
+    throw new TypeError(
+      `permissions must be "inherit", "none" or an object like { net: false }: got ${
+        typeof p === "string" ? `"${p}"` : String(p)
+      }`,
+    );
+  }
+  const out: Record<string, unknown> = {};
+  for (const k of PERMISSIONS) {
+    out[k] = p === "none" ? false : (p as Record<string, unknown>)[k] ?? "inherit";
+  }
+  const files: URL[] = [], hosts: string[] = [];
+  for (const m of [...LIBRARY, ...modules]) {
+    const u = new URL(m);
+    if (u.protocol === "file:") files.push(u);
+    else if (u.protocol === "http:" || u.protocol === "https:") hosts.push(u.host);
+  }
+  out.read = widen(out.read, files);
+  out.import = widen(out.import, hosts);
+  return out as Deno.PermissionOptions;
+}
+
+/** A permission list that also allows `extra` (unchanged when it allows everything). */
+function widen(v: unknown, extra: (string | URL)[]): unknown {
+  if (v === "inherit" || v === true || !extra.length) return v;
+  const had = Array.isArray(v) ? v as (string | URL)[] : [];
+  const seen = new Set(had.map(String));
+  return [...had, ...extra.filter((x) => !seen.has(String(x)))];
+}
+
+let workerOptionsOn: boolean | undefined | null = null;
+
+/**
+ * Whether `--unstable-worker-options` is on: true, false, or undefined when it cannot tell.
+ * Deno exits the whole program with code 70 when a worker is given permissions without it, and
+ * no API says whether it is on, so this reads what turns it on: the command line
+ * (`/proc/self/cmdline`: Linux, and readable only under `--allow-all`, so it is read only then:
+ * a permission query never prompts) and the `"unstable"` list of the configuration files Deno
+ * may have used (the one `--config` names, else every `deno.json(c)` from the main module's
+ * folder and the working folder up to the root; over-approximated on purpose: a false "on"
+ * only means Deno's own exit, a false "off" would refuse a program that works).
+ */
+function workerOptionsFlag(): boolean | undefined {
+  if (workerOptionsOn !== null) return workerOptionsOn;
+  return workerOptionsOn = readWorkerOptionsFlag();
+}
+
+function readWorkerOptionsFlag(): boolean | undefined {
+  const all = PERMISSIONS.every((name) => {
+    try {
+      return Deno.permissions.querySync({ name }).state === "granted";
+    } catch {
+      return false;
+    }
+  });
+  if (!all || Deno.build.os !== "linux") return undefined;
+  let argv: string[];
+  try {
+    argv = Deno.readTextFileSync("/proc/self/cmdline").split("\0");
+  } catch {
+    return undefined;
+  }
+  // A compiled program (not the deno CLI) has its flags built in: nothing to read.
+  if (!/^deno(\.exe)?$/.test(argv[0]?.split(/[\\/]/).pop() ?? "")) return undefined;
+  if (argv.includes("--unstable-worker-options")) return true;
+  if (argv.includes("--no-config")) return false;
+  const at = argv.findIndex((a) => a === "--config" || a === "-c");
+  const named = at > 0
+    ? argv[at + 1]
+    : argv.find((a) => /^(--config|-c)=/.test(a))?.replace(/^[^=]*=/, "");
+  const files: string[] = [];
+  if (named) files.push(named);
+  else {
+    const dirs = [Deno.cwd()];
+    if (Deno.mainModule.startsWith("file:")) dirs.push(new URL(".", Deno.mainModule).pathname);
+    for (let dir of dirs) {
+      for (;;) {
+        files.push(`${dir}/deno.json`, `${dir}/deno.jsonc`);
+        const up = dir.replace(/\/[^/]*\/?$/, "");
+        if (up === dir || up === "") break;
+        dir = up;
+      }
+    }
+  }
+  return files.some((f) => {
+    try {
+      return /"unstable"\s*:\s*\[[^\]]*"worker-options"/.test(Deno.readTextFileSync(f));
+    } catch {
+      return false;
+    }
+  });
+}
+
+function workerOptions(name: string, permissions?: Deno.PermissionOptions): WorkerOptions {
+  const options: WorkerOptions & { deno?: { permissions?: Deno.PermissionOptions } } = {
+    type: "module",
+    name,
+  };
+  if (permissions !== undefined) options.deno = { permissions };
+  return options;
+}
+
+/** A child worker as its parent sees it. */
+export class Child {
+  /** The child's slot in the process table. */
+  readonly slot: number;
+  /** The child's pid (unique per run). */
+  readonly pid: number;
+  /** Resolves with the exit code once the child is gone. */
+  readonly exited: Promise<number>;
+  #link: ChildLink;
+  #code: number | null = null;
+  #resolve!: (code: number) => void;
+
+  constructor(spec: ChildSpec) {
+    const parent = current();
+    // Checked before anything is allocated: a refused start leaves nothing behind.
+    const permissions = spec.permissions === undefined || spec.permissions === "inherit"
+      ? undefined // the same as none given: no sandbox, no flag needed
+      : sandbox(spec.permissions, [spec.target.module]);
+    if (permissions !== undefined && workerOptionsFlag() === false) {
+      throw new ProcessError(
+        `the process ${spec.name} is given permissions, which needs Deno's --unstable-worker-options ` +
+          `flag: run with \`deno run --unstable-worker-options ...\` (or add "unstable": ` +
+          `["worker-options"] to deno.json), or start it without permissions`,
+      );
+    }
+    this.slot = allocSlot(heap().slot);
+    this.pid = pidOfSlot(this.slot);
+    recordProcess(this.slot, spec.name, spec.daemon, spec.target.module, spec.target.name);
+    this.exited = new Promise((r) => (this.#resolve = r));
+    // A spare worker (_spares.ts) inherits the program's permissions: only for a child that
+    // asked for none.
+    this.#link = (permissions === undefined ? takeSpare() : undefined) ??
+      workerLink(new Worker(BOOTSTRAP, workerOptions(spec.name, permissions)));
+    this.#link.listen((e: MessageEvent<{ exit?: number }>) => {
+      if (typeof e.data?.exit === "number") this.#finish(e.data.exit);
+    }, (e: ErrorEvent) => {
+      // The child's own handlers report ordinary errors; this is a load failure (missing
+      // module, syntax error) or a crash. Keep the parent alive, as Python does.
+      e.preventDefault();
+      if (this.#code === null) {
+        console.error(`Process ${spec.name}: ${e.message}`);
+        this.#finish(1);
+      }
+    });
+    const start: StartMessage = {
+      heap: heap().sab,
+      info: {
+        name: spec.name,
+        pid: this.pid,
+        slot: this.slot,
+        daemon: spec.daemon,
+        identity: spec.identity,
+        authkey: parent.authkey,
+        parent: { name: parent.name, pid: parent.pid },
+      },
+      target: spec.target,
+      kind: spec.kind,
+      payload: spec.payload,
+      preload: spec.preload ?? [],
+      buffers: buffersForChild(),
+      spares: spareOptions(),
+    };
+    this.#link.postMessage(start);
+    if (spec.daemon) this.#link.unref();
+  }
+
+  /** The exit code, or null while the child runs. */
+  get exitCode(): number | null {
+    return this.#code;
+  }
+
+  /** Stops the child at once, recording `code` (-15 for terminate, -9 for kill). */
+  terminate(code: number): void {
+    if (this.#code === null) this.#finish(code);
+  }
+
+  #finish(code: number): void {
+    if (this.#code !== null) return;
+    this.#code = code;
+    this.#link.terminate();
+    recordExit(this.slot, code);
+    markDead(this.slot);
+    this.#resolve(code);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child side.
+
+let reported = false;
+
+/** The worker's global scope, typed for the two members used here. */
+const scope = globalThis as unknown as {
+  postMessage(data: unknown): void;
+  onmessage: ((e: MessageEvent<StartMessage | WarmMessage>) => void) | null;
+  name: string;
+  close(): void;
+};
+
+/** Where the child's messages go: its parent, or for a spare the parent's end of its channel. */
+let parent: { postMessage(data: unknown): void } = scope;
+
+function report(code: number): void {
+  if (reported) return;
+  reported = true;
+  parent.postMessage({ exit: code });
+}
+
+/** Thrown by `exit(code)` inside a worker to unwind the target (Python's `SystemExit`). */
+export class SystemExit extends Error {
+  /** Creates the signal to exit with `code`. */
+  constructor(readonly code: number) {
+    super(`exit(${code})`);
+    this.name = "SystemExit";
+  }
+}
+
+function printFailure(err: unknown): void {
+  const name = current().name;
+  const text = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : String(err);
+  console.error(`Process ${name}:\n${text}`);
+}
+
+function fail(err: unknown): void {
+  if (err instanceof SystemExit) return report(err.code);
+  if (reported || isTerminatedError(err)) return; // a zombie: its parent reported the kill
+  printFailure(err);
+  report(1);
+}
+
+/** Entry point of `_bootstrap.ts`: waits for the start message, then runs the target. */
+export function workerMain(): void {
+  const start = (msg: StartMessage) => {
+    scope.onmessage = null;
+    void runChild(msg);
+  };
+  scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
+    if (!("warm" in e.data)) return start(e.data);
+    // A spare (_spares.ts): its start message comes through the port, its messages go back
+    // there. It loads the library first, then says it is ready (to the zygote, which tells the
+    // parent): a spare is handed out warm or not at all.
+    const { warm, port } = e.data;
+    parent = port;
+    port.onmessage = (m: MessageEvent<StartMessage>) => {
+      port.onmessage = null;
+      start(m.data);
+    };
+    void Promise.all(warm.map((m) => import(m))).catch(() => {})
+      .then(() => scope.postMessage({ ready: true }));
+  };
+}
+
+function findExport(ns: Record<string, unknown>, target: TargetRef): unknown {
+  if (target.name in ns) return ns[target.name];
+  // `export { work as run }` or a default export whose function is named like the target.
+  return Object.values(ns).find((v) => typeof v === "function" && v.name === target.name);
+}
+
+async function runChild(msg: StartMessage): Promise<void> {
+  attachHeap(msg.heap, msg.info.slot);
+  setCurrent(msg.info);
+  scope.name = msg.info.name; // a spare was created before its name was known
+  adoptSpareOptions(msg.spares);
+  addEventListener("error", (e) => {
+    e.preventDefault();
+    fail(e.error ?? e.message);
+  });
+  addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    fail(e.reason);
+  });
+  // Deno.exit() in a worker ends only the worker and tells the parent nothing: unwind instead,
+  // so the exit hooks run and the code is reported.
+  Object.defineProperty(Deno, "exit", {
+    value: (code = 0) => {
+      throw new SystemExit(code);
+    },
+    configurable: true,
+  });
+  try {
+    // Only what the target and its arguments need is awaited: importing the whole library
+    // would double a worker's start-up time. A worker that lives on loads the rest in the
+    // background, so a handle of another kind arriving later through a channel finds its kind
+    // registered (not at once: compiling it then would slow every short-lived worker down).
+    setBootstrapping(true);
+    const [ns] = await Promise.all([
+      import(msg.target.module),
+      ...msg.preload.map((m) => import(m)),
+    ])
+      .finally(() => setBootstrapping(false));
+    void idleDelay(WARM_AFTER_MS).then(() => import(MOD)).catch(() => {});
+    const fn = findExport(ns, msg.target);
+    if (typeof fn !== "function") {
+      throw new ProcessError(
+        `target '${msg.target.name}' is not exported from ${msg.target.module}` +
+          (fn === undefined
+            ? " (export it so the worker can import it)"
+            : ` (it is a ${typeof fn}, not a function)`),
+      );
+    }
+    // A big shared block in the arguments finds its buffer in the start message; async all the
+    // same, should the parent not have had it (see _bigblock).
+    if (msg.buffers) adoptStartBuffers(msg.buffers);
+    const args = await loadsAsync<unknown[]>(msg.payload.args);
+    const fields = msg.payload.fields
+      ? await loadsAsync<Record<string, unknown>>(msg.payload.fields)
+      : undefined;
+    if (msg.kind === "class") {
+      const obj = Object.create(fn.prototype) as { run(): unknown };
+      Object.assign(obj, fields);
+      await adoptSelf(obj, msg.info, args);
+      await obj.run();
+    } else {
+      await (fn as (...a: unknown[]) => unknown)(...args);
+    }
+    await runExitHooks();
+    report(0);
+  } catch (err) {
+    try {
+      await runExitHooks();
+    } catch { /* the target's failure is what gets reported */ }
+    fail(err);
+  }
+}
+
+/** Hook for `process.ts`: makes a subclass instance rebuilt in its worker act as the current process. */
+let adoptHook: ((obj: object, info: ProcessInfo, args: unknown[]) => unknown) | undefined;
+
+/** Registers how a rebuilt `Process` subclass instance is made the current process (set by process.ts). */
+export function setAdoptHook(
+  hook: (obj: object, info: ProcessInfo, args: unknown[]) => unknown,
+): void {
+  adoptHook = hook;
+}
+
+async function adoptSelf(obj: object, info: ProcessInfo, args: unknown[]): Promise<void> {
+  await adoptHook?.(obj, info, args);
+}

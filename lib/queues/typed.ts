@@ -1,0 +1,529 @@
+/**
+ * Typed channels: an item schema (`{ i: "i32", x: "f64", tag: "string" }`) compiled once into a
+ * writer and a reader that put a record field by field into bytes, with no generic encoding.
+ *
+ * Why: the generic codec (`reduction.ts`) must discover each value's shape, tag it and walk it;
+ * for a stream of small records of one known shape that is most of the cost of a queue. A
+ * compiled schema writes each field at its place (little-endian numbers, strings and bytes as a
+ * `u32` length then the bytes), checks each value on the way (a value that does not fit is a
+ * `SerializationError` naming the field), and reads it back the same way. A batch
+ * ({@link Schema.encodeMany}) is a run of length-prefixed records, 4-aligned: the form a ring
+ * copies as one frame per record in one publication (see `Ring.postFrames`).
+ *
+ * A schema is plain JSON, so it travels with a queue in shared memory and compiles to the same
+ * reader in every worker (compiled once per process: {@link compileSchema} caches by text).
+ *
+ * @module
+ */
+
+import { SerializationError, ValueError } from "../core/errors.ts";
+
+/** The numeric field types: read and written as JavaScript `number`s. */
+export type NumberField = "i8" | "u8" | "i16" | "u16" | "i32" | "u32" | "f32" | "f64";
+
+/**
+ * A field's type: a number type, `i64`/`u64` (`bigint`), `bool`, `string` (UTF-8), `bytes`
+ * (`Uint8Array`), or a fixed-length array of a number type, e.g. `"f64[3]"` (`number[]`).
+ */
+export type FieldType =
+  | NumberField
+  | "i64"
+  | "u64"
+  | "bool"
+  | "string"
+  | "bytes"
+  | `${NumberField}[${number}]`;
+
+/** An item schema: field name → field type, in the order the fields are written. */
+export type SchemaSpec = { readonly [field: string]: FieldType };
+
+/** The JavaScript type of a field of type `F`. */
+export type ValueOf<F> = F extends NumberField ? number
+  : F extends "i64" | "u64" ? bigint
+  : F extends "bool" ? boolean
+  : F extends "string" ? string
+  : F extends "bytes" ? Uint8Array
+  : F extends `${NumberField}[${number}]` ? number[]
+  : never;
+
+/** The item type a schema describes: `ItemOf<{ i: "i32" }>` is `{ i: number }`. */
+export type ItemOf<S extends SchemaSpec> = { -readonly [K in keyof S]: ValueOf<S[K]> };
+
+/** The field types that can carry a value of type `V`. */
+export type FieldFor<V> = V extends number ? NumberField
+  : V extends bigint ? "i64" | "u64"
+  : V extends boolean ? "bool"
+  : V extends string ? "string"
+  : V extends Uint8Array ? "bytes"
+  : V extends readonly number[] ? `${NumberField}[${number}]`
+  : never;
+
+/** A schema for items of type `T` (any schema while `T` is `unknown`). */
+export type SchemaFor<T> = unknown extends T ? SchemaSpec
+  : { readonly [K in keyof T]-?: FieldFor<T[K]> };
+
+// ---------------------------------------------------------------------------------------------
+// The writer: a private, growable buffer of records.
+
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder();
+
+/** The bytes a record or batch is written into (private memory, grown as needed). */
+class Out {
+  u8 = new Uint8Array(4096);
+  dv = new DataView(this.u8.buffer);
+  pos = 0;
+
+  /** Makes room for `n` more bytes. */
+  need(n: number): void {
+    if (this.pos + n <= this.u8.length) return;
+    let size = this.u8.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.u8.subarray(0, this.pos));
+    this.u8 = next;
+    this.dv = new DataView(next.buffer);
+  }
+}
+
+/** The reader's cursor: a view of the bytes and a position in them. */
+interface In {
+  u8: Uint8Array;
+  dv: DataView;
+  pos: number;
+}
+
+/**
+ * Writes one field's value; false (nothing to undo: the record is dropped whole) when the value
+ * does not fit. The path of an error is built only then: a string per field per item would
+ * cost more than the write.
+ */
+type Put = (v: unknown, o: Out) => boolean;
+type Get = (i: In) => unknown;
+/** A compiled field: its writer, its reader, and what it expects (for the error). */
+interface Field {
+  put: Put;
+  get: Get;
+  what: string;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "string") return `a string (${JSON.stringify(v.slice(0, 40))})`;
+  if (typeof v === "object") return `an object (${v.constructor?.name ?? "null prototype"})`;
+  return `${typeof v === "undefined" ? "undefined (missing)" : `a ${typeof v} (${String(v)})`}`;
+}
+
+function refuse(path: string, what: string, v: unknown): never {
+  throw new SerializationError(path, `expected ${what}: got ${describe(v)}`);
+}
+
+/** Size, range and the DataView accessors of each number type. */
+const NUMBERS: Record<NumberField, { size: number; min: number; max: number; int: boolean }> = {
+  i8: { size: 1, min: -0x80, max: 0x7f, int: true },
+  u8: { size: 1, min: 0, max: 0xff, int: true },
+  i16: { size: 2, min: -0x8000, max: 0x7fff, int: true },
+  u16: { size: 2, min: 0, max: 0xffff, int: true },
+  i32: { size: 4, min: -0x80000000, max: 0x7fffffff, int: true },
+  u32: { size: 4, min: 0, max: 0xffffffff, int: true },
+  f32: { size: 4, min: -Infinity, max: Infinity, int: false },
+  f64: { size: 8, min: -Infinity, max: Infinity, int: false },
+};
+
+/** Writes and reads one number of type `t` at a position (no checks). */
+function numberIo(t: NumberField): {
+  set: (dv: DataView, at: number, v: number) => void;
+  get: (dv: DataView, at: number) => number;
+} {
+  switch (t) {
+    case "i8":
+      return { set: (dv, at, v) => dv.setInt8(at, v), get: (dv, at) => dv.getInt8(at) };
+    case "u8":
+      return { set: (dv, at, v) => dv.setUint8(at, v), get: (dv, at) => dv.getUint8(at) };
+    case "i16":
+      return {
+        set: (dv, at, v) => dv.setInt16(at, v, true),
+        get: (dv, at) => dv.getInt16(at, true),
+      };
+    case "u16":
+      return {
+        set: (dv, at, v) => dv.setUint16(at, v, true),
+        get: (dv, at) => dv.getUint16(at, true),
+      };
+    case "i32":
+      return {
+        set: (dv, at, v) => dv.setInt32(at, v, true),
+        get: (dv, at) => dv.getInt32(at, true),
+      };
+    case "u32":
+      return {
+        set: (dv, at, v) => dv.setUint32(at, v, true),
+        get: (dv, at) => dv.getUint32(at, true),
+      };
+    case "f32":
+      return {
+        set: (dv, at, v) => dv.setFloat32(at, v, true),
+        get: (dv, at) => dv.getFloat32(at, true),
+      };
+    case "f64":
+      return {
+        set: (dv, at, v) => dv.setFloat64(at, v, true),
+        get: (dv, at) => dv.getFloat64(at, true),
+      };
+  }
+}
+
+function numberField(t: NumberField): Field {
+  const { size, min, max, int } = NUMBERS[t], { set, get } = numberIo(t);
+  return {
+    what: int ? `${t} (an integer in [${min}, ${max}])` : `${t} (a number)`,
+    put(v, o) {
+      if (typeof v !== "number" || (int && !(Number.isInteger(v) && v >= min && v <= max))) {
+        return false;
+      }
+      o.need(size);
+      set(o.dv, o.pos, v);
+      o.pos += size;
+      return true;
+    },
+    get(i) {
+      const v = get(i.dv, i.pos);
+      i.pos += size;
+      return v;
+    },
+  };
+}
+
+function arrayField(t: NumberField, n: number): Field {
+  const el = numberField(t);
+  return {
+    what: `${t}[${n}] (an array of ${n} ${el.what.slice(t.length + 1)})`,
+    put(v, o) {
+      if (!Array.isArray(v) || v.length !== n) return false;
+      for (let k = 0; k < n; k++) if (!el.put(v[k], o)) return false;
+      return true;
+    },
+    get(i) {
+      const a = new Array<unknown>(n);
+      for (let k = 0; k < n; k++) a[k] = el.get(i);
+      return a;
+    },
+  };
+}
+
+function bigField(t: "i64" | "u64"): Field {
+  const signed = t === "i64";
+  return {
+    what: `${t} (a bigint in ${signed ? "[-2^63, 2^63)" : "[0, 2^64)"})`,
+    put(v, o) {
+      if (typeof v !== "bigint" || (signed ? BigInt.asIntN(64, v) : BigInt.asUintN(64, v)) !== v) {
+        return false;
+      }
+      o.need(8);
+      if (signed) o.dv.setBigInt64(o.pos, v, true);
+      else o.dv.setBigUint64(o.pos, v, true);
+      o.pos += 8;
+      return true;
+    },
+    get(i) {
+      const v = signed ? i.dv.getBigInt64(i.pos, true) : i.dv.getBigUint64(i.pos, true);
+      i.pos += 8;
+      return v;
+    },
+  };
+}
+
+const boolField: Field = {
+  what: "bool (a boolean)",
+  put(v, o) {
+    if (typeof v !== "boolean") return false;
+    o.need(1);
+    o.u8[o.pos++] = v ? 1 : 0;
+    return true;
+  },
+  get(i) {
+    return i.u8[i.pos++] !== 0;
+  },
+};
+
+/** Strings up to this many bytes are read without TextDecoder when ASCII. */
+const SHORT = 64;
+const shortCodes: number[][] = Array.from({ length: SHORT + 1 }, (_, n) => new Array(n).fill(0));
+
+const stringField: Field = {
+  what: "string",
+  put(v, o) {
+    if (typeof v !== "string") return false;
+    const n = v.length;
+    o.need(4 + 3 * n); // UTF-8 takes at most 3 bytes per UTF-16 unit
+    const u8 = o.u8, at = o.pos + 4;
+    let k = 0;
+    for (; k < n; k++) { // ASCII, the common case, without a call
+      const c = v.charCodeAt(k);
+      if (c >= 0x80) break;
+      u8[at + k] = c;
+    }
+    const len = k === n ? n : utf8.encodeInto(v, u8.subarray(at)).written;
+    o.dv.setUint32(o.pos, len, true);
+    o.pos = at + len;
+    return true;
+  },
+  get(i) {
+    const len = i.dv.getUint32(i.pos, true), at = i.pos + 4, u8 = i.u8;
+    i.pos = at + len;
+    if (len <= SHORT) {
+      // ASCII in one call: the codes go into a pooled array of that length (no view, no
+      // concatenation per character).
+      const codes = shortCodes[len];
+      for (let k = 0; k < len; k++) {
+        const c = u8[at + k];
+        if (c >= 0x80) return utf8d.decode(u8.slice(at, at + len)); // (refuses shared views)
+        codes[k] = c;
+      }
+      return String.fromCharCode.apply(null, codes);
+    }
+    return utf8d.decode(u8.slice(at, at + len));
+  },
+};
+
+const bytesField: Field = {
+  what: "bytes (a Uint8Array)",
+  put(v, o) {
+    if (!(v instanceof Uint8Array)) return false;
+    o.need(4 + v.length);
+    o.dv.setUint32(o.pos, v.length, true);
+    o.u8.set(v, o.pos + 4);
+    o.pos += 4 + v.length;
+    return true;
+  },
+  get(i) {
+    const len = i.dv.getUint32(i.pos, true), at = i.pos + 4;
+    i.pos = at + len;
+    return i.u8.slice(at, at + len);
+  },
+};
+
+function fieldOf(name: string, t: unknown): Field {
+  if (typeof t === "string") {
+    if (t in NUMBERS) return numberField(t as NumberField);
+    if (t === "i64" || t === "u64") return bigField(t);
+    if (t === "bool") return boolField;
+    if (t === "string") return stringField;
+    if (t === "bytes") return bytesField;
+    const m = /^([iuf](?:8|16|32|64))\[(\d+)\]$/.exec(t);
+    if (m && m[1] in NUMBERS && Number(m[2]) > 0 && Number(m[2]) <= 0xffff) {
+      return arrayField(m[1] as NumberField, Number(m[2]));
+    }
+  }
+  throw new ValueError(
+    `schema field '${name}': unknown type ${JSON.stringify(t)} (one of i8 u8 i16 u16 i32 u32 ` +
+      `f32 f64 i64 u64 bool string bytes, or a fixed array such as "f64[3]")`,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A compiled item schema: writes items of type `T` field by field and reads them back. Make one
+ * with {@link schema} (which infers `T`) or {@link compileSchema}.
+ *
+ * @example
+ * ```ts
+ * import { schema } from "jsr:@denomp/multiprocessing";
+ * const s = schema({ i: "i32", tag: "string" });
+ * const bytes = s.encode({ i: 7, tag: "seven" });
+ * console.assert(s.decode(bytes).tag === "seven");
+ * ```
+ */
+export class Schema<T = unknown> {
+  /** The field types, in the order they are written. */
+  readonly spec: SchemaSpec;
+  /** The schema as JSON (what travels in shared memory). */
+  readonly text: string;
+  readonly #names: string[];
+  readonly #fields: Field[];
+  /** Writes a record's fields in order; the index of the first that does not fit, else -1. */
+  readonly #write: (rec: Record<string, unknown>, o: Out) => number;
+  /** Reads a record into an object literal of the schema's shape (see `reader`). */
+  readonly #read: (i: In) => unknown;
+  readonly #out = new Out();
+  #in: In = { u8: new Uint8Array(0), dv: new DataView(new ArrayBuffer(0)), pos: 0 };
+  /** Only for type inference: never set. */
+  declare readonly __item?: T;
+
+  /** Compiles `spec` (a `ValueError` names a field of unknown type). */
+  constructor(spec: SchemaSpec) {
+    if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
+      throw new ValueError(`a schema is an object of field types: got ${describe(spec)}`);
+    }
+    this.#names = Object.keys(spec);
+    if (!this.#names.length) throw new ValueError("a schema needs at least one field");
+    if (this.#names.includes("__proto__")) {
+      throw new ValueError("schema field '__proto__': not a name a record can have");
+    }
+    const fields = this.#fields = this.#names.map((n) => fieldOf(n, spec[n]));
+    this.#write = writer(this.#names, fields.map((f) => f.put));
+    this.#read = reader(this.#names, fields.map((f) => f.get));
+    this.spec = Object.freeze(Object.fromEntries(this.#names.map((n) => [n, spec[n]])));
+    this.text = JSON.stringify(this.spec);
+  }
+
+  /** Writes one record at `o.pos` (no length prefix); `path` names the item in errors. */
+  #put(item: unknown, o: Out, path: string): void {
+    if (typeof item !== "object" || item === null) refuse(path, "an object", item);
+    const names = this.#names, rec = item as Record<string, unknown>;
+    let own = 0;
+    for (const _ in rec) own++;
+    if (own !== names.length) this.#extra(rec, path);
+    const f = this.#write(rec, o);
+    if (f >= 0) refuse(`${path}.${names[f]}`, this.#fields[f].what, rec[names[f]]);
+  }
+
+  /** An item with fields the schema lacks (they would be lost): names the first. */
+  #extra(rec: Record<string, unknown>, path: string): void {
+    for (const k in rec) {
+      if (!(k in this.spec)) {
+        throw new SerializationError(`${path}.${k}`, "not a field of the queue's schema");
+      }
+    }
+  }
+
+  /**
+   * Encodes one item; the bytes are valid until the next encode of this schema (copy what you
+   * keep). Throws `SerializationError` naming the field that does not fit, e.g. `item.i`.
+   */
+  encode(item: T, path = "item"): Uint8Array {
+    const o = this.#out;
+    o.pos = 0;
+    this.#put(item, o, path);
+    return o.u8.subarray(0, o.pos);
+  }
+
+  /**
+   * Encodes `items` as a run of records, each a `u32` length then its bytes, padded to 4 (see
+   * the module doc); `starts[k]` is where record `k` begins. Valid until the next encode. Every
+   * item is checked before anything is returned: one that does not fit refuses the whole batch
+   * (`SerializationError` naming it, e.g. `items[3].tag`). `maxRecord` bounds a record's bytes.
+   */
+  encodeMany(items: readonly T[], maxRecord: number): { bytes: Uint8Array; starts: number[] } {
+    if (!Array.isArray(items)) refuse("items", "an array of items", items);
+    const o = this.#out, starts = new Array<number>(items.length);
+    o.pos = 0;
+    for (let k = 0; k < items.length; k++) {
+      const at = o.pos;
+      starts[k] = at;
+      o.need(4);
+      o.pos = at + 4;
+      this.#put(items[k], o, `items[${k}]`);
+      const len = o.pos - at - 4;
+      if (len > maxRecord) this.#tooBig(`items[${k}]`, len, maxRecord);
+      o.dv.setUint32(at, len, true);
+      const end = (o.pos + 3) & ~3;
+      o.need(end - o.pos);
+      o.pos = end;
+    }
+    return { bytes: o.u8.subarray(0, o.pos), starts };
+  }
+
+  #tooBig(path: string, len: number, max: number): never {
+    throw new SerializationError(
+      path,
+      `encodes to ${len} bytes: a typed queue item must fit in one frame (at most ${max} bytes)`,
+    );
+  }
+
+  /** Checks that one encoded item fits in one frame (see {@link Schema.encodeMany}). */
+  checkSize(bytes: Uint8Array, max: number, path = "item"): void {
+    if (bytes.length > max) this.#tooBig(path, bytes.length, max);
+  }
+
+  /** Reads one item from `payload` (a record without its length prefix; may view shared memory). */
+  decode(payload: Uint8Array): T {
+    return this.decodeAt(payload, 0, payload.length);
+  }
+
+  /**
+   * Reads one item from the `len` bytes at `data[at]`: {@link Schema.decode} without a view per
+   * item (a reader taking a batch out of a ring passes the ring's data area). Bound: pass it on.
+   */
+  readonly decodeAt = (data: Uint8Array, at: number, len: number): T => {
+    let i = this.#in;
+    if (i.u8.buffer !== data.buffer) {
+      // One view per buffer (the shared heap, mostly), not one per item.
+      const buf = data.buffer;
+      i = this.#in = { u8: new Uint8Array(buf), dv: new DataView(buf), pos: 0 };
+    }
+    const start = i.pos = data.byteOffset + at;
+    const item = this.#read(i);
+    if (i.pos !== start + len) {
+      throw new SerializationError(
+        "item",
+        `a record of ${len} bytes does not match the schema ${this.text}`,
+      );
+    }
+    return item as T;
+  };
+}
+
+/**
+ * A function that reads the fields in order into an object literal of the schema's shape: one
+ * hidden class from the start, where adding keys one by one to `{}` would go through a chain of
+ * them per item. Generated once per schema; the field names enter it only as JSON strings.
+ */
+function reader(names: string[], gets: Get[]): (i: In) => unknown {
+  const body = names.map((n, f) => `${JSON.stringify(n)}: g[${f}](i)`).join(", ");
+  return new Function("g", `return (i) => ({ ${body} });`)(gets) as (i: In) => unknown;
+}
+
+/**
+ * A function that writes the fields in order with a named load each (`rec["i"]`: one shape at
+ * each site, where `rec[names[f]]` in a loop is a megamorphic keyed load). Returns the index of
+ * the first field that does not fit, else -1.
+ */
+function writer(names: string[], puts: Put[]): (rec: Record<string, unknown>, o: Out) => number {
+  const body = names.map((n, f) => `if (!p[${f}](rec[${JSON.stringify(n)}], o)) return ${f};`);
+  return new Function("p", `return (rec, o) => { ${body.join(" ")} return -1; };`)(puts) as (
+    rec: Record<string, unknown>,
+    o: Out,
+  ) => number;
+}
+
+const compiled = new Map<string, Schema<unknown>>();
+
+/**
+ * The compiled form of `spec`: a {@link Schema} as is, else compiled (once per process for each
+ * distinct schema text).
+ *
+ * @example
+ * ```ts
+ * import { compileSchema } from "jsr:@denomp/multiprocessing";
+ * console.assert(compileSchema({ x: "f64" }) === compileSchema('{"x":"f64"}'));
+ * ```
+ */
+export function compileSchema<T = unknown>(spec: Schema<T> | SchemaSpec | string): Schema<T> {
+  if (spec instanceof Schema) return spec;
+  const text = typeof spec === "string" ? spec : JSON.stringify(spec);
+  let s = compiled.get(text);
+  if (!s) {
+    s = new Schema(typeof spec === "string" ? JSON.parse(spec) : spec);
+    compiled.set(text, s);
+    compiled.set(s.text, s);
+  }
+  return s as Schema<T>;
+}
+
+/**
+ * Declares an item schema and infers the item type from it: `new Queue({ schema: schema({ i:
+ * "i32", tag: "string" }) })` is a `Queue<{ i: number; tag: string }>`.
+ *
+ * @example
+ * ```ts
+ * import { schema } from "jsr:@denomp/multiprocessing";
+ * const point = schema({ x: "f64", y: "f64", id: "u64", ok: "bool", v: "f32[3]" });
+ * const p = point.decode(point.encode({ x: 1.5, y: -2, id: 9n, ok: true, v: [1, 2, 3] }));
+ * console.assert(p.id === 9n && p.v[2] === 3);
+ * ```
+ */
+export function schema<const S extends SchemaSpec>(spec: S): Schema<ItemOf<S>> {
+  return compileSchema<ItemOf<S>>(spec);
+}
