@@ -44,7 +44,7 @@
  *
  * @example
  * ```ts
- * import { pickle } from "../../mod.ts";
+ * import { pickle } from "jsr:@denomp/multiprocessing";
  * const bytes = pickle.dumps({ i: 1, xs: [1, 2n ** 70n], s: new Set(["a"]) });
  * const back = pickle.loads(bytes) as { i: number; xs: unknown[]; s: Set<string> };
  * console.assert(back.i === 1 && back.xs[1] === 2n ** 70n && back.s.has("a"));
