@@ -75,17 +75,11 @@ import {
 } from "./python.ts";
 import { EOF, Ring, TIMEOUT } from "../core/ring.ts";
 import { callerModule, resolveTarget, type TargetRef } from "../core/target.ts";
-import {
-  type Address,
-  answerChallenge,
-  type AuthKey,
-  type Connection,
-  DEFAULT_MAX_MESSAGE,
-  deliverChallenge,
-  Pipe,
-  type Serializer,
-  wrapSocket,
-} from "../connection/connection.ts";
+import type { Connection, Serializer } from "../connection/connection.ts";
+import { Pipe } from "../connection/pipe.ts";
+import { DEFAULT_MAX_MESSAGE, wrapSocket } from "../connection/socket.ts";
+import { answerChallenge, type AuthKey, deliverChallenge } from "../connection/auth.ts";
+import type { Address } from "../connection/listener.ts";
 import {
   EOFError,
   ProcessError,
@@ -99,7 +93,8 @@ import type { CInput, CType, Typecode } from "../memory/sharedctypes.ts";
 import type { Acquired } from "../sync/synchronize.ts";
 import { getIdent } from "../core/threading.ts";
 
-export type { Address, AuthKey } from "../connection/connection.ts";
+export type { AuthKey } from "../connection/auth.ts";
+export type { Address } from "../connection/listener.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Protocol. Every message is a frame: a kind byte and a 32-bit call id, then the codec's bytes of

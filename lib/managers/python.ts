@@ -51,13 +51,10 @@ import {
   type ServedSemaphore,
   type ServedValue,
 } from "./served/managed.ts";
-import {
-  type Address,
-  answerChallenge,
-  type Connection,
-  deliverChallenge,
-  wrapSocket,
-} from "../connection/connection.ts";
+import type { Connection } from "../connection/connection.ts";
+import { wrapSocket } from "../connection/socket.ts";
+import { answerChallenge, deliverChallenge } from "../connection/auth.ts";
+import type { Address } from "../connection/listener.ts";
 import {
   BrokenBarrierError,
   Empty,
