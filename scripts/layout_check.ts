@@ -28,7 +28,6 @@ const OVER_BUDGET: Record<string, number> = {
   "lib/managers/managers.ts#Server": 548,
   "lib/managers/python.ts": 1191,
   "lib/managers/served/managed.ts": 1135,
-  "lib/pickle/unpickler.ts#Unpickler": 651,
   "lib/pool/pool.ts": 3022,
   "lib/pool/pool.ts#Pool": 1416,
   "lib/queues/queues.ts": 1805,
