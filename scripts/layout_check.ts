@@ -26,8 +26,6 @@ const OVER_BUDGET: Record<string, number> = {
   "lib/core/ring.ts#Ring": 1354,
   "lib/managers/managers.ts": 3074,
   "lib/managers/managers.ts#Server": 548,
-  "lib/managers/python.ts": 1191,
-  "lib/managers/served/managed.ts": 1135,
   "lib/pool/pool.ts": 3022,
   "lib/pool/pool.ts#Pool": 1416,
   "lib/queues/queues.ts": 1805,
