@@ -43,7 +43,7 @@
  * closed with the reason on stderr while the server goes on serving the others.
  *
  * **Python.** With `serializer: "pickle"`, what is spoken over TCP is CPython's own managers
- * protocol instead (lib/managers/python.ts): Python's `BaseManager`/`SyncManager` clients use the
+ * protocol instead (lib/managers/python/): Python's `BaseManager`/`SyncManager` clients use the
  * server's registered classes and built-in types, and `connect()` reaches a Python manager
  * server's `dict`, `list`, `Queue`... through the usual proxies.
  *
@@ -54,38 +54,25 @@ import { optionsOf } from "../core/args.ts";
 import { LIVENESS_SLICE_MS } from "../core/atomics.ts";
 import { current } from "../core/context.ts";
 import { alloc, heap, isAlive, nextId, release, retain } from "../core/heap.ts";
+import { BUILTINS } from "./served/managed.ts";
 import {
-  ACQUIRED as SERVED_ACQUIRED,
-  BUILTINS,
   type Caller,
   type Client,
   enterCall,
   type Forgetful,
   leaveCall,
-  OWNER_DIED as SERVED_OWNER_DIED,
   withCaller,
-} from "./served/managed.ts";
-import {
-  pyCreateArgs,
-  type PyEntry,
-  type PyHost,
-  PyManagerClient,
-  pyRequest,
-  servePython,
-} from "./python.ts";
+} from "./served/caller.ts";
+import { ACQUIRED as SERVED_ACQUIRED, OWNER_DIED as SERVED_OWNER_DIED } from "./served/sync.ts";
+import { type PyEntry, type PyHost, servePython } from "./python/server.ts";
+import { pyCreateArgs, PyManagerClient, pyRequest } from "./python/client.ts";
 import { EOF, Ring, TIMEOUT } from "../core/ring.ts";
 import { callerModule, resolveTarget, type TargetRef } from "../core/target.ts";
-import {
-  type Address,
-  answerChallenge,
-  type AuthKey,
-  type Connection,
-  DEFAULT_MAX_MESSAGE,
-  deliverChallenge,
-  Pipe,
-  type Serializer,
-  wrapSocket,
-} from "../connection/connection.ts";
+import type { Connection, Serializer } from "../connection/connection.ts";
+import { Pipe } from "../connection/pipe.ts";
+import { DEFAULT_MAX_MESSAGE, wrapSocket } from "../connection/socket.ts";
+import { answerChallenge, type AuthKey, deliverChallenge } from "../connection/auth.ts";
+import type { Address } from "../connection/listener.ts";
 import {
   EOFError,
   ProcessError,
@@ -99,7 +86,8 @@ import type { CInput, CType, Typecode } from "../memory/sharedctypes.ts";
 import type { Acquired } from "../sync/synchronize.ts";
 import { getIdent } from "../core/threading.ts";
 
-export type { Address, AuthKey } from "../connection/connection.ts";
+export type { AuthKey } from "../connection/auth.ts";
+export type { Address } from "../connection/listener.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Protocol. Every message is a frame: a kind byte and a 32-bit call id, then the codec's bytes of
@@ -605,7 +593,7 @@ class ClientConn implements ManagerConn {
 
 /**
  * A connection to a Python manager server (`serializer: "pickle"`): denomp's proxy calls
- * translated to CPython's (lib/managers/python.ts). Python's `create` answers with the object's
+ * translated to CPython's (lib/managers/python/). Python's `create` answers with the object's
  * id, so a proxy gets a local id at once and its calls wait for the real one.
  */
 class PyClientConn implements ManagerConn {
@@ -2166,7 +2154,7 @@ class Server implements PyHost {
     return entry;
   }
 
-  // --- CPython's managers protocol (lib/managers/python.ts speaks it; this is the table's side) --
+  // --- CPython's managers protocol (lib/managers/python/ speaks it; this is the table's side) --
   // Python's clients count references per server (each incref/decref comes on a connection of
   // its own), so their objects are not held by any client record.
 

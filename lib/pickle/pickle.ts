@@ -179,7 +179,7 @@ export function loads(bytes: Uint8Array, options?: LoadsOptions): unknown {
  * import { pickle } from "jsr:@denomp/multiprocessing";
  * const address = pickle.tuple("127.0.0.1", 5000);
  * const b = pickle.dumps(address);
- * console.assert(b[b.length - 2] === 0x86); // TUPLE2
+ * console.assert(b[b.length - 3] === 0x86); // TUPLE2, then MEMOIZE and STOP
  * console.assert((pickle.loads(b) as unknown[])[1] === 5000);
  * ```
  */
