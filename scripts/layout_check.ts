@@ -21,7 +21,6 @@ const OVER_BUDGET: Record<string, number> = {
   "lib/actor/supervisor.ts#Supervisor": 543,
   "lib/cluster/actors.ts": 1188,
   "lib/cluster/mod.ts": 2226,
-  "lib/core/reduction.ts": 1208,
   "lib/core/ring.ts": 1767,
   "lib/core/ring.ts#Ring": 1354,
   "lib/managers/managers.ts": 3074,
