@@ -211,7 +211,7 @@ Deno.test("a handle whose module a worker has not loaded: async get loads it, ge
       /^SerializationError: .*a handle of kind 'Event' arrived .*not loaded in this worker/,
     );
     assert.match(msg, /import type/);
-    assert.match(msg, /lock\.ts/); // the module to import
+    assert.match(msg, /event\.ts/); // the module to import
     await b.join();
   } finally {
     q.close();

@@ -96,7 +96,7 @@ import {
 import { Process } from "../process/process.ts";
 import { Decoder, Encoder, registerHandle } from "../core/reduction.ts";
 import type { CInput, CType, Typecode } from "../memory/sharedctypes.ts";
-import type { Acquired } from "../sync/lock.ts";
+import type { Acquired } from "../sync/primitive.ts";
 import { getIdent } from "../core/threading.ts";
 
 export type { Address, AuthKey } from "../connection/connection.ts";
