@@ -19,10 +19,11 @@
 import {
   ACQUIRED,
   type AcquireResult,
+  MUST_SLEEP,
   mutexLocked,
   mutexOwner,
   mutexRelease,
-  mutexWaits,
+  mutexTryNow,
   ownerOf,
   runAsync,
   runSync,
@@ -127,11 +128,8 @@ export class Lock {
       if (Atomics.compareExchange(i32, L_MUTEX, 0, me) === 0) {
         return Promise.resolve(this.#took(ACQUIRED));
       }
-      const deadline = acquireDeadline(options);
-      if (deadline === 0) {
-        return Promise.resolve(this.#took(runSync(mutexWaits(i32, L_MUTEX, me, 0))));
-      }
-      if (spin(i32, L_MUTEX, me)) return Promise.resolve(this.#took(ACQUIRED));
+      const deadline = acquireDeadline(options), now = mutexTryNow(i32, L_MUTEX, me, deadline);
+      if (now !== MUST_SLEEP) return Promise.resolve(this.#took(now));
       return runAsync(
         observed(this.#off, mutexWaitsFenced(i32, L_MUTEX, me, deadline), true),
         options?.signal,
@@ -151,13 +149,13 @@ export class Lock {
   acquireSync(options?: AcquireOptions): Acquired | false {
     if (options !== undefined) checkAcquireOptions(options, "Lock.acquireSync");
     checkNotTerminated();
-    const i32 = this.#i32, word = Atomics.compareExchange(i32, L_MUTEX, 0, this.#slot);
+    const i32 = this.#i32, me = this.#slot, word = Atomics.compareExchange(i32, L_MUTEX, 0, me);
     if (word === 0) return this.#took(ACQUIRED);
     const deadline = acquireDeadline(options);
-    if (deadline === 0) return this.#took(runSync(mutexWaits(i32, L_MUTEX, this.#slot, 0)));
-    if (deadline === Infinity) selfDeadlock(word, this.#slot);
-    if (spin(i32, L_MUTEX, this.#slot)) return this.#took(ACQUIRED);
-    const waits = mutexWaitsFenced(i32, L_MUTEX, this.#slot, deadline);
+    if (deadline === Infinity) selfDeadlock(word, me);
+    const now = mutexTryNow(i32, L_MUTEX, me, deadline);
+    if (now !== MUST_SLEEP) return this.#took(now);
+    const waits = mutexWaitsFenced(i32, L_MUTEX, me, deadline);
     return this.#took(runSync(observed(this.#off, waits, true)));
   }
 
@@ -216,16 +214,6 @@ function selfDeadlock(word: number, slot: number): void {
     "acquireSync() would deadlock: this lock is held in this process, by this thread or by " +
       "another Thread that cannot run while this one blocks (use `await acquire()`, or a timeout)",
   );
-}
-
-/** Spins briefly for a free mutex before the async path (see SPIN in _atomics.ts). */
-function spin(i32: Int32Array, index: number, me: number): boolean {
-  for (let s = 0; s < 200; s++) {
-    if (Atomics.load(i32, index) === 0 && Atomics.compareExchange(i32, index, 0, me) === 0) {
-      return true;
-    }
-  }
-  return false;
 }
 
 registerHandle<Lock, number>({
@@ -304,11 +292,8 @@ export class RLock {
         i32[R_COUNT]++;
         return Promise.resolve(this.#held);
       }
-      const deadline = acquireDeadline(options);
-      if (deadline === 0) {
-        return Promise.resolve(this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me));
-      }
-      if (spin(i32, R_MUTEX, slot)) return Promise.resolve(this.#took(ACQUIRED, me));
+      const deadline = acquireDeadline(options), now = mutexTryNow(i32, R_MUTEX, slot, deadline);
+      if (now !== MUST_SLEEP) return Promise.resolve(this.#took(now, me));
       return runAsync(
         observed(this.#off, mutexWaitsFenced(i32, R_MUTEX, slot, deadline), true),
         options?.signal,
@@ -338,9 +323,9 @@ export class RLock {
       return this.#held;
     }
     const deadline = acquireDeadline(options);
-    if (deadline === 0) return this.#took(runSync(mutexWaits(i32, R_MUTEX, slot, 0)), me);
     if (deadline === Infinity) selfDeadlock(word, slot);
-    if (spin(i32, R_MUTEX, slot)) return this.#took(ACQUIRED, me);
+    const now = mutexTryNow(i32, R_MUTEX, slot, deadline);
+    if (now !== MUST_SLEEP) return this.#took(now, me);
     const waits = mutexWaitsFenced(i32, R_MUTEX, slot, deadline);
     return this.#took(runSync(observed(this.#off, waits, true)), me);
   }
