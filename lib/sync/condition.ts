@@ -218,8 +218,8 @@ export class Condition {
       zombie = isTerminatedError(e);
       throw e;
     } finally {
-      // A zombie (see _heap "Zombies") neither takes the lock back nor touches the list: its
-      // waiter block stays there for `notify`, which drops the blocks of dead waiters.
+      // A zombie (see core/heap.ts, "Zombies") neither takes the lock back nor touches the
+      // list: its waiter block stays there for `notify`, which drops the blocks of dead waiters.
       if (!zombie) {
         // Also when aborted: the caller gets its lock back, and the list loses this waiter.
         yield* this.#ops.restore(saved);

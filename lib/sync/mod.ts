@@ -16,12 +16,13 @@
  * The rules the code follows, so that a take-over and a process that was declared dead but still
  * runs (a zombie: Deno cannot stop a worker inside synchronous code) never corrupt anything:
  * - The fence: every operation that changes shared state first calls `checkNotTerminated`
- *   (_heap.ts; one plain read, so it sits on the hot paths too), and every wait algorithm calls
- *   it again after each sleep (`fenced`). A zombie meets a `ProcessError` there, takes nothing
- *   it was waiting for, and leaves what it held to be taken over: a Condition waiter does not
- *   take its lock back nor unlink itself, a Barrier party neither counts itself out nor breaks
- *   the barrier. The one thing it gives back is what its wake-up brought: a mutex hand-over
- *   reserved for it, or a semaphore wake-up, which it passes on to another waiter.
+ *   (core/heap.ts; one plain read, so it sits on the hot paths too), and every wait algorithm
+ *   calls it again after each sleep (for the mutexes: `mutexWaitsFenced`, primitive.ts). A
+ *   zombie meets a `ProcessError` there, takes nothing it was waiting for, and leaves what it
+ *   held to be taken over: a Condition waiter does not take its lock back nor unlink itself, a
+ *   Barrier party neither counts itself out nor breaks the barrier. The one thing it gives back
+ *   is what its wake-up brought: a mutex hand-over reserved for it, or a semaphore wake-up,
+ *   which it passes on to another waiter.
  * - Ownership is checked in the same compare-exchange that releases: a lock is freed only by
  *   `mutexRelease(i32, i, owner)` against the holder seen (its own slot for RLock, Barrier and
  *   Condition; for Lock, which any process may release, the holder just read), never by "check,

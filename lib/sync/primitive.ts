@@ -206,10 +206,11 @@ export function share(off: number): number {
 
 /**
  * The slow path of a mutex acquire, passing the fence after each sleep: a process terminated
- * while it waited (a zombie, see _heap "Zombies") stops there instead of taking the mutex. It
- * passes on what its wake-up brought, as it will not use it: the hand-over a starvation-mode
- * release reserved for the waiter it woke (else the mutex would stay reserved until another
- * waiter slept its way to it), or the wake-up itself (another sleeper re-checks the word now).
+ * while it waited (a zombie, see core/heap.ts, "Zombies") stops there instead of taking the
+ * mutex. It passes on what its wake-up brought, as it will not use it: the hand-over a
+ * starvation-mode release reserved for the waiter it woke (else the mutex would stay reserved
+ * until another waiter slept its way to it), or the wake-up itself (another sleeper re-checks
+ * the word now).
  */
 export function* mutexWaitsFenced(
   i32: Int32Array,
