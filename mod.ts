@@ -11,7 +11,7 @@ export * from "./lib/core/errors.ts";
 export * from "./lib/process/process.ts";
 export { setSpares, type SpareOptions, spareOptions } from "./lib/core/spares.ts";
 export * from "./lib/core/threading.ts";
-export * from "./lib/sync/synchronize.ts";
+export * from "./lib/sync/mod.ts";
 export * from "./lib/memory/sharedctypes.ts";
 export * from "./lib/memory/shared_memory.ts";
 export * from "./lib/queues/queues.ts";

@@ -29,7 +29,6 @@ const OVER_BUDGET: Record<string, number> = {
   "lib/pool/pool.ts#Pool": 1416,
   "lib/queues/queues.ts": 1805,
   "lib/queues/queues.ts#Shared": 624,
-  "lib/sync/synchronize.ts": 1856,
 };
 
 /**

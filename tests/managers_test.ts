@@ -22,7 +22,7 @@ import {
 import { Process } from "../lib/process/process.ts";
 import { registerHandle } from "../lib/core/reduction.ts";
 import { Queue } from "../lib/queues/queues.ts";
-import { Event } from "../lib/sync/synchronize.ts";
+import { Event } from "../lib/sync/mod.ts";
 import { Thread } from "../lib/core/threading.ts";
 import {
   appendFromQueue,

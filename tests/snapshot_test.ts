@@ -9,7 +9,7 @@ import {
   Lock,
   RLock,
   Semaphore,
-} from "../lib/sync/synchronize.ts";
+} from "../lib/sync/mod.ts";
 import { Thread } from "../lib/core/threading.ts";
 import { DeadlockError } from "../lib/core/errors.ts";
 import { setDeadlockDetection, type Snapshot, snapshot } from "../lib/observe/snapshot.ts";

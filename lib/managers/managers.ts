@@ -83,7 +83,7 @@ import {
 import { Process } from "../process/process.ts";
 import { Decoder, Encoder, registerHandle } from "../core/reduction.ts";
 import type { CInput, CType, Typecode } from "../memory/sharedctypes.ts";
-import type { Acquired } from "../sync/synchronize.ts";
+import type { Acquired } from "../sync/primitive.ts";
 import { getIdent } from "../core/threading.ts";
 
 export type { AuthKey } from "../connection/auth.ts";

@@ -34,7 +34,7 @@ import {
 } from "../core/bigblock.ts";
 import { ValueError } from "../core/errors.ts";
 import { pendingUntil, registerHandle } from "../core/reduction.ts";
-import { Lock, RLock } from "../sync/synchronize.ts";
+import { Lock, RLock } from "../sync/lock.ts";
 
 /**
  * A typecode of Python's `array` module: `b`/`B` (8-bit), `h`/`H` (16-bit), `i`/`I` and

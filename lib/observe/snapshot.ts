@@ -33,7 +33,7 @@ import {
 } from "../core/waitfor.ts";
 
 export type { CycleStep };
-import "../sync/synchronize.ts"; // registers the inspectors of the locks
+import "../sync/mod.ts"; // registers the inspectors of the locks
 import "../actor/actor.ts"; // and of mailboxes and actors
 import "../pool/pool.ts"; // pools list themselves
 
