@@ -31,7 +31,8 @@
 import { mutexAcquireSync, mutexRelease, TIMED_OUT } from "../core/atomics.ts";
 import { alloc, heap, release, retain, sharedRoot, sharedRootIfAny } from "../core/heap.ts";
 import { checkNotTerminated } from "../core/ring.ts";
-import { type Actor, actorOffset, type ActorRef } from "./actor.ts";
+import type { Actor } from "./actor.ts";
+import { actorOffset, type ActorRef } from "./ref.ts";
 import { TimeoutError, ValueError } from "../core/errors.ts";
 import { dumps, loads } from "../core/reduction.ts";
 

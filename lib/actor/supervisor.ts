@@ -35,15 +35,10 @@
 import { optionsOf } from "../core/args.ts";
 import { addRoot, isRoot, removeRoot, type Stoppable } from "../core/lifecycle.ts";
 import { deadlineOf, keepAlive, remainingMs } from "../core/atomics.ts";
-import {
-  type Actor,
-  ActorRef,
-  type ExitReason,
-  isNormalExit,
-  isRunning,
-  markSupervised,
-  monitor,
-} from "./actor.ts";
+import type { Actor } from "./actor.ts";
+import { type ExitReason, isNormalExit } from "./exit.ts";
+import { monitor } from "./link.ts";
+import { ActorRef, isRunning, markSupervised } from "./ref.ts";
 import { TimeoutError, ValueError } from "../core/errors.ts";
 import { localChanged, sections } from "../core/observe.ts";
 import { Process } from "../process/process.ts";
