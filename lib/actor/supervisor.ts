@@ -142,7 +142,8 @@ export class SupervisorError extends Error {
   }
 }
 
-interface Slot {
+/** A child as the supervisor keeps it (OTP's `#child{}`): its spec and running instance. */
+interface Child {
   spec: ChildSpec;
   ref: ChildRef | undefined;
   /** Why the child will never run again (a transient child that exited normally). */
@@ -218,7 +219,7 @@ export class Supervisor implements Supervisable {
   #maxRestarts: number;
   #withinMs: number;
   #onEvent?: (e: SupervisorEvent) => void;
-  #slots: Slot[];
+  #children: Child[];
   #state: State = "initial";
   #restarts: number[] = [];
   /** For snapshot(): restarts and the last exit reason of each child, by id. */
@@ -277,7 +278,7 @@ export class Supervisor implements Supervisable {
     this.#withinMs = withinMs;
     this.#onEvent = onEvent;
     this.#verbose = verbose === true;
-    this.#slots = children.map((spec) => ({ spec, ref: undefined, gen: 0 }));
+    this.#children = children.map((spec) => ({ spec, ref: undefined, gen: 0 }));
     this.exited = new Promise((r) => (this.#resolveExit = r));
   }
 
@@ -296,9 +297,9 @@ export class Supervisor implements Supervisable {
     if (this.#state !== "initial") throw new ValueError(`supervisor ${this.name} already started`);
     this.#state = "running";
     live.add(new WeakRef(this));
-    for (const slot of this.#slots) {
+    for (const child of this.#children) {
       try {
-        await this.#startChild(slot);
+        await this.#startChild(child);
       } catch (err) {
         this.#setStopping();
         await this.#stopAll("shutdown");
@@ -321,13 +322,13 @@ export class Supervisor implements Supervisable {
       strategy: s.#strategy,
       state: s.#state,
       restarts: s.#restartCount,
-      children: s.#slots.map((slot) => {
-        const ref = s.#runningRef(slot), seen = s.#seen.get(slot.spec.id);
+      children: s.#children.map((child) => {
+        const ref = s.#runningRef(child), seen = s.#seen.get(child.spec.id);
         return {
-          id: slot.spec.id,
+          id: child.spec.id,
           name: (ref as { name?: string } | undefined)?.name ?? null,
           kind: ref instanceof Supervisor ? "supervisor" : "worker",
-          restart: slot.spec.restart ?? "permanent",
+          restart: child.spec.restart ?? "permanent",
           running: ref !== undefined,
           restarts: seen?.restarts ?? 0,
           lastExitReason: seen?.lastExit ?? null,
@@ -352,8 +353,8 @@ export class Supervisor implements Supervisable {
    * ```
    */
   get(id: string): ChildRef | undefined {
-    const slot = this.#slots.find((s) => s.spec.id === id);
-    return slot && this.#runningRef(slot);
+    const child = this.#children.find((s) => s.spec.id === id);
+    return child && this.#runningRef(child);
   }
 
   /**
@@ -383,14 +384,14 @@ export class Supervisor implements Supervisable {
     } catch (e) {
       return Promise.reject(e);
     }
-    const slot = this.#slots.find((s) => s.spec.id === id);
-    const why = !slot
+    const child = this.#children.find((s) => s.spec.id === id);
+    const why = !child
       ? this.#gone.get(id) ?? "it is not a child of this supervisor"
-      : slot.over ?? (this.#state === "stopping" || this.#state === "stopped"
+      : child.over ?? (this.#state === "stopping" || this.#state === "stopped"
         ? `the supervisor is ${this.#state}`
         : undefined);
     if (why) return Promise.reject(this.#never(id, why));
-    const ref = this.#runningRef(slot!);
+    const ref = this.#runningRef(child!);
     if (ref) return Promise.resolve(ref);
     const { timeout, signal } = o;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -436,7 +437,7 @@ export class Supervisor implements Supervisable {
    * ```
    */
   whichChildren(): { id: string; child: ChildRef | undefined; restart: RestartType }[] {
-    return this.#slots.map((s) => ({
+    return this.#children.map((s) => ({
       id: s.spec.id,
       child: this.#runningRef(s),
       restart: s.spec.restart ?? "permanent",
@@ -484,7 +485,7 @@ export class Supervisor implements Supervisable {
 
   /** A short description. */
   toString(): string {
-    return `<Supervisor ${this.name} ${this.#strategy} ${this.#state} children=${this.#slots.length}>`;
+    return `<Supervisor ${this.name} ${this.#strategy} ${this.#state} children=${this.#children.length}>`;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -513,9 +514,9 @@ export class Supervisor implements Supervisable {
     return p;
   }
 
-  /** The child's instance in `slot` if it runs (a stopped one is not returned, see `get`). */
-  #runningRef(slot: Slot): ChildRef | undefined {
-    const ref = slot.ref;
+  /** The child's instance in `child` if it runs (a stopped one is not returned, see `get`). */
+  #runningRef(child: Child): ChildRef | undefined {
+    const ref = child.ref;
     if (!ref) return undefined;
     // The exit watch reports a stop a moment later: what stopped is not running meanwhile.
     const running = ref instanceof ActorRef
@@ -543,10 +544,10 @@ export class Supervisor implements Supervisable {
   }
 
   /** Drops a temporary child for good. */
-  #forget(slot: Slot, why: string): void {
-    this.#slots = this.#slots.filter((s) => s !== slot);
-    this.#gone.set(slot.spec.id, why);
-    this.#rejectWaiters(why, slot.spec.id);
+  #forget(child: Child, why: string): void {
+    this.#children = this.#children.filter((s) => s !== child);
+    this.#gone.set(child.spec.id, why);
+    this.#rejectWaiters(why, child.spec.id);
   }
 
   /** Leaves the running state: no more restarts, and no child will run again. */
@@ -581,15 +582,15 @@ export class Supervisor implements Supervisable {
     this.#resolveExit(reason);
   }
 
-  async #startChild(slot: Slot): Promise<void> {
-    let ref = await slot.spec.start();
+  async #startChild(child: Child): Promise<void> {
+    let ref = await child.spec.start();
     if (ref instanceof Process && ref.pid === null) ref.start();
     if (
       !(ref instanceof ActorRef || ref instanceof Process || ref instanceof Supervisor ||
         isSupervisable(ref))
     ) {
       throw new ValueError(
-        `child '${slot.spec.id}': start() must return an ActorRef, a Process, a Supervisor or a Supervisable: got ${
+        `child '${child.spec.id}': start() must return an ActorRef, a Process, a Supervisor or a Supervisable: got ${
           String(ref)
         }`,
       );
@@ -599,16 +600,16 @@ export class Supervisor implements Supervisable {
     if (ref instanceof ActorRef) markSupervised(ref, true); // and we report its crashes
     if (this.#state !== "running") {
       // Stopped while the child was starting: it must not outlive us.
-      await this.#stopRef(ref, "shutdown", slot.spec.shutdown);
-      throw new ValueError(`supervisor ${this.name} stopped while starting '${slot.spec.id}'`);
+      await this.#stopRef(ref, "shutdown", child.spec.shutdown);
+      throw new ValueError(`supervisor ${this.name} stopped while starting '${child.spec.id}'`);
     }
-    slot.ref = ref;
-    const gen = ++slot.gen;
+    child.ref = ref;
+    const gen = ++child.gen;
     const ctl = new AbortController();
-    slot.cancel = () => ctl.abort();
+    child.cancel = () => ctl.abort();
     const onExit = (reason: ExitReason) => {
-      if (slot.gen !== gen || ctl.signal.aborted) return;
-      void this.#enqueue(() => this.#childExited(slot, gen, reason));
+      if (child.gen !== gen || ctl.signal.aborted) return;
+      void this.#enqueue(() => this.#childExited(child, gen, reason));
     };
     if (ref instanceof ActorRef || ref instanceof Process) {
       void monitor(ref, { keepAlive: false, signal: ctl.signal }).then(onExit);
@@ -619,9 +620,9 @@ export class Supervisor implements Supervisable {
         onExit(reason);
       });
     }
-    this.#emit({ type: "started", supervisor: this.name, id: slot.spec.id });
-    const waiters = this.#waiters.get(slot.spec.id);
-    this.#waiters.delete(slot.spec.id);
+    this.#emit({ type: "started", supervisor: this.name, id: child.spec.id });
+    const waiters = this.#waiters.get(child.spec.id);
+    this.#waiters.delete(child.spec.id);
     for (const w of waiters ?? []) w.resolve(ref);
   }
 
@@ -642,17 +643,17 @@ export class Supervisor implements Supervisable {
     }
   }
 
-  async #stopChild(slot: Slot, reason: ExitReason): Promise<void> {
-    const ref = slot.ref;
+  async #stopChild(child: Child, reason: ExitReason): Promise<void> {
+    const ref = child.ref;
     if (!ref) return;
-    slot.gen++; // its exit is ours, not a failure
-    slot.cancel?.();
-    slot.ref = undefined;
-    await this.#stopRef(ref, reason, slot.spec.shutdown);
+    child.gen++; // its exit is ours, not a failure
+    child.cancel?.();
+    child.ref = undefined;
+    await this.#stopRef(ref, reason, child.spec.shutdown);
   }
 
   async #stopAll(reason: ExitReason): Promise<void> {
-    for (const slot of [...this.#slots].reverse()) await this.#stopChild(slot, reason);
+    for (const child of [...this.#children].reverse()) await this.#stopChild(child, reason);
   }
 
   /** Records a restart; false when that goes past the restart intensity. */
@@ -663,38 +664,38 @@ export class Supervisor implements Supervisable {
     return this.#restarts.length <= this.#maxRestarts;
   }
 
-  async #childExited(slot: Slot, gen: number, reason: ExitReason): Promise<void> {
-    if (this.#state !== "running" || slot.gen !== gen) return;
-    const ref = slot.ref!;
-    slot.ref = undefined;
-    slot.cancel = undefined;
-    const id = slot.spec.id;
+  async #childExited(child: Child, gen: number, reason: ExitReason): Promise<void> {
+    if (this.#state !== "running" || child.gen !== gen) return;
+    const ref = child.ref!;
+    child.ref = undefined;
+    child.cancel = undefined;
+    const id = child.spec.id;
     this.#reportCrash(id, ref, reason);
     this.#emit({ type: "exited", supervisor: this.name, id, reason });
-    const restart = slot.spec.restart ?? "permanent";
+    const restart = child.spec.restart ?? "permanent";
     if (restart === "temporary") {
-      this.#forget(slot, `it is temporary and exited (${describe(reason)})`);
+      this.#forget(child, `it is temporary and exited (${describe(reason)})`);
       return;
     }
     if (restart === "transient" && isNormalExit(reason)) {
-      slot.over = `it is transient and exited normally (${describe(reason)})`;
-      return this.#rejectWaiters(slot.over, id);
+      child.over = `it is transient and exited normally (${describe(reason)})`;
+      return this.#rejectWaiters(child.over, id);
     }
-    await this.#restart(slot, reason);
+    await this.#restart(child, reason);
   }
 
-  async #restart(failed: Slot, reason: ExitReason): Promise<void> {
+  async #restart(failed: Child, reason: ExitReason): Promise<void> {
     let cause = reason;
     for (;;) {
       if (!this.#allowRestart()) return await this.#giveUp(failed, cause);
       // The group: who is stopped and started again with the child that exited.
-      const at = this.#slots.indexOf(failed);
+      const at = this.#children.indexOf(failed);
       const group = this.#strategy === "one_for_one"
         ? [failed]
         : this.#strategy === "one_for_all"
-        ? [...this.#slots]
-        : this.#slots.slice(at);
-      const restart = new Set<Slot>([failed]);
+        ? [...this.#children]
+        : this.#children.slice(at);
+      const restart = new Set<Child>([failed]);
       for (const s of [...group].reverse()) {
         if (s === failed || !s.ref) continue;
         await this.#stopChild(s, "shutdown");
@@ -704,9 +705,9 @@ export class Supervisor implements Supervisable {
         } else restart.add(s);
       }
       this.#restartCount++;
-      let failedNow: Slot | undefined;
+      let failedNow: Child | undefined;
       try {
-        for (const s of this.#slots) {
+        for (const s of this.#children) {
           if (!restart.has(s) || s.ref) continue;
           failedNow = s;
           await this.#startChild(s);
@@ -733,15 +734,15 @@ export class Supervisor implements Supervisable {
     }
   }
 
-  async #giveUp(slot: Slot, cause: ExitReason): Promise<void> {
-    this.#emit({ type: "gave_up", supervisor: this.name, id: slot.spec.id, reason: cause });
+  async #giveUp(child: Child, cause: ExitReason): Promise<void> {
+    this.#emit({ type: "gave_up", supervisor: this.name, id: child.spec.id, reason: cause });
     this.#setStopping();
     await this.#stopAll("shutdown");
     this.#finish(
       new SupervisorError(
         this.name,
         `reached max restart intensity (${this.#maxRestarts} restarts within ${this.#withinMs} ms); ` +
-          `last exit of '${slot.spec.id}': ${describe(cause)}`,
+          `last exit of '${child.spec.id}': ${describe(cause)}`,
         { cause },
       ),
     );
