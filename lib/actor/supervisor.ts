@@ -36,7 +36,7 @@ import { optionsOf } from "../core/args.ts";
 import { addRoot, isRoot, removeRoot, type Stoppable } from "../core/lifecycle.ts";
 import { deadlineOf, keepAlive, remainingMs } from "../core/atomics.ts";
 import type { Actor } from "./actor.ts";
-import { type ExitReason, isNormalExit } from "./exit.ts";
+import { describe, type ExitReason, isNormalExit } from "./exit.ts";
 import { monitor } from "./link.ts";
 import { ActorRef, isRunning, markSupervised } from "./ref.ts";
 import { TimeoutError, ValueError } from "../core/errors.ts";
@@ -172,10 +172,6 @@ sections.set("supervisors", () => {
 const STRATEGIES = new Set(["one_for_one", "one_for_all", "rest_for_one"]);
 const RESTARTS = new Set(["permanent", "transient", "temporary"]);
 
-function describe(reason: ExitReason): string {
-  return typeof reason === "string" ? reason : `${reason.name}: ${reason.message}`;
-}
-
 /** `Supervisable` children whose `exited` has resolved. */
 const ended = new WeakSet<Supervisable>();
 
@@ -185,9 +181,99 @@ interface Waiter {
   reject: (err: unknown) => void;
 }
 
+/** The `whenRunning` calls waiting for a child's next start, by child id. */
+class StartWaiters {
+  #byId = new Map<string, Set<Waiter>>();
+
+  /** Waits for child `id`'s next start; rejects with `late()` at `deadline`, or on `signal`. */
+  wait(
+    id: string,
+    deadline: number,
+    signal: AbortSignal | undefined,
+    late: () => Error,
+  ): Promise<ChildRef> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const wait = new Promise<ChildRef>((resolve, reject) => {
+      let set = this.#byId.get(id);
+      if (!set) this.#byId.set(id, set = new Set());
+      const w: Waiter = { resolve, reject };
+      set.add(w);
+      const give = (err: unknown) => {
+        set.delete(w);
+        if (!set.size && this.#byId.get(id) === set) this.#byId.delete(id);
+        reject(err);
+      };
+      if (deadline !== Infinity) timer = setTimeout(() => give(late()), remainingMs(deadline));
+      if (signal) {
+        onAbort = () => give(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+      }
+    });
+    return keepAlive(wait.finally(() => {
+      clearTimeout(timer);
+      if (onAbort) signal!.removeEventListener("abort", onAbort);
+    }));
+  }
+
+  /** Child `id` has started as `ref`: its waiters resolve with it. */
+  started(id: string, ref: ChildRef): void {
+    const set = this.#byId.get(id);
+    this.#byId.delete(id);
+    for (const w of set ?? []) w.resolve(ref);
+  }
+
+  /** Rejects the waiters of child `id` (of every child when undefined) with `error(id)`. */
+  reject(error: (id: string) => Error, id?: string): void {
+    for (const [key, set] of this.#byId) {
+      if (id !== undefined && key !== id) continue;
+      this.#byId.delete(key);
+      for (const w of set) w.reject(error(key));
+    }
+  }
+}
+
 function isSupervisable(x: unknown): x is Supervisable {
   return typeof x === "object" && x !== null && typeof (x as Supervisable).stop === "function" &&
     (x as Supervisable).exited instanceof Promise;
+}
+
+/**
+ * Checks the options of `new Supervisor` (OTP's `check_startspec`) and fills in the defaults.
+ */
+function checkOptions(
+  options: SupervisorOptions,
+): SupervisorOptions & Required<Omit<SupervisorOptions, "name" | "onEvent">> {
+  const o = optionsOf(options, "new Supervisor", "new Supervisor({ children: [...] })");
+  const { strategy = "one_for_one", maxRestarts = 3, withinMs = 5000, children } = o;
+  if (!STRATEGIES.has(strategy)) {
+    throw new ValueError(
+      `strategy must be one_for_one, one_for_all or rest_for_one: current value is ${strategy}`,
+    );
+  }
+  if (!Number.isInteger(maxRestarts) || maxRestarts < 0) {
+    throw new ValueError(
+      `maxRestarts must be a non-negative integer: current value is ${maxRestarts}`,
+    );
+  }
+  if (!(withinMs > 0)) {
+    throw new ValueError(`withinMs must be a positive number: current value is ${withinMs}`);
+  }
+  if (!Array.isArray(children)) throw new ValueError("children must be an array of child specs");
+  const ids = new Set<string>();
+  for (const c of children) {
+    if (typeof c?.start !== "function") {
+      throw new ValueError(`child '${c?.id}' needs a start function`);
+    }
+    if (ids.has(c.id)) throw new ValueError(`duplicate child id '${c.id}'`);
+    if (c.restart !== undefined && !RESTARTS.has(c.restart)) {
+      throw new ValueError(
+        `child '${c.id}': restart must be permanent, transient or temporary: current value is ${c.restart}`,
+      );
+    }
+    ids.add(c.id);
+  }
+  return { ...o, strategy, maxRestarts, withinMs, verbose: o.verbose === true };
 }
 
 /**
@@ -230,54 +316,21 @@ export class Supervisor implements Supervisable {
   #reason: ExitReason | undefined;
   #verbose: boolean;
   /** `whenRunning` calls waiting for a child's next start, by child id. */
-  #waiters = new Map<string, Set<Waiter>>();
+  #waiters = new StartWaiters();
   /** Why each forgotten (temporary) child will not run again, by id. */
   #gone = new Map<string, string>();
 
   /** Prepares a supervisor; `start()` starts its children. */
   constructor(options: SupervisorOptions) {
-    const {
-      strategy = "one_for_one",
-      maxRestarts = 3,
-      withinMs = 5000,
-      children,
-      name,
-      onEvent,
-      verbose = false,
-    } = optionsOf(options, "new Supervisor", "new Supervisor({ children: [...] })");
-    if (!STRATEGIES.has(strategy)) {
-      throw new ValueError(
-        `strategy must be one_for_one, one_for_all or rest_for_one: current value is ${strategy}`,
-      );
-    }
-    if (!Number.isInteger(maxRestarts) || maxRestarts < 0) {
-      throw new ValueError(
-        `maxRestarts must be a non-negative integer: current value is ${maxRestarts}`,
-      );
-    }
-    if (!(withinMs > 0)) {
-      throw new ValueError(`withinMs must be a positive number: current value is ${withinMs}`);
-    }
-    if (!Array.isArray(children)) throw new ValueError("children must be an array of child specs");
-    const ids = new Set<string>();
-    for (const c of children) {
-      if (typeof c?.start !== "function") {
-        throw new ValueError(`child '${c?.id}' needs a start function`);
-      }
-      if (ids.has(c.id)) throw new ValueError(`duplicate child id '${c.id}'`);
-      if (c.restart !== undefined && !RESTARTS.has(c.restart)) {
-        throw new ValueError(
-          `child '${c.id}': restart must be permanent, transient or temporary: current value is ${c.restart}`,
-        );
-      }
-      ids.add(c.id);
-    }
+    const { strategy, maxRestarts, withinMs, children, name, onEvent, verbose } = checkOptions(
+      options,
+    );
     this.name = name ?? `Supervisor-${++supervisorCount}`;
     this.#strategy = strategy;
     this.#maxRestarts = maxRestarts;
     this.#withinMs = withinMs;
     this.#onEvent = onEvent;
-    this.#verbose = verbose === true;
+    this.#verbose = verbose;
     this.#children = children.map((spec) => ({ spec, ref: undefined, gen: 0 }));
     this.exited = new Promise((r) => (this.#resolveExit = r));
   }
@@ -393,39 +446,11 @@ export class Supervisor implements Supervisable {
     if (why) return Promise.reject(this.#never(id, why));
     const ref = this.#runningRef(child!);
     if (ref) return Promise.resolve(ref);
-    const { timeout, signal } = o;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let onAbort: (() => void) | undefined;
-    const wait = new Promise<ChildRef>((resolve, reject) => {
-      let set = this.#waiters.get(id);
-      if (!set) this.#waiters.set(id, set = new Set());
-      const w: Waiter = { resolve, reject };
-      set.add(w);
-      const give = (err: unknown) => {
-        set.delete(w);
-        if (!set.size && this.#waiters.get(id) === set) this.#waiters.delete(id);
-        reject(err);
-      };
-      if (deadline !== Infinity) {
-        timer = setTimeout(
-          () =>
-            give(
-              new TimeoutError(
-                `supervisor ${this.name}: child '${id}' was not running within ${timeout} ms`,
-              ),
-            ),
-          remainingMs(deadline),
-        );
-      }
-      if (signal) {
-        onAbort = () => give(signal.reason);
-        signal.addEventListener("abort", onAbort, { once: true });
-      }
-    });
-    return keepAlive(wait.finally(() => {
-      clearTimeout(timer);
-      if (onAbort) signal!.removeEventListener("abort", onAbort);
-    }));
+    const late = () =>
+      new TimeoutError(
+        `supervisor ${this.name}: child '${id}' was not running within ${o.timeout} ms`,
+      );
+    return this.#waiters.wait(id, deadline, o.signal, late);
   }
 
   /**
@@ -536,11 +561,7 @@ export class Supervisor implements Supervisable {
 
   /** Rejects the `whenRunning` calls for `id` (every child's when `id` is undefined). */
   #rejectWaiters(why: string, id?: string): void {
-    for (const [key, set] of this.#waiters) {
-      if (id !== undefined && key !== id) continue;
-      this.#waiters.delete(key);
-      for (const w of set) w.reject(this.#never(key, why));
-    }
+    this.#waiters.reject((key) => this.#never(key, why), id);
   }
 
   /** Drops a temporary child for good. */
@@ -621,9 +642,7 @@ export class Supervisor implements Supervisable {
       });
     }
     this.#emit({ type: "started", supervisor: this.name, id: child.spec.id });
-    const waiters = this.#waiters.get(child.spec.id);
-    this.#waiters.delete(child.spec.id);
-    for (const w of waiters ?? []) w.resolve(ref);
+    this.#waiters.started(child.spec.id, ref);
   }
 
   async #stopRef(ref: ChildRef, reason: ExitReason, shutdown?: number): Promise<void> {
