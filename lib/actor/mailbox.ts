@@ -7,18 +7,21 @@
  */
 
 import {
+  ACQUIRED,
   deadlineOf,
   LIVENESS_SLICE_MS,
-  mutexAcquire,
-  mutexAcquireSync,
   mutexLocked,
   mutexOwner,
   mutexRelease,
+  mutexTry,
+  mutexWaits,
   OWNER_DIED,
   remainingMs,
   runAsync,
   runSync,
+  type Sleep,
   TIMED_OUT,
+  type WaitResult,
   type Waits,
 } from "../core/atomics.ts";
 import { adopt, alloc, heap, release, retain } from "../core/heap.ts";
@@ -250,52 +253,11 @@ export class Mailbox<T = unknown> {
   receive(options?: MailboxReceiveOptions<T>): Promise<T>;
   async receive(options?: MailboxReceiveOptions<T>): Promise<T> {
     options = optionsOf(options, "Mailbox.receive", "receive({ timeout: 1000 })");
-    const box = this.#box, h = box.i32, ring = box.ring, match = options.match;
-    // Fast path: nothing was ever skipped here, so the ring's first message is the oldest.
-    if (!match && Atomics.load(h, SAVE_COUNT) === 0 && !mutexLocked(h, RLOCK)) {
-      const v = ring.tryRecv(decode);
-      if (v !== TIMEOUT) return this.#got(v);
-    }
-    const deadline = deadlineOf(options.timeout), signal = options.signal;
-    const st = { seen: 0 };
-    for (;;) {
-      signal?.throwIfAborted();
-      const r = await mutexAcquire(
-        h,
-        RLOCK,
-        signal ? Math.min(remainingMs(deadline), LIVENESS_SLICE_MS) : remainingMs(deadline),
-      );
-      if (r === TIMED_OUT) {
-        if (remainingMs(deadline) <= 0) throw this.#timedOut(options.timeout);
-        continue;
-      }
-      let seq: number;
-      try {
-        if (r === OWNER_DIED) this.#repair();
-        const found = this.#scanSaved(match, st);
-        if (found) return this.#got(found.v);
-        for (;;) {
-          let v = ring.tryRecv(decode);
-          if (v === TIMEOUT) {
-            if (ring.empty()) break;
-            v = await ring.recv(decode, { timeout: 0 }); // a long message: read it whole
-            if (v === TIMEOUT || v === EOF) break;
-          }
-          if (this.#accept(match, v, st)) return this.#got(v);
-        }
-        seq = Atomics.load(h, SAVE_SEQ);
-      } finally {
-        mutexRelease(h, RLOCK);
-      }
-      const left = remainingMs(deadline);
-      if (left <= 0) throw this.#timedOut(options.timeout);
-      // Wake on a new message, or on another receiver saving one we may want.
-      await ring.poll(
-        signal ? Math.min(left, LIVENESS_SLICE_MS) : left,
-        () => Atomics.load(h, SAVE_SEQ) !== seq,
-        LIVENESS_SLICE_MS,
-      );
-    }
+    const v = this.#takeFirst(options.match);
+    if (v !== TIMEOUT) return this.#got(v);
+    const deadline = deadlineOf(options.timeout);
+    options.signal?.throwIfAborted();
+    return await runAsync(this.#receiveWaits(options, deadline, false), options.signal);
   }
 
   /**
@@ -311,27 +273,66 @@ export class Mailbox<T = unknown> {
    */
   receiveSync(options?: { timeout?: number; match?: (msg: T) => boolean }): T {
     options = optionsOf(options, "Mailbox.receiveSync", "receiveSync({ timeout: 1000 })");
-    const box = this.#box, h = box.i32, ring = box.ring, match = options.match;
     const deadline = deadlineOf(options.timeout);
-    const st = { seen: 0 };
-    if (mutexOwner(h, RLOCK) === heap().slot) {
+    const v = this.#takeFirst(options.match);
+    if (v !== TIMEOUT) return this.#got(v);
+    if (mutexOwner(this.#box.i32, RLOCK) === heap().slot) {
       // An async receive of this process holds the lock across an await: blocking the thread
       // here would wait for it forever.
       throw new ValueError(
         "receiveSync() cannot run while this process awaits a receive() on the same mailbox",
       );
     }
+    return runSync(this.#receiveWaits(options, deadline, true) as Waits<T>);
+  }
+
+  /**
+   * The fast path of both receives: with no `match` and nothing ever skipped here, the ring's
+   * first message is the oldest, taken without the receive lock (`TIMEOUT` when there is none,
+   * or when the slow path must decide).
+   */
+  #takeFirst(match: ((msg: T) => boolean) | undefined): unknown {
+    const h = this.#box.i32;
+    if (match || Atomics.load(h, SAVE_COUNT) !== 0 || mutexLocked(h, RLOCK)) return TIMEOUT;
+    return this.#box.ring.tryRecv(decode);
+  }
+
+  /**
+   * Selective receive, one algorithm for `receive` and `receiveSync` (see _atomics): take the
+   * receive lock, look through the saved messages, then through the ring (saving what `match`
+   * refuses), and wait for a new message if none was the one. The lock is waited for in
+   * `Sleep`s either driver performs (an abort wakes the async one); the ring's own waits — a
+   * long message read whole, the poll for a new one — run inline when `blocking`, else as
+   * promises the async driver awaits.
+   */
+  *#receiveWaits(
+    o: MailboxReceiveOptions<T>,
+    deadline: number,
+    blocking: boolean,
+  ): Generator<Sleep | Promise<unknown>, T, WaitResult> {
+    const box = this.#box, h = box.i32, ring = box.ring, match = o.match, signal = o.signal;
+    const me = heap().slot;
+    const st = { seen: 0 }, read: { v: unknown } = { v: undefined };
     for (;;) {
-      const r = mutexAcquireSync(h, RLOCK, remainingMs(deadline));
-      if (r === TIMED_OUT) throw this.#timedOut(options.timeout);
+      const r = mutexTry(h, RLOCK) ? ACQUIRED : yield* mutexWaits(h, RLOCK, me, deadline);
+      if (r === TIMED_OUT) throw this.#timedOut(o.timeout);
       let seq: number;
       try {
         if (r === OWNER_DIED) this.#repair();
         const found = this.#scanSaved(match, st);
         if (found) return this.#got(found.v);
         for (;;) {
-          const v = ring.recvSync(decode, { timeout: 0 });
-          if (v === TIMEOUT || v === EOF) break;
+          let v = ring.tryRecv(decode);
+          if (v === TIMEOUT) {
+            if (ring.empty()) break;
+            // A long message: read it whole.
+            if (blocking) v = ring.recvSync(decode, { timeout: 0 });
+            else {
+              yield ring.recv(decode, { timeout: 0 }).then((x) => (read.v = x));
+              v = read.v;
+            }
+            if (v === TIMEOUT || v === EOF) break;
+          }
           if (this.#accept(match, v, st)) return this.#got(v);
         }
         seq = Atomics.load(h, SAVE_SEQ);
@@ -339,8 +340,19 @@ export class Mailbox<T = unknown> {
         mutexRelease(h, RLOCK);
       }
       const left = remainingMs(deadline);
-      if (left <= 0) throw this.#timedOut(options.timeout);
-      ring.pollSync(left, () => Atomics.load(h, SAVE_SEQ) !== seq, LIVENESS_SLICE_MS);
+      if (left <= 0) throw this.#timedOut(o.timeout);
+      // Wake on a new message, or on another receiver saving one we may want.
+      const saved = () => Atomics.load(h, SAVE_SEQ) !== seq;
+      if (blocking) ring.pollSync(left, saved, LIVENESS_SLICE_MS);
+      else {
+        // A promise is not aborted by the driver: with a signal, poll in slices and check it.
+        yield ring.poll(
+          signal ? Math.min(left, LIVENESS_SLICE_MS) : left,
+          saved,
+          LIVENESS_SLICE_MS,
+        );
+        signal?.throwIfAborted();
+      }
     }
   }
 
