@@ -24,33 +24,73 @@ import { describe, type ExitReason } from "./exit.ts";
 // The mailbox block (Int32 words from offset / 4). The sender's and receiver's hot words sit on
 // separate cache lines from each other and from the ring's own header.
 
-export const MAGIC_I = 0, KIND_I = 1, MAXSIZE_I = 2;
-export const COUNT = 16, PUT_WAITERS = 17;
+/** Header word: the block's magic number, set last when it is created. */
+export const MAGIC_I = 0;
+/** Header word: {@link PLAIN} or {@link ACTOR}. */
+export const KIND_I = 1;
+/** Header word: the mailbox's bound (0: unbounded). */
+export const MAXSIZE_I = 2;
+/** Header word: messages queued and not yet received (sender's and receiver's hot word). */
+export const COUNT = 16;
+/** Header word: senders waiting for room in a bounded mailbox. */
+export const PUT_WAITERS = 17;
 // Selective receive: the receive lock and the save list (messages taken out of the ring that a
 // `match` refused, oldest first). Each entry is its own heap block: [next, seq, length, -, bytes].
-export const RLOCK = 32, SAVE_HEAD = 33, SAVE_TAIL = 34, SAVE_COUNT = 35, SAVE_SEQ = 36;
+/** Header word: the receive lock (a mutex). */
+export const RLOCK = 32;
+/** Header word: the first entry of the save list. */
+export const SAVE_HEAD = 33;
+/** Header word: the last entry of the save list. */
+export const SAVE_TAIL = 34;
+/** Header word: how many entries the save list holds. */
+export const SAVE_COUNT = 35;
+/** Header word: the sequence number of the last saved entry (bumped by each save). */
+export const SAVE_SEQ = 36;
 // Actors only. SUPERVISED: 1 while a supervisor watches the actor (it reports the crashes).
-export const STATE = 48, SLOT = 49, REASON = 50, SUPERVISED = 51;
+/** Header word (actors): starting (0), {@link RUNNING}, {@link STOPPING} or {@link STOPPED}. */
+export const STATE = 48;
+/** Header word (actors): the process slot of the actor's worker. */
+export const SLOT = 49;
+/** Header word (actors): the heap block of the encoded exit reason, once stopped. */
+export const REASON = 50;
+/** Header word (actors): 1 while a supervisor watches the actor. */
+export const SUPERVISED = 51;
+/** Bytes of header before the ring. */
 export const HEADER = 256;
 const MAGIC = 0x6d626f78; // "mbox"
-export const PLAIN = 1, ACTOR = 2;
+/** Block kind: a plain {@link Mailbox}. */
+export const PLAIN = 1;
+/** Block kind: an actor's mailbox. */
+export const ACTOR = 2;
 /** A mailbox block: header and ring fill a 128 KiB size class exactly. */
 export const BLOCK = (128 << 10) - 16;
+/** Bytes of a save-list entry's header: [next, seq, length, -]. */
 export const ENTRY = 16;
 
 // A new block is zeroed: state 0 is "starting".
-export const RUNNING = 1, STOPPING = 2, STOPPED = 3;
+/** Actor state: handling messages. */
+export const RUNNING = 1;
+/** Actor state: stopping (a crash, `stop()`, `onStop` running). */
+export const STOPPING = 2;
+/** Actor state: stopped, its reason recorded. */
+export const STOPPED = 3;
 
 /** A view of one mailbox block: header words and ring. Any number may refer to one block. */
 export class Box {
+  /** The block's heap offset: the mailbox's (or actor's) identity. */
   readonly off: number;
+  /** The header words. */
   readonly i32: Int32Array;
+  /** The ring the messages go through. */
   readonly ring: Ring;
+  /** {@link PLAIN} or {@link ACTOR}. */
   readonly kind: number;
+  /** The bound (0: unbounded). */
   readonly maxsize: number;
   /** For `post`: give up on a message once nobody will ever read it (a stopped actor). */
   readonly postOpts: { broken: () => boolean } | undefined;
 
+  /** A view of the block at `off` (throws when none is there). */
   constructor(off: number) {
     this.off = off;
     this.i32 = new Int32Array(heap().sab, off, HEADER >> 2);
@@ -63,6 +103,7 @@ export class Box {
     this.postOpts = this.kind === ACTOR ? { broken: () => this.stopped() } : undefined;
   }
 
+  /** Allocates and initializes a block; returns its offset. */
   static create(kind: number, maxsize: number): number {
     const off = alloc(BLOCK);
     Ring.init(off + HEADER, BLOCK - HEADER);

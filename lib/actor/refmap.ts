@@ -130,7 +130,7 @@ export class RefTable {
       // Decoded once and dropped: the ref adopts the entry's reference and returns it when
       // collected (with the mailbox block's own clean-up).
       loads(heap().u8.slice(start, start + i32[E + DLEN]));
-    } catch { /* cannot happen: actor.ts is loaded here */ }
+    } catch { /* cannot happen: ref.ts is loaded here */ }
     release(c.entry);
   }
 

@@ -15,12 +15,17 @@ import type { ActorRef } from "./ref.ts";
 
 /** The state of the actor this worker runs. */
 export interface Running {
+  /** Its mailbox block. */
   box: Box;
+  /** A ref to it (its `self`). */
   ref: ActorRef<Actor>;
+  /** The instance of the actor class. */
   instance: Actor;
+  /** Its links, by the peer's block offset. */
   links: Map<number, { ref: ActorRef<Actor>; unwatch: () => void }>;
   /** Exit signals from linked actors, handled before the next message. */
   signals: { from: ActorRef<Actor>; reason: ExitReason }[];
+  /** Aborted to wake the loop from its wait for a message (an exit signal arrived). */
   wake: AbortController;
   /** Set by `become`: the handler of the next tell/ask messages instead of `receive`. */
   behavior?: (msg: never) => unknown;

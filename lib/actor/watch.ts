@@ -122,7 +122,11 @@ function kick(): void {
 }
 
 /** Calls `fn(reason)` once the actor of `box` stops. Returns a function that cancels it. */
-export function watch(box: Box, fn: Listener, local?: Watch["local"]): () => void {
+export function watch(
+  box: Box,
+  fn: Listener,
+  local?: { process: Process; name: string },
+): () => void {
   let w = watches.get(box.off);
   if (!w) {
     retain(box.off); // the block (and its reason) stay while watched
