@@ -81,34 +81,28 @@ export {
   type Waitable,
 } from "./lib/futures/futures.ts";
 export * from "./lib/managers/managers.ts";
+export { Actor, type ActorClass } from "./lib/actor/actor.ts";
+export { ActorExited, type ExitReason, isNormalExit } from "./lib/actor/exit.ts";
 export {
-  Actor,
-  type ActorClass,
-  ActorExited,
   type ActorMethods,
   ActorRef,
-  currentActor,
-  type ExitReason,
-  isNormalExit,
-  link,
+  type MessageOf,
+  type RemoteMethod,
+  type ReplyOf,
+} from "./lib/actor/ref.ts";
+export { currentActor } from "./lib/actor/self.ts";
+export { link, monitor, type MonitorOptions, unlink } from "./lib/actor/link.ts";
+export {
   Mailbox,
   type MailboxOptions,
   type MailboxReceiveOptions,
   type MailboxSendOptions,
-  type MessageOf,
-  monitor,
-  type MonitorOptions,
-  type RemoteMethod,
-  type ReplyOf,
-  shutdown,
-  spawn,
-  type SpawnOptions,
-  unlink,
-} from "./lib/actor/actor.ts";
+} from "./lib/actor/mailbox.ts";
+export { shutdown, spawn, type SpawnOptions } from "./lib/actor/spawn.ts";
 export * from "./lib/actor/supervisor.ts";
 // Issue 22: names (Erlang's register/whereis) and timers at the top level, as Erlang's BIFs;
 // process groups under `pg`, as Erlang's `pg:join(...)` (`join` alone reads as a process join).
-export { type CallOptions } from "./lib/actor/actor.ts";
+export { type CallOptions } from "./lib/actor/call.ts";
 export { register, registered, unregister, whereis } from "./lib/actor/registry.ts";
 export * as pg from "./lib/actor/groups.ts";
 export { cancelTimer, sendAfter, TimerRef } from "./lib/actor/timers.ts";

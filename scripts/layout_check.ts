@@ -17,8 +17,6 @@ const MAX_CLASS_LINES = 500;
 
 /** Files and classes over budget today (path or `path#Class` → lines); empty once done. */
 const OVER_BUDGET: Record<string, number> = {
-  "lib/actor/actor.ts": 2095,
-  "lib/actor/supervisor.ts#Supervisor": 543,
   "lib/cluster/actors.ts": 1188,
   "lib/cluster/mod.ts": 2226,
   "lib/core/ring.ts": 1767,

@@ -16,7 +16,7 @@
 // `--echo SUBJECT` (internal) runs the echo responder of the raw request.
 import { connect } from "npm:@nats-io/transport-node@3.4.0";
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { spawn } from "../../lib/actor/actor.ts";
+import { spawn } from "../../lib/actor/spawn.ts";
 import { BenchCounter, BenchSink } from "../actors.ts";
 import { arg, emit, since } from "../_common.ts";
 import { dumps } from "../../lib/core/reduction.ts";

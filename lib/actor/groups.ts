@@ -15,7 +15,8 @@
  */
 
 import { groups } from "./refmap.ts";
-import { type Actor, ActorRef } from "./actor.ts";
+import type { Actor } from "./actor.ts";
+import { ActorRef } from "./ref.ts";
 
 function checkGroup(group: unknown, fn: string): asserts group is string {
   if (typeof group !== "string" || group === "") {

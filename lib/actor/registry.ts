@@ -14,7 +14,8 @@
  */
 
 import { names } from "./refmap.ts";
-import { type Actor, ActorRef } from "./actor.ts";
+import type { Actor } from "./actor.ts";
+import { ActorRef } from "./ref.ts";
 import { ValueError } from "../core/errors.ts";
 
 function checkName(name: unknown, fn: string): asserts name is string {

@@ -53,16 +53,10 @@ import {
   type Subscription,
 } from "npm:@nats-io/transport-node@3.4.0";
 import type { KV } from "npm:@nats-io/kv@3.4.0";
-import {
-  Actor,
-  type ActorClass,
-  ActorExited,
-  type ActorMethods,
-  type CallOptions,
-  type ExitReason,
-  type MessageOf,
-  type ReplyOf,
-} from "../actor/actor.ts";
+import { Actor, type ActorClass } from "../actor/actor.ts";
+import { ActorExited, type ExitReason } from "../actor/exit.ts";
+import type { ActorMethods, MessageOf, ReplyOf } from "../actor/ref.ts";
+import type { CallOptions } from "../actor/call.ts";
 import { TimeoutError, ValueError } from "../core/errors.ts";
 import { dumps, loads } from "../core/reduction.ts";
 import { optionsOf } from "../core/args.ts";

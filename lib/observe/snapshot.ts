@@ -34,7 +34,7 @@ import {
 
 export type { CycleStep };
 import "../sync/mod.ts"; // registers the inspectors of the locks
-import "../actor/actor.ts"; // and of mailboxes and actors
+import "../actor/block.ts"; // and of mailboxes and actors
 import "../pool/pool.ts"; // pools list themselves
 
 /** One process (or worker) of the tree. */

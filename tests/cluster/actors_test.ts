@@ -14,7 +14,7 @@ import {
   WORKER,
 } from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { ActorExited } from "../../lib/actor/actor.ts";
+import { ActorExited } from "../../lib/actor/exit.ts";
 import { TimeoutError, ValueError } from "../../lib/core/errors.ts";
 import { Counter } from "./fixtures/cluster_actors.ts";
 
