@@ -27,8 +27,6 @@ const OVER_BUDGET: Record<string, number> = {
   "lib/core/ring.ts#Ring": 1354,
   "lib/managers/python.ts": 1191,
   "lib/managers/served/managed.ts": 1135,
-  "lib/managers/server.ts": 826,
-  "lib/managers/server.ts#Server": 548,
   "lib/pickle/unpickler.ts#Unpickler": 651,
   "lib/pool/pool.ts": 3022,
   "lib/pool/pool.ts#Pool": 1416,

@@ -52,10 +52,8 @@
 
 import { optionsOf } from "../core/args.ts";
 import { current } from "../core/context.ts";
-import { heap } from "../core/heap.ts";
 import { BUILTINS } from "./served/managed.ts";
 import { PyManagerClient } from "./python.ts";
-import { Ring } from "../core/ring.ts";
 import { callerModule, resolveTarget } from "../core/target.ts";
 import {
   type Address,
@@ -68,7 +66,7 @@ import { EOFError, ProcessError, ValueError } from "../core/errors.ts";
 import { Process } from "../process/process.ts";
 import type { CInput, Typecode } from "../memory/sharedctypes.ts";
 import { CREATE, fmtAddress, HANDSHAKE_MS, keyBytes, randomId, SHUTDOWN } from "./protocol.ts";
-import { HEAD, serverBlockValid, STATE_W } from "./transports/ring.ts";
+import { serverBlockValid, stopServerBlock } from "./transports/ring.ts";
 import { TcpTransport } from "./transports/tcp.ts";
 import {
   ClientConn,
@@ -527,11 +525,7 @@ export class BaseManager {
         const conn = this.#conn;
         this.#conn = null;
         const ep = this.#route?.local;
-        if (ep && serverBlockValid(ep)) {
-          const i32 = heap().i32;
-          Atomics.store(i32, (ep.off >> 2) + STATE_W, 1);
-          new Ring(ep.off + HEAD).wakeReaders();
-        }
+        if (ep && serverBlockValid(ep)) stopServerBlock(ep);
         conn?.close();
         connections.get(this.#route!.serverId)?.close();
         closedServers.add(this.#route!.serverId);

@@ -20,17 +20,13 @@ import { Decoder, Encoder } from "../core/reduction.ts";
 export const CALL = 1, CREATE = 2, INCREF = 3, CLAIM = 4, DECREF = 5, CANCEL = 6, SHUTDOWN = 7;
 export const HELLO = 8;
 export const OK = 0, ERR = 1, REMOTE = 2;
-export const FRAME_HEAD = 5;
-/** How long a call may wait for its object's creation message (sent on another connection). */
-export const CREATION_WAIT_MS = 5000;
-/** A server lets other work in (timers, other connections) after this many messages in a row. */
-export const FAIRNESS_BATCH = 256;
+const FRAME_HEAD = 5;
 
 export type ObjId = number | string;
 
 /** The handle kind proxies register as; the only kind allowed on a TCP connection. */
 export const PROXY_KIND = "ManagerProxy";
-export const onlyProxies = (kind: string) => kind === PROXY_KIND;
+const onlyProxies = (kind: string) => kind === PROXY_KIND;
 
 // Encoding is re-entrant: a proxy's reduce sends a message of its own (an incref) while the
 // message that carries the proxy is being encoded; nested encodes use their own encoder.
@@ -135,6 +131,27 @@ export interface ClientTransport {
   /** The next message, or EOF once the server is gone. */
   recv(): Promise<Incoming | typeof EOF>;
   close(): void;
+}
+
+/**
+ * A server as the transports' server ends see it (`C`: its record of a client connection): they
+ * accept connections and read frames; the server answers through the `send` each client got.
+ */
+export interface ServerEnd<C extends { readonly name: string }> {
+  /** The server's name, for its messages on stderr. */
+  readonly name: string;
+  readonly stopped: boolean;
+  /** Records a new client connection; `send` delivers the server's frames to it. */
+  open(name: string, network: boolean, send: (bytes: Uint8Array) => void): C;
+  /**
+   * Handles one frame of `client`. A malformed request throws (the caller closes the
+   * connection); a body that could not be decoded fails that call only.
+   */
+  receive(client: C, f: Frame): void;
+  /** A client is gone: abort its waits, release what it held, drop its references. */
+  drop(client: C): void;
+  /** Counts a loop in, so that the server is done only once it has ended. */
+  track(p: Promise<void>): void;
 }
 
 export const HANDSHAKE_MS = 20_000;

@@ -11,18 +11,8 @@
  * @module
  */
 
-import { LIVENESS_SLICE_MS } from "../core/atomics.ts";
-import {
-  type Address,
-  answerChallenge,
-  type Connection,
-  deliverChallenge,
-  type Serializer,
-  wrapSocket,
-} from "../connection/connection.ts";
+import type { Address, Connection, Serializer } from "../connection/connection.ts";
 import { EOFError, ProcessError, RemoteError, ValueError } from "../core/errors.ts";
-import { alloc, heap, isAlive, release } from "../core/heap.ts";
-import { EOF, Ring, TIMEOUT } from "../core/ring.ts";
 import type { TargetRef } from "../core/target.ts";
 import {
   BUILTINS,
@@ -33,50 +23,34 @@ import {
   leaveCall,
   withCaller,
 } from "./served/managed.ts";
-import { type PyEntry, type PyHost, servePython } from "./python.ts";
+import type { PyEntry, PyHost } from "./python.ts";
 import {
   CALL,
   CANCEL,
   CLAIM,
   CREATE,
-  CREATION_WAIT_MS,
   DECREF,
   ERR,
   errorParts,
-  FAIRNESS_BATCH,
-  fmtAddress,
   type Frame,
   frame,
-  HELLO,
   INCREF,
   type ObjId,
   OK,
   randomId,
   reason,
   REMOTE,
+  type ServerEnd,
   SHUTDOWN,
-  unframe,
-  unframeLocal,
   validId,
-  withTimeout,
 } from "./protocol.ts";
-import {
-  C_MAGIC,
-  CLIENT_CLOSED_W,
-  CONN_RING,
-  HEAD,
-  LISTEN_RING,
-  type LocalEndpoint,
-  MAGIC_W,
-  S_MAGIC,
-  SERVER_BLOCK,
-  SERVER_CLOSED_W,
-  SLOT_W,
-  STATE_W,
-  TAG_W,
-} from "./transports/ring.ts";
+import { type LocalEndpoint, releaseYield, RingListener } from "./transports/ring.ts";
+import { TcpListener } from "./transports/tcp.ts";
 import { connections, localServers } from "./client.ts";
 import { autoTargets, BaseProxy, coreOf } from "./proxy.ts";
+
+/** How long a call may wait for its object's creation message (sent on another connection). */
+const CREATION_WAIT_MS = 5000;
 
 /** A registered type as the server uses it: how to make one, and what may be called. */
 export interface Served {
@@ -184,7 +158,7 @@ function isClass(f: unknown): boolean {
  * The server: the object table, the clients, and the loops that read their requests. Runs in
  * the manager's worker (`start()`), or in the caller's isolate (`serveForever()`).
  */
-export class Server implements PyHost {
+export class Server implements ServerEnd<ClientRecord>, PyHost {
   readonly config: ServerConfig;
   readonly #registry: Map<string, Served>;
   readonly #objects = new Map<ObjId, Entry>();
@@ -194,12 +168,10 @@ export class Server implements PyHost {
     { queue: (() => void)[]; timer: ReturnType<typeof setTimeout> }
   >();
   readonly #clients = new Set<ClientRecord>();
-  readonly #block: number;
-  readonly #i32: Int32Array;
-  readonly tag: number;
-  #listener: Deno.TcpListener | null = null;
-  #sockets = new Set<Connection<unknown>>();
-  #ringConns = new Set<{ i32: Int32Array; req: Ring; resp: Ring; off: number }>();
+  /** The server end of the ring transport: where clients in this program connect. */
+  readonly #rings: RingListener<ClientRecord>;
+  /** The server end of the TCP transport, once listening. */
+  #tcp: TcpListener<ClientRecord> | null = null;
   stopped = false;
   /** Resolves once stopped and every loop of it has ended (nothing of it is left pending). */
   readonly done: Promise<void>;
@@ -210,172 +182,49 @@ export class Server implements PyHost {
     this.config = config;
     this.#registry = registry;
     this.done = new Promise((r) => (this.#finish = r));
-    const h = heap();
-    this.#block = alloc(SERVER_BLOCK);
-    this.#i32 = new Int32Array(h.sab, this.#block, HEAD >> 2);
-    // A stale proxy (its server gone, the block reused) must not reach a new server: it checks this.
-    this.tag = crypto.getRandomValues(new Int32Array(1))[0] | 1;
-    Ring.init(this.#block + HEAD, LISTEN_RING);
-    Atomics.store(this.#i32, TAG_W, this.tag);
-    Atomics.store(this.#i32, SLOT_W, h.slot);
-    Atomics.store(this.#i32, MAGIC_W, S_MAGIC);
+    this.#rings = new RingListener(this);
     localServers.set(config.serverId, this);
-    this.#track(this.#acceptLocal());
+    // The ring listener stops when the server block says so (shutdown(), from any isolate).
+    this.track(this.#rings.accept().then(() => this.#stop()));
   }
 
-  #track(p: Promise<void>): void {
+  /** Counts a loop of the server's in, so that `done` waits for it. */
+  track(p: Promise<void>): void {
     this.#tasks.add(p);
     void p.finally(() => this.#tasks.delete(p));
   }
 
   /** Where clients in this program find it. */
   get local(): LocalEndpoint {
-    return { off: this.#block, tag: this.tag };
+    return this.#rings.local;
   }
 
   /** The TCP address, once listening. */
   get address(): Required<Address> | null {
-    if (!this.#listener) return null;
-    const a = this.#listener.addr as Deno.NetAddr;
-    return { hostname: a.hostname, port: a.port };
-  }
-
-  // --- connections ---------------------------------------------------------------------------
-
-  async #acceptLocal(): Promise<void> {
-    const listen = new Ring(this.#block + HEAD);
-    const eof = () => Atomics.load(this.#i32, STATE_W) !== 0;
-    const decode = (b: Uint8Array) => [
-      b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24),
-      b[4] | (b[5] << 8) | (b[6] << 16) | (b[7] << 24),
-    ];
-    for (;;) {
-      const m = await listen.recv(decode, { eof, eofPollMs: LIVENESS_SLICE_MS });
-      if (m === EOF || this.stopped) break;
-      const [off, slot] = m as number[];
-      this.#track(this.#serveRing(off, slot));
-    }
-    this.#stop();
-  }
-
-  async #serveRing(off: number, slot: number): Promise<void> {
-    const i32 = new Int32Array(heap().sab, off, HEAD >> 2);
-    if (Atomics.load(i32, MAGIC_W) !== C_MAGIC) {
-      console.error(`${this.config.name}: ignored a local connection request with a bad block`);
-      return;
-    }
-    const req = new Ring(off + HEAD, off), resp = new Ring(off + HEAD + CONN_RING, off);
-    const rc = { i32, req, resp, off };
-    this.#ringConns.add(rc);
-    const clientGone = () => Atomics.load(i32, CLIENT_CLOSED_W) !== 0 || !isAlive(slot);
-    const eof = () => this.stopped || clientGone();
-    const sendOpts = { broken: clientGone };
-    const client = new ClientRecord(`worker slot ${slot}`, false, (bytes) => {
-      void resp.post(bytes, sendOpts);
-    });
-    this.#clients.add(client);
-    const opts = { eof, eofPollMs: LIVENESS_SLICE_MS };
-    try {
-      for (let n = 1;; n++) {
-        const f = await req.recv(unframeLocal, opts);
-        if (f === EOF || f === TIMEOUT) break;
-        this.receive(client, f);
-        if (n % FAIRNESS_BATCH === 0) await yieldTask();
-      }
-    } catch (e) {
-      console.error(`${this.config.name}: closed the connection of ${client.name}: ${reason(e)}`);
-    } finally {
-      this.#drop(client);
-      this.#ringConns.delete(rc);
-      // A live client learns that its connection is closed. A dead one is not told: a worker
-      // is marked dead as soon as it is terminated, and would otherwise report the closed
-      // connection in the moment before it really stops.
-      if (!clientGone()) {
-        Atomics.store(i32, SERVER_CLOSED_W, 1);
-        resp.wakeReaders();
-      }
-      release(off);
-    }
+    return this.#tcp?.address ?? null;
   }
 
   /** Listens on TCP (synchronously, so `address` is known at once). */
   listen(address: Address): void {
-    this.#listener = Deno.listen({ hostname: address.hostname ?? "127.0.0.1", port: address.port });
-    this.#track(this.#acceptTcp(this.#listener));
+    this.#tcp = new TcpListener(address, this, this.config);
   }
 
-  async #acceptTcp(listener: Deno.TcpListener): Promise<void> {
-    for (;;) {
-      let sock: Deno.Conn;
-      try {
-        sock = await listener.accept();
-      } catch (e) {
-        if (!this.stopped) console.error(`${this.config.name}: stopped accepting: ${reason(e)}`);
-        return;
-      }
-      this.#track(this.#serveSocket(sock));
-    }
-  }
+  // --- connections ---------------------------------------------------------------------------
 
-  async #serveSocket(sock: Deno.Conn): Promise<void> {
-    const ra = sock.remoteAddr as Deno.NetAddr;
-    const peer = ra?.hostname ? fmtAddress(ra) : "a peer";
-    const conn = wrapSocket(sock, { maxMessageSize: this.config.maxMessageSize });
-    this.#sockets.add(conn);
-    const key = this.config.authkey;
-    let client: ClientRecord | null = null;
-    try {
-      try {
-        await withTimeout(this.config.handshakeTimeout, () => conn.close(), async () => {
-          await deliverChallenge(conn, key);
-          await answerChallenge(conn, key);
-        });
-      } catch (e) {
-        console.error(`${this.config.name}: refused ${peer}: ${reason(e)}`);
-        return;
-      }
-      if (this.stopped) return;
-      if (this.config.serializer === "pickle") return await servePython(conn, this, peer);
-      await conn.sendBytes(frame(HELLO, 0, this.config.serverId, true));
-      client = new ClientRecord(peer, true, (bytes) => {
-        void conn.sendBytes(bytes).catch(() => {}); // a broken socket shows in the read loop
-      });
-      this.#clients.add(client);
-      for (;;) {
-        let bytes: Uint8Array;
-        try {
-          bytes = await conn.recvBytes();
-        } catch (e) {
-          // A hang-up is normal; anything else (an oversized frame: the socket layer has
-          // already closed the connection) is logged below.
-          if (e instanceof EOFError || this.stopped) break;
-          throw e;
-        }
-        const f = unframe(bytes, true);
-        // From another program, anything undecodable is a broken peer: drop it.
-        if (f.error !== undefined) throw f.error;
-        this.receive(client, f);
-      }
-    } catch (e) {
-      if (!this.stopped) {
-        console.error(`${this.config.name}: closed the connection from ${peer}: ${reason(e)}`);
-      }
-    } finally {
-      conn.close();
-      this.#sockets.delete(conn);
-      if (client) this.#drop(client);
-    }
-  }
-
-  /** The loopback client of this isolate's own proxies. */
-  attachLoopback(deliver: (bytes: Uint8Array) => void): ClientRecord {
-    const c = new ClientRecord("this isolate", false, deliver);
+  /** Records a new client connection; `send` delivers the server's frames to it. */
+  open(name: string, network: boolean, send: (bytes: Uint8Array) => void): ClientRecord {
+    const c = new ClientRecord(name, network, send);
     this.#clients.add(c);
     return c;
   }
 
+  /** The loopback client of this isolate's own proxies. */
+  attachLoopback(deliver: (bytes: Uint8Array) => void): ClientRecord {
+    return this.open("this isolate", false, deliver);
+  }
+
   /** A client is gone: abort its waits, release what it held, drop its references. */
-  #drop(client: ClientRecord): void {
+  drop(client: ClientRecord): void {
     if (client.dropped) return;
     this.#clients.delete(client);
     client.drop(new EOFError("the client is gone"));
@@ -554,13 +403,11 @@ export class Server implements PyHost {
   }
 
   pyClient(name: string): ClientRecord {
-    const c = new ClientRecord(name, true, () => {});
-    this.#clients.add(c);
-    return c;
+    return this.open(name, true, () => {});
   }
 
   pyDrop(client: ClientRecord): void {
-    this.#drop(client);
+    this.drop(client);
   }
 
   pyCreate(client: ClientRecord, typeid: string, makeArgs: unknown[]): [string, PyEntry] {
@@ -698,57 +545,28 @@ export class Server implements PyHost {
 
   /** Stops serving: every connection is closed, every waiting call ends. */
   shutdown(): void {
-    if (Atomics.load(this.#i32, STATE_W) !== 0) return;
-    Atomics.store(this.#i32, STATE_W, 1);
-    new Ring(this.#block + HEAD).wakeReaders();
+    this.#rings.shutdown();
   }
 
   #stop(): void {
     if (this.stopped) return;
     this.stopped = true;
     this.shutdown();
-    this.#listener?.close();
-    for (const c of this.#sockets) c.close();
-    for (const rc of this.#ringConns) {
-      Atomics.store(rc.i32, SERVER_CLOSED_W, 1);
-      rc.resp.wakeReaders();
-      rc.req.wakeReaders();
-    }
-    for (const c of [...this.#clients]) this.#drop(c);
+    this.#tcp?.close();
+    this.#rings.close();
+    for (const c of [...this.#clients]) this.drop(c);
     for (const u of this.#unborn.values()) clearTimeout(u.timer);
     this.#unborn.clear();
     this.#objects.clear();
     if (localServers.get(this.config.serverId) === this) localServers.delete(this.config.serverId);
     connections.get(this.config.serverId)?.close();
-    if (localServers.size === 0 && channel) {
-      channel.port1.close();
-      channel.port2.close();
-      channel = null;
-    }
+    if (localServers.size === 0) releaseYield();
     // Done once every loop has seen the stop (no accept, read or wait of ours is left pending).
     void (async () => {
       while (this.#tasks.size) await Promise.allSettled([...this.#tasks]);
       this.#finish();
     })();
   }
-}
-
-let channel: MessageChannel | null = null;
-const yielded: (() => void)[] = [];
-
-/**
- * Lets other tasks run (timers, other connections' wake-ups). A connection whose client keeps
- * sending is served in a chain of microtasks that would otherwise starve them. Not
- * `setTimeout(0)`: it takes about 2 ms here, a MessageChannel message about 12 µs.
- */
-function yieldTask(): Promise<void> {
-  if (!channel) {
-    channel = new MessageChannel();
-    channel.port1.onmessage = () => yielded.shift()?.();
-  }
-  const p = new Promise<void>((r) => yielded.push(r));
-  channel.port2.postMessage(null);
-  return p;
 }
 
 function builtinSpec(typeid: string): Served | undefined {
