@@ -71,6 +71,7 @@ export interface ManagerConn {
   close(): void;
 }
 
+/** A connection to a denomp server over one transport: its calls multiplexed by call id. */
 export class ClientConn implements ManagerConn {
   readonly route: Route;
   readonly #t: ClientTransport;

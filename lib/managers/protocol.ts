@@ -7,7 +7,9 @@
  * its id.
  *
  * The header is outside the codec so that a body that cannot be decoded (a handle whose module
- * is not loaded on this side) fails that one call, not the whole connection.
+ * is not loaded on this side) fails that one call, not the whole connection. Bodies for another
+ * program are encoded with only proxies allowed as handles, and `netEncoding`/`netDecoding` tell
+ * a proxy's reduce and rebuild to leave out (or ignore) the parts that only mean something here.
  *
  * @module
  */
@@ -17,11 +19,15 @@ import { EOFError, SerializationError } from "../core/errors.ts";
 import type { EOF } from "../core/ring.ts";
 import { Decoder, Encoder } from "../core/reduction.ts";
 
+/** Requests: a frame's kind byte from a client. */
 export const CALL = 1, CREATE = 2, INCREF = 3, CLAIM = 4, DECREF = 5, CANCEL = 6, SHUTDOWN = 7;
+/** The server's greeting over TCP (body: its id). */
 export const HELLO = 8;
+/** Reply statuses: a frame's kind byte from the server. */
 export const OK = 0, ERR = 1, REMOTE = 2;
 const FRAME_HEAD = 5;
 
+/** A managed object's id: a number inside a program, a random string over TCP. */
 export type ObjId = number | string;
 
 /** The handle kind proxies register as; the only kind allowed on a TCP connection. */
@@ -102,16 +108,19 @@ export function unframe(b: Uint8Array, network: boolean): Frame {
 
 export const unframeLocal = (b: Uint8Array): Frame => unframe(b, false);
 
+/** An authkey as bytes (a string is UTF-8). */
 export function keyBytes(k: AuthKey): Uint8Array {
   if (typeof k === "string") return new TextEncoder().encode(k);
   if (k instanceof Uint8Array) return k;
   throw new TypeError(`authkey should be a Uint8Array or a string: got ${typeof k}`);
 }
 
+/** Whether two byte strings are equal. */
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/** 128 random bits, URL-safe base64: a server id, or an object id over TCP. */
 export function randomId(): string {
   const b = crypto.getRandomValues(new Uint8Array(16));
   return btoa(String.fromCharCode(...b)).replace(
@@ -154,12 +163,18 @@ export interface ServerEnd<C extends { readonly name: string }> {
   track(p: Promise<void>): void;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Shared by both ends
+
+/** How long a TCP peer has by default to pass the HMAC challenge (and, for a client, to greet). */
 export const HANDSHAKE_MS = 20_000;
 
+/** `host:port`, an IPv6 host in brackets. */
 export function fmtAddress(a: { hostname: string; port: number }): string {
   return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
 }
 
+/** Runs the handshake `f`; after `ms`, `onExpire` (which makes `f` fail) and an `EOFError`. */
 export async function withTimeout<R>(
   ms: number,
   onExpire: () => void,
@@ -186,16 +201,19 @@ export async function withTimeout<R>(
   }
 }
 
+/** An error as `[name, message, stack]`: the body of a REMOTE reply. */
 export function errorParts(e: unknown): [string, string, string] {
   if (e instanceof Error) return [e.name, e.message, e.stack ?? ""];
   return ["Error", String(e), ""];
 }
 
+/** Whether a received object id is one: a safe integer, or a string of 1 to 64 characters. */
 export function validId(id: unknown): id is ObjId {
   return (typeof id === "number" && Number.isSafeInteger(id)) ||
     (typeof id === "string" && id.length > 0 && id.length <= 64);
 }
 
+/** An error in one line, for stderr. */
 export function reason(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }

@@ -367,6 +367,17 @@ function acquired(p: { release(): Promise<void> }, r: unknown): ManagedAcquired 
   return new ProxyHeld(() => p.release(), r === SERVED_OWNER_DIED);
 }
 
+/** `acquire` of a lock owned by the calling thread of this client (Lock, RLock, Condition). */
+function acquireOwned(
+  p: BaseProxy & { release(): Promise<void> },
+  options: ProxyWaitOptions | undefined,
+): Promise<ManagedAcquired | false> {
+  const a = waitArgs(options, `${p.constructor.name}.acquire`);
+  return invoke(p, "acquire", a ? [a] : [], getIdent(), options?.signal).then((r) =>
+    acquired(p, r)
+  );
+}
+
 /**
  * A proxy of a managed `Lock` (`manager.Lock()`). If the client holding it dies or
  * disconnects, the server releases it and the next `acquire` resolves with `ownerDied: true`.
@@ -390,10 +401,7 @@ export class LockProxy extends BaseProxy {
   /** Acquires it; `false` on a `block: false` miss or a timeout. */
   acquire(options: ProxyWaitOptions): Promise<ManagedAcquired | false>;
   acquire(options?: ProxyWaitOptions): Promise<ManagedAcquired | false> {
-    const a = waitArgs(options, `${this.constructor.name}.acquire`);
-    return invoke(this, "acquire", a ? [a] : [], getIdent(), options?.signal).then((r) =>
-      acquired(this, r)
-    );
+    return acquireOwned(this, options);
   }
   /** Releases it (`ValueError` if it is not held). */
   release(): Promise<void> {
@@ -500,10 +508,7 @@ export class ConditionProxy extends BaseProxy {
   /** Acquires the underlying lock; `false` on a miss or timeout. */
   acquire(options: ProxyWaitOptions): Promise<ManagedAcquired | false>;
   acquire(options?: ProxyWaitOptions): Promise<ManagedAcquired | false> {
-    const a = waitArgs(options, `${this.constructor.name}.acquire`);
-    return invoke(this, "acquire", a ? [a] : [], getIdent(), options?.signal).then((r) =>
-      acquired(this, r)
-    );
+    return acquireOwned(this, options);
   }
   /** Releases the underlying lock. */
   release(): Promise<void> {
@@ -683,21 +688,21 @@ export class ArrayProxy<T extends Typecode = Typecode> extends BaseProxy {
   }
 }
 
-for (
-  const [typeid, cls] of [
-    ["dict", DictProxy],
-    ["list", ListProxy],
-    ["Namespace", NamespaceProxy],
-    ["Queue", QueueProxy],
-    ["JoinableQueue", JoinableQueueProxy],
-    ["Lock", LockProxy],
-    ["RLock", RLockProxy],
-    ["Semaphore", SemaphoreProxy],
-    ["BoundedSemaphore", BoundedSemaphoreProxy],
-    ["Condition", ConditionProxy],
-    ["Event", EventProxy],
-    ["Barrier", BarrierProxy],
-    ["Value", ValueProxy],
-    ["Array", ArrayProxy],
-  ] as [string, new () => BaseProxy][]
-) PROXY_CLASSES.set(typeid, cls);
+/** Each built-in type id's typed proxy (the proxy base makes these instead of an AutoProxy). */
+const TYPED: [string, new () => BaseProxy][] = [
+  ["dict", DictProxy],
+  ["list", ListProxy],
+  ["Namespace", NamespaceProxy],
+  ["Queue", QueueProxy],
+  ["JoinableQueue", JoinableQueueProxy],
+  ["Lock", LockProxy],
+  ["RLock", RLockProxy],
+  ["Semaphore", SemaphoreProxy],
+  ["BoundedSemaphore", BoundedSemaphoreProxy],
+  ["Condition", ConditionProxy],
+  ["Event", EventProxy],
+  ["Barrier", BarrierProxy],
+  ["Value", ValueProxy],
+  ["Array", ArrayProxy],
+];
+for (const [typeid, cls] of TYPED) PROXY_CLASSES.set(typeid, cls);

@@ -22,6 +22,7 @@ import {
   sameBytes,
 } from "./protocol.ts";
 
+/** What a proxy is inside: its route, type and object id, and the connection it calls on. */
 export interface Core {
   route: Route;
   typeid: string;
@@ -48,8 +49,10 @@ interface ProxyDesc {
 
 let creatingCore: Core | null = null;
 let coreOfTarget!: (p: BaseProxy) => Core;
+/** The AutoProxy behind each JS `Proxy` handed out for a registered class. */
 export const autoTargets = new WeakMap<object, BaseProxy>();
 
+/** The core of a proxy: a typed one, or the JS `Proxy` of an AutoProxy. */
 export function coreOf(p: object): Core {
   return coreOfTarget(autoTargets.get(p) ?? (p as BaseProxy));
 }
@@ -125,7 +128,7 @@ export class BaseProxy {
 /** The typed proxy class of each built-in type id (filled by lib/managers/proxies.ts). */
 export const PROXY_CLASSES = new Map<string, new () => BaseProxy>();
 
-export function makeProxy(core: Core): BaseProxy {
+function makeProxy(core: Core): BaseProxy {
   const Cls = PROXY_CLASSES.get(core.typeid);
   creatingCore = core;
   try {

@@ -102,7 +102,7 @@ class ClientRecord implements Client {
   }
 }
 
-/** The record of one served call (see `Caller` in _managed.ts). */
+/** The record of one served call (see `Caller` in lib/managers/served/managed.ts). */
 class CallContext implements Caller {
   constructor(
     readonly server: Server,
