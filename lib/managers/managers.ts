@@ -93,7 +93,7 @@ import type {
   RLockProxy,
   SemaphoreProxy,
   ValueProxy,
-} from "./proxies.ts";
+} from "./typed_proxies.ts";
 import {
   managerServer,
   type Served,
@@ -104,7 +104,7 @@ import {
 } from "./server.ts";
 
 export { BaseProxy, type Proxied, type ProxyFactory } from "./proxy.ts";
-export * from "./proxies.ts";
+export * from "./typed_proxies.ts";
 export { managerServer } from "./server.ts";
 export type { Address, AuthKey } from "../connection/connection.ts";
 

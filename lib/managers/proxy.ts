@@ -125,7 +125,7 @@ export class BaseProxy {
   }
 }
 
-/** The typed proxy class of each built-in type id (filled by lib/managers/proxies.ts). */
+/** The typed proxy class of each built-in type id (filled by lib/managers/typed_proxies.ts). */
 export const PROXY_CLASSES = new Map<string, new () => BaseProxy>();
 
 function makeProxy(core: Core): BaseProxy {
@@ -153,7 +153,7 @@ export function adoptProxy(core: Core): BaseProxy {
 registerHandle<BaseProxy, ProxyDesc>({
   name: PROXY_KIND,
   // The module that completes the proxies: a worker reviving a proxy needs the typed ones too.
-  module: new URL("./proxies.ts", import.meta.url).href,
+  module: new URL("./typed_proxies.ts", import.meta.url).href,
   cls: BaseProxy,
   reduce(p) {
     const core = coreOf(p);
