@@ -47,6 +47,14 @@
  * server's registered classes and built-in types, and `connect()` reaches a Python manager
  * server's `dict`, `list`, `Queue`... through the usual proxies.
  *
+ * **Where things are.** This module is the manager (`BaseManager`, `SyncManager`, `Manager`)
+ * and re-exports the public names of its neighbours in lib/managers/: `protocol.ts` (frames,
+ * ops, the codec's network flags), `transports/` (ring, TCP, loopback: each with its client and
+ * server end), `client.ts` (a process's connection to a server), `proxy.ts` (`BaseProxy`, how a
+ * proxy travels, the proxy of a registered class), `typed_proxies.ts` (`DictProxy`...),
+ * `server.ts` (the object table and the server process), `served/` (the objects a server
+ * holds), `python.ts` (CPython's protocol).
+ *
  * @module
  */
 
