@@ -16,7 +16,28 @@ export * from "./lib/memory/sharedctypes.ts";
 export * from "./lib/memory/shared_memory.ts";
 export * from "./lib/queues/queues.ts";
 export * from "./lib/queues/typed.ts";
-export * from "./lib/connection/connection.ts";
+export {
+  BrokenPipeError,
+  type BytesLike,
+  Connection,
+  OSError,
+  type Serializer,
+} from "./lib/connection/connection.ts";
+export { Pipe, type PipeOptions } from "./lib/connection/pipe.ts";
+export { DEFAULT_MAX_MESSAGE, type SocketOptions, wrapSocket } from "./lib/connection/socket.ts";
+export {
+  answerChallenge,
+  type AuthKey,
+  deliverChallenge,
+  type Digest,
+} from "./lib/connection/auth.ts";
+export {
+  type Address,
+  Client,
+  type ClientOptions,
+  Listener,
+  type ListenerOptions,
+} from "./lib/connection/listener.ts";
 export * as pickle from "./lib/pickle/pickle.ts";
 export {
   type CodecOptions,

@@ -8,12 +8,9 @@ import {
   type ProxyFactory,
   SyncManager,
 } from "../lib/managers/managers.ts";
-import {
-  answerChallenge,
-  type Connection,
-  deliverChallenge,
-  wrapSocket,
-} from "../lib/connection/connection.ts";
+import type { Connection } from "../lib/connection/connection.ts";
+import { wrapSocket } from "../lib/connection/socket.ts";
+import { answerChallenge, deliverChallenge } from "../lib/connection/auth.ts";
 import {
   AuthenticationError,
   BrokenBarrierError,

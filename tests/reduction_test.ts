@@ -7,7 +7,7 @@ import { Queue } from "../lib/queues/queues.ts";
 import { Event } from "../lib/sync/synchronize.ts";
 import { Process } from "../lib/process/process.ts";
 import { Pool } from "../lib/pool/pool.ts";
-import { Pipe } from "../lib/connection/connection.ts";
+import { Pipe } from "../lib/connection/pipe.ts";
 import {
   echo,
   getEventSync,

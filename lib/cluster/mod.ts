@@ -61,7 +61,7 @@ import {
 } from "npm:@nats-io/jetstream@3.4.0";
 import { type KV, type KvEntry, Kvm } from "npm:@nats-io/kv@3.4.0";
 import { Empty, Full, TimeoutError, ValueError } from "../core/errors.ts";
-import { KeyError } from "../managers/served/managed.ts";
+import { KeyError } from "../core/lookup_errors.ts";
 import { dumps, loads } from "../core/reduction.ts";
 import { type ExecResult, type ExecTask, runTask, type TaskKind } from "./_exec.ts";
 import { Queue as LocalQueue } from "../queues/queues.ts";

@@ -571,6 +571,7 @@ export class ThreadPoolExecutor extends Executor {
    * const ex = new ThreadPoolExecutor({ maxWorkers: 1 });
    * const a = ex.submit(() => new Promise((r) => setTimeout(r, 5)));
    * const b = ex.submit(() => 2);
+   * while (!a.running()) await new Promise((r) => setTimeout(r, 1)); // a thread took `a`
    * await ex.shutdown({ cancelFutures: true });
    * console.assert(a.done() && !a.cancelled() && b.cancelled());
    * ```

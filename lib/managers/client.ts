@@ -8,12 +8,13 @@
  * @module
  */
 
-import { type Address, DEFAULT_MAX_MESSAGE } from "../connection/connection.ts";
+import type { Address } from "../connection/listener.ts";
+import { DEFAULT_MAX_MESSAGE } from "../connection/socket.ts";
 import { current } from "../core/context.ts";
 import { EOFError, RemoteError, ValueError } from "../core/errors.ts";
 import { heap, isAlive, nextId } from "../core/heap.ts";
 import { EOF } from "../core/ring.ts";
-import { pyCreateArgs, type PyManagerClient, pyRequest } from "./python.ts";
+import { pyCreateArgs, type PyManagerClient, pyRequest } from "./python/client.ts";
 import {
   CALL,
   CANCEL,
@@ -201,7 +202,7 @@ export class ClientConn implements ManagerConn {
 
 /**
  * A connection to a Python manager server (`serializer: "pickle"`): denomp's proxy calls
- * translated to CPython's (lib/managers/python.ts). Python's `create` answers with the object's
+ * translated to CPython's (lib/managers/python/). Python's `create` answers with the object's
  * id, so a proxy gets a local id at once and its calls wait for the real one.
  */
 export class PyClientConn implements ManagerConn {

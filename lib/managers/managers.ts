@@ -24,8 +24,8 @@
  * **How it works.** A server holds the objects in a table, by id. Each process that uses a
  * server's proxies has one connection to it, shared by all its proxies: inside one program it
  * is a pair of rings in the shared heap (lib/core/ring.ts: a call is a few microseconds, no
- * `postMessage`); from another program it is a TCP socket using lib/connection/connection.ts's framing and
- * mutual HMAC challenge. Calls on one connection are multiplexed (a call waiting for a managed
+ * `postMessage`); from another program it is a TCP socket using lib/connection/socket.ts's
+ * framing and lib/connection/auth.ts's mutual HMAC challenge. Calls on one connection are multiplexed (a call waiting for a managed
  * lock does not hold up the others) and are dispatched in the order they were sent.
  *
  * A proxy is a registered handle, so it travels in `Process` args and inside queue items, pipe
@@ -43,7 +43,7 @@
  * closed with the reason on stderr while the server goes on serving the others.
  *
  * **Python.** With `serializer: "pickle"`, what is spoken over TCP is CPython's own managers
- * protocol instead (lib/managers/python.ts): Python's `BaseManager`/`SyncManager` clients use the
+ * protocol instead (lib/managers/python/): Python's `BaseManager`/`SyncManager` clients use the
  * server's registered classes and built-in types, and `connect()` reaches a Python manager
  * server's `dict`, `list`, `Queue`... through the usual proxies.
  *
@@ -53,7 +53,7 @@
  * server end), `client.ts` (a process's connection to a server), `proxy.ts` (`BaseProxy`, how a
  * proxy travels, the proxy of a registered class), `typed_proxies.ts` (`DictProxy`...),
  * `server.ts` (the object table and the server process), `served/` (the objects a server
- * holds), `python.ts` (CPython's protocol).
+ * holds), `python/` (CPython's protocol).
  *
  * @module
  */
@@ -61,15 +61,13 @@
 import { optionsOf } from "../core/args.ts";
 import { current } from "../core/context.ts";
 import { BUILTINS } from "./served/managed.ts";
-import { PyManagerClient } from "./python.ts";
+import { PyManagerClient } from "./python/client.ts";
 import { callerModule, resolveTarget } from "../core/target.ts";
-import {
-  type Address,
-  type AuthKey,
-  DEFAULT_MAX_MESSAGE,
-  Pipe,
-  type Serializer,
-} from "../connection/connection.ts";
+import type { Serializer } from "../connection/connection.ts";
+import { Pipe } from "../connection/pipe.ts";
+import { DEFAULT_MAX_MESSAGE } from "../connection/socket.ts";
+import type { AuthKey } from "../connection/auth.ts";
+import type { Address } from "../connection/listener.ts";
 import { EOFError, ProcessError, ValueError } from "../core/errors.ts";
 import { Process } from "../process/process.ts";
 import type { CInput, Typecode } from "../memory/sharedctypes.ts";
@@ -114,7 +112,8 @@ import {
 export { BaseProxy, type Proxied, type ProxyFactory } from "./proxy.ts";
 export * from "./typed_proxies.ts";
 export { managerServer } from "./server.ts";
-export type { Address, AuthKey } from "../connection/connection.ts";
+export type { AuthKey } from "../connection/auth.ts";
+export type { Address } from "../connection/listener.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Managers

@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { AuthKey } from "../connection/connection.ts";
+import type { AuthKey } from "../connection/auth.ts";
 import { EOFError, SerializationError } from "../core/errors.ts";
 import type { EOF } from "../core/ring.ts";
 import { Decoder, Encoder } from "../core/reduction.ts";

@@ -11,19 +11,20 @@
  * @module
  */
 
-import type { Address, Connection, Serializer } from "../connection/connection.ts";
+import type { Connection, Serializer } from "../connection/connection.ts";
+import type { Address } from "../connection/listener.ts";
 import { EOFError, ProcessError, RemoteError, ValueError } from "../core/errors.ts";
 import type { TargetRef } from "../core/target.ts";
 import {
-  BUILTINS,
   type Caller,
   type Client,
   enterCall,
   type Forgetful,
   leaveCall,
   withCaller,
-} from "./served/managed.ts";
-import type { PyEntry, PyHost } from "./python.ts";
+} from "./served/caller.ts";
+import { BUILTINS } from "./served/managed.ts";
+import type { PyEntry, PyHost } from "./python/server.ts";
 import {
   CALL,
   CANCEL,
@@ -102,7 +103,7 @@ class ClientRecord implements Client {
   }
 }
 
-/** The record of one served call (see `Caller` in lib/managers/served/managed.ts). */
+/** The record of one served call (see `Caller` in lib/managers/served/caller.ts). */
 class CallContext implements Caller {
   constructor(
     readonly server: Server,
@@ -394,7 +395,7 @@ export class Server implements ServerEnd<ClientRecord>, PyHost {
     return entry;
   }
 
-  // --- CPython's managers protocol (lib/managers/python.ts speaks it; this is the table's side) --
+  // --- CPython's managers protocol (lib/managers/python/ speaks it; this is the table's side) --
   // Python's clients count references per server (each incref/decref comes on a connection of
   // its own), so their objects are not held by any client record.
 

@@ -2,7 +2,7 @@
  * The typed proxies of the built-in types of a `SyncManager` (Python's `DictProxy`,
  * `ListProxy`, `AcquirerProxy`...): `dict`, `list`, `Namespace`, `Queue`, `JoinableQueue`,
  * `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Event`, `Barrier`, `Value`,
- * `Array`, each method a call to the server's object (lib/managers/served/managed.ts).
+ * `Array`, each method a call to the server's object (lib/managers/served/).
  *
  * @module
  */
@@ -12,7 +12,7 @@ import { getIdent } from "../core/threading.ts";
 import type { CInput, CType, Typecode } from "../memory/sharedctypes.ts";
 import type { Acquired } from "../sync/synchronize.ts";
 import { BaseProxy, invoke, PROXY_CLASSES } from "./proxy.ts";
-import { ACQUIRED as SERVED_ACQUIRED, OWNER_DIED as SERVED_OWNER_DIED } from "./served/managed.ts";
+import { ACQUIRED as SERVED_ACQUIRED, OWNER_DIED as SERVED_OWNER_DIED } from "./served/sync.ts";
 
 /**
  * Options of a proxy's blocking calls: `block: false` fails at once, `timeout` in ms, `signal`

@@ -122,7 +122,7 @@ const LOCK_KINDS: ReadonlySet<Kind> = new Set<Kind>(LOCK_KIND_NAMES);
  *
  * @example
  * ```ts
- * import { Lock, snapshot } from "../../mod.ts";
+ * import { Lock, snapshot } from "jsr:@denomp/multiprocessing";
  * const fork = new Lock({ name: "fork-1" });
  * await fork.acquire();
  * const s = snapshot();
@@ -255,7 +255,7 @@ export function snapshot(): Snapshot {
  *
  * @example
  * ```ts
- * import { setDeadlockDetection } from "../../mod.ts";
+ * import { setDeadlockDetection } from "jsr:@denomp/multiprocessing";
  * setDeadlockDetection(true);
  * setDeadlockDetection(false);
  * ```

@@ -1,27 +1,23 @@
 /**
  * The network transport: a connection over TCP, to a server in any program, using
- * lib/connection/connection.ts's framing and mutual HMAC challenge. Nothing is read before the
- * challenge passes both ways, and frames have a size limit; bytes are only ever decoded as data
+ * lib/connection/socket.ts's framing and lib/connection/auth.ts's mutual HMAC challenge. Nothing
+ * is read before the challenge passes both ways, and frames have a size limit; bytes are only ever decoded as data
  * (only proxies may appear as handles, never code).
  *
  * Both ends are here: {@link TcpTransport} is the client's, {@link TcpListener} the server's,
  * which also serves CPython's managers protocol when the server speaks it (`serializer:
- * "pickle"`, lib/managers/python.ts).
+ * "pickle"`, lib/managers/python/).
  *
  * @module
  */
 
-import {
-  type Address,
-  answerChallenge,
-  type Connection,
-  deliverChallenge,
-  type Serializer,
-  wrapSocket,
-} from "../../connection/connection.ts";
+import { answerChallenge, deliverChallenge } from "../../connection/auth.ts";
+import type { Connection, Serializer } from "../../connection/connection.ts";
+import type { Address } from "../../connection/listener.ts";
+import { wrapSocket } from "../../connection/socket.ts";
 import { EOFError } from "../../core/errors.ts";
 import { EOF } from "../../core/ring.ts";
-import { type PyHost, servePython } from "../python.ts";
+import { type PyHost, servePython } from "../python/server.ts";
 import {
   type ClientTransport,
   fmtAddress,
