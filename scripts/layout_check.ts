@@ -21,8 +21,6 @@ const OVER_BUDGET: Record<string, number> = {
   "lib/cluster/mod.ts": 2226,
   "lib/core/ring.ts": 1767,
   "lib/core/ring.ts#Ring": 1354,
-  "lib/managers/managers.ts": 3074,
-  "lib/managers/managers.ts#Server": 548,
   "lib/pool/pool.ts": 3022,
   "lib/pool/pool.ts#Pool": 1416,
   "lib/queues/queues.ts": 1805,

@@ -45,7 +45,7 @@ import { tuple } from "../../pickle/pickle.ts";
 // ---------------------------------------------------------------------------------------------
 // Server side
 
-/** A served object, as the server's table holds it (lib/managers/managers.ts's `Entry`). */
+/** A served object, as the server's table holds it (lib/managers/server.ts's `Entry`). */
 export interface PyEntry {
   typeid: string;
   obj: object | null;
@@ -54,7 +54,7 @@ export interface PyEntry {
   builtin: boolean;
 }
 
-/** What {@link servePython} needs of the manager's server (lib/managers/managers.ts's `Server`). */
+/** What {@link servePython} needs of the manager's server (lib/managers/server.ts's `Server`). */
 export interface PyHost {
   /** For messages. */
   readonly name: string;
