@@ -362,7 +362,7 @@ function holdRead(base: number, d: number): void {
  *
  * @example
  * ```ts
- * import { flushAll } from "./ring.ts";
+ * import { flushAll } from "jsr:@denomp/multiprocessing";
  * await flushAll(); // nothing pending: resolves at once
  * ```
  */

@@ -175,7 +175,7 @@ function envCount(): number | undefined {
  *
  * @example
  * ```ts
- * import { setSpares, spareOptions } from "./spares.ts";
+ * import { setSpares, spareOptions } from "jsr:@denomp/multiprocessing";
  * setSpares({ count: 0 }); // no spare workers: each start creates its own
  * console.assert(spareOptions().count === 0);
  * setSpares({ count: 2, idleMs: 1000 }); // the defaults
@@ -208,7 +208,7 @@ export function adoptSpareOptions(options: Required<SpareOptions>): void {
  *
  * @example
  * ```ts
- * import { spareOptions } from "./spares.ts";
+ * import { spareOptions } from "jsr:@denomp/multiprocessing";
  * console.assert(spareOptions().idleMs >= 0);
  * ```
  */

@@ -74,7 +74,7 @@ let failedNow: (f: Future<unknown>) => boolean;
  *
  * @example
  * ```ts
- * import { Future } from "./future.ts";
+ * import { Future } from "jsr:@denomp/multiprocessing";
  * const f = new Future<number>();
  * f.addDoneCallback((fut) => console.log("done:", fut.done()));
  * console.assert(f.setRunningOrNotifyCancel() && f.running());
@@ -101,7 +101,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * console.assert(f.cancel() && f.cancelled() && f.done());
    * ```
@@ -126,7 +126,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * console.assert(new Future().cancelled() === false);
    * ```
    */
@@ -141,7 +141,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.setRunningOrNotifyCancel();
    * console.assert(f.running() && !f.done());
@@ -157,7 +157,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.setException(new Error("boom"));
    * console.assert(f.done());
@@ -173,8 +173,8 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
-   * import { TimeoutError } from "../core/errors.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
+   * import { TimeoutError } from "jsr:@denomp/multiprocessing";
    * const f = new Future<string>();
    * const e = await f.result(10).catch((e) => e);
    * console.assert(e instanceof TimeoutError);
@@ -192,7 +192,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.setException(new RangeError("bad"));
    * console.assert((await f.exception()) instanceof RangeError);
@@ -209,7 +209,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future<number>();
    * f.setResult(1);
    * let seen = 0;
@@ -238,7 +238,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future<number>();
    * setTimeout(() => f.setResult(5), 1);
    * console.assert((await f) === 5);
@@ -258,7 +258,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.cancel();
    * console.assert(f.setRunningOrNotifyCancel() === false);
@@ -279,7 +279,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future<number>();
    * f.setResult(3);
    * console.assert(f.done() && (await f) === 3);
@@ -295,7 +295,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.setException(new Error("no"));
    * console.assert((await f.exception()) instanceof Error);
@@ -310,7 +310,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * console.assert(String(new Future()) === "<Future state=pending>");
    * ```
    */
@@ -465,7 +465,7 @@ function watch(x: Waitable, w: () => void): () => void {
  *
  * @example
  * ```ts
- * import { asCompleted, ThreadPoolExecutor } from "./futures.ts";
+ * import { asCompleted, ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
  * await using ex = new ThreadPoolExecutor();
  * const sleep = (ms: number) => new Promise((r) => setTimeout(() => r(ms), ms));
  * const order: unknown[] = [];
@@ -620,7 +620,7 @@ export interface DoneAndNotDone<F> {
  *
  * @example
  * ```ts
- * import { ThreadPoolExecutor, wait } from "./futures.ts";
+ * import { ThreadPoolExecutor, wait } from "jsr:@denomp/multiprocessing";
  * await using ex = new ThreadPoolExecutor();
  * const slow = ex.submit(() => new Promise((r) => setTimeout(r, 200)));
  * const fast = ex.submit(() => "now");

@@ -90,7 +90,7 @@ export function checkIsolation(options: IsolationOptions, what: string): boolean
  * @example
  * ```ts
  * import { isolatedEncoder } from "./os_spawn.ts";
- * import { loads } from "../core/reduction.ts";
+ * import { loads } from "jsr:@denomp/multiprocessing";
  * console.assert(loads<number[]>(isolatedEncoder().encode([1, 2], "args"))[1] === 2);
  * ```
  */
