@@ -114,6 +114,12 @@ function describe(v: unknown): string {
   return `${typeof v === "undefined" ? "undefined (missing)" : `a ${typeof v} (${String(v)})`}`;
 }
 
+/**
+ * An item's path in errors: `path`, or `path[k]` for the `k`th of a batch. Built only for an
+ * error: a template string per item cost 6% of a typed put+get.
+ */
+const pathOf = (path: string, k: number): string => k < 0 ? path : `${path}[${k}]`;
+
 function refuse(path: string, what: string, v: unknown): never {
   throw new SerializationError(path, `expected ${what}: got ${describe(v)}`);
 }
@@ -395,14 +401,14 @@ export class Schema<T = unknown> {
   }
 
   /** Writes one record at `o.pos` (no length prefix); `path` names the item in errors. */
-  #put(item: unknown, o: Out, path: string): void {
-    if (typeof item !== "object" || item === null) refuse(path, "an object", item);
+  #put(item: unknown, o: Out, path: string, k = -1): void {
+    if (typeof item !== "object" || item === null) refuse(pathOf(path, k), "an object", item);
     const names = this.#names, rec = item as Record<string, unknown>;
     let own = 0;
     for (const _ in rec) own++;
-    if (own !== names.length) this.#extra(rec, path);
+    if (own !== names.length) this.#extra(rec, pathOf(path, k));
     const f = this.#write(rec, o);
-    if (f >= 0) refuse(`${path}.${names[f]}`, this.#fields[f].what, rec[names[f]]);
+    if (f >= 0) refuse(`${pathOf(path, k)}.${names[f]}`, this.#fields[f].what, rec[names[f]]);
   }
 
   /** An item with fields the schema lacks (they would be lost): names the first. */
@@ -440,7 +446,7 @@ export class Schema<T = unknown> {
       starts[k] = at;
       o.need(4);
       o.pos = at + 4;
-      this.#put(items[k], o, `items[${k}]`);
+      this.#put(items[k], o, "items", k);
       const len = o.pos - at - 4;
       if (len > maxRecord) this.#tooBig(`items[${k}]`, len, maxRecord);
       o.dv.setUint32(at, len, true);
