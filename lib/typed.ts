@@ -272,9 +272,12 @@ const boolField: Field = {
   },
 };
 
-/** Strings up to this many bytes are read without TextDecoder when ASCII. */
-const SHORT = 64;
-const shortCodes: number[][] = Array.from({ length: SHORT + 1 }, (_, n) => new Array(n).fill(0));
+/**
+ * Strings up to this many bytes are read without TextDecoder when ASCII, {@link TINY} bytes at a
+ * time: a `TextDecoder` call (on a copy: it refuses shared views) costs about 400 ns whatever
+ * the length, 32 bytes by `asciiShort` about 20 ns.
+ */
+const SHORT = 512;
 
 /** ASCII strings up to this many bytes are read by {@link asciiShort}. */
 const TINY = 32;
@@ -282,9 +285,9 @@ const TINY = 32;
 /**
  * Reads the ASCII string of `len` (at most {@link TINY}) bytes at `u8[at]`, else null (a byte
  * of 0x80 or more: UTF-8 to decode). One case per length, each loading the bytes into locals and
- * passing them to `String.fromCharCode` as arguments: 16 ns for W2's 11-byte strings in shared
- * memory, where a pooled array through `fromCharCode.apply` took 67 ns and a `TextDecoder` call
- * on a copy 1.3 µs (the read of a W2 item's string was half of a typed put+get's time).
+ * passing them to `String.fromCharCode` as arguments: 20 ns of CPU for W2's 11-byte strings in
+ * shared memory, where a pooled array through `fromCharCode.apply` took 33 ns and a
+ * `TextDecoder` call on a copy about 400 ns.
  */
 const asciiShort = new Function(
   "u8",
@@ -324,15 +327,13 @@ const stringField: Field = {
       const v = asciiShort(u8, at, len);
       if (v !== null) return v;
     } else if (len <= SHORT) {
-      // ASCII in one call: the codes go into a pooled array of that length (no view, no
-      // concatenation per character).
-      const codes = shortCodes[len];
-      for (let k = 0; k < len; k++) {
-        const c = u8[at + k];
-        if (c >= 0x80) return utf8d.decode(u8.slice(at, at + len)); // (refuses shared views)
-        codes[k] = c;
+      let v = "";
+      for (let k = 0; k < len; k += TINY) {
+        const part = asciiShort(u8, at + k, Math.min(TINY, len - k));
+        if (part === null) return utf8d.decode(u8.slice(at, at + len)); // not ASCII
+        v += part;
       }
-      return String.fromCharCode.apply(null, codes);
+      return v;
     }
     return utf8d.decode(u8.slice(at, at + len));
   },
