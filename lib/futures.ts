@@ -329,8 +329,15 @@ export interface ProcessPoolExecutorOptions {
 export class ProcessPoolExecutor extends Executor {
   readonly #pool: Pool;
   readonly #maxWorkers: number;
-  /** The futures not done yet (for `shutdown({ cancelFutures: true })` and `toString`). */
-  readonly #live = new Set<Future<unknown>>();
+  /**
+   * The futures submitted, for `shutdown({ cancelFutures: true })` and `toString`: those not done
+   * yet, and done ones until the next sweep. An array swept now and then rather than a Set added
+   * to and deleted from per call: 10,000 quick calls paid for the Set's hashing and its tables
+   * growing and shrinking (see the module doc).
+   */
+  #calls: Future<unknown>[] = [];
+  /** How many of `#calls` are not done (each call's callback or error callback lowers it). */
+  #pending = 0;
   #shutdown = false;
   /** Set once the pool cannot run anything (its initializer failed). */
   #broken: Error | null = null;
@@ -411,7 +418,7 @@ export class ProcessPoolExecutor extends Executor {
   async shutdown(options?: ShutdownOptions): Promise<void> {
     const o = optionsOf(options, "ProcessPoolExecutor.shutdown", "shutdown({ wait: false })");
     this.#shutdown = true;
-    if (o.cancelFutures) { for (const f of [...this.#live]) f.cancel(); }
+    if (o.cancelFutures) { for (const f of this.#calls.slice()) f.cancel(); }
     if (this.#closed === null) {
       // The pool runs what it holds to its end, then its workers exit.
       this.#pool.close();
@@ -431,9 +438,9 @@ export class ProcessPoolExecutor extends Executor {
   override toString(): string {
     const state = this.#broken ? " broken" : this.#shutdown ? " shutdown" : "";
     let running = 0;
-    for (const f of this.#live) if (f.running()) running++;
+    for (const f of this.#calls) if (!f.done() && f.running()) running++;
     return `<ProcessPoolExecutor maxWorkers=${this.#maxWorkers}${state} running=${running} ` +
-      `pending=${this.#live.size - running}>`;
+      `pending=${this.#pending - running}>`;
   }
 
   #checkOpen(): void {
@@ -444,14 +451,12 @@ export class ProcessPoolExecutor extends Executor {
   /** Hands a call (or a chunk of a map) to the pool; its future follows the pool's result. */
   #start(fn: AnyFn, args: unknown[], chunk: boolean): Future<unknown> {
     const future = new Future<unknown>();
-    const live = this.#live;
-    live.add(future);
     const callback = (v: unknown) => {
-      live.delete(future);
+      this.#pending--;
       future.setResult(v);
     };
     const errorCallback = (e: unknown) => {
-      live.delete(future);
+      this.#pending--;
       // A call withdrawn by `future.cancel()` (CancelledError): the future is cancelled already.
       if (!future.cancelled()) future.setException(e);
     };
@@ -462,7 +467,6 @@ export class ProcessPoolExecutor extends Executor {
         ? this.#pool.mapAsync(f, args, { chunksize: args.length, callback, errorCallback })
         : this.#pool.applyAsync(f, args, { callback, errorCallback });
     } catch (e) {
-      live.delete(future);
       // The pool refused the call: it is broken (its initializer failed).
       if (e instanceof BrokenPoolError) {
         this.#broken = e;
@@ -472,6 +476,14 @@ export class ProcessPoolExecutor extends Executor {
       throw e; // the function is not exported, or the like: at `submit`
     }
     delegate(future, r);
+    // The pool settles each call exactly once, through one of the two callbacks (a withdrawn
+    // call too, with CancelledError): `#pending` counts the others. Once the done ones are more
+    // than half, drop them (amortized: each future is copied at most once per doubling).
+    const calls = this.#calls;
+    this.#pending++;
+    if (calls.push(future) > 2 * this.#pending + 1024) {
+      this.#calls = calls.filter((f) => !f.done());
+    }
     return future;
   }
 }
