@@ -373,6 +373,48 @@ Deno.test("asCompleted yields futures as they finish (done ones first, duplicate
   );
 });
 
+Deno.test("asCompleted: duplicates once in each of several loops over the same futures at once", async () => {
+  // Duplicates are told apart by a mark each asCompleted call leaves on a Future: calls that
+  // overlap must not see each other's marks.
+  const fs = range(4).map(() => new Future<number>());
+  fs[1].setResult(1);
+  const a = asCompleted([fs[0], fs[1], fs[0], fs[2]]);
+  const b = asCompleted([fs[2], fs[1], fs[3], fs[2], fs[1]]);
+  const c = asCompleted([fs[1], fs[1]]);
+  fs[0].setResult(0);
+  fs[3].setResult(3);
+  fs[2].setResult(2);
+  const drain = async (it: AsyncIterable<Omit<Future<number>, "then">>) => {
+    const out: number[] = [];
+    for await (const f of it) out.push(await f.result());
+    return out;
+  };
+  assert.deepEqual(await drain(a), [1, 0, 2]);
+  assert.deepEqual(await drain(b), [1, 3, 2]);
+  assert.deepEqual(await drain(c), [1]);
+  // A bad element throws at once; the futures before it are unaffected.
+  const d = new Future<number>();
+  assert.throws(() => asCompleted([d, null as unknown as Future]), /got null/);
+  d.setResult(5);
+  assert.deepEqual(await drain(asCompleted([d, d])), [5]);
+});
+
+Deno.test("ProcessPoolExecutor: after thousands of calls, toString counts and cancelFutures still see every pending call", async () => {
+  // The executor sweeps its done calls from its list now and then: the sweep must keep the rest.
+  const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
+  const quick = range(3000).map((i) => ex.submit(square, i));
+  for await (const _ of asCompleted(quick)) { /* all done */ }
+  assert.match(String(ex), /running=0 pending=0>/);
+  const slow = ex.submit(sleepMs, 300);
+  const behind = range(2000).map((i) => ex.submit(square, i));
+  await waitUntil(() => slow.running());
+  assert.match(String(ex), /running=1 pending=2000>/);
+  await ex.shutdown({ cancelFutures: true });
+  assert.equal(behind.filter((f) => !f.cancelled()).length, 0);
+  assert.equal(await slow.result(), "slept");
+  assert.ok(quick.every((f) => f.done() && !f.cancelled()) && (await quick[7].result()) === 49);
+});
+
 Deno.test("asCompleted(fs, timeout) throws TimeoutError naming how many are unfinished; break stops watching", async () => {
   await using ex = new ThreadPoolExecutor({ maxWorkers: 4 });
   const sleep = (ms: number) => new Promise<number>((r) => setTimeout(() => r(ms), ms));
