@@ -14,9 +14,21 @@
  *   begins a call, and withdraws one that has not begun wherever it waits (its own queue, or a
  *   worker's queue behind the call that worker is running; each call either starts or is
  *   skipped, never both). So a future is pending until a worker starts it — stricter than
- *   CPython, where a call in the window is "running" — and `submit` + `asCompleted` keeps near
- *   the pace of `Pool.applyAsync` with a callback (what is left is the price of an `await` per
- *   result in the loop).
+ *   CPython, where a call in the window is "running".
+ * - **Per call, as little as `applyAsync` with a callback allows.** With calls of a microsecond,
+ *   what the main thread does per call sets the pace (it also encodes, decodes and dispatches
+ *   for both workers, on a machine with as many cores as workers). Each call costs a `Future`,
+ *   the two callbacks the pool settles it through, and the pool's own `AsyncResult`. The
+ *   executor keeps its calls in a plain array swept of the done ones now and then, with a count
+ *   of those pending, and `asCompleted` tells duplicates apart by a mark on each future: with a
+ *   `Set` added to and deleted from per call and another of all the futures in `asCompleted`,
+ *   the main thread's extra work per call beside `applyAsync` was half as large again. What
+ *   `submit` + `asCompleted` still pays is the loop's own: a promise and an `await` for `next()`,
+ *   and another for `result()`, per future.
+ * - **`whenReady()` rather than a warm-up call** (not in Python): the pool paces how many calls
+ *   it hands a worker at once by the measured duration of the calls so far, and a first call
+ *   (its code not compiled yet) measures tens to thousands of times slower than the next ones,
+ *   so a batch of quick calls after it goes out a few at a time until the estimate comes down.
  * - **A worker's death fails one future.** The pool fails the task a dying worker was running
  *   with `BrokenPoolError` (exported here under Python's name, {@link BrokenProcessPool}) naming
  *   the worker and its exit code, re-runs the calls it had not started on another worker, and
@@ -402,6 +414,33 @@ export class ProcessPoolExecutor extends Executor {
     this.#checkOpen();
     checkFn(fn, "ProcessPoolExecutor");
     return this.#start(fn as AnyFn, items, true) as Future<Awaited<R>[]>;
+  }
+
+  /**
+   * Resolves once every worker has started and run the initializer (not in Python: a start-up
+   * barrier, as `Pool.whenReady`, e.g. before timing). Rejects with {@link BrokenProcessPool} if
+   * the initializer failed; the executor is broken then, as after a failed call.
+   *
+   * Why not a warm-up call instead: the pool paces how many calls it hands a worker at once by
+   * the measured duration of the calls so far, and a first call (of code not compiled yet)
+   * measures far slower than the thousandth; after it, quick calls go out a few at a time until
+   * the estimate catches up.
+   *
+   * @example
+   * ```ts ignore
+   * const ex = new ProcessPoolExecutor({ maxWorkers: 2 });
+   * await ex.whenReady();
+   * const t0 = performance.now(); // the workers' start-up is not timed
+   * ```
+   */
+  async whenReady(): Promise<void> {
+    this.#checkOpen();
+    try {
+      await this.#pool.whenReady();
+    } catch (e) {
+      if (e instanceof BrokenPoolError) this.#broken = e;
+      throw e;
+    }
   }
 
   /**

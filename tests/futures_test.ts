@@ -266,6 +266,21 @@ Deno.test("ProcessPoolExecutor: a failing initializer fails the futures and then
   await ex.shutdown();
 });
 
+Deno.test("ProcessPoolExecutor.whenReady: every worker is up before any call; a failed initializer rejects and breaks the executor", async () => {
+  const workers = () => activeChildren().filter((p) => p.name.startsWith("PoolWorker-"));
+  const ex = new ProcessPoolExecutor({ maxWorkers: 2, initializer: init, initargs: ["ready"] });
+  await ex.whenReady();
+  assert.equal(workers().length, 2);
+  assert.equal(await ex.submit(square, 3).result(10_000), 9);
+  await ex.shutdown();
+  await assert.rejects(ex.whenReady(), /cannot schedule new futures after shutdown/);
+
+  const bad = new ProcessPoolExecutor({ maxWorkers: 1, initializer: badInit });
+  await assert.rejects(bad.whenReady(), BrokenProcessPool);
+  assert.throws(() => bad.submit(square, 1), BrokenProcessPool); // at once: it is broken
+  await bad.shutdown();
+});
+
 Deno.test("ProcessPoolExecutor: misuse is a clear error at once", async () => {
   assert.throws(
     () => new ProcessPoolExecutor({ maxWorkers: 0 }),
