@@ -525,12 +525,16 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
     // future settles: never inside this loop), then the others as they finish. Duplicates are
     // skipped by a mark on each Future rather than a Set of them all: with 10,000 futures the
     // Set (its hashing and its growing tables) cost as much as the rest of this loop. Marking
-    // is safe because this loop is synchronous: no other asCompleted call runs in the middle.
+    // is safe because no other asCompleted call runs in the middle: this loop is synchronous,
+    // and it runs no code of the caller's (an iterable other than an array is read out first:
+    // a generator could call asCompleted on the same futures).
     const all = this.#all, ready = this.#ready, onDone = this.#onDone;
-    const by = ++asCompletedCalls;
     let others: Set<F> | null = null; // AsyncResults: no mark of ours, so a Set (rare)
     try {
-      for (const f of fs) {
+      const list: readonly F[] = Array.isArray(fs) ? fs : Array.from(fs);
+      const by = ++asCompletedCalls;
+      for (let i = 0; i < list.length; i++) {
+        const f = list[i];
         checkWaitable(f, "asCompleted");
         if (f instanceof Future) {
           if (!firstSight(f, by)) continue;

@@ -407,6 +407,17 @@ Deno.test("asCompleted: duplicates once in each of several loops over the same f
   assert.deepEqual(await drain(a), [1, 0, 2]);
   assert.deepEqual(await drain(b), [1, 3, 2]);
   assert.deepEqual(await drain(c), [1]);
+  // An iterable whose iteration calls asCompleted on the same futures (a generator) is read out
+  // first: the inner call's marks do not hide the outer call's duplicates.
+  const inner: AsyncIterableIterator<unknown>[] = [];
+  function* gen() {
+    for (const f of [fs[0], fs[1], fs[0]]) {
+      inner.push(asCompleted([fs[0], fs[1]]));
+      yield f;
+    }
+  }
+  assert.deepEqual(await drain(asCompleted(gen())), [0, 1]);
+  for (const it of inner) await it.return!();
   // A bad element throws at once; the futures before it are unaffected.
   const d = new Future<number>();
   assert.throws(() => asCompleted([d, null as unknown as Future]), /got null/);
