@@ -501,11 +501,16 @@ export class ProcessPoolExecutor extends Executor {
     };
     const f = fn as (...a: unknown[]) => unknown;
     let r: FutureSource;
+    // The pool settles each call exactly once, through one of the two callbacks (a withdrawn
+    // call too, with CancelledError; an unsendable one maybe inside `applyAsync`): `#pending`
+    // counts the others.
+    this.#pending++;
     try {
       r = chunk
         ? this.#pool.mapAsync(f, args, { chunksize: args.length, callback, errorCallback })
         : this.#pool.applyAsync(f, args, { callback, errorCallback });
     } catch (e) {
+      this.#pending--;
       // The pool refused the call: it is broken (its initializer failed).
       if (e instanceof BrokenPoolError) {
         this.#broken = e;
@@ -515,11 +520,9 @@ export class ProcessPoolExecutor extends Executor {
       throw e; // the function is not exported, or the like: at `submit`
     }
     delegate(future, r);
-    // The pool settles each call exactly once, through one of the two callbacks (a withdrawn
-    // call too, with CancelledError): `#pending` counts the others. Once the done ones are more
-    // than half, drop them (amortized: each future is copied at most once per doubling).
+    // Once the done ones are more than half, drop them: a sweep drops more calls than it keeps,
+    // and each call is dropped once, so sweeping costs O(1) per call.
     const calls = this.#calls;
-    this.#pending++;
     if (calls.push(future) > 2 * this.#pending + 1024) {
       this.#calls = calls.filter((f) => !f.done());
     }
