@@ -429,7 +429,10 @@ Deno.test("ProcessPoolExecutor: after thousands of calls, toString counts and ca
   // The executor sweeps its done calls from its list now and then: the sweep must keep the rest.
   const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
   const quick = range(3000).map((i) => ex.submit(square, i));
-  for await (const _ of asCompleted(quick)) { /* all done */ }
+  // One with an argument that cannot be sent fails inside the pool's batch, and is not pending.
+  const unsendable = ex.submit(square as (x: unknown) => number, () => 1);
+  for await (const _ of asCompleted([...quick, unsendable])) { /* all done */ }
+  assert.equal((await unsendable.exception())?.constructor.name, "SerializationError");
   assert.match(String(ex), /running=0 pending=0>/);
   const slow = ex.submit(sleepMs, 300);
   const behind = range(2000).map((i) => ex.submit(square, i));
