@@ -23,8 +23,9 @@
  *   of those pending, and `asCompleted` tells duplicates apart by a mark on each future: with a
  *   `Set` added to and deleted from per call and another of all the futures in `asCompleted`,
  *   the main thread's extra work per call beside `applyAsync` was half as large again. What
- *   `submit` + `asCompleted` still pays is the loop's own: a promise and an `await` for `next()`,
- *   and another for `result()`, per future.
+ *   `submit` + `asCompleted` still pays per call beside `applyAsync` with a callback is the
+ *   future and its settling (about half of the rest) and the loop's own promise and `await` for
+ *   `next()` and for `result()`; with calls of a microsecond that is still felt (bench W5b).
  * - **`whenReady()` rather than a warm-up call** (not in Python): the pool paces how many calls
  *   it hands a worker at once by the measured duration of the calls so far, and a first call
  *   (its code not compiled yet) measures tens to thousands of times slower than the next ones,
