@@ -62,6 +62,10 @@ export let delegate: (future: Future<unknown>, source: FutureSource) => void;
 let addWaiter: (f: Future<unknown>, w: Waiter) => boolean;
 let removeWaiter: (f: Future<unknown>, w: Waiter) => void;
 let failedNow: (f: Future<unknown>) => boolean;
+/** Marks `f` as seen by `asCompleted` call number `by`; false if it was already (a duplicate). */
+let firstSight: (f: Future<unknown>, by: number) => boolean;
+/** Numbers the `asCompleted` calls, for `firstSight`. */
+let asCompletedCalls = 0;
 
 /**
  * The outcome of a call submitted to an executor (Python's `concurrent.futures.Future`): pending
@@ -93,6 +97,8 @@ export class Future<T = unknown> implements PromiseLike<T> {
   #promise: Promise<T> | null = null;
   /** What runs the call, asked while the future is pending (see `delegate`). */
   #source: FutureSource | null = null;
+  /** The `asCompleted` call that last took this future (its number), to skip duplicates. */
+  #seenBy = 0;
 
   /**
    * Cancels the future if it is still pending (no worker has started it) and returns true; false
@@ -400,6 +406,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
       }
     };
     failedNow = (f) => f.#state === FINISHED && !f.#ok;
+    firstSight = (f, by) => f.#seenBy !== by && (f.#seenBy = by, true);
     delegate = (f, source) => {
       if (f.#state === PENDING) f.#source = source;
     };
@@ -489,7 +496,8 @@ export function asCompleted<F extends Waitable>(
 class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed<F>> {
   readonly #ready: F[] = [];
   #head = 0;
-  readonly #all: Set<F>;
+  /** Each future (or AsyncResult) once, in the input's order. */
+  readonly #all: F[] = [];
   /** How many are not done yet. */
   #left = 0;
   /** Withdraws the watch of each AsyncResult (Futures are watched through `#onDone`). */
@@ -512,17 +520,41 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
   constructor(fs: Iterable<F>, timeout: number | undefined) {
     this.#deadline = deadlineOf(timeout);
     this.#timeout = timeout;
-    const all = this.#all = uniqueWaitables(fs, "asCompleted");
+    checkIterable(fs, "asCompleted");
     // Those done already first, in the input's order (a waiter is called only later, when its
-    // future settles: never inside this loop), then the others as they finish.
-    const ready = this.#ready, onDone = this.#onDone;
-    for (const f of all) {
-      if (f instanceof Future) {
-        if (!addWaiter(f, onDone)) ready.push(f);
-      } else if ((f as AsyncResult<unknown>).ready()) ready.push(f);
-      else this.#unwatch.push(watch(f, () => onDone(f as AsyncResult<unknown>)));
+    // future settles: never inside this loop), then the others as they finish. Duplicates are
+    // skipped by a mark on each Future rather than a Set of them all: with 10,000 futures the
+    // Set (its hashing and its growing tables) was two thirds of this loop's cost. Marking
+    // is safe because no other asCompleted call runs in the middle: this loop is synchronous,
+    // and it runs no code of the caller's (an iterable other than an array is read out first:
+    // a generator could call asCompleted on the same futures).
+    const all = this.#all, ready = this.#ready, onDone = this.#onDone;
+    let others: Set<F> | null = null; // AsyncResults: no mark of ours, so a Set (rare)
+    try {
+      const list: readonly F[] = Array.isArray(fs) ? fs : Array.from(fs);
+      const by = ++asCompletedCalls;
+      for (let i = 0; i < list.length; i++) {
+        const f = list[i];
+        checkWaitable(f, "asCompleted");
+        if (f instanceof Future) {
+          if (!firstSight(f, by)) continue;
+          all.push(f);
+          if (!addWaiter(f, onDone)) ready.push(f);
+          continue;
+        }
+        if ((others ??= new Set()).has(f)) continue;
+        others.add(f);
+        all.push(f);
+        if ((f as AsyncResult<unknown>).ready()) ready.push(f);
+        else this.#unwatch.push(watch(f, () => onDone(f as AsyncResult<unknown>)));
+      }
+    } catch (e) {
+      // Not a future (or the iterable threw): watch nothing, as if never called.
+      this.#left = 1;
+      void this.return();
+      throw e;
     }
-    this.#left = all.size - ready.length;
+    this.#left = all.length - ready.length;
   }
 
   [Symbol.asyncIterator](): this {
@@ -559,7 +591,7 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
     const left = this.#left;
     await this.return();
     throw new TimeoutError(
-      `${left} (of ${this.#all.size}) futures unfinished after ${this.#timeout} ms`,
+      `${left} (of ${this.#all.length}) futures unfinished after ${this.#timeout} ms`,
     );
   }
 
@@ -580,10 +612,15 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
   }
 }
 
-function uniqueWaitables<F extends Waitable>(fs: Iterable<F>, who: string): Set<F> {
-  if (fs === null || typeof (fs as Iterable<F>)?.[Symbol.iterator] !== "function") {
+/** Throws a `TypeError` naming what `who` got when `fs` is not iterable. */
+function checkIterable(fs: unknown, who: string): void {
+  if (fs === null || typeof (fs as Iterable<unknown>)?.[Symbol.iterator] !== "function") {
     throw new TypeError(`${who}() takes an iterable of Futures: got ${typeof fs}`);
   }
+}
+
+function uniqueWaitables<F extends Waitable>(fs: Iterable<F>, who: string): Set<F> {
+  checkIterable(fs, who);
   const all = new Set<F>();
   for (const f of fs) all.add(checkWaitable(f, who) as F);
   return all;
