@@ -3,14 +3,14 @@
  * machine that reaches the NATS servers.
  *
  * ```sh
- * deno run -A lib/cluster/worker.ts --servers nats://127.0.0.1:4222 --pool NAME \
+ * deno run -A lib/cluster/cli.ts --servers nats://127.0.0.1:4222 --pool NAME \
  *   --module ./tasks.ts --processes 4
  * ```
  *
  * A worker may also (or only) host actors, as a node of `cluster.spawn`:
  *
  * ```sh
- * deno run -A lib/cluster/worker.ts --servers nats://127.0.0.1:4222 --actors ./actors.ts
+ * deno run -A lib/cluster/cli.ts --servers nats://127.0.0.1:4222 --actors ./actors.ts
  * ```
  *
  * Flags: `--servers` (comma-separated; default `$NATS_URL`), `--pool` and `--module`, and/or
@@ -45,7 +45,7 @@ export interface WorkerArgs extends
  *
  * @example
  * ```ts
- * import { parseWorkerArgs } from "./worker.ts";
+ * import { parseWorkerArgs } from "./cli.ts";
  * const a = parseWorkerArgs(["--servers", "nats://127.0.0.1:4222", "--pool", "p", "--module", "./t.ts"]);
  * console.assert(a.pool === "p" && a.servers.length === 1);
  * const n = parseWorkerArgs(["--actors", "./a.ts,./b.ts", "--idle-ms", "60000"], {
