@@ -17,8 +17,6 @@ const MAX_CLASS_LINES = 500;
 
 /** Files and classes over budget today (path or `path#Class` → lines); empty once done. */
 const OVER_BUDGET: Record<string, number> = {
-  "lib/cluster/actors.ts": 1188,
-  "lib/cluster/mod.ts": 2226,
   "lib/core/ring.ts": 1767,
   "lib/core/ring.ts#Ring": 1354,
   "lib/pool/pool.ts": 3028,
@@ -44,7 +42,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   actor: ["core", "process"],
   managers: ["core", "process", "sync", "memory", "connection", "pickle"],
   observe: ["core", "sync", "actor", "pool"],
-  cluster: ["core", "process", "queues", "actor", "managers"],
+  cluster: ["core", "process", "queues", "actor"],
 };
 
 const root = new URL("../lib/", import.meta.url);

@@ -1,5 +1,5 @@
 // Cluster actors (lib/cluster/actors.ts) against a real nats-server, with separate `deno` processes
-// as nodes (`lib/cluster/worker.ts --actors`) and callers. Skipped unless NATS_URL is set
+// as nodes (`lib/cluster/cli.ts --actors`) and callers. Skipped unless NATS_URL is set
 // (scripts/nats.sh sets it).
 import {
   assert,

@@ -1,5 +1,5 @@
 // deno-lint-ignore-file no-import-prefix
-// Virtual actors (`cluster.actor(Class, key)`, lib/cluster/actors.ts and _virtual.ts) against a
+// Virtual actors (`cluster.actor(Class, key)`, lib/cluster/actors.ts and virtual.ts) against a
 // real nats-server, with separate `deno` processes as nodes and callers. Skipped unless NATS_URL
 // is set (scripts/nats.sh sets it).
 import {
@@ -14,7 +14,7 @@ import {
   unique,
 } from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { StoredState } from "../../lib/cluster/_virtual.ts";
+import { StoredState } from "../../lib/cluster/virtual.ts";
 import { ValueError } from "../../lib/core/errors.ts";
 import { Actor } from "../../lib/actor/actor.ts";
 import { Batched, Durable, Plain, Scratch, Tally } from "./fixtures/cluster_virtual.ts";

@@ -45,7 +45,7 @@ function failure(error: unknown): TaskOutcome {
  *
  * @example
  * ```ts
- * import { encodeFailure } from "./_exec.ts";
+ * import { encodeFailure } from "./exec.ts";
  * import { loads } from "../core/reduction.ts";
  * console.assert(loads<Error>(encodeFailure(new RangeError("x"))) instanceof RangeError);
  * ```
@@ -60,7 +60,7 @@ export function encodeFailure(error: unknown): Uint8Array {
  *
  * @example
  * ```ts
- * import { runTask } from "./_exec.ts";
+ * import { runTask } from "./exec.ts";
  * import { dumps, loads } from "../core/reduction.ts";
  * const mod = { double: (x: number) => 2 * x };
  * const out = await runTask(mod, "double", "map", dumps([1, 2]));
@@ -122,7 +122,7 @@ export type ExecResult = [seq: number, ok: boolean, bytes: Uint8Array];
  * import { Process } from "../process/process.ts";
  * import { Queue } from "../queues/queues.ts";
  * const tasks = new Queue(), results = new Queue();
- * new Process({ target: "./_exec.ts#execLoop", module: import.meta.url,
+ * new Process({ target: "./exec.ts#execLoop", module: import.meta.url,
  *   args: ["file:///app/tasks.ts", tasks, results] }).start();
  * ```
  */
