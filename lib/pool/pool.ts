@@ -645,7 +645,7 @@ const QUEUED = 0, ASSIGNED = 1, DONE = 2;
 class Task {
   state = QUEUED;
   /** The worker holding it while ASSIGNED. */
-  worker: Slot | null = null;
+  worker: WorkerHandle | null = null;
   /** Its number in that worker's sequence. */
   seq = 0;
   /** Cancelled before it started: its worker skips it and sends nothing back. */
@@ -737,10 +737,10 @@ class StreamJob {
 
 type Job = AsyncResult<unknown> | MapJob | StreamJob;
 
-/** A pool worker as the parent sees it. */
-class Slot {
+/** A pool worker as the parent sees it: its process, its rings and the tasks it holds. */
+class WorkerHandle {
   readonly ctl: Int32Array;
-  readonly ring: Ring;
+  readonly taskRing: Ring;
   /** Tasks written to its ring, in order, from `head` on (settled ones may linger). */
   fifo: Task[] = [];
   head = 0;
@@ -773,12 +773,12 @@ class Slot {
   post: Promise<SendStatus> | null = null;
   readonly sendOptions: SendOptions;
 
-  readonly results: Ring;
+  readonly resultRing: Ring;
 
   constructor(readonly wid: number, readonly block: number, readonly proc: Process) {
     this.ctl = new Int32Array(heap().sab, block, CTL_BYTES >> 2);
-    this.ring = new Ring(block + CTL_BYTES, block);
-    this.results = new Ring(block + CTL_BYTES + TASK_RING_BYTES, block);
+    this.taskRing = new Ring(block + CTL_BYTES, block);
+    this.resultRing = new Ring(block + CTL_BYTES + TASK_RING_BYTES, block);
     // A dead worker's ring is drained by nobody: its pending posts give up.
     this.sendOptions = { broken: () => this.dead };
   }
@@ -916,12 +916,12 @@ export class Pool {
   #state = RUN;
   #broken: Error | null = null;
 
-  readonly #workers = new Map<number, Slot>();
+  readonly #workers = new Map<number, WorkerHandle>();
   /** The same workers in an array (the reader walks it on every wake-up). */
-  #list: Slot[] = [];
+  #list: WorkerHandle[] = [];
   #live = 0;
   #startFailures = 0;
-  #deadPending: Slot[] = [];
+  #deadPending: WorkerHandle[] = [];
   #graveyard: { block: number; at: number }[] = [];
 
   #queue: Task[] = [];
@@ -938,7 +938,7 @@ export class Pool {
   readonly #bellBlock: number;
   readonly #bell: Doorbell;
   /** The worker whose result ring `#onMessage` is reading. */
-  #from: Slot | null = null;
+  #from: WorkerHandle | null = null;
   #reading = false;
   #watching = false;
   /** When a steal check is due (a worker may be stuck in a task; see #steal); else Infinity. */
@@ -1239,7 +1239,7 @@ export class Pool {
     while (this.#live > 0 || this.#reading || this.#deadPending.length > 0) {
       await new Promise<void>((r) => this.#changeWaiters.push(r));
     }
-    // Posts into the rings of workers that are gone give up (see Slot.sendOptions).
+    // Posts into the rings of workers that are gone give up (see WorkerHandle.sendOptions).
     await Promise.all([...this.#workers.values()].map((w) => w.post));
     for (const w of this.#workers.values()) this.#bury(w.block);
     this.#workers.clear();
@@ -1267,7 +1267,7 @@ export class Pool {
         w.dead = w.killed = true;
         w.proc.terminate();
       }
-      w.ring.wakeWriters(); // its pending posts see `broken` now rather than in 100 ms
+      w.taskRing.wakeWriters(); // its pending posts see `broken` now rather than in 100 ms
     }
     this.#live = 0;
     this.#deadPending = [];
@@ -1275,7 +1275,7 @@ export class Pool {
       new BrokenPoolError("the pool was terminated before this task completed");
     this.#failAll(err);
     for (const r of this.#readyWaiters.splice(0)) r.reject(err);
-    this.#ring(); // the reader sees it has nothing left to do
+    this.#wake(); // the reader sees it has nothing left to do
     Atomics.notify(heap().i32, DEATH_EPOCH_INDEX); // and so does the death watcher
     this.#changed();
   }
@@ -1596,7 +1596,7 @@ export class Pool {
   }
 
   /** How many tasks `w` may be given now (0 until it has worked off half its window). */
-  #room(w: Slot, win: number): number {
+  #room(w: WorkerHandle, win: number): number {
     if (w.dead || w.stopped || (w.suspect && w.inflight() > 0)) return 0;
     const inflight = w.inflight();
     if (inflight > win >> 1) return 0;
@@ -1647,7 +1647,7 @@ export class Pool {
         if (w.dead || w.stopped) continue;
         w.stopped = true;
         this.#stage[0] = OP_STOP;
-        w.post = w.ring.post(this.#stage.subarray(0, 1), w.sendOptions);
+        w.post = w.taskRing.post(this.#stage.subarray(0, 1), w.sendOptions);
       }
     }
   }
@@ -1660,7 +1660,7 @@ export class Pool {
     // first one, handed out in rounds of one message (~16 KiB) each: every worker starts on
     // its first message while the next ones are being encoded.
     const win = this.#window();
-    const open: Slot[] = [], quota: number[] = [];
+    const open: WorkerHandle[] = [], quota: number[] = [];
     for (const w of this.#workers.values()) {
       const room = this.#room(w, win);
       if (room > 0) open.push(w), quota.push(room);
@@ -1702,7 +1702,7 @@ export class Pool {
     if (!idle && !replace) return false;
     const now = performance.now();
     const stuckMs = Math.max(replace ? REPLACE_STUCK_US : STUCK_US, 4 * this.#svc) / 1000;
-    let victim: Slot | null = null, most = 0;
+    let victim: WorkerHandle | null = null, most = 0;
     for (const w of this.#list) {
       if (w.dead) continue;
       const started = startedOf(w.ctl), waiting = w.assigned - started;
@@ -1733,7 +1733,7 @@ export class Pool {
    * to `-last` (see STARTED), which the worker meets before its next task and then skips the
    * tasks up to `last`. Returns them, in order, ready to be queued again.
    */
-  #recall(w: Slot): Task[] {
+  #recall(w: WorkerHandle): Task[] {
     // (Not from a worker that is an OS process: its tasks are in another heap; see _os_pool.ts.)
     if (this.#isolated) return [];
     const last = w.assigned;
@@ -1765,7 +1765,7 @@ export class Pool {
   }
 
   /** Writes up to `count` queued tasks into `w`'s ring as one message (~16 KiB at most). */
-  #send(w: Slot, count: number): number {
+  #send(w: WorkerHandle, count: number): number {
     let pos = 0, sent = 0;
     let preset: string[] | null = null;
     // One sink for the whole message: which modules register the handle kinds encoded in it.
@@ -1819,12 +1819,12 @@ export class Pool {
     }
     if (modules.length || preset) this.#sendImports(w, preset ? modules.concat(preset) : modules);
     // `post` copies what it cannot write at once, so the stage is free again after it.
-    if (pos) w.post = w.ring.post(this.#stage.subarray(0, pos), w.sendOptions);
+    if (pos) w.post = w.taskRing.post(this.#stage.subarray(0, pos), w.sendOptions);
     return sent;
   }
 
   /** Tells `w` to import the modules it has not been told of yet, before the next message. */
-  #sendImports(w: Slot, modules: string[]): void {
+  #sendImports(w: WorkerHandle, modules: string[]): void {
     const fresh = modules.filter((m) => !w.modules.has(m));
     if (!fresh.length) return;
     for (const m of fresh) w.modules.add(m);
@@ -1833,7 +1833,7 @@ export class Pool {
     msg[0] = OP_IMPORT;
     putU32(msg, 5, body.length);
     msg.set(body, DEFINE_HEADER);
-    w.post = w.ring.post(msg, w.sendOptions);
+    w.post = w.taskRing.post(msg, w.sendOptions);
   }
 
   /**
@@ -1854,7 +1854,7 @@ export class Pool {
     return pos + TASK_HEADER + n * 8;
   }
 
-  #writeDefine(w: Slot, pos: number, fn: FnInfo): number {
+  #writeDefine(w: WorkerHandle, pos: number, fn: FnInfo): number {
     pos = this.#reserve(pos, DEFINE_HEADER + fn.define.length);
     const b = this.#stage;
     b[pos] = OP_DEFINE;
@@ -1875,7 +1875,7 @@ export class Pool {
     for (const w of this.#list) {
       if (w.known[fn.id] || w.dead || w.stopped) continue;
       const n = this.#writeDefine(w, 0, fn);
-      w.post = w.ring.post(this.#stage.subarray(0, n), w.sendOptions);
+      w.post = w.taskRing.post(this.#stage.subarray(0, n), w.sendOptions);
     }
   }
 
@@ -1890,7 +1890,7 @@ export class Pool {
     putU32(b, pos + 12, length);
   }
 
-  #assign(w: Slot, t: Task): void {
+  #assign(w: WorkerHandle, t: Task): void {
     t.state = ASSIGNED;
     t.worker = w;
     t.seq = ++w.assigned;
@@ -1928,7 +1928,7 @@ export class Pool {
   }
 
   /** Wakes the reader (from this thread: a death, terminate()). */
-  #ring(): void {
+  #wake(): void {
     this.#bell.ring();
   }
 
@@ -1978,7 +1978,7 @@ export class Pool {
   async #drain(): Promise<number> {
     let n = 0;
     for (const w of this.#list) {
-      const ring = w.results;
+      const ring = w.resultRing;
       for (;;) {
         this.#from = w;
         if (ring.tryRecv(this.#onMessage) !== TIMEOUT) {
@@ -2195,9 +2195,9 @@ export class Pool {
       release(block);
       throw e;
     }
-    const slot = new Slot(wid, block, proc);
-    this.#workers.set(wid, slot);
-    this.#list.push(slot);
+    const handle = new WorkerHandle(wid, block, proc);
+    this.#workers.set(wid, handle);
+    this.#list.push(handle);
     this.#live++;
     void this.#watch();
   }
@@ -2237,14 +2237,14 @@ export class Pool {
     }
   }
 
-  #noteDeath(w: Slot, killed: boolean): void {
+  #noteDeath(w: WorkerHandle, killed: boolean): void {
     if (w.dead) return;
     w.dead = true;
     w.killed = killed;
     this.#live--;
     this.#deadPending.push(w);
-    w.ring.wakeWriters();
-    this.#ring(); // the reader buries it once its result ring is drained
+    w.taskRing.wakeWriters();
+    this.#wake(); // the reader buries it once its result ring is drained
     this.#kick();
   }
 
