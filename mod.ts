@@ -37,8 +37,8 @@ export {
   Pool,
   type PoolOptions,
   type TaskOptions,
-  transfer,
 } from "./lib/pool/pool.ts";
+export { transfer } from "./lib/pool/worker.ts";
 export {
   ALL_COMPLETED,
   asCompleted,

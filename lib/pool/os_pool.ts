@@ -52,16 +52,16 @@ import {
 import { EOF, Ring, TIMEOUT } from "../core/ring.ts";
 import { SerializationError } from "../core/errors.ts";
 import { SystemExit } from "../core/spawn.ts";
-import { __poolWire as W, Doorbell, poolWorker, type WorkerConfig } from "./pool.ts";
+import { __poolWire as W, Doorbell } from "./wire.ts";
+import { poolWorker, type WorkerConfig } from "./worker.ts";
 import { dumps, Encoder, holdsHandles, loads } from "../core/reduction.ts";
 
 export { exitNote, isolatedEncoder };
 
-const POOL = new URL("./pool.ts", import.meta.url).href;
+const WORKER = new URL("./worker.ts", import.meta.url).href;
 
-// Module evaluation order: pool.ts imports this module, so nothing of pool.ts is touched here
-// before a child is started.
-registerBridge(`${POOL}#poolWorker`, { childModule: import.meta.url, attach: parentSide });
+// Registered whenever a pool can start a worker: pool.ts imports this module.
+registerBridge(`${WORKER}#poolWorker`, { childModule: import.meta.url, attach: parentSide });
 
 const u32 = (b: Uint8Array, p: number): number =>
   (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
@@ -100,7 +100,7 @@ function passCancels(ctl: Int32Array, seq: number, told: Set<number>): boolean {
 }
 
 /**
- * The child's side of `skip` in pool.ts, on its own rings: claims a cancel slot for `seq`, then
+ * The child's side of `skip` in wire.ts, on its own rings: claims a cancel slot for `seq`, then
  * takes it back if the task has begun (the same store-then-load pair as the pool's).
  */
 function skipHere(ctl: Int32Array, seq: number): void {

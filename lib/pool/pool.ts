@@ -57,24 +57,12 @@
 
 import { optionsOf } from "../core/args.ts";
 import { deadlineOf, keepAlive, LIVENESS_SLICE_MS } from "../core/atomics.ts";
-import { setBootstrapping } from "../core/context.ts";
-import {
-  adopt,
-  alloc,
-  DEATH_EPOCH_INDEX,
-  heap,
-  isAlive,
-  release,
-  SLOT_ALIVE,
-  slotStateIndex,
-} from "../core/heap.ts";
+import { adopt, alloc, DEATH_EPOCH_INDEX, heap, release } from "../core/heap.ts";
 import { Ring, type SendOptions, type SendStatus, TIMEOUT } from "../core/ring.ts";
-import { SystemExit } from "../core/spawn.ts";
 import { callerModule, resolveTarget, type TargetRef } from "../core/target.ts";
 import {
   BrokenPoolError,
   CancelledError,
-  ProcessError,
   RemoteError,
   SerializationError,
   TimeoutError,
@@ -86,32 +74,45 @@ import { exitNote, isolatedEncoder } from "./os_pool.ts";
 import { checkIsolation } from "../process/os_spawn.ts";
 import { PoolStats } from "./stats.ts";
 import { sections } from "../core/observe.ts";
+import {
+  __testHooks,
+  APPLY,
+  chunkPath,
+  CODEC,
+  COLUMN,
+  type Column,
+  CTL_BYTES,
+  DEFINE_HEADER,
+  describe,
+  Doorbell,
+  MAP,
+  type Mode,
+  OP_DEFINE,
+  OP_IMPORT,
+  OP_PAD,
+  OP_STOP,
+  OP_TASK,
+  putU32,
+  R_COLUMN,
+  R_ERR,
+  R_INIT_FAILED,
+  R_OK,
+  R_READY,
+  RESULT_HEADER,
+  RESULT_RING_BYTES,
+  skip,
+  STARMAP,
+  STARTED,
+  startedOf,
+  TASK_HEADER,
+  TASK_RING_BYTES,
+  u32,
+  WORKER_BLOCK,
+} from "./wire.ts";
+import { detachAll, poolWorker, type WorkerConfig } from "./worker.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Wire format and shared layout (both sides)
-
-/** Worker control block: Int32 words at the start of the worker's heap block. */
-/**
- * Number of the task the worker has begun (its tasks are numbered 1, 2, ...), set by the worker
- * with a compare-exchange from the previous number. The parent takes back the tasks that have not
- * begun by a compare-exchange of the same word to `-last` (the number of the last task it
- * withdraws): whichever exchange comes first wins, so each task either ran or was withdrawn, never
- * both (see Pool.#recall, TaskLoop.#withdrawn). `startedOf` reads it either way.
- */
-const STARTED = 0;
-const CANCEL_HINT = 16; // nonzero while some cancel slot may hold a task number
-const CANCEL = 17; // cancel slots: numbers of tasks the worker must skip (0 = free)
-const CANCEL_SLOTS = 15;
-const CTL_BYTES = 256;
-/**
- * A worker's block: control words, its task ring (parent → worker) and its result ring (worker →
- * parent), filling the 512 KiB size class exactly. One writer per ring: the parent writes every
- * task ring, each worker only its own result ring, so no two processes contend for a lock. A
- * chunk of a big map (Python's default chunking makes 4 per worker) fits in one frame.
- */
-const WORKER_BLOCK = (512 << 10) - 16;
-const TASK_RING_BYTES = 256 << 10;
-const RESULT_RING_BYTES = WORKER_BLOCK - CTL_BYTES - TASK_RING_BYTES;
 
 /** Loads of the doorbell before the parent sleeps (~1-5 µs: a busy worker's next result). */
 const BELL_SPIN = 1000;
@@ -121,163 +122,11 @@ const BELL_SPIN = 1000;
  */
 const BELL_SLICE_MS = LIVENESS_SLICE_MS;
 
-const BELL = 0, BELL_ASLEEP = 16;
-
-/**
- * Test-only hooks (not exported from mod.ts). `ringerSawSleeper` runs inside
- * {@link Doorbell.ring} at the exact point where a ringer has seen the sleeper's flag and not yet
- * notified; `sleeperArmed` inside {@link Doorbell.sleep} between `arm` and `wait`;
- * `lateWakeups` counts the parent's doorbell sleeps that ended by their time limit and then
- * found results (results that were not rung for: never expected); `steals` counts the times
- * tasks were taken back from a busy worker (see Pool.#steal); `skips` the tasks in a worker's
- * ring that it was told to skip (cancelled before they started).
- */
-export const __testHooks: {
-  ringerSawSleeper: (() => void) | null;
-  sleeperArmed: (() => void) | null;
-  lateWakeups: number;
-  steals: number;
-  skips: number;
-} = { ringerSawSleeper: null, sleeperArmed: null, lateWakeups: 0, steals: 0, skips: 0 };
-
-/**
- * The pool's doorbell: a counter every worker bumps after each result it writes, and a flag the
- * parent raises before it sleeps on the counter. The parent waits on one word for all workers;
- * a worker pays `Atomics.notify` only when the parent sleeps, once per sleep: the flag holds the
- * number of the sleep, and the ringer that takes it down by a compare-exchange of that number
- * notifies. A ringer must never take down the flag of a later sleep: paused after it saw the
- * flag, it could otherwise clear it after the parent had woken and raised it again, and the next
- * ringer would see no sleeper and not notify (a lost wake-up). A ringer that loses the exchange
- * needs no notify: the winner's wakes the parent, or the parent woke by itself; either way it
- * loads the count after this ringer's bump, and so takes this ringer's result before it sleeps.
- *
- * @example
- * ```ts
- * import { alloc } from "../core/heap.ts";
- * import { Doorbell } from "./pool.ts";
- * const bell = new Doorbell(alloc(Doorbell.BYTES));
- * const seen = bell.count();
- * const slept = bell.sleep(seen, 1000);
- * bell.ring(); // from any process
- * console.assert((await slept) === "rung");
- * ```
- */
-export class Doorbell {
-  /** Bytes of a doorbell (a block of the heap, 16-aligned). */
-  static readonly BYTES = 128;
-  readonly #i32: Int32Array;
-  /** The sleeper's number for its flag (never 0). */
-  #sleeps = 0;
-
-  /** The doorbell at heap offset `block` (zeroed). */
-  constructor(block: number) {
-    this.#i32 = new Int32Array(heap().sab, block, Doorbell.BYTES >> 2);
-  }
-
-  /** The count now: load it before looking for work, then sleep on it. */
-  count(): number {
-    return Atomics.load(this.#i32, BELL);
-  }
-
-  /** Spins up to `n` loads for the count to move from `seen`; true if it did. */
-  spin(seen: number, n: number): boolean {
-    const i32 = this.#i32;
-    for (let s = 0; s < n; s++) if (Atomics.load(i32, BELL) !== seen) return true;
-    return false;
-  }
-
-  /** Bumps the count and wakes the sleeper, if any (see the class doc). */
-  ring(): void {
-    const i32 = this.#i32;
-    Atomics.add(i32, BELL, 1);
-    const sleep = Atomics.load(i32, BELL_ASLEEP);
-    if (sleep !== 0) {
-      __testHooks.ringerSawSleeper?.();
-      // Takes down the flag of the sleep it saw, never a later one's.
-      if (Atomics.compareExchange(i32, BELL_ASLEEP, sleep, 0) === sleep) Atomics.notify(i32, BELL);
-    }
-  }
-
-  /**
-   * Sleeps (without blocking the thread) until the count moves from `seen`, or `ms`
-   * milliseconds: "rung", or "timed-out". One sleeper at a time. The same as `arm`, then `wait`.
-   */
-  sleep(seen: number, ms: number): Promise<"rung" | "timed-out"> {
-    if (this.arm(seen)) {
-      __testHooks.sleeperArmed?.();
-      return this.wait(seen, ms);
-    }
-    Atomics.store(this.#i32, BELL_ASLEEP, 0);
-    return Promise.resolve("rung");
-  }
-
-  /**
-   * The sleeper's first step: raises its flag, then looks at the count again; false when it has
-   * moved from `seen` already (do not wait). A ringer bumps the count, then looks at the flag:
-   * one of the two sees the other, so no ring is slept through.
-   */
-  arm(seen: number): boolean {
-    this.#sleeps = (this.#sleeps % 0x7fffffff) + 1;
-    Atomics.store(this.#i32, BELL_ASLEEP, this.#sleeps);
-    return Atomics.load(this.#i32, BELL) === seen;
-  }
-
-  /** The sleeper's second step, after `arm(seen)`: waits, then lowers its flag. */
-  async wait(seen: number, ms: number): Promise<"rung" | "timed-out"> {
-    const i32 = this.#i32;
-    try {
-      const r = Atomics.waitAsync(i32, BELL, seen, ms);
-      return (r.async ? await r.value : r.value) === "timed-out" ? "timed-out" : "rung";
-    } finally {
-      Atomics.store(i32, BELL_ASLEEP, 0);
-    }
-  }
-}
-
-/**
- * Ops in a task message (parent → worker); OP_PAD is one byte of padding. OP_IMPORT names the
- * modules that register the handle kinds (queues, locks...) in the tasks that follow: a worker
- * loads the rest of the library only in the background, so it imports those first.
- */
-const OP_PAD = 0, OP_DEFINE = 1, OP_TASK = 2, OP_STOP = 3, OP_IMPORT = 4;
-/** op u8, mode u8, column u8, pad u8, fn u32, start u32, length u32: a multiple of 8. */
-const TASK_HEADER = 16;
-const DEFINE_HEADER = 9; // op u8, fn u32, length u32
-/** Modes of a task: one call, or a chunk of `map` / `starmap`. */
-const APPLY = 0, MAP = 1, STARMAP = 2;
-type Mode = typeof APPLY | typeof MAP | typeof STARMAP;
-
-/**
- * How a chunk's items (or results) travel: when every one is a number, as a raw column of
- * Float64 values, 8-aligned in the message and read through a typed-array view; otherwise
- * through the codec. A numeric map is the common case, and the codec's general per-value path
- * (a tag, a switch and a call per value) costs ~10x more, above all before V8 has optimised it,
- * which every new worker pays again. Checking, writing and computing share one loop on each side.
- */
-const CODEC = 0, COLUMN = 1;
-type Column = typeof CODEC | typeof COLUMN;
-
-/** Kinds of a result message (worker → parent): kind u8, pad, task u32, µs u32, pad, body. */
-const R_OK = 1, R_ERR = 2, R_READY = 3, R_INIT_FAILED = 4, R_COLUMN = 5;
-/** A multiple of 8, so that a column body is aligned in the writer's stage. */
-const RESULT_HEADER = 16;
-
-/** The last task a worker has begun, or (a recall it has not seen yet) the last one withdrawn. */
-const startedOf = (ctl: Int32Array): number => Math.abs(Atomics.load(ctl, STARTED));
-
-const u32 = (b: Uint8Array, p: number): number =>
-  (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
-
-function putU32(b: Uint8Array, p: number, v: number): void {
-  b[p] = v;
-  b[p + 1] = v >>> 8;
-  b[p + 2] = v >>> 16;
-  b[p + 3] = v >>> 24;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tuning (parent side)
 
+/** The module of `poolWorker`, which each worker imports. */
+const WORKER_MODULE = new URL("./worker.ts", import.meta.url).href;
 /** A worker is given about this much work ahead (µs), from the measured task duration. */
 const LOOKAHEAD_US = 2000;
 /**
@@ -332,41 +181,6 @@ function fnInfo(fn: unknown, what = "fn"): FnInfo {
     fnInfos.set(fn, info);
   }
   return info;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Transfers
-
-const pendingTransfer: ArrayBuffer[] = [];
-/** Set in a pool worker: `transfer()` records buffers only there. */
-let inPoolWorker = false;
-
-/**
- * Marks `ArrayBuffer`s of a pool task's result to be moved rather than copied: after the result
- * is sent, each buffer in `list` is detached in the worker (`byteLength` 0), as with
- * `postMessage(value, [buf])`. The task returns `transfer(value, list)` in place of `value`.
- *
- * Over the pool's shared-memory rings the bytes are still copied once into the ring; what "move"
- * guarantees is ownership: the sender no longer has them (no aliasing, no second copy kept
- * alive). Arguments are moved with the `transfer` option of `apply`/`applyAsync`/`map`.
- *
- * @example
- * ```ts ignore
- * // tasks.ts
- * import { transfer } from "jsr:@denomp/multiprocessing";
- * export function render(n: number) {
- *   const pixels = new Uint8Array(n);
- *   return transfer(pixels, [pixels.buffer]);
- * }
- * ```
- */
-export function transfer<T>(value: T, list: ArrayBuffer[]): T {
-  if (inPoolWorker) { for (const b of list) pendingTransfer.push(b); }
-  return value;
-}
-
-function detachAll(list: ArrayBuffer[]): void {
-  for (const b of list) if (!b.detached) b.transfer();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -948,7 +762,7 @@ export class Pool {
 
   #enc = new Encoder();
   readonly #dec = new Decoder();
-  /** Isolation "process": what each worker's `Process` is given (see _os_pool.ts). */
+  /** Isolation "process": what each worker's `Process` is given (see os_pool.ts). */
   #isolated: IsolationOptions | undefined;
   #stage = new Uint8Array(FLUSH_BYTES * 2);
   /** The stage as Float64 values (numeric columns are written through it, 8-aligned). */
@@ -1734,7 +1548,7 @@ export class Pool {
    * tasks up to `last`. Returns them, in order, ready to be queued again.
    */
   #recall(w: WorkerHandle): Task[] {
-    // (Not from a worker that is an OS process: its tasks are in another heap; see _os_pool.ts.)
+    // (Not from a worker that is an OS process: its tasks are in another heap; see os_pool.ts.)
     if (this.#isolated) return [];
     const last = w.assigned;
     let seen = Atomics.load(w.ctl, STARTED);
@@ -2183,7 +1997,7 @@ export class Pool {
     };
     const proc = new Process<[WorkerConfig]>({
       target: poolWorker,
-      module: import.meta.url,
+      module: WORKER_MODULE,
       args: [config],
       daemon: true,
       name: `PoolWorker-${wid}`,
@@ -2327,29 +2141,6 @@ export class Pool {
 // ---------------------------------------------------------------------------------------------
 // Helpers (parent side)
 
-/** Claims a cancel slot of a worker for task `seq`. True when the worker will skip it. */
-function skip(ctl: Int32Array, seq: number): boolean {
-  let slot = -1;
-  for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
-    if (Atomics.compareExchange(ctl, i, 0, seq) === 0) {
-      slot = i;
-      break;
-    }
-  }
-  if (slot < 0) return false; // no free slot: the task runs, its result is dropped
-  Atomics.store(ctl, CANCEL_HINT, 1);
-  // Store the slot, then load STARTED; the worker stores STARTED, then loads the slots. One of
-  // the two sees the other's store: either the worker skips the task, or we see it started. A
-  // recall mark `-last` counts as `last`: the tasks up to it that the worker still holds are
-  // those it had begun (the others were taken back), those after it it has not begun.
-  if (startedOf(ctl) < seq) {
-    Atomics.notify(ctl, CANCEL_HINT); // an OS-process worker's relay waits here (_os_pool.ts)
-    return true;
-  }
-  // Started, or about to be: take the slot back. If the worker took it first, it skipped.
-  return Atomics.compareExchange(ctl, slot, seq, 0) !== seq;
-}
-
 /**
  * The column of result message `b` (a view of shared memory). Valid only while the message is
  * being handled: jobs copy out what they keep.
@@ -2416,19 +2207,6 @@ function openIterator(x: Iterable<unknown> | AsyncIterable<unknown>): AnyIterato
   throw new TypeError("iterable must be an Iterable or an AsyncIterable");
 }
 
-/** A chunk-relative serialization path (`chunk[3].x`) made absolute (`iterable[1003].x`). */
-function chunkPath(e: unknown, start: number, root: string): unknown {
-  if (!(e instanceof SerializationError)) return e;
-  const m = e.path.match(/^chunk\[(\d+)\](.*)$/);
-  if (!m) return e;
-  const reason = e.message.slice(e.path.length + 2);
-  return new SerializationError(`${root}[${start + Number(m[1])}]${m[2]}`, reason);
-}
-
-function describe(e: unknown): string {
-  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-}
-
 /**
  * An error from worker `worker`: same name, message, own fields and (remote) stack. One that had
  * no `cause` gets a `RemoteError` there, as Python chains a `RemoteTraceback`, and keeps its own
@@ -2458,565 +2236,3 @@ function fromRemote(e: unknown, worker: string): unknown {
   });
   return err;
 }
-
-// ---------------------------------------------------------------------------------------------
-// The worker side
-
-/** What a pool worker is started with (its `Process` argument). */
-export interface WorkerConfig {
-  /** The worker's number in its pool's messages. */
-  wid: number;
-  /** Its heap block: control words, then its task ring. */
-  block: number;
-  /** The pool's doorbell (heap offset). */
-  bell: number;
-  /** Module URL and export name of the function run once before the first task. */
-  initializer: { module: string; name: string } | null;
-  /** Its arguments. */
-  initargs: unknown[];
-  /** Module URLs to import before it reports ready. */
-  preload: string[];
-  /** Exit after this many tasks (0: never). */
-  maxTasks: number;
-}
-
-type AnyFn = (...args: unknown[]) => unknown;
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return v !== null && (typeof v === "object" || typeof v === "function") &&
-    typeof (v as PromiseLike<unknown>).then === "function";
-}
-
-/** Imports a task's module: it must not start processes at its top level (see Process.start). */
-async function importModule(url: string): Promise<Record<string, unknown>> {
-  setBootstrapping(true);
-  try {
-    return await import(url);
-  } finally {
-    setBootstrapping(false);
-  }
-}
-
-async function importFunction(ref: TargetRef): Promise<AnyFn> {
-  const ns = await importModule(ref.module);
-  let fn = ns[ref.name];
-  if (fn === undefined) {
-    fn = Object.values(ns).find((v) => typeof v === "function" && v.name === ref.name);
-  }
-  if (typeof fn !== "function") {
-    throw new ProcessError(
-      `'${ref.name}' is not an exported function of ${ref.module} (a pool worker imports it)`,
-    );
-  }
-  return fn as AnyFn;
-}
-
-/**
- * Sends results into this worker's result ring: one message per task, written before the next
- * task starts, then the pool's doorbell.
- */
-class ResultWriter {
-  readonly #ring: Ring;
-  readonly #bell: Doorbell;
-  readonly #ctl: Int32Array;
-  readonly #enc = new Encoder();
-  #stage = new Uint8Array(4096);
-  #f64 = new Float64Array(this.#stage.buffer);
-
-  /** The largest message the ring takes as one frame (half its capacity, as in Ring). */
-  readonly #maxSingle: number;
-
-  constructor(ring: Ring, bell: Doorbell, ctl: Int32Array) {
-    this.#ring = ring;
-    this.#bell = bell;
-    this.#ctl = ctl;
-    this.#maxSingle = ((ring.capacity >> 1) & ~3) - 4;
-  }
-
-  /** Rings the parent's doorbell (as `onBegun`: when a streamed result's first frame is out). */
-  readonly #ringBell = (): void => this.#bell.ring();
-
-  send(
-    kind: number,
-    seq: number,
-    us: number,
-    value: unknown,
-    root = "result",
-    start = 0,
-  ): void | Promise<void> {
-    if (kind === R_OK && typeof value === "number" && root === "result") {
-      // A call's result that is a number (the common case) skips the codec.
-      this.#head(R_COLUMN, seq, us, 8);
-      this.#f64[RESULT_HEADER >> 3] = value;
-      return this.#write(8);
-    }
-    let body: Uint8Array;
-    try {
-      body = this.#enc.encode(value, root, kind === R_OK ? undefined : { reportError: true });
-    } catch (e) {
-      // Unsendable result: the task fails with SerializationError and the worker goes on.
-      kind = kind === R_OK ? R_ERR : kind;
-      const err = root === "chunk" ? chunkPath(e, start, "result") : e;
-      try {
-        body = this.#enc.encode(err, "error");
-      } catch {
-        body = this.#enc.encode(new Error(describe(value)), "error");
-      }
-    }
-    const b = this.#head(kind, seq, us, body.length);
-    b.set(body, RESULT_HEADER);
-    return this.#write(body.length);
-  }
-
-  /**
-   * Room for a chunk's `n` results as a column, in the message about to be sent: the task loop
-   * writes each result there as it is computed (see {@link ResultWriter.sendColumn}).
-   */
-  column(n: number): Float64Array {
-    this.#head(R_COLUMN, 0, 0, n * 8);
-    return new Float64Array(this.#stage.buffer, RESULT_HEADER, n);
-  }
-
-  /** Sends the `n` results written into `column(n)`. */
-  sendColumn(seq: number, us: number, n: number): void | Promise<void> {
-    this.#head(R_COLUMN, seq, us, n * 8);
-    return this.#write(n * 8);
-  }
-
-  #head(kind: number, seq: number, us: number, bytes: number): Uint8Array {
-    const n = RESULT_HEADER + bytes;
-    if (n > this.#stage.length) {
-      this.#stage = new Uint8Array(Math.max(n + 7, this.#stage.length * 2) & ~7);
-      this.#f64 = new Float64Array(this.#stage.buffer);
-    }
-    const b = this.#stage;
-    b[0] = kind;
-    putU32(b, 4, seq);
-    putU32(b, 8, us < 0xffffffff ? us : 0xffffffff);
-    return b;
-  }
-
-  /**
-   * Writes the message, then rings. Either way the result is in the ring before the worker
-   * starts its next task, which is what lets the parent tell a finished task from a running one
-   * after a death.
-   */
-  #write(bytes: number): void | Promise<void> {
-    const msg = this.#stage.subarray(0, RESULT_HEADER + bytes);
-    if (msg.length <= this.#maxSingle) {
-      this.#ring.sendSync(msg);
-      this.#bell.ring();
-      return;
-    }
-    // Too large for one frame: it is streamed, and the parent must be reading while it is
-    // written. `post` writes what fits now and hands the rest to this worker's background
-    // writer, which may publish even the first frame only later (no room yet). The bell is rung
-    // when the first frame is published: rung before, the parent would find nothing, sleep
-    // again, and the background writer, its ring full, would wait for it for ever (issue 24).
-    // Once begun, the ring's own reader/writer hand-off carries the rest.
-    return this.#ring.post(msg, { onBegun: this.#ringBell }).then(() => {});
-  }
-}
-
-/** Takes the cancel slot holding `seq`, if any. */
-function cancelled(ctl: Int32Array, seq: number): boolean {
-  for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
-    if (Atomics.load(ctl, i) === seq && Atomics.compareExchange(ctl, i, seq, 0) === seq) {
-      return true;
-    }
-  }
-  return false;
-}
-
-const copyOut = (b: Uint8Array): Uint8Array => b.slice();
-const yes = (): true => true;
-/** Stands for "the results are in the writer's column" in `TaskLoop.#finish`. */
-const COLUMN_DONE: unique symbol = Symbol("column");
-
-/**
- * Yields one macrotask. Not `setTimeout(0)`: nested timers are clamped to 4 ms (2.3 ms on average
- * measured in a worker here), a message to oneself takes ~17 µs.
- */
-class Yielder {
-  #channel: MessageChannel | null = null;
-  #resolve: (() => void) | null = null;
-  yield(): Promise<void> {
-    if (!this.#channel) {
-      this.#channel = new MessageChannel();
-      this.#channel.port1.onmessage = () => {
-        const r = this.#resolve;
-        this.#resolve = null;
-        r?.();
-      };
-    }
-    return new Promise<void>((r) => {
-      this.#resolve = r;
-      this.#channel!.port2.postMessage(0);
-    });
-  }
-  close(): void {
-    this.#channel?.port1.close();
-    this.#channel = null;
-  }
-}
-const forever = () => new Promise<never>(noop);
-
-/**
- * The body of a pool worker (the target of its `Process`): runs the initializer, then tasks from
- * its ring until told to stop (or after `maxTasks`). Not for direct use; exported so that
- * workers can import it.
- *
- * @example
- * ```ts ignore
- * // Started by Pool, never by hand:
- * new Process({ target: poolWorker, args: [config], daemon: true }).start();
- * ```
- */
-export async function poolWorker(cfg: WorkerConfig): Promise<void> {
-  try {
-    await work(cfg);
-  } catch (e) {
-    // Terminated: the thread runs on until its next turn of the event loop (Deno), and the
-    // channels refuse a terminated process. Nothing to report: the pool has moved on.
-    if (!isAlive(heap().slot)) await forever();
-    throw e;
-  }
-}
-
-async function work(cfg: WorkerConfig): Promise<void> {
-  const out = new ResultWriter(
-    new Ring(cfg.block + CTL_BYTES + TASK_RING_BYTES, cfg.block),
-    new Doorbell(cfg.bell),
-    new Int32Array(heap().sab, cfg.block, CTL_BYTES >> 2),
-  );
-  inPoolWorker = true;
-  for (const url of cfg.preload) {
-    try {
-      await importModule(url);
-    } catch (e) {
-      out.send(R_INIT_FAILED, 1, 0, e, "error");
-      throw new SystemExit(1); // the parent reports it (BrokenPoolError with this cause)
-    }
-  }
-  if (cfg.initializer) {
-    try {
-      const init = await importFunction(cfg.initializer);
-      const r = init(...cfg.initargs);
-      if (isThenable(r)) await r;
-    } catch (e) {
-      out.send(R_INIT_FAILED, 0, 0, e, "error");
-      throw new SystemExit(1); // the parent reports it (BrokenPoolError with this cause)
-    }
-  }
-  out.send(R_READY, 0, 0, null);
-  const loop = new TaskLoop(cfg, out);
-  try {
-    await loop.run();
-  } finally {
-    loop.close();
-  }
-}
-
-/** A worker's task loop: one task at a time, in ring order, each result sent before the next. */
-class TaskLoop {
-  readonly #ctl: Int32Array;
-  readonly #tasks: Ring;
-  readonly #out: ResultWriter;
-  readonly #dec = new Decoder();
-  /** This worker's state word in the process table (a fixed view: read after every task). */
-  readonly #self = new Int32Array(heap().sab, slotStateIndex(heap().slot) * 4, 1);
-  /**
-   * When the current task began. Tasks are timed from the end of the previous one (one clock
-   * read per task: `performance.now()` is a call into the runtime), and from each wake-up.
-   */
-  #mark = 0;
-  /** Tasks since `#mark`, how many to time together, and the last measure (µs per task). */
-  #count = 0;
-  #span = 1;
-  #us = 0;
-  /** The batch being run, and a Float64 view of all of it. */
-  #batch: Uint8Array = new Uint8Array(0);
-  #f64: Float64Array = new Float64Array(0);
-  /** Functions by number (an Error when its module could not provide it). */
-  readonly #fns: (AnyFn | Error)[] = [];
-  #seq = 0;
-  /** Tasks up to this number were taken back by the pool (see #withdrawn). */
-  #recalled = 0;
-  #left: number;
-  #yielder = new Yielder();
-
-  constructor(cfg: WorkerConfig, out: ResultWriter) {
-    this.#ctl = new Int32Array(heap().sab, cfg.block, CTL_BYTES >> 2);
-    this.#tasks = new Ring(cfg.block + CTL_BYTES, cfg.block);
-    this.#out = out;
-    this.#left = cfg.maxTasks > 0 ? cfg.maxTasks : Infinity;
-  }
-
-  close(): void {
-    this.#yielder.close();
-  }
-
-  /** Returns when told to stop or after `maxTasks` tasks. */
-  async run(): Promise<void> {
-    let yielded = performance.now();
-    for (;;) {
-      let batch = this.#tasks.tryRecv(copyOut);
-      if (batch === TIMEOUT) {
-        batch = (await this.#tasks.recv(copyOut)) as Uint8Array;
-        this.#restartClock();
-      }
-      // The batch is this worker's own copy at offset 0: numeric columns (8-aligned in it) are
-      // read through one view of the whole batch, with no view per task.
-      this.#batch = batch;
-      this.#f64 = new Float64Array(batch.buffer, 0, batch.length >> 3);
-      for (let p = 0; p < batch.length;) {
-        const op = batch[p];
-        if (op === OP_TASK) {
-          const len = u32(batch, p + 12);
-          const done = this.#task(
-            batch[p + 1] as Mode,
-            batch[p + 2] as Column,
-            u32(batch, p + 4),
-            u32(batch, p + 8),
-            p + TASK_HEADER,
-            len,
-          );
-          p += TASK_HEADER + len;
-          if ((done === true ? done : await done) && --this.#left === 0) return;
-        } else if (op === OP_DEFINE) {
-          const id = u32(batch, p + 1), len = u32(batch, p + 5);
-          const ref = this.#dec.decode(batch.subarray(p + DEFINE_HEADER, p + DEFINE_HEADER + len));
-          p += DEFINE_HEADER + len;
-          const [module, name] = ref as [string, string];
-          try {
-            this.#fns[id] = await importFunction({ module, name });
-          } catch (e) {
-            this.#fns[id] = e instanceof Error ? e : new Error(String(e));
-          }
-          this.#restartClock();
-        } else if (op === OP_IMPORT) {
-          const len = u32(batch, p + 5);
-          const urls = this.#dec.decode(
-            batch.subarray(p + DEFINE_HEADER, p + DEFINE_HEADER + len),
-          ) as string[];
-          p += DEFINE_HEADER + len;
-          // A module that fails to load shows up as the task's decoding error, with its reason.
-          await Promise.all(urls.map((u) => import(u).catch(noop)));
-          this.#restartClock();
-        } else if (op === OP_PAD) p++;
-        else return; // OP_STOP
-      }
-      // A long run of tasks never waits in recv: give timers and channel pumps a turn.
-      if (this.#mark - yielded > 20) {
-        await this.#yielder.yield();
-        this.#restartClock();
-        yielded = this.#mark;
-      }
-    }
-  }
-
-  /**
-   * The pool took back tasks (STARTED held `mark`, `-last`): task `seq` and the rest up to `last`
-   * are skipped. Clears the mark (STARTED = `last`) and the cancel slots of those tasks.
-   */
-  #withdrawn(mark: number, seq: number): boolean {
-    const ctl = this.#ctl;
-    for (;;) {
-      if (mark >= 0) throw new Error(`denomp: pool worker out of step (task ${seq}, ${mark})`);
-      const last = -mark, was = Atomics.compareExchange(ctl, STARTED, mark, last);
-      if (was === mark) {
-        this.#recalled = last;
-        for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
-          const x = Atomics.load(ctl, i);
-          if (x >= seq && x <= last) Atomics.compareExchange(ctl, i, x, 0);
-        }
-        return true;
-      }
-      mark = was; // the pool took back more meanwhile
-    }
-  }
-
-  #restartClock(): void {
-    this.#mark = performance.now();
-    this.#count = 0;
-  }
-
-  /**
-   * The duration of the task that just ended (µs). Reading the clock is a call into the runtime
-   * (~0.5 µs here), as long as a tiny task: tasks shorter than 20 µs are timed 32 at a time.
-   */
-  #clock(): number {
-    if (++this.#count >= this.#span) {
-      const now = performance.now();
-      this.#us = (now - this.#mark) * 1000 / this.#count;
-      this.#mark = now;
-      this.#count = 0;
-      this.#span = this.#us < 20 ? 32 : 1;
-    }
-    return this.#us;
-  }
-
-  /**
-   * Runs one task (its arguments at `at`, `len` bytes, in the current batch) and sends its
-   * result. Synchronous when the task is (no promise per task on the hot path); `true` once it
-   * counts against `maxTasks`.
-   */
-  #task(
-    mode: Mode,
-    col: Column,
-    id: number,
-    start: number,
-    at: number,
-    len: number,
-  ): true | Promise<true> {
-    const seq = ++this.#seq, ctl = this.#ctl;
-    if (seq <= this.#recalled) return true; // taken back by the pool (it counts them alike)
-    // Before anything else: from here on, a death of this worker fails this task.
-    const was = Atomics.compareExchange(ctl, STARTED, seq - 1, seq);
-    if (was !== seq - 1 && this.#withdrawn(was, seq)) return true;
-    if (Atomics.load(ctl, CANCEL_HINT) !== 0 && cancelled(ctl, seq)) return true;
-    pendingTransfer.length = 0;
-    let value: unknown;
-    try {
-      const fn = this.#fns[id];
-      if (fn instanceof Error) throw fn;
-      const f64 = this.#f64, base = at >> 3, n = len >> 3;
-      if (mode === APPLY) {
-        value = col === CODEC
-          ? fn.apply(undefined, this.#dec.decode(this.#batch.subarray(at, at + len)) as unknown[])
-          : n === 1
-          ? fn(f64[base])
-          : n === 2
-          ? fn(f64[base], f64[base + 1])
-          : fn.apply(undefined, f64.subarray(base, base + n) as unknown as unknown[]);
-        if (isThenable(value)) return this.#settleLater(seq, value, mode, start);
-      } else {
-        const args: ArrayLike<unknown> = col === CODEC
-          ? this.#dec.decode(this.#batch.subarray(at, at + len)) as unknown[]
-          : f64.subarray(base, base + n);
-        // Results go straight into the outgoing column while they are numbers; the first one
-        // that is not turns the rest of the chunk into a plain array.
-        const count = args.length, out = this.#out.column(count);
-        for (let i = 0; i < count; i++) {
-          const r = mode === MAP ? fn(args[i]) : fn.apply(undefined, args[i] as unknown[]);
-          if (typeof r === "number") {
-            out[i] = r;
-            continue;
-          }
-          const res: unknown[] = Array.from(out.subarray(0, i));
-          if (isThenable(r)) return this.#restLater(seq, fn, mode, args, res, i, r, start);
-          res.push(r);
-          for (i++; i < count; i++) {
-            const r = mode === MAP ? fn(args[i]) : fn.apply(undefined, args[i] as unknown[]);
-            if (isThenable(r)) return this.#restLater(seq, fn, mode, args, res, i, r, start);
-            res.push(r);
-          }
-          return this.#finish(seq, true, res, mode, start);
-        }
-        return this.#finish(seq, true, COLUMN_DONE, mode, start, count);
-      }
-    } catch (e) {
-      return this.#finish(seq, false, e, mode, start);
-    }
-    return this.#finish(seq, true, value, mode, start);
-  }
-
-  async #settleLater(
-    seq: number,
-    p: PromiseLike<unknown>,
-    mode: Mode,
-    start: number,
-  ): Promise<true> {
-    try {
-      return await this.#finish(seq, true, await p, mode, start);
-    } catch (e) {
-      return await this.#finish(seq, false, e, mode, start);
-    }
-  }
-
-  /** A chunk whose item `i` returned a promise: awaits it and every later item in turn. */
-  async #restLater(
-    seq: number,
-    fn: AnyFn,
-    mode: Mode,
-    args: ArrayLike<unknown>,
-    res: unknown[],
-    i: number,
-    first: PromiseLike<unknown>,
-    start: number,
-  ): Promise<true> {
-    try {
-      res[i] = await first;
-      for (i++; i < args.length; i++) {
-        const r = mode === MAP ? fn(args[i]) : fn.apply(undefined, args[i] as unknown[]);
-        res[i] = isThenable(r) ? await r : r;
-      }
-    } catch (e) {
-      return await this.#finish(seq, false, e, mode, start);
-    }
-    return await this.#finish(seq, true, res, mode, start);
-  }
-
-  #finish(
-    seq: number,
-    ok: boolean,
-    value: unknown,
-    mode: Mode,
-    start: number,
-    n = 0,
-  ): true | Promise<true> {
-    // `exit()` / `Deno.exit()` in a task ends the worker (Python's SystemExit is no Exception
-    // either): the parent then fails this task with BrokenPoolError.
-    if (!ok && value instanceof SystemExit) throw value;
-    // Terminated while the task ran? Deno cannot stop an isolate busy in synchronous code
-    // (worker.terminate() takes effect when it next yields), so a CPU-bound task runs to its end
-    // after its pool gave up on it. Then touch nothing shared (the pool may have reused this
-    // worker's block) and yield: the event loop ends the thread.
-    if (Atomics.load(this.#self, 0) !== SLOT_ALIVE) return forever();
-    const us = this.#clock();
-    const sent = value === COLUMN_DONE ? this.#out.sendColumn(seq, us, n) : this.#out.send(
-      ok ? R_OK : R_ERR,
-      seq,
-      us,
-      value,
-      mode === APPLY ? "result" : "chunk",
-      start,
-    );
-    // The result's bytes are in the ring (or copied for the pump): moved buffers go now.
-    if (pendingTransfer.length) {
-      detachAll(pendingTransfer);
-      pendingTransfer.length = 0;
-    }
-    return sent ? sent.then(yes) : true;
-  }
-}
-
-/**
- * The pool's shared layout and wire constants, for the relay of isolation "process"
- * (`_os_pool.ts`), which moves these messages between this heap and a child's. Internal.
- *
- * @example
- * ```ts ignore
- * const ctl = new Int32Array(heap().sab, cfg.block, __poolWire.CTL_BYTES >> 2);
- * ```
- */
-export const __poolWire = {
-  CTL_BYTES,
-  TASK_RING_BYTES,
-  RESULT_RING_BYTES,
-  WORKER_BLOCK,
-  STARTED,
-  CANCEL_HINT,
-  CANCEL,
-  CANCEL_SLOTS,
-  OP_PAD,
-  OP_DEFINE,
-  OP_TASK,
-  OP_IMPORT,
-  TASK_HEADER,
-  DEFINE_HEADER,
-  R_OK,
-  R_ERR,
-  R_COLUMN,
-  RESULT_HEADER,
-} as const;
