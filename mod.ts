@@ -31,13 +31,13 @@ export {
 } from "./lib/core/reduction.ts";
 export {
   type ApplyOptions,
-  AsyncResult,
   type IMapOptions,
   type MapOptions,
   Pool,
   type PoolOptions,
   type TaskOptions,
 } from "./lib/pool/pool.ts";
+export { AsyncResult } from "./lib/pool/async_result.ts";
 export { transfer } from "./lib/pool/worker.ts";
 export {
   ALL_COMPLETED,

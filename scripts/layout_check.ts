@@ -30,8 +30,6 @@ const OVER_BUDGET: Record<string, number> = {
   "lib/managers/python.ts": 1191,
   "lib/managers/served/managed.ts": 1135,
   "lib/pickle/unpickler.ts#Unpickler": 651,
-  "lib/pool/pool.ts": 3022,
-  "lib/pool/pool.ts#Pool": 1416,
   "lib/queues/queues.ts": 1805,
   "lib/queues/queues.ts#Shared": 624,
   "lib/sync/synchronize.ts": 1856,

@@ -17,7 +17,7 @@ import { SerializationError } from "../core/errors.ts";
  * with a compare-exchange from the previous number. The parent takes back the tasks that have not
  * begun by a compare-exchange of the same word to `-last` (the number of the last task it
  * withdraws): whichever exchange comes first wins, so each task either ran or was withdrawn, never
- * both (see Pool.#recall, TaskLoop.#withdrawn). `startedOf` reads it either way.
+ * both (see TaskHandler.#recall, TaskLoop.#withdrawn). `startedOf` reads it either way.
  */
 export const STARTED = 0;
 export const CANCEL_HINT = 16; // nonzero while some cancel slot may hold a task number
@@ -42,7 +42,7 @@ export const BELL = 0, BELL_ASLEEP = 16;
  * notified; `sleeperArmed` inside {@link Doorbell.sleep} between `arm` and `wait`;
  * `lateWakeups` counts the parent's doorbell sleeps that ended by their time limit and then
  * found results (results that were not rung for: never expected); `steals` counts the times
- * tasks were taken back from a busy worker (see Pool.#steal); `skips` the tasks in a worker's
+ * tasks were taken back from a busy worker (see TaskHandler.#steal); `skips` the tasks in a worker's
  * ring that it was told to skip (cancelled before they started).
  */
 export const __testHooks: {
