@@ -508,29 +508,7 @@ export class Pool {
   }
 
   static {
-    describePool = (p) => {
-      const workers = p.#workers.list.filter((w) => !w.dead).map((w) => {
-        const t = w.fifo.length - w.head - w.skipped > 0 ? w.fifo[w.head] : undefined;
-        return { name: w.proc.name, busy: t !== undefined, task: t ? t.fn.ref.name : "" };
-      });
-      // Gone: terminated, or closed with nothing left to do.
-      if (p.#pool.phase === TERMINATE || (p.#pool.phase === CLOSE && p.#tasks.outstanding === 0)) {
-        if (!workers.length) return null;
-      }
-      const busy = workers.filter((w) => w.busy).length;
-      return {
-        name: p.#name,
-        state: p.#pool.broken ? "broken" : ["running", "closed", "terminated"][p.#pool.phase],
-        processes: p.#pool.processes,
-        workers,
-        queued: Math.max(0, p.#tasks.outstanding - busy),
-        running: busy,
-        completed: p.#pool.stats.completed,
-        failed: p.#pool.stats.failed,
-        utilization: p.#pool.stats.utilization(workers.length, busy),
-        ...p.#pool.stats.latencies(),
-      };
-    };
+    describePool = (p) => p.#pool.describe(p.#name);
   }
 
   #mapJob(

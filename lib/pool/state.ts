@@ -87,6 +87,34 @@ export class PoolState {
     this.terminate();
   }
 
+  /**
+   * What `snapshot().pools` shows of the pool named `name`; null once it is gone (terminated,
+   * or closed with nothing left to do, and its workers gone).
+   */
+  describe(name: string): Record<string, unknown> | null {
+    const workers = this.workers.list.filter((w) => !w.dead).map((w) => {
+      const t = w.fifo.length - w.head - w.skipped > 0 ? w.fifo[w.head] : undefined;
+      return { name: w.proc.name, busy: t !== undefined, task: t ? t.fn.ref.name : "" };
+    });
+    // Gone: terminated, or closed with nothing left to do.
+    if (this.phase === TERMINATE || (this.phase === CLOSE && this.tasks.outstanding === 0)) {
+      if (!workers.length) return null;
+    }
+    const busy = workers.filter((w) => w.busy).length;
+    return {
+      name,
+      state: this.broken ? "broken" : ["running", "closed", "terminated"][this.phase],
+      processes: this.processes,
+      workers,
+      queued: Math.max(0, this.tasks.outstanding - busy),
+      running: busy,
+      completed: this.stats.completed,
+      failed: this.stats.failed,
+      utilization: this.stats.utilization(workers.length, busy),
+      ...this.stats.latencies(),
+    };
+  }
+
   /** Wakes `join()` (a worker exited, the reader stopped). */
   changed(): void {
     for (const r of this.changeWaiters.splice(0)) r();
