@@ -44,12 +44,17 @@ export interface Withdrawer {
  * there in time (the task goes on).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { Pool } from "jsr:@denomp/multiprocessing";
- * import { square } from "./tasks.ts";
- * await using pool = new Pool({ processes: 2 });
- * const r = pool.applyAsync(square, [7]);
- * console.log(await r.get(1000), r.ready(), r.successful()); // 49 true true
+ * // Task functions are exported: the workers import this module.
+ * export function square(x: number): number {
+ *   return x * x;
+ * }
+ * if (import.meta.main) {
+ *   await using pool = new Pool({ processes: 2 });
+ *   const r = pool.applyAsync(square, [7]);
+ *   console.log(await r.get(1000), r.ready(), r.successful()); // 49 true true
+ * }
  * ```
  */
 export class AsyncResult<T> implements PromiseLike<T> {
@@ -133,9 +138,17 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * `timeout` ms (the task goes on, as in Python).
    *
    * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(slowTask, []);
-   * await r.get(10).catch((e) => console.log(e.name)); // "TimeoutError"
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * // Task functions are exported: the workers import this module.
+   * export function slowTask(): Promise<string> {
+   *   return new Promise((resolve) => setTimeout(() => resolve("done"), 1000));
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.applyAsync(slowTask, []);
+   *   await r.get(10).catch((e) => console.log(e.name)); // "TimeoutError"
+   * }
    * ```
    */
   async get(timeout?: number): Promise<T> {
@@ -153,10 +166,18 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * rejects with the task's error.
    *
    * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(square, [3]);
-   * await r.wait();
-   * console.log(r.ready()); // true
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * // Task functions are exported: the workers import this module.
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.applyAsync(square, [3]);
+   *   await r.wait();
+   *   console.log(r.ready()); // true
+   * }
    * ```
    */
   async wait(timeout?: number): Promise<void> {
@@ -177,9 +198,17 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * Whether the task has finished (successfully or not).
    *
    * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(square, [3]);
-   * console.log(r.ready()); // false, most likely
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * // Task functions are exported: the workers import this module.
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.applyAsync(square, [3]);
+   *   console.log(r.ready()); // false, most likely
+   * }
    * ```
    */
   ready(): boolean {
@@ -190,10 +219,18 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * Whether the task succeeded; throws `ValueError` if it has not finished (as Python does).
    *
    * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(square, [3]);
-   * await r.wait();
-   * console.log(r.successful()); // true
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * // Task functions are exported: the workers import this module.
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.applyAsync(square, [3]);
+   *   await r.wait();
+   *   console.log(r.successful()); // true
+   * }
    * ```
    */
   successful(): boolean {
@@ -213,11 +250,23 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * whose items make one chunk. For a map of several chunks it returns false (use `signal`).
    *
    * @example
-   * ```ts ignore
-   * const busy = pool.applyAsync(slowTask, []); // a pool of 1 process
-   * const r = pool.applyAsync(square, [3]);
-   * console.log(r.cancel(), busy.cancel()); // true false (once slowTask has started)
-   * await r.get().catch((e) => console.log(e.name)); // "CancelledError"
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * // Task functions are exported: the workers import this module.
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * export function slowTask(): Promise<string> {
+   *   return new Promise((resolve) => setTimeout(() => resolve("done"), 1000));
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 1 });
+   *   const busy = pool.applyAsync(slowTask, []);
+   *   await new Promise((r) => setTimeout(r, 100)); // slowTask starts
+   *   const r = pool.applyAsync(square, [3]);
+   *   console.log(r.cancel(), busy.cancel()); // true false (once slowTask has started)
+   *   await r.get().catch((e) => console.log(e.name)); // "CancelledError"
+   * }
    * ```
    */
   cancel(): boolean {
@@ -235,11 +284,19 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * False while the task waits in the pool's or a worker's queue, and once the result is ready.
    *
    * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(slowTask, []);
-   * console.log(r.running()); // false: not started yet
-   * await new Promise((r) => setTimeout(r, 100));
-   * console.log(r.running()); // true: a worker runs it
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * // Task functions are exported: the workers import this module.
+   * export function slowTask(): Promise<string> {
+   *   return new Promise((resolve) => setTimeout(() => resolve("done"), 1000));
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.applyAsync(slowTask, []);
+   *   console.log(r.running()); // false: not started yet
+   *   await new Promise((r) => setTimeout(r, 100));
+   *   console.log(r.running()); // true: a worker runs it
+   * }
    * ```
    */
   running(): boolean {
@@ -252,8 +309,16 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * Makes the result awaitable: `await r` gives the value or throws the task's error.
    *
    * @example
-   * ```ts ignore
-   * console.log(await pool.applyAsync(square, [4])); // 16
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * // Task functions are exported: the workers import this module.
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   console.log(await pool.applyAsync(square, [4])); // 16
+   * }
    * ```
    */
   then<A = T, B = never>(
@@ -267,8 +332,16 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * A short description, like Python's repr.
    *
    * @example
-   * ```ts ignore
-   * console.log(String(pool.applyAsync(square, [4]))); // "<AsyncResult pending>"
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * // Task functions are exported: the workers import this module.
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   console.log(String(pool.applyAsync(square, [4]))); // "<AsyncResult pending>"
+   * }
    * ```
    */
   toString(): string {

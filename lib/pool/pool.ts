@@ -137,7 +137,7 @@ sections.set("pools", () => {
  * as Python's `with Pool() as p:` does.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * // main.ts
  * import { Pool } from "jsr:@denomp/multiprocessing";
  * export function square(x: number) {
@@ -218,8 +218,16 @@ export class Pool {
    * Runs `fn(...args)` in a worker and resolves with its result (Python's `apply`).
    *
    * @example
-   * ```ts ignore
-   * const n: number = await pool.apply(square, [3]); // 9
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const n: number = await pool.apply(square, [3]);
+   *   console.assert(n === 9);
+   * }
    * ```
    */
   apply<A extends unknown[], R>(
@@ -241,9 +249,19 @@ export class Pool {
    * Throws `ValueError` when the pool is not running.
    *
    * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(square, [7], { callback: (v) => console.log("got", v), timeout: 5000 });
-   * console.log(await r); // 49
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.applyAsync(square, [7], {
+   *     callback: (v) => console.log("got", v),
+   *     timeout: 5000,
+   *   });
+   *   console.log(await r); // 49
+   * }
    * ```
    */
   applyAsync<A extends unknown[], R>(
@@ -272,8 +290,15 @@ export class Pool {
    * `map`). Rejects with the first task error, or with the error the input iterable threw.
    *
    * @example
-   * ```ts ignore
-   * console.log(await pool.map(square, [1, 2, 3])); // [1, 4, 9]
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   console.log(await pool.map(square, [1, 2, 3])); // [1, 4, 9]
+   * }
    * ```
    */
   async map<T, R>(
@@ -289,9 +314,16 @@ export class Pool {
    * synchronous input iterable is thrown here, as in Python.
    *
    * @example
-   * ```ts ignore
-   * const r = pool.mapAsync(square, [1, 2, 3], { callback: (xs) => console.log(xs) });
-   * await r.wait();
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.mapAsync(square, [1, 2, 3], { callback: (xs) => console.log(xs) });
+   *   await r.wait();
+   * }
    * ```
    */
   mapAsync<T, R>(
@@ -310,8 +342,15 @@ export class Pool {
    * Like `map`, with each item spread as the arguments (Python's `starmap`).
    *
    * @example
-   * ```ts ignore
-   * console.log(await pool.starmap(add, [[1, 2], [3, 4]])); // [3, 7]
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function add(a: number, b: number): number {
+   *   return a + b;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   console.log(await pool.starmap(add, [[1, 2], [3, 4]])); // [3, 7]
+   * }
    * ```
    */
   async starmap<A extends unknown[], R>(
@@ -326,9 +365,16 @@ export class Pool {
    * `starmap` returning an {@link AsyncResult} at once (Python's `starmap_async`).
    *
    * @example
-   * ```ts ignore
-   * const r = pool.starmapAsync(add, [[1, 2], [3, 4]]);
-   * console.log(await r); // [3, 7]
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function add(a: number, b: number): number {
+   *   return a + b;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.starmapAsync(add, [[1, 2], [3, 4]]);
+   *   console.log(await r); // [3, 7]
+   * }
    * ```
    */
   starmapAsync<A extends unknown[], R>(
@@ -349,11 +395,18 @@ export class Pool {
    * the loop early drops the tasks not yet started.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
    * function* naturals() {
    *   for (let i = 0;; i++) yield i;
    * }
-   * for await (const y of pool.imap(square, naturals())) if (y > 100) break;
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   for await (const y of pool.imap(square, naturals())) if (y > 100) break;
+   * }
    * ```
    */
   imap<T, R>(
@@ -373,8 +426,15 @@ export class Pool {
    * Like `imap`, yielding results as they complete (Python's `imap_unordered`).
    *
    * @example
-   * ```ts ignore
-   * for await (const y of pool.imapUnordered(square, [1, 2, 3])) console.log(y);
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   for await (const y of pool.imapUnordered(square, [1, 2, 3])) console.log(y);
+   * }
    * ```
    */
   imapUnordered<T, R>(
@@ -397,9 +457,12 @@ export class Pool {
    * task of a function still pays for importing its module.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
    * const pool = new Pool({ processes: 2 });
    * await pool.whenReady();
+   * pool.close();
+   * await pool.join();
    * ```
    */
   whenReady(): Promise<void> {
@@ -416,9 +479,12 @@ export class Pool {
    * Accepts no more tasks; workers exit once every submitted task is done (Python's `close`).
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * const pool = new Pool({ processes: 1 });
    * pool.close();
    * await pool.join();
+   * console.assert(String(pool) === "<Pool state=CLOSE pool_size=1>");
    * ```
    */
   close(): void {
@@ -434,9 +500,11 @@ export class Pool {
    * is every `imap` iteration that was in progress.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * const pool = new Pool({ processes: 1 });
    * pool.close();
-   * await pool.join();
+   * await pool.join(); // every worker has exited
    * ```
    */
   async join(): Promise<void> {
@@ -455,9 +523,12 @@ export class Pool {
    * `BrokenPoolError`; returns promptly however many are queued.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * const pool = new Pool({ processes: 1 });
    * pool.terminate();
    * await pool.join();
+   * console.assert(String(pool) === "<Pool state=TERMINATE pool_size=1>");
    * ```
    */
   terminate(): void {
@@ -469,11 +540,17 @@ export class Pool {
    * Python's `with Pool() as p:` does.
    *
    * @example
-   * ```ts ignore
-   * {
-   *   await using pool = new Pool();
-   *   await pool.map(square, [1, 2]);
-   * } // terminated here
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   {
+   *     await using pool = new Pool();
+   *     await pool.map(square, [1, 2]);
+   *   } // terminated here
+   * }
    * ```
    */
   async [Symbol.asyncDispose](): Promise<void> {
@@ -485,8 +562,10 @@ export class Pool {
    * A short description, like Python's repr.
    *
    * @example
-   * ```ts ignore
-   * console.log(String(new Pool({ processes: 2 }))); // "<Pool state=RUN pool_size=2>"
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * await using pool = new Pool({ processes: 2 });
+   * console.log(String(pool)); // "<Pool state=RUN pool_size=2>"
    * ```
    */
   toString(): string {
@@ -499,7 +578,9 @@ export class Pool {
    * the counters keep counting.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * await using pool = new Pool({ processes: 1 });
    * pool.resetStats(); // latencies from now on
    * ```
    */

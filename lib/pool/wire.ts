@@ -245,8 +245,10 @@ export function describe(e: unknown): string {
  * (`os_pool.ts`), which moves these messages between this heap and a child's. Internal.
  *
  * @example
- * ```ts ignore
- * const ctl = new Int32Array(heap().sab, cfg.block, __poolWire.CTL_BYTES >> 2);
+ * ```ts
+ * import { __poolWire as W } from "./wire.ts";
+ * // A worker's block: its control words, its task ring, its result ring.
+ * console.assert(W.CTL_BYTES + W.TASK_RING_BYTES + W.RESULT_RING_BYTES === W.WORKER_BLOCK);
  * ```
  */
 export const __poolWire = {

@@ -62,13 +62,14 @@ let inPoolWorker = false;
  * alive). Arguments are moved with the `transfer` option of `apply`/`applyAsync`/`map`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * // tasks.ts
  * import { transfer } from "jsr:@denomp/multiprocessing";
  * export function render(n: number) {
  *   const pixels = new Uint8Array(n);
  *   return transfer(pixels, [pixels.buffer]);
  * }
+ * console.assert(render(4).byteLength === 4); // outside a pool worker, nothing is moved
  * ```
  */
 export function transfer<T>(value: T, list: ArrayBuffer[]): T {
