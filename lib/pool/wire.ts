@@ -239,35 +239,3 @@ export function chunkPath(e: unknown, start: number, root: string): unknown {
 export function describe(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
-
-/**
- * The pool's shared layout and wire constants, for the relay of isolation "process"
- * (`os_pool.ts`), which moves these messages between this heap and a child's. Internal.
- *
- * @example
- * ```ts
- * import { __poolWire as W } from "./wire.ts";
- * // A worker's block: its control words, its task ring, its result ring.
- * console.assert(W.CTL_BYTES + W.TASK_RING_BYTES + W.RESULT_RING_BYTES === W.WORKER_BLOCK);
- * ```
- */
-export const __poolWire = {
-  CTL_BYTES,
-  TASK_RING_BYTES,
-  RESULT_RING_BYTES,
-  WORKER_BLOCK,
-  STARTED,
-  CANCEL_HINT,
-  CANCEL,
-  CANCEL_SLOTS,
-  OP_PAD,
-  OP_DEFINE,
-  OP_TASK,
-  OP_IMPORT,
-  TASK_HEADER,
-  DEFINE_HEADER,
-  R_OK,
-  R_ERR,
-  R_COLUMN,
-  RESULT_HEADER,
-} as const;
