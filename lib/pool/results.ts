@@ -58,7 +58,7 @@ export class ResultHandler {
   /** The reader is running (`join()` waits for it to stop). */
   reading = false;
   /** Mean task duration (µs, moving average), -1 until known. */
-  svc = -1;
+  meanTaskUs = -1;
 
   /** The reader of `pool`, woken by the doorbell at heap block `bellBlock`. */
   constructor(pool: PoolState, bellBlock: number) {
@@ -161,7 +161,7 @@ export class ResultHandler {
       w.suspect = false;
       const seq = u32(b, 4);
       const us = u32(b, 8);
-      this.svc = this.svc < 0 ? us : this.svc * 0.9 + us * 0.1;
+      this.meanTaskUs = this.meanTaskUs < 0 ? us : this.meanTaskUs * 0.9 + us * 0.1;
       let t = w.fifo[w.head];
       // Tasks before it were cancelled and skipped by the worker.
       while (t !== undefined && t.seq < seq) {

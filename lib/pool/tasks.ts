@@ -291,10 +291,10 @@ export class TaskHandler {
   }
 
   #window(): number {
-    if (this.#pool.results.svc < 0) return INITIAL_WINDOW;
+    if (this.#pool.results.meanTaskUs < 0) return INITIAL_WINDOW;
     return Math.max(
       MIN_WINDOW,
-      Math.min(MAX_WINDOW, Math.ceil(LOOKAHEAD_US / (this.#pool.results.svc + 1))),
+      Math.min(MAX_WINDOW, Math.ceil(LOOKAHEAD_US / (this.#pool.results.meanTaskUs + 1))),
     );
   }
 
@@ -410,7 +410,8 @@ export class TaskHandler {
       this.#workers.live < this.#pool.processes;
     if (!idle && !replace) return false;
     const now = performance.now();
-    const stuckMs = Math.max(replace ? REPLACE_STUCK_US : STUCK_US, 4 * this.#pool.results.svc) /
+    const stuckMs =
+      Math.max(replace ? REPLACE_STUCK_US : STUCK_US, 4 * this.#pool.results.meanTaskUs) /
       1000;
     let victim: WorkerHandle | null = null, most = 0;
     for (const w of this.#workers.list) {
