@@ -21,7 +21,8 @@
  *   `square(i)`) go as Float64 columns read through typed-array views, not through the general
  *   codec; anything else uses the codec (structured-clone fidelity, handles).
  * - **Cancelling.** A queued task is dropped at once. A task already in a worker's ring but not
- *   started is written into the worker's cancel slots, which it checks before each task.
+ *   started is written into the worker's cancel slots, which it checks before each task (a
+ *   Dekker-style pair of stores and loads decides who saw whom; see `skip` in wire.ts).
  *
  * @module
  */

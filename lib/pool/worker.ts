@@ -5,6 +5,8 @@
  * tasks of its ring one at a time, in ring order, and writes each result into its result ring
  * before it starts the next task, then rings the pool's doorbell (see `wire.ts`). That order is
  * what lets the parent tell, after a death, the task that was running from those not begun.
+ * With its ring empty it spins briefly, then sleeps in `Atomics.waitAsync` (so its own timers and
+ * channel pumps keep running).
  *
  * @module
  */
