@@ -52,14 +52,14 @@ export {
 } from "./lib/core/reduction.ts";
 export {
   type ApplyOptions,
-  AsyncResult,
   type IMapOptions,
   type MapOptions,
   Pool,
   type PoolOptions,
   type TaskOptions,
-  transfer,
 } from "./lib/pool/pool.ts";
+export { AsyncResult } from "./lib/pool/async_result.ts";
+export { transfer } from "./lib/pool/worker.ts";
 export {
   ALL_COMPLETED,
   asCompleted,

@@ -11,7 +11,8 @@ import {
   ThreadPoolExecutor,
   wait,
 } from "../lib/futures/futures.ts";
-import { __testHooks, Pool } from "../lib/pool/pool.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { __testHooks } from "../lib/pool/wire.ts";
 import { activeChildren } from "../lib/process/process.ts";
 import { currentThread } from "../lib/core/threading.ts";
 import { BrokenPoolError, ProcessError, TimeoutError, ValueError } from "../lib/core/errors.ts";

@@ -21,7 +21,7 @@ import { deadlineOf, remainingMs } from "../core/atomics.ts";
 import { optionsOf } from "../core/args.ts";
 import { CancelledError, TimeoutError, ValueError } from "../core/errors.ts";
 export { CancelledError };
-import { AsyncResult } from "../pool/pool.ts";
+import { AsyncResult } from "../pool/async_result.ts";
 
 const PENDING = 0, RUNNING = 1, CANCELLED = 2, FINISHED = 3;
 const STATE_NAMES = ["pending", "running", "cancelled", "finished"];

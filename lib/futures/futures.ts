@@ -53,7 +53,7 @@ import { cpuCount } from "../process/process.ts";
 import { Thread } from "../core/threading.ts";
 
 // The types the exports of this module refer to, for its documentation (mod.ts has them too).
-export type { AsyncResult } from "../pool/pool.ts";
+export type { AsyncResult } from "../pool/async_result.ts";
 export type { BrokenPoolError } from "../core/errors.ts";
 
 export {
