@@ -1,13 +1,16 @@
 /**
- * The held items of a `JoinableQueue` consumer: the copies a consumer worker keeps of the items
- * it got until their `taskDone()`, so that when it dies they go back to the queue for the next
- * consumer (at-least-once; see the holders table in `layout.ts` and `Shared` for who puts them
- * back).
+ * At-least-once for `JoinableQueue`: a consumer worker keeps a copy of each item it got in its
+ * own small ring (its "held" items, {@link Held}) until `taskDone()`; when it dies, whoever next
+ * looks at the queue puts those items back for the next consumer ({@link Holders}, the table of
+ * who holds what in the queue's header), so `join()` does not wait for a dead consumer. The main
+ * thread never dies and keeps no copy.
  *
  * @module
  */
 
-import { heap, release } from "../core/heap.ts";
+import { alloc, heap, isAlive, release } from "../core/heap.ts";
+import type { Ring, SendOptions } from "../core/ring.ts";
+import { HOLD_ENTRIES, HOLD_ENTRY, HOLD_TABLE, HOLDERS, PUTS, TASKS_DONE } from "./layout.ts";
 
 /** Bytes of a consumer's held items: small items inline, larger ones as a pointer to a block. */
 export const HELD_BYTES = 8 << 10;
@@ -135,3 +138,114 @@ export const dropBlock = (b: Uint8Array): void => {
   const blk = heldBlock(b);
   if (blk) release(blk);
 };
+
+/**
+ * The holders table of a FIFO `JoinableQueue` (see `layout.ts`): per consumer process, its slot
+ * (negated once dead and being reaped), its held items' block, the slot of the process putting
+ * them back, and whether their tasks were counted done. One per handle: it keeps this process's
+ * {@link Held} items once it got one.
+ */
+export class Holders {
+  /** The queue's header (see `Shared.i32`). */
+  readonly #i32: Int32Array;
+  readonly #ring: Ring;
+  readonly #sendOptions: SendOptions;
+  /** This handle's held items: undefined until the first get, null when not keeping copies. */
+  #held: Held | null | undefined;
+
+  constructor(i32: Int32Array, ring: Ring, sendOptions: SendOptions) {
+    this.#i32 = i32;
+    this.#ring = ring;
+    this.#sendOptions = sendOptions;
+  }
+
+  /** Keeps a copy of an item this process got until its `taskDone`. */
+  hold(payload: Uint8Array): void {
+    const held = this.#held === undefined ? (this.#held = this.#register()) : this.#held;
+    if (!held) return;
+    if (payload.length <= HELD_INLINE) {
+      held.push(payload); // false when full (a consumer that never calls taskDone): no copy
+      return;
+    }
+    if (!held.fits(12)) return;
+    const blk = alloc(payload.length, "queue item"); // too big to keep inline: a block
+    heap().u8.set(payload, blk);
+    const ptr = new Uint8Array(new Uint32Array([HELD_PTR, blk, payload.length]).buffer);
+    if (!held.push(ptr)) release(blk); // full (thousands held): this one goes uncopied
+  }
+
+  /** Claims an entry of the holders table for this process, with its held items' block. */
+  #register(): Held | null {
+    const i32 = this.#i32, me = heap().slot;
+    for (let i = 0; i < HOLD_ENTRIES; i++) {
+      const e = HOLD_TABLE + HOLD_ENTRY * i;
+      if (Atomics.compareExchange(i32, e, 0, me) !== 0) continue;
+      Atomics.add(i32, HOLDERS, 1);
+      const off = alloc(HELD_BYTES, "queue"); // if this throws, the entry is reaped when we die
+      Atomics.store(i32, e + 1, off);
+      return new Held(off);
+    }
+    return null; // more consumers than entries: this one keeps no copies (as in Python)
+  }
+
+  /** `taskDone` of this process: the oldest item it holds is done with. */
+  drop(): void {
+    const blk = this.#held?.drop();
+    if (blk) release(blk);
+  }
+
+  /**
+   * Puts back the items that consumers now dead held. Each dead entry is claimed by one
+   * reaper at a time, and freed only once every item it put back is written into the ring: a
+   * reaper that dies first leaves the entry to the next one (who may put some items back twice:
+   * at-least-once). Counts: each item put back is a put; the dead consumer's tasks are done
+   * once (the `ACCOUNTED` word).
+   */
+  reap(): void {
+    const i32 = this.#i32, me = heap().slot;
+    for (let i = 0; i < HOLD_ENTRIES; i++) {
+      const e = HOLD_TABLE + HOLD_ENTRY * i, slot = Atomics.load(i32, e);
+      if (slot === 0) continue;
+      if (slot > 0 && (isAlive(slot) || Atomics.compareExchange(i32, e, slot, -slot) !== slot)) {
+        continue;
+      }
+      const reaper = Atomics.load(i32, e + 2); // 0 counts as alive: its claimer is on its way
+      if (reaper === me || (reaper && isAlive(reaper))) continue;
+      if (Atomics.compareExchange(i32, e + 2, reaper, me) !== reaper) continue;
+      this.#putBack(e);
+    }
+  }
+
+  #putBack(e: number): void {
+    const i32 = this.#i32, off = Atomics.load(i32, e + 1);
+    const items: Uint8Array[] = [];
+    if (off) new Held(off).forEach((b) => items.push(copyHeld(b)));
+    Atomics.add(i32, PUTS, items.length); // before TASKS_DONE: `join` never sees too few
+    if (Atomics.compareExchange(i32, e + 3, 0, 1) === 0) {
+      Atomics.add(i32, TASKS_DONE, items.length);
+    }
+    const sent = items.map((b) => this.#ring.post(b, this.#sendOptions));
+    void Promise.all(sent).then(() => {
+      if (Atomics.load(i32, e + 2) !== heap().slot) return; // taken over: not ours to free
+      if (off) {
+        new Held(off).forEach(dropBlock);
+        release(off);
+      }
+      for (const w of [1, 2, 3]) Atomics.store(i32, e + w, 0);
+      Atomics.store(i32, e, 0);
+      Atomics.sub(i32, HOLDERS, 1);
+    });
+  }
+
+  /** Frees every consumer's held items of the queue at `off` (its last handle is gone). */
+  static free(off: number): void {
+    const i32 = heap().i32, q = off >> 2;
+    for (let i = 0; i < HOLD_ENTRIES; i++) {
+      const held = i32[q + HOLD_TABLE + HOLD_ENTRY * i + 1];
+      if (held) {
+        new Held(held).forEach(dropBlock);
+        release(held);
+      }
+    }
+  }
+}

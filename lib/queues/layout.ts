@@ -26,7 +26,7 @@ export const HOLDERS = 21;
 /** A typed queue's schema: the block holding its JSON text, and the text's length in bytes. */
 export const SCHEMA = 22, SCHEMA_LEN = 23;
 /**
- * The holders table (see `Shared.#hold`): per consumer process, its slot (negated once dead and
+ * The holders table (see `Holders` in held.ts): per consumer process, its slot (negated once dead and
  * being reaped), its held items' block, the slot of the process putting them back, and whether
  * their tasks were counted done.
  */

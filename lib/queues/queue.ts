@@ -274,7 +274,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   #stage(bytes: Uint8Array, item: T): Uint8Array | number {
     const s = this.#s;
     if (s.kind === FIFO) return bytes;
-    return s.makeItem(bytes, s.kind === PRIO ? sortKey(item) : null);
+    return s.store!.makeItem(bytes, s.kind === PRIO ? sortKey(item) : null);
   }
 
   /**
@@ -315,7 +315,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     this.#checkOpen();
     const staged = this.#stage(bytes, item);
     detach(options.transfer);
-    if (typeof staged === "number") return this.#track(s.storePut(staged));
+    if (typeof staged === "number") return this.#track(s.store!.put(staged));
     void s.ring!.post(staged, s.sendOptions);
     return DONE;
   }
@@ -334,7 +334,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     this.#checkOpen();
     const staged = this.#stage(bytes, item);
     detach(options.transfer);
-    if (typeof staged === "number") s.storePutSync(staged);
+    if (typeof staged === "number") s.store!.putSync(staged);
     else s.ring!.sendSync(staged, s.sendOptions);
   }
 
@@ -351,7 +351,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     const staged = this.#stage(bytes, item);
     detach(options.transfer);
     if (typeof staged === "number") {
-      const p = s.storePut(staged);
+      const p = s.store!.put(staged);
       p.catch(() => {});
     } else void s.ring!.post(staged, s.sendOptions);
   }
@@ -518,7 +518,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   /** Removes and returns the next item, or END once the queue is closed and drained. */
   #getRaw(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
     const s = this.#s;
-    if (s.kind !== FIFO) return s.storeGet(timeout, signal);
+    if (s.kind !== FIFO) return s.store!.get(timeout, signal);
     return s.ring!.recv(s.decodeAsync, {
       timeout,
       signal,
@@ -561,7 +561,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     options = optionsOf(options, "Queue.getSync", "getSync({ timeout: 200 })");
     const timeout = timeoutOf(options.block, options.timeout);
     const s = this.#s;
-    if (s.kind !== FIFO) return this.#result(s.storeGetSync(timeout));
+    if (s.kind !== FIFO) return this.#result(s.store!.getSync(timeout));
     const v = s.ring!.recvSync(s.decode, {
       timeout,
       eof: s.eof,

@@ -9,55 +9,38 @@
 import {
   deadlineOf,
   LIVENESS_SLICE_MS,
-  mutexAcquireRecovering,
-  mutexAcquireSync,
-  mutexLockWaits,
-  mutexRelease,
-  OWNER_DIED,
   remainingMs,
   runAsync,
   runSync,
   type Waits,
 } from "../core/atomics.ts";
-import { alloc, DEATH_EPOCH_INDEX, heap, isAlive, MAIN_SLOT, release } from "../core/heap.ts";
+import { alloc, DEATH_EPOCH_INDEX, heap, MAIN_SLOT, release } from "../core/heap.ts";
 import { checkNotTerminated, type Decode, EOF, Ring, TIMEOUT } from "../core/ring.ts";
 import { ValueError } from "../core/errors.ts";
 import { compileSchema, type Schema } from "./typed.ts";
 import {
-  ARR,
   CLOSED,
   FIFO,
   FIFO_BLOCK,
-  GET_WAITERS,
   GETS,
   HEADER,
-  HOLD_ENTRIES,
-  HOLD_ENTRY,
-  HOLD_TABLE,
   HOLDERS,
-  ITEM_HEADER,
   JOIN_WAITERS,
   JOINABLE,
   KIND,
   type Kind,
-  LEN,
-  LIFO,
   MAGIC,
   MAGIC_I,
   MAXSIZE,
-  NEXT_SEQ,
-  PENDING,
-  POPPED,
-  PRIO,
   PUT_WAITERS,
   PUTS,
   SCHEMA,
   SCHEMA_LEN,
   SEQ,
-  SLOCK,
   TASKS_DONE,
 } from "./layout.ts";
-import { copyHeld, dropBlock, Held, HELD_BYTES, HELD_INLINE, HELD_PTR } from "./held.ts";
+import { Holders } from "./held.ts";
+import { HeapStore } from "./heap_store.ts";
 import { DecodeFailure, decodeItem, decodeItemAsync } from "./items.ts";
 
 /** A typed queue's schema text, copied out of its block (TextDecoder refuses shared views). */
@@ -88,10 +71,12 @@ export class Shared {
   readonly decodeAsync: Decode<unknown>;
   /** A typed queue's compiled schema (see `typed.ts`), else null. */
   readonly schema: Schema | null;
+  /** A LIFO or priority queue's store, else null (a FIFO queue's items are in `ring`). */
+  readonly store: HeapStore | null;
+  /** A FIFO `JoinableQueue`'s holders table (at-least-once, see `held.ts`), else null. */
+  readonly holders: Holders | null;
   /** The death counter when `reap` last looked (-1: never). */
   #epoch = -1;
-  /** This handle's held items: undefined until the first get, null when not keeping copies. */
-  #held: Held | null | undefined;
 
   constructor(off: number) {
     this.off = off;
@@ -103,7 +88,11 @@ export class Shared {
     this.maxsize = Atomics.load(this.i32, this.q + MAXSIZE);
     this.joinable = Atomics.load(this.i32, this.q + JOINABLE) !== 0;
     this.ring = this.kind === FIFO ? new Ring(off + HEADER, off) : null;
-    this.beforeFree = this.ring ? Shared.freeFifo : Shared.freeStore;
+    this.store = this.ring ? null : new HeapStore(this.i32, this.kind, this);
+    this.holders = this.joinable && this.ring
+      ? new Holders(this.i32, this.ring, this.sendOptions)
+      : null;
+    this.beforeFree = this.ring ? Shared.freeFifo : HeapStore.free;
     const text = Atomics.load(this.i32, this.q + SCHEMA);
     this.schema = text ? compileSchema(schemaText(text, this.i32[this.q + SCHEMA_LEN])) : null;
     const typed = this.schema,
@@ -118,91 +107,11 @@ export class Shared {
     const holding = (decode: Decode<unknown>): Decode<unknown> => (payload, owned) => {
       const v = decode(payload, owned);
       // The copy is taken now, while `payload` still views the ring.
-      if (!(v instanceof DecodeFailure)) this.#hold(payload);
+      if (!(v instanceof DecodeFailure)) this.holders!.hold(payload);
       return v;
     };
     this.decode = typed ? decodeTyped : holds ? holding(decodeItem) : decodeItem;
     this.decodeAsync = typed ? decodeTyped : holds ? holding(decodeItemAsync) : decodeItemAsync;
-  }
-
-  // --- at-least-once for JoinableQueue consumers (see the module doc)
-
-  /** Keeps a copy of an item this process got until its `taskDone`. */
-  #hold(payload: Uint8Array): void {
-    const held = this.#held === undefined ? (this.#held = this.#register()) : this.#held;
-    if (!held) return;
-    if (payload.length <= HELD_INLINE) {
-      held.push(payload); // false when full (a consumer that never calls taskDone): no copy
-      return;
-    }
-    if (!held.fits(12)) return;
-    const blk = alloc(payload.length, "queue item"); // too big to keep inline: a block
-    heap().u8.set(payload, blk);
-    const ptr = new Uint8Array(new Uint32Array([HELD_PTR, blk, payload.length]).buffer);
-    if (!held.push(ptr)) release(blk); // full (thousands held): this one goes uncopied
-  }
-
-  /** Claims an entry of the holders table for this process, with its held items' block. */
-  #register(): Held | null {
-    const i32 = this.i32, me = heap().slot;
-    for (let i = 0; i < HOLD_ENTRIES; i++) {
-      const e = this.q + HOLD_TABLE + HOLD_ENTRY * i;
-      if (Atomics.compareExchange(i32, e, 0, me) !== 0) continue;
-      Atomics.add(i32, this.q + HOLDERS, 1);
-      const off = alloc(HELD_BYTES, "queue"); // if this throws, the entry is reaped when we die
-      Atomics.store(i32, e + 1, off);
-      return new Held(off);
-    }
-    return null; // more consumers than entries: this one keeps no copies (as in Python)
-  }
-
-  /** `taskDone` of this process: the oldest item it holds is done with. */
-  #drop(): void {
-    const blk = this.#held?.drop();
-    if (blk) release(blk);
-  }
-
-  /**
-   * Puts back the items that consumers now dead held. Each dead entry is claimed by one
-   * reaper at a time, and freed only once every item it put back is written into the ring: a
-   * reaper that dies first leaves the entry to the next one (who may put some items back twice:
-   * at-least-once). Counts: each item put back is a put; the dead consumer's tasks are done
-   * once (the `ACCOUNTED` word).
-   */
-  #reapHolders(): void {
-    const i32 = this.i32, me = heap().slot;
-    for (let i = 0; i < HOLD_ENTRIES; i++) {
-      const e = this.q + HOLD_TABLE + HOLD_ENTRY * i, slot = Atomics.load(i32, e);
-      if (slot === 0) continue;
-      if (slot > 0 && (isAlive(slot) || Atomics.compareExchange(i32, e, slot, -slot) !== slot)) {
-        continue;
-      }
-      const reaper = Atomics.load(i32, e + 2); // 0 counts as alive: its claimer is on its way
-      if (reaper === me || (reaper && isAlive(reaper))) continue;
-      if (Atomics.compareExchange(i32, e + 2, reaper, me) !== reaper) continue;
-      this.#putBack(e);
-    }
-  }
-
-  #putBack(e: number): void {
-    const i32 = this.i32, off = Atomics.load(i32, e + 1);
-    const items: Uint8Array[] = [];
-    if (off) new Held(off).forEach((b) => items.push(copyHeld(b)));
-    Atomics.add(i32, this.q + PUTS, items.length); // before TASKS_DONE: `join` never sees too few
-    if (Atomics.compareExchange(i32, e + 3, 0, 1) === 0) {
-      Atomics.add(i32, this.q + TASKS_DONE, items.length);
-    }
-    const sent = items.map((b) => this.ring!.post(b, this.sendOptions));
-    void Promise.all(sent).then(() => {
-      if (Atomics.load(i32, e + 2) !== heap().slot) return; // taken over: not ours to free
-      if (off) {
-        new Held(off).forEach(dropBlock);
-        release(off);
-      }
-      for (const w of [1, 2, 3]) Atomics.store(i32, e + w, 0);
-      Atomics.store(i32, e, 0);
-      Atomics.sub(i32, this.q + HOLDERS, 1);
-    });
   }
 
   /**
@@ -213,13 +122,7 @@ export class Shared {
     Ring.dispose(off + HEADER);
     const i32 = heap().i32, q = off >> 2;
     if (i32[q + SCHEMA]) release(i32[q + SCHEMA]);
-    for (let i = 0; i < HOLD_ENTRIES; i++) {
-      const held = i32[q + HOLD_TABLE + HOLD_ENTRY * i + 1];
-      if (held) {
-        new Held(held).forEach(dropBlock);
-        release(held);
-      }
-    }
+    Holders.free(off);
   }
 
   static create(kind: Kind, maxsize: number, joinable: boolean, schema?: Schema): number {
@@ -259,7 +162,7 @@ export class Shared {
     const epoch = Atomics.load(heap().i32, DEATH_EPOCH_INDEX);
     if (epoch === this.#epoch) return;
     this.#epoch = epoch;
-    if (Atomics.load(this.i32, this.q + HOLDERS)) this.#reapHolders();
+    if (Atomics.load(this.i32, this.q + HOLDERS)) this.holders?.reap();
     const lost = this.ring ? this.ring.reapDead() : 0;
     if (lost) this.gone(lost);
   }
@@ -379,7 +282,7 @@ export class Shared {
   /** A torn item was discarded: it will never be got nor marked done. */
   readonly discarded = (): void => {
     this.unreserve();
-    // Done, but not a `taskDone` of this process: the copies it holds stay (see `#drop`).
+    // Done, but not a `taskDone` of this process: the copies it holds stay (see `Holders.drop`).
     if (this.joinable && this.unfinished() > 0) this.taskDone(false);
   };
 
@@ -411,7 +314,7 @@ export class Shared {
       const left = (Atomics.load(i32, this.q + PUTS) - d) | 0;
       if (left <= 0) throw new ValueError("task_done() called too many times");
       if (Atomics.compareExchange(i32, idx, d, (d + 1) | 0) !== d) continue;
-      if (drop) this.#drop();
+      if (drop) this.holders?.drop();
       // The last one: wake joiners (they sleep on TASKS_DONE). A put racing with this keeps them
       // waiting, as it should; they re-check PUTS when they wake.
       if (left === 1 && Atomics.load(i32, this.q + JOIN_WAITERS)) Atomics.notify(i32, idx);
@@ -446,247 +349,5 @@ export class Shared {
 
   joinSync(): void {
     runSync(this.#joinWaits());
-  }
-
-  // --- the LIFO / priority store
-
-  #slots(): number {
-    return Atomics.load(this.i32, this.q + ARR); // block: [capacity, slot 0, slot 1, ...]
-  }
-
-  #lockStoreSync(): void {
-    const i32 = this.i32, idx = this.q + SLOCK;
-    if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
-    if (mutexAcquireSync(i32, idx) === OWNER_DIED) this.#repair();
-  }
-
-  #lockStore(): void | Promise<void> {
-    const i32 = this.i32, idx = this.q + SLOCK;
-    if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
-    return mutexAcquireRecovering(i32, idx, () => this.#repair());
-  }
-
-  #unlockStore(): void {
-    // Only while we own it: a terminated-but-running worker's lock may have been taken over.
-    const me = heap().slot, i32 = this.i32, idx = this.q + SLOCK;
-    if (Atomics.compareExchange(i32, idx, me, 0) === me) return;
-    mutexRelease(i32, idx, me);
-  }
-
-  /** Compares two item blocks by key (memcmp). */
-  #cmp(a: number, b: number): number {
-    const u8 = heap().u8, dv = heap().dv;
-    const la = dv.getUint32(a, true), lb = dv.getUint32(b, true);
-    const n = Math.min(la, lb);
-    for (let i = 0; i < n; i++) {
-      const d = u8[a + ITEM_HEADER + i] - u8[b + ITEM_HEADER + i];
-      if (d) return d;
-    }
-    return la - lb;
-  }
-
-  /** Makes room for one more slot (store lock held). */
-  #ensureSlot(len: number): number {
-    const h32 = heap().i32;
-    let arr = this.#slots();
-    const cap = arr ? h32[arr >> 2] : 0;
-    if (len + 1 <= cap) return arr;
-    const ncap = Math.max(64, cap * 2);
-    const next = alloc(4 + ncap * 4, "queue");
-    h32[next >> 2] = ncap;
-    if (arr) heap().u8.copyWithin(next + 4, arr + 4, arr + 4 + cap * 4);
-    Atomics.store(this.i32, this.q + ARR, next); // the commit point: a crash before it leaks `next` only
-    if (arr) release(arr);
-    arr = next;
-    return arr;
-  }
-
-  /** Pushes item block `item` (store lock held). */
-  #push(item: number): void {
-    checkNotTerminated(); // a terminated worker still running must not touch the store
-    const i32 = this.i32, q = this.q, h32 = heap().i32;
-    const len = i32[q + LEN];
-    const s = (this.#ensureSlot(len) >> 2) + 1;
-    Atomics.store(i32, q + PENDING, item); // written first: what a repair must not lose
-    if (this.kind === LIFO) {
-      h32[s + len] = item;
-    } else {
-      let i = len;
-      while (i > 0) {
-        const p = (i - 1) >> 1;
-        if (this.#cmp(h32[s + p], item) <= 0) break;
-        h32[s + i] = h32[s + p];
-        i = p;
-      }
-      h32[s + i] = item;
-    }
-    Atomics.store(i32, q + LEN, len + 1);
-    Atomics.store(i32, q + PENDING, 0);
-  }
-
-  /** Pops the next item block (store lock held, not empty). */
-  #pop(): number {
-    const i32 = this.i32, q = this.q, h32 = heap().i32;
-    const len = i32[q + LEN], s = (this.#slots() >> 2) + 1, n = len - 1;
-    if (this.kind === LIFO) {
-      const top = h32[s + n];
-      Atomics.store(i32, q + POPPED, top);
-      h32[s + n] = 0;
-      Atomics.store(i32, q + LEN, n);
-      Atomics.store(i32, q + POPPED, 0);
-      return top;
-    }
-    const top = h32[s], last = h32[s + n];
-    Atomics.store(i32, q + POPPED, top);
-    Atomics.store(i32, q + PENDING, last);
-    if (n > 0) {
-      let i = 0;
-      for (;;) {
-        let c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && this.#cmp(h32[s + c + 1], h32[s + c]) < 0) c++;
-        if (this.#cmp(h32[s + c], last) >= 0) break;
-        h32[s + i] = h32[s + c];
-        i = c;
-      }
-      h32[s + i] = last;
-    }
-    h32[s + n] = 0;
-    Atomics.store(i32, q + LEN, n);
-    Atomics.store(i32, q + PENDING, 0);
-    Atomics.store(i32, q + POPPED, 0);
-    return top;
-  }
-
-  /**
-   * The previous holder of the store lock died inside it: rebuild the stack or heap from every
-   * entry it could have been moving (slots, the entry being inserted, and the one being removed,
-   * which its dead taker never got). Duplicates left by a half-done sift collapse in the set.
-   */
-  #repair(): void {
-    const i32 = this.i32, q = this.q, arr = this.#slots(), h32 = heap().i32;
-    if (!arr) return;
-    const s = (arr >> 2) + 1, cap = h32[arr >> 2];
-    const len = Math.min(cap, i32[q + LEN] + 1);
-    const set = new Set<number>();
-    for (let i = 0; i < len; i++) if (h32[s + i]) set.add(h32[s + i]);
-    for (const w of [PENDING, POPPED]) if (i32[q + w]) set.add(i32[q + w]);
-    const items = [...set];
-    if (this.kind === PRIO) items.sort((a, b) => this.#cmp(a, b)); // sorted is a valid heap
-    for (let i = 0; i < cap; i++) h32[s + i] = i < items.length ? items[i] : 0;
-    Atomics.store(i32, q + LEN, items.length);
-    Atomics.store(i32, q + PENDING, 0);
-    Atomics.store(i32, q + POPPED, 0);
-  }
-
-  /** Encodes an item into its own heap block (outside the lock). */
-  makeItem(bytes: Uint8Array, key: Uint8Array | null): number {
-    const kl = key ? key.length + 4 : 0;
-    const off = alloc(ITEM_HEADER + kl + bytes.length, "queue item");
-    const h = heap();
-    h.dv.setUint32(off, kl, true);
-    h.dv.setUint32(off + 4, bytes.length, true);
-    if (key) {
-      h.u8.set(key, off + ITEM_HEADER);
-      // Arrival order breaks ties (big-endian, so it compares bytewise).
-      h.dv.setUint32(off + ITEM_HEADER + key.length, Atomics.add(this.i32, this.q + NEXT_SEQ, 1));
-    }
-    h.u8.set(bytes, off + ITEM_HEADER + kl);
-    return off;
-  }
-
-  #stored(): void {
-    const i32 = this.i32, q = this.q;
-    Atomics.add(i32, q + SEQ, 1);
-    if (Atomics.load(i32, q + GET_WAITERS)) Atomics.notify(i32, q + SEQ);
-  }
-
-  storePutSync(item: number): void {
-    this.#lockStoreSync();
-    try {
-      this.#push(item);
-    } finally {
-      this.#unlockStore();
-    }
-    this.#stored();
-  }
-
-  async storePut(item: number): Promise<void> {
-    const l = this.#lockStore();
-    if (l) await l;
-    try {
-      this.#push(item);
-    } finally {
-      this.#unlockStore();
-    }
-    this.#stored();
-  }
-
-  /** Takes the next item block if there is one; else the SEQ value to sleep on (negative-free). */
-  #tryTake(): { item: number; seq: number } {
-    checkNotTerminated();
-    const i32 = this.i32, q = this.q;
-    const seq = Atomics.load(i32, q + SEQ);
-    const item = i32[q + LEN] > 0 ? this.#pop() : 0;
-    return { item, seq };
-  }
-
-  #takeOut(item: number): unknown {
-    const h = heap();
-    const kl = h.dv.getUint32(item, true), n = h.dv.getUint32(item + 4, true);
-    const at = item + ITEM_HEADER + kl;
-    let v: unknown;
-    try {
-      v = decodeItem(h.u8.subarray(at, at + n));
-    } finally {
-      release(item);
-    }
-    return this.took(v);
-  }
-
-  /**
-   * Takes the next stored item, waiting for one (`storeGet`/`storeGetSync`): one algorithm, two
-   * drivers (see _atomics), the store lock included.
-   */
-  *#storeGetWaits(deadline: number, signal?: AbortSignal): Waits<unknown> {
-    const i32 = this.i32, q = this.q, repair = () => this.#repair();
-    for (;;) {
-      yield* mutexLockWaits(i32, q + SLOCK, repair);
-      let t;
-      try {
-        t = this.#tryTake();
-      } finally {
-        this.#unlockStore();
-      }
-      if (t.item) return this.#takeOut(t.item);
-      if (this.eof()) return EOF;
-      signal?.throwIfAborted();
-      const left = remainingMs(deadline);
-      if (left <= 0) return TIMEOUT;
-      Atomics.add(i32, q + GET_WAITERS, 1);
-      try {
-        yield { i32, index: q + SEQ, value: t.seq, ms: Math.min(left, LIVENESS_SLICE_MS) };
-      } finally {
-        Atomics.sub(i32, q + GET_WAITERS, 1);
-      }
-    }
-  }
-
-  storeGetSync(timeout: number | undefined): unknown {
-    return runSync(this.#storeGetWaits(deadlineOf(timeout)));
-  }
-
-  storeGet(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
-    return runAsync(this.#storeGetWaits(deadlineOf(timeout), signal));
-  }
-
-  /** Frees the items still stored when the last handle anywhere is gone. */
-  static freeStore(off: number): void {
-    const i32 = heap().i32, q = off >> 2;
-    const arr = i32[q + ARR];
-    if (!arr) return;
-    const s = (arr >> 2) + 1, len = i32[q + LEN];
-    for (let i = 0; i < len; i++) if (i32[s + i]) release(i32[s + i]);
-    release(arr);
   }
 }
