@@ -38,17 +38,11 @@ import {
   SLOCK,
 } from "./layout.ts";
 import { decodeItem } from "./items.ts";
-
-/** What a store needs of the queue's counts (see `Shared`). */
-export interface Counter {
-  /** After the store gave `v` (an item, `TIMEOUT` or `EOF`): counts an item as got. */
-  took(v: unknown): unknown;
-  /** Closed, and every item put has been got: nothing more can come. */
-  eof(): boolean;
-}
+import { sortKey } from "./sort_key.ts";
+import type { Counter, Store } from "./store.ts";
 
 /** A LIFO or priority queue's items, in the heap (see the module doc). */
-export class HeapStore {
+export class HeapStore implements Store {
   /** The queue's header (see `Shared.i32`). */
   readonly i32: Int32Array;
   readonly kind: Kind;
@@ -190,7 +184,7 @@ export class HeapStore {
   }
 
   /** Encodes an item into its own heap block (outside the lock). */
-  makeItem(bytes: Uint8Array, key: Uint8Array | null): number {
+  #makeItem(bytes: Uint8Array, key: Uint8Array | null): number {
     const kl = key ? key.length + 4 : 0;
     const off = alloc(ITEM_HEADER + kl + bytes.length, "queue item");
     const h = heap();
@@ -211,7 +205,13 @@ export class HeapStore {
     if (Atomics.load(i32, GET_WAITERS)) Atomics.notify(i32, SEQ);
   }
 
-  putSync(item: number): void {
+  /** The item's block (made outside the lock): its sort key, if any, and its bytes. */
+  #stage(bytes: Uint8Array, item: unknown): number {
+    return this.#makeItem(bytes, this.kind === PRIO ? sortKey(item) : null);
+  }
+
+  putSync(bytes: Uint8Array, value: unknown): void {
+    const item = this.#stage(bytes, value);
     this.#lockStoreSync();
     try {
       this.#push(item);
@@ -221,7 +221,11 @@ export class HeapStore {
     this.#stored();
   }
 
-  async put(item: number): Promise<void> {
+  put(bytes: Uint8Array, value: unknown): Promise<void> {
+    return this.#put(this.#stage(bytes, value));
+  }
+
+  async #put(item: number): Promise<void> {
     const l = this.#lockStore();
     if (l) await l;
     try {
@@ -289,6 +293,23 @@ export class HeapStore {
   get(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
     return runAsync(this.#getWaits(deadlineOf(timeout), signal));
   }
+
+  /** No fast path: a get takes the store lock (see `get`). */
+  poll(): unknown {
+    return TIMEOUT;
+  }
+
+  wakeReaders(): void {
+    Atomics.notify(this.i32, SEQ);
+  }
+
+  /** Nothing is lost with a dead producer: an item is in the store once its put returned. */
+  reapDead(): number {
+    return 0;
+  }
+
+  /** Nothing to drop: only a FIFO queue's consumers keep copies of their items (see `held.ts`). */
+  taskDone(): void {}
 
   /** Frees the items still stored when the last handle anywhere is gone. */
   static free(off: number): void {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { deadlineOf, LIVENESS_SLICE_MS, remainingMs } from "../core/atomics.ts";
+import { deadlineOf, remainingMs } from "../core/atomics.ts";
 import { adopt, disown, heap, release, retain } from "../core/heap.ts";
 import { EOF, flushAll as flushRings, TIMEOUT } from "../core/ring.ts";
 import { optionsOf } from "../core/args.ts";
@@ -14,7 +14,6 @@ import { type Kind as ObjectKind, registerObject } from "../core/observe.ts";
 import { compileSchema, type Schema, type SchemaFor } from "./typed.ts";
 import { CLOSED, FIFO, type Kind, LIFO, PRIO } from "./layout.ts";
 import { Shared } from "./shared.ts";
-import { sortKey } from "./sort_key.ts";
 import { encode } from "./items.ts";
 
 /** Options of `put`/`putSync`. */
@@ -271,12 +270,6 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     }
   }
 
-  #stage(bytes: Uint8Array, item: T): Uint8Array | number {
-    const s = this.#s;
-    if (s.kind === FIFO) return bytes;
-    return s.store!.makeItem(bytes, s.kind === PRIO ? sortKey(item) : null);
-  }
-
   /**
    * Puts `item` at the end of the queue. Waits while the queue is full (bounded queues only);
    * rejects with `Full` with `block: false` or after `timeout` ms, and `ValueError` once closed.
@@ -311,13 +304,10 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
 
   /** A place is reserved: hand the item over (never waits for a FIFO queue). */
   #commit(item: T, bytes: Uint8Array, options: PutOptions): Promise<void> {
-    const s = this.#s;
     this.#checkOpen();
-    const staged = this.#stage(bytes, item);
+    const p = this.#s.store.put(bytes, item);
     detach(options.transfer);
-    if (typeof staged === "number") return this.#track(s.store!.put(staged));
-    void s.ring!.post(staged, s.sendOptions);
-    return DONE;
+    return p ? this.#track(p) : DONE;
   }
 
   /** `put` for worker code that blocks its thread instead of awaiting. */
@@ -332,10 +322,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
       if (!s.reserveSync(timeout)) throw new Full();
     }
     this.#checkOpen();
-    const staged = this.#stage(bytes, item);
+    s.store.putSync(bytes, item);
     detach(options.transfer);
-    if (typeof staged === "number") s.store!.putSync(staged);
-    else s.ring!.sendSync(staged, s.sendOptions);
   }
 
   /**
@@ -348,12 +336,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     const bytes = this.#encode(item, options.transfer);
     if (!s.tryReserve()) throw new Full();
     this.#checkOpen();
-    const staged = this.#stage(bytes, item);
+    s.store.put(bytes, item)?.catch(() => {});
     detach(options.transfer);
-    if (typeof staged === "number") {
-      const p = s.store!.put(staged);
-      p.catch(() => {});
-    } else void s.ring!.post(staged, s.sendOptions);
   }
 
   /** The item schema of a typed queue (see {@link QueueOptions.schema}), else `null`. */
@@ -517,16 +501,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
 
   /** Removes and returns the next item, or END once the queue is closed and drained. */
   #getRaw(timeout: number | undefined, signal?: AbortSignal): Promise<unknown> {
-    const s = this.#s;
-    if (s.kind !== FIFO) return s.store!.get(timeout, signal);
-    return s.ring!.recv(s.decodeAsync, {
-      timeout,
-      signal,
-      eof: s.eof,
-      eofPollMs: LIVENESS_SLICE_MS,
-      onDiscard: s.discarded,
-      durable: true,
-    }).then((v) => s.took(v));
+    return this.#s.store.get(timeout, signal);
   }
 
   /**
@@ -537,18 +512,14 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     try {
       options = optionsOf(options, "Queue.get", "get({ timeout: 200 })");
       const timeout = timeoutOf(options.block, options.timeout);
-      const s = this.#s, ring = s.ring;
-      if (ring) {
-        // Fast path: an item is there (or comes within a short spin): one settled promise, no
-        // async machinery. A consumer faster than its producer lives on this path.
-        let v = ring.tryRecv(s.decodeAsync);
-        if (v === TIMEOUT && timeout !== 0 && ring.spinForData()) v = ring.tryRecv(s.decodeAsync);
-        if (v !== TIMEOUT) {
-          // A handle's module (or a big block's buffer) may still be on its way.
-          return v instanceof Promise
-            ? v.then((x) => s.took(x) as T)
-            : Promise.resolve(s.took(v) as T);
-        }
+      const s = this.#s;
+      // Fast path (see `Store.poll`): an item is there: one settled promise, no async machinery.
+      const v = s.store.poll(timeout !== 0);
+      if (v !== TIMEOUT) {
+        // A handle's module (or a big block's buffer) may still be on its way.
+        return v instanceof Promise
+          ? v.then((x) => s.took(x) as T)
+          : Promise.resolve(s.took(v) as T);
       }
       return this.#track(this.#getRaw(timeout, options.signal)).then((v) => this.#result(v));
     } catch (e) {
@@ -560,16 +531,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   getSync(options?: Omit<GetOptions, "signal">): T {
     options = optionsOf(options, "Queue.getSync", "getSync({ timeout: 200 })");
     const timeout = timeoutOf(options.block, options.timeout);
-    const s = this.#s;
-    if (s.kind !== FIFO) return this.#result(s.store!.getSync(timeout));
-    const v = s.ring!.recvSync(s.decode, {
-      timeout,
-      eof: s.eof,
-      eofPollMs: LIVENESS_SLICE_MS,
-      onDiscard: s.discarded,
-      durable: true,
-    });
-    return this.#result(s.took(v));
+    return this.#result(this.#s.store.getSync(timeout));
   }
 
   /** Removes and returns an item if one is there at once; else throws `Empty`. */

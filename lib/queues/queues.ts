@@ -22,10 +22,12 @@
  *   at the queue puts those items back for the next consumer (as the cluster queue does), so
  *   `join()` does not wait for a dead consumer. The main thread never dies and keeps no copy.
  *
- * The classes are in `queue.ts`, the state their handles share in `shared.ts`, the block's
- * words in `layout.ts`, a consumer's held copies in `held.ts`, the item codec in `items.ts` and
- * the priority keys in `sort_key.ts`. Importing this module registers the handle kinds and
- * `snapshot()` readers of all of them.
+ * The classes are in `queue.ts`; the state their handles share (counts, reserve, join) in
+ * `shared.ts`; the storage interface in `store.ts`, with its two stores, `ring_store.ts` (FIFO)
+ * and `heap_store.ts` (LIFO, priority; sort keys in `sort_key.ts`); a consumer's held copies and
+ * the holders table in `held.ts`; the block's words in `layout.ts`; the item codec in
+ * `items.ts`. Importing this module registers the handle kinds and `snapshot()` readers of all
+ * of them.
  *
  * @module
  */

@@ -1,7 +1,11 @@
 /**
- * The state of a queue shared by every handle class (one per handle object): the counts and
- * the waits on them, the store its items wait in (the ring of a FIFO queue, or the LIFO/priority
- * store), and the at-least-once holders table of a `JoinableQueue`.
+ * The state of a queue shared by every handle class (one per handle object): the counts and the
+ * waits on them, and the store its items wait in (see `store.ts`).
+ *
+ * Counters split by who writes them (see `layout.ts`): producers count `PUTS` (items reserved),
+ * consumers count `GETS` (items taken) and `TASKS_DONE` (`taskDone`). `qsize()` is `PUTS - GETS`,
+ * shared by all processes (outboxes included); `maxsize` backpressure waits on that count.
+ * Items a dead producer never wrote leave it (`reap`).
  *
  * @module
  */
@@ -14,8 +18,8 @@ import {
   runSync,
   type Waits,
 } from "../core/atomics.ts";
-import { alloc, DEATH_EPOCH_INDEX, heap, MAIN_SLOT, release } from "../core/heap.ts";
-import { checkNotTerminated, type Decode, EOF, Ring, TIMEOUT } from "../core/ring.ts";
+import { alloc, DEATH_EPOCH_INDEX, heap } from "../core/heap.ts";
+import { checkNotTerminated, EOF, type Ring, TIMEOUT } from "../core/ring.ts";
 import { ValueError } from "../core/errors.ts";
 import { compileSchema, type Schema } from "./typed.ts";
 import {
@@ -24,7 +28,6 @@ import {
   FIFO_BLOCK,
   GETS,
   HEADER,
-  HOLDERS,
   JOIN_WAITERS,
   JOINABLE,
   KIND,
@@ -36,12 +39,12 @@ import {
   PUTS,
   SCHEMA,
   SCHEMA_LEN,
-  SEQ,
   TASKS_DONE,
 } from "./layout.ts";
-import { Holders } from "./held.ts";
+import { RingStore } from "./ring_store.ts";
+import type { Store } from "./store.ts";
 import { HeapStore } from "./heap_store.ts";
-import { DecodeFailure, decodeItem, decodeItemAsync } from "./items.ts";
+import { DecodeFailure } from "./items.ts";
 
 /** A typed queue's schema text, copied out of its block (TextDecoder refuses shared views). */
 function schemaText(blk: number, len: number): string {
@@ -60,21 +63,16 @@ export class Shared {
   readonly i32: Int32Array;
   readonly kind: Kind;
   readonly maxsize: number;
+  /** Where the items wait: a ring (FIFO) or heap blocks (LIFO, priority). */
+  readonly store: Store;
+  /** A FIFO queue's ring (a typed queue's batches go to it directly), else null. */
   readonly ring: Ring | null;
   /** Counts unfinished tasks (`taskDone`/`join`). */
   readonly joinable: boolean;
   /** Frees what the queue's block points to, when the last reference to it goes. */
   readonly beforeFree: ((off: number) => void) | undefined;
-  /** Decodes items got from the ring (and keeps a copy when this process holds them). */
-  readonly decode: Decode<unknown>;
-  /** The same for async receivers (see {@link decodeItemAsync}). */
-  readonly decodeAsync: Decode<unknown>;
   /** A typed queue's compiled schema (see `typed.ts`), else null. */
   readonly schema: Schema | null;
-  /** A LIFO or priority queue's store, else null (a FIFO queue's items are in `ring`). */
-  readonly store: HeapStore | null;
-  /** A FIFO `JoinableQueue`'s holders table (at-least-once, see `held.ts`), else null. */
-  readonly holders: Holders | null;
   /** The death counter when `reap` last looked (-1: never). */
   #epoch = -1;
 
@@ -87,48 +85,24 @@ export class Shared {
     this.kind = Atomics.load(this.i32, this.q + KIND) as Kind;
     this.maxsize = Atomics.load(this.i32, this.q + MAXSIZE);
     this.joinable = Atomics.load(this.i32, this.q + JOINABLE) !== 0;
-    this.ring = this.kind === FIFO ? new Ring(off + HEADER, off) : null;
-    this.store = this.ring ? null : new HeapStore(this.i32, this.kind, this);
-    this.holders = this.joinable && this.ring
-      ? new Holders(this.i32, this.ring, this.sendOptions)
-      : null;
-    this.beforeFree = this.ring ? Shared.freeFifo : HeapStore.free;
     const text = Atomics.load(this.i32, this.q + SCHEMA);
     this.schema = text ? compileSchema(schemaText(text, this.i32[this.q + SCHEMA_LEN])) : null;
-    const typed = this.schema,
-      decodeTyped = (payload: Uint8Array): unknown => {
-        try {
-          return typed!.decode(payload);
-        } catch (e) {
-          return new DecodeFailure(e);
-        }
-      };
-    const holds = this.joinable && this.ring !== null && heap().slot !== MAIN_SLOT;
-    const holding = (decode: Decode<unknown>): Decode<unknown> => (payload, owned) => {
-      const v = decode(payload, owned);
-      // The copy is taken now, while `payload` still views the ring.
-      if (!(v instanceof DecodeFailure)) this.holders!.hold(payload);
-      return v;
-    };
-    this.decode = typed ? decodeTyped : holds ? holding(decodeItem) : decodeItem;
-    this.decodeAsync = typed ? decodeTyped : holds ? holding(decodeItemAsync) : decodeItemAsync;
-  }
-
-  /**
-   * Frees what a FIFO queue's block points to when the last handle anywhere is gone: the held
-   * items' blocks of its consumers and a dead reader's half-assembled item.
-   */
-  static freeFifo(off: number): void {
-    Ring.dispose(off + HEADER);
-    const i32 = heap().i32, q = off >> 2;
-    if (i32[q + SCHEMA]) release(i32[q + SCHEMA]);
-    Holders.free(off);
+    if (this.kind === FIFO) {
+      const store = new RingStore(off, this.i32, this, this.joinable, this.schema);
+      this.store = store;
+      this.ring = store.ring;
+      this.beforeFree = RingStore.free;
+    } else {
+      this.store = new HeapStore(this.i32, this.kind, this);
+      this.ring = null;
+      this.beforeFree = HeapStore.free;
+    }
   }
 
   static create(kind: Kind, maxsize: number, joinable: boolean, schema?: Schema): number {
     const off = alloc(kind === FIFO ? FIFO_BLOCK : HEADER, "queue");
     const i32 = heap().i32, q = off >> 2;
-    if (kind === FIFO) Ring.init(off + HEADER, FIFO_BLOCK - HEADER);
+    if (kind === FIFO) RingStore.init(off, FIFO_BLOCK);
     if (schema) {
       const text = new TextEncoder().encode(schema.text), blk = alloc(text.length, "queue");
       heap().u8.set(text, blk);
@@ -162,8 +136,7 @@ export class Shared {
     const epoch = Atomics.load(heap().i32, DEATH_EPOCH_INDEX);
     if (epoch === this.#epoch) return;
     this.#epoch = epoch;
-    if (Atomics.load(this.i32, this.q + HOLDERS)) this.holders?.reap();
-    const lost = this.ring ? this.ring.reapDead() : 0;
+    const lost = this.store.reapDead();
     if (lost) this.gone(lost);
   }
 
@@ -293,8 +266,7 @@ export class Shared {
   }
 
   wakeReaders(): void {
-    if (this.ring) this.ring.wakeReaders();
-    else Atomics.notify(this.i32, this.q + SEQ);
+    this.store.wakeReaders();
   }
 
   close(): void {
@@ -314,7 +286,7 @@ export class Shared {
       const left = (Atomics.load(i32, this.q + PUTS) - d) | 0;
       if (left <= 0) throw new ValueError("task_done() called too many times");
       if (Atomics.compareExchange(i32, idx, d, (d + 1) | 0) !== d) continue;
-      if (drop) this.holders?.drop();
+      if (drop) this.store.taskDone();
       // The last one: wake joiners (they sleep on TASKS_DONE). A put racing with this keeps them
       // waiting, as it should; they re-check PUTS when they wake.
       if (left === 1 && Atomics.load(i32, this.q + JOIN_WAITERS)) Atomics.notify(i32, idx);
