@@ -12,6 +12,7 @@
  * @module
  */
 
+import { encodeView } from "../core/reduction.ts";
 import { alloc, DEATH_EPOCH_INDEX, heap, isAlive, release } from "../core/heap.ts";
 import { Ring } from "../core/ring.ts";
 import { SerializationError } from "../core/errors.ts";
@@ -140,11 +141,8 @@ export function freeBox(off: number): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Encoding. One encoder per process: `encode` returns a view that `Ring.post` copies at once
-// (into the ring, or into the outbox), so the view is never kept past the call.
-
-/** This process's encoder (see above: a view valid until the next `encode`). */
-export const enc = new Encoder();
+// Encoding: `encodeView` (the codec's reused buffer) returns a view that `Ring.post` copies at
+// once (into the ring, or into the outbox), so the view is never kept past the call.
 /** Decodes a message read from a ring. */
 export const decode = (b: Uint8Array): unknown => loads(b);
 
@@ -154,7 +152,7 @@ export const decode = (b: Uint8Array): unknown => loads(b);
  */
 export function encodeAt(value: unknown[], at: number, root: string): Uint8Array {
   try {
-    return enc.encode(value, "env");
+    return encodeView(value, "env");
   } catch (e) {
     const prefix = `env[${at}]`;
     if (e instanceof SerializationError && e.path.startsWith(prefix)) {

@@ -7,11 +7,12 @@
  * @module
  */
 
+import { encodeView } from "../core/reduction.ts";
 import { alloc, heap, isAlive } from "../core/heap.ts";
 import { deadlineOf, remainingMs } from "../core/atomics.ts";
 import { Ring } from "../core/ring.ts";
 import { TimeoutError, ValueError } from "../core/errors.ts";
-import { type Box, decode, enc, encodeAt } from "./block.ts";
+import { type Box, decode, encodeAt } from "./block.ts";
 import { ActorExited, type ExitReason } from "./exit.ts";
 import { exitReasonOf, type Listener, watch } from "./watch.ts";
 import { running } from "./self.ts";
@@ -199,10 +200,10 @@ export function sendReply(to: Reply, status: number, value: unknown): void {
     // An error being reported arrives even with fields that cannot be sent (the codec leaves
     // them out and says so in its stack); a result that cannot be sent is refused by its path.
     bytes = status === ERR
-      ? enc.encode([to.id, status, value], "reply", { reportError: true })
+      ? encodeView([to.id, status, value], "reply", { reportError: true })
       : encodeAt([to.id, status, value], 2, "result");
   } catch (e) {
-    bytes = enc.encode([to.id, ERR, e], "reply");
+    bytes = encodeView([to.id, ERR, e], "reply");
   }
   let ring = replyRings.get(to.inbox);
   if (!ring) replyRings.set(to.inbox, ring = new Ring(to.inbox));

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { Attaching } from "../core/attach.ts";
+import { encodeView } from "../core/reduction.ts";
 import {
   ACQUIRED,
   deadlineOf,
@@ -34,7 +36,6 @@ import {
   Box,
   COUNT,
   decode,
-  enc,
   ENTRY,
   freeBox,
   KIND_I,
@@ -73,7 +74,8 @@ export interface MailboxSendOptions {
   signal?: AbortSignal;
 }
 
-let attaching = 0;
+/** The block a Mailbox being rebuilt attaches to (see core/attach.ts). */
+const attaching = new Attaching();
 let boxOfMailbox: (m: Mailbox<unknown>) => Box;
 
 /**
@@ -99,9 +101,9 @@ export class Mailbox<T = unknown> {
   /** Creates a mailbox; `maxsize` bounds it (`send` then waits for room). */
   constructor(options?: MailboxOptions) {
     options = optionsOf(options, "new Mailbox", "new Mailbox({ maxsize: 100 })");
-    if (attaching) {
-      this.#box = new Box(attaching);
-      attaching = 0;
+    const off = attaching.take();
+    if (off !== undefined) {
+      this.#box = new Box(off);
     } else {
       const max = options.maxsize ?? 0;
       if (!Number.isInteger(max) || max < 0) {
@@ -206,7 +208,7 @@ export class Mailbox<T = unknown> {
   /** Encodes a message whose place is reserved; gives the place back if it cannot be sent. */
   #encodeReserved(msg: T): Uint8Array {
     try {
-      return enc.encode(msg, "message");
+      return encodeView(msg, "message");
     } catch (e) {
       this.#taken();
       throw e;
@@ -385,7 +387,7 @@ export class Mailbox<T = unknown> {
    */
   #save(v: unknown, replacing = 0, prev = 0): number {
     const box = this.#box, h = box.i32;
-    const bytes = enc.encode(v, "message");
+    const bytes = encodeView(v, "message");
     const e = alloc(ENTRY + bytes.length), E = e >> 2;
     const hp = heap();
     hp.u8.set(bytes, e + ENTRY);
@@ -478,11 +480,6 @@ registerHandle<Mailbox<unknown>, number>({
     if (Atomics.load(heap().i32, (off >> 2) + KIND_I) !== PLAIN) {
       throw new Error(`denomp: heap offset ${off} holds no Mailbox`);
     }
-    attaching = off;
-    try {
-      return new Mailbox();
-    } finally {
-      attaching = 0;
-    }
+    return attaching.run(off, () => new Mailbox());
   },
 });

@@ -3,6 +3,7 @@
  * @module
  */
 
+import { sameBytes } from "../core/bytes.ts";
 import {
   apiCode,
   decode,
@@ -389,10 +390,4 @@ export class ClusterDict<K = unknown, V = unknown> {
     await kv.destroy();
     this.#kv = undefined;
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

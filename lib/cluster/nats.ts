@@ -10,6 +10,7 @@
 // The NATS client's packages, pinned inline rather than in deno.json's import map: they are a
 // dependency of lib/cluster/ alone, and this is the one module of it that names them.
 // deno-lint-ignore-file no-import-prefix
+import { checkTimeout } from "../core/args.ts";
 import {
   connect,
   createInbox,
@@ -87,13 +88,7 @@ export function checkName(what: string, name: string): string {
 }
 
 export function checkMs(what: string, v: number | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v !== "number" || Number.isNaN(v) || v < 0) {
-    throw new ValueError(
-      `'${what}' must be a non-negative number of milliseconds: current value is ${v}`,
-    );
-  }
-  return v;
+  return checkTimeout(v, what);
 }
 
 export function abortError(signal: AbortSignal): unknown {

@@ -11,8 +11,10 @@
  * @module
  */
 
+import { checkTimeout } from "../core/args.ts";
+import { encodeView } from "../core/reduction.ts";
 import { BufferTooShort, ValueError } from "../core/errors.ts";
-import { Encoder, loads, loadsAsync } from "../core/reduction.ts";
+import { loads, loadsAsync } from "../core/reduction.ts";
 import * as pickle from "../pickle/pickle.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -85,18 +87,7 @@ export interface Transport {
 // ---------------------------------------------------------------------------------------------
 // Connection
 
-let encoding = false;
-const sharedEncoder = new Encoder();
-
-function encode(value: unknown): Uint8Array {
-  if (encoding) return new Encoder().encode(value, "obj").slice();
-  encoding = true;
-  try {
-    return sharedEncoder.encode(value, "obj");
-  } finally {
-    encoding = false;
-  }
-}
+const encode = (value: unknown): Uint8Array => encodeView(value, "obj");
 
 const decodeObj = (b: Uint8Array): unknown => loads(b);
 
@@ -399,9 +390,7 @@ function intoResult(r: number | BufferTooShort): number {
 }
 
 function pollTimeout(t: number | null | undefined): number {
-  if (t === null || t === undefined) return Infinity;
-  if (typeof t !== "number" || Number.isNaN(t)) {
-    throw new ValueError(`timeout must be a number of milliseconds: current value is ${t}`);
-  }
-  return Math.max(0, t);
+  // As Python's poll: a negative timeout polls once, not an error.
+  if (typeof t === "number" && t < 0) return 0;
+  return checkTimeout(t) ?? Infinity;
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { checkTimeout } from "../core/args.ts";
 import { AuthenticationError, ValueError } from "../core/errors.ts";
 import { optionsOf } from "../core/args.ts";
 import { codecOf, type Connection, OSError } from "./connection.ts";
@@ -221,12 +222,7 @@ export class Listener {
 
 /** `handshakeTimeout` checked: milliseconds, default 20,000. */
 function handshakeMs(t: number | undefined): number {
-  if (t === undefined) return 20_000;
-  if (typeof t !== "number") {
-    throw new TypeError(`handshakeTimeout must be a number of milliseconds: got ${typeof t}`);
-  }
-  if (!(t >= 0)) throw new ValueError(`handshakeTimeout must be >= 0 ms: current value is ${t}`);
-  return t;
+  return checkTimeout(t, "handshakeTimeout") ?? 20_000;
 }
 
 function describePeer(sock: Deno.Conn): string {

@@ -32,7 +32,7 @@ import {
 // Pipe layout (Int32 words from the block offset / 4)
 
 const MAGIC_I = 0, DUPLEX = 1, MAGIC = 0x70697065; // "pipe"
-/** The ends' copy tables (see _pipe_copies.ts) sit between the header words and HEADER. */
+/** The ends' copy tables (see pipe_copies.ts) sit between the header words and HEADER. */
 const HEADER = 2048;
 const DUPLEX_BLOCK = (512 << 10) - 16;
 const SIMPLEX_BLOCK = (256 << 10) - 16;

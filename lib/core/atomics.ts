@@ -61,8 +61,8 @@
  * @module
  */
 
+import { checkTimeout } from "./args.ts";
 import { heap, isAlive } from "./heap.ts";
-import { ValueError } from "./errors.ts";
 
 /** The outcome of one wait on a shared word. */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
@@ -76,16 +76,8 @@ export const LIVENESS_SLICE_MS = 100;
  * number`).
  */
 export function deadlineOf(timeout?: number | null): number {
-  if (timeout === undefined || timeout === null || timeout === Infinity) return Infinity;
-  if (typeof timeout !== "number" || Number.isNaN(timeout)) {
-    throw new TypeError(
-      `timeout must be a number of milliseconds: current value is ${String(timeout)}`,
-    );
-  }
-  if (timeout < 0) {
-    throw new ValueError(`'timeout' must be a non-negative number: current value is ${timeout}`);
-  }
-  return performance.now() + timeout;
+  const t = checkTimeout(timeout);
+  return t === undefined || t === Infinity ? Infinity : performance.now() + t;
 }
 
 /** Milliseconds left until `deadline` (never negative; `Infinity` stays). */

@@ -40,7 +40,7 @@
  */
 
 import { T_KINDS } from "./wire.ts";
-import { Encoder } from "./encoder.ts";
+import { type EncodeOptions, Encoder } from "./encoder.ts";
 import { Decoder, MissingHandleModule, settleWaits } from "./decoder.ts";
 
 // The codec's parts, re-exported: this module is its one face (dumps/loads and the classes).
@@ -79,9 +79,27 @@ export function holdsHandles(bytes: Uint8Array): boolean {
  * ```
  */
 export function dumps(value: unknown, root = "value"): Uint8Array {
+  return encodeView(value, root).slice();
+}
+
+/**
+ * Encodes `value` into this isolate's reused buffer and returns a view of it, valid until the
+ * next `encodeView` (a channel copies it into its ring at once). For the senders of every
+ * channel: no allocation per message. A handle's `reduce` may itself send (an incref, a
+ * message of its own) while a value is being encoded: a nested call gets an encoder of its own,
+ * so the outer view stays intact.
+ *
+ * @example
+ * ```ts
+ * import { encodeView, loads } from "./reduction.ts";
+ * const view = encodeView({ n: 1 }, "item");
+ * console.assert(loads<{ n: number }>(view).n === 1);
+ * ```
+ */
+export function encodeView(value: unknown, root: string, options?: EncodeOptions): Uint8Array {
   const e = encoding++ ? new Encoder() : sharedEncoder;
   try {
-    return e.encode(value, root).slice();
+    return e.encode(value, root, options);
   } finally {
     encoding--;
   }

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { Deque } from "../core/deque.ts";
 import { deadlineOf, remainingMs } from "../core/atomics.ts";
 import { optionsOf } from "../core/args.ts";
 import { CancelledError, TimeoutError, ValueError } from "../core/errors.ts";
@@ -494,8 +495,7 @@ export function asCompleted<F extends Waitable>(
  * the thenable future and yield its result instead of the future itself.
  */
 class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed<F>> {
-  readonly #ready: F[] = [];
-  #head = 0;
+  readonly #ready = new Deque<F>();
   /** Each future (or AsyncResult) once, in the input's order. */
   readonly #all: F[] = [];
   /** How many are not done yet. */
@@ -562,10 +562,8 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
   }
 
   next(): Promise<IteratorResult<Completed<F>, undefined>> {
-    if (this.#head < this.#ready.length) {
-      const value = this.#ready[this.#head];
-      this.#ready[this.#head++] = undefined as unknown as F;
-      return Promise.resolve({ value, done: false });
+    if (this.#ready.length) {
+      return Promise.resolve({ value: this.#ready.shift()!, done: false });
     }
     if (this.#left === 0 || this.#closed) return this.return();
     return this.#later();
@@ -586,7 +584,7 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
       });
       clearTimeout(timer);
     } else timedOut = true;
-    if (this.#head < this.#ready.length || this.#left === 0) return this.next();
+    if (this.#ready.length || this.#left === 0) return this.next();
     if (!timedOut && !this.#closed) return this.#later();
     const left = this.#left;
     await this.return();

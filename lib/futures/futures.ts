@@ -44,6 +44,7 @@
  * @module
  */
 
+import { Deque } from "../core/deque.ts";
 import { deadlineOf, remainingMs } from "../core/atomics.ts";
 import { optionsOf } from "../core/args.ts";
 import { delegate, Future, type FutureSource } from "./future.ts";
@@ -117,30 +118,9 @@ interface WorkItem {
 }
 
 /** The calls an executor has not started yet, in order (Python's pending work items). */
-class WorkQueue {
-  #items: WorkItem[] = [];
-  #head = 0;
-
+class WorkQueue extends Deque<WorkItem> {
   get size(): number {
-    return this.#items.length - this.#head;
-  }
-
-  push(item: WorkItem): void {
-    this.#items.push(item);
-  }
-
-  shift(): WorkItem | undefined {
-    if (this.#head === this.#items.length) return undefined;
-    const item = this.#items[this.#head];
-    this.#items[this.#head++] = undefined as unknown as WorkItem;
-    if (this.#head === this.#items.length) {
-      this.#items.length = 0;
-      this.#head = 0;
-    } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
-    return item;
+    return this.length;
   }
 
   /** Cancels every call in the queue and empties it. */

@@ -71,7 +71,8 @@ import type { Address } from "../connection/listener.ts";
 import { EOFError, ProcessError, ValueError } from "../core/errors.ts";
 import { Process } from "../process/process.ts";
 import type { CInput, Typecode } from "../memory/sharedctypes.ts";
-import { CREATE, fmtAddress, HANDSHAKE_MS, keyBytes, randomId, SHUTDOWN } from "./protocol.ts";
+import { CREATE, fmtAddress, HANDSHAKE_MS, randomId, SHUTDOWN } from "./protocol.ts";
+import { keyBytes } from "../connection/auth.ts";
 import { serverBlockValid, stopServerBlock } from "./transports/ring.ts";
 import { TcpTransport } from "./transports/tcp.ts";
 import {

@@ -14,7 +14,6 @@
  * @module
  */
 
-import type { AuthKey } from "../connection/auth.ts";
 import { EOFError, SerializationError } from "../core/errors.ts";
 import type { EOF } from "../core/ring.ts";
 import { Decoder, Encoder } from "../core/reduction.ts";
@@ -107,18 +106,6 @@ export function unframe(b: Uint8Array, network: boolean): Frame {
 }
 
 export const unframeLocal = (b: Uint8Array): Frame => unframe(b, false);
-
-/** An authkey as bytes (a string is UTF-8). */
-export function keyBytes(k: AuthKey): Uint8Array {
-  if (typeof k === "string") return new TextEncoder().encode(k);
-  if (k instanceof Uint8Array) return k;
-  throw new TypeError(`authkey should be a Uint8Array or a string: got ${typeof k}`);
-}
-
-/** Whether two byte strings are equal. */
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
 
 /** 128 random bits, URL-safe base64: a server id, or an object id over TCP. */
 export function randomId(): string {

@@ -19,8 +19,8 @@ import {
   netEncoding,
   type ObjId,
   PROXY_KIND,
-  sameBytes,
 } from "./protocol.ts";
+import { sameBytes } from "../core/bytes.ts";
 
 /** What a proxy is inside: its route, type and object id, and the connection it calls on. */
 export interface Core {

@@ -4,7 +4,7 @@
  * taken from any worker.
  *
  * Why it can see everything: objects and processes record themselves once in shared tables
- * (`_observe.ts`), and waiters note what they wait for just before sleeping; a snapshot reads
+ * (`core/observe.ts`), and waiters note what they wait for just before sleeping; a snapshot reads
  * those tables and the objects' live words. No process is asked anything, so a snapshot works
  * while every other worker is stuck, and costs nothing until it is taken.
  *

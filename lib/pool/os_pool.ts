@@ -239,7 +239,7 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
  *
  * @example
  * ```ts ignore
- * // In _os_child.ts, for a start frame naming this module as its bridge:
+ * // In process/os_child.ts, for a start frame naming this module as its bridge:
  * Deno.exit(await childMain(channel, start));
  * ```
  */

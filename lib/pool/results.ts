@@ -162,16 +162,16 @@ export class ResultHandler {
       const seq = u32(b, 4);
       const us = u32(b, 8);
       this.meanTaskUs = this.meanTaskUs < 0 ? us : this.meanTaskUs * 0.9 + us * 0.1;
-      let t = w.fifo[w.head];
+      let t = w.fifo.at(0);
       // Tasks before it were cancelled and skipped by the worker.
       while (t !== undefined && t.seq < seq) {
         if (t.skipped) w.skipped--;
-        w.shift();
-        t = w.fifo[w.head];
+        w.fifo.shift();
+        t = w.fifo.at(0);
       }
       if (t === undefined || t.seq !== seq) return true;
       this.#stats.timed(us, t.at);
-      w.shift();
+      w.fifo.shift();
       if (t.state !== ASSIGNED) return true; // cancelled while it ran
       let ok = kind !== R_ERR, value: unknown;
       try {

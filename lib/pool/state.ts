@@ -93,7 +93,7 @@ export class PoolState {
    */
   describe(name: string): Record<string, unknown> | null {
     const workers = this.workers.list.filter((w) => !w.dead).map((w) => {
-      const t = w.fifo.length - w.head - w.skipped > 0 ? w.fifo[w.head] : undefined;
+      const t = w.fifo.length - w.skipped > 0 ? w.fifo.at(0) : undefined;
       return { name: w.proc.name, busy: t !== undefined, task: t ? t.fn.ref.name : "" };
     });
     // Gone: terminated, or closed with nothing left to do.

@@ -463,8 +463,8 @@ export class TaskHandler {
     }
     const begun = Math.abs(seen);
     const back: Task[] = [];
-    while (w.fifo.length > w.head) {
-      const t = w.fifo[w.fifo.length - 1];
+    while (w.fifo.length > 0) {
+      const t = w.fifo.at(w.fifo.length - 1)!;
       if (t.seq <= begun) break;
       w.fifo.pop();
       if (t.skipped) w.skipped--;
@@ -473,10 +473,6 @@ export class TaskHandler {
       t.worker = null;
       t.seq = 0;
       back.push(t);
-    }
-    if (w.fifo.length === w.head) {
-      w.fifo.length = 0;
-      w.head = 0;
     }
     return back.reverse();
   }
@@ -546,11 +542,9 @@ export class TaskHandler {
     this.queue = [];
     this.qhead = 0;
     for (const w of this.#workers.byId.values()) {
-      for (let i = w.head; i < w.fifo.length; i++) {
-        this.#pool.results.complete(w.fifo[i], false, err);
-      }
-      w.fifo = [];
-      w.head = w.skipped = 0;
+      for (const t of w.fifo) this.#pool.results.complete(t, false, err);
+      w.fifo.clear();
+      w.skipped = 0;
     }
   }
 }

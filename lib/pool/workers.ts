@@ -11,6 +11,7 @@
  * @module
  */
 
+import { Deque } from "../core/deque.ts";
 import { alloc, DEATH_EPOCH_INDEX, heap, release } from "../core/heap.ts";
 import { Ring, type SendOptions, type SendStatus } from "../core/ring.ts";
 import { BrokenPoolError } from "../core/errors.ts";
@@ -34,9 +35,8 @@ let widCounter = 0;
 export class WorkerHandle {
   readonly ctl: Int32Array;
   readonly taskRing: Ring;
-  /** Tasks written to its ring, in order, from `head` on (settled ones may linger). */
-  fifo: Task[] = [];
-  head = 0;
+  /** Tasks written to its ring, in order (settled ones may linger). */
+  readonly fifo = new Deque<Task>();
   /** Tasks written to it in all (the last one's number). */
   assigned = 0;
   /**
@@ -78,18 +78,7 @@ export class WorkerHandle {
 
   /** Tasks written to it and not yet returned (cancelled ones it will skip excepted). */
   inflight(): number {
-    return this.fifo.length - this.head - this.skipped;
-  }
-
-  shift(): void {
-    this.fifo[this.head++] = undefined as unknown as Task;
-    if (this.head === this.fifo.length) {
-      this.fifo.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.fifo.length) {
-      this.fifo = this.fifo.slice(this.head);
-      this.head = 0;
-    }
+    return this.fifo.length - this.skipped;
   }
 }
 
@@ -216,8 +205,7 @@ export class WorkerHandler {
       this.#graveyard.push({ block: w.block, at: performance.now() });
       const code = w.proc.exitCode;
       const started = startedOf(w.ctl);
-      for (let i = w.head; i < w.fifo.length; i++) {
-        const t = w.fifo[i];
+      for (const t of w.fifo) {
         if (t.state !== ASSIGNED) continue;
         if (t.seq <= started) {
           pool.results.complete(
@@ -235,8 +223,8 @@ export class WorkerHandler {
           again.push(t);
         }
       }
-      w.fifo = [];
-      w.head = w.skipped = 0;
+      w.fifo.clear();
+      w.skipped = 0;
       // A worker that dies by itself before it is ready (its module or initializer crashes)
       // would be replaced forever: three in a row break the pool. Stopped from outside
       // (terminate()/kill()) is no failure to start.

@@ -1,6 +1,6 @@
 /**
  * Isolation "process", parent side: a child that is a separate `deno` OS process, started with
- * `Deno.Command`, as `Child` in `_spawn.ts` is a Web Worker. `Process` hands over to
+ * `Deno.Command`, as `Child` in `core/spawn.ts` is a Web Worker. `Process` hands over to
  * {@link OsChild} when its options say `isolation: "process"`; the two have the same shape
  * (pid, exitCode, exited, terminate), so everything above them is written once.
  *

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { Attaching } from "../core/attach.ts";
 import {
   type AcquireResult,
   deadlineOf,
@@ -133,16 +134,11 @@ export function waitArgs(
 const LINE_BYTES = 48;
 
 /** The offset of the block a constructor should attach to instead of allocating (see attach). */
-let attaching = 0;
+const attaching = new Attaching();
 
 /** Builds a handle on an existing block (the codec's `rebuild`, which adopts the sent ref). */
 export function attach<T>(off: number, make: () => T): T {
-  attaching = off;
-  try {
-    return make();
-  } finally {
-    attaching = 0;
-  }
+  return attaching.run(off, make);
 }
 
 /**
@@ -155,12 +151,12 @@ export function block(
   kind: Kind,
   o?: ObjectOptions,
 ): { off: number; i32: Int32Array; fresh: boolean } {
-  const fresh = attaching === 0;
+  const attached = attaching.take();
+  const fresh = attached === undefined;
   if (fresh) checkNotTerminated();
   // At least a 64-byte block (blocks are aligned to their size): a cache line of its own, so
   // that two busy primitives never slow each other down by sharing one.
-  const off = fresh ? alloc(Math.max(bytes, LINE_BYTES)) : attaching;
-  attaching = 0;
+  const off = fresh ? alloc(Math.max(bytes, LINE_BYTES)) : attached;
   // Listed for snapshot() once, by its creator; unlisted when its last handle goes.
   if (fresh) registerObject(kind, off, o?.name, o?.detectDeadlock ? DETECT_DEADLOCK : 0);
   adopt(self, off, forgetObject);

@@ -6,7 +6,7 @@
  * are reached only through proxies (lib/managers/managers.ts), so they are plain in-isolate objects: a
  * `Map`, an array, promise-based waits.
  *
- * Why not the shared-memory primitives of synchronize.ts / queues.ts here: ownership. Every
+ * Why not the shared-memory primitives of lib/sync/ and lib/queues/ here: ownership. Every
  * client of a server is the same process to them (the server's), while a managed lock must know
  * which *client* holds it, to release it when that client's connection drops (a worker that
  * died, a program killed mid-call), and which client-side thread, for `RLock` and `Condition`.

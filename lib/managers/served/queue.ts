@@ -5,6 +5,7 @@
  * @module
  */
 
+import { Deque } from "../../core/deque.ts";
 import { caller } from "./caller.ts";
 import { park, timeoutOf, Waiter } from "./sync.ts";
 import { Empty, Full, ValueError } from "../../core/errors.ts";
@@ -20,8 +21,7 @@ export interface QueueArgs {
 
 /** A served `Queue` / `JoinableQueue` (Python's `queue.Queue`, which has both). */
 export class ServedQueue {
-  #items: unknown[] = [];
-  #head = 0;
+  readonly #items = new Deque<unknown>();
   #getters: Waiter<unknown>[] = [];
   #putters: Waiter<void>[] = [];
   #pendingPuts = new Map<Waiter<void>, unknown>();
@@ -37,7 +37,7 @@ export class ServedQueue {
   }
 
   #size(): number {
-    return this.#items.length - this.#head;
+    return this.#items.length;
   }
 
   #push(item: unknown): void {
@@ -48,13 +48,7 @@ export class ServedQueue {
   }
 
   #shift(): unknown {
-    const item = this.#items[this.#head];
-    this.#items[this.#head++] = undefined;
-    if (this.#head === this.#items.length) (this.#items.length = 0), (this.#head = 0);
-    else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
+    const item = this.#items.shift();
     // Room now: the first waiting putter's item goes in.
     for (let w = this.#putters[0]; w; w = this.#putters[0]) {
       const pending = this.#pendingPuts.get(w);

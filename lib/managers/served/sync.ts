@@ -6,6 +6,7 @@
  * @module
  */
 
+import { checkTimeout } from "../../core/args.ts";
 import { type Caller, caller, type Client, type Forgetful } from "./caller.ts";
 import { BrokenBarrierError, ValueError } from "../../core/errors.ts";
 
@@ -96,15 +97,6 @@ export function timeoutOf(o: AcquireArgs | undefined): number | undefined {
     return 0;
   }
   return checkTimeout(t);
-}
-
-function checkTimeout(t: unknown): number | undefined {
-  if (t === undefined || t === null) return undefined;
-  if (typeof t !== "number" || Number.isNaN(t)) {
-    throw new TypeError(`timeout must be a number of milliseconds: current value is ${String(t)}`);
-  }
-  if (t < 0) throw new ValueError(`'timeout' must be a non-negative number: current value is ${t}`);
-  return t;
 }
 
 /** Results of a served acquire: missed / timed out, acquired, acquired from a dead holder. */
@@ -216,7 +208,7 @@ export class ServedLock implements Forgetful {
 
 /**
  * A served `Semaphore` (`bound` null) or `BoundedSemaphore`. Permits taken by a client whose
- * connection drops are given back (as synchronize.ts's semaphore reclaims those of dead
+ * connection drops are given back (as lib/sync/semaphore.ts reclaims those of dead
  * processes); a release by a client holding no permit is a plain signal.
  */
 export class ServedSemaphore implements Forgetful {

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { Yielder } from "../../core/yield.ts";
 import { LIVENESS_SLICE_MS } from "../../core/atomics.ts";
 import { EOFError } from "../../core/errors.ts";
 import { alloc, heap, isAlive, release, retain } from "../../core/heap.ts";
@@ -229,28 +230,15 @@ export class RingListener<C extends { readonly name: string }> {
   }
 }
 
-let channel: MessageChannel | null = null;
-const yielded: (() => void)[] = [];
-
 /**
- * Lets other tasks run (timers, other connections' wake-ups). A connection whose client keeps
- * sending is served in a chain of microtasks that would otherwise starve them. Not
- * `setTimeout(0)`: it takes about 2 ms here, a MessageChannel message about 12 µs.
+ * Lets other tasks run (timers, other connections' wake-ups) between the messages of a
+ * connection whose client keeps sending, which would otherwise be served in a chain of
+ * microtasks that starves them.
  */
-function yieldTask(): Promise<void> {
-  if (!channel) {
-    channel = new MessageChannel();
-    channel.port1.onmessage = () => yielded.shift()?.();
-  }
-  const p = new Promise<void>((r) => yielded.push(r));
-  channel.port2.postMessage(null);
-  return p;
-}
+const yielder = new Yielder();
+const yieldTask = (): Promise<void> => yielder.yield();
 
 /** Lets the isolate exit: closes the channel of {@link yieldTask} (no server is left here). */
 export function releaseYield(): void {
-  if (!channel) return;
-  channel.port1.close();
-  channel.port2.close();
-  channel = null;
+  yielder.close();
 }
