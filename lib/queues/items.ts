@@ -1,25 +1,11 @@
 /**
- * How a queue's items are encoded and decoded: one reusable encoder, and decoders that return a
- * failure instead of throwing so that the counts go on.
+ * How a queue's items are decoded: a failure is returned instead of thrown, so that the counts
+ * go on (items are encoded with the codec's reused encoder, `encodeView`).
  *
  * @module
  */
 
-import { Encoder, loads, loadsAsync } from "../core/reduction.ts";
-
-let encoding = false;
-const sharedEncoder = new Encoder();
-
-/** Encodes with the shared encoder (its bytes are valid until the next encode). */
-export function encode(value: unknown): Uint8Array {
-  if (encoding) return new Encoder().encode(value, "item").slice(); // a reduce() that puts
-  encoding = true;
-  try {
-    return sharedEncoder.encode(value, "item");
-  } finally {
-    encoding = false;
-  }
-}
+import { loads, loadsAsync } from "../core/reduction.ts";
 
 /** An item whose bytes did not decode: the reader gets `error`, the counts go on. */
 export class DecodeFailure {

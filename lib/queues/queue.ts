@@ -8,13 +8,14 @@
 import { deadlineOf, remainingMs } from "../core/atomics.ts";
 import { adopt, disown, heap, release, retain } from "../core/heap.ts";
 import { EOF, flushAll as flushRings, TIMEOUT } from "../core/ring.ts";
-import { optionsOf } from "../core/args.ts";
+import { checkTimeout, optionsOf } from "../core/args.ts";
+import { Attaching } from "../core/attach.ts";
+import { encodeView } from "../core/reduction.ts";
 import { Empty, Full, SerializationError, ValueError } from "../core/errors.ts";
 import { type Kind as ObjectKind, registerObject } from "../core/observe.ts";
 import { compileSchema, type Schema, type SchemaFor } from "./typed.ts";
 import { CLOSED, FIFO, type Kind, LIFO, PRIO } from "./layout.ts";
 import { Shared } from "./shared.ts";
-import { encode } from "./items.ts";
 
 /** Options of `put`/`putSync`. */
 export interface PutOptions {
@@ -77,17 +78,9 @@ function maxOf(max: number | undefined): number {
 
 const DONE: Promise<void> = Promise.resolve();
 
-/** Python's checks: a negative or non-numeric timeout is a ValueError. */
+/** The wait of a put or get: none with `block: false`, else the timeout (see `checkTimeout`). */
 function timeoutOf(block: boolean | undefined, timeout: number | undefined): number | undefined {
-  if (block === false) return 0;
-  if (timeout === undefined || timeout === null) return undefined;
-  if (typeof timeout !== "number" || Number.isNaN(timeout)) {
-    throw new ValueError(`'timeout' must be a number of milliseconds: current value is ${timeout}`);
-  }
-  if (timeout < 0) {
-    throw new ValueError(`'timeout' must be a non-negative number: current value is ${timeout}`);
-  }
-  return timeout;
+  return block === false ? 0 : checkTimeout(timeout);
 }
 
 function checkTransfer(list: ArrayBuffer[] | undefined): void {
@@ -108,8 +101,8 @@ function detach(list: ArrayBuffer[] | undefined): void {
   for (const b of list ?? []) b.transfer(0);
 }
 
-/** Set by `rebuild` so the constructor attaches instead of allocating. */
-let attaching = 0;
+/** Offered by `rebuild` so the constructor attaches instead of allocating. */
+const attaching = new Attaching();
 /** Set by subclass constructors: the kind of store to create, and whether items are tracked. */
 let creatingKind: Kind = FIFO;
 let creatingJoinable = false;
@@ -146,12 +139,10 @@ export function reduceQueue(q: Queue<unknown>, name: string): number {
 
 /** A handle's `rebuild`: a new `cls` handle attached to the queue of kind `kind` at `off`. */
 export function attachQueue<C>(off: number, kind: Kind, cls: new () => C): C {
-  attaching = off;
   creatingKind = kind;
   try {
-    return new cls();
+    return attaching.run(off, () => new cls());
   } finally {
-    attaching = 0;
     creatingKind = FIFO;
   }
 }
@@ -190,9 +181,8 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     const kind = creatingKind, joinable = creatingJoinable;
     creatingKind = FIFO;
     creatingJoinable = false;
-    if (attaching) {
-      const off = attaching;
-      attaching = 0;
+    const off = attaching.take();
+    if (off !== undefined) {
       this.#s = new Shared(off);
     } else {
       if (typeof maxsize !== "number" || !Number.isInteger(maxsize)) {
@@ -205,9 +195,14 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
         );
       }
       const schema = o.schema === undefined ? undefined : compileSchema(o.schema as Schema);
-      const off = Shared.create(kind, Math.max(0, Math.min(maxsize, 0x7fffffff)), joinable, schema);
-      this.#s = new Shared(off);
-      registerObject(objectKind(this, kind, joinable), off, o.name);
+      const made = Shared.create(
+        kind,
+        Math.max(0, Math.min(maxsize, 0x7fffffff)),
+        joinable,
+        schema,
+      );
+      this.#s = new Shared(made);
+      registerObject(objectKind(this, kind, joinable), made, o.name);
     }
     const s = this.#s;
     this.#off = s.off;
@@ -256,7 +251,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     const s = this.#s;
     if (s.closed) throw new ValueError(`Queue is closed`);
     checkTransfer(transfer);
-    if (!s.schema) return encode(item);
+    if (!s.schema) return encodeView(item, "item");
     const bytes = s.schema.encode(item);
     s.schema.checkSize(bytes, s.ring!.maxRecord);
     return bytes;
