@@ -26,9 +26,9 @@ export const HOLDERS = 21;
 /** A typed queue's schema: the block holding its JSON text, and the text's length in bytes. */
 export const SCHEMA = 22, SCHEMA_LEN = 23;
 /**
- * The holders table (see `Holders` in held.ts): per consumer process, its slot (negated once dead and
- * being reaped), its held items' block, the slot of the process putting them back, and whether
- * their tasks were counted done.
+ * The holders table (see `Holders` in held.ts): per consumer process, its slot (negated once
+ * dead and being reaped), its held items' block, the slot of the process putting them back, and
+ * whether their tasks were counted done.
  */
 export const HOLD_TABLE = 64, HOLD_ENTRIES = 32, HOLD_ENTRY = 4;
 export const HEADER = (HOLD_TABLE + HOLD_ENTRY * HOLD_ENTRIES) * 4;

@@ -2,6 +2,12 @@
  * The queue classes: `Queue`, `SimpleQueue`, `JoinableQueue` (Python's `multiprocessing`
  * queues) and `LifoQueue`, `PriorityQueue` (Python's `queue` module, here across workers too).
  *
+ * A handle is thin: it checks arguments, encodes the item, takes a place in the counts
+ * (`Shared`: `maxsize`, `qsize`, `join`) and hands the item to the queue's store (`store.ts`);
+ * the subclasses only choose the store and whether tasks are counted. A handle gives its
+ * reference to the queue's memory back as soon as nothing more can come through it
+ * (`#release`), and its registration with the codec (`queues.ts`) lets it travel to workers.
+ *
  * @module
  */
 
