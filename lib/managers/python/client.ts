@@ -8,7 +8,7 @@
 
 import { pyDumps, pyLoads, PySlice } from "./pickling.ts";
 import type { Kwds } from "./types.ts";
-import { ACQUIRED, MISSED } from "../served/sync.ts";
+import { ACQUIRED, TIMED_OUT } from "../../core/atomics.ts";
 import type { Connection } from "../../connection/connection.ts";
 import { wrapSocket } from "../../connection/socket.ts";
 import { answerChallenge, deliverChallenge } from "../../connection/auth.ts";
@@ -126,7 +126,7 @@ const CALLS: Record<string, Record<string, Translate>> = {
       return {
         method: "acquire",
         args: w.block === false ? [false] : [true, w.timeout === undefined ? -1 : w.timeout / 1000],
-        result: (r) => (r === true ? ACQUIRED : MISSED),
+        result: (r) => (r === true ? ACQUIRED : TIMED_OUT),
       };
     },
     release: same("release"),

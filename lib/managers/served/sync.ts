@@ -6,6 +6,7 @@
  * @module
  */
 
+import { ACQUIRED, OWNER_DIED, TIMED_OUT } from "../../core/atomics.ts";
 import { checkTimeout } from "../../core/args.ts";
 import { type Caller, caller, type Client, type Forgetful } from "./caller.ts";
 import { BrokenBarrierError, ValueError } from "../../core/errors.ts";
@@ -99,9 +100,9 @@ export function timeoutOf(o: AcquireArgs | undefined): number | undefined {
   return checkTimeout(t);
 }
 
-/** Results of a served acquire: missed / timed out, acquired, acquired from a dead holder. */
-export const MISSED = 0, ACQUIRED = 1, OWNER_DIED = 2;
-type Acquire = typeof MISSED | typeof ACQUIRED | typeof OWNER_DIED;
+/** Results of a served acquire: the mutex protocol's own (timed out, acquired, from a dead holder). */
+export { ACQUIRED, OWNER_DIED };
+type Acquire = typeof TIMED_OUT | typeof ACQUIRED | typeof OWNER_DIED;
 
 // ---------------------------------------------------------------------------------------------
 // Lock and RLock
@@ -128,8 +129,8 @@ export class ServedLock implements Forgetful {
       this.#count++;
       return ACQUIRED;
     }
-    if (timeout === 0) return MISSED;
-    return park(this.#waiters, timeout, () => MISSED, c);
+    if (timeout === 0) return TIMED_OUT;
+    return park(this.#waiters, timeout, () => TIMED_OUT, c);
   }
 
   #take(client: Client, thread: number, count: number): Acquire {
@@ -179,7 +180,7 @@ export class ServedLock implements Forgetful {
       return Promise.resolve();
     }
     const w = new Waiter<Acquire>(c.client, c.thread);
-    w.arm(this.#waiters, undefined, c.signal(), () => MISSED);
+    w.arm(this.#waiters, undefined, c.signal(), () => TIMED_OUT);
     return w.promise.then(() => {
       this.#count = count;
     });
@@ -229,8 +230,8 @@ export class ServedSemaphore implements Forgetful {
   acquire(o?: AcquireArgs): Acquire | Promise<Acquire> {
     const c = caller(), timeout = timeoutOf(o);
     if (this.#value > 0 && this.#waiters.length === 0) return this.#take(c.client);
-    if (timeout === 0) return MISSED;
-    return park(this.#waiters, timeout, () => MISSED, c);
+    if (timeout === 0) return TIMED_OUT;
+    return park(this.#waiters, timeout, () => TIMED_OUT, c);
   }
 
   #take(client: Client): Acquire {
