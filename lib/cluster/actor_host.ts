@@ -124,6 +124,18 @@ const HOOKS = new Set([
   "restore",
 ]);
 
+/**
+ * Stops a subscription without losing what is on its way to it. Not `unsubscribe()`: the client
+ * forgets the subscription at once and silently drops every message the server routed to it
+ * before it processed the UNSUB, so those callers would wait for a reply for ever (issue 20: an
+ * idle virtual actor deactivating under load). Drained, the callback still gets them until the
+ * server confirms, and answers them: RETRY (a virtual actor's, sent again to its next
+ * activation), EXITED, or a stopping node's refusal.
+ */
+function closeSub(sub: Subscription): void {
+  sub.drain().catch(() => {/* the connection is closing: its callers hear so */});
+}
+
 function replyTo(m: Msg, status: number, value: unknown): void {
   if (!m.reply) return;
   let body: Uint8Array;
@@ -215,7 +227,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       return;
     }
     h.stopped = true;
-    h.sub?.unsubscribe();
+    if (h.sub) closeSub(h.sub);
     const v = h.virtual;
     if (v) {
       clearTimeout(v.saveTimer);
@@ -445,10 +457,14 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
 
   const onSpawn = async (m: Msg, clsName: string) => {
     try {
-      if (closing) throw new ValueError(`node '${node}' is stopping`);
       const [n, args, isVirtual] = loads<[string, unknown[], boolean?]>(
         new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength),
       );
+      if (closing) {
+        // A virtual actor's caller asks again, and reaches a node that is not stopping.
+        if (isVirtual) return replyTo(m, RETRY, null);
+        throw new ValueError(`node '${node}' is stopping`);
+      }
       const key = checkActorName(n);
       if (!isVirtual) {
         await start(key, clsName, args, actorSubject(key));
@@ -513,7 +529,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     classes: [...classes.keys()],
     async stop() {
       closing = true;
-      for (const s of subs.splice(1)) s.unsubscribe(); // no new spawns; still answer questions
+      for (const s of subs.splice(1)) closeSub(s); // no new spawns; still answer questions
       // Each actor finishes the message it is handling (for a few seconds at most: a node
       // being stopped must end), then stops with "shutdown"; queued calls hear so.
       const deadline = Date.now() + SHUTDOWN_GRACE_MS;
@@ -521,7 +537,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         while (h.busy && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         if (!h.stopped) await finish(h, "shutdown");
       }));
-      subs.splice(0).forEach((s) => s.unsubscribe());
+      subs.splice(0).forEach(closeSub);
     },
   };
 }

@@ -203,6 +203,32 @@ Deno.test({
 });
 
 Deno.test({
+  name: "virtual actors: a call that reaches an activation as it stops is sent again, not lost",
+  ignore,
+  async fn() {
+    const node = await startNode(unique("n"));
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    try {
+      const ref = cluster.actor(Tally, unique("stopping"));
+      for (let round = 1; round <= 5; round++) {
+        assertEquals(await ref.call.inc(1), 2 * round - 1); // activated
+        // Both published in one tick: the server routes the call to the activation before the
+        // node, handling the stop, unsubscribes; the call must come back to be sent again (to the
+        // next activation), neither dropped by the stopping node nor run by it.
+        const [reason, n] = await Promise.all([
+          ref.stop(),
+          ref.callWith({ timeout: 5_000 }).inc(1),
+        ]);
+        assertEquals([reason, n], ["normal", 2 * round]);
+        await ref.stop();
+      }
+    } finally {
+      await node.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
   name: "virtual actors: of two activations' saves on one revision, only the first wins",
   ignore,
   async fn() {
