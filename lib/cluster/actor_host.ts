@@ -141,8 +141,8 @@ const HOOKS = new Set([
  * server confirms, and answers them: RETRY (a virtual actor's, sent again to its next
  * activation), EXITED, or a stopping node's refusal.
  */
-function closeSub(sub: Subscription): void {
-  sub.drain().catch(() => {/* the connection is closing: its callers hear so */});
+function closeSub(sub: Subscription): Promise<void> {
+  return sub.drain().catch(() => {/* the connection is closing: its callers hear so */});
 }
 
 function replyTo(m: Msg, status: number, value: unknown): void {
@@ -201,6 +201,22 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
   const activating = new Map<string, Promise<void>>();
   const exits = new Map<string, ExitReason>();
   const subs: Subscription[] = [];
+  /** Subscriptions being drained: a stopping node answers what reaches them before it closes. */
+  const draining = new Set<Promise<void>>();
+  const release = (sub: Subscription) => {
+    const p = closeSub(sub);
+    draining.add(p);
+    void p.then(() => draining.delete(p));
+  };
+  /** Until the subscriptions being drained are (a few seconds at most: the server may be away). */
+  const drained = async () => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(draining),
+      new Promise((r) => timer = setTimeout(r, SHUTDOWN_GRACE_MS)),
+    ]);
+    clearTimeout(timer);
+  };
   let closing = false;
 
   /** Claims `name` in the registry: its revision, and the gone node it was taken from. */
@@ -242,7 +258,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       return;
     }
     h.stopped = true;
-    if (h.sub) closeSub(h.sub);
+    if (h.sub) release(h.sub);
     const v = h.virtual;
     if (v) {
       clearTimeout(v.saveTimer);
@@ -568,7 +584,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     classes: [...classes.keys()],
     async stop() {
       closing = true;
-      for (const s of subs.splice(1)) closeSub(s); // no new spawns; still answer questions
+      for (const s of subs.splice(1)) release(s); // no new spawns; still answer questions
       // Each actor finishes the message it is handling (for a few seconds at most: a node
       // being stopped must end), then stops with "shutdown"; queued calls hear so.
       const deadline = Date.now() + SHUTDOWN_GRACE_MS;
@@ -576,7 +592,11 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         while (h.busy && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         if (!h.stopped) await finish(h, "shutdown");
       }));
-      subs.splice(0).forEach(closeSub);
+      // What reached the actors' subscriptions meanwhile is answered before the connection
+      // closes (it would be lost, its callers left to find out); then the questions stop.
+      await drained();
+      subs.splice(0).forEach(release);
+      await drained();
     },
   };
 }

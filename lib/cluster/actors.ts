@@ -492,9 +492,12 @@ export class ClusterActorRef<out A extends Actor = Actor> {
     inbox: string,
     sentAt: number,
     label: string,
+    again = false,
   ): Promise<ActorExited | typeof LOST | undefined> {
-    const node = (await this.#registry(sentAt))?.node ?? this.#node;
-    if (node === undefined) return LOST; // no actor had it: every one that did has answered
+    // No record: no actor has it, and every one that had (its record deleted as it stopped, after
+    // answering what it held) has answered. A node that dies leaves its records behind.
+    const node = (await this.#registry(sentAt))?.node;
+    if (node === undefined) return LOST;
     const a = await askNode(this.#ctx.nc, node, this.#key, inbox);
     const gone = (n: string) =>
       new ActorExited(
@@ -503,7 +506,10 @@ export class ClusterActorRef<out A extends Actor = Actor> {
         `actor ${this.name} is unreachable: its node '${n}' is gone (${label} may or may not ` +
           `have run)`,
       );
-    if (a.gone) return gone(node);
+    if (a.gone) {
+      // Read just before it stopped? A node that stopped cleanly deleted the record first.
+      return again ? gone(node) : await this.#whereIs(inbox, Date.now(), label, true);
+    }
     if (!a.up) return LOST; // it answered all it held when its actor stopped
     if (a.held !== false) return undefined; // held, or a node too busy (or too old) to say
     // Not there: unless it went to the node whose actor this one took over, which died with it.

@@ -320,6 +320,40 @@ Deno.test({
 });
 
 Deno.test({
+  name: "virtual actors: calls pending on a node stopped by SIGTERM complete, the rest elsewhere",
+  ignore,
+  async fn() {
+    const leaving = await startNode(unique("leaving"));
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    let spare: Child | undefined;
+    try {
+      const key = unique("moved");
+      const ref = cluster.actor(Durable, key);
+      assertEquals(await ref.call.inc(1), 1);
+      spare = await startNode(unique("spare"));
+      // The nap is in hand when the node is told to stop: it finishes there, and so may the calls
+      // queued behind it; those that reach it as it stops did not run: they go to the next
+      // activation. None is lost, none runs twice.
+      const napping = ref.callWith({ timeout: 20_000 }).nap(600);
+      const incs = Array.from({ length: 5 }, () => ref.callWith({ timeout: 20_000 }).inc(1));
+      await sleep(150);
+      const stopped = leaving.stop("SIGTERM");
+      const more = Array.from({ length: 5 }, () => ref.callWith({ timeout: 20_000 }).inc(1));
+      assertEquals(await napping, 600);
+      const counts = await Promise.all([...incs, ...more]);
+      assertEquals(counts.toSorted((a, b) => a - b), Array.from({ length: 10 }, (_, i) => i + 2));
+      await stopped;
+      assertEquals(await ref.call.get(), 11);
+      assert((await ref.node())?.startsWith("spare_"));
+      await ref.stop();
+    } finally {
+      await leaving.stop();
+      await spare?.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
   name: "virtual actors: of two activations' saves on one revision, only the first wins",
   ignore,
   async fn() {
