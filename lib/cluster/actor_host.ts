@@ -88,6 +88,8 @@ interface Activation {
 /** One actor living on this node: its instance and its queue of messages. */
 class Hosted {
   readonly queue: Msg[] = [];
+  /** The message being handled, until it is answered: with the queue, what this actor holds. */
+  current?: Msg;
   busy = false;
   stopped = false;
   sub?: Subscription;
@@ -97,10 +99,17 @@ class Hosted {
     readonly instance: Actor,
     readonly methods: ReadonlySet<string>,
     readonly revision: number,
+    /** The node found gone whose registry record this actor took over, if any. */
+    readonly from: string | undefined,
     readonly virtual?: Activation,
     /** The name errors show: the name, or a virtual actor's `Class/key`. */
     readonly label = name,
   ) {}
+
+  /** Whether the request answered on `reply` is queued here or being handled. */
+  holds(reply: string): boolean {
+    return this.current?.reply === reply || this.queue.some((m) => m.reply === reply);
+  }
 }
 
 /** The public methods of an actor class: those its prototypes define below `Actor`'s. */
@@ -123,6 +132,18 @@ const HOOKS = new Set([
   "persist",
   "restore",
 ]);
+
+/**
+ * Stops a subscription without losing what is on its way to it. Not `unsubscribe()`: the client
+ * forgets the subscription at once and silently drops every message the server routed to it
+ * before it processed the UNSUB, so those callers would wait for a reply for ever (issue 20: an
+ * idle virtual actor deactivating under load). Drained, the callback still gets them until the
+ * server confirms, and answers them: RETRY (a virtual actor's, sent again to its next
+ * activation), EXITED, or a stopping node's refusal.
+ */
+function closeSub(sub: Subscription): Promise<void> {
+  return sub.drain().catch(() => {/* the connection is closing: its callers hear so */});
+}
 
 function replyTo(m: Msg, status: number, value: unknown): void {
   if (!m.reply) return;
@@ -180,15 +201,36 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
   const activating = new Map<string, Promise<void>>();
   const exits = new Map<string, ExitReason>();
   const subs: Subscription[] = [];
+  /** Subscriptions being drained: a stopping node answers what reaches them before it closes. */
+  const draining = new Set<Promise<void>>();
+  const release = (sub: Subscription) => {
+    const p = closeSub(sub);
+    draining.add(p);
+    void p.then(() => draining.delete(p));
+  };
+  /** Until the subscriptions being drained are (a few seconds at most: the server may be away). */
+  const drained = async () => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(draining),
+      new Promise((r) => timer = setTimeout(r, SHUTDOWN_GRACE_MS)),
+    ]);
+    clearTimeout(timer);
+  };
   let closing = false;
 
-  const claim = async (name: string, cls: string): Promise<number> => {
+  /** Claims `name` in the registry: its revision, and the gone node it was taken from. */
+  const claim = async (
+    name: string,
+    cls: string,
+  ): Promise<{ revision: number; from?: string }> => {
     const value = JSON.stringify({ node, cls } satisfies Entry);
     try {
-      return await kv.create(name, value);
+      return { revision: await kv.create(name, value) };
     } catch (e) {
       const cur = await kv.get(name);
       if (!cur) throw e;
+      let from: string | undefined;
       if (cur.operation === "PUT" && cur.length > 0) {
         const owner = cur.json<Entry>().node;
         const a = owner === node
@@ -197,11 +239,12 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         if (a.gone === false && a.up) {
           throw new ValueError(`actor name '${name}' is taken (running on node '${owner}')`);
         }
+        if (a.gone) from = owner;
       }
       // Deleted, or left behind by a node that is gone or no longer runs it: ours, unless
       // another spawn takes it first (then this update fails on the revision).
       try {
-        return await kv.update(name, value, cur.revision);
+        return { revision: await kv.update(name, value, cur.revision), from };
       } catch {
         throw new ValueError(`actor name '${name}' is taken`);
       }
@@ -215,7 +258,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       return;
     }
     h.stopped = true;
-    h.sub?.unsubscribe();
+    if (h.sub) release(h.sub);
     const v = h.virtual;
     if (v) {
       clearTimeout(v.saveTimer);
@@ -353,14 +396,16 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         }
         continue;
       }
-      const m = h.queue.shift()!;
+      const m = h.current = h.queue.shift()!;
       let out = handle(h, m);
       if (out instanceof Promise) out = await out;
       if (out) {
         await finish(h, out.reason, m.data[0] === STOP ? m : undefined);
         break;
       }
+      h.current = undefined;
     }
+    h.current = undefined;
     h.busy = false;
     armIdle(h);
   };
@@ -389,7 +434,8 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     let revision = 0;
     try {
       const cls = classes.get(clsName)!;
-      revision = await claim(name, clsName);
+      const claimed = await claim(name, clsName);
+      revision = claimed.revision;
       if (__testHooks.activationDelayMs) await sleep(__testHooks.activationDelayMs);
       const instance = new cls(...args);
       let activation: Activation | undefined;
@@ -415,7 +461,15 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       }
       await instance.onStart?.();
       const label = virtual ? `${clsName}/${virtual.key}` : name;
-      const h = new Hosted(name, instance, methodsOf(cls), revision, activation, label);
+      const h = new Hosted(
+        name,
+        instance,
+        methodsOf(cls),
+        revision,
+        claimed.from,
+        activation,
+        label,
+      );
       hosted.set(name, h);
       h.sub = nc.subscribe(subject, {
         // One queue group for a virtual actor's subject: should a node that was cut off come
@@ -445,10 +499,14 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
 
   const onSpawn = async (m: Msg, clsName: string) => {
     try {
-      if (closing) throw new ValueError(`node '${node}' is stopping`);
       const [n, args, isVirtual] = loads<[string, unknown[], boolean?]>(
         new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength),
       );
+      if (closing) {
+        // A virtual actor's caller asks again, and reaches a node that is not stopping.
+        if (isVirtual) return replyTo(m, RETRY, null);
+        throw new ValueError(`node '${node}' is stopping`);
+      }
       const key = checkActorName(n);
       if (!isVirtual) {
         await start(key, clsName, args, actorSubject(key));
@@ -479,12 +537,25 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     }
   };
 
+  // Questions about an actor: `<name>`, or `<name> <reply subject>` from a caller whose request
+  // is slow. Up: [1], or [1, held] (held: that request is queued or in hand here) and the gone
+  // node this actor's record was taken from, if any. Else [0], or [0, exit reason].
   subs.push(nc.subscribe(nodeSubject(node), {
     callback: (_err, m) => {
-      const name = new TextDecoder().decode(m.data);
+      const [name, reply] = new TextDecoder().decode(m.data).split(" ");
+      const h = hosted.get(name);
+      if (h && reply !== undefined) {
+        const from = new TextEncoder().encode(h.from ?? "");
+        const out = new Uint8Array(2 + from.length);
+        out[0] = 1;
+        out[1] = h.holds(reply) ? 1 : 0;
+        out.set(from, 2);
+        m.respond(out);
+        return;
+      }
       const reason = exits.get(name);
       m.respond(
-        hosted.has(name) || activating.has(name)
+        h || activating.has(name)
           ? new Uint8Array([1])
           : reason === undefined
           ? new Uint8Array([0])
@@ -513,7 +584,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     classes: [...classes.keys()],
     async stop() {
       closing = true;
-      for (const s of subs.splice(1)) s.unsubscribe(); // no new spawns; still answer questions
+      for (const s of subs.splice(1)) release(s); // no new spawns; still answer questions
       // Each actor finishes the message it is handling (for a few seconds at most: a node
       // being stopped must end), then stops with "shutdown"; queued calls hear so.
       const deadline = Date.now() + SHUTDOWN_GRACE_MS;
@@ -521,7 +592,11 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         while (h.busy && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         if (!h.stopped) await finish(h, "shutdown");
       }));
-      subs.splice(0).forEach((s) => s.unsubscribe());
+      // What reached the actors' subscriptions meanwhile is answered before the connection
+      // closes (it would be lost, its callers left to find out); then the questions stop.
+      await drained();
+      subs.splice(0).forEach(release);
+      await drained();
     },
   };
 }

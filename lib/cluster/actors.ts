@@ -20,7 +20,12 @@
  *   once; then the registry and the node's control subject (`denomp.a.n.<node>`) tell why: no such
  *   actor, the actor exited (with its reason), or its node is gone (`ActorExited`, reason
  *   `"noconnection"`, naming the node). A call still pending after a second asks the node the
- *   same, every second, so a node killed mid-call fails the call within about a second.
+ *   same, every second, and whether the actor holds the request (queued or in hand): a node killed
+ *   mid-call fails the call within about a second, even once another node has taken its actor
+ *   over; a request no actor holds (lost on its way, or refused unrun by an activation that
+ *   stopped) is sent again, which is still at most once, since an answer sent before the node's
+ *   reaches the caller first. A stopping actor drains its subscription rather than unsubscribing:
+ *   the NATS client would drop, unanswered, what the server had routed to it meanwhile.
  * - Replies come back on one inbox subscription per client (`_INBOX.<id>.<n>`), not the NATS
  *   client's request helper: a call that gives up (timeout, abort, node gone) must drop its
  *   pending entry at once, which the helper's timer cannot.
@@ -135,6 +140,10 @@ export function bodyOf<T>(data: Uint8Array): T {
 }
 
 const isNoResponders = (m: Msg): boolean => m.data.length === 0 && m.headers?.code === 503;
+/** A request found held by no actor (see `#whereIs`): it is sent again. */
+const LOST = Symbol("lost");
+/** How many times one call is sent again after its request was lost, before it gives up. */
+const LOST_TRIES = 5;
 
 // ---------------------------------------------------------------------------------------------
 // Client side
@@ -143,6 +152,14 @@ const isNoResponders = (m: Msg): boolean => m.data.length === 0 && m.headers?.co
 interface Waiter {
   resolve(m: Msg): void;
   reject(e: unknown): void;
+}
+
+/** One request of {@link ActorClient.request}. */
+interface Request {
+  reply: Promise<Msg>;
+  inbox: string;
+  waiting(): boolean;
+  cancel(): void;
 }
 
 /**
@@ -184,21 +201,26 @@ export class ActorClient {
 
   /**
    * Publishes `data` to `subject` with a reply inbox; resolves with the reply (or the server's
-   * "no responders" status). `cancel` drops the wait (the late reply, if any, is ignored).
+   * "no responders" status). `inbox` is the request's reply subject; `waiting()` is false once
+   * the reply came (or the wait was dropped); `cancel` drops the wait (the late reply, if any, is
+   * ignored).
    */
-  request(subject: string, data: Uint8Array): { reply: Promise<Msg>; cancel(): void } {
+  request(subject: string, data: Uint8Array): Request {
     const token = (++this.#seq).toString(36);
-    if (this.#closed) return { reply: Promise.reject(closedError()), cancel: () => {} };
+    const inbox = `${this.#inbox}.${token}`;
+    const waiting = () => this.#waiting.has(token);
+    const failed = (e: unknown) => ({ reply: Promise.reject(e), inbox, waiting, cancel: () => {} });
+    if (this.#closed) return failed(closedError());
     const reply = new Promise<Msg>((resolve, reject) =>
       this.#waiting.set(token, { resolve, reject })
     );
     try {
-      this.#nc.publish(subject, data, { reply: `${this.#inbox}.${token}` });
+      this.#nc.publish(subject, data, { reply: inbox });
     } catch (e) {
       this.#waiting.delete(token);
-      return { reply: Promise.reject(e), cancel: () => {} };
+      return failed(e);
     }
-    return { reply, cancel: () => this.#waiting.delete(token) };
+    return { reply, inbox, waiting, cancel: () => this.#waiting.delete(token) };
   }
 
   /** Unsubscribes; calls still waiting reject (the cluster connection is closing). */
@@ -220,21 +242,40 @@ function clientOf(ctx: ActorCtx): ActorClient {
   return ctx.actorClient;
 }
 
-/** What a node says of one actor: `up` (it hosts it), its exit reason, or nothing (unknown). */
-type NodeAnswer = { gone: true } | { gone: false; up: boolean; reason?: ExitReason };
+/**
+ * What a node says of one actor: `up` (it hosts it), its exit reason, or nothing (unknown). Asked
+ * about a request, an actor that is up says whether it `held` it (queued or in hand), and `from`,
+ * the gone node whose registry record it took over, if any.
+ */
+type NodeAnswer = { gone: true } | {
+  gone: false;
+  up: boolean;
+  reason?: ExitReason;
+  held?: boolean;
+  from?: string;
+};
 
-/** Asks node `node` about actor `name` on its control subject. */
-export async function askNode(nc: NatsConnection, node: string, name: string): Promise<NodeAnswer> {
+/** Asks node `node` about actor `name` (and the request answered on `inbox`) on its control subject. */
+export async function askNode(
+  nc: NatsConnection,
+  node: string,
+  name: string,
+  inbox?: string,
+): Promise<NodeAnswer> {
   let m: Msg;
   try {
-    m = await nc.request(nodeSubject(node), name, { timeout: 2_000 });
+    m = await nc.request(nodeSubject(node), inbox ? `${name} ${inbox}` : name, { timeout: 2_000 });
   } catch (e) {
     const err = e as Error & { isNoResponders?: () => boolean };
     if (err.isNoResponders?.() || err.name === "NoResponders") return { gone: true };
     // The node is there but too busy to answer (a handler hogs its thread): not gone.
     return { gone: false, up: true };
   }
-  if (m.data[0] === 1) return { gone: false, up: true };
+  if (m.data[0] === 1) {
+    if (m.data.length < 2) return { gone: false, up: true };
+    const from = new TextDecoder().decode(m.data.subarray(2));
+    return { gone: false, up: true, held: m.data[1] === 1, from: from || undefined };
+  }
   return m.data.length > 1
     ? { gone: false, up: false, reason: bodyOf<ExitReason>(m.data) }
     : { gone: false, up: false };
@@ -281,7 +322,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   readonly #virtual?: { cls: string; key: string };
   #node?: string;
   #call?: ActorMethods<A>;
-  #liveness?: { at: number; answer: Promise<string | undefined> };
+  #registered?: { at: number; entry: Promise<Entry | undefined> };
   /** The actor's name on the cluster; `Class/key` for a virtual actor. */
   readonly name: string;
 
@@ -427,19 +468,52 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   }
 
   /**
-   * The actor's node if it is gone, else undefined. One answer serves every call of this ref
-   * pending at that moment: a thousand slow calls ask once, not a thousand times.
+   * The actor's registry entry, read after `since` (epoch ms). One read serves every call of
+   * this ref pending at that moment: a thousand slow calls read it once, not a thousand times.
    */
-  #nodeGone(): Promise<string | undefined> {
+  #registry(since: number): Promise<Entry | undefined> {
     const now = Date.now();
-    if (this.#liveness && now - this.#liveness.at < LIVENESS_MS / 2) return this.#liveness.answer;
-    const answer = (async () => {
-      const node = (await lookup(this.#ctx, this.#key))?.node ?? this.#node;
-      if (node === undefined) return undefined;
-      return (await askNode(this.#ctx.nc, node, this.#key)).gone ? node : undefined;
-    })();
-    this.#liveness = { at: now, answer };
-    return answer;
+    const r = this.#registered;
+    if (r && r.at >= since && now - r.at < LIVENESS_MS / 2) return r.entry;
+    const entry = lookup(this.#ctx, this.#key);
+    this.#registered = { at: now, entry };
+    return entry;
+  }
+
+  /**
+   * Where a request still unanswered (sent at `sentAt`, answered on `inbox`) is: with the actor
+   * (undefined: wait on), LOST, or the error the call rejects with: the node that may have run
+   * it is gone. LOST means no actor holds it and none will answer it: it was lost on its way,
+   * or refused unrun by an activation that stopped. An answer sent before the node's (or before
+   * the registry record's deletion) reaches this client first, so `waiting()` is checked after;
+   * then sending the request again is still at most once.
+   */
+  async #whereIs(
+    inbox: string,
+    sentAt: number,
+    label: string,
+    again = false,
+  ): Promise<ActorExited | typeof LOST | undefined> {
+    // No record: no actor has it, and every one that had (its record deleted as it stopped, after
+    // answering what it held) has answered. A node that dies leaves its records behind.
+    const node = (await this.#registry(sentAt))?.node;
+    if (node === undefined) return LOST;
+    const a = await askNode(this.#ctx.nc, node, this.#key, inbox);
+    const gone = (n: string) =>
+      new ActorExited(
+        this.name,
+        "noconnection",
+        `actor ${this.name} is unreachable: its node '${n}' is gone (${label} may or may not ` +
+          `have run)`,
+      );
+    if (a.gone) {
+      // Read just before it stopped? A node that stopped cleanly deleted the record first.
+      return again ? gone(node) : await this.#whereIs(inbox, Date.now(), label, true);
+    }
+    if (!a.up) return LOST; // it answered all it held when its actor stopped
+    if (a.held !== false) return undefined; // held, or a node too busy (or too old) to say
+    // Not there: unless it went to the node whose actor this one took over, which died with it.
+    return a.from === undefined ? LOST : gone(a.from);
   }
 
   /** Why a request found nobody: the actor's exit, its node gone, or no such actor. */
@@ -501,13 +575,15 @@ export class ClusterActorRef<out A extends Actor = Actor> {
       await sleep(pause);
       pause = Math.min(pause * 2, 200);
     };
+    let lost = 0;
     for (let attempt = 0;; attempt++) {
-      const { reply, cancel } = client.request(this.#subject, data);
+      const sentAt = Date.now();
+      const { reply, inbox, waiting, cancel } = client.request(this.#subject, data);
       let timer: ReturnType<typeof setTimeout> | undefined;
       let probe: ReturnType<typeof setTimeout> | undefined;
       let onAbort: (() => void) | undefined;
       let settled = false;
-      const gaveUp = new Promise<never>((_, reject) => {
+      const gaveUp = new Promise<typeof LOST>((resolve, reject) => {
         if (timeout !== undefined) {
           timer = setTimeout(
             () =>
@@ -523,20 +599,14 @@ export class ClusterActorRef<out A extends Actor = Actor> {
           onAbort = () => reject(signal.reason);
           signal.addEventListener("abort", onAbort, { once: true });
         }
-        // A slow reply: is the actor's node still there? (A killed node answers nothing, ever.)
+        // A slow reply: does the actor still hold the request, is its node still there? A killed
+        // node answers nothing, ever, and neither does anyone to a request lost on its way.
         const check = async () => {
           try {
-            const node = await this.#nodeGone();
-            if (node !== undefined) {
-              return reject(
-                new ActorExited(
-                  this.name,
-                  "noconnection",
-                  `actor ${this.name} is unreachable: its node '${node}' is gone (${label} ` +
-                    `may or may not have run)`,
-                ),
-              );
-            }
+            const where = await this.#whereIs(inbox, sentAt, label);
+            if (!waiting()) return; // answered meanwhile
+            if (where === LOST) return resolve(LOST);
+            if (where) return reject(where);
           } catch {
             if (this.#ctx.nc.isClosed()) return reject(closedError());
             // The server is away for a moment: ask again later.
@@ -546,7 +616,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
         };
         probe = setTimeout(check, LIVENESS_MS);
       });
-      let m: Msg;
+      let m: Msg | typeof LOST;
       try {
         m = await Promise.race([reply, gaveUp]);
       } finally {
@@ -555,6 +625,14 @@ export class ClusterActorRef<out A extends Actor = Actor> {
         clearTimeout(timer);
         clearTimeout(probe);
         if (onAbort) signal!.removeEventListener("abort", onAbort);
+      }
+      if (m === LOST) {
+        if (++lost < LOST_TRIES) continue; // it did not run: sending it again is at most once
+        throw new ActorExited(
+          this.name,
+          "noconnection",
+          `actor ${this.name}: ${label} was lost on its way ${lost} times (it did not run)`,
+        );
       }
       if (isNoResponders(m) && this.#virtual) {
         if (op === STOP) return "normal"; // not activated: nothing to stop
