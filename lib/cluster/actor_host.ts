@@ -1,4 +1,11 @@
-/** DOC
+/**
+ * The node side of actors on the cluster (`hostActors`, started by `runClusterWorker` with
+ * `--actors`): a node hosts the `Actor` classes of the modules it was started with — no code
+ * comes from the wire — spawns them on request (`cluster.spawn`), activates virtual actors on
+ * their first call (one activation wins, by compare-and-set in the registry), deactivates idle
+ * ones, and answers the questions a caller asks about a call with no reply (is it held here?).
+ * A stopping actor drains its subscription, so a request that reached it late is answered
+ * ("retry" or "exited"), never dropped.
  *
  * @module
  */

@@ -1,4 +1,8 @@
-/** DOC
+/**
+ * `connectCluster()` and `Cluster`: one NATS connection and its JetStream contexts, shared by
+ * every queue, dict, pool and actor ref made from it (`cluster.Queue`, `cluster.dict`,
+ * `cluster.Pool`, `cluster.spawn`, `cluster.ref`, `cluster.actor`). Credentials pass through to the
+ * client and are never printed.
  *
  * @module
  */

@@ -1,4 +1,8 @@
-/** DOC
+/**
+ * `cluster.dict(name)`: a dict shared by every client that names it, on a JetStream KV bucket —
+ * the Manager dict proxy's methods, with keys of any sendable kind (encoded with the codec, then
+ * base64url) and compare-and-set from the bucket's per-key revisions, so `setdefault`, `pop` and
+ * `modify` are atomic across clients.
  *
  * @module
  */

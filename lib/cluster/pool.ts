@@ -1,4 +1,9 @@
-/** DOC
+/**
+ * `cluster.Pool({ name })`, the caller's side: tasks go to the pool's work-queue stream (a message
+ * id each, so a retried publish is dropped by the server's duplicate window), results come back on
+ * a stream with one consumer per caller; a result for a task already settled (a redelivery after a
+ * worker died between publishing and acknowledging) is dropped. `ClusterAsyncResult` is the
+ * local `AsyncResult`'s twin.
  *
  * @module
  */

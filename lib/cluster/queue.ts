@@ -1,4 +1,9 @@
-/** DOC
+/**
+ * `cluster.Queue(name)` and `cluster.JoinableQueue(name)`: queues on a JetStream work-queue stream
+ * with one shared durable pull consumer, so each item goes to one getter on any machine. A
+ * joinable `get` leaves the item pending until `taskDone()` (a heartbeat keeps it the getter's),
+ * so an item whose consumer dies is redelivered: at least once. `close()` is a mark in a KV bucket
+ * (a mark in the stream would count against `maxsize`).
  *
  * @module
  */

@@ -1,4 +1,9 @@
-/** DOC
+/**
+ * The worker side of the cluster (`runClusterWorker`, run by the `cli.ts` command): a process that
+ * serves a cluster pool's tasks — pulled from the pool's work-queue stream, run inline or in
+ * executor Web Workers (`exec.ts`), answered on the results stream, then acknowledged — and/or
+ * hosts actors (`actor_host.ts`). A task is acknowledged only after its result is published, so
+ * a worker killed in between causes a redelivery, never a loss; callers drop the duplicate.
  *
  * @module
  */
