@@ -63,7 +63,7 @@ const S_BYTES = (S_TABLE + HOLDERS) * 4;
 /** An entry's low bits count permits (at most COUNT_MAX per entry); slots fit the rest. */
 const COUNT_BITS = 12, COUNT_MAX = (1 << COUNT_BITS) - 1;
 const holderOf = (entry: number) => entry >>> COUNT_BITS;
-let semOf!: (s: Semaphore) => { off: number; i32: Int32Array };
+let semOf!: (s: Semaphore) => number;
 
 /**
  * A counting semaphore (Python's `Semaphore`): `acquire()` takes one of `value` permits,
@@ -115,7 +115,7 @@ export class Semaphore {
   }
 
   static {
-    semOf = (s) => ({ off: s.#off, i32: s.#i32 });
+    semOf = (s) => s.#off;
   }
 
   /** True when the last acquire through this object took back permits of a dead process. */
@@ -343,20 +343,17 @@ export class BoundedSemaphore extends Semaphore {
   }
 }
 
-registerHandle<Semaphore, number>({
-  name: "Semaphore",
-  module: import.meta.url,
-  cls: Semaphore,
-  reduce: (s) => share(semOf(s).off),
-  rebuild: (off) => attach(off, () => new Semaphore()),
-});
-registerHandle<BoundedSemaphore, number>({
-  name: "BoundedSemaphore",
-  module: import.meta.url,
-  cls: BoundedSemaphore,
-  reduce: (s) => share(semOf(s).off),
-  rebuild: (off) => attach(off, () => new BoundedSemaphore()),
-});
+for (
+  const [name, cls] of [["Semaphore", Semaphore], ["BoundedSemaphore", BoundedSemaphore]] as const
+) {
+  registerHandle<Semaphore, number>({
+    name,
+    module: import.meta.url,
+    cls,
+    reduce: (s) => share(semOf(s)),
+    rebuild: (off) => attach(off, () => new cls()),
+  });
+}
 
 // What snapshot() reads of a semaphore: its live words, read by any process.
 
