@@ -5,8 +5,11 @@
  * A primitive is a few words in a block of the shared heap, and a handle crosses to a worker as
  * the block's offset: reduced with a reference taken for the message in flight (`share`), rebuilt
  * there on the same block (`attach`). Written once here so that the primitives of this folder
- * agree on it. Here too: the slow path of a mutex acquire with the zombie fence after each sleep,
- * which Lock, RLock, Condition and Barrier all take, and how `snapshot()` reads a mutex's holder.
+ * agree on it. Here too the steps every acquire takes, written once so that Lock, RLock and
+ * Semaphore cannot drift apart: the checks before it (`acquireBegins`), what its result resolves
+ * to (`Holds`), the rest of a mutex acquire that found the mutex taken (`mutexAcquireRest`), and
+ * the slow path of a mutex acquire with the zombie fence after each sleep, which Lock, RLock,
+ * Condition and Barrier all take; and how `snapshot()` reads a mutex's holder.
  *
  * @module
  */
