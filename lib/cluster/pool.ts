@@ -385,13 +385,7 @@ export class ClusterPool implements AsyncDisposable {
     iterable: Iterable<T>,
     chunksize?: number,
   ): Promise<Awaited<R>[]> {
-    const items = Array.from(iterable);
-    const size = chunksize ?? Math.max(1, Math.ceil(items.length / 128));
-    const out: Awaited<R>[] = [];
-    for await (const chunk of this.#chunks<Awaited<R>>(fnName(fn), "map", items, size, true)) {
-      for (const v of chunk) out.push(v);
-    }
-    return out;
+    return await this.#all<Awaited<R>>(fnName(fn), "map", iterable, chunksize);
   }
 
   /**
@@ -407,10 +401,20 @@ export class ClusterPool implements AsyncDisposable {
     iterable: Iterable<A>,
     chunksize?: number,
   ): Promise<Awaited<R>[]> {
+    return await this.#all<Awaited<R>>(fnName(fn), "starmap", iterable, chunksize);
+  }
+
+  /** All the results of a `map` or `starmap`, in order (default chunks: ~128 of them). */
+  async #all<R>(
+    fn: string,
+    kind: "map" | "starmap",
+    iterable: Iterable<unknown>,
+    chunksize: number | undefined,
+  ): Promise<R[]> {
     const items = Array.from(iterable);
     const size = chunksize ?? Math.max(1, Math.ceil(items.length / 128));
-    const out: Awaited<R>[] = [];
-    for await (const chunk of this.#chunks<Awaited<R>>(fnName(fn), "starmap", items, size, true)) {
+    const out: R[] = [];
+    for await (const chunk of this.#chunks<R>(fn, kind, items, size, true)) {
       for (const v of chunk) out.push(v);
     }
     return out;
@@ -430,11 +434,7 @@ export class ClusterPool implements AsyncDisposable {
     iterable: Iterable<T>,
     chunksize = 1,
   ): AsyncGenerator<Awaited<R>> {
-    for await (
-      const chunk of this.#chunks<Awaited<R>>(fnName(fn), "map", iterable, chunksize, true)
-    ) {
-      yield* chunk;
-    }
+    yield* this.#each<Awaited<R>>(fn, iterable, chunksize, true);
   }
 
   /**
@@ -450,9 +450,17 @@ export class ClusterPool implements AsyncDisposable {
     iterable: Iterable<T>,
     chunksize = 1,
   ): AsyncGenerator<Awaited<R>> {
-    for await (
-      const chunk of this.#chunks<Awaited<R>>(fnName(fn), "map", iterable, chunksize, false)
-    ) {
+    yield* this.#each<Awaited<R>>(fn, iterable, chunksize, false);
+  }
+
+  /** The results of an `imap` (`ordered`) or `imapUnordered`, one by one. */
+  async *#each<R>(
+    fn: TaskFn<never>,
+    iterable: Iterable<unknown>,
+    chunksize: number,
+    ordered: boolean,
+  ): AsyncGenerator<R> {
+    for await (const chunk of this.#chunks<R>(fnName(fn), "map", iterable, chunksize, ordered)) {
       yield* chunk;
     }
   }

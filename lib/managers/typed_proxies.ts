@@ -367,15 +367,28 @@ function acquired(p: { release(): Promise<void> }, r: unknown): ManagedAcquired 
   return new ProxyHeld(() => p.release(), r === SERVED_OWNER_DIED);
 }
 
-/** `acquire` of a lock owned by the calling thread of this client (Lock, RLock, Condition). */
-function acquireOwned(
+/**
+ * `acquire` through a proxy: of a lock owned by the calling thread of this client (Lock, RLock,
+ * Condition: `ident` is the thread's), or of a semaphore's permit (no `ident`).
+ */
+function acquireCall(
   p: BaseProxy & { release(): Promise<void> },
   options: ProxyWaitOptions | undefined,
+  ident?: number,
 ): Promise<ManagedAcquired | false> {
   const a = waitArgs(options, `${p.constructor.name}.acquire`);
-  return invoke(p, "acquire", a ? [a] : [], getIdent(), options?.signal).then((r) =>
-    acquired(p, r)
-  );
+  return invoke(p, "acquire", a ? [a] : [], ident, options?.signal).then((r) => acquired(p, r));
+}
+
+/** `wait(timeout?)` through a proxy (Condition: `ident` is the calling thread's; Event, Barrier). */
+function waitCall<R>(
+  p: BaseProxy,
+  timeout: number | { timeout?: number; signal?: AbortSignal } | undefined,
+  ident?: number,
+): Promise<R> {
+  const o = typeof timeout === "object" && timeout !== null ? timeout : { timeout };
+  const args = o.timeout === undefined ? [] : [o.timeout];
+  return invoke(p, "wait", args, ident, o.signal) as Promise<R>;
 }
 
 /**
@@ -401,7 +414,7 @@ export class LockProxy extends BaseProxy {
   /** Acquires it; `false` on a `block: false` miss or a timeout. */
   acquire(options: ProxyWaitOptions): Promise<ManagedAcquired | false>;
   acquire(options?: ProxyWaitOptions): Promise<ManagedAcquired | false> {
-    return acquireOwned(this, options);
+    return acquireCall(this, options, getIdent());
   }
   /** Releases it (`ValueError` if it is not held). */
   release(): Promise<void> {
@@ -452,10 +465,7 @@ export class SemaphoreProxy extends BaseProxy {
   /** Takes a permit; `false` on a `block: false` miss or a timeout. */
   acquire(options: ProxyWaitOptions): Promise<ManagedAcquired | false>;
   acquire(options?: ProxyWaitOptions): Promise<ManagedAcquired | false> {
-    const a = waitArgs(options, `${this.constructor.name}.acquire`);
-    return invoke(this, "acquire", a ? [a] : [], undefined, options?.signal).then((r) =>
-      acquired({ release: () => this.release() }, r)
-    );
+    return acquireCall(this, options);
   }
   /** Gives back `n` permits (default 1). */
   release(n?: number): Promise<void> {
@@ -508,7 +518,7 @@ export class ConditionProxy extends BaseProxy {
   /** Acquires the underlying lock; `false` on a miss or timeout. */
   acquire(options: ProxyWaitOptions): Promise<ManagedAcquired | false>;
   acquire(options?: ProxyWaitOptions): Promise<ManagedAcquired | false> {
-    return acquireOwned(this, options);
+    return acquireCall(this, options, getIdent());
   }
   /** Releases the underlying lock. */
   release(): Promise<void> {
@@ -519,9 +529,7 @@ export class ConditionProxy extends BaseProxy {
    * true unless it timed out. Calling it without holding the lock rejects with `ValueError`.
    */
   wait(timeout?: number | { timeout?: number; signal?: AbortSignal }): Promise<boolean> {
-    const o = typeof timeout === "object" && timeout !== null ? timeout : { timeout };
-    const args = o.timeout === undefined ? [] : [o.timeout];
-    return invoke(this, "wait", args, getIdent(), o.signal) as Promise<boolean>;
+    return waitCall(this, timeout, getIdent());
   }
   /** Waits until `predicate()` is truthy (checked here after each notification); returns its last value. */
   async waitFor<R>(predicate: () => R | Promise<R>, timeout?: number): Promise<R> {
@@ -572,16 +580,7 @@ export class EventProxy extends BaseProxy {
   }
   /** Waits until the flag is set or `timeout` ms passed; returns the flag. */
   wait(timeout?: number | { timeout?: number; signal?: AbortSignal }): Promise<boolean> {
-    const o = typeof timeout === "object" && timeout !== null ? timeout : { timeout };
-    return invoke(
-      this,
-      "wait",
-      o.timeout === undefined ? [] : [o.timeout],
-      undefined,
-      o.signal,
-    ) as Promise<
-      boolean
-    >;
+    return waitCall(this, timeout);
   }
 }
 
@@ -600,16 +599,7 @@ export class EventProxy extends BaseProxy {
 export class BarrierProxy extends BaseProxy {
   /** Waits for all parties; resolves with this party's arrival index (`BrokenBarrierError` if broken). */
   wait(timeout?: number | { timeout?: number; signal?: AbortSignal }): Promise<number> {
-    const o = typeof timeout === "object" && timeout !== null ? timeout : { timeout };
-    return invoke(
-      this,
-      "wait",
-      o.timeout === undefined ? [] : [o.timeout],
-      undefined,
-      o.signal,
-    ) as Promise<
-      number
-    >;
+    return waitCall(this, timeout);
   }
   /** Breaks the waits in progress and makes the barrier usable again. */
   reset(): Promise<void> {

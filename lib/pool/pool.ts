@@ -41,7 +41,7 @@ import { checkIsolation } from "../process/os_spawn.ts";
 import { sections } from "../core/observe.ts";
 import { isolatedEncoder } from "./os_pool.ts";
 import { type AsyncResult, newResult, settle, setWork } from "./async_result.ts";
-import { type FnInfo, fnInfo, isIterable, openIterator, Task } from "./jobs.ts";
+import { fnInfo, isIterable, openIterator, Task } from "./jobs.ts";
 import { ResultHandler } from "./results.ts";
 import { CLOSE, PoolState, RUN, TERMINATE } from "./state.ts";
 import { TaskHandler } from "./tasks.ts";
@@ -331,11 +331,7 @@ export class Pool {
     iterable: Iterable<T> | AsyncIterable<T>,
     chunksize?: number | MapOptions<Awaited<R>[]>,
   ): AsyncResult<Awaited<R>[]> {
-    this.#pool.checkRunning();
-    const o = mapOptions(chunksize as MapArg, "Pool.mapAsync");
-    return this.#mapJob(fnInfo(fn), MAP, iterable, o) as AsyncResult<
-      Awaited<R>[]
-    >;
+    return this.#mapJob<Awaited<R>[]>(fn, MAP, iterable, chunksize as MapArg, "Pool.mapAsync");
   }
 
   /**
@@ -382,11 +378,8 @@ export class Pool {
     iterable: Iterable<A> | AsyncIterable<A>,
     chunksize?: number | MapOptions<Awaited<R>[]>,
   ): AsyncResult<Awaited<R>[]> {
-    this.#pool.checkRunning();
-    const o = mapOptions(chunksize as MapArg, "Pool.starmapAsync");
-    return this.#mapJob(fnInfo(fn), STARMAP, iterable, o) as AsyncResult<
-      Awaited<R>[]
-    >;
+    const call = "Pool.starmapAsync";
+    return this.#mapJob<Awaited<R>[]>(fn, STARMAP, iterable, chunksize as MapArg, call);
   }
 
   /**
@@ -414,12 +407,7 @@ export class Pool {
     iterable: Iterable<T> | AsyncIterable<T>,
     chunksize?: number | IMapOptions,
   ): AsyncGenerator<Awaited<R>, void, undefined> {
-    this.#pool.checkRunning();
-    return this.#stream(fnInfo(fn), iterable, chunksize, true) as AsyncGenerator<
-      Awaited<R>,
-      void,
-      undefined
-    >;
+    return this.#stream<Awaited<R>>(fn, iterable, chunksize, true);
   }
 
   /**
@@ -442,12 +430,7 @@ export class Pool {
     iterable: Iterable<T> | AsyncIterable<T>,
     chunksize?: number | IMapOptions,
   ): AsyncGenerator<Awaited<R>, void, undefined> {
-    this.#pool.checkRunning();
-    return this.#stream(fnInfo(fn), iterable, chunksize, false) as AsyncGenerator<
-      Awaited<R>,
-      void,
-      undefined
-    >;
+    return this.#stream<Awaited<R>>(fn, iterable, chunksize, false);
   }
 
   /**
@@ -592,12 +575,16 @@ export class Pool {
     describePool = (p) => p.#pool.describe(p.#name);
   }
 
-  #mapJob(
-    info: FnInfo,
+  /** A `mapAsync` or `starmapAsync` (`call` names it in errors). */
+  #mapJob<R>(
+    fn: unknown,
     mode: Mode,
     iterable: Iterable<unknown> | AsyncIterable<unknown>,
-    o: MapOptions<unknown[]>,
-  ): AsyncResult<unknown[]> {
+    chunksize: MapArg,
+    call: string,
+  ): AsyncResult<R> {
+    this.#pool.checkRunning();
+    const o = mapOptions(chunksize, call), info = fnInfo(fn);
     if (o.chunksize !== undefined) checkChunksize(o.chunksize);
     if (o.timeout !== undefined) deadlineOf(o.timeout);
     const r = newResult<unknown[]>(o.callback, o.errorCallback);
@@ -616,16 +603,18 @@ export class Pool {
         this.#tasks.dispatch();
       });
     }
-    return r;
+    return r as AsyncResult<unknown> as AsyncResult<R>;
   }
 
   /** Checks the arguments of imap now (as Python does), then returns the lazy iteration. */
-  #stream(
-    info: FnInfo,
+  #stream<R>(
+    fn: unknown,
     iterable: Iterable<unknown> | AsyncIterable<unknown>,
     chunksize: number | IMapOptions | undefined,
     ordered: boolean,
-  ): AsyncGenerator<unknown, void, undefined> {
+  ): AsyncGenerator<R, void, undefined> {
+    this.#pool.checkRunning();
+    const info = fnInfo(fn);
     const o = mapOptions<IMapOptions>(chunksize, ordered ? "Pool.imap" : "Pool.imapUnordered");
     const cs = o.chunksize ?? 1;
     checkChunksize(cs);
@@ -634,7 +623,8 @@ export class Pool {
       throw new ValueError(`buffersize must be a positive int: current value is ${b}`);
     }
     const src = openIterator(iterable);
-    return this.#tasks.iterate(info, src, cs, Math.max(cs, b), ordered, o.signal);
+    const results = this.#tasks.iterate(info, src, cs, Math.max(cs, b), ordered, o.signal);
+    return results as AsyncGenerator<R, void, undefined>;
   }
 }
 

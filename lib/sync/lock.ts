@@ -19,14 +19,11 @@
 import {
   ACQUIRED,
   type AcquireResult,
-  MUST_SLEEP,
   mutexLocked,
   mutexOwner,
   mutexRelease,
-  mutexTryNow,
+  OWNER_DIED,
   ownerOf,
-  runAsync,
-  runSync,
   TIMED_OUT,
   type Waits,
 } from "../core/atomics.ts";
@@ -34,16 +31,18 @@ import { checkNotTerminated, heap } from "../core/heap.ts";
 import { ValueError } from "../core/errors.ts";
 import { registerHandle } from "../core/reduction.ts";
 import { getIdent } from "../core/threading.ts";
-import { inspectors, observed } from "../core/waitfor.ts";
+import { inspectors } from "../core/waitfor.ts";
 import {
+  acquireBegins,
   type Acquired,
-  acquireDeadline,
   type AcquireOptions,
+  acquireSyncBegins,
   attach,
   block,
   type BlockingAcquireOptions,
-  checkAcquireOptions,
-  Held,
+  Holds,
+  mutexAcquireRest,
+  mutexAcquireRestSync,
   mutexHolders,
   mutexWaitsFenced,
   nameOf,
@@ -92,8 +91,7 @@ export class Lock {
   #off: number;
   #i32: Int32Array;
   #slot: number;
-  #held: Held = new Held(this, false);
-  #ownerDied = false;
+  #holds: Holds = new Holds(this);
 
   /** Creates an unlocked lock in shared memory (options: `name`, `detectDeadlock`). */
   constructor(options?: ObjectOptions) {
@@ -109,7 +107,7 @@ export class Lock {
 
   /** True when the last acquire through this object took over from a holder that died. */
   get ownerDied(): boolean {
-    return this.#ownerDied;
+    return this.#holds.ownerDied;
   }
 
   /**
@@ -121,19 +119,13 @@ export class Lock {
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
     try {
-      if (options !== undefined) checkAcquireOptions(options, "Lock.acquire");
-      options?.signal?.throwIfAborted();
-      checkNotTerminated();
+      acquireBegins(options, "Lock.acquire");
       const i32 = this.#i32, me = this.#slot;
       if (Atomics.compareExchange(i32, L_MUTEX, 0, me) === 0) {
         return Promise.resolve(this.#took(ACQUIRED));
       }
-      const deadline = acquireDeadline(options), now = mutexTryNow(i32, L_MUTEX, me, deadline);
-      if (now !== MUST_SLEEP) return Promise.resolve(this.#took(now));
-      return runAsync(
-        observed(this.#off, mutexWaitsFenced(i32, L_MUTEX, me, deadline), true),
-        options?.signal,
-      ).then((r) => this.#took(r));
+      const r = mutexAcquireRest(this.#off, i32, L_MUTEX, me, options);
+      return typeof r === "number" ? Promise.resolve(this.#took(r)) : r.then((r) => this.#took(r));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -147,28 +139,16 @@ export class Lock {
   /** Acquires the lock, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
-    if (options !== undefined) checkAcquireOptions(options, "Lock.acquireSync");
-    checkNotTerminated();
+    acquireSyncBegins(options, "Lock.acquireSync");
     const i32 = this.#i32, me = this.#slot, word = Atomics.compareExchange(i32, L_MUTEX, 0, me);
     if (word === 0) return this.#took(ACQUIRED);
-    const deadline = acquireDeadline(options);
-    if (deadline === Infinity) selfDeadlock(word, me);
-    const now = mutexTryNow(i32, L_MUTEX, me, deadline);
-    if (now !== MUST_SLEEP) return this.#took(now);
-    const waits = mutexWaitsFenced(i32, L_MUTEX, me, deadline);
-    return this.#took(runSync(observed(this.#off, waits, true)));
+    return this.#took(mutexAcquireRestSync(this.#off, i32, L_MUTEX, me, word, options));
   }
 
+  /** Notes the thread that took the lock (for Condition), then the guard. */
   #took(r: AcquireResult): Acquired | false {
-    if (r === TIMED_OUT) return false;
-    const me = getIdent();
-    if (this.#i32[L_THREAD] !== me) this.#i32[L_THREAD] = me;
-    if (r === ACQUIRED) {
-      this.#ownerDied = false;
-      return this.#held;
-    }
-    this.#ownerDied = true;
-    return new Held(this, true);
+    if (r !== TIMED_OUT) tookThread(this.#i32, L_THREAD, getIdent());
+    return this.#holds.took(r);
   }
 
   /**
@@ -201,19 +181,9 @@ export class Lock {
   }
 }
 
-/**
- * A blocking acquire of a lock that this isolate already holds can only end if another process
- * releases it: no other thread of this isolate runs while this one blocks. Python would hang
- * there (a thread re-acquiring its own Lock); here the mistake is easy to make from the main
- * thread, so it is reported instead.
- */
-function selfDeadlock(word: number, slot: number): void {
-  // `word` is the mutex as this thread found it: if this isolate held it then, it still does.
-  if (ownerOf(word) !== slot) return;
-  throw new ValueError(
-    "acquireSync() would deadlock: this lock is held in this process, by this thread or by " +
-      "another Thread that cannot run while this one blocks (use `await acquire()`, or a timeout)",
-  );
+/** Notes `me` as the thread holding the lock: written only when it changes (see L_THREAD). */
+function tookThread(i32: Int32Array, index: number, me: number): void {
+  if (i32[index] !== me) i32[index] = me;
 }
 
 registerHandle<Lock, number>({
@@ -256,8 +226,7 @@ export class RLock {
   #off: number;
   #i32: Int32Array;
   #slot: number;
-  #held: Held = new Held(this, false);
-  #ownerDied = false;
+  #holds: Holds = new Holds(this);
 
   /** Creates an unlocked reentrant lock in shared memory (options: `name`, `detectDeadlock`). */
   constructor(options?: ObjectOptions) {
@@ -273,7 +242,7 @@ export class RLock {
 
   /** True when the last acquire through this object took over from a holder that died. */
   get ownerDied(): boolean {
-    return this.#ownerDied;
+    return this.#holds.ownerDied;
   }
 
   /** Acquires the lock (at once if the current thread owns it). */
@@ -282,22 +251,18 @@ export class RLock {
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
     try {
-      if (options !== undefined) checkAcquireOptions(options, "RLock.acquire");
-      options?.signal?.throwIfAborted();
-      checkNotTerminated();
+      acquireBegins(options, "RLock.acquire");
       const i32 = this.#i32, me = getIdent(), slot = this.#slot;
       const word = Atomics.compareExchange(i32, R_MUTEX, 0, slot);
       if (word === 0) return Promise.resolve(this.#took(ACQUIRED, me));
       if (ownerOf(word) === slot && i32[R_THREAD] === me) {
         i32[R_COUNT]++;
-        return Promise.resolve(this.#held);
+        return Promise.resolve(this.#holds.held);
       }
-      const deadline = acquireDeadline(options), now = mutexTryNow(i32, R_MUTEX, slot, deadline);
-      if (now !== MUST_SLEEP) return Promise.resolve(this.#took(now, me));
-      return runAsync(
-        observed(this.#off, mutexWaitsFenced(i32, R_MUTEX, slot, deadline), true),
-        options?.signal,
-      ).then((r) => this.#took(r, me));
+      const r = mutexAcquireRest(this.#off, i32, R_MUTEX, slot, options);
+      return typeof r === "number"
+        ? Promise.resolve(this.#took(r, me))
+        : r.then((r) => this.#took(r, me));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -308,26 +273,16 @@ export class RLock {
   /** Acquires the lock, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
-    if (options !== undefined) checkAcquireOptions(options, "RLock.acquireSync");
-    checkNotTerminated();
+    acquireSyncBegins(options, "RLock.acquireSync");
     const i32 = this.#i32, me = getIdent(), slot = this.#slot;
     const word = Atomics.compareExchange(i32, R_MUTEX, 0, slot);
-    if (word === 0) {
-      if (i32[R_THREAD] !== me) i32[R_THREAD] = me;
-      this.#ownerDied = false;
-      return this.#held;
-    }
+    if (word === 0) return this.#took(ACQUIRED, me);
     // Recursion: decided from the word just read, without touching the contended line again.
     if (ownerOf(word) === slot && i32[R_THREAD] === me) {
       i32[R_COUNT]++;
-      return this.#held;
+      return this.#holds.held;
     }
-    const deadline = acquireDeadline(options);
-    if (deadline === Infinity) selfDeadlock(word, slot);
-    const now = mutexTryNow(i32, R_MUTEX, slot, deadline);
-    if (now !== MUST_SLEEP) return this.#took(now, me);
-    const waits = mutexWaitsFenced(i32, R_MUTEX, slot, deadline);
-    return this.#took(runSync(observed(this.#off, waits, true)), me);
+    return this.#took(mutexAcquireRestSync(this.#off, i32, R_MUTEX, slot, word, options), me);
   }
 
   /** True when thread `me` of this process holds the lock. */
@@ -339,17 +294,11 @@ export class RLock {
     return ownerOf(this.#i32[R_MUTEX]) === this.#slot && this.#i32[R_THREAD] === me;
   }
 
+  /** Notes the owning thread (and drops the levels of a holder that died), then the guard. */
   #took(r: AcquireResult, me: number): Acquired | false {
-    if (r === TIMED_OUT) return false;
-    const i32 = this.#i32;
-    if (i32[R_THREAD] !== me) i32[R_THREAD] = me;
-    if (r === ACQUIRED) {
-      this.#ownerDied = false;
-      return this.#held;
-    }
-    i32[R_COUNT] = 0; // the levels of the holder that died
-    this.#ownerDied = true;
-    return new Held(this, true);
+    if (r !== TIMED_OUT) tookThread(this.#i32, R_THREAD, me);
+    if (r === OWNER_DIED) this.#i32[R_COUNT] = 0; // the levels of the holder that died
+    return this.#holds.took(r);
   }
 
   /**

@@ -42,8 +42,8 @@
  *
  * One module each: `lock.ts` (`Lock`, `RLock`), `semaphore.ts` (`Semaphore`,
  * `BoundedSemaphore`), `event.ts`, `condition.ts`, `barrier.ts`; what they share (options, the
- * guard an acquire returns, a primitive's block and handle, the fenced mutex wait) in
- * `primitive.ts`. Importing this module registers the handle kinds and `snapshot()` readers of
+ * steps of an acquire and the guard it returns, a primitive's block and handle, the fenced mutex
+ * wait) in `primitive.ts`. Importing this module registers the handle kinds and `snapshot()` readers of
  * all of them.
  *
  * @module

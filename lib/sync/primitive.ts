@@ -5,22 +5,33 @@
  * A primitive is a few words in a block of the shared heap, and a handle crosses to a worker as
  * the block's offset: reduced with a reference taken for the message in flight (`share`), rebuilt
  * there on the same block (`attach`). Written once here so that the primitives of this folder
- * agree on it. Here too: the slow path of a mutex acquire with the zombie fence after each sleep,
- * which Lock, RLock, Condition and Barrier all take, and how `snapshot()` reads a mutex's holder.
+ * agree on it. Here too the steps every acquire takes, written once so that Lock, RLock and
+ * Semaphore cannot drift apart: the checks before it (`acquireBegins`), what its result resolves
+ * to (`Holds`), the rest of a mutex acquire that found the mutex taken (`mutexAcquireRest`), and
+ * the slow path of a mutex acquire with the zombie fence after each sleep, which Lock, RLock,
+ * Condition and Barrier all take; and how `snapshot()` reads a mutex's holder.
  *
  * @module
  */
 
 import { Attaching } from "../core/attach.ts";
 import {
+  ACQUIRED,
   type AcquireResult,
   deadlineOf,
+  MUST_SLEEP,
   mutexLocked,
   mutexOwner,
   mutexRelease,
+  mutexTryNow,
   mutexWaits,
+  ownerOf,
+  runAsync,
+  runSync,
+  TIMED_OUT,
   type Waits,
 } from "../core/atomics.ts";
+import { ValueError } from "../core/errors.ts";
 import { adopt, alloc, checkNotTerminated, heap, retain } from "../core/heap.ts";
 import { optionsOf } from "../core/args.ts";
 import {
@@ -30,7 +41,7 @@ import {
   objectName,
   registerObject,
 } from "../core/observe.ts";
-import type { Holder } from "../core/waitfor.ts";
+import { type Holder, observed } from "../core/waitfor.ts";
 
 /** Options of `acquire()`: `block: false` fails at once; `timeout` in ms; `signal` aborts. */
 export interface AcquireOptions {
@@ -106,6 +117,57 @@ export function checkAcquireOptions(o: AcquireOptions, call: string): void {
     call,
     (o as unknown) === false ? `${name}({ block: false })` : `${name}({ timeout: 200 })`,
   );
+}
+
+/**
+ * The checks every `acquire()` makes before it touches the shared words: its options, its
+ * signal (already aborted: rejected at once) and the zombie fence. Kept small so that V8
+ * inlines it into each primitive's fast path.
+ */
+export function acquireBegins(o: AcquireOptions | undefined, call: string): void {
+  if (o !== undefined) {
+    checkAcquireOptions(o, call);
+    o.signal?.throwIfAborted();
+  }
+  checkNotTerminated();
+}
+
+/** The same checks for an `acquireSync()`, which takes no signal. */
+export function acquireSyncBegins(o: AcquireOptions | undefined, call: string): void {
+  if (o !== undefined) checkAcquireOptions(o, call);
+  checkNotTerminated();
+}
+
+/**
+ * What a handle keeps of its acquires: whether the last one took over from a holder that died
+ * (the handle's `ownerDied`), and the guard an ordinary acquire returns, one per handle so that
+ * the hot path allocates nothing (a take-over, rare, gets a guard of its own).
+ */
+export class Holds {
+  /** True when the last acquire through the handle took over from a holder that died. */
+  ownerDied = false;
+  #target: { release(): void };
+  #held: Held;
+  constructor(target: { release(): void }) {
+    this.#target = target;
+    this.#held = new Held(target, false);
+  }
+
+  /** The guard of an acquire that took nothing over (also a reentrant one). */
+  get held(): Acquired {
+    return this.#held;
+  }
+
+  /** What an acquire that ended with `r` resolves to: a guard, or `false` on a timeout. */
+  took(r: AcquireResult): Acquired | false {
+    if (r === TIMED_OUT) return false;
+    if (r === ACQUIRED) {
+      this.ownerDied = false;
+      return this.#held;
+    }
+    this.ownerDied = true;
+    return new Held(this.#target, true);
+  }
 }
 
 /**
@@ -198,6 +260,58 @@ export function nameOf(off: number): string {
 export function share(off: number): number {
   retain(off);
   return off;
+}
+
+/**
+ * The rest of an `acquire()` of the robust mutex at `i32[index]` (Lock, RLock) whose first
+ * compare-exchange found it taken: one more try or a short spin, then asleep, fenced. The result
+ * at once when it did not sleep (so that the caller resolves without a generator), else its
+ * promise.
+ */
+export function mutexAcquireRest(
+  off: number,
+  i32: Int32Array,
+  index: number,
+  me: number,
+  o: AcquireOptions | undefined,
+): AcquireResult | Promise<AcquireResult> {
+  const deadline = acquireDeadline(o), now = mutexTryNow(i32, index, me, deadline);
+  if (now !== MUST_SLEEP) return now;
+  return runAsync(observed(off, mutexWaitsFenced(i32, index, me, deadline), true), o?.signal);
+}
+
+/**
+ * The same for an `acquireSync()`, which blocks the thread; `word` is the mutex as its first
+ * compare-exchange found it (see {@link selfDeadlock}).
+ */
+export function mutexAcquireRestSync(
+  off: number,
+  i32: Int32Array,
+  index: number,
+  me: number,
+  word: number,
+  o: AcquireOptions | undefined,
+): AcquireResult {
+  const deadline = acquireDeadline(o);
+  if (deadline === Infinity) selfDeadlock(word, me);
+  const now = mutexTryNow(i32, index, me, deadline);
+  if (now !== MUST_SLEEP) return now;
+  return runSync(observed(off, mutexWaitsFenced(i32, index, me, deadline), true));
+}
+
+/**
+ * A blocking acquire of a lock that this isolate already holds can only end if another process
+ * releases it: no other thread of this isolate runs while this one blocks. Python would hang
+ * there (a thread re-acquiring its own Lock); here the mistake is easy to make from the main
+ * thread, so it is reported instead.
+ */
+function selfDeadlock(word: number, slot: number): void {
+  // `word` is the mutex as this thread found it: if this isolate held it then, it still does.
+  if (ownerOf(word) !== slot) return;
+  throw new ValueError(
+    "acquireSync() would deadlock: this lock is held in this process, by this thread or by " +
+      "another Thread that cannot run while this one blocks (use `await acquire()`, or a timeout)",
+  );
 }
 
 /**

@@ -28,14 +28,15 @@ import { registerHandle } from "../core/reduction.ts";
 import { type Holder, inspectors, observed } from "../core/waitfor.ts";
 import { __testHooks } from "./hooks.ts";
 import {
+  acquireBegins,
   type Acquired,
   acquireDeadline,
   type AcquireOptions,
+  acquireSyncBegins,
   attach,
   block,
   type BlockingAcquireOptions,
-  checkAcquireOptions,
-  Held,
+  Holds,
   nameOf,
   type ObjectOptions,
   objectOptions,
@@ -62,7 +63,7 @@ const S_BYTES = (S_TABLE + HOLDERS) * 4;
 /** An entry's low bits count permits (at most COUNT_MAX per entry); slots fit the rest. */
 const COUNT_BITS = 12, COUNT_MAX = (1 << COUNT_BITS) - 1;
 const holderOf = (entry: number) => entry >>> COUNT_BITS;
-let semOf!: (s: Semaphore) => { off: number; i32: Int32Array };
+let semOf!: (s: Semaphore) => number;
 
 /**
  * A counting semaphore (Python's `Semaphore`): `acquire()` takes one of `value` permits,
@@ -93,8 +94,7 @@ export class Semaphore {
   #slot: number;
   /** Where this process's entry in the holder table was last seen (a hint). */
   #entry = S_TABLE;
-  #held: Held = new Held(this, false);
-  #ownerDied = false;
+  #holds: Holds = new Holds(this);
 
   /** Creates a semaphore with `value` permits (an integer >= 0), or from options. */
   constructor(value: number | SemaphoreOptions = 1) {
@@ -115,12 +115,12 @@ export class Semaphore {
   }
 
   static {
-    semOf = (s) => ({ off: s.#off, i32: s.#i32 });
+    semOf = (s) => s.#off;
   }
 
   /** True when the last acquire through this object took back permits of a dead process. */
   get ownerDied(): boolean {
-    return this.#ownerDied;
+    return this.#holds.ownerDied;
   }
 
   /** Takes a permit, waiting for one if needed. */
@@ -129,14 +129,13 @@ export class Semaphore {
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
     try {
-      if (options !== undefined) checkAcquireOptions(options, "Semaphore.acquire");
-      options?.signal?.throwIfAborted();
-      checkNotTerminated();
-      if (this.#take()) return Promise.resolve(this.#took(ACQUIRED));
+      acquireBegins(options, "Semaphore.acquire");
+      const holds = this.#holds;
+      if (this.#take()) return Promise.resolve(holds.took(ACQUIRED));
       const deadline = acquireDeadline(options);
-      if (deadline === 0) return Promise.resolve(this.#took(runSync(this.#waits(0))));
+      if (deadline === 0) return Promise.resolve(holds.took(runSync(this.#waits(0))));
       const waits = observed(this.#off, this.#waits(deadline), true);
-      return runAsync(waits, options?.signal).then((r) => this.#took(r));
+      return runAsync(waits, options?.signal).then((r) => holds.took(r));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -147,20 +146,10 @@ export class Semaphore {
   /** Takes a permit, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
-    if (options !== undefined) checkAcquireOptions(options, "Semaphore.acquireSync");
-    checkNotTerminated();
-    if (this.#take()) return this.#took(ACQUIRED);
-    return this.#took(runSync(observed(this.#off, this.#waits(acquireDeadline(options)), true)));
-  }
-
-  #took(r: AcquireResult): Acquired | false {
-    if (r === TIMED_OUT) return false;
-    if (r === ACQUIRED) {
-      this.#ownerDied = false;
-      return this.#held;
-    }
-    this.#ownerDied = true;
-    return new Held(this, true);
+    acquireSyncBegins(options, "Semaphore.acquireSync");
+    if (this.#take()) return this.#holds.took(ACQUIRED);
+    const waits = observed(this.#off, this.#waits(acquireDeadline(options)), true);
+    return this.#holds.took(runSync(waits));
   }
 
   /** Takes a permit if there is one, and notes it on this process's account. */
@@ -354,20 +343,17 @@ export class BoundedSemaphore extends Semaphore {
   }
 }
 
-registerHandle<Semaphore, number>({
-  name: "Semaphore",
-  module: import.meta.url,
-  cls: Semaphore,
-  reduce: (s) => share(semOf(s).off),
-  rebuild: (off) => attach(off, () => new Semaphore()),
-});
-registerHandle<BoundedSemaphore, number>({
-  name: "BoundedSemaphore",
-  module: import.meta.url,
-  cls: BoundedSemaphore,
-  reduce: (s) => share(semOf(s).off),
-  rebuild: (off) => attach(off, () => new BoundedSemaphore()),
-});
+for (
+  const [name, cls] of [["Semaphore", Semaphore], ["BoundedSemaphore", BoundedSemaphore]] as const
+) {
+  registerHandle<Semaphore, number>({
+    name,
+    module: import.meta.url,
+    cls,
+    reduce: (s) => share(semOf(s)),
+    rebuild: (off) => attach(off, () => new cls()),
+  });
+}
 
 // What snapshot() reads of a semaphore: its live words, read by any process.
 
