@@ -236,6 +236,8 @@ async function servePool(
     const gate = new Gate(prefetch);
     const onAbort = () => messages?.stop();
     options.signal?.addEventListener("abort", onAbort, { once: true });
+    // An abort during the start fired no event: the loop below would serve forever.
+    if (options.signal?.aborted) onAbort();
     log(
       `denomp worker: serving pool '${pool}' from ${moduleUrl} with ${processes} processes ` +
         `(servers ${
