@@ -1,8 +1,10 @@
 /**
- * `connectCluster()` and `Cluster`: one NATS connection and its JetStream contexts, shared by
- * every queue, dict, pool and actor ref made from it (`cluster.Queue`, `cluster.dict`,
- * `cluster.Pool`, `cluster.spawn`, `cluster.ref`, `cluster.actor`). Credentials pass through to the
- * client and are never printed.
+ * Connecting to the cluster: `connectCluster` and `Cluster`, the factories of the shared objects
+ * (queues, dicts, pools, actors) of one NATS connection.
+ *
+ * The connection reconnects forever after the server went away, because the work is durable on
+ * the server: a client that comes back finds its queues and pools where they were. Closing it
+ * stops this client's pools and heartbeats, so the items it held go to others after the ack wait.
  *
  * @module
  */
@@ -99,16 +101,23 @@ function guardLateResets(): () => void {
  * Connects to a NATS server (with JetStream enabled) and returns a {@link Cluster}: factories
  * for queues, pools and dicts shared by every program connected to the same servers.
  *
+ * @param options The servers, credentials, TLS and timings.
+ * @returns The connected {@link Cluster}.
+ * @throws {Error} When no server can be reached or it refuses the credentials (the message names
+ *   the servers with any password in their URLs redacted).
+ * @throws {ValueError} When `ackWait` or `reconnectTimeWait` is negative.
+ *
  * @example
- * ```ts ignore
+ * ```ts
  * import { connectCluster } from "./mod.ts";
  * await using cluster = await connectCluster({
- *   servers: "nats://127.0.0.1:4222",
- *   token: Deno.env.get("NATS_TOKEN"),
+ *   servers: Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222",
+ *   token: Deno.env.get("NATS_TOKEN"), // undefined: no token
  * });
- * const q = cluster.Queue<number>("numbers");
+ * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
  * await q.put(42);
- * console.log(await q.get()); // 42
+ * console.assert(await q.get() === 42);
+ * await q.destroy();
  * ```
  */
 export async function connectCluster(options: ClusterOptions): Promise<Cluster> {
@@ -163,11 +172,13 @@ export async function connectCluster(options: ClusterOptions): Promise<Cluster> 
  * the same kind and name refer to the same object on every machine.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { connectCluster } from "./mod.ts";
- * const cluster = await connectCluster({ servers: "nats://127.0.0.1:4222" });
- * const d = cluster.dict<string, number>("config");
+ * const cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+ * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
  * await d.set("retries", 3);
+ * console.assert(await cluster.dict<string, number>(d.name).get("retries") === 3); // same name
+ * await d.destroy();
  * await cluster.close();
  * ```
  */
@@ -183,11 +194,20 @@ export class Cluster implements AsyncDisposable {
   /**
    * A FIFO queue shared by every client that names it (Python's `multiprocessing.Queue`).
    *
+   * @param name The queue's name, the same on every machine.
+   * @param options `maxsize`, `ackWait` and `storage`, applied when this call creates the queue.
+   * @throws {ValueError} When `name` is not 1-64 letters, digits, '-' or '_', or `maxsize` is not a
+   *   non-negative integer.
+   *
    * @example
-   * ```ts ignore
-   * const q = cluster.Queue<{ url: string }>("downloads");
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<{ url: string }>(`doc-${crypto.randomUUID().slice(0, 8)}`);
    * await q.put({ url: "https://example.com" });
    * const job = await q.get({ timeout: 1000 });
+   * console.assert(job.url === "https://example.com");
+   * await q.destroy();
    * ```
    */
   Queue<T = unknown>(name: string, options: ClusterQueueOptions = {}): ClusterQueue<T> {
@@ -198,13 +218,22 @@ export class Cluster implements AsyncDisposable {
    * A queue whose items are acknowledged by `taskDone()`, with `join()` across all machines.
    * An item got by a consumer that dies before `taskDone()` is redelivered after the ack wait.
    *
+   * @param name The queue's name, the same on every machine.
+   * @param options `maxsize`, `ackWait` and `storage`, applied when this call creates the queue.
+   * @throws {ValueError} When `name` is not 1-64 letters, digits, '-' or '_', or `maxsize` is not a
+   *   non-negative integer.
+   *
    * @example
-   * ```ts ignore
-   * const q = cluster.JoinableQueue<number>("work");
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.JoinableQueue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
    * await q.put(1);
    * const n = await q.get();
+   * console.assert(n === 1);
    * await q.taskDone();
    * await q.join();
+   * await q.destroy();
    * ```
    */
   JoinableQueue<T = unknown>(
@@ -217,10 +246,18 @@ export class Cluster implements AsyncDisposable {
   /**
    * A dict on a JetStream KV bucket, with the Manager dict proxy's methods and compare-and-set.
    *
+   * @param name The dict's name, the same on every machine.
+   * @param options `storage`, applied when this call creates the dict.
+   * @throws {ValueError} When `name` is not 1-64 letters, digits, '-' or '_'.
+   *
    * @example
-   * ```ts ignore
-   * const d = cluster.dict<string, number>("counters");
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
    * await d.modify("hits", (n = 0) => n + 1); // safe against concurrent writers
+   * console.assert(await d.get("hits") === 1);
+   * await d.destroy();
    * ```
    */
   dict<K = unknown, V = unknown>(
@@ -234,11 +271,27 @@ export class Cluster implements AsyncDisposable {
    * A pool whose tasks run on worker processes started with the worker command
    * (`deno run -A lib/cluster/cli.ts --servers ... --pool NAME --module ./tasks.ts`).
    *
+   * @param options The pool's `name` (the workers' `--pool`), `ackWait` and `window`.
+   * @throws {ValueError} When `name` is not 1-64 letters, digits, '-' or '_'.
+   *
    * @example
-   * ```ts ignore
-   * import { square } from "./tasks.ts";
-   * await using pool = cluster.Pool({ name: "squares" });
-   * console.log(await pool.map(square, [1, 2, 3])); // [1, 4, 9]
+   * ```ts
+   * import { connectCluster, runClusterWorker } from "./mod.ts";
+   * import { square } from "../../tests/cluster/fixtures/cluster_tasks.ts";
+   * const servers = Deno.env.get("NATS_URL")!, name = `doc-${crypto.randomUUID().slice(0, 8)}`;
+   * // The worker command, on any machine: `cli.ts --servers ... --pool NAME --module ./tasks.ts`.
+   * // For this example, a worker runs in this process instead, its tasks inline (`processes: 0`).
+   * const stop = new AbortController();
+   * const module = import.meta.resolve("../../tests/cluster/fixtures/cluster_tasks.ts");
+   * const signal = stop.signal;
+   * const worker = runClusterWorker({ servers, pool: name, module, processes: 0, signal });
+   *
+   * await using cluster = await connectCluster({ servers });
+   * await using pool = cluster.Pool({ name });
+   * console.assert((await pool.map(square, [1, 2, 3])).join() === "1,4,9");
+   * await pool.close();
+   * stop.abort();
+   * await worker;
    * ```
    */
   Pool(options: ClusterPoolOptions): ClusterPool {
@@ -250,11 +303,21 @@ export class Cluster implements AsyncDisposable {
    * `--actors <module exporting the class>`) and resolves with its ref. The name is registered
    * cluster-wide (JetStream KV): a name that is taken rejects with `ValueError`.
    *
+   * @param cls The actor's class, exported by a module the hosting nodes were given.
+   * @param options The actor's registered `name` and its constructor's `args`.
+   * @returns A ref to the started actor.
+   * @throws {ValueError} When the name is taken.
+   *
    * @example
-   * ```ts ignore
-   * import { Counter } from "./actors.ts";
-   * const ref = await cluster.spawn(Counter, { name: "counter-1", args: [10] });
-   * console.log(await ref.call.inc(1)); // 11
+   * ```ts
+   * // Type-checked only: it needs a node hosting Counter (`cli.ts --actors ./actors.ts`).
+   * import { connectCluster } from "./mod.ts";
+   * import { Counter } from "../../tests/cluster/fixtures/cluster_actors.ts";
+   * async function example() {
+   *   await using cluster = await connectCluster({ servers: "nats://127.0.0.1:4222" });
+   *   const ref = await cluster.spawn(Counter, { name: "counter-1", args: [10] });
+   *   console.assert(await ref.call.inc(1) === 11);
+   * }
    * ```
    */
   spawn<A extends Actor, P extends unknown[]>(
@@ -269,11 +332,18 @@ export class Cluster implements AsyncDisposable {
    * (`cluster.ref<Counter>("counter-1")`). Nothing is checked until it is used: a call to a name
    * no actor has rejects with `ActorExited` (reason `"noproc"`).
    *
+   * @param name The name the actor was spawned with.
+   *
    * @example
-   * ```ts ignore
-   * import type { Counter } from "./actors.ts";
-   * const ref = cluster.ref<Counter>("counter-1");
-   * await ref.call.inc(1);
+   * ```ts
+   * // Type-checked only: it needs a node running the actor named "counter-1".
+   * import { connectCluster } from "./mod.ts";
+   * import type { Counter } from "../../tests/cluster/fixtures/cluster_actors.ts";
+   * async function example() {
+   *   await using cluster = await connectCluster({ servers: "nats://127.0.0.1:4222" });
+   *   const ref = cluster.ref<Counter>("counter-1");
+   *   await ref.call.inc(1);
+   * }
    * ```
    */
   ref<A extends Actor = Actor>(name: string): ClusterActorRef<A> {
@@ -290,11 +360,19 @@ export class Cluster implements AsyncDisposable {
    * `static persistEvery` milliseconds), so it survives deactivation and its node's death.
    * One activation at a time, cluster-wide.
    *
+   * @param cls The actor's class, hosted by some node.
+   * @param key The activation's key, passed to the constructor.
+   *
    * @example
-   * ```ts ignore
-   * import { Account } from "./actors.ts";
-   * const ref = cluster.actor(Account, "user-42");
-   * await ref.call.deposit(10); // activates it on some node, or reaches its activation
+   * ```ts
+   * // Type-checked only: it needs a node hosting Tally (`cli.ts --actors ./actors.ts`).
+   * import { connectCluster } from "./mod.ts";
+   * import { Tally } from "../../tests/cluster/fixtures/cluster_virtual.ts";
+   * async function example() {
+   *   await using cluster = await connectCluster({ servers: "nats://127.0.0.1:4222" });
+   *   const ref = cluster.actor(Tally, "user-42");
+   *   await ref.call.inc(10); // activates it on some node, or reaches its activation
+   * }
    * ```
    */
   actor<A extends Actor>(
@@ -314,8 +392,11 @@ export class Cluster implements AsyncDisposable {
    * `taskDone()` are redelivered to other consumers after the ack wait.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * const cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
    * await cluster.close();
+   * console.assert(cluster.closed);
    * ```
    */
   async close(): Promise<void> {

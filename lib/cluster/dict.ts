@@ -1,8 +1,11 @@
 /**
- * `cluster.dict(name)`: a dict shared by every client that names it, on a JetStream KV bucket —
- * the Manager dict proxy's methods, with keys of any sendable kind (encoded with the codec, then
- * base64url) and compare-and-set from the bucket's per-key revisions, so `setdefault`, `pop` and
- * `modify` are atomic across clients.
+ * The cluster dict (`cluster.dict`): the Manager dict proxy's methods on a JetStream KV bucket,
+ * shared by every client that names it.
+ *
+ * Keys of any sendable kind are encoded with the codec (then base64url, which KV keys allow), so
+ * `1` and `"1"` are different keys. The bucket's per-key revisions give compare-and-set, on which
+ * `pop`, `setdefault` and `modify` retry instead of taking a lock: no client can leave a lock
+ * held by dying.
  *
  * @module
  */
@@ -56,10 +59,15 @@ export type DictUpdate<K, V> = Map<K, V> | Iterable<readonly [K, V]> | Record<st
  * dict changes nothing until it is `set` back.
  *
  * @example
- * ```ts ignore
- * const d = cluster.dict<string, number[]>("lists");
+ * ```ts
+ * import { connectCluster } from "./mod.ts";
+ * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+ * // Same name, same dict, on any machine:
+ * const d = cluster.dict<string, number[]>(`doc-${crypto.randomUUID().slice(0, 8)}`);
  * await d.set("a", [1, 2]);
- * await d.compareAndSet("a", [1, 2], [1, 2, 3]); // true: nobody changed it meanwhile
+ * console.assert(await d.compareAndSet("a", [1, 2], [1, 2, 3])); // nobody changed it meanwhile
+ * console.assert((await d.get("a"))?.length === 3);
+ * await d.destroy();
  * ```
  */
 export class ClusterDict<K = unknown, V = unknown> {
@@ -99,9 +107,19 @@ export class ClusterDict<K = unknown, V = unknown> {
   /**
    * The value of `key`, or `dflt` when the key is missing.
    *
+   * @param key The key.
+   * @param dflt What a missing key gives.
+   *
    * @example
-   * ```ts ignore
-   * const n = await d.get("n", 0);
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * console.assert(await d.get("n") === undefined);
+   * console.assert(await d.get("n", 0) === 0);
+   * await d.set("n", 5);
+   * console.assert(await d.get("n", 0) === 5);
+   * await d.destroy();
    * ```
    */
   async get(key: K, dflt?: V): Promise<V | undefined> {
@@ -113,8 +131,14 @@ export class ClusterDict<K = unknown, V = unknown> {
    * Sets `key` to `value`.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
    * await d.set("n", 1);
+   * await d.set("n", 2);
+   * console.assert(await d.get("n") === 2);
+   * await d.destroy();
    * ```
    */
   async set(key: K, value: V): Promise<void> {
@@ -126,8 +150,14 @@ export class ClusterDict<K = unknown, V = unknown> {
    * Removes `key`; resolves to whether it was there.
    *
    * @example
-   * ```ts ignore
-   * await d.delete("n");
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.set("n", 1);
+   * console.assert(await d.delete("n"));
+   * console.assert(!(await d.delete("n"))); // was not there any more
+   * await d.destroy();
    * ```
    */
   async delete(key: K): Promise<boolean> {
@@ -142,8 +172,13 @@ export class ClusterDict<K = unknown, V = unknown> {
    * Whether `key` is in the dict.
    *
    * @example
-   * ```ts ignore
-   * if (await d.has("n")) console.log("set");
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.set("n", 1);
+   * console.assert(await d.has("n") && !(await d.has("m")));
+   * await d.destroy();
    * ```
    */
   async has(key: K): Promise<boolean> {
@@ -161,8 +196,13 @@ export class ClusterDict<K = unknown, V = unknown> {
    * The keys (in no particular order).
    *
    * @example
-   * ```ts ignore
-   * for (const k of await d.keys()) console.log(k);
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.update({ a: 1, b: 2 });
+   * console.assert((await d.keys()).sort().join() === "a,b");
+   * await d.destroy();
    * ```
    */
   async keys(): Promise<K[]> {
@@ -173,8 +213,13 @@ export class ClusterDict<K = unknown, V = unknown> {
    * `[key, value]` pairs.
    *
    * @example
-   * ```ts ignore
-   * for (const [k, v] of await d.items()) console.log(k, v);
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.set("a", 1);
+   * for (const [k, v] of await d.items()) console.assert(k === "a" && v === 1);
+   * await d.destroy();
    * ```
    */
   async items(): Promise<[K, V][]> {
@@ -193,8 +238,14 @@ export class ClusterDict<K = unknown, V = unknown> {
    * The values.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.update({ a: 1, b: 2 });
    * const total = (await d.values()).reduce((a, b) => a + b, 0);
+   * console.assert(total === 3);
+   * await d.destroy();
    * ```
    */
   async values(): Promise<V[]> {
@@ -204,9 +255,18 @@ export class ClusterDict<K = unknown, V = unknown> {
   /**
    * Sets every pair of `other` (a plain object, a Map, or `[key, value]` pairs).
    *
+   * @throws {ValueError} When an element of a sequence is not a `[key, value]` pair.
+   *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
    * await d.update({ a: 1, b: 2 });
+   * await d.update(new Map([["c", 3]]));
+   * await d.update([["d", 4]]);
+   * console.assert(await d.len() === 4);
+   * await d.destroy();
    * ```
    */
   async update(other: DictUpdate<K, V>): Promise<void> {
@@ -231,9 +291,21 @@ export class ClusterDict<K = unknown, V = unknown> {
    * Removes `key` and returns its value; `dflt` when missing, or `KeyError` without a default.
    * Atomic: of two clients popping the same key, one gets the value.
    *
+   * @param key The key.
+   * @param dflt What a missing key gives instead of a `KeyError`.
+   * @throws {KeyError} When the key is missing and no default is given.
+   *
    * @example
-   * ```ts ignore
-   * const job = await d.pop("next", null);
+   * ```ts
+   * import { KeyError } from "../core/lookup_errors.ts";
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.set("next", 7);
+   * console.assert(await d.pop("next") === 7);
+   * console.assert(await d.pop("next", -1) === -1); // gone: the default
+   * console.assert((await d.pop("next").catch((e) => e)) instanceof KeyError); // no default
+   * await d.destroy();
    * ```
    */
   async pop(key: K, ...dflt: [V?]): Promise<V | undefined> {
@@ -257,9 +329,18 @@ export class ClusterDict<K = unknown, V = unknown> {
   /**
    * The value of `key`; when missing, sets it to `dflt` first (atomically) and returns that.
    *
+   * @param key The key.
+   * @param dflt The value a missing key is set to.
+   *
    * @example
-   * ```ts ignore
-   * const list = await d.setdefault("xs", []);
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number[]>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * console.assert((await d.setdefault("xs", []))?.length === 0); // set, then returned
+   * await d.set("xs", [1]);
+   * console.assert((await d.setdefault("xs", []))?.length === 1); // there: returned as is
+   * await d.destroy();
    * ```
    */
   async setdefault(key: K, dflt?: V): Promise<V | undefined> {
@@ -282,8 +363,14 @@ export class ClusterDict<K = unknown, V = unknown> {
    * Removes every key.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.update({ a: 1, b: 2 });
    * await d.clear();
+   * console.assert(await d.len() === 0);
+   * await d.destroy();
    * ```
    */
   async clear(): Promise<void> {
@@ -296,8 +383,13 @@ export class ClusterDict<K = unknown, V = unknown> {
    * The number of keys.
    *
    * @example
-   * ```ts ignore
-   * console.log(await d.len());
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.update({ a: 1, b: 2 });
+   * console.assert(await d.len() === 2);
+   * await d.destroy();
    * ```
    */
   async len(): Promise<number> {
@@ -308,8 +400,15 @@ export class ClusterDict<K = unknown, V = unknown> {
    * A local copy of the whole dict.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.set("a", 1);
    * const snapshot: Map<string, number> = await d.copy();
+   * await d.set("a", 2); // the copy does not change
+   * console.assert(snapshot.get("a") === 1);
+   * await d.destroy();
    * ```
    */
   async copy(): Promise<Map<K, V>> {
@@ -320,9 +419,19 @@ export class ClusterDict<K = unknown, V = unknown> {
    * Sets `key` to `value` only if it currently holds `expected` (compared by encoded bytes;
    * `undefined` means "missing"). Resolves to whether it was set. Atomic across all clients.
    *
+   * @param key The key.
+   * @param expected The value it must hold (`undefined`: it must be missing).
+   * @param value The new value.
+   *
    * @example
-   * ```ts ignore
-   * const ok = await d.compareAndSet("state", "idle", "busy");
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, string>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * console.assert(await d.compareAndSet("state", undefined, "idle")); // was missing
+   * console.assert(await d.compareAndSet("state", "idle", "busy"));
+   * console.assert(!(await d.compareAndSet("state", "idle", "busy"))); // it is busy now
+   * await d.destroy();
    * ```
    */
   async compareAndSet(key: K, expected: V | undefined, value: V): Promise<boolean> {
@@ -351,9 +460,20 @@ export class ClusterDict<K = unknown, V = unknown> {
    * (optimistic concurrency): concurrent `modify` calls on any machines never lose an update.
    * Resolves to the value written. `fn` may run more than once, so it should have no side effects.
    *
+   * @param key The key.
+   * @param fn The new value from the old one (`undefined` when missing).
+   * @param options `retries`: the most times to retry after losing a race (default 1000).
+   * @throws {TimeoutError} When every attempt lost a race.
+   *
    * @example
-   * ```ts ignore
-   * const hits = await d.modify("hits", (n = 0) => n + 1);
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * // Ten concurrent increments (from any machines): none is lost.
+   * await Promise.all(Array.from({ length: 10 }, () => d.modify("hits", (n = 0) => n + 1)));
+   * console.assert(await d.get("hits") === 10);
+   * await d.destroy();
    * ```
    */
   async modify(
@@ -385,8 +505,12 @@ export class ClusterDict<K = unknown, V = unknown> {
    * Deletes the dict's bucket from the server, for every client.
    *
    * @example
-   * ```ts ignore
-   * await d.destroy();
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const d = cluster.dict<string, number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await d.set("a", 1);
+   * await d.destroy(); // the bucket and its keys, for every client
    * ```
    */
   async destroy(): Promise<void> {

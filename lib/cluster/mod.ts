@@ -1,12 +1,18 @@
 /**
  * Beyond one machine: queues, pools and shared dicts on NATS JetStream, with the local API.
  *
- * ```ts ignore
- * import { connectCluster } from "jsr:@denomp/multiprocessing/cluster";
- * await using cluster = await connectCluster({ servers: "nats://127.0.0.1:4222" });
- * const q = cluster.JoinableQueue<string>("jobs");   // any machine, same name, same queue
- * const d = cluster.dict<string, number>("scores");  // JetStream KV
- * const pool = cluster.Pool({ name: "crunch" });     // run by `deno run -A .../worker ...`
+ * ```ts
+ * import { connectCluster } from "./mod.ts"; // "jsr:@denomp/multiprocessing/cluster"
+ * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+ * const id = crypto.randomUUID().slice(0, 8); // the examples' names are unique
+ * const q = cluster.JoinableQueue<string>(`jobs-${id}`); // any machine, same name, same queue
+ * const d = cluster.dict<string, number>(`scores-${id}`); // JetStream KV
+ * const pool = cluster.Pool({ name: `crunch-${id}` }); // run by `deno run -A .../worker ...`
+ * await q.put("job-1");
+ * await d.set(await q.get(), 1);
+ * await q.taskDone();
+ * console.assert(await d.get("job-1") === 1);
+ * await Promise.all([q.destroy(), d.destroy(), pool.close()]);
  * ```
  *
  * How each concept maps onto JetStream, and why:

@@ -1,9 +1,12 @@
 /**
- * `cluster.Pool({ name })`, the caller's side: tasks go to the pool's work-queue stream (a message
- * id each, so a retried publish is dropped by the server's duplicate window), results come back on
- * a stream with one consumer per caller; a result for a task already settled (a redelivery after a
- * worker died between publishing and acknowledging) is dropped. `ClusterAsyncResult` is the
- * local `AsyncResult`'s twin.
+ * The caller's side of a cluster pool (`cluster.Pool({ name })`): tasks published on a
+ * work-queue stream that worker processes pull (worker.ts), results read from a stream with one
+ * consumer per caller.
+ *
+ * A worker publishes a result, then acknowledges the task, so a worker killed in between causes
+ * a redelivery and maybe a second result: the caller drops results whose task it already settled.
+ * Task publishes are not awaited one at a time but through a window of in-flight publishes
+ * (`Gate`), which is what makes a map of small tasks fast.
  *
  * @module
  */
@@ -74,9 +77,13 @@ function fnName(fn: TaskFn): string {
  * `successful`.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { add } from "../../tests/cluster/fixtures/cluster_tasks.ts"; // workers' --module
+ * import { examplePool } from "../../tests/cluster/fixtures/doc_pool.ts";
+ * await using pool = await examplePool(); // a pool, and a worker serving it in this process
  * const r = pool.applyAsync(add, [1, 2]);
- * console.log(await r.get(5000)); // 3
+ * console.assert(await r.get(5000) === 3);
+ * console.assert(r.ready() && r.successful());
  * ```
  */
 export class ClusterAsyncResult<R> implements PromiseLike<R> {
@@ -89,7 +96,11 @@ export class ClusterAsyncResult<R> implements PromiseLike<R> {
     promise.then(() => (this.#state = "ok"), () => (this.#state = "error"));
   }
 
-  /** The result; throws the task's error, or `TimeoutError` after `timeout` ms. */
+  /**
+   * The result; throws the task's error, or `TimeoutError` after `timeout` ms.
+   *
+   * @param timeout Milliseconds to wait; default: forever.
+   */
   async get(timeout?: number): Promise<R> {
     if (timeout === undefined) return await this.#promise;
     let t: ReturnType<typeof setTimeout> | undefined;
@@ -105,7 +116,11 @@ export class ClusterAsyncResult<R> implements PromiseLike<R> {
     }
   }
 
-  /** Waits until the result is ready or `timeout` ms pass. */
+  /**
+   * Waits until the result is ready or `timeout` ms pass.
+   *
+   * @param timeout Milliseconds to wait; default: forever.
+   */
   async wait(timeout?: number): Promise<void> {
     try {
       await this.get(timeout);
@@ -161,12 +176,25 @@ export class Gate {
  * its tasks were redelivered.
  *
  * @example
- * ```ts ignore
- * import { fib } from "./tasks.ts";
- * await using pool = cluster.Pool({ name: "math" });
- * console.log(await pool.apply(fib, [20]));             // 6765
- * console.log(await pool.map(fib, [1, 2, 3, 4]));       // [1, 1, 2, 3]
- * for await (const x of pool.imap(fib, [5, 6])) console.log(x);
+ * ```ts
+ * import { connectCluster, runClusterWorker } from "./mod.ts";
+ * import { add, square } from "../../tests/cluster/fixtures/cluster_tasks.ts";
+ * const servers = Deno.env.get("NATS_URL")!, name = `doc-${crypto.randomUUID().slice(0, 8)}`;
+ * // Workers run the worker command (`cli.ts --servers ... --pool NAME --module ./tasks.ts`) on
+ * // any machines; for this example, one runs in this process, its tasks inline.
+ * const stop = new AbortController();
+ * const module = import.meta.resolve("../../tests/cluster/fixtures/cluster_tasks.ts");
+ * const signal = stop.signal;
+ * const worker = runClusterWorker({ servers, pool: name, module, processes: 0, signal });
+ *
+ * await using cluster = await connectCluster({ servers });
+ * await using pool = cluster.Pool({ name });
+ * console.assert(await pool.apply(add, [2, 3]) === 5);
+ * console.assert((await pool.map(square, [1, 2, 3, 4])).join() === "1,4,9,16");
+ * for await (const x of pool.imap(square, [5, 6])) console.log(x); // 25, then 36
+ * await pool.close();
+ * stop.abort();
+ * await worker;
  * ```
  */
 export class ClusterPool implements AsyncDisposable {
@@ -273,9 +301,19 @@ export class ClusterPool implements AsyncDisposable {
   /**
    * Runs `fn(...args)` on a worker and resolves to its result.
    *
+   * @param fn The task: a function exported by the workers' `--module`, or its name.
+   * @param args Its arguments.
+   * @throws {ValueError} When `fn` is anonymous (it must be a named export), or the pool was
+   *   closed.
+   * @throws Whatever the task threw (its class kept when it can be sent).
+   *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { add } from "../../tests/cluster/fixtures/cluster_tasks.ts"; // workers' --module
+   * import { examplePool } from "../../tests/cluster/fixtures/doc_pool.ts";
+   * await using pool = await examplePool(); // a pool, and a worker serving it in this process
    * const sum = await pool.apply(add, [1, 2]);
+   * console.assert(sum === 3);
    * ```
    */
   apply<A extends unknown[], R>(
@@ -288,10 +326,18 @@ export class ClusterPool implements AsyncDisposable {
   /**
    * Like `apply`, returning an {@link ClusterAsyncResult} at once.
    *
+   * @param fn The task: a function exported by the workers' `--module`, or its name.
+   * @param args Its arguments.
+   * @param options `callback` and `errorCallback`.
+   *
    * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(add, [1, 2], { callback: (x) => console.log(x) });
+   * ```ts
+   * import { add } from "../../tests/cluster/fixtures/cluster_tasks.ts"; // workers' --module
+   * import { examplePool } from "../../tests/cluster/fixtures/doc_pool.ts";
+   * await using pool = await examplePool(); // a pool, and a worker serving it in this process
+   * const r = pool.applyAsync(add, [1, 2], { callback: (x) => console.log(x) }); // logs 3
    * await r.wait();
+   * console.assert(r.successful());
    * ```
    */
   applyAsync<A extends unknown[], R>(
@@ -375,9 +421,18 @@ export class ClusterPool implements AsyncDisposable {
    * `chunksize` to a task (default: about 128 tasks in all, so that many workers share them and
    * each message carries many small items).
    *
+   * @param fn The task: a function exported by the workers' `--module`, or its name.
+   * @param iterable The items, one argument each.
+   * @param chunksize Items per task.
+   * @throws The first error a task threw, in item order.
+   *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { square } from "../../tests/cluster/fixtures/cluster_tasks.ts"; // workers' --module
+   * import { examplePool } from "../../tests/cluster/fixtures/doc_pool.ts";
+   * await using pool = await examplePool(); // a pool, and a worker serving it in this process
    * const squares = await pool.map(square, [1, 2, 3]);
+   * console.assert(squares.join() === "1,4,9");
    * ```
    */
   async map<T, R>(
@@ -391,9 +446,17 @@ export class ClusterPool implements AsyncDisposable {
   /**
    * Like `map` for argument lists: `fn(...args)` for each.
    *
+   * @param fn The task: a function exported by the workers' `--module`, or its name.
+   * @param iterable The argument lists.
+   * @param chunksize Argument lists per task.
+   *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { add } from "../../tests/cluster/fixtures/cluster_tasks.ts"; // workers' --module
+   * import { examplePool } from "../../tests/cluster/fixtures/doc_pool.ts";
+   * await using pool = await examplePool(); // a pool, and a worker serving it in this process
    * const sums = await pool.starmap(add, [[1, 2], [3, 4]]);
+   * console.assert(sums.join() === "3,7");
    * ```
    */
   async starmap<A extends unknown[], R>(
@@ -424,9 +487,18 @@ export class ClusterPool implements AsyncDisposable {
    * Yields `fn(item)` for every item, in order, as results arrive (`chunksize` items a task,
    * default 1).
    *
+   * @param fn The task: a function exported by the workers' `--module`, or its name.
+   * @param iterable The items (may be endless: at most 4096 tasks are in flight).
+   * @param chunksize Items per task.
+   *
    * @example
-   * ```ts ignore
-   * for await (const x of pool.imap(square, [1, 2, 3])) console.log(x);
+   * ```ts
+   * import { square } from "../../tests/cluster/fixtures/cluster_tasks.ts"; // workers' --module
+   * import { examplePool } from "../../tests/cluster/fixtures/doc_pool.ts";
+   * await using pool = await examplePool(); // a pool, and a worker serving it in this process
+   * const got: number[] = [];
+   * for await (const x of pool.imap(square, [1, 2, 3])) got.push(x);
+   * console.assert(got.join() === "1,4,9");
    * ```
    */
   async *imap<T, R>(
@@ -440,9 +512,18 @@ export class ClusterPool implements AsyncDisposable {
   /**
    * Like `imap`, yielding results in the order they finish.
    *
+   * @param fn The task: a function exported by the workers' `--module`, or its name.
+   * @param iterable The items (may be endless: at most 4096 tasks are in flight).
+   * @param chunksize Items per task.
+   *
    * @example
-   * ```ts ignore
-   * for await (const x of pool.imapUnordered(square, [1, 2, 3])) console.log(x);
+   * ```ts
+   * import { square } from "../../tests/cluster/fixtures/cluster_tasks.ts"; // workers' --module
+   * import { examplePool } from "../../tests/cluster/fixtures/doc_pool.ts";
+   * await using pool = await examplePool(); // a pool, and a worker serving it in this process
+   * const got: number[] = [];
+   * for await (const x of pool.imapUnordered(square, [1, 2, 3])) got.push(x);
+   * console.assert(got.sort().join() === "1,4,9"); // in the order they finished
    * ```
    */
   async *imapUnordered<T, R>(
@@ -470,8 +551,14 @@ export class ClusterPool implements AsyncDisposable {
    * consumer is removed from the server. Workers and other callers are not affected.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { ValueError } from "../../mod.ts";
+   * import { add } from "../../tests/cluster/fixtures/cluster_tasks.ts"; // workers' --module
+   * import { examplePool } from "../../tests/cluster/fixtures/doc_pool.ts";
+   * await using pool = await examplePool(); // a pool, and a worker serving it in this process
    * await pool.close();
+   * const late = await pool.apply(add, [1, 2]).catch((e) => e);
+   * console.assert(late instanceof ValueError); // closed on this client
    * ```
    */
   async close(): Promise<void> {
@@ -509,7 +596,13 @@ const taskSubject = (pool: string) => `denomp.p.${pool}`;
 const resultStream = (pool: string) => `DENOMP_R_${pool}`;
 export const WORKER_CONSUMER = "workers";
 
-/** Creates a pool's task and result streams and its workers' consumer; resolves to the ack wait. */
+/**
+ * Creates a pool's task and result streams and its workers' consumer; resolves to the ack wait.
+ *
+ * @param ctx The cluster's context.
+ * @param pool The pool's name.
+ * @param ackWait The workers' ack wait (ms), when the caller overrides the cluster's.
+ */
 export async function ensurePoolStreams(ctx: Ctx, pool: string, ackWait?: number): Promise<number> {
   const { nc, jsm } = ctx;
   await ensureStream(nc, jsm, {

@@ -1,9 +1,13 @@
 /**
- * `cluster.Queue(name)` and `cluster.JoinableQueue(name)`: queues on a JetStream work-queue stream
- * with one shared durable pull consumer, so each item goes to one getter on any machine. A
- * joinable `get` leaves the item pending until `taskDone()` (a heartbeat keeps it the getter's),
- * so an item whose consumer dies is redelivered: at least once. `close()` is a mark in a KV bucket
- * (a mark in the stream would count against `maxsize`).
+ * Cluster queues (`cluster.Queue`, `cluster.JoinableQueue`): the local Queue's API on a JetStream
+ * work-queue stream, shared by every client that names it.
+ *
+ * Each queue has one shared durable pull consumer: every `get`, on any machine, pulls from it, so
+ * each item goes to one getter. `Queue.get` acknowledges at once; `JoinableQueue.get` leaves the
+ * item unacknowledged until `taskDone()`, a heartbeat (`+WPI`) keeping it ours meanwhile, so the
+ * items of a getter that dies are redelivered after the ack wait (delivery is at least once).
+ * The size calls are async because the size lives on the server, and `close()` is a mark in a KV
+ * bucket that every client reads.
  *
  * @module
  */
@@ -72,6 +76,9 @@ export interface ClusterGetOptions {
 /**
  * The KV bucket of closed queues' marks (key: queue name). A mark in the queue's own stream
  * would count against its `maxsize`, so a full queue could not be closed.
+ *
+ * @param ctx The cluster's context.
+ * @returns The bucket, created on first use.
  */
 export function closedMarks(ctx: Ctx): Promise<KV> {
   return ctx.closedMarks ??= retrying(
@@ -89,10 +96,14 @@ const QUEUE_CONSUMER = "consumers";
  * lives on the server) and `close()` marks the queue closed for every client.
  *
  * @example
- * ```ts ignore
- * const q = cluster.Queue<Map<string, number>>("maps");
+ * ```ts
+ * import { connectCluster } from "./mod.ts";
+ * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+ * // Same name, same queue, on any machine:
+ * const q = cluster.Queue<Map<string, number>>(`doc-${crypto.randomUUID().slice(0, 8)}`);
  * await q.put(new Map([["a", 1]]));
- * console.log((await q.get()).get("a")); // 1
+ * console.assert((await q.get()).get("a") === 1); // a Map again: the codec keeps its kind
+ * await q.destroy();
  * ```
  */
 export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
@@ -160,9 +171,20 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
    * Puts `item` on the queue; resolves once the server has stored it. Throws `Full` when the
    * queue is at its `maxsize` and `block` is false or `timeout` passes.
    *
+   * @param item Any sendable value.
+   * @param options `block`, `timeout` (ms) and `signal`.
+   * @throws {Full} When the queue is full and `block` is false or `timeout` passes.
+   * @throws {TimeoutError} When the server is unreachable until `timeout` passes.
+   * @throws {ValueError} When this handle closed the queue.
+   *
    * @example
-   * ```ts ignore
-   * await q.put({ id: 1 }, { timeout: 5000 });
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await q.put(1, { timeout: 5000 });
+   * console.assert(await q.qsize() === 1);
+   * await q.destroy();
    * ```
    */
   async put(item: T, options: ClusterPutOptions = {}): Promise<void> {
@@ -195,9 +217,19 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
   /**
    * Same as `put(item, { block: false })`.
    *
+   * @param item Any sendable value.
+   * @throws {Full} When the queue is full.
+   *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Full } from "../../mod.ts";
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`, { maxsize: 1 });
    * await q.putNowait(1);
+   * const e = await q.putNowait(2).catch((e) => e); // no room, and no waiting for it
+   * console.assert(e instanceof Full);
+   * await q.destroy();
    * ```
    */
   putNowait(item: T): Promise<void> {
@@ -232,9 +264,19 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
    * Removes and returns the next item; throws `Empty` when `block` is false and nothing is there,
    * or when `timeout` passes.
    *
+   * @param options `block`, `timeout` (ms) and `signal`.
+   * @returns The item.
+   * @throws {Empty} When nothing came in time.
+   * @throws The reason of `signal` when it aborts (`ValueError` when the cluster is closed).
+   *
    * @example
-   * ```ts ignore
-   * const item = await q.get({ timeout: 1000 });
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await q.put(7);
+   * console.assert(await q.get({ timeout: 1000 }) === 7);
+   * await q.destroy();
    * ```
    */
   async get(options: ClusterGetOptions = {}): Promise<T> {
@@ -289,9 +331,17 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
   /**
    * Same as `get({ block: false })`.
    *
+   * @throws {Empty} When no item is there.
+   *
    * @example
-   * ```ts ignore
-   * try { await q.getNowait(); } catch (e) { if (!(e instanceof Empty)) throw e; }
+   * ```ts
+   * import { Empty } from "../../mod.ts";
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * const e = await q.getNowait().catch((e) => e);
+   * console.assert(e instanceof Empty);
+   * await q.destroy();
    * ```
    */
   getNowait(): Promise<T> {
@@ -314,8 +364,14 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
    * The number of items put and not yet got, on every machine (approximate while others work).
    *
    * @example
-   * ```ts ignore
-   * console.log(await q.qsize());
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await q.put(1);
+   * await q.put(2);
+   * console.assert(await q.qsize() === 2);
+   * await q.destroy();
    * ```
    */
   async qsize(): Promise<number> {
@@ -326,8 +382,14 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
    * Whether `qsize()` is 0.
    *
    * @example
-   * ```ts ignore
-   * if (await q.empty()) console.log("nothing to do");
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * console.assert(await q.empty());
+   * await q.put(1);
+   * console.assert(!(await q.empty()));
+   * await q.destroy();
    * ```
    */
   async empty(): Promise<boolean> {
@@ -338,8 +400,14 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
    * Whether the queue holds `maxsize` items (never, for an unbounded queue).
    *
    * @example
-   * ```ts ignore
-   * if (await q.full()) console.log("back off");
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`, { maxsize: 1 });
+   * console.assert(!(await q.full()));
+   * await q.put(1);
+   * console.assert(await q.full());
+   * await q.destroy();
    * ```
    */
   async full(): Promise<boolean> {
@@ -354,8 +422,14 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
    * end once the queue is drained.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { ValueError } from "../../mod.ts";
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
    * await q.close();
+   * console.assert((await q.put(1).catch((e) => e)) instanceof ValueError);
+   * await q.destroy();
    * ```
    */
   async close(): Promise<void> {
@@ -370,8 +444,15 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
    * Whether some client closed the queue.
    *
    * @example
-   * ```ts ignore
-   * if (await q.isClosed()) console.log("no more items will come");
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * const other = cluster.Queue<number>(q.name); // another handle, as another machine has
+   * console.assert(!(await other.isClosed()));
+   * await q.close();
+   * console.assert(await other.isClosed());
+   * await q.destroy();
    * ```
    */
   async isClosed(): Promise<boolean> {
@@ -384,7 +465,13 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
    * Deletes the queue and its items from the server, for every client.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await q.put(1);
+   * await q.destroy(); // the item is gone too
+   * console.assert(await q.empty()); // using it again makes a new, empty queue
    * await q.destroy();
    * ```
    */
@@ -404,8 +491,17 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
    * Yields items until the queue is closed (by any client) and drained.
    *
    * @example
-   * ```ts ignore
-   * for await (const item of q) console.log(item);
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.Queue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await q.put(1);
+   * await q.put(2);
+   * await q.close();
+   * const got: number[] = [];
+   * for await (const n of q) got.push(n); // ends once the queue is closed and drained
+   * console.assert(got.join() === "1,2");
+   * await q.destroy();
    * ```
    */
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
@@ -435,11 +531,16 @@ export class ClusterQueue<T = unknown> implements AsyncIterable<T> {
  * is waiting or unfinished on any machine.
  *
  * @example
- * ```ts ignore
- * const q = cluster.JoinableQueue<string>("emails");
+ * ```ts
+ * import { connectCluster } from "./mod.ts";
+ * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+ * const q = cluster.JoinableQueue<string>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+ * await q.put("ada@example.com");
  * const to = await q.get();
- * await send(to);
+ * console.log(`sending to ${to}`); // the work: if this process dies here, the item comes back
  * await q.taskDone();
+ * await q.join(); // nothing is waiting or unfinished, on any machine
+ * await q.destroy();
  * ```
  */
 export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
@@ -490,10 +591,24 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
    * Marks the oldest item this handle got as done (acknowledges it to the server). Throws
    * `ValueError` when this handle has no unfinished item.
    *
+   * @throws {ValueError} When this handle has no unfinished item.
+   *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { ValueError } from "../../mod.ts";
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.JoinableQueue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await q.put(1);
    * const job = await q.get();
-   * try { await run(job); } finally { await q.taskDone(); }
+   * try {
+   *   console.assert(job === 1);
+   * } finally {
+   *   await q.taskDone();
+   * }
+   * const e = await q.taskDone().catch((e) => e); // nothing left to finish
+   * console.assert(e instanceof ValueError);
+   * await q.destroy();
    * ```
    */
   async taskDone(): Promise<void> {
@@ -509,8 +624,16 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
    * The number of items put and not yet done, on every machine.
    *
    * @example
-   * ```ts ignore
-   * console.log(await q.unfinished());
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.JoinableQueue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await q.put(1);
+   * await q.get();
+   * console.assert(await q.qsize() === 0 && await q.unfinished() === 1); // got, not done
+   * await q.taskDone();
+   * console.assert(await q.unfinished() === 0);
+   * await q.destroy();
    * ```
    */
   async unfinished(): Promise<number> {
@@ -522,9 +645,22 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
    * Waits until every item put on the queue (by any client) was got and marked done. Throws
    * `TimeoutError` when `timeout` (ms) passes first.
    *
+   * @param options `timeout` (ms) and `signal`.
+   * @throws {TimeoutError} When items are still unfinished when `timeout` passes.
+   *
    * @example
-   * ```ts ignore
-   * await q.join({ timeout: 60_000 });
+   * ```ts
+   * import { connectCluster } from "./mod.ts";
+   * await using cluster = await connectCluster({ servers: Deno.env.get("NATS_URL")! });
+   * const q = cluster.JoinableQueue<number>(`doc-${crypto.randomUUID().slice(0, 8)}`);
+   * await q.put(1);
+   * const consumer = (async () => {
+   *   await q.get();
+   *   await q.taskDone();
+   * })();
+   * await q.join({ timeout: 60_000 }); // resolves once the consumer called taskDone()
+   * await consumer;
+   * await q.destroy();
    * ```
    */
   async join(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<void> {

@@ -1,9 +1,8 @@
 /**
- * The worker side of the cluster (`runClusterWorker`, run by the `cli.ts` command): a process that
- * serves a cluster pool's tasks — pulled from the pool's work-queue stream, run inline or in
- * executor Web Workers (`exec.ts`), answered on the results stream, then acknowledged — and/or
- * hosts actors (`actor_host.ts`). A task is acknowledged only after its result is published, so
- * a worker killed in between causes a redelivery, never a loss; callers drop the duplicate.
+ * The worker's side of a cluster pool: `runClusterWorker`, which the worker command (cli.ts)
+ * calls, pulls a pool's tasks, runs them on executor processes (exec.ts) or inline, publishes each
+ * result and only then acknowledges its task; with `actors`, it also hosts cluster actors
+ * (actor_host.ts).
  *
  * @module
  */
@@ -153,13 +152,35 @@ function processExecutor(
  * pulled `prefetch` at a time, run on local executor processes, their results published to
  * their callers, and only then acknowledged: a worker killed at any point loses no task.
  *
+ * @param options The connection, the pool and `module` and/or `actors`, and how to run tasks.
+ * @returns When `signal` aborts, once the tasks held are handed back.
+ * @throws {ValueError} When neither a pool nor actors are given, or a pool has no `module`.
+ * @throws {Error} When the executors cannot load the module (3 quick deaths in a row).
+ *
  * @example
- * ```ts ignore
- * import { runClusterWorker } from "./mod.ts";
+ * ```ts
+ * import { connectCluster, runClusterWorker } from "./mod.ts";
+ * import { square } from "../../tests/cluster/fixtures/cluster_tasks.ts";
+ * const servers = Deno.env.get("NATS_URL")!, pool = `doc-${crypto.randomUUID().slice(0, 8)}`;
  * const stop = new AbortController();
- * Deno.addSignalListener("SIGTERM", () => stop.abort());
- * await runClusterWorker({ servers: "nats://127.0.0.1:4222", pool: "math",
- *   module: "./tasks.ts", processes: 4, signal: stop.signal });
+ * const onTerm = () => stop.abort(); // SIGTERM: hand back the tasks held, then return
+ * Deno.addSignalListener("SIGTERM", onTerm);
+ * const worker = runClusterWorker({
+ *   servers,
+ *   pool,
+ *   module: import.meta.resolve("../../tests/cluster/fixtures/cluster_tasks.ts"),
+ *   processes: 2,
+ *   signal: stop.signal,
+ * });
+ *
+ * // A caller, here in the same process:
+ * await using cluster = await connectCluster({ servers });
+ * await using caller = cluster.Pool({ name: pool });
+ * console.assert(await caller.apply(square, [7]) === 49);
+ * await caller.close();
+ * stop.abort();
+ * await worker;
+ * Deno.removeSignalListener("SIGTERM", onTerm);
  * ```
  */
 export async function runClusterWorker(options: ClusterWorkerOptions): Promise<void> {
@@ -241,6 +262,8 @@ async function servePool(
     const gate = new Gate(prefetch);
     const onAbort = () => messages?.stop();
     options.signal?.addEventListener("abort", onAbort, { once: true });
+    // An abort during the start fired no event: the loop below would serve forever.
+    if (options.signal?.aborted) onAbort();
     log(
       `denomp worker: serving pool '${pool}' from ${moduleUrl} with ${processes} processes ` +
         `(servers ${
