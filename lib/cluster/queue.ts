@@ -676,9 +676,4 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
       await sleep(delay, options.signal);
     }
   }
-
-  /** Stops the heartbeat of unfinished items (they are redelivered after the ack wait). */
-  override async close(): Promise<void> {
-    await super.close();
-  }
 }
