@@ -337,6 +337,9 @@ const cases: Case[] = [
   },
   {
     file: "pipe.ts",
+    // The consumer must start and read 10 items before terminate(): 5 s scaled to 1 s, so that a
+    // worker start on a loaded machine (every example runs at once) does not miss it.
+    scale: 0.2,
     expect: [
       "the producer starts",
       "consumer received: ",
