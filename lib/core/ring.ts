@@ -51,7 +51,6 @@ import {
   mutexAcquire,
   mutexAcquireRecovering,
   mutexAcquireSync,
-  mutexRelease,
   OWNER_DIED,
   remainingMs,
   runAsync,
@@ -60,7 +59,6 @@ import {
   WAITERS,
   type Waits,
 } from "./atomics.ts";
-import { beforeExit } from "./context.ts";
 import {
   alloc as heapAlloc,
   checkNotTerminated,
@@ -73,46 +71,52 @@ import {
   TERMINATED_MESSAGE,
 } from "./heap.ts";
 import { ProcessError } from "./errors.ts";
+import {
+  ASM_FILLED,
+  ASM_NEXT_FILLED,
+  ASM_NEXT_R,
+  ASM_OFF,
+  ASM_R,
+  ASM_TOTAL,
+  ASM_WRITER,
+  CAP,
+  FIRST,
+  HEADER,
+  LAST,
+  LEN_MASK,
+  MAGIC,
+  MAGIC_I,
+  MAX_CAPACITY,
+  MIN_CAPACITY,
+  pad4,
+  PREFIX,
+  R,
+  READERS_ASLEEP,
+  RLOCK,
+  SKIP,
+  SPIN,
+  STREAM_SPIN,
+  TABLE,
+  TABLE_ENTRIES,
+  TRACKED,
+  W,
+  WLOCK,
+  WRITERS_ASLEEP,
+  WSTATE,
+} from "./ring/layout.ts";
+import { __testHooks, type Sleepers, sleepOn, unlock, wake } from "./ring/waits.ts";
+import {
+  type Cursor,
+  cursorOf,
+  flushAll,
+  OK,
+  Outbox,
+  outboxes,
+  type SendOptions,
+  type SendStatus,
+} from "./ring/outbox.ts";
 
-// Word indices relative to base / 4.
-const W = 0, READERS_ASLEEP = 1;
-const R = 16, WRITERS_ASLEEP = 17;
-const WLOCK = 32, WSTATE = 33;
-const RLOCK = 48;
-const CAP = 64, MAGIC_I = 65, TRACKED = 66;
-/** A durable reader's assembly of a streamed message (see `RecvOptions.durable`). */
-const ASM_OFF = 67, ASM_TOTAL = 68, ASM_WRITER = 69, ASM_R = 70, ASM_FILLED = 71;
-const ASM_NEXT_R = 72, ASM_NEXT_FILLED = 73;
-/** The unbegun-messages table (see "Messages a dead process never began"): slot, count. */
-const TABLE = 80, TABLE_ENTRIES = 64;
-/** Bytes of the ring's header; the data area follows it. */
-const HEADER = (TABLE + 2 * TABLE_ENTRIES) * 4;
-const MAGIC = 0x72696e67; // "ring"
-
-const SKIP = -1;
-const LEN_MASK = (1 << 28) - 1;
-const FIRST = 1 << 28, LAST = 1 << 29;
-/** Bytes the first frame of a streamed message carries before the data: total length, writer. */
-const PREFIX = 8;
-/** The largest data area: frame lengths must fit in 28 bits. */
-const MAX_CAPACITY = 1 << 27;
-const MIN_CAPACITY = 256;
-
-/**
- * How many times a side re-checks a shared word before it sleeps. About 10–30 µs here: longer
- * than a peer's typical turnaround (so ping-pong never pays a kernel wake-up, ~20 µs per hop),
- * short enough that a waiting side gives its core back quickly.
- */
-export const SPIN = 4000;
-
-/**
- * Checks before sleeping in the middle of a streamed message: the other side is then surely busy
- * copying a frame (tens of microseconds for 64 KiB into fresh memory), and an async wake-up on
- * the main thread costs more than that, so waiting a little longer awake pays.
- */
-const STREAM_SPIN = SPIN * 4;
-
-const pad4 = (n: number) => (n + 3) & ~3;
+export { __testHooks, flushAll, type SendOptions, type SendStatus, type Sleepers, SPIN };
 
 /** A heap block for a durable assembly of `total` bytes, or 0 (heap full: a private buffer). */
 function sharedBlock(total: number): number {
@@ -127,9 +131,6 @@ function sharedBlock(total: number): number {
 export const TIMEOUT: unique symbol = Symbol("denomp.ring.timeout");
 /** A result of {@link Ring.recv} when the ring is empty and `eof()` said no more will come. */
 export const EOF: unique symbol = Symbol("denomp.ring.eof");
-
-/** How a send ended: written into the ring, or given up because `broken()` said nobody reads. */
-export type SendStatus = "ok" | "broken";
 
 /**
  * Turns a message's payload into a value. `owned` is true when `payload` is a private copy the
@@ -168,213 +169,19 @@ export interface RecvOptions {
   alloc?: (total: number) => Uint8Array;
 }
 
-/** Options of {@link Ring.send}, {@link Ring.post} and {@link Ring.sendSync}. */
-export interface SendOptions {
-  /**
-   * Called while the ring is full: true means no reader will ever drain it (e.g. every copy of a
-   * pipe's reading end is closed). The send then gives up (a message already begun is
-   * abandoned, and readers discard its part) and reports `"broken"`. Re-checked every
-   * {@link LIVENESS_SLICE_MS} while waiting for room.
-   */
-  broken?: () => boolean;
-  /**
-   * Called when the call throws before any part of the message reached the ring (this process
-   * was terminated and meets its fence): whoever counted the message can take it back; `count`
-   * is 1, or for a batch ({@link Ring.postFrames}) the records not yet written. Not
-   * called for a message queued in the outbox (a dead process's queued messages are counted by
-   * {@link Ring.reapDead}) nor for one begun (its reader discards it: `onDiscard`).
-   */
-  onUnsent?: (count: number) => void;
-  /**
-   * Called once, when the message's first frame is published (readers can see it begin): at
-   * once for a message written in the call, later for one the outbox writes. A writer that rings
-   * a doorbell of its own rings it here, not before `post` returns: a message that waited for
-   * room is not in the ring yet, and a reader woken for it would find nothing and sleep again.
-   */
-  onBegun?: () => void;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Per-process state of a ring (keyed by its base offset): the outbox of messages waiting for
-// room, and how many async reads of this process hold the read lock across an await. Entries
-// exist only while non-idle, so a freed and reused block never meets stale state.
-
-interface Cursor {
-  /** Message bytes from index `shift` on (`src[0]` is byte `shift` of the message). */
-  src: Uint8Array;
-  shift: number;
-  /** Total message length. */
-  n: number;
-  /** Bytes of the message written so far. */
-  done: number;
-  /** A streamed message whose first frame is out (the reader may hold part of it). */
-  started: boolean;
-  /** Set by a NEED_ROOM step: the read position to wait on. */
-  r: number;
-  /** The table entry counting this message until it begins (-1: not counted). */
-  entry: number;
-  /** `SendOptions.onBegun`, until it is called. */
-  onBegun?: () => void;
-  /**
-   * A batch of records (see {@link Ring.postFrames}): how many are not yet written, else 0. Each
-   * record is a whole message, so a batch is never "started": its records go out in runs.
-   */
-  frames: number;
-}
-
-interface Entry {
-  cursor: Cursor;
-  broken?: () => boolean;
-  resolve: (s: SendStatus) => void;
-  promise: Promise<SendStatus>;
-}
-
-class Outbox {
-  queue: Entry[] = [];
-  head = 0;
-  /** This process holds the ring's write lock on behalf of the outbox. */
-  lockHeld = false;
-  pumping: Promise<void> | null = null;
-  /** `cancelJoinThread()`: `flushAll` does not wait for this outbox. */
-  detached = false;
-  /** Its entry in the ring's table of unbegun messages: -1 none yet, -2 the table was full. */
-  entry = -1;
-  /** This process was terminated while the outbox held messages: they are the reaper's. */
-  dead = false;
-  constructor(readonly ring: Ring) {}
-  first(): Entry | undefined {
-    return this.queue[this.head];
-  }
-  shift(): void {
-    this.queue[this.head++] = undefined as unknown as Entry;
-    if (this.head === this.queue.length) (this.queue.length = 0), (this.head = 0);
-    else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
-  }
-  get size(): number {
-    return this.queue.length - this.head;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Zombies (see _heap.ts): every step that touches a ring first passes the fence,
 // checkNotTerminated, and a lock is released only by its current owner.
 
 export { checkNotTerminated };
 
-/** Releases the lock at `i32[idx]` if this process still owns it (see "Zombies"). */
-function unlock(i32: Int32Array, idx: number): void {
-  const me = heap().slot;
-  // Common case in one CAS: held by us with no flags (nobody waits), so no notify is due.
-  if (Atomics.compareExchange(i32, idx, me, 0) === me) return;
-  mutexRelease(i32, idx, me);
-}
-
-/**
- * Test-only hooks (not exported from mod.ts): called at points where a race used to hide
- * (a lost wake-up, a zombie's frames), so a test can pause one side there. `base` is the ring's; `sleepers` says who
- * sleeps: readers (waiting for `W`) or writers (waiting for `R`).
- */
-export const __testHooks: {
-  /** A sleeper has announced itself and re-checked its word; it is about to sleep. */
-  beforeSleep?: (base: number, sleepers: Sleepers) => void;
-  /** A notifier has stored its word and seen a sleeper announced; it is about to notify. */
-  notifierLoaded?: (base: number, sleepers: Sleepers) => void;
-  /** A writer has published one frame of a streamed message (more may follow in its loop). */
-  framePublished?: (base: number) => void;
-} = {};
-
-/** Who sleeps on a ring word (for {@link __testHooks}). */
-export type Sleepers = "readers" | "writers";
-
-/**
- * Sleeps on `i32[index]` while it holds `value`, announced in the sleeper count `i32[count]`.
- * A count, and not a flag that the notifier clears: with a flag, a notifier that read a stale
- * "asleep" could clear it after a new sleeper had raised it, and the next notifier would skip
- * the notify (a sleeper lost for good). A sleeper adds itself before its re-check; it is taken
- * off by the notifier that wakes it (see {@link wake}), or by itself when it wakes otherwise
- * (timeout, the word had changed). A notifier never takes off more than it woke, so a sleeper
- * on its way to sleep stays counted. A sleeper that never wakes (a terminated worker), or one
- * woken by a notify from outside (an aborted wait elsewhere), leaves the count too high: the
- * cost is a needless notify per message, never a lost one.
- */
-function* sleepOn(
-  base: number,
-  i32: Int32Array,
-  index: number,
-  value: number,
-  count: number,
-  ms: number,
-): Waits<void> {
-  Atomics.add(i32, count, 1);
-  let woken = false;
-  try {
-    if (Atomics.load(i32, index) !== value) return;
-    __testHooks.beforeSleep?.(base, index === W ? "readers" : "writers");
-    woken = (yield { i32, index, value, ms }) === "ok";
-  } finally {
-    if (!woken) Atomics.sub(i32, count, 1); // a notifier that woke us took us off (see `wake`)
-  }
-}
-
-/**
- * Wakes the sleepers on `i32[index]` and takes them off the count `i32[count]`: exactly those
- * it woke (`Atomics.notify` says how many), never one that announced itself and is not asleep
- * yet, so the next notifier still sees that one. A notifier that woke nobody changes nothing.
- * Without this, every message published while a woken sleeper is on its way back (tens of
- * microseconds) would pay a notify of its own.
- */
-function wake(i32: Int32Array, index: number, count: number): void {
-  const n = Atomics.notify(i32, index);
-  if (n) Atomics.sub(i32, count, n);
-}
-
-const outboxes = new Map<number, Outbox>();
 const asyncReads = new Map<number, number>();
-const OK: Promise<SendStatus> = Promise.resolve("ok");
-
-function cursorOf(bytes: Uint8Array, options?: SendOptions): Cursor {
-  return {
-    src: bytes,
-    shift: 0,
-    n: bytes.length,
-    done: 0,
-    started: false,
-    r: 0,
-    entry: -1,
-    onBegun: options?.onBegun,
-    frames: 0,
-  };
-}
 
 function holdRead(base: number, d: number): void {
   const n = (asyncReads.get(base) ?? 0) + d;
   if (n) asyncReads.set(base, n);
   else asyncReads.delete(base);
 }
-
-/**
- * Waits until every message this process has posted to any ring is written into its ring
- * (Python's feeder-thread join at exit). The worker bootstrap runs it before a worker reports
- * its exit; call it before ending a program whose queues must be fully delivered.
- *
- * @example
- * ```ts
- * import { flushAll } from "./ring.ts";
- * await flushAll(); // nothing pending: resolves at once
- * ```
- */
-export async function flushAll(): Promise<void> {
-  for (;;) {
-    const busy = [...outboxes.values()].filter((o) => o.pumping && !o.detached);
-    if (!busy.length) return;
-    await Promise.all(busy.map((o) => o.pumping));
-  }
-}
-
-beforeExit(flushAll);
 
 // ---------------------------------------------------------------------------------------------
 
@@ -857,7 +664,7 @@ export class Ring {
 
   #outbox(): Outbox {
     let ob = outboxes.get(this.base);
-    if (!ob) outboxes.set(this.base, ob = new Outbox(this));
+    if (!ob) outboxes.set(this.base, ob = new Outbox());
     return ob;
   }
 
