@@ -23,8 +23,6 @@ const OVER_BUDGET: Record<string, number> = {
   "lib/cluster/mod.ts": 2226,
   "lib/connection/connection.ts": 1386,
   "lib/core/reduction.ts": 1208,
-  "lib/core/ring.ts": 1767,
-  "lib/core/ring.ts#Ring": 1354,
   "lib/managers/managers.ts": 3074,
   "lib/managers/managers.ts#Server": 548,
   "lib/managers/python.ts": 1191,

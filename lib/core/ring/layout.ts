@@ -53,3 +53,6 @@ export const SPIN = 4000;
 export const STREAM_SPIN = SPIN * 4;
 
 export const pad4 = (n: number) => (n + 3) & ~3;
+
+/** What a write or read step did: all of it, or it must wait for the other side. */
+export const NEED = 0, DONE = 1;

@@ -7,6 +7,8 @@
  */
 
 import { beforeExit } from "../context.ts";
+import { checkNotTerminated, heap, isAlive, MAIN_SLOT } from "../heap.ts";
+import { TABLE, TABLE_ENTRIES, TRACKED } from "./layout.ts";
 
 /** How a send ended: written into the ring, or given up because `broken()` said nobody reads. */
 export type SendStatus = "ok" | "broken";
@@ -39,9 +41,9 @@ export interface SendOptions {
 
 // ---------------------------------------------------------------------------------------------
 // Per-process state of a ring (keyed by its base offset): the outbox of messages waiting for
-// room, and how many async reads of this process hold the read lock across an await. Entries
-// exist only while non-idle, so a freed and reused block never meets stale state.
+// room. Entries exist only while non-idle, so a freed and reused block never meets stale state.
 
+/** A message being written: how much of it is out, and its count until it begins. */
 export interface Cursor {
   /** Message bytes from index `shift` on (`src[0]` is byte `shift` of the message). */
   src: Uint8Array;
@@ -65,6 +67,7 @@ export interface Cursor {
   frames: number;
 }
 
+/** A message waiting in an outbox, with the promise its sender holds. */
 export interface Entry {
   cursor: Cursor;
   broken?: () => boolean;
@@ -72,6 +75,7 @@ export interface Entry {
   promise: Promise<SendStatus>;
 }
 
+/** This process's messages for one ring that wait for room, in order. */
 export class Outbox {
   queue: Entry[] = [];
   head = 0;
@@ -100,9 +104,10 @@ export class Outbox {
   }
 }
 
+/** The outboxes of this process that hold messages, by the base of their ring. */
 export const outboxes = new Map<number, Outbox>();
-export const OK: Promise<SendStatus> = Promise.resolve("ok");
 
+/** A cursor at the start of `bytes`. */
 export function cursorOf(bytes: Uint8Array, options?: SendOptions): Cursor {
   return {
     src: bytes,
@@ -124,8 +129,12 @@ export function cursorOf(bytes: Uint8Array, options?: SendOptions): Cursor {
  *
  * @example
  * ```ts
- * import { flushAll } from "./outbox.ts";
- * await flushAll(); // nothing pending: resolves at once
+ * import { alloc } from "../heap.ts";
+ * import { flushAll, Ring } from "../ring.ts";
+ * const ring = new Ring(Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024)));
+ * void ring.post(new Uint8Array(1));
+ * await flushAll(); // resolves once this process's outboxes are written
+ * console.assert(!ring.empty());
  * ```
  */
 export async function flushAll(): Promise<void> {
@@ -137,3 +146,67 @@ export async function flushAll(): Promise<void> {
 }
 
 beforeExit(flushAll);
+
+// ---------------------------------------------------------------------------------------------
+// Messages a dead process never began (see the module doc of ring.ts): counted in the ring's
+// table under the process's slot. Only processes that may die count: the main thread never
+// does, and pays nothing. `i32` is the ring's header.
+
+/** Counts one more unbegun message of this process's outbox; returns the table entry. */ export function countUnbegun(
+  i32: Int32Array,
+  ob: Outbox,
+  n: number,
+): number {
+  checkNotTerminated(); // a zombie must not claim an entry another process may get next
+  if (ob.entry === -1) ob.entry = heap().slot === MAIN_SLOT ? -2 : claimEntry(i32);
+  if (ob.entry >= 0) Atomics.add(i32, TABLE + 2 * ob.entry + 1, n);
+  return ob.entry;
+}
+
+function claimEntry(i32: Int32Array): number {
+  const me = heap().slot;
+  for (let i = 0; i < TABLE_ENTRIES; i++) {
+    if (Atomics.compareExchange(i32, TABLE + 2 * i, 0, me) === 0) {
+      Atomics.add(i32, TRACKED, 1);
+      return i;
+    }
+  }
+  return -2; // full: this outbox goes uncounted (see the README's limits)
+}
+
+/** The outbox is empty and idle: give its entry back. */ export function releaseEntry(
+  i32: Int32Array,
+  ob: Outbox,
+): void {
+  const e = TABLE + 2 * ob.entry;
+  if (ob.entry >= 0) {
+    Atomics.store(i32, e + 1, 0);
+    if (Atomics.compareExchange(i32, e, heap().slot, 0) === heap().slot) {
+      Atomics.sub(i32, TRACKED, 1);
+    }
+  }
+  ob.entry = -1;
+}
+
+/**
+ * Counts the messages that processes now dead had queued in their outboxes and never began,
+ * and forgets them: each is counted by exactly one caller, once. For a channel that keeps
+ * totals of messages sent and not yet received (a `Queue`'s `qsize`): these never arrive.
+ * One load when no outbox of a process that may die holds anything.
+
+ * (`Ring.reapDead` with this ring's header as `i32`.)
+ */
+export function reapDead(i32: Int32Array): number {
+  if (!Atomics.load(i32, TRACKED)) return 0;
+  let lost = 0;
+  for (let i = 0; i < TABLE_ENTRIES; i++) {
+    const e = TABLE + 2 * i, slot = Atomics.load(i32, e);
+    if (slot <= 0 || isAlive(slot)) continue;
+    // Claim the entry for reaping (negative): owners only ever claim a free (0) entry.
+    if (Atomics.compareExchange(i32, e, slot, -slot) !== slot) continue;
+    lost += Atomics.exchange(i32, e + 1, 0);
+    Atomics.store(i32, e, 0);
+    Atomics.sub(i32, TRACKED, 1);
+  }
+  return lost;
+}
