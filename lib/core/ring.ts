@@ -4,7 +4,7 @@
  * the shared heap. Any number of writers and readers in any workers share it; as in Python's
  * `multiprocessing.Queue` (one write lock, one read lock, an OS pipe between), writers are
  * serialised by one robust mutex and readers by another, so between the two locks the ring is
- * a plain single-producer / single-consumer ring (cf. `bench/platform/ring.ts`).
+ * a plain single-producer / single-consumer ring.
  *
  * - **Messages of any size.** A message that fits in half the ring is one frame and is decoded
  *   straight out of shared memory. A larger one is streamed as a run of frames (the first
@@ -22,7 +22,8 @@
  *   sleeps in `Atomics.wait` (sync) or `Atomics.waitAsync` (async; never blocks the thread).
  *   The other side pays `Atomics.notify` only when a sleeper is announced, so the streaming path
  *   is a few loads and stores per message. An idle channel sleeps in the kernel: no core burns.
- *   The announcement is a count of sleepers that only sleepers change (see {@link sleepOn}).
+ *   The announcement is a count of sleepers that only sleepers change (see `sleepOn` in
+ *   ring/waits.ts).
  * - **Messages a dead process never began are counted.** A message waiting in a process's
  *   outbox is counted in the ring's table under that process's slot until its first frame is
  *   out. When the process dies, its outbox dies with it; {@link Ring.reapDead} hands the count
@@ -60,7 +61,7 @@ export { flushAll, type SendOptions, type SendStatus } from "./ring/outbox.ts";
 export { type Decode, EOF, type RecvOptions, TIMEOUT } from "./ring/reader.ts";
 
 // ---------------------------------------------------------------------------------------------
-// Zombies (see _heap.ts): every step that touches a ring first passes the fence,
+// Zombies (see heap.ts): every step that touches a ring first passes the fence,
 // checkNotTerminated, and a lock is released only by its current owner.
 
 export { checkNotTerminated } from "./heap.ts";

@@ -5,11 +5,12 @@
  *
  * Layout at `base` (Int32 words; hot words of the two sides on separate cache lines):
  * `W`, `READERS_ASLEEP` | `R`, `WRITERS_ASLEEP` | `WLOCK`, `WSTATE` | `RLOCK` | `CAP`, `MAGIC`,
- * `TRACKED`, the `ASM_*` words of a durable reader's assembly | the table of unbegun messages (64 entries of slot and count), then `CAP` data
- * bytes. `W` and `R` run over `[0, 2*CAP)` so full and empty differ and `CAP`
- * need not be a power of two. A frame is an int32 header at a 4-aligned position — the payload
- * length in bits 0..27 with flags `FIRST` (bit 28) and `LAST` (bit 29), or `-1` for "the rest of
- * the data area is unused, go on at 0" — then the payload, padded to 4.
+ * `TRACKED`, the `ASM_*` words of a durable reader's assembly | the table of unbegun messages
+ * (64 entries of slot and count), then `CAP` data bytes. `W` and `R` run over `[0, 2*CAP)` so
+ * full and empty differ and `CAP` need not be a power of two. A frame is an int32 header at a
+ * 4-aligned position — the payload length in bits 0..27 with flags `FIRST` (bit 28) and `LAST`
+ * (bit 29), or `-1` for "the rest of the data area is unused, go on at 0" — then the payload,
+ * padded to 4.
  *
  * @module
  */
@@ -23,7 +24,9 @@ export const CAP = 64, MAGIC_I = 65, TRACKED = 66;
 /** A durable reader's assembly of a streamed message (see `RecvOptions.durable`). */
 export const ASM_OFF = 67, ASM_TOTAL = 68, ASM_WRITER = 69, ASM_R = 70, ASM_FILLED = 71;
 export const ASM_NEXT_R = 72, ASM_NEXT_FILLED = 73;
-/** The unbegun-messages table (see "Messages a dead process never began"): slot, count. */
+/**
+ * The unbegun-messages table (see "Messages a dead process never began" in ring.ts): slot, count.
+ */
 export const TABLE = 80, TABLE_ENTRIES = 64;
 /** Bytes of the ring's header; the data area follows it. */
 export const HEADER = (TABLE + 2 * TABLE_ENTRIES) * 4;

@@ -19,7 +19,7 @@ export interface SendOptions {
    * Called while the ring is full: true means no reader will ever drain it (e.g. every copy of a
    * pipe's reading end is closed). The send then gives up (a message already begun is
    * abandoned, and readers discard its part) and reports `"broken"`. Re-checked every
-   * {@link LIVENESS_SLICE_MS} while waiting for room.
+   * `LIVENESS_SLICE_MS` (atomics.ts) while waiting for room.
    */
   broken?: () => boolean;
   /**
@@ -54,7 +54,7 @@ export interface Cursor {
   done: number;
   /** A streamed message whose first frame is out (the reader may hold part of it). */
   started: boolean;
-  /** Set by a NEED_ROOM step: the read position to wait on. */
+  /** Set by a step that returned NEED: the read position to wait on. */
   r: number;
   /** The table entry counting this message until it begins (-1: not counted). */
   entry: number;

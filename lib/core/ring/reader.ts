@@ -406,7 +406,7 @@ export class RingReader extends RingView {
 
   /**
    * The read loop of `recvSync` and `recv` once the read lock is held: one algorithm, two
-   * drivers (see _atomics). A blocking reader also helps this process's outbox along, as
+   * drivers (see atomics.ts). A blocking reader also helps this process's outbox along, as
    * nothing else runs on its thread meanwhile.
    */
   *#readWaits(
@@ -598,7 +598,7 @@ export class RingReader extends RingView {
     return runSync(this.#pollWaits(timeout, eof, eofPollMs));
   }
 
-  /** The wait algorithm of `poll`/`pollSync` (see "One algorithm, two drivers" in _atomics). */
+  /** The wait algorithm of `poll`/`pollSync` (see "One algorithm, two drivers" in atomics.ts). */
   *#pollWaits(timeout: number, eof?: () => boolean, eofPollMs?: number): Waits<boolean> {
     const i32 = this.i32, deadline = deadlineOf(timeout);
     for (;;) {

@@ -10,7 +10,7 @@ import { mutexRelease, type Waits } from "../atomics.ts";
 import { heap } from "../heap.ts";
 import { W } from "./layout.ts";
 
-/** Releases the lock at `i32[idx]` if this process still owns it (see "Zombies"). */
+/** Releases the lock at `i32[idx]` if this process still owns it (see "Zombies" in ring.ts). */
 export function unlock(i32: Int32Array, idx: number): void {
   const me = heap().slot;
   // Common case in one CAS: held by us with no flags (nobody waits), so no notify is due.
