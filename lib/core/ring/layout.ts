@@ -57,5 +57,25 @@ export const STREAM_SPIN = SPIN * 4;
 
 export const pad4 = (n: number) => (n + 3) & ~3;
 
+// Positions: `W` and `R` run over `[0, 2*cap)`; a position's byte in the data area is
+// `offsetOf` it. Plain functions of the capacity, so both sides share them at no cost.
+
+/** The position `n` bytes after `p`. */
+export function advance(p: number, n: number, cap: number): number {
+  p += n;
+  return p >= 2 * cap ? p - 2 * cap : p;
+}
+
+/** The offset in the data area of position `p`. */
+export function offsetOf(p: number, cap: number): number {
+  return p >= cap ? p - cap : p;
+}
+
+/** Bytes in the ring between the read position `r` and the write position `w`. */
+export function bytesUsed(w: number, r: number, cap: number): number {
+  const d = w - r;
+  return d < 0 ? d + 2 * cap : d;
+}
+
 /** What a write or read step did: all of it, or it must wait for the other side. */
 export const NEED = 0, DONE = 1;

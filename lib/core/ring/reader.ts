@@ -19,7 +19,16 @@ import {
   type Waits,
 } from "../atomics.ts";
 import { alloc as heapAlloc, checkNotTerminated, heap, isAlive, release } from "../heap.ts";
-import {
+import * as layout from "./layout.ts";
+import { advance, bytesUsed, offsetOf, pad4 } from "./layout.ts";
+import { RingView } from "./view.ts";
+import { __testHooks, sleepOn, spin, unlock, wake } from "./waits.ts";
+import type { RingWriter } from "./writer.ts";
+
+// The layout's numbers as this module's own constants: V8 folds a module's own `const`s into
+// the code it compiles but loads an imported binding at every use (measured: a few percent per
+// message on the hot paths).
+const {
   ASM_FILLED,
   ASM_NEXT_FILLED,
   ASM_NEXT_R,
@@ -32,7 +41,6 @@ import {
   LAST,
   LEN_MASK,
   NEED,
-  pad4,
   PREFIX,
   R,
   READERS_ASLEEP,
@@ -43,10 +51,7 @@ import {
   W,
   WRITERS_ASLEEP,
   WSTATE,
-} from "./layout.ts";
-import { RingView } from "./view.ts";
-import { __testHooks, sleepOn, unlock, wake } from "./waits.ts";
-import type { RingWriter } from "./writer.ts";
+} = layout;
 
 /** A heap block for a durable assembly of `total` bytes, or 0 (heap full: a private buffer). */
 function sharedBlock(total: number): number {
@@ -165,14 +170,14 @@ export class RingReader extends RingView {
       const w = Atomics.load(i32, W);
       let r = Atomics.load(i32, R);
       if (w === r) return (st.w = w), NEED;
-      let pos = this.pos(r);
+      let pos = offsetOf(r, cap);
       let hdr = dv.getInt32(pos, true);
       if (hdr === SKIP) {
-        if (cap - pos > this.used(w, r)) {
+        if (cap - pos > bytesUsed(w, r, cap)) {
           this.#corrupt(st, w, onDiscard);
           continue;
         }
-        r = this.adv(r, cap - pos);
+        r = advance(r, cap - pos, cap);
         if (r === w) { // writers publish a SKIP with the frame after it; be safe anyway
           this.#consumed(r);
           continue;
@@ -185,7 +190,7 @@ export class RingReader extends RingView {
         continue;
       }
       const len = hdr & LEN_MASK, at = pos + 4;
-      const next = this.adv(r, 4 + pad4(len));
+      const next = advance(r, 4 + pad4(len), cap);
       if (hdr & FIRST) {
         if (st.buf) this.#discard(st, onDiscard); // its writer died; another took the lock over
         st.skipping = false;
@@ -274,7 +279,7 @@ export class RingReader extends RingView {
   #badFrame(pos: number, hdr: number, w: number, r: number): boolean {
     if (hdr & ~(LEN_MASK | FIRST | LAST)) return true;
     const size = 4 + pad4(hdr & LEN_MASK);
-    if (pos + size > this.capacity || size > this.used(w, r)) return true;
+    if (pos + size > this.capacity || size > bytesUsed(w, r, this.capacity)) return true;
     return (hdr & (FIRST | LAST)) === FIRST && (hdr & LEN_MASK) < PREFIX;
   }
 
@@ -420,7 +425,7 @@ export class RingReader extends RingView {
     for (;;) {
       if (this.#readStep(st, decode, o.onDiscard, o.alloc) === DONE) return st.value;
       if (blocking && this.#writer.helpOutbox()) continue;
-      if (this.spin(W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
+      if (spin(i32, W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
       if (st.buf) {
         if (this.#torn(st, o.onDiscard)) continue;
         yield* sleepOn(this.base, i32, W, st.w, READERS_ASLEEP, LIVENESS_SLICE_MS);
@@ -454,10 +459,10 @@ export class RingReader extends RingView {
       r = Atomics.load(i32, R); // another reader may have moved it before we locked
       const wNow = Atomics.load(i32, W);
       if (r === wNow) return TIMEOUT;
-      let pos = this.pos(r), hdr = this.dv.getInt32(pos, true);
+      let pos = offsetOf(r, this.capacity), hdr = this.dv.getInt32(pos, true);
       if (hdr === SKIP) {
-        if (this.capacity - pos >= this.used(wNow, r)) return TIMEOUT; // `recv` sorts it out
-        r = this.adv(r, this.capacity - pos);
+        if (this.capacity - pos >= bytesUsed(wNow, r, this.capacity)) return TIMEOUT; // `recv` sorts it out
+        r = advance(r, this.capacity - pos, this.capacity);
         pos = 0;
         hdr = this.dv.getInt32(0, true);
       }
@@ -469,7 +474,7 @@ export class RingReader extends RingView {
       try {
         return decode(this.u8.subarray(pos + 4, pos + 4 + len), false);
       } finally {
-        this.#consumed(this.adv(r, 4 + pad4(len)));
+        this.#consumed(advance(r, 4 + pad4(len), this.capacity));
       }
     } finally {
       unlock(i32, RLOCK);
@@ -490,15 +495,15 @@ export class RingReader extends RingView {
     try {
       const w = Atomics.load(i32, W);
       while (got < max && r !== w) {
-        let pos = this.pos(r), hdr = dv.getInt32(pos, true);
+        let pos = offsetOf(r, cap), hdr = dv.getInt32(pos, true);
         if (hdr === SKIP) {
-          if (cap - pos >= this.used(w, r)) break; // `recv` sorts it out
-          r = this.adv(r, cap - pos);
+          if (cap - pos >= bytesUsed(w, r, cap)) break; // `recv` sorts it out
+          r = advance(r, cap - pos, cap);
           pos = 0;
           hdr = dv.getInt32(0, true);
         }
         if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || this.#badFrame(pos, hdr, w, r)) break;
-        const len = hdr & LEN_MASK, next = this.adv(r, 4 + pad4(len));
+        const len = hdr & LEN_MASK, next = advance(r, 4 + pad4(len), cap);
         let v: T;
         try {
           v = decode(u8, pos + 4, len);
@@ -528,7 +533,7 @@ export class RingReader extends RingView {
         let done = false;
         try {
           done = this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE ||
-            (this.spin(W, st.w) &&
+            (spin(i32, W, st.w) &&
               this.#readStep(st, decode as Decode<unknown>, o.onDiscard, o.alloc) === DONE);
         } catch (e) {
           unlock(i32, lock);
@@ -606,7 +611,7 @@ export class RingReader extends RingView {
       const left = remainingMs(deadline);
       if (left <= 0) return false;
       const w = Atomics.load(i32, W);
-      if (this.spin(W, w)) continue;
+      if (spin(i32, W, w)) continue;
       yield* sleepOn(this.base, i32, W, w, READERS_ASLEEP, Math.min(left, eofPollMs ?? Infinity));
     }
   }

@@ -1,22 +1,12 @@
 /**
- * What each side of a ring sees of it: fixed-length views of its header and data area, the
- * arithmetic of positions that both sides share, and the wake-ups either side may send.
+ * What each side of a ring sees of it: fixed-length views of its header and data area, and the
+ * wake-ups either side may send.
  *
  * @module
  */
 
 import { heap } from "../heap.ts";
-import {
-  CAP,
-  HEADER,
-  MAGIC,
-  MAGIC_I,
-  R,
-  READERS_ASLEEP,
-  SPIN,
-  W,
-  WRITERS_ASLEEP,
-} from "./layout.ts";
+import { CAP, HEADER, MAGIC, MAGIC_I, R, READERS_ASLEEP, W, WRITERS_ASLEEP } from "./layout.ts";
 import { wake } from "./waits.ts";
 
 /**
@@ -54,30 +44,6 @@ export class RingView {
     const cap = this.capacity = Atomics.load(this.i32, CAP);
     this.u8 = new Uint8Array(sab, base + HEADER, cap);
     this.dv = new DataView(sab, base + HEADER, cap);
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Positions
-
-  protected adv(p: number, n: number): number {
-    p += n;
-    return p >= 2 * this.capacity ? p - 2 * this.capacity : p;
-  }
-
-  protected pos(p: number): number {
-    return p >= this.capacity ? p - this.capacity : p;
-  }
-
-  protected used(w: number, r: number): number {
-    const d = w - r;
-    return d < 0 ? d + 2 * this.capacity : d;
-  }
-
-  /** Spins until `i32[idx] !== v`; true if it changed. */
-  protected spin(idx: number, v: number, n = SPIN): boolean {
-    const i32 = this.i32;
-    for (let s = 0; s < n; s++) if (Atomics.load(i32, idx) !== v) return true;
-    return false;
   }
 
   /** `Ring.wakeReaders` (see there). */

@@ -8,7 +8,13 @@
 
 import { mutexRelease, type Waits } from "../atomics.ts";
 import { heap } from "../heap.ts";
-import { W } from "./layout.ts";
+import { SPIN, W } from "./layout.ts";
+
+/** Spins until `i32[idx] !== v`; true if it changed. */
+export function spin(i32: Int32Array, idx: number, v: number, n = SPIN): boolean {
+  for (let s = 0; s < n; s++) if (Atomics.load(i32, idx) !== v) return true;
+  return false;
+}
 
 /** Releases the lock at `i32[idx]` if this process still owns it (see "Zombies" in ring.ts). */
 export function unlock(i32: Int32Array, idx: number): void {

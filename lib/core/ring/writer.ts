@@ -24,24 +24,8 @@ import {
   retain,
   TERMINATED_MESSAGE,
 } from "../heap.ts";
-import {
-  DONE,
-  FIRST,
-  LAST,
-  NEED,
-  pad4,
-  PREFIX,
-  R,
-  READERS_ASLEEP,
-  SKIP,
-  SPIN,
-  STREAM_SPIN,
-  TABLE,
-  W,
-  WLOCK,
-  WRITERS_ASLEEP,
-  WSTATE,
-} from "./layout.ts";
+import * as layout from "./layout.ts";
+import { advance, bytesUsed, offsetOf, pad4 } from "./layout.ts";
 import {
   countUnbegun,
   type Cursor,
@@ -54,7 +38,28 @@ import {
   type SendStatus,
 } from "./outbox.ts";
 import { RingView } from "./view.ts";
-import { __testHooks, sleepOn, unlock, wake } from "./waits.ts";
+import { __testHooks, sleepOn, spin, unlock, wake } from "./waits.ts";
+
+// The layout's numbers as this module's own constants: V8 folds a module's own `const`s into
+// the code it compiles but loads an imported binding at every use (measured: a few percent per
+// message on the hot paths).
+const {
+  DONE,
+  FIRST,
+  LAST,
+  NEED,
+  PREFIX,
+  R,
+  READERS_ASLEEP,
+  SKIP,
+  SPIN,
+  STREAM_SPIN,
+  TABLE,
+  W,
+  WLOCK,
+  WRITERS_ASLEEP,
+  WSTATE,
+} = layout;
 
 const OK: Promise<SendStatus> = Promise.resolve("ok");
 
@@ -124,7 +129,7 @@ export class RingWriter extends RingView {
     for (;;) {
       checkNotTerminated();
       const r = Atomics.load(i32, R);
-      let free = cap - this.used(w, r), pos = this.pos(w);
+      let free = cap - bytesUsed(w, r, cap), pos = offsetOf(w, cap);
       const tail = cap - pos;
       if (!c.started && c.n <= this.#maxSingle) {
         // One frame, contiguous: skip the tail first if it is too short.
@@ -132,13 +137,13 @@ export class RingWriter extends RingView {
         if (need > tail) {
           if (free < tail + need) return (c.r = r), NEED;
           dv.setInt32(pos, SKIP, true);
-          w = this.adv(w, tail);
+          w = advance(w, tail, cap);
           pos = 0;
         } else if (free < need) return (c.r = r), NEED;
         u8.set(c.src, pos + 4);
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
-        this.#publish(w0, this.adv(w, need));
+        this.#publish(w0, advance(w, need, cap));
         this.#begun(c);
         return DONE;
       }
@@ -150,7 +155,7 @@ export class RingWriter extends RingView {
       if (Math.min(free, tail) < minFrame) {
         if (free > tail && free - tail >= minFrame) {
           dv.setInt32(pos, SKIP, true); // published with the next frame
-          w = this.adv(w, tail);
+          w = advance(w, tail, cap);
           continue;
         }
         return (c.r = r), NEED; // an unpublished SKIP is simply written again next time
@@ -161,7 +166,7 @@ export class RingWriter extends RingView {
         u8.set(c.src.subarray(0 - c.shift, c.n - c.shift), pos + 4);
         dv.setInt32(pos, c.n | FIRST | LAST, true);
         c.done = c.n;
-        this.#publish(w0, this.adv(w, 4 + pad4(c.n)));
+        this.#publish(w0, advance(w, 4 + pad4(c.n), cap));
         this.#begun(c);
         return DONE;
       }
@@ -180,7 +185,7 @@ export class RingWriter extends RingView {
       u8.set(c.src.subarray(from, from + len - prefix), at + prefix);
       dv.setInt32(pos, len | (first ? FIRST : 0) | (last ? LAST : 0), true);
       c.done += len - prefix;
-      w = this.adv(w, 4 + pad4(len));
+      w = advance(w, 4 + pad4(len), cap);
       this.#publish(w0, w);
       w0 = w;
       if (first) this.#begun(c);
@@ -204,13 +209,13 @@ export class RingWriter extends RingView {
     for (;;) {
       checkNotTerminated();
       const w0 = Atomics.load(i32, W), r = Atomics.load(i32, R);
-      const free = cap - this.used(w0, r), pos = this.pos(w0), tail = cap - pos;
+      const free = cap - bytesUsed(w0, r, cap), pos = offsetOf(w0, cap), tail = cap - pos;
       let w = w0, room = Math.min(free, tail), at = pos;
       const first = 4 + pad4(sdv.getUint32(c.done, true));
       if (first > room) {
         if (first > tail && free - tail >= first) {
           dv.setInt32(pos, SKIP, true); // published with the run after it
-          w = this.adv(w, tail);
+          w = advance(w, tail, cap);
           room = free - tail;
           at = 0;
         } else return (c.r = r), NEED;
@@ -229,7 +234,7 @@ export class RingWriter extends RingView {
         p += 4 + pad4(len);
         q += 4 + pad4(len);
       }
-      this.#publish(w0, this.adv(w, end - c.done));
+      this.#publish(w0, advance(w, end - c.done, cap));
       c.done = end;
       c.frames -= k;
       if (c.entry >= 0) Atomics.sub(i32, TABLE + 2 * c.entry + 1, k);
@@ -283,7 +288,7 @@ export class RingWriter extends RingView {
   #writeSync(c: Cursor, broken?: () => boolean): SendStatus {
     const i32 = this.i32, idx = R;
     while (this.#writeStep(c) === NEED) {
-      if (this.spin(idx, c.r, c.started ? STREAM_SPIN : SPIN)) continue;
+      if (spin(i32, idx, c.r, c.started ? STREAM_SPIN : SPIN)) continue;
       if (broken?.()) return this.#abandon(c), "broken";
       runSync(
         sleepOn(this.base, i32, idx, c.r, WRITERS_ASLEEP, broken ? LIVENESS_SLICE_MS : Infinity),
@@ -403,7 +408,7 @@ export class RingWriter extends RingView {
           }
           continue;
         }
-        if (this.spin(idx, c.r, c.started ? STREAM_SPIN : SPIN)) continue;
+        if (spin(i32, idx, c.r, c.started ? STREAM_SPIN : SPIN)) continue;
         if (e.broken?.()) {
           this.#abandon(c);
           ob.shift();
