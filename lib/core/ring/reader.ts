@@ -20,15 +20,15 @@ import {
 } from "../atomics.ts";
 import { alloc as heapAlloc, checkNotTerminated, heap, isAlive, release } from "../heap.ts";
 import * as layout from "./layout.ts";
-import { advance, bytesUsed, offsetOf, pad4 } from "./layout.ts";
 import { RingView } from "./view.ts";
-import { __testHooks, sleepOn, spin, unlock, wake } from "./waits.ts";
+import * as waits from "./waits.ts";
 import type { RingWriter } from "./writer.ts";
 
-// The layout's numbers as this module's own constants: V8 folds a module's own `const`s into
-// the code it compiles but loads an imported binding at every use (measured: a few percent per
-// message on the hot paths).
+// What the hot paths use of the other parts, as this module's own constants: V8 folds a
+// module's own `const`s into the code it compiles (a number, a known function to inline), but
+// loads an imported binding at every use and checks it (measured: a few percent per message).
 const {
+  advance,
   ASM_FILLED,
   ASM_NEXT_FILLED,
   ASM_NEXT_R,
@@ -36,11 +36,14 @@ const {
   ASM_R,
   ASM_TOTAL,
   ASM_WRITER,
+  bytesUsed,
   DONE,
   FIRST,
   LAST,
   LEN_MASK,
   NEED,
+  offsetOf,
+  pad4,
   PREFIX,
   R,
   READERS_ASLEEP,
@@ -52,6 +55,7 @@ const {
   WRITERS_ASLEEP,
   WSTATE,
 } = layout;
+const { __testHooks, sleepOn, spin, unlock, wake } = waits;
 
 /** A heap block for a durable assembly of `total` bytes, or 0 (heap full: a private buffer). */
 function sharedBlock(total: number): number {

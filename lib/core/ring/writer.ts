@@ -25,29 +25,23 @@ import {
   TERMINATED_MESSAGE,
 } from "../heap.ts";
 import * as layout from "./layout.ts";
-import { advance, bytesUsed, offsetOf, pad4 } from "./layout.ts";
-import {
-  countUnbegun,
-  type Cursor,
-  cursorOf,
-  Outbox,
-  outboxes,
-  reapDead,
-  releaseEntry,
-  type SendOptions,
-  type SendStatus,
-} from "./outbox.ts";
+import * as outbox from "./outbox.ts";
+import { type Cursor, Outbox, type SendOptions, type SendStatus } from "./outbox.ts";
 import { RingView } from "./view.ts";
-import { __testHooks, sleepOn, spin, unlock, wake } from "./waits.ts";
+import * as waits from "./waits.ts";
 
-// The layout's numbers as this module's own constants: V8 folds a module's own `const`s into
-// the code it compiles but loads an imported binding at every use (measured: a few percent per
-// message on the hot paths).
+// What the hot paths use of the other parts, as this module's own constants: V8 folds a
+// module's own `const`s into the code it compiles (a number, a known function to inline), but
+// loads an imported binding at every use and checks it (measured: a few percent per message).
 const {
+  advance,
+  bytesUsed,
   DONE,
   FIRST,
   LAST,
   NEED,
+  offsetOf,
+  pad4,
   PREFIX,
   R,
   READERS_ASLEEP,
@@ -60,6 +54,8 @@ const {
   WRITERS_ASLEEP,
   WSTATE,
 } = layout;
+const { __testHooks, sleepOn, spin, unlock, wake } = waits;
+const { countUnbegun, cursorOf, outboxes, reapDead, releaseEntry } = outbox;
 
 const OK: Promise<SendStatus> = Promise.resolve("ok");
 
