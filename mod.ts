@@ -11,12 +11,33 @@ export * from "./lib/core/errors.ts";
 export * from "./lib/process/process.ts";
 export { setSpares, type SpareOptions, spareOptions } from "./lib/core/spares.ts";
 export * from "./lib/core/threading.ts";
-export * from "./lib/sync/synchronize.ts";
+export * from "./lib/sync/mod.ts";
 export * from "./lib/memory/sharedctypes.ts";
 export * from "./lib/memory/shared_memory.ts";
 export * from "./lib/queues/queues.ts";
 export * from "./lib/queues/typed.ts";
-export * from "./lib/connection/connection.ts";
+export {
+  BrokenPipeError,
+  type BytesLike,
+  Connection,
+  OSError,
+  type Serializer,
+} from "./lib/connection/connection.ts";
+export { Pipe, type PipeOptions } from "./lib/connection/pipe.ts";
+export { DEFAULT_MAX_MESSAGE, type SocketOptions, wrapSocket } from "./lib/connection/socket.ts";
+export {
+  answerChallenge,
+  type AuthKey,
+  deliverChallenge,
+  type Digest,
+} from "./lib/connection/auth.ts";
+export {
+  type Address,
+  Client,
+  type ClientOptions,
+  Listener,
+  type ListenerOptions,
+} from "./lib/connection/listener.ts";
 export * as pickle from "./lib/pickle/pickle.ts";
 export {
   type CodecOptions,
@@ -31,14 +52,14 @@ export {
 } from "./lib/core/reduction.ts";
 export {
   type ApplyOptions,
-  AsyncResult,
   type IMapOptions,
   type MapOptions,
   Pool,
   type PoolOptions,
   type TaskOptions,
-  transfer,
 } from "./lib/pool/pool.ts";
+export { AsyncResult } from "./lib/pool/async_result.ts";
+export { transfer } from "./lib/pool/worker.ts";
 export {
   ALL_COMPLETED,
   asCompleted,
@@ -60,34 +81,28 @@ export {
   type Waitable,
 } from "./lib/futures/futures.ts";
 export * from "./lib/managers/managers.ts";
+export { Actor, type ActorClass } from "./lib/actor/actor.ts";
+export { ActorExited, type ExitReason, isNormalExit } from "./lib/actor/exit.ts";
 export {
-  Actor,
-  type ActorClass,
-  ActorExited,
   type ActorMethods,
   ActorRef,
-  currentActor,
-  type ExitReason,
-  isNormalExit,
-  link,
+  type MessageOf,
+  type RemoteMethod,
+  type ReplyOf,
+} from "./lib/actor/ref.ts";
+export { currentActor } from "./lib/actor/self.ts";
+export { link, monitor, type MonitorOptions, unlink } from "./lib/actor/link.ts";
+export {
   Mailbox,
   type MailboxOptions,
   type MailboxReceiveOptions,
   type MailboxSendOptions,
-  type MessageOf,
-  monitor,
-  type MonitorOptions,
-  type RemoteMethod,
-  type ReplyOf,
-  shutdown,
-  spawn,
-  type SpawnOptions,
-  unlink,
-} from "./lib/actor/actor.ts";
+} from "./lib/actor/mailbox.ts";
+export { shutdown, spawn, type SpawnOptions } from "./lib/actor/spawn.ts";
 export * from "./lib/actor/supervisor.ts";
 // Issue 22: names (Erlang's register/whereis) and timers at the top level, as Erlang's BIFs;
 // process groups under `pg`, as Erlang's `pg:join(...)` (`join` alone reads as a process join).
-export { type CallOptions } from "./lib/actor/actor.ts";
+export { type CallOptions } from "./lib/actor/call.ts";
 export { register, registered, unregister, whereis } from "./lib/actor/registry.ts";
 export * as pg from "./lib/actor/groups.ts";
 export { cancelTimer, sendAfter, TimerRef } from "./lib/actor/timers.ts";

@@ -12,7 +12,9 @@
 //
 //   deno run -A --unstable-worker-options bench/actors.ts [--n-call 20000] [--n-tell 1000000] [--no-python]
 //     [--n-broadcast 2000] [--members 100] [--only A1,A2,A3,A4]
-import { Actor, type ActorRef, spawn } from "../lib/actor/actor.ts";
+import { Actor } from "../lib/actor/actor.ts";
+import type { ActorRef } from "../lib/actor/ref.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import { broadcast, join } from "../lib/actor/groups.ts";
 import { whereis } from "../lib/actor/registry.ts";
 import { arg, emit, since } from "./_common.ts";

@@ -12,7 +12,7 @@
 // Run: deno run -A --unstable-worker-options bench/w1_spawn.ts [--variant bare,process]
 import { type Isolation, Process } from "../mod.ts";
 import { __testHooks, setSpares, spareOptions } from "../lib/core/spares.ts";
-import { spawn } from "../lib/actor/actor.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import { RawValue } from "../lib/memory/sharedctypes.ts";
 import { noop } from "./tasks/noop.ts";
 import { noopLib } from "./tasks/noop_lib.ts";

@@ -7,7 +7,8 @@
 //   async-main  main awaits, the worker echoes with recvSync/sendSync (CPU-bound worker style)
 //
 //   deno run -A bench/w4_pipe.ts [--variant async,sync,async-main] [--n 20000]
-import { type Connection, Pipe } from "../lib/connection/connection.ts";
+import type { Connection } from "../lib/connection/connection.ts";
+import { Pipe } from "../lib/connection/pipe.ts";
 import { Process } from "../lib/process/process.ts";
 import { arg, emit, rounds, since } from "./_common.ts";
 

@@ -15,7 +15,7 @@
 import { emit, since } from "./_common.ts";
 import { Process } from "../lib/process/process.ts";
 import { RawArray, Value } from "../lib/memory/sharedctypes.ts";
-import { Event, Lock, type RLock, Semaphore } from "../lib/sync/synchronize.ts";
+import { Event, Lock, type RLock, Semaphore } from "../lib/sync/mod.ts";
 
 const TOTAL = 200_000, WARM = 200_000;
 

@@ -9,7 +9,7 @@ import { arg, emit, since } from "./_common.ts";
 import { type DictProxy, Manager } from "../lib/managers/managers.ts";
 import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
-import { Event, Semaphore } from "../lib/sync/synchronize.ts";
+import { Event, Semaphore } from "../lib/sync/mod.ts";
 
 /** The client: `n` sets, then `n` gets, counting values that come back wrong. */
 export async function w7Client(

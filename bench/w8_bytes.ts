@@ -4,7 +4,8 @@
 // Variants: async (main awaits sendBytes, worker awaits recvBytes), sync (both blocking).
 //
 //   deno run -A bench/w8_bytes.ts [--variant async,sync] [--n 256]
-import { type Connection, Pipe } from "../lib/connection/connection.ts";
+import type { Connection } from "../lib/connection/connection.ts";
+import { Pipe } from "../lib/connection/pipe.ts";
 import { Process } from "../lib/process/process.ts";
 import { arg, emit, rounds, since } from "./_common.ts";
 

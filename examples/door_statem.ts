@@ -8,7 +8,8 @@
 //
 // Look for: alice and bob wait at the locked door, a wrong code is refused, and once the door
 // is unlocked they walk through in the order they came.
-import { Actor, spawn } from "../lib/actor/actor.ts";
+import { Actor } from "../lib/actor/actor.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import { whereis } from "../lib/actor/registry.ts";
 
 /** What a door understands, in any state. */

@@ -12,7 +12,11 @@
 //
 // Look for: "killed worker-N", "restarted worker-N (killed)", and at the end "every item was
 // processed exactly once".
-import { Actor, ActorExited, type ActorRef, Mailbox, spawn } from "../lib/actor/actor.ts";
+import { Actor } from "../lib/actor/actor.ts";
+import { ActorExited } from "../lib/actor/exit.ts";
+import type { ActorRef } from "../lib/actor/ref.ts";
+import { Mailbox } from "../lib/actor/mailbox.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import { Supervisor } from "../lib/actor/supervisor.ts";
 
 const LANES = 3;

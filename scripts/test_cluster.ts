@@ -30,6 +30,8 @@ const steps: string[][] = [
     "--unstable-worker-options",
     "--lock=cluster.lock",
     "--frozen",
+    // console.assert throws, as in the core run, so a doc example's assertions are checked.
+    "--preload=tests/_strict_assert.ts",
     "--doc",
     "tests/cluster/",
     "lib/cluster/",

@@ -1,13 +1,9 @@
 import assert from "node:assert/strict";
-import {
-  ActorExited,
-  type ActorRef,
-  link,
-  Mailbox,
-  monitor,
-  spawn,
-  unlink,
-} from "../lib/actor/actor.ts";
+import { ActorExited } from "../lib/actor/exit.ts";
+import type { ActorRef } from "../lib/actor/ref.ts";
+import { link, monitor, unlink } from "../lib/actor/link.ts";
+import { Mailbox } from "../lib/actor/mailbox.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import {
   Full,
   ProcessError,
@@ -291,7 +287,7 @@ Deno.test("spawn: start failures reject with their error; bad classes are refuse
 Deno.test("typed proxies: a wrong argument type fails deno check", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const lib = new URL("../lib/actor/actor.ts", import.meta.url).href;
+    const lib = new URL("../lib/actor/spawn.ts", import.meta.url).href;
     const fixtures = new URL("./fixtures/actor_targets.ts", import.meta.url).href;
     const source = (body: string) =>
       `import { spawn } from "${lib}";\nimport { Counter, Recorder } from "${fixtures}";\n` +

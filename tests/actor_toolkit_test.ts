@@ -1,7 +1,10 @@
 // The actor toolkit of issue 22: calls with a deadline, names, timers, process groups and
 // state machines (become/stash), each as Erlang and Akka users know them.
 import assert from "node:assert/strict";
-import { ActorExited, Mailbox, monitor, spawn } from "../lib/actor/actor.ts";
+import { ActorExited } from "../lib/actor/exit.ts";
+import { monitor } from "../lib/actor/link.ts";
+import { Mailbox } from "../lib/actor/mailbox.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import { SerializationError, TimeoutError, ValueError } from "../lib/core/errors.ts";
 import { Process } from "../lib/process/process.ts";
 import { register, registered, unregister, whereis } from "../lib/actor/registry.ts";

@@ -2,14 +2,9 @@
 // close and EOF, big messages, handles through pipes, and TCP with HMAC authentication between
 // two separate deno processes.
 import assert from "node:assert/strict";
-import {
-  BrokenPipeError,
-  Client,
-  type Connection,
-  Listener,
-  OSError,
-  Pipe,
-} from "../lib/connection/connection.ts";
+import { BrokenPipeError, type Connection, OSError } from "../lib/connection/connection.ts";
+import { Pipe } from "../lib/connection/pipe.ts";
+import { Client, Listener } from "../lib/connection/listener.ts";
 import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { AuthenticationError, BufferTooShort, EOFError, ValueError } from "../lib/core/errors.ts";

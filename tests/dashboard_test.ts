@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { serveDashboard } from "../lib/observe/dashboard.ts";
 import { ValueError } from "../lib/core/errors.ts";
-import { Lock } from "../lib/sync/synchronize.ts";
+import { Lock } from "../lib/sync/mod.ts";
 
 Deno.test("dashboard: /snapshot.json, /metrics (HELP and TYPE for every metric), /events, read-only", async () => {
   const lock = new Lock({ name: "dash-lock" });

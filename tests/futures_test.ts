@@ -11,7 +11,8 @@ import {
   ThreadPoolExecutor,
   wait,
 } from "../lib/futures/futures.ts";
-import { __testHooks, Pool } from "../lib/pool/pool.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { __testHooks } from "../lib/pool/wire.ts";
 import { activeChildren } from "../lib/process/process.ts";
 import { currentThread } from "../lib/core/threading.ts";
 import { BrokenPoolError, ProcessError, TimeoutError, ValueError } from "../lib/core/errors.ts";
@@ -266,6 +267,21 @@ Deno.test("ProcessPoolExecutor: a failing initializer fails the futures and then
   await ex.shutdown();
 });
 
+Deno.test("ProcessPoolExecutor.whenReady: every worker is up before any call; a failed initializer rejects and breaks the executor", async () => {
+  const workers = () => activeChildren().filter((p) => p.name.startsWith("PoolWorker-"));
+  const ex = new ProcessPoolExecutor({ maxWorkers: 2, initializer: init, initargs: ["ready"] });
+  await ex.whenReady();
+  assert.equal(workers().length, 2);
+  assert.equal(await ex.submit(square, 3).result(10_000), 9);
+  await ex.shutdown();
+  await assert.rejects(ex.whenReady(), /cannot schedule new futures after shutdown/);
+
+  const bad = new ProcessPoolExecutor({ maxWorkers: 1, initializer: badInit });
+  await assert.rejects(bad.whenReady(), BrokenProcessPool);
+  assert.throws(() => bad.submit(square, 1), BrokenProcessPool); // at once: it is broken
+  await bad.shutdown();
+});
+
 Deno.test("ProcessPoolExecutor: misuse is a clear error at once", async () => {
   assert.throws(
     () => new ProcessPoolExecutor({ maxWorkers: 0 }),
@@ -371,6 +387,62 @@ Deno.test("asCompleted yields futures as they finish (done ones first, duplicate
     () => asCompleted([1 as unknown as Future]),
     /takes Futures or AsyncResults: got number/,
   );
+});
+
+Deno.test("asCompleted: duplicates once in each of several loops over the same futures at once", async () => {
+  // Duplicates are told apart by a mark each asCompleted call leaves on a Future: calls that
+  // overlap must not see each other's marks.
+  const fs = range(4).map(() => new Future<number>());
+  fs[1].setResult(1);
+  const a = asCompleted([fs[0], fs[1], fs[0], fs[2]]);
+  const b = asCompleted([fs[2], fs[1], fs[3], fs[2], fs[1]]);
+  const c = asCompleted([fs[1], fs[1]]);
+  fs[0].setResult(0);
+  fs[3].setResult(3);
+  fs[2].setResult(2);
+  const drain = async (it: AsyncIterable<Omit<Future<number>, "then">>) => {
+    const out: number[] = [];
+    for await (const f of it) out.push(await f.result());
+    return out;
+  };
+  assert.deepEqual(await drain(a), [1, 0, 2]);
+  assert.deepEqual(await drain(b), [1, 3, 2]);
+  assert.deepEqual(await drain(c), [1]);
+  // An iterable whose iteration calls asCompleted on the same futures (a generator) is read out
+  // first: the inner call's marks do not hide the outer call's duplicates.
+  const inner: AsyncIterableIterator<unknown>[] = [];
+  function* gen() {
+    for (const f of [fs[0], fs[1], fs[0]]) {
+      inner.push(asCompleted([fs[0], fs[1]]));
+      yield f;
+    }
+  }
+  assert.deepEqual(await drain(asCompleted(gen())), [0, 1]);
+  for (const it of inner) await it.return!();
+  // A bad element throws at once; the futures before it are unaffected.
+  const d = new Future<number>();
+  assert.throws(() => asCompleted([d, null as unknown as Future]), /got null/);
+  d.setResult(5);
+  assert.deepEqual(await drain(asCompleted([d, d])), [5]);
+});
+
+Deno.test("ProcessPoolExecutor: after thousands of calls, toString counts and cancelFutures still see every pending call", async () => {
+  // The executor sweeps its done calls from its list now and then: the sweep must keep the rest.
+  const ex = new ProcessPoolExecutor({ maxWorkers: 1 });
+  const quick = range(3000).map((i) => ex.submit(square, i));
+  // One with an argument that cannot be sent fails inside the pool's batch, and is not pending.
+  const unsendable = ex.submit(square as (x: unknown) => number, () => 1);
+  for await (const _ of asCompleted([...quick, unsendable])) { /* all done */ }
+  assert.equal((await unsendable.exception())?.constructor.name, "SerializationError");
+  assert.match(String(ex), /running=0 pending=0>/);
+  const slow = ex.submit(sleepMs, 300);
+  const behind = range(2000).map((i) => ex.submit(square, i));
+  await waitUntil(() => slow.running());
+  assert.match(String(ex), /running=1 pending=2000>/);
+  await ex.shutdown({ cancelFutures: true });
+  assert.equal(behind.filter((f) => !f.cancelled()).length, 0);
+  assert.equal(await slow.result(), "slept");
+  assert.ok(quick.every((f) => f.done() && !f.cancelled()) && (await quick[7].result()) === 49);
 });
 
 Deno.test("asCompleted(fs, timeout) throws TimeoutError naming how many are unfinished; break stops watching", async () => {

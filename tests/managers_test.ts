@@ -8,12 +8,9 @@ import {
   type ProxyFactory,
   SyncManager,
 } from "../lib/managers/managers.ts";
-import {
-  answerChallenge,
-  type Connection,
-  deliverChallenge,
-  wrapSocket,
-} from "../lib/connection/connection.ts";
+import type { Connection } from "../lib/connection/connection.ts";
+import { wrapSocket } from "../lib/connection/socket.ts";
+import { answerChallenge, deliverChallenge } from "../lib/connection/auth.ts";
 import {
   AuthenticationError,
   BrokenBarrierError,
@@ -25,7 +22,7 @@ import {
 import { Process } from "../lib/process/process.ts";
 import { registerHandle } from "../lib/core/reduction.ts";
 import { Queue } from "../lib/queues/queues.ts";
-import { Event } from "../lib/sync/synchronize.ts";
+import { Event } from "../lib/sync/mod.ts";
 import { Thread } from "../lib/core/threading.ts";
 import {
   appendFromQueue,

@@ -1,7 +1,8 @@
 // A slow task delays only itself: tasks never wait behind a busy worker while another is idle
 // (work stealing), and a task's timeout counts from when it starts (issue 13.4).
 import assert from "node:assert/strict";
-import { __testHooks, Pool } from "../lib/pool/pool.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { __testHooks } from "../lib/pool/wire.ts";
 import { TimeoutError } from "../lib/core/errors.ts";
 import { RawArray } from "../lib/memory/sharedctypes.ts";
 import { sleepMs, square } from "./fixtures/pool_tasks.ts";

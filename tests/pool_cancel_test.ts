@@ -1,7 +1,8 @@
 // AsyncResult.cancel() and running(): a task is withdrawn only if no worker has begun it, wherever
 // it waits (the pool's queue, a worker's ring), also after work stealing moved tasks around.
 import assert from "node:assert/strict";
-import { __testHooks, Pool } from "../lib/pool/pool.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { __testHooks } from "../lib/pool/wire.ts";
 import { CancelledError } from "../lib/core/errors.ts";
 import { RawArray } from "../lib/memory/sharedctypes.ts";
 import { sleepMs, square } from "./fixtures/pool_tasks.ts";

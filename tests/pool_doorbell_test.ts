@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { keepAlive } from "../lib/core/atomics.ts";
 import { alloc } from "../lib/core/heap.ts";
-import { __testHooks, Doorbell, Pool } from "../lib/pool/pool.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { __testHooks, Doorbell } from "../lib/pool/wire.ts";
 import { bytes, echoAfter, pauseRingers } from "./fixtures/pool_race_tasks.ts";
 
 /** `p`, or a rejection after `ms` (a hang fails the test instead of stalling the suite). */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { activeChildren, type Process } from "../lib/process/process.ts";
-import { AsyncResult, Pool } from "../lib/pool/pool.ts";
+import { Pool } from "../lib/pool/pool.ts";
+import { AsyncResult } from "../lib/pool/async_result.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import {
   BrokenPoolError,

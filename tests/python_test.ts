@@ -5,14 +5,9 @@
 // PATH these tests are skipped with a message (CI installs Debian's python3: see .ci/run).
 
 import assert from "node:assert/strict";
-import {
-  answerChallenge,
-  Client,
-  deliverChallenge,
-  type Digest,
-  Listener,
-  wrapSocket,
-} from "../lib/connection/connection.ts";
+import { wrapSocket } from "../lib/connection/socket.ts";
+import { answerChallenge, deliverChallenge, type Digest } from "../lib/connection/auth.ts";
+import { Client, Listener } from "../lib/connection/listener.ts";
 import { AuthenticationError, ValueError } from "../lib/core/errors.ts";
 import * as pickle from "../lib/pickle/pickle.ts";
 import { findPythons, type Python, PythonPeer, skipWithoutPython } from "./_python.ts";

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { alloc, heap, heapUsage, release } from "../lib/core/heap.ts";
 import { JoinableQueue, LifoQueue, PriorityQueue, Queue } from "../lib/queues/queues.ts";
-import { Pipe } from "../lib/connection/connection.ts";
+import { Pipe } from "../lib/connection/pipe.ts";
 import { ValueError } from "../lib/core/errors.ts";
 
 Deno.test("10,000 create/use/close cycles of each queue kind run in constant shared memory", async () => {

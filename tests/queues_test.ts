@@ -25,7 +25,7 @@ import {
   replyThrough,
 } from "./fixtures/queue_targets.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep, until } from "./_helpers.ts";
 
 function start(target: (...a: never[]) => unknown, ...args: unknown[]): Process {
   const p = new Process({ target: target as (...a: unknown[]) => unknown, args });
@@ -405,9 +405,10 @@ Deno.test("a worker's unwritten items are flushed before it reports its exit", a
   // only exits once its items are in the queue, so the parent reads before it joins.
   const q = new Queue<[number, number] | null>();
   const p = start(produce, q, 7, 30_000); // far more than the ring holds
-  await sleep(300);
-  assert.equal(p.exitCode, null); // done putting, still flushing into the full ring
-  assert.equal(q.qsize(), 30_001);
+  // Done putting (every item counted), still flushing into the full ring: not exited.
+  assert.ok(await until(() => q.qsize() === 30_001), `qsize ${q.qsize()}, not 30001`);
+  await sleep(100);
+  assert.equal(p.exitCode, null);
   let sum = 0;
   for (let i = 0; i < 30_000; i++) {
     sum += ((await q.get({ timeout: 20_000 })) as [number, number])[1];

@@ -4,10 +4,10 @@ import assert from "node:assert/strict";
 import { dumps, Encoder, loads, loadsAsync, registerHandle } from "../lib/core/reduction.ts";
 import { RemoteError, SerializationError } from "../lib/core/errors.ts";
 import { Queue } from "../lib/queues/queues.ts";
-import { Event } from "../lib/sync/synchronize.ts";
+import { Event } from "../lib/sync/mod.ts";
 import { Process } from "../lib/process/process.ts";
 import { Pool } from "../lib/pool/pool.ts";
-import { Pipe } from "../lib/connection/connection.ts";
+import { Pipe } from "../lib/connection/pipe.ts";
 import {
   echo,
   getEventSync,
@@ -211,7 +211,7 @@ Deno.test("a handle whose module a worker has not loaded: async get loads it, ge
       /^SerializationError: .*a handle of kind 'Event' arrived .*not loaded in this worker/,
     );
     assert.match(msg, /import type/);
-    assert.match(msg, /synchronize\.ts/); // the module to import
+    assert.match(msg, /event\.ts/); // the module to import
     await b.join();
   } finally {
     q.close();

@@ -9,7 +9,7 @@ import {
   type Typecode,
   Value,
 } from "../lib/memory/sharedctypes.ts";
-import { Event, Lock, RLock } from "../lib/sync/synchronize.ts";
+import { Event, Lock, RLock } from "../lib/sync/mod.ts";
 import { writeForever } from "./fixtures/zombie_targets.ts";
 import { increment, writeCtypes } from "./fixtures/sync_targets.ts";
 

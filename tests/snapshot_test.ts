@@ -9,7 +9,7 @@ import {
   Lock,
   RLock,
   Semaphore,
-} from "../lib/sync/synchronize.ts";
+} from "../lib/sync/mod.ts";
 import { Thread } from "../lib/core/threading.ts";
 import { DeadlockError } from "../lib/core/errors.ts";
 import { setDeadlockDetection, type Snapshot, snapshot } from "../lib/observe/snapshot.ts";
@@ -19,7 +19,9 @@ import {
   poolAndSupervisorInside,
   snapshotHere,
 } from "./fixtures/snapshot_targets.ts";
-import { type ActorRef, Mailbox, spawn } from "../lib/actor/actor.ts";
+import type { ActorRef } from "../lib/actor/ref.ts";
+import { Mailbox } from "../lib/actor/mailbox.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import { Supervisor } from "../lib/actor/supervisor.ts";
 import { Counter } from "./fixtures/actor_targets.ts";
 import { Pool } from "../lib/pool/pool.ts";

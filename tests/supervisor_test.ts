@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import { type ActorRef, Mailbox, monitor, spawn } from "../lib/actor/actor.ts";
+import type { ActorRef } from "../lib/actor/ref.ts";
+import { monitor } from "../lib/actor/link.ts";
+import { Mailbox } from "../lib/actor/mailbox.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import { TimeoutError, ValueError } from "../lib/core/errors.ts";
 import { Process } from "../lib/process/process.ts";
 import {

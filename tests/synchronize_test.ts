@@ -12,7 +12,7 @@ import {
   Lock,
   RLock,
   Semaphore,
-} from "../lib/sync/synchronize.ts";
+} from "../lib/sync/mod.ts";
 import { Thread } from "../lib/core/threading.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { alloc, heap, release as releaseBlock } from "../lib/core/heap.ts";

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ValueError } from "../lib/core/errors.ts";
 import { Process } from "../lib/process/process.ts";
 import { Value } from "../lib/memory/sharedctypes.ts";
-import { RLock } from "../lib/sync/synchronize.ts";
+import { RLock } from "../lib/sync/mod.ts";
 import {
   activeCount,
   currentThread,

@@ -1,6 +1,6 @@
 // deno-lint-ignore-file no-import-prefix
 // Cluster actor benchmarks (issue 20.6), JSON lines in the WORKLOADS.md format, on one loopback
-// nats-server with one node process (`lib/cluster/worker.ts --actors bench/actors.ts`):
+// nats-server with one node process (`lib/cluster/cli.ts --actors bench/actors.ts`):
 //   cluster-actor-call   `await ref.call.inc(1)` round trips from this process, p50/p99 in µs
 //   nats-request         a raw NATS request/reply to an echo responder in another process, same
 //                        server, same payload size: the floor the call is measured against
@@ -16,7 +16,7 @@
 // `--echo SUBJECT` (internal) runs the echo responder of the raw request.
 import { connect } from "npm:@nats-io/transport-node@3.4.0";
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { spawn } from "../../lib/actor/actor.ts";
+import { spawn } from "../../lib/actor/spawn.ts";
 import { BenchCounter, BenchSink } from "../actors.ts";
 import { arg, emit, since } from "../_common.ts";
 import { dumps } from "../../lib/core/reduction.ts";
@@ -125,7 +125,7 @@ if (import.meta.main && Deno.args[0] === "--echo") {
     Deno.exit(0);
   }
   const self = new URL(import.meta.url).pathname;
-  const worker = new URL("../../lib/cluster/worker.ts", import.meta.url).pathname;
+  const worker = new URL("../../lib/cluster/cli.ts", import.meta.url).pathname;
   const actors = new URL("../actors.ts", import.meta.url).pathname;
   const subject = `bench.echo.${crypto.randomUUID().slice(0, 8)}`;
   const node = new Deno.Command(Deno.execPath(), {

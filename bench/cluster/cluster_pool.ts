@@ -1,5 +1,5 @@
 // Cluster pool throughput: `cluster.Pool.map` of 10,000 small tasks (`square`) over 2 worker
-// processes (`lib/cluster/worker.ts`) on a loopback NATS JetStream server, in tasks/s, next to
+// processes (`lib/cluster/cli.ts`) on a loopback NATS JetStream server, in tasks/s, next to
 // the local Pool doing the same map over 2 processes. The clock runs around the map alone
 // (workers are started and warmed up first). Variants: one task per message (`chunksize 1`,
 // what BullMQ does per job, see bench/cluster/peer_bullmq.ts) and the default chunking.
@@ -63,7 +63,7 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const name = `bench_${crypto.randomUUID().slice(0, 8)}`;
-  const worker = new URL("../../lib/cluster/worker.ts", import.meta.url).pathname;
+  const worker = new URL("../../lib/cluster/cli.ts", import.meta.url).pathname;
   const tasks = new URL("../tasks/square.ts", import.meta.url).pathname;
   const workers = [0, 1].map(() =>
     new Deno.Command(Deno.execPath(), {

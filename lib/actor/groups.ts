@@ -2,7 +2,7 @@
  * Process groups (Erlang's `pg`): actors join named groups, and anyone, in any worker, lists a
  * group's members or tells a message to all of them.
  *
- * Groups live in one table in shared memory for the whole process tree (see `_refmap.ts`), next
+ * Groups live in one table in shared memory for the whole process tree (see `refmap.ts`), next
  * to the name registry. An actor that stops leaves its groups by itself: the process that
  * spawned it removes it when it sees it stop, and every lookup checks each member's liveness, so
  * `members` never lists a dead actor, even one whose worker was terminated. Unlike Erlang's `pg`,
@@ -15,7 +15,8 @@
  */
 
 import { groups } from "./refmap.ts";
-import { type Actor, ActorRef } from "./actor.ts";
+import type { Actor } from "./actor.ts";
+import { ActorRef } from "./ref.ts";
 
 function checkGroup(group: unknown, fn: string): asserts group is string {
   if (typeof group !== "string" || group === "") {

@@ -31,7 +31,8 @@
 import { mutexAcquireSync, mutexRelease, TIMED_OUT } from "../core/atomics.ts";
 import { alloc, heap, release, retain, sharedRoot, sharedRootIfAny } from "../core/heap.ts";
 import { checkNotTerminated } from "../core/ring.ts";
-import { type Actor, actorOffset, type ActorRef } from "./actor.ts";
+import type { Actor } from "./actor.ts";
+import { actorOffset, type ActorRef } from "./ref.ts";
 import { TimeoutError, ValueError } from "../core/errors.ts";
 import { dumps, loads } from "../core/reduction.ts";
 
@@ -129,7 +130,7 @@ export class RefTable {
       // Decoded once and dropped: the ref adopts the entry's reference and returns it when
       // collected (with the mailbox block's own clean-up).
       loads(heap().u8.slice(start, start + i32[E + DLEN]));
-    } catch { /* cannot happen: actor.ts is loaded here */ }
+    } catch { /* cannot happen: ref.ts is loaded here */ }
     release(c.entry);
   }
 

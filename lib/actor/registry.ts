@@ -2,7 +2,7 @@
  * Names for actors (Erlang's `register`/`whereis`, Akka's receptionist): any worker finds an
  * actor by the name it was registered under, without being handed its ref.
  *
- * The registry is one table in shared memory for the whole process tree (see `_refmap.ts`), so
+ * The registry is one table in shared memory for the whole process tree (see `refmap.ts`), so
  * a name registered in one worker is found in every other at once. A name belongs to one
  * running actor; once that actor stops (for any reason, its worker terminated included) the
  * name is free again, and `whereis` never returns a dead ref: it checks the actor's liveness on
@@ -14,7 +14,8 @@
  */
 
 import { names } from "./refmap.ts";
-import { type Actor, ActorRef } from "./actor.ts";
+import type { Actor } from "./actor.ts";
+import { ActorRef } from "./ref.ts";
 import { ValueError } from "../core/errors.ts";
 
 function checkName(name: unknown, fn: string): asserts name is string {

@@ -35,15 +35,10 @@
 import { optionsOf } from "../core/args.ts";
 import { addRoot, isRoot, removeRoot, type Stoppable } from "../core/lifecycle.ts";
 import { deadlineOf, keepAlive, remainingMs } from "../core/atomics.ts";
-import {
-  type Actor,
-  ActorRef,
-  type ExitReason,
-  isNormalExit,
-  isRunning,
-  markSupervised,
-  monitor,
-} from "./actor.ts";
+import type { Actor } from "./actor.ts";
+import { describe, type ExitReason, isNormalExit } from "./exit.ts";
+import { monitor } from "./link.ts";
+import { ActorRef, isRunning, markSupervised } from "./ref.ts";
 import { TimeoutError, ValueError } from "../core/errors.ts";
 import { localChanged, sections } from "../core/observe.ts";
 import { Process } from "../process/process.ts";
@@ -147,7 +142,8 @@ export class SupervisorError extends Error {
   }
 }
 
-interface Slot {
+/** A child as the supervisor keeps it (OTP's `#child{}`): its spec and running instance. */
+interface Child {
   spec: ChildSpec;
   ref: ChildRef | undefined;
   /** Why the child will never run again (a transient child that exited normally). */
@@ -176,10 +172,6 @@ sections.set("supervisors", () => {
 const STRATEGIES = new Set(["one_for_one", "one_for_all", "rest_for_one"]);
 const RESTARTS = new Set(["permanent", "transient", "temporary"]);
 
-function describe(reason: ExitReason): string {
-  return typeof reason === "string" ? reason : `${reason.name}: ${reason.message}`;
-}
-
 /** `Supervisable` children whose `exited` has resolved. */
 const ended = new WeakSet<Supervisable>();
 
@@ -189,9 +181,99 @@ interface Waiter {
   reject: (err: unknown) => void;
 }
 
+/** The `whenRunning` calls waiting for a child's next start, by child id. */
+class StartWaiters {
+  #byId = new Map<string, Set<Waiter>>();
+
+  /** Waits for child `id`'s next start; rejects with `late()` at `deadline`, or on `signal`. */
+  wait(
+    id: string,
+    deadline: number,
+    signal: AbortSignal | undefined,
+    late: () => Error,
+  ): Promise<ChildRef> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const wait = new Promise<ChildRef>((resolve, reject) => {
+      let set = this.#byId.get(id);
+      if (!set) this.#byId.set(id, set = new Set());
+      const w: Waiter = { resolve, reject };
+      set.add(w);
+      const give = (err: unknown) => {
+        set.delete(w);
+        if (!set.size && this.#byId.get(id) === set) this.#byId.delete(id);
+        reject(err);
+      };
+      if (deadline !== Infinity) timer = setTimeout(() => give(late()), remainingMs(deadline));
+      if (signal) {
+        onAbort = () => give(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+      }
+    });
+    return keepAlive(wait.finally(() => {
+      clearTimeout(timer);
+      if (onAbort) signal!.removeEventListener("abort", onAbort);
+    }));
+  }
+
+  /** Child `id` has started as `ref`: its waiters resolve with it. */
+  started(id: string, ref: ChildRef): void {
+    const set = this.#byId.get(id);
+    this.#byId.delete(id);
+    for (const w of set ?? []) w.resolve(ref);
+  }
+
+  /** Rejects the waiters of child `id` (of every child when undefined) with `error(id)`. */
+  reject(error: (id: string) => Error, id?: string): void {
+    for (const [key, set] of this.#byId) {
+      if (id !== undefined && key !== id) continue;
+      this.#byId.delete(key);
+      for (const w of set) w.reject(error(key));
+    }
+  }
+}
+
 function isSupervisable(x: unknown): x is Supervisable {
   return typeof x === "object" && x !== null && typeof (x as Supervisable).stop === "function" &&
     (x as Supervisable).exited instanceof Promise;
+}
+
+/**
+ * Checks the options of `new Supervisor` (OTP's `check_startspec`) and fills in the defaults.
+ */
+function checkOptions(
+  options: SupervisorOptions,
+): SupervisorOptions & Required<Omit<SupervisorOptions, "name" | "onEvent">> {
+  const o = optionsOf(options, "new Supervisor", "new Supervisor({ children: [...] })");
+  const { strategy = "one_for_one", maxRestarts = 3, withinMs = 5000, children } = o;
+  if (!STRATEGIES.has(strategy)) {
+    throw new ValueError(
+      `strategy must be one_for_one, one_for_all or rest_for_one: current value is ${strategy}`,
+    );
+  }
+  if (!Number.isInteger(maxRestarts) || maxRestarts < 0) {
+    throw new ValueError(
+      `maxRestarts must be a non-negative integer: current value is ${maxRestarts}`,
+    );
+  }
+  if (!(withinMs > 0)) {
+    throw new ValueError(`withinMs must be a positive number: current value is ${withinMs}`);
+  }
+  if (!Array.isArray(children)) throw new ValueError("children must be an array of child specs");
+  const ids = new Set<string>();
+  for (const c of children) {
+    if (typeof c?.start !== "function") {
+      throw new ValueError(`child '${c?.id}' needs a start function`);
+    }
+    if (ids.has(c.id)) throw new ValueError(`duplicate child id '${c.id}'`);
+    if (c.restart !== undefined && !RESTARTS.has(c.restart)) {
+      throw new ValueError(
+        `child '${c.id}': restart must be permanent, transient or temporary: current value is ${c.restart}`,
+      );
+    }
+    ids.add(c.id);
+  }
+  return { ...o, strategy, maxRestarts, withinMs, verbose: o.verbose === true };
 }
 
 /**
@@ -223,7 +305,7 @@ export class Supervisor implements Supervisable {
   #maxRestarts: number;
   #withinMs: number;
   #onEvent?: (e: SupervisorEvent) => void;
-  #slots: Slot[];
+  #children: Child[];
   #state: State = "initial";
   #restarts: number[] = [];
   /** For snapshot(): restarts and the last exit reason of each child, by id. */
@@ -234,55 +316,22 @@ export class Supervisor implements Supervisable {
   #reason: ExitReason | undefined;
   #verbose: boolean;
   /** `whenRunning` calls waiting for a child's next start, by child id. */
-  #waiters = new Map<string, Set<Waiter>>();
+  #waiters = new StartWaiters();
   /** Why each forgotten (temporary) child will not run again, by id. */
   #gone = new Map<string, string>();
 
   /** Prepares a supervisor; `start()` starts its children. */
   constructor(options: SupervisorOptions) {
-    const {
-      strategy = "one_for_one",
-      maxRestarts = 3,
-      withinMs = 5000,
-      children,
-      name,
-      onEvent,
-      verbose = false,
-    } = optionsOf(options, "new Supervisor", "new Supervisor({ children: [...] })");
-    if (!STRATEGIES.has(strategy)) {
-      throw new ValueError(
-        `strategy must be one_for_one, one_for_all or rest_for_one: current value is ${strategy}`,
-      );
-    }
-    if (!Number.isInteger(maxRestarts) || maxRestarts < 0) {
-      throw new ValueError(
-        `maxRestarts must be a non-negative integer: current value is ${maxRestarts}`,
-      );
-    }
-    if (!(withinMs > 0)) {
-      throw new ValueError(`withinMs must be a positive number: current value is ${withinMs}`);
-    }
-    if (!Array.isArray(children)) throw new ValueError("children must be an array of child specs");
-    const ids = new Set<string>();
-    for (const c of children) {
-      if (typeof c?.start !== "function") {
-        throw new ValueError(`child '${c?.id}' needs a start function`);
-      }
-      if (ids.has(c.id)) throw new ValueError(`duplicate child id '${c.id}'`);
-      if (c.restart !== undefined && !RESTARTS.has(c.restart)) {
-        throw new ValueError(
-          `child '${c.id}': restart must be permanent, transient or temporary: current value is ${c.restart}`,
-        );
-      }
-      ids.add(c.id);
-    }
+    const { strategy, maxRestarts, withinMs, children, name, onEvent, verbose } = checkOptions(
+      options,
+    );
     this.name = name ?? `Supervisor-${++supervisorCount}`;
     this.#strategy = strategy;
     this.#maxRestarts = maxRestarts;
     this.#withinMs = withinMs;
     this.#onEvent = onEvent;
-    this.#verbose = verbose === true;
-    this.#slots = children.map((spec) => ({ spec, ref: undefined, gen: 0 }));
+    this.#verbose = verbose;
+    this.#children = children.map((spec) => ({ spec, ref: undefined, gen: 0 }));
     this.exited = new Promise((r) => (this.#resolveExit = r));
   }
 
@@ -301,9 +350,9 @@ export class Supervisor implements Supervisable {
     if (this.#state !== "initial") throw new ValueError(`supervisor ${this.name} already started`);
     this.#state = "running";
     live.add(new WeakRef(this));
-    for (const slot of this.#slots) {
+    for (const child of this.#children) {
       try {
-        await this.#startChild(slot);
+        await this.#startChild(child);
       } catch (err) {
         this.#setStopping();
         await this.#stopAll("shutdown");
@@ -326,13 +375,13 @@ export class Supervisor implements Supervisable {
       strategy: s.#strategy,
       state: s.#state,
       restarts: s.#restartCount,
-      children: s.#slots.map((slot) => {
-        const ref = s.#runningRef(slot), seen = s.#seen.get(slot.spec.id);
+      children: s.#children.map((child) => {
+        const ref = s.#runningRef(child), seen = s.#seen.get(child.spec.id);
         return {
-          id: slot.spec.id,
+          id: child.spec.id,
           name: (ref as { name?: string } | undefined)?.name ?? null,
           kind: ref instanceof Supervisor ? "supervisor" : "worker",
-          restart: slot.spec.restart ?? "permanent",
+          restart: child.spec.restart ?? "permanent",
           running: ref !== undefined,
           restarts: seen?.restarts ?? 0,
           lastExitReason: seen?.lastExit ?? null,
@@ -357,8 +406,8 @@ export class Supervisor implements Supervisable {
    * ```
    */
   get(id: string): ChildRef | undefined {
-    const slot = this.#slots.find((s) => s.spec.id === id);
-    return slot && this.#runningRef(slot);
+    const child = this.#children.find((s) => s.spec.id === id);
+    return child && this.#runningRef(child);
   }
 
   /**
@@ -388,48 +437,20 @@ export class Supervisor implements Supervisable {
     } catch (e) {
       return Promise.reject(e);
     }
-    const slot = this.#slots.find((s) => s.spec.id === id);
-    const why = !slot
+    const child = this.#children.find((s) => s.spec.id === id);
+    const why = !child
       ? this.#gone.get(id) ?? "it is not a child of this supervisor"
-      : slot.over ?? (this.#state === "stopping" || this.#state === "stopped"
+      : child.over ?? (this.#state === "stopping" || this.#state === "stopped"
         ? `the supervisor is ${this.#state}`
         : undefined);
     if (why) return Promise.reject(this.#never(id, why));
-    const ref = this.#runningRef(slot!);
+    const ref = this.#runningRef(child!);
     if (ref) return Promise.resolve(ref);
-    const { timeout, signal } = o;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let onAbort: (() => void) | undefined;
-    const wait = new Promise<ChildRef>((resolve, reject) => {
-      let set = this.#waiters.get(id);
-      if (!set) this.#waiters.set(id, set = new Set());
-      const w: Waiter = { resolve, reject };
-      set.add(w);
-      const give = (err: unknown) => {
-        set.delete(w);
-        if (!set.size && this.#waiters.get(id) === set) this.#waiters.delete(id);
-        reject(err);
-      };
-      if (deadline !== Infinity) {
-        timer = setTimeout(
-          () =>
-            give(
-              new TimeoutError(
-                `supervisor ${this.name}: child '${id}' was not running within ${timeout} ms`,
-              ),
-            ),
-          remainingMs(deadline),
-        );
-      }
-      if (signal) {
-        onAbort = () => give(signal.reason);
-        signal.addEventListener("abort", onAbort, { once: true });
-      }
-    });
-    return keepAlive(wait.finally(() => {
-      clearTimeout(timer);
-      if (onAbort) signal!.removeEventListener("abort", onAbort);
-    }));
+    const late = () =>
+      new TimeoutError(
+        `supervisor ${this.name}: child '${id}' was not running within ${o.timeout} ms`,
+      );
+    return this.#waiters.wait(id, deadline, o.signal, late);
   }
 
   /**
@@ -441,7 +462,7 @@ export class Supervisor implements Supervisable {
    * ```
    */
   whichChildren(): { id: string; child: ChildRef | undefined; restart: RestartType }[] {
-    return this.#slots.map((s) => ({
+    return this.#children.map((s) => ({
       id: s.spec.id,
       child: this.#runningRef(s),
       restart: s.spec.restart ?? "permanent",
@@ -489,7 +510,7 @@ export class Supervisor implements Supervisable {
 
   /** A short description. */
   toString(): string {
-    return `<Supervisor ${this.name} ${this.#strategy} ${this.#state} children=${this.#slots.length}>`;
+    return `<Supervisor ${this.name} ${this.#strategy} ${this.#state} children=${this.#children.length}>`;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -518,9 +539,9 @@ export class Supervisor implements Supervisable {
     return p;
   }
 
-  /** The child's instance in `slot` if it runs (a stopped one is not returned, see `get`). */
-  #runningRef(slot: Slot): ChildRef | undefined {
-    const ref = slot.ref;
+  /** The child's instance in `child` if it runs (a stopped one is not returned, see `get`). */
+  #runningRef(child: Child): ChildRef | undefined {
+    const ref = child.ref;
     if (!ref) return undefined;
     // The exit watch reports a stop a moment later: what stopped is not running meanwhile.
     const running = ref instanceof ActorRef
@@ -540,18 +561,14 @@ export class Supervisor implements Supervisable {
 
   /** Rejects the `whenRunning` calls for `id` (every child's when `id` is undefined). */
   #rejectWaiters(why: string, id?: string): void {
-    for (const [key, set] of this.#waiters) {
-      if (id !== undefined && key !== id) continue;
-      this.#waiters.delete(key);
-      for (const w of set) w.reject(this.#never(key, why));
-    }
+    this.#waiters.reject((key) => this.#never(key, why), id);
   }
 
   /** Drops a temporary child for good. */
-  #forget(slot: Slot, why: string): void {
-    this.#slots = this.#slots.filter((s) => s !== slot);
-    this.#gone.set(slot.spec.id, why);
-    this.#rejectWaiters(why, slot.spec.id);
+  #forget(child: Child, why: string): void {
+    this.#children = this.#children.filter((s) => s !== child);
+    this.#gone.set(child.spec.id, why);
+    this.#rejectWaiters(why, child.spec.id);
   }
 
   /** Leaves the running state: no more restarts, and no child will run again. */
@@ -586,15 +603,15 @@ export class Supervisor implements Supervisable {
     this.#resolveExit(reason);
   }
 
-  async #startChild(slot: Slot): Promise<void> {
-    let ref = await slot.spec.start();
+  async #startChild(child: Child): Promise<void> {
+    let ref = await child.spec.start();
     if (ref instanceof Process && ref.pid === null) ref.start();
     if (
       !(ref instanceof ActorRef || ref instanceof Process || ref instanceof Supervisor ||
         isSupervisable(ref))
     ) {
       throw new ValueError(
-        `child '${slot.spec.id}': start() must return an ActorRef, a Process, a Supervisor or a Supervisable: got ${
+        `child '${child.spec.id}': start() must return an ActorRef, a Process, a Supervisor or a Supervisable: got ${
           String(ref)
         }`,
       );
@@ -604,16 +621,16 @@ export class Supervisor implements Supervisable {
     if (ref instanceof ActorRef) markSupervised(ref, true); // and we report its crashes
     if (this.#state !== "running") {
       // Stopped while the child was starting: it must not outlive us.
-      await this.#stopRef(ref, "shutdown", slot.spec.shutdown);
-      throw new ValueError(`supervisor ${this.name} stopped while starting '${slot.spec.id}'`);
+      await this.#stopRef(ref, "shutdown", child.spec.shutdown);
+      throw new ValueError(`supervisor ${this.name} stopped while starting '${child.spec.id}'`);
     }
-    slot.ref = ref;
-    const gen = ++slot.gen;
+    child.ref = ref;
+    const gen = ++child.gen;
     const ctl = new AbortController();
-    slot.cancel = () => ctl.abort();
+    child.cancel = () => ctl.abort();
     const onExit = (reason: ExitReason) => {
-      if (slot.gen !== gen || ctl.signal.aborted) return;
-      void this.#enqueue(() => this.#childExited(slot, gen, reason));
+      if (child.gen !== gen || ctl.signal.aborted) return;
+      void this.#enqueue(() => this.#childExited(child, gen, reason));
     };
     if (ref instanceof ActorRef || ref instanceof Process) {
       void monitor(ref, { keepAlive: false, signal: ctl.signal }).then(onExit);
@@ -624,10 +641,8 @@ export class Supervisor implements Supervisable {
         onExit(reason);
       });
     }
-    this.#emit({ type: "started", supervisor: this.name, id: slot.spec.id });
-    const waiters = this.#waiters.get(slot.spec.id);
-    this.#waiters.delete(slot.spec.id);
-    for (const w of waiters ?? []) w.resolve(ref);
+    this.#emit({ type: "started", supervisor: this.name, id: child.spec.id });
+    this.#waiters.started(child.spec.id, ref);
   }
 
   async #stopRef(ref: ChildRef, reason: ExitReason, shutdown?: number): Promise<void> {
@@ -647,17 +662,17 @@ export class Supervisor implements Supervisable {
     }
   }
 
-  async #stopChild(slot: Slot, reason: ExitReason): Promise<void> {
-    const ref = slot.ref;
+  async #stopChild(child: Child, reason: ExitReason): Promise<void> {
+    const ref = child.ref;
     if (!ref) return;
-    slot.gen++; // its exit is ours, not a failure
-    slot.cancel?.();
-    slot.ref = undefined;
-    await this.#stopRef(ref, reason, slot.spec.shutdown);
+    child.gen++; // its exit is ours, not a failure
+    child.cancel?.();
+    child.ref = undefined;
+    await this.#stopRef(ref, reason, child.spec.shutdown);
   }
 
   async #stopAll(reason: ExitReason): Promise<void> {
-    for (const slot of [...this.#slots].reverse()) await this.#stopChild(slot, reason);
+    for (const child of [...this.#children].reverse()) await this.#stopChild(child, reason);
   }
 
   /** Records a restart; false when that goes past the restart intensity. */
@@ -668,38 +683,38 @@ export class Supervisor implements Supervisable {
     return this.#restarts.length <= this.#maxRestarts;
   }
 
-  async #childExited(slot: Slot, gen: number, reason: ExitReason): Promise<void> {
-    if (this.#state !== "running" || slot.gen !== gen) return;
-    const ref = slot.ref!;
-    slot.ref = undefined;
-    slot.cancel = undefined;
-    const id = slot.spec.id;
+  async #childExited(child: Child, gen: number, reason: ExitReason): Promise<void> {
+    if (this.#state !== "running" || child.gen !== gen) return;
+    const ref = child.ref!;
+    child.ref = undefined;
+    child.cancel = undefined;
+    const id = child.spec.id;
     this.#reportCrash(id, ref, reason);
     this.#emit({ type: "exited", supervisor: this.name, id, reason });
-    const restart = slot.spec.restart ?? "permanent";
+    const restart = child.spec.restart ?? "permanent";
     if (restart === "temporary") {
-      this.#forget(slot, `it is temporary and exited (${describe(reason)})`);
+      this.#forget(child, `it is temporary and exited (${describe(reason)})`);
       return;
     }
     if (restart === "transient" && isNormalExit(reason)) {
-      slot.over = `it is transient and exited normally (${describe(reason)})`;
-      return this.#rejectWaiters(slot.over, id);
+      child.over = `it is transient and exited normally (${describe(reason)})`;
+      return this.#rejectWaiters(child.over, id);
     }
-    await this.#restart(slot, reason);
+    await this.#restart(child, reason);
   }
 
-  async #restart(failed: Slot, reason: ExitReason): Promise<void> {
+  async #restart(failed: Child, reason: ExitReason): Promise<void> {
     let cause = reason;
     for (;;) {
       if (!this.#allowRestart()) return await this.#giveUp(failed, cause);
       // The group: who is stopped and started again with the child that exited.
-      const at = this.#slots.indexOf(failed);
+      const at = this.#children.indexOf(failed);
       const group = this.#strategy === "one_for_one"
         ? [failed]
         : this.#strategy === "one_for_all"
-        ? [...this.#slots]
-        : this.#slots.slice(at);
-      const restart = new Set<Slot>([failed]);
+        ? [...this.#children]
+        : this.#children.slice(at);
+      const restart = new Set<Child>([failed]);
       for (const s of [...group].reverse()) {
         if (s === failed || !s.ref) continue;
         await this.#stopChild(s, "shutdown");
@@ -709,9 +724,9 @@ export class Supervisor implements Supervisable {
         } else restart.add(s);
       }
       this.#restartCount++;
-      let failedNow: Slot | undefined;
+      let failedNow: Child | undefined;
       try {
-        for (const s of this.#slots) {
+        for (const s of this.#children) {
           if (!restart.has(s) || s.ref) continue;
           failedNow = s;
           await this.#startChild(s);
@@ -738,15 +753,15 @@ export class Supervisor implements Supervisable {
     }
   }
 
-  async #giveUp(slot: Slot, cause: ExitReason): Promise<void> {
-    this.#emit({ type: "gave_up", supervisor: this.name, id: slot.spec.id, reason: cause });
+  async #giveUp(child: Child, cause: ExitReason): Promise<void> {
+    this.#emit({ type: "gave_up", supervisor: this.name, id: child.spec.id, reason: cause });
     this.#setStopping();
     await this.#stopAll("shutdown");
     this.#finish(
       new SupervisorError(
         this.name,
         `reached max restart intensity (${this.#maxRestarts} restarts within ${this.#withinMs} ms); ` +
-          `last exit of '${slot.spec.id}': ${describe(cause)}`,
+          `last exit of '${child.spec.id}': ${describe(cause)}`,
         { cause },
       ),
     );

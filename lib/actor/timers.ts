@@ -13,7 +13,8 @@
  * @module
  */
 
-import type { Actor, ActorRef, MessageOf } from "./actor.ts";
+import type { Actor } from "./actor.ts";
+import type { ActorRef, MessageOf } from "./ref.ts";
 import { ValueError } from "../core/errors.ts";
 import { dumps, loads } from "../core/reduction.ts";
 

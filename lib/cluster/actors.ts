@@ -1,4 +1,3 @@
-// deno-lint-ignore-file no-import-prefix
 /**
  * Actors beyond one machine: `cluster.spawn(Counter, { name })` starts an actor on a node (a
  * worker process started with `--actors ./actors.ts`), and `cluster.ref<Counter>(name)` reaches it
@@ -21,7 +20,12 @@
  *   once; then the registry and the node's control subject (`denomp.a.n.<node>`) tell why: no such
  *   actor, the actor exited (with its reason), or its node is gone (`ActorExited`, reason
  *   `"noconnection"`, naming the node). A call still pending after a second asks the node the
- *   same, every second, so a node killed mid-call fails the call within about a second.
+ *   same, every second, and whether the actor holds the request (queued or in hand): a node killed
+ *   mid-call fails the call within about a second, even once another node has taken its actor
+ *   over; a request no actor holds (lost on its way, or refused unrun by an activation that
+ *   stopped) is sent again, which is still at most once, since an answer sent before the node's
+ *   reaches the caller first. A stopping actor drains its subscription rather than unsubscribing:
+ *   the NATS client would drop, unanswered, what the server had routed to it meanwhile.
  * - Replies come back on one inbox subscription per client (`_INBOX.<id>.<n>`), not the NATS
  *   client's request helper: a call that gives up (timeout, abort, node gone) must drop its
  *   pending entry at once, which the helper's timer cannot.
@@ -35,7 +39,7 @@
  * (30 s at most). An activation idle for `idleMs` is deactivated (its last state saved first, its
  * record deleted after); messages that reach it meanwhile did not run and are sent again, to the
  * next activation. State: a class with `persist()` and `restore(state)` is restored on
- * activation and saved after every call that changed it (lib/cluster/_virtual.ts: bytes compared,
+ * activation and saved after every call that changed it (lib/cluster/virtual.ts: bytes compared,
  * compare-and-set on the revision), before the caller gets its reply; `static persistEvery = ms`
  * saves at most every `ms` instead (changes since the last save are lost with a dead node). A
  * call that throws stops the activation without saving: the next one starts from the last save.
@@ -46,34 +50,15 @@
  * @module
  */
 
-import {
-  createInbox,
-  type Msg,
-  type NatsConnection,
-  type Subscription,
-} from "npm:@nats-io/transport-node@3.4.0";
-import type { KV } from "npm:@nats-io/kv@3.4.0";
-import {
-  Actor,
-  type ActorClass,
-  ActorExited,
-  type ActorMethods,
-  type CallOptions,
-  type ExitReason,
-  type MessageOf,
-  type ReplyOf,
-} from "../actor/actor.ts";
+import { createInbox, type KV, type Msg, type NatsConnection, type Subscription } from "./nats.ts";
+import { Actor, type ActorClass } from "../actor/actor.ts";
+import { ActorExited, type ExitReason } from "../actor/exit.ts";
+import type { ActorMethods, MessageOf, ReplyOf } from "../actor/ref.ts";
+import type { CallOptions } from "../actor/call.ts";
 import { TimeoutError, ValueError } from "../core/errors.ts";
 import { dumps, loads } from "../core/reduction.ts";
 import { optionsOf } from "../core/args.ts";
-import { encodeFailure } from "./_exec.ts";
-import {
-  __testHooks,
-  isPersistent,
-  type PersistEvery,
-  persistEveryOf,
-  StoredState,
-} from "./_virtual.ts";
+import type { __testHooks } from "./virtual.ts";
 
 /** What the actor layer needs of a cluster connection (mod.ts's context satisfies it). */
 export interface ActorCtx {
@@ -99,38 +84,38 @@ export interface ClusterSpawnOptions<P extends unknown[]> {
 
 // Message frames: one op byte, then the codec's bytes. No NATS headers: parsing them would cost
 // more than the whole frame of a small call.
-const CALL = 0, TELL = 1, ASK = 2, STOP = 3;
+export const CALL = 0, TELL = 1, ASK = 2, STOP = 3;
 // Reply frames: one status byte, then the codec's bytes. RETRY: a virtual actor's message that
 // did not run (its activation is stopping or starting): the caller sends it again.
-const OK = 0, ERR = 1, EXITED = 2, RETRY = 3;
+export const OK = 0, ERR = 1, EXITED = 2, RETRY = 3;
 
 const NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
-const CLASS_RE = /^[A-Za-z0-9_$]{1,128}$/;
-const SPAWN_GROUP = "denomp_nodes";
+export const CLASS_RE = /^[A-Za-z0-9_$]{1,128}$/;
+export const SPAWN_GROUP = "denomp_nodes";
 /** How long a call waits before it asks whether the actor's node is still there, and between asks. */
 const LIVENESS_MS = 1_000;
 /** The longest timer a NATS request or setTimeout takes. */
-const FOREVER = 2_147_483_647;
+export const FOREVER = 2_147_483_647;
 /** How long a stopping node lets each actor finish the message it is handling. */
-const SHUTDOWN_GRACE_MS = 5_000;
+export const SHUTDOWN_GRACE_MS = 5_000;
 /** Exit reasons a node remembers for callers that arrive late (most recent ones). */
-const EXITS_KEPT = 4096;
+export const EXITS_KEPT = 4096;
 
-const actorSubject = (name: string) => `denomp.a.x.${name}`;
-const spawnSubject = (cls: string) => `denomp.a.spawn.${cls}`;
-const nodeSubject = (node: string) => `denomp.a.n.${node}`;
+export const actorSubject = (name: string) => `denomp.a.x.${name}`;
+export const spawnSubject = (cls: string) => `denomp.a.spawn.${cls}`;
+export const nodeSubject = (node: string) => `denomp.a.n.${node}`;
 // A virtual actor is named by its class and key: its subject, its activation record's key in the
 // registry and its state's key. Dots keep them apart from spawned actors' names (which have none).
-const virtualSubject = (cls: string, key: string) => `denomp.a.v.${cls}.${key}`;
-const virtualRecord = (cls: string, key: string) => `v.${cls}.${key}`;
-const virtualState = (cls: string, key: string) => `s.${cls}.${key}`;
+export const virtualSubject = (cls: string, key: string) => `denomp.a.v.${cls}.${key}`;
+export const virtualRecord = (cls: string, key: string) => `v.${cls}.${key}`;
+export const virtualState = (cls: string, key: string) => `s.${cls}.${key}`;
 /** How long an idle virtual actor stays activated, unless its class says (`static idleMs`). */
-const IDLE_MS = 300_000;
+export const IDLE_MS = 300_000;
 /** How long a call to a virtual actor waits for an activation, unless its timeout says. */
 const ACTIVATE_MS = 30_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function checkActorName(name: string): string {
+export function checkActorName(name: string): string {
   if (typeof name !== "string" || !NAME_RE.test(name)) {
     throw new ValueError(
       `actor name must be 1-64 letters, digits, '-' or '_': current value is ${
@@ -142,7 +127,7 @@ function checkActorName(name: string): string {
 }
 
 /** A frame: `tag` then `body`. */
-function frame(tag: number, body: Uint8Array): Uint8Array {
+export function frame(tag: number, body: Uint8Array): Uint8Array {
   const out = new Uint8Array(body.length + 1);
   out[0] = tag;
   out.set(body, 1);
@@ -150,11 +135,15 @@ function frame(tag: number, body: Uint8Array): Uint8Array {
 }
 
 /** The codec's part of a received frame, as a plain view (the client hands out Node Buffers). */
-function bodyOf<T>(data: Uint8Array): T {
+export function bodyOf<T>(data: Uint8Array): T {
   return loads<T>(new Uint8Array(data.buffer, data.byteOffset + 1, data.byteLength - 1));
 }
 
 const isNoResponders = (m: Msg): boolean => m.data.length === 0 && m.headers?.code === 503;
+/** A request found held by no actor (see `#whereIs`): it is sent again. */
+const LOST = Symbol("lost");
+/** How many times one call is sent again after its request was lost, before it gives up. */
+const LOST_TRIES = 5;
 
 // ---------------------------------------------------------------------------------------------
 // Client side
@@ -163,6 +152,14 @@ const isNoResponders = (m: Msg): boolean => m.data.length === 0 && m.headers?.co
 interface Waiter {
   resolve(m: Msg): void;
   reject(e: unknown): void;
+}
+
+/** One request of {@link ActorClient.request}. */
+interface Request {
+  reply: Promise<Msg>;
+  inbox: string;
+  waiting(): boolean;
+  cancel(): void;
 }
 
 /**
@@ -204,21 +201,26 @@ export class ActorClient {
 
   /**
    * Publishes `data` to `subject` with a reply inbox; resolves with the reply (or the server's
-   * "no responders" status). `cancel` drops the wait (the late reply, if any, is ignored).
+   * "no responders" status). `inbox` is the request's reply subject; `waiting()` is false once
+   * the reply came (or the wait was dropped); `cancel` drops the wait (the late reply, if any, is
+   * ignored).
    */
-  request(subject: string, data: Uint8Array): { reply: Promise<Msg>; cancel(): void } {
+  request(subject: string, data: Uint8Array): Request {
     const token = (++this.#seq).toString(36);
-    if (this.#closed) return { reply: Promise.reject(closedError()), cancel: () => {} };
+    const inbox = `${this.#inbox}.${token}`;
+    const waiting = () => this.#waiting.has(token);
+    const failed = (e: unknown) => ({ reply: Promise.reject(e), inbox, waiting, cancel: () => {} });
+    if (this.#closed) return failed(closedError());
     const reply = new Promise<Msg>((resolve, reject) =>
       this.#waiting.set(token, { resolve, reject })
     );
     try {
-      this.#nc.publish(subject, data, { reply: `${this.#inbox}.${token}` });
+      this.#nc.publish(subject, data, { reply: inbox });
     } catch (e) {
       this.#waiting.delete(token);
-      return { reply: Promise.reject(e), cancel: () => {} };
+      return failed(e);
     }
-    return { reply, cancel: () => this.#waiting.delete(token) };
+    return { reply, inbox, waiting, cancel: () => this.#waiting.delete(token) };
   }
 
   /** Unsubscribes; calls still waiting reject (the cluster connection is closing). */
@@ -240,28 +242,47 @@ function clientOf(ctx: ActorCtx): ActorClient {
   return ctx.actorClient;
 }
 
-/** What a node says of one actor: `up` (it hosts it), its exit reason, or nothing (unknown). */
-type NodeAnswer = { gone: true } | { gone: false; up: boolean; reason?: ExitReason };
+/**
+ * What a node says of one actor: `up` (it hosts it), its exit reason, or nothing (unknown). Asked
+ * about a request, an actor that is up says whether it `held` it (queued or in hand), and `from`,
+ * the gone node whose registry record it took over, if any.
+ */
+type NodeAnswer = { gone: true } | {
+  gone: false;
+  up: boolean;
+  reason?: ExitReason;
+  held?: boolean;
+  from?: string;
+};
 
-/** Asks node `node` about actor `name` on its control subject. */
-async function askNode(nc: NatsConnection, node: string, name: string): Promise<NodeAnswer> {
+/** Asks node `node` about actor `name` (and the request answered on `inbox`) on its control subject. */
+export async function askNode(
+  nc: NatsConnection,
+  node: string,
+  name: string,
+  inbox?: string,
+): Promise<NodeAnswer> {
   let m: Msg;
   try {
-    m = await nc.request(nodeSubject(node), name, { timeout: 2_000 });
+    m = await nc.request(nodeSubject(node), inbox ? `${name} ${inbox}` : name, { timeout: 2_000 });
   } catch (e) {
     const err = e as Error & { isNoResponders?: () => boolean };
     if (err.isNoResponders?.() || err.name === "NoResponders") return { gone: true };
     // The node is there but too busy to answer (a handler hogs its thread): not gone.
     return { gone: false, up: true };
   }
-  if (m.data[0] === 1) return { gone: false, up: true };
+  if (m.data[0] === 1) {
+    if (m.data.length < 2) return { gone: false, up: true };
+    const from = new TextDecoder().decode(m.data.subarray(2));
+    return { gone: false, up: true, held: m.data[1] === 1, from: from || undefined };
+  }
   return m.data.length > 1
     ? { gone: false, up: false, reason: bodyOf<ExitReason>(m.data) }
     : { gone: false, up: false };
 }
 
 /** The registry entry of an actor (or a virtual actor's activation): its node and class. */
-interface Entry {
+export interface Entry {
   node: string;
   cls: string;
 }
@@ -301,7 +322,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   readonly #virtual?: { cls: string; key: string };
   #node?: string;
   #call?: ActorMethods<A>;
-  #liveness?: { at: number; answer: Promise<string | undefined> };
+  #registered?: { at: number; entry: Promise<Entry | undefined> };
   /** The actor's name on the cluster; `Class/key` for a virtual actor. */
   readonly name: string;
 
@@ -447,19 +468,52 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   }
 
   /**
-   * The actor's node if it is gone, else undefined. One answer serves every call of this ref
-   * pending at that moment: a thousand slow calls ask once, not a thousand times.
+   * The actor's registry entry, read after `since` (epoch ms). One read serves every call of
+   * this ref pending at that moment: a thousand slow calls read it once, not a thousand times.
    */
-  #nodeGone(): Promise<string | undefined> {
+  #registry(since: number): Promise<Entry | undefined> {
     const now = Date.now();
-    if (this.#liveness && now - this.#liveness.at < LIVENESS_MS / 2) return this.#liveness.answer;
-    const answer = (async () => {
-      const node = (await lookup(this.#ctx, this.#key))?.node ?? this.#node;
-      if (node === undefined) return undefined;
-      return (await askNode(this.#ctx.nc, node, this.#key)).gone ? node : undefined;
-    })();
-    this.#liveness = { at: now, answer };
-    return answer;
+    const r = this.#registered;
+    if (r && r.at >= since && now - r.at < LIVENESS_MS / 2) return r.entry;
+    const entry = lookup(this.#ctx, this.#key);
+    this.#registered = { at: now, entry };
+    return entry;
+  }
+
+  /**
+   * Where a request still unanswered (sent at `sentAt`, answered on `inbox`) is: with the actor
+   * (undefined: wait on), LOST, or the error the call rejects with: the node that may have run
+   * it is gone. LOST means no actor holds it and none will answer it: it was lost on its way,
+   * or refused unrun by an activation that stopped. An answer sent before the node's (or before
+   * the registry record's deletion) reaches this client first, so `waiting()` is checked after;
+   * then sending the request again is still at most once.
+   */
+  async #whereIs(
+    inbox: string,
+    sentAt: number,
+    label: string,
+    again = false,
+  ): Promise<ActorExited | typeof LOST | undefined> {
+    // No record: no actor has it, and every one that had (its record deleted as it stopped, after
+    // answering what it held) has answered. A node that dies leaves its records behind.
+    const node = (await this.#registry(sentAt))?.node;
+    if (node === undefined) return LOST;
+    const a = await askNode(this.#ctx.nc, node, this.#key, inbox);
+    const gone = (n: string) =>
+      new ActorExited(
+        this.name,
+        "noconnection",
+        `actor ${this.name} is unreachable: its node '${n}' is gone (${label} may or may not ` +
+          `have run)`,
+      );
+    if (a.gone) {
+      // Read just before it stopped? A node that stopped cleanly deleted the record first.
+      return again ? gone(node) : await this.#whereIs(inbox, Date.now(), label, true);
+    }
+    if (!a.up) return LOST; // it answered all it held when its actor stopped
+    if (a.held !== false) return undefined; // held, or a node too busy (or too old) to say
+    // Not there: unless it went to the node whose actor this one took over, which died with it.
+    return a.from === undefined ? LOST : gone(a.from);
   }
 
   /** Why a request found nobody: the actor's exit, its node gone, or no such actor. */
@@ -521,13 +575,15 @@ export class ClusterActorRef<out A extends Actor = Actor> {
       await sleep(pause);
       pause = Math.min(pause * 2, 200);
     };
+    let lost = 0;
     for (let attempt = 0;; attempt++) {
-      const { reply, cancel } = client.request(this.#subject, data);
+      const sentAt = Date.now();
+      const { reply, inbox, waiting, cancel } = client.request(this.#subject, data);
       let timer: ReturnType<typeof setTimeout> | undefined;
       let probe: ReturnType<typeof setTimeout> | undefined;
       let onAbort: (() => void) | undefined;
       let settled = false;
-      const gaveUp = new Promise<never>((_, reject) => {
+      const gaveUp = new Promise<typeof LOST>((resolve, reject) => {
         if (timeout !== undefined) {
           timer = setTimeout(
             () =>
@@ -543,20 +599,14 @@ export class ClusterActorRef<out A extends Actor = Actor> {
           onAbort = () => reject(signal.reason);
           signal.addEventListener("abort", onAbort, { once: true });
         }
-        // A slow reply: is the actor's node still there? (A killed node answers nothing, ever.)
+        // A slow reply: does the actor still hold the request, is its node still there? A killed
+        // node answers nothing, ever, and neither does anyone to a request lost on its way.
         const check = async () => {
           try {
-            const node = await this.#nodeGone();
-            if (node !== undefined) {
-              return reject(
-                new ActorExited(
-                  this.name,
-                  "noconnection",
-                  `actor ${this.name} is unreachable: its node '${node}' is gone (${label} ` +
-                    `may or may not have run)`,
-                ),
-              );
-            }
+            const where = await this.#whereIs(inbox, sentAt, label);
+            if (!waiting()) return; // answered meanwhile
+            if (where === LOST) return resolve(LOST);
+            if (where) return reject(where);
           } catch {
             if (this.#ctx.nc.isClosed()) return reject(closedError());
             // The server is away for a moment: ask again later.
@@ -566,7 +616,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
         };
         probe = setTimeout(check, LIVENESS_MS);
       });
-      let m: Msg;
+      let m: Msg | typeof LOST;
       try {
         m = await Promise.race([reply, gaveUp]);
       } finally {
@@ -575,6 +625,14 @@ export class ClusterActorRef<out A extends Actor = Actor> {
         clearTimeout(timer);
         clearTimeout(probe);
         if (onAbort) signal!.removeEventListener("abort", onAbort);
+      }
+      if (m === LOST) {
+        if (++lost < LOST_TRIES) continue; // it did not run: sending it again is at most once
+        throw new ActorExited(
+          this.name,
+          "noconnection",
+          `actor ${this.name}: ${label} was lost on its way ${lost} times (it did not run)`,
+        );
       }
       if (isNoResponders(m) && this.#virtual) {
         if (op === STOP) return "normal"; // not activated: nothing to stop
@@ -636,7 +694,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
 const noHost = (cls: string) =>
   new ValueError(
     `no node hosts actor class '${cls}': start one with ` +
-      `\`deno run -A .../cluster/worker.ts --actors <module exporting ${cls}>\``,
+      `\`deno run -A .../cluster/cli.ts --actors <module exporting ${cls}>\``,
   );
 
 /**
@@ -705,484 +763,4 @@ export async function spawnOnCluster<A extends Actor, P extends unknown[]>(
   const value = bodyOf<unknown>(m.data);
   if (status !== OK) throw value;
   return new ClusterActorRef<A>(ctx, name, value as string);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Node side
-
-/** Options of {@link hostActors}. */
-export interface HostActorsOptions {
-  /** Module URLs whose exported `Actor` subclasses this node hosts. */
-  modules: string[];
-  /** This node's id (letters, digits, '-', '_'). */
-  node: string;
-  /** Where progress lines go. */
-  log: (line: string) => void;
-  /** Milliseconds an idle virtual actor stays activated, unless its class says; default 300 000. */
-  idleMs?: number;
-}
-
-/** A node's actors, as {@link hostActors} returns them. */
-export interface ActorHost {
-  /** The node's id. */
-  readonly node: string;
-  /** The class names hosted. */
-  readonly classes: string[];
-  /** Stops every actor (`"shutdown"`), frees their names, and stops serving. */
-  stop(): Promise<void>;
-}
-
-type Outcome = undefined | { reason: ExitReason };
-
-/** What a virtual actor's activation keeps besides a spawned actor's. */
-interface Activation {
-  /** Its stored state, when the class has `persist()` and `restore(state)`. */
-  state?: StoredState;
-  every: PersistEvery;
-  idleMs: number;
-  /** Set by the `persistEvery` timer: the drain saves once the message in hand is done. */
-  saveDue: boolean;
-  saveTimer?: ReturnType<typeof setTimeout>;
-  idleTimer?: ReturnType<typeof setTimeout>;
-}
-
-/** One actor living on this node: its instance and its queue of messages. */
-class Hosted {
-  readonly queue: Msg[] = [];
-  busy = false;
-  stopped = false;
-  sub?: Subscription;
-
-  constructor(
-    readonly name: string,
-    readonly instance: Actor,
-    readonly methods: ReadonlySet<string>,
-    readonly revision: number,
-    readonly virtual?: Activation,
-    /** The name errors show: the name, or a virtual actor's `Class/key`. */
-    readonly label = name,
-  ) {}
-}
-
-/** The public methods of an actor class: those its prototypes define below `Actor`'s. */
-function methodsOf(cls: new (...a: never[]) => Actor): Set<string> {
-  const out = new Set<string>();
-  for (let p = cls.prototype; p && p !== Actor.prototype; p = Object.getPrototypeOf(p)) {
-    for (const k of Object.getOwnPropertyNames(p)) {
-      const d = Object.getOwnPropertyDescriptor(p, k)!;
-      if (typeof d.value === "function" && !HOOKS.has(k)) out.add(k);
-    }
-  }
-  return out;
-}
-const HOOKS = new Set([
-  "constructor",
-  "onStart",
-  "onStop",
-  "onExit",
-  "receive",
-  "persist",
-  "restore",
-]);
-
-function replyTo(m: Msg, status: number, value: unknown): void {
-  if (!m.reply) return;
-  let body: Uint8Array;
-  try {
-    body = status === ERR ? encodeFailure(value) : dumps(value, "result");
-  } catch (e) {
-    status = ERR;
-    body = encodeFailure(e);
-  }
-  m.respond(frame(status, body));
-}
-
-/**
- * Hosts the actor classes exported by `modules` on this node (the worker command's `--actors`):
- * answers spawn requests for them, runs each actor's messages one at a time, and answers other
- * clients' questions about its actors. Resolves once it serves.
- *
- * @example
- * ```ts ignore
- * const host = await hostActors(ctx, { modules: ["file:///app/actors.ts"], node: "a1", log });
- * await host.stop();
- * ```
- */
-export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Promise<ActorHost> {
-  const { nc } = ctx;
-  const { node, log } = options;
-  const classes = new Map<string, new (...a: unknown[]) => Actor>();
-  for (const url of options.modules) {
-    const mod = await import(url) as Record<string, unknown>;
-    let found = 0;
-    for (const [key, v] of Object.entries(mod)) {
-      if (typeof v !== "function" || !(v.prototype instanceof Actor)) continue;
-      const cls = v as new (...a: unknown[]) => Actor;
-      // A subclass of another copy of `Actor` (a second denomp) fails the check above: the
-      // module must import the same denomp as this worker.
-      if (classes.has(key)) log(`denomp worker: actor class ${key} of ${url} hidden by another`);
-      else classes.set(key, cls);
-      found++;
-    }
-    if (!found) {
-      throw new Error(
-        `--actors ${url} exports no class extending Actor (of this denomp: ${
-          new URL("../actor/actor.ts", import.meta.url).href
-        })`,
-      );
-    }
-  }
-  if (options.idleMs !== undefined && !(options.idleMs > 0)) {
-    throw new ValueError(`idleMs must be a positive number of milliseconds: got ${options.idleMs}`);
-  }
-  const kv = await ctx.actorRegistry();
-  const hosted = new Map<string, Hosted>();
-  /** Virtual actors being activated here, by record key: a second request waits for the first. */
-  const activating = new Map<string, Promise<void>>();
-  const exits = new Map<string, ExitReason>();
-  const subs: Subscription[] = [];
-  let closing = false;
-
-  const claim = async (name: string, cls: string): Promise<number> => {
-    const value = JSON.stringify({ node, cls } satisfies Entry);
-    try {
-      return await kv.create(name, value);
-    } catch (e) {
-      const cur = await kv.get(name);
-      if (!cur) throw e;
-      if (cur.operation === "PUT" && cur.length > 0) {
-        const owner = cur.json<Entry>().node;
-        const a = owner === node
-          ? { gone: false as const, up: hosted.has(name) || activating.has(name) }
-          : await askNode(nc, owner, name);
-        if (a.gone === false && a.up) {
-          throw new ValueError(`actor name '${name}' is taken (running on node '${owner}')`);
-        }
-      }
-      // Deleted, or left behind by a node that is gone or no longer runs it: ours, unless
-      // another spawn takes it first (then this update fails on the revision).
-      try {
-        return await kv.update(name, value, cur.revision);
-      } catch {
-        throw new ValueError(`actor name '${name}' is taken`);
-      }
-    }
-  };
-
-  const finish = async (h: Hosted, reason: ExitReason, stopMsg?: Msg) => {
-    if (h.stopped) {
-      // Stopped meanwhile (the node shut it down while this handler ran): once is enough.
-      if (stopMsg) replyTo(stopMsg, EXITED, exits.get(h.name) ?? reason);
-      return;
-    }
-    h.stopped = true;
-    h.sub?.unsubscribe();
-    const v = h.virtual;
-    if (v) {
-      clearTimeout(v.saveTimer);
-      clearTimeout(v.idleTimer);
-      // Queued messages did not run: their callers send them again, to the next activation.
-      for (const m of h.queue.splice(0)) replyTo(m, RETRY, null);
-    } else {
-      hosted.delete(h.name);
-      exits.set(h.name, reason);
-      if (exits.size > EXITS_KEPT) exits.delete(exits.keys().next().value!);
-      // Queued calls and asks hear why; queued tells are dropped, as a stopped local actor's.
-      for (const m of h.queue.splice(0)) replyTo(m, EXITED, reason);
-    }
-    try {
-      await h.instance.onStop?.(reason);
-    } catch (e) {
-      log(`denomp worker: actor ${h.label}'s onStop failed: ${(e as Error)?.stack ?? e}`);
-    }
-    if (v) {
-      // The last state is saved before the activation record goes: until then this node says
-      // it hosts the actor, so no other node activates it from an older state. A crash keeps
-      // what was saved before the failing call: the next activation starts from there.
-      if (v.state && !(reason instanceof Error)) {
-        try {
-          await v.state.save();
-        } catch (e) {
-          log(`denomp worker: actor ${h.label}'s state not saved: ${(e as Error)?.message ?? e}`);
-        }
-      }
-      hosted.delete(h.name);
-    }
-    try {
-      await kv.delete(h.name, { previousSeq: h.revision });
-    } catch { /* taken over already, or the server is away */ }
-    if (stopMsg) replyTo(stopMsg, OK, reason);
-  };
-
-  const crash = (h: Hosted, e: unknown, m: Msg | null): Outcome => {
-    if (m) replyTo(m, ERR, e);
-    const reason = e instanceof Error ? e : new Error(String(e));
-    log(`actor ${h.label} crashed:\n${reason.stack ?? `${reason.name}: ${reason.message}`}`);
-    return { reason };
-  };
-
-  const invoke = (
-    h: Hosted,
-    fn: (...a: unknown[]) => unknown,
-    args: unknown[],
-    m: Msg | null,
-  ): Outcome | Promise<Outcome> => {
-    let r: unknown;
-    try {
-      r = fn.apply(h.instance, args);
-    } catch (e) {
-      return crash(h, e, m);
-    }
-    if (
-      r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function"
-    ) {
-      return Promise.resolve(r).then((v) => done(h, v, m), (e) => crash(h, e, m));
-    }
-    return done(h, r, m);
-  };
-
-  /** A handler's success: saves a persistent virtual actor's state first, then replies. */
-  const done = (h: Hosted, value: unknown, m: Msg | null): Outcome | Promise<Outcome> => {
-    const v = h.virtual;
-    if (v?.state && v.every === "call") {
-      // The reply waits for the save: a caller that got its answer knows the change is kept.
-      return v.state.save().then(() => {
-        if (m) replyTo(m, OK, value);
-        return undefined;
-      }, (e) => crash(h, e, m));
-    }
-    if (v?.state && v.saveTimer === undefined) {
-      v.saveTimer = setTimeout(() => {
-        v.saveTimer = undefined;
-        v.saveDue = true;
-        if (!h.busy) void drain(h);
-      }, v.every as number);
-    }
-    if (m) replyTo(m, OK, value);
-    return undefined;
-  };
-
-  const handle = (h: Hosted, m: Msg): Outcome | Promise<Outcome> => {
-    const op = m.data[0];
-    let body: unknown;
-    try {
-      body = bodyOf<unknown>(m.data);
-    } catch (e) {
-      replyTo(m, ERR, e); // undecodable: refused, the actor goes on
-      return undefined;
-    }
-    const inst = h.instance as unknown as Record<string, unknown>;
-    switch (op) {
-      case CALL: {
-        const [method, args] = body as [string, unknown[]];
-        const fn = inst[method];
-        if (!h.methods.has(method) || typeof fn !== "function" || !Array.isArray(args)) {
-          replyTo(m, ERR, new ValueError(`actor ${h.label} has no method '${method}'`));
-          return undefined;
-        }
-        return invoke(h, fn as (...a: unknown[]) => unknown, args, m);
-      }
-      case TELL:
-      case ASK: {
-        const to = op === ASK ? m : null;
-        const recv = inst.receive;
-        if (typeof recv !== "function") {
-          return crash(h, new ValueError(`actor ${h.label} has no receive(msg) method`), to);
-        }
-        return invoke(h, recv as (...a: unknown[]) => unknown, [body], to);
-      }
-      case STOP:
-        return { reason: body as ExitReason };
-    }
-    replyTo(m, ERR, new ValueError(`actor ${h.label}: unknown message kind ${op}`));
-    return undefined;
-  };
-
-  /** Handles `h`'s queued messages in order; awaits only handlers that return promises. */
-  const drain = async (h: Hosted) => {
-    h.busy = true;
-    const v = h.virtual;
-    if (v) clearTimeout(v.idleTimer);
-    while ((h.queue.length || v?.saveDue) && !h.stopped) {
-      if (!h.queue.length) {
-        // The `persistEvery` timer fired: save between messages, never inside a handler.
-        v!.saveDue = false;
-        try {
-          await v!.state!.save();
-        } catch (e) {
-          await finish(h, crash(h, e, null)!.reason);
-        }
-        continue;
-      }
-      const m = h.queue.shift()!;
-      let out = handle(h, m);
-      if (out instanceof Promise) out = await out;
-      if (out) {
-        await finish(h, out.reason, m.data[0] === STOP ? m : undefined);
-        break;
-      }
-    }
-    h.busy = false;
-    armIdle(h);
-  };
-
-  /** (Re)starts an idle virtual actor's deactivation timer; the next message stops it. */
-  const armIdle = (h: Hosted) => {
-    const v = h.virtual;
-    if (!v || h.stopped || h.busy) return;
-    clearTimeout(v.idleTimer);
-    v.idleTimer = setTimeout(() => {
-      if (!h.busy && !h.queue.length) void finish(h, "normal");
-    }, Math.min(v.idleMs, FOREVER));
-  };
-
-  /**
-   * Starts actor `name` (a spawned actor's name, or a virtual actor's record key) once the
-   * registry says it is ours; serves its subject.
-   */
-  const start = async (
-    name: string,
-    clsName: string,
-    args: unknown[],
-    subject: string,
-    virtual?: { key: string },
-  ) => {
-    let revision = 0;
-    try {
-      const cls = classes.get(clsName)!;
-      revision = await claim(name, clsName);
-      if (__testHooks.activationDelayMs) await sleep(__testHooks.activationDelayMs);
-      const instance = new cls(...args);
-      let activation: Activation | undefined;
-      if (virtual) {
-        const c = cls as unknown as { idleMs?: unknown };
-        const idleMs = c.idleMs ?? options.idleMs ?? IDLE_MS;
-        if (typeof idleMs !== "number" || !(idleMs > 0)) {
-          throw new ValueError(`${clsName}.idleMs must be a positive number of milliseconds`);
-        }
-        activation = { every: persistEveryOf(cls, clsName), idleMs, saveDue: false };
-        if (typeof activation.every === "number") {
-          activation.every = Math.min(activation.every, FOREVER);
-        }
-        if (isPersistent(instance)) {
-          activation.state = new StoredState(
-            kv,
-            virtualState(clsName, virtual.key),
-            `${clsName}/${virtual.key}`,
-            instance,
-          );
-          await activation.state.restore();
-        }
-      }
-      await instance.onStart?.();
-      const label = virtual ? `${clsName}/${virtual.key}` : name;
-      const h = new Hosted(name, instance, methodsOf(cls), revision, activation, label);
-      hosted.set(name, h);
-      h.sub = nc.subscribe(subject, {
-        // One queue group for a virtual actor's subject: should a node that was cut off come
-        // back with a stale activation still subscribed, each message still runs once, and the
-        // stale one stops at its first save (compare-and-set).
-        queue: virtual ? "denomp_virtual" : undefined,
-        callback: (_err, msg) => {
-          if (h.stopped) {
-            return replyTo(msg, virtual ? RETRY : EXITED, exits.get(name) ?? "normal");
-          }
-          h.queue.push(msg);
-          if (!h.busy) void drain(h);
-        },
-      });
-      await nc.flush(); // the server knows the subscription before the spawner calls
-      armIdle(h); // (a message that came meanwhile has a drain running, which arms it after)
-    } catch (e) {
-      if (revision) {
-        hosted.delete(name);
-        try {
-          await kv.delete(name, { previousSeq: revision });
-        } catch { /* the server is away */ }
-      }
-      throw e;
-    }
-  };
-
-  const onSpawn = async (m: Msg, clsName: string) => {
-    try {
-      if (closing) throw new ValueError(`node '${node}' is stopping`);
-      const [n, args, isVirtual] = loads<[string, unknown[], boolean?]>(
-        new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength),
-      );
-      const key = checkActorName(n);
-      if (!isVirtual) {
-        await start(key, clsName, args, actorSubject(key));
-        return replyTo(m, OK, node);
-      }
-      const record = virtualRecord(clsName, key);
-      // Being deactivated here: once its state is saved and its record gone, the caller's next
-      // try activates it afresh.
-      if (hosted.get(record)?.stopped) return replyTo(m, RETRY, null);
-      if (!hosted.has(record)) {
-        let p = activating.get(record);
-        if (!p) {
-          p = start(record, clsName, [key], virtualSubject(clsName, key), { key });
-          activating.set(record, p);
-          p.then(() => activating.delete(record), () => activating.delete(record));
-        }
-        try {
-          await p;
-        } catch (e) {
-          // Active on another node (or still stopping here): the caller calls it again.
-          if (e instanceof ValueError && /is taken/.test(e.message)) return replyTo(m, RETRY, null);
-          throw e;
-        }
-      }
-      replyTo(m, OK, node);
-    } catch (e) {
-      replyTo(m, ERR, e);
-    }
-  };
-
-  subs.push(nc.subscribe(nodeSubject(node), {
-    callback: (_err, m) => {
-      const name = new TextDecoder().decode(m.data);
-      const reason = exits.get(name);
-      m.respond(
-        hosted.has(name) || activating.has(name)
-          ? new Uint8Array([1])
-          : reason === undefined
-          ? new Uint8Array([0])
-          : frame(0, dumps(reason, "reason")),
-      );
-    },
-  }));
-  for (const clsName of classes.keys()) {
-    if (!CLASS_RE.test(clsName)) {
-      log(`denomp worker: actor class '${clsName}' not hosted: its name is not a NATS token`);
-      continue;
-    }
-    subs.push(nc.subscribe(spawnSubject(clsName), {
-      queue: SPAWN_GROUP,
-      callback: (_err, m) => void onSpawn(m, clsName),
-    }));
-  }
-  await nc.flush();
-  log(
-    `denomp worker: node '${node}' hosts actors ${[...classes.keys()].join(", ")} from ${
-      options.modules.join(", ")
-    }`,
-  );
-  return {
-    node,
-    classes: [...classes.keys()],
-    async stop() {
-      closing = true;
-      for (const s of subs.splice(1)) s.unsubscribe(); // no new spawns; still answer questions
-      // Each actor finishes the message it is handling (for a few seconds at most: a node
-      // being stopped must end), then stops with "shutdown"; queued calls hear so.
-      const deadline = Date.now() + SHUTDOWN_GRACE_MS;
-      await Promise.all([...hosted.values()].map(async (h) => {
-        while (h.busy && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-        if (!h.stopped) await finish(h, "shutdown");
-      }));
-      subs.splice(0).forEach((s) => s.unsubscribe());
-    },
-  };
 }

@@ -51,7 +51,7 @@ function changed(i32: Int32Array, w: number): void {
  *
  * @example
  * ```ts
- * import { Pipe } from "./connection.ts";
+ * import { Pipe } from "jsr:@denomp/multiprocessing";
  * import { claimCopy, dropCopy, endOpen } from "./pipe_copies.ts";
  * const [a, b] = Pipe();
  * const off = Number(/pipe (\d+)/.exec(String(b))![1]);
@@ -92,7 +92,7 @@ export function claimCopy(off: number, end: number): boolean {
  *
  * @example
  * ```ts
- * import { Pipe } from "./connection.ts";
+ * import { Pipe } from "jsr:@denomp/multiprocessing";
  * import { claimCopy, dropCopy } from "./pipe_copies.ts";
  * const [a, b] = Pipe();
  * const off = Number(/pipe (\d+)/.exec(String(b))![1]);
@@ -120,7 +120,7 @@ export function dropCopy(off: number, end: number): void {
  *
  * @example
  * ```ts
- * import { Pipe } from "./connection.ts";
+ * import { Pipe } from "jsr:@denomp/multiprocessing";
  * import { copyInFlight, endOpen } from "./pipe_copies.ts";
  * const [a, b] = Pipe();
  * const off = Number(/pipe (\d+)/.exec(String(b))![1]);
@@ -147,7 +147,7 @@ const MAX_SCANS = 100;
  *
  * @example
  * ```ts
- * import { Pipe } from "./connection.ts";
+ * import { Pipe } from "jsr:@denomp/multiprocessing";
  * import { endOpen } from "./pipe_copies.ts";
  * const [a, b] = Pipe();
  * const off = Number(/pipe (\d+)/.exec(String(b))![1]);

@@ -9,7 +9,9 @@
  * Why generators: every blocking primitive needs a blocking twin (`acquireSync`) for CPU-bound
  * worker code and a non-blocking one (`acquire`) for everything else. Each algorithm is written
  * once as a generator that yields the sleeps it needs ({@link Sleep}); {@link runSync} performs
- * them with `Atomics.wait`, {@link runAsync} with `Atomics.waitAsync`.
+ * them with `Atomics.wait`, {@link runAsync} with `Atomics.waitAsync`. The steps before the first
+ * sleep, where the fast paths are, are plain code shared by both ({@link mutexTryNow}): a
+ * generator is only made once a wait may sleep.
  *
  * ## The protocol rules every shared-memory structure follows
  *
@@ -59,8 +61,8 @@
  * @module
  */
 
+import { checkTimeout } from "./args.ts";
 import { heap, isAlive } from "./heap.ts";
-import { ValueError } from "./errors.ts";
 
 /** The outcome of one wait on a shared word. */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
@@ -74,16 +76,8 @@ export const LIVENESS_SLICE_MS = 100;
  * number`).
  */
 export function deadlineOf(timeout?: number | null): number {
-  if (timeout === undefined || timeout === null || timeout === Infinity) return Infinity;
-  if (typeof timeout !== "number" || Number.isNaN(timeout)) {
-    throw new TypeError(
-      `timeout must be a number of milliseconds: current value is ${String(timeout)}`,
-    );
-  }
-  if (timeout < 0) {
-    throw new ValueError(`'timeout' must be a non-negative number: current value is ${timeout}`);
-  }
-  return performance.now() + timeout;
+  const t = checkTimeout(timeout);
+  return t === undefined || t === Infinity ? Infinity : performance.now() + t;
 }
 
 /** Milliseconds left until `deadline` (never negative; `Infinity` stays). */
@@ -242,6 +236,27 @@ function spinTry(i32: Int32Array, index: number, me: number): boolean {
     }
   }
   return false;
+}
+
+/** What {@link mutexTryNow} returns when the mutex can only be had by sleeping. */
+export const MUST_SLEEP = -1;
+
+/**
+ * The steps of a mutex acquire that never sleep, after a first compare-exchange by the caller
+ * found the mutex taken: with `deadline` 0 (a try) one more look at the word, which also takes
+ * over from a dead owner; otherwise a short spin ({@link SPIN}). Plain code shared by both
+ * drivers, so that an acquire that does not sleep allocates no generator. Returns the result,
+ * or {@link MUST_SLEEP}: then the caller runs {@link mutexWaits} (or a wrapper of it) with its
+ * driver.
+ */
+export function mutexTryNow(
+  i32: Int32Array,
+  index: number,
+  me: number,
+  deadline: number,
+): AcquireResult | typeof MUST_SLEEP {
+  if (deadline === 0) return runSync(mutexWaits(i32, index, me, 0)); // never sleeps
+  return spinTry(i32, index, me) ? ACQUIRED : MUST_SLEEP;
 }
 
 /**

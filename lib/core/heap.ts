@@ -100,7 +100,7 @@ export function heap(): Heap {
  *
  * @example
  * ```ts
- * import { heapLimit, setHeapLimit } from "./heap.ts";
+ * import { heapLimit, setHeapLimit } from "jsr:@denomp/multiprocessing";
  * setHeapLimit(2 ** 31 - 2 ** 16); // before the first shared object
  * console.assert(heapLimit() === 2 ** 31 - 2 ** 16);
  * ```
@@ -126,7 +126,7 @@ export function setHeapLimit(bytes: number): void {
  *
  * @example
  * ```ts
- * import { heapLimit } from "./heap.ts";
+ * import { heapLimit } from "jsr:@denomp/multiprocessing";
  * console.assert(heapLimit() >= 16 << 20);
  * ```
  */

@@ -5,7 +5,7 @@
  * it is most of a process's start-up (~15–40 ms on a small machine); a spare turns that into
  * posting one message, as Python's forkserver starts from a process that is already running.
  *
- * Spares are made by a zygote worker (_zygote.ts), not by the thread that starts processes:
+ * Spares are made by a zygote worker (zygote.ts), not by the thread that starts processes:
  * `new Worker()` blocks its caller ~10–120 ms, which a spare made in the background must not do
  * to the program. Deno starts a worker made by a worker ~1 s late, so spares arrive about a
  * second after they are asked for: they serve a program that has been running for a second
@@ -15,7 +15,7 @@
  * - A spare runs nothing of the program's until it is taken: it has only imported denomp's own
  *   modules (the worker runtime, then `mod.ts`), whose top levels define things and touch no
  *   shared state. The start message then gives it its heap, slot, name and target exactly as a
- *   new worker gets them (`_spawn.ts`), so `getPid()`, names, daemon flags and exit codes are
+ *   new worker gets them (`spawn.ts`), so `getPid()`, names, daemon flags and exit codes are
  *   the same. Each spare serves one process and ends with it: workers are never reused.
  * - Spares are created without `permissions`, so they inherit the program's: only a process
  *   started without its own `permissions` takes one; one with permissions gets a new worker
@@ -40,7 +40,7 @@
  * @module
  */
 
-import { optionsOf } from "./args.ts";
+import { checkTimeout, optionsOf } from "./args.ts";
 import { inWorker } from "./heap.ts";
 import type { ZygoteReply, ZygoteRequest } from "./zygote.ts";
 
@@ -175,7 +175,7 @@ function envCount(): number | undefined {
  *
  * @example
  * ```ts
- * import { setSpares, spareOptions } from "./spares.ts";
+ * import { setSpares, spareOptions } from "jsr:@denomp/multiprocessing";
  * setSpares({ count: 0 }); // no spare workers: each start creates its own
  * console.assert(spareOptions().count === 0);
  * setSpares({ count: 2, idleMs: 1000 }); // the defaults
@@ -187,9 +187,7 @@ export function setSpares(options?: SpareOptions): void {
   if (!Number.isInteger(count) || count < 0) {
     throw new RangeError(`setSpares: count must be a whole number >= 0, got ${count}`);
   }
-  if (typeof idleMs !== "number" || !(idleMs >= 0)) {
-    throw new RangeError(`setSpares: idleMs must be a number of milliseconds >= 0, got ${idleMs}`);
-  }
+  checkTimeout(idleMs, "setSpares: idleMs");
   adoptSpareOptions({ count, idleMs });
   if (count > 0) askSpares();
 }
@@ -208,7 +206,7 @@ export function adoptSpareOptions(options: Required<SpareOptions>): void {
  *
  * @example
  * ```ts
- * import { spareOptions } from "./spares.ts";
+ * import { spareOptions } from "jsr:@denomp/multiprocessing";
  * console.assert(spareOptions().idleMs >= 0);
  * ```
  */

@@ -5,7 +5,7 @@
  *
  * Protocol: the parent posts one start message (the shared heap, the child's slot and identity,
  * the target's module URL and export name, and the encoded arguments); the child posts one
- * `{ exit: code }` when it is done, after its `beforeExit` hooks ran. A spare (_spares.ts) does
+ * `{ exit: code }` when it is done, after its `beforeExit` hooks ran. A spare (spares.ts) does
  * the same through the channel its warm-up message gave it. A child that dies without
  * saying so (an uncaught error) reaches the parent as an `error` event and exit code 1;
  * `terminate()`/`kill()` end it from outside with -15/-9. Whatever the cause, the parent marks
@@ -227,7 +227,7 @@ export class Child {
     this.pid = pidOfSlot(this.slot);
     recordProcess(this.slot, spec.name, spec.daemon, spec.target.module, spec.target.name);
     this.exited = new Promise((r) => (this.#resolve = r));
-    // A spare worker (_spares.ts) inherits the program's permissions: only for a child that
+    // A spare worker (spares.ts) inherits the program's permissions: only for a child that
     // asked for none.
     this.#link = (permissions === undefined ? takeSpare() : undefined) ??
       workerLink(new Worker(BOOTSTRAP, workerOptions(spec.name, permissions)));
@@ -328,7 +328,7 @@ function fail(err: unknown): void {
   report(1);
 }
 
-/** Entry point of `_bootstrap.ts`: waits for the start message, then runs the target. */
+/** Entry point of `bootstrap.ts`: waits for the start message, then runs the target. */
 export function workerMain(): void {
   const start = (msg: StartMessage) => {
     scope.onmessage = null;
@@ -336,7 +336,7 @@ export function workerMain(): void {
   };
   scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
     if (!("warm" in e.data)) return start(e.data);
-    // A spare (_spares.ts): its start message comes through the port, its messages go back
+    // A spare (spares.ts): its start message comes through the port, its messages go back
     // there. It loads the library first, then says it is ready (to the zygote, which tells the
     // parent): a spare is handed out warm or not at all.
     const { warm, port } = e.data;

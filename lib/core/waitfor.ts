@@ -5,7 +5,7 @@
  * own wait closes one (then it throws `DeadlockError` instead of sleeping forever).
  *
  * The nodes are waiting threads, `(process slot, thread ident)`, read from the waiter records of
- * the process table (`_observe.ts`). A waiter's edges go to the holders of what it waits for, as
+ * the process table (`observe.ts`). A waiter's edges go to the holders of what it waits for, as
  * its kind's inspector reads them from the object's words (a mutex names its holder's slot and
  * the holding thread's ident; a semaphore knows the processes holding permits, not the threads).
  * Each process that closes a cycle publishes its wait before checking, so of two processes

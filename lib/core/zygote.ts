@@ -1,5 +1,5 @@
 /**
- * The zygote: a worker whose only job is to create spare workers (_spares.ts), so that the
+ * The zygote: a worker whose only job is to create spare workers (spares.ts), so that the
  * thread that starts processes never pays for creating them. Deno's `new Worker()` blocks the
  * calling thread until the new thread has built its isolate: ~10 ms alone, up to ~120 ms beside
  * workers that are loading modules (measured on 2 cores). Made on the starting thread, a spare
@@ -11,7 +11,7 @@
  * worker keeps the `Worker` object, to end it (`{ end: id }`) and to forward its `error` events
  * (`{ error: id, message }`) and its one message, that it has booted (`{ ready: id }`: through
  * this worker, whose channel to the starting thread can be un-ref'd, unlike a port's once it
- * has received a message). It must therefore live as long as any of them (_spares.ts ends it
+ * has received a message). It must therefore live as long as any of them (spares.ts ends it
  * only when it has neither spares nor running children). Deno starts a worker made by a worker
  * ~1 s late (Deno 2.9.6): spares arrive a second after they are asked for, which is why they are
  * made ahead of need.

@@ -17,11 +17,12 @@
  * @module
  */
 
+import { Deque } from "../core/deque.ts";
 import { deadlineOf, remainingMs } from "../core/atomics.ts";
 import { optionsOf } from "../core/args.ts";
 import { CancelledError, TimeoutError, ValueError } from "../core/errors.ts";
 export { CancelledError };
-import { AsyncResult } from "../pool/pool.ts";
+import { AsyncResult } from "../pool/async_result.ts";
 
 const PENDING = 0, RUNNING = 1, CANCELLED = 2, FINISHED = 3;
 const STATE_NAMES = ["pending", "running", "cancelled", "finished"];
@@ -62,6 +63,10 @@ export let delegate: (future: Future<unknown>, source: FutureSource) => void;
 let addWaiter: (f: Future<unknown>, w: Waiter) => boolean;
 let removeWaiter: (f: Future<unknown>, w: Waiter) => void;
 let failedNow: (f: Future<unknown>) => boolean;
+/** Marks `f` as seen by `asCompleted` call number `by`; false if it was already (a duplicate). */
+let firstSight: (f: Future<unknown>, by: number) => boolean;
+/** Numbers the `asCompleted` calls, for `firstSight`. */
+let asCompletedCalls = 0;
 
 /**
  * The outcome of a call submitted to an executor (Python's `concurrent.futures.Future`): pending
@@ -74,7 +79,7 @@ let failedNow: (f: Future<unknown>) => boolean;
  *
  * @example
  * ```ts
- * import { Future } from "./future.ts";
+ * import { Future } from "jsr:@denomp/multiprocessing";
  * const f = new Future<number>();
  * f.addDoneCallback((fut) => console.log("done:", fut.done()));
  * console.assert(f.setRunningOrNotifyCancel() && f.running());
@@ -93,6 +98,8 @@ export class Future<T = unknown> implements PromiseLike<T> {
   #promise: Promise<T> | null = null;
   /** What runs the call, asked while the future is pending (see `delegate`). */
   #source: FutureSource | null = null;
+  /** The `asCompleted` call that last took this future (its number), to skip duplicates. */
+  #seenBy = 0;
 
   /**
    * Cancels the future if it is still pending (no worker has started it) and returns true; false
@@ -101,7 +108,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * console.assert(f.cancel() && f.cancelled() && f.done());
    * ```
@@ -126,7 +133,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * console.assert(new Future().cancelled() === false);
    * ```
    */
@@ -141,7 +148,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.setRunningOrNotifyCancel();
    * console.assert(f.running() && !f.done());
@@ -157,7 +164,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.setException(new Error("boom"));
    * console.assert(f.done());
@@ -173,8 +180,8 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
-   * import { TimeoutError } from "../core/errors.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
+   * import { TimeoutError } from "jsr:@denomp/multiprocessing";
    * const f = new Future<string>();
    * const e = await f.result(10).catch((e) => e);
    * console.assert(e instanceof TimeoutError);
@@ -192,7 +199,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.setException(new RangeError("bad"));
    * console.assert((await f.exception()) instanceof RangeError);
@@ -209,7 +216,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future<number>();
    * f.setResult(1);
    * let seen = 0;
@@ -238,7 +245,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future<number>();
    * setTimeout(() => f.setResult(5), 1);
    * console.assert((await f) === 5);
@@ -258,7 +265,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.cancel();
    * console.assert(f.setRunningOrNotifyCancel() === false);
@@ -279,7 +286,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future<number>();
    * f.setResult(3);
    * console.assert(f.done() && (await f) === 3);
@@ -295,7 +302,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * const f = new Future();
    * f.setException(new Error("no"));
    * console.assert((await f.exception()) instanceof Error);
@@ -310,7 +317,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
    *
    * @example
    * ```ts
-   * import { Future } from "./future.ts";
+   * import { Future } from "jsr:@denomp/multiprocessing";
    * console.assert(String(new Future()) === "<Future state=pending>");
    * ```
    */
@@ -400,6 +407,7 @@ export class Future<T = unknown> implements PromiseLike<T> {
       }
     };
     failedNow = (f) => f.#state === FINISHED && !f.#ok;
+    firstSight = (f, by) => f.#seenBy !== by && (f.#seenBy = by, true);
     delegate = (f, source) => {
       if (f.#state === PENDING) f.#source = source;
     };
@@ -465,7 +473,7 @@ function watch(x: Waitable, w: () => void): () => void {
  *
  * @example
  * ```ts
- * import { asCompleted, ThreadPoolExecutor } from "./futures.ts";
+ * import { asCompleted, ThreadPoolExecutor } from "jsr:@denomp/multiprocessing";
  * await using ex = new ThreadPoolExecutor();
  * const sleep = (ms: number) => new Promise((r) => setTimeout(() => r(ms), ms));
  * const order: unknown[] = [];
@@ -487,9 +495,9 @@ export function asCompleted<F extends Waitable>(
  * the thenable future and yield its result instead of the future itself.
  */
 class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed<F>> {
-  readonly #ready: F[] = [];
-  #head = 0;
-  readonly #all: Set<F>;
+  readonly #ready = new Deque<F>();
+  /** Each future (or AsyncResult) once, in the input's order. */
+  readonly #all: F[] = [];
   /** How many are not done yet. */
   #left = 0;
   /** Withdraws the watch of each AsyncResult (Futures are watched through `#onDone`). */
@@ -512,17 +520,41 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
   constructor(fs: Iterable<F>, timeout: number | undefined) {
     this.#deadline = deadlineOf(timeout);
     this.#timeout = timeout;
-    const all = this.#all = uniqueWaitables(fs, "asCompleted");
+    checkIterable(fs, "asCompleted");
     // Those done already first, in the input's order (a waiter is called only later, when its
-    // future settles: never inside this loop), then the others as they finish.
-    const ready = this.#ready, onDone = this.#onDone;
-    for (const f of all) {
-      if (f instanceof Future) {
-        if (!addWaiter(f, onDone)) ready.push(f);
-      } else if ((f as AsyncResult<unknown>).ready()) ready.push(f);
-      else this.#unwatch.push(watch(f, () => onDone(f as AsyncResult<unknown>)));
+    // future settles: never inside this loop), then the others as they finish. Duplicates are
+    // skipped by a mark on each Future rather than a Set of them all: with 10,000 futures the
+    // Set (its hashing and its growing tables) was two thirds of this loop's cost. Marking
+    // is safe because no other asCompleted call runs in the middle: this loop is synchronous,
+    // and it runs no code of the caller's (an iterable other than an array is read out first:
+    // a generator could call asCompleted on the same futures).
+    const all = this.#all, ready = this.#ready, onDone = this.#onDone;
+    let others: Set<F> | null = null; // AsyncResults: no mark of ours, so a Set (rare)
+    try {
+      const list: readonly F[] = Array.isArray(fs) ? fs : Array.from(fs);
+      const by = ++asCompletedCalls;
+      for (let i = 0; i < list.length; i++) {
+        const f = list[i];
+        checkWaitable(f, "asCompleted");
+        if (f instanceof Future) {
+          if (!firstSight(f, by)) continue;
+          all.push(f);
+          if (!addWaiter(f, onDone)) ready.push(f);
+          continue;
+        }
+        if ((others ??= new Set()).has(f)) continue;
+        others.add(f);
+        all.push(f);
+        if ((f as AsyncResult<unknown>).ready()) ready.push(f);
+        else this.#unwatch.push(watch(f, () => onDone(f as AsyncResult<unknown>)));
+      }
+    } catch (e) {
+      // Not a future (or the iterable threw): watch nothing, as if never called.
+      this.#left = 1;
+      void this.return();
+      throw e;
     }
-    this.#left = all.size - ready.length;
+    this.#left = all.length - ready.length;
   }
 
   [Symbol.asyncIterator](): this {
@@ -530,10 +562,8 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
   }
 
   next(): Promise<IteratorResult<Completed<F>, undefined>> {
-    if (this.#head < this.#ready.length) {
-      const value = this.#ready[this.#head];
-      this.#ready[this.#head++] = undefined as unknown as F;
-      return Promise.resolve({ value, done: false });
+    if (this.#ready.length) {
+      return Promise.resolve({ value: this.#ready.shift()!, done: false });
     }
     if (this.#left === 0 || this.#closed) return this.return();
     return this.#later();
@@ -554,12 +584,12 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
       });
       clearTimeout(timer);
     } else timedOut = true;
-    if (this.#head < this.#ready.length || this.#left === 0) return this.next();
+    if (this.#ready.length || this.#left === 0) return this.next();
     if (!timedOut && !this.#closed) return this.#later();
     const left = this.#left;
     await this.return();
     throw new TimeoutError(
-      `${left} (of ${this.#all.size}) futures unfinished after ${this.#timeout} ms`,
+      `${left} (of ${this.#all.length}) futures unfinished after ${this.#timeout} ms`,
     );
   }
 
@@ -580,10 +610,15 @@ class AsCompleted<F extends Waitable> implements AsyncIterableIterator<Completed
   }
 }
 
-function uniqueWaitables<F extends Waitable>(fs: Iterable<F>, who: string): Set<F> {
-  if (fs === null || typeof (fs as Iterable<F>)?.[Symbol.iterator] !== "function") {
+/** Throws a `TypeError` naming what `who` got when `fs` is not iterable. */
+function checkIterable(fs: unknown, who: string): void {
+  if (fs === null || typeof (fs as Iterable<unknown>)?.[Symbol.iterator] !== "function") {
     throw new TypeError(`${who}() takes an iterable of Futures: got ${typeof fs}`);
   }
+}
+
+function uniqueWaitables<F extends Waitable>(fs: Iterable<F>, who: string): Set<F> {
+  checkIterable(fs, who);
   const all = new Set<F>();
   for (const f of fs) all.add(checkWaitable(f, who) as F);
   return all;
@@ -620,7 +655,7 @@ export interface DoneAndNotDone<F> {
  *
  * @example
  * ```ts
- * import { ThreadPoolExecutor, wait } from "./futures.ts";
+ * import { ThreadPoolExecutor, wait } from "jsr:@denomp/multiprocessing";
  * await using ex = new ThreadPoolExecutor();
  * const slow = ex.submit(() => new Promise((r) => setTimeout(r, 200)));
  * const fast = ex.submit(() => "now");

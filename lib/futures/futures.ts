@@ -14,9 +14,22 @@
  *   begins a call, and withdraws one that has not begun wherever it waits (its own queue, or a
  *   worker's queue behind the call that worker is running; each call either starts or is
  *   skipped, never both). So a future is pending until a worker starts it — stricter than
- *   CPython, where a call in the window is "running" — and `submit` + `asCompleted` keeps near
- *   the pace of `Pool.applyAsync` with a callback (what is left is the price of an `await` per
- *   result in the loop).
+ *   CPython, where a call in the window is "running".
+ * - **Per call, as little as `applyAsync` with a callback allows.** With calls of a microsecond,
+ *   what the main thread does per call sets the pace (it also encodes, decodes and dispatches
+ *   for both workers, on a machine with as many cores as workers). Each call costs a `Future`,
+ *   the two callbacks the pool settles it through, and the pool's own `AsyncResult`. The
+ *   executor keeps its calls in a plain array swept of the done ones now and then, with a count
+ *   of those pending, and `asCompleted` tells duplicates apart by a mark on each future: with a
+ *   `Set` added to and deleted from per call and another of all the futures in `asCompleted`,
+ *   the main thread's extra work per call beside `applyAsync` was half as large again. What
+ *   `submit` + `asCompleted` still pays per call beside `applyAsync` with a callback is the
+ *   future and its settling (about half of the rest) and the loop's own promise and `await` for
+ *   `next()` and for `result()`; with calls of a microsecond that is still felt (bench W5b).
+ * - **`whenReady()` rather than a warm-up call** (not in Python): the pool paces how many calls
+ *   it hands a worker at once by the measured duration of the calls so far, and a first call
+ *   (its code not compiled yet) measures tens to thousands of times slower than the next ones,
+ *   so a batch of quick calls after it goes out a few at a time until the estimate comes down.
  * - **A worker's death fails one future.** The pool fails the task a dying worker was running
  *   with `BrokenPoolError` (exported here under Python's name, {@link BrokenProcessPool}) naming
  *   the worker and its exit code, re-runs the calls it had not started on another worker, and
@@ -31,6 +44,7 @@
  * @module
  */
 
+import { Deque } from "../core/deque.ts";
 import { deadlineOf, remainingMs } from "../core/atomics.ts";
 import { optionsOf } from "../core/args.ts";
 import { delegate, Future, type FutureSource } from "./future.ts";
@@ -40,7 +54,7 @@ import { cpuCount } from "../process/process.ts";
 import { Thread } from "../core/threading.ts";
 
 // The types the exports of this module refer to, for its documentation (mod.ts has them too).
-export type { AsyncResult } from "../pool/pool.ts";
+export type { AsyncResult } from "../pool/async_result.ts";
 export type { BrokenPoolError } from "../core/errors.ts";
 
 export {
@@ -104,30 +118,9 @@ interface WorkItem {
 }
 
 /** The calls an executor has not started yet, in order (Python's pending work items). */
-class WorkQueue {
-  #items: WorkItem[] = [];
-  #head = 0;
-
+class WorkQueue extends Deque<WorkItem> {
   get size(): number {
-    return this.#items.length - this.#head;
-  }
-
-  push(item: WorkItem): void {
-    this.#items.push(item);
-  }
-
-  shift(): WorkItem | undefined {
-    if (this.#head === this.#items.length) return undefined;
-    const item = this.#items[this.#head];
-    this.#items[this.#head++] = undefined as unknown as WorkItem;
-    if (this.#head === this.#items.length) {
-      this.#items.length = 0;
-      this.#head = 0;
-    } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
-    return item;
+    return this.length;
   }
 
   /** Cancels every call in the queue and empties it. */
@@ -329,8 +322,15 @@ export interface ProcessPoolExecutorOptions {
 export class ProcessPoolExecutor extends Executor {
   readonly #pool: Pool;
   readonly #maxWorkers: number;
-  /** The futures not done yet (for `shutdown({ cancelFutures: true })` and `toString`). */
-  readonly #live = new Set<Future<unknown>>();
+  /**
+   * The futures submitted, for `shutdown({ cancelFutures: true })` and `toString`: those not done
+   * yet, and done ones until the next sweep. An array swept now and then rather than a Set added
+   * to and deleted from per call: 10,000 quick calls paid for the Set's hashing and its tables
+   * growing and shrinking (see the module doc).
+   */
+  #calls: Future<unknown>[] = [];
+  /** How many of `#calls` are not done (each call's callback or error callback lowers it). */
+  #pending = 0;
   #shutdown = false;
   /** Set once the pool cannot run anything (its initializer failed). */
   #broken: Error | null = null;
@@ -398,6 +398,33 @@ export class ProcessPoolExecutor extends Executor {
   }
 
   /**
+   * Resolves once every worker has started and run the initializer (not in Python: a start-up
+   * barrier, as `Pool.whenReady`, e.g. before timing). Rejects with {@link BrokenProcessPool} if
+   * the initializer failed; the executor is broken then, as after a failed call.
+   *
+   * Why not a warm-up call instead: the pool paces how many calls it hands a worker at once by
+   * the measured duration of the calls so far, and a first call (of code not compiled yet)
+   * measures far slower than the thousandth; after it, quick calls go out a few at a time until
+   * the estimate catches up.
+   *
+   * @example
+   * ```ts ignore
+   * const ex = new ProcessPoolExecutor({ maxWorkers: 2 });
+   * await ex.whenReady();
+   * const t0 = performance.now(); // the workers' start-up is not timed
+   * ```
+   */
+  async whenReady(): Promise<void> {
+    this.#checkOpen();
+    try {
+      await this.#pool.whenReady();
+    } catch (e) {
+      if (e instanceof BrokenPoolError) this.#broken = e;
+      throw e;
+    }
+  }
+
+  /**
    * Stops accepting calls. With `cancelFutures`, the calls no worker has started yet are
    * cancelled; the others run to their end. With `wait` (default true), resolves once they have
    * and the workers have exited.
@@ -411,7 +438,7 @@ export class ProcessPoolExecutor extends Executor {
   async shutdown(options?: ShutdownOptions): Promise<void> {
     const o = optionsOf(options, "ProcessPoolExecutor.shutdown", "shutdown({ wait: false })");
     this.#shutdown = true;
-    if (o.cancelFutures) { for (const f of [...this.#live]) f.cancel(); }
+    if (o.cancelFutures) { for (const f of this.#calls.slice()) f.cancel(); }
     if (this.#closed === null) {
       // The pool runs what it holds to its end, then its workers exit.
       this.#pool.close();
@@ -431,9 +458,9 @@ export class ProcessPoolExecutor extends Executor {
   override toString(): string {
     const state = this.#broken ? " broken" : this.#shutdown ? " shutdown" : "";
     let running = 0;
-    for (const f of this.#live) if (f.running()) running++;
+    for (const f of this.#calls) if (!f.done() && f.running()) running++;
     return `<ProcessPoolExecutor maxWorkers=${this.#maxWorkers}${state} running=${running} ` +
-      `pending=${this.#live.size - running}>`;
+      `pending=${this.#pending - running}>`;
   }
 
   #checkOpen(): void {
@@ -444,25 +471,27 @@ export class ProcessPoolExecutor extends Executor {
   /** Hands a call (or a chunk of a map) to the pool; its future follows the pool's result. */
   #start(fn: AnyFn, args: unknown[], chunk: boolean): Future<unknown> {
     const future = new Future<unknown>();
-    const live = this.#live;
-    live.add(future);
     const callback = (v: unknown) => {
-      live.delete(future);
+      this.#pending--;
       future.setResult(v);
     };
     const errorCallback = (e: unknown) => {
-      live.delete(future);
+      this.#pending--;
       // A call withdrawn by `future.cancel()` (CancelledError): the future is cancelled already.
       if (!future.cancelled()) future.setException(e);
     };
     const f = fn as (...a: unknown[]) => unknown;
     let r: FutureSource;
+    // The pool settles each call exactly once, through one of the two callbacks (a withdrawn
+    // call too, with CancelledError; an unsendable one maybe inside `applyAsync`): `#pending`
+    // counts the others.
+    this.#pending++;
     try {
       r = chunk
         ? this.#pool.mapAsync(f, args, { chunksize: args.length, callback, errorCallback })
         : this.#pool.applyAsync(f, args, { callback, errorCallback });
     } catch (e) {
-      live.delete(future);
+      this.#pending--;
       // The pool refused the call: it is broken (its initializer failed).
       if (e instanceof BrokenPoolError) {
         this.#broken = e;
@@ -472,6 +501,12 @@ export class ProcessPoolExecutor extends Executor {
       throw e; // the function is not exported, or the like: at `submit`
     }
     delegate(future, r);
+    // Once the done ones are more than half, drop them: a sweep drops more calls than it keeps,
+    // and each call is dropped once, so sweeping costs O(1) per call.
+    const calls = this.#calls;
+    if (calls.push(future) > 2 * this.#pending + 1024) {
+      this.#calls = calls.filter((f) => !f.done());
+    }
     return future;
   }
 }
@@ -571,6 +606,7 @@ export class ThreadPoolExecutor extends Executor {
    * const ex = new ThreadPoolExecutor({ maxWorkers: 1 });
    * const a = ex.submit(() => new Promise((r) => setTimeout(r, 5)));
    * const b = ex.submit(() => 2);
+   * while (!a.running()) await new Promise((r) => setTimeout(r, 1)); // a thread took `a`
    * await ex.shutdown({ cancelFutures: true });
    * console.assert(a.done() && !a.cancelled() && b.cancelled());
    * ```

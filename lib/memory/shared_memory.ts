@@ -21,6 +21,7 @@
  * @module
  */
 
+import { Attaching } from "../core/attach.ts";
 import { optionsOf } from "../core/args.ts";
 import { __testHooks } from "../sync/hooks.ts";
 import {
@@ -69,7 +70,7 @@ export interface SharedMemoryOptions {
  */
 const HEADER = 16, MAGIC = 0x73686d21; // "shm!"
 let shmOf!: (s: SharedMemory) => number;
-let attaching = 0;
+const attaching = new Attaching();
 
 /**
  * A block of shared bytes (Python's `SharedMemory`).
@@ -105,9 +106,9 @@ export class SharedMemory {
       "new SharedMemory({ size: 1024 }) or new SharedMemory({ name })",
     );
     const i32 = heap().i32;
-    if (attaching) {
-      off = attaching;
-      attaching = 0;
+    const attached = attaching.take();
+    if (attached !== undefined) {
+      off = attached;
     } else if (name !== undefined) {
       checkNotTerminated();
       off = attachByName(String(name));
@@ -184,12 +185,7 @@ export class SharedMemory {
       release(off, forget);
       throw e;
     }
-    attaching = off;
-    try {
-      return new SharedMemory({});
-    } finally {
-      attaching = 0;
-    }
+    return attaching.run(off, () => new SharedMemory({}));
   }
 
   static {
@@ -289,12 +285,7 @@ registerHandle<SharedMemory, number>({
     return off;
   },
   rebuild: (off) => {
-    attaching = off;
-    try {
-      return new SharedMemory({});
-    } finally {
-      attaching = 0;
-    }
+    return attaching.run(off, () => new SharedMemory({}));
   },
   // A message not sent after all: its reference would keep the block (a big one: its
   // gigabytes, in the main thread) for the rest of the run.
@@ -317,7 +308,7 @@ const K_NULL = 0, K_NUMBER = 1, K_BIGINT = 2, K_BOOL = 3, K_STRING = 4, K_BYTES 
 const SLOT = 16, LIST_HEADER = 8;
 const utf8 = new TextEncoder(), utf8d = new TextDecoder();
 /** Set while the codec rebuilds a list: the constructor uses this SharedMemory. */
-let attachingList: SharedMemory | undefined;
+const attachingList = new Attaching<SharedMemory>();
 
 function encodeItem(v: unknown, where: string): [number, Uint8Array | null] {
   if (v === null || v === undefined) return [K_NULL, null];
@@ -363,9 +354,9 @@ export class ShareableList {
   /** A new list holding `values`, or (with `name`) the existing list in that SharedMemory. */
   constructor(values?: Iterable<ShareableItem>, options?: { name?: string }) {
     options = optionsOf(options, "new ShareableList", "new ShareableList(undefined, { name })");
-    if (attachingList) {
-      this.#shm = attachingList;
-      attachingList = undefined;
+    const attached = attachingList.take();
+    if (attached) {
+      this.#shm = attached;
     } else if (options.name !== undefined) {
       this.#shm = new SharedMemory({ name: options.name });
     } else {
@@ -516,11 +507,6 @@ registerHandle<ShareableList, SharedMemory>({
   cls: ShareableList,
   reduce: (l) => l.shm,
   rebuild: (shm) => {
-    attachingList = shm;
-    try {
-      return new ShareableList();
-    } finally {
-      attachingList = undefined;
-    }
+    return attachingList.run(shm, () => new ShareableList());
   },
 });

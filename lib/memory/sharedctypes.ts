@@ -21,6 +21,7 @@
  * @module
  */
 
+import { Attaching } from "../core/attach.ts";
 import { optionsOf } from "../core/args.ts";
 import { adopt, alloc, checkNotTerminated, heap, release, retain } from "../core/heap.ts";
 import {
@@ -34,7 +35,7 @@ import {
 } from "../core/bigblock.ts";
 import { ValueError } from "../core/errors.ts";
 import { pendingUntil, registerHandle } from "../core/reduction.ts";
-import { Lock, RLock } from "../sync/synchronize.ts";
+import { Lock, RLock } from "../sync/lock.ts";
 
 /**
  * A typecode of Python's `array` module: `b`/`B` (8-bit), `h`/`H` (16-bit), `i`/`I` and
@@ -232,15 +233,10 @@ function noLock(): never {
 }
 
 /** Set while the codec rebuilds a handle: the constructor attaches to this block. */
-let attaching = 0;
+const attaching = new Attaching();
 
 function attach<T>(off: number, make: () => T): T {
-  attaching = off;
-  try {
-    return make();
-  } finally {
-    attaching = 0;
-  }
+  return attaching.run(off, make);
 }
 
 /**
@@ -255,13 +251,13 @@ function cells(
   n: number,
   arrive: (a: Typed) => void,
 ): { off: number; a: Typed; fresh: boolean } {
-  const fresh = attaching === 0;
+  const attached = attaching.take();
+  const fresh = attached === undefined;
   const bytes = Math.max(1, n) * spec.size;
   if (fresh) checkNotTerminated();
-  let off = attaching, sab: SharedArrayBuffer | undefined;
+  let off = attached ?? 0, sab: SharedArrayBuffer | undefined;
   if (fresh && bytes >= BIG_BLOCK_BYTES) ({ off, sab } = allocBig(bytes));
   else if (fresh) off = alloc(bytes);
-  attaching = 0;
   if (!isBig(off)) {
     adopt(self, off);
     return { off, a: spec.view(heap().sab, off, n), fresh };
@@ -454,7 +450,7 @@ export class RawArray<T extends Typecode = Typecode> {
     sizeOrValues: number | Iterable<CInput<T>> | (T extends "c" ? string : never),
   ) {
     const spec = specOf(typecode);
-    let n = attaching === 0 ? initialLength(spec, sizeOrValues) : (sizeOrValues as number);
+    let n = attaching.offered ? (sizeOrValues as number) : initialLength(spec, sizeOrValues);
     let values: unknown[] | undefined;
     if (n < 0 || typeof sizeOrValues === "string") {
       values = Array.from(sizeOrValues as Iterable<unknown>);

@@ -49,7 +49,7 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
  *
  * @example
  * ```ts
- * import { serveDashboard } from "../../mod.ts";
+ * import { serveDashboard } from "jsr:@denomp/multiprocessing";
  * await using dash = await serveDashboard();
  * const res = await fetch(new URL("/metrics", dash.url));
  * console.assert((await res.text()).includes("# TYPE denomp_processes gauge"));

@@ -4,7 +4,7 @@
  * taken from any worker.
  *
  * Why it can see everything: objects and processes record themselves once in shared tables
- * (`_observe.ts`), and waiters note what they wait for just before sleeping; a snapshot reads
+ * (`core/observe.ts`), and waiters note what they wait for just before sleeping; a snapshot reads
  * those tables and the objects' live words. No process is asked anything, so a snapshot works
  * while every other worker is stuck, and costs nothing until it is taken.
  *
@@ -33,8 +33,8 @@ import {
 } from "../core/waitfor.ts";
 
 export type { CycleStep };
-import "../sync/synchronize.ts"; // registers the inspectors of the locks
-import "../actor/actor.ts"; // and of mailboxes and actors
+import "../sync/mod.ts"; // registers the inspectors of the locks
+import "../actor/block.ts"; // and of mailboxes and actors
 import "../pool/pool.ts"; // pools list themselves
 
 /** One process (or worker) of the tree. */
@@ -122,7 +122,7 @@ const LOCK_KINDS: ReadonlySet<Kind> = new Set<Kind>(LOCK_KIND_NAMES);
  *
  * @example
  * ```ts
- * import { Lock, snapshot } from "../../mod.ts";
+ * import { Lock, snapshot } from "jsr:@denomp/multiprocessing";
  * const fork = new Lock({ name: "fork-1" });
  * await fork.acquire();
  * const s = snapshot();
@@ -255,7 +255,7 @@ export function snapshot(): Snapshot {
  *
  * @example
  * ```ts
- * import { setDeadlockDetection } from "../../mod.ts";
+ * import { setDeadlockDetection } from "jsr:@denomp/multiprocessing";
  * setDeadlockDetection(true);
  * setDeadlockDetection(false);
  * ```

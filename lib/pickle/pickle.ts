@@ -44,7 +44,7 @@
  *
  * @example
  * ```ts
- * import { pickle } from "../../mod.ts";
+ * import { pickle } from "jsr:@denomp/multiprocessing";
  * const bytes = pickle.dumps({ i: 1, xs: [1, 2n ** 70n], s: new Set(["a"]) });
  * const back = pickle.loads(bytes) as { i: number; xs: unknown[]; s: Set<string> };
  * console.assert(back.i === 1 && back.xs[1] === 2n ** 70n && back.s.has("a"));
@@ -179,7 +179,7 @@ export function loads(bytes: Uint8Array, options?: LoadsOptions): unknown {
  * import { pickle } from "jsr:@denomp/multiprocessing";
  * const address = pickle.tuple("127.0.0.1", 5000);
  * const b = pickle.dumps(address);
- * console.assert(b[b.length - 2] === 0x86); // TUPLE2
+ * console.assert(b[b.length - 3] === 0x86); // TUPLE2, then MEMOIZE and STOP
  * console.assert((pickle.loads(b) as unknown[])[1] === 5000);
  * ```
  */

@@ -1,6 +1,8 @@
 /**
  * The reading side of `lib/pickle/pickle.ts`: a loop over opcodes with a switch (CPython's
- * `_Unpickler`), building plain JavaScript values and executing nothing.
+ * `_Unpickler`), building plain JavaScript values and executing nothing. The machine it runs on
+ * (input, stack, marks, memo and their checked steps) is `machine.ts`'s; this module gives the
+ * opcodes their meaning.
  *
  * Why it is safe against a hostile pickle:
  * - no recursion: nesting lives on an explicit stack, so depth cannot overflow the JS stack (the
@@ -19,6 +21,7 @@
 import { SerializationError } from "../core/errors.ts";
 import * as op from "./ops.ts";
 import { PickleFormatError } from "./ops.ts";
+import { i32, PickleMachine, u32 } from "./machine.ts";
 import { ALLOWLIST, dictOf, fail, Internal, isDict, PyGlobal, pyType, setKey } from "./globals.ts";
 
 /**
@@ -44,32 +47,16 @@ export function unpickle(
 export type Globals = Readonly<Record<string, (args: unknown[]) => unknown>>;
 
 /** The state of one `pickle.loads` call. */
-class Unpickler {
-  data: Uint8Array = new Uint8Array(0);
+class Unpickler extends PickleMachine {
   maxDepth = 1000;
-  encoding = "ascii";
   /** The caller's extra globals (`LoadsOptions.globals`). */
   extra: Globals | null = null;
   /** Objects the caller's builders made: the only ones `BUILD` may set state on. */
   built: Set<unknown> | null = null;
-  pos = 0;
-  /** Start of the opcode being run, for error messages. */
-  opAt = 0;
-  stack: unknown[] = [];
-  marks: number[] = [];
-  /** Where the values after the innermost `MARK` start: nothing below it may be popped. */
-  fence = 0;
-  memo: unknown[] = [];
-  /** The memo once a `PUT` skipped indices (Python's memo is a dict). */
-  memoMap: Map<number, unknown> | null = null;
   /** A global was pushed: containers check that no `Internal` value gets into the result. */
   globals = false;
   /** Tuples holding an `Internal` (REDUCE arguments such as a datetime's tzinfo). */
   tainted: Set<unknown> | null = null;
-  /** Dicts handed out by GET/DUP: if one later becomes a Map, other references need fixing. */
-  fetched: Set<object> | null = null;
-  replaced: Map<object, Map<unknown, unknown>> | null = null;
-  needsWalk = false;
   /**
    * How many argument items allowlisted calls may still consume. A real pickle spends at least a
    * byte on each item it passes to a call, so the input's size bounds the total; a pickle that
@@ -109,70 +96,6 @@ class Unpickler {
     }
   }
 
-  need(k: number): void {
-    if (k > this.data.length - this.pos) {
-      fail(`truncated: needs ${k} bytes, ${this.data.length - this.pos} left`);
-    }
-  }
-
-  /** A length field: checked against what is left before anyone allocates for it. */
-  len(bytes: 1 | 4 | 8, signed = false): number {
-    this.need(bytes);
-    const p = this.pos;
-    let n: number;
-    if (bytes === 1) n = this.data[p];
-    else if (bytes === 4) n = signed ? i32(this.data, p) : u32(this.data, p);
-    else {
-      const big = BigInt(u32(this.data, p)) + (BigInt(u32(this.data, p + 4)) << 32n); // exact
-      if (big > BigInt(this.data.length - p - 8)) {
-        fail(`claims ${big} bytes, only ${this.data.length - p - 8} left`);
-      }
-      n = Number(big);
-    }
-    this.pos += bytes;
-    if (n < 0) fail(`negative length ${n}`);
-    if (n > this.data.length - this.pos) {
-      fail(`claims ${n} bytes, only ${this.data.length - this.pos} left`);
-    }
-    return n;
-  }
-
-  line(): [number, number] {
-    const end = this.data.indexOf(0x0a, this.pos);
-    if (end < 0) fail("truncated: no end of line");
-    const start = this.pos;
-    this.pos = end + 1;
-    return [start, end];
-  }
-
-  lineText(): string {
-    const [s, e] = this.line();
-    return op.decodeLatin1(this.data, s, e);
-  }
-
-  pop(): unknown {
-    if (this.stack.length <= this.fence) fail("stack underflow");
-    return this.stack.pop();
-  }
-
-  top(): unknown {
-    if (this.stack.length <= this.fence) fail("stack underflow");
-    return this.stack[this.stack.length - 1];
-  }
-
-  /** The value just below the values of a popped `MARK` at `k` (the list, dict or set). */
-  below(k: number): unknown {
-    if (k - 1 < this.fence) fail("stack underflow");
-    return this.stack[k - 1];
-  }
-
-  popMark(): number {
-    const k = this.marks.pop();
-    if (k === undefined) fail("no MARK before it");
-    this.fence = this.marks.length ? this.marks[this.marks.length - 1] : 0;
-    return k;
-  }
-
   isInternal(v: unknown): boolean {
     return v instanceof Internal || (this.tainted !== null && this.tainted.has(v));
   }
@@ -187,70 +110,6 @@ class Unpickler {
 
   checkRange(from: number, to: number): void {
     for (let i = from; i < to; i++) this.check(this.stack[i]);
-  }
-
-  /** The decimal memo key of protocol 0's `GET` and `PUT`. */
-  memoKey(): number {
-    const t = this.lineText();
-    if (!/^\d{1,15}$/.test(t)) fail(`bad memo key ${JSON.stringify(t)}`);
-    return Number(t);
-  }
-
-  memoGet(i: number): unknown {
-    let v = this.memoMap ? this.memoMap.get(i) : this.memo[i];
-    if (v === undefined) fail(`memo key ${i} was never stored`);
-    if (this.replaced !== null) v = this.replaced.get(v as object) ?? v;
-    if (isDict(v)) (this.fetched ??= new Set()).add(v);
-    this.stack.push(v);
-    return v;
-  }
-
-  memoPut(i: number): void {
-    const v = this.top();
-    if (!Number.isSafeInteger(i) || i < 0) fail(`bad memo key ${i}`);
-    if (this.memoMap === null && i <= this.memo.length) {
-      this.memo[i] = v;
-      return;
-    }
-    this.memoMap ??= new Map(this.memo.map((x, k) => [k, x]));
-    this.memoMap.set(i, v);
-  }
-
-  memoSize(): number {
-    return this.memoMap ? this.memoMap.size : this.memo.length;
-  }
-
-  str(start: number, end: number): string {
-    this.pos = end;
-    return op.decodeUtf8(this.data, start, end);
-  }
-
-  /** A Python 2 `str`, read as the `encoding` option says. */
-  str2(bytes: Uint8Array): string | Uint8Array {
-    switch (this.encoding) {
-      case "bytes":
-        return bytes.slice();
-      case "latin1":
-        return op.decodeLatin1(bytes, 0, bytes.length);
-      case "utf-8":
-        return op.decodeUtf8(bytes, 0, bytes.length);
-      default: {
-        const i = bytes.findIndex((b) => b >= 0x80);
-        if (i >= 0) {
-          fail(
-            `byte 0x${bytes[i].toString(16)} of a Python 2 str is not ASCII ` +
-              `(pass { encoding: "latin1" | "utf-8" | "bytes" })`,
-          );
-        }
-        return op.decodeLatin1(bytes, 0, bytes.length);
-      }
-    }
-  }
-
-  bytes(n: number): Uint8Array {
-    const b = this.data.slice(this.pos, this.pos + n);
-    this.pos += n;
-    return b;
   }
 
   /**
@@ -276,51 +135,6 @@ class Unpickler {
         return this.setItems(slot, i, to);
       }
     }
-  }
-
-  /**
-   * A dict got a key that is not a str: from now on it is a `Map`. Nothing is scanned here (a
-   * pickle converting many dicts must not cost quadratic time): the memo and later `SETITEMS`
-   * look the new `Map` up in `replaced`, and if the old object was handed out by `GET`/`DUP`
-   * before, the result is walked once at `STOP` to replace it wherever it got to.
-   */
-  toMap(d: Record<string, unknown>): Map<unknown, unknown> {
-    const m = new Map<unknown, unknown>(Object.entries(d));
-    (this.replaced ??= new Map()).set(d, m);
-    if (this.fetched?.has(d)) this.needsWalk = true;
-    return m;
-  }
-
-  /** Replaces converted dicts inside the result (only when one was referenced before). */
-  fixUp(root: unknown): unknown {
-    const rep = this.replaced!;
-    const swap = (v: unknown) => rep.get(v as object) ?? v;
-    root = swap(root);
-    const seen = new Set<unknown>([root]);
-    const todo: unknown[] = [root];
-    const visit = (v: unknown) => {
-      if (typeof v === "object" && v !== null && !seen.has(v)) {
-        seen.add(v);
-        todo.push(v);
-      }
-    };
-    while (todo.length) {
-      const o = todo.pop();
-      if (Array.isArray(o)) {
-        for (let i = 0; i < o.length; i++) visit(o[i] = swap(o[i]));
-      } else if (o instanceof Map) {
-        for (const [k, v] of o) {
-          if (rep.has(v as object)) o.set(k, swap(v));
-          visit(k);
-          visit(swap(v));
-        }
-      } else if (o instanceof Set) {
-        for (const v of o) visit(v);
-      } else if (isDict(o)) {
-        for (const k of Object.keys(o)) visit(o[k] = swap(o[k]));
-      }
-    }
-    return root;
   }
 
   refuse(opName: string, detail = ""): never {
@@ -697,10 +511,6 @@ class Unpickler {
 }
 
 const EMPTY = new Uint8Array(0);
-// Fixed-width fields read by hand: no DataView to make per call.
-const i32 = (d: Uint8Array, p: number) =>
-  d[p] | (d[p + 1] << 8) | (d[p + 2] << 16) | (d[p + 3] << 24);
-const u32 = (d: Uint8Array, p: number) => i32(d, p) >>> 0;
 const f64 = new Float64Array(1);
 const f64Bytes = new Uint8Array(f64.buffer);
 /** `7` where the platform is little-endian (all Deno targets): BINFLOAT is big-endian. */

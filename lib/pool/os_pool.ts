@@ -52,19 +52,38 @@ import {
 import { EOF, Ring, TIMEOUT } from "../core/ring.ts";
 import { SerializationError } from "../core/errors.ts";
 import { SystemExit } from "../core/spawn.ts";
-import { __poolWire as W, Doorbell, poolWorker, type WorkerConfig } from "./pool.ts";
+import {
+  CANCEL,
+  CANCEL_HINT,
+  CANCEL_SLOTS,
+  CTL_BYTES,
+  DEFINE_HEADER,
+  Doorbell,
+  OP_DEFINE,
+  OP_IMPORT,
+  OP_PAD,
+  OP_TASK,
+  R_COLUMN,
+  R_ERR,
+  R_OK,
+  RESULT_HEADER,
+  RESULT_RING_BYTES,
+  STARTED,
+  TASK_HEADER,
+  TASK_RING_BYTES,
+  u32,
+  WORKER_BLOCK,
+} from "./wire.ts";
+import { poolWorker, type WorkerConfig } from "./worker.ts";
 import { dumps, Encoder, holdsHandles, loads } from "../core/reduction.ts";
 
 export { exitNote, isolatedEncoder };
 
-const POOL = new URL("./pool.ts", import.meta.url).href;
+const WORKER = new URL("./worker.ts", import.meta.url).href;
 
-// Module evaluation order: pool.ts imports this module, so nothing of pool.ts is touched here
-// before a child is started.
-registerBridge(`${POOL}#poolWorker`, { childModule: import.meta.url, attach: parentSide });
+// Registered whenever a pool can start a worker: pool.ts imports this module.
+registerBridge(`${WORKER}#poolWorker`, { childModule: import.meta.url, attach: parentSide });
 
-const u32 = (b: Uint8Array, p: number): number =>
-  (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
 const copyOut = (b: Uint8Array): Uint8Array => b.slice();
 
 /** The number of tasks in a task message. */
@@ -72,11 +91,11 @@ function countTasks(m: Uint8Array): number {
   let n = 0;
   for (let p = 0; p < m.length;) {
     const op = m[p];
-    if (op === W.OP_TASK) {
-      p += W.TASK_HEADER + u32(m, p + 12);
+    if (op === OP_TASK) {
+      p += TASK_HEADER + u32(m, p + 12);
       n++;
-    } else if (op === W.OP_DEFINE || op === W.OP_IMPORT) p += W.DEFINE_HEADER + u32(m, p + 5);
-    else if (op === W.OP_PAD) p++;
+    } else if (op === OP_DEFINE || op === OP_IMPORT) p += DEFINE_HEADER + u32(m, p + 5);
+    else if (op === OP_PAD) p++;
     else break; // OP_STOP
   }
   return n;
@@ -88,9 +107,9 @@ function countTasks(m: Uint8Array): number {
  * slot was held: it was withdrawn, its result is dropped.
  */
 function passCancels(ctl: Int32Array, seq: number, told: Set<number>): boolean {
-  if (Atomics.load(ctl, W.CANCEL_HINT) === 0) return false;
+  if (Atomics.load(ctl, CANCEL_HINT) === 0) return false;
   let mine = false;
-  for (let i = W.CANCEL; i < W.CANCEL + W.CANCEL_SLOTS; i++) {
+  for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
     const v = Atomics.load(ctl, i);
     if (v === 0 || v > seq || Atomics.compareExchange(ctl, i, v, 0) !== v) continue;
     told.delete(v);
@@ -100,14 +119,14 @@ function passCancels(ctl: Int32Array, seq: number, told: Set<number>): boolean {
 }
 
 /**
- * The child's side of `skip` in pool.ts, on its own rings: claims a cancel slot for `seq`, then
+ * The child's side of `skip` in wire.ts, on its own rings: claims a cancel slot for `seq`, then
  * takes it back if the task has begun (the same store-then-load pair as the pool's).
  */
 function skipHere(ctl: Int32Array, seq: number): void {
-  for (let i = W.CANCEL; i < W.CANCEL + W.CANCEL_SLOTS; i++) {
+  for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
     if (Atomics.compareExchange(ctl, i, 0, seq) !== 0) continue;
-    Atomics.store(ctl, W.CANCEL_HINT, 1);
-    if (Math.abs(Atomics.load(ctl, W.STARTED)) >= seq) Atomics.compareExchange(ctl, i, seq, 0);
+    Atomics.store(ctl, CANCEL_HINT, 1);
+    if (Math.abs(Atomics.load(ctl, STARTED)) >= seq) Atomics.compareExchange(ctl, i, seq, 0);
     return;
   }
 }
@@ -119,10 +138,10 @@ function refused(b: Uint8Array, enc: Encoder): Uint8Array {
     `a handle cannot be sent back from a pool worker with isolation "process" yet (handles are not carried across OS processes in this version)`,
   );
   const body = enc.encode(err, "error");
-  const out = new Uint8Array(W.RESULT_HEADER + body.length);
-  out.set(b.subarray(0, W.RESULT_HEADER));
-  out[0] = W.R_ERR;
-  out.set(body, W.RESULT_HEADER);
+  const out = new Uint8Array(RESULT_HEADER + body.length);
+  out.set(b.subarray(0, RESULT_HEADER));
+  out[0] = R_ERR;
+  out.set(body, RESULT_HEADER);
   return out;
 }
 
@@ -130,9 +149,9 @@ function refused(b: Uint8Array, enc: Encoder): Uint8Array {
 function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   const cfg = args[0] as WorkerConfig;
   const sab = heap().sab;
-  const ctl = new Int32Array(sab, cfg.block, W.CTL_BYTES >> 2);
-  const tasks = new Ring(cfg.block + W.CTL_BYTES, cfg.block);
-  const results = new Ring(cfg.block + W.CTL_BYTES + W.TASK_RING_BYTES, cfg.block);
+  const ctl = new Int32Array(sab, cfg.block, CTL_BYTES >> 2);
+  const tasks = new Ring(cfg.block + CTL_BYTES, cfg.block);
+  const results = new Ring(cfg.block + CTL_BYTES + TASK_RING_BYTES, cfg.block);
   const bell = new Doorbell(cfg.bell);
   const ring = () => bell.ring();
   /** The largest message the result ring takes as one frame (as in Ring and ResultWriter). */
@@ -150,13 +169,13 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     // The child runs the task after the last one answered, unless it was told to skip it.
     let next = answered + 1;
     while (next <= sent && told.has(next)) next++;
-    Atomics.store(ctl, W.STARTED, next <= sent ? next : answered);
+    Atomics.store(ctl, STARTED, next <= sent ? next : answered);
   };
   // Tasks withdrawn while they wait in the child (the pool holds a cancel slot for each, and
   // notifies): the child is told to skip them, as a thread worker reads the slots itself.
   const tellCancels = () => {
     let list: number[] | undefined;
-    for (let i = W.CANCEL; i < W.CANCEL + W.CANCEL_SLOTS; i++) {
+    for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
       const v = Atomics.load(ctl, i);
       if (v > answered && v <= sent && !told.has(v)) told.add(v), (list ??= []).push(v);
     }
@@ -168,13 +187,13 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   ch.listen((type, b) => {
     if (type === F_RESULT) {
       const kind = b[0];
-      if (kind === W.R_OK || kind === W.R_ERR || kind === W.R_COLUMN) {
+      if (kind === R_OK || kind === R_ERR || kind === R_COLUMN) {
         const seq = u32(b, 4);
         answered = seq;
         const withdrawn = passCancels(ctl, seq, told);
         started();
         if (withdrawn) return;
-        if (kind !== W.R_COLUMN && holdsHandles(b.subarray(W.RESULT_HEADER))) b = refused(b, enc);
+        if (kind !== R_COLUMN && holdsHandles(b.subarray(RESULT_HEADER))) b = refused(b, enc);
       }
       // As a thread worker's result writer does (see ResultWriter.#write), without blocking
       // this thread, which is also the pool's reader: a message that must wait for room is rung
@@ -188,7 +207,7 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     } else if (type === F_DEATH) {
       // The child's own count: exact, where the estimate above may count one task too many.
       const [begun] = loads<[number, number | null]>(b);
-      Atomics.store(ctl, W.STARTED, begun);
+      Atomics.store(ctl, STARTED, begun);
       final = true;
     }
   });
@@ -206,7 +225,7 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   })().catch(() => {});
   void (async () => {
     while (!dead()) {
-      const w = Atomics.waitAsync(ctl, W.CANCEL_HINT, Atomics.load(ctl, W.CANCEL_HINT), 1000);
+      const w = Atomics.waitAsync(ctl, CANCEL_HINT, Atomics.load(ctl, CANCEL_HINT), 1000);
       if (w.async) await w.value;
       if (!dead()) tellCancels();
     }
@@ -220,20 +239,20 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
  *
  * @example
  * ```ts ignore
- * // In _os_child.ts, for a start frame naming this module as its bridge:
+ * // In process/os_child.ts, for a start frame naming this module as its bridge:
  * Deno.exit(await childMain(channel, start));
  * ```
  */
 export async function childMain(ch: Channel, start: StartFrame): Promise<number> {
   const cfg = loads<[WorkerConfig]>(start.payload.args)[0];
-  const block = alloc(W.WORKER_BLOCK);
-  Ring.init(block + W.CTL_BYTES, W.TASK_RING_BYTES);
-  Ring.init(block + W.CTL_BYTES + W.TASK_RING_BYTES, W.RESULT_RING_BYTES);
+  const block = alloc(WORKER_BLOCK);
+  Ring.init(block + CTL_BYTES, TASK_RING_BYTES);
+  Ring.init(block + CTL_BYTES + TASK_RING_BYTES, RESULT_RING_BYTES);
   const bellAt = alloc(Doorbell.BYTES);
   const sab = heap().sab;
-  const ctl = new Int32Array(sab, block, W.CTL_BYTES >> 2);
-  const tasks = new Ring(block + W.CTL_BYTES, block);
-  const results = new Ring(block + W.CTL_BYTES + W.TASK_RING_BYTES, block);
+  const ctl = new Int32Array(sab, block, CTL_BYTES >> 2);
+  const tasks = new Ring(block + CTL_BYTES, block);
+  const results = new Ring(block + CTL_BYTES + TASK_RING_BYTES, block);
   const bell = new Doorbell(bellAt);
   ch.listen((type, body) => {
     if (type === F_TASKS) void tasks.post(body);
@@ -267,7 +286,7 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
     if (exited) break;
     await bell.sleep(seen, LIVENESS_SLICE_MS);
   }
-  ch.send(F_DEATH, dumps([Math.abs(Atomics.load(ctl, W.STARTED)), code]));
+  ch.send(F_DEATH, dumps([Math.abs(Atomics.load(ctl, STARTED)), code]));
   await ch.drain();
   return code;
 }

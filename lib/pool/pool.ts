@@ -3,51 +3,26 @@
  * `multiprocessing.Pool`), and never hangs: a worker that dies fails exactly the task it was
  * running, is replaced, and everything else completes.
  *
- * How it works, and why:
- * - **Workers are `Process`es** (daemonic, as in Python) whose target is {@link poolWorker}
- *   below: one mechanism for start-up, crash detection and replacement, shared with every other
- *   child. A death anywhere bumps the heap's death counter; the pool waits on it (without keeping
- *   the program alive) and notices its own workers' deaths at once.
+ * This module is the façade: the public API, its options and their checks. The work is done by
+ * CPython's three roles, each in a module of its own, sharing a `PoolState` (`state.ts`):
+ * - `workers.ts`: workers are `Process`es (daemonic, as in Python) whose target is `poolWorker`
+ *   (`worker.ts`); start, watch, replace, and settle a dead worker's tasks exactly.
+ * - `tasks.ts`: the pool-level queue, batching, work stealing, cancelling, and the writer of
+ *   task messages into each worker's task ring.
+ * - `results.ts`: the reader of the result rings, woken by the pool's doorbell.
+ *
+ * Why it works this way:
  * - **Shared-memory rings, not `postMessage`.** A message costs ~35 µs per hop through
- *   `postMessage` here; a {@link Ring} write is a few loads and stores. Each worker has a task
- *   ring (parent → worker) and a result ring (worker → parent), so no two processes ever contend
- *   for a ring's lock. After each result a worker bumps the pool's {@link Doorbell}, a shared
- *   counter the parent sleeps on when every ring is empty (it pays `Atomics.notify` only when
- *   the parent says it sleeps). A result too large for one frame may begin only later (no room
- *   yet, the worker's background writer publishes it): the bell is rung when its first frame is
- *   published (`onBegun`), never before, so the parent is not woken for a result not yet there.
- * - **The pool knows what each worker holds.** Tasks are numbered per worker in the order they
- *   are written into its ring, and the worker stores the number of the task it starts in a shared
- *   word (`STARTED`) before running it. Results go out one per task, before the next task starts.
- *   So when a worker dies, once its result ring is drained: the tasks numbered up to `STARTED`
- *   without a result were running (they fail with `BrokenPoolError`), the later ones never started
- *   (they are queued again for another worker). Nothing is lost, nothing runs twice, nothing
- *   waits forever.
- * - **Batching.** Submissions go to a pool-level queue; a dispatch pass (once per microtask tick,
- *   or every 64 submissions) writes many tasks per ring message. How many tasks a worker may hold
- *   (its window) follows the measured task duration: about 2 ms of work ahead, so fast tasks are
- *   batched by hundreds while slow ones stay in the pool's queue for whichever worker frees up
- *   first. Each function is resolved to module + export once (cached by identity) and defined
- *   once per worker; a task message then names it by number.
- * - **Work stealing.** When a worker runs dry while another is inside a task with more queued
- *   behind it, the pool takes back every task of that worker that has not started (one
- *   compare-exchange of its `STARTED` word: each task either started or was withdrawn, never
- *   both) and hands them out again; the busy worker gets no more until its task is done. So a
- *   slow or endless task delays only itself. A task with a timeout goes only to an idle worker,
- *   so its clock starts when it starts running.
- * - **Numbers travel raw.** Arguments and results that are all numbers (a numeric `map`, a call
- *   like `square(i)`) go as Float64 columns read through typed-array views, not through the
- *   general codec; anything else uses the codec (structured-clone fidelity, handles).
- * - **Waiting costs nothing.** Workers and the parent spin briefly, then sleep in
- *   `Atomics.waitAsync` (so a worker's own timers and channel pumps keep running). An idle pool
- *   has no reader running and burns no CPU; only pending tasks keep the program alive.
- * - **Cancelling.** A queued task is dropped at once. A task already in a worker's ring but not
- *   started is written into the worker's cancel slots, which it checks before each task (a
- *   Dekker-style pair of stores and loads decides who saw whom). `AsyncResult.cancel()` stops
- *   there: a task that has started runs on. A `signal` or `timeout` stops a running task by
- *   terminating its worker. (Deno 2.9 stops a worker busy in synchronous code only when that code
- *   returns: the task is rejected and the worker replaced at once, and the old thread exits,
- *   touching nothing shared, once the task's code returns.)
+ *   `postMessage` here; a `Ring` write is a few loads and stores. Each worker has a task ring
+ *   (parent → worker) and a result ring (worker → parent), so no two processes ever contend for a
+ *   ring's lock (the layout is in `wire.ts`).
+ * - **Jobs and tasks.** A call becomes a job (`jobs.ts`; {@link AsyncResult} is the job of one
+ *   call), cut into tasks: one call, or one chunk of a map.
+ * - **Cancelling.** `AsyncResult.cancel()` withdraws a task that has not started: a task that has
+ *   started runs on. A `signal` or `timeout` stops a running task by terminating its worker.
+ *   (Deno 2.9 stops a worker busy in synchronous code only when that code returns: the task is
+ *   rejected and the worker replaced at once, and the old thread exits, touching nothing shared,
+ *   once the task's code returns.)
  * - **Moving buffers.** `transfer` (an option for arguments, a marker for results) detaches the
  *   sender's `ArrayBuffer`s once their bytes are in the ring: the rings copy, so "moved" means
  *   ownership passes (no aliasing, no second copy kept), as in `Queue.put(x, { transfer })`.
@@ -56,752 +31,22 @@
  */
 
 import { optionsOf } from "../core/args.ts";
-import { deadlineOf, keepAlive, LIVENESS_SLICE_MS } from "../core/atomics.ts";
-import { setBootstrapping } from "../core/context.ts";
-import {
-  adopt,
-  alloc,
-  DEATH_EPOCH_INDEX,
-  heap,
-  isAlive,
-  release,
-  SLOT_ALIVE,
-  slotStateIndex,
-} from "../core/heap.ts";
-import { Ring, type SendOptions, type SendStatus, TIMEOUT } from "../core/ring.ts";
-import { SystemExit } from "../core/spawn.ts";
-import { callerModule, resolveTarget, type TargetRef } from "../core/target.ts";
-import {
-  BrokenPoolError,
-  CancelledError,
-  ProcessError,
-  RemoteError,
-  SerializationError,
-  TimeoutError,
-  ValueError,
-} from "../core/errors.ts";
-import { cpuCount, type IsolationOptions, Process } from "../process/process.ts";
-import { Decoder, Encoder, withHandleModules } from "../core/reduction.ts";
-import { exitNote, isolatedEncoder } from "./os_pool.ts";
+import { deadlineOf } from "../core/atomics.ts";
+import { adopt, alloc } from "../core/heap.ts";
+import { callerModule } from "../core/target.ts";
+import { ValueError } from "../core/errors.ts";
+import { Encoder } from "../core/reduction.ts";
+import { cpuCount, type IsolationOptions } from "../process/process.ts";
 import { checkIsolation } from "../process/os_spawn.ts";
-import { PoolStats } from "./stats.ts";
 import { sections } from "../core/observe.ts";
-
-// ---------------------------------------------------------------------------------------------
-// Wire format and shared layout (both sides)
-
-/** Worker control block: Int32 words at the start of the worker's heap block. */
-/**
- * Number of the task the worker has begun (its tasks are numbered 1, 2, ...), set by the worker
- * with a compare-exchange from the previous number. The parent takes back the tasks that have not
- * begun by a compare-exchange of the same word to `-last` (the number of the last task it
- * withdraws): whichever exchange comes first wins, so each task either ran or was withdrawn, never
- * both (see Pool.#recall, TaskLoop.#withdrawn). `startedOf` reads it either way.
- */
-const STARTED = 0;
-const CANCEL_HINT = 16; // nonzero while some cancel slot may hold a task number
-const CANCEL = 17; // cancel slots: numbers of tasks the worker must skip (0 = free)
-const CANCEL_SLOTS = 15;
-const CTL_BYTES = 256;
-/**
- * A worker's block: control words, its task ring (parent → worker) and its result ring (worker →
- * parent), filling the 512 KiB size class exactly. One writer per ring: the parent writes every
- * task ring, each worker only its own result ring, so no two processes contend for a lock. A
- * chunk of a big map (Python's default chunking makes 4 per worker) fits in one frame.
- */
-const WORKER_BLOCK = (512 << 10) - 16;
-const TASK_RING_BYTES = 256 << 10;
-const RESULT_RING_BYTES = WORKER_BLOCK - CTL_BYTES - TASK_RING_BYTES;
-
-/** Loads of the doorbell before the parent sleeps (~1-5 µs: a busy worker's next result). */
-const BELL_SPIN = 1000;
-/**
- * The parent's doorbell sleep ends after this long even without a ring (ms). A backstop only:
- * every result is rung for, and `__testHooks.lateWakeups` counts the times it was needed.
- */
-const BELL_SLICE_MS = LIVENESS_SLICE_MS;
-
-const BELL = 0, BELL_ASLEEP = 16;
-
-/**
- * Test-only hooks (not exported from mod.ts). `ringerSawSleeper` runs inside
- * {@link Doorbell.ring} at the exact point where a ringer has seen the sleeper's flag and not yet
- * notified; `sleeperArmed` inside {@link Doorbell.sleep} between `arm` and `wait`;
- * `lateWakeups` counts the parent's doorbell sleeps that ended by their time limit and then
- * found results (results that were not rung for: never expected); `steals` counts the times
- * tasks were taken back from a busy worker (see Pool.#steal); `skips` the tasks in a worker's
- * ring that it was told to skip (cancelled before they started).
- */
-export const __testHooks: {
-  ringerSawSleeper: (() => void) | null;
-  sleeperArmed: (() => void) | null;
-  lateWakeups: number;
-  steals: number;
-  skips: number;
-} = { ringerSawSleeper: null, sleeperArmed: null, lateWakeups: 0, steals: 0, skips: 0 };
-
-/**
- * The pool's doorbell: a counter every worker bumps after each result it writes, and a flag the
- * parent raises before it sleeps on the counter. The parent waits on one word for all workers;
- * a worker pays `Atomics.notify` only when the parent sleeps, once per sleep: the flag holds the
- * number of the sleep, and the ringer that takes it down by a compare-exchange of that number
- * notifies. A ringer must never take down the flag of a later sleep: paused after it saw the
- * flag, it could otherwise clear it after the parent had woken and raised it again, and the next
- * ringer would see no sleeper and not notify (a lost wake-up). A ringer that loses the exchange
- * needs no notify: the winner's wakes the parent, or the parent woke by itself; either way it
- * loads the count after this ringer's bump, and so takes this ringer's result before it sleeps.
- *
- * @example
- * ```ts
- * import { alloc } from "../core/heap.ts";
- * import { Doorbell } from "./pool.ts";
- * const bell = new Doorbell(alloc(Doorbell.BYTES));
- * const seen = bell.count();
- * const slept = bell.sleep(seen, 1000);
- * bell.ring(); // from any process
- * console.assert((await slept) === "rung");
- * ```
- */
-export class Doorbell {
-  /** Bytes of a doorbell (a block of the heap, 16-aligned). */
-  static readonly BYTES = 128;
-  readonly #i32: Int32Array;
-  /** The sleeper's number for its flag (never 0). */
-  #sleeps = 0;
-
-  /** The doorbell at heap offset `block` (zeroed). */
-  constructor(block: number) {
-    this.#i32 = new Int32Array(heap().sab, block, Doorbell.BYTES >> 2);
-  }
-
-  /** The count now: load it before looking for work, then sleep on it. */
-  count(): number {
-    return Atomics.load(this.#i32, BELL);
-  }
-
-  /** Spins up to `n` loads for the count to move from `seen`; true if it did. */
-  spin(seen: number, n: number): boolean {
-    const i32 = this.#i32;
-    for (let s = 0; s < n; s++) if (Atomics.load(i32, BELL) !== seen) return true;
-    return false;
-  }
-
-  /** Bumps the count and wakes the sleeper, if any (see the class doc). */
-  ring(): void {
-    const i32 = this.#i32;
-    Atomics.add(i32, BELL, 1);
-    const sleep = Atomics.load(i32, BELL_ASLEEP);
-    if (sleep !== 0) {
-      __testHooks.ringerSawSleeper?.();
-      // Takes down the flag of the sleep it saw, never a later one's.
-      if (Atomics.compareExchange(i32, BELL_ASLEEP, sleep, 0) === sleep) Atomics.notify(i32, BELL);
-    }
-  }
-
-  /**
-   * Sleeps (without blocking the thread) until the count moves from `seen`, or `ms`
-   * milliseconds: "rung", or "timed-out". One sleeper at a time. The same as `arm`, then `wait`.
-   */
-  sleep(seen: number, ms: number): Promise<"rung" | "timed-out"> {
-    if (this.arm(seen)) {
-      __testHooks.sleeperArmed?.();
-      return this.wait(seen, ms);
-    }
-    Atomics.store(this.#i32, BELL_ASLEEP, 0);
-    return Promise.resolve("rung");
-  }
-
-  /**
-   * The sleeper's first step: raises its flag, then looks at the count again; false when it has
-   * moved from `seen` already (do not wait). A ringer bumps the count, then looks at the flag:
-   * one of the two sees the other, so no ring is slept through.
-   */
-  arm(seen: number): boolean {
-    this.#sleeps = (this.#sleeps % 0x7fffffff) + 1;
-    Atomics.store(this.#i32, BELL_ASLEEP, this.#sleeps);
-    return Atomics.load(this.#i32, BELL) === seen;
-  }
-
-  /** The sleeper's second step, after `arm(seen)`: waits, then lowers its flag. */
-  async wait(seen: number, ms: number): Promise<"rung" | "timed-out"> {
-    const i32 = this.#i32;
-    try {
-      const r = Atomics.waitAsync(i32, BELL, seen, ms);
-      return (r.async ? await r.value : r.value) === "timed-out" ? "timed-out" : "rung";
-    } finally {
-      Atomics.store(i32, BELL_ASLEEP, 0);
-    }
-  }
-}
-
-/**
- * Ops in a task message (parent → worker); OP_PAD is one byte of padding. OP_IMPORT names the
- * modules that register the handle kinds (queues, locks...) in the tasks that follow: a worker
- * loads the rest of the library only in the background, so it imports those first.
- */
-const OP_PAD = 0, OP_DEFINE = 1, OP_TASK = 2, OP_STOP = 3, OP_IMPORT = 4;
-/** op u8, mode u8, column u8, pad u8, fn u32, start u32, length u32: a multiple of 8. */
-const TASK_HEADER = 16;
-const DEFINE_HEADER = 9; // op u8, fn u32, length u32
-/** Modes of a task: one call, or a chunk of `map` / `starmap`. */
-const APPLY = 0, MAP = 1, STARMAP = 2;
-type Mode = typeof APPLY | typeof MAP | typeof STARMAP;
-
-/**
- * How a chunk's items (or results) travel: when every one is a number, as a raw column of
- * Float64 values, 8-aligned in the message and read through a typed-array view; otherwise
- * through the codec. A numeric map is the common case, and the codec's general per-value path
- * (a tag, a switch and a call per value) costs ~10x more, above all before V8 has optimised it,
- * which every new worker pays again. Checking, writing and computing share one loop on each side.
- */
-const CODEC = 0, COLUMN = 1;
-type Column = typeof CODEC | typeof COLUMN;
-
-/** Kinds of a result message (worker → parent): kind u8, pad, task u32, µs u32, pad, body. */
-const R_OK = 1, R_ERR = 2, R_READY = 3, R_INIT_FAILED = 4, R_COLUMN = 5;
-/** A multiple of 8, so that a column body is aligned in the writer's stage. */
-const RESULT_HEADER = 16;
-
-/** The last task a worker has begun, or (a recall it has not seen yet) the last one withdrawn. */
-const startedOf = (ctl: Int32Array): number => Math.abs(Atomics.load(ctl, STARTED));
-
-const u32 = (b: Uint8Array, p: number): number =>
-  (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
-
-function putU32(b: Uint8Array, p: number, v: number): void {
-  b[p] = v;
-  b[p + 1] = v >>> 8;
-  b[p + 2] = v >>> 16;
-  b[p + 3] = v >>> 24;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tuning (parent side)
-
-/** A worker is given about this much work ahead (µs), from the measured task duration. */
-const LOOKAHEAD_US = 2000;
-/**
- * A worker inside one task for this long (µs), or 4 mean task durations if longer, with tasks
- * queued behind it, has those taken back by an idle worker (see Pool.#steal).
- */
-const STUCK_US = 2000;
-/** The same after close(), when a new worker must start to take them (see Pool.#steal). */
-const REPLACE_STUCK_US = 250_000;
-/**
- * Bounds of the per-worker window (tasks written to its ring and not yet returned). Tasks of
- * LOOKAHEAD_US or more go one at a time, as in Python's Pool: a second one queued behind a
- * slow task could wait there while another worker is idle.
- */
-const MIN_WINDOW = 1, MAX_WINDOW = 1024;
-/** The window before any task duration is known: one, so a first slow task stays balanced. */
-const INITIAL_WINDOW = 1;
-/** A task message is posted once it is this large (a ring frame holds up to half the ring). */
-const FLUSH_BYTES = 16 << 10;
-/** While `submit` calls pile up synchronously, dispatch every this many (workers start early). */
-const EAGER_DISPATCH = 64;
-/** Workers that die before they are ready this many times in a row break the pool. */
-const MAX_START_FAILURES = 3;
-/** A dead worker's block is reused only after this long (a terminated isolate stops within µs). */
-const GRAVE_MS = 50;
-/** Default read-ahead of `imap` / `imapUnordered`, in items, per worker. */
-const READ_AHEAD_PER_WORKER = 64;
-
-// ---------------------------------------------------------------------------------------------
-// Function references: resolved once per function, defined once per worker.
-
-interface FnInfo {
-  /** Number of the function, the same in every pool and worker of this process. */
-  readonly id: number;
-  readonly ref: TargetRef;
-  /** `[module, name]`, encoded: the body of an OP_DEFINE. */
-  readonly define: Uint8Array;
-}
-
-const fnInfos = new WeakMap<object, FnInfo>();
-let nextFnId = 1;
-
-/** Finds the module and export of `fn` (once per function; `callerModule` reads the stack). */
-function fnInfo(fn: unknown, what = "fn"): FnInfo {
-  if (typeof fn !== "function") {
-    throw new TypeError(`${what} must be an exported function: got ${typeof fn}`);
-  }
-  let info = fnInfos.get(fn);
-  if (!info) {
-    const ref = resolveTarget(fn as (...a: never[]) => unknown, undefined, callerModule());
-    info = { id: nextFnId++, ref, define: new Encoder().encode([ref.module, ref.name]).slice() };
-    fnInfos.set(fn, info);
-  }
-  return info;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Transfers
-
-const pendingTransfer: ArrayBuffer[] = [];
-/** Set in a pool worker: `transfer()` records buffers only there. */
-let inPoolWorker = false;
-
-/**
- * Marks `ArrayBuffer`s of a pool task's result to be moved rather than copied: after the result
- * is sent, each buffer in `list` is detached in the worker (`byteLength` 0), as with
- * `postMessage(value, [buf])`. The task returns `transfer(value, list)` in place of `value`.
- *
- * Over the pool's shared-memory rings the bytes are still copied once into the ring; what "move"
- * guarantees is ownership: the sender no longer has them (no aliasing, no second copy kept
- * alive). Arguments are moved with the `transfer` option of `apply`/`applyAsync`/`map`.
- *
- * @example
- * ```ts ignore
- * // tasks.ts
- * import { transfer } from "jsr:@denomp/multiprocessing";
- * export function render(n: number) {
- *   const pixels = new Uint8Array(n);
- *   return transfer(pixels, [pixels.buffer]);
- * }
- * ```
- */
-export function transfer<T>(value: T, list: ArrayBuffer[]): T {
-  if (inPoolWorker) { for (const b of list) pendingTransfer.push(b); }
-  return value;
-}
-
-function detachAll(list: ArrayBuffer[]): void {
-  for (const b of list) if (!b.detached) b.transfer();
-}
-
-// ---------------------------------------------------------------------------------------------
-// AsyncResult
-
-const PENDING = 0, FULFILLED = 1, REJECTED = 2;
-
-// Pool-internal access to AsyncResult's private state (set in its static block).
-let settle: <T>(r: AsyncResult<T>, ok: boolean, value: unknown) => void;
-let newResult: <T>(
-  callback?: (value: T) => void,
-  errorCallback?: (error: unknown) => void,
-) => AsyncResult<T>;
-let setCleanup: <T>(r: AsyncResult<T>, cleanup: () => void) => void;
-/** Ties a result to its tasks, for `cancel()` and `running()`. */
-let setWork: <T>(r: AsyncResult<T>, pool: Pool, work: Task | Task[]) => void;
-/** `Pool.#withdraw` (set in Pool's static block). */
-let withdraw: (pool: Pool, t: Task) => boolean;
-
-/**
- * The result of `applyAsync`, `mapAsync` or `starmapAsync` (Python's `AsyncResult`). It is
- * thenable, so `await r` works; `get(timeout)` throws `TimeoutError` when the result is not
- * there in time (the task goes on).
- *
- * @example
- * ```ts ignore
- * import { Pool } from "jsr:@denomp/multiprocessing";
- * import { square } from "./tasks.ts";
- * await using pool = new Pool({ processes: 2 });
- * const r = pool.applyAsync(square, [7]);
- * console.log(await r.get(1000), r.ready(), r.successful()); // 49 true true
- * ```
- */
-export class AsyncResult<T> implements PromiseLike<T> {
-  #state = PENDING;
-  #value: unknown = undefined;
-  #callback: ((value: T) => void) | undefined;
-  #errorCallback: ((error: unknown) => void) | undefined;
-  // The promise is made only when somebody awaits: a result nobody asks for costs no promise,
-  // and its failure is no unhandled rejection (as in Python, an unread error is dropped).
-  #promise: Promise<T> | null = null;
-  #resolve: ((v: T) => void) | null = null;
-  #reject: ((e: unknown) => void) | null = null;
-  #cleanup: (() => void) | null = null;
-  /** Its pool and task(s) while it is pending (for `cancel()` and `running()`). */
-  #pool: Pool | null = null;
-  #work: Task | Task[] | null = null;
-  #cancelled = false;
-
-  private constructor(
-    callback?: (value: T) => void,
-    errorCallback?: (error: unknown) => void,
-  ) {
-    this.#callback = callback;
-    this.#errorCallback = errorCallback;
-  }
-
-  static {
-    settle = <T>(r: AsyncResult<T>, ok: boolean, value: unknown) => r.#settle(ok, value);
-    newResult = <T>(cb?: (value: T) => void, ecb?: (error: unknown) => void) =>
-      new AsyncResult<T>(cb, ecb);
-    setCleanup = <T>(r: AsyncResult<T>, cleanup: () => void) => {
-      r.#cleanup = cleanup;
-    };
-    setWork = <T>(r: AsyncResult<T>, pool: Pool, work: Task | Task[]) => {
-      if (r.#state !== PENDING) return;
-      r.#pool = pool;
-      r.#work = work;
-    };
-  }
-
-  #settle(ok: boolean, value: unknown): void {
-    if (this.#state !== PENDING) return;
-    this.#state = ok ? FULFILLED : REJECTED;
-    this.#value = value;
-    this.#pool = this.#work = null;
-    const cleanup = this.#cleanup;
-    if (cleanup) {
-      this.#cleanup = null;
-      cleanup();
-    }
-    if (this.#promise) {
-      if (ok) this.#resolve!(value as T);
-      else this.#reject!(value);
-      this.#resolve = this.#reject = null;
-    }
-    const cb = ok ? this.#callback : this.#errorCallback;
-    this.#callback = this.#errorCallback = undefined;
-    if (cb) {
-      // A throwing callback must not break the pool's dispatch loop; report it as the platform
-      // reports a throwing event listener.
-      try {
-        (cb as (v: unknown) => void)(value);
-      } catch (e) {
-        reportError(e);
-      }
-    }
-  }
-
-  #promised(): Promise<T> {
-    if (this.#promise) return this.#promise;
-    if (this.#state === FULFILLED) return this.#promise = Promise.resolve(this.#value as T);
-    if (this.#state === REJECTED) return this.#promise = Promise.reject(this.#value);
-    return this.#promise = new Promise<T>((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
-  }
-
-  /**
-   * The result; rejects with the task's error, or with `TimeoutError` when it is not ready within
-   * `timeout` ms (the task goes on, as in Python).
-   *
-   * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(slowTask, []);
-   * await r.get(10).catch((e) => console.log(e.name)); // "TimeoutError"
-   * ```
-   */
-  async get(timeout?: number): Promise<T> {
-    if (timeout !== undefined && this.#state === PENDING) {
-      await this.wait(timeout);
-      if (this.#state === PENDING) {
-        throw new TimeoutError(`the result was not ready within ${timeout} ms`);
-      }
-    }
-    return await this.#promised();
-  }
-
-  /**
-   * Resolves once the result is ready (fulfilled or failed), or after `timeout` ms; never
-   * rejects with the task's error.
-   *
-   * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(square, [3]);
-   * await r.wait();
-   * console.log(r.ready()); // true
-   * ```
-   */
-  async wait(timeout?: number): Promise<void> {
-    if (this.#state !== PENDING) return;
-    const done = this.#promised().then(noop, noop);
-    if (timeout === undefined) return await done;
-    const ms = deadlineOf(timeout) === Infinity ? undefined : timeout;
-    if (ms === undefined) return await done;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /**
-   * Whether the task has finished (successfully or not).
-   *
-   * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(square, [3]);
-   * console.log(r.ready()); // false, most likely
-   * ```
-   */
-  ready(): boolean {
-    return this.#state !== PENDING;
-  }
-
-  /**
-   * Whether the task succeeded; throws `ValueError` if it has not finished (as Python does).
-   *
-   * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(square, [3]);
-   * await r.wait();
-   * console.log(r.successful()); // true
-   * ```
-   */
-  successful(): boolean {
-    if (this.#state === PENDING) throw new ValueError(`${this} not ready`);
-    return this.#state === FULFILLED;
-  }
-
-  /**
-   * Withdraws the task if no worker has started it yet, and returns true: a queued task is
-   * dropped, one already in a worker's queue is skipped by that worker (each task either starts
-   * or is skipped, never both). The result then rejects with `CancelledError` (and
-   * `errorCallback` gets it). Returns false once the task has started — it runs on, nothing is
-   * stopped (to stop a running task, pass a `signal`, which replaces its worker) — or when the
-   * result is ready. True again for a result already cancelled.
-   *
-   * Only a result of one task can be cancelled: `applyAsync`, or a `mapAsync`/`starmapAsync`
-   * whose items make one chunk. For a map of several chunks it returns false (use `signal`).
-   *
-   * @example
-   * ```ts ignore
-   * const busy = pool.applyAsync(slowTask, []); // a pool of 1 process
-   * const r = pool.applyAsync(square, [3]);
-   * console.log(r.cancel(), busy.cancel()); // true false (once slowTask has started)
-   * await r.get().catch((e) => console.log(e.name)); // "CancelledError"
-   * ```
-   */
-  cancel(): boolean {
-    if (this.#cancelled) return true;
-    const work = this.#work;
-    if (this.#state !== PENDING || work === null || Array.isArray(work)) return false;
-    if (!withdraw(this.#pool!, work)) return false;
-    this.#cancelled = true;
-    this.#settle(false, new CancelledError("the task was cancelled before it started"));
-    return true;
-  }
-
-  /**
-   * Whether a worker has begun the task (or a chunk of the map) and the result is not ready yet.
-   * False while the task waits in the pool's or a worker's queue, and once the result is ready.
-   *
-   * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(slowTask, []);
-   * console.log(r.running()); // false: not started yet
-   * await new Promise((r) => setTimeout(r, 100));
-   * console.log(r.running()); // true: a worker runs it
-   * ```
-   */
-  running(): boolean {
-    const work = this.#work;
-    if (this.#state !== PENDING || work === null) return false;
-    return Array.isArray(work) ? work.some(hasStarted) : hasStarted(work);
-  }
-
-  /**
-   * Makes the result awaitable: `await r` gives the value or throws the task's error.
-   *
-   * @example
-   * ```ts ignore
-   * console.log(await pool.applyAsync(square, [4])); // 16
-   * ```
-   */
-  then<A = T, B = never>(
-    onfulfilled?: ((value: T) => A | PromiseLike<A>) | null,
-    onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
-  ): Promise<A | B> {
-    return this.#promised().then(onfulfilled, onrejected);
-  }
-
-  /**
-   * A short description, like Python's repr.
-   *
-   * @example
-   * ```ts ignore
-   * console.log(String(pool.applyAsync(square, [4]))); // "<AsyncResult pending>"
-   * ```
-   */
-  toString(): string {
-    const state = this.#cancelled ? "cancelled" : ["pending", "fulfilled", "rejected"][this.#state];
-    return `<AsyncResult ${state}>`;
-  }
-}
-
-function noop(): void {}
-
-/**
- * Whether a worker has begun `t` and it is not done. A task in a worker's ring started once the
- * worker's STARTED word reached its number (its magnitude: a recall mark `-last` leaves in the
- * worker only tasks that had begun, and those written after the recall).
- */
-function hasStarted(t: Task): boolean {
-  return t.state === ASSIGNED && startedOf(t.worker!.ctl) >= t.seq;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tasks and jobs (parent side)
-
-const QUEUED = 0, ASSIGNED = 1, DONE = 2;
-
-/** One unit of work sent to a worker: one call, or one chunk of a map. */
-class Task {
-  state = QUEUED;
-  /** The worker holding it while ASSIGNED. */
-  worker: Slot | null = null;
-  /** Its number in that worker's sequence. */
-  seq = 0;
-  /** Cancelled before it started: its worker skips it and sends nothing back. */
-  skipped = false;
-  /** When it was submitted, for one task in a few (see PoolStats.stamp); else 0. */
-  at = 0;
-  constructor(
-    readonly job: Job,
-    readonly fn: FnInfo,
-    readonly mode: Mode,
-    /** The arguments (APPLY), or an array holding the chunk's items from `from` on. */
-    readonly payload: unknown[],
-    readonly from: number,
-    /** Number of items of the chunk. */
-    readonly count: number,
-    /** Index of the chunk's first item in the whole input. */
-    readonly start: number,
-    /** Encoded up front (when buffers are moved), else encoded into the message at dispatch. */
-    public bytes: Uint8Array | null = null,
-  ) {}
-
-  /** For `bytes`: the modules of the handle kinds in them. */
-  modules: string[] | null = null;
-  /**
-   * Starts its job's timeout (idempotent), on the task's first hand-out. Set only for a job with
-   * a timeout: such a task is handed only to an idle worker, so it starts running at once.
-   */
-  clock: (() => void) | null = null;
-
-  /** What the codec encodes: the arguments, or the chunk's items. */
-  items(): unknown[] {
-    const p = this.payload;
-    return this.from === 0 && this.count === p.length
-      ? p
-      : p.slice(this.from, this.from + this.count);
-  }
-}
-
-/** `map`/`starmap`: chunks fill one array. */
-class MapJob {
-  readonly tasks: Task[] = [];
-  /**
-   * The results, filled in as chunks arrive (while others are still computing). Made with
-   * `fill(0)`: `new Array(100_000)` filled out of order is a slow dictionary-mode array in V8,
-   * and this one holds unboxed doubles as long as the results are numbers.
-   */
-  readonly out: unknown[];
-  left = 0;
-  constructor(readonly result: AsyncResult<unknown[]>, n: number) {
-    // Made now, while the workers compute, not when the first result arrives.
-    this.out = new Array(n).fill(0);
-  }
-
-  put(start: number, values: ArrayLike<unknown>): void {
-    const out = this.out;
-    for (let i = 0; i < values.length; i++) out[start + i] = values[i];
-  }
-}
-
-/** `imap`/`imapUnordered`: chunk results wait here until the iterator takes them. */
-class StreamJob {
-  constructor(readonly ordered: boolean) {}
-  /** Unsettled tasks by their first item's index. */
-  readonly live = new Map<number, Task>();
-  /** Settled chunks by first index: `[ok, values or error]`. */
-  readonly ready = new Map<number, [boolean, unknown]>();
-  /** First indexes in completion order (unordered iteration). */
-  readonly order: number[] = [];
-  wake: (() => void) | null = null;
-  aborted = false;
-  reason: unknown = undefined;
-
-  settle(t: Task, ok: boolean, v: unknown): void {
-    if (v instanceof Float64Array) v = Array.from(v); // a view of the message: copy it out
-    this.live.delete(t.start);
-    this.ready.set(t.start, [ok, v]);
-    if (!this.ordered) this.order.push(t.start);
-    this.poke();
-  }
-
-  poke(): void {
-    const w = this.wake;
-    if (w) {
-      this.wake = null;
-      w();
-    }
-  }
-}
-
-type Job = AsyncResult<unknown> | MapJob | StreamJob;
-
-/** A pool worker as the parent sees it. */
-class Slot {
-  readonly ctl: Int32Array;
-  readonly ring: Ring;
-  /** Tasks written to its ring, in order, from `head` on (settled ones may linger). */
-  fifo: Task[] = [];
-  head = 0;
-  /** Tasks written to it in all (the last one's number). */
-  assigned = 0;
-  /**
-   * Tasks in `fifo` it will skip (cancelled before they started). They leave `fifo` only when a
-   * later result passes them, so they must not count against its window: a worker whose ring
-   * held only skipped tasks would otherwise look full forever.
-   */
-  skipped = 0;
-  /** Function numbers already defined in it. */
-  readonly known: boolean[] = [];
-  /** Handle modules it has been told to import. */
-  readonly modules = new Set<string>();
-  ready = false;
-  stopped = false;
-  dead = false;
-  /**
-   * Tasks were taken back from it while it ran one: it gets no more until a result of it arrives
-   * (a slow or endless task must not collect new tasks behind it).
-   */
-  suspect = false;
-  /** Its STARTED word as last seen by a steal check, and when that value was first seen. */
-  seenStarted = -1;
-  seenAt = 0;
-  /** Terminated by the pool itself (a cancelled running task, or terminate()). */
-  killed = false;
-  /** The last post into its ring (join waits for the pump to finish or give up). */
-  post: Promise<SendStatus> | null = null;
-  readonly sendOptions: SendOptions;
-
-  readonly results: Ring;
-
-  constructor(readonly wid: number, readonly block: number, readonly proc: Process) {
-    this.ctl = new Int32Array(heap().sab, block, CTL_BYTES >> 2);
-    this.ring = new Ring(block + CTL_BYTES, block);
-    this.results = new Ring(block + CTL_BYTES + TASK_RING_BYTES, block);
-    // A dead worker's ring is drained by nobody: its pending posts give up.
-    this.sendOptions = { broken: () => this.dead };
-  }
-
-  /** Tasks written to it and not yet returned (cancelled ones it will skip excepted). */
-  inflight(): number {
-    return this.fifo.length - this.head - this.skipped;
-  }
-
-  shift(): void {
-    this.fifo[this.head++] = undefined as unknown as Task;
-    if (this.head === this.fifo.length) {
-      this.fifo.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.fifo.length) {
-      this.fifo = this.fifo.slice(this.head);
-      this.head = 0;
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pool
+import { isolatedEncoder } from "./os_pool.ts";
+import { type AsyncResult, newResult, settle, setWork } from "./async_result.ts";
+import { fnInfo, isIterable, openIterator, Task } from "./jobs.ts";
+import { ResultHandler } from "./results.ts";
+import { CLOSE, PoolState, RUN, TERMINATE } from "./state.ts";
+import { TaskHandler } from "./tasks.ts";
+import { APPLY, Doorbell, MAP, type Mode, STARMAP } from "./wire.ts";
+import { WorkerHandler } from "./workers.ts";
 
 /** Options of `new Pool(...)`. */
 export interface PoolOptions extends IsolationOptions {
@@ -868,10 +113,8 @@ export interface IMapOptions {
   signal?: AbortSignal;
 }
 
-const RUN = 0, CLOSE = 1, TERMINATE = 2;
-let widCounter = 0;
-
-type Settled = [boolean, unknown];
+/** Default read-ahead of `imap` / `imapUnordered`, in items, per worker. */
+const READ_AHEAD_PER_WORKER = 64;
 type MapArg = number | MapOptions<unknown[]> | undefined;
 
 let poolCount = 0;
@@ -894,7 +137,7 @@ sections.set("pools", () => {
  * as Python's `with Pool() as p:` does.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * // main.ts
  * import { Pool } from "jsr:@denomp/multiprocessing";
  * export function square(x: number) {
@@ -908,58 +151,12 @@ sections.set("pools", () => {
  * ```
  */
 export class Pool {
-  readonly #processes: number;
-  readonly #maxTasks: number;
-  readonly #initializer: TargetRef | null;
-  readonly #initargs: unknown[];
-  readonly #preload: string[];
-  #state = RUN;
-  #broken: Error | null = null;
-
-  readonly #workers = new Map<number, Slot>();
-  /** The same workers in an array (the reader walks it on every wake-up). */
-  #list: Slot[] = [];
-  #live = 0;
-  #startFailures = 0;
-  #deadPending: Slot[] = [];
-  #graveyard: { block: number; at: number }[] = [];
-
-  #queue: Task[] = [];
-  #qhead = 0;
-  /** Tasks QUEUED or ASSIGNED. */
-  #outstanding = 0;
-  /** Active imap iterations (workers are not stopped while one may still submit). */
-  #streams = 0;
-  #flushQueued = false;
-  /** A dispatch pass is writing into the stage (user callbacks may run inside it). */
-  #dispatching = false;
-
-  /** The doorbell (see Doorbell). */
-  readonly #bellBlock: number;
-  readonly #bell: Doorbell;
-  /** The worker whose result ring `#onMessage` is reading. */
-  #from: Slot | null = null;
-  #reading = false;
-  #watching = false;
-  /** When a steal check is due (a worker may be stuck in a task; see #steal); else Infinity. */
-  #stealDue = Infinity;
-  /** Mean task duration (µs, moving average), -1 until known. */
-  #svc = -1;
-
-  #enc = new Encoder();
-  readonly #dec = new Decoder();
-  /** Isolation "process": what each worker's `Process` is given (see _os_pool.ts). */
-  #isolated: IsolationOptions | undefined;
-  #stage = new Uint8Array(FLUSH_BYTES * 2);
-  /** The stage as Float64 values (numeric columns are written through it, 8-aligned). */
-  #stageF64 = new Float64Array(this.#stage.buffer);
-
-  /** For snapshot(): its name, counters and latencies. */
+  readonly #pool: PoolState;
+  readonly #workers: WorkerHandler;
+  readonly #tasks: TaskHandler;
+  readonly #results: ResultHandler;
+  /** For snapshot(): its name (counters and latencies are in its state's `stats`). */
   readonly #name: string;
-  readonly #stats = new PoolStats();
-
-  #readyWaiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
-  #changeWaiters: (() => void)[] = [];
 
   /**
    * Starts the worker processes. Throws `ValueError` when `processes` is less than 1 or
@@ -980,26 +177,34 @@ export class Pool {
     if (options.initializer !== undefined && typeof options.initializer !== "function") {
       throw new TypeError("initializer must be a callable");
     }
+    let isolated: IsolationOptions | undefined, enc = new Encoder();
     if (checkIsolation(options, "Pool")) {
       const { isolation, maxMemoryMb, denoFlags } = options;
-      this.#isolated = { isolation, maxMemoryMb, denoFlags };
-      this.#enc = isolatedEncoder();
+      isolated = { isolation, maxMemoryMb, denoFlags };
+      enc = isolatedEncoder();
     }
-    this.#processes = processes;
-    this.#maxTasks = mt ?? 0;
     this.#name = options.name ?? `Pool-${++poolCount}`;
-    livePools.add(new WeakRef(this));
-    this.#initializer = options.initializer ? fnInfo(options.initializer, "initializer").ref : null;
-    this.#initargs = [...(options.initargs ?? [])];
+    const initializer = options.initializer ? fnInfo(options.initializer, "initializer").ref : null;
+    const initargs = [...(options.initargs ?? [])];
     const preload = options.preload ?? [];
     const base = preload.length ? callerModule() : undefined;
-    this.#preload = preload.map((m) => new URL(m, base).href);
-    this.#bellBlock = alloc(Doorbell.BYTES);
-    this.#bell = new Doorbell(this.#bellBlock);
+    const pool = this.#pool = new PoolState(
+      processes,
+      mt ?? 0,
+      initializer,
+      initargs,
+      preload.map((m) => new URL(m, base).href),
+      isolated,
+    );
+    const bellBlock = alloc(Doorbell.BYTES);
     // The doorbell lives as long as this object (workers never outlive a terminated pool).
-    adopt(this, this.#bellBlock);
+    adopt(this, bellBlock);
+    this.#workers = pool.workers = new WorkerHandler(pool, bellBlock);
+    this.#tasks = pool.tasks = new TaskHandler(pool, enc);
+    this.#results = pool.results = new ResultHandler(pool, bellBlock);
+    livePools.add(new WeakRef(this));
     try {
-      for (let i = 0; i < processes; i++) this.#spawn();
+      for (let i = 0; i < processes; i++) this.#workers.spawn();
     } catch (e) {
       this.terminate();
       throw e;
@@ -1013,8 +218,16 @@ export class Pool {
    * Runs `fn(...args)` in a worker and resolves with its result (Python's `apply`).
    *
    * @example
-   * ```ts ignore
-   * const n: number = await pool.apply(square, [3]); // 9
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const n: number = await pool.apply(square, [3]);
+   *   console.assert(n === 9);
+   * }
    * ```
    */
   apply<A extends unknown[], R>(
@@ -1036,9 +249,19 @@ export class Pool {
    * Throws `ValueError` when the pool is not running.
    *
    * @example
-   * ```ts ignore
-   * const r = pool.applyAsync(square, [7], { callback: (v) => console.log("got", v), timeout: 5000 });
-   * console.log(await r); // 49
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.applyAsync(square, [7], {
+   *     callback: (v) => console.log("got", v),
+   *     timeout: 5000,
+   *   });
+   *   console.log(await r); // 49
+   * }
    * ```
    */
   applyAsync<A extends unknown[], R>(
@@ -1047,18 +270,18 @@ export class Pool {
     options?: ApplyOptions<Awaited<R>>,
   ): AsyncResult<Awaited<R>> {
     options = optionsOf(options, "Pool.applyAsync", "applyAsync(fn, args, { timeout: 5000 })");
-    this.#checkRunning();
+    this.#pool.checkRunning();
     const info = fnInfo(fn);
     if (!Array.isArray(args)) throw new TypeError("args must be an array");
-    if (!this.#known(info)) this.#define(info);
+    this.#tasks.define(info);
     const r = newResult<Awaited<R>>(options.callback, options.errorCallback);
     const t = new Task(r as AsyncResult<unknown>, info, APPLY, args, 0, args.length, 0);
-    setWork(r, this, t);
-    if (options.transfer) this.#preencode([t], options.transfer);
+    setWork(r, this.#tasks, t);
+    if (options.transfer) this.#tasks.preencode([t], options.transfer);
     if (options.signal || options.timeout !== undefined) {
-      if (!this.#arm(r, [t], options)) return r;
+      if (!this.#tasks.arm(r, [t], options)) return r;
     }
-    this.#submit(t);
+    this.#tasks.submit(t);
     return r;
   }
 
@@ -1067,8 +290,15 @@ export class Pool {
    * `map`). Rejects with the first task error, or with the error the input iterable threw.
    *
    * @example
-   * ```ts ignore
-   * console.log(await pool.map(square, [1, 2, 3])); // [1, 4, 9]
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   console.log(await pool.map(square, [1, 2, 3])); // [1, 4, 9]
+   * }
    * ```
    */
   async map<T, R>(
@@ -1084,9 +314,16 @@ export class Pool {
    * synchronous input iterable is thrown here, as in Python.
    *
    * @example
-   * ```ts ignore
-   * const r = pool.mapAsync(square, [1, 2, 3], { callback: (xs) => console.log(xs) });
-   * await r.wait();
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.mapAsync(square, [1, 2, 3], { callback: (xs) => console.log(xs) });
+   *   await r.wait();
+   * }
    * ```
    */
   mapAsync<T, R>(
@@ -1094,19 +331,22 @@ export class Pool {
     iterable: Iterable<T> | AsyncIterable<T>,
     chunksize?: number | MapOptions<Awaited<R>[]>,
   ): AsyncResult<Awaited<R>[]> {
-    this.#checkRunning();
-    const o = mapOptions(chunksize as MapArg, "Pool.mapAsync");
-    return this.#mapJob(fnInfo(fn), MAP, iterable, o) as AsyncResult<
-      Awaited<R>[]
-    >;
+    return this.#mapJob<Awaited<R>[]>(fn, MAP, iterable, chunksize as MapArg, "Pool.mapAsync");
   }
 
   /**
    * Like `map`, with each item spread as the arguments (Python's `starmap`).
    *
    * @example
-   * ```ts ignore
-   * console.log(await pool.starmap(add, [[1, 2], [3, 4]])); // [3, 7]
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function add(a: number, b: number): number {
+   *   return a + b;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   console.log(await pool.starmap(add, [[1, 2], [3, 4]])); // [3, 7]
+   * }
    * ```
    */
   async starmap<A extends unknown[], R>(
@@ -1121,9 +361,16 @@ export class Pool {
    * `starmap` returning an {@link AsyncResult} at once (Python's `starmap_async`).
    *
    * @example
-   * ```ts ignore
-   * const r = pool.starmapAsync(add, [[1, 2], [3, 4]]);
-   * console.log(await r); // [3, 7]
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function add(a: number, b: number): number {
+   *   return a + b;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   const r = pool.starmapAsync(add, [[1, 2], [3, 4]]);
+   *   console.log(await r); // [3, 7]
+   * }
    * ```
    */
   starmapAsync<A extends unknown[], R>(
@@ -1131,11 +378,8 @@ export class Pool {
     iterable: Iterable<A> | AsyncIterable<A>,
     chunksize?: number | MapOptions<Awaited<R>[]>,
   ): AsyncResult<Awaited<R>[]> {
-    this.#checkRunning();
-    const o = mapOptions(chunksize as MapArg, "Pool.starmapAsync");
-    return this.#mapJob(fnInfo(fn), STARMAP, iterable, o) as AsyncResult<
-      Awaited<R>[]
-    >;
+    const call = "Pool.starmapAsync";
+    return this.#mapJob<Awaited<R>[]>(fn, STARMAP, iterable, chunksize as MapArg, call);
   }
 
   /**
@@ -1144,11 +388,18 @@ export class Pool {
    * the loop early drops the tasks not yet started.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
    * function* naturals() {
    *   for (let i = 0;; i++) yield i;
    * }
-   * for await (const y of pool.imap(square, naturals())) if (y > 100) break;
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   for await (const y of pool.imap(square, naturals())) if (y > 100) break;
+   * }
    * ```
    */
   imap<T, R>(
@@ -1156,20 +407,22 @@ export class Pool {
     iterable: Iterable<T> | AsyncIterable<T>,
     chunksize?: number | IMapOptions,
   ): AsyncGenerator<Awaited<R>, void, undefined> {
-    this.#checkRunning();
-    return this.#stream(fnInfo(fn), iterable, chunksize, true) as AsyncGenerator<
-      Awaited<R>,
-      void,
-      undefined
-    >;
+    return this.#stream<Awaited<R>>(fn, iterable, chunksize, true);
   }
 
   /**
    * Like `imap`, yielding results as they complete (Python's `imap_unordered`).
    *
    * @example
-   * ```ts ignore
-   * for await (const y of pool.imapUnordered(square, [1, 2, 3])) console.log(y);
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   await using pool = new Pool({ processes: 2 });
+   *   for await (const y of pool.imapUnordered(square, [1, 2, 3])) console.log(y);
+   * }
    * ```
    */
   imapUnordered<T, R>(
@@ -1177,12 +430,7 @@ export class Pool {
     iterable: Iterable<T> | AsyncIterable<T>,
     chunksize?: number | IMapOptions,
   ): AsyncGenerator<Awaited<R>, void, undefined> {
-    this.#checkRunning();
-    return this.#stream(fnInfo(fn), iterable, chunksize, false) as AsyncGenerator<
-      Awaited<R>,
-      void,
-      undefined
-    >;
+    return this.#stream<Awaited<R>>(fn, iterable, chunksize, false);
   }
 
   /**
@@ -1192,18 +440,21 @@ export class Pool {
    * task of a function still pays for importing its module.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
    * const pool = new Pool({ processes: 2 });
    * await pool.whenReady();
+   * pool.close();
+   * await pool.join();
    * ```
    */
   whenReady(): Promise<void> {
-    if (this.#broken) return Promise.reject(this.#broken);
-    if (this.#allReady()) return Promise.resolve();
-    if (this.#state === TERMINATE) return Promise.reject(new ValueError("Pool not running"));
+    if (this.#pool.broken) return Promise.reject(this.#pool.broken);
+    if (this.#pool.allReady()) return Promise.resolve();
+    if (this.#pool.phase === TERMINATE) return Promise.reject(new ValueError("Pool not running"));
     return new Promise((resolve, reject) => {
-      this.#readyWaiters.push({ resolve, reject });
-      this.#kick();
+      this.#pool.readyWaiters.push({ resolve, reject });
+      this.#results.kick();
     });
   }
 
@@ -1211,16 +462,19 @@ export class Pool {
    * Accepts no more tasks; workers exit once every submitted task is done (Python's `close`).
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * const pool = new Pool({ processes: 1 });
    * pool.close();
    * await pool.join();
+   * console.assert(String(pool) === "<Pool state=CLOSE pool_size=1>");
    * ```
    */
   close(): void {
-    if (this.#state !== RUN) return;
-    this.#state = CLOSE;
-    this.#dispatch();
-    this.#kick();
+    if (this.#pool.phase !== RUN) return;
+    this.#pool.phase = CLOSE;
+    this.#tasks.dispatch();
+    this.#results.kick();
   }
 
   /**
@@ -1229,24 +483,22 @@ export class Pool {
    * is every `imap` iteration that was in progress.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * const pool = new Pool({ processes: 1 });
    * pool.close();
-   * await pool.join();
+   * await pool.join(); // every worker has exited
    * ```
    */
   async join(): Promise<void> {
-    if (this.#state === RUN) throw new ValueError("Pool is still running");
-    while (this.#live > 0 || this.#reading || this.#deadPending.length > 0) {
-      await new Promise<void>((r) => this.#changeWaiters.push(r));
+    if (this.#pool.phase === RUN) throw new ValueError("Pool is still running");
+    const workers = this.#workers;
+    while (workers.live > 0 || this.#results.reading || workers.deadPending.length > 0) {
+      await new Promise<void>((r) => this.#pool.changeWaiters.push(r));
     }
-    // Posts into the rings of workers that are gone give up (see Slot.sendOptions).
-    await Promise.all([...this.#workers.values()].map((w) => w.post));
-    for (const w of this.#workers.values()) this.#bury(w.block);
-    this.#workers.clear();
-    this.#list = [];
-    // Blocks of workers that died a moment ago are freed with this object (see #reap).
-    for (const g of this.#graveyard) adopt(this, g.block);
-    this.#graveyard = [];
+    // Posts into the rings of workers that are gone give up (see WorkerHandle.sendOptions);
+    // blocks of workers that died a moment ago are freed with this object.
+    await workers.release((block) => adopt(this, block));
   }
 
   /**
@@ -1254,30 +506,16 @@ export class Pool {
    * `BrokenPoolError`; returns promptly however many are queued.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * const pool = new Pool({ processes: 1 });
    * pool.terminate();
    * await pool.join();
+   * console.assert(String(pool) === "<Pool state=TERMINATE pool_size=1>");
    * ```
    */
   terminate(): void {
-    if (this.#state === TERMINATE) return;
-    this.#state = TERMINATE;
-    for (const w of this.#workers.values()) {
-      if (!w.dead) {
-        w.dead = w.killed = true;
-        w.proc.terminate();
-      }
-      w.ring.wakeWriters(); // its pending posts see `broken` now rather than in 100 ms
-    }
-    this.#live = 0;
-    this.#deadPending = [];
-    const err = this.#broken ??
-      new BrokenPoolError("the pool was terminated before this task completed");
-    this.#failAll(err);
-    for (const r of this.#readyWaiters.splice(0)) r.reject(err);
-    this.#ring(); // the reader sees it has nothing left to do
-    Atomics.notify(heap().i32, DEATH_EPOCH_INDEX); // and so does the death watcher
-    this.#changed();
+    this.#pool.terminate();
   }
 
   /**
@@ -1285,11 +523,17 @@ export class Pool {
    * Python's `with Pool() as p:` does.
    *
    * @example
-   * ```ts ignore
-   * {
-   *   await using pool = new Pool();
-   *   await pool.map(square, [1, 2]);
-   * } // terminated here
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * export function square(x: number): number {
+   *   return x * x;
+   * }
+   * if (import.meta.main) {
+   *   {
+   *     await using pool = new Pool();
+   *     await pool.map(square, [1, 2]);
+   *   } // terminated here
+   * }
    * ```
    */
   async [Symbol.asyncDispose](): Promise<void> {
@@ -1301,13 +545,15 @@ export class Pool {
    * A short description, like Python's repr.
    *
    * @example
-   * ```ts ignore
-   * console.log(String(new Pool({ processes: 2 }))); // "<Pool state=RUN pool_size=2>"
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * await using pool = new Pool({ processes: 2 });
+   * console.log(String(pool)); // "<Pool state=RUN pool_size=2>"
    * ```
    */
   toString(): string {
-    const state = this.#broken ? "BROKEN" : ["RUN", "CLOSE", "TERMINATE"][this.#state];
-    return `<Pool state=${state} pool_size=${this.#processes}>`;
+    const state = this.#pool.broken ? "BROKEN" : ["RUN", "CLOSE", "TERMINATE"][this.#pool.phase];
+    return `<Pool state=${state} pool_size=${this.#pool.processes}>`;
   }
 
   /**
@@ -1315,1066 +561,71 @@ export class Pool {
    * the counters keep counting.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { Pool } from "jsr:@denomp/multiprocessing";
+   * await using pool = new Pool({ processes: 1 });
    * pool.resetStats(); // latencies from now on
    * ```
    */
   resetStats(): void {
-    this.#stats.reset();
+    this.#pool.stats.reset();
   }
 
   static {
-    describePool = (p) => {
-      const workers = p.#list.filter((w) => !w.dead).map((w) => {
-        const t = w.fifo.length - w.head - w.skipped > 0 ? w.fifo[w.head] : undefined;
-        return { name: w.proc.name, busy: t !== undefined, task: t ? t.fn.ref.name : "" };
-      });
-      // Gone: terminated, or closed with nothing left to do.
-      if (p.#state === TERMINATE || (p.#state === CLOSE && p.#outstanding === 0)) {
-        if (!workers.length) return null;
-      }
-      const busy = workers.filter((w) => w.busy).length;
-      return {
-        name: p.#name,
-        state: p.#broken ? "broken" : ["running", "closed", "terminated"][p.#state],
-        processes: p.#processes,
-        workers,
-        queued: Math.max(0, p.#outstanding - busy),
-        running: busy,
-        completed: p.#stats.completed,
-        failed: p.#stats.failed,
-        utilization: p.#stats.utilization(workers.length, busy),
-        ...p.#stats.latencies(),
-      };
-    };
+    describePool = (p) => p.#pool.describe(p.#name);
   }
 
-  // -------------------------------------------------------------------------------------------
-  // Submission
-
-  /** Whether the first worker knows `fn` (the cheap test before `#define`). */
-  #known(fn: FnInfo): boolean {
-    const w = this.#list[0];
-    return w === undefined || w.known[fn.id] === true;
-  }
-
-  #checkRunning(): void {
-    if (this.#broken) throw this.#broken;
-    if (this.#state !== RUN) throw new ValueError("Pool not running");
-  }
-
-  #submit(t: Task): void {
-    if (this.#state === TERMINATE || this.#broken) {
-      t.state = DONE;
-      this.#settleJob(t, false, this.#broken ?? new ValueError("Pool not running"));
-      return;
-    }
-    t.at = this.#stats.stamp();
-    this.#queue.push(t);
-    this.#outstanding++;
-    if ((this.#queue.length - this.#qhead) % EAGER_DISPATCH === 0) this.#dispatch();
-    else this.#schedule();
-  }
-
-  readonly #flush = (): void => {
-    this.#flushQueued = false;
-    this.#dispatch();
-  };
-
-  /** Encodes tasks now (so that their buffers can be detached now). */
-  #preencode(tasks: Task[], list: ArrayBuffer[]): void {
-    for (const t of tasks) {
-      try {
-        const { result, modules } = withHandleModules(() =>
-          this.#enc.encode(t.items(), t.mode === APPLY ? "args" : "chunk").slice()
-        );
-        t.bytes = result;
-        t.modules = modules;
-      } catch (e) {
-        throw t.mode === APPLY ? e : chunkPath(e, t.start, "iterable");
-      }
-    }
-    detachAll(list);
-  }
-
-  /**
-   * Wires `signal` and `timeout` to a job. False when the signal has already fired (the job is
-   * then settled and must not be submitted).
-   */
-  #arm<T>(result: AsyncResult<T>, tasks: Task[], o: TaskOptions): boolean {
-    const { signal, timeout } = o;
-    if (timeout !== undefined) deadlineOf(timeout); // validates
-    if (signal?.aborted) {
-      for (const t of tasks) t.state = DONE;
-      settle(result, false, signal.reason);
-      return false;
-    }
-    const abort = (reason: unknown) => {
-      settle(result, false, reason); // at once, whatever the tasks are doing
-      for (const t of tasks) this.#cancel(t, true);
-      this.#dispatch();
-    };
-    const onAbort = () => abort(signal!.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    let timer: ReturnType<typeof setTimeout> | undefined, over = false;
-    if (timeout !== undefined) {
-      // The clock starts when the first task is handed to a worker (see Task.clock).
-      const clock = () => {
-        if (timer !== undefined || over) return;
-        timer = setTimeout(
-          () => abort(new TimeoutError(`the task did not complete within ${timeout} ms`)),
-          timeout,
-        );
-      };
-      for (const t of tasks) t.clock = clock;
-    }
-    setCleanup(result, () => {
-      over = true;
-      signal?.removeEventListener("abort", onAbort);
-      clearTimeout(timer);
-    });
-    return true;
-  }
-
-  #mapJob(
-    info: FnInfo,
+  /** A `mapAsync` or `starmapAsync` (`call` names it in errors). */
+  #mapJob<R>(
+    fn: unknown,
     mode: Mode,
     iterable: Iterable<unknown> | AsyncIterable<unknown>,
-    o: MapOptions<unknown[]>,
-  ): AsyncResult<unknown[]> {
+    chunksize: MapArg,
+    call: string,
+  ): AsyncResult<R> {
+    this.#pool.checkRunning();
+    const o = mapOptions(chunksize, call), info = fnInfo(fn);
     if (o.chunksize !== undefined) checkChunksize(o.chunksize);
     if (o.timeout !== undefined) deadlineOf(o.timeout);
     const r = newResult<unknown[]>(o.callback, o.errorCallback);
     if (Array.isArray(iterable) || isIterable(iterable)) {
       // As in Python's map_async: the input is read now, and an error it throws is thrown here.
       const items = Array.isArray(iterable) ? iterable : Array.from(iterable as Iterable<unknown>);
-      this.#startMap(r, info, mode, items, o);
+      this.#tasks.startMap(r, info, mode, items, o);
     } else {
       // Until the input is read, close() must not stop the workers (as for an imap).
-      this.#streams++;
+      this.#pool.streams++;
       collect(iterable as AsyncIterable<unknown>).then(
-        (items) => this.#startMap(r, info, mode, items, o),
+        (items) => this.#tasks.startMap(r, info, mode, items, o),
         (e) => settle(r, false, e),
       ).finally(() => {
-        this.#streams--;
-        this.#dispatch();
+        this.#pool.streams--;
+        this.#tasks.dispatch();
       });
     }
-    return r;
-  }
-
-  #startMap(
-    r: AsyncResult<unknown[]>,
-    info: FnInfo,
-    mode: Mode,
-    items: unknown[],
-    o: MapOptions<unknown[]>,
-  ): void {
-    const n = items.length;
-    if (n === 0) return settle(r, true, []);
-    if (!this.#known(info)) this.#define(info);
-    const cs = o.chunksize ?? Math.ceil(n / (4 * this.#processes));
-    const job = new MapJob(r, n);
-    for (let s = 0; s < n; s += cs) {
-      // A range of the input, not a copy: a numeric chunk is written from it straight into the
-      // message.
-      job.tasks.push(new Task(job, info, mode, items, s, Math.min(cs, n - s), s));
-    }
-    job.left = job.tasks.length;
-    setWork(r, this, job.tasks.length === 1 ? job.tasks[0] : job.tasks);
-    try {
-      if (o.transfer) this.#preencode(job.tasks, o.transfer);
-    } catch (e) {
-      return settle(r, false, e);
-    }
-    if ((o.signal || o.timeout !== undefined) && !this.#arm(r, job.tasks, o)) return;
-    for (const t of job.tasks) this.#submit(t);
+    return r as AsyncResult<unknown> as AsyncResult<R>;
   }
 
   /** Checks the arguments of imap now (as Python does), then returns the lazy iteration. */
-  #stream(
-    info: FnInfo,
+  #stream<R>(
+    fn: unknown,
     iterable: Iterable<unknown> | AsyncIterable<unknown>,
     chunksize: number | IMapOptions | undefined,
     ordered: boolean,
-  ): AsyncGenerator<unknown, void, undefined> {
+  ): AsyncGenerator<R, void, undefined> {
+    this.#pool.checkRunning();
+    const info = fnInfo(fn);
     const o = mapOptions<IMapOptions>(chunksize, ordered ? "Pool.imap" : "Pool.imapUnordered");
     const cs = o.chunksize ?? 1;
     checkChunksize(cs);
-    const b = o.buffersize ?? READ_AHEAD_PER_WORKER * this.#processes;
+    const b = o.buffersize ?? READ_AHEAD_PER_WORKER * this.#pool.processes;
     if (!Number.isInteger(b) || b < 1) {
       throw new ValueError(`buffersize must be a positive int: current value is ${b}`);
     }
     const src = openIterator(iterable);
-    return this.#iterate(info, src, cs, Math.max(cs, b), ordered, o.signal);
+    const results = this.#tasks.iterate(info, src, cs, Math.max(cs, b), ordered, o.signal);
+    return results as AsyncGenerator<R, void, undefined>;
   }
-
-  async *#iterate(
-    info: FnInfo,
-    src: AnyIterator,
-    cs: number,
-    limit: number,
-    ordered: boolean,
-    signal: AbortSignal | undefined,
-  ): AsyncGenerator<unknown, void, undefined> {
-    const job = new StreamJob(ordered);
-    signal?.throwIfAborted();
-    if (!this.#known(info)) this.#define(info);
-    let fed = 0, taken = 0, next = 0, exhausted = false, srcFailed = false;
-    let srcError: unknown = undefined;
-    const onAbort = () => {
-      job.aborted = true;
-      job.reason = signal!.reason;
-      for (const t of job.live.values()) this.#cancel(t, true);
-      job.poke();
-      this.#dispatch();
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-    this.#streams++;
-    try {
-      for (;;) {
-        if (job.aborted) throw job.reason;
-        // Keep at most `limit` items read ahead of the consumer (in flight or not yet taken).
-        while (!exhausted && fed - taken < limit) {
-          const chunk: unknown[] = [];
-          try {
-            while (chunk.length < cs) {
-              let step = src.next();
-              if (step instanceof Promise) step = await step;
-              if ((step as IteratorResult<unknown>).done) {
-                exhausted = true;
-                break;
-              }
-              chunk.push((step as IteratorResult<unknown>).value);
-            }
-          } catch (e) {
-            exhausted = srcFailed = true;
-            srcError = e;
-          }
-          if (chunk.length) {
-            const t = new Task(job, info, MAP, chunk, 0, chunk.length, fed);
-            fed += chunk.length;
-            job.live.set(t.start, t);
-            this.#submit(t);
-          }
-          if (job.aborted) throw job.reason;
-        }
-        const key = ordered ? (job.ready.has(next) ? next : undefined) : job.order.shift();
-        if (key !== undefined) {
-          const [ok, v] = job.ready.get(key) as Settled;
-          job.ready.delete(key);
-          if (!ok) throw v;
-          const values = v as ArrayLike<unknown>;
-          next = key + values.length;
-          taken += values.length;
-          for (let i = 0; i < values.length; i++) yield values[i];
-          continue;
-        }
-        if (job.live.size === 0 && job.ready.size === 0) {
-          if (srcFailed) throw srcError;
-          if (exhausted) return;
-          continue;
-        }
-        await new Promise<void>((r) => (job.wake = r));
-      }
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-      // Leaving early: tasks not started are dropped (running ones finish, their result unused).
-      for (const t of job.live.values()) this.#cancel(t, false);
-      this.#streams--;
-      if (!exhausted) await src.return?.();
-      this.#dispatch();
-    }
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Dispatch: the pool-level queue into the workers' rings
-
-  #window(): number {
-    if (this.#svc < 0) return INITIAL_WINDOW;
-    return Math.max(MIN_WINDOW, Math.min(MAX_WINDOW, Math.ceil(LOOKAHEAD_US / (this.#svc + 1))));
-  }
-
-  /** How many tasks `w` may be given now (0 until it has worked off half its window). */
-  #room(w: Slot, win: number): number {
-    if (w.dead || w.stopped || (w.suspect && w.inflight() > 0)) return 0;
-    const inflight = w.inflight();
-    if (inflight > win >> 1) return 0;
-    let room = win - inflight;
-    if (this.#maxTasks) room = Math.min(room, this.#maxTasks - w.assigned);
-    return room;
-  }
-
-  #dispatch(): void {
-    if (this.#state === TERMINATE || this.#broken) return;
-    if (this.#dispatching) {
-      // Re-entered from a user callback (a task that failed to encode settles inside a pass):
-      // the stage holds a message in the making, so run again once this pass is over.
-      return this.#schedule();
-    }
-    this.#dispatching = true;
-    try {
-      this.#dispatchPass();
-    } finally {
-      this.#dispatching = false;
-    }
-    this.#kick();
-  }
-
-  #schedule(): void {
-    if (!this.#flushQueued) {
-      this.#flushQueued = true;
-      queueMicrotask(this.#flush);
-    }
-  }
-
-  #dispatchPass(): void {
-    // Cancelled tasks at the head go now (they must not hold off STOP or start workers).
-    while (this.#qhead < this.#queue.length && this.#queue[this.#qhead].state !== QUEUED) {
-      this.#queue[this.#qhead++] = undefined as unknown as Task;
-    }
-    // Start replacements, hand the queue out; then, while it is empty and a worker is idle,
-    // take back the tasks that have not started from a stuck worker and hand those out.
-    do {
-      this.#replenish();
-      this.#handOut();
-    } while (this.#qhead === this.#queue.length && this.#steal());
-    if (this.#state === TERMINATE || this.#broken) return;
-    if (this.#state === CLOSE && this.#qhead === this.#queue.length && this.#streams === 0) {
-      // Closed and nothing left to hand out: each worker exits after what its ring holds. (Tasks
-      // stuck behind a slow one are still taken back then: a new worker starts for them.)
-      for (const w of this.#workers.values()) {
-        if (w.dead || w.stopped) continue;
-        w.stopped = true;
-        this.#stage[0] = OP_STOP;
-        w.post = w.ring.post(this.#stage.subarray(0, 1), w.sendOptions);
-      }
-    }
-  }
-
-  /** Writes queued tasks into the rings of the workers with room. */
-  #handOut(): void {
-    const queued = this.#queue.length - this.#qhead;
-    if (queued === 0) return;
-    // Each worker with room gets an even share, so that a few big chunks do not all go to the
-    // first one, handed out in rounds of one message (~16 KiB) each: every worker starts on
-    // its first message while the next ones are being encoded.
-    const win = this.#window();
-    const open: Slot[] = [], quota: number[] = [];
-    for (const w of this.#workers.values()) {
-      const room = this.#room(w, win);
-      if (room > 0) open.push(w), quota.push(room);
-    }
-    for (let i = 0; i < open.length; i++) {
-      quota[i] = Math.min(quota[i], Math.ceil((queued - sum(quota, i)) / (open.length - i)));
-    }
-    for (let busy = true; busy && this.#qhead < this.#queue.length;) {
-      busy = false;
-      for (let i = 0; i < open.length; i++) {
-        if (quota[i] <= 0 || open[i].dead) continue;
-        const sent = this.#send(open[i], quota[i]);
-        // Nothing sent: the next task has a timeout and this worker is not idle.
-        quota[i] = sent > 0 ? quota[i] - sent : 0;
-        if (this.#state === TERMINATE || this.#broken) return;
-        busy ||= quota[i] > 0;
-      }
-    }
-  }
-
-  /**
-   * Work stealing: when a ready worker is idle, takes back every task that has not started from
-   * a worker stuck for a while (in one task, or still starting), the one holding most, and
-   * queues them again (in order, ahead of the rest). So a task never waits long behind a slow or
-   * endless one while another worker could run it. True when it took any.
-   *
-   * "Stuck": its STARTED word has not moved for {@link STUCK_US} or 4 mean task durations while
-   * tasks wait. A worker busy with a run of short tasks is left alone: taking all it holds would
-   * only make the two hand the same tasks back and forth. The reader's sleep ends when a check
-   * is due.
-   */
-  #steal(): boolean {
-    if (this.#state === TERMINATE || this.#broken || this.#isolated) return false;
-    const win = this.#window();
-    const idle = this.#list.some((w) => w.ready && w.inflight() === 0 && this.#room(w, win) > 0);
-    // After close(), idle workers have stopped: a new one would start for the tasks taken back,
-    // which is worth it only for a worker stuck far longer than a start takes.
-    const replace = !idle && this.#state === CLOSE && this.#live < this.#processes;
-    if (!idle && !replace) return false;
-    const now = performance.now();
-    const stuckMs = Math.max(replace ? REPLACE_STUCK_US : STUCK_US, 4 * this.#svc) / 1000;
-    let victim: Slot | null = null, most = 0;
-    for (const w of this.#list) {
-      if (w.dead) continue;
-      const started = startedOf(w.ctl), waiting = w.assigned - started;
-      // Progress is a change of STARTED while tasks wait (time spent idle does not count).
-      if (started !== w.seenStarted || waiting === 0) {
-        w.seenStarted = waiting === 0 ? -1 : started;
-        w.seenAt = now;
-      }
-      if (waiting === 0) continue;
-      if (now - w.seenAt < stuckMs) {
-        this.#stealDue = Math.min(this.#stealDue, w.seenAt + stuckMs);
-        continue;
-      }
-      if (waiting > most) most = waiting, victim = w;
-    }
-    if (victim === null) return false;
-    const back = this.#recall(victim);
-    if (back.length === 0) return false;
-    __testHooks.steals++;
-    victim.suspect = victim.inflight() > 0;
-    this.#queue = back.concat(this.#queue.slice(this.#qhead));
-    this.#qhead = 0;
-    return true;
-  }
-
-  /**
-   * Takes back the tasks of `w` that have not started: one compare-exchange of its STARTED word
-   * to `-last` (see STARTED), which the worker meets before its next task and then skips the
-   * tasks up to `last`. Returns them, in order, ready to be queued again.
-   */
-  #recall(w: Slot): Task[] {
-    // (Not from a worker that is an OS process: its tasks are in another heap; see _os_pool.ts.)
-    if (this.#isolated) return [];
-    const last = w.assigned;
-    let seen = Atomics.load(w.ctl, STARTED);
-    for (;;) {
-      if (Math.abs(seen) >= last) return []; // every task it holds has begun
-      const was = Atomics.compareExchange(w.ctl, STARTED, seen, -last);
-      if (was === seen) break;
-      seen = was; // it began another meanwhile
-    }
-    const begun = Math.abs(seen);
-    const back: Task[] = [];
-    while (w.fifo.length > w.head) {
-      const t = w.fifo[w.fifo.length - 1];
-      if (t.seq <= begun) break;
-      w.fifo.pop();
-      if (t.skipped) w.skipped--;
-      if (t.state !== ASSIGNED) continue; // cancelled meanwhile
-      t.state = QUEUED;
-      t.worker = null;
-      t.seq = 0;
-      back.push(t);
-    }
-    if (w.fifo.length === w.head) {
-      w.fifo.length = 0;
-      w.head = 0;
-    }
-    return back.reverse();
-  }
-
-  /** Writes up to `count` queued tasks into `w`'s ring as one message (~16 KiB at most). */
-  #send(w: Slot, count: number): number {
-    let pos = 0, sent = 0;
-    let preset: string[] | null = null;
-    // One sink for the whole message: which modules register the handle kinds encoded in it.
-    const { modules } = withHandleModules(() => {
-      while (sent < count && this.#qhead < this.#queue.length) {
-        const t = this.#queue[this.#qhead];
-        // A task with a timeout goes only to an idle, ready worker, first in its message: it
-        // starts at once, so its clock (started now) counts its running time only.
-        if (t.clock !== null && t.state === QUEUED && (w.inflight() > 0 || !w.ready)) break;
-        this.#queue[this.#qhead++] = undefined as unknown as Task;
-        if (t.state !== QUEUED) continue;
-        const fn = t.fn;
-        if (!w.known[fn.id]) pos = this.#writeDefine(w, pos, fn);
-        let body = t.bytes;
-        if (t.modules) (preset ??= []).push(...t.modules);
-        if (body === null && t.mode !== STARMAP) {
-          const end = this.#column(pos, t);
-          if (end > 0) {
-            pos = end;
-            this.#assign(w, t);
-            sent++;
-            if (pos >= FLUSH_BYTES) break;
-            continue;
-          }
-        }
-        if (body === null) {
-          try {
-            body = this.#enc.encode(t.items(), t.mode === APPLY ? "args" : "chunk");
-          } catch (e) {
-            // Unsendable arguments fail this task only; the worker never sees it.
-            this.#complete(t, false, t.mode === APPLY ? e : chunkPath(e, t.start, "iterable"));
-            if (this.#state === TERMINATE || w.dead) break;
-            continue;
-          }
-        }
-        pos = this.#reserve(pos, TASK_HEADER + body.length);
-        this.#header(pos, t, CODEC, body.length);
-        this.#stage.set(body, pos + TASK_HEADER);
-        pos += TASK_HEADER + body.length;
-        this.#assign(w, t);
-        sent++;
-        if (pos >= FLUSH_BYTES) break;
-      }
-    });
-    if (this.#qhead === this.#queue.length) {
-      this.#queue.length = 0;
-      this.#qhead = 0;
-    } else if (this.#qhead > 4096 && this.#qhead * 2 > this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#qhead);
-      this.#qhead = 0;
-    }
-    if (modules.length || preset) this.#sendImports(w, preset ? modules.concat(preset) : modules);
-    // `post` copies what it cannot write at once, so the stage is free again after it.
-    if (pos) w.post = w.ring.post(this.#stage.subarray(0, pos), w.sendOptions);
-    return sent;
-  }
-
-  /** Tells `w` to import the modules it has not been told of yet, before the next message. */
-  #sendImports(w: Slot, modules: string[]): void {
-    const fresh = modules.filter((m) => !w.modules.has(m));
-    if (!fresh.length) return;
-    for (const m of fresh) w.modules.add(m);
-    const body = this.#enc.encode(fresh);
-    const msg = new Uint8Array(DEFINE_HEADER + body.length);
-    msg[0] = OP_IMPORT;
-    putU32(msg, 5, body.length);
-    msg.set(body, DEFINE_HEADER);
-    w.post = w.ring.post(msg, w.sendOptions);
-  }
-
-  /**
-   * Writes task `t` at `pos` with its items as a numeric column, and returns where it ends; 0
-   * when an item is not a number (nothing counts as written then).
-   */
-  #column(pos: number, t: Task): number {
-    const n = t.count, xs = t.payload, from = t.from;
-    pos = this.#reserve(pos, 8 + TASK_HEADER + n * 8);
-    while (pos & 7) this.#stage[pos++] = OP_PAD;
-    const col = this.#stageF64, at = (pos + TASK_HEADER) >> 3;
-    for (let i = 0; i < n; i++) {
-      const x = xs[from + i];
-      if (typeof x !== "number") return 0;
-      col[at + i] = x;
-    }
-    this.#header(pos, t, COLUMN, n * 8);
-    return pos + TASK_HEADER + n * 8;
-  }
-
-  #writeDefine(w: Slot, pos: number, fn: FnInfo): number {
-    pos = this.#reserve(pos, DEFINE_HEADER + fn.define.length);
-    const b = this.#stage;
-    b[pos] = OP_DEFINE;
-    putU32(b, pos + 1, fn.id);
-    putU32(b, pos + 5, fn.define.length);
-    b.set(fn.define, pos + DEFINE_HEADER);
-    w.known[fn.id] = true;
-    return pos + DEFINE_HEADER + fn.define.length;
-  }
-
-  /**
-   * Defines `fn` in every worker that does not know it yet, in a message of its own, now: each
-   * worker imports its module while this thread is still encoding the tasks (rather than after
-   * their first message arrives).
-   */
-  #define(fn: FnInfo): void {
-    if (this.#dispatching) return; // the pass in progress defines it with its tasks
-    for (const w of this.#list) {
-      if (w.known[fn.id] || w.dead || w.stopped) continue;
-      const n = this.#writeDefine(w, 0, fn);
-      w.post = w.ring.post(this.#stage.subarray(0, n), w.sendOptions);
-    }
-  }
-
-  #header(pos: number, t: Task, col: Column, length: number): void {
-    const b = this.#stage;
-    b[pos] = OP_TASK;
-    b[pos + 1] = t.mode;
-    b[pos + 2] = col;
-    b[pos + 3] = 0;
-    putU32(b, pos + 4, t.fn.id);
-    putU32(b, pos + 8, t.start);
-    putU32(b, pos + 12, length);
-  }
-
-  #assign(w: Slot, t: Task): void {
-    t.state = ASSIGNED;
-    t.worker = w;
-    t.seq = ++w.assigned;
-    w.fifo.push(t);
-    if (t.clock !== null) t.clock();
-  }
-
-  /** Makes room for `n` more bytes at `pos` in the stage. */
-  #reserve(pos: number, n: number): number {
-    if (pos + n > this.#stage.length) {
-      const bigger = new Uint8Array(Math.max(this.#stage.length * 2, pos + n + 7) & ~7);
-      bigger.set(this.#stage.subarray(0, pos));
-      this.#stage = bigger;
-      this.#stageF64 = new Float64Array(bigger.buffer);
-    }
-    return pos;
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Results
-
-  #needReader(): boolean {
-    if (this.#state === TERMINATE) return false;
-    return this.#outstanding > 0 || this.#deadPending.length > 0 ||
-      this.#readyWaiters.length > 0 || (this.#state === CLOSE && this.#live > 0);
-  }
-
-  #kick(): void {
-    if (!this.#reading && this.#needReader()) {
-      this.#reading = true;
-      // One keep-alive for the whole reading session (not one per sleep): pending tasks keep
-      // the program alive, an idle pool does not.
-      void keepAlive(this.#readLoop());
-    }
-  }
-
-  /** Wakes the reader (from this thread: a death, terminate()). */
-  #ring(): void {
-    this.#bell.ring();
-  }
-
-  async #readLoop(): Promise<void> {
-    const bell = this.#bell;
-    /** The last sleep ended by its time limit: results found now were not rung for. */
-    let late = false;
-    try {
-      for (;;) {
-        const seen = bell.count();
-        if (await this.#drain()) {
-          if (late) __testHooks.lateWakeups++;
-          late = false;
-          this.#dispatch();
-          continue;
-        }
-        late = false;
-        // Every ring is empty: whatever a dead worker sent has been read.
-        if (this.#deadPending.length > 0) {
-          this.#buryDead();
-          continue;
-        }
-        if (!this.#needReader()) return;
-        if (bell.spin(seen, BELL_SPIN)) continue; // a result is likely near
-        // The sleep ends by the backstop, or when a steal check is due.
-        const ms = Math.min(BELL_SLICE_MS, Math.max(0, this.#stealDue - performance.now()));
-        if ((await bell.sleep(seen, ms)) === "timed-out") {
-          late = ms === BELL_SLICE_MS;
-          if (performance.now() >= this.#stealDue) {
-            this.#stealDue = Infinity;
-            this.#dispatch(); // a worker may be stuck in a task: see #steal
-          }
-        }
-      }
-    } catch (e) {
-      // A bug, not a condition: fail everything rather than leave anybody waiting.
-      this.#breakPool(new BrokenPoolError("the pool's result reader failed", { cause: e }));
-    } finally {
-      this.#reading = false;
-      this.#from = null;
-      this.#changed();
-      this.#kick();
-    }
-  }
-
-  /** Reads every message in every worker's result ring; the number read. */
-  async #drain(): Promise<number> {
-    let n = 0;
-    for (const w of this.#list) {
-      const ring = w.results;
-      for (;;) {
-        this.#from = w;
-        if (ring.tryRecv(this.#onMessage) !== TIMEOUT) {
-          n++;
-          continue;
-        }
-        if (ring.empty()) break;
-        // A message too large for one frame is streamed: read it whole (its writer is still
-        // writing it, or died and it is discarded).
-        this.#from = w;
-        if ((await ring.recv(this.#onMessage, { timeout: 0 })) === TIMEOUT) break;
-        n++;
-      }
-    }
-    return n;
-  }
-
-  readonly #onMessage = (b: Uint8Array): true => {
-    const kind = b[0];
-    const w = this.#from!;
-    if (kind === R_OK || kind === R_ERR || kind === R_COLUMN) {
-      w.suspect = false;
-      const seq = u32(b, 4);
-      const us = u32(b, 8);
-      this.#svc = this.#svc < 0 ? us : this.#svc * 0.9 + us * 0.1;
-      let t = w.fifo[w.head];
-      // Tasks before it were cancelled and skipped by the worker.
-      while (t !== undefined && t.seq < seq) {
-        if (t.skipped) w.skipped--;
-        w.shift();
-        t = w.fifo[w.head];
-      }
-      if (t === undefined || t.seq !== seq) return true;
-      this.#stats.timed(us, t.at);
-      w.shift();
-      if (t.state !== ASSIGNED) return true; // cancelled while it ran
-      let ok = kind !== R_ERR, value: unknown;
-      try {
-        value = kind !== R_COLUMN
-          ? this.#dec.decode(b.subarray(RESULT_HEADER))
-          : t.mode === APPLY
-          ? readNumber(b, RESULT_HEADER)
-          : readColumn(b);
-      } catch (e) {
-        ok = false;
-        value = e;
-      }
-      this.#complete(t, ok, ok ? value : fromRemote(value, w.proc.name));
-    } else if (kind === R_READY) {
-      w.ready = true;
-      this.#startFailures = 0;
-      this.#reap();
-      if (this.#allReady()) { for (const r of this.#readyWaiters.splice(0)) r.resolve(); }
-    } else if (kind === R_INIT_FAILED) {
-      let cause: unknown;
-      try {
-        cause = fromRemote(this.#dec.decode(b.subarray(RESULT_HEADER)), w.proc.name);
-      } catch (e) {
-        cause = e;
-      }
-      const what = u32(b, 4) === 1 ? "preload import" : "initializer";
-      this.#breakPool(
-        new BrokenPoolError(
-          `the ${what} of pool worker '${w.proc.name}' failed: ${describe(cause)}`,
-          {
-            cause,
-          },
-        ),
-      );
-    }
-    return true;
-  };
-
-  #allReady(): boolean {
-    if (this.#live < this.#processes && this.#state === RUN) return false;
-    for (const w of this.#workers.values()) if (!w.dead && !w.ready) return false;
-    return true;
-  }
-
-  /** Records the outcome of `t` and passes it to its job. */
-  #complete(t: Task, ok: boolean, v: unknown): void {
-    if (t.state === DONE) return;
-    t.state = DONE;
-    this.#outstanding--;
-    this.#stats.count(t.mode === APPLY ? 1 : t.count, ok);
-    this.#settleJob(t, ok, v);
-  }
-
-  #settleJob(t: Task, ok: boolean, v: unknown): void {
-    const job = t.job;
-    if (job instanceof AsyncResult) settle(job, ok, v);
-    else if (job instanceof MapJob) {
-      if (ok) {
-        job.put(t.start, v as ArrayLike<unknown>);
-        if (--job.left === 0) settle(job.result, true, job.out);
-      } else {
-        settle(job.result, false, v);
-        for (const other of job.tasks) this.#cancel(other, false);
-      }
-    } else job.settle(t, ok, v);
-  }
-
-  /**
-   * Withdraws a task that is not done. Queued: dropped. In a worker's ring: skipped by the worker.
-   * Running: left to finish (its result is dropped), or with `kill` its worker is terminated.
-   */
-  #cancel(t: Task, kill: boolean): void {
-    if (t.state === DONE) return;
-    const was = t.state;
-    t.state = DONE;
-    this.#outstanding--;
-    if (was !== ASSIGNED) return;
-    const w = t.worker!;
-    if (w.dead) return;
-    if (skip(w.ctl, t.seq)) {
-      t.skipped = true;
-      w.skipped++;
-      __testHooks.skips++;
-      return;
-    }
-    if (kill) {
-      w.proc.terminate();
-      this.#noteDeath(w, true);
-    }
-  }
-
-  /**
-   * `AsyncResult.cancel()`: withdraws `t` if it has not started (see #cancel) and marks it done;
-   * false once it has started (it runs on) or is done.
-   */
-  #withdraw(t: Task): boolean {
-    if (t.state === ASSIGNED) {
-      // (Its worker may be dead and not yet buried: the same tests tell whether it had begun
-      // the task, which then fails with BrokenPoolError, or not, and then it is not queued again.)
-      const w = t.worker!;
-      if (skip(w.ctl, t.seq)) {
-        t.skipped = true;
-        w.skipped++;
-        __testHooks.skips++;
-      } else if (startedOf(w.ctl) >= t.seq || this.#dispatching) return false;
-      else {
-        // Every cancel slot is taken (many cancels at once): take back all the worker has not
-        // begun, as a steal does (no limit), and drop `t` from the queue. Not while a dispatch
-        // pass writes a message (a callback run inside it): that message is not in the ring yet.
-        const back = this.#recall(w);
-        if (back.length) {
-          this.#queue = back.concat(this.#queue.slice(this.#qhead));
-          this.#qhead = 0;
-          this.#schedule(); // to hand them out again
-        }
-        if (!back.includes(t)) return false; // it began first
-      }
-    } else if (t.state !== QUEUED) return false;
-    t.state = DONE;
-    this.#outstanding--;
-    // Room freed in a worker's window; after close(), maybe nothing left before STOP.
-    this.#schedule();
-    return true;
-  }
-
-  static {
-    withdraw = (pool, t) => pool.#withdraw(t);
-  }
-
-  #failAll(err: Error): void {
-    for (let i = this.#qhead; i < this.#queue.length; i++) {
-      const t = this.#queue[i];
-      if (t && t.state !== DONE) this.#complete(t, false, err);
-    }
-    this.#queue = [];
-    this.#qhead = 0;
-    for (const w of this.#workers.values()) {
-      for (let i = w.head; i < w.fifo.length; i++) this.#complete(w.fifo[i], false, err);
-      w.fifo = [];
-      w.head = w.skipped = 0;
-    }
-  }
-
-  /** The pool cannot work any more (an initializer failed): fail everything, stop the workers. */
-  #breakPool(err: Error): void {
-    if (this.#broken || this.#state === TERMINATE) return;
-    this.#broken = err;
-    this.terminate();
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Workers: start, death, replacement
-
-  #spawn(): void {
-    const block = alloc(WORKER_BLOCK);
-    Ring.init(block + CTL_BYTES, TASK_RING_BYTES);
-    Ring.init(block + CTL_BYTES + TASK_RING_BYTES, RESULT_RING_BYTES);
-    const wid = ++widCounter;
-    const config: WorkerConfig = {
-      wid,
-      block,
-      bell: this.#bellBlock,
-      initializer: this.#initializer,
-      initargs: this.#initargs,
-      preload: this.#preload,
-      maxTasks: this.#maxTasks,
-    };
-    const proc = new Process<[WorkerConfig]>({
-      target: poolWorker,
-      module: import.meta.url,
-      args: [config],
-      daemon: true,
-      name: `PoolWorker-${wid}`,
-      ...this.#isolated,
-    });
-    try {
-      proc.start();
-    } catch (e) {
-      release(block);
-      throw e;
-    }
-    const slot = new Slot(wid, block, proc);
-    this.#workers.set(wid, slot);
-    this.#list.push(slot);
-    this.#live++;
-    void this.#watch();
-  }
-
-  /** Starts replacements for workers that died or retired, as long as there is work for them. */
-  #replenish(): void {
-    const want = this.#state === RUN ||
-      (this.#state === CLOSE && (this.#qhead < this.#queue.length || this.#streams > 0));
-    if (!want || this.#live >= this.#processes || this.#deadPending.length > 0) return;
-    try {
-      while (this.#live < this.#processes) this.#spawn();
-    } catch (e) {
-      this.#breakPool(new BrokenPoolError("a pool worker could not be started", { cause: e }));
-    }
-  }
-
-  /**
-   * Waits on the heap's death counter (bumped by every process death) without keeping the
-   * program alive, and notes the deaths of this pool's workers.
-   */
-  async #watch(): Promise<void> {
-    if (this.#watching) return;
-    this.#watching = true;
-    const i32 = heap().i32;
-    try {
-      while (this.#state !== TERMINATE && this.#live > 0) {
-        const epoch = Atomics.load(i32, DEATH_EPOCH_INDEX);
-        for (const w of this.#workers.values()) {
-          if (!w.dead && w.proc.exitCode !== null) this.#noteDeath(w, false);
-        }
-        if (this.#live === 0) break;
-        const r = Atomics.waitAsync(i32, DEATH_EPOCH_INDEX, epoch);
-        if (r.async) await r.value;
-      }
-    } finally {
-      this.#watching = false;
-    }
-  }
-
-  #noteDeath(w: Slot, killed: boolean): void {
-    if (w.dead) return;
-    w.dead = true;
-    w.killed = killed;
-    this.#live--;
-    this.#deadPending.push(w);
-    w.ring.wakeWriters();
-    this.#ring(); // the reader buries it once its result ring is drained
-    this.#kick();
-  }
-
-  /**
-   * Settles the tasks of workers that died; runs with every result ring drained, so every result
-   * they sent has been taken. Tasks up to the one each worker started fail; later ones go back
-   * to the front of the queue.
-   */
-  #buryDead(): void {
-    const dead = this.#deadPending;
-    this.#deadPending = [];
-    const again: Task[] = [];
-    for (const w of dead) {
-      this.#workers.delete(w.wid);
-      this.#list = this.#list.filter((x) => x !== w);
-      this.#graveyard.push({ block: w.block, at: performance.now() });
-      const code = w.proc.exitCode;
-      const started = startedOf(w.ctl);
-      for (let i = w.head; i < w.fifo.length; i++) {
-        const t = w.fifo[i];
-        if (t.state !== ASSIGNED) continue;
-        if (t.seq <= started) {
-          this.#complete(
-            t,
-            false,
-            new BrokenPoolError(
-              `pool worker '${w.proc.name}' (pid ${w.proc.pid}) exited with code ${code} ` +
-                `while running this task${exitNote(w.proc.pid)}`,
-            ),
-          );
-        } else {
-          t.state = QUEUED;
-          t.worker = null;
-          t.seq = 0;
-          again.push(t);
-        }
-      }
-      w.fifo = [];
-      w.head = w.skipped = 0;
-      // A worker that dies by itself before it is ready (its module or initializer crashes)
-      // would be replaced forever: three in a row break the pool. Stopped from outside
-      // (terminate()/kill()) is no failure to start.
-      if (!w.ready && !w.killed && code !== -15 && code !== -9) this.#startFailures++;
-    }
-    if (this.#state === TERMINATE || this.#broken) return;
-    if (again.length) {
-      this.#queue = again.concat(this.#queue.slice(this.#qhead));
-      this.#qhead = 0;
-    }
-    if (this.#startFailures >= MAX_START_FAILURES) {
-      return this.#breakPool(
-        new BrokenPoolError(
-          `pool workers exited before they were ready ${this.#startFailures} times in a row ` +
-            `(last: code ${dead[dead.length - 1].proc.exitCode})`,
-        ),
-      );
-    }
-    this.#reap();
-    this.#dispatch();
-    this.#changed();
-  }
-
-  /** Frees the blocks of workers dead for a while (a reused block must not meet a dying writer). */
-  #reap(): void {
-    const now = performance.now();
-    while (this.#graveyard.length && now - this.#graveyard[0].at > GRAVE_MS) {
-      release(this.#graveyard.shift()!.block);
-    }
-  }
-
-  #bury(block: number): void {
-    this.#graveyard.push({ block, at: performance.now() });
-  }
-
-  #changed(): void {
-    for (const r of this.#changeWaiters.splice(0)) r();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers (parent side)
-
-/** Claims a cancel slot of a worker for task `seq`. True when the worker will skip it. */
-function skip(ctl: Int32Array, seq: number): boolean {
-  let slot = -1;
-  for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
-    if (Atomics.compareExchange(ctl, i, 0, seq) === 0) {
-      slot = i;
-      break;
-    }
-  }
-  if (slot < 0) return false; // no free slot: the task runs, its result is dropped
-  Atomics.store(ctl, CANCEL_HINT, 1);
-  // Store the slot, then load STARTED; the worker stores STARTED, then loads the slots. One of
-  // the two sees the other's store: either the worker skips the task, or we see it started. A
-  // recall mark `-last` counts as `last`: the tasks up to it that the worker still holds are
-  // those it had begun (the others were taken back), those after it it has not begun.
-  if (startedOf(ctl) < seq) {
-    Atomics.notify(ctl, CANCEL_HINT); // an OS-process worker's relay waits here (_os_pool.ts)
-    return true;
-  }
-  // Started, or about to be: take the slot back. If the worker took it first, it skipped.
-  return Atomics.compareExchange(ctl, slot, seq, 0) !== seq;
-}
-
-/**
- * The column of result message `b` (a view of shared memory). Valid only while the message is
- * being handled: jobs copy out what they keep.
- */
-function readColumn(b: Uint8Array): Float64Array {
-  const at = b.byteOffset + RESULT_HEADER, n = (b.length - RESULT_HEADER) >> 3;
-  // Ring frames are 4-aligned: read in place when 8-aligned, else from a copy.
-  if ((at & 7) === 0) return new Float64Array(b.buffer, at, n);
-  return new Float64Array(b.slice(RESULT_HEADER).buffer);
-}
-
-const F64 = new Float64Array(1);
-const F64_BYTES = new Uint8Array(F64.buffer);
-
-/** The number at byte `at` of `b` (any alignment). */
-function readNumber(b: Uint8Array, at: number): number {
-  for (let i = 0; i < 8; i++) F64_BYTES[i] = b[at + i];
-  return F64[0];
-}
-
-/** Sum of `xs[0..n)`. */
-function sum(xs: number[], n: number): number {
-  let s = 0;
-  for (let i = 0; i < n; i++) s += xs[i];
-  return s;
 }
 
 /** The options of a map-like call, given as an options object or as the chunksize alone. */
@@ -2393,630 +644,8 @@ function checkChunksize(cs: number): void {
   }
 }
 
-function isIterable(x: unknown): x is Iterable<unknown> {
-  return x != null && typeof (x as Iterable<unknown>)[Symbol.iterator] === "function";
-}
-
 async function collect(it: AsyncIterable<unknown>): Promise<unknown[]> {
   const out: unknown[] = [];
   for await (const x of it) out.push(x);
   return out;
 }
-
-interface AnyIterator {
-  next(): IteratorResult<unknown> | Promise<IteratorResult<unknown>>;
-  return?(): unknown;
-}
-
-function openIterator(x: Iterable<unknown> | AsyncIterable<unknown>): AnyIterator {
-  if (isIterable(x)) return x[Symbol.iterator]();
-  if (x != null && typeof (x as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function") {
-    return (x as AsyncIterable<unknown>)[Symbol.asyncIterator]();
-  }
-  throw new TypeError("iterable must be an Iterable or an AsyncIterable");
-}
-
-/** A chunk-relative serialization path (`chunk[3].x`) made absolute (`iterable[1003].x`). */
-function chunkPath(e: unknown, start: number, root: string): unknown {
-  if (!(e instanceof SerializationError)) return e;
-  const m = e.path.match(/^chunk\[(\d+)\](.*)$/);
-  if (!m) return e;
-  const reason = e.message.slice(e.path.length + 2);
-  return new SerializationError(`${root}[${start + Number(m[1])}]${m[2]}`, reason);
-}
-
-function describe(e: unknown): string {
-  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-}
-
-/**
- * An error from worker `worker`: same name, message, own fields and (remote) stack. One that had
- * no `cause` gets a `RemoteError` there, as Python chains a `RemoteTraceback`, and keeps its own
- * otherwise. The stack is printed once: it is the error's own, so the `RemoteError` prints as one
- * line naming the worker (its `remoteStack` is still there, just not printed again).
- */
-function fromRemote(e: unknown, worker: string): unknown {
-  if (!(e instanceof Error)) return e;
-  let err = e;
-  const path = (e as { path?: unknown }).path;
-  if (
-    e.name === "SerializationError" && !(e instanceof SerializationError) &&
-    typeof path === "string"
-  ) {
-    err = new SerializationError(path, e.message.slice(path.length + 2));
-    err.stack = e.stack;
-    if (e.cause !== undefined) err.cause = e.cause;
-  }
-  if (err.cause !== undefined) return err;
-  const remote = new RemoteError(e.name, e.message, e.stack ?? "");
-  remote.stack = `RemoteError: raised in pool worker '${worker}' (its stack is the error's own)`;
-  Object.defineProperty(err, "cause", {
-    value: remote,
-    writable: true,
-    configurable: true,
-    enumerable: false,
-  });
-  return err;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The worker side
-
-/** What a pool worker is started with (its `Process` argument). */
-export interface WorkerConfig {
-  /** The worker's number in its pool's messages. */
-  wid: number;
-  /** Its heap block: control words, then its task ring. */
-  block: number;
-  /** The pool's doorbell (heap offset). */
-  bell: number;
-  /** Module URL and export name of the function run once before the first task. */
-  initializer: { module: string; name: string } | null;
-  /** Its arguments. */
-  initargs: unknown[];
-  /** Module URLs to import before it reports ready. */
-  preload: string[];
-  /** Exit after this many tasks (0: never). */
-  maxTasks: number;
-}
-
-type AnyFn = (...args: unknown[]) => unknown;
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return v !== null && (typeof v === "object" || typeof v === "function") &&
-    typeof (v as PromiseLike<unknown>).then === "function";
-}
-
-/** Imports a task's module: it must not start processes at its top level (see Process.start). */
-async function importModule(url: string): Promise<Record<string, unknown>> {
-  setBootstrapping(true);
-  try {
-    return await import(url);
-  } finally {
-    setBootstrapping(false);
-  }
-}
-
-async function importFunction(ref: TargetRef): Promise<AnyFn> {
-  const ns = await importModule(ref.module);
-  let fn = ns[ref.name];
-  if (fn === undefined) {
-    fn = Object.values(ns).find((v) => typeof v === "function" && v.name === ref.name);
-  }
-  if (typeof fn !== "function") {
-    throw new ProcessError(
-      `'${ref.name}' is not an exported function of ${ref.module} (a pool worker imports it)`,
-    );
-  }
-  return fn as AnyFn;
-}
-
-/**
- * Sends results into this worker's result ring: one message per task, written before the next
- * task starts, then the pool's doorbell.
- */
-class ResultWriter {
-  readonly #ring: Ring;
-  readonly #bell: Doorbell;
-  readonly #ctl: Int32Array;
-  readonly #enc = new Encoder();
-  #stage = new Uint8Array(4096);
-  #f64 = new Float64Array(this.#stage.buffer);
-
-  /** The largest message the ring takes as one frame (half its capacity, as in Ring). */
-  readonly #maxSingle: number;
-
-  constructor(ring: Ring, bell: Doorbell, ctl: Int32Array) {
-    this.#ring = ring;
-    this.#bell = bell;
-    this.#ctl = ctl;
-    this.#maxSingle = ((ring.capacity >> 1) & ~3) - 4;
-  }
-
-  /** Rings the parent's doorbell (as `onBegun`: when a streamed result's first frame is out). */
-  readonly #ringBell = (): void => this.#bell.ring();
-
-  send(
-    kind: number,
-    seq: number,
-    us: number,
-    value: unknown,
-    root = "result",
-    start = 0,
-  ): void | Promise<void> {
-    if (kind === R_OK && typeof value === "number" && root === "result") {
-      // A call's result that is a number (the common case) skips the codec.
-      this.#head(R_COLUMN, seq, us, 8);
-      this.#f64[RESULT_HEADER >> 3] = value;
-      return this.#write(8);
-    }
-    let body: Uint8Array;
-    try {
-      body = this.#enc.encode(value, root, kind === R_OK ? undefined : { reportError: true });
-    } catch (e) {
-      // Unsendable result: the task fails with SerializationError and the worker goes on.
-      kind = kind === R_OK ? R_ERR : kind;
-      const err = root === "chunk" ? chunkPath(e, start, "result") : e;
-      try {
-        body = this.#enc.encode(err, "error");
-      } catch {
-        body = this.#enc.encode(new Error(describe(value)), "error");
-      }
-    }
-    const b = this.#head(kind, seq, us, body.length);
-    b.set(body, RESULT_HEADER);
-    return this.#write(body.length);
-  }
-
-  /**
-   * Room for a chunk's `n` results as a column, in the message about to be sent: the task loop
-   * writes each result there as it is computed (see {@link ResultWriter.sendColumn}).
-   */
-  column(n: number): Float64Array {
-    this.#head(R_COLUMN, 0, 0, n * 8);
-    return new Float64Array(this.#stage.buffer, RESULT_HEADER, n);
-  }
-
-  /** Sends the `n` results written into `column(n)`. */
-  sendColumn(seq: number, us: number, n: number): void | Promise<void> {
-    this.#head(R_COLUMN, seq, us, n * 8);
-    return this.#write(n * 8);
-  }
-
-  #head(kind: number, seq: number, us: number, bytes: number): Uint8Array {
-    const n = RESULT_HEADER + bytes;
-    if (n > this.#stage.length) {
-      this.#stage = new Uint8Array(Math.max(n + 7, this.#stage.length * 2) & ~7);
-      this.#f64 = new Float64Array(this.#stage.buffer);
-    }
-    const b = this.#stage;
-    b[0] = kind;
-    putU32(b, 4, seq);
-    putU32(b, 8, us < 0xffffffff ? us : 0xffffffff);
-    return b;
-  }
-
-  /**
-   * Writes the message, then rings. Either way the result is in the ring before the worker
-   * starts its next task, which is what lets the parent tell a finished task from a running one
-   * after a death.
-   */
-  #write(bytes: number): void | Promise<void> {
-    const msg = this.#stage.subarray(0, RESULT_HEADER + bytes);
-    if (msg.length <= this.#maxSingle) {
-      this.#ring.sendSync(msg);
-      this.#bell.ring();
-      return;
-    }
-    // Too large for one frame: it is streamed, and the parent must be reading while it is
-    // written. `post` writes what fits now and hands the rest to this worker's background
-    // writer, which may publish even the first frame only later (no room yet). The bell is rung
-    // when the first frame is published: rung before, the parent would find nothing, sleep
-    // again, and the background writer, its ring full, would wait for it for ever (issue 24).
-    // Once begun, the ring's own reader/writer hand-off carries the rest.
-    return this.#ring.post(msg, { onBegun: this.#ringBell }).then(() => {});
-  }
-}
-
-/** Takes the cancel slot holding `seq`, if any. */
-function cancelled(ctl: Int32Array, seq: number): boolean {
-  for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
-    if (Atomics.load(ctl, i) === seq && Atomics.compareExchange(ctl, i, seq, 0) === seq) {
-      return true;
-    }
-  }
-  return false;
-}
-
-const copyOut = (b: Uint8Array): Uint8Array => b.slice();
-const yes = (): true => true;
-/** Stands for "the results are in the writer's column" in `TaskLoop.#finish`. */
-const COLUMN_DONE: unique symbol = Symbol("column");
-
-/**
- * Yields one macrotask. Not `setTimeout(0)`: nested timers are clamped to 4 ms (2.3 ms on average
- * measured in a worker here), a message to oneself takes ~17 µs.
- */
-class Yielder {
-  #channel: MessageChannel | null = null;
-  #resolve: (() => void) | null = null;
-  yield(): Promise<void> {
-    if (!this.#channel) {
-      this.#channel = new MessageChannel();
-      this.#channel.port1.onmessage = () => {
-        const r = this.#resolve;
-        this.#resolve = null;
-        r?.();
-      };
-    }
-    return new Promise<void>((r) => {
-      this.#resolve = r;
-      this.#channel!.port2.postMessage(0);
-    });
-  }
-  close(): void {
-    this.#channel?.port1.close();
-    this.#channel = null;
-  }
-}
-const forever = () => new Promise<never>(noop);
-
-/**
- * The body of a pool worker (the target of its `Process`): runs the initializer, then tasks from
- * its ring until told to stop (or after `maxTasks`). Not for direct use; exported so that
- * workers can import it.
- *
- * @example
- * ```ts ignore
- * // Started by Pool, never by hand:
- * new Process({ target: poolWorker, args: [config], daemon: true }).start();
- * ```
- */
-export async function poolWorker(cfg: WorkerConfig): Promise<void> {
-  try {
-    await work(cfg);
-  } catch (e) {
-    // Terminated: the thread runs on until its next turn of the event loop (Deno), and the
-    // channels refuse a terminated process. Nothing to report: the pool has moved on.
-    if (!isAlive(heap().slot)) await forever();
-    throw e;
-  }
-}
-
-async function work(cfg: WorkerConfig): Promise<void> {
-  const out = new ResultWriter(
-    new Ring(cfg.block + CTL_BYTES + TASK_RING_BYTES, cfg.block),
-    new Doorbell(cfg.bell),
-    new Int32Array(heap().sab, cfg.block, CTL_BYTES >> 2),
-  );
-  inPoolWorker = true;
-  for (const url of cfg.preload) {
-    try {
-      await importModule(url);
-    } catch (e) {
-      out.send(R_INIT_FAILED, 1, 0, e, "error");
-      throw new SystemExit(1); // the parent reports it (BrokenPoolError with this cause)
-    }
-  }
-  if (cfg.initializer) {
-    try {
-      const init = await importFunction(cfg.initializer);
-      const r = init(...cfg.initargs);
-      if (isThenable(r)) await r;
-    } catch (e) {
-      out.send(R_INIT_FAILED, 0, 0, e, "error");
-      throw new SystemExit(1); // the parent reports it (BrokenPoolError with this cause)
-    }
-  }
-  out.send(R_READY, 0, 0, null);
-  const loop = new TaskLoop(cfg, out);
-  try {
-    await loop.run();
-  } finally {
-    loop.close();
-  }
-}
-
-/** A worker's task loop: one task at a time, in ring order, each result sent before the next. */
-class TaskLoop {
-  readonly #ctl: Int32Array;
-  readonly #tasks: Ring;
-  readonly #out: ResultWriter;
-  readonly #dec = new Decoder();
-  /** This worker's state word in the process table (a fixed view: read after every task). */
-  readonly #self = new Int32Array(heap().sab, slotStateIndex(heap().slot) * 4, 1);
-  /**
-   * When the current task began. Tasks are timed from the end of the previous one (one clock
-   * read per task: `performance.now()` is a call into the runtime), and from each wake-up.
-   */
-  #mark = 0;
-  /** Tasks since `#mark`, how many to time together, and the last measure (µs per task). */
-  #count = 0;
-  #span = 1;
-  #us = 0;
-  /** The batch being run, and a Float64 view of all of it. */
-  #batch: Uint8Array = new Uint8Array(0);
-  #f64: Float64Array = new Float64Array(0);
-  /** Functions by number (an Error when its module could not provide it). */
-  readonly #fns: (AnyFn | Error)[] = [];
-  #seq = 0;
-  /** Tasks up to this number were taken back by the pool (see #withdrawn). */
-  #recalled = 0;
-  #left: number;
-  #yielder = new Yielder();
-
-  constructor(cfg: WorkerConfig, out: ResultWriter) {
-    this.#ctl = new Int32Array(heap().sab, cfg.block, CTL_BYTES >> 2);
-    this.#tasks = new Ring(cfg.block + CTL_BYTES, cfg.block);
-    this.#out = out;
-    this.#left = cfg.maxTasks > 0 ? cfg.maxTasks : Infinity;
-  }
-
-  close(): void {
-    this.#yielder.close();
-  }
-
-  /** Returns when told to stop or after `maxTasks` tasks. */
-  async run(): Promise<void> {
-    let yielded = performance.now();
-    for (;;) {
-      let batch = this.#tasks.tryRecv(copyOut);
-      if (batch === TIMEOUT) {
-        batch = (await this.#tasks.recv(copyOut)) as Uint8Array;
-        this.#restartClock();
-      }
-      // The batch is this worker's own copy at offset 0: numeric columns (8-aligned in it) are
-      // read through one view of the whole batch, with no view per task.
-      this.#batch = batch;
-      this.#f64 = new Float64Array(batch.buffer, 0, batch.length >> 3);
-      for (let p = 0; p < batch.length;) {
-        const op = batch[p];
-        if (op === OP_TASK) {
-          const len = u32(batch, p + 12);
-          const done = this.#task(
-            batch[p + 1] as Mode,
-            batch[p + 2] as Column,
-            u32(batch, p + 4),
-            u32(batch, p + 8),
-            p + TASK_HEADER,
-            len,
-          );
-          p += TASK_HEADER + len;
-          if ((done === true ? done : await done) && --this.#left === 0) return;
-        } else if (op === OP_DEFINE) {
-          const id = u32(batch, p + 1), len = u32(batch, p + 5);
-          const ref = this.#dec.decode(batch.subarray(p + DEFINE_HEADER, p + DEFINE_HEADER + len));
-          p += DEFINE_HEADER + len;
-          const [module, name] = ref as [string, string];
-          try {
-            this.#fns[id] = await importFunction({ module, name });
-          } catch (e) {
-            this.#fns[id] = e instanceof Error ? e : new Error(String(e));
-          }
-          this.#restartClock();
-        } else if (op === OP_IMPORT) {
-          const len = u32(batch, p + 5);
-          const urls = this.#dec.decode(
-            batch.subarray(p + DEFINE_HEADER, p + DEFINE_HEADER + len),
-          ) as string[];
-          p += DEFINE_HEADER + len;
-          // A module that fails to load shows up as the task's decoding error, with its reason.
-          await Promise.all(urls.map((u) => import(u).catch(noop)));
-          this.#restartClock();
-        } else if (op === OP_PAD) p++;
-        else return; // OP_STOP
-      }
-      // A long run of tasks never waits in recv: give timers and channel pumps a turn.
-      if (this.#mark - yielded > 20) {
-        await this.#yielder.yield();
-        this.#restartClock();
-        yielded = this.#mark;
-      }
-    }
-  }
-
-  /**
-   * The pool took back tasks (STARTED held `mark`, `-last`): task `seq` and the rest up to `last`
-   * are skipped. Clears the mark (STARTED = `last`) and the cancel slots of those tasks.
-   */
-  #withdrawn(mark: number, seq: number): boolean {
-    const ctl = this.#ctl;
-    for (;;) {
-      if (mark >= 0) throw new Error(`denomp: pool worker out of step (task ${seq}, ${mark})`);
-      const last = -mark, was = Atomics.compareExchange(ctl, STARTED, mark, last);
-      if (was === mark) {
-        this.#recalled = last;
-        for (let i = CANCEL; i < CANCEL + CANCEL_SLOTS; i++) {
-          const x = Atomics.load(ctl, i);
-          if (x >= seq && x <= last) Atomics.compareExchange(ctl, i, x, 0);
-        }
-        return true;
-      }
-      mark = was; // the pool took back more meanwhile
-    }
-  }
-
-  #restartClock(): void {
-    this.#mark = performance.now();
-    this.#count = 0;
-  }
-
-  /**
-   * The duration of the task that just ended (µs). Reading the clock is a call into the runtime
-   * (~0.5 µs here), as long as a tiny task: tasks shorter than 20 µs are timed 32 at a time.
-   */
-  #clock(): number {
-    if (++this.#count >= this.#span) {
-      const now = performance.now();
-      this.#us = (now - this.#mark) * 1000 / this.#count;
-      this.#mark = now;
-      this.#count = 0;
-      this.#span = this.#us < 20 ? 32 : 1;
-    }
-    return this.#us;
-  }
-
-  /**
-   * Runs one task (its arguments at `at`, `len` bytes, in the current batch) and sends its
-   * result. Synchronous when the task is (no promise per task on the hot path); `true` once it
-   * counts against `maxTasks`.
-   */
-  #task(
-    mode: Mode,
-    col: Column,
-    id: number,
-    start: number,
-    at: number,
-    len: number,
-  ): true | Promise<true> {
-    const seq = ++this.#seq, ctl = this.#ctl;
-    if (seq <= this.#recalled) return true; // taken back by the pool (it counts them alike)
-    // Before anything else: from here on, a death of this worker fails this task.
-    const was = Atomics.compareExchange(ctl, STARTED, seq - 1, seq);
-    if (was !== seq - 1 && this.#withdrawn(was, seq)) return true;
-    if (Atomics.load(ctl, CANCEL_HINT) !== 0 && cancelled(ctl, seq)) return true;
-    pendingTransfer.length = 0;
-    let value: unknown;
-    try {
-      const fn = this.#fns[id];
-      if (fn instanceof Error) throw fn;
-      const f64 = this.#f64, base = at >> 3, n = len >> 3;
-      if (mode === APPLY) {
-        value = col === CODEC
-          ? fn.apply(undefined, this.#dec.decode(this.#batch.subarray(at, at + len)) as unknown[])
-          : n === 1
-          ? fn(f64[base])
-          : n === 2
-          ? fn(f64[base], f64[base + 1])
-          : fn.apply(undefined, f64.subarray(base, base + n) as unknown as unknown[]);
-        if (isThenable(value)) return this.#settleLater(seq, value, mode, start);
-      } else {
-        const args: ArrayLike<unknown> = col === CODEC
-          ? this.#dec.decode(this.#batch.subarray(at, at + len)) as unknown[]
-          : f64.subarray(base, base + n);
-        // Results go straight into the outgoing column while they are numbers; the first one
-        // that is not turns the rest of the chunk into a plain array.
-        const count = args.length, out = this.#out.column(count);
-        for (let i = 0; i < count; i++) {
-          const r = mode === MAP ? fn(args[i]) : fn.apply(undefined, args[i] as unknown[]);
-          if (typeof r === "number") {
-            out[i] = r;
-            continue;
-          }
-          const res: unknown[] = Array.from(out.subarray(0, i));
-          if (isThenable(r)) return this.#restLater(seq, fn, mode, args, res, i, r, start);
-          res.push(r);
-          for (i++; i < count; i++) {
-            const r = mode === MAP ? fn(args[i]) : fn.apply(undefined, args[i] as unknown[]);
-            if (isThenable(r)) return this.#restLater(seq, fn, mode, args, res, i, r, start);
-            res.push(r);
-          }
-          return this.#finish(seq, true, res, mode, start);
-        }
-        return this.#finish(seq, true, COLUMN_DONE, mode, start, count);
-      }
-    } catch (e) {
-      return this.#finish(seq, false, e, mode, start);
-    }
-    return this.#finish(seq, true, value, mode, start);
-  }
-
-  async #settleLater(
-    seq: number,
-    p: PromiseLike<unknown>,
-    mode: Mode,
-    start: number,
-  ): Promise<true> {
-    try {
-      return await this.#finish(seq, true, await p, mode, start);
-    } catch (e) {
-      return await this.#finish(seq, false, e, mode, start);
-    }
-  }
-
-  /** A chunk whose item `i` returned a promise: awaits it and every later item in turn. */
-  async #restLater(
-    seq: number,
-    fn: AnyFn,
-    mode: Mode,
-    args: ArrayLike<unknown>,
-    res: unknown[],
-    i: number,
-    first: PromiseLike<unknown>,
-    start: number,
-  ): Promise<true> {
-    try {
-      res[i] = await first;
-      for (i++; i < args.length; i++) {
-        const r = mode === MAP ? fn(args[i]) : fn.apply(undefined, args[i] as unknown[]);
-        res[i] = isThenable(r) ? await r : r;
-      }
-    } catch (e) {
-      return await this.#finish(seq, false, e, mode, start);
-    }
-    return await this.#finish(seq, true, res, mode, start);
-  }
-
-  #finish(
-    seq: number,
-    ok: boolean,
-    value: unknown,
-    mode: Mode,
-    start: number,
-    n = 0,
-  ): true | Promise<true> {
-    // `exit()` / `Deno.exit()` in a task ends the worker (Python's SystemExit is no Exception
-    // either): the parent then fails this task with BrokenPoolError.
-    if (!ok && value instanceof SystemExit) throw value;
-    // Terminated while the task ran? Deno cannot stop an isolate busy in synchronous code
-    // (worker.terminate() takes effect when it next yields), so a CPU-bound task runs to its end
-    // after its pool gave up on it. Then touch nothing shared (the pool may have reused this
-    // worker's block) and yield: the event loop ends the thread.
-    if (Atomics.load(this.#self, 0) !== SLOT_ALIVE) return forever();
-    const us = this.#clock();
-    const sent = value === COLUMN_DONE ? this.#out.sendColumn(seq, us, n) : this.#out.send(
-      ok ? R_OK : R_ERR,
-      seq,
-      us,
-      value,
-      mode === APPLY ? "result" : "chunk",
-      start,
-    );
-    // The result's bytes are in the ring (or copied for the pump): moved buffers go now.
-    if (pendingTransfer.length) {
-      detachAll(pendingTransfer);
-      pendingTransfer.length = 0;
-    }
-    return sent ? sent.then(yes) : true;
-  }
-}
-
-/**
- * The pool's shared layout and wire constants, for the relay of isolation "process"
- * (`_os_pool.ts`), which moves these messages between this heap and a child's. Internal.
- *
- * @example
- * ```ts ignore
- * const ctl = new Int32Array(heap().sab, cfg.block, __poolWire.CTL_BYTES >> 2);
- * ```
- */
-export const __poolWire = {
-  CTL_BYTES,
-  TASK_RING_BYTES,
-  RESULT_RING_BYTES,
-  WORKER_BLOCK,
-  STARTED,
-  CANCEL_HINT,
-  CANCEL,
-  CANCEL_SLOTS,
-  OP_PAD,
-  OP_DEFINE,
-  OP_TASK,
-  OP_IMPORT,
-  TASK_HEADER,
-  DEFINE_HEADER,
-  R_OK,
-  R_ERR,
-  R_COLUMN,
-  RESULT_HEADER,
-} as const;

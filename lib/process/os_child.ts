@@ -1,7 +1,7 @@
 /**
  * Isolation "process", child side: the main module of a child `deno` OS process
- * (`deno run ... _os_child.ts <socket> <token> <parent pid> <"target" | "bridge">`). It connects to its parent, takes
- * its start frame, and runs the target as a thread worker's bootstrap does (see `_spawn.ts`),
+ * (`deno run ... os_child.ts <socket> <token> <parent pid> <"target" | "bridge">`). It connects to its parent, takes
+ * its start frame, and runs the target as a thread worker's bootstrap does (see `core/spawn.ts`),
  * except that its exit code is the process's own: `Deno.exit(n)` is real here.
  *
  * It never outlives its parent: a watchdog kills the process (SIGKILL to itself) as soon
@@ -105,8 +105,8 @@ async function testDelay(): Promise<void> {
 }
 
 /**
- * Whether `err` is the `SystemExit` that `exit(code)` throws (see _spawn.ts), told by its name:
- * importing _spawn.ts (and the spare workers it manages) would cost a short-lived child ~10 ms.
+ * Whether `err` is the `SystemExit` that `exit(code)` throws (see core/spawn.ts), told by its name:
+ * importing core/spawn.ts (and the spare workers it manages) would cost a short-lived child ~10 ms.
  */
 function isSystemExit(err: unknown): err is Error & { code: number } {
   return err instanceof Error && err.name === "SystemExit" &&

@@ -1,6 +1,6 @@
 /**
  * Isolation "process", parent side: a child that is a separate `deno` OS process, started with
- * `Deno.Command`, as `Child` in `_spawn.ts` is a Web Worker. `Process` hands over to
+ * `Deno.Command`, as `Child` in `core/spawn.ts` is a Web Worker. `Process` hands over to
  * {@link OsChild} when its options say `isolation: "process"`; the two have the same shape
  * (pid, exitCode, exited, terminate), so everything above them is written once.
  *
@@ -90,7 +90,7 @@ export function checkIsolation(options: IsolationOptions, what: string): boolean
  * @example
  * ```ts
  * import { isolatedEncoder } from "./os_spawn.ts";
- * import { loads } from "../core/reduction.ts";
+ * import { loads } from "jsr:@denomp/multiprocessing";
  * console.assert(loads<number[]>(isolatedEncoder().encode([1, 2], "args"))[1] === 2);
  * ```
  */

@@ -67,7 +67,7 @@ interface State {
   /** Python's `_identity`: the parent's identity plus this child's number. */
   identity: number[];
   child?: Child | OsChild;
-  /** Set for isolation "process": the child is a `deno` OS process (see _os_spawn.ts). */
+  /** Set for isolation "process": the child is a `deno` OS process (see os_spawn.ts). */
   isolated?: IsolationOptions;
   closed: boolean;
   /** Set on the object that represents the current process (or its parent) inside a worker. */

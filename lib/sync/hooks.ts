@@ -1,8 +1,8 @@
 /**
- * Test-only pause points of `synchronize.ts` and `shared_memory.ts`, not exported from `mod.ts`. A race a few
- * instructions wide cannot be hit on purpose from outside; a test sets a hook here to run the
- * other side of the race at exactly that point. Unset, each costs one property load, on slow
- * paths only.
+ * Test-only pause points of `semaphore.ts` and `shared_memory.ts`, not exported from `mod.ts`. A
+ * race a few instructions wide cannot be hit on purpose from outside; a test sets a hook here to
+ * run the other side of the race at exactly that point. Unset, each costs one property load, on
+ * slow paths only.
  *
  * @module
  */

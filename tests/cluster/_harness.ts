@@ -41,8 +41,8 @@ export const NATS_URL = Deno.env.get("NATS_URL") ?? "";
 export const ignore = NATS_URL === "";
 /** The checkout's root: the children's working directory. */
 export const ROOT = new URL("../..", import.meta.url);
-/** The cluster worker program (`lib/cluster/worker.ts`). */
-export const WORKER = new URL("../../lib/cluster/worker.ts", import.meta.url).pathname;
+/** The cluster worker program (`lib/cluster/cli.ts`). */
+export const WORKER = new URL("../../lib/cluster/cli.ts", import.meta.url).pathname;
 
 /** `what` with a random suffix: a queue, pool or actor name no other run uses. */
 export const unique = (what: string): string => `${what}_${crypto.randomUUID().slice(0, 8)}`;

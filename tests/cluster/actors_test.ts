@@ -1,5 +1,5 @@
 // Cluster actors (lib/cluster/actors.ts) against a real nats-server, with separate `deno` processes
-// as nodes (`lib/cluster/worker.ts --actors`) and callers. Skipped unless NATS_URL is set
+// as nodes (`lib/cluster/cli.ts --actors`) and callers. Skipped unless NATS_URL is set
 // (scripts/nats.sh sets it).
 import {
   assert,
@@ -14,7 +14,7 @@ import {
   WORKER,
 } from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { ActorExited } from "../../lib/actor/actor.ts";
+import { ActorExited } from "../../lib/actor/exit.ts";
 import { TimeoutError, ValueError } from "../../lib/core/errors.ts";
 import { Counter } from "./fixtures/cluster_actors.ts";
 

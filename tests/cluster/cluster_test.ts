@@ -11,7 +11,7 @@ import {
   unique,
   WORKER,
 } from "./_harness.ts";
-import { connectCluster } from "../../lib/cluster/mod.ts";
+import { connectCluster, runClusterWorker } from "../../lib/cluster/mod.ts";
 import { Empty, ValueError } from "../../lib/core/errors.ts";
 import { echo, fail, slowSquare, square, whoAmI } from "./fixtures/cluster_tasks.ts";
 
@@ -313,6 +313,20 @@ Deno.test({
       await pool.close();
       for (const w of workers) await w.stop("SIGTERM");
     }
+  },
+});
+
+Deno.test({
+  name: "cluster worker: a signal aborted before or while it starts stops it",
+  ignore,
+  async fn() {
+    const pool = unique("abort_early");
+    const options = { servers: NATS_URL, pool, module: TASKS, processes: 0, log: () => {} };
+    await runClusterWorker({ ...options, signal: AbortSignal.abort() });
+    const stop = new AbortController();
+    const worker = runClusterWorker({ ...options, signal: stop.signal });
+    stop.abort();
+    await worker;
   },
 });
 

@@ -1,5 +1,5 @@
 // deno-lint-ignore-file no-import-prefix
-// Virtual actors (`cluster.actor(Class, key)`, lib/cluster/actors.ts and _virtual.ts) against a
+// Virtual actors (`cluster.actor(Class, key)`, lib/cluster/actors.ts and virtual.ts) against a
 // real nats-server, with separate `deno` processes as nodes and callers. Skipped unless NATS_URL
 // is set (scripts/nats.sh sets it).
 import {
@@ -14,9 +14,12 @@ import {
   unique,
 } from "./_harness.ts";
 import { connectCluster } from "../../lib/cluster/mod.ts";
-import { StoredState } from "../../lib/cluster/_virtual.ts";
+import { StoredState } from "../../lib/cluster/virtual.ts";
 import { ValueError } from "../../lib/core/errors.ts";
 import { Actor } from "../../lib/actor/actor.ts";
+import { ActorExited } from "../../lib/actor/exit.ts";
+import { CALL, frame, OK, RETRY, STOP } from "../../lib/cluster/actors.ts";
+import { dumps } from "../../lib/core/reduction.ts";
 import { Batched, Durable, Plain, Scratch, Tally } from "./fixtures/cluster_virtual.ts";
 import { connect } from "npm:@nats-io/transport-node@3.4.0";
 import { Kvm } from "npm:@nats-io/kv@3.4.0";
@@ -197,6 +200,154 @@ Deno.test({
       await Promise.all([...refs, ...plain].map((r) => r.stop()));
     } finally {
       await doomed.stop();
+      await spare?.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
+  name: "virtual actors: a call that reaches an activation as it stops is sent again, not lost",
+  ignore,
+  async fn() {
+    const node = await startNode(unique("n"));
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      const key = unique("stopping");
+      const ref = cluster.actor(Tally, key);
+      for (let round = 1; round <= 5; round++) {
+        assertEquals(await ref.call.inc(1), 3 * round - 2); // activated
+        // Both published in one tick: the server routes the call to the activation before the
+        // node, handling the stop, unsubscribes; the node must answer it "retry" (it did not
+        // run), not drop it. Raw requests: the ref's own recovery (a second later) is not this.
+        const subject = `denomp.a.v.Tally.${key}`;
+        const [stopped, called] = await Promise.all([
+          nc.request(subject, frame(STOP, dumps("normal")), { timeout: 5_000 }),
+          nc.request(subject, frame(CALL, dumps(["inc", [1]])), { timeout: 5_000 }),
+        ]);
+        assertEquals([stopped.data[0], called.data[0]], [OK, RETRY]);
+        assertEquals(await ref.call.inc(1), 3 * round - 1);
+        // The same through the ref: the call goes to the next activation.
+        const [reason, n] = await Promise.all([
+          ref.stop(),
+          ref.callWith({ timeout: 5_000 }).inc(1),
+        ]);
+        assertEquals([reason, n], ["normal", 3 * round]);
+        await ref.stop();
+      }
+    } finally {
+      await nc.close();
+      await node.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
+  name: "virtual actors: a call lost on its way (no actor holds it) is sent again, once",
+  ignore,
+  async fn() {
+    const node = await startNode(unique("n"));
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    // A subscriber that swallows the first request on the actor's subject and answers nothing,
+    // as a request lost on its way: the caller, finding no actor holding it, sends it again.
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      const key = unique("lost");
+      let swallowed = 0;
+      nc.subscribe(`denomp.a.v.Tally.${key}`, {
+        queue: "denomp_virtual",
+        max: 1,
+        callback: () => void swallowed++,
+      });
+      await nc.flush();
+      const ref = cluster.actor(Tally, key);
+      const t0 = Date.now();
+      assertEquals(await ref.callWith({ timeout: 10_000 }).inc(1), 1);
+      assertEquals(swallowed, 1);
+      assert(Date.now() - t0 >= 900, "sent again before the first check"); // (LIVENESS_MS)
+      assertEquals(await ref.call.get(), 1); // ran once
+      // Always swallowed: the call rejects, clearly, rather than waits for ever.
+      const key2 = unique("lost");
+      const sub = nc.subscribe(`denomp.a.v.Tally.${key2}`, { queue: "denomp_virtual" });
+      await nc.flush();
+      await assertRejects(
+        () => cluster.actor(Tally, key2).callWith({ timeout: 20_000 }).inc(1),
+        ActorExited,
+        "was lost on its way 5 times (it did not run)",
+      );
+      sub.unsubscribe();
+      await ref.stop();
+    } finally {
+      await nc.close();
+      await node.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
+  name: "virtual actors: a call running on a killed node rejects after another node takes over",
+  ignore,
+  async fn() {
+    const doomedName = unique("doomed");
+    const doomed = await startNode(doomedName);
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    await using other = await connectCluster({ servers: NATS_URL });
+    let spare: Child | undefined;
+    try {
+      const key = unique("taken");
+      const ref = cluster.actor(Durable, key);
+      assertEquals(await ref.call.inc(1), 1);
+      assertEquals(await ref.node(), doomedName);
+      spare = await startNode(unique("spare"));
+      const t0 = Date.now();
+      const napping = ref.callWith({ timeout: 30_000 }).nap(20_000);
+      napping.catch(() => {});
+      await sleep(100);
+      await doomed.stop("SIGKILL");
+      // Another client's call activates the actor on the spare node (taking the dead node's
+      // record) before the napping call's first check: that call may have run, it must not be
+      // sent again, and it must not wait for a reply that will never come.
+      assertEquals(await other.actor(Durable, key).call.get(), 1);
+      await assertRejects(() => napping, ActorExited, `its node '${doomedName}' is gone`);
+      const took = Date.now() - t0;
+      assert(took < 10_000, `rejected after ${took} ms`);
+      await ref.stop();
+    } finally {
+      await doomed.stop();
+      await spare?.stop("SIGTERM");
+    }
+  },
+});
+
+Deno.test({
+  name: "virtual actors: calls pending on a node stopped by SIGTERM complete, the rest elsewhere",
+  ignore,
+  async fn() {
+    const leaving = await startNode(unique("leaving"));
+    await using cluster = await connectCluster({ servers: NATS_URL });
+    let spare: Child | undefined;
+    try {
+      const key = unique("moved");
+      const ref = cluster.actor(Durable, key);
+      assertEquals(await ref.call.inc(1), 1);
+      spare = await startNode(unique("spare"));
+      // The nap is in hand when the node is told to stop: it finishes there, and so may the calls
+      // queued behind it; those that reach it as it stops did not run: they go to the next
+      // activation. None is lost, none runs twice.
+      const napping = ref.callWith({ timeout: 20_000 }).nap(600);
+      const incs = Array.from({ length: 5 }, () => ref.callWith({ timeout: 20_000 }).inc(1));
+      await sleep(150);
+      const stopped = leaving.stop("SIGTERM");
+      const more = Array.from({ length: 5 }, () => ref.callWith({ timeout: 20_000 }).inc(1));
+      assertEquals(await napping, 600);
+      const counts = await Promise.all([...incs, ...more]);
+      assertEquals(counts.toSorted((a, b) => a - b), Array.from({ length: 10 }, (_, i) => i + 2));
+      await stopped;
+      assertEquals(await ref.call.get(), 11);
+      assert((await ref.node())?.startsWith("spare_"));
+      await ref.stop();
+    } finally {
+      await leaving.stop();
       await spare?.stop("SIGTERM");
     }
   },

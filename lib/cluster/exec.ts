@@ -43,9 +43,12 @@ function failure(error: unknown): TaskOutcome {
  * The codec's bytes of `error` for a reply: the error itself when it can be sent, else a plain
  * Error with its name, message and stack (cluster actors reply with this too).
  *
+ * @param error What was thrown.
+ * @returns Bytes that `loads` turns back into an error.
+ *
  * @example
  * ```ts
- * import { encodeFailure } from "./_exec.ts";
+ * import { encodeFailure } from "./exec.ts";
  * import { loads } from "../core/reduction.ts";
  * console.assert(loads<Error>(encodeFailure(new RangeError("x"))) instanceof RangeError);
  * ```
@@ -58,9 +61,15 @@ export function encodeFailure(error: unknown): Uint8Array {
  * Runs task `fn` of `mod` on the decoded `payload`: the argument list for `apply`, a chunk of
  * items for `map` (one argument each) and `starmap` (argument lists).
  *
+ * @param mod The workers' `--module`, imported.
+ * @param fn The name of the task's export.
+ * @param kind How `payload` is laid out.
+ * @param payload The encoded arguments or chunk.
+ * @returns The outcome; a task's error (or an unknown `fn`) is an outcome too, never thrown.
+ *
  * @example
  * ```ts
- * import { runTask } from "./_exec.ts";
+ * import { runTask } from "./exec.ts";
  * import { dumps, loads } from "../core/reduction.ts";
  * const mod = { double: (x: number) => 2 * x };
  * const out = await runTask(mod, "double", "map", dumps([1, 2]));
@@ -117,13 +126,27 @@ export type ExecResult = [seq: number, ok: boolean, bytes: Uint8Array];
  * The loop of one executor process of a cluster worker: imports `moduleUrl` once, then runs the
  * tasks of `tasks` one at a time and puts each outcome on `results`, until `tasks` is closed.
  *
+ * @param moduleUrl The URL of the module exporting the tasks.
+ * @param tasks The tasks to run, until it is closed.
+ * @param results Where each outcome goes.
+ *
  * @example
- * ```ts ignore
- * import { Process } from "../process/process.ts";
+ * ```ts
+ * import { type ExecResult, type ExecTask, execLoop } from "./exec.ts";
  * import { Queue } from "../queues/queues.ts";
- * const tasks = new Queue(), results = new Queue();
- * new Process({ target: "./_exec.ts#execLoop", module: import.meta.url,
- *   args: ["file:///app/tasks.ts", tasks, results] }).start();
+ * import { dumps, loads } from "../core/reduction.ts";
+ * const tasks = new Queue<ExecTask>(), results = new Queue<ExecResult>();
+ * // A worker starts it as the target of each executor Process; here it runs in this thread.
+ * const loop = execLoop(
+ *   import.meta.resolve("../../tests/cluster/fixtures/cluster_tasks.ts"),
+ *   tasks,
+ *   results,
+ * );
+ * await tasks.put([1, "square", "apply", dumps([4])]);
+ * const [seq, ok, bytes] = await results.get();
+ * console.assert(seq === 1 && ok && loads(bytes) === 16);
+ * tasks.close();
+ * await loop;
  * ```
  */
 export async function execLoop(

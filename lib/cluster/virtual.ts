@@ -1,4 +1,3 @@
-// deno-lint-ignore-file no-import-prefix
 /**
  * The persisted state of one activation of a virtual actor (`cluster.actor(Counter, "user-42")`,
  * lib/cluster/actors.ts): read once when the activation starts, written back after the calls that
@@ -17,7 +16,7 @@
  * @module
  */
 
-import type { KV } from "npm:@nats-io/kv@3.4.0";
+import type { KV } from "./nats.ts";
 import type { Actor } from "../actor/actor.ts";
 import { ValueError } from "../core/errors.ts";
 import { dumps, loads } from "../core/reduction.ts";
