@@ -16,10 +16,7 @@ const MAX_FILE_LINES = 800;
 const MAX_CLASS_LINES = 500;
 
 /** Files and classes over budget today (path or `path#Class` → lines); empty once done. */
-const OVER_BUDGET: Record<string, number> = {
-  "lib/core/ring.ts": 1767,
-  "lib/core/ring.ts#Ring": 1354,
-};
+const OVER_BUDGET: Record<string, number> = {};
 
 /**
  * What each folder of `lib/` may import besides itself: the layers of README "Layout". `core` is
