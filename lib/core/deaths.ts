@@ -1,6 +1,6 @@
 /**
  * The death watcher: one loop per isolate that waits on the heap's death counter (bumped by
- * {@link bumpDeaths} whenever a process dies or an actor stops) and calls every subscribed scan
+ * `bumpDeaths` in _heap whenever a process dies or an actor stops) and calls every subscribed scan
  * on each bump. The pool notices its workers' deaths through it, the actors' exit watcher the
  * actors that stopped; one loop serves both, so a death wakes each isolate once.
  *
