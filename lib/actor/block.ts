@@ -13,7 +13,7 @@
  */
 
 import { encodeView } from "../core/reduction.ts";
-import { alloc, DEATH_EPOCH_INDEX, heap, isAlive, release } from "../core/heap.ts";
+import { alloc, bumpDeaths, heap, isAlive, release } from "../core/heap.ts";
 import { Ring } from "../core/ring.ts";
 import { SerializationError } from "../core/errors.ts";
 import { Encoder, loads } from "../core/reduction.ts";
@@ -200,12 +200,6 @@ const inspectBox = (off: number) => {
 };
 inspectors.set("Mailbox", inspectBox);
 inspectors.set("Actor", inspectBox);
-
-function bumpDeaths(): void {
-  const i32 = heap().i32;
-  Atomics.add(i32, DEATH_EPOCH_INDEX, 1);
-  Atomics.notify(i32, DEATH_EPOCH_INDEX);
-}
 
 /** Records why the actor stopped (first writer wins) and marks it stopped, waking watchers. */
 export function setStopped(box: Box, reason: ExitReason): void {

@@ -1,13 +1,14 @@
 /**
- * The exit watcher: one loop per process that wakes whenever a process dies or an actor stops
- * (the heap's death counter, which every process death and every actor stop bumps), and tells
- * the listeners of each watched actor that stopped why. Calls, monitors and links of actors
- * that stopped fail through it, so no call to a dead actor ever hangs.
+ * The exit watcher: a scan of the death watcher (_deaths), which runs whenever a process dies or
+ * an actor stops (the heap's death counter, which every process death and every actor stop
+ * bumps), and tells the listeners of each watched actor that stopped why. Calls, monitors and
+ * links of actors that stopped fail through it, so no call to a dead actor ever hangs.
  *
  * @module
  */
 
-import { DEATH_EPOCH_INDEX, heap, isAlive, parentSlot, release, retain } from "../core/heap.ts";
+import { kick as kickDeaths, subscribe } from "../core/deaths.ts";
+import { isAlive, parentSlot, release, retain } from "../core/heap.ts";
 import type { Process } from "../process/process.ts";
 import { type Box, freeBox, readReason, setStopped, SLOT, STATE, STOPPED } from "./block.ts";
 import { type ExitReason, reasonOfCode } from "./exit.ts";
@@ -35,7 +36,8 @@ const procWatches = new Map<Process, Set<Listener>>();
  * the worker holds is dropped once it has really ended.
  */
 const workerRefs = new Map<number, number>();
-let watching = false;
+/** {@link scan} is subscribed to the death watcher. */
+let subscribed = false;
 
 /** Why `w`'s actor stopped, or undefined while it runs. */
 function stopReason(w: Watch): ExitReason | undefined {
@@ -95,30 +97,21 @@ function watchedCount(): number {
   return watches.size + procWatches.size + workerRefs.size;
 }
 
-async function watchLoop(): Promise<void> {
-  if (watching) return;
-  watching = true;
-  try {
-    const i32 = heap().i32;
-    while (watchedCount()) {
-      const epoch = Atomics.load(i32, DEATH_EPOCH_INDEX);
-      const ms = scanWatches();
-      if (!watchedCount()) break;
-      // Not `waitAsync` from _atomics: watching must not keep the program alive (a supervisor
-      // of daemon actors ends with the program). What the user awaits is kept alive there.
-      const r = Atomics.waitAsync(i32, DEATH_EPOCH_INDEX, epoch, ms);
-      if (r.async) await r.value;
-    }
-  } finally {
-    watching = false;
-  }
+/** The death watcher's scan: checks every watch while there are any. */
+function scan(): number | false {
+  if (!watchedCount()) return (subscribed = false);
+  const ms = scanWatches();
+  return watchedCount() ? ms : (subscribed = false);
 }
 
 function kick(): void {
   // Rescan now (what was just added may have stopped already): a spurious wake-up elsewhere
   // costs one scan.
-  if (watching) Atomics.notify(heap().i32, DEATH_EPOCH_INDEX);
-  else void watchLoop();
+  if (subscribed) kickDeaths();
+  else {
+    subscribed = true;
+    subscribe(scan);
+  }
 }
 
 /** Calls `fn(reason)` once the actor of `box` stops. Returns a function that cancels it. */

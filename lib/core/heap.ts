@@ -9,7 +9,8 @@
  * The heap also holds the process table: one entry per process (slot) with its state and its
  * parent's slot, so any worker can tell whether the owner of a lock is still alive, including
  * the descendants of a worker that was terminated (their entries stay "alive", but an ancestor
- * is dead, and nested workers die with their parent).
+ * is dead, and nested workers die with their parent). A death counter grows with every process
+ * death and every actor stop; the death watcher (_deaths) waits on it.
  *
  * @module
  */
@@ -177,8 +178,7 @@ export function markDead(slot: number): void {
   const h = heap();
   const e = TABLE_BYTE / 4 + slot * 2;
   if (Atomics.exchange(h.i32, e, SLOT_DEAD) === SLOT_DEAD) return;
-  Atomics.add(h.i32, DEATH_EPOCH_I, 1);
-  Atomics.notify(h.i32, DEATH_EPOCH_I);
+  bumpDeaths();
   Atomics.notify(h.i32, e); // a child watching its parent's entry
 }
 
@@ -260,8 +260,21 @@ export function slotStateIndex(slot: number): number {
   return TABLE_BYTE / 4 + slot * 2;
 }
 
-/** Index of the death counter: it grows by one each time any process dies. */
+/**
+ * Index of the death counter: it grows by one each time any process dies or any actor stops
+ * ({@link bumpDeaths}); the death watcher (_deaths) waits on it.
+ */
 export const DEATH_EPOCH_INDEX: number = DEATH_EPOCH_I;
+
+/**
+ * Counts a death (a process's, or an actor's stop) and wakes every death watcher. The one place
+ * that bumps the counter.
+ */
+export function bumpDeaths(): void {
+  const i32 = heap().i32;
+  Atomics.add(i32, DEATH_EPOCH_I, 1);
+  Atomics.notify(i32, DEATH_EPOCH_I);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Allocator: power-of-two size classes with a free list each, under a robust spin lock

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { DEATH_EPOCH_INDEX, heap } from "../core/heap.ts";
+import { kick as kickDeaths } from "../core/deaths.ts";
 import { BrokenPoolError, ValueError } from "../core/errors.ts";
 import type { TargetRef } from "../core/target.ts";
 import type { IsolationOptions } from "../process/process.ts";
@@ -76,7 +76,7 @@ export class PoolState {
     this.tasks.failAll(err);
     for (const r of this.readyWaiters.splice(0)) r.reject(err);
     this.results.wake(); // the reader sees it has nothing left to do
-    Atomics.notify(heap().i32, DEATH_EPOCH_INDEX); // and so does the death watcher
+    kickDeaths(); // and so does the death watcher
     this.changed();
   }
 

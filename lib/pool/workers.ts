@@ -2,17 +2,18 @@
  * The pool's workers: start, watch, replace (CPython's worker handler). Each worker is a daemonic
  * {@link Process} whose target is `poolWorker` (`worker.ts`): one mechanism for start-up, crash
  * detection and replacement, shared with every other child. A death anywhere bumps the heap's
- * death counter; the pool waits on it (without keeping the program alive) and notices its own
- * workers' deaths at once. Once the dead worker's result ring is drained, its tasks are settled:
- * those up to its `STARTED` word were running (they fail with `BrokenPoolError`), the later ones
- * never started (they are queued again for another worker). Nothing is lost, nothing runs twice,
- * nothing waits forever.
+ * death counter; the pool subscribes to the death watcher that waits on it (_deaths, without
+ * keeping the program alive) and notices its own workers' deaths at once. Once the dead worker's
+ * result ring is drained, its tasks are settled: those up to its `STARTED` word were running (they
+ * fail with `BrokenPoolError`), the later ones never started (they are queued again for another
+ * worker). Nothing is lost, nothing runs twice, nothing waits forever.
  *
  * @module
  */
 
 import { Deque } from "../core/deque.ts";
-import { alloc, DEATH_EPOCH_INDEX, heap, release } from "../core/heap.ts";
+import { subscribe } from "../core/deaths.ts";
+import { alloc, heap, release } from "../core/heap.ts";
 import { Ring, type SendOptions, type SendStatus } from "../core/ring.ts";
 import { BrokenPoolError } from "../core/errors.ts";
 import { Process } from "../process/process.ts";
@@ -137,7 +138,7 @@ export class WorkerHandler {
     this.byId.set(wid, handle);
     this.list.push(handle);
     this.live++;
-    void this.#watch();
+    this.#watch();
   }
 
   /** Starts replacements for workers that died or retired, as long as there is work for them. */
@@ -154,27 +155,23 @@ export class WorkerHandler {
   }
 
   /**
-   * Waits on the heap's death counter (bumped by every process death) without keeping the
-   * program alive, and notes the deaths of this pool's workers.
+   * Subscribes {@link #scan} to the death watcher (_deaths), which waits on the heap's death
+   * counter (bumped by every process death) without keeping the program alive.
    */
-  async #watch(): Promise<void> {
+  #watch(): void {
     if (this.#watching) return;
     this.#watching = true;
-    const i32 = heap().i32;
-    try {
-      while (this.#pool.phase !== TERMINATE && this.live > 0) {
-        const epoch = Atomics.load(i32, DEATH_EPOCH_INDEX);
-        for (const w of this.byId.values()) {
-          if (!w.dead && w.proc.exitCode !== null) this.noteDeath(w, false);
-        }
-        if (this.live === 0) break;
-        const r = Atomics.waitAsync(i32, DEATH_EPOCH_INDEX, epoch);
-        if (r.async) await r.value;
-      }
-    } finally {
-      this.#watching = false;
-    }
+    subscribe(this.#scan);
   }
+
+  /** Notes the deaths of this pool's workers, as long as the pool runs and has live workers. */
+  readonly #scan = (): number | false => {
+    if (this.#pool.phase === TERMINATE || this.live === 0) return (this.#watching = false);
+    for (const w of this.byId.values()) {
+      if (!w.dead && w.proc.exitCode !== null) this.noteDeath(w, false);
+    }
+    return this.live === 0 ? (this.#watching = false) : Infinity;
+  };
 
   /** `w` died (or was terminated by the pool: `killed`); the reader buries it. */
   noteDeath(w: WorkerHandle, killed: boolean): void {
