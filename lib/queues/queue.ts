@@ -11,7 +11,15 @@
  * @module
  */
 
-import { deadlineOf, remainingMs } from "../core/atomics.ts";
+import {
+  deadlineOf,
+  remainingMs,
+  runAsync,
+  runSync,
+  type Sleep,
+  type WaitResult,
+  type Waits,
+} from "../core/atomics.ts";
 import { adopt, disown, heap, release, retain } from "../core/heap.ts";
 import { EOF, flushAll as flushRings, TIMEOUT } from "../core/ring.ts";
 import { checkTimeout, optionsOf } from "../core/args.ts";
@@ -280,51 +288,23 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     try {
       options = optionsOf(options, "Queue.put", "put(item, { timeout: 200 })");
       const timeout = timeoutOf(options.block, options.timeout);
-      const s = this.#s;
-      const bytes = this.#encode(item, options.transfer);
-      if (!s.tryReserve()) {
-        if (timeout === 0) throw new Full();
-        // The shared encoder's buffer is reused while we wait.
-        return this.#track(this.#putLater(item, bytes.slice(), timeout, options));
-      }
-      return this.#commit(item, bytes, options);
+      const r = this.#putNow(item, options.transfer, timeout, false);
+      if (r === undefined) return DONE;
+      if (r instanceof Promise) return this.#track(r);
+      return this.#track(runAsync(this.#putWaits(item, r, timeout, options, false)));
     } catch (e) {
       return Promise.reject(e);
     }
-  }
-
-  async #putLater(
-    item: T,
-    bytes: Uint8Array,
-    timeout: number | undefined,
-    o: PutOptions,
-  ): Promise<void> {
-    if (!(await this.#s.reserve(timeout, o.signal))) throw new Full();
-    return this.#commit(item, bytes, o);
-  }
-
-  /** A place is reserved: hand the item over (never waits for a FIFO queue). */
-  #commit(item: T, bytes: Uint8Array, options: PutOptions): Promise<void> {
-    this.#checkOpen();
-    const p = this.#s.store.put(bytes, item);
-    detach(options.transfer);
-    return p ? this.#track(p) : DONE;
   }
 
   /** `put` for worker code that blocks its thread instead of awaiting. */
   putSync(item: T, options?: PutOptions): void {
     options = optionsOf(options, "Queue.putSync", "putSync(item, { timeout: 200 })");
     const timeout = timeoutOf(options.block, options.timeout);
-    const s = this.#s;
-    let bytes = this.#encode(item, options.transfer);
-    if (!s.tryReserve()) {
-      if (timeout === 0) throw new Full();
-      bytes = bytes.slice();
-      if (!s.reserveSync(timeout)) throw new Full();
+    const r = this.#putNow(item, options.transfer, timeout, true);
+    if (r instanceof Uint8Array) {
+      runSync(this.#putWaits(item, r, timeout, options, true) as Waits<void>);
     }
-    this.#checkOpen();
-    s.store.putSync(bytes, item);
-    detach(options.transfer);
   }
 
   /**
@@ -333,12 +313,64 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    */
   putNowait(item: T, options?: Omit<PutOptions, "block" | "timeout">): void {
     options = optionsOf(options, "Queue.putNowait", "putNowait(item, { transfer: [buf] })");
-    const s = this.#s;
-    const bytes = this.#encode(item, options.transfer);
-    if (!s.tryReserve()) throw new Full();
+    const r = this.#putNow(item, options.transfer, 0, false);
+    if (r instanceof Promise) r.catch(() => {});
+  }
+
+  /**
+   * The start of every put (`put`, `putSync`, `putNowait`), plain code with no generator nor
+   * closure, where the hot path is: checks and encodes the item and, when a place is free, hands
+   * it over at once (`#commit`'s result). Else throws `Full` when `timeout` is 0, or returns a
+   * copy of the item's bytes to wait with (the shared encoder's buffer is reused meanwhile).
+   */
+  #putNow(
+    item: T,
+    transfer: ArrayBuffer[] | undefined,
+    timeout: number | undefined,
+    blocking: boolean,
+  ): Promise<void> | undefined | Uint8Array {
+    const bytes = this.#encode(item, transfer);
+    if (this.#s.tryReserve()) return this.#commit(item, bytes, transfer, blocking);
+    if (timeout === 0) throw new Full();
+    return bytes.slice();
+  }
+
+  /**
+   * A put that must wait for room, one algorithm for `put` and `putSync` (see _atomics): waits
+   * for a place (`Full` at the deadline; `ValueError` once closed; `put`'s signal is checked
+   * every slice), then hands the item over. The async hand-over of a LIFO or priority store (which
+   * takes the store lock) is a promise the async driver awaits.
+   */
+  *#putWaits(
+    item: T,
+    bytes: Uint8Array,
+    timeout: number | undefined,
+    o: PutOptions,
+    blocking: boolean,
+  ): Generator<Sleep | Promise<unknown>, void, WaitResult> {
+    const signal = blocking ? undefined : o.signal; // `putSync` takes no signal
+    if (!(yield* this.#s.reserveWaits(deadlineOf(timeout), signal))) throw new Full();
+    const p = this.#commit(item, bytes, o.transfer, blocking);
+    if (p) yield p;
+  }
+
+  /**
+   * A place is reserved: hand the item over, blocking the thread or not. Returns `undefined`
+   * when it is handed over (a FIFO store never waits), else a promise of it.
+   */
+  #commit(
+    item: T,
+    bytes: Uint8Array,
+    transfer: ArrayBuffer[] | undefined,
+    blocking: boolean,
+  ): Promise<void> | undefined {
     this.#checkOpen();
-    s.store.put(bytes, item)?.catch(() => {});
-    detach(options.transfer);
+    const store = this.#s.store;
+    let p: Promise<void> | undefined;
+    if (blocking) store.putSync(bytes, item);
+    else p = store.put(bytes, item);
+    detach(transfer);
+    return p;
   }
 
   /** The item schema of a typed queue (see {@link QueueOptions.schema}), else `null`. */

@@ -213,10 +213,11 @@ export class Shared {
   }
 
   /**
-   * Waits for room and reserves it (`reserve`/`reserveSync`): one algorithm, two drivers (see
-   * _atomics). Sleeps until a consumer takes an item (GETS moves; it notifies when putters wait).
+   * Waits for room and reserves it (`reserve`/`reserveSync`, and a put's own wait, see
+   * `Queue.#putWaits`): one algorithm, two drivers (see _atomics). Sleeps until a consumer takes
+   * an item (GETS moves; it notifies when putters wait). False at the deadline.
    */
-  *#reserveWaits(deadline: number, signal?: AbortSignal): Waits<boolean> {
+  *reserveWaits(deadline: number, signal?: AbortSignal): Waits<boolean> {
     const i32 = this.i32, idx = this.q + GETS;
     Atomics.add(i32, this.q + PUT_WAITERS, 1);
     try {
@@ -236,11 +237,11 @@ export class Shared {
   }
 
   reserve(timeout: number | undefined, signal?: AbortSignal): Promise<boolean> {
-    return runAsync(this.#reserveWaits(deadlineOf(timeout), signal));
+    return runAsync(this.reserveWaits(deadlineOf(timeout), signal));
   }
 
   reserveSync(timeout: number | undefined): boolean {
-    return runSync(this.#reserveWaits(deadlineOf(timeout)));
+    return runSync(this.reserveWaits(deadlineOf(timeout)));
   }
 
   /** `n` items left the queue (got, or discarded torn). */
