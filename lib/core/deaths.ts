@@ -51,13 +51,12 @@ async function loop(): Promise<void> {
 }
 
 /**
- * Calls `scan` on each death from now on, until it returns `false`. It runs at once when this
- * starts the loop; otherwise at the next death or re-check ({@link kick} to run it now).
- * Subscribing a scan already subscribed does nothing.
+ * Calls `scan` now and on each death from now on, until it returns `false` (what it watches may
+ * have died before it subscribed). Subscribing a scan already subscribed runs every scan once.
  */
 export function subscribe(scan: DeathScan): void {
   scans.add(scan);
-  if (!running) void loop();
+  kick();
 }
 
 /**
