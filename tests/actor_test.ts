@@ -12,6 +12,7 @@ import {
   ValueError,
 } from "../lib/core/errors.ts";
 import { Process } from "../lib/process/process.ts";
+import { Pool } from "../lib/pool/pool.ts";
 import {
   Counter,
   Forwarder,
@@ -425,4 +426,21 @@ Deno.test("options objects: a number or boolean where one belongs is a TypeError
   await assert.rejects(a.stop("normal", { timeout: -1 }), ValueError);
   assert.equal(await a.call.ping(), "pong opts"); // refused calls left it alone
   await a.stop("normal", { timeout: 5000 });
+});
+
+Deno.test("monitor of a stopped actor settles at once while a pool's death watch runs", async () => {
+  const pool = new Pool({ processes: 1 });
+  try {
+    await pool.whenReady();
+    const a = await spawn(Counter);
+    assert.equal(await a.stop("normal"), "normal");
+    await sleep(100); // the actors' watch has nothing left and leaves the death watcher
+    const t0 = performance.now();
+    const reason = await Promise.race([monitor(a), sleep(2_000).then(() => "timed out")]);
+    assert.equal(reason, "normal");
+    assert.ok(performance.now() - t0 < 1_000);
+  } finally {
+    pool.terminate();
+    await pool.join();
+  }
 });
