@@ -15,17 +15,18 @@
  *   worker's queue behind the call that worker is running; each call either starts or is
  *   skipped, never both). So a future is pending until a worker starts it — stricter than
  *   CPython, where a call in the window is "running".
- * - **Per call, as little as `applyAsync` with a callback allows.** With calls of a microsecond,
- *   what the main thread does per call sets the pace (it also encodes, decodes and dispatches
- *   for both workers, on a machine with as many cores as workers). Each call costs a `Future`,
- *   the two callbacks the pool settles it through, and the pool's own `AsyncResult`. The
- *   executor keeps its calls in a plain array swept of the done ones now and then, with a count
- *   of those pending, and `asCompleted` tells duplicates apart by a mark on each future: with a
- *   `Set` added to and deleted from per call and another of all the futures in `asCompleted`,
- *   the main thread's extra work per call beside `applyAsync` was half as large again. What
- *   `submit` + `asCompleted` still pays per call beside `applyAsync` with a callback is the
- *   future and its settling (about half of the rest) and the loop's own promise and `await` for
- *   `next()` and for `result()`; with calls of a microsecond that is still felt (bench W5b).
+ * - **Per call, less than `applyAsync` with a callback.** With calls of a microsecond, what the
+ *   main thread does per call sets the pace (it also encodes, decodes and dispatches for both
+ *   workers, on a machine with as many cores as workers). Each call costs a `Future` and the
+ *   pool's own `AsyncResult`, which tells the executor's one `#settled` function about the future
+ *   it stands for (the pool's internal `applyRelayed`): no closures nor options object per call,
+ *   so `submit` costs about half of `applyAsync` with its two callbacks. The executor keeps its
+ *   calls in a plain array swept of the done ones now and then, with a count of those pending,
+ *   and `asCompleted` tells duplicates apart by a mark on each future (a `Set` added to and
+ *   deleted from per call cost half as much again). What an `asCompleted` loop still pays per
+ *   call is its own promise and `await` for `next()` and for `result()`, and a `shutdown()` that
+ *   starts when the loop ends, where `close()` right after the callbacks' `applyAsync` calls lets
+ *   the workers exit while the last results come in (W5b: 0.85–0.95 of the callback variant).
  * - **`whenReady()` rather than a warm-up call** (not in Python): the pool paces how many calls
  *   it hands a worker at once by the measured duration of the calls so far, and a first call
  *   (its code not compiled yet) measures tens to thousands of times slower than the next ones,
@@ -49,7 +50,7 @@ import { deadlineOf, remainingMs } from "../core/atomics.ts";
 import { optionsOf } from "../core/args.ts";
 import { delegate, Future, type FutureSource } from "./future.ts";
 import { BrokenPoolError, TimeoutError, ValueError } from "../core/errors.ts";
-import { Pool, type PoolOptions } from "../pool/pool.ts";
+import { applyRelayed, Pool, type PoolOptions } from "../pool/pool.ts";
 import { cpuCount } from "../process/process.ts";
 import { Thread } from "../core/threading.ts";
 
@@ -468,28 +469,31 @@ export class ProcessPoolExecutor extends Executor {
     if (this.#shutdown) throw new ValueError("cannot schedule new futures after shutdown");
   }
 
+  /** A call's result came back: its future follows it (one function for every call). */
+  readonly #settled = (target: object, ok: boolean, value: unknown): void => {
+    this.#pending--;
+    const future = target as Future<unknown>;
+    if (ok) future.setResult(value);
+    // A call withdrawn by `future.cancel()` (CancelledError): the future is cancelled already.
+    else if (!future.cancelled()) future.setException(value);
+  };
+
   /** Hands a call (or a chunk of a map) to the pool; its future follows the pool's result. */
   #start(fn: AnyFn, args: unknown[], chunk: boolean): Future<unknown> {
     const future = new Future<unknown>();
-    const callback = (v: unknown) => {
-      this.#pending--;
-      future.setResult(v);
-    };
-    const errorCallback = (e: unknown) => {
-      this.#pending--;
-      // A call withdrawn by `future.cancel()` (CancelledError): the future is cancelled already.
-      if (!future.cancelled()) future.setException(e);
-    };
     const f = fn as (...a: unknown[]) => unknown;
     let r: FutureSource;
-    // The pool settles each call exactly once, through one of the two callbacks (a withdrawn
-    // call too, with CancelledError; an unsendable one maybe inside `applyAsync`): `#pending`
-    // counts the others.
+    // The pool settles each call exactly once, through `#settled` (a withdrawn call too, with
+    // CancelledError; an unsendable one maybe inside `applyAsync`): `#pending` counts the others.
     this.#pending++;
     try {
       r = chunk
-        ? this.#pool.mapAsync(f, args, { chunksize: args.length, callback, errorCallback })
-        : this.#pool.applyAsync(f, args, { callback, errorCallback });
+        ? this.#pool.mapAsync(f, args, {
+          chunksize: args.length,
+          callback: (v) => this.#settled(future, true, v),
+          errorCallback: (e) => this.#settled(future, false, e),
+        })
+        : applyRelayed(this.#pool, f, args, this.#settled, future);
     } catch (e) {
       this.#pending--;
       // The pool refused the call: it is broken (its initializer failed).

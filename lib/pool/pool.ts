@@ -40,7 +40,14 @@ import { cpuCount, type IsolationOptions } from "../process/process.ts";
 import { checkIsolation } from "../process/os_spawn.ts";
 import { sections } from "../core/observe.ts";
 import { isolatedEncoder } from "./os_pool.ts";
-import { type AsyncResult, newResult, settle, setWork } from "./async_result.ts";
+import {
+  type AsyncResult,
+  newRelayed,
+  newResult,
+  type Relay,
+  settle,
+  setWork,
+} from "./async_result.ts";
 import { fnInfo, isIterable, openIterator, Task } from "./jobs.ts";
 import { ResultHandler } from "./results.ts";
 import { CLOSE, PoolState, RUN, TERMINATE } from "./state.ts";
@@ -121,6 +128,20 @@ let poolCount = 0;
 /** The pools of this isolate, for snapshot(). */
 const livePools = new Set<WeakRef<Pool>>();
 let describePool!: (p: Pool) => Record<string, unknown> | null;
+
+/**
+ * `p.applyAsync(fn, args)` whose result tells `relay(target, ok, value)` when it settles (see
+ * `newRelayed`): the executor's per-call path, with no options object nor closures per call.
+ */
+export let applyRelayed: (
+  p: Pool,
+  fn: (...args: unknown[]) => unknown,
+  args: unknown[],
+  relay: Relay,
+  target: object,
+) => AsyncResult<unknown>;
+
+const NO_OPTIONS: ApplyOptions<unknown> = Object.freeze({});
 sections.set("pools", () => {
   const out: Record<string, unknown>[] = [];
   for (const ref of livePools) {
@@ -270,11 +291,20 @@ export class Pool {
     options?: ApplyOptions<Awaited<R>>,
   ): AsyncResult<Awaited<R>> {
     options = optionsOf(options, "Pool.applyAsync", "applyAsync(fn, args, { timeout: 5000 })");
+    return this.#apply(fn, args, options, newResult(options.callback, options.errorCallback));
+  }
+
+  /** `applyAsync` once its options are read, settling `r`. */
+  #apply<A extends unknown[], R>(
+    fn: (...args: A) => R,
+    args: A,
+    options: ApplyOptions<Awaited<R>>,
+    r: AsyncResult<Awaited<R>>,
+  ): AsyncResult<Awaited<R>> {
     this.#pool.checkRunning();
     const info = fnInfo(fn);
     if (!Array.isArray(args)) throw new TypeError("args must be an array");
     this.#tasks.define(info);
-    const r = newResult<Awaited<R>>(options.callback, options.errorCallback);
     const t = new Task(r as AsyncResult<unknown>, info, APPLY, args, 0, args.length, 0);
     setWork(r, this.#tasks, t);
     if (options.transfer) this.#tasks.preencode([t], options.transfer);
@@ -573,6 +603,8 @@ export class Pool {
 
   static {
     describePool = (p) => p.#pool.describe(p.#name);
+    applyRelayed = (p, fn, args, relay, target) =>
+      p.#apply(fn, args, NO_OPTIONS, newRelayed(relay, target));
   }
 
   /** A `mapAsync` or `starmapAsync` (`call` names it in errors). */
