@@ -20,6 +20,7 @@ import {
   CALL,
   checkActorName,
   CLASS_RE,
+  ClusterActorRef,
   type Entry,
   ERR,
   EXITED,
@@ -27,6 +28,7 @@ import {
   FOREVER,
   frame,
   IDLE_MS,
+  LINK,
   nodeSubject,
   OK,
   RETRY,
@@ -36,12 +38,13 @@ import {
   spawnSubject,
   STOP,
   TELL,
+  UNLINK,
   virtualRecord,
   virtualState,
   virtualSubject,
 } from "./actors.ts";
 import { Actor } from "../actor/actor.ts";
-import type { ExitReason } from "../actor/exit.ts";
+import { ActorExited, type ExitReason } from "../actor/exit.ts";
 import { ValueError } from "../core/errors.ts";
 import { dumps, loads } from "../core/reduction.ts";
 import { encodeFailure } from "./exec.ts";
@@ -52,6 +55,7 @@ import {
   persistEveryOf,
   StoredState,
 } from "./virtual.ts";
+import { heardOf, heartbeat, publishDown, watchActor } from "./watch.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Node side
@@ -100,6 +104,10 @@ class Hosted {
   busy = false;
   stopped = false;
   sub?: Subscription;
+  /** The actors linked to this one (cluster.link), each with the cancel of its watch. */
+  readonly links = new Map<string, () => void>();
+  /** Exit signals of linked actors, handled between messages. */
+  readonly signals: { from: string; reason: ExitReason }[] = [];
 
   constructor(
     readonly name: string,
@@ -243,10 +251,12 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
         const a = owner === node
           ? { gone: false as const, up: hosted.has(name) || activating.has(name) }
           : await askNode(nc, owner, name);
-        if (a.gone === false && a.up) {
+        // A node that neither answers nor sends heartbeats is gone (hung, or cut off).
+        const gone = a.gone || (a.silent === true && !await heardOf(nc, owner));
+        if (!gone && a.up) {
           throw new ValueError(`actor name '${name}' is taken (running on node '${owner}')`);
         }
-        if (a.gone) from = owner;
+        if (gone) from = owner;
       }
       // Deleted, or left behind by a node that is gone or no longer runs it: ours, unless
       // another spawn takes it first (then this update fails on the revision).
@@ -266,6 +276,9 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     }
     h.stopped = true;
     if (h.sub) release(h.sub);
+    for (const unwatch of h.links.values()) unwatch();
+    h.links.clear();
+    h.signals.length = 0;
     const v = h.virtual;
     if (v) {
       clearTimeout(v.saveTimer);
@@ -300,6 +313,8 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     try {
       await kv.delete(h.name, { previousSeq: h.revision });
     } catch { /* taken over already, or the server is away */ }
+    // Monitors, links and supervisors of it hear why (its name is free again by now).
+    if (!v) publishDown(nc, node, h.name, reason);
     if (stopMsg) replyTo(stopMsg, OK, reason);
   };
 
@@ -382,8 +397,45 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       }
       case STOP:
         return { reason: body as ExitReason };
+      case LINK:
+      case UNLINK: {
+        const [peer, peerNode] = body as [string, string | undefined];
+        if (op === UNLINK) h.links.get(peer)?.();
+        if (op === UNLINK || h.links.has(peer) || peer === h.name) h.links.delete(peer);
+        else {
+          h.links.set(
+            peer,
+            watchActor(ctx, peer, peerNode, (reason) => {
+              h.links.delete(peer);
+              if (h.stopped) return;
+              h.signals.push({ from: peer, reason });
+              if (!h.busy) void drain(h);
+            }),
+          );
+        }
+        replyTo(m, OK, null);
+        return undefined;
+      }
     }
     replyTo(m, ERR, new ValueError(`actor ${h.label}: unknown message kind ${op}`));
+    return undefined;
+  };
+
+  /** Exit signals of linked actors: trapped ones become `onExit` calls, others stop `h`. */
+  const onSignals = async (h: Hosted): Promise<Outcome> => {
+    while (h.signals.length) {
+      const { from, reason } = h.signals.shift()!;
+      if (h.instance.trapExits) {
+        const onExit = h.instance.onExit;
+        if (typeof onExit !== "function") continue;
+        const fn = onExit as (...a: unknown[]) => unknown;
+        let out = invoke(h, fn, [new ClusterActorRef(ctx, from), reason], null);
+        if (out instanceof Promise) out = await out;
+        if (out) return out;
+      } else if (reason !== "normal") {
+        return { reason };
+      }
+    }
     return undefined;
   };
 
@@ -392,7 +444,12 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     h.busy = true;
     const v = h.virtual;
     if (v) clearTimeout(v.idleTimer);
-    while ((h.queue.length || v?.saveDue) && !h.stopped) {
+    while ((h.queue.length || v?.saveDue || h.signals.length) && !h.stopped) {
+      if (h.signals.length) {
+        const out = await onSignals(h);
+        if (out) await finish(h, out.reason);
+        continue;
+      }
       if (!h.queue.length) {
         // The `persistEvery` timer fired: save between messages, never inside a handler.
         v!.saveDue = false;
@@ -504,6 +561,23 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     }
   };
 
+  /**
+   * After this node was paused past the heartbeat timeout, other nodes may have found it gone and
+   * taken its actors over: the ones whose registry record is no longer this node's stop
+   * (a virtual one without saving: the other activation's state wins).
+   */
+  const fence = async () => {
+    for (const h of [...hosted.values()]) {
+      try {
+        const cur = await kv.get(h.name);
+        if (h.stopped || (cur?.revision === h.revision && cur.operation === "PUT")) continue;
+        log(`denomp worker: actor ${h.label} was taken over while this node was paused`);
+        const why = `actor ${h.label}: its node '${node}' was paused and found gone`;
+        await finish(h, h.virtual ? new ActorExited(h.label, "noconnection", why) : "noconnection");
+      } catch { /* the server is away: fenced at the next pause, or by compare-and-set */ }
+    }
+  };
+
   const onSpawn = async (m: Msg, clsName: string) => {
     try {
       const [n, args, isVirtual] = loads<[string, unknown[], boolean?]>(
@@ -581,6 +655,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     }));
   }
   await nc.flush();
+  const stopHeartbeat = heartbeat(nc, node, () => void fence());
   log(
     `denomp worker: node '${node}' hosts actors ${[...classes.keys()].join(", ")} from ${
       options.modules.join(", ")
@@ -604,6 +679,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       await drained();
       subs.splice(0).forEach(release);
       await drained();
+      stopHeartbeat();
     },
   };
 }

@@ -50,7 +50,9 @@
  * @module
  */
 
-import { createInbox, type KV, type Msg, type NatsConnection, type Subscription } from "./nats.ts";
+import type { KV, Msg, NatsConnection } from "./nats.ts";
+import { type ActorClient, clientOf, closedError } from "./actor_client.ts";
+import { type NodeWatch, watchActor } from "./watch.ts";
 import { Actor, type ActorClass } from "../actor/actor.ts";
 import { ActorExited, type ExitReason } from "../actor/exit.ts";
 import type { ActorMethods, MessageOf, ReplyOf } from "../actor/ref.ts";
@@ -70,6 +72,8 @@ export interface ActorCtx {
   closers: Set<() => Promise<void> | void>;
   /** This client's reply inbox for actor calls, made on first use. */
   actorClient?: ActorClient;
+  /** This client's watch of other nodes' heartbeats (watch.ts), made on first use. */
+  nodeWatch?: NodeWatch;
 }
 
 /** Options of `cluster.spawn`. */
@@ -84,7 +88,7 @@ export interface ClusterSpawnOptions<P extends unknown[]> {
 
 // Message frames: one op byte, then the codec's bytes. No NATS headers: parsing them would cost
 // more than the whole frame of a small call.
-export const CALL = 0, TELL = 1, ASK = 2, STOP = 3;
+export const CALL = 0, TELL = 1, ASK = 2, STOP = 3, LINK = 4, UNLINK = 5;
 // Reply frames: one status byte, then the codec's bytes. RETRY: a virtual actor's message that
 // did not run (its activation is stopping or starting): the caller sends it again.
 export const OK = 0, ERR = 1, EXITED = 2, RETRY = 3;
@@ -145,103 +149,6 @@ const LOST = Symbol("lost");
 /** How many times one call is sent again after its request was lost, before it gives up. */
 const LOST_TRIES = 5;
 
-// ---------------------------------------------------------------------------------------------
-// Client side
-
-/** A reply being waited for. */
-interface Waiter {
-  resolve(m: Msg): void;
-  reject(e: unknown): void;
-}
-
-/** One request of {@link ActorClient.request}. */
-interface Request {
-  reply: Promise<Msg>;
-  inbox: string;
-  waiting(): boolean;
-  cancel(): void;
-}
-
-/**
- * One reply inbox per cluster client: `_INBOX.<id>.<n>` for the n-th request, settled by the
- * subscription's callback. Internal; made by the first actor call of a cluster.
- *
- * @example
- * ```ts ignore
- * const client = new ActorClient(nc);
- * const { reply, cancel } = client.request("denomp.a.x.counter-1", bytes);
- * setTimeout(cancel, 1000); // a reply after this is dropped
- * const m = await reply;
- * ```
- */
-export class ActorClient {
-  readonly #nc: NatsConnection;
-  readonly #inbox: string;
-  readonly #sub: Subscription;
-  readonly #waiting = new Map<string, Waiter>();
-  #seq = 0;
-  #closed = false;
-
-  /** Subscribes the inbox. */
-  constructor(nc: NatsConnection) {
-    this.#nc = nc;
-    this.#inbox = createInbox();
-    const cut = this.#inbox.length + 1;
-    this.#sub = nc.subscribe(`${this.#inbox}.*`, {
-      callback: (_err, m) => {
-        const token = m.subject.slice(cut);
-        const w = this.#waiting.get(token);
-        if (w) {
-          this.#waiting.delete(token);
-          w.resolve(m);
-        }
-      },
-    });
-  }
-
-  /**
-   * Publishes `data` to `subject` with a reply inbox; resolves with the reply (or the server's
-   * "no responders" status). `inbox` is the request's reply subject; `waiting()` is false once
-   * the reply came (or the wait was dropped); `cancel` drops the wait (the late reply, if any, is
-   * ignored).
-   */
-  request(subject: string, data: Uint8Array): Request {
-    const token = (++this.#seq).toString(36);
-    const inbox = `${this.#inbox}.${token}`;
-    const waiting = () => this.#waiting.has(token);
-    const failed = (e: unknown) => ({ reply: Promise.reject(e), inbox, waiting, cancel: () => {} });
-    if (this.#closed) return failed(closedError());
-    const reply = new Promise<Msg>((resolve, reject) =>
-      this.#waiting.set(token, { resolve, reject })
-    );
-    try {
-      this.#nc.publish(subject, data, { reply: inbox });
-    } catch (e) {
-      this.#waiting.delete(token);
-      return failed(e);
-    }
-    return { reply, inbox, waiting, cancel: () => this.#waiting.delete(token) };
-  }
-
-  /** Unsubscribes; calls still waiting reject (the cluster connection is closing). */
-  close(): void {
-    this.#closed = true;
-    for (const w of this.#waiting.values()) w.reject(closedError());
-    this.#waiting.clear();
-    this.#sub.unsubscribe();
-  }
-}
-
-const closedError = () => new ValueError("the cluster connection is closed");
-
-function clientOf(ctx: ActorCtx): ActorClient {
-  if (!ctx.actorClient) {
-    const c = ctx.actorClient = new ActorClient(ctx.nc);
-    ctx.closers.add(() => c.close());
-  }
-  return ctx.actorClient;
-}
-
 /**
  * What a node says of one actor: `up` (it hosts it), its exit reason, or nothing (unknown). Asked
  * about a request, an actor that is up says whether it `held` it (queued or in hand), and `from`,
@@ -250,6 +157,8 @@ function clientOf(ctx: ActorCtx): ActorClient {
 type NodeAnswer = { gone: true } | {
   gone: false;
   up: boolean;
+  /** It did not answer in time (too busy, or hung: its heartbeats tell). */
+  silent?: boolean;
   reason?: ExitReason;
   held?: boolean;
   from?: string;
@@ -269,7 +178,7 @@ export async function askNode(
     const err = e as Error & { isNoResponders?: () => boolean };
     if (err.isNoResponders?.() || err.name === "NoResponders") return { gone: true };
     // The node is there but too busy to answer (a handler hogs its thread): not gone.
-    return { gone: false, up: true };
+    return { gone: false, up: true, silent: true };
   }
   if (m.data[0] === 1) {
     if (m.data.length < 2) return { gone: false, up: true };
@@ -287,12 +196,19 @@ export interface Entry {
   cls: string;
 }
 
-async function lookup(ctx: ActorCtx, key: string): Promise<Entry | undefined> {
+export async function lookup(ctx: ActorCtx, key: string): Promise<Entry | undefined> {
   const kv = await ctx.actorRegistry();
   const e = await kv.get(key);
   if (!e || e.operation !== "PUT" || e.length === 0) return undefined;
   return e.json<Entry>();
 }
+
+/** Internal (watch.ts's `linkOnCluster`): sends LINK or UNLINK of `peer` to `ref`'s actor. */
+export let controlOf: (
+  ref: ClusterActorRef<Actor>,
+  op: number,
+  peer: ClusterActorRef<Actor>,
+) => Promise<unknown>;
 
 /**
  * A reference to an actor on the cluster, from `cluster.spawn` or `cluster.ref(name)`: the local
@@ -323,6 +239,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   #node?: string;
   #call?: ActorMethods<A>;
   #registered?: { at: number; entry: Promise<Entry | undefined> };
+  #exited?: Promise<ExitReason>;
   /** The actor's name on the cluster; `Class/key` for a virtual actor. */
   readonly name: string;
 
@@ -465,6 +382,37 @@ export class ClusterActorRef<out A extends Actor = Actor> {
     const e = await lookup(this.#ctx, this.#key);
     if (e) this.#node = e.node;
     return e?.node;
+  }
+
+  /**
+   * Resolves with the reason the actor stops (as `monitor(ref)`, which uses it): its own exit
+   * reason, `"noconnection"` when its node is gone (no heartbeat for 3 s, or its connection
+   * dropped), `"noproc"` when no actor has the name. A ref from `cluster.spawn` watches that
+   * actor: a later actor of the same name on another node is another one. With it, a
+   * `Supervisor` takes a cluster actor as a child (`start: () => cluster.spawn(...)`). A virtual
+   * actor has no lifetime to watch (deactivation is not an exit): its `exited` never settles.
+   *
+   * @example
+   * ```ts ignore
+   * const reason = await ref.exited; // "normal", an Error, "noconnection", ...
+   * ```
+   */
+  get exited(): Promise<ExitReason> {
+    return this.#exited ??= this.#virtual
+      ? new Promise<never>(() => {})
+      : new Promise((resolve) => watchActor(this.#ctx, this.name, this.#node, resolve));
+  }
+
+  static {
+    controlOf = (ref, op, peer) => {
+      if (ref.#virtual || peer.#virtual) {
+        return Promise.reject(
+          new ValueError(`virtual actors cannot be linked: ${ref.name}, ${peer.name}`),
+        );
+      }
+      const label = op === LINK ? "link()" : "unlink()";
+      return ref.#request(op, [peer.name, peer.#node], "peer", label, undefined);
+    };
   }
 
   /**
