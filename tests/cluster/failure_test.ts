@@ -31,6 +31,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const within = <T>(p: Promise<T>, ms: number): Promise<T | "pending"> =>
   Promise.race([p, sleep(ms).then(() => "pending" as const)]);
 
+/** `p`, or a rejection naming the wait if it has not settled within the timeout + 3 s. */
+const bounded = <T>(p: Promise<T>): Promise<T> =>
+  within(p, NODE_TIMEOUT_MS + 3_000).then((v) => {
+    if (v === "pending") throw new Error(`not settled within ${NODE_TIMEOUT_MS + 3_000} ms`);
+    return v as T;
+  });
+
 /** Waits (at most `ms`) until `cond()` holds. */
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
@@ -54,13 +61,13 @@ Deno.test({
       const down = monitor(a);
       assertEquals(await within(down, 300), "pending");
       assertEquals(await a.stop(), "normal");
-      assertEquals(await down, "normal");
-      assertEquals(await monitor(a), "normal"); // remembered by its node
-      assertEquals(await monitor(cluster.ref(a.name)), "noproc"); // the name is free
+      assertEquals(await bounded(down), "normal");
+      assertEquals(await bounded(monitor(a)), "normal"); // remembered by its node
+      assertEquals(await bounded(monitor(cluster.ref(a.name))), "noproc"); // the name is free
       const b = await cluster.spawn(Counter);
       const crashed = monitor(b);
       await assertRejects(() => b.call.fail("boom"), RangeError);
-      const reason = await crashed;
+      const reason = await bounded(crashed);
       assert(reason instanceof Error && reason.message === "boom", String(reason));
       assertEquals(await monitor(cluster.ref(unique("nobody"))), "noproc");
       // Its node killed: "noconnection", within about a second (the server dropped the node).
@@ -70,10 +77,10 @@ Deno.test({
       await sleep(200);
       const t0 = Date.now();
       await doomed.stop("SIGKILL");
-      assertEquals(await lost, "noconnection");
+      assertEquals(await bounded(lost), "noconnection");
       const took = Date.now() - t0;
       assert(took < NODE_TIMEOUT_MS + 1_000, `noconnection after ${took} ms`);
-      assertEquals(await monitor(c), "noconnection"); // its node is gone already
+      assertEquals(await bounded(monitor(c)), "noconnection"); // its node is gone already
     } finally {
       await doomed.stop();
       await other?.stop("SIGTERM");
@@ -97,7 +104,7 @@ Deno.test({
       await sleep(200);
       const t0 = Date.now();
       Deno.kill(hung.proc.pid, "SIGSTOP"); // its connection stays open: only silence tells
-      assertEquals(await lost, "noconnection");
+      assertEquals(await bounded(lost), "noconnection");
       const took = Date.now() - t0;
       assert(took >= NODE_TIMEOUT_MS - 500, `declared gone after ${took} ms only`);
       assert(took < NODE_TIMEOUT_MS + 2_000, `declared gone after ${took} ms`);
@@ -150,7 +157,7 @@ Deno.test({
       await cluster.link(a, b);
       const bDown = monitor(b);
       await assertRejects(() => a.call.fail("boom"), RangeError);
-      const reason = await bDown;
+      const reason = await bounded(bDown);
       assert(reason instanceof Error && reason.message === "boom", String(reason));
       // A normal stop does not; unlink undoes a link.
       const [c, d] = await onEach(cluster, names);
@@ -177,14 +184,14 @@ Deno.test({
       // Linking to an actor that stopped rejects, and the other gets the signal.
       const f = (await onEach(cluster, [names[0]]))[0];
       await assertRejects(() => cluster.link(f, a), ActorExited);
-      const fReason = await monitor(f);
+      const fReason = await bounded(monitor(f));
       assert(fReason instanceof Error && fReason.message === "boom", String(fReason));
       // Its node killed: the linked actor on the other node stops with "noconnection".
       const [x, y] = await onEach(cluster, names);
       await cluster.link(x, y);
       const yDown = monitor(y);
       await nodes[0].stop("SIGKILL");
-      assertEquals(await yDown, "noconnection");
+      assertEquals(await bounded(yDown), "noconnection");
       await trapper.stop();
     } finally {
       for (const n of nodes) await n.stop("SIGTERM");
@@ -269,7 +276,7 @@ Deno.test({
         const x = await brittle.whenRunning("x", { timeout: 5_000 }) as ClusterActorRef<Counter>;
         await assertRejects(() => x.call.fail(`crash ${i}`), RangeError);
       }
-      const gaveUp = await brittle.exited;
+      const gaveUp = await bounded(brittle.exited);
       assert(gaveUp instanceof Error && gaveUp.name === "SupervisorError", String(gaveUp));
     } finally {
       await sup.stop();
