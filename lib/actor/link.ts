@@ -46,7 +46,19 @@ export interface MonitorOptions {
   keepAlive?: boolean;
 }
 
-/** Anything else that tells when it stops: a cluster actor's ref, a `Supervisor`. */
+/**
+ * Anything else {@link monitor} watches: whatever tells when it stops with an `exited` promise
+ * (a cluster actor's ref, a `Supervisor`, a `Supervisable`).
+ *
+ * @example
+ * ```ts
+ * import { monitor, Supervisor } from "jsr:@denomp/multiprocessing";
+ * const sup = await new Supervisor({ children: [] }).start();
+ * const down = monitor(sup);
+ * await sup.stop();
+ * console.assert(await down === "shutdown");
+ * ```
+ */
 export interface Exiting {
   /** Resolves with the reason once it has stopped. */
   readonly exited: Promise<ExitReason>;

@@ -35,6 +35,7 @@ import {
   SHUTDOWN_GRACE_MS,
   sleep,
   SPAWN_GROUP,
+  spawnAllSubject,
   spawnSubject,
   STOP,
   TELL,
@@ -124,6 +125,13 @@ class Hosted {
   /** Whether the request answered on `reply` is queued here or being handled. */
   holds(reply: string): boolean {
     return this.current?.reply === reply || this.queue.some((m) => m.reply === reply);
+  }
+}
+
+/** Thrown by a claim that finds the actor started by an earlier try of the same spawn. */
+class Started extends Error {
+  constructor(readonly node: string) {
+    super(`started on node '${node}'`);
   }
 }
 
@@ -238,8 +246,9 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
   const claim = async (
     name: string,
     cls: string,
+    spawn?: string,
   ): Promise<{ revision: number; from?: string }> => {
-    const value = JSON.stringify({ node, cls } satisfies Entry);
+    const value = JSON.stringify({ node, cls, spawn } satisfies Entry);
     try {
       return { revision: await kv.create(name, value) };
     } catch (e) {
@@ -247,12 +256,15 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       if (!cur) throw e;
       let from: string | undefined;
       if (cur.operation === "PUT" && cur.length > 0) {
-        const owner = cur.json<Entry>().node;
+        const { node: owner, spawn: by } = cur.json<Entry>();
         const a = owner === node
           ? { gone: false as const, up: hosted.has(name) || activating.has(name) }
           : await askNode(nc, owner, name);
         // A node that neither answers nor sends heartbeats is gone (hung, or cut off).
         const gone = a.gone || (a.silent === true && !await heardOf(nc, owner));
+        // This spawn's earlier try (sent again after a node that took it did not answer), started
+        // or starting there (a start that fails deletes its record).
+        if (!gone && spawn !== undefined && by === spawn) throw new Started(owner);
         if (!gone && a.up) {
           throw new ValueError(`actor name '${name}' is taken (running on node '${owner}')`);
         }
@@ -263,6 +275,9 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       try {
         return { revision: await kv.update(name, value, cur.revision), from };
       } catch {
+        const now = await kv.get(name).catch(() => null);
+        const won = now?.operation === "PUT" && now.length > 0 ? now.json<Entry>() : undefined;
+        if (spawn !== undefined && won?.spawn === spawn) throw new Started(won.node);
         throw new ValueError(`actor name '${name}' is taken`);
       }
     }
@@ -400,6 +415,13 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       case LINK:
       case UNLINK: {
         const [peer, peerNode] = body as [string, string | undefined];
+        try {
+          checkActorName(peer); // it names NATS subjects: a token, nothing else
+          if (peerNode !== undefined) checkActorName(peerNode);
+        } catch (e) {
+          replyTo(m, ERR, e);
+          return undefined;
+        }
         if (op === UNLINK) h.links.get(peer)?.();
         if (op === UNLINK || h.links.has(peer) || peer === h.name) h.links.delete(peer);
         else {
@@ -494,11 +516,12 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     args: unknown[],
     subject: string,
     virtual?: { key: string },
+    spawn?: string,
   ) => {
     let revision = 0;
     try {
       const cls = classes.get(clsName)!;
-      const claimed = await claim(name, clsName);
+      const claimed = await claim(name, clsName, spawn);
       revision = claimed.revision;
       if (__testHooks.activationDelayMs) await sleep(__testHooks.activationDelayMs);
       const instance = new cls(...args);
@@ -580,7 +603,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
 
   const onSpawn = async (m: Msg, clsName: string) => {
     try {
-      const [n, args, isVirtual] = loads<[string, unknown[], boolean?]>(
+      const [n, args, isVirtual, spawn] = loads<[string, unknown[], boolean?, string?]>(
         new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength),
       );
       if (closing) {
@@ -590,7 +613,18 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       }
       const key = checkActorName(n);
       if (!isVirtual) {
-        await start(key, clsName, args, actorSubject(key));
+        try {
+          await start(key, clsName, args, actorSubject(key), undefined, spawn);
+        } catch (e) {
+          if (!(e instanceof Started)) throw e;
+          // Another try is starting it (here or there): answer once it serves.
+          const serving = async () => {
+            const a = await askNode(nc, e.node, key);
+            return a.gone || a.up;
+          };
+          for (let i = 0; i < 40 && !await serving(); i++) await sleep(50);
+          return replyTo(m, OK, e.node);
+        }
         return replyTo(m, OK, node);
       }
       const record = virtualRecord(clsName, key);
@@ -651,6 +685,9 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     }
     subs.push(nc.subscribe(spawnSubject(clsName), {
       queue: SPAWN_GROUP,
+      callback: (_err, m) => void onSpawn(m, clsName),
+    }));
+    subs.push(nc.subscribe(spawnAllSubject(clsName), {
       callback: (_err, m) => void onSpawn(m, clsName),
     }));
   }

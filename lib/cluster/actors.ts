@@ -52,7 +52,7 @@
 
 import type { KV, Msg, NatsConnection } from "./nats.ts";
 import { type ActorClient, clientOf, closedError } from "./actor_client.ts";
-import { type NodeWatch, watchActor } from "./watch.ts";
+import { NODE_TIMEOUT_MS, type NodeWatch, watchActor } from "./watch.ts";
 import { Actor, type ActorClass } from "../actor/actor.ts";
 import { ActorExited, type ExitReason } from "../actor/exit.ts";
 import type { ActorMethods, MessageOf, ReplyOf } from "../actor/ref.ts";
@@ -107,6 +107,8 @@ export const EXITS_KEPT = 4096;
 
 export const actorSubject = (name: string) => `denomp.a.x.${name}`;
 export const spawnSubject = (cls: string) => `denomp.a.spawn.${cls}`;
+/** Every node hosting `cls` (no queue group): a spawn's later tries. */
+export const spawnAllSubject = (cls: string) => `denomp.a.spawnall.${cls}`;
 export const nodeSubject = (node: string) => `denomp.a.n.${node}`;
 // A virtual actor is named by its class and key: its subject, its activation record's key in the
 // registry and its state's key. Dots keep them apart from spawned actors' names (which have none).
@@ -194,6 +196,8 @@ export async function askNode(
 export interface Entry {
   node: string;
   cls: string;
+  /** The spawn that started it (its tries share it: a try sent again finds it started). */
+  spawn?: string;
 }
 
 export async function lookup(ctx: ActorCtx, key: string): Promise<Entry | undefined> {
@@ -614,13 +618,9 @@ export class ClusterActorRef<out A extends Actor = Actor> {
     const { cls, key } = this.#virtual!;
     let m: Msg;
     try {
-      m = await this.#ctx.nc.request(spawnSubject(cls), dumps([key, [key], true], "key"), {
-        timeout: Math.max(1, Math.min(by - Date.now(), FOREVER)),
-      });
+      m = await place(this.#ctx, cls, dumps([key, [key], true], "key"), by);
     } catch (e) {
-      const err = e as Error & { isNoResponders?: () => boolean };
-      if (err.isNoResponders?.()) throw noHost(cls);
-      if (err.name === "TimeoutError") {
+      if ((e as Error).name === "TimeoutError") {
         throw new TimeoutError(`no node activated actor ${this.name} in time`);
       }
       throw e;
@@ -636,6 +636,41 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   /** A short description. */
   toString(): string {
     return `<ClusterActorRef ${this.name}>`;
+  }
+}
+
+/** How long the first try of a spawn or activation waits for its node before asking them all. */
+const FIRST_TRY_MS = 1_000;
+
+/**
+ * A spawn or activation request for class `cls`, answered by `by` (epoch ms) or a TimeoutError.
+ * The first try goes to one node of the queue group, picked by the server at random, a hung node
+ * included (its subscriptions stay until the server notices it): unanswered within a second, the
+ * request goes to every node hosting the class, and the first answer wins. The registry's
+ * create-if-absent lets one node start the actor; the others say where it runs (the spawn's id
+ * matches) or answer "retry" (an activation).
+ */
+async function place(ctx: ActorCtx, cls: string, data: Uint8Array, by: number): Promise<Msg> {
+  const client = clientOf(ctx);
+  // Every try's answer counts, the first one's too: a slow node's answer is as good as any.
+  const tries: ReturnType<ActorClient["request"]>[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    for (let attempt = 0;; attempt++) {
+      const wait = Math.max(1, Math.min(by - Date.now(), attempt ? NODE_TIMEOUT_MS : FIRST_TRY_MS));
+      tries.push(client.request(attempt ? spawnAllSubject(cls) : spawnSubject(cls), data));
+      const m = await Promise.race([
+        ...tries.map((t) => t.reply),
+        new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), wait)),
+      ]);
+      clearTimeout(timer);
+      if (m && isNoResponders(m)) throw noHost(cls);
+      if (m) return m;
+      if (Date.now() >= by) throw new TimeoutError(`no node answered within the timeout`);
+    }
+  } finally {
+    clearTimeout(timer);
+    for (const t of tries) t.cancel();
   }
 }
 
@@ -692,17 +727,14 @@ export async function spawnOnCluster<A extends Actor, P extends unknown[]>(
   }
   const name = checkActorName(options.name ?? `${cls.name}-${crypto.randomUUID().slice(0, 8)}`);
   const timeout = options.timeout ?? 30_000;
+  // An id shared by this spawn's tries: a node that finds the actor started by an earlier try
+  // (on a node slow to answer) says where instead of refusing the name.
+  const data = dumps([name, options.args ?? [], false, crypto.randomUUID()], "spawn args");
   let m: Msg;
   try {
-    m = await ctx.nc.request(
-      spawnSubject(cls.name),
-      dumps([name, options.args ?? []], "spawn args"),
-      { timeout },
-    );
+    m = await place(ctx, cls.name, data, Date.now() + timeout);
   } catch (e) {
-    const err = e as Error & { isNoResponders?: () => boolean };
-    if (err.isNoResponders?.()) throw noHost(cls.name);
-    if (err.name === "TimeoutError") {
+    if ((e as Error).name === "TimeoutError") {
       throw new TimeoutError(`no node started actor ${name} within ${timeout} ms`);
     }
     throw e;

@@ -39,9 +39,26 @@ import type { Actor } from "../actor/actor.ts";
 import { describe, type ExitReason } from "../actor/exit.ts";
 import { dumps } from "../core/reduction.ts";
 
-/** How often a node publishes its heartbeat, in milliseconds. */
+/**
+ * How often a node publishes its heartbeat, in milliseconds.
+ *
+ * @example
+ * ```ts
+ * import { HEARTBEAT_MS, NODE_TIMEOUT_MS } from "./mod.ts";
+ * console.assert(NODE_TIMEOUT_MS / HEARTBEAT_MS === 6); // six heartbeats missed: gone
+ * ```
+ */
 export const HEARTBEAT_MS = 500;
-/** A node that sent no heartbeat for this long (ms) is gone: the stated timeout. */
+/**
+ * A node that sent no heartbeat for this long (ms) is gone: the stated timeout. A monitor of
+ * one of its actors then resolves with `"noconnection"`.
+ *
+ * @example
+ * ```ts
+ * import { NODE_TIMEOUT_MS } from "./mod.ts";
+ * console.assert(NODE_TIMEOUT_MS === 3000);
+ * ```
+ */
 export const NODE_TIMEOUT_MS = 3_000;
 
 const heartbeatSubject = (node: string) => `denomp.a.hb.${node}`;
