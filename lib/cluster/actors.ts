@@ -52,7 +52,7 @@
 
 import type { KV, Msg, NatsConnection } from "./nats.ts";
 import { type ActorClient, clientOf, closedError } from "./actor_client.ts";
-import { NODE_TIMEOUT_MS, type NodeWatch, watchActor } from "./watch.ts";
+import { heardOf, NODE_TIMEOUT_MS, type NodeWatch, watchActor } from "./watch.ts";
 import { Actor, type ActorClass } from "../actor/actor.ts";
 import { ActorExited, type ExitReason } from "../actor/exit.ts";
 import type { ActorMethods, MessageOf, ReplyOf } from "../actor/ref.ts";
@@ -463,6 +463,8 @@ export class ClusterActorRef<out A extends Actor = Actor> {
       return again ? gone(node) : await this.#whereIs(inbox, Date.now(), label, true);
     }
     if (!a.up) return LOST; // it answered all it held when its actor stopped
+    // No answer, and no heartbeat either: a node hung or cut off (3 s of silence by now).
+    if (a.silent && !await heardOf(this.#ctx.nc, node)) return gone(node);
     if (a.held !== false) return undefined; // held, or a node too busy (or too old) to say
     // Not there: unless it went to the node whose actor this one took over, which died with it.
     return a.from === undefined ? LOST : gone(a.from);

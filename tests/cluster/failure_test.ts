@@ -104,10 +104,15 @@ Deno.test({
       await sleep(200);
       const t0 = Date.now();
       Deno.kill(hung.proc.pid, "SIGSTOP"); // its connection stays open: only silence tells
+      // A call sent to it is not left waiting: no answer and no heartbeat mean its node is gone.
+      const call = assertRejects(() => ref.call.inc(1), ActorExited, `'${hungName}' is gone`);
       assertEquals(await bounded(lost), "noconnection");
       const took = Date.now() - t0;
       assert(took >= NODE_TIMEOUT_MS - 500, `declared gone after ${took} ms only`);
       assert(took < NODE_TIMEOUT_MS + 2_000, `declared gone after ${took} ms`);
+      assertEquals(((await bounded(call)) as ActorExited).reason, "noconnection");
+      const callTook = Date.now() - t0;
+      assert(callTook < NODE_TIMEOUT_MS + 2_000, `the call rejected after ${callTook} ms`);
       // The name is taken over by a live node (the hung one answers nothing, sends nothing).
       // The server still hands spawns and activations to the hung node half of the time: those
       // tries are sent again after the node timeout, so they all land on the live node.
