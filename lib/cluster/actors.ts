@@ -26,6 +26,11 @@
  *   stopped) is sent again, which is still at most once, since an answer sent before the node's
  *   reaches the caller first. A stopping actor drains its subscription rather than unsubscribing:
  *   the NATS client would drop, unanswered, what the server had routed to it meanwhile.
+ * - **Failure** (watch.ts): nodes send heartbeats; a node silent for 3 s, or dropped by the
+ *   server, is gone. `ref.exited` (so `monitor(ref)` and a `Supervisor`) and `cluster.link` hear
+ *   an actor's exit reason, or `"noconnection"`. A slow call's liveness question that a node
+ *   neither answers nor backs with a heartbeat fails the call the same way. Spawns and
+ *   activations are placed by the server; one not answered in a second goes to every node.
  * - Replies come back on one inbox subscription per client (`_INBOX.<id>.<n>`), not the NATS
  *   client's request helper: a call that gives up (timeout, abort, node gone) must drop its
  *   pending entry at once, which the helper's timer cannot.
