@@ -91,7 +91,7 @@ export {
   type ReplyOf,
 } from "./lib/actor/ref.ts";
 export { currentActor } from "./lib/actor/self.ts";
-export { link, monitor, type MonitorOptions, unlink } from "./lib/actor/link.ts";
+export { type Exiting, link, monitor, type MonitorOptions, unlink } from "./lib/actor/link.ts";
 export {
   Mailbox,
   type MailboxOptions,

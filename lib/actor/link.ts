@@ -47,10 +47,29 @@ export interface MonitorOptions {
 }
 
 /**
+ * Anything else {@link monitor} watches: whatever tells when it stops with an `exited` promise
+ * (a cluster actor's ref, a `Supervisor`, a `Supervisable`).
+ *
+ * @example
+ * ```ts
+ * import { monitor, Supervisor } from "jsr:@denomp/multiprocessing";
+ * const sup = await new Supervisor({ children: [] }).start();
+ * const down = monitor(sup);
+ * await sup.stop();
+ * console.assert(await down === "shutdown");
+ * ```
+ */
+export interface Exiting {
+  /** Resolves with the reason once it has stopped. */
+  readonly exited: Promise<ExitReason>;
+}
+
+/**
  * Resolves with the reason `target` stops for (Erlang's monitor): for an actor, `"normal"`,
  * `"shutdown"`, `"killed"`, or the `Error` it crashed with; for a started `Process`, `"normal"`
- * (exit code 0), `"killed"` (terminated or killed) or a `ProcessError` naming the exit code.
- * Resolves at once if it has stopped already.
+ * (exit code 0), `"killed"` (terminated or killed) or a `ProcessError` naming the exit code; for
+ * anything with an `exited` promise (a cluster actor's ref: `"noconnection"` when its node is
+ * gone), what that resolves with. Resolves at once if it has stopped already.
  *
  * @example
  * ```ts ignore
@@ -63,7 +82,7 @@ export interface MonitorOptions {
  * ```
  */
 export function monitor<A extends Actor>(
-  target: ActorRef<A> | Process,
+  target: ActorRef<A> | Process | Exiting,
   options?: MonitorOptions,
 ): Promise<ExitReason> {
   options = optionsOf(options, "monitor", "monitor(ref, { keepAlive: false })");
@@ -72,10 +91,19 @@ export function monitor<A extends Actor>(
     if (signal?.aborted) return;
     const cancel = target instanceof Process
       ? watchProcess(target, resolve)
+      : "exited" in target
+      ? exitedOf(target, resolve)
       : watch(boxOf(target as ActorRef<Actor>), resolve);
     signal?.addEventListener("abort", cancel, { once: true });
   });
   return options.keepAlive === false ? p : keepAlive(p);
+}
+
+/** Watches an {@link Exiting}: the returned function stops telling `resolve`. */
+function exitedOf(target: Exiting, resolve: (r: ExitReason) => void): () => void {
+  let on = true;
+  void target.exited.then((r) => on && resolve(r));
+  return () => on = false;
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();

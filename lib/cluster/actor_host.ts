@@ -20,6 +20,7 @@ import {
   CALL,
   checkActorName,
   CLASS_RE,
+  ClusterActorRef,
   type Entry,
   ERR,
   EXITED,
@@ -27,21 +28,24 @@ import {
   FOREVER,
   frame,
   IDLE_MS,
+  LINK,
   nodeSubject,
   OK,
   RETRY,
   SHUTDOWN_GRACE_MS,
   sleep,
   SPAWN_GROUP,
+  spawnAllSubject,
   spawnSubject,
   STOP,
   TELL,
+  UNLINK,
   virtualRecord,
   virtualState,
   virtualSubject,
 } from "./actors.ts";
 import { Actor } from "../actor/actor.ts";
-import type { ExitReason } from "../actor/exit.ts";
+import { ActorExited, type ExitReason } from "../actor/exit.ts";
 import { ValueError } from "../core/errors.ts";
 import { dumps, loads } from "../core/reduction.ts";
 import { encodeFailure } from "./exec.ts";
@@ -52,6 +56,7 @@ import {
   persistEveryOf,
   StoredState,
 } from "./virtual.ts";
+import { heardOf, heartbeat, publishDown, watchActor } from "./watch.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Node side
@@ -100,6 +105,10 @@ class Hosted {
   busy = false;
   stopped = false;
   sub?: Subscription;
+  /** The actors linked to this one (cluster.link), each with the cancel of its watch. */
+  readonly links = new Map<string, () => void>();
+  /** Exit signals of linked actors, handled between messages. */
+  readonly signals: { from: string; reason: ExitReason }[] = [];
 
   constructor(
     readonly name: string,
@@ -116,6 +125,13 @@ class Hosted {
   /** Whether the request answered on `reply` is queued here or being handled. */
   holds(reply: string): boolean {
     return this.current?.reply === reply || this.queue.some((m) => m.reply === reply);
+  }
+}
+
+/** Thrown by a claim that finds the actor started by an earlier try of the same spawn. */
+class Started extends Error {
+  constructor(readonly node: string) {
+    super(`started on node '${node}'`);
   }
 }
 
@@ -230,8 +246,9 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
   const claim = async (
     name: string,
     cls: string,
+    spawn?: string,
   ): Promise<{ revision: number; from?: string }> => {
-    const value = JSON.stringify({ node, cls } satisfies Entry);
+    const value = JSON.stringify({ node, cls, spawn } satisfies Entry);
     try {
       return { revision: await kv.create(name, value) };
     } catch (e) {
@@ -239,20 +256,28 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       if (!cur) throw e;
       let from: string | undefined;
       if (cur.operation === "PUT" && cur.length > 0) {
-        const owner = cur.json<Entry>().node;
+        const { node: owner, spawn: by } = cur.json<Entry>();
         const a = owner === node
           ? { gone: false as const, up: hosted.has(name) || activating.has(name) }
           : await askNode(nc, owner, name);
-        if (a.gone === false && a.up) {
+        // A node that neither answers nor sends heartbeats is gone (hung, or cut off).
+        const gone = a.gone || (a.silent === true && !await heardOf(nc, owner));
+        // This spawn's earlier try (sent again after a node that took it did not answer), started
+        // or starting there (a start that fails deletes its record).
+        if (!gone && spawn !== undefined && by === spawn) throw new Started(owner);
+        if (!gone && a.up) {
           throw new ValueError(`actor name '${name}' is taken (running on node '${owner}')`);
         }
-        if (a.gone) from = owner;
+        if (gone) from = owner;
       }
       // Deleted, or left behind by a node that is gone or no longer runs it: ours, unless
       // another spawn takes it first (then this update fails on the revision).
       try {
         return { revision: await kv.update(name, value, cur.revision), from };
       } catch {
+        const now = await kv.get(name).catch(() => null);
+        const won = now?.operation === "PUT" && now.length > 0 ? now.json<Entry>() : undefined;
+        if (spawn !== undefined && won?.spawn === spawn) throw new Started(won.node);
         throw new ValueError(`actor name '${name}' is taken`);
       }
     }
@@ -266,6 +291,9 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     }
     h.stopped = true;
     if (h.sub) release(h.sub);
+    for (const unwatch of h.links.values()) unwatch();
+    h.links.clear();
+    h.signals.length = 0;
     const v = h.virtual;
     if (v) {
       clearTimeout(v.saveTimer);
@@ -300,6 +328,8 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     try {
       await kv.delete(h.name, { previousSeq: h.revision });
     } catch { /* taken over already, or the server is away */ }
+    // Monitors, links and supervisors of it hear why (its name is free again by now).
+    if (!v) publishDown(nc, node, h.name, reason);
     if (stopMsg) replyTo(stopMsg, OK, reason);
   };
 
@@ -382,8 +412,52 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       }
       case STOP:
         return { reason: body as ExitReason };
+      case LINK:
+      case UNLINK: {
+        const [peer, peerNode] = body as [string, string | undefined];
+        try {
+          checkActorName(peer); // it names NATS subjects: a token, nothing else
+          if (peerNode !== undefined) checkActorName(peerNode);
+        } catch (e) {
+          replyTo(m, ERR, e);
+          return undefined;
+        }
+        if (op === UNLINK) h.links.get(peer)?.();
+        if (op === UNLINK || h.links.has(peer) || peer === h.name) h.links.delete(peer);
+        else {
+          h.links.set(
+            peer,
+            watchActor(ctx, peer, peerNode, (reason) => {
+              h.links.delete(peer);
+              if (h.stopped) return;
+              h.signals.push({ from: peer, reason });
+              if (!h.busy) void drain(h);
+            }),
+          );
+        }
+        replyTo(m, OK, null);
+        return undefined;
+      }
     }
     replyTo(m, ERR, new ValueError(`actor ${h.label}: unknown message kind ${op}`));
+    return undefined;
+  };
+
+  /** Exit signals of linked actors: trapped ones become `onExit` calls, others stop `h`. */
+  const onSignals = async (h: Hosted): Promise<Outcome> => {
+    while (h.signals.length) {
+      const { from, reason } = h.signals.shift()!;
+      if (h.instance.trapExits) {
+        const onExit = h.instance.onExit;
+        if (typeof onExit !== "function") continue;
+        const fn = onExit as (...a: unknown[]) => unknown;
+        let out = invoke(h, fn, [new ClusterActorRef(ctx, from), reason], null);
+        if (out instanceof Promise) out = await out;
+        if (out) return out;
+      } else if (reason !== "normal") {
+        return { reason };
+      }
+    }
     return undefined;
   };
 
@@ -392,7 +466,12 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     h.busy = true;
     const v = h.virtual;
     if (v) clearTimeout(v.idleTimer);
-    while ((h.queue.length || v?.saveDue) && !h.stopped) {
+    while ((h.queue.length || v?.saveDue || h.signals.length) && !h.stopped) {
+      if (h.signals.length) {
+        const out = await onSignals(h);
+        if (out) await finish(h, out.reason);
+        continue;
+      }
       if (!h.queue.length) {
         // The `persistEvery` timer fired: save between messages, never inside a handler.
         v!.saveDue = false;
@@ -437,11 +516,12 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     args: unknown[],
     subject: string,
     virtual?: { key: string },
+    spawn?: string,
   ) => {
     let revision = 0;
     try {
       const cls = classes.get(clsName)!;
-      const claimed = await claim(name, clsName);
+      const claimed = await claim(name, clsName, spawn);
       revision = claimed.revision;
       if (__testHooks.activationDelayMs) await sleep(__testHooks.activationDelayMs);
       const instance = new cls(...args);
@@ -504,9 +584,26 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
     }
   };
 
+  /**
+   * After this node was paused past the heartbeat timeout, other nodes may have found it gone and
+   * taken its actors over: the ones whose registry record is no longer this node's stop
+   * (a virtual one without saving: the other activation's state wins).
+   */
+  const fence = async () => {
+    for (const h of [...hosted.values()]) {
+      try {
+        const cur = await kv.get(h.name);
+        if (h.stopped || (cur?.revision === h.revision && cur.operation === "PUT")) continue;
+        log(`denomp worker: actor ${h.label} was taken over while this node was paused`);
+        const why = `actor ${h.label}: its node '${node}' was paused and found gone`;
+        await finish(h, h.virtual ? new ActorExited(h.label, "noconnection", why) : "noconnection");
+      } catch { /* the server is away: fenced at the next pause, or by compare-and-set */ }
+    }
+  };
+
   const onSpawn = async (m: Msg, clsName: string) => {
     try {
-      const [n, args, isVirtual] = loads<[string, unknown[], boolean?]>(
+      const [n, args, isVirtual, spawn] = loads<[string, unknown[], boolean?, string?]>(
         new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength),
       );
       if (closing) {
@@ -516,7 +613,18 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       }
       const key = checkActorName(n);
       if (!isVirtual) {
-        await start(key, clsName, args, actorSubject(key));
+        try {
+          await start(key, clsName, args, actorSubject(key), undefined, spawn);
+        } catch (e) {
+          if (!(e instanceof Started)) throw e;
+          // Another try is starting it (here or there): answer once it serves.
+          const serving = async () => {
+            const a = await askNode(nc, e.node, key);
+            return a.gone || a.up;
+          };
+          for (let i = 0; i < 40 && !await serving(); i++) await sleep(50);
+          return replyTo(m, OK, e.node);
+        }
         return replyTo(m, OK, node);
       }
       const record = virtualRecord(clsName, key);
@@ -579,8 +687,12 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       queue: SPAWN_GROUP,
       callback: (_err, m) => void onSpawn(m, clsName),
     }));
+    subs.push(nc.subscribe(spawnAllSubject(clsName), {
+      callback: (_err, m) => void onSpawn(m, clsName),
+    }));
   }
   await nc.flush();
+  const stopHeartbeat = heartbeat(nc, node, () => void fence());
   log(
     `denomp worker: node '${node}' hosts actors ${[...classes.keys()].join(", ")} from ${
       options.modules.join(", ")
@@ -604,6 +716,7 @@ export async function hostActors(ctx: ActorCtx, options: HostActorsOptions): Pro
       await drained();
       subs.splice(0).forEach(release);
       await drained();
+      stopHeartbeat();
     },
   };
 }

@@ -26,6 +26,11 @@
  *   stopped) is sent again, which is still at most once, since an answer sent before the node's
  *   reaches the caller first. A stopping actor drains its subscription rather than unsubscribing:
  *   the NATS client would drop, unanswered, what the server had routed to it meanwhile.
+ * - **Failure** (watch.ts): nodes send heartbeats; a node silent for 3 s, or dropped by the
+ *   server, is gone. `ref.exited` (so `monitor(ref)` and a `Supervisor`) and `cluster.link` hear
+ *   an actor's exit reason, or `"noconnection"`. A slow call's liveness question that a node
+ *   neither answers nor backs with a heartbeat fails the call the same way. Spawns and
+ *   activations are placed by the server; one not answered in a second goes to every node.
  * - Replies come back on one inbox subscription per client (`_INBOX.<id>.<n>`), not the NATS
  *   client's request helper: a call that gives up (timeout, abort, node gone) must drop its
  *   pending entry at once, which the helper's timer cannot.
@@ -50,7 +55,9 @@
  * @module
  */
 
-import { createInbox, type KV, type Msg, type NatsConnection, type Subscription } from "./nats.ts";
+import type { KV, Msg, NatsConnection } from "./nats.ts";
+import { type ActorClient, clientOf, closedError } from "./actor_client.ts";
+import { heardOf, NODE_TIMEOUT_MS, type NodeWatch, watchActor } from "./watch.ts";
 import { Actor, type ActorClass } from "../actor/actor.ts";
 import { ActorExited, type ExitReason } from "../actor/exit.ts";
 import type { ActorMethods, MessageOf, ReplyOf } from "../actor/ref.ts";
@@ -70,6 +77,8 @@ export interface ActorCtx {
   closers: Set<() => Promise<void> | void>;
   /** This client's reply inbox for actor calls, made on first use. */
   actorClient?: ActorClient;
+  /** This client's watch of other nodes' heartbeats (watch.ts), made on first use. */
+  nodeWatch?: NodeWatch;
 }
 
 /** Options of `cluster.spawn`. */
@@ -84,7 +93,7 @@ export interface ClusterSpawnOptions<P extends unknown[]> {
 
 // Message frames: one op byte, then the codec's bytes. No NATS headers: parsing them would cost
 // more than the whole frame of a small call.
-export const CALL = 0, TELL = 1, ASK = 2, STOP = 3;
+export const CALL = 0, TELL = 1, ASK = 2, STOP = 3, LINK = 4, UNLINK = 5;
 // Reply frames: one status byte, then the codec's bytes. RETRY: a virtual actor's message that
 // did not run (its activation is stopping or starting): the caller sends it again.
 export const OK = 0, ERR = 1, EXITED = 2, RETRY = 3;
@@ -103,6 +112,8 @@ export const EXITS_KEPT = 4096;
 
 export const actorSubject = (name: string) => `denomp.a.x.${name}`;
 export const spawnSubject = (cls: string) => `denomp.a.spawn.${cls}`;
+/** Every node hosting `cls` (no queue group): a spawn's later tries. */
+export const spawnAllSubject = (cls: string) => `denomp.a.spawnall.${cls}`;
 export const nodeSubject = (node: string) => `denomp.a.n.${node}`;
 // A virtual actor is named by its class and key: its subject, its activation record's key in the
 // registry and its state's key. Dots keep them apart from spawned actors' names (which have none).
@@ -145,103 +156,6 @@ const LOST = Symbol("lost");
 /** How many times one call is sent again after its request was lost, before it gives up. */
 const LOST_TRIES = 5;
 
-// ---------------------------------------------------------------------------------------------
-// Client side
-
-/** A reply being waited for. */
-interface Waiter {
-  resolve(m: Msg): void;
-  reject(e: unknown): void;
-}
-
-/** One request of {@link ActorClient.request}. */
-interface Request {
-  reply: Promise<Msg>;
-  inbox: string;
-  waiting(): boolean;
-  cancel(): void;
-}
-
-/**
- * One reply inbox per cluster client: `_INBOX.<id>.<n>` for the n-th request, settled by the
- * subscription's callback. Internal; made by the first actor call of a cluster.
- *
- * @example
- * ```ts ignore
- * const client = new ActorClient(nc);
- * const { reply, cancel } = client.request("denomp.a.x.counter-1", bytes);
- * setTimeout(cancel, 1000); // a reply after this is dropped
- * const m = await reply;
- * ```
- */
-export class ActorClient {
-  readonly #nc: NatsConnection;
-  readonly #inbox: string;
-  readonly #sub: Subscription;
-  readonly #waiting = new Map<string, Waiter>();
-  #seq = 0;
-  #closed = false;
-
-  /** Subscribes the inbox. */
-  constructor(nc: NatsConnection) {
-    this.#nc = nc;
-    this.#inbox = createInbox();
-    const cut = this.#inbox.length + 1;
-    this.#sub = nc.subscribe(`${this.#inbox}.*`, {
-      callback: (_err, m) => {
-        const token = m.subject.slice(cut);
-        const w = this.#waiting.get(token);
-        if (w) {
-          this.#waiting.delete(token);
-          w.resolve(m);
-        }
-      },
-    });
-  }
-
-  /**
-   * Publishes `data` to `subject` with a reply inbox; resolves with the reply (or the server's
-   * "no responders" status). `inbox` is the request's reply subject; `waiting()` is false once
-   * the reply came (or the wait was dropped); `cancel` drops the wait (the late reply, if any, is
-   * ignored).
-   */
-  request(subject: string, data: Uint8Array): Request {
-    const token = (++this.#seq).toString(36);
-    const inbox = `${this.#inbox}.${token}`;
-    const waiting = () => this.#waiting.has(token);
-    const failed = (e: unknown) => ({ reply: Promise.reject(e), inbox, waiting, cancel: () => {} });
-    if (this.#closed) return failed(closedError());
-    const reply = new Promise<Msg>((resolve, reject) =>
-      this.#waiting.set(token, { resolve, reject })
-    );
-    try {
-      this.#nc.publish(subject, data, { reply: inbox });
-    } catch (e) {
-      this.#waiting.delete(token);
-      return failed(e);
-    }
-    return { reply, inbox, waiting, cancel: () => this.#waiting.delete(token) };
-  }
-
-  /** Unsubscribes; calls still waiting reject (the cluster connection is closing). */
-  close(): void {
-    this.#closed = true;
-    for (const w of this.#waiting.values()) w.reject(closedError());
-    this.#waiting.clear();
-    this.#sub.unsubscribe();
-  }
-}
-
-const closedError = () => new ValueError("the cluster connection is closed");
-
-function clientOf(ctx: ActorCtx): ActorClient {
-  if (!ctx.actorClient) {
-    const c = ctx.actorClient = new ActorClient(ctx.nc);
-    ctx.closers.add(() => c.close());
-  }
-  return ctx.actorClient;
-}
-
 /**
  * What a node says of one actor: `up` (it hosts it), its exit reason, or nothing (unknown). Asked
  * about a request, an actor that is up says whether it `held` it (queued or in hand), and `from`,
@@ -250,6 +164,8 @@ function clientOf(ctx: ActorCtx): ActorClient {
 type NodeAnswer = { gone: true } | {
   gone: false;
   up: boolean;
+  /** It did not answer in time (too busy, or hung: its heartbeats tell). */
+  silent?: boolean;
   reason?: ExitReason;
   held?: boolean;
   from?: string;
@@ -269,7 +185,7 @@ export async function askNode(
     const err = e as Error & { isNoResponders?: () => boolean };
     if (err.isNoResponders?.() || err.name === "NoResponders") return { gone: true };
     // The node is there but too busy to answer (a handler hogs its thread): not gone.
-    return { gone: false, up: true };
+    return { gone: false, up: true, silent: true };
   }
   if (m.data[0] === 1) {
     if (m.data.length < 2) return { gone: false, up: true };
@@ -285,14 +201,23 @@ export async function askNode(
 export interface Entry {
   node: string;
   cls: string;
+  /** The spawn that started it (its tries share it: a try sent again finds it started). */
+  spawn?: string;
 }
 
-async function lookup(ctx: ActorCtx, key: string): Promise<Entry | undefined> {
+export async function lookup(ctx: ActorCtx, key: string): Promise<Entry | undefined> {
   const kv = await ctx.actorRegistry();
   const e = await kv.get(key);
   if (!e || e.operation !== "PUT" || e.length === 0) return undefined;
   return e.json<Entry>();
 }
+
+/** Internal (watch.ts's `linkOnCluster`): sends LINK or UNLINK of `peer` to `ref`'s actor. */
+export let controlOf: (
+  ref: ClusterActorRef<Actor>,
+  op: number,
+  peer: ClusterActorRef<Actor>,
+) => Promise<unknown>;
 
 /**
  * A reference to an actor on the cluster, from `cluster.spawn` or `cluster.ref(name)`: the local
@@ -323,6 +248,7 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   #node?: string;
   #call?: ActorMethods<A>;
   #registered?: { at: number; entry: Promise<Entry | undefined> };
+  #exited?: Promise<ExitReason>;
   /** The actor's name on the cluster; `Class/key` for a virtual actor. */
   readonly name: string;
 
@@ -468,6 +394,37 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   }
 
   /**
+   * Resolves with the reason the actor stops (as `monitor(ref)`, which uses it): its own exit
+   * reason, `"noconnection"` when its node is gone (no heartbeat for 3 s, or its connection
+   * dropped), `"noproc"` when no actor has the name. A ref from `cluster.spawn` watches that
+   * actor: a later actor of the same name on another node is another one. With it, a
+   * `Supervisor` takes a cluster actor as a child (`start: () => cluster.spawn(...)`). A virtual
+   * actor has no lifetime to watch (deactivation is not an exit): its `exited` never settles.
+   *
+   * @example
+   * ```ts ignore
+   * const reason = await ref.exited; // "normal", an Error, "noconnection", ...
+   * ```
+   */
+  get exited(): Promise<ExitReason> {
+    return this.#exited ??= this.#virtual
+      ? new Promise<never>(() => {})
+      : new Promise((resolve) => watchActor(this.#ctx, this.name, this.#node, resolve));
+  }
+
+  static {
+    controlOf = (ref, op, peer) => {
+      if (ref.#virtual || peer.#virtual) {
+        return Promise.reject(
+          new ValueError(`virtual actors cannot be linked: ${ref.name}, ${peer.name}`),
+        );
+      }
+      const label = op === LINK ? "link()" : "unlink()";
+      return ref.#request(op, [peer.name, peer.#node], "peer", label, undefined);
+    };
+  }
+
+  /**
    * The actor's registry entry, read after `since` (epoch ms). One read serves every call of
    * this ref pending at that moment: a thousand slow calls read it once, not a thousand times.
    */
@@ -511,6 +468,8 @@ export class ClusterActorRef<out A extends Actor = Actor> {
       return again ? gone(node) : await this.#whereIs(inbox, Date.now(), label, true);
     }
     if (!a.up) return LOST; // it answered all it held when its actor stopped
+    // No answer, and no heartbeat either: a node hung or cut off (3 s of silence by now).
+    if (a.silent && !await heardOf(this.#ctx.nc, node)) return gone(node);
     if (a.held !== false) return undefined; // held, or a node too busy (or too old) to say
     // Not there: unless it went to the node whose actor this one took over, which died with it.
     return a.from === undefined ? LOST : gone(a.from);
@@ -666,13 +625,9 @@ export class ClusterActorRef<out A extends Actor = Actor> {
     const { cls, key } = this.#virtual!;
     let m: Msg;
     try {
-      m = await this.#ctx.nc.request(spawnSubject(cls), dumps([key, [key], true], "key"), {
-        timeout: Math.max(1, Math.min(by - Date.now(), FOREVER)),
-      });
+      m = await place(this.#ctx, cls, dumps([key, [key], true], "key"), by);
     } catch (e) {
-      const err = e as Error & { isNoResponders?: () => boolean };
-      if (err.isNoResponders?.()) throw noHost(cls);
-      if (err.name === "TimeoutError") {
+      if ((e as Error).name === "TimeoutError") {
         throw new TimeoutError(`no node activated actor ${this.name} in time`);
       }
       throw e;
@@ -688,6 +643,41 @@ export class ClusterActorRef<out A extends Actor = Actor> {
   /** A short description. */
   toString(): string {
     return `<ClusterActorRef ${this.name}>`;
+  }
+}
+
+/** How long the first try of a spawn or activation waits for its node before asking them all. */
+const FIRST_TRY_MS = 1_000;
+
+/**
+ * A spawn or activation request for class `cls`, answered by `by` (epoch ms) or a TimeoutError.
+ * The first try goes to one node of the queue group, picked by the server at random, a hung node
+ * included (its subscriptions stay until the server notices it): unanswered within a second, the
+ * request goes to every node hosting the class, and the first answer wins. The registry's
+ * create-if-absent lets one node start the actor; the others say where it runs (the spawn's id
+ * matches) or answer "retry" (an activation).
+ */
+async function place(ctx: ActorCtx, cls: string, data: Uint8Array, by: number): Promise<Msg> {
+  const client = clientOf(ctx);
+  // Every try's answer counts, the first one's too: a slow node's answer is as good as any.
+  const tries: ReturnType<ActorClient["request"]>[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    for (let attempt = 0;; attempt++) {
+      const wait = Math.max(1, Math.min(by - Date.now(), attempt ? NODE_TIMEOUT_MS : FIRST_TRY_MS));
+      tries.push(client.request(attempt ? spawnAllSubject(cls) : spawnSubject(cls), data));
+      const m = await Promise.race([
+        ...tries.map((t) => t.reply),
+        new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), wait)),
+      ]);
+      clearTimeout(timer);
+      if (m && isNoResponders(m)) throw noHost(cls);
+      if (m) return m;
+      if (Date.now() >= by) throw new TimeoutError(`no node answered within the timeout`);
+    }
+  } finally {
+    clearTimeout(timer);
+    for (const t of tries) t.cancel();
   }
 }
 
@@ -744,17 +734,14 @@ export async function spawnOnCluster<A extends Actor, P extends unknown[]>(
   }
   const name = checkActorName(options.name ?? `${cls.name}-${crypto.randomUUID().slice(0, 8)}`);
   const timeout = options.timeout ?? 30_000;
+  // An id shared by this spawn's tries: a node that finds the actor started by an earlier try
+  // (on a node slow to answer) says where instead of refusing the name.
+  const data = dumps([name, options.args ?? [], false, crypto.randomUUID()], "spawn args");
   let m: Msg;
   try {
-    m = await ctx.nc.request(
-      spawnSubject(cls.name),
-      dumps([name, options.args ?? []], "spawn args"),
-      { timeout },
-    );
+    m = await place(ctx, cls.name, data, Date.now() + timeout);
   } catch (e) {
-    const err = e as Error & { isNoResponders?: () => boolean };
-    if (err.isNoResponders?.()) throw noHost(cls.name);
-    if (err.name === "TimeoutError") {
+    if ((e as Error).name === "TimeoutError") {
       throw new TimeoutError(`no node started actor ${name} within ${timeout} ms`);
     }
     throw e;

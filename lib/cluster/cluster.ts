@@ -29,6 +29,7 @@ import { ClusterPool, type ClusterPoolOptions } from "./pool.ts";
 import { ValueError } from "../core/errors.ts";
 import type { Actor, ActorClass } from "../actor/actor.ts";
 import { ClusterActorRef, type ClusterSpawnOptions, spawnOnCluster, virtualRef } from "./actors.ts";
+import { linkOnCluster } from "./watch.ts";
 
 /** TLS settings passed through to the NATS client (file paths or PEM text). */
 export interface ClusterTlsOptions {
@@ -380,6 +381,58 @@ export class Cluster implements AsyncDisposable {
     key: string,
   ): ClusterActorRef<A> {
     return virtualRef(this.#ctx, cls, key);
+  }
+
+  /**
+   * Links two cluster actors, on the same node or not (Erlang's `link`): when one stops
+   * abnormally (any reason but `"normal"`), the other stops with the same reason, unless it
+   * traps exits (`trapExits = true`): then its `onExit(from, reason)` runs on its node. A node
+   * found gone (no heartbeat for 3 s, or its connection dropped) stops the actors linked to its
+   * own with `"noconnection"`. Each actor's node keeps its side of the link, so the link holds
+   * after this client is gone. Rejects with `ActorExited` if either had stopped (the other then
+   * gets the exit signal); virtual actors cannot be linked (`ValueError`).
+   *
+   * @param a A spawned actor's ref.
+   * @param b Another.
+   *
+   * @example
+   * ```ts
+   * // Type-checked only: it needs nodes hosting Counter (`cli.ts --actors ./actors.ts`).
+   * import { connectCluster } from "./mod.ts";
+   * import { monitor } from "../actor/link.ts"; // "jsr:@denomp/multiprocessing"
+   * import { Counter } from "../../tests/cluster/fixtures/cluster_actors.ts";
+   * async function example() {
+   *   await using cluster = await connectCluster({ servers: "nats://127.0.0.1:4222" });
+   *   const a = await cluster.spawn(Counter), b = await cluster.spawn(Counter);
+   *   await cluster.link(a, b);
+   *   await a.call.fail("boom").catch(() => {});
+   *   console.log(await monitor(b)); // RangeError: boom
+   * }
+   * ```
+   */
+  link<A extends Actor, B extends Actor>(
+    a: ClusterActorRef<A>,
+    b: ClusterActorRef<B>,
+  ): Promise<void> {
+    return linkOnCluster(a as ClusterActorRef<Actor>, b as ClusterActorRef<Actor>, true);
+  }
+
+  /**
+   * Removes a link made by {@link link}.
+   *
+   * @param a One of the linked actors.
+   * @param b The other.
+   *
+   * @example
+   * ```ts ignore
+   * await cluster.unlink(a, b);
+   * ```
+   */
+  unlink<A extends Actor, B extends Actor>(
+    a: ClusterActorRef<A>,
+    b: ClusterActorRef<B>,
+  ): Promise<void> {
+    return linkOnCluster(a as ClusterActorRef<Actor>, b as ClusterActorRef<Actor>, false);
   }
 
   /** Whether {@link close} was called or the connection was lost for good. */

@@ -7,7 +7,8 @@
  */
 
 import type { JetStreamClient, JetStreamManager, KV, Kvm, NatsConnection } from "./nats.ts";
-import type { ActorClient } from "./actors.ts";
+import type { ActorClient } from "./actor_client.ts";
+import type { NodeWatch } from "./watch.ts";
 
 /** What every handle of a cluster shares: its connection and JetStream contexts. */
 export interface Ctx {
@@ -25,6 +26,8 @@ export interface Ctx {
   actorRegistry(): Promise<KV>;
   /** The reply inbox of this client's actor calls, made on first use. */
   actorClient?: ActorClient;
+  /** The watch of other nodes' heartbeats (lib/cluster/watch.ts), made on first use. */
+  nodeWatch?: NodeWatch;
 }
 
 /** Lets the worker side of this module reach a cluster's context without a public accessor. */

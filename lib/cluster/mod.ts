@@ -37,7 +37,8 @@
  *
  * Where each part lives: `cluster.ts` (connecting, `Cluster`), `queue.ts`, `dict.ts`, `pool.ts` (the
  * caller's side) and `worker.ts` (the worker's side, `runClusterWorker`; `cli.ts` is its command),
- * `exec.ts` (running one task), `actors.ts` and `virtual.ts` (actors on the cluster), `nats.ts`
+ * `exec.ts` (running one task), `actors.ts`, `actor_client.ts`, `actor_host.ts` and `virtual.ts`
+ * (actors on the cluster), `watch.ts` (node heartbeats, monitors and links across nodes), `nats.ts`
  * (what they share, and the one module that names the NATS client's packages).
  *
  * This module is not exported by mod.ts: it is the only part of denomp that needs npm packages
@@ -64,4 +65,5 @@ export {
 } from "./pool.ts";
 export { type ClusterWorkerOptions, runClusterWorker } from "./worker.ts";
 export { ClusterActorRef, type ClusterSpawnOptions } from "./actors.ts";
+export { HEARTBEAT_MS, NODE_TIMEOUT_MS } from "./watch.ts";
 export { redactUrl } from "./nats.ts";

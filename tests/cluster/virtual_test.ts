@@ -18,7 +18,7 @@ import { StoredState } from "../../lib/cluster/virtual.ts";
 import { ValueError } from "../../lib/core/errors.ts";
 import { Actor } from "../../lib/actor/actor.ts";
 import { ActorExited } from "../../lib/actor/exit.ts";
-import { CALL, frame, OK, RETRY, STOP } from "../../lib/cluster/actors.ts";
+import { askNode, CALL, frame, OK, RETRY, STOP } from "../../lib/cluster/actors.ts";
 import { dumps } from "../../lib/core/reduction.ts";
 import { Batched, Durable, Plain, Scratch, Tally } from "./fixtures/cluster_virtual.ts";
 import { connect } from "npm:@nats-io/transport-node@3.4.0";
@@ -304,6 +304,11 @@ Deno.test({
       napping.catch(() => {});
       await sleep(100);
       await doomed.stop("SIGKILL");
+      // The server drops the killed node's subscriptions a moment after its socket closed; a call
+      // it still routes there is one the node may have run (rejected, not sent again).
+      const probe = await connect({ servers: NATS_URL });
+      for (let i = 0; i < 100 && !(await askNode(probe, doomedName, "")).gone; i++) await sleep(10);
+      await probe.close();
       // Another client's call activates the actor on the spare node (taking the dead node's
       // record) before the napping call's first check: that call may have run, it must not be
       // sent again, and it must not wait for a reply that will never come.
