@@ -142,7 +142,7 @@ export function request(
     env[1] = id;
     env[2] = inboxOff;
     env[3] = heap().slot;
-    bytes = encodeAt(env, at, root);
+    bytes = encodeAt(env, at, root, box);
   } catch (e) {
     return Promise.reject(e);
   }
