@@ -2,7 +2,7 @@
 // lib/actor/isolated.ts). Every test ends with no child OS process left.
 import assert from "node:assert/strict";
 import { spawn } from "../lib/actor/spawn.ts";
-import { monitor } from "../lib/actor/link.ts";
+import { link, monitor, unlink } from "../lib/actor/link.ts";
 import { ActorExited } from "../lib/actor/exit.ts";
 import type { ActorRef } from "../lib/actor/ref.ts";
 import { Supervisor } from "../lib/actor/supervisor.ts";
@@ -98,9 +98,45 @@ Deno.test("isolated actor: kill() from a thread worker that did not spawn it sto
   });
 });
 
+Deno.test("isolated actor: links work both ways with a thread actor; unlink undoes them", async () => {
+  const thread = await spawn(Box), other = await spawn(Box);
+  try {
+    await withActor(async (iso) => {
+      // The isolated actor crashes: the thread actor linked to it stops with its reason.
+      await link(thread, iso);
+      const threadDown = monitor(thread);
+      await assert.rejects(iso.call.crash("iso"), TypeError);
+      const r = await within(threadDown, 10_000);
+      assert.ok(r instanceof TypeError && r.message === "iso", String(r));
+    });
+    await withActor(async (iso) => {
+      // A thread actor crashes: the isolated actor linked to it stops with that reason.
+      await link(iso, other);
+      const isoDown = monitor(iso);
+      await assert.rejects(other.call.crash("thread"), TypeError);
+      const r = await within(isoDown, 10_000);
+      assert.ok(r instanceof TypeError && r.message === "thread", String(r));
+    });
+    const third = await spawn(Box);
+    await withActor(async (iso) => {
+      await link(iso, third);
+      await unlink(iso, third);
+      await assert.rejects(third.call.crash("alone"), TypeError);
+      assert.equal(await iso.call.inc(1), 6); // unlinked: it goes on
+    });
+  } finally {
+    thread.kill();
+    other.kill();
+  }
+});
+
 Deno.test("isolated actor: a supervisor restarts a child killed with SIGKILL from outside", async () => {
   const sup = await new Supervisor({
-    children: [{ id: "box", start: () => spawn(Box, { args: [1], isolation: "process" }) }],
+    children: [{
+      id: "box",
+      start: () => spawn(Box, { args: [1], isolation: "process" }),
+      shutdown: 300,
+    }],
   }).start();
   try {
     const first = sup.get("box") as ActorRef<Box>;
@@ -119,6 +155,13 @@ Deno.test("isolated actor: a supervisor restarts a child killed with SIGKILL fro
     const second = await sup.whenRunning("box", { timeout: 20_000 }) as ActorRef<Box>;
     assert.notEqual(second.pid, pid);
     assert.equal(await second.call.inc(1), 2); // a fresh instance
+    // Its shutdown kills a runaway handler once the child's `shutdown` ms have passed.
+    second.call.spin().catch(() => {});
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = performance.now();
+    assert.equal(await within(sup.stop(), 5000), "shutdown");
+    assert.ok(await until(() => gone(second.pid), 1000), "its OS process is gone");
+    assert.ok(performance.now() - t0 < 2000);
   } finally {
     await sup.stop();
     await __testHooks.gone();

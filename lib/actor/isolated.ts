@@ -30,13 +30,16 @@
 import { isAlive } from "../core/heap.ts";
 import { flushAll, Ring, TIMEOUT } from "../core/ring.ts";
 import { ProcessError } from "../core/errors.ts";
-import { loads } from "../core/reduction.ts";
+import { dumps, Encoder, holdsHandles, loads } from "../core/reduction.ts";
+import { SerializationError } from "../core/errors.ts";
 import { type Channel, exitNote, type OsChild, registerBridge } from "../process/os_spawn.ts";
 import type { Process } from "../process/process.ts";
 import { Box, OS_PID, setStopped, SLOT, STATE, STOPPED, SUPERVISED } from "./block.ts";
+import { ASK, CALL, type Envelope, ERR, LINK, OK, type Reply, sendReply, UNLINK } from "./call.ts";
 import { type ExitReason, reasonOfCode } from "./exit.ts";
+import { actorOffset, type ActorRef } from "./ref.ts";
 import type { ActorInit } from "./runtime.ts";
-import { watchProcess } from "./watch.ts";
+import { watch, watchProcess } from "./watch.ts";
 
 /** Parent to child: an envelope of the mailbox, as read from its ring. */
 export const F_ENV = 16;
@@ -48,6 +51,12 @@ export const F_STATE = 18;
 export const F_STOPPED = 19;
 /** Parent to child: the actor's `SUPERVISED` word (a supervised actor does not print crashes). */
 export const F_SUPERVISED = 20;
+/** Parent to child: `[peer, name]`: the actor is linked to the peer actor (its block offset). */
+export const F_LINK = 21;
+/** Parent to child: `[peer]`: that link is removed. */
+export const F_UNLINK = 22;
+/** Parent to child: `[peer, reason]`: that linked peer stopped (an exit signal). */
+export const F_PEER_EXIT = 23;
 
 const RUNTIME = new URL("./runtime.ts", import.meta.url).href;
 
@@ -121,10 +130,49 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     }
   });
   let supervised = 0;
+  /** The actor's links, kept here (a ref cannot cross): peer block offset -> unwatch. */
+  const links = new Map<number, () => void>();
+  const plain = new Encoder();
+  void child.exited.then(() => {
+    for (const unwatch of links.values()) unwatch();
+    links.clear();
+  });
   const send = (m: Uint8Array) => {
     const s = Atomics.load(box.i32, SUPERVISED);
     if (s !== supervised) ch.send(F_SUPERVISED, Uint8Array.of(supervised = s));
+    if (holdsHandles(m)) return handled(loads<Envelope>(m));
     ch.send(F_ENV, m);
+  };
+  /** An envelope holding a handle: a link is kept here; anything else is refused. */
+  const handled = (env: Envelope) => {
+    const kind = env[0];
+    const to: Reply | null = kind === CALL || kind === ASK || kind === LINK || kind === UNLINK
+      ? { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number }
+      : null;
+    if (kind !== LINK && kind !== UNLINK) {
+      const err = new SerializationError(
+        "message",
+        `a handle cannot be sent to an actor with isolation "process" yet`,
+      );
+      if (to) sendReply(to, ERR, err);
+      return;
+    }
+    const peer = env[4] as ActorRef, off = actorOffset(peer);
+    if (kind === LINK && !links.has(off) && off !== box.off) {
+      links.set(
+        off,
+        watch(new Box(off), (reason) => {
+          links.delete(off);
+          ch.send(F_PEER_EXIT, plain.encode([off, reason], "signal", { reportError: true }));
+        }),
+      );
+      ch.send(F_LINK, dumps([off, peer.name]));
+    } else if (kind === UNLINK && links.has(off)) {
+      links.get(off)!();
+      links.delete(off);
+      ch.send(F_UNLINK, dumps([off]));
+    }
+    sendReply(to!, OK, undefined);
   };
   const dead = () => child.exitCode !== null;
   void (async () => {

@@ -27,9 +27,19 @@ import { Encoder, loads } from "../core/reduction.ts";
 import { type Channel, isolatedEncoder, type StartFrame } from "../process/os_spawn.ts";
 import { Process } from "../process/process.ts";
 import { ACTOR, Box, decode, setStopped, SLOT, STATE, STOPPED, SUPERVISED } from "./block.ts";
-import { ASK, CALL, type Envelope, ERR, KILL } from "./call.ts";
+import { ASK, CALL, type Envelope, ERR, KILL, LINK, request, UNLINK } from "./call.ts";
 import type { ExitReason } from "./exit.ts";
-import { F_ENV, F_REPLY, F_STATE, F_STOPPED, F_SUPERVISED } from "./isolated.ts";
+import {
+  F_ENV,
+  F_LINK,
+  F_PEER_EXIT,
+  F_REPLY,
+  F_STATE,
+  F_STOPPED,
+  F_SUPERVISED,
+  F_UNLINK,
+} from "./isolated.ts";
+import { type ActorRef, boxOf, makeRef } from "./ref.ts";
 import { type ActorInit, actorMain } from "./runtime.ts";
 import { watch } from "./watch.ts";
 
@@ -100,8 +110,28 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
     }
   };
 
+  // Links: the parent keeps them (a ref cannot cross); here each peer has a stand-in actor of its
+  // name that the actor is linked to, stopped with the peer's reason when the parent says so.
+  const standIns = new Map<number, ActorRef>();
+  const linkTo = (kind: number, peer: ActorRef) =>
+    void request(box, init.name, [kind, 0, 0, 0, peer], 4, "peer").catch(() => {});
+  const onLinkFrame = (type: number, b: Uint8Array) => {
+    const [off, arg] = loads<[number, unknown]>(b);
+    const peer = standIns.get(off);
+    if (type === F_LINK && !peer) {
+      const ref = makeRef(new Box(Box.create(ACTOR, 0)), String(arg), true);
+      standIns.set(off, ref);
+      linkTo(LINK, ref);
+    } else if (peer) {
+      standIns.delete(off);
+      if (type === F_UNLINK) linkTo(UNLINK, peer);
+      else setStopped(boxOf(peer), arg as ExitReason);
+    }
+  };
+
   ch.listen((type, b) => {
     if (type === F_SUPERVISED) return void Atomics.store(box.i32, SUPERVISED, b[0]);
+    if (type === F_LINK || type === F_UNLINK || type === F_PEER_EXIT) return onLinkFrame(type, b);
     if (type !== F_ENV) return;
     const env = loads<Envelope>(b);
     if (env[0] === KILL) return void (killed = true, setStopped(box, "killed"));
