@@ -10,18 +10,8 @@ import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { ProcessError, SerializationError } from "../lib/core/errors.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
-import { TIMED_OUT, until, within } from "./_helpers.ts";
+import { gone, TIMED_OUT, until, within } from "./_helpers.ts";
 import { Box, callFromThread, killFromThread } from "./fixtures/isolation_actors.ts";
-
-/** Whether OS process `pid` is gone (no entry, or a zombie nobody reaped). */
-function gone(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] === "Z";
-  } catch {
-    return true;
-  }
-}
 
 /** Spawns an isolated `Box`, runs `body`, and makes sure its OS process is gone after. */
 async function withActor(
