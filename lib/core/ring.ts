@@ -497,13 +497,8 @@ export class Ring {
    * console.assert((await ring.poll(5)) === false);
    * ```
    */
-  poll(
-    timeout: number,
-    eof?: () => boolean,
-    eofPollMs?: number,
-    unref?: boolean,
-  ): Promise<boolean> {
-    return this.#reader.poll(timeout, eof, eofPollMs, unref);
+  poll(timeout: number, eof?: () => boolean, eofMs?: number, unref?: boolean): Promise<boolean> {
+    return this.#reader.poll(timeout, eof, eofMs, unref);
   }
 
   /**
