@@ -8,7 +8,7 @@ import type { ActorRef } from "../lib/actor/ref.ts";
 import { Supervisor } from "../lib/actor/supervisor.ts";
 import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
-import { ProcessError, SerializationError } from "../lib/core/errors.ts";
+import { ProcessError, SerializationError, ValueError } from "../lib/core/errors.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
 import { gone, TIMED_OUT, until, within } from "./_helpers.ts";
 import { Box, callFromThread, killFromThread } from "./fixtures/isolation_actors.ts";
@@ -175,7 +175,7 @@ Deno.test("isolated actor: maxMemoryMb caps it; running out stops it with a reas
   }, { maxMemoryMb: 128 });
 });
 
-Deno.test("isolated actor: a message holding a handle is refused with a SerializationError naming it", async () => {
+Deno.test("isolated actor: a message holding a handle is refused with a SerializationError naming it; bad options too", async () => {
   const q = new Queue<number>();
   try {
     await withActor(async (ref) => {
@@ -190,6 +190,11 @@ Deno.test("isolated actor: a message holding a handle is refused with a Serializ
       );
       assert.equal(await ref.call.get(), 5); // it goes on
     });
+    await assert.rejects(
+      spawn(Box, { maxMemoryMb: 128 }),
+      (e: unknown) =>
+        e instanceof ValueError && /maxMemoryMb needs isolation "process"/.test(e.message),
+    );
     await assert.rejects(
       spawn(Box, { args: [q as unknown as number], isolation: "process" }),
       (e: unknown) => e instanceof SerializationError && /Queue/.test(e.message),
