@@ -6,6 +6,7 @@ import { link, monitor, unlink } from "../lib/actor/link.ts";
 import { ActorExited } from "../lib/actor/exit.ts";
 import type { ActorRef } from "../lib/actor/ref.ts";
 import { Supervisor } from "../lib/actor/supervisor.ts";
+import { whereis } from "../lib/actor/registry.ts";
 import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { ProcessError, SerializationError, ValueError } from "../lib/core/errors.ts";
@@ -50,6 +51,18 @@ Deno.test("isolated actor: a thread worker of the parent calls it through the or
     assert.equal(await ref.call.get(), 8);
     assert.equal(await ref.stop(), "normal");
   });
+});
+
+Deno.test("isolated actor: registered under a name, found with whereis; the name is free once it stops", async () => {
+  const ref = await spawn(Box, { name: "iso-box", register: true, isolation: "process" });
+  try {
+    assert.equal(await whereis<Box>("iso-box")!.call.inc(1), 1);
+    assert.equal(await ref.stop(), "normal");
+    assert.ok(await until(() => whereis("iso-box") === undefined, 5000));
+  } finally {
+    ref.kill();
+    await __testHooks.gone();
+  }
 });
 
 Deno.test("isolated actor: kill() stops a handler in while (true) {}; its OS process is gone within 1 s", async () => {
