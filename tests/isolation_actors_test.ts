@@ -14,6 +14,12 @@ import { __testHooks } from "../lib/process/os_spawn.ts";
 import { gone, TIMED_OUT, until, within } from "./_helpers.ts";
 import { Box, callFromThread, killFromThread } from "./fixtures/isolation_actors.ts";
 
+/** Checks that the actor of `ref` runs in an OS process of its own, whose pid is `ref.pid`. */
+async function inOwnProcess(ref: ActorRef<Box>): Promise<void> {
+  assert.notEqual(ref.pid, Deno.pid);
+  assert.equal(await ref.call.where(), ref.pid);
+}
+
 /** Spawns an isolated `Box`, runs `body`, and makes sure its OS process is gone after. */
 async function withActor(
   body: (ref: ActorRef<Box>) => Promise<void>,
@@ -21,6 +27,7 @@ async function withActor(
 ): Promise<void> {
   const ref = await spawn(Box, { args: [5], isolation: "process", ...options });
   try {
+    await inOwnProcess(ref);
     await body(ref);
   } finally {
     ref.kill();
@@ -56,6 +63,7 @@ Deno.test("isolated actor: a thread worker of the parent calls it through the or
 Deno.test("isolated actor: registered under a name, found with whereis; the name is free once it stops", async () => {
   const ref = await spawn(Box, { name: "iso-box", register: true, isolation: "process" });
   try {
+    await inOwnProcess(whereis<Box>("iso-box")!);
     assert.equal(await whereis<Box>("iso-box")!.call.inc(1), 1);
     assert.equal(await ref.stop(), "normal");
     assert.ok(await until(() => whereis("iso-box") === undefined, 5000));
