@@ -1,5 +1,6 @@
 // Actor benchmarks (issue 7), JSON lines in the WORKLOADS.md format:
-//   A1-actor-call  `await ref.call.inc(1)` round trips, µs each: main → actor, and actor → actor
+//   A1-actor-call  `await ref.call.inc(1)` round trips, µs each: main → actor, main → an actor
+//                  with isolation "process" (its ratio to the thread actor's), actor → actor
 //   A2-actor-tell  `ref.tell(i)` from one actor to another, small messages per second (the
 //                  sender awaits the send every 1024 messages, for backpressure; the count is
 //                  checked with a call that follows the tells in the mailbox)
@@ -11,7 +12,7 @@
 // Goals: call ≤ 1/3 of Python's W4-pipe; tell ≥ 1,000,000 msgs/s.
 //
 //   deno run -A --unstable-worker-options bench/actors.ts [--n-call 20000] [--n-tell 1000000] [--no-python]
-//     [--n-broadcast 2000] [--members 100] [--only A1,A2,A3,A4]
+//     [--n-broadcast 2000] [--members 100] [--only A1,A2,A3,A4] [--no-isolation]
 import { Actor } from "../lib/actor/actor.ts";
 import type { ActorRef } from "../lib/actor/ref.ts";
 import { spawn } from "../lib/actor/spawn.ts";
@@ -84,6 +85,25 @@ async function pythonW4(): Promise<number | null> {
   return null;
 }
 
+/** A1 from the main thread: `n` round trips to `counter` after a warm-up; µs each. */
+async function benchCall(counter: ActorRef<BenchCounter>, n: number, variant: string) {
+  for (let i = 0; i < 1000; i++) await counter.call.inc(1);
+  let last = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) last = await counter.call.inc(1);
+  const s = since(t0);
+  emit({
+    workload: "A1-actor-call",
+    variant,
+    n,
+    seconds: s,
+    rate: s * 1e6 / n,
+    unit: "us/roundtrip",
+    ok: last === n + 1000,
+  });
+  return s * 1e6 / n;
+}
+
 /** A3: a registered actor found by name before each call, from the main thread. */
 async function benchWhereis(n: number): Promise<void> {
   const counter = await spawn(BenchCounter, { name: "bench-counter", register: true });
@@ -151,23 +171,25 @@ if (import.meta.main) {
   }
   if (!only.has("A1") && !only.has("A2")) Deno.exit(0);
 
-  // A1, main → actor.
+  // A1, main → actor: a thread actor, then (unless --no-isolation) one with isolation "process".
   const counter = await spawn(BenchCounter);
-  for (let i = 0; i < 1000; i++) await counter.call.inc(1);
-  let last = 0;
-  const t0 = performance.now();
-  for (let i = 0; i < nCall; i++) last = await counter.call.inc(1);
-  const s = since(t0);
-  const mainUs = s * 1e6 / nCall;
-  emit({
-    workload: "A1-actor-call",
-    variant: "main-actor",
-    n: nCall,
-    seconds: s,
-    rate: mainUs,
-    unit: "us/roundtrip",
-    ok: last === nCall + 1000,
-  });
+  const mainUs = await benchCall(counter, nCall, "main-actor");
+  if (!Deno.args.includes("--no-isolation")) {
+    const iso = await spawn(BenchCounter, { isolation: "process" });
+    const isoUs = await benchCall(iso, nCall, "process-isolation");
+    emit({
+      workload: "A1-actor-call",
+      variant: "process-isolation-ratio-to-main-actor",
+      n: nCall,
+      seconds: 0,
+      rate: isoUs / mainUs,
+      unit: "x",
+      ok: true,
+      thread_us: mainUs,
+      process_us: isoUs,
+    });
+    await iso.stop();
+  }
 
   // A1, actor → actor.
   const caller = await spawn(BenchCaller);

@@ -30,6 +30,16 @@ export async function waitUntil(cond: () => boolean, ms = 10_000, everyMs = 5): 
   if (!await until(cond, ms, everyMs)) throw new Error("condition not met in time");
 }
 
+/** Whether OS process `pid` is gone (no entry, or a zombie nobody reaped). */
+export function gone(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] === "Z";
+  } catch {
+    return true;
+  }
+}
+
 /** What {@link within} gives when the time ran out. */
 export const TIMED_OUT = Symbol("timed out");
 

@@ -10,7 +10,7 @@ import {
   ValueError,
 } from "../lib/core/errors.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
-import { range, sleep, TIMED_OUT, until, within } from "./_helpers.ts";
+import { gone, range, sleep, TIMED_OUT, until, within } from "./_helpers.ts";
 import {
   boom,
   echo,
@@ -32,16 +32,6 @@ import {
   whoami,
   Writer,
 } from "./fixtures/isolation_tasks.ts";
-
-/** Whether OS process `pid` is gone (no entry, or a zombie nobody reaped). */
-function gone(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] === "Z";
-  } catch {
-    return true;
-  }
-}
 
 /** Milliseconds until `pid` is gone (polled), or Infinity after `limit` ms. */
 async function msUntilGone(pid: number, limit = 5000): Promise<number> {

@@ -13,6 +13,7 @@
  */
 
 import { encodeView } from "../core/reduction.ts";
+import { isolatedEncoder } from "../process/os_spawn.ts";
 import { alloc, bumpDeaths, heap, isAlive, release } from "../core/heap.ts";
 import { Ring } from "../core/ring.ts";
 import { SerializationError } from "../core/errors.ts";
@@ -56,6 +57,11 @@ export const SLOT = 49;
 export const REASON = 50;
 /** Header word (actors): 1 while a supervisor watches the actor. */
 export const SUPERVISED = 51;
+/**
+ * Header word (actors): 0 for a thread actor; for isolation "process" (see isolated.ts), -1
+ * while its OS process starts, then its OS pid. Messages to such an actor refuse handles.
+ */
+export const OS_PID = 52;
 /** Bytes of header before the ring. */
 export const HEADER = 256;
 const MAGIC = 0x6d626f78; // "mbox"
@@ -146,12 +152,17 @@ export function freeBox(off: number): void {
 /** Decodes a message read from a ring. */
 export const decode = (b: Uint8Array): unknown => loads(b);
 
+let isoEncoder: ReturnType<typeof isolatedEncoder> | undefined;
+
 /**
- * Encodes envelope `value`; a value that cannot be sent is named by its path from `root`, the
- * element at `at`.
+ * Encodes envelope `value` for the actor of `box`; a value that cannot be sent is named by its
+ * path from `root`, the element at `at`. An actor in an OS process of its own refuses handles.
  */
-export function encodeAt(value: unknown[], at: number, root: string): Uint8Array {
+export function encodeAt(value: unknown[], at: number, root: string, box?: Box): Uint8Array {
   try {
+    if (box && Atomics.load(box.i32, OS_PID) !== 0) {
+      return (isoEncoder ??= isolatedEncoder()).encode(value, "env");
+    }
     return encodeView(value, "env");
   } catch (e) {
     const prefix = `env[${at}]`;

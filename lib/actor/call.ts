@@ -142,7 +142,8 @@ export function request(
     env[1] = id;
     env[2] = inboxOff;
     env[3] = heap().slot;
-    bytes = encodeAt(env, at, root);
+    // A link hands the actor a ref: an isolated actor's relay keeps its links (isolated.ts).
+    bytes = encodeAt(env, at, root, env[0] === LINK || env[0] === UNLINK ? undefined : box);
   } catch (e) {
     return Promise.reject(e);
   }

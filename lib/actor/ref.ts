@@ -18,6 +18,7 @@ import {
   encodeAt,
   freeBox,
   KIND_I,
+  OS_PID,
   readReason,
   RUNNING,
   SLOT,
@@ -118,8 +119,10 @@ export class ActorRef<out A extends Actor = Actor> {
     return this.#name;
   }
 
-  /** The pid of the actor's worker. */
+  /** The pid of the actor's worker: its OS pid with isolation "process". */
   get pid(): number {
+    const os = Atomics.load(this.#box.i32, OS_PID);
+    if (os > 0) return os;
     return Deno.pid + Atomics.load(this.#box.i32, SLOT) - MAIN_SLOT;
   }
 
@@ -169,7 +172,7 @@ export class ActorRef<out A extends Actor = Actor> {
    */
   tell(msg: MessageOf<A>): Promise<void> {
     const ring = this.#box.ring;
-    const r = ring.post(encodeAt([TELL, msg], 1, "message"), this.#box.postOpts);
+    const r = ring.post(encodeAt([TELL, msg], 1, "message", this.#box), this.#box.postOpts);
     return ring.pending() ? r.then(noop) : RESOLVED;
   }
 
@@ -215,7 +218,7 @@ export class ActorRef<out A extends Actor = Actor> {
     const deadline = deadlineOf(options.timeout); // checked before anything is sent
     const box = this.#box;
     if (box.stopped()) return readReason(box);
-    void box.ring.post(encodeAt([STOP, reason], 1, "reason"), box.postOpts);
+    void box.ring.post(encodeAt([STOP, reason], 1, "reason", box), box.postOpts);
     if (running()?.box.off === box.off) return reason;
     const done = new Promise<ExitReason>((resolve) => watch(box, resolve));
     if (deadline === Infinity) return await keepAlive(done);

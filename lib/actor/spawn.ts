@@ -13,11 +13,13 @@ import { sandbox } from "../core/spawn.ts";
 import { callerModule, resolveTarget } from "../core/target.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { registerObject } from "../core/observe.ts";
-import { Process } from "../process/process.ts";
+import { checkIsolation } from "../process/os_spawn.ts";
+import { type IsolationOptions, Process } from "../process/process.ts";
 import { Actor, type ActorClass } from "./actor.ts";
 import {
   ACTOR,
   Box,
+  OS_PID,
   readReason,
   RUNNING,
   setStopped,
@@ -28,13 +30,18 @@ import {
 } from "./block.ts";
 import type { ExitReason } from "./exit.ts";
 import { type ActorRef, makeRef } from "./ref.ts";
+import { isolatedStarted } from "./isolated.ts";
 import { forgetActor } from "./refmap.ts";
 import { register } from "./registry.ts";
 import { type ActorInit, actorMain } from "./runtime.ts";
 import { watch } from "./watch.ts";
 
-/** Options of {@link spawn}. */
-export interface SpawnOptions<P extends unknown[]> {
+/**
+ * Options of {@link spawn}. With `isolation: "process"` the actor runs in a `deno` OS process of
+ * its own (see README "Isolation"): `kill()` stops even a handler looping for ever, `maxMemoryMb`
+ * caps its heap, and its crash costs only itself; its messages cannot hold handles yet.
+ */
+export interface SpawnOptions<P extends unknown[]> extends IsolationOptions {
   /** Arguments of the actor class's constructor (handles may be nested anywhere). */
   args?: P;
   /** The actor's name (its worker's name too); default `ClassName-N`. */
@@ -92,11 +99,13 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   if (typeof cls !== "function" || !(cls.prototype instanceof Actor)) {
     throw new ValueError(`spawn() needs a class extending Actor: got ${String(cls)}`);
   }
+  const isolated = checkIsolation(options, "spawn");
   const target = resolveTarget(cls, options.module, caller);
   const name = options.name ?? `${cls.name}-${nextId()}`;
   const box = new Box(Box.create(ACTOR, 0));
   registerObject("Actor", box.off, name);
   const ref = makeRef<A>(box, name, true);
+  if (isolated) Atomics.store(box.i32, OS_PID, -1); // its messages refuse handles from now on
   // The worker imports the class's module too: it may read that file, whatever was asked.
   const permissions = options.permissions === undefined
     ? undefined
@@ -116,6 +125,9 @@ export async function spawn<A extends Actor, P extends unknown[]>(
     name,
     daemon: options.daemon ?? true,
     permissions,
+    isolation: options.isolation,
+    maxMemoryMb: options.maxMemoryMb,
+    denoFlags: options.denoFlags,
   });
   try {
     p.start();
@@ -124,7 +136,9 @@ export async function spawn<A extends Actor, P extends unknown[]>(
     throw err;
   }
   retain(box.off); // the worker's reference, dropped by the watcher once the worker has ended
-  Atomics.store(box.i32, SLOT, slotOfPid(p.pid!));
+  // An isolated actor lives with its spawner until its OS process has connected (isolated.ts).
+  Atomics.store(box.i32, SLOT, isolated ? heap().slot : slotOfPid(p.pid!));
+  if (isolated) isolatedStarted(box, p, name);
   watch(box, () => {
     removeRoot(ref);
     try {

@@ -147,10 +147,12 @@ export function runSync<R>(g: Waits<R>): R {
  * into the algorithm once (its `finally` blocks undo what it had done, and may still wait, e.g.
  * to take a lock back) and then out of the returned promise. An algorithm may also yield a
  * promise (user code it must await, e.g. a Barrier's action); its rejection is thrown into it.
+ * With `unref`, its waits do not keep the program alive.
  */
 export async function runAsync<R>(
   g: Generator<Sleep | Promise<unknown>, R, WaitResult>,
   signal?: AbortSignal,
+  unref = false,
 ): Promise<R> {
   let step = g.next();
   while (!step.done) {
@@ -163,7 +165,8 @@ export async function runAsync<R>(
       } else {
         signal?.throwIfAborted();
         const w = Atomics.waitAsync(s.i32, s.index, s.value, s.ms === Infinity ? undefined : s.ms);
-        res = w.async ? await keepAlive(signal ? abortable(w.value, s, signal) : w.value) : w.value;
+        const p = w.async ? (signal ? abortable(w.value, s, signal) : w.value) : null;
+        res = p ? await (unref ? p : keepAlive(p)) : w.value as WaitResult;
       }
     } catch (e) {
       signal = undefined;

@@ -486,7 +486,8 @@ export class Ring {
   }
 
   /**
-   * The async twin of {@link Ring.pollSync}.
+   * The async twin of {@link Ring.pollSync}. With `unref`, the wait does not keep the program
+   * alive (a relay that must not, e.g. a daemon actor's).
    *
    * @example
    * ```ts
@@ -496,8 +497,8 @@ export class Ring {
    * console.assert((await ring.poll(5)) === false);
    * ```
    */
-  poll(timeout: number, eof?: () => boolean, eofPollMs?: number): Promise<boolean> {
-    return this.#reader.poll(timeout, eof, eofPollMs);
+  poll(timeout: number, eof?: () => boolean, eofMs?: number, unref?: boolean): Promise<boolean> {
+    return this.#reader.poll(timeout, eof, eofMs, unref);
   }
 
   /**

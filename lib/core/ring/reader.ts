@@ -621,8 +621,13 @@ export class RingReader extends RingView {
   }
 
   /** `Ring.poll` (see there). */
-  poll(timeout: number, eof?: () => boolean, eofPollMs?: number): Promise<boolean> {
-    return runAsync(this.#pollWaits(timeout, eof, eofPollMs));
+  poll(
+    timeout: number,
+    eof?: () => boolean,
+    eofPollMs?: number,
+    unref?: boolean,
+  ): Promise<boolean> {
+    return runAsync(this.#pollWaits(timeout, eof, eofPollMs), undefined, unref);
   }
 
   /** `Ring.empty` (see there). */

@@ -1,0 +1,192 @@
+/**
+ * Isolation "process" for actors, parent side: `spawn(Actor, { isolation: "process" })` runs the
+ * actor in a `deno` OS process of its own, so a runaway handler can be stopped (a signal frees
+ * its CPU at once), `maxMemoryMb` caps its heap, and its crash costs only itself.
+ *
+ * As for the isolated pool (see pool/os_pool.ts), the actor machinery is unchanged and a relay on
+ * each side of the socket moves its own messages:
+ *
+ * - The actor's mailbox block ({@link Box}) stays in this program's heap: refs, calls, monitors,
+ *   links of others to it, names and supervisors work on it as for a thread actor, from any
+ *   worker of this program. Its `SLOT` word is the child's slot in this program's process table
+ *   (the spawner's own until the child has connected), so its death is seen as a worker's.
+ * - **Parent side** (here, in the spawner's thread): drains the mailbox and sends each envelope as
+ *   a frame (a {@link Channel} writes the frames of one tick at once); writes each reply frame
+ *   into the caller's reply ring (named by its offset in this heap: the child never writes
+ *   here); mirrors the actor's state; records the stop reason the child reports with
+ *   `setStopped`, after the replies sent before it.
+ * - **Child side** (isolated_child.ts): the real actor runtime runs in a thread of the child on a
+ *   mailbox in the child's heap; the child's main thread relays, so it stays free to report the
+ *   stop and to end the process when the actor is killed while busy.
+ * - **Deaths.** A child that ends without reporting a reason (SIGKILL from outside, out of
+ *   memory) stops the actor with the reason its exit gives: `"killed"` for a signal, a
+ *   `ProcessError` naming `maxMemoryMb` when it ran out of memory.
+ * - **Handles** cannot cross yet: a message (or a link) holding one is refused by the sender's
+ *   encoder (`encodeAt` sees the block's `OS_PID` word) with a `SerializationError`.
+ *
+ * @module
+ */
+
+import { isAlive } from "../core/heap.ts";
+import { flushAll, Ring, TIMEOUT } from "../core/ring.ts";
+import { ProcessError } from "../core/errors.ts";
+import { dumps, Encoder, holdsHandles, loads } from "../core/reduction.ts";
+import { SerializationError } from "../core/errors.ts";
+import { type Channel, exitNote, type OsChild, registerBridge } from "../process/os_spawn.ts";
+import type { Process } from "../process/process.ts";
+import { Box, OS_PID, setStopped, SLOT, STATE, STOPPED, SUPERVISED } from "./block.ts";
+import { ASK, CALL, type Envelope, ERR, LINK, OK, type Reply, sendReply, UNLINK } from "./call.ts";
+import { type ExitReason, reasonOfCode } from "./exit.ts";
+import { actorOffset, type ActorRef } from "./ref.ts";
+import type { ActorInit } from "./runtime.ts";
+import { watch, watchProcess } from "./watch.ts";
+
+/** Parent to child: an envelope of the mailbox, as read from its ring. */
+export const F_ENV = 16;
+/** Child to parent: `[u32 reply ring][u32 caller's slot]` then the reply, as a ring holds it. */
+export const F_REPLY = 17;
+/** Child to parent: the actor's state word (running, stopping). */
+export const F_STATE = 18;
+/** Child to parent: the actor stopped; the body is its encoded reason. */
+export const F_STOPPED = 19;
+/** Parent to child: the actor's `SUPERVISED` word (a supervised actor does not print crashes). */
+export const F_SUPERVISED = 20;
+/** Parent to child: `[peer, name]`: the actor is linked to the peer actor (its block offset). */
+export const F_LINK = 21;
+/** Parent to child: `[peer]`: that link is removed. */
+export const F_UNLINK = 22;
+/** Parent to child: `[peer, reason]`: that linked peer stopped (an exit signal). */
+export const F_PEER_EXIT = 23;
+
+const RUNTIME = new URL("./runtime.ts", import.meta.url).href;
+
+registerBridge(`${RUNTIME}#actorMain`, {
+  childModule: new URL("./isolated_child.ts", import.meta.url).href,
+  attach: parentSide,
+});
+
+/** How often an idle relay checks that its child still runs (its exit also ends the wait). */
+const DEATH_POLL_MS = 250;
+
+const copyOut = (b: Uint8Array): Uint8Array => b.slice();
+
+/** Stop reasons reported by a child, being written after its replies (by block offset). */
+const reporting = new Map<number, Promise<void>>();
+
+/** The reason of an isolated actor whose OS process ended with `code` and said nothing. */
+function reasonOfExit(code: number | null, pid: number | null, name: string): ExitReason {
+  const reason = reasonOfCode(code, `actor ${name}`), note = exitNote(pid);
+  return reason instanceof Error && note ? new ProcessError(reason.message + note) : reason;
+}
+
+/** Stops the actor of `box` for its OS process's exit, after any reason the child reported. */
+function stopForExit(box: Box, code: number | null, pid: number | null, name: string): void {
+  const reported = reporting.get(box.off) ?? Promise.resolve();
+  void reported.then(() => {
+    reporting.delete(box.off);
+    setStopped(box, reasonOfExit(code, pid, name));
+  });
+}
+
+/**
+ * Marks the actor of `box` as isolated, its OS process `p` just started (by `spawn`), and stops
+ * it when that process ends, whenever that is (even before it connected).
+ *
+ * @example
+ * ```ts ignore
+ * p.start();
+ * isolatedStarted(box, p, name);
+ * ```
+ */
+export function isolatedStarted(box: Box, p: Process, name: string): void {
+  Atomics.store(box.i32, OS_PID, p.pid!);
+  watchProcess(p, () => stopForExit(box, p.exitCode, p.pid, name));
+}
+
+/** The parent side of one isolated actor: its mailbox in this heap <-> the socket. */
+function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
+  const init = args[0] as ActorInit;
+  const box = new Box(init.off);
+  // From now on the actor's liveness is the child's (see the module doc).
+  Atomics.store(box.i32, SLOT, child.slot);
+  // Runs before the exit watcher's scan: the reason names a memory limit where it applies.
+  void child.exited.then((code) => stopForExit(box, code, child.pid, init.name));
+  const rings = new Map<number, Ring>();
+  ch.listen((type, b) => {
+    if (type === F_REPLY) {
+      const dv = new DataView(b.buffer, b.byteOffset, 8);
+      const at = dv.getUint32(0, true), slot = dv.getUint32(4, true);
+      let ring = rings.get(at);
+      if (!ring) rings.set(at, ring = new Ring(at));
+      void ring.post(b.subarray(8), { broken: () => !isAlive(slot) });
+    } else if (type === F_STATE) {
+      if (Atomics.load(box.i32, STATE) === STOPPED) return;
+      Atomics.store(box.i32, STATE, b[0]);
+      Atomics.notify(box.i32, STATE);
+    } else if (type === F_STOPPED) {
+      const reason = loads<ExitReason>(b);
+      // Replies on their way into their rings land before callers learn that it stopped.
+      reporting.set(box.off, flushAll().then(() => setStopped(box, reason)));
+    }
+  });
+  let supervised = 0;
+  /** The actor's links, kept here (a ref cannot cross): peer block offset -> unwatch. */
+  const links = new Map<number, () => void>();
+  const plain = new Encoder();
+  void child.exited.then(() => {
+    for (const unwatch of links.values()) unwatch();
+    links.clear();
+  });
+  const send = (m: Uint8Array) => {
+    const s = Atomics.load(box.i32, SUPERVISED);
+    if (s !== supervised) ch.send(F_SUPERVISED, Uint8Array.of(supervised = s));
+    if (holdsHandles(m)) return handled(loads<Envelope>(m));
+    ch.send(F_ENV, m);
+  };
+  /** An envelope holding a handle: a link is kept here; anything else is refused. */
+  const handled = (env: Envelope) => {
+    const kind = env[0];
+    const to: Reply | null = kind === CALL || kind === ASK || kind === LINK || kind === UNLINK
+      ? { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number }
+      : null;
+    if (kind !== LINK && kind !== UNLINK) {
+      const err = new SerializationError(
+        "message",
+        `a handle cannot be sent to an actor with isolation "process" yet`,
+      );
+      if (to) sendReply(to, ERR, err);
+      return;
+    }
+    const peer = env[4] as ActorRef, off = actorOffset(peer);
+    if (kind === LINK && !links.has(off) && off !== box.off) {
+      links.set(
+        off,
+        watch(new Box(off), (reason) => {
+          links.delete(off);
+          ch.send(F_PEER_EXIT, plain.encode([off, reason], "signal", { reportError: true }));
+        }),
+      );
+      ch.send(F_LINK, dumps([off, peer.name]));
+    } else if (kind === UNLINK && links.has(off)) {
+      links.get(off)!();
+      links.delete(off);
+      ch.send(F_UNLINK, dumps([off]));
+    }
+    sendReply(to!, OK, undefined);
+  };
+  const dead = () => child.exitCode !== null;
+  void (async () => {
+    while (!dead()) {
+      // Everything queued goes in this tick's write.
+      for (let m = box.ring.tryRecv(copyOut); m !== TIMEOUT; m = box.ring.tryRecv(copyOut)) send(m);
+      if (!box.ring.empty()) {
+        // A message too large for one frame is streamed: read it whole.
+        const m = await box.ring.recv(copyOut, { timeout: 0 });
+        if (m instanceof Uint8Array) send(m);
+        continue;
+      }
+      // Not kept alive by this wait: a daemon actor lets the program end.
+      await box.ring.poll(Infinity, dead, DEATH_POLL_MS, true);
+    }
+  })().catch(() => {});
+}
