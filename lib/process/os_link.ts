@@ -1,0 +1,174 @@
+/**
+ * Isolation "process", child side: the link from an isolate of an isolated child to the thread of
+ * its parent that serves the handles it was given (`os_agent.ts`). The proxies of
+ * `os_handles.ts` call through it.
+ *
+ * Why a helper thread does the socket I/O: the blocking twins (`getSync`, `acquireSync`, ...)
+ * and the methods that return at once (`qsize()`, `locked()`) must answer while this thread
+ * cannot run its event loop. So every call, blocking or not, goes to one thread of the link
+ * (`os_link_worker.ts`) that owns the socket: a promise's reply comes back as a message, a
+ * blocking call's is written into a shared buffer while this thread waits in `Atomics.wait`.
+ * One thread, one socket: calls reach the server in the order they were made.
+ *
+ * @module
+ */
+
+import { Encoder, loads } from "../core/reduction.ts";
+import { ProcessError } from "../core/errors.ts";
+import { keepAlive } from "../core/atomics.ts";
+import { M_SIGNAL, M_SYNC } from "./os_channel.ts";
+
+/** The reply buffer of a blocking call: `[state][length]` then the bytes (grown by the link thread). */
+const S_STATE = 0, S_LEN = 1, S_DATA = 8;
+/** How long one wait of a blocking call lasts before it checks that the link thread lives. */
+const SLICE_MS = 1000;
+
+const WORKER = new URL("./os_link_worker.ts", import.meta.url);
+
+/** The codec of calls: references to served objects cross, handles made in the child do not. */
+const encoder = new Encoder({
+  handles: (kind) =>
+    kind === "IsolatedHandle" ||
+    `a ${kind} made in a child with isolation "process" cannot be sent to its parent (only handles the parent passed can)`,
+});
+
+/** One link: the thread that owns the socket to one server. */
+class Link {
+  readonly #worker: Worker;
+  readonly #sab: SharedArrayBuffer;
+  readonly #i32: Int32Array;
+  #next = 1;
+  readonly #pending = new Map<number, [(v: unknown) => void, (e: unknown) => void]>();
+  #broken: Error | null = null;
+
+  constructor(path: string) {
+    this.#sab = new SharedArrayBuffer(S_DATA + 4096, { maxByteLength: 1 << 30 });
+    this.#i32 = new Int32Array(this.#sab, 0, 2);
+    this.#worker = new Worker(WORKER, { type: "module", name: "denomp-handle-link" });
+    this.#worker.postMessage({ path, sab: this.#sab });
+    this.#worker.onmessage = (e: MessageEvent<Uint8Array | { broken: string }>) => {
+      const d = e.data;
+      if (d instanceof Uint8Array) return this.#settle(d);
+      this.#break(new ProcessError(d.broken));
+    };
+    this.#worker.onerror = (e) => {
+      e.preventDefault();
+      this.#break(new ProcessError(`the link to the parent's handles failed: ${e.message}`));
+    };
+  }
+
+  #break(err: Error): void {
+    this.#broken ??= err;
+    for (const [, reject] of this.#pending.values()) reject(this.#broken);
+    this.#pending.clear();
+  }
+
+  /** The encoded call (a fresh buffer, moved to the link thread). */
+  #encode(n: number, mode: number, id: number, method: string, args: unknown[]): Uint8Array {
+    const body = encoder.encode([id, method, args], `${method}() arguments`);
+    const out = new Uint8Array(5 + body.length);
+    new DataView(out.buffer).setUint32(0, n, true);
+    out[4] = mode;
+    out.set(body, 5);
+    return out;
+  }
+
+  call(id: number, method: string, args: unknown[]): Promise<unknown> {
+    if (this.#broken) return Promise.reject(this.#broken);
+    let mode = 0, signal: AbortSignal | undefined;
+    // An abort signal cannot cross: the call says which argument held one, and a cancel follows.
+    const at = args.findIndex((a) => a !== null && typeof a === "object" && "signal" in a);
+    if (at >= 0 && at < 64) {
+      const { signal: s, ...rest } = args[at] as { signal?: AbortSignal };
+      args = args.slice();
+      args[at] = rest;
+      if (s) {
+        if (s.aborted) return Promise.reject(s.reason);
+        signal = s;
+        mode = M_SIGNAL | (at << 2);
+      }
+    }
+    const n = this.#next++;
+    let body: Uint8Array;
+    try {
+      body = this.#encode(n, mode, id, method, args);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const p = new Promise<unknown>((resolve, reject) => this.#pending.set(n, [resolve, reject]));
+    this.#worker.postMessage(body, [body.buffer as ArrayBuffer]);
+    if (signal) {
+      const onAbort = () => this.#worker.postMessage({ cancel: n });
+      signal.addEventListener("abort", onAbort, { once: true });
+      void p.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => {});
+    }
+    return keepAlive(p);
+  }
+
+  callSync(id: number, method: string, args: unknown[]): unknown {
+    if (this.#broken) throw this.#broken;
+    const body = this.#encode(this.#next++, M_SYNC, id, method, args);
+    const i32 = this.#i32;
+    Atomics.store(i32, S_STATE, 0);
+    this.#worker.postMessage(body, [body.buffer as ArrayBuffer]);
+    while (Atomics.load(i32, S_STATE) === 0) Atomics.wait(i32, S_STATE, 0, SLICE_MS);
+    const len = Atomics.load(i32, S_LEN);
+    const reply = new Uint8Array(this.#sab, S_DATA, len).slice();
+    Atomics.store(i32, S_STATE, 0);
+    return this.#outcome(reply);
+  }
+
+  /** A reply's value, or its error thrown. */
+  #outcome(reply: Uint8Array): unknown {
+    // The link thread's own failure (it decodes nothing): the text of a ProcessError.
+    if (reply[4] === 2) throw new ProcessError(new TextDecoder().decode(reply.subarray(5)));
+    const value = loads(reply.subarray(5));
+    if (reply[4] !== 1) throw value;
+    return value;
+  }
+
+  #settle(reply: Uint8Array): void {
+    const n = new DataView(reply.buffer, reply.byteOffset).getUint32(0, true);
+    const p = this.#pending.get(n);
+    if (!p) return;
+    this.#pending.delete(n);
+    try {
+      p[0](this.#outcome(reply));
+    } catch (e) {
+      p[1](e);
+    }
+  }
+}
+
+const links = new Map<string, Link>();
+
+function linkOf(path: string): Link {
+  let l = links.get(path);
+  if (!l) links.set(path, l = new Link(path));
+  return l;
+}
+
+/**
+ * Calls `method(...args)` on object `id` of the server at `path`; its result (or error).
+ *
+ * @example
+ * ```ts ignore
+ * const item = await call(ref.path, ref.id, "get", [{ timeout: 100 }]);
+ * ```
+ */
+export function call(path: string, id: number, method: string, args: unknown[]): Promise<unknown> {
+  return linkOf(path).call(id, method, args);
+}
+
+/**
+ * {@link call}, blocking this thread until the reply: for the `Sync` twins and the methods that
+ * return at once.
+ *
+ * @example
+ * ```ts ignore
+ * const n = callSync(ref.path, ref.id, "qsize", []) as number;
+ * ```
+ */
+export function callSync(path: string, id: number, method: string, args: unknown[]): unknown {
+  return linkOf(path).callSync(id, method, args);
+}
