@@ -1,10 +1,25 @@
 import assert from "node:assert/strict";
 import { Process } from "../lib/process/process.ts";
-import { Queue } from "../lib/queues/queues.ts";
-import { Event } from "../lib/sync/event.ts";
-import { Lock } from "../lib/sync/lock.ts";
+import { JoinableQueue, Queue, SimpleQueue } from "../lib/queues/queues.ts";
+import {
+  Barrier,
+  BoundedSemaphore,
+  Condition,
+  Event,
+  Lock,
+  RLock,
+  Semaphore,
+} from "../lib/sync/mod.ts";
+import { Array as SharedArray, Value } from "../lib/memory/sharedctypes.ts";
+import { Pipe } from "../lib/connection/pipe.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
-import { holdLock, useHandles } from "./fixtures/isolation_handle_tasks.ts";
+import {
+  holdLock,
+  produce,
+  sumOf,
+  useHandles,
+  useMore,
+} from "./fixtures/isolation_handle_tasks.ts";
 
 /** Runs `useHandles` in a child of `isolation`; what it saw. */
 async function runUseHandles(isolation: "thread" | "process"): Promise<unknown> {
@@ -66,5 +81,96 @@ Deno.test("isolation process: a child killed with SIGKILL while it holds a Lock:
   lock.release();
   await p.join();
   assert.equal(p.exitCode, -9);
+  await __testHooks.gone();
+});
+
+/** Runs `useMore` in a child of `isolation`; what it saw, and what the parent saw after. */
+async function runUseMore(isolation: "thread" | "process"): Promise<unknown> {
+  const [mine, theirs] = Pipe<string>();
+  const h = {
+    jq: new JoinableQueue<number>(),
+    sq: new SimpleQueue<string>(),
+    rlock: new RLock(),
+    sem: new Semaphore(2),
+    bsem: new BoundedSemaphore(1),
+    cond: new Condition(),
+    flag: new Value("i", 0),
+    barrier: new Barrier(2),
+    val: new Value("d", 1.5),
+    arr: new SharedArray("i", [1, 2, 3]),
+    conn: theirs,
+  };
+  const out = new Queue();
+  const p = new Process({ target: useMore, args: [h, out], isolation });
+  p.start();
+  await h.jq.put(1);
+  await h.jq.put(2);
+  await h.jq.join();
+  const fromChild = await h.sq.get({ timeout: 20_000 });
+  await h.sq.put("from parent");
+  const ping = await mine.recv();
+  await mine.send("a");
+  await mine.send("b");
+  await h.barrier.wait(20_000);
+  await h.cond.acquire();
+  h.flag.value = 7;
+  h.cond.notifyAll();
+  h.cond.release();
+  const seen = await out.get({ timeout: 20_000 });
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  return {
+    seen,
+    parent: [fromChild, ping, h.val.value, h.arr.slice(), h.rlock.locked(), h.sem.getValue()],
+  };
+}
+
+Deno.test("isolation process: JoinableQueue, SimpleQueue, RLock, Semaphores, Condition, Barrier, Value, Array and a Pipe end work as with a thread child", async () => {
+  const thread = await runUseMore("thread");
+  const process = await runUseMore("process");
+  assert.deepEqual(process, thread);
+  assert.deepEqual(thread, {
+    seen: [
+      1,
+      2,
+      "ValueError",
+      "from parent",
+      true,
+      false,
+      false,
+      0,
+      2,
+      "ValueError",
+      1.5,
+      3,
+      2,
+      [1, 9, 3],
+      [1, 9, 3],
+      "a",
+      "b",
+      false,
+      "number",
+      2,
+      true,
+    ],
+    parent: ["from child", "ping", 2.5, [1, 9, 3], false, 2],
+  });
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: every item an isolated child put before it exited arrives (its server writes them out first)", async () => {
+  // Items that fill the queue's channel many times over: most wait in its writer's batch while
+  // the producer, which does not wait for its puts, has already exited.
+  const q = new Queue<[number, string]>(), out = new Queue<number>();
+  const n = 4000;
+  const ps = [
+    new Process({ target: produce, args: [q, n, "x".repeat(2000)], isolation: "process" }),
+    new Process({ target: sumOf, args: [q, n, out], isolation: "process" }),
+  ];
+  for (const p of ps) p.start();
+  assert.equal(await out.get({ timeout: 30_000 }), n * (n - 1) / 2);
+  for (const p of ps) await p.join();
+  assert.deepEqual(ps.map((p) => p.exitCode), [0, 0]);
+  assert.equal(q.qsize(), 0);
   await __testHooks.gone();
 });

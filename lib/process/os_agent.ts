@@ -9,7 +9,8 @@
  * its thread too), a queue's held items are its own, and so on; when the child's OS process
  * ends (it exits, crashes or is killed), its parent terminates this thread, so whatever the
  * child held is released or taken over exactly as for a dead thread worker (the next acquirer
- * sees `ownerDied`). It never blocks: every call runs the promise-returning method (a blocking
+ * sees `ownerDied`); a child that exits in order first asks it to write out what its channels'
+ * writers still batch (`FLUSH`). It never blocks: every call runs the promise-returning method (a blocking
  * twin in the child waits for its reply there), so one call waiting for a lock does not hold up
  * another releasing it. Calls start in the order they arrive.
  *
@@ -22,6 +23,8 @@ import { Encoder, loads, withHandleModules } from "../core/reduction.ts";
 import { SerializationError, ValueError } from "../core/errors.ts";
 import { Channel, H_CALL, H_CANCEL, H_REPLY, M_SIGNAL } from "./os_channel.ts";
 import { API, HandleTable, serveTable } from "./os_handles.ts";
+import { FLUSH } from "./os_link.ts";
+import { flushAll } from "../core/ring.ts";
 
 /**
  * Starts the server of `table` for the isolated child named `name`: a daemon thread of this
@@ -111,6 +114,7 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
 
 /** Runs one call on object `id`: a method of its kind's API, or a property read (`.p`) or write (`=p`). */
 function run(table: HandleTable, id: number, method: string, args: unknown[]): unknown {
+  if (method === FLUSH) return flushAll();
   const obj = table.objects[id] as Record<string, unknown>, kind = table.kinds[id];
   const api = API[kind];
   if (obj === undefined || !api) throw new ValueError(`no handle number ${id} is served here`);

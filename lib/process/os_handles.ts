@@ -20,7 +20,7 @@
 
 import { registerHandle } from "../core/reduction.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
-import { call, callSync } from "./os_link.ts";
+import { call, callSync, post } from "./os_link.ts";
 
 /** The name of the handle kind of a reference to an object served by an isolated child's parent. */
 export const KIND = "IsolatedHandle";
@@ -305,6 +305,37 @@ export function proxyClass(
     });
   }
   if (kind.endsWith("Queue")) {
+    // A put on an unbounded queue cannot wait: it goes without waiting for its reply, as
+    // Python's feeder thread sends it (a failure is thrown by the next call on the queue).
+    const bounded = new WeakMap<object, boolean>();
+    const isBounded = (q: ProxyBase) => {
+      let b = bounded.get(q);
+      if (b === undefined) {
+        bounded.set(q, b = (callSync(q.path, q.id, ".maxsize", []) as number) > 0);
+      }
+      return b;
+    };
+    const [put, putSync, putNowait] = [proto.put, proto.putSync, proto.putNowait] as ((
+      this: ProxyBase,
+      ...a: unknown[]
+    ) => unknown)[];
+    proto.put = function (this: ProxyBase, ...args: unknown[]) {
+      if (isBounded(this)) return put.apply(this, args);
+      try {
+        post(this.path, this.id, "put", args);
+        return Promise.resolve();
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    };
+    proto.putSync = function (this: ProxyBase, ...args: unknown[]) {
+      if (isBounded(this)) return putSync.apply(this, args);
+      post(this.path, this.id, "put", args);
+    };
+    proto.putNowait = function (this: ProxyBase, ...args: unknown[]) {
+      if (isBounded(this)) return putNowait.apply(this, args);
+      post(this.path, this.id, "putNowait", args);
+    };
     // `for await` ends once the queue is closed and drained, as it does on the queue itself.
     proto[Symbol.asyncIterator] = async function* (this: ProxyBase) {
       for (;;) {

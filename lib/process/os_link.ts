@@ -16,12 +16,16 @@
 import { Encoder, loads } from "../core/reduction.ts";
 import { ProcessError } from "../core/errors.ts";
 import { keepAlive } from "../core/atomics.ts";
+import { beforeExit } from "../core/context.ts";
 import { M_SIGNAL, M_SYNC } from "./os_channel.ts";
 
 /** The reply buffer of a blocking call: `[state][length]` then the bytes (grown by the link thread). */
 const S_STATE = 0, S_LEN = 1, S_DATA = 8;
 /** How long one wait of a blocking call lasts before it checks that the link thread lives. */
 const SLICE_MS = 1000;
+
+/** The call that asks the server to write out what its channels' writers still hold. */
+export const FLUSH = "#flush";
 
 const WORKER = new URL("./os_link_worker.ts", import.meta.url);
 
@@ -40,6 +44,10 @@ class Link {
   #next = 1;
   readonly #pending = new Map<number, [(v: unknown) => void, (e: unknown) => void]>();
   #broken: Error | null = null;
+  /** Failures of calls nobody awaited ({@link post}), by object: its next call throws them. */
+  readonly #deferred = new Map<number, unknown>();
+  /** The calls nobody awaits, still in flight (the child waits for them before it exits). */
+  readonly #posted = new Set<Promise<unknown>>();
 
   constructor(path: string) {
     this.#sab = new SharedArrayBuffer(S_DATA + 4096, { maxByteLength: 1 << 30 });
@@ -51,6 +59,7 @@ class Link {
       if (d instanceof Uint8Array) return this.#settle(d);
       this.#break(new ProcessError(d.broken));
     };
+    beforeExit(() => this.#finish());
     this.#worker.onerror = (e) => {
       e.preventDefault();
       this.#break(new ProcessError(`the link to the parent's handles failed: ${e.message}`));
@@ -73,8 +82,40 @@ class Link {
     return out;
   }
 
+  /** Throws what a call on `id` nobody awaited failed with, once. */
+  #checkDeferred(id: number): void {
+    if (!this.#deferred.size || !this.#deferred.has(id)) return;
+    const e = this.#deferred.get(id);
+    this.#deferred.delete(id);
+    throw e;
+  }
+
+  post(id: number, method: string, args: unknown[]): void {
+    this.#checkDeferred(id);
+    const p = this.call(id, method, args);
+    this.#posted.add(p);
+    p.then(() => this.#posted.delete(p), (e) => {
+      this.#posted.delete(p);
+      this.#deferred.set(id, e);
+    });
+  }
+
+  /**
+   * Before the child exits: every call nobody awaited is answered, and the server has written
+   * what it sent on the child's behalf into shared memory (a channel's writer may batch).
+   */
+  async #finish(): Promise<void> {
+    while (this.#posted.size) await Promise.allSettled([...this.#posted]);
+    if (!this.#broken) await this.call(-1, FLUSH, []).catch(() => {});
+  }
+
   call(id: number, method: string, args: unknown[]): Promise<unknown> {
     if (this.#broken) return Promise.reject(this.#broken);
+    try {
+      this.#checkDeferred(id);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     let mode = 0, signal: AbortSignal | undefined;
     // An abort signal cannot cross: the call says which argument held one, and a cancel follows.
     const at = args.findIndex((a) => a !== null && typeof a === "object" && "signal" in a);
@@ -107,6 +148,7 @@ class Link {
 
   callSync(id: number, method: string, args: unknown[]): unknown {
     if (this.#broken) throw this.#broken;
+    this.#checkDeferred(id);
     const body = this.#encode(this.#next++, M_SYNC, id, method, args);
     const i32 = this.#i32;
     Atomics.store(i32, S_STATE, 0);
@@ -158,6 +200,20 @@ function linkOf(path: string): Link {
  */
 export function call(path: string, id: number, method: string, args: unknown[]): Promise<unknown> {
   return linkOf(path).call(id, method, args);
+}
+
+/**
+ * {@link call} for a caller that does not wait for the reply (a put on an unbounded queue, as
+ * Python's feeder thread does it): a failure is thrown by the next call on the same object, and
+ * the child waits for every such call to be answered before it exits.
+ *
+ * @example
+ * ```ts ignore
+ * post(ref.path, ref.id, "put", [item]);
+ * ```
+ */
+export function post(path: string, id: number, method: string, args: unknown[]): void {
+  linkOf(path).post(id, method, args);
 }
 
 /**
