@@ -171,3 +171,25 @@ export class Channel {
     this.close();
   }
 }
+
+/**
+ * Connects to the Unix socket `path`, trying again while nobody listens there yet (the server of
+ * a child's handles is a thread of its parent that may still be starting), for at most `ms`.
+ *
+ * @example
+ * ```ts ignore
+ * const ch = new Channel(await connectUnix(path));
+ * ```
+ */
+export async function connectUnix(path: string, ms = 30_000): Promise<Deno.Conn> {
+  const end = performance.now() + ms;
+  for (;;) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (e) {
+      const early = e instanceof Deno.errors.NotFound || e instanceof Deno.errors.ConnectionRefused;
+      if (!early || performance.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+}

@@ -17,10 +17,15 @@ import { Encoder, loads } from "../core/reduction.ts";
 import { ProcessError } from "../core/errors.ts";
 import { keepAlive } from "../core/atomics.ts";
 import { beforeExit } from "../core/context.ts";
-import { M_SIGNAL, M_SYNC } from "./os_channel.ts";
+import { Channel, connectUnix, H_CALL, H_CANCEL, H_REPLY, M_SIGNAL, M_SYNC } from "./os_channel.ts";
 
-/** The reply buffer of a blocking call: `[state][length]` then the bytes (grown by the link thread). */
+/**
+ * The buffer of a blocking call: `[state][length]` then the bytes of the call, then of its reply
+ * (grown by whichever side needs more room).
+ */
 const S_STATE = 0, S_LEN = 1, S_DATA = 8;
+/** Its states: a call is there for the link thread to send; its reply is there. */
+const S_CALL = 1, S_REPLY = 2;
 /** How long one wait of a blocking call lasts before it checks that the link thread lives. */
 const SLICE_MS = 1000;
 
@@ -36,11 +41,16 @@ const encoder = new Encoder({
     `a ${kind} made in a child with isolation "process" cannot be sent to its parent (only handles the parent passed can)`,
 });
 
-/** One link: the thread that owns the socket to one server. */
+/** One link to one server: this thread's own socket, and the link thread's. */
 class Link {
-  readonly #worker: Worker;
-  readonly #sab: SharedArrayBuffer;
-  readonly #i32: Int32Array;
+  readonly #path: string;
+  #worker: Worker | null = null;
+  #sab: SharedArrayBuffer | null = null;
+  #i32: Int32Array | null = null;
+  /** This thread's socket (for the calls it awaits), once connected. */
+  #direct: Channel | null = null;
+  /** Calls made before it was connected, in order (null once it is, or is connecting). */
+  #early: Uint8Array[] | null = null;
   #next = 1;
   readonly #pending = new Map<number, [(v: unknown) => void, (e: unknown) => void]>();
   #broken: Error | null = null;
@@ -50,20 +60,49 @@ class Link {
   readonly #posted = new Set<Promise<unknown>>();
 
   constructor(path: string) {
-    this.#sab = new SharedArrayBuffer(S_DATA + 4096, { maxByteLength: 1 << 30 });
-    this.#i32 = new Int32Array(this.#sab, 0, 2);
-    this.#worker = new Worker(WORKER, { type: "module", name: "denomp-handle-link" });
-    this.#worker.postMessage({ path, sab: this.#sab });
-    this.#worker.onmessage = (e: MessageEvent<Uint8Array | { broken: string }>) => {
+    this.#path = path;
+    beforeExit(() => this.#finish());
+  }
+
+  /** The link thread, started on first use (a child that only awaits never needs it). */
+  #thread(): Worker {
+    if (this.#worker) return this.#worker;
+    const sab = this.#sab = new SharedArrayBuffer(S_DATA + 4096, { maxByteLength: 1 << 30 });
+    this.#i32 = new Int32Array(sab, 0, 2);
+    const w = this.#worker = new Worker(WORKER, { type: "module", name: "denomp-handle-link" });
+    w.postMessage({ path: this.#path, sab });
+    w.onmessage = (e: MessageEvent<Uint8Array | { broken: string }>) => {
       const d = e.data;
       if (d instanceof Uint8Array) return this.#settle(d);
       this.#break(new ProcessError(d.broken));
     };
-    beforeExit(() => this.#finish());
-    this.#worker.onerror = (e) => {
+    w.onerror = (e) => {
       e.preventDefault();
       this.#break(new ProcessError(`the link to the parent's handles failed: ${e.message}`));
     };
+    return w;
+  }
+
+  /** Sends a call on this thread's socket (connecting it first). */
+  #sendDirect(body: Uint8Array): void {
+    if (this.#direct) return this.#direct.send(H_CALL, body);
+    if (this.#early) return void this.#early.push(body);
+    this.#early = [body];
+    connectUnix(this.#path).then((conn) => {
+      const ch = this.#direct = new Channel(conn);
+      ch.listen((type, reply) => type === H_REPLY && this.#settle(reply));
+      void ch.closed.then(() =>
+        this.#break(
+          new ProcessError("the parent's handles are gone (the parent or its server ended)"),
+        )
+      );
+      for (const b of this.#early!.splice(0)) ch.send(H_CALL, b);
+      this.#early = null;
+    }, (e) => {
+      this.#break(
+        new ProcessError(`cannot reach the parent's handles at ${this.#path}: ${e.message}`),
+      );
+    });
   }
 
   #break(err: Error): void {
@@ -72,7 +111,7 @@ class Link {
     this.#pending.clear();
   }
 
-  /** The encoded call (a fresh buffer, moved to the link thread). */
+  /** The encoded call (a fresh buffer). */
   #encode(n: number, mode: number, id: number, method: string, args: unknown[]): Uint8Array {
     const body = encoder.encode([id, method, args], `${method}() arguments`);
     const out = new Uint8Array(5 + body.length);
@@ -92,7 +131,9 @@ class Link {
 
   post(id: number, method: string, args: unknown[]): void {
     this.#checkDeferred(id);
-    const p = this.call(id, method, args);
+    // Through the link thread: this thread may block next (a `Sync` call), and a call still
+    // waiting in its own socket's batch would wait with it.
+    const p = this.call(id, method, args, true);
     this.#posted.add(p);
     p.then(() => this.#posted.delete(p), (e) => {
       this.#posted.delete(p);
@@ -109,7 +150,7 @@ class Link {
     if (!this.#broken) await this.call(-1, FLUSH, []).catch(() => {});
   }
 
-  call(id: number, method: string, args: unknown[]): Promise<unknown> {
+  call(id: number, method: string, args: unknown[], viaThread = false): Promise<unknown> {
     if (this.#broken) return Promise.reject(this.#broken);
     try {
       this.#checkDeferred(id);
@@ -137,9 +178,14 @@ class Link {
       return Promise.reject(e);
     }
     const p = new Promise<unknown>((resolve, reject) => this.#pending.set(n, [resolve, reject]));
-    this.#worker.postMessage(body, [body.buffer as ArrayBuffer]);
+    if (viaThread) this.#thread().postMessage(body, [body.buffer as ArrayBuffer]);
+    else this.#sendDirect(body);
     if (signal) {
-      const onAbort = () => this.#worker.postMessage({ cancel: n });
+      const onAbort = () => {
+        const c = new Uint8Array(4);
+        new DataView(c.buffer).setUint32(0, n, true);
+        this.#direct?.send(H_CANCEL, c);
+      };
       signal.addEventListener("abort", onAbort, { once: true });
       void p.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => {});
     }
@@ -150,12 +196,20 @@ class Link {
     if (this.#broken) throw this.#broken;
     this.#checkDeferred(id);
     const body = this.#encode(this.#next++, M_SYNC, id, method, args);
-    const i32 = this.#i32;
-    Atomics.store(i32, S_STATE, 0);
-    this.#worker.postMessage(body, [body.buffer as ArrayBuffer]);
-    while (Atomics.load(i32, S_STATE) === 0) Atomics.wait(i32, S_STATE, 0, SLICE_MS);
+    this.#thread();
+    const sab = this.#sab!, i32 = this.#i32!;
+    if (S_DATA + body.length > sab.byteLength) {
+      (sab as unknown as { grow(n: number): void }).grow(S_DATA + body.length);
+    }
+    new Uint8Array(sab, S_DATA, body.length).set(body);
+    Atomics.store(i32, S_LEN, body.length);
+    Atomics.store(i32, S_STATE, S_CALL);
+    Atomics.notify(i32, S_STATE);
+    for (let v; (v = Atomics.load(i32, S_STATE)) !== S_REPLY;) {
+      Atomics.wait(i32, S_STATE, v, SLICE_MS);
+    }
     const len = Atomics.load(i32, S_LEN);
-    const reply = new Uint8Array(this.#sab, S_DATA, len).slice();
+    const reply = new Uint8Array(this.#sab!, S_DATA, len).slice();
     Atomics.store(i32, S_STATE, 0);
     return this.#outcome(reply);
   }

@@ -8,11 +8,12 @@
  * @module
  */
 
-import { Channel, H_CALL, H_CANCEL, H_REPLY, M_SYNC } from "./os_channel.ts";
+import { Channel, connectUnix, H_CALL, H_REPLY, M_SYNC } from "./os_channel.ts";
 
+/** The shared buffer: `[state][length]` then the bytes of a blocking call, then of its reply. */
 const S_STATE = 0, S_LEN = 1, S_DATA = 8;
-/** How long the link keeps trying to reach a server that is still starting (ms). */
-const CONNECT_MS = 30_000;
+/** States: a call is there to send; its reply is there (the caller resets to 0). */
+const S_CALL = 1, S_REPLY = 2;
 
 const scope = globalThis as unknown as {
   postMessage(data: unknown, transfer?: Transferable[]): void;
@@ -35,7 +36,7 @@ function toBlocked(reply: Uint8Array): void {
   }
   new Uint8Array(sab, S_DATA, reply.length).set(reply);
   Atomics.store(i32, S_LEN, reply.length);
-  Atomics.store(i32, S_STATE, 1);
+  Atomics.store(i32, S_STATE, S_REPLY);
   Atomics.notify(i32, S_STATE);
 }
 
@@ -60,22 +61,10 @@ function errorReply(message: string): Uint8Array {
 }
 
 async function connect(path: string): Promise<void> {
-  const end = performance.now() + CONNECT_MS;
-  for (;;) {
-    try {
-      const conn = await Deno.connect({ transport: "unix", path });
-      ch = new Channel(conn);
-      break;
-    } catch (e) {
-      // The server (a thread of the parent) may still be starting.
-      if (
-        performance.now() > end || !(e instanceof Deno.errors.NotFound ||
-          e instanceof Deno.errors.ConnectionRefused)
-      ) {
-        return fail(`cannot reach the parent's handles at ${path}: ${(e as Error).message}`);
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
+  try {
+    ch = new Channel(await connectUnix(path));
+  } catch (e) {
+    return fail(`cannot reach the parent's handles at ${path}: ${(e as Error).message}`);
   }
   ch.listen((type, body) => {
     if (type !== H_REPLY) return;
@@ -100,15 +89,29 @@ function send(body: Uint8Array): void {
   ch.send(H_CALL, body);
 }
 
+/**
+ * Takes the blocking calls from the shared buffer as they come: a wake-up on a shared word
+ * costs less than a message, and the caller is waiting for the reply.
+ */
+async function takeBlocking(): Promise<void> {
+  for (;;) {
+    const v = Atomics.load(i32, S_STATE);
+    if (v === S_CALL) {
+      const body = new Uint8Array(sab, S_DATA, Atomics.load(i32, S_LEN)).slice();
+      Atomics.store(i32, S_STATE, 0);
+      send(body);
+      continue;
+    }
+    const r = Atomics.waitAsync(i32, S_STATE, v);
+    if (r.async) await r.value;
+  }
+}
+
 scope.onmessage = (e: MessageEvent) => {
   const d = e.data;
   if (d instanceof Uint8Array) return send(d);
-  if (typeof d.cancel === "number") {
-    const c = new Uint8Array(4);
-    new DataView(c.buffer).setUint32(0, d.cancel, true);
-    return void ch?.send(H_CANCEL, c);
-  }
   sab = d.sab;
   i32 = new Int32Array(sab, 0, 2);
   void connect(d.path);
+  void takeBlocking();
 };
