@@ -16,6 +16,7 @@ import { __testHooks } from "../lib/process/os_spawn.ts";
 import {
   holdLock,
   produce,
+  relayLock,
   sumOf,
   useHandles,
   useMore,
@@ -51,6 +52,7 @@ Deno.test("isolation process: a Queue, Lock and Event passed to an isolated chil
       true,
       "Empty",
       "Empty",
+      "AbortError",
       true,
       false,
       false,
@@ -172,5 +174,23 @@ Deno.test("isolation process: every item an isolated child put before it exited 
   for (const p of ps) await p.join();
   assert.deepEqual(ps.map((p) => p.exitCode), [0, 0]);
   assert.equal(q.qsize(), 0);
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: handles sent through a Queue cross both ways (a Lock got by the child, sent back, is the same lock)", async () => {
+  const lock = new Lock(), q = new Queue<Lock | string>(), out = new Queue<unknown>();
+  const p = new Process({ target: relayLock, args: [q, out], isolation: "process" });
+  p.start();
+  await q.put(lock);
+  const [back, described] = await out.get({ timeout: 20_000 }) as [Lock, string];
+  assert.ok(back instanceof Lock);
+  assert.match(described, /Lock served by the parent/);
+  assert.equal(lock.locked(), true);
+  assert.equal(back.locked(), true);
+  await q.put("go");
+  assert.equal(await out.get({ timeout: 20_000 }), "released");
+  assert.equal(lock.locked(), false);
+  await p.join();
+  assert.equal(p.exitCode, 0);
   await __testHooks.gone();
 });

@@ -15,7 +15,6 @@
 
 import { Encoder, loads } from "../core/reduction.ts";
 import { ProcessError } from "../core/errors.ts";
-import { keepAlive } from "../core/atomics.ts";
 import { beforeExit } from "../core/context.ts";
 import { Channel, connectUnix, H_CALL, H_CANCEL, H_REPLY, M_SIGNAL, M_SYNC } from "./os_channel.ts";
 
@@ -189,7 +188,7 @@ class Link {
       signal.addEventListener("abort", onAbort, { once: true });
       void p.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => {});
     }
-    return keepAlive(p);
+    return p;
   }
 
   callSync(id: number, method: string, args: unknown[]): unknown {
