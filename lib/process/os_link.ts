@@ -16,16 +16,23 @@
 import { Encoder, loads } from "../core/reduction.ts";
 import { ProcessError } from "../core/errors.ts";
 import { beforeExit } from "../core/context.ts";
-import { Channel, connectUnix, H_CALL, H_CANCEL, H_REPLY, M_SIGNAL, M_SYNC } from "./os_channel.ts";
+import {
+  Channel,
+  connectUnix,
+  H_CALL,
+  H_CANCEL,
+  H_REPLY,
+  M_SIGNAL,
+  M_SYNC,
+  putShared,
+  S_CALL,
+  S_DATA,
+  S_LEN,
+  S_REPLY,
+  S_STATE,
+} from "./os_channel.ts";
 
-/**
- * The buffer of a blocking call: `[state][length]` then the bytes of the call, then of its reply
- * (grown by whichever side needs more room).
- */
-const S_STATE = 0, S_LEN = 1, S_DATA = 8;
-/** Its states: a call is there for the link thread to send; its reply is there. */
-const S_CALL = 1, S_REPLY = 2;
-/** How long one wait of a blocking call lasts before it checks that the link thread lives. */
+/** How long one `Atomics.wait` of a blocking call lasts (it waits again until its reply is there). */
 const SLICE_MS = 1000;
 
 /** The call that asks the server to write out what its channels' writers still hold. */
@@ -196,14 +203,8 @@ class Link {
     this.#checkDeferred(id);
     const body = this.#encode(this.#next++, M_SYNC, id, method, args);
     this.#thread();
-    const sab = this.#sab!, i32 = this.#i32!;
-    if (S_DATA + body.length > sab.byteLength) {
-      (sab as unknown as { grow(n: number): void }).grow(S_DATA + body.length);
-    }
-    new Uint8Array(sab, S_DATA, body.length).set(body);
-    Atomics.store(i32, S_LEN, body.length);
-    Atomics.store(i32, S_STATE, S_CALL);
-    Atomics.notify(i32, S_STATE);
+    const i32 = this.#i32!;
+    putShared(this.#sab!, i32, body, S_CALL);
     for (let v; (v = Atomics.load(i32, S_STATE)) !== S_REPLY;) {
       Atomics.wait(i32, S_STATE, v, SLICE_MS);
     }

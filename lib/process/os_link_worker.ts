@@ -8,12 +8,19 @@
  * @module
  */
 
-import { Channel, connectUnix, H_CALL, H_REPLY, M_SYNC } from "./os_channel.ts";
-
-/** The shared buffer: `[state][length]` then the bytes of a blocking call, then of its reply. */
-const S_STATE = 0, S_LEN = 1, S_DATA = 8;
-/** States: a call is there to send; its reply is there (the caller resets to 0). */
-const S_CALL = 1, S_REPLY = 2;
+import {
+  Channel,
+  connectUnix,
+  H_CALL,
+  H_REPLY,
+  M_SYNC,
+  putShared,
+  S_CALL,
+  S_DATA,
+  S_LEN,
+  S_REPLY,
+  S_STATE,
+} from "./os_channel.ts";
 
 const scope = globalThis as unknown as {
   postMessage(data: unknown, transfer?: Transferable[]): void;
@@ -29,15 +36,9 @@ const early: Uint8Array[] = [];
 let blocked = 0;
 let broken = "";
 
-/** Hands `reply` to the blocked caller: into the shared buffer, which grows when it must. */
+/** Hands `reply` to the blocked caller: into the shared buffer. */
 function toBlocked(reply: Uint8Array): void {
-  if (S_DATA + reply.length > sab.byteLength) {
-    (sab as unknown as { grow(n: number): void }).grow(S_DATA + reply.length);
-  }
-  new Uint8Array(sab, S_DATA, reply.length).set(reply);
-  Atomics.store(i32, S_LEN, reply.length);
-  Atomics.store(i32, S_STATE, S_REPLY);
-  Atomics.notify(i32, S_STATE);
+  putShared(sab, i32, reply, S_REPLY);
 }
 
 /** Fails every call from now on, and the blocked one. */
