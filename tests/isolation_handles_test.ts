@@ -13,7 +13,9 @@ import {
 import { Array as SharedArray, Value } from "../lib/memory/sharedctypes.ts";
 import { Pipe } from "../lib/connection/pipe.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
+import { sleep } from "./_helpers.ts";
 import {
+  blockedGet,
   holdLock,
   produce,
   relayLock,
@@ -192,5 +194,28 @@ Deno.test("isolation process: handles sent through a Queue cross both ways (a Lo
   assert.equal(lock.locked(), false);
   await p.join();
   assert.equal(p.exitCode, 0);
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: a child blocked in getSync is woken by the parent's put; one killed while blocked takes no item", async () => {
+  const q = new Queue<number>(), out = new Queue<number>();
+  const start = async () => {
+    const ready = new Event();
+    const p = new Process({ target: blockedGet, args: [q, ready, out], isolation: "process" });
+    p.start();
+    assert.equal(await ready.wait(20_000), true);
+    await sleep(100); // into getSync
+    return p;
+  };
+  const woken = await start();
+  await q.put(4);
+  assert.equal(await out.get({ timeout: 20_000 }), 40);
+  await woken.join();
+  assert.equal(woken.exitCode, 0);
+  const killed = await start();
+  Deno.kill(killed.pid!, "SIGKILL");
+  await killed.join();
+  await q.put(5);
+  assert.equal(await q.get({ timeout: 2000 }), 5);
   await __testHooks.gone();
 });
