@@ -3,11 +3,16 @@
 // `i`. The clock runs from starting both processes until the consumer's result arrives
 // (process start-up included, as in python_mp_bench.py).
 //
+// Variant `process-isolation` (issue 14): both processes are isolated children (`deno` OS
+// processes, as both of python_mp_bench.py's are); the queue stays in the parent, which serves
+// it to each (one call over a Unix socket per put or get). `process-isolation-sync` is the same
+// with the blocking API.
+//
 // Variant `typed`: the same items and check through a typed queue (issue 23.2), its schema
 // `{ i: "i32", s: "string" }`, in batches (`putManySync`/`getManySync`); the end is `close()`
 // (a typed item cannot be `null`).
 //
-//   deno run -A bench/w2_queue.ts [--variant async,sync,typed] [--n 200000]
+//   deno run -A bench/w2_queue.ts [--variant async,sync,typed,process-isolation] [--n 200000]
 import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { schema } from "../lib/queues/typed.ts";
@@ -86,9 +91,10 @@ export function w2ConsumerTyped(q: Queue<TypedItem>, result: Queue<[number, numb
 
 if (import.meta.main) {
   const n = Number(arg("n", "200000"));
-  for (const { variant, warmUp } of rounds("async,sync,typed")) {
+  for (const { variant, warmUp } of rounds("async,sync,typed,process-isolation")) {
     const result = new Queue<[number, number]>();
-    const sync = variant === "sync", typed = variant === "typed";
+    const sync = variant.endsWith("sync"), typed = variant === "typed";
+    const isolation = variant.startsWith("process-isolation") ? "process" : "thread";
     const tq = new Queue({ schema: w2Schema }), q = new Queue<Item>();
     const ps = typed
       ? [
@@ -96,11 +102,17 @@ if (import.meta.main) {
         new Process({ target: w2ConsumerTyped, args: [tq, result], daemon: true }),
       ]
       : [
-        new Process({ target: sync ? w2ProducerSync : w2Producer, args: [q, n], daemon: true }),
+        new Process({
+          target: sync ? w2ProducerSync : w2Producer,
+          args: [q, n],
+          daemon: true,
+          isolation,
+        }),
         new Process({
           target: sync ? w2ConsumerSync : w2Consumer,
           args: [q, result],
           daemon: true,
+          isolation,
         }),
       ];
     const t0 = performance.now();

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Process } from "../lib/process/process.ts";
 import { Pool } from "../lib/pool/pool.ts";
 import { Queue } from "../lib/queues/queues.ts";
+import { SharedMemory } from "../lib/memory/shared_memory.ts";
 import { ProcessPoolExecutor } from "../lib/futures/futures.ts";
 import {
   BrokenPoolError,
@@ -126,21 +127,22 @@ Deno.test("isolation options: bad values are a ValueError naming why", () => {
   );
 });
 
-Deno.test("isolation process: a handle in the arguments is refused at start(), naming it", async () => {
-  const q = new Queue();
+Deno.test("isolation process: a SharedMemory in the arguments is refused at start(), naming it and why", async () => {
+  const shm = new SharedMemory({ size: 16 });
   const p = new Process({
     target: note,
-    args: [q as unknown as string, "x"],
+    args: [{ nested: [shm] } as unknown as string, "x"],
     isolation: "process",
   });
   assert.throws(
     () => p.start(),
     (e) =>
-      e instanceof SerializationError && /args\[0\]: a Queue cannot be sent/.test(e.message) &&
-      /isolation "process"/.test(e.message),
+      e instanceof SerializationError &&
+      /args\[0\]\.nested\[0\]: a SharedMemory cannot be sent/.test(e.message) &&
+      /isolation "process"/.test(e.message) && /another OS process cannot map/.test(e.message),
   );
   assert.equal(p.pid, null);
-  q.close();
+  shm.close();
   await __testHooks.gone();
 });
 

@@ -82,6 +82,7 @@ export interface EncodeOptions {
  */
 export class Encoder {
   #allow: ((kind: string) => boolean | string) | undefined;
+  #swap: ((handle: object, kind: string) => object | undefined) | undefined;
   #buf = new Uint8Array(256);
   #dv = new DataView(this.#buf.buffer);
   #pos = 0;
@@ -103,6 +104,7 @@ export class Encoder {
   /** Creates an encoder; `options.handles` restricts the handle kinds it accepts. */
   constructor(options?: CodecOptions) {
     this.#allow = options?.handles;
+    this.#swap = options?.swap;
   }
 
   /**
@@ -341,6 +343,8 @@ export class Encoder {
     }
     const kind = kindOf(v);
     if (kind) {
+      const stand = this.#swap?.(v, kind.name);
+      if (stand !== undefined) return this.#value(stand);
       // Checked before reduce(), which may take a reference for the message in flight.
       const allowed = this.#allow?.(kind.name) ?? true;
       if (allowed !== true) {

@@ -102,6 +102,12 @@ export interface CodecOptions {
    * string does too, with that string as the reason (say why the channel refuses it).
    */
   handles?: (kind: string) => boolean | string;
+  /**
+   * Encoder only: called with each handle and its kind's name before `handles` is; an object
+   * returned is encoded in the handle's place (a stand-in the receiver rebuilds: isolation
+   * "process" sends references to the objects its parent serves), undefined keeps the handle.
+   */
+  swap?: (handle: object, kind: string) => object | undefined;
 }
 
 export const EMPTY = new Uint8Array(0);

@@ -40,6 +40,12 @@ import type { ChildSpec } from "../core/spawn.ts";
 import type { IsolationOptions } from "./process.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { dumps, Encoder } from "../core/reduction.ts";
+import { Channel, F_HELLO, F_START } from "./os_channel.ts";
+import { HandleTable } from "./os_handles.ts";
+import { startAgent } from "./os_agent.ts";
+import type { Child } from "../core/spawn.ts";
+
+export { Channel, F_CANCEL, F_DEATH, F_HELLO, F_RESULT, F_START, F_TASKS } from "./os_channel.ts";
 
 /**
  * Validates the isolation options of `what` (`"Process"`, `"Pool"`): `ValueError` naming the
@@ -84,8 +90,10 @@ export function checkIsolation(options: IsolationOptions, what: string): boolean
 }
 
 /**
- * An encoder for values sent to an isolated child: a handle (an offset into this program's
- * shared heap) means nothing there, so it is refused with a `SerializationError` naming it.
+ * An encoder for values sent to an isolated child. A handle (an offset into this program's
+ * shared heap) means nothing there: given a `table`, the kinds that are served across OS
+ * processes (see `os_handles.ts`) are numbered in it and cross as references, and the rest is
+ * refused with a `SerializationError` naming it and why; without one, every handle is refused.
  *
  * @example
  * ```ts
@@ -94,163 +102,34 @@ export function checkIsolation(options: IsolationOptions, what: string): boolean
  * console.assert(loads<number[]>(isolatedEncoder().encode([1, 2], "args"))[1] === 2);
  * ```
  */
-export function isolatedEncoder(): Encoder {
+export function isolatedEncoder(table?: HandleTable): Encoder {
+  if (table) return new Encoder(table.codec());
   return new Encoder({
     handles: (kind) =>
       `a ${kind} cannot be sent to a child with isolation "process" yet (handles are not carried across OS processes in this version): pass values, or use isolation "thread"`,
   });
 }
 
-// ---------------------------------------------------------------------------------------------
-// Frames
+let tables = 0;
 
 /**
- * Frame types: hello (the child's token), start, a task message, a result message, a death, the
- * numbers of tasks to skip.
- *
- * @example
- * ```ts
- * import { F_HELLO, F_START } from "./os_spawn.ts";
- * console.assert(new Set([F_HELLO, F_START]).size === 2);
- * ```
- */
-export const F_HELLO = 1, F_START = 2, F_TASKS = 3, F_RESULT = 4, F_DEATH = 5, F_CANCEL = 6;
-const FRAME_HEADER = 5;
-
-/**
- * A framed, batched, duplex channel over a socket: frames sent in one tick go out in one write,
- * in order; frames received are handed to the listener one by one.
+ * A table for the handles one isolated child is given: its server listens in this program's
+ * private socket folder.
  *
  * @example
  * ```ts ignore
- * const ch = new Channel(await Deno.connect({ transport: "unix", path }));
- * ch.listen((type, body) => console.log(type, body.length));
- * ch.send(F_HELLO, new TextEncoder().encode(token));
+ * const table = handleTable();
+ * const args = isolatedEncoder(table).encode([queue], "args");
  * ```
  */
-export class Channel {
-  /** Frames received before anybody listens (kept, in order, for the first listener). */
-  #backlog: [number, Uint8Array][] = [];
-  #onFrame: (type: number, body: Uint8Array) => void = (type, body) =>
-    void this.#backlog.push([type, body]);
-  /** Resolves when the peer has closed (or the socket failed): every frame before is delivered. */
-  readonly closed: Promise<void>;
-  readonly #conn: Deno.Conn;
-  #out: Uint8Array[] = [];
-  #outBytes = 0;
-  /** The write in progress (it takes every frame queued meanwhile too), or null. */
-  #writing: Promise<void> | null = null;
-  #dead = false;
-
-  constructor(conn: Deno.Conn) {
-    this.#conn = conn;
-    this.closed = this.#read();
-  }
-
-  /**
-   * Hands each frame received from now on to `onFrame` (the body is the receiver's to keep),
-   * after the frames that arrived while nobody listened.
-   */
-  listen(onFrame: ((type: number, body: Uint8Array) => void) | undefined): void {
-    if (!onFrame) {
-      this.#onFrame = (type, body) => void this.#backlog.push([type, body]);
-      return;
-    }
-    this.#onFrame = onFrame;
-    for (const [type, body] of this.#backlog.splice(0)) onFrame(type, body);
-  }
-
-  /** Queues a frame; it is written with every other frame of this tick. */
-  send(type: number, body: Uint8Array): void {
-    if (this.#dead) return;
-    const f = new Uint8Array(FRAME_HEADER + body.length);
-    new DataView(f.buffer).setUint32(0, body.length, true);
-    f[4] = type;
-    f.set(body, FRAME_HEADER);
-    this.#out.push(f);
-    this.#outBytes += f.length;
-    // After this tick's other frames: one write for all of them.
-    this.#writing ??= Promise.resolve().then(() => this.#flush());
-  }
-
-  /** Resolves once every frame sent so far is written (or the socket failed). */
-  async drain(): Promise<void> {
-    await this.#writing;
-  }
-
-  /** Lets the program end while the socket is open (a daemon child). */
-  unref(): void {
-    this.#conn.unref();
-  }
-
-  /** Closes the socket. */
-  close(): void {
-    if (this.#dead) return;
-    this.#dead = true;
+export function handleTable(): HandleTable {
+  return new HandleTable(() => {
     try {
-      this.#conn.close();
-    } catch { /* closed already */ }
-  }
-
-  async #flush(): Promise<void> {
-    try {
-      while (this.#out.length && !this.#dead) {
-        const parts = this.#out, n = this.#outBytes;
-        this.#out = [];
-        this.#outBytes = 0;
-        let buf = parts[0];
-        if (parts.length > 1) {
-          buf = new Uint8Array(n);
-          let at = 0;
-          for (const p of parts) buf.set(p, at), at += p.length;
-        }
-        for (let at = 0; at < buf.length;) at += await this.#conn.write(buf.subarray(at));
-      }
-    } catch {
-      this.close();
-    } finally {
-      this.#writing = null;
+      return `${listener().dir}/h${++tables}`;
+    } catch (e) {
+      throw cannotStart(e);
     }
-  }
-
-  async #read(): Promise<void> {
-    // Each frame is read into a buffer of its own size: every byte is copied once, however many
-    // reads a large frame takes.
-    const chunk = new Uint8Array(256 << 10);
-    const head = new Uint8Array(FRAME_HEADER), headView = new DataView(head.buffer);
-    let headFill = 0, type = 0, body: Uint8Array | null = null, bodyFill = 0;
-    try {
-      for (;;) {
-        const n = await this.#conn.read(chunk);
-        if (n === null) break;
-        for (let p = 0; p < n;) {
-          if (body === null) {
-            const take = Math.min(FRAME_HEADER - headFill, n - p);
-            head.set(chunk.subarray(p, p + take), headFill);
-            headFill += take;
-            p += take;
-            if (headFill < FRAME_HEADER) break;
-            headFill = 0;
-            type = head[4];
-            body = new Uint8Array(headView.getUint32(0, true));
-            bodyFill = 0;
-          }
-          const take = Math.min(body.length - bodyFill, n - p);
-          body.set(chunk.subarray(p, p + take), bodyFill);
-          bodyFill += take;
-          p += take;
-          if (bodyFill === body.length) {
-            const b = body;
-            body = null;
-            this.#onFrame(type, b);
-          }
-        }
-      }
-    } catch {
-      // A reset socket is a closed one.
-    }
-    this.close();
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -640,7 +519,18 @@ export class OsChild {
   #channel: Channel | null = null;
   #escalate: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(spec: ChildSpec, options: IsolationOptions, args: unknown[]) {
+  #agent: Child | undefined;
+
+  /**
+   * Starts the child; `table` holds the handles its arguments refer to (their server, a thread
+   * of this program, is started with it and ends with it).
+   */
+  constructor(
+    spec: ChildSpec,
+    options: IsolationOptions,
+    args: unknown[],
+    table?: HandleTable,
+  ) {
     let l: Listening;
     try {
       l = listener();
@@ -655,9 +545,13 @@ export class OsChild {
     const dirs = [LIB_ROOT, target.module, ...(spec.preload ?? [])]
       .filter((u) => u.startsWith("file:"))
       .map((u) => new URL(".", u).pathname);
-    const flags = permissionFlags(spec.permissions, [...new Set([...dirs, l.path])], [l.path], [
-      `unix:${l.path}`,
-    ]);
+    const sockets = table?.objects.length ? [l.path, table.path] : [l.path];
+    const flags = permissionFlags(
+      spec.permissions,
+      [...new Set([...dirs, ...sockets])],
+      sockets,
+      sockets.map((s) => `unix:${s}`),
+    );
     const v8 = options.maxMemoryMb
       ? [`--v8-flags=--max-old-space-size=${options.maxMemoryMb}`]
       : [];
@@ -697,6 +591,7 @@ export class OsChild {
       throw cannotStart(e);
     }
     this.pid = this.#proc.pid;
+    if (table?.objects.length) this.#agent = startAgent(table, spec.name);
     this.slot = allocSlot(heap().slot);
     recordProcess(this.slot, spec.name, spec.daemon, target.module, target.name);
     this.exited = new Promise((r) => (this.#resolve = r));
@@ -778,6 +673,8 @@ export class OsChild {
     if (this.#code !== null) return;
     this.#code = code;
     this.#channel?.close();
+    // The server of its handles ends with it: what the child held is released or taken over.
+    this.#agent?.terminate(-9);
     recordExit(this.slot, code);
     markDead(this.slot);
     this.#resolve(code);

@@ -13,7 +13,7 @@ import { Child, setAdoptHook, SystemExit, type TargetKind } from "../core/spawn.
 import { callerModule, resolveTarget, type TargetRef } from "../core/target.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { Encoder, withHandleModules } from "../core/reduction.ts";
-import { checkIsolation, isolatedEncoder, OsChild } from "./os_spawn.ts";
+import { checkIsolation, handleTable, isolatedEncoder, OsChild } from "./os_spawn.ts";
 
 /** Where a child runs: a Web Worker of this process, or a `deno` OS process of its own. */
 export type Isolation = "thread" | "process";
@@ -208,7 +208,8 @@ export class Process<A extends unknown[] = unknown[]> {
       target = resolveTarget(s.target, s.module, s.caller);
       kind = "function";
     }
-    const enc = s.isolated ? isolatedEncoder() : new Encoder();
+    const table = s.isolated ? handleTable() : undefined;
+    const enc = table ? isolatedEncoder(table) : new Encoder();
     const { result: payload, modules: preload } = withHandleModules(() => ({
       args: enc.encode(s.args, "args").slice(),
       fields: kind === "class" ? enc.encode({ ...this }, "this").slice() : undefined,
@@ -224,7 +225,7 @@ export class Process<A extends unknown[] = unknown[]> {
       identity: s.identity,
       permissions: s.permissions,
     };
-    s.child = s.isolated ? new OsChild(spec, s.isolated, s.args) : new Child(spec);
+    s.child = s.isolated ? new OsChild(spec, s.isolated, s.args, table) : new Child(spec);
     children.add(this);
     void s.child.exited.then(() => children.delete(this));
   }
