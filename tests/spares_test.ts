@@ -58,6 +58,7 @@ Deno.test("a process started from a spare has its own name, pid, daemon flag and
     assert.equal(f.pid, p.pid);
     assert.equal(f.daemon, true);
     assert.equal(p.exitCode, 0);
+    assert.equal(f.warmedUp, true, "the spare ran its warm-up before it was taken");
     await spares({ count: 1 });
     const e = new Process({ target: exitWith, args: [3] });
     e.start();
@@ -104,6 +105,7 @@ Deno.test("a process with its own permissions gets a new worker with exactly tho
     );
     assert.equal(left, 1, "the spare was not taken");
     assert.notEqual(sandboxed.net, "granted");
+    assert.equal(sandboxed.warmedUp, false, "a new worker runs no warm-up");
     const [plain] = await runFacts({});
     assert.equal(plain.net, "granted", "a spare has the program's permissions");
   } finally {

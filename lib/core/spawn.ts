@@ -77,6 +77,8 @@ export interface ChildSpec {
 const MOD = new URL("../../mod.ts", import.meta.url).href;
 /** How long a worker stays idle (a spare) or runs (a child) before it loads the whole library. */
 const WARM_AFTER_MS = 50;
+/** What a spare runs once it has loaded the library (see warmup.ts). */
+const WARMUP = new URL("./warmup.ts", import.meta.url).href;
 
 const PERMISSIONS = ["env", "ffi", "net", "read", "run", "sys", "write", "import"] as const;
 /** denomp's own code, which every worker loads: its `lib/` folder and `mod.ts`. */
@@ -345,7 +347,10 @@ export function workerMain(): void {
       port.onmessage = null;
       start(m.data);
     };
+    // Then warmup.ts: the first import of a file and the codec's first run (~2 ms), which the
+    // process given this spare would otherwise pay.
     void Promise.all(warm.map((m) => import(m))).catch(() => {})
+      .then(() => import(WARMUP)).then((m) => m.warmUp(), () => {})
       .then(() => scope.postMessage({ ready: true }));
   };
 }
