@@ -113,6 +113,25 @@ Deno.test("a process with its own permissions gets a new worker with exactly tho
   }
 });
 
+Deno.test("spares are asked for again once starts pause, not during a burst of starts", async () => {
+  try {
+    await spares({ count: 2 });
+    const burst: Process[] = [];
+    for (let i = 0; i < 4; i++) {
+      const p = new Process({ target: exitWith, args: [0] });
+      p.start();
+      burst.push(p);
+      assert.equal(__testHooks.asked(), 0, `no spare asked for during the burst (start ${i})`);
+    }
+    assert.equal(__testHooks.live(), 0, "the burst took both spares");
+    for (const p of burst) await p.join();
+    for (let i = 0; i < 100 && __testHooks.asked() + __testHooks.live() < 2; i++) await sleep(10);
+    assert.equal(__testHooks.asked() + __testHooks.live(), 2, "asked for once the starts paused");
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
 Deno.test("an idle spare is ended after idleMs, then the zygote: no worker thread is left", async () => {
   try {
     setSpares({ count: 0 });
