@@ -206,3 +206,20 @@ Deno.test("DENOMP_SPARES sets the count; 0 turns spares off", async () => {
   assert.equal(JSON.parse(bad.out).count, 2, bad.err);
   assert.match(bad.err, /DENOMP_SPARES must be a whole number/);
 });
+
+Deno.test("a new worker loads the child side of the runtime only: not spawn.ts nor observe.ts", async () => {
+  const bootstrap = new URL("../lib/core/bootstrap.ts", import.meta.url);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", bootstrap.pathname],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    modules: { specifier: string }[];
+  };
+  const loaded = graph.modules.map((m) => m.specifier.replace(/^.*\/lib\//, "lib/"));
+  assert.ok(loaded.includes("lib/core/child.ts"), loaded.join(", "));
+  for (const heavy of ["lib/core/spawn.ts", "lib/core/observe.ts"]) {
+    assert.ok(!loaded.includes(heavy), `${heavy} is in the worker's start-up graph`);
+  }
+});
