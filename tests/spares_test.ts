@@ -58,6 +58,7 @@ Deno.test("a process started from a spare has its own name, pid, daemon flag and
     assert.equal(f.pid, p.pid);
     assert.equal(f.daemon, true);
     assert.equal(p.exitCode, 0);
+    assert.equal(f.warmedUp, true, "the spare ran its warm-up before it was taken");
     await spares({ count: 1 });
     const e = new Process({ target: exitWith, args: [3] });
     e.start();
@@ -104,8 +105,28 @@ Deno.test("a process with its own permissions gets a new worker with exactly tho
     );
     assert.equal(left, 1, "the spare was not taken");
     assert.notEqual(sandboxed.net, "granted");
+    assert.equal(sandboxed.warmedUp, false, "a new worker runs no warm-up");
     const [plain] = await runFacts({});
     assert.equal(plain.net, "granted", "a spare has the program's permissions");
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
+Deno.test("spares are asked for again once starts pause, not during a burst of starts", async () => {
+  try {
+    await spares({ count: 2 });
+    const burst: Process[] = [];
+    for (let i = 0; i < 4; i++) {
+      const p = new Process({ target: exitWith, args: [0] });
+      p.start();
+      burst.push(p);
+      assert.equal(__testHooks.asked(), 0, `no spare asked for during the burst (start ${i})`);
+    }
+    assert.equal(__testHooks.live(), 0, "the burst took both spares");
+    for (const p of burst) await p.join();
+    for (let i = 0; i < 100 && __testHooks.asked() + __testHooks.live() < 2; i++) await sleep(10);
+    assert.equal(__testHooks.asked() + __testHooks.live(), 2, "asked for once the starts paused");
   } finally {
     setSpares(DEFAULTS);
   }
@@ -184,4 +205,21 @@ Deno.test("DENOMP_SPARES sets the count; 0 turns spares off", async () => {
   assert.equal(JSON.parse(three.out).count, 3, three.err);
   assert.equal(JSON.parse(bad.out).count, 2, bad.err);
   assert.match(bad.err, /DENOMP_SPARES must be a whole number/);
+});
+
+Deno.test("a new worker loads the child side of the runtime only: not spawn.ts nor observe.ts", async () => {
+  const bootstrap = new URL("../lib/core/bootstrap.ts", import.meta.url);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", bootstrap.pathname],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    modules: { specifier: string }[];
+  };
+  const loaded = graph.modules.map((m) => m.specifier.replace(/^.*\/lib\//, "lib/"));
+  assert.ok(loaded.includes("lib/core/child.ts"), loaded.join(", "));
+  for (const heavy of ["lib/core/spawn.ts", "lib/core/observe.ts"]) {
+    assert.ok(!loaded.includes(heavy), `${heavy} is in the worker's start-up graph`);
+  }
 });

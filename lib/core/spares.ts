@@ -27,7 +27,8 @@
  * - A spare not taken within `idleMs` (default 1000) of its arrival or of the last take is
  *   ended, and the zygote once it has had neither spares nor running children for `idleMs`:
  *   once a program's last process, pool and actor have finished, no thread of theirs is left
- *   after ~2 `idleMs`. Spares are asked for again only when one is taken.
+ *   after ~2 `idleMs`. Spares are asked for again only when one is taken, once starts have
+ *   paused for 50 ms (see `REFILL_QUIET_MS`).
  * - A spare's child is the zygote's child: it dies with the zygote, which lives while it runs,
  *   and both die with the thread that made them, as a new worker dies with its parent.
  *
@@ -222,13 +223,36 @@ export function spareOptions(): Required<SpareOptions> {
 export function takeSpare(): ChildLink | undefined {
   lastTake = performance.now();
   const s = spares.shift();
-  // Creating the zygote again (after an idle spell) blocks this thread ~10 ms: not inside start().
-  if (config.count > 0) void (zygote ? askSpares() : idleDelay(REMAKE_AFTER_MS).then(askSpares));
+  if (config.count > 0 && !refilling) void refill();
   return s && spareLink(s);
 }
 
-/** How long after a start without a zygote it is made again (the started child loads meanwhile). */
-const REMAKE_AFTER_MS = 50;
+/**
+ * Spares are asked for again once no process has started for this long. A replacement is ready
+ * only ~1 s after it is asked for, and making it costs ~30 ms of CPU (the zygote's `new Worker()`,
+ * then the spare loading the library): asked for during a burst of starts, it would compete with
+ * the burst's own workers for the cores and serve none of them (W1-spawn's 20 processes, W9's 10
+ * pools: "warm" was no faster than "cold"). It also keeps creating the zygote again (after an
+ * idle spell: it blocks this thread ~10 ms) out of `start()`.
+ */
+const REFILL_QUIET_MS = 50;
+let refilling = false;
+
+async function refill(): Promise<void> {
+  refilling = true;
+  try {
+    for (
+      let wait = REFILL_QUIET_MS;
+      wait > 0;
+      wait = lastTake + REFILL_QUIET_MS - performance.now()
+    ) {
+      await idleDelay(wait);
+    }
+  } finally {
+    refilling = false;
+  }
+  askSpares();
+}
 
 /** Asks the zygote for the spares missing (created when first needed). */
 function askSpares(): void {
@@ -360,6 +384,8 @@ export function idleDelay(ms: number): Promise<unknown> {
 /** For tests only (not exported from mod.ts): spares ready, and whether the zygote lives. */
 export const __testHooks = {
   live: (): number => spares.length,
+  /** Spares asked of the zygote that have not arrived. */
+  asked: (): number => asked,
   zygote: (): boolean => zygote !== null,
 };
 

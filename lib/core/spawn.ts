@@ -1,5 +1,6 @@
 /**
- * The worker runtime: starting a child worker and running it, both sides of one small protocol.
+ * The worker runtime: starting a child worker and running it, the two sides of one small
+ * protocol; this file is the parent's side, child.ts the child's (a new worker loads only that).
  * `Process`, pool workers, actors and the manager server are all children started here, so
  * start-up, exit codes, crash detection and daemon lifecycle are written once.
  *
@@ -17,49 +18,16 @@
  * @module
  */
 
-import { allocSlot, attachHeap, heap, isTerminatedError, markDead } from "./heap.ts";
+import { allocSlot, heap, markDead } from "./heap.ts";
 import { recordExit, recordProcess } from "./observe.ts";
-import { adoptStartBuffers, buffersForChild, type StartBuffer } from "./bigblock.ts";
-import {
-  current,
-  pidOfSlot,
-  type ProcessInfo,
-  runExitHooks,
-  setBootstrapping,
-  setCurrent,
-} from "./context.ts";
-import {
-  adoptSpareOptions,
-  BOOTSTRAP,
-  type ChildLink,
-  idleDelay,
-  type SpareOptions,
-  spareOptions,
-  takeSpare,
-  type WarmMessage,
-  workerLink,
-} from "./spares.ts";
+import { buffersForChild } from "./bigblock.ts";
+import { current, pidOfSlot } from "./context.ts";
+import { BOOTSTRAP, type ChildLink, spareOptions, takeSpare, workerLink } from "./spares.ts";
 import type { TargetRef } from "./target.ts";
 import { ProcessError } from "./errors.ts";
-import { loadsAsync } from "./reduction.ts";
+import type { StartMessage, TargetKind } from "./child.ts";
 
-/** How the child runs its target: call an exported function, or build an exported class and call `run()`. */
-export type TargetKind = "function" | "class";
-
-interface StartMessage {
-  heap: SharedArrayBuffer;
-  info: ProcessInfo;
-  target: TargetRef;
-  kind: TargetKind;
-  /** The encoded arguments and, for a `Process` subclass, its own fields. */
-  payload: { args: Uint8Array; fields?: Uint8Array };
-  /** Modules that register the handle kinds found in the payload. */
-  preload: string[];
-  /** The buffers of the big shared blocks the parent has (see _bigblock), if any. */
-  buffers?: StartBuffer[];
-  /** The parent's spare-worker setting, which the child inherits. */
-  spares: Required<SpareOptions>;
-}
+export { setAdoptHook, SystemExit, type TargetKind } from "./child.ts";
 
 /** What the parent needs to start a child. */
 export interface ChildSpec {
@@ -75,8 +43,6 @@ export interface ChildSpec {
 }
 
 const MOD = new URL("../../mod.ts", import.meta.url).href;
-/** How long a worker stays idle (a spare) or runs (a child) before it loads the whole library. */
-const WARM_AFTER_MS = 50;
 
 const PERMISSIONS = ["env", "ffi", "net", "read", "run", "sys", "write", "import"] as const;
 /** denomp's own code, which every worker loads: its `lib/` folder and `mod.ts`. */
@@ -282,157 +248,4 @@ export class Child {
     markDead(this.slot);
     this.#resolve(code);
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The child side.
-
-let reported = false;
-
-/** The worker's global scope, typed for the two members used here. */
-const scope = globalThis as unknown as {
-  postMessage(data: unknown): void;
-  onmessage: ((e: MessageEvent<StartMessage | WarmMessage>) => void) | null;
-  name: string;
-  close(): void;
-};
-
-/** Where the child's messages go: its parent, or for a spare the parent's end of its channel. */
-let parent: { postMessage(data: unknown): void } = scope;
-
-function report(code: number): void {
-  if (reported) return;
-  reported = true;
-  parent.postMessage({ exit: code });
-}
-
-/** Thrown by `exit(code)` inside a worker to unwind the target (Python's `SystemExit`). */
-export class SystemExit extends Error {
-  /** Creates the signal to exit with `code`. */
-  constructor(readonly code: number) {
-    super(`exit(${code})`);
-    this.name = "SystemExit";
-  }
-}
-
-function printFailure(err: unknown): void {
-  const name = current().name;
-  const text = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : String(err);
-  console.error(`Process ${name}:\n${text}`);
-}
-
-function fail(err: unknown): void {
-  if (err instanceof SystemExit) return report(err.code);
-  if (reported || isTerminatedError(err)) return; // a zombie: its parent reported the kill
-  printFailure(err);
-  report(1);
-}
-
-/** Entry point of `bootstrap.ts`: waits for the start message, then runs the target. */
-export function workerMain(): void {
-  const start = (msg: StartMessage) => {
-    scope.onmessage = null;
-    void runChild(msg);
-  };
-  scope.onmessage = (e: MessageEvent<StartMessage | WarmMessage>) => {
-    if (!("warm" in e.data)) return start(e.data);
-    // A spare (spares.ts): its start message comes through the port, its messages go back
-    // there. It loads the library first, then says it is ready (to the zygote, which tells the
-    // parent): a spare is handed out warm or not at all.
-    const { warm, port } = e.data;
-    parent = port;
-    port.onmessage = (m: MessageEvent<StartMessage>) => {
-      port.onmessage = null;
-      start(m.data);
-    };
-    void Promise.all(warm.map((m) => import(m))).catch(() => {})
-      .then(() => scope.postMessage({ ready: true }));
-  };
-}
-
-function findExport(ns: Record<string, unknown>, target: TargetRef): unknown {
-  if (target.name in ns) return ns[target.name];
-  // `export { work as run }` or a default export whose function is named like the target.
-  return Object.values(ns).find((v) => typeof v === "function" && v.name === target.name);
-}
-
-async function runChild(msg: StartMessage): Promise<void> {
-  attachHeap(msg.heap, msg.info.slot);
-  setCurrent(msg.info);
-  scope.name = msg.info.name; // a spare was created before its name was known
-  adoptSpareOptions(msg.spares);
-  addEventListener("error", (e) => {
-    e.preventDefault();
-    fail(e.error ?? e.message);
-  });
-  addEventListener("unhandledrejection", (e) => {
-    e.preventDefault();
-    fail(e.reason);
-  });
-  // Deno.exit() in a worker ends only the worker and tells the parent nothing: unwind instead,
-  // so the exit hooks run and the code is reported.
-  Object.defineProperty(Deno, "exit", {
-    value: (code = 0) => {
-      throw new SystemExit(code);
-    },
-    configurable: true,
-  });
-  try {
-    // Only what the target and its arguments need is awaited: importing the whole library
-    // would double a worker's start-up time. A worker that lives on loads the rest in the
-    // background, so a handle of another kind arriving later through a channel finds its kind
-    // registered (not at once: compiling it then would slow every short-lived worker down).
-    setBootstrapping(true);
-    const [ns] = await Promise.all([
-      import(msg.target.module),
-      ...msg.preload.map((m) => import(m)),
-    ])
-      .finally(() => setBootstrapping(false));
-    void idleDelay(WARM_AFTER_MS).then(() => import(MOD)).catch(() => {});
-    const fn = findExport(ns, msg.target);
-    if (typeof fn !== "function") {
-      throw new ProcessError(
-        `target '${msg.target.name}' is not exported from ${msg.target.module}` +
-          (fn === undefined
-            ? " (export it so the worker can import it)"
-            : ` (it is a ${typeof fn}, not a function)`),
-      );
-    }
-    // A big shared block in the arguments finds its buffer in the start message; async all the
-    // same, should the parent not have had it (see _bigblock).
-    if (msg.buffers) adoptStartBuffers(msg.buffers);
-    const args = await loadsAsync<unknown[]>(msg.payload.args);
-    const fields = msg.payload.fields
-      ? await loadsAsync<Record<string, unknown>>(msg.payload.fields)
-      : undefined;
-    if (msg.kind === "class") {
-      const obj = Object.create(fn.prototype) as { run(): unknown };
-      Object.assign(obj, fields);
-      await adoptSelf(obj, msg.info, args);
-      await obj.run();
-    } else {
-      await (fn as (...a: unknown[]) => unknown)(...args);
-    }
-    await runExitHooks();
-    report(0);
-  } catch (err) {
-    try {
-      await runExitHooks();
-    } catch { /* the target's failure is what gets reported */ }
-    fail(err);
-  }
-}
-
-/** Hook for `process.ts`: makes a subclass instance rebuilt in its worker act as the current process. */
-let adoptHook: ((obj: object, info: ProcessInfo, args: unknown[]) => unknown) | undefined;
-
-/** Registers how a rebuilt `Process` subclass instance is made the current process (set by process.ts). */
-export function setAdoptHook(
-  hook: (obj: object, info: ProcessInfo, args: unknown[]) => unknown,
-): void {
-  adoptHook = hook;
-}
-
-async function adoptSelf(obj: object, info: ProcessInfo, args: unknown[]): Promise<void> {
-  await adoptHook?.(obj, info, args);
 }

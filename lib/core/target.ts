@@ -71,6 +71,18 @@ function bindings(list: string): { imported: string; local: string }[] {
  * module's source shows neither. `undefined` means the source could not be read.
  */
 function locate(url: string, name: string, depth = 0): TargetRef | null | undefined {
+  // The answer depends only on sources read once (readSource's cache): found once per target,
+  // not at each start (~0.2 ms of regular expressions over the module's source).
+  const key = `${depth}\n${url}\n${name}`;
+  if (located.has(key)) return located.get(key);
+  const found = locateIn(url, name, depth);
+  located.set(key, found);
+  return found;
+}
+
+const located = new Map<string, TargetRef | null | undefined>();
+
+function locateIn(url: string, name: string, depth: number): TargetRef | null | undefined {
   const src = readSource(url);
   if (src === null) return undefined;
   if (depth > 8) return undefined;

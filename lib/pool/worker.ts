@@ -15,7 +15,7 @@ import { Yielder } from "../core/yield.ts";
 import { setBootstrapping } from "../core/context.ts";
 import { heap, isAlive, SLOT_ALIVE, slotStateIndex } from "../core/heap.ts";
 import { Ring, TIMEOUT } from "../core/ring.ts";
-import { SystemExit } from "../core/spawn.ts";
+import { SystemExit } from "../core/child.ts";
 import type { TargetRef } from "../core/target.ts";
 import { ProcessError } from "../core/errors.ts";
 import { Decoder, Encoder } from "../core/reduction.ts";
