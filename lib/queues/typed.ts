@@ -275,12 +275,17 @@ const boolField: Field = {
 /**
  * Strings up to this many bytes are read without TextDecoder when ASCII, {@link TINY} bytes at a
  * time: a `TextDecoder` call (on a copy: it refuses shared views) costs about 400 ns whatever
- * the length, 32 bytes by `asciiShort` about 20 ns.
+ * the length, 16 bytes by `asciiShort` about 20 ns.
  */
 const SHORT = 512;
 
-/** ASCII strings up to this many bytes are read by {@link asciiShort}. */
-const TINY = 32;
+/**
+ * ASCII strings up to this many bytes are read by {@link asciiShort}. Its size grows with the
+ * square of this: at 32 (528 loads), reading 200,000 W2 strings in a fresh isolate took 10-11 ms
+ * of CPU against 6-9 ms at 16 (4.2 ms either way once optimized), and a fresh worker reads most
+ * of a short stream before V8 has optimized it.
+ */
+const TINY = 16;
 
 /**
  * Reads the ASCII string of `len` (at most {@link TINY}) bytes at `u8[at]`, else null (a byte
