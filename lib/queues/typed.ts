@@ -402,12 +402,9 @@ export class Schema<T = unknown> {
   readonly #fields: Field[];
   /** Writes a record's fields in order; the index of the first that does not fit, else -1. */
   readonly #write: (rec: Record<string, unknown>, o: Out) => number;
-  /** Reads a record into an object literal of the schema's shape (see `reader`). */
-  readonly #read: (i: In) => unknown;
   /** Writes a batch in one loop (see `batchWriter`). */
   readonly #writeMany: WriteMany;
   readonly #out = new Out();
-  #in: In = inOf(new Uint8Array(0));
   /** Only for type inference: never set. */
   declare readonly __item?: T;
 
@@ -423,7 +420,12 @@ export class Schema<T = unknown> {
     }
     const fields = this.#fields = this.#names.map((n) => fieldOf(n, spec[n]));
     this.#write = writer(this.#names, fields.map((f) => f.put));
-    this.#read = reader(spec, this.#names, fields.map((f) => f.get));
+    this.decodeAt = reader(spec, this.#names, fields.map((f) => f.get), (len) => {
+      throw new SerializationError(
+        "item",
+        `a record of ${len} bytes does not match the schema ${this.text}`,
+      );
+    }) as (data: Uint8Array, at: number, len: number) => T;
     this.#writeMany = batchWriter(spec, this.#names, fields.map((f) => f.put));
     this.spec = Object.freeze(Object.fromEntries(this.#names.map((n) => [n, spec[n]])));
     this.text = JSON.stringify(this.spec);
@@ -505,26 +507,7 @@ export class Schema<T = unknown> {
    * Reads one item from the `len` bytes at `data[at]`: {@link Schema.decode} without a view per
    * item (a reader taking a batch out of a ring passes the ring's data area). Bound: pass it on.
    */
-  readonly decodeAt = (data: Uint8Array, at: number, len: number): T => {
-    let i = this.#in;
-    if (i.src !== data) {
-      if (i.u8.buffer !== data.buffer) i = this.#in = inOf(data);
-      // The same buffer: only where `data` starts. Checked per `data`, not per item: comparing
-      // buffers per item took a batch's read of a W2 item from 29 to 47 ns.
-      else (i.src = data), (i.base = data.byteOffset);
-    }
-    const start = i.base + at;
-    if (start + len > i.u8.length) i = this.#in = inOf(data); // the heap grew past the view
-    i.pos = start;
-    const item = this.#read(i);
-    if (i.pos !== start + len) {
-      throw new SerializationError(
-        "item",
-        `a record of ${len} bytes does not match the schema ${this.text}`,
-      );
-    }
-    return item as T;
-  };
+  readonly decodeAt: (data: Uint8Array, at: number, len: number) => T;
 }
 
 /** The DataView accessor of each number type (`get`/`set` + this). */
@@ -540,18 +523,27 @@ const ACCESSOR: Record<NumberField, string> = {
 };
 
 /** The number type of a field written inline by the generated code, else null. */
-const numberType = (t: FieldType): NumberField | null =>
-  t in NUMBERS ? t as NumberField : null;
+const numberType = (t: FieldType): NumberField | null => t in NUMBERS ? t as NumberField : null;
+
+/** Reads one item from the `len` bytes at `data[at]` (see `Schema.decodeAt`). */
+type ReadAt = (data: Uint8Array, at: number, len: number) => unknown;
 
 /**
- * A function that reads the fields in order into an object literal of the schema's shape: one
- * hidden class from the start, where adding keys one by one to `{}` would go through a chain of
- * them per item. Numbers and ASCII strings up to {@link TINY} bytes are read inline (one
- * function per record, not a call per field through closures: a fresh worker runs it fast
- * before V8 has optimized anything, which is most of a 200,000-item run); other fields call
- * their {@link Field.get}. Generated once per schema; names enter it only as JSON strings.
+ * A function that reads one record into an object literal of the schema's shape: one hidden
+ * class from the start, where adding keys one by one to `{}` would go through a chain of them
+ * per item. Numbers and ASCII strings up to {@link TINY} bytes are read inline, other fields by
+ * their {@link Field.get}: one call per record, where a call per field through closures (and one
+ * more to a reader behind `decodeAt`) was what a fresh worker paid for most of a 200,000-item
+ * stream, run before V8 has optimized anything. It keeps views of the last buffer read from (see
+ * {@link inOf}), checked per call against `data`, not per field. Generated once per schema;
+ * names enter it only as JSON strings.
  */
-function reader(spec: SchemaSpec, names: string[], gets: Get[]): (i: In) => unknown {
+function reader(
+  spec: SchemaSpec,
+  names: string[],
+  gets: Get[],
+  mismatch: (len: number) => never,
+): ReadAt {
   const lines = names.map((n, f) => {
     const t = numberType(spec[n]);
     if (t) return `const f${f} = dv.get${ACCESSOR[t]}(p, true); p += ${NUMBERS[t].size};`;
@@ -566,9 +558,17 @@ function reader(spec: SchemaSpec, names: string[], gets: Get[]): (i: In) => unkn
   return new Function(
     "g",
     "ascii",
-    `return (i) => { const u8 = i.u8, dv = i.dv; let p = i.pos; ${lines.join(" ")} ` +
-      `i.pos = p; return { ${obj} }; };`,
-  )(gets, asciiShort) as (i: In) => unknown;
+    "inOf",
+    "mismatch",
+    `let i = inOf(new Uint8Array(0)); return (data, at, len) => { ` +
+      // The same buffer: only where `data` starts (comparing buffers per item took a batch's
+      // read of a W2 item from 29 to 47 ns). The heap may have grown past the views.
+      `if (i.src !== data) { if (i.u8.buffer !== data.buffer) i = inOf(data); ` +
+      `else { i.src = data; i.base = data.byteOffset; } } ` +
+      `const start = i.base + at; if (start + len > i.u8.length) i = inOf(data); ` +
+      `const u8 = i.u8, dv = i.dv; let p = start; ${lines.join(" ")} ` +
+      `if (p !== start + len) mismatch(len); return { ${obj} }; };`,
+  )(gets, asciiShort, inOf, mismatch) as ReadAt;
 }
 
 /** Writes a batch's records (see {@link batchWriter}); the index of the first refused, else -1. */
