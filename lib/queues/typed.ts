@@ -307,6 +307,20 @@ const asciiShort = new Function(
     }).join(" ") + " } return null;",
 ) as (u8: Uint8Array, at: number, len: number) => string | null;
 
+/**
+ * Every case of {@link asciiShort} is run twice at load, in a view of the kind the heap's are
+ * (a fixed-length view of a growable SharedArrayBuffer), so that each has type feedback before
+ * V8 optimizes the function. A length first met after that deoptimized it, and it is large to
+ * compile again: W2's strings grow from 6 to 11 bytes during the stream, and each new length cost
+ * each consumer a deoptimization and a recompile (`--trace-deopt`). About 10 µs per isolate.
+ */
+function warmAsciiShort(): void {
+  const sab = new SharedArrayBuffer(TINY, { maxByteLength: 2 * TINY });
+  const u8 = new Uint8Array(sab, 0, TINY).fill(0x61);
+  for (let pass = 0; pass < 2; pass++) for (let n = 0; n <= TINY; n++) asciiShort(u8, 0, n);
+}
+warmAsciiShort();
+
 const stringField: Field = {
   what: "string",
   put(v, o) {
