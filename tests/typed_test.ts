@@ -113,6 +113,50 @@ Deno.test("typed queue: a wrong value is refused with a SerializationError namin
   q.close();
 });
 
+Deno.test("typed queue: a batch is written as each item alone would be, and refused as it", () => {
+  // encodeMany writes a batch through its own generated loop: its records must be the bytes of
+  // one-by-one encodes (numbers, ASCII and UTF-8 strings, a field written by its closure between
+  // inline ones, strings long enough to grow the buffer mid-batch), and a batch that does not fit
+  // must be refused with the error a single put gives, naming the item.
+  const s = schema({ b: "bytes", t: "string", x: "i16", o: "f64[3]", u: "u32", m: "string" });
+  const items = Array.from({ length: 40 }, (_, k) => ({
+    b: new Uint8Array(k % 5).fill(k),
+    t: k % 4 === 0 ? "é€𝄞-" + k : "w".repeat(k * 97),
+    x: k % 2 ? -32768 + k : -0,
+    o: [k, -k, k / 7],
+    u: 4294967295 - k,
+    m: k % 3 ? "item-" + k : "",
+  }));
+  const many = s.encodeMany(items, 1 << 20), bytes = many.bytes.slice(), starts = many.starts;
+  items.forEach((it, k) => {
+    const one = s.encode(it).slice(), at = starts[k];
+    const len = new DataView(bytes.buffer).getUint32(at, true);
+    assert.deepEqual(bytes.subarray(at + 4, at + 4 + len), one, `item ${k}`);
+    assert.deepEqual(s.decodeAt(bytes, at + 4, len), { ...it, x: it.x + 0 }); // -0 reads as 0
+    assert.equal(k + 1 < starts.length ? starts[k + 1] : bytes.length, (at + 4 + len + 3) & ~3);
+  });
+  const ok = items[1];
+  const refused: [unknown, RegExp][] = [
+    [{ ...ok, x: 32768 }, /items\[2\]\.x: expected i16/],
+    [{ ...ok, u: -1 }, /items\[2\]\.u: expected u32/],
+    [{ ...ok, u: NaN }, /items\[2\]\.u: expected u32/],
+    [{ ...ok, x: 0.5 }, /items\[2\]\.x: expected i16/],
+    [{ ...ok, t: 1 }, /items\[2\]\.t: expected string/],
+    [{ ...ok, b: [1] }, /items\[2\]\.b: expected bytes/],
+    [{ ...ok, o: [1, 2, "3"] }, /items\[2\]\.o: expected f64\[3\]/],
+    [{ ...ok, z: 1 }, /items\[2\]\.z: not a field/],
+    [7, /items\[2\]: expected an object/],
+    [{ ...ok, t: "x".repeat(5000) }, /items\[2\]: encodes to \d+ bytes/],
+  ];
+  for (const [bad, message] of refused) {
+    assert.throws(() => s.encodeMany([ok, ok, bad as typeof ok, 5 as never], 4096), (e) => {
+      assert.ok(e instanceof SerializationError, String(e));
+      assert.match(e.message, message);
+      return true;
+    });
+  }
+});
+
 Deno.test("typed queue: counts, getMany max, maxsize (Full, all or nothing), close and EOF", async () => {
   const s = schema({ i: "u32" });
   const q = new Queue({ schema: s, maxsize: 10 });

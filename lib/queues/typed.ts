@@ -275,12 +275,17 @@ const boolField: Field = {
 /**
  * Strings up to this many bytes are read without TextDecoder when ASCII, {@link TINY} bytes at a
  * time: a `TextDecoder` call (on a copy: it refuses shared views) costs about 400 ns whatever
- * the length, 32 bytes by `asciiShort` about 20 ns.
+ * the length, 16 bytes by `asciiShort` about 20 ns.
  */
 const SHORT = 512;
 
-/** ASCII strings up to this many bytes are read by {@link asciiShort}. */
-const TINY = 32;
+/**
+ * ASCII strings up to this many bytes are read by {@link asciiShort}. Its size grows with the
+ * square of this: at 32 (528 loads), reading 200,000 W2 strings in a fresh isolate took 10-11 ms
+ * of CPU against 6-9 ms at 16 (4.2 ms either way once optimized), and a fresh worker reads most
+ * of a short stream before V8 has optimized it.
+ */
+const TINY = 16;
 
 /**
  * Reads the ASCII string of `len` (at most {@link TINY}) bytes at `u8[at]`, else null (a byte
@@ -301,6 +306,20 @@ const asciiShort = new Function(
         `return (${a.join(" | ")}) < 0x80 ? String.fromCharCode(${a.join(", ")}) : null; }`;
     }).join(" ") + " } return null;",
 ) as (u8: Uint8Array, at: number, len: number) => string | null;
+
+/**
+ * Every case of {@link asciiShort} is run twice at load, in a view of the kind the heap's are
+ * (a fixed-length view of a growable SharedArrayBuffer), so that each has type feedback before
+ * V8 optimizes the function. A length first met after that deoptimized it, and it is large to
+ * compile again: W2's strings grow from 6 to 11 bytes during the stream, and each new length cost
+ * each consumer a deoptimization and a recompile (`--trace-deopt`). About 10 µs per isolate.
+ */
+function warmAsciiShort(): void {
+  const sab = new SharedArrayBuffer(TINY, { maxByteLength: 2 * TINY });
+  const u8 = new Uint8Array(sab, 0, TINY).fill(0x61);
+  for (let pass = 0; pass < 2; pass++) for (let n = 0; n <= TINY; n++) asciiShort(u8, 0, n);
+}
+warmAsciiShort();
 
 const stringField: Field = {
   what: "string",
@@ -397,10 +416,9 @@ export class Schema<T = unknown> {
   readonly #fields: Field[];
   /** Writes a record's fields in order; the index of the first that does not fit, else -1. */
   readonly #write: (rec: Record<string, unknown>, o: Out) => number;
-  /** Reads a record into an object literal of the schema's shape (see `reader`). */
-  readonly #read: (i: In) => unknown;
+  /** Writes a batch in one loop (see `batchWriter`). */
+  readonly #writeMany: WriteMany;
   readonly #out = new Out();
-  #in: In = inOf(new Uint8Array(0));
   /** Only for type inference: never set. */
   declare readonly __item?: T;
 
@@ -416,7 +434,13 @@ export class Schema<T = unknown> {
     }
     const fields = this.#fields = this.#names.map((n) => fieldOf(n, spec[n]));
     this.#write = writer(this.#names, fields.map((f) => f.put));
-    this.#read = reader(this.#names, fields.map((f) => f.get));
+    this.decodeAt = reader(spec, this.#names, fields.map((f) => f.get), (len) => {
+      throw new SerializationError(
+        "item",
+        `a record of ${len} bytes does not match the schema ${this.text}`,
+      );
+    }) as (data: Uint8Array, at: number, len: number) => T;
+    this.#writeMany = batchWriter(spec, this.#names, fields.map((f) => f.put));
     this.spec = Object.freeze(Object.fromEntries(this.#names.map((n) => [n, spec[n]])));
     this.text = JSON.stringify(this.spec);
   }
@@ -462,20 +486,18 @@ export class Schema<T = unknown> {
     if (!Array.isArray(items)) refuse("items", "an array of items", items);
     const o = this.#out, starts = new Array<number>(items.length);
     o.pos = 0;
-    for (let k = 0; k < items.length; k++) {
-      const at = o.pos;
-      starts[k] = at;
-      o.need(4);
-      o.pos = at + 4;
-      this.#put(items[k], o, "items", k);
-      const len = o.pos - at - 4;
-      if (len > maxRecord) this.#tooBig(`items[${k}]`, len, maxRecord);
-      o.dv.setUint32(at, len, true);
-      const end = (o.pos + 3) & ~3;
-      o.need(end - o.pos);
-      o.pos = end;
-    }
+    const bad = this.#writeMany(items, o, starts, maxRecord);
+    if (bad >= 0) this.#refuse(items[bad], bad, maxRecord);
     return { bytes: o.u8.subarray(0, o.pos), starts };
+  }
+
+  /** Item `k` of a batch did not fit: encodes it alone, which throws the error that says why. */
+  #refuse(item: unknown, k: number, max: number): never {
+    const o = this.#out;
+    o.pos = 0;
+    this.#put(item, o, "items", k);
+    if (o.pos > max) this.#tooBig(`items[${k}]`, o.pos, max);
+    throw new SerializationError(`items[${k}]`, `does not match the schema ${this.text}`);
   }
 
   #tooBig(path: string, len: number, max: number): never {
@@ -499,36 +521,125 @@ export class Schema<T = unknown> {
    * Reads one item from the `len` bytes at `data[at]`: {@link Schema.decode} without a view per
    * item (a reader taking a batch out of a ring passes the ring's data area). Bound: pass it on.
    */
-  readonly decodeAt = (data: Uint8Array, at: number, len: number): T => {
-    let i = this.#in;
-    if (i.src !== data) {
-      if (i.u8.buffer !== data.buffer) i = this.#in = inOf(data);
-      // The same buffer: only where `data` starts. Checked per `data`, not per item: comparing
-      // buffers per item took a batch's read of a W2 item from 29 to 47 ns.
-      else (i.src = data), (i.base = data.byteOffset);
-    }
-    const start = i.base + at;
-    if (start + len > i.u8.length) i = this.#in = inOf(data); // the heap grew past the view
-    i.pos = start;
-    const item = this.#read(i);
-    if (i.pos !== start + len) {
-      throw new SerializationError(
-        "item",
-        `a record of ${len} bytes does not match the schema ${this.text}`,
-      );
-    }
-    return item as T;
-  };
+  readonly decodeAt: (data: Uint8Array, at: number, len: number) => T;
 }
 
+/** The DataView accessor of each number type (`get`/`set` + this). */
+const ACCESSOR: Record<NumberField, string> = {
+  i8: "Int8",
+  u8: "Uint8",
+  i16: "Int16",
+  u16: "Uint16",
+  i32: "Int32",
+  u32: "Uint32",
+  f32: "Float32",
+  f64: "Float64",
+};
+
+/** The number type of a field written inline by the generated code, else null. */
+const numberType = (t: FieldType): NumberField | null => t in NUMBERS ? t as NumberField : null;
+
+/** Reads one item from the `len` bytes at `data[at]` (see `Schema.decodeAt`). */
+type ReadAt = (data: Uint8Array, at: number, len: number) => unknown;
+
 /**
- * A function that reads the fields in order into an object literal of the schema's shape: one
- * hidden class from the start, where adding keys one by one to `{}` would go through a chain of
- * them per item. Generated once per schema; the field names enter it only as JSON strings.
+ * A function that reads one record into an object literal of the schema's shape: one hidden
+ * class from the start, where adding keys one by one to `{}` would go through a chain of them
+ * per item. Numbers and ASCII strings up to {@link TINY} bytes are read inline, other fields by
+ * their {@link Field.get}: one call per record, where a call per field through closures (and one
+ * more to a reader behind `decodeAt`) was what a fresh worker paid for most of a 200,000-item
+ * stream, run before V8 has optimized anything. It keeps views of the last buffer read from (see
+ * {@link inOf}), checked per call against `data`, not per field. Generated once per schema;
+ * names enter it only as JSON strings.
  */
-function reader(names: string[], gets: Get[]): (i: In) => unknown {
-  const body = names.map((n, f) => `${JSON.stringify(n)}: g[${f}](i)`).join(", ");
-  return new Function("g", `return (i) => ({ ${body} });`)(gets) as (i: In) => unknown;
+function reader(
+  spec: SchemaSpec,
+  names: string[],
+  gets: Get[],
+  mismatch: (len: number) => never,
+): ReadAt {
+  const lines = names.map((n, f) => {
+    const t = numberType(spec[n]);
+    if (t) return `const f${f} = dv.get${ACCESSOR[t]}(p, true); p += ${NUMBERS[t].size};`;
+    if (spec[n] === "string") {
+      return `let f${f} = null; { const len = dv.getUint32(p, true); ` +
+        `if (len <= ${TINY}) f${f} = ascii(u8, p + 4, len); ` +
+        `if (f${f} === null) { i.pos = p; f${f} = g[${f}](i); p = i.pos; } else p += 4 + len; }`;
+    }
+    return `i.pos = p; const f${f} = g[${f}](i); p = i.pos;`;
+  });
+  const obj = names.map((n, f) => `${JSON.stringify(n)}: f${f}`).join(", ");
+  return new Function(
+    "g",
+    "ascii",
+    "inOf",
+    "mismatch",
+    `let i = inOf(new Uint8Array(0)); return (data, at, len) => { ` +
+      // The same buffer: only where `data` starts (comparing buffers per item took a batch's
+      // read of a W2 item from 29 to 47 ns). The heap may have grown past the views.
+      `if (i.src !== data) { if (i.u8.buffer !== data.buffer) i = inOf(data); ` +
+      `else { i.src = data; i.base = data.byteOffset; } } ` +
+      `const start = i.base + at; if (start + len > i.u8.length) i = inOf(data); ` +
+      `const u8 = i.u8, dv = i.dv; let p = start; ${lines.join(" ")} ` +
+      `if (p !== start + len) mismatch(len); return { ${obj} }; };`,
+  )(gets, asciiShort, inOf, mismatch) as ReadAt;
+}
+
+/** Writes a batch's records (see {@link batchWriter}); the index of the first refused, else -1. */
+type WriteMany = (items: readonly unknown[], o: Out, starts: number[], max: number) => number;
+
+/**
+ * A function that writes a whole batch (see `Schema.encodeMany`) in one loop: each item's
+ * shape checked, numbers and strings written inline (ASCII byte by byte, else `encodeInto`),
+ * other fields by their {@link Field.put}. It only finds the first item that does not fit (or
+ * encodes to more than `max` bytes) and returns its index: `encodeMany` then encodes that item
+ * the slow way, which says why. One function with its loop is what V8 compiles first (on-stack
+ * replacement), where a call per field through closures stays slow for the first ~100,000 items
+ * of a fresh worker.
+ */
+function batchWriter(spec: SchemaSpec, names: string[], puts: Put[]): WriteMany {
+  const v = (f: number) => `v${f}`;
+  /** The bytes the inline fields from `f` on may take, plus 3 of padding. */
+  const need = (f: number) =>
+    names.slice(f).map((n, g) => {
+      const t = numberType(spec[n]);
+      return t ? `${NUMBERS[t].size}` : spec[n] === "string" ? `(4 + 3 * ${v(f + g)}.length)` : "0";
+    }).concat("3").join(" + ");
+  const loads = names.map((n, f) => `${v(f)} = rec[${JSON.stringify(n)}]`).join(", ");
+  const checks = names.map((n, f) => {
+    const t = numberType(spec[n]), x = v(f);
+    if (spec[n] === "string") return `if (typeof ${x} !== "string") return k;`;
+    if (!t) return "";
+    const { min, max, int } = NUMBERS[t];
+    if (!int) return `if (typeof ${x} !== "number") return k;`;
+    const whole = t === "u32" ? `(${x} >>> 0) !== ${x}` : `(${x} | 0) !== ${x}`;
+    const range = t === "i32" || t === "u32" ? "" : ` || ${x} < ${min} || ${x} > ${max}`;
+    return `if (typeof ${x} !== "number" || ${whole}${range}) return k;`;
+  });
+  const writes = names.map((n, f) => {
+    const t = numberType(spec[n]), x = v(f);
+    if (t) return `dv.set${ACCESSOR[t]}(p, ${x}, true); p += ${NUMBERS[t].size};`;
+    if (spec[n] === "string") {
+      return `{ const m = ${x}.length, s = p + 4; let j = 0; ` +
+        `for (; j < m; j++) { const c = ${x}.charCodeAt(j); if (c >= 0x80) break; u8[s + j] = c; } ` +
+        `const len = j === m ? m : utf8.encodeInto(${x}, u8.subarray(s)).written; ` +
+        `dv.setUint32(p, len, true); p = s + len; }`;
+    }
+    return `o.pos = p; if (!P[${f}](${x}, o)) return k; p = o.pos; ` +
+      `o.need(${need(f + 1)}); u8 = o.u8; dv = o.dv;`;
+  });
+  return new Function(
+    "P",
+    "utf8",
+    `return (items, o, starts, max) => { for (let k = 0; k < items.length; k++) { ` +
+      `const rec = items[k]; if (typeof rec !== "object" || rec === null) return k; ` +
+      `let own = 0; for (const _ in rec) own++; if (own !== ${names.length}) return k; ` +
+      `const ${loads}; ${checks.join(" ")} ` +
+      `const at = o.pos; o.need(4 + ${need(0)}); let u8 = o.u8, dv = o.dv, p = at + 4; ` +
+      `${writes.join(" ")} ` +
+      `const len = p - at - 4; if (len > max) return k; dv.setUint32(at, len, true); ` +
+      `starts[k] = at; o.pos = (p + 3) & ~3; } return -1; };`,
+  )(puts, utf8) as WriteMany;
 }
 
 /**

@@ -58,23 +58,27 @@ export const STREAM_SPIN = SPIN * 4;
 export const pad4 = (n: number) => (n + 3) & ~3;
 
 // Positions: `W` and `R` run over `[0, 2*cap)`; a position's byte in the data area is
-// `offsetOf` it. Plain functions of the capacity, so both sides share them at no cost.
+// `offsetOf` it. Plain functions of the capacity, so both sides share them at no cost. Each does
+// its arithmetic on every call, the wrap choosing only what is added: an operation first run
+// at the ring's first wrap (after V8 has optimized its callers on the first lap) had no type
+// feedback and deoptimized them there (`--trace-deopt`, a fresh typed W2 consumer and producer).
 
 /** The position `n` bytes after `p`. */
 export function advance(p: number, n: number, cap: number): number {
   p += n;
-  return p >= 2 * cap ? p - 2 * cap : p;
+  const lap = 2 * cap;
+  return p - (p >= lap ? lap : 0);
 }
 
 /** The offset in the data area of position `p`. */
 export function offsetOf(p: number, cap: number): number {
-  return p >= cap ? p - cap : p;
+  return p - (p >= cap ? cap : 0);
 }
 
 /** Bytes in the ring between the read position `r` and the write position `w`. */
 export function bytesUsed(w: number, r: number, cap: number): number {
-  const d = w - r;
-  return d < 0 ? d + 2 * cap : d;
+  const d = w - r, lap = 2 * cap;
+  return d + (d < 0 ? lap : 0);
 }
 
 /** What a write or read step did: all of it, or it must wait for the other side. */

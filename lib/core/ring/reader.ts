@@ -151,6 +151,9 @@ interface ReadState {
  * console.assert(new RingReader(base, writer).recvSync((b) => b[0], {}) === 5);
  * ```
  */
+/** Reads one record of `len` bytes at `data[at]` (see `Ring.tryRecvMany`). */
+type DecodeAt<T> = (data: Uint8Array, at: number, len: number) => T;
+
 export class RingReader extends RingView {
   readonly #writer: RingWriter;
 
@@ -486,45 +489,57 @@ export class RingReader extends RingView {
   }
 
   /** `Ring.tryRecvMany` (see there). */
-  tryRecvMany<T>(
-    decode: (data: Uint8Array, at: number, len: number) => T,
-    max: number,
-    out: T[],
-  ): number {
-    const i32 = this.i32, cap = this.capacity, dv = this.dv, u8 = this.u8;
+  tryRecvMany<T>(decode: DecodeAt<T>, max: number, out: T[]): number {
+    const i32 = this.i32, from = out.length;
     if (Atomics.load(i32, W) === Atomics.load(i32, R)) return 0;
     checkNotTerminated();
     if (Atomics.compareExchange(i32, RLOCK, 0, heap().slot) !== 0) return 0;
-    let got = 0, r = Atomics.load(i32, R), done = r;
+    let done = Atomics.load(i32, R);
     try {
-      const w = Atomics.load(i32, W);
-      while (got < max && r !== w) {
-        let pos = offsetOf(r, cap), hdr = dv.getInt32(pos, true);
-        if (hdr === SKIP) {
-          if (cap - pos >= bytesUsed(w, r, cap)) break; // `recv` sorts it out
-          r = advance(r, cap - pos, cap);
-          pos = 0;
-          hdr = dv.getInt32(0, true);
-        }
-        if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || this.#badFrame(pos, hdr, w, r)) break;
-        const len = hdr & LEN_MASK, next = advance(r, 4 + pad4(len), cap);
-        let v: T;
-        try {
-          v = decode(u8, pos + 4, len);
-        } catch (e) {
-          if (got === 0) done = next;
-          if (got === 0) throw e;
-          break;
-        }
-        out.push(v);
-        got++;
-        r = done = next;
-      }
+      done = this.#takeMany(decode, max, out, done);
+    } catch (e) {
+      done = this.#failedAt;
+      throw e;
     } finally {
       if (done !== Atomics.load(i32, R)) this.#consumed(done);
       unlock(i32, RLOCK);
     }
-    return got;
+    return out.length - from;
+  }
+
+  /** Where `#takeMany` stopped when a record's decode threw (it consumed the record). */
+  #failedAt = 0;
+
+  /**
+   * `tryRecvMany`'s loop, returning where it stopped. Apart: V8 compiles a long first batch's loop
+   * on the stack before the first return, and code after it had no feedback (deopts at its end).
+   */
+  #takeMany<T>(decode: DecodeAt<T>, max: number, out: T[], r: number): number {
+    const cap = this.capacity, dv = this.dv, u8 = this.u8, w = Atomics.load(this.i32, W);
+    let got = 0, done = (this.#failedAt = r);
+    while (got < max && r !== w) {
+      let pos = offsetOf(r, cap), hdr = dv.getInt32(pos, true);
+      if (hdr === SKIP) {
+        if (cap - pos >= bytesUsed(w, r, cap)) break; // `recv` sorts it out
+        r = advance(r, cap - pos, cap);
+        pos = 0;
+        hdr = dv.getInt32(0, true);
+      }
+      if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || this.#badFrame(pos, hdr, w, r)) break;
+      const len = hdr & LEN_MASK, next = advance(r, 4 + pad4(len), cap);
+      let v: T;
+      try {
+        v = decode(u8, pos + 4, len);
+      } catch (e) {
+        if (got > 0) break;
+        this.#failedAt = next;
+        throw e;
+      }
+      out.push(v);
+      got++;
+      r = done = next;
+    }
+    return done;
   }
 
   /** `Ring.recv` (see there). */
