@@ -507,13 +507,9 @@ export class RingReader extends RingView {
     return out.length - from;
   }
 
-  /** Where `#takeMany` stopped when a record's decode threw (it consumed the record). */
-  #failedAt = 0;
+  #failedAt = 0; // where `#takeMany` stopped when a record's decode threw (it consumed it)
 
-  /**
-   * `tryRecvMany`'s loop, returning where it stopped. Apart: V8 compiles a long first batch's loop
-   * on the stack before the first return, and code after it had no feedback (deopts at its end).
-   */
+  /** `tryRecvMany`'s loop (apart: V8 compiled it on the stack and deoptimized at its end). */
   #takeMany<T>(decode: DecodeAt<T>, max: number, out: T[], r: number): number {
     const cap = this.capacity, dv = this.dv, u8 = this.u8, w = Atomics.load(this.i32, W);
     let got = 0, done = (this.#failedAt = r);
