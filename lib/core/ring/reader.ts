@@ -252,9 +252,7 @@ export class RingReader extends RingView {
       if (st.shared) this.#progress(next, st.filled);
       this.#consumed(next);
       if (st.shared) this.#committed(next, st.filled);
-      if (hdr & LAST) {
-        if (this.#finish(st, decode, onDiscard)) return DONE;
-      }
+      if (hdr & LAST && this.#finish(st, decode, onDiscard)) return DONE;
     }
   }
 
