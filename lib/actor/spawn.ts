@@ -13,7 +13,7 @@ import { sandbox } from "../core/spawn.ts";
 import { callerModule, resolveTarget } from "../core/target.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { registerObject } from "../core/observe.ts";
-import { checkIsolation } from "../process/os_spawn.ts";
+import { checkIsolation, isolatedEncoder } from "../process/os_spawn.ts";
 import { type IsolationOptions, Process } from "../process/process.ts";
 import { Actor, type ActorClass } from "./actor.ts";
 import {
@@ -100,6 +100,9 @@ export async function spawn<A extends Actor, P extends unknown[]>(
     throw new ValueError(`spawn() needs a class extending Actor: got ${String(cls)}`);
   }
   const isolated = checkIsolation(options, "spawn");
+  // Handles cross to an isolated Process, not yet to an isolated actor (its messages refuse
+  // them too): say so now, naming the handle, rather than start an actor that cannot use it.
+  if (isolated) isolatedEncoder().encode(options.args ?? [], "args");
   const target = resolveTarget(cls, options.module, caller);
   const name = options.name ?? `${cls.name}-${nextId()}`;
   const box = new Box(Box.create(ACTOR, 0));
