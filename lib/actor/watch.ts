@@ -7,7 +7,7 @@
  * @module
  */
 
-import { kick as kickDeaths, subscribe } from "../core/deaths.ts";
+import { subscribe } from "../core/deaths.ts";
 import { isAlive, parentSlot, release, retain } from "../core/heap.ts";
 import type { Process } from "../process/process.ts";
 import { type Box, freeBox, readReason, setStopped, SLOT, STATE, STOPPED } from "./block.ts";
@@ -36,8 +36,6 @@ const procWatches = new Map<Process, Set<Listener>>();
  * the worker holds is dropped once it has really ended.
  */
 const workerRefs = new Map<number, number>();
-/** {@link scan} is subscribed to the death watcher. */
-let subscribed = false;
 
 /** Why `w`'s actor stopped, or undefined while it runs. */
 function stopReason(w: Watch): ExitReason | undefined {
@@ -99,19 +97,15 @@ function watchedCount(): number {
 
 /** The death watcher's scan: checks every watch while there are any. */
 function scan(): number | false {
-  if (!watchedCount()) return (subscribed = false);
+  if (!watchedCount()) return false;
   const ms = scanWatches();
-  return watchedCount() ? ms : (subscribed = false);
+  return watchedCount() ? ms : false;
 }
 
 function kick(): void {
-  // Rescan now (what was just added may have stopped already): a spurious wake-up elsewhere
-  // costs one scan.
-  if (subscribed) kickDeaths();
-  else {
-    subscribed = true;
-    subscribe(scan);
-  }
+  // Rescan now (what was just added may have stopped already): subscribing runs every scan of
+  // every isolate once (a spurious wake-up elsewhere costs one scan), and is idempotent.
+  subscribe(scan);
 }
 
 /** Calls `fn(reason)` once the actor of `box` stops. Returns a function that cancels it. */
