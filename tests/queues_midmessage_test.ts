@@ -3,7 +3,12 @@
 import assert from "node:assert/strict";
 import { alloc, heap } from "../lib/core/heap.ts";
 import { JoinableQueue, Queue } from "../lib/queues/queues.ts";
-import { getIndices, getLengths, putBigGated } from "./fixtures/queue_counts_targets.ts";
+import {
+  getIndices,
+  getIndicesSpinningInHold,
+  getLengths,
+  putBigGated,
+} from "./fixtures/queue_counts_targets.ts";
 import { A_ARRIVED, A_RELEASED } from "./fixtures/ring_targets.ts";
 import { sleep, starter, until } from "./_helpers.ts";
 
@@ -82,5 +87,37 @@ Deno.test("soak: consumers killed 10 times while 1 MiB items stream lose none of
     consumer.terminate();
     await consumer.join();
     await q.joinThread();
+  }
+});
+
+Deno.test("a JoinableQueue consumer terminated between taking its held copy and keeping it loses no item", async () => {
+  // Deno stops a terminated worker only at its next interrupt check: this one spins in its
+  // `hold` while the others already see it dead. Before, the reaper took its (empty) held items
+  // at once, the zombie then kept its copy where nobody would look and took the item out of the
+  // ring: the item was lost, and `join()` never settled.
+  const q = new JoinableQueue<Uint8Array>(), out = new Queue<number>();
+  const ctl = alloc(4), i32 = heap().i32;
+  Atomics.store(i32, ctl >> 2, 0);
+  const n = 3;
+  for (let i = 0; i < n; i++) {
+    const item = new Uint8Array(1 << 20);
+    new DataView(item.buffer).setUint32(0, i, true);
+    void q.put(item); // streamed through the ring by this process's pump
+  }
+  const zombie = start(getIndicesSpinningInHold, q, out, ctl, 50);
+  let consumer: ReturnType<typeof start> | undefined;
+  try {
+    assert.ok(await until(() => Atomics.load(i32, ctl >> 2) === 1), "never reached its hold");
+    zombie.terminate();
+    await zombie.join();
+    q.qsize(); // the main thread looks at once, and meets the zombie busy in its hold
+    consumer = start(getIndices, q, out);
+    const seen = new Set<number>();
+    while (seen.size < n) seen.add(await out.get({ timeout: 10_000 }));
+    assert.deepEqual([...seen].sort(), [0, 1, 2]);
+    await q.join();
+  } finally {
+    consumer?.terminate();
+    await consumer?.join();
   }
 });

@@ -308,6 +308,9 @@ export class HeapStore implements Store {
     return 0;
   }
 
+  /** Never: a heap store keeps no held items. */
+  readonly reapAgain = false;
+
   /** Nothing to drop: only a FIFO queue's consumers keep copies of their items (see `held.ts`). */
   taskDone(): void {}
 

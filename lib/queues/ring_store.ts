@@ -124,9 +124,13 @@ export class RingStore implements Store {
   }
 
   reapDead(): number {
-    if (Atomics.load(this.#i32, HOLDERS)) this.holders?.reap();
+    this.reapAgain = Atomics.load(this.#i32, HOLDERS) !== 0 && this.holders !== null &&
+      this.holders.reap();
     return this.ring.reapDead();
   }
+
+  /** The last `reapDead` met a dead holder still busy (see `Holders.reap`): look again. */
+  reapAgain = false;
 
   taskDone(): void {
     this.holders?.drop();

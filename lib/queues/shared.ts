@@ -137,6 +137,7 @@ export class Shared {
     if (epoch === this.#epoch) return;
     this.#epoch = epoch;
     const lost = this.store.reapDead();
+    if (this.store.reapAgain) this.#epoch = -1; // a dead holder was still busy: again next time
     if (lost) this.gone(lost);
   }
 

@@ -56,6 +56,8 @@ export interface Store {
    * many items dead producers had put but never wrote (they leave the counts).
    */
   reapDead(): number;
+  /** The last `reapDead` met a dead consumer still changing its held items: look again. */
+  readonly reapAgain: boolean;
   /** This process's `taskDone`: the copy it kept of its oldest item goes (see `held.ts`). */
   taskDone(): void;
 }
