@@ -25,6 +25,7 @@ import { Channel, H_CALL, H_CANCEL, H_REPLY, M_SIGNAL } from "./os_channel.ts";
 import { API, HandleTable, serveTable } from "./os_handles.ts";
 import { FLUSH } from "./os_link.ts";
 import { flushAll } from "../core/ring.ts";
+import { ADOPT, adopt } from "./os_adopt.ts";
 
 /**
  * Starts the server of `table` for the isolated child named `name`: a daemon thread of this
@@ -99,7 +100,7 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
         const at = mode >> 2;
         args[at] = { ...(args[at] as object), signal: c.signal };
       }
-      result = run(table, id, method, args);
+      result = method === ADOPT ? adopt(encoder, args) : run(table, id, method, args);
     } catch (e) {
       aborts.delete(n);
       return reply(n, false, e);
