@@ -6,9 +6,11 @@ import { Value } from "../lib/memory/sharedctypes.ts";
 import { SharedMemory } from "../lib/memory/shared_memory.ts";
 import { SerializationError } from "../lib/core/errors.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import {
   addOne,
   giveBack,
+  Keeper,
   keepQueue,
   putSquare,
   tellInit,
@@ -93,4 +95,85 @@ Deno.test("isolation process: a pool task's SharedMemory arg and a handle result
     await pool.join();
   }
   await __testHooks.gone();
+});
+
+/** Runs an isolated `Keeper` (or a thread one) given handles; what the parent saw. */
+async function actorWithHandles(isolation: "thread" | "process"): Promise<unknown> {
+  const q = new Queue<string>(), lock = new Lock(), ev = new Event(), told = new Queue<string>();
+  const ref = await spawn(Keeper, { args: [q, lock], isolation });
+  try {
+    const pushed = await ref.call.push("a");
+    const got = await q.get({ timeout: 20_000 });
+    const first = await ref.call.tryLock();
+    const held = lock.locked();
+    const waiting = ref.call.waitFor(ev);
+    ev.set();
+    const waited = await waiting;
+    ref.tell({ q: told, x: "told" });
+    const fromTell = await told.get({ timeout: 20_000 });
+    // The queue it gives back is this program's own queue.
+    const back = await ref.call.give();
+    await back.put("via back");
+    const same = await q.get({ timeout: 20_000 });
+    let made = "";
+    await ref.call.make().catch((e: Error) => (made = e.name));
+    return {
+      pushed,
+      got,
+      first,
+      held,
+      waited,
+      fromTell,
+      same,
+      made,
+      after: await ref.call.push("b"),
+    };
+  } finally {
+    ref.kill();
+    await __testHooks.gone();
+  }
+}
+
+Deno.test("isolated actor: handles in its spawn args, its messages and its replies work as for a thread actor", async () => {
+  const thread = await actorWithHandles("thread");
+  const process = await actorWithHandles("process");
+  assert.deepEqual(thread, {
+    pushed: "a",
+    got: "a",
+    first: true,
+    held: true,
+    waited: true,
+    fromTell: "told",
+    same: "via back",
+    made: "",
+    after: "b",
+  });
+  // What a child makes lives in its memory: refused, naming it; the actor goes on.
+  assert.deepEqual(process, { ...thread as object, made: "SerializationError" });
+});
+
+Deno.test("isolated actor: a SharedMemory in its spawn args or a message is refused, naming it", async () => {
+  const shm = new SharedMemory({ size: 16 });
+  try {
+    await assert.rejects(
+      spawn(Keeper, { args: [shm as unknown as Queue<string>, new Lock()], isolation: "process" }),
+      (e) => e instanceof SerializationError && /SharedMemory cannot be sent/.test(e.message),
+    );
+    const ref = await spawn(Keeper, {
+      args: [new Queue<string>(), new Lock()],
+      isolation: "process",
+    });
+    try {
+      assert.throws(
+        () => ref.tell({ q: shm as unknown as Queue<string>, x: "x" }),
+        (e) => e instanceof SerializationError && /message\.q/.test(e.path),
+      );
+      assert.equal(await ref.call.push("c"), "c");
+    } finally {
+      ref.kill();
+    }
+  } finally {
+    shm.close();
+    await __testHooks.gone();
+  }
 });

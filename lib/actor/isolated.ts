@@ -21,8 +21,12 @@
  * - **Deaths.** A child that ends without reporting a reason (SIGKILL from outside, out of
  *   memory) stops the actor with the reason its exit gives: `"killed"` for a signal, a
  *   `ProcessError` naming `maxMemoryMb` when it ran out of memory.
- * - **Handles** cannot cross yet: a message (or a link) holding one is refused by the sender's
- *   encoder (`encodeAt` sees the block's `OS_PID` word) with a `SerializationError`.
+ * - **Handles** cross as to an isolated `Process` (`os_adopt.ts`): the sender's encoder
+ *   (`encodeAt` sees the block's `OS_PID` word) refuses, naming it, one that cannot cross; the
+ *   relay hands an envelope holding handles to the server of the child's handles, which puts
+ *   references in their place (the envelopes behind it wait: order is kept), and a reply holding
+ *   references back, which puts the real objects' handles in their place. A link's peer ref is
+ *   kept here instead.
  *
  * @module
  */
@@ -31,7 +35,7 @@ import { isAlive } from "../core/heap.ts";
 import { flushAll, Ring, TIMEOUT } from "../core/ring.ts";
 import { ProcessError } from "../core/errors.ts";
 import { dumps, Encoder, holdsHandles, loads } from "../core/reduction.ts";
-import { SerializationError } from "../core/errors.ts";
+import { ServerCalls } from "../process/os_adopt.ts";
 import { type Channel, exitNote, type OsChild, registerBridge } from "../process/os_spawn.ts";
 import type { Process } from "../process/process.ts";
 import { Box, OS_PID, setStopped, SLOT, STATE, STOPPED, SUPERVISED } from "./block.ts";
@@ -112,13 +116,28 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   // Runs before the exit watcher's scan: the reason names a memory limit where it applies.
   void child.exited.then((code) => stopForExit(box, code, child.pid, init.name));
   const rings = new Map<number, Ring>();
+  /** The server of the child's handles, once a message or a reply held one. */
+  let server: ServerCalls | undefined;
+  const served = () => server ??= new ServerCalls(child.handleServer());
+  void child.exited.then(() => server?.close());
+  /** Replies holding handles, being turned back into this program's (the stop waits for them). */
+  let replies: Promise<unknown> = Promise.resolve();
+  const postReply = (at: number, slot: number, reply: Uint8Array) => {
+    let ring = rings.get(at);
+    if (!ring) rings.set(at, ring = new Ring(at));
+    void ring.post(reply, { broken: () => !isAlive(slot) });
+  };
   ch.listen((type, b) => {
     if (type === F_REPLY) {
       const dv = new DataView(b.buffer, b.byteOffset, 8);
       const at = dv.getUint32(0, true), slot = dv.getUint32(4, true);
-      let ring = rings.get(at);
-      if (!ring) rings.set(at, ring = new Ring(at));
-      void ring.post(b.subarray(8), { broken: () => !isAlive(slot) });
+      const reply = b.subarray(8);
+      if (!holdsHandles(reply)) return postReply(at, slot, reply);
+      // A failure here is the child's death, which its caller sees as the actor's.
+      replies = replies.then(() => served().back(reply.slice())).then(
+        (r) => postReply(at, slot, r),
+        () => {},
+      );
     } else if (type === F_STATE) {
       if (Atomics.load(box.i32, STATE) === STOPPED) return;
       Atomics.store(box.i32, STATE, b[0]);
@@ -126,7 +145,10 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     } else if (type === F_STOPPED) {
       const reason = loads<ExitReason>(b);
       // Replies on their way into their rings land before callers learn that it stopped.
-      reporting.set(box.off, flushAll().then(() => setStopped(box, reason)));
+      reporting.set(
+        box.off,
+        replies.then(() => flushAll()).then(() => setStopped(box, reason)),
+      );
     }
   });
   let supervised = 0;
@@ -137,24 +159,36 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     for (const unwatch of links.values()) unwatch();
     links.clear();
   });
-  const send = (m: Uint8Array) => {
+  const sendNow = (m: Uint8Array) => {
     const s = Atomics.load(box.i32, SUPERVISED);
     if (s !== supervised) ch.send(F_SUPERVISED, Uint8Array.of(supervised = s));
-    if (holdsHandles(m)) return handled(loads<Envelope>(m));
     ch.send(F_ENV, m);
   };
-  /** An envelope holding a handle: a link is kept here; anything else is refused. */
-  const handled = (env: Envelope) => {
+  /** Envelopes behind one whose handles are with the server, in order (null: none). */
+  let behind: Promise<void> | null = null;
+  const send = (m: Uint8Array) => {
+    if (!behind && !holdsHandles(m)) return sendNow(m);
+    const p: Promise<void> = (behind ?? Promise.resolve())
+      .then(() => holdsHandles(m) ? handled(loads<Envelope>(m)) : sendNow(m))
+      .catch(() => {});
+    behind = p;
+    void p.then(() => {
+      if (behind === p) behind = null;
+    });
+  };
+  /** An envelope holding a handle: a link is kept here; anything else goes through the server. */
+  const handled = async (env: Envelope) => {
     const kind = env[0];
     const to: Reply | null = kind === CALL || kind === ASK || kind === LINK || kind === UNLINK
       ? { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number }
       : null;
     if (kind !== LINK && kind !== UNLINK) {
-      const err = new SerializationError(
-        "message",
-        `a handle cannot be sent to an actor with isolation "process" yet`,
-      );
-      if (to) sendReply(to, ERR, err);
+      try {
+        const [forChild] = await served().adopt(plain.encode(env, "message"));
+        sendNow(forChild);
+      } catch (e) {
+        if (to && !dead()) sendReply(to, ERR, e);
+      }
       return;
     }
     const peer = env[4] as ActorRef, off = actorOffset(peer);
