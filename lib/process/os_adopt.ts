@@ -14,7 +14,7 @@
  * @module
  */
 
-import { Encoder, loads, withHandleModules } from "../core/reduction.ts";
+import { Encoder, loads, loadsAsync, withHandleModules } from "../core/reduction.ts";
 import { ProcessError } from "../core/errors.ts";
 import { Channel, connectUnix, H_CALL, H_REPLY } from "./os_channel.ts";
 import { crossing } from "./os_handles.ts";
@@ -49,14 +49,16 @@ export function adoptingEncoder(): Encoder {
  * ```ts
  * import { adopt } from "./os_adopt.ts";
  * import { dumps, Encoder, loads } from "jsr:@denomp/multiprocessing";
- * const [bytes] = adopt(new Encoder(), [dumps([1, "a"])]);
+ * const [bytes] = await adopt(new Encoder(), [dumps([1, "a"])]);
  * console.assert(loads<unknown[]>(bytes)[1] === "a");
  * ```
  */
-export function adopt(encoder: Encoder, args: unknown[]): [Uint8Array, string[]] {
+export async function adopt(encoder: Encoder, args: unknown[]): Promise<[Uint8Array, string[]]> {
   const [bytes, back] = args as [Uint8Array, boolean?];
   const enc = back ? new Encoder() : encoder;
-  const { result, modules } = withHandleModules(() => enc.encode(loads(bytes), "value").slice());
+  // The modules of its handle kinds are loaded first: the server may not have met them yet.
+  const value = await loadsAsync(bytes);
+  const { result, modules } = withHandleModules(() => enc.encode(value, "value").slice());
   return [result, modules];
 }
 

@@ -26,6 +26,7 @@ import { API, HandleTable, serveTable } from "./os_handles.ts";
 import { FLUSH } from "./os_link.ts";
 import { flushAll } from "../core/ring.ts";
 import { ADOPT, adopt } from "./os_adopt.ts";
+import { SERVE } from "./os_kinds.ts";
 
 /**
  * Starts the server of `table` for the isolated child named `name`: a daemon thread of this
@@ -125,7 +126,8 @@ function run(table: HandleTable, id: number, method: string, args: unknown[]): u
   if (!api.async.includes(method) && !api.now.includes(method)) {
     throw new SerializationError("call", `a ${kind} has no method ${method} a child may call`);
   }
-  const r = (obj[method] as (...a: unknown[]) => unknown).apply(obj, args);
+  const hook = SERVE[kind]?.[method]; // a method named at run time (os_kinds.ts)
+  const r = hook ? hook(obj, args) : (obj[method] as (...a: unknown[]) => unknown).apply(obj, args);
   if (method !== "acquire") return r;
   // An acquire's guard stays here: the child gets whether it was acquired, and from a dead holder.
   const shape = (g: unknown) =>

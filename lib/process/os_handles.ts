@@ -21,6 +21,7 @@
 import { registerHandle } from "../core/reduction.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { call, callSync, post } from "./os_link.ts";
+import { MORE_API, PROXY_EXTRAS } from "./os_kinds.ts";
 
 /** The name of the handle kind of a reference to an object served by an isolated child's parent. */
 export const KIND = "IsolatedHandle";
@@ -96,6 +97,7 @@ export const API: Readonly<Record<string, Api>> = {
     now: ["close"],
     get: ["closed", "readable", "writable"],
   }),
+  ...MORE_API, // Mailbox, ActorRef, manager proxies (os_kinds.ts)
 };
 
 /** Why a kind that is not in {@link API} cannot cross. */
@@ -369,6 +371,7 @@ export function proxyClass(
       return this.slice()[Symbol.iterator]();
     };
   }
+  PROXY_EXTRAS[kind]?.proto?.(proto);
   classes.set(kind, C);
   return C;
 }
@@ -379,7 +382,10 @@ registerHandle<HandleRef, [string, number, string]>({
   cls: HandleRef,
   reduce: (r) => [r.kind, r.id, r.path],
   rebuild([kind, id, path]) {
-    if (!served) return new (proxyClass(kind))(kind, id, path);
+    if (!served) {
+      const p = new (proxyClass(kind))(kind, id, path);
+      return (PROXY_EXTRAS[kind]?.wrap?.(p) ?? p) as HandleRef;
+    }
     const obj = served.objects[id];
     if (path !== served.path || obj === undefined) {
       throw new ProcessError(`denomp: no ${kind} number ${id} is served here`);
