@@ -7,11 +7,13 @@ import { SharedMemory } from "../lib/memory/shared_memory.ts";
 import { SerializationError } from "../lib/core/errors.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
 import { spawn } from "../lib/actor/spawn.ts";
+import { sleep, TIMED_OUT, within } from "./_helpers.ts";
 import { Mailbox } from "../lib/actor/mailbox.ts";
 import { Manager } from "../lib/managers/managers.ts";
 import { Process } from "../lib/process/process.ts";
 import {
   addOne,
+  Counted,
   giveBack,
   Keeper,
   keepQueue,
@@ -223,4 +225,30 @@ Deno.test("isolation process: an ActorRef (call, tell, ask), a Mailbox and a man
     d: 7,
   });
   await __testHooks.gone();
+});
+
+/** Tells a blocked actor of `isolation` more than its mailbox holds; how many tells had landed. */
+async function flood(isolation: "thread" | "process"): Promise<[boolean, number]> {
+  const ref = await spawn(Counted, { isolation });
+  const ev = new Event(), n = 200, pad = "x".repeat(16 << 10); // 3.2 MB: far more than it holds
+  try {
+    const blocked = ref.call.block(ev);
+    await sleep(100);
+    let landed = 0;
+    const tells = Array.from({ length: n }, () => ref.tell(pad).then(() => void landed++));
+    await sleep(300);
+    const waited = landed < n; // some sender waits for room, as for a thread actor
+    ev.set();
+    assert.equal(await blocked, true);
+    assert.notEqual(await within(Promise.all(tells), 20_000), TIMED_OUT);
+    return [waited, await ref.call.count()];
+  } finally {
+    ref.kill();
+    await __testHooks.gone();
+  }
+}
+
+Deno.test("isolated actor: its mailbox is bounded: a sender waits for room, as for a thread actor", async () => {
+  assert.deepEqual(await flood("thread"), [true, 200]);
+  assert.deepEqual(await flood("process"), [true, 200]);
 });

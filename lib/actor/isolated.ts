@@ -11,7 +11,9 @@
  *   worker of this program. Its `SLOT` word is the child's slot in this program's process table
  *   (the spawner's own until the child has connected), so its death is seen as a worker's.
  * - **Parent side** (here, in the spawner's thread): drains the mailbox and sends each envelope as
- *   a frame (a {@link Channel} writes the frames of one tick at once); writes each reply frame
+ *   a frame (a {@link Channel} writes the frames of one tick at once), at most a window ahead of
+ *   the child's mailbox (the child says how many it took in, `F_TAKEN`): a sender waits for room
+ *   in the parent's mailbox as for a thread actor's; writes each reply frame
  *   into the caller's reply ring (named by its offset in this heap: the child never writes
  *   here); mirrors the actor's state; records the stop reason the child reports with
  *   `setStopped`, after the replies sent before it.
@@ -32,6 +34,7 @@
  */
 
 import { isAlive } from "../core/heap.ts";
+import { Deque } from "../core/deque.ts";
 import { flushAll, Ring, TIMEOUT } from "../core/ring.ts";
 import { ProcessError } from "../core/errors.ts";
 import { dumps, Encoder, holdsHandles, loads } from "../core/reduction.ts";
@@ -61,6 +64,15 @@ export const F_LINK = 21;
 export const F_UNLINK = 22;
 /** Parent to child: `[peer, reason]`: that linked peer stopped (an exit signal). */
 export const F_PEER_EXIT = 23;
+/** Child to parent: `[u32 n]`: n more envelopes are in the actor's mailbox there. */
+export const F_TAKEN = 24;
+
+/**
+ * The envelopes on their way to the child (in the socket, or waiting for room in its mailbox):
+ * at most this many, and this many bytes (one at least). The relay reads the parent's mailbox
+ * no further meanwhile, so a sender waits for room there as it would for a thread actor.
+ */
+const WINDOW_MESSAGES = 64, WINDOW_BYTES = 1 << 20;
 
 const RUNTIME = new URL("./runtime.ts", import.meta.url).href;
 
@@ -127,7 +139,18 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     if (!ring) rings.set(at, ring = new Ring(at));
     void ring.post(reply, { broken: () => !isAlive(slot) });
   };
+  /** The sizes of the envelopes on their way to the child, oldest first, and their sum. */
+  const flight = new Deque<number>();
+  let flightBytes = 0;
+  /** Wakes the relay waiting for room in the window. */
+  let wake: (() => void) | null = null;
   ch.listen((type, b) => {
+    if (type === F_TAKEN) {
+      for (let n = new DataView(b.buffer, b.byteOffset).getUint32(0, true); n > 0; n--) {
+        flightBytes -= flight.shift() ?? 0;
+      }
+      return wake?.();
+    }
     if (type === F_REPLY) {
       const dv = new DataView(b.buffer, b.byteOffset, 8);
       const at = dv.getUint32(0, true), slot = dv.getUint32(4, true);
@@ -162,6 +185,8 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   const sendNow = (m: Uint8Array) => {
     const s = Atomics.load(box.i32, SUPERVISED);
     if (s !== supervised) ch.send(F_SUPERVISED, Uint8Array.of(supervised = s));
+    flight.push(m.length);
+    flightBytes += m.length;
     ch.send(F_ENV, m);
   };
   /** Envelopes behind one whose handles are with the server, in order (null: none). */
@@ -174,6 +199,7 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     behind = p;
     void p.then(() => {
       if (behind === p) behind = null;
+      wake?.();
     });
   };
   /** An envelope holding a handle: a link is kept here; anything else goes through the server. */
@@ -209,10 +235,22 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     sendReply(to!, OK, undefined);
   };
   const dead = () => child.exitCode !== null;
+  // The window is full, or an envelope is with the server: nothing more is read meanwhile.
+  const full = () =>
+    behind !== null || flight.length >= WINDOW_MESSAGES ||
+    (flight.length > 0 && flightBytes >= WINDOW_BYTES);
   void (async () => {
     while (!dead()) {
       // Everything queued goes in this tick's write.
-      for (let m = box.ring.tryRecv(copyOut); m !== TIMEOUT; m = box.ring.tryRecv(copyOut)) send(m);
+      for (let m; !full() && (m = box.ring.tryRecv(copyOut)) !== TIMEOUT;) send(m);
+      if (full()) {
+        await new Promise<void>((r) => {
+          wake = r;
+          Deno.unrefTimer(setTimeout(r, DEATH_POLL_MS)); // a daemon actor lets the program end
+        });
+        wake = null;
+        continue;
+      }
       if (!box.ring.empty()) {
         // A message too large for one frame is streamed: read it whole.
         const m = await box.ring.recv(copyOut, { timeout: 0 });

@@ -38,6 +38,7 @@ import {
   F_STATE,
   F_STOPPED,
   F_SUPERVISED,
+  F_TAKEN,
   F_UNLINK,
 } from "./isolated.ts";
 import { type ActorRef, boxOf, makeRef } from "./ref.ts";
@@ -157,12 +158,23 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
     }
   };
 
+  /** Envelopes in the mailbox since the parent was last told (told once a tick). */
+  let takenSince = 0;
+  const taken = () => {
+    if (takenSince++) return;
+    queueMicrotask(() => {
+      const body = new Uint8Array(4);
+      new DataView(body.buffer).setUint32(0, takenSince, true);
+      takenSince = 0;
+      ch.send(F_TAKEN, body);
+    });
+  };
   ch.listen((type, b) => {
     if (type === F_SUPERVISED) return void Atomics.store(box.i32, SUPERVISED, b[0]);
     if (type === F_LINK || type === F_UNLINK || type === F_PEER_EXIT) return onLinkFrame(type, b);
     if (type !== F_ENV) return;
     const env = loads<Envelope>(b);
-    if (env[0] === KILL) return void (killed = true, setStopped(box, "killed"));
+    if (env[0] === KILL) return void (taken(), killed = true, setStopped(box, "killed"));
     if (env[0] === CALL || env[0] === ASK) {
       callers.set(++nextId, [env[1] as number, env[2] as number, env[3] as number]);
       env[1] = nextId;
@@ -170,7 +182,8 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
       env[3] = heap().slot;
       b = plain.encode(env, "env");
     }
-    void box.ring.post(b, box.postOpts);
+    // Counted once in the mailbox (or refused by a stopped actor): the parent's window moves.
+    void box.ring.post(b, box.postOpts).then(taken, taken);
   });
 
   const p = new Process({
