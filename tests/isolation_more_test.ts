@@ -17,6 +17,7 @@ import {
   giveBack,
   Keeper,
   keepQueue,
+  linkDies,
   putSquare,
   Tally,
   tellInit,
@@ -251,4 +252,18 @@ async function flood(isolation: "thread" | "process"): Promise<[boolean, number]
 Deno.test("isolated actor: its mailbox is bounded: a sender waits for room, as for a thread actor", async () => {
   assert.deepEqual(await flood("thread"), [true, 200]);
   assert.deepEqual(await flood("process"), [true, 200]);
+});
+
+Deno.test("isolation process: a blocking call whose link thread died (ended, or threw) fails, naming it, instead of waiting for ever", async () => {
+  for (const how of ["kill", "throw"] as const) {
+    const p = new Process({ target: linkDies, args: [new Lock(), how], isolation: "process" });
+    p.start();
+    try {
+      assert.equal(await within(p.join(), 40_000), undefined);
+      assert.equal(p.exitCode, 3, how);
+    } finally {
+      p.kill();
+    }
+  }
+  await __testHooks.gone();
 });
