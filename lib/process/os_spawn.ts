@@ -91,23 +91,21 @@ export function checkIsolation(options: IsolationOptions, what: string): boolean
 
 /**
  * An encoder for values sent to an isolated child. A handle (an offset into this program's
- * shared heap) means nothing there: given a `table`, the kinds that are served across OS
- * processes (see `os_handles.ts`) are numbered in it and cross as references, and the rest is
- * refused with a `SerializationError` naming it and why; without one, every handle is refused.
+ * shared heap) means nothing there: the kinds that are served across OS processes (see
+ * `os_handles.ts`) are numbered in `table` and cross as references, and the rest is refused
+ * with a `SerializationError` naming it and why.
  *
  * @example
  * ```ts
  * import { isolatedEncoder } from "./os_spawn.ts";
+ * import { HandleTable } from "./os_handles.ts";
  * import { loads } from "jsr:@denomp/multiprocessing";
- * console.assert(loads<number[]>(isolatedEncoder().encode([1, 2], "args"))[1] === 2);
+ * const enc = isolatedEncoder(new HandleTable("/tmp/s"));
+ * console.assert(loads<number[]>(enc.encode([1, 2], "args"))[1] === 2);
  * ```
  */
-export function isolatedEncoder(table?: HandleTable): Encoder {
-  if (table) return new Encoder(table.codec());
-  return new Encoder({
-    handles: (kind) =>
-      `a ${kind} cannot be sent to a child with isolation "process" yet (handles are not carried across OS processes in this version): pass values, or use isolation "thread"`,
-  });
+export function isolatedEncoder(table: HandleTable): Encoder {
+  return new Encoder(table.codec());
 }
 
 let tables = 0;
