@@ -13,6 +13,7 @@ import { Manager } from "../lib/managers/managers.ts";
 import { Process } from "../lib/process/process.ts";
 import {
   addOne,
+  Caller,
   Counted,
   giveBack,
   Keeper,
@@ -266,4 +267,20 @@ Deno.test("isolation process: a blocking call whose link thread died (ended, or 
     }
   }
   await __testHooks.gone();
+});
+
+Deno.test("isolated actor: it calls, tells and asks the actors whose refs it was given (in its args, in a call)", async () => {
+  const a = await spawn(Tally), b = await spawn(Tally);
+  const caller = await spawn(Caller, { args: [a], isolation: "process" });
+  try {
+    assert.equal(await caller.call.forward(3), 3);
+    assert.equal(await caller.call.forward(4), 7);
+    assert.equal(await caller.call.via(b, 5), 5);
+    assert.deepEqual([await a.call.add(0), await b.call.add(0)], [7, 5]);
+  } finally {
+    caller.kill();
+    await a.stop();
+    await b.stop();
+    await __testHooks.gone();
+  }
 });
