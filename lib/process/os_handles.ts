@@ -8,8 +8,9 @@
  *
  * This module is both sides' one description of what crosses: which kinds, and for each, which
  * methods return a promise, which are their blocking `Sync` twins, which return at once, and
- * which properties are read (and written) remotely ({@link API}). The server checks every call
- * against it; the proxies are made from it. It also registers the one handle kind that carries
+ * which properties are read (and written) remotely ({@link API}; the kinds of other folders,
+ * mailboxes, actor refs and manager proxies, with what their proxies add, are in `os_kinds.ts`).
+ * The server checks every call against it; the proxies are made from it. It also registers the one handle kind that carries
  * the references ({@link KIND}): in the child it rebuilds a proxy, in the server the real object.
  *
  * What cannot cross (a `SharedMemory` block: its bytes are this program's memory) is refused
