@@ -525,7 +525,7 @@ export class RingReader extends RingView {
       try {
         v = decode(u8, pos + 4, len);
       } catch (e) {
-        if (got > 0) break;
+        if (out.length > 0) break; // the items got stay the caller's: the next call throws
         this.#failedAt = next;
         throw e;
       }
