@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { Process, Queue } from "../mod.ts";
 import { __testHooks, setSpares, spareOptions } from "../lib/core/spares.ts";
 import { exitWith, sleep as sleepTarget } from "./fixtures/proc_targets.ts";
-import { type Facts, facts } from "./fixtures/spare_targets.ts";
+import { type Facts, facts, WarmFacts } from "./fixtures/spare_targets.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import { runProgram } from "./_program.ts";
 
 const PROGRAM = new URL("./fixtures/spare_program.ts", import.meta.url).pathname;
@@ -65,6 +66,24 @@ Deno.test("a process started from a spare has its own name, pid, daemon flag and
     assert.equal(__testHooks.live(), 0);
     await e.join();
     assert.equal(e.exitCode, 3);
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
+Deno.test("an actor from a spare ran the actor side's warm-up, and its calls use the program's heap", async () => {
+  try {
+    await spares({ count: 1 });
+    const ref = await spawn(WarmFacts);
+    assert.equal(__testHooks.live(), 0, "spawn took the spare");
+    // The warm-up ran on the spare's private heap (lib/actor/runtime.ts): nothing of it may be
+    // left in the process given the spare, whose mailbox and replies are the program's.
+    assert.ok((await ref.call.warmUps()) >= 1, "the spare ran the actor side's warm-up");
+    const big = "x".repeat(200_000); // streamed through the rings in frames
+    const small = await Promise.all(Array.from({ length: 50 }, (_, i) => ref.call.echo(i)));
+    assert.deepEqual(small, Array.from({ length: 50 }, (_, i) => i));
+    assert.equal(await ref.call.echo(big), big);
+    assert.equal(await ref.stop(), "normal");
   } finally {
     setSpares(DEFAULTS);
   }

@@ -106,11 +106,42 @@ export function workerMain(): void {
       start(m.data);
     };
     // Then warmup.ts: the first import of a file and the codec's first run (~2 ms), which the
-    // process given this spare would otherwise pay.
+    // process given this spare would otherwise pay; then what the library registered.
     void Promise.all(warm.map((m) => import(m))).catch(() => {})
       .then(() => import(WARMUP)).then((m) => m.warmUp(), () => {})
+      .then(runWarmUps)
       .then(() => scope.postMessage({ ready: true }));
   };
+}
+
+const warmUps: (() => void)[] = [];
+let warmUpsRun = 0;
+
+/**
+ * Registers code a spare runs once it has loaded the library, before it says it is ready: the
+ * first run of a function in a fresh isolate compiles it (V8 compiles lazily, and Deno's code
+ * cache holds only what ran at a module's load), so a path a new process takes at once (an
+ * actor's first message and reply) is run here on the spare's own time. It runs before the
+ * spare has its heap: `heap()` then gives it a private one, which the start message's heap
+ * replaces. So it must leave nothing behind that outlives it: no handle objects (their
+ * finalizers would free offsets of the real heap) and nothing cached by heap offset.
+ */
+export function addWarmUp(fn: () => void): void {
+  warmUps.push(fn);
+}
+
+function runWarmUps(): void {
+  for (const fn of warmUps) {
+    try {
+      fn();
+      warmUpsRun++;
+    } catch { /* a warm-up only: the spare works without it */ }
+  }
+}
+
+/** How many registered warm-ups this worker ran without error (a spare's, before it was taken). */
+export function warmUpsDone(): number {
+  return warmUpsRun;
 }
 
 function findExport(ns: Record<string, unknown>, target: TargetRef): unknown {
