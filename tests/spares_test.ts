@@ -226,7 +226,7 @@ Deno.test("DENOMP_SPARES sets the count; 0 turns spares off", async () => {
   assert.match(bad.err, /DENOMP_SPARES must be a whole number/);
 });
 
-Deno.test("a new worker loads the child side of the runtime only: not spawn.ts nor observe.ts", async () => {
+Deno.test("a new worker loads the child side of the runtime only: not spawn.ts, observe.ts nor the codec", async () => {
   const bootstrap = new URL("../lib/core/bootstrap.ts", import.meta.url);
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", bootstrap.pathname],
@@ -234,11 +234,28 @@ Deno.test("a new worker loads the child side of the runtime only: not spawn.ts n
     stderr: "null",
   }).output();
   const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
-    modules: { specifier: string }[];
+    modules: { specifier: string; dependencies?: { code?: { specifier: string } }[] }[];
   };
-  const loaded = graph.modules.map((m) => m.specifier.replace(/^.*\/lib\//, "lib/"));
+  // What a worker loads: the modules reached through imports of code (not `import type`).
+  const bySpecifier = new Map(graph.modules.map((m) => [m.specifier, m]));
+  const reached = new Set([bootstrap.href]);
+  for (const s of reached) {
+    for (const d of bySpecifier.get(s)?.dependencies ?? []) {
+      if (d.code) reached.add(d.code.specifier);
+    }
+  }
+  const loaded = [...reached].map((s) => s.replace(/^.*\/lib\//, "lib/"));
   assert.ok(loaded.includes("lib/core/child.ts"), loaded.join(", "));
-  for (const heavy of ["lib/core/spawn.ts", "lib/core/observe.ts"]) {
+  // The codec and the big blocks' buffers are imported when a start message needs them.
+  for (
+    const heavy of [
+      "lib/core/spawn.ts",
+      "lib/core/observe.ts",
+      "lib/core/reduction.ts",
+      "lib/core/decoder.ts",
+      "lib/core/bigblock.ts",
+    ]
+  ) {
     assert.ok(!loaded.includes(heavy), `${heavy} is in the worker's start-up graph`);
   }
 });
