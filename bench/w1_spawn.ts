@@ -3,7 +3,8 @@
 // as a program's own module usually does). And W1b-start-latency (denomp's own), the median of 5
 // latencies, each with 2 fresh spares ready (~1 s after asking: the program has been running for
 // a second), or after 150 ms without spares: `process`, from `Process.start()` to the target
-// running, and `actor-first-call`, from `spawn(Actor)` to its first answered call.
+// running, `first-timer`, from `Process.start()` to the target's first `setTimeout(0)` firing (a
+// target that sleeps), and `actor-first-call`, from `spawn(Actor)` to its first answered call.
 // Each variant runs with spare workers (lib/core/spares.ts, the default: 2) and without (`-cold`:
 // `setSpares({ count: 0 })`), alternately, 3 rounds; each line is the median of its rounds. With
 // spares, the 20 processes of W1-spawn take the 2 ready ones, then create workers (a spare
@@ -16,7 +17,7 @@ import { spawn } from "../lib/actor/spawn.ts";
 import { RawValue } from "../lib/memory/sharedctypes.ts";
 import { noop } from "./tasks/noop.ts";
 import { noopLib } from "./tasks/noop_lib.ts";
-import { stamp } from "./tasks/stamp.ts";
+import { stamp, stampAfterTimer } from "./tasks/stamp.ts";
 import { Echo } from "./tasks/echo_actor.ts";
 import { arg, emit } from "./_common.ts";
 
@@ -51,14 +52,14 @@ async function sequential(target: () => void, isolation?: Isolation): Promise<[n
   return [(performance.now() - t0) / n, ok];
 }
 
-async function startLatency(): Promise<[number, boolean]> {
+async function startLatency(target: typeof stamp = stamp): Promise<[number, boolean]> {
   const at = new RawValue("d", 0);
   const times: number[] = [];
   let ok = true;
   for (let i = 0; i < 5; i++) {
     await settle();
     const t0 = now();
-    const p = new Process({ target: stamp, args: [at] });
+    const p = new Process({ target, args: [at] });
     p.start();
     await p.join();
     ok &&= p.exitCode === 0;
@@ -85,11 +86,12 @@ const VARIANTS: Record<string, () => Promise<[number, boolean]>> = {
   "bare": () => sequential(noop),
   "target-imports-library": () => sequential(noopLib),
   "process-isolation": () => sequential(noop, "process"),
-  "process": startLatency,
+  "process": () => startLatency(),
+  "first-timer": () => startLatency(stampAfterTimer),
   "actor-first-call": firstCall,
 };
 /** The latency variants (workload W1b-start-latency, ms each). */
-const LATENCY = new Set(["process", "actor-first-call"]);
+const LATENCY = new Set(["process", "first-timer", "actor-first-call"]);
 const variants = arg("variant", Object.keys(VARIANTS).join(",")).split(",");
 
 // Warm-up: the first workers compile the module graph (cached afterwards); then a second of

@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { Process, Queue } from "../mod.ts";
 import { __testHooks, setSpares, spareOptions } from "../lib/core/spares.ts";
 import { exitWith, sleep as sleepTarget } from "./fixtures/proc_targets.ts";
-import { type Facts, facts } from "./fixtures/spare_targets.ts";
+import { type Facts, facts, WarmFacts } from "./fixtures/spare_targets.ts";
+import { spawn } from "../lib/actor/spawn.ts";
 import { runProgram } from "./_program.ts";
 
 const PROGRAM = new URL("./fixtures/spare_program.ts", import.meta.url).pathname;
@@ -65,6 +66,24 @@ Deno.test("a process started from a spare has its own name, pid, daemon flag and
     assert.equal(__testHooks.live(), 0);
     await e.join();
     assert.equal(e.exitCode, 3);
+  } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
+Deno.test("an actor from a spare ran the actor side's warm-up, and its calls use the program's heap", async () => {
+  try {
+    await spares({ count: 1 });
+    const ref = await spawn(WarmFacts);
+    assert.equal(__testHooks.live(), 0, "spawn took the spare");
+    // The warm-up ran on the spare's private heap (lib/actor/runtime.ts): nothing of it may be
+    // left in the process given the spare, whose mailbox and replies are the program's.
+    assert.ok((await ref.call.warmUps()) >= 1, "the spare ran the actor side's warm-up");
+    const big = "x".repeat(200_000); // streamed through the rings in frames
+    const small = await Promise.all(Array.from({ length: 50 }, (_, i) => ref.call.echo(i)));
+    assert.deepEqual(small, Array.from({ length: 50 }, (_, i) => i));
+    assert.equal(await ref.call.echo(big), big);
+    assert.equal(await ref.stop(), "normal");
   } finally {
     setSpares(DEFAULTS);
   }
@@ -207,7 +226,7 @@ Deno.test("DENOMP_SPARES sets the count; 0 turns spares off", async () => {
   assert.match(bad.err, /DENOMP_SPARES must be a whole number/);
 });
 
-Deno.test("a new worker loads the child side of the runtime only: not spawn.ts nor observe.ts", async () => {
+Deno.test("a new worker loads the child side of the runtime only: not spawn.ts, observe.ts nor the codec", async () => {
   const bootstrap = new URL("../lib/core/bootstrap.ts", import.meta.url);
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", bootstrap.pathname],
@@ -215,11 +234,28 @@ Deno.test("a new worker loads the child side of the runtime only: not spawn.ts n
     stderr: "null",
   }).output();
   const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
-    modules: { specifier: string }[];
+    modules: { specifier: string; dependencies?: { code?: { specifier: string } }[] }[];
   };
-  const loaded = graph.modules.map((m) => m.specifier.replace(/^.*\/lib\//, "lib/"));
+  // What a worker loads: the modules reached through imports of code (not `import type`).
+  const bySpecifier = new Map(graph.modules.map((m) => [m.specifier, m]));
+  const reached = new Set([bootstrap.href]);
+  for (const s of reached) {
+    for (const d of bySpecifier.get(s)?.dependencies ?? []) {
+      if (d.code) reached.add(d.code.specifier);
+    }
+  }
+  const loaded = [...reached].map((s) => s.replace(/^.*\/lib\//, "lib/"));
   assert.ok(loaded.includes("lib/core/child.ts"), loaded.join(", "));
-  for (const heavy of ["lib/core/spawn.ts", "lib/core/observe.ts"]) {
+  // The codec and the big blocks' buffers are imported when a start message needs them.
+  for (
+    const heavy of [
+      "lib/core/spawn.ts",
+      "lib/core/observe.ts",
+      "lib/core/reduction.ts",
+      "lib/core/decoder.ts",
+      "lib/core/bigblock.ts",
+    ]
+  ) {
     assert.ok(!loaded.includes(heavy), `${heavy} is in the worker's start-up graph`);
   }
 });

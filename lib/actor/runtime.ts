@@ -6,13 +6,24 @@
  * @module
  */
 
-import { isTerminatedError } from "../core/heap.ts";
+import { alloc, isTerminatedError } from "../core/heap.ts";
+import { addWarmUp } from "../core/child.ts";
 import { shutdownRoots } from "../core/lifecycle.ts";
-import { flushAll, TIMEOUT } from "../core/ring.ts";
+import { flushAll, Ring, TIMEOUT } from "../core/ring.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { exit } from "../process/process.ts";
 import { Actor } from "./actor.ts";
-import { Box, decode, RUNNING, setStopped, STATE, STOPPING, SUPERVISED } from "./block.ts";
+import {
+  ACTOR,
+  Box,
+  decode,
+  encodeAt,
+  RUNNING,
+  setStopped,
+  STATE,
+  STOPPING,
+  SUPERVISED,
+} from "./block.ts";
 import {
   ASK,
   CALL,
@@ -274,3 +285,39 @@ export async function actorMain(init: ActorInit): Promise<void> {
   setRunning(null);
   if (out!.kill || !isNormalExit(reason)) exit(1);
 }
+
+/**
+ * A spare worker's warm-up of the actor's side (see `addWarmUp` in core/child.ts): a mailbox
+ * and its ref built, a call written into it and read, a reply written into a reply ring and
+ * read, a tell handled, each twice, on the spare's private heap. Traced with a spare ready (deno
+ * 2.9.6, 2 cores, other jobs running), medians of 11: from the arguments decoded to the first
+ * reply sent 4.7–5.8 -> 3.2–3.4 ms, of which the first message's handling 0.87 -> 0.38 ms.
+ * Nothing here outlives the warm-up: the blocks stay in the private heap, the ref adopts
+ * nothing, and no cache keyed by offset is filled (`sendReply`'s rings are not).
+ */
+function warmUpActorSide(): void {
+  const box = new Box(Box.create(ACTOR, 0));
+  const ref = makeRef(box, "warm-up", false);
+  // A tell to a stand-in instance: handle() and invoke() run without a reply to send.
+  const instance = { receive: (x: unknown) => x } as unknown as Actor;
+  const run: Running = {
+    box,
+    ref,
+    instance,
+    links: new Map(),
+    signals: [],
+    wake: new AbortController(),
+  };
+  const bytes = 4096;
+  const reply = new Ring(Ring.init(alloc(bytes), bytes));
+  for (let i = 0; i < 2; i++) {
+    void box.ring.post(encodeAt([CALL, 1, 0, 0, "m", [i, "a"]], 5, "args", box), box.postOpts);
+    box.ring.tryRecv(decode);
+    box.ring.recvSync(decode, { timeout: 0 });
+    void reply.post(encodeAt([1, OK, i], 2, "result"), { broken: () => false });
+    reply.tryRecv(decode);
+    void handle(run, [TELL, i]);
+  }
+}
+
+addWarmUp(warmUpActorSide);

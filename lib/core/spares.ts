@@ -14,9 +14,11 @@
  * Why this cannot change what a program sees:
  * - A spare runs nothing of the program's until it is taken: it has only imported denomp's own
  *   modules (the worker runtime, then `mod.ts`), whose top levels define things and touch no
- *   shared state. The start message then gives it its heap, slot, name and target exactly as a
- *   new worker gets them (`spawn.ts`), so `getPid()`, names, daemon flags and exit codes are
- *   the same. Each spare serves one process and ends with it: workers are never reused.
+ *   shared state, and run their warm-ups (warmup.ts, `addWarmUp` in child.ts) on a private heap
+ *   of its own, which leave nothing behind. The start message then gives it its heap, slot,
+ *   name and target exactly as a new worker gets them (`spawn.ts`), so `getPid()`, names,
+ *   daemon flags and exit codes are the same. Each spare serves one process and ends with it:
+ *   workers are never reused.
  * - Spares are created without `permissions`, so they inherit the program's: only a process
  *   started without its own `permissions` takes one; one with permissions gets a new worker
  *   with exactly those.

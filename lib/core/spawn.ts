@@ -26,6 +26,7 @@ import { BOOTSTRAP, type ChildLink, spareOptions, takeSpare, workerLink } from "
 import type { TargetRef } from "./target.ts";
 import { ProcessError } from "./errors.ts";
 import type { StartMessage, TargetKind } from "./child.ts";
+import { Encoder } from "./encoder.ts";
 
 export { setAdoptHook, SystemExit, type TargetKind } from "./child.ts";
 
@@ -164,6 +165,19 @@ function workerOptions(name: string, permissions?: Deno.PermissionOptions): Work
   return options;
 }
 
+let emptyArgs: Uint8Array | undefined;
+
+/** How `[]` is encoded as a child's arguments. */
+function noArgs(): Uint8Array {
+  return emptyArgs ??= new Encoder().encode([], "args").slice();
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** A child worker as its parent sees it. */
 export class Child {
   /** The child's slot in the process table. */
@@ -222,6 +236,7 @@ export class Child {
       target: spec.target,
       kind: spec.kind,
       payload: spec.payload,
+      noArgs: !spec.payload.fields && sameBytes(spec.payload.args, noArgs()),
       preload: spec.preload ?? [],
       buffers: buffersForChild(),
       spares: spareOptions(),
