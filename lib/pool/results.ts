@@ -97,10 +97,14 @@ export class ResultHandler {
     try {
       for (;;) {
         const seen = bell.count();
-        if (await this.#drain()) {
+        // Read without yielding, and hand out more tasks before anything else runs: a result
+        // settles a future whose `asCompleted` loop runs in microtasks, and an `await` here let
+        // a layer of those run before the workers' rings were topped up.
+        if (this.#drainNow() + (this.#streamed ? await this.#drainStreamed() : 0)) {
           if (late) __testHooks.lateWakeups++;
           late = false;
           this.#tasks.dispatch();
+          await null; // then the settled results' microtasks run (an endless stream must not starve them)
           continue;
         }
         late = false;
@@ -132,8 +136,30 @@ export class ResultHandler {
     }
   }
 
-  /** Reads every message in every worker's result ring; the number read. */
-  async #drain(): Promise<number> {
+  /** A result ring holds a message too large for one frame (see {@link #drainStreamed}). */
+  #streamed = false;
+
+  /** Reads every one-frame message in every worker's result ring, without yielding; the number. */
+  #drainNow(): number {
+    let n = 0;
+    for (const w of this.#workers.list) {
+      const ring = w.resultRing;
+      for (;;) {
+        this.#from = w; // again for each: a callback may have used the pool in between
+        if (ring.tryRecv(this.#onMessage) === TIMEOUT) break;
+        n++;
+      }
+      if (!ring.empty()) this.#streamed = true;
+    }
+    return n;
+  }
+
+  /**
+   * Reads the messages too large for one frame, streamed into a ring: each whole (its writer is
+   * still writing it, or died and it is discarded), and the one-frame messages behind them.
+   */
+  async #drainStreamed(): Promise<number> {
+    this.#streamed = false;
     let n = 0;
     for (const w of this.#workers.list) {
       const ring = w.resultRing;
@@ -144,8 +170,6 @@ export class ResultHandler {
           continue;
         }
         if (ring.empty()) break;
-        // A message too large for one frame is streamed: read it whole (its writer is still
-        // writing it, or died and it is discarded).
         this.#from = w;
         if ((await ring.recv(this.#onMessage, { timeout: 0 })) === TIMEOUT) break;
         n++;
