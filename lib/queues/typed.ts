@@ -574,7 +574,7 @@ function reader(
     "ascii",
     "inOf",
     "mismatch",
-    `let i = inOf(new Uint8Array(0)); return (data, at, len) => { ` +
+    `let i = inOf(new Uint8Array(0)); return function readRecord(data, at, len) { ` +
       // The same buffer: only where `data` starts (comparing buffers per item took a batch's
       // read of a W2 item from 29 to 47 ns). The heap may have grown past the views.
       `if (i.src !== data) { if (i.u8.buffer !== data.buffer) i = inOf(data); ` +
@@ -631,7 +631,7 @@ function batchWriter(spec: SchemaSpec, names: string[], puts: Put[]): WriteMany 
   return new Function(
     "P",
     "utf8",
-    `return (items, o, starts, max) => { for (let k = 0; k < items.length; k++) { ` +
+    `return function writeBatch(items, o, starts, max) { for (let k = 0; k < items.length; k++) { ` +
       `const rec = items[k]; if (typeof rec !== "object" || rec === null) return k; ` +
       `let own = 0; for (const _ in rec) own++; if (own !== ${names.length}) return k; ` +
       `const ${loads}; ${checks.join(" ")} ` +
