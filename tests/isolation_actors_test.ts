@@ -8,7 +8,7 @@ import type { ActorRef } from "../lib/actor/ref.ts";
 import { Supervisor } from "../lib/actor/supervisor.ts";
 import { whereis } from "../lib/actor/registry.ts";
 import { Process } from "../lib/process/process.ts";
-import { Queue } from "../lib/queues/queues.ts";
+import { SharedMemory } from "../lib/memory/shared_memory.ts";
 import { ProcessError, SerializationError, ValueError } from "../lib/core/errors.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
 import { gone, TIMED_OUT, until, within } from "./_helpers.ts";
@@ -196,18 +196,19 @@ Deno.test("isolated actor: maxMemoryMb caps it; running out stops it with a reas
   }, { maxMemoryMb: 128 });
 });
 
-Deno.test("isolated actor: a message holding a handle is refused with a SerializationError naming it; bad options too", async () => {
-  const q = new Queue<number>();
+Deno.test("isolated actor: a message holding a SharedMemory is refused with a SerializationError naming it; bad options too", async () => {
+  const shm = new SharedMemory({ size: 16 });
   try {
     await withActor(async (ref) => {
       assert.throws(
-        () => void ref.tell({ add: 1, q } as unknown as { add: number }),
+        () => void ref.tell({ add: 1, q: shm } as unknown as { add: number }),
         (e: unknown) =>
-          e instanceof SerializationError && /Queue/.test(e.message) && /message\.q/.test(e.path),
+          e instanceof SerializationError && /SharedMemory/.test(e.message) &&
+          /message\.q/.test(e.path),
       );
       await assert.rejects(
-        ref.callWith({ timeout: 10_000 }).inc(q as unknown as number),
-        (e: unknown) => e instanceof SerializationError && /Queue/.test(e.message),
+        ref.callWith({ timeout: 10_000 }).inc(shm as unknown as number),
+        (e: unknown) => e instanceof SerializationError && /SharedMemory/.test(e.message),
       );
       assert.equal(await ref.call.get(), 5); // it goes on
     });
@@ -217,11 +218,11 @@ Deno.test("isolated actor: a message holding a handle is refused with a Serializ
         e instanceof ValueError && /maxMemoryMb needs isolation "process"/.test(e.message),
     );
     await assert.rejects(
-      spawn(Box, { args: [q as unknown as number], isolation: "process" }),
-      (e: unknown) => e instanceof SerializationError && /Queue/.test(e.message),
+      spawn(Box, { args: [shm as unknown as number], isolation: "process" }),
+      (e: unknown) => e instanceof SerializationError && /SharedMemory/.test(e.message),
     );
   } finally {
-    q.close();
+    shm.close();
     await __testHooks.gone();
   }
 });

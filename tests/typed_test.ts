@@ -202,6 +202,37 @@ Deno.test("typed queue: two queues of one schema read in turn, by batch and one 
   b.close();
 });
 
+Deno.test("typed queue: a record that fails to decode behind a getMany's first item costs that item only, an error for the next reader, with true counts", async () => {
+  const q = new Queue({ schema: schema({ i: "u32" }) });
+  // A record that cannot be decoded, as a corrupt one would be: item 99 throws on decode.
+  const sch = q.schema! as unknown as {
+    decodeAt: (d: Uint8Array, at: number, len: number) => { i: number };
+  };
+  const decodeAt = sch.decodeAt;
+  sch.decodeAt = (d, at, len) => {
+    const item = decodeAt(d, at, len);
+    if (item.i === 99) throw new SerializationError("item", "a record of 4 bytes is corrupt");
+    return item;
+  };
+  try {
+    // getMany waits on an empty queue: its first item comes by get, the rest in one go behind it.
+    const got = q.getMany({ max: 10 });
+    q.putManySync([{ i: 1 }, { i: 99 }, { i: 2 }]);
+    assert.deepEqual((await got).map((x) => x.i), [1]);
+    assert.equal(q.qsize(), 2); // the bad record and item 2 (it was 2 before the fix too, then 1 too many)
+    await assert.rejects(q.getMany(), /a record of 4 bytes is corrupt/);
+    assert.equal(q.qsize(), 1);
+    assert.deepEqual((await q.getMany()).map((x) => x.i), [2]);
+    assert.equal(q.qsize(), 0);
+    q.close();
+    const rest = [];
+    for await (const x of q) rest.push(x); // ends: the counts are true
+    assert.deepEqual(rest, []);
+  } finally {
+    sch.decodeAt = decodeAt; // schemas are shared by text: the next test's must be whole
+  }
+});
+
 Deno.test("typed queue: a batch that meets the end of the ring goes on at its start", () => {
   // 50 records of 20 bytes a batch in a 4 KiB ring: the 5th batch must wrap mid-batch without a
   // reader in between (it used to wait for one, for ever).

@@ -13,7 +13,7 @@
  */
 
 import { encodeView } from "../core/reduction.ts";
-import { isolatedEncoder } from "../process/os_spawn.ts";
+import { adoptingEncoder } from "../process/os_adopt.ts";
 import { alloc, bumpDeaths, heap, isAlive, release } from "../core/heap.ts";
 import { Ring } from "../core/ring.ts";
 import { SerializationError } from "../core/errors.ts";
@@ -152,16 +152,18 @@ export function freeBox(off: number): void {
 /** Decodes a message read from a ring. */
 export const decode = (b: Uint8Array): unknown => loads(b);
 
-let isoEncoder: ReturnType<typeof isolatedEncoder> | undefined;
+let isoEncoder: Encoder | undefined;
 
 /**
  * Encodes envelope `value` for the actor of `box`; a value that cannot be sent is named by its
- * path from `root`, the element at `at`. An actor in an OS process of its own refuses handles.
+ * path from `root`, the element at `at`. For an actor in an OS process of its own, a handle that
+ * cannot cross OS processes (a `SharedMemory`) is refused, naming it (the others are handed to
+ * the server of its handles by its relay, see isolated.ts).
  */
 export function encodeAt(value: unknown[], at: number, root: string, box?: Box): Uint8Array {
   try {
     if (box && Atomics.load(box.i32, OS_PID) !== 0) {
-      return (isoEncoder ??= isolatedEncoder()).encode(value, "env");
+      return (isoEncoder ??= adoptingEncoder()).encode(value, "env");
     }
     return encodeView(value, "env");
   } catch (e) {

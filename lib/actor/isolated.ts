@@ -11,7 +11,9 @@
  *   worker of this program. Its `SLOT` word is the child's slot in this program's process table
  *   (the spawner's own until the child has connected), so its death is seen as a worker's.
  * - **Parent side** (here, in the spawner's thread): drains the mailbox and sends each envelope as
- *   a frame (a {@link Channel} writes the frames of one tick at once); writes each reply frame
+ *   a frame (a {@link Channel} writes the frames of one tick at once), at most a window ahead of
+ *   the child's mailbox (the child says how many it took in, `F_TAKEN`): a sender waits for room
+ *   in the parent's mailbox as for a thread actor's; writes each reply frame
  *   into the caller's reply ring (named by its offset in this heap: the child never writes
  *   here); mirrors the actor's state; records the stop reason the child reports with
  *   `setStopped`, after the replies sent before it.
@@ -21,17 +23,22 @@
  * - **Deaths.** A child that ends without reporting a reason (SIGKILL from outside, out of
  *   memory) stops the actor with the reason its exit gives: `"killed"` for a signal, a
  *   `ProcessError` naming `maxMemoryMb` when it ran out of memory.
- * - **Handles** cannot cross yet: a message (or a link) holding one is refused by the sender's
- *   encoder (`encodeAt` sees the block's `OS_PID` word) with a `SerializationError`.
+ * - **Handles** cross as to an isolated `Process` (`os_adopt.ts`): the sender's encoder
+ *   (`encodeAt` sees the block's `OS_PID` word) refuses, naming it, one that cannot cross; the
+ *   relay hands an envelope holding handles to the server of the child's handles, which puts
+ *   references in their place (the envelopes behind it wait: order is kept), and a reply holding
+ *   references back, which puts the real objects' handles in their place. A link's peer ref is
+ *   kept here instead.
  *
  * @module
  */
 
 import { isAlive } from "../core/heap.ts";
+import { Deque } from "../core/deque.ts";
 import { flushAll, Ring, TIMEOUT } from "../core/ring.ts";
 import { ProcessError } from "../core/errors.ts";
 import { dumps, Encoder, holdsHandles, loads } from "../core/reduction.ts";
-import { SerializationError } from "../core/errors.ts";
+import { ServerCalls } from "../process/os_adopt.ts";
 import { type Channel, exitNote, type OsChild, registerBridge } from "../process/os_spawn.ts";
 import type { Process } from "../process/process.ts";
 import { Box, OS_PID, setStopped, SLOT, STATE, STOPPED, SUPERVISED } from "./block.ts";
@@ -57,6 +64,15 @@ export const F_LINK = 21;
 export const F_UNLINK = 22;
 /** Parent to child: `[peer, reason]`: that linked peer stopped (an exit signal). */
 export const F_PEER_EXIT = 23;
+/** Child to parent: `[u32 n]`: n more envelopes are in the actor's mailbox there. */
+export const F_TAKEN = 24;
+
+/**
+ * The envelopes on their way to the child (in the socket, or waiting for room in its mailbox):
+ * at most this many, and this many bytes (one at least). The relay reads the parent's mailbox
+ * no further meanwhile, so a sender waits for room there as it would for a thread actor.
+ */
+const WINDOW_MESSAGES = 64, WINDOW_BYTES = 1 << 20;
 
 const RUNTIME = new URL("./runtime.ts", import.meta.url).href;
 
@@ -112,13 +128,39 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   // Runs before the exit watcher's scan: the reason names a memory limit where it applies.
   void child.exited.then((code) => stopForExit(box, code, child.pid, init.name));
   const rings = new Map<number, Ring>();
+  /** The server of the child's handles, once a message or a reply held one. */
+  let server: ServerCalls | undefined;
+  const served = () => server ??= new ServerCalls(child.handleServer());
+  void child.exited.then(() => server?.close());
+  /** Replies holding handles, being turned back into this program's (the stop waits for them). */
+  let replies: Promise<unknown> = Promise.resolve();
+  const postReply = (at: number, slot: number, reply: Uint8Array) => {
+    let ring = rings.get(at);
+    if (!ring) rings.set(at, ring = new Ring(at));
+    void ring.post(reply, { broken: () => !isAlive(slot) });
+  };
+  /** The sizes of the envelopes on their way to the child, oldest first, and their sum. */
+  const flight = new Deque<number>();
+  let flightBytes = 0;
+  /** Wakes the relay waiting for room in the window. */
+  let wake: (() => void) | null = null;
   ch.listen((type, b) => {
+    if (type === F_TAKEN) {
+      for (let n = new DataView(b.buffer, b.byteOffset).getUint32(0, true); n > 0; n--) {
+        flightBytes -= flight.shift() ?? 0;
+      }
+      return wake?.();
+    }
     if (type === F_REPLY) {
       const dv = new DataView(b.buffer, b.byteOffset, 8);
       const at = dv.getUint32(0, true), slot = dv.getUint32(4, true);
-      let ring = rings.get(at);
-      if (!ring) rings.set(at, ring = new Ring(at));
-      void ring.post(b.subarray(8), { broken: () => !isAlive(slot) });
+      const reply = b.subarray(8);
+      if (!holdsHandles(reply)) return postReply(at, slot, reply);
+      // A failure here is the child's death, which its caller sees as the actor's.
+      replies = replies.then(() => served().back(reply.slice())).then(
+        (r) => postReply(at, slot, r),
+        () => {},
+      );
     } else if (type === F_STATE) {
       if (Atomics.load(box.i32, STATE) === STOPPED) return;
       Atomics.store(box.i32, STATE, b[0]);
@@ -126,7 +168,10 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     } else if (type === F_STOPPED) {
       const reason = loads<ExitReason>(b);
       // Replies on their way into their rings land before callers learn that it stopped.
-      reporting.set(box.off, flushAll().then(() => setStopped(box, reason)));
+      reporting.set(
+        box.off,
+        replies.then(() => flushAll()).then(() => setStopped(box, reason)),
+      );
     }
   });
   let supervised = 0;
@@ -137,24 +182,39 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     for (const unwatch of links.values()) unwatch();
     links.clear();
   });
-  const send = (m: Uint8Array) => {
+  const sendNow = (m: Uint8Array) => {
     const s = Atomics.load(box.i32, SUPERVISED);
     if (s !== supervised) ch.send(F_SUPERVISED, Uint8Array.of(supervised = s));
-    if (holdsHandles(m)) return handled(loads<Envelope>(m));
+    flight.push(m.length);
+    flightBytes += m.length;
     ch.send(F_ENV, m);
   };
-  /** An envelope holding a handle: a link is kept here; anything else is refused. */
-  const handled = (env: Envelope) => {
+  /** Envelopes behind one whose handles are with the server, in order (null: none). */
+  let behind: Promise<void> | null = null;
+  const send = (m: Uint8Array) => {
+    if (!behind && !holdsHandles(m)) return sendNow(m);
+    const p: Promise<void> = (behind ?? Promise.resolve())
+      .then(() => holdsHandles(m) ? handled(loads<Envelope>(m)) : sendNow(m))
+      .catch(() => {});
+    behind = p;
+    void p.then(() => {
+      if (behind === p) behind = null;
+      wake?.();
+    });
+  };
+  /** An envelope holding a handle: a link is kept here; anything else goes through the server. */
+  const handled = async (env: Envelope) => {
     const kind = env[0];
     const to: Reply | null = kind === CALL || kind === ASK || kind === LINK || kind === UNLINK
       ? { id: env[1] as number, inbox: env[2] as number, slot: env[3] as number }
       : null;
     if (kind !== LINK && kind !== UNLINK) {
-      const err = new SerializationError(
-        "message",
-        `a handle cannot be sent to an actor with isolation "process" yet`,
-      );
-      if (to) sendReply(to, ERR, err);
+      try {
+        const [forChild] = await served().adopt(plain.encode(env, "message"));
+        sendNow(forChild);
+      } catch (e) {
+        if (to && !dead()) sendReply(to, ERR, e);
+      }
       return;
     }
     const peer = env[4] as ActorRef, off = actorOffset(peer);
@@ -175,10 +235,22 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     sendReply(to!, OK, undefined);
   };
   const dead = () => child.exitCode !== null;
+  // The window is full, or an envelope is with the server: nothing more is read meanwhile.
+  const full = () =>
+    behind !== null || flight.length >= WINDOW_MESSAGES ||
+    (flight.length > 0 && flightBytes >= WINDOW_BYTES);
   void (async () => {
     while (!dead()) {
       // Everything queued goes in this tick's write.
-      for (let m = box.ring.tryRecv(copyOut); m !== TIMEOUT; m = box.ring.tryRecv(copyOut)) send(m);
+      for (let m; !full() && (m = box.ring.tryRecv(copyOut)) !== TIMEOUT;) send(m);
+      if (full()) {
+        await new Promise<void>((r) => {
+          wake = r;
+          Deno.unrefTimer(setTimeout(r, DEATH_POLL_MS)); // a daemon actor lets the program end
+        });
+        wake = null;
+        continue;
+      }
       if (!box.ring.empty()) {
         // A message too large for one frame is streamed: read it whole.
         const m = await box.ring.recv(copyOut, { timeout: 0 });

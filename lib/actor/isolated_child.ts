@@ -23,8 +23,9 @@ import { waitAsync } from "../core/atomics.ts";
 import { current, setCurrent } from "../core/context.ts";
 import { alloc, heap, MAIN_SLOT } from "../core/heap.ts";
 import { Ring, TIMEOUT } from "../core/ring.ts";
-import { Encoder, loads } from "../core/reduction.ts";
-import { type Channel, isolatedEncoder, type StartFrame } from "../process/os_spawn.ts";
+import { Encoder, holdsHandles, loads, loadsAsync } from "../core/reduction.ts";
+import type { Channel, StartFrame } from "../process/os_spawn.ts";
+import { KIND } from "../process/os_handles.ts";
 import { Process } from "../process/process.ts";
 import { ACTOR, Box, decode, setStopped, SLOT, STATE, STOPPED, SUPERVISED } from "./block.ts";
 import { ASK, CALL, type Envelope, ERR, KILL, LINK, request, UNLINK } from "./call.ts";
@@ -37,11 +38,14 @@ import {
   F_STATE,
   F_STOPPED,
   F_SUPERVISED,
+  F_TAKEN,
   F_UNLINK,
 } from "./isolated.ts";
 import { type ActorRef, boxOf, makeRef } from "./ref.ts";
 import { type ActorInit, actorMain } from "./runtime.ts";
 import { watch } from "./watch.ts";
+
+const copyOut = (b: Uint8Array): Uint8Array => b.slice();
 
 /** The relay's reply ring (replies are small; a large one streams through). */
 const INBOX_BYTES = (64 << 10) - 16;
@@ -70,7 +74,14 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
   /** Callers waiting for a reply, by the id given here: [their id, reply ring, slot]. */
   const callers = new Map<number, [number, number, number]>();
   let nextId = 0, state = 0, killed = false;
-  const enc = isolatedEncoder(), plain = new Encoder();
+  // A reply may hold the handles the actor was given (references to objects its parent serves,
+  // which the parent's relay turns back into them), not ones made here.
+  const enc = new Encoder({
+      handles: (kind) =>
+        kind === KIND ||
+        `a ${kind} made in an actor with isolation "process" cannot be sent out of it (its memory is its own; only the handles it was given can)`,
+    }),
+    plain = new Encoder();
 
   const syncState = () => {
     const s = Atomics.load(box.i32, STATE);
@@ -98,14 +109,32 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
     frame.set(body, 8);
     ch.send(F_REPLY, frame);
   };
+  /**
+   * Forwards a reply. One holding a handle made here (refused by `enc`, naming it) may be of a
+   * kind whose module this thread has not loaded: it is loaded first.
+   */
+  const forwardBytes = async (b: Uint8Array) => {
+    let r: unknown;
+    try {
+      r = loadsAsync(b);
+      if (r instanceof Promise) r = await r;
+    } catch (e) {
+      return console.error(`actor ${init.name}: a reply could not be read:`, e);
+    }
+    forward(r);
+  };
   /** Forwards every reply in the ring now. */
   const pump = async () => {
     for (;;) {
       let n = 0;
-      for (let r = inbox.tryRecv(decode); r !== TIMEOUT; r = inbox.tryRecv(decode)) forward(r), n++;
+      for (let b = inbox.tryRecv(copyOut); b !== TIMEOUT; b = inbox.tryRecv(copyOut)) {
+        if (holdsHandles(b)) await forwardBytes(b);
+        else forward(decode(b));
+        n++;
+      }
       if (inbox.empty()) return;
-      const r = await inbox.recv(decode, { timeout: 0 }); // a streamed one
-      if (typeof r !== "symbol") forward(r);
+      const b = await inbox.recv(copyOut, { timeout: 0 }); // a streamed one
+      if (typeof b !== "symbol") await forwardBytes(b);
       else if (!n) return;
     }
   };
@@ -129,12 +158,23 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
     }
   };
 
+  /** Envelopes in the mailbox since the parent was last told (told once a tick). */
+  let takenSince = 0;
+  const taken = () => {
+    if (takenSince++) return;
+    queueMicrotask(() => {
+      const body = new Uint8Array(4);
+      new DataView(body.buffer).setUint32(0, takenSince, true);
+      takenSince = 0;
+      ch.send(F_TAKEN, body);
+    });
+  };
   ch.listen((type, b) => {
     if (type === F_SUPERVISED) return void Atomics.store(box.i32, SUPERVISED, b[0]);
     if (type === F_LINK || type === F_UNLINK || type === F_PEER_EXIT) return onLinkFrame(type, b);
     if (type !== F_ENV) return;
     const env = loads<Envelope>(b);
-    if (env[0] === KILL) return void (killed = true, setStopped(box, "killed"));
+    if (env[0] === KILL) return void (taken(), killed = true, setStopped(box, "killed"));
     if (env[0] === CALL || env[0] === ASK) {
       callers.set(++nextId, [env[1] as number, env[2] as number, env[3] as number]);
       env[1] = nextId;
@@ -142,7 +182,8 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
       env[3] = heap().slot;
       b = plain.encode(env, "env");
     }
-    void box.ring.post(b, box.postOpts);
+    // Counted once in the mailbox (or refused by a stopped actor): the parent's window moves.
+    void box.ring.post(b, box.postOpts).then(taken, taken);
   });
 
   const p = new Process({

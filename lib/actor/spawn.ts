@@ -13,7 +13,7 @@ import { sandbox } from "../core/spawn.ts";
 import { callerModule, resolveTarget } from "../core/target.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { registerObject } from "../core/observe.ts";
-import { checkIsolation, isolatedEncoder } from "../process/os_spawn.ts";
+import { checkIsolation } from "../process/os_spawn.ts";
 import { type IsolationOptions, Process } from "../process/process.ts";
 import { Actor, type ActorClass } from "./actor.ts";
 import {
@@ -99,16 +99,15 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   if (typeof cls !== "function" || !(cls.prototype instanceof Actor)) {
     throw new ValueError(`spawn() needs a class extending Actor: got ${String(cls)}`);
   }
+  // Handles in the args of an isolated actor cross as to any isolated Process: its start()
+  // refuses one that cannot (a SharedMemory), naming it.
   const isolated = checkIsolation(options, "spawn");
-  // Handles cross to an isolated Process, not yet to an isolated actor (its messages refuse
-  // them too): say so now, naming the handle, rather than start an actor that cannot use it.
-  if (isolated) isolatedEncoder().encode(options.args ?? [], "args");
   const target = resolveTarget(cls, options.module, caller);
   const name = options.name ?? `${cls.name}-${nextId()}`;
   const box = new Box(Box.create(ACTOR, 0));
   registerObject("Actor", box.off, name);
   const ref = makeRef<A>(box, name, true);
-  if (isolated) Atomics.store(box.i32, OS_PID, -1); // its messages refuse handles from now on
+  if (isolated) Atomics.store(box.i32, OS_PID, -1); // its messages are encoded for it from now on
   // The worker imports the class's module too: it may read that file, whatever was asked.
   const permissions = options.permissions === undefined
     ? undefined

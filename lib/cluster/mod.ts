@@ -67,3 +67,15 @@ export { type ClusterWorkerOptions, runClusterWorker } from "./worker.ts";
 export { ClusterActorRef, type ClusterSpawnOptions } from "./actors.ts";
 export { HEARTBEAT_MS, NODE_TIMEOUT_MS } from "./watch.ts";
 export { redactUrl } from "./nats.ts";
+// The actor types the cluster's signatures name, so that its docs are whole (the same as the root's).
+export { Actor, type ActorClass } from "../actor/actor.ts";
+export { type ExitReason } from "../actor/exit.ts";
+export {
+  type ActorMethods,
+  ActorRef,
+  type MessageOf,
+  type RemoteMethod,
+  type ReplyOf,
+} from "../actor/ref.ts";
+export { type CallOptions } from "../actor/call.ts";
+export { type TimerRef } from "../actor/timers.ts";

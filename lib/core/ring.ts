@@ -429,7 +429,9 @@ export class Ring {
    * message); returns how many (0: none there, or busy, or the next
    * is not a whole one-frame message: `recv` deals with it). Moves `R` once for them all (one
    * wake-up for waiting writers). A decode that throws ends the batch: the messages before it
-   * are returned; if it is the first, it is consumed and the error thrown (as `tryRecv`).
+   * are returned; only when `out` was empty is the failed one consumed and its error thrown (as
+   * `tryRecv`), so a caller holding items already never has to choose between them and the
+   * error: the next call throws it.
    *
    * @example
    * ```ts

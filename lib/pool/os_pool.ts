@@ -28,8 +28,12 @@
  *   dropped on arrival. A result passing a slot frees it.
  * - **No work stealing** from such a worker (the pool skips it): its tasks not begun are in the
  *   child's heap, where the pool's compare-exchange on `STARTED` cannot reach them.
- * - **Handles** cannot cross yet: arguments holding one are refused when the pool encodes the
- *   task (`isolatedEncoder`), and a result holding one is replaced by a `SerializationError`.
+ * - **Handles** in a task's arguments (and the initializer's) cross as to an isolated `Process`:
+ *   the pool encodes a task as for a thread worker (refusing, naming it, a handle that cannot
+ *   cross: `adoptingEncoder`), and the parent side hands each task body holding handles to the
+ *   server of the child's handles, which puts references in their place (`os_adopt.ts`; one
+ *   round trip to a thread of this program, for such tasks only). A result holding a handle is
+ *   replaced by a `SerializationError`: the child's own objects live in its memory.
  *
  * @module
  */
@@ -44,7 +48,6 @@ import {
   F_DEATH,
   F_RESULT,
   F_TASKS,
-  isolatedEncoder,
   type OsChild,
   registerBridge,
   type StartFrame,
@@ -56,6 +59,8 @@ import {
   CANCEL,
   CANCEL_HINT,
   CANCEL_SLOTS,
+  CODEC,
+  COLUMN,
   CTL_BYTES,
   DEFINE_HEADER,
   Doorbell,
@@ -76,8 +81,11 @@ import {
 } from "./wire.ts";
 import { poolWorker, type WorkerConfig } from "./worker.ts";
 import { dumps, Encoder, holdsHandles, loads } from "../core/reduction.ts";
+import { runExitHooks } from "../core/context.ts";
+import { ServerCalls } from "../process/os_adopt.ts";
 
-export { exitNote, isolatedEncoder };
+export { adoptingEncoder } from "../process/os_adopt.ts";
+export { exitNote };
 
 const WORKER = new URL("./worker.ts", import.meta.url).href;
 
@@ -99,6 +107,74 @@ function countTasks(m: Uint8Array): number {
     else break; // OP_STOP
   }
   return n;
+}
+
+/** Whether a task of message `m` has arguments holding handles (encoded by the codec). */
+function holdsAny(m: Uint8Array): boolean {
+  for (let p = 0; p < m.length;) {
+    const op = m[p];
+    if (op === OP_TASK) {
+      const len = u32(m, p + 12);
+      if (m[p + 2] === CODEC && holdsHandles(m.subarray(p + TASK_HEADER, p + TASK_HEADER + len))) {
+        return true;
+      }
+      p += TASK_HEADER + len;
+    } else if (op === OP_DEFINE || op === OP_IMPORT) p += DEFINE_HEADER + u32(m, p + 5);
+    else if (op === OP_PAD) p++;
+    else return false; // OP_STOP
+  }
+  return false;
+}
+
+/**
+ * Message `m` as the child must get it: each task body holding handles encoded again by the
+ * server of the child's handles (references in the handles' place), after an `OP_IMPORT` of the
+ * modules that rebuild them; numeric columns padded to 8 again, as the writer does.
+ */
+async function adoptTasks(m: Uint8Array, server: ServerCalls): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  const modules = new Set<string>();
+  let size = 0;
+  const add = (b: Uint8Array) => (parts.push(b), size += b.length);
+  for (let p = 0; p < m.length;) {
+    const op = m[p];
+    if (op === OP_TASK) {
+      const len = u32(m, p + 12), end = p + TASK_HEADER + len;
+      let body = m.subarray(p + TASK_HEADER, end);
+      if (m[p + 2] === COLUMN) {
+        if (size & 7) add(new Uint8Array(8 - (size & 7))); // OP_PAD bytes
+      } else if (holdsHandles(body)) {
+        const [bytes, mods] = await server.adopt(body.slice());
+        for (const u of mods) modules.add(u);
+        body = bytes;
+      }
+      const head = m.slice(p, p + TASK_HEADER);
+      new DataView(head.buffer).setUint32(12, body.length, true);
+      add(head);
+      add(body);
+      p = end;
+    } else if (op === OP_DEFINE || op === OP_IMPORT) {
+      const end = p + DEFINE_HEADER + u32(m, p + 5);
+      add(m.subarray(p, end));
+      p = end;
+    } else if (op === OP_PAD) p++;
+    else {
+      add(m.subarray(p)); // OP_STOP
+      break;
+    }
+  }
+  const urls = dumps([...modules]);
+  const imp = new Uint8Array(DEFINE_HEADER + urls.length);
+  imp[0] = OP_IMPORT;
+  new DataView(imp.buffer).setUint32(5, urls.length, true);
+  imp.set(urls, DEFINE_HEADER);
+  const out = new Uint8Array(imp.length + size + 8);
+  out.set(imp);
+  // The import shifts what follows: pad so that the tasks keep their alignment mod 8.
+  let at = imp.length;
+  while (at & 7) out[at++] = OP_PAD;
+  for (const b of parts) out.set(b, at), at += b.length;
+  return out.subarray(0, at);
 }
 
 /**
@@ -135,7 +211,7 @@ function skipHere(ctl: Int32Array, seq: number): void {
 function refused(b: Uint8Array, enc: Encoder): Uint8Array {
   const err = new SerializationError(
     "result",
-    `a handle cannot be sent back from a pool worker with isolation "process" yet (handles are not carried across OS processes in this version)`,
+    `a handle cannot be sent back from a pool worker with isolation "process" (the child's objects live in its own memory; a handle given in the task's arguments is the parent's already)`,
   );
   const body = enc.encode(err, "error");
   const out = new Uint8Array(RESULT_HEADER + body.length);
@@ -214,10 +290,25 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
   // Stop reading the ring the moment the child is gone: the pool reuses its block soon after.
   const stop = new AbortController();
   void child.exited.then(() => stop.abort());
+  /** The server of the child's handles, once a task held one. */
+  let server: ServerCalls | undefined;
+  void child.exited.then(() => server?.close());
   void (async () => {
     for (;;) {
-      const m = await tasks.recv(copyOut, { eof: dead, signal: stop.signal });
+      let m = await tasks.recv(copyOut, { eof: dead, signal: stop.signal });
       if (m === EOF || m === TIMEOUT || dead()) return;
+      if (holdsAny(m)) {
+        try {
+          m = await adoptTasks(m, server ??= new ServerCalls(child.handleServer()));
+        } catch (e) {
+          if (dead()) return;
+          // Not seen unless this program's own thread fails: the tasks sent cannot be skipped.
+          console.error(`${child.pid}: the handles of a task could not be served:`, e);
+          child.terminate(-9);
+          return;
+        }
+        if (dead()) return;
+      }
       sent += countTasks(m);
       started();
       ch.send(F_TASKS, m);
@@ -244,7 +335,6 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
  * ```
  */
 export async function childMain(ch: Channel, start: StartFrame): Promise<number> {
-  const cfg = loads<[WorkerConfig]>(start.payload.args)[0];
   const block = alloc(WORKER_BLOCK);
   Ring.init(block + CTL_BYTES, TASK_RING_BYTES);
   Ring.init(block + CTL_BYTES + TASK_RING_BYTES, RESULT_RING_BYTES);
@@ -261,7 +351,7 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
   // The parent is gone: so is this worker (whatever its thread is doing).
   void ch.closed.then(() => Deno.kill(Deno.pid, "SIGKILL"));
   let exited = false, code = 1;
-  void runThread({ ...cfg, block, bell: bellAt }, start.info.name).then((c) => {
+  void runThread(start, block, bellAt).then((c) => {
     code = c;
     exited = true;
     bell.ring();
@@ -291,11 +381,18 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
   return code;
 }
 
-/** What the child's pool thread is started with. */
+/**
+ * What the child's pool thread is started with: its configuration still encoded (the handles
+ * in `initargs` are proxies, which must be rebuilt in the thread that uses them), the modules
+ * that rebuild them, and its rings' block and doorbell in this process's heap.
+ */
 interface ThreadStart {
   heap: SharedArrayBuffer;
   info: ProcessInfo;
-  cfg: WorkerConfig;
+  args: Uint8Array;
+  preload: string[];
+  block: number;
+  bell: number;
 }
 
 /**
@@ -304,7 +401,8 @@ interface ThreadStart {
  * rest of the library, which a `Process` worker loads in the background, costing a fresh child
  * ~15 ms of compiling just when its first tasks arrive).
  */
-function runThread(cfg: WorkerConfig, name: string): Promise<number> {
+function runThread(start: StartFrame, block: number, bell: number): Promise<number> {
+  const name = start.info.name;
   const slot = allocSlot(heap().slot);
   const w = new Worker(import.meta.url, { type: "module", name });
   return new Promise<number>((resolve) => {
@@ -320,7 +418,8 @@ function runThread(cfg: WorkerConfig, name: string): Promise<number> {
     };
     // The task's view of itself: this child's name, parent and OS pid, with the thread's slot.
     const info = { ...current(), slot, daemon: true };
-    w.postMessage({ heap: heap().sab, info, cfg } satisfies ThreadStart);
+    const { args } = start.payload, preload = start.preload;
+    w.postMessage({ heap: heap().sab, info, args, preload, block, bell } satisfies ThreadStart);
   });
 }
 
@@ -332,7 +431,7 @@ function threadMain(): void {
   };
   scope.onmessage = (e) => {
     scope.onmessage = null;
-    const { heap: sab, info, cfg } = e.data;
+    const { heap: sab, info, args, preload, block, bell } = e.data;
     const name = info.name;
     attachHeap(sab, info.slot);
     setCurrent(info);
@@ -357,7 +456,11 @@ function threadMain(): void {
       e.preventDefault();
       report(e.reason);
     });
-    poolWorker(cfg).then(() => scope.postMessage({ exit: 0 }), report);
+    // Calls on the handles it was given that nobody awaited (a put) are answered first.
+    Promise.all(preload.map((u) => import(u)))
+      .then(() => poolWorker({ ...loads<[WorkerConfig]>(args)[0], block, bell }))
+      .then(() => runExitHooks())
+      .then(() => scope.postMessage({ exit: 0 }), report);
   };
 }
 

@@ -39,7 +39,7 @@ import { Encoder } from "../core/reduction.ts";
 import { cpuCount, type IsolationOptions } from "../process/process.ts";
 import { checkIsolation } from "../process/os_spawn.ts";
 import { sections } from "../core/observe.ts";
-import { isolatedEncoder } from "./os_pool.ts";
+import { adoptingEncoder } from "./os_pool.ts";
 import {
   type AsyncResult,
   newRelayed,
@@ -202,7 +202,7 @@ export class Pool {
     if (checkIsolation(options, "Pool")) {
       const { isolation, maxMemoryMb, denoFlags } = options;
       isolated = { isolation, maxMemoryMb, denoFlags };
-      enc = isolatedEncoder();
+      enc = adoptingEncoder();
     }
     this.#name = options.name ?? `Pool-${++poolCount}`;
     const initializer = options.initializer ? fnInfo(options.initializer, "initializer").ref : null;

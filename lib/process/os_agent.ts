@@ -25,6 +25,8 @@ import { Channel, H_CALL, H_CANCEL, H_REPLY, M_SIGNAL } from "./os_channel.ts";
 import { API, HandleTable, serveTable } from "./os_handles.ts";
 import { FLUSH } from "./os_link.ts";
 import { flushAll } from "../core/ring.ts";
+import { ADOPT, adopt } from "./os_adopt.ts";
+import { SERVE } from "./os_kinds.ts";
 
 /**
  * Starts the server of `table` for the isolated child named `name`: a daemon thread of this
@@ -99,7 +101,7 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
         const at = mode >> 2;
         args[at] = { ...(args[at] as object), signal: c.signal };
       }
-      result = run(table, id, method, args);
+      result = method === ADOPT ? adopt(encoder, args) : run(table, id, method, args);
     } catch (e) {
       aborts.delete(n);
       return reply(n, false, e);
@@ -124,7 +126,8 @@ function run(table: HandleTable, id: number, method: string, args: unknown[]): u
   if (!api.async.includes(method) && !api.now.includes(method)) {
     throw new SerializationError("call", `a ${kind} has no method ${method} a child may call`);
   }
-  const r = (obj[method] as (...a: unknown[]) => unknown).apply(obj, args);
+  const hook = SERVE[kind]?.[method]; // a method named at run time (os_kinds.ts)
+  const r = hook ? hook(obj, args) : (obj[method] as (...a: unknown[]) => unknown).apply(obj, args);
   if (method !== "acquire") return r;
   // An acquire's guard stays here: the child gets whether it was acquired, and from a dead holder.
   const shape = (g: unknown) =>

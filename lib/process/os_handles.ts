@@ -8,8 +8,9 @@
  *
  * This module is both sides' one description of what crosses: which kinds, and for each, which
  * methods return a promise, which are their blocking `Sync` twins, which return at once, and
- * which properties are read (and written) remotely ({@link API}). The server checks every call
- * against it; the proxies are made from it. It also registers the one handle kind that carries
+ * which properties are read (and written) remotely ({@link API}; the kinds of other folders,
+ * mailboxes, actor refs and manager proxies, with what their proxies add, are in `os_kinds.ts`).
+ * The server checks every call against it; the proxies are made from it. It also registers the one handle kind that carries
  * the references ({@link KIND}): in the child it rebuilds a proxy, in the server the real object.
  *
  * What cannot cross (a `SharedMemory` block: its bytes are this program's memory) is refused
@@ -21,6 +22,7 @@
 import { registerHandle } from "../core/reduction.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { call, callSync, post } from "./os_link.ts";
+import { MORE_API, PROXY_EXTRAS } from "./os_kinds.ts";
 
 /** The name of the handle kind of a reference to an object served by an isolated child's parent. */
 export const KIND = "IsolatedHandle";
@@ -96,6 +98,7 @@ export const API: Readonly<Record<string, Api>> = {
     now: ["close"],
     get: ["closed", "readable", "writable"],
   }),
+  ...MORE_API, // Mailbox, ActorRef, manager proxies (os_kinds.ts)
 };
 
 /** Why a kind that is not in {@link API} cannot cross. */
@@ -369,6 +372,7 @@ export function proxyClass(
       return this.slice()[Symbol.iterator]();
     };
   }
+  PROXY_EXTRAS[kind]?.proto?.(proto);
   classes.set(kind, C);
   return C;
 }
@@ -379,7 +383,10 @@ registerHandle<HandleRef, [string, number, string]>({
   cls: HandleRef,
   reduce: (r) => [r.kind, r.id, r.path],
   rebuild([kind, id, path]) {
-    if (!served) return new (proxyClass(kind))(kind, id, path);
+    if (!served) {
+      const p = new (proxyClass(kind))(kind, id, path);
+      return (PROXY_EXTRAS[kind]?.wrap?.(p) ?? p) as HandleRef;
+    }
     const obj = served.objects[id];
     if (path !== served.path || obj === undefined) {
       throw new ProcessError(`denomp: no ${kind} number ${id} is served here`);

@@ -33,7 +33,15 @@ import {
 } from "./os_channel.ts";
 
 /** How long one `Atomics.wait` of a blocking call lasts (it waits again until its reply is there). */
-const SLICE_MS = 1000;
+const SLICE_MS = 250;
+/**
+ * A blocking call whose link thread has not beaten for this long gives up: the thread is dead
+ * (it beats every `BEAT_MS` of os_link_worker.ts, whatever it is doing), and its reply would
+ * never come. Generous: a thread of a loaded machine may not run for a while.
+ */
+const DEAD_AFTER_MS = 3000;
+/** {@link DEAD_AFTER_MS} for a link thread that has not beaten yet (it may still be starting). */
+const BOOT_MS = 30_000;
 
 /** The call that asks the server to write out what its channels' writers still hold. */
 export const FLUSH = "#flush";
@@ -53,6 +61,8 @@ class Link {
   #worker: Worker | null = null;
   #sab: SharedArrayBuffer | null = null;
   #i32: Int32Array | null = null;
+  /** The link thread's heartbeat: a word it adds one to while it lives. */
+  #beat: Int32Array | null = null;
   /** This thread's socket (for the calls it awaits), once connected. */
   #direct: Channel | null = null;
   /** Calls made before it was connected, in order (null once it is, or is connecting). */
@@ -76,7 +86,8 @@ class Link {
     const sab = this.#sab = new SharedArrayBuffer(S_DATA + 4096, { maxByteLength: 1 << 30 });
     this.#i32 = new Int32Array(sab, 0, 2);
     const w = this.#worker = new Worker(WORKER, { type: "module", name: "denomp-handle-link" });
-    w.postMessage({ path: this.#path, sab });
+    this.#beat = new Int32Array(new SharedArrayBuffer(4));
+    w.postMessage({ path: this.#path, sab, beat: this.#beat });
     w.onmessage = (e: MessageEvent<Uint8Array | { broken: string }>) => {
       const d = e.data;
       if (d instanceof Uint8Array) return this.#settle(d);
@@ -198,6 +209,14 @@ class Link {
     return p;
   }
 
+  killThread(): void {
+    this.#thread().terminate();
+  }
+
+  breakThread(): void {
+    this.#thread().postMessage({ throw: true });
+  }
+
   callSync(id: number, method: string, args: unknown[]): unknown {
     if (this.#broken) throw this.#broken;
     this.#checkDeferred(id);
@@ -205,8 +224,25 @@ class Link {
     this.#thread();
     const i32 = this.#i32!;
     putShared(this.#sab!, i32, body, S_CALL);
+    // Waits for the reply while the link thread lives: one that died (its error, or ended) leaves
+    // nobody to reply, and a thread busy in this wait cannot hear of it as a message.
+    let beat = Atomics.load(this.#beat!, 0), alive = performance.now();
     for (let v; (v = Atomics.load(i32, S_STATE)) !== S_REPLY;) {
       Atomics.wait(i32, S_STATE, v, SLICE_MS);
+      const b = Atomics.load(this.#beat!, 0), now = performance.now();
+      if (b !== beat) (beat = b), (alive = now);
+      else if (
+        now - alive > (b ? DEAD_AFTER_MS : BOOT_MS) && Atomics.load(i32, S_STATE) !== S_REPLY
+      ) {
+        Atomics.store(i32, S_STATE, 0);
+        this.#worker?.terminate();
+        this.#break(
+          new ProcessError(
+            `the link to the parent's handles died (its thread has not run for ${DEAD_AFTER_MS} ms): ${method}() got no reply`,
+          ),
+        );
+        throw this.#broken;
+      }
     }
     const len = Atomics.load(i32, S_LEN);
     const reply = new Uint8Array(this.#sab!, S_DATA, len).slice();
@@ -282,3 +318,22 @@ export function post(path: string, id: number, method: string, args: unknown[]):
 export function callSync(path: string, id: number, method: string, args: unknown[]): unknown {
   return linkOf(path).callSync(id, method, args);
 }
+
+/**
+ * Test-only hooks (not exported from mod.ts).
+ *
+ * @example
+ * ```ts ignore
+ * __testHooks.killThread(ref.path); // the next blocking call on ref fails, naming why
+ * ```
+ */
+export const __testHooks = {
+  /** Ends the link thread of the server at `path` (as a crash of it would). */
+  killThread(path: string): void {
+    linkOf(path).killThread();
+  },
+  /** Makes the link thread of the server at `path` throw (an error it does not handle). */
+  breakThread(path: string): void {
+    linkOf(path).breakThread();
+  },
+};

@@ -108,11 +108,27 @@ async function takeBlocking(): Promise<void> {
   }
 }
 
+/** How often this thread beats (see `DEAD_AFTER_MS` in os_link.ts). */
+const BEAT_MS = 100;
+
+// An error of this thread fails the call waiting on it (and every later one), naming it.
+addEventListener("error", (e) => {
+  e.preventDefault();
+  fail(`the link to the parent's handles failed: ${e.message}`);
+});
+addEventListener("unhandledrejection", (e) => {
+  e.preventDefault();
+  fail(`the link to the parent's handles failed: ${String(e.reason)}`);
+});
+
 scope.onmessage = (e: MessageEvent) => {
   const d = e.data;
   if (d instanceof Uint8Array) return send(d);
+  if (d.throw) throw new Error("thrown for a test"); // see __testHooks in os_link.ts
   sab = d.sab;
   i32 = new Int32Array(sab, 0, 2);
+  const beat = d.beat as Int32Array;
+  setInterval(() => Atomics.add(beat, 0, 1), BEAT_MS);
   void connect(d.path);
   void takeBlocking();
 };

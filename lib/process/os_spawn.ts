@@ -91,23 +91,21 @@ export function checkIsolation(options: IsolationOptions, what: string): boolean
 
 /**
  * An encoder for values sent to an isolated child. A handle (an offset into this program's
- * shared heap) means nothing there: given a `table`, the kinds that are served across OS
- * processes (see `os_handles.ts`) are numbered in it and cross as references, and the rest is
- * refused with a `SerializationError` naming it and why; without one, every handle is refused.
+ * shared heap) means nothing there: the kinds that are served across OS processes (see
+ * `os_handles.ts`) are numbered in `table` and cross as references, and the rest is refused
+ * with a `SerializationError` naming it and why.
  *
  * @example
  * ```ts
  * import { isolatedEncoder } from "./os_spawn.ts";
+ * import { HandleTable } from "./os_handles.ts";
  * import { loads } from "jsr:@denomp/multiprocessing";
- * console.assert(loads<number[]>(isolatedEncoder().encode([1, 2], "args"))[1] === 2);
+ * const enc = isolatedEncoder(new HandleTable("/tmp/s"));
+ * console.assert(loads<number[]>(enc.encode([1, 2], "args"))[1] === 2);
  * ```
  */
-export function isolatedEncoder(table?: HandleTable): Encoder {
-  if (table) return new Encoder(table.codec());
-  return new Encoder({
-    handles: (kind) =>
-      `a ${kind} cannot be sent to a child with isolation "process" yet (handles are not carried across OS processes in this version): pass values, or use isolation "thread"`,
-  });
+export function isolatedEncoder(table: HandleTable): Encoder {
+  return new Encoder(table.codec());
 }
 
 let tables = 0;
@@ -520,6 +518,8 @@ export class OsChild {
   #escalate: ReturnType<typeof setTimeout> | undefined;
 
   #agent: Child | undefined;
+  #table: HandleTable | undefined;
+  #name: string;
 
   /**
    * Starts the child; `table` holds the handles its arguments refer to (their server, a thread
@@ -545,7 +545,9 @@ export class OsChild {
     const dirs = [LIB_ROOT, target.module, ...(spec.preload ?? [])]
       .filter((u) => u.startsWith("file:"))
       .map((u) => new URL(".", u).pathname);
-    const sockets = table?.objects.length ? [l.path, table.path] : [l.path];
+    // A bridge (a pool worker) may be given handles later, in its tasks: its server's socket
+    // is granted from the start, and the server started on first need (`handleServer`).
+    const sockets = table && (table.objects.length || bridge) ? [l.path, table.path] : [l.path];
     const flags = permissionFlags(
       spec.permissions,
       [...new Set([...dirs, ...sockets])],
@@ -591,6 +593,8 @@ export class OsChild {
       throw cannotStart(e);
     }
     this.pid = this.#proc.pid;
+    this.#table = table;
+    this.#name = spec.name;
     if (table?.objects.length) this.#agent = startAgent(table, spec.name);
     this.slot = allocSlot(heap().slot);
     recordProcess(this.slot, spec.name, spec.daemon, target.module, target.name);
@@ -642,6 +646,18 @@ export class OsChild {
       clearTimeout(this.#escalate);
       forget(this);
     });
+  }
+
+  /**
+   * The Unix socket of the server of this child's handles, which is started now if it was not
+   * (a pool worker given its first handle in a task). Throws `ProcessError` once the child ended.
+   */
+  handleServer(): string {
+    if (!this.#table || this.#code !== null) {
+      throw new ProcessError(`${this.#name} has ended: it cannot be given handles`);
+    }
+    this.#agent ??= startAgent(this.#table, this.#name);
+    return this.#table.path;
   }
 
   /** The exit code, or null while the child runs. */

@@ -20,7 +20,11 @@ export type Isolation = "thread" | "process";
 
 /** The options that choose and shape an isolated child (part of `Process` and `Pool` options). */
 export interface IsolationOptions {
-  /** `"thread"` (default): a Web Worker; `"process"`: a separate `deno` OS process. */
+  /**
+   * `"thread"` (default): a Web Worker; `"process"`: a separate `deno` OS process. Handles in
+   * its arguments (a pool's task arguments and `initargs` too) cross with the same API, served
+   * by a thread of this program; a `SharedMemory` cannot (a `SerializationError` names it).
+   */
   isolation?: Isolation;
   /** With isolation `"process"` only: the child's V8 heap limit in MiB (`--max-old-space-size`). */
   maxMemoryMb?: number;

@@ -484,12 +484,12 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     if (got.length >= max) return got;
     let n = 0;
     try {
+      // Throws only when `got` is empty: with items got, a record that fails to decode is left
+      // for the next call, which throws its error (an error for its reader, true counts).
       n = s.ring!.tryRecvMany(schema.decodeAt, max - got.length, got as unknown[]);
     } catch (e) {
-      if (!got.length) {
-        s.discarded(); // its record was consumed: it left the queue
-        throw e;
-      }
+      s.discarded(); // its record was consumed: it left the queue
+      throw e;
     }
     if (n) s.unreserve(n);
     return got;

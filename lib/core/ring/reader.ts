@@ -170,8 +170,8 @@ let failedAt = 0;
 /**
  * `tryRecvMany`'s loop: decodes the whole records from `r` into `out` until `w`, `out` holds
  * `end` items, or a frame that is not a whole record (a SKIP among them); where it stopped. A
- * decode that throws is rethrown if `out` has no item of this call yet (past `from`), else it
- * ends the run before that record. Apart from the class, and the SKIP at the ring's wrap left to
+ * decode that throws is rethrown into an empty `out` only: with items got, the run ends before
+ * that record, which stays for the next call to throw (the items got stay the caller's). Apart from the class, and the SKIP at the ring's wrap left to
  * the caller: V8 compiled the loop on the stack inside the method and deoptimized at its end, and
  * the SKIP's branch, first run at the first wrap, had no type feedback and deoptimized the loop
  * with the reader inlined in it (`--trace-deopt`, 2-3 times per typed W2 consumer).
@@ -181,7 +181,6 @@ function takeRun<T>(
   u8: Uint8Array,
   cap: number,
   decode: DecodeAt<T>,
-  from: number,
   end: number,
   out: T[],
   r: number,
@@ -196,7 +195,7 @@ function takeRun<T>(
     try {
       v = decode(u8, pos + 4, len);
     } catch (e) {
-      if (out.length > from) break;
+      if (out.length > 0) break;
       failedAt = next;
       throw e;
     }
@@ -549,9 +548,9 @@ export class RingReader extends RingView {
 
   /** `tryRecvMany`'s runs of frames (see `takeRun`), and the SKIP frames between them. */
   #takeMany<T>(decode: DecodeAt<T>, end: number, out: T[], r: number): number {
-    const cap = this.capacity, dv = this.dv, w = Atomics.load(this.i32, W), from = out.length;
+    const cap = this.capacity, dv = this.dv, w = Atomics.load(this.i32, W);
     for (let at = r;;) {
-      const done = takeRun(dv, this.u8, cap, decode, from, end, out, at, w);
+      const done = takeRun(dv, this.u8, cap, decode, end, out, at, w);
       if (done === at && at !== r) return r; // nothing after the SKIP: `recv` sorts it out
       const pos = offsetOf(r = done, cap);
       if (r === w || out.length >= end || dv.getInt32(pos, true) !== SKIP) return r;
