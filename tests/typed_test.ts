@@ -182,6 +182,26 @@ Deno.test("typed queue: counts, getMany max, maxsize (Full, all or nothing), clo
   assert.throws(() => q.getManySync(), /Queue is closed/);
 });
 
+Deno.test("typed queue: two queues of one schema read in turn, by batch and one by one", async () => {
+  // One compiled reader serves both rings (and single gets' views of one record): each read
+  // must land on its own data, whichever was read before.
+  const s = schema({ i: "i32", s: "string" }), a = new Queue({ schema: s });
+  const b = new Queue({ schema: s });
+  const items = (from: number) =>
+    Array.from({ length: 30 }, (_, k) => ({ i: from + k, s: `v${from + k}` }));
+  for (let round = 0; round < 3; round++) {
+    a.putManySync(items(round * 100));
+    b.putManySync(items(round * 100 + 50));
+    assert.deepEqual(a.getSync(), items(round * 100)[0]);
+    assert.deepEqual(b.getManySync({ max: 10 }), items(round * 100 + 50).slice(0, 10));
+    assert.deepEqual(a.getManySync(), items(round * 100).slice(1));
+    assert.deepEqual(await b.get(), items(round * 100 + 50)[10]);
+    assert.deepEqual(b.getManySync(), items(round * 100 + 50).slice(11));
+  }
+  a.close();
+  b.close();
+});
+
 Deno.test("typed queue: a record that fails to decode behind a getMany's first item costs that item only, an error for the next reader, with true counts", async () => {
   const q = new Queue({ schema: schema({ i: "u32" }) });
   // A record that cannot be decoded, as a corrupt one would be: item 99 throws on decode.

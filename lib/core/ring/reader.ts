@@ -151,6 +151,60 @@ interface ReadState {
  * console.assert(new RingReader(base, writer).recvSync((b) => b[0], {}) === 5);
  * ```
  */
+/**
+ * True when the frame at `pos` (read position `r`, write position `w`) cannot be one a writer
+ * published: unknown flag bits, longer than the data area after it, past `W`, or a first frame
+ * too short for its prefix. Trusting such a length would move `R` past `W` and wreck the ring
+ * for good; it can only come from a writer that wrote on after losing its lock.
+ */
+function badFrame(pos: number, hdr: number, w: number, r: number, cap: number): boolean {
+  if (hdr & ~(LEN_MASK | FIRST | LAST)) return true;
+  const size = 4 + pad4(hdr & LEN_MASK);
+  if (pos + size > cap || size > bytesUsed(w, r, cap)) return true;
+  return (hdr & (FIRST | LAST)) === FIRST && (hdr & LEN_MASK) < PREFIX;
+}
+
+/** Where `takeRun` stopped when a record's decode threw (it consumed that record). */
+let failedAt = 0;
+
+/**
+ * `tryRecvMany`'s loop: decodes the whole records from `r` into `out` until `w`, `out` holds
+ * `end` items, or a frame that is not a whole record (a SKIP among them); where it stopped. A
+ * decode that throws is rethrown into an empty `out` only: with items got, the run ends before
+ * that record, which stays for the next call to throw (the items got stay the caller's). Apart from the class, and the SKIP at the ring's wrap left to
+ * the caller: V8 compiled the loop on the stack inside the method and deoptimized at its end, and
+ * the SKIP's branch, first run at the first wrap, had no type feedback and deoptimized the loop
+ * with the reader inlined in it (`--trace-deopt`, 2-3 times per typed W2 consumer).
+ */
+function takeRun<T>(
+  dv: DataView,
+  u8: Uint8Array,
+  cap: number,
+  decode: DecodeAt<T>,
+  end: number,
+  out: T[],
+  r: number,
+  w: number,
+): number {
+  failedAt = r;
+  while (out.length < end && r !== w) {
+    const pos = offsetOf(r, cap), hdr = dv.getInt32(pos, true);
+    if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || badFrame(pos, hdr, w, r, cap)) break;
+    const len = hdr & LEN_MASK, next = advance(r, 4 + pad4(len), cap);
+    let v: T;
+    try {
+      v = decode(u8, pos + 4, len);
+    } catch (e) {
+      if (out.length > 0) break;
+      failedAt = next;
+      throw e;
+    }
+    out.push(v);
+    r = next;
+  }
+  return r;
+}
+
 /** Reads one record of `len` bytes at `data[at]` (see `Ring.tryRecvMany`). */
 type DecodeAt<T> = (data: Uint8Array, at: number, len: number) => T;
 
@@ -192,7 +246,7 @@ export class RingReader extends RingView {
         pos = 0;
         hdr = dv.getInt32(0, true);
       }
-      if (this.#badFrame(pos, hdr, w, r)) {
+      if (badFrame(pos, hdr, w, r, cap)) {
         this.#corrupt(st, w, onDiscard);
         continue;
       }
@@ -275,20 +329,7 @@ export class RingReader extends RingView {
     }
   }
 
-  /**
-   * True when the frame at `pos` (read position `r`, write position `w`) cannot be one a writer
-   * published: unknown flag bits, longer than the data area after it, past `W`, or a first frame
-   * too short for its prefix. Trusting such a length would move `R` past `W` and wreck the ring
-   * for good; it can only come from a writer that wrote on after losing its lock.
-   */
-  #badFrame(pos: number, hdr: number, w: number, r: number): boolean {
-    if (hdr & ~(LEN_MASK | FIRST | LAST)) return true;
-    const size = 4 + pad4(hdr & LEN_MASK);
-    if (pos + size > this.capacity || size > bytesUsed(w, r, this.capacity)) return true;
-    return (hdr & (FIRST | LAST)) === FIRST && (hdr & LEN_MASK) < PREFIX;
-  }
-
-  /** Discards everything up to `w` (a bad frame: see `#badFrame`) and any half message. */
+  /** Discards everything up to `w` (a bad frame: see `badFrame`) and any half message. */
   #corrupt(st: ReadState, w: number, onDiscard?: () => void): void {
     if (st.buf) this.#discard(st, onDiscard);
     else onDiscard?.();
@@ -471,8 +512,8 @@ export class RingReader extends RingView {
         pos = 0;
         hdr = this.dv.getInt32(0, true);
       }
-      // Streamed, or a bad frame (see `#badFrame`): `recv` deals with it.
-      if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || this.#badFrame(pos, hdr, wNow, r)) {
+      // Streamed, or a bad frame (see `badFrame`): `recv` deals with it.
+      if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || badFrame(pos, hdr, wNow, r, this.capacity)) {
         return TIMEOUT;
       }
       const len = hdr & LEN_MASK;
@@ -494,9 +535,9 @@ export class RingReader extends RingView {
     if (Atomics.compareExchange(i32, RLOCK, 0, heap().slot) !== 0) return 0;
     let done = Atomics.load(i32, R);
     try {
-      done = this.#takeMany(decode, max, out, done);
+      done = this.#takeMany(decode, from + max, out, done);
     } catch (e) {
-      done = this.#failedAt;
+      done = failedAt;
       throw e;
     } finally {
       if (done !== Atomics.load(i32, R)) this.#consumed(done);
@@ -505,35 +546,17 @@ export class RingReader extends RingView {
     return out.length - from;
   }
 
-  #failedAt = 0; // where `#takeMany` stopped when a record's decode threw (it consumed it)
-
-  /** `tryRecvMany`'s loop (apart: V8 compiled it on the stack and deoptimized at its end). */
-  #takeMany<T>(decode: DecodeAt<T>, max: number, out: T[], r: number): number {
-    const cap = this.capacity, dv = this.dv, u8 = this.u8, w = Atomics.load(this.i32, W);
-    let got = 0, done = (this.#failedAt = r);
-    while (got < max && r !== w) {
-      let pos = offsetOf(r, cap), hdr = dv.getInt32(pos, true);
-      if (hdr === SKIP) {
-        if (cap - pos >= bytesUsed(w, r, cap)) break; // `recv` sorts it out
-        r = advance(r, cap - pos, cap);
-        pos = 0;
-        hdr = dv.getInt32(0, true);
-      }
-      if ((hdr & (FIRST | LAST)) !== (FIRST | LAST) || this.#badFrame(pos, hdr, w, r)) break;
-      const len = hdr & LEN_MASK, next = advance(r, 4 + pad4(len), cap);
-      let v: T;
-      try {
-        v = decode(u8, pos + 4, len);
-      } catch (e) {
-        if (out.length > 0) break; // the items got stay the caller's: the next call throws
-        this.#failedAt = next;
-        throw e;
-      }
-      out.push(v);
-      got++;
-      r = done = next;
+  /** `tryRecvMany`'s runs of frames (see `takeRun`), and the SKIP frames between them. */
+  #takeMany<T>(decode: DecodeAt<T>, end: number, out: T[], r: number): number {
+    const cap = this.capacity, dv = this.dv, w = Atomics.load(this.i32, W);
+    for (let at = r;;) {
+      const done = takeRun(dv, this.u8, cap, decode, end, out, at, w);
+      if (done === at && at !== r) return r; // nothing after the SKIP: `recv` sorts it out
+      const pos = offsetOf(r = done, cap);
+      if (r === w || out.length >= end || dv.getInt32(pos, true) !== SKIP) return r;
+      if (cap - pos >= bytesUsed(w, r, cap)) return r; // a SKIP past `W`: as above
+      at = advance(r, cap - pos, cap);
     }
-    return done;
   }
 
   /** `Ring.recv` (see there). */

@@ -59,32 +59,41 @@ const { countUnbegun, cursorOf, outboxes, reapDead, releaseEntry } = outbox;
 
 const OK: Promise<SendStatus> = Promise.resolve("ok");
 
-/**
- * The end of the records of a run (each a `u32` length then its bytes, padded to 4) from `from`
- * that fit in `room` bytes. The two loops over a run are functions of their own: inside
- * `#writeFrames`'s own loop V8 compiled them on the stack and threw that code away at each exit
- * (`--trace-deopt`: "exit from OSR'd inner loop", up to 15 times in a typed W2 run).
- */
-function runEnd(sdv: DataView, from: number, n: number, room: number): number {
-  let end = from;
-  while (end < n) {
-    const size = 4 + pad4(sdv.getUint32(end, true));
-    if (end - from + size > room) break;
-    end += size;
-  }
-  return end;
-}
+/** How many frames the last {@link copyRun} stamped. */
+let stamped = 0;
 
-/** Turns the length words of the records copied at `at` into frame headers; how many. */
-function stampFrames(dv: DataView, at: number, sdv: DataView, from: number, end: number): number {
-  let k = 0;
-  for (let p = at, q = from; q < end; k++) {
-    const len = sdv.getUint32(q, true);
+/**
+ * Copies the records of a run (each a `u32` length then its bytes, padded to 4) from `src[from]`
+ * on to `u8[at]`, as many as fit in `room` bytes, and turns their length words into frame
+ * headers there; the end in `u8` of the last whole record copied (how many: `stamped`). One
+ * copy of all that may fit, then one pass over the records: what lies past the last whole one
+ * is in free space past `W`, written over later. One pass, not one to find the end and one to
+ * stamp: a fresh producer runs both loops before V8 optimizes them, and compiled each. Apart
+ * from `#writeFrames`: inside its own loop V8 compiled this one on the stack and threw that code
+ * away at each exit (`--trace-deopt`: "exit from OSR'd inner loop", up to 15 times a W2 run).
+ */
+function copyRun(
+  u8: Uint8Array,
+  dv: DataView,
+  at: number,
+  src: Uint8Array,
+  from: number,
+  n: number,
+  room: number,
+): number {
+  const stop = at + Math.min(room, n - from);
+  u8.set(src.subarray(from, from + stop - at), at);
+  let p = at, k = 0;
+  for (; p + 4 <= stop; k++) {
+    const len = dv.getUint32(p, true), size = 4 + pad4(len);
+    if (p + size > stop) break;
     dv.setInt32(p, len | FIRST | LAST, true);
-    p += 4 + pad4(len);
-    q += 4 + pad4(len);
+    p += size;
   }
-  return k;
+  stamped = k;
+  // No arithmetic after the loop: first run once V8 had compiled the loop (on the stack, in
+  // its first call), it had no type feedback and deoptimized it (`--trace-deopt`).
+  return p;
 }
 
 /**
@@ -244,9 +253,7 @@ export class RingWriter extends RingView {
           at = 0;
         } else return (c.r = r), NEED;
       }
-      const end = runEnd(sdv, c.done, c.n, room);
-      u8.set(src.subarray(c.done, end), at);
-      const k = stampFrames(dv, at, sdv, c.done, end);
+      const end = c.done + copyRun(u8, dv, at, src, c.done, c.n, room) - at, k = stamped;
       this.#publish(w0, advance(w, end - c.done, cap));
       c.done = end;
       c.frames -= k;
