@@ -21,7 +21,25 @@ import { Child, type ChildSpec } from "../core/spawn.ts";
 import { current } from "../core/context.ts";
 import { Encoder, loads, withHandleModules } from "../core/reduction.ts";
 import { SerializationError, ValueError } from "../core/errors.ts";
-import { Channel, H_CALL, H_CANCEL, H_REPLY, M_SIGNAL } from "./os_channel.ts";
+import {
+  CALL_HEAD,
+  Channel,
+  H_ACK,
+  H_CALL,
+  H_CANCEL,
+  H_REPLY,
+  M_BATCH,
+  M_POST,
+  M_SIGNAL,
+} from "./os_channel.ts";
+
+/** What the server uses of a queue it sends items from (lib/process does not import lib/queues). */
+interface Queue {
+  qsize(): number;
+  getNowait(): unknown;
+  putNowait(item: unknown): void;
+  put(item: unknown): Promise<void>;
+}
 import { API, HandleTable, serveTable } from "./os_handles.ts";
 import { FLUSH } from "./os_link.ts";
 import { flushAll } from "../core/ring.ts";
@@ -69,52 +87,170 @@ export async function serveHandles(path: string, objects: object[], kinds: strin
   for await (const conn of listener) serve(new Channel(conn), table, encoder);
 }
 
+/** The most items one batch `get` sends (the first and those sent ahead). */
+export const AHEAD_MAX = 64;
+/** A batch `get` that comes this soon (ms) after the last reply doubles the bound, up to the max. */
+const BACK_TO_BACK_MS = 20;
+
+/** The ends of this server's connections (each once its items held are put back). */
+const ends = new Set<Promise<void>>();
+
 function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
   const aborts = new Map<number, AbortController>();
-  const reply = (n: number, ok: boolean, value: unknown) => {
+  /** Items sent to the child and not acknowledged, by queue, oldest first. */
+  const held = new Map<number, unknown[]>();
+  /** The bound of a batch and when the last one was sent, by queue. */
+  const pace = new Map<number, { k: number; last: number }>();
+  let open = true;
+  const reply = (n: number, outcome: number, value: unknown) => {
     let body: Uint8Array;
     try {
-      body = encoder.encode(value, ok ? "result" : "error", { reportError: !ok });
+      body = encoder.encode(value, outcome === 1 ? "result" : "error", {
+        reportError: outcome !== 1,
+      });
     } catch (e) {
-      ok = false;
-      body = encoder.encode(e, "error", { reportError: true });
+      outcome = outcome === 3 ? 3 : 0;
+      body = encoder.encode(outcome === 3 ? [(value as unknown[])[0], e] : e, "error", {
+        reportError: true,
+      });
     }
     const out = new Uint8Array(5 + body.length);
     new DataView(out.buffer).setUint32(0, n, true);
-    out[4] = ok ? 1 : 0;
+    out[4] = outcome;
     out.set(body, 5);
     ch.send(H_REPLY, out);
   };
+  const end = ch.closed.then(async () => {
+    open = false;
+    for (const c of aborts.values()) c.abort(new DOMException("the child is gone", "AbortError"));
+    for (const [id, items] of held) await putBack(table.objects[id] as Queue, items.splice(0));
+  });
+  ends.add(end);
+  void end.then(() => ends.delete(end));
+  /** A batch get's first item came: the others there (up to the bound) go with it, held. */
+  const batch = (n: number, id: number, first: unknown) => {
+    const q = table.objects[id] as Queue;
+    const items = [first];
+    if (!open) return void putBack(q, items);
+    const now = performance.now();
+    let p = pace.get(id);
+    if (!p) pace.set(id, p = { k: 1, last: -Infinity });
+    p.k = now - p.last <= BACK_TO_BACK_MS ? Math.min(2 * p.k, AHEAD_MAX) : 1;
+    for (let more = Math.min(p.k - 1, q.qsize()); more > 0; more--) {
+      try {
+        items.push(q.getNowait());
+      } catch {
+        break; // taken by another consumer meanwhile
+      }
+    }
+    let h = held.get(id);
+    if (!h) held.set(id, h = []);
+    for (const v of items) h.push(v);
+    reply(n, 1, items);
+    p.last = performance.now();
+  };
   ch.listen((type, body) => {
-    const n = new DataView(body.buffer, body.byteOffset).getUint32(0, true);
+    const dv = new DataView(body.buffer, body.byteOffset);
+    if (type === H_ACK) {
+      return void held.get(dv.getUint32(0, true))?.splice(0, dv.getUint32(4, true));
+    }
+    const n = dv.getUint32(0, true);
     if (type === H_CANCEL) return aborts.get(n)?.abort(new DOMException("aborted", "AbortError"));
     if (type !== H_CALL) return;
     const mode = body[4];
-    let result: unknown;
+    let result: unknown, id = -1;
     try {
-      const [id, method, args] = loads<[number, string, unknown[]]>(body.subarray(5));
-      if (mode & M_SIGNAL) {
+      const [o, method, args] = loads<[number, string, unknown[]]>(body.subarray(CALL_HEAD));
+      id = o;
+      if (mode & (M_SIGNAL | M_BATCH)) {
+        // A batch get is aborted when the child goes (its item would reach nobody).
         const c = new AbortController();
         aborts.set(n, c);
-        const at = mode >> 2;
-        args[at] = { ...(args[at] as object), signal: c.signal };
+        const at = body[5];
+        if (mode & M_SIGNAL || method === "get") {
+          args[at] = { ...(args[at] as object), signal: c.signal };
+        }
       }
       result = run(table, id, method, args);
     } catch (e) {
       aborts.delete(n);
-      return reply(n, false, e);
+      return reply(n, mode & M_POST ? 3 : 0, mode & M_POST ? [id, e] : e);
     }
-    if (!(result instanceof Promise)) return reply(n, true, result);
-    result.then(
-      (v) => (aborts.delete(n), reply(n, true, v)),
-      (e) => (aborts.delete(n), reply(n, false, e)),
-    );
+    const done = (v: unknown) => {
+      aborts.delete(n);
+      if (mode & M_BATCH) batch(n, id, v);
+      else if (!(mode & M_POST)) reply(n, 1, v);
+    };
+    const failed = (e: unknown) => {
+      aborts.delete(n);
+      reply(n, mode & M_POST ? 3 : 0, mode & M_POST ? [id, e] : e);
+    };
+    if (result instanceof Promise) result.then(done, failed);
+    else done(result);
   });
+}
+
+/** Puts items a dead (or gone) child held back into their queue (at its end). */
+async function putBack(q: Queue, items: unknown[]): Promise<void> {
+  for (const v of items) {
+    try {
+      q.putNowait(v);
+    } catch {
+      await q.put(v).catch(() => {}); // full meanwhile: wait; closed: they stay got
+    }
+  }
+}
+
+/**
+ * Ends the server of an isolated child's handles once the child's OS process is gone
+ * (`gone` resolved): it first puts back what the child held (its sockets close with its
+ * process), writes out what its queues' writers batch, and answers; then its thread is
+ * terminated (after 2 s without an answer too).
+ *
+ * @example
+ * ```ts ignore
+ * await endAgent(agent, table.path, proc.status);
+ * ```
+ */
+export async function endAgent(agent: Child, path: string, gone: Promise<unknown>): Promise<void> {
+  await gone;
+  let ch: Channel | null = null, timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const conn = await Deno.connect({ transport: "unix", path });
+    conn.unref();
+    ch = new Channel(conn);
+    const body = new Encoder().encode([-1, BYE, []], "call");
+    const call = new Uint8Array(CALL_HEAD + body.length);
+    call.set(body, CALL_HEAD);
+    const answered = new Promise<void>((r) => ch!.listen((type) => type === H_REPLY && r()));
+    ch.send(H_CALL, call);
+    const late = new Promise<void>((r) => {
+      timer = setTimeout(r, 2000);
+      Deno.unrefTimer(timer);
+    });
+    await Promise.race([answered, ch.closed, late]);
+  } catch { /* the server is gone already */ }
+  clearTimeout(timer);
+  ch?.close();
+  agent.terminate(-9);
+}
+
+/** The call of {@link endAgent}. */
+const BYE = "#bye";
+
+/** Answers {@link endAgent} once every other connection has ended and the queues are written. */
+async function bye(): Promise<void> {
+  // The caller's own connection is among the ends: wait for the others only.
+  const others = [...ends];
+  await new Promise((r) => setTimeout(r, 0));
+  await Promise.all(others.slice(0, -1));
+  await flushAll();
 }
 
 /** Runs one call on object `id`: a method of its kind's API, or a property read (`.p`) or write (`=p`). */
 function run(table: HandleTable, id: number, method: string, args: unknown[]): unknown {
   if (method === FLUSH) return flushAll();
+  if (method === BYE) return bye();
   const obj = table.objects[id] as Record<string, unknown>, kind = table.kinds[id];
   const api = API[kind];
   if (obj === undefined || !api) throw new ValueError(`no handle number ${id} is served here`);

@@ -19,21 +19,33 @@
 export const F_HELLO = 1, F_START = 2, F_TASKS = 3, F_RESULT = 4, F_DEATH = 5, F_CANCEL = 6;
 /**
  * Frame types of a handle link (an isolated child and the thread of its parent that serves its
- * handles, see `os_handles.ts`): a call, its reply, the cancel of a call. A call's body is
- * `[u32 call number][u8 mode][encoded [object, method, args]]`, a reply's
- * `[u32 call number][u8 ok][encoded value or error]`, a cancel's `[u32 call number]`.
+ * handles, see `os_handles.ts`): a call, its reply, the cancel of a call, the acknowledgement of
+ * items a child's `get` returned from the batch it was sent. A call's body is
+ * `[u32 call number][u8 mode][u8 signal argument][encoded [object, method, args]]`, a reply's
+ * `[u32 call number][u8 outcome][encoded value or error]` (outcome 1 ok, 0 failed, 3 a call not
+ * waited for failed: the value is `[object, error]`), a cancel's `[u32 call number]`, an
+ * acknowledgement's `[u32 object][u32 items]`.
  *
  * @example
  * ```ts
- * import { H_CALL, H_CANCEL, H_REPLY } from "./os_channel.ts";
- * console.assert(new Set([H_CALL, H_REPLY, H_CANCEL]).size === 3);
+ * import { H_ACK, H_CALL, H_CANCEL, H_REPLY } from "./os_channel.ts";
+ * console.assert(new Set([H_CALL, H_REPLY, H_CANCEL, H_ACK]).size === 4);
  * ```
  */
-export const H_CALL = 1, H_REPLY = 2, H_CANCEL = 3;
+export const H_CALL = 1, H_REPLY = 2, H_CANCEL = 3, H_ACK = 4;
 /** Call modes (the mode byte): the caller blocks (its reply goes to the shared buffer). */
 export const M_SYNC = 1;
-/** Call modes: an argument held an abort signal (its index is `mode >> 2`). */
+/** Call modes: an argument held an abort signal (its index is the call's next byte). */
 export const M_SIGNAL = 2;
+/** Call modes: nobody waits for the reply: the server answers only a failure. */
+export const M_POST = 4;
+/**
+ * Call modes: a `get` that may be answered with more items than one (an array: the first is the
+ * get's, the others are sent ahead and held for the child until it acknowledges them).
+ */
+export const M_BATCH = 8;
+/** Bytes before a call's encoded `[object, method, args]`. */
+export const CALL_HEAD = 6;
 const FRAME_HEADER = 5;
 
 /**
@@ -89,6 +101,14 @@ export class Channel {
     this.#out.push(f);
     this.#outBytes += f.length;
     // After this tick's other frames: one write for all of them.
+    this.#writing ??= Promise.resolve().then(() => this.#flush());
+  }
+
+  /** Queues bytes that are whole frames already (an outbox's), written as {@link send}'s. */
+  sendFrames(frames: Uint8Array): void {
+    if (this.#dead) return;
+    this.#out.push(frames);
+    this.#outBytes += frames.length;
     this.#writing ??= Promise.resolve().then(() => this.#flush());
   }
 

@@ -20,7 +20,7 @@
 
 import { registerHandle } from "../core/reduction.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
-import { call, callSync, post } from "./os_link.ts";
+import { call, callSync, getItem, getItems, itemsAhead, post } from "./os_link.ts";
 
 /** The name of the handle kind of a reference to an object served by an isolated child's parent. */
 export const KIND = "IsolatedHandle";
@@ -336,11 +336,33 @@ export function proxyClass(
       if (isBounded(this)) return putNowait.apply(this, args);
       post(this.path, this.id, "putNowait", args);
     };
+    // Gets take the items the server sent ahead first (os_link.ts); the sizes count them.
+    proto.get = function (this: ProxyBase, ...args: unknown[]) {
+      return getItem(this.path, this.id, "get", args, false);
+    };
+    proto.getSync = function (this: ProxyBase, ...args: unknown[]) {
+      return getItem(this.path, this.id, "get", args, true);
+    };
+    proto.getNowait = function (this: ProxyBase) {
+      return getItem(this.path, this.id, "getNowait", [], true);
+    };
+    proto.getMany = function (this: ProxyBase, ...args: unknown[]) {
+      return getItems(this.path, this.id, args, false);
+    };
+    proto.getManySync = function (this: ProxyBase, ...args: unknown[]) {
+      return getItems(this.path, this.id, args, true);
+    };
+    proto.qsize = function (this: ProxyBase) {
+      return (callSync(this.path, this.id, "qsize", []) as number) + itemsAhead(this.path, this.id);
+    };
+    proto.empty = function (this: ProxyBase) {
+      return (this as unknown as { qsize(): number }).qsize() === 0;
+    };
     // `for await` ends once the queue is closed and drained, as it does on the queue itself.
     proto[Symbol.asyncIterator] = async function* (this: ProxyBase) {
       for (;;) {
         try {
-          yield await remote.call(this, "get", []);
+          yield await getItem(this.path, this.id, "get", [], false);
         } catch (e) {
           if (e instanceof ValueError && callSync(this.path, this.id, ".closed", [])) return;
           throw e;

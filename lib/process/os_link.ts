@@ -5,10 +5,22 @@
  *
  * Why a helper thread does the socket I/O: the blocking twins (`getSync`, `acquireSync`, ...)
  * and the methods that return at once (`qsize()`, `locked()`) must answer while this thread
- * cannot run its event loop. So every call, blocking or not, goes to one thread of the link
- * (`os_link_worker.ts`) that owns the socket: a promise's reply comes back as a message, a
- * blocking call's is written into a shared buffer while this thread waits in `Atomics.wait`.
- * One thread, one socket: calls reach the server in the order they were made.
+ * cannot run its event loop. So every call, blocking or not, goes through one outbox in shared
+ * memory (`os_link_outbox.ts`) to one thread of the link (`os_link_worker.ts`) that owns the
+ * socket: a promise's reply comes back as a message, a blocking call's is written into a shared
+ * buffer while this thread waits in `Atomics.wait`. One road, one socket: calls reach the server
+ * in the order they were made.
+ *
+ * Queues go faster than a round trip per item both ways, as Python's do:
+ * - a put on an unbounded queue is not waited for (as Python's feeder thread sends it): the
+ *   server answers only a failure, which the next call on the queue throws;
+ * - a `get` may be answered with a batch: the server sends the items that are there, up to a
+ *   bound that grows while this child gets back to back (`os_agent.ts`). The ones after the first
+ *   wait here for the next `get`s; the server holds each until this child acknowledges that a
+ *   `get` returned it, and puts back those it still holds when the child's socket closes (it
+ *   died, was terminated, or exited without getting them). Acknowledgements go in the outbox
+ *   before the next call, so whatever the child did through the parent with an item reaches the
+ *   parent after the item's acknowledgement: an item is neither lost nor seen twice there.
  *
  * @module
  */
@@ -17,20 +29,20 @@ import { Encoder, loads } from "../core/reduction.ts";
 import { ProcessError } from "../core/errors.ts";
 import { beforeExit } from "../core/context.ts";
 import {
-  Channel,
-  connectUnix,
+  CALL_HEAD,
+  H_ACK,
   H_CALL,
   H_CANCEL,
-  H_REPLY,
+  M_BATCH,
+  M_POST,
   M_SIGNAL,
   M_SYNC,
-  putShared,
-  S_CALL,
   S_DATA,
   S_LEN,
   S_REPLY,
   S_STATE,
 } from "./os_channel.ts";
+import { OutboxWriter } from "./os_link_outbox.ts";
 
 /** How long one `Atomics.wait` of a blocking call lasts (it waits again until its reply is there). */
 const SLICE_MS = 1000;
@@ -47,68 +59,62 @@ const encoder = new Encoder({
     `a ${kind} made in a child with isolation "process" cannot be sent to its parent (only handles the parent passed can)`,
 });
 
-/** One link to one server: this thread's own socket, and the link thread's. */
+/** One link to one server. */
 class Link {
   readonly #path: string;
   #worker: Worker | null = null;
+  /** The shared buffer a blocking call's reply comes back in. */
   #sab: SharedArrayBuffer | null = null;
   #i32: Int32Array | null = null;
-  /** This thread's socket (for the calls it awaits), once connected. */
-  #direct: Channel | null = null;
-  /** Calls made before it was connected, in order (null once it is, or is connecting). */
-  #early: Uint8Array[] | null = null;
+  #out: OutboxWriter | null = null;
   #next = 1;
   readonly #pending = new Map<number, [(v: unknown) => void, (e: unknown) => void]>();
   #broken: Error | null = null;
   /** Failures of calls nobody awaited ({@link post}), by object: its next call throws them. */
   readonly #deferred = new Map<number, unknown>();
-  /** The calls nobody awaits, still in flight (the child waits for them before it exits). */
-  readonly #posted = new Set<Promise<unknown>>();
+  /** Items sent ahead by the server, by queue, oldest first (see the module doc). */
+  readonly #ahead = new Map<number, unknown[]>();
+  /** Items `get` returned and the server was not told of yet, by queue. */
+  readonly #acks = new Map<number, number>();
 
   constructor(path: string) {
     this.#path = path;
     beforeExit(() => this.#finish());
   }
 
-  /** The link thread, started on first use (a child that only awaits never needs it). */
-  #thread(): Worker {
-    if (this.#worker) return this.#worker;
+  /** The link thread, started on first use. */
+  #outbox(): OutboxWriter {
+    if (this.#out) return this.#out;
     const sab = this.#sab = new SharedArrayBuffer(S_DATA + 4096, { maxByteLength: 1 << 30 });
     this.#i32 = new Int32Array(sab, 0, 2);
+    const out = this.#out = new OutboxWriter();
     const w = this.#worker = new Worker(WORKER, { type: "module", name: "denomp-handle-link" });
-    w.postMessage({ path: this.#path, sab });
-    w.onmessage = (e: MessageEvent<Uint8Array | { broken: string }>) => {
+    w.postMessage({ path: this.#path, sab, out: out.sab });
+    w.onmessage = (e: MessageEvent<Uint8Array[] | { broken: string }>) => {
       const d = e.data;
-      if (d instanceof Uint8Array) return this.#settle(d);
-      this.#break(new ProcessError(d.broken));
+      if (Array.isArray(d)) { for (const r of d) this.#settle(r); }
+      else this.#break(new ProcessError(d.broken));
     };
     w.onerror = (e) => {
       e.preventDefault();
       this.#break(new ProcessError(`the link to the parent's handles failed: ${e.message}`));
     };
-    return w;
+    return out;
   }
 
-  /** Sends a call on this thread's socket (connecting it first). */
-  #sendDirect(body: Uint8Array): void {
-    if (this.#direct) return this.#direct.send(H_CALL, body);
-    if (this.#early) return void this.#early.push(body);
-    this.#early = [body];
-    connectUnix(this.#path).then((conn) => {
-      const ch = this.#direct = new Channel(conn);
-      ch.listen((type, reply) => type === H_REPLY && this.#settle(reply));
-      void ch.closed.then(() =>
-        this.#break(
-          new ProcessError("the parent's handles are gone (the parent or its server ended)"),
-        )
-      );
-      for (const b of this.#early!.splice(0)) ch.send(H_CALL, b);
-      this.#early = null;
-    }, (e) => {
-      this.#break(
-        new ProcessError(`cannot reach the parent's handles at ${this.#path}: ${e.message}`),
-      );
-    });
+  /** Puts a frame into the outbox, after the acknowledgements not sent yet. */
+  #send(type: number, body: Uint8Array, blocked = 0): void {
+    const out = this.#outbox();
+    if (!this.#acks.size) return out.append(type, body, blocked);
+    const pre: [number, Uint8Array][] = [];
+    for (const [id, n] of this.#acks) {
+      const b = new Uint8Array(8), dv = new DataView(b.buffer);
+      dv.setUint32(0, id, true);
+      dv.setUint32(4, n, true);
+      pre.push([H_ACK, b]);
+    }
+    this.#acks.clear();
+    out.append(type, body, blocked, pre);
   }
 
   #break(err: Error): void {
@@ -118,12 +124,13 @@ class Link {
   }
 
   /** The encoded call (a fresh buffer). */
-  #encode(n: number, mode: number, id: number, method: string, args: unknown[]): Uint8Array {
+  #encode(n: number, mode: number, id: number, method: string, args: unknown[], at = 0) {
     const body = encoder.encode([id, method, args], `${method}() arguments`);
-    const out = new Uint8Array(5 + body.length);
+    const out = new Uint8Array(CALL_HEAD + body.length);
     new DataView(out.buffer).setUint32(0, n, true);
     out[4] = mode;
-    out.set(body, 5);
+    out[5] = at;
+    out.set(body, CALL_HEAD);
     return out;
   }
 
@@ -136,61 +143,54 @@ class Link {
   }
 
   post(id: number, method: string, args: unknown[]): void {
+    if (this.#broken) throw this.#broken;
     this.#checkDeferred(id);
-    // Through the link thread: this thread may block next (a `Sync` call), and a call still
-    // waiting in its own socket's batch would wait with it.
-    const p = this.call(id, method, args, true);
-    this.#posted.add(p);
-    p.then(() => this.#posted.delete(p), (e) => {
-      this.#posted.delete(p);
-      this.#deferred.set(id, e);
-    });
+    this.#send(H_CALL, this.#encode(this.#next++, M_POST, id, method, args));
   }
 
   /**
-   * Before the child exits: every call nobody awaited is answered, and the server has written
-   * what it sent on the child's behalf into shared memory (a channel's writer may batch).
+   * Before the child exits: the server has run every call nobody awaited, and written what it
+   * sent on the child's behalf into shared memory (a channel's writer may batch).
    */
   async #finish(): Promise<void> {
-    while (this.#posted.size) await Promise.allSettled([...this.#posted]);
-    if (!this.#broken) await this.call(-1, FLUSH, []).catch(() => {});
+    if (this.#out && !this.#broken) await this.call(-1, FLUSH, []).catch(() => {});
   }
 
-  call(id: number, method: string, args: unknown[], viaThread = false): Promise<unknown> {
+  call(id: number, method: string, args: unknown[], batch = 0): Promise<unknown> {
     if (this.#broken) return Promise.reject(this.#broken);
     try {
       this.#checkDeferred(id);
     } catch (e) {
       return Promise.reject(e);
     }
-    let mode = 0, signal: AbortSignal | undefined;
+    let mode = batch, signal: AbortSignal | undefined, at = 0;
     // An abort signal cannot cross: the call says which argument held one, and a cancel follows.
-    const at = args.findIndex((a) => a !== null && typeof a === "object" && "signal" in a);
-    if (at >= 0 && at < 64) {
-      const { signal: s, ...rest } = args[at] as { signal?: AbortSignal };
+    const i = args.findIndex((a) => a !== null && typeof a === "object" && "signal" in a);
+    if (i >= 0 && i < 256) {
+      const { signal: s, ...rest } = args[i] as { signal?: AbortSignal };
       args = args.slice();
-      args[at] = rest;
+      args[i] = rest;
       if (s) {
         if (s.aborted) return Promise.reject(s.reason);
         signal = s;
-        mode = M_SIGNAL | (at << 2);
+        mode |= M_SIGNAL;
+        at = i;
       }
     }
     const n = this.#next++;
     let body: Uint8Array;
     try {
-      body = this.#encode(n, mode, id, method, args);
+      body = this.#encode(n, mode, id, method, args, at);
     } catch (e) {
       return Promise.reject(e);
     }
     const p = new Promise<unknown>((resolve, reject) => this.#pending.set(n, [resolve, reject]));
-    if (viaThread) this.#thread().postMessage(body, [body.buffer as ArrayBuffer]);
-    else this.#sendDirect(body);
+    this.#send(H_CALL, body);
     if (signal) {
       const onAbort = () => {
         const c = new Uint8Array(4);
         new DataView(c.buffer).setUint32(0, n, true);
-        this.#direct?.send(H_CANCEL, c);
+        if (this.#pending.has(n)) this.#send(H_CANCEL, c);
       };
       signal.addEventListener("abort", onAbort, { once: true });
       void p.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => {});
@@ -198,13 +198,13 @@ class Link {
     return p;
   }
 
-  callSync(id: number, method: string, args: unknown[]): unknown {
+  callSync(id: number, method: string, args: unknown[], batch = 0): unknown {
     if (this.#broken) throw this.#broken;
     this.#checkDeferred(id);
-    const body = this.#encode(this.#next++, M_SYNC, id, method, args);
-    this.#thread();
+    const n = this.#next++;
+    const body = this.#encode(n, M_SYNC | batch, id, method, args);
+    this.#send(H_CALL, body, n);
     const i32 = this.#i32!;
-    putShared(this.#sab!, i32, body, S_CALL);
     for (let v; (v = Atomics.load(i32, S_STATE)) !== S_REPLY;) {
       Atomics.wait(i32, S_STATE, v, SLICE_MS);
     }
@@ -212,6 +212,53 @@ class Link {
     const reply = new Uint8Array(this.#sab!, S_DATA, len).slice();
     Atomics.store(i32, S_STATE, 0);
     return this.#outcome(reply);
+  }
+
+  /**
+   * `get` (or `getNowait`) on queue `id`: the oldest item sent ahead, else a call whose reply
+   * may bring more (see the module doc).
+   */
+  get(id: number, method: string, args: unknown[], sync: boolean): unknown {
+    const ahead = this.#ahead.get(id);
+    if (ahead?.length) {
+      this.#checkDeferred(id);
+      const v = this.#took(id, ahead);
+      return sync ? v : Promise.resolve(v);
+    }
+    if (sync) return this.#arrived(id, this.callSync(id, method, args, M_BATCH) as unknown[]);
+    return this.call(id, method, args, M_BATCH).then((items) =>
+      this.#arrived(id, items as unknown[])
+    );
+  }
+
+  /** `getMany` on queue `id`: the items sent ahead when there are, else a call. */
+  getMany(id: number, args: unknown[], sync: boolean): unknown {
+    const ahead = this.#ahead.get(id);
+    if (!ahead?.length) {
+      return sync ? this.callSync(id, "getMany", args) : this.call(id, "getMany", args);
+    }
+    const max = (args[0] as { max?: number } | undefined)?.max ?? ahead.length;
+    const got: unknown[] = [];
+    while (ahead.length && got.length < max) got.push(this.#took(id, ahead));
+    return sync ? got : Promise.resolve(got);
+  }
+
+  /** The items sent ahead for queue `id` and not got yet. */
+  aheadOf(id: number): number {
+    return this.#ahead.get(id)?.length ?? 0;
+  }
+
+  /** A batch arrived: its items join those sent ahead; the oldest is the get's (order kept). */
+  #arrived(id: number, items: unknown[]): unknown {
+    let ahead = this.#ahead.get(id);
+    if (!ahead) this.#ahead.set(id, ahead = []);
+    for (const v of items) ahead.push(v);
+    return this.#took(id, ahead);
+  }
+
+  #took(id: number, ahead: unknown[]): unknown {
+    this.#acks.set(id, (this.#acks.get(id) ?? 0) + 1);
+    return ahead.shift();
   }
 
   /** A reply's value, or its error thrown. */
@@ -224,6 +271,12 @@ class Link {
   }
 
   #settle(reply: Uint8Array): void {
+    if (reply[4] === 3) {
+      // A call nobody awaited failed: the next call on its object throws it.
+      const [id, e] = loads<[number, unknown]>(reply.subarray(5));
+      this.#deferred.set(id, e);
+      return;
+    }
     const n = new DataView(reply.buffer, reply.byteOffset).getUint32(0, true);
     const p = this.#pending.get(n);
     if (!p) return;
@@ -249,7 +302,7 @@ function linkOf(path: string): Link {
  *
  * @example
  * ```ts ignore
- * const item = await call(ref.path, ref.id, "get", [{ timeout: 100 }]);
+ * const ok = await call(ref.path, ref.id, "acquire", [{ timeout: 100 }]);
  * ```
  */
 export function call(path: string, id: number, method: string, args: unknown[]): Promise<unknown> {
@@ -258,8 +311,8 @@ export function call(path: string, id: number, method: string, args: unknown[]):
 
 /**
  * {@link call} for a caller that does not wait for the reply (a put on an unbounded queue, as
- * Python's feeder thread does it): a failure is thrown by the next call on the same object, and
- * the child waits for every such call to be answered before it exits.
+ * Python's feeder thread does it): the server answers only a failure, which the next call on the
+ * same object throws; before the child exits, the server has run every such call.
  *
  * @example
  * ```ts ignore
@@ -281,4 +334,47 @@ export function post(path: string, id: number, method: string, args: unknown[]):
  */
 export function callSync(path: string, id: number, method: string, args: unknown[]): unknown {
   return linkOf(path).callSync(id, method, args);
+}
+
+/**
+ * A queue's `get`/`getNowait` (`method`), blocking when `sync`: an item sent ahead when there is
+ * one, else a call the server may answer with a batch (see the module doc).
+ *
+ * @example
+ * ```ts ignore
+ * const item = await getItem(ref.path, ref.id, "get", [{ timeout: 100 }], false);
+ * ```
+ */
+export function getItem(
+  path: string,
+  id: number,
+  method: string,
+  args: unknown[],
+  sync: boolean,
+): unknown {
+  return linkOf(path).get(id, method, args, sync);
+}
+
+/**
+ * A queue's `getMany`, blocking when `sync`: the items sent ahead when there are, else a call.
+ *
+ * @example
+ * ```ts ignore
+ * const items = getItems(ref.path, ref.id, [{ max: 10 }], true) as unknown[];
+ * ```
+ */
+export function getItems(path: string, id: number, args: unknown[], sync: boolean): unknown {
+  return linkOf(path).getMany(id, args, sync);
+}
+
+/**
+ * How many items the server sent ahead to this child for queue `id` and no `get` returned yet.
+ *
+ * @example
+ * ```ts ignore
+ * const size = (callSync(ref.path, ref.id, "qsize", []) as number) + itemsAhead(ref.path, ref.id);
+ * ```
+ */
+export function itemsAhead(path: string, id: number): number {
+  return links.get(path)?.aheadOf(id) ?? 0;
 }

@@ -42,7 +42,7 @@ import { ProcessError, ValueError } from "../core/errors.ts";
 import { dumps, Encoder } from "../core/reduction.ts";
 import { Channel, F_HELLO, F_START } from "./os_channel.ts";
 import { HandleTable } from "./os_handles.ts";
-import { startAgent } from "./os_agent.ts";
+import { endAgent, startAgent } from "./os_agent.ts";
 import type { Child } from "../core/spawn.ts";
 
 export { Channel, F_CANCEL, F_DEATH, F_HELLO, F_RESULT, F_START, F_TASKS } from "./os_channel.ts";
@@ -520,6 +520,7 @@ export class OsChild {
   #escalate: ReturnType<typeof setTimeout> | undefined;
 
   #agent: Child | undefined;
+  #agentPath: string | undefined;
 
   /**
    * Starts the child; `table` holds the handles its arguments refer to (their server, a thread
@@ -591,7 +592,10 @@ export class OsChild {
       throw cannotStart(e);
     }
     this.pid = this.#proc.pid;
-    if (table?.objects.length) this.#agent = startAgent(table, spec.name);
+    if (table?.objects.length) {
+      this.#agent = startAgent(table, spec.name);
+      this.#agentPath = table.path;
+    }
     this.slot = allocSlot(heap().slot);
     recordProcess(this.slot, spec.name, spec.daemon, target.module, target.name);
     this.exited = new Promise((r) => (this.#resolve = r));
@@ -673,10 +677,11 @@ export class OsChild {
     if (this.#code !== null) return;
     this.#code = code;
     this.#channel?.close();
-    // The server of its handles ends with it: what the child held is released or taken over.
-    this.#agent?.terminate(-9);
     recordExit(this.slot, code);
     markDead(this.slot);
-    this.#resolve(code);
+    // The server of its handles ends with it (once its OS process is gone and the server has put
+    // back the items it held): what the child held is released or taken over.
+    if (!this.#agent) return this.#resolve(code);
+    void endAgent(this.#agent, this.#agentPath!, this.#proc.status).then(() => this.#resolve(code));
   }
 }
