@@ -129,27 +129,32 @@ if (import.meta.main) {
     const sync = variant.endsWith("sync"), typed = variant === "typed";
     const isolation = variant.startsWith("process-isolation") ? "process" : "thread";
     const tq = new Queue({ schema: w2Schema }), q = new Queue<Item>();
+    const producer = sync ? w2ProducerSync : w2Producer;
+    const consumer = sync ? w2ConsumerSync : w2Consumer;
+    // Who runs in the parent (its main thread) rather than in a child, by variant.
+    const inParent = variant.startsWith("process-isolation-put")
+      ? "consumer"
+      : variant.startsWith("process-isolation") && !variant.includes("2children")
+      ? "producer"
+      : "";
     const ps = typed
       ? [
         new Process({ target: w2ProducerTyped, args: [tq, n], daemon: true }),
         new Process({ target: w2ConsumerTyped, args: [tq, result], daemon: true }),
       ]
       : [
-        new Process({
-          target: sync ? w2ProducerSync : w2Producer,
-          args: [q, n],
-          daemon: true,
-          isolation,
-        }),
-        new Process({
-          target: sync ? w2ConsumerSync : w2Consumer,
-          args: [q, result],
-          daemon: true,
-          isolation,
-        }),
+        ...(inParent === "producer"
+          ? []
+          : [new Process({ target: producer, args: [q, n], daemon: true, isolation })]),
+        ...(inParent === "consumer"
+          ? []
+          : [new Process({ target: consumer, args: [q, result], daemon: true, isolation })]),
       ];
     const t0 = performance.now();
     for (const p of ps) p.start();
+    // The parent's half is async code (its main thread serves the children's starts meanwhile).
+    if (inParent === "producer") await w2Producer(q, n);
+    if (inParent === "consumer") await w2Consumer(q, result);
     const [count, total] = await result.get();
     const s = since(t0);
     for (const p of ps) await p.join();

@@ -24,6 +24,7 @@ import { SerializationError, ValueError } from "../core/errors.ts";
 import {
   CALL_HEAD,
   Channel,
+  connectUnix,
   H_ACK,
   H_CALL,
   H_CANCEL,
@@ -46,15 +47,19 @@ import { flushAll } from "../core/ring.ts";
 
 /**
  * Starts the server of `table` for the isolated child named `name`: a daemon thread of this
- * program. Terminate it when the child ends.
+ * program, and this thread's connection to it. Returns what ends it once the child's OS process
+ * is gone (see {@link endAgent}).
  *
  * @example
  * ```ts ignore
- * const agent = startAgent(table, "Process-1");
- * void child.exited.then(() => agent.terminate(-9));
+ * const end = startAgent(table, "Process-1");
+ * void end(proc.status);
  * ```
  */
-export function startAgent(table: HandleTable, name: string): Child {
+export function startAgent(
+  table: HandleTable,
+  name: string,
+): (gone: Promise<unknown>) => Promise<void> {
   const { result: args, modules } = withHandleModules(() =>
     new Encoder().encode([table.path, table.objects, table.kinds], "handles").slice()
   );
@@ -67,7 +72,15 @@ export function startAgent(table: HandleTable, name: string): Child {
     daemon: true,
     identity: [...current().identity, 0],
   };
-  return new Child(spec);
+  const agent = new Child(spec);
+  // Connected now: the socket's file is removed with the parent's listener's folder once the
+  // last isolated child is gone, which may be before this server is ended.
+  const control = connectUnix(table.path).then((conn) => {
+    const ch = new Channel(conn);
+    ch.unref();
+    return ch;
+  }, () => null);
+  return (gone) => endAgent(agent, control, gone);
 }
 
 /**
@@ -171,7 +184,7 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
           args[at] = { ...(args[at] as object), signal: c.signal };
         }
       }
-      result = run(table, id, method, args);
+      result = run(table, id, method, args, end);
     } catch (e) {
       aborts.delete(n);
       return reply(n, mode & M_POST ? 3 : 0, mode & M_POST ? [id, e] : e);
@@ -203,35 +216,37 @@ async function putBack(q: Queue, items: unknown[]): Promise<void> {
 
 /**
  * Ends the server of an isolated child's handles once the child's OS process is gone
- * (`gone` resolved): it first puts back what the child held (its sockets close with its
- * process), writes out what its queues' writers batch, and answers; then its thread is
- * terminated (after 2 s without an answer too).
+ * (`gone` resolved): through `control`, this thread's connection to it, it is asked to put back
+ * what the child held (the child's sockets close with its process) and write out what its
+ * queues' writers batch; then its thread is terminated (after 2 s without an answer too).
  *
  * @example
  * ```ts ignore
- * await endAgent(agent, table.path, proc.status);
+ * await endAgent(agent, control, proc.status);
  * ```
  */
-export async function endAgent(agent: Child, path: string, gone: Promise<unknown>): Promise<void> {
+async function endAgent(
+  agent: Child,
+  control: Promise<Channel | null>,
+  gone: Promise<unknown>,
+): Promise<void> {
   await gone;
-  let ch: Channel | null = null, timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    const conn = await Deno.connect({ transport: "unix", path });
-    conn.unref();
-    ch = new Channel(conn);
+  const ch = await control;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  if (ch) {
     const body = new Encoder().encode([-1, BYE, []], "call");
     const call = new Uint8Array(CALL_HEAD + body.length);
     call.set(body, CALL_HEAD);
-    const answered = new Promise<void>((r) => ch!.listen((type) => type === H_REPLY && r()));
+    const answered = new Promise<void>((r) => ch.listen((type) => type === H_REPLY && r()));
     ch.send(H_CALL, call);
     const late = new Promise<void>((r) => {
       timer = setTimeout(r, 2000);
       Deno.unrefTimer(timer);
     });
     await Promise.race([answered, ch.closed, late]);
-  } catch { /* the server is gone already */ }
-  clearTimeout(timer);
-  ch?.close();
+    clearTimeout(timer);
+    ch.close();
+  }
   agent.terminate(-9);
 }
 
@@ -239,18 +254,21 @@ export async function endAgent(agent: Child, path: string, gone: Promise<unknown
 const BYE = "#bye";
 
 /** Answers {@link endAgent} once every other connection has ended and the queues are written. */
-async function bye(): Promise<void> {
-  // The caller's own connection is among the ends: wait for the others only.
-  const others = [...ends];
-  await new Promise((r) => setTimeout(r, 0));
-  await Promise.all(others.slice(0, -1));
+async function bye(own: Promise<void>): Promise<void> {
+  await Promise.all([...ends].filter((e) => e !== own));
   await flushAll();
 }
 
 /** Runs one call on object `id`: a method of its kind's API, or a property read (`.p`) or write (`=p`). */
-function run(table: HandleTable, id: number, method: string, args: unknown[]): unknown {
+function run(
+  table: HandleTable,
+  id: number,
+  method: string,
+  args: unknown[],
+  self: Promise<void>,
+): unknown {
   if (method === FLUSH) return flushAll();
-  if (method === BYE) return bye();
+  if (method === BYE) return bye(self);
   const obj = table.objects[id] as Record<string, unknown>, kind = table.kinds[id];
   const api = API[kind];
   if (obj === undefined || !api) throw new ValueError(`no handle number ${id} is served here`);

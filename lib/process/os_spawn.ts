@@ -42,8 +42,7 @@ import { ProcessError, ValueError } from "../core/errors.ts";
 import { dumps, Encoder } from "../core/reduction.ts";
 import { Channel, F_HELLO, F_START } from "./os_channel.ts";
 import { HandleTable } from "./os_handles.ts";
-import { endAgent, startAgent } from "./os_agent.ts";
-import type { Child } from "../core/spawn.ts";
+import { startAgent } from "./os_agent.ts";
 
 export { Channel, F_CANCEL, F_DEATH, F_HELLO, F_RESULT, F_START, F_TASKS } from "./os_channel.ts";
 
@@ -519,8 +518,8 @@ export class OsChild {
   #channel: Channel | null = null;
   #escalate: ReturnType<typeof setTimeout> | undefined;
 
-  #agent: Child | undefined;
-  #agentPath: string | undefined;
+  /** Ends the server of its handles (see `os_agent.ts`), if it has one. */
+  #endAgent: ((gone: Promise<unknown>) => Promise<void>) | undefined;
 
   /**
    * Starts the child; `table` holds the handles its arguments refer to (their server, a thread
@@ -592,10 +591,7 @@ export class OsChild {
       throw cannotStart(e);
     }
     this.pid = this.#proc.pid;
-    if (table?.objects.length) {
-      this.#agent = startAgent(table, spec.name);
-      this.#agentPath = table.path;
-    }
+    if (table?.objects.length) this.#endAgent = startAgent(table, spec.name);
     this.slot = allocSlot(heap().slot);
     recordProcess(this.slot, spec.name, spec.daemon, target.module, target.name);
     this.exited = new Promise((r) => (this.#resolve = r));
@@ -681,7 +677,7 @@ export class OsChild {
     markDead(this.slot);
     // The server of its handles ends with it (once its OS process is gone and the server has put
     // back the items it held): what the child held is released or taken over.
-    if (!this.#agent) return this.#resolve(code);
-    void endAgent(this.#agent, this.#agentPath!, this.#proc.status).then(() => this.#resolve(code));
+    if (!this.#endAgent) return this.#resolve(code);
+    void this.#endAgent(this.#proc.status).then(() => this.#resolve(code));
   }
 }

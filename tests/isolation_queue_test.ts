@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { Process } from "../lib/process/process.ts";
+import { Queue } from "../lib/queues/queues.ts";
+import { __testHooks } from "../lib/process/os_spawn.ts";
+import { range } from "./_helpers.ts";
+import {
+  drainThenTimeout,
+  relayAsync,
+  relaySync,
+  takeSome,
+} from "./fixtures/isolation_queue_tasks.ts";
+
+/** Every item there is in `q` now (none is on its way). */
+function drain(q: Queue<number>): number[] {
+  const got: number[] = [];
+  for (;;) {
+    try {
+      got.push(q.getNowait());
+    } catch {
+      return got;
+    }
+  }
+}
+
+/**
+ * An isolated child relays items from `q` to `out` (getting them in batches); it is killed
+ * mid-stream; then what it reported and what is left in `q` are each item once.
+ */
+async function killMidStream(
+  target: typeof relaySync | typeof relayAsync,
+  kill: (p: Process) => void,
+): Promise<void> {
+  const n = 3000, q = new Queue<number>(), out = new Queue<number>();
+  for (const i of range(n)) await q.put(i);
+  const p = new Process({ target, args: [q, out], isolation: "process" });
+  p.start();
+  const seen: number[] = [];
+  while (seen.length < 500) seen.push(await out.get({ timeout: 20_000 }));
+  kill(p);
+  await p.join(); // the server has put back what the child held
+  seen.push(...drain(out));
+  const left = drain(q);
+  assert.ok(seen.length < n, `the child got only part of the stream (${seen.length} of ${n})`);
+  assert.deepEqual([...seen, ...left].sort((a, b) => a - b), range(n));
+}
+
+Deno.test("isolation process: a getSync child killed with SIGKILL mid-stream: no item lost or doubled", async () => {
+  for (let round = 0; round < 3; round++) {
+    await killMidStream(relaySync, (p) => Deno.kill(p.pid!, "SIGKILL"));
+  }
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: an async get child terminated mid-stream: no item lost or doubled", async () => {
+  for (let round = 0; round < 3; round++) await killMidStream(relayAsync, (p) => p.terminate());
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: items sent ahead to a child that exits without getting them go back to the queue", async () => {
+  const q = new Queue<number>(), out = new Queue<number>();
+  for (const i of range(1000)) await q.put(i);
+  const p = new Process({ target: takeSome, args: [q, out, 300], isolation: "process" });
+  p.start();
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  const seen = drain(out), left = drain(q);
+  assert.equal(seen.length, 300);
+  assert.deepEqual([...seen, ...left].sort((a, b) => a - b), range(1000));
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: for await in an isolated child ends at close(); a get's timeout still works", async () => {
+  const q = new Queue<number>(), empty = new Queue<number>(), out = new Queue<unknown>();
+  const p = new Process({ target: drainThenTimeout, args: [q, empty, out], isolation: "process" });
+  p.start();
+  for (const i of range(2000)) await q.put(i);
+  q.close();
+  assert.deepEqual(await out.get({ timeout: 20_000 }), [2000, 1999 * 1000, "Empty"]);
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  await __testHooks.gone();
+});
