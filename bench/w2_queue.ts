@@ -23,6 +23,7 @@ import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { schema } from "../lib/queues/typed.ts";
 import { ValueError } from "../lib/core/errors.ts";
+import { Yielder } from "../lib/core/yield.ts";
 import { __testHooks, spareOptions } from "../lib/core/spares.ts";
 import { arg, emit, rounds, since } from "./_common.ts";
 
@@ -32,6 +33,22 @@ type Item = { i: number; s: string } | null;
 export async function w2Producer(q: Queue<Item>, n: number): Promise<void> {
   for (let i = 0; i < n; i++) await q.put({ i, s: "item-" + i });
   await q.put(null);
+}
+
+/**
+ * The parent's producer in the variants where the parent puts: `w2Producer`, letting one
+ * macrotask pass every 1024 items (~15 µs each). Without it the loop, whose puts settle at once,
+ * holds the parent's event loop until the last item, and the isolated child's start (its
+ * connection is answered there) waits for the whole stream.
+ */
+export async function w2ProducerYielding(q: Queue<Item>, n: number): Promise<void> {
+  const y = new Yielder();
+  for (let i = 0; i < n; i++) {
+    await q.put({ i, s: "item-" + i });
+    if ((i & 1023) === 1023) await y.yield();
+  }
+  await q.put(null);
+  y.close();
 }
 
 /** Consumer: gets until `null`, reports `[count, sum]`. */
@@ -153,7 +170,7 @@ if (import.meta.main) {
     const t0 = performance.now();
     for (const p of ps) p.start();
     // The parent's half is async code (its main thread serves the children's starts meanwhile).
-    if (inParent === "producer") await w2Producer(q, n);
+    if (inParent === "producer") await w2ProducerYielding(q, n);
     if (inParent === "consumer") await w2Consumer(q, result);
     const [count, total] = await result.get();
     const s = since(t0);

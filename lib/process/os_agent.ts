@@ -29,6 +29,7 @@ import {
   H_CALL,
   H_CANCEL,
   H_REPLY,
+  M_AHEAD,
   M_BATCH,
   M_POST,
   M_SIGNAL,
@@ -101,9 +102,12 @@ export async function serveHandles(path: string, objects: object[], kinds: strin
 }
 
 /** The most items one batch `get` sends (the first and those sent ahead). */
-export const AHEAD_MAX = 64;
+export const AHEAD_MAX = 256;
 /** A batch `get` that comes this soon (ms) after the last reply doubles the bound, up to the max. */
 const BACK_TO_BACK_MS = 20;
+
+/** The first item of a batch sent ahead that found the queue empty: none. */
+const NONE = Symbol("none");
 
 /** The ends of this server's connections (each once its items held are put back). */
 const ends = new Set<Promise<void>>();
@@ -141,15 +145,16 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
   ends.add(end);
   void end.then(() => ends.delete(end));
   /** A batch get's first item came: the others there (up to the bound) go with it, held. */
-  const batch = (n: number, id: number, first: unknown) => {
+  const batch = (n: number, id: number, first: unknown, ahead: boolean) => {
     const q = table.objects[id] as Queue;
-    const items = [first];
+    const items = first === NONE ? [] : [first];
     if (!open) return void putBack(q, items);
     const now = performance.now();
     let p = pace.get(id);
     if (!p) pace.set(id, p = { k: 1, last: -Infinity });
-    p.k = now - p.last <= BACK_TO_BACK_MS ? Math.min(2 * p.k, AHEAD_MAX) : 1;
-    for (let more = Math.min(p.k - 1, q.qsize()); more > 0; more--) {
+    // Asked for ahead: the child is getting back to back.
+    p.k = ahead || now - p.last <= BACK_TO_BACK_MS ? Math.min(2 * p.k, AHEAD_MAX) : 1;
+    for (let more = Math.min(p.k - items.length, q.qsize()); more > 0; more--) {
       try {
         items.push(q.getNowait());
       } catch {
@@ -186,17 +191,18 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
       }
       result = run(table, id, method, args, end);
     } catch (e) {
-      aborts.delete(n);
-      return reply(n, mode & M_POST ? 3 : 0, mode & M_POST ? [id, e] : e);
+      result = Promise.reject(e);
     }
     const done = (v: unknown) => {
       aborts.delete(n);
-      if (mode & M_BATCH) batch(n, id, v);
+      if (mode & M_BATCH) batch(n, id, v, (mode & M_AHEAD) !== 0);
       else if (!(mode & M_POST)) reply(n, 1, v);
     };
     const failed = (e: unknown) => {
       aborts.delete(n);
-      reply(n, mode & M_POST ? 3 : 0, mode & M_POST ? [id, e] : e);
+      // Asked for ahead: whatever stopped it (an empty queue), the child's next get says.
+      if (mode & M_AHEAD) done(NONE);
+      else reply(n, mode & M_POST ? 3 : 0, mode & M_POST ? [id, e] : e);
     };
     if (result instanceof Promise) result.then(done, failed);
     else done(result);

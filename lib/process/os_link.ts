@@ -31,21 +31,21 @@ import { beforeExit } from "../core/context.ts";
 import {
   CALL_HEAD,
   H_ACK,
+  H_BROKEN,
   H_CALL,
   H_CANCEL,
+  M_AHEAD,
   M_BATCH,
   M_POST,
   M_SIGNAL,
   M_SYNC,
-  S_DATA,
-  S_LEN,
-  S_REPLY,
-  S_STATE,
 } from "./os_channel.ts";
-import { OutboxWriter } from "./os_link_outbox.ts";
+import { OutboxReader, OutboxWriter } from "./os_link_outbox.ts";
 
 /** How long one `Atomics.wait` of a blocking call lasts (it waits again until its reply is there). */
 const SLICE_MS = 1000;
+/** A batch of at least this many items makes the next one be asked for ahead (see `#took`). */
+const AHEAD_FROM = 8;
 
 /** The call that asks the server to write out what its channels' writers still hold. */
 export const FLUSH = "#flush";
@@ -59,21 +59,32 @@ const encoder = new Encoder({
     `a ${kind} made in a child with isolation "process" cannot be sent to its parent (only handles the parent passed can)`,
 });
 
+/** How a call's reply is handed over: its value, or its error. */
+type Settle = [(v: unknown) => void, (e: unknown) => void];
+
+/** A `getNowait` sent ahead for a queue, not answered yet. */
+interface Fetch {
+  done: boolean;
+  promise: Promise<void>;
+}
+
 /** One link to one server. */
 class Link {
   readonly #path: string;
-  #worker: Worker | null = null;
-  /** The shared buffer a blocking call's reply comes back in. */
-  #sab: SharedArrayBuffer | null = null;
-  #i32: Int32Array | null = null;
   #out: OutboxWriter | null = null;
+  /** The replies, which the link thread writes into shared memory. */
+  #in: OutboxReader | null = null;
   #next = 1;
-  readonly #pending = new Map<number, [(v: unknown) => void, (e: unknown) => void]>();
+  readonly #pending = new Map<number, Settle>();
   #broken: Error | null = null;
   /** Failures of calls nobody awaited ({@link post}), by object: its next call throws them. */
   readonly #deferred = new Map<number, unknown>();
   /** Items sent ahead by the server, by queue, oldest first (see the module doc). */
   readonly #ahead = new Map<number, unknown[]>();
+  /** The size of the last batch, by queue. */
+  readonly #lastBatch = new Map<number, number>();
+  /** The `getNowait` sent ahead, by queue. */
+  readonly #fetching = new Map<number, Fetch>();
   /** Items `get` returned and the server was not told of yet, by queue. */
   readonly #acks = new Map<number, number>();
 
@@ -82,30 +93,56 @@ class Link {
     beforeExit(() => this.#finish());
   }
 
-  /** The link thread, started on first use. */
+  /** The outbox (and the link thread, started on first use). */
   #outbox(): OutboxWriter {
     if (this.#out) return this.#out;
-    const sab = this.#sab = new SharedArrayBuffer(S_DATA + 4096, { maxByteLength: 1 << 30 });
-    this.#i32 = new Int32Array(sab, 0, 2);
-    const out = this.#out = new OutboxWriter();
-    const w = this.#worker = new Worker(WORKER, { type: "module", name: "denomp-handle-link" });
-    w.postMessage({ path: this.#path, sab, out: out.sab });
-    w.onmessage = (e: MessageEvent<Uint8Array[] | { broken: string }>) => {
-      const d = e.data;
-      if (Array.isArray(d)) { for (const r of d) this.#settle(r); }
-      else this.#break(new ProcessError(d.broken));
-    };
+    const out = this.#out = new OutboxWriter(), inbox = new OutboxWriter();
+    this.#in = new OutboxReader(inbox.sab);
+    const w = new Worker(WORKER, { type: "module", name: "denomp-handle-link" });
+    w.postMessage({ path: this.#path, out: out.sab, inbox: inbox.sab });
     w.onerror = (e) => {
       e.preventDefault();
       this.#break(new ProcessError(`the link to the parent's handles failed: ${e.message}`));
     };
+    void this.#pumpIn();
     return out;
   }
 
+  /** Hands the replies over as they come, while this thread runs its event loop. */
+  async #pumpIn(): Promise<void> {
+    for (const inbox = this.#in!;;) {
+      await inbox.ready();
+      this.#drain();
+    }
+  }
+
+  /** Hands over every reply there is. */
+  #drain(): void {
+    const frames = this.#in!.take();
+    if (!frames) return;
+    const dv = new DataView(frames.buffer);
+    for (let at = 0; at < frames.length;) {
+      const len = dv.getUint32(at, true), type = frames[at + 4];
+      const body = frames.subarray(at + 5, at + 5 + len);
+      at += 5 + len;
+      if (type === H_BROKEN) this.#break(new ProcessError(new TextDecoder().decode(body)));
+      else this.#settle(body);
+    }
+  }
+
+  /** Blocks this thread, handing replies over, until `done()`. */
+  #waitFor(done: () => boolean): void {
+    for (;;) {
+      this.#drain();
+      if (done()) return;
+      this.#in!.waitSync(SLICE_MS);
+    }
+  }
+
   /** Puts a frame into the outbox, after the acknowledgements not sent yet. */
-  #send(type: number, body: Uint8Array, blocked = 0): void {
+  #send(type: number, body: Uint8Array): void {
     const out = this.#outbox();
-    if (!this.#acks.size) return out.append(type, body, blocked);
+    if (!this.#acks.size) return out.append(type, body);
     const pre: [number, Uint8Array][] = [];
     for (const [id, n] of this.#acks) {
       const b = new Uint8Array(8), dv = new DataView(b.buffer);
@@ -114,13 +151,14 @@ class Link {
       pre.push([H_ACK, b]);
     }
     this.#acks.clear();
-    out.append(type, body, blocked, pre);
+    out.append(type, body, pre);
   }
 
   #break(err: Error): void {
     this.#broken ??= err;
-    for (const [, reject] of this.#pending.values()) reject(this.#broken);
+    const pending = [...this.#pending.values()];
     this.#pending.clear();
+    for (const [, reject] of pending) reject(this.#broken);
   }
 
   /** The encoded call (a fresh buffer). */
@@ -203,15 +241,19 @@ class Link {
     this.#checkDeferred(id);
     const n = this.#next++;
     const body = this.#encode(n, M_SYNC | batch, id, method, args);
-    this.#send(H_CALL, body, n);
-    const i32 = this.#i32!;
-    for (let v; (v = Atomics.load(i32, S_STATE)) !== S_REPLY;) {
-      Atomics.wait(i32, S_STATE, v, SLICE_MS);
-    }
-    const len = Atomics.load(i32, S_LEN);
-    const reply = new Uint8Array(this.#sab!, S_DATA, len).slice();
-    Atomics.store(i32, S_STATE, 0);
-    return this.#outcome(reply);
+    let done = false, ok = true, value: unknown;
+    this.#pending.set(n, [(v) => {
+      done = true;
+      value = v;
+    }, (e) => {
+      done = true;
+      ok = false;
+      value = e;
+    }]);
+    this.#send(H_CALL, body);
+    this.#waitFor(() => done);
+    if (!ok) throw value;
+    return value;
   }
 
   /**
@@ -225,6 +267,13 @@ class Link {
       const v = this.#took(id, ahead);
       return sync ? v : Promise.resolve(v);
     }
+    const f = this.#fetching.get(id);
+    if (f) {
+      // Items asked for ahead are on their way: they come before any other.
+      if (!sync) return f.promise.then(() => this.get(id, method, args, false));
+      this.#waitFor(() => f.done);
+      return this.get(id, method, args, true);
+    }
     if (sync) return this.#arrived(id, this.callSync(id, method, args, M_BATCH) as unknown[]);
     return this.call(id, method, args, M_BATCH).then((items) =>
       this.#arrived(id, items as unknown[])
@@ -235,7 +284,11 @@ class Link {
   getMany(id: number, args: unknown[], sync: boolean): unknown {
     const ahead = this.#ahead.get(id);
     if (!ahead?.length) {
-      return sync ? this.callSync(id, "getMany", args) : this.call(id, "getMany", args);
+      const f = this.#fetching.get(id);
+      if (f && !sync) return f.promise.then(() => this.getMany(id, args, false));
+      if (f) this.#waitFor(() => f.done);
+      else return sync ? this.callSync(id, "getMany", args) : this.call(id, "getMany", args);
+      return this.getMany(id, args, sync);
     }
     const max = (args[0] as { max?: number } | undefined)?.max ?? ahead.length;
     const got: unknown[] = [];
@@ -250,21 +303,52 @@ class Link {
 
   /** A batch arrived: its items join those sent ahead; the oldest is the get's (order kept). */
   #arrived(id: number, items: unknown[]): unknown {
+    return this.#took(id, this.#keep(id, items));
+  }
+
+  /** Adds `items` (a batch) to those sent ahead for queue `id`. */
+  #keep(id: number, items: unknown[]): unknown[] {
     let ahead = this.#ahead.get(id);
     if (!ahead) this.#ahead.set(id, ahead = []);
     for (const v of items) ahead.push(v);
-    return this.#took(id, ahead);
+    this.#lastBatch.set(id, items.length);
+    return ahead;
   }
 
+  /**
+   * The oldest item sent ahead, acknowledged with the next frame. Once half of a big batch is
+   * got, the next one is asked for (a `getNowait`), so that it is on its way meanwhile.
+   */
   #took(id: number, ahead: unknown[]): unknown {
     this.#acks.set(id, (this.#acks.get(id) ?? 0) + 1);
-    return ahead.shift();
+    const v = ahead.shift();
+    const last = this.#lastBatch.get(id)!;
+    if (last >= AHEAD_FROM && ahead.length === last - 1 && !this.#fetching.has(id)) {
+      this.#fetchAhead(id);
+    }
+    return v;
+  }
+
+  #fetchAhead(id: number): void {
+    const n = this.#next++;
+    const f: Fetch = { done: false, promise: Promise.resolve() };
+    f.promise = new Promise<void>((resolve) => {
+      const end = () => {
+        f.done = true;
+        this.#fetching.delete(id);
+        resolve();
+      };
+      this.#pending.set(n, [(items) => {
+        this.#keep(id, items as unknown[]);
+        end();
+      }, end]);
+    });
+    this.#fetching.set(id, f);
+    this.#send(H_CALL, this.#encode(n, M_BATCH | M_AHEAD, id, "getNowait", []));
   }
 
   /** A reply's value, or its error thrown. */
   #outcome(reply: Uint8Array): unknown {
-    // The link thread's own failure (it decodes nothing): the text of a ProcessError.
-    if (reply[4] === 2) throw new ProcessError(new TextDecoder().decode(reply.subarray(5)));
     const value = loads(reply.subarray(5));
     if (reply[4] !== 1) throw value;
     return value;
@@ -281,11 +365,13 @@ class Link {
     const p = this.#pending.get(n);
     if (!p) return;
     this.#pending.delete(n);
+    let v: unknown;
     try {
-      p[0](this.#outcome(reply));
+      v = this.#outcome(reply);
     } catch (e) {
-      p[1](e);
+      return p[1](e);
     }
+    p[0](v);
   }
 }
 

@@ -11,14 +11,14 @@
  *
  * Layout of the (growable) shared buffer: {@link O_LOCK} (0 free, 1 taken, 2 taken with a
  * waiter), {@link O_LEN} (bytes of frames waiting), {@link O_SLEEP} (1 while the link thread
- * waits for frames), {@link O_BLOCKED} (the number of the call whose caller blocks, or 0), then
- * the frames from {@link O_DATA}.
+ * waits for frames), then the frames from {@link O_DATA}. The same structure carries the replies
+ * back (an inbox: the link thread writes, the isolate reads).
  *
  * @module
  */
 
 /** Word indexes of the outbox header (see the module doc). */
-export const O_LOCK = 0, O_LEN = 1, O_SLEEP = 2, O_BLOCKED = 3;
+export const O_LOCK = 0, O_LEN = 1, O_SLEEP = 2;
 /** Where the frames start (bytes). */
 export const O_DATA = 16;
 /** Bytes of a frame's header: its body's length (u32) and its type (u8), as `Channel` frames. */
@@ -53,17 +53,22 @@ export class OutboxWriter {
   /** A view that follows the buffer as it grows. */
   readonly #u8: Uint8Array;
 
-  constructor(bytes = 64 << 10) {
-    this.sab = new SharedArrayBuffer(O_DATA + bytes, { maxByteLength: 1 << 30 });
-    this.#i32 = new Int32Array(this.sab, 0, 4);
-    this.#u8 = new Uint8Array(this.sab);
-  }
+  readonly #wakeAlways: boolean;
 
   /**
-   * Appends frames (`types[i]`, `bodies[i]`) in order; `blocked` (when not 0) is the number of
-   * the blocking call among them, whose reply the link thread puts into shared memory.
+   * Writes into `sab` (a new buffer when not given). `wakeAlways`: wake the reader at every
+   * append, also when it did not say it sleeps (a reader that waits in more than one way at a
+   * time, as an isolate does with its replies).
    */
-  append(type: number, body: Uint8Array, blocked = 0, pre?: [number, Uint8Array][]): void {
+  constructor(sab?: SharedArrayBuffer, wakeAlways = false) {
+    this.sab = sab ?? new SharedArrayBuffer(O_DATA + (64 << 10), { maxByteLength: 1 << 30 });
+    this.#i32 = new Int32Array(this.sab, 0, 4);
+    this.#u8 = new Uint8Array(this.sab);
+    this.#wakeAlways = wakeAlways;
+  }
+
+  /** Appends the frames `pre` (type, body), if any, then the frame `type`, `body`. */
+  append(type: number, body: Uint8Array, pre?: [number, Uint8Array][]): void {
     const i32 = this.#i32;
     let need = HEAD + body.length;
     if (pre) { for (const [, b] of pre) need += HEAD + b.length; }
@@ -78,12 +83,11 @@ export class OutboxWriter {
       let at = O_DATA + len;
       if (pre) { for (const [t, b] of pre) at = this.#put(at, t, b); }
       this.#put(at, type, body);
-      if (blocked) i32[O_BLOCKED] = blocked;
       Atomics.store(i32, O_LEN, len + need);
     } finally {
       unlock(i32);
     }
-    if (Atomics.load(i32, O_SLEEP)) Atomics.notify(i32, O_LEN, 1);
+    if (this.#wakeAlways || Atomics.load(i32, O_SLEEP)) Atomics.notify(i32, O_LEN);
   }
 
   #put(at: number, type: number, body: Uint8Array): number {
@@ -133,14 +137,12 @@ export class OutboxReader {
     }
   }
 
-  /** The blocking call's number, cleared (0 when none is waiting for its reply). */
-  takeBlocked(n: number): boolean {
-    return Atomics.compareExchange(this.#i32, O_BLOCKED, n, 0) === n && n !== 0;
-  }
-
-  /** The blocking call's number (0 when none). */
-  get blocked(): number {
-    return Atomics.load(this.#i32, O_BLOCKED);
+  /**
+   * Blocks this thread until frames are there or `ms` have passed (for a reader that cannot
+   * await; its writer must wake always).
+   */
+  waitSync(ms: number): void {
+    Atomics.wait(this.#i32, O_LEN, 0, ms);
   }
 
   /** Resolves once frames are there (at once when some are). */
