@@ -3,10 +3,14 @@
 // `i`. The clock runs from starting both processes until the consumer's result arrives
 // (process start-up included, as in python_mp_bench.py).
 //
-// Variant `process-isolation` (issue 14): both processes are isolated children (`deno` OS
-// processes, as both of python_mp_bench.py's are); the queue stays in the parent, which serves
-// it to each (one call over a Unix socket per put or get). `process-isolation-sync` is the same
-// with the blocking API.
+// Variants `process-isolation*` (issue 14: "W2-queue between the parent and an isolated
+// child"): the queue lives in the parent, which serves it to the isolated child (a `deno` OS
+// process) from a thread of its own over a Unix socket (lib/process/os_agent.ts).
+// `process-isolation`: the parent puts (async, on its main thread), the child gets;
+// `process-isolation-put`: the child puts, the parent gets; `-sync`: the child uses the blocking
+// API (the parent's side stays async: its event loop serves the child's start);
+// `process-isolation-2children`: producer and consumer are both isolated children (both OS
+// processes, as both of python_mp_bench.py's are), the queue in the parent between them.
 //
 // Each timed round starts when the program's spare workers are ready (lib/core/spares.ts: the
 // default 2, ready ~1 s after they were asked for; at most 3 s is waited): the two processes
@@ -18,7 +22,7 @@
 // `{ i: "i32", s: "string" }`, in batches (`putManySync`/`getManySync`); the end is `close()`
 // (a typed item cannot be `null`).
 //
-//   deno run -A bench/w2_queue.ts [--variant async,sync,typed,process-isolation] [--n 200000]
+//   deno run -A bench/w2_queue.ts [--variant async,sync,typed,process-isolation,...] [--n 200000]
 import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { schema } from "../lib/queues/typed.ts";
@@ -140,7 +144,11 @@ async function sparesReady(): Promise<number> {
 
 if (import.meta.main) {
   const n = Number(arg("n", "200000"));
-  for (const { variant, warmUp } of rounds("async,sync,typed,process-isolation")) {
+  for (
+    const { variant, warmUp } of rounds(
+      "async,sync,typed,process-isolation,process-isolation-sync,process-isolation-put,process-isolation-put-sync,process-isolation-2children",
+    )
+  ) {
     const spares = warmUp ? 0 : await sparesReady();
     const result = new Queue<[number, number]>();
     const sync = variant.endsWith("sync"), typed = variant === "typed";
