@@ -8,7 +8,9 @@ import {
   relayAsync,
   relaySync,
   takeSome,
+  takeThenWait,
 } from "./fixtures/isolation_queue_tasks.ts";
+import { Event } from "../lib/sync/mod.ts";
 
 /** Every item there is in `q` now (none is on its way). */
 function drain(q: Queue<number>): number[] {
@@ -78,5 +80,19 @@ Deno.test("isolation process: for await in an isolated child ends at close(); a 
   assert.deepEqual(await out.get({ timeout: 20_000 }), [2000, 1999 * 1000, "Empty"]);
   await p.join();
   assert.equal(p.exitCode, 0);
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: big items are not sent ahead in bulk (a batch stays near 256 KiB)", async () => {
+  const q = new Queue<Uint8Array>(), out = new Queue<number>(), go = new Event();
+  for (let i = 0; i < 20; i++) await q.put(new Uint8Array(300 << 10));
+  const p = new Process({ target: takeThenWait, args: [q, out, 5, go], isolation: "process" });
+  p.start();
+  for (let i = 0; i < 5; i++) assert.equal(await out.get({ timeout: 20_000 }), 300 << 10);
+  // 5 got; at most one more may be on its way to the child.
+  assert.ok(q.qsize() >= 14, `the child holds ${15 - q.qsize()} items it did not ask for`);
+  go.set();
+  await p.join();
+  assert.equal(q.qsize(), 15); // what it held went back
   await __testHooks.gone();
 });

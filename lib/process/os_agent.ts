@@ -103,6 +103,8 @@ export async function serveHandles(path: string, objects: object[], kinds: strin
 
 /** The most items one batch `get` sends (the first and those sent ahead). */
 export const AHEAD_MAX = 256;
+/** The bytes a batch aims not to pass: a bigger one lowers the bound of the next ones. */
+const BATCH_BYTES = 256 << 10;
 /** A batch `get` that comes this soon (ms) after the last reply doubles the bound, up to the max. */
 const BACK_TO_BACK_MS = 20;
 
@@ -117,9 +119,10 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
   /** Items sent to the child and not acknowledged, by queue, oldest first. */
   const held = new Map<number, unknown[]>();
   /** The bound of a batch and when the last one was sent, by queue. */
-  const pace = new Map<number, { k: number; last: number }>();
+  const pace = new Map<number, { k: number; cap: number; last: number }>();
   let open = true;
-  const reply = (n: number, outcome: number, value: unknown) => {
+  /** Sends a reply; its size in bytes. */
+  const reply = (n: number, outcome: number, value: unknown): number => {
     let body: Uint8Array;
     try {
       body = encoder.encode(value, outcome === 1 ? "result" : "error", {
@@ -136,6 +139,7 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
     out[4] = outcome;
     out.set(body, 5);
     ch.send(H_REPLY, out);
+    return out.length;
   };
   const end = ch.closed.then(async () => {
     open = false;
@@ -151,9 +155,9 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
     if (!open) return void putBack(q, items);
     const now = performance.now();
     let p = pace.get(id);
-    if (!p) pace.set(id, p = { k: 1, last: -Infinity });
+    if (!p) pace.set(id, p = { k: 1, cap: AHEAD_MAX, last: -Infinity });
     // Asked for ahead: the child is getting back to back.
-    p.k = ahead || now - p.last <= BACK_TO_BACK_MS ? Math.min(2 * p.k, AHEAD_MAX) : 1;
+    p.k = ahead || now - p.last <= BACK_TO_BACK_MS ? Math.min(2 * p.k, p.cap) : 1;
     for (let more = Math.min(p.k - items.length, q.qsize()); more > 0; more--) {
       try {
         items.push(q.getNowait());
@@ -164,7 +168,9 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
     let h = held.get(id);
     if (!h) held.set(id, h = []);
     for (const v of items) h.push(v);
-    reply(n, 1, items);
+    const bytes = reply(n, 1, items);
+    // Big items: as many as fit in BATCH_BYTES (at least one) from now on.
+    if (bytes > BATCH_BYTES) p.cap = Math.max(1, Math.floor(items.length * BATCH_BYTES / bytes));
     p.last = performance.now();
   };
   ch.listen((type, body) => {
