@@ -316,14 +316,15 @@ class Link {
   }
 
   /**
-   * The oldest item sent ahead, acknowledged with the next frame. Once half of a big batch is
-   * got, the next one is asked for (a `getNowait`), so that it is on its way meanwhile.
+   * The oldest item sent ahead, acknowledged with the next frame. Once the items left here are
+   * fewer than the last batch brought (of 8 or more), the next one is asked for (a `getNowait`),
+   * so that it is on its way meanwhile: at most one batch here and one on its way.
    */
   #took(id: number, ahead: unknown[]): unknown {
     this.#acks.set(id, (this.#acks.get(id) ?? 0) + 1);
     const v = ahead.shift();
     const last = this.#lastBatch.get(id)!;
-    if (last >= AHEAD_FROM && ahead.length === last - 1 && !this.#fetching.has(id)) {
+    if (last >= AHEAD_FROM && ahead.length < last && !this.#fetching.has(id)) {
       this.#fetchAhead(id);
     }
     return v;
