@@ -2,11 +2,12 @@ import assert from "node:assert/strict";
 import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
-import { range } from "./_helpers.ts";
+import { range, sleep } from "./_helpers.ts";
 import {
   drainThenTimeout,
   relayAsync,
   relaySync,
+  relayUntil,
   takeSome,
   takeThenWait,
 } from "./fixtures/isolation_queue_tasks.ts";
@@ -31,13 +32,14 @@ function drain(q: Queue<number>): number[] {
 async function killMidStream(
   target: typeof relaySync | typeof relayAsync,
   kill: (p: Process) => void,
+  after: number,
 ): Promise<void> {
   const n = 3000, q = new Queue<number>(), out = new Queue<number>();
   for (const i of range(n)) await q.put(i);
   const p = new Process({ target, args: [q, out], isolation: "process" });
   p.start();
   const seen: number[] = [];
-  while (seen.length < 500) seen.push(await out.get({ timeout: 20_000 }));
+  while (seen.length < after) seen.push(await out.get({ timeout: 20_000 }));
   kill(p);
   await p.join(); // the server has put back what the child held
   seen.push(...drain(out));
@@ -47,14 +49,17 @@ async function killMidStream(
 }
 
 Deno.test("isolation process: a getSync child killed with SIGKILL mid-stream: no item lost or doubled", async () => {
-  for (let round = 0; round < 3; round++) {
-    await killMidStream(relaySync, (p) => Deno.kill(p.pid!, "SIGKILL"));
+  // Killed at different points of the stream (batches end at 1, 3, 7, ... 511, 767, ...).
+  for (let round = 0; round < 6; round++) {
+    await killMidStream(relaySync, (p) => Deno.kill(p.pid!, "SIGKILL"), 300 + 97 * round);
   }
   await __testHooks.gone();
 });
 
 Deno.test("isolation process: an async get child terminated mid-stream: no item lost or doubled", async () => {
-  for (let round = 0; round < 3; round++) await killMidStream(relayAsync, (p) => p.terminate());
+  for (let round = 0; round < 6; round++) {
+    await killMidStream(relayAsync, (p) => p.terminate(), 300 + 97 * round);
+  }
   await __testHooks.gone();
 });
 
@@ -94,5 +99,23 @@ Deno.test("isolation process: big items are not sent ahead in bulk (a batch stay
   go.set();
   await p.join();
   assert.equal(q.qsize(), 15); // what it held went back
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: an item a child got but did not use before it was killed goes back (its get's own call carried no acknowledgement of it)", async () => {
+  // Batches of 1, 2, 4 and 8 items: getting item 7, the first of a batch of 8, sends the call for
+  // the next batch; the child then keeps item 7 without a call and is killed.
+  const n = 100, q = new Queue<number>(), out = new Queue<number>();
+  for (const i of range(n)) await q.put(i);
+  const p = new Process({ target: relayUntil, args: [q, out, 7], isolation: "process" });
+  p.start();
+  const seen: number[] = [];
+  while (seen.length < 7) seen.push(await out.get({ timeout: 20_000 }));
+  await sleep(300); // it has item 7 now, and spins
+  Deno.kill(p.pid!, "SIGKILL");
+  await p.join();
+  seen.push(...drain(out));
+  assert.deepEqual(seen, range(7));
+  assert.deepEqual(drain(q).sort((a, b) => a - b), range(n).slice(7));
   await __testHooks.gone();
 });

@@ -121,6 +121,8 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
   /** The bound of a batch and when the last one was sent, by queue. */
   const pace = new Map<number, { k: number; cap: number; last: number }>();
   let open = true;
+  /** Acknowledgements (queue, items) not counted yet: they wait for the frame after them. */
+  const acks: number[] = [];
   /** Sends a reply; its size in bytes. */
   const reply = (n: number, outcome: number, value: unknown): number => {
     let body: Uint8Array;
@@ -175,9 +177,12 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
   };
   ch.listen((type, body) => {
     const dv = new DataView(body.buffer, body.byteOffset);
-    if (type === H_ACK) {
-      return void held.get(dv.getUint32(0, true))?.splice(0, dv.getUint32(4, true));
-    }
+    // An acknowledgement counts once the frame it was sent with is here whole: a child killed
+    // in the middle of a write leaves the one without the other (the item comes back, and
+    // what the child did with it through this server never arrived).
+    if (type === H_ACK) return void acks.push(dv.getUint32(0, true), dv.getUint32(4, true));
+    for (let i = 0; i < acks.length; i += 2) held.get(acks[i])?.splice(0, acks[i + 1]);
+    acks.length = 0;
     const n = dv.getUint32(0, true);
     if (type === H_CANCEL) return aborts.get(n)?.abort(new DOMException("aborted", "AbortError"));
     if (type !== H_CALL) return;

@@ -321,12 +321,14 @@ class Link {
    * so that it is on its way meanwhile: at most one batch here and one on its way.
    */
   #took(id: number, ahead: unknown[]): unknown {
-    this.#acks.set(id, (this.#acks.get(id) ?? 0) + 1);
     const v = ahead.shift();
     const last = this.#lastBatch.get(id)!;
     if (last >= AHEAD_FROM && ahead.length < last && !this.#fetching.has(id)) {
       this.#fetchAhead(id);
     }
+    // Counted after that call went: its acknowledgement must not reach the server before the
+    // caller has the item (a child killed then would lose it: acknowledged, and not used).
+    this.#acks.set(id, (this.#acks.get(id) ?? 0) + 1);
     return v;
   }
 
