@@ -291,8 +291,11 @@ class Link {
       return this.getMany(id, args, sync);
     }
     const max = (args[0] as { max?: number } | undefined)?.max ?? ahead.length;
-    const got: unknown[] = [];
-    while (ahead.length && got.length < max) got.push(this.#took(id, ahead));
+    if (!Number.isInteger(max) || max < 1) {
+      // The queue's own check says what is wrong.
+      return sync ? this.callSync(id, "getMany", args) : this.call(id, "getMany", args);
+    }
+    const got = this.#took(id, ahead, Math.min(max, ahead.length)) as unknown[];
     return sync ? got : Promise.resolve(got);
   }
 
@@ -316,19 +319,20 @@ class Link {
   }
 
   /**
-   * The oldest item sent ahead, acknowledged with the next frame. Once the items left here are
+   * The oldest item sent ahead (or the `many` oldest, in an array), acknowledged with the next
+   * frame. Once the items left here are
    * fewer than the last batch brought (of 8 or more), the next one is asked for (a `getNowait`),
    * so that it is on its way meanwhile: at most one batch here and one on its way.
    */
-  #took(id: number, ahead: unknown[]): unknown {
-    const v = ahead.shift();
+  #took(id: number, ahead: unknown[], many = 0): unknown {
+    const v = many ? ahead.splice(0, many) : ahead.shift();
     const last = this.#lastBatch.get(id)!;
     if (last >= AHEAD_FROM && ahead.length < last && !this.#fetching.has(id)) {
       this.#fetchAhead(id);
     }
     // Counted after that call went: its acknowledgement must not reach the server before the
     // caller has the item (a child killed then would lose it: acknowledged, and not used).
-    this.#acks.set(id, (this.#acks.get(id) ?? 0) + 1);
+    this.#acks.set(id, (this.#acks.get(id) ?? 0) + (many || 1));
     return v;
   }
 
