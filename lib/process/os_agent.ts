@@ -102,7 +102,7 @@ export async function serveHandles(path: string, objects: object[], kinds: strin
 }
 
 /** The most items one batch `get` sends (the first and those sent ahead). */
-export const AHEAD_MAX = 256;
+export const AHEAD_MAX = 128;
 /** The bytes a batch aims not to pass: a bigger one lowers the bound of the next ones. */
 const BATCH_BYTES = 256 << 10;
 /** A batch `get` that comes this soon (ms) after the last reply doubles the bound, up to the max. */

@@ -46,6 +46,8 @@ import { OutboxReader, OutboxWriter } from "./os_link_outbox.ts";
 const SLICE_MS = 1000;
 /** A batch of at least this many items makes the next one be asked for ahead (see `#took`). */
 const AHEAD_FROM = 8;
+/** How many batches asked for ahead may be on their way at once, per queue. */
+const AHEAD_CALLS = 2;
 
 /** The call that asks the server to write out what its channels' writers still hold. */
 export const FLUSH = "#flush";
@@ -83,8 +85,8 @@ class Link {
   readonly #ahead = new Map<number, unknown[]>();
   /** The size of the last batch, by queue. */
   readonly #lastBatch = new Map<number, number>();
-  /** The `getNowait` sent ahead, by queue. */
-  readonly #fetching = new Map<number, Fetch>();
+  /** The `getNowait`s sent ahead, by queue, oldest first. */
+  readonly #fetching = new Map<number, Fetch[]>();
   /** Items `get` returned and the server was not told of yet, by queue. */
   readonly #acks = new Map<number, number>();
 
@@ -267,7 +269,7 @@ class Link {
       const v = this.#took(id, ahead);
       return sync ? v : Promise.resolve(v);
     }
-    const f = this.#fetching.get(id);
+    const f = this.#fetching.get(id)?.[0];
     if (f) {
       // Items asked for ahead are on their way: they come before any other.
       if (!sync) return f.promise.then(() => this.get(id, method, args, false));
@@ -284,7 +286,7 @@ class Link {
   getMany(id: number, args: unknown[], sync: boolean): unknown {
     const ahead = this.#ahead.get(id);
     if (!ahead?.length) {
-      const f = this.#fetching.get(id);
+      const f = this.#fetching.get(id)?.[0];
       if (f && !sync) return f.promise.then(() => this.getMany(id, args, false));
       if (f) this.#waitFor(() => f.done);
       else return sync ? this.callSync(id, "getMany", args) : this.call(id, "getMany", args);
@@ -327,7 +329,7 @@ class Link {
   #took(id: number, ahead: unknown[], many = 0): unknown {
     const v = many ? ahead.splice(0, many) : ahead.shift();
     const last = this.#lastBatch.get(id)!;
-    if (last >= AHEAD_FROM && ahead.length < last && !this.#fetching.has(id)) {
+    if (last >= AHEAD_FROM && ahead.length < last && this.#fetchingOf(id) < AHEAD_CALLS) {
       this.#fetchAhead(id);
     }
     // Counted after that call went: its acknowledgement must not reach the server before the
@@ -342,7 +344,9 @@ class Link {
     f.promise = new Promise<void>((resolve) => {
       const end = () => {
         f.done = true;
-        this.#fetching.delete(id);
+        const list = this.#fetching.get(id)!;
+        list.splice(list.indexOf(f), 1);
+        if (!list.length) this.#fetching.delete(id);
         resolve();
       };
       this.#pending.set(n, [(items) => {
@@ -350,8 +354,15 @@ class Link {
         end();
       }, end]);
     });
-    this.#fetching.set(id, f);
+    const list = this.#fetching.get(id);
+    if (list) list.push(f);
+    else this.#fetching.set(id, [f]);
     this.#send(H_CALL, this.#encode(n, M_BATCH | M_AHEAD, id, "getNowait", []));
+  }
+
+  /** How many `getNowait`s sent ahead for queue `id` are on their way. */
+  #fetchingOf(id: number): number {
+    return this.#fetching.get(id)?.length ?? 0;
   }
 
   /** A reply's value, or its error thrown. */
