@@ -3,10 +3,14 @@
 // `i`. The clock runs from starting both processes until the consumer's result arrives
 // (process start-up included, as in python_mp_bench.py).
 //
-// Variant `process-isolation` (issue 14): both processes are isolated children (`deno` OS
-// processes, as both of python_mp_bench.py's are); the queue stays in the parent, which serves
-// it to each (one call over a Unix socket per put or get). `process-isolation-sync` is the same
-// with the blocking API.
+// Variants `process-isolation*` (issue 14: "W2-queue between the parent and an isolated
+// child"): the queue lives in the parent, which serves it to the isolated child (a `deno` OS
+// process) from a thread of its own over a Unix socket (lib/process/os_agent.ts).
+// `process-isolation`: the parent puts (async, on its main thread), the child gets;
+// `process-isolation-put`: the child puts, the parent gets; `-sync`: the child uses the blocking
+// API (the parent's side stays async: its event loop serves the child's start);
+// `process-isolation-2children`: producer and consumer are both isolated children (both OS
+// processes, as both of python_mp_bench.py's are), the queue in the parent between them.
 //
 // Each timed round starts when the program's spare workers are ready (lib/core/spares.ts: the
 // default 2, ready ~1 s after they were asked for; at most 3 s is waited): the two processes
@@ -18,11 +22,12 @@
 // `{ i: "i32", s: "string" }`, in batches (`putManySync`/`getManySync`); the end is `close()`
 // (a typed item cannot be `null`).
 //
-//   deno run -A bench/w2_queue.ts [--variant async,sync,typed,process-isolation] [--n 200000]
+//   deno run -A bench/w2_queue.ts [--variant async,sync,typed,process-isolation,...] [--n 200000]
 import { Process } from "../lib/process/process.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { schema } from "../lib/queues/typed.ts";
 import { ValueError } from "../lib/core/errors.ts";
+import { Yielder } from "../lib/core/yield.ts";
 import { __testHooks, spareOptions } from "../lib/core/spares.ts";
 import { arg, emit, rounds, since } from "./_common.ts";
 
@@ -32,6 +37,22 @@ type Item = { i: number; s: string } | null;
 export async function w2Producer(q: Queue<Item>, n: number): Promise<void> {
   for (let i = 0; i < n; i++) await q.put({ i, s: "item-" + i });
   await q.put(null);
+}
+
+/**
+ * The parent's producer in the variants where the parent puts: `w2Producer`, letting one
+ * macrotask pass every 1024 items (~15 µs each). Without it the loop, whose puts settle at once,
+ * holds the parent's event loop until the last item, and the isolated child's start (its
+ * connection is answered there) waits for the whole stream.
+ */
+export async function w2ProducerYielding(q: Queue<Item>, n: number): Promise<void> {
+  const y = new Yielder();
+  for (let i = 0; i < n; i++) {
+    await q.put({ i, s: "item-" + i });
+    if ((i & 1023) === 1023) await y.yield();
+  }
+  await q.put(null);
+  y.close();
 }
 
 /** Consumer: gets until `null`, reports `[count, sum]`. */
@@ -123,33 +144,42 @@ async function sparesReady(): Promise<number> {
 
 if (import.meta.main) {
   const n = Number(arg("n", "200000"));
-  for (const { variant, warmUp } of rounds("async,sync,typed,process-isolation")) {
+  for (
+    const { variant, warmUp } of rounds(
+      "async,sync,typed,process-isolation,process-isolation-sync,process-isolation-put,process-isolation-put-sync,process-isolation-2children",
+    )
+  ) {
     const spares = warmUp ? 0 : await sparesReady();
     const result = new Queue<[number, number]>();
     const sync = variant.endsWith("sync"), typed = variant === "typed";
     const isolation = variant.startsWith("process-isolation") ? "process" : "thread";
     const tq = new Queue({ schema: w2Schema }), q = new Queue<Item>();
+    const producer = sync ? w2ProducerSync : w2Producer;
+    const consumer = sync ? w2ConsumerSync : w2Consumer;
+    // Who runs in the parent (its main thread) rather than in a child, by variant.
+    const inParent = variant.startsWith("process-isolation-put")
+      ? "consumer"
+      : variant.startsWith("process-isolation") && !variant.includes("2children")
+      ? "producer"
+      : "";
     const ps = typed
       ? [
         new Process({ target: w2ProducerTyped, args: [tq, n], daemon: true }),
         new Process({ target: w2ConsumerTyped, args: [tq, result], daemon: true }),
       ]
       : [
-        new Process({
-          target: sync ? w2ProducerSync : w2Producer,
-          args: [q, n],
-          daemon: true,
-          isolation,
-        }),
-        new Process({
-          target: sync ? w2ConsumerSync : w2Consumer,
-          args: [q, result],
-          daemon: true,
-          isolation,
-        }),
+        ...(inParent === "producer"
+          ? []
+          : [new Process({ target: producer, args: [q, n], daemon: true, isolation })]),
+        ...(inParent === "consumer"
+          ? []
+          : [new Process({ target: consumer, args: [q, result], daemon: true, isolation })]),
       ];
     const t0 = performance.now();
     for (const p of ps) p.start();
+    // The parent's half is async code (its main thread serves the children's starts meanwhile).
+    if (inParent === "producer") await w2ProducerYielding(q, n);
+    if (inParent === "consumer") await w2Consumer(q, result);
     const [count, total] = await result.get();
     const s = since(t0);
     for (const p of ps) await p.join();

@@ -19,21 +19,40 @@
 export const F_HELLO = 1, F_START = 2, F_TASKS = 3, F_RESULT = 4, F_DEATH = 5, F_CANCEL = 6;
 /**
  * Frame types of a handle link (an isolated child and the thread of its parent that serves its
- * handles, see `os_handles.ts`): a call, its reply, the cancel of a call. A call's body is
- * `[u32 call number][u8 mode][encoded [object, method, args]]`, a reply's
- * `[u32 call number][u8 ok][encoded value or error]`, a cancel's `[u32 call number]`.
+ * handles, see `os_handles.ts`): a call, its reply, the cancel of a call, the acknowledgement of
+ * items a child's `get` returned from the batch it was sent. A call's body is
+ * `[u32 call number][u8 mode][u8 signal argument][encoded [object, method, args]]`, a reply's
+ * `[u32 call number][u8 outcome][encoded value or error]` (outcome 1 ok, 0 failed, 3 a call not
+ * waited for failed: the value is `[object, error]`), a cancel's `[u32 call number]`, an
+ * acknowledgement's `[u32 object][u32 items]`.
  *
  * @example
  * ```ts
- * import { H_CALL, H_CANCEL, H_REPLY } from "./os_channel.ts";
- * console.assert(new Set([H_CALL, H_REPLY, H_CANCEL]).size === 3);
+ * import { H_ACK, H_CALL, H_CANCEL, H_REPLY } from "./os_channel.ts";
+ * console.assert(new Set([H_CALL, H_REPLY, H_CANCEL, H_ACK]).size === 4);
  * ```
  */
-export const H_CALL = 1, H_REPLY = 2, H_CANCEL = 3;
+export const H_CALL = 1, H_REPLY = 2, H_CANCEL = 3, H_ACK = 4;
+/** Inbox frames only (a link thread to its isolate): the link failed; the body is why (text). */
+export const H_BROKEN = 5;
 /** Call modes (the mode byte): the caller blocks (its reply goes to the shared buffer). */
 export const M_SYNC = 1;
-/** Call modes: an argument held an abort signal (its index is `mode >> 2`). */
+/** Call modes: an argument held an abort signal (its index is the call's next byte). */
 export const M_SIGNAL = 2;
+/** Call modes: nobody waits for the reply: the server answers only a failure. */
+export const M_POST = 4;
+/**
+ * Call modes: a `getNowait` a child sends ahead of its `get`s while it still has items sent
+ * ahead (with {@link M_BATCH}): an empty queue answers an empty batch.
+ */
+export const M_AHEAD = 16;
+/**
+ * Call modes: a `get` that may be answered with more items than one (an array: the first is the
+ * get's, the others are sent ahead and held for the child until it acknowledges them).
+ */
+export const M_BATCH = 8;
+/** Bytes before a call's encoded `[object, method, args]`. */
+export const CALL_HEAD = 6;
 const FRAME_HEADER = 5;
 
 /**
@@ -89,6 +108,14 @@ export class Channel {
     this.#out.push(f);
     this.#outBytes += f.length;
     // After this tick's other frames: one write for all of them.
+    this.#writing ??= Promise.resolve().then(() => this.#flush());
+  }
+
+  /** Queues bytes that are whole frames already (an outbox's), written as {@link send}'s. */
+  sendFrames(frames: Uint8Array): void {
+    if (this.#dead) return;
+    this.#out.push(frames);
+    this.#outBytes += frames.length;
     this.#writing ??= Promise.resolve().then(() => this.#flush());
   }
 
@@ -192,46 +219,4 @@ export async function connectUnix(path: string, ms = 30_000): Promise<Deno.Conn>
       await new Promise((r) => setTimeout(r, 5));
     }
   }
-}
-
-/**
- * The shared buffer of a blocking call of a handle link: `[state][length]` then the bytes of the
- * call, then of its reply (see `os_link.ts`). States: 0 idle, {@link S_CALL} a call is there for the
- * link thread, {@link S_REPLY} its reply is there for the caller.
- *
- * @example
- * ```ts
- * import { S_CALL, S_REPLY } from "./os_channel.ts";
- * console.assert(new Set([0, S_CALL, S_REPLY]).size === 3);
- * ```
- */
-export const S_CALL = 1, S_REPLY = 2;
-/** Where the state, the length and the bytes are in the shared buffer of a blocking call. */
-export const S_STATE = 0, S_LEN = 1, S_DATA = 8;
-
-/**
- * Writes `bytes` into the shared buffer of a blocking call (growing it when it must) and sets
- * its state to `state`, waking the other side.
- *
- * @example
- * ```ts
- * import { putShared, S_CALL, S_DATA } from "./os_channel.ts";
- * const sab = new SharedArrayBuffer(S_DATA + 4, { maxByteLength: 1 << 16 });
- * putShared(sab, new Int32Array(sab, 0, 2), new Uint8Array(100), S_CALL);
- * console.assert(sab.byteLength >= S_DATA + 100);
- * ```
- */
-export function putShared(
-  sab: SharedArrayBuffer,
-  i32: Int32Array,
-  bytes: Uint8Array,
-  state: number,
-): void {
-  if (S_DATA + bytes.length > sab.byteLength) {
-    (sab as unknown as { grow(n: number): void }).grow(S_DATA + bytes.length);
-  }
-  new Uint8Array(sab, S_DATA, bytes.length).set(bytes);
-  Atomics.store(i32, S_LEN, bytes.length);
-  Atomics.store(i32, S_STATE, state);
-  Atomics.notify(i32, S_STATE);
 }

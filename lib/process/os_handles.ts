@@ -21,7 +21,7 @@
 
 import { registerHandle } from "../core/reduction.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
-import { call, callSync, post } from "./os_link.ts";
+import { call, callSync, getItem, getItems, itemsAhead, post } from "./os_link.ts";
 import { MORE_API, PROXY_EXTRAS } from "./os_kinds.ts";
 
 /** The name of the handle kind of a reference to an object served by an isolated child's parent. */
@@ -250,6 +250,13 @@ function held(p: ProxyBase, r: unknown): RemoteHeld | false {
 const classes = new Map<string, new (kind: string, id: number, path: string) => HandleRef>();
 
 /**
+ * The kinds whose `get`s a child takes in batches (os_link.ts): FIFO queues without
+ * `taskDone`. A LIFO or priority queue's next item may be one put after the batch was sent, and
+ * a `JoinableQueue` keeps its own copies of the items a consumer holds.
+ */
+const BATCHED = new Set(["Queue", "SimpleQueue"]);
+
+/**
  * The proxy class of `kind`: a {@link HandleRef} with the kind's API (see {@link API}).
  *
  * @example
@@ -339,11 +346,36 @@ export function proxyClass(
       if (isBounded(this)) return putNowait.apply(this, args);
       post(this.path, this.id, "putNowait", args);
     };
+    if (BATCHED.has(kind)) {
+      // Gets take the items the server sent ahead first (os_link.ts); the sizes count them.
+      proto.get = function (this: ProxyBase, ...args: unknown[]) {
+        return getItem(this.path, this.id, "get", args, false);
+      };
+      proto.getSync = function (this: ProxyBase, ...args: unknown[]) {
+        return getItem(this.path, this.id, "get", args, true);
+      };
+      proto.getNowait = function (this: ProxyBase) {
+        return getItem(this.path, this.id, "getNowait", [], true);
+      };
+      proto.getMany = function (this: ProxyBase, ...args: unknown[]) {
+        return getItems(this.path, this.id, args, false);
+      };
+      proto.getManySync = function (this: ProxyBase, ...args: unknown[]) {
+        return getItems(this.path, this.id, args, true);
+      };
+      proto.qsize = function (this: ProxyBase) {
+        return (callSync(this.path, this.id, "qsize", []) as number) +
+          itemsAhead(this.path, this.id);
+      };
+      proto.empty = function (this: ProxyBase) {
+        return (this as unknown as { qsize(): number }).qsize() === 0;
+      };
+    }
     // `for await` ends once the queue is closed and drained, as it does on the queue itself.
     proto[Symbol.asyncIterator] = async function* (this: ProxyBase) {
       for (;;) {
         try {
-          yield await remote.call(this, "get", []);
+          yield await (this as unknown as { get(): Promise<unknown> }).get();
         } catch (e) {
           if (e instanceof ValueError && callSync(this.path, this.id, ".closed", [])) return;
           throw e;

@@ -1,64 +1,31 @@
 /**
  * Isolation "process", child side: the thread of a handle link (see `os_link.ts`). It owns the
- * socket to the server of the parent's handles and moves bytes only: calls from its isolate go
- * out as frames (those of one tick in one write); a reply goes back as a message, or, for a call
- * whose caller blocks, into the shared buffer the caller waits on. It decodes nothing, so it
- * loads nothing but the channel.
+ * socket to the server of the parent's handles and moves bytes only: it takes the frames its
+ * isolate left in the outbox (`os_link_outbox.ts`), all that is there at once, and writes them
+ * in one write; the replies it reads go into the inbox, the same structure the other way, which
+ * the isolate reads whether it awaits (a wake-up of `Atomics.waitAsync`) or blocks (in
+ * `Atomics.wait`). It decodes nothing, so it loads nothing but the channel and the outbox.
  *
  * @module
  */
 
-import {
-  Channel,
-  connectUnix,
-  H_CALL,
-  H_REPLY,
-  M_SYNC,
-  putShared,
-  S_CALL,
-  S_DATA,
-  S_LEN,
-  S_REPLY,
-  S_STATE,
-} from "./os_channel.ts";
+import { Channel, connectUnix, H_BROKEN, H_REPLY } from "./os_channel.ts";
+import { OutboxReader, OutboxWriter } from "./os_link_outbox.ts";
 
-const scope = globalThis as unknown as {
-  postMessage(data: unknown, transfer?: Transferable[]): void;
-  onmessage: ((e: MessageEvent) => void) | null;
-};
+const scope = globalThis as unknown as { onmessage: ((e: MessageEvent) => void) | null };
 
 let ch: Channel | null = null;
-let sab: SharedArrayBuffer;
-let i32: Int32Array;
-/** Calls made before the socket was open, in order. */
+let outbox: OutboxReader;
+let inbox: OutboxWriter;
+/** Frames taken before the socket was open, in order. */
 const early: Uint8Array[] = [];
-/** The blocking call in flight (its caller waits on the shared buffer), or 0. */
-let blocked = 0;
-let broken = "";
+let broken = false;
 
-/** Hands `reply` to the blocked caller: into the shared buffer. */
-function toBlocked(reply: Uint8Array): void {
-  putShared(sab, i32, reply, S_REPLY);
-}
-
-/** Fails every call from now on, and the blocked one. */
+/** Fails every call from now on: the isolate is told why (calls taken later are dropped). */
 function fail(why: string): void {
-  broken ||= why;
-  scope.postMessage({ broken });
-  if (blocked) {
-    blocked = 0;
-    toBlocked(errorReply(broken));
-  }
-}
-
-/** A reply `[0][ok 0][a ProcessError]`, encoded as the codec does (see reduction.ts). */
-function errorReply(message: string): Uint8Array {
-  // The link decodes nothing; the caller's side turns this marker into its ProcessError.
-  const text = new TextEncoder().encode(message);
-  const out = new Uint8Array(5 + text.length);
-  out[4] = 2;
-  out.set(text, 5);
-  return out;
+  if (broken) return;
+  broken = true;
+  inbox.append(H_BROKEN, new TextEncoder().encode(why));
 }
 
 async function connect(path: string): Promise<void> {
@@ -67,44 +34,19 @@ async function connect(path: string): Promise<void> {
   } catch (e) {
     return fail(`cannot reach the parent's handles at ${path}: ${(e as Error).message}`);
   }
-  ch.listen((type, body) => {
-    if (type !== H_REPLY) return;
-    const n = new DataView(body.buffer, body.byteOffset).getUint32(0, true);
-    if (n === blocked) {
-      blocked = 0;
-      return toBlocked(body);
-    }
-    scope.postMessage(body, [body.buffer as ArrayBuffer]);
-  });
+  ch.listen((type, body) => type === H_REPLY && inbox.append(H_REPLY, body));
   void ch.closed.then(() => fail("the parent's handles are gone (the parent or its server ended)"));
-  for (const body of early.splice(0)) send(body);
+  for (const frames of early.splice(0)) ch.sendFrames(frames);
 }
 
-function send(body: Uint8Array): void {
-  if (body[4] & M_SYNC) blocked = new DataView(body.buffer, body.byteOffset).getUint32(0, true);
-  if (broken) {
-    if (blocked) fail(broken);
-    return;
-  }
-  if (!ch) return void early.push(body);
-  ch.send(H_CALL, body);
-}
-
-/**
- * Takes the blocking calls from the shared buffer as they come: a wake-up on a shared word
- * costs less than a message, and the caller is waiting for the reply.
- */
-async function takeBlocking(): Promise<void> {
+/** Moves what the isolate puts into the outbox to the socket, for as long as the thread lives. */
+async function pump(): Promise<void> {
   for (;;) {
-    const v = Atomics.load(i32, S_STATE);
-    if (v === S_CALL) {
-      const body = new Uint8Array(sab, S_DATA, Atomics.load(i32, S_LEN)).slice();
-      Atomics.store(i32, S_STATE, 0);
-      send(body);
-      continue;
-    }
-    const r = Atomics.waitAsync(i32, S_STATE, v);
-    if (r.async) await r.value;
+    await outbox.ready();
+    const frames = outbox.take();
+    if (!frames || broken) continue;
+    if (!ch) early.push(frames);
+    else ch.sendFrames(frames);
   }
 }
 
@@ -123,12 +65,11 @@ addEventListener("unhandledrejection", (e) => {
 
 scope.onmessage = (e: MessageEvent) => {
   const d = e.data;
-  if (d instanceof Uint8Array) return send(d);
   if (d.throw) throw new Error("thrown for a test"); // see __testHooks in os_link.ts
-  sab = d.sab;
-  i32 = new Int32Array(sab, 0, 2);
   const beat = d.beat as Int32Array;
   setInterval(() => Atomics.add(beat, 0, 1), BEAT_MS);
+  outbox = new OutboxReader(d.out);
+  inbox = new OutboxWriter(d.inbox, true);
   void connect(d.path);
-  void takeBlocking();
+  void pump();
 };

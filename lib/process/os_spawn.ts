@@ -43,7 +43,6 @@ import { dumps, Encoder } from "../core/reduction.ts";
 import { Channel, F_HELLO, F_START } from "./os_channel.ts";
 import { HandleTable } from "./os_handles.ts";
 import { startAgent } from "./os_agent.ts";
-import type { Child } from "../core/spawn.ts";
 
 export { Channel, F_CANCEL, F_DEATH, F_HELLO, F_RESULT, F_START, F_TASKS } from "./os_channel.ts";
 
@@ -517,7 +516,8 @@ export class OsChild {
   #channel: Channel | null = null;
   #escalate: ReturnType<typeof setTimeout> | undefined;
 
-  #agent: Child | undefined;
+  /** Ends the server of its handles (see `os_agent.ts`), if it has one. */
+  #endAgent: ((gone: Promise<unknown>) => Promise<void>) | undefined;
   #table: HandleTable | undefined;
   #name: string;
 
@@ -595,7 +595,7 @@ export class OsChild {
     this.pid = this.#proc.pid;
     this.#table = table;
     this.#name = spec.name;
-    if (table?.objects.length) this.#agent = startAgent(table, spec.name);
+    if (table?.objects.length) this.#endAgent = startAgent(table, spec.name);
     this.slot = allocSlot(heap().slot);
     recordProcess(this.slot, spec.name, spec.daemon, target.module, target.name);
     this.exited = new Promise((r) => (this.#resolve = r));
@@ -656,7 +656,7 @@ export class OsChild {
     if (!this.#table || this.#code !== null) {
       throw new ProcessError(`${this.#name} has ended: it cannot be given handles`);
     }
-    this.#agent ??= startAgent(this.#table, this.#name);
+    this.#endAgent ??= startAgent(this.#table, this.#name);
     return this.#table.path;
   }
 
@@ -689,10 +689,11 @@ export class OsChild {
     if (this.#code !== null) return;
     this.#code = code;
     this.#channel?.close();
-    // The server of its handles ends with it: what the child held is released or taken over.
-    this.#agent?.terminate(-9);
     recordExit(this.slot, code);
     markDead(this.slot);
-    this.#resolve(code);
+    // The server of its handles ends with it (once its OS process is gone and the server has put
+    // back the items it held): what the child held is released or taken over.
+    if (!this.#endAgent) return this.#resolve(code);
+    void this.#endAgent(this.#proc.status).then(() => this.#resolve(code));
   }
 }

@@ -267,7 +267,9 @@ export class Process<A extends unknown[] = unknown[]> {
     if (s.self) throw new ProcessError("a process cannot join itself");
     if (!s.child) throw new ProcessError("can only join a started process");
     const deadline = deadlineOf(timeout);
-    if (s.child.exitCode !== null) return;
+    // An isolated child's exit is recorded at once by terminate(); it has ended once the server
+    // of its handles has put back what it held (`exited`).
+    if (s.child.exitCode !== null && !s.isolated) return;
     if (deadline === Infinity) {
       await keepAlive(s.child.exited);
       return;
