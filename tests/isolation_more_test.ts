@@ -11,6 +11,7 @@ import { sleep, TIMED_OUT, within } from "./_helpers.ts";
 import { Mailbox } from "../lib/actor/mailbox.ts";
 import { Manager } from "../lib/managers/managers.ts";
 import { Process } from "../lib/process/process.ts";
+import { Listener } from "../lib/connection/listener.ts";
 import {
   addOne,
   Caller,
@@ -20,6 +21,7 @@ import {
   keepQueue,
   linkDies,
   putSquare,
+  talkToListener,
   Tally,
   tellInit,
   useRefs,
@@ -282,4 +284,27 @@ Deno.test("isolated actor: it calls, tells and asks the actors whose refs it was
     await b.stop();
     await __testHooks.gone();
   }
+});
+
+Deno.test("isolation process: a child connects to the parent's Listener with Client (authenticated), as a thread child does", async () => {
+  for (const isolation of ["thread", "process"] as const) {
+    await using listener = new Listener({ authkey: "s3cret" });
+    const p = new Process({
+      target: talkToListener,
+      args: [listener.address, "s3cret"],
+      isolation,
+    });
+    p.start();
+    const conn = await listener.accept();
+    const hello = await conn.recv() as { hello: string; pid: number };
+    assert.equal(hello.hello, "from child");
+    // A thread child shares the parent's OS pid; an isolated child has its own (p.pid).
+    assert.equal(hello.pid === Deno.pid, isolation === "thread", isolation);
+    await conn.send(new Map([["n", 42n]]));
+    assert.deepEqual(await conn.recv(), ["echo", new Map([["n", 42n]])]);
+    conn.close();
+    await p.join();
+    assert.equal(p.exitCode, 0, isolation);
+  }
+  await __testHooks.gone();
 });
