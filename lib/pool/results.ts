@@ -155,25 +155,17 @@ export class ResultHandler {
   }
 
   /**
-   * Reads the messages too large for one frame, streamed into a ring: each whole (its writer is
-   * still writing it, or died and it is discarded), and the one-frame messages behind them.
+   * Reads the message that stopped {@link #drainNow} in each ring, too large for one frame and
+   * streamed: whole (its writer is still writing it, or died and it is discarded). The
+   * one-frame messages behind it are the next {@link #drainNow}'s.
    */
   async #drainStreamed(): Promise<number> {
     this.#streamed = false;
     let n = 0;
     for (const w of this.#workers.list) {
-      const ring = w.resultRing;
-      for (;;) {
-        this.#from = w;
-        if (ring.tryRecv(this.#onMessage) !== TIMEOUT) {
-          n++;
-          continue;
-        }
-        if (ring.empty()) break;
-        this.#from = w;
-        if ((await ring.recv(this.#onMessage, { timeout: 0 })) === TIMEOUT) break;
-        n++;
-      }
+      if (w.resultRing.empty()) continue;
+      this.#from = w;
+      if ((await w.resultRing.recv(this.#onMessage, { timeout: 0 })) !== TIMEOUT) n++;
     }
     return n;
   }
