@@ -210,7 +210,8 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
       : null;
     if (kind !== LINK && kind !== UNLINK) {
       try {
-        const [forChild] = await served().adopt(plain.encode(env, "message"));
+        // A copy: `plain` reuses its buffer, and another encode may run before `adopt` sends it.
+        const [forChild] = await served().adopt(plain.encode(env, "message").slice());
         sendNow(forChild);
       } catch (e) {
         if (to && !dead()) sendReply(to, ERR, e);

@@ -116,8 +116,7 @@ export async function childMain(ch: Channel, start: StartFrame): Promise<number>
   const forwardBytes = async (b: Uint8Array) => {
     let r: unknown;
     try {
-      r = loadsAsync(b);
-      if (r instanceof Promise) r = await r;
+      r = await loadsAsync(b);
     } catch (e) {
       return console.error(`actor ${init.name}: a reply could not be read:`, e);
     }

@@ -39,7 +39,8 @@ import { watch } from "./watch.ts";
 /**
  * Options of {@link spawn}. With `isolation: "process"` the actor runs in a `deno` OS process of
  * its own (see README "Isolation"): `kill()` stops even a handler looping for ever, `maxMemoryMb`
- * caps its heap, and its crash costs only itself; its messages cannot hold handles yet.
+ * caps its heap, and its crash costs only itself; handles in its args and messages cross as to an
+ * isolated `Process` (a `SharedMemory` is refused, naming it).
  */
 export interface SpawnOptions<P extends unknown[]> extends IsolationOptions {
   /** Arguments of the actor class's constructor (handles may be nested anywhere). */

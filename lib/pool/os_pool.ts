@@ -68,6 +68,7 @@ import {
   OP_IMPORT,
   OP_PAD,
   OP_TASK,
+  putU32,
   R_COLUMN,
   R_ERR,
   R_OK,
@@ -149,7 +150,7 @@ async function adoptTasks(m: Uint8Array, server: ServerCalls): Promise<Uint8Arra
         body = bytes;
       }
       const head = m.slice(p, p + TASK_HEADER);
-      new DataView(head.buffer).setUint32(12, body.length, true);
+      putU32(head, 12, body.length);
       add(head);
       add(body);
       p = end;
@@ -166,7 +167,7 @@ async function adoptTasks(m: Uint8Array, server: ServerCalls): Promise<Uint8Arra
   const urls = dumps([...modules]);
   const imp = new Uint8Array(DEFINE_HEADER + urls.length);
   imp[0] = OP_IMPORT;
-  new DataView(imp.buffer).setUint32(5, urls.length, true);
+  putU32(imp, 5, urls.length);
   imp.set(urls, DEFINE_HEADER);
   const out = new Uint8Array(imp.length + size + 8);
   out.set(imp);

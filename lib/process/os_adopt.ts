@@ -14,7 +14,7 @@
  * @module
  */
 
-import { Encoder, loads, loadsAsync, withHandleModules } from "../core/reduction.ts";
+import { Encoder, encodeView, loads, loadsAsync, withHandleModules } from "../core/reduction.ts";
 import { ProcessError } from "../core/errors.ts";
 import { CALL_HEAD, Channel, connectUnix, H_CALL, H_REPLY } from "./os_channel.ts";
 import { crossing } from "./os_handles.ts";
@@ -55,10 +55,11 @@ export function adoptingEncoder(): Encoder {
  */
 export async function adopt(encoder: Encoder, args: unknown[]): Promise<[Uint8Array, string[]]> {
   const [bytes, back] = args as [Uint8Array, boolean?];
-  const enc = back ? new Encoder() : encoder;
   // The modules of its handle kinds are loaded first: the server may not have met them yet.
   const value = await loadsAsync(bytes);
-  const { result, modules } = withHandleModules(() => enc.encode(value, "value").slice());
+  const { result, modules } = withHandleModules(() =>
+    (back ? encodeView(value, "value") : encoder.encode(value, "value")).slice()
+  );
   return [result, modules];
 }
 
@@ -110,7 +111,7 @@ export class ServerCalls {
     if (this.#broken) throw this.#broken;
     const ch = await this.#ch;
     const n = this.#next++;
-    const body = new Encoder().encode([-1, method, args], `${method}() arguments`);
+    const body = encodeView([-1, method, args], `${method}() arguments`);
     const out = new Uint8Array(CALL_HEAD + body.length); // mode 0: a plain call awaited
     new DataView(out.buffer).setUint32(0, n, true);
     out.set(body, CALL_HEAD);
