@@ -216,7 +216,7 @@ async function runChild(msg: StartMessage): Promise<void> {
     if (msg.kind === "class") {
       const obj = Object.create(fn.prototype) as { run(): unknown };
       Object.assign(obj, fields);
-      await adoptSelf(obj, msg.info, args);
+      await adoptHook?.(obj, msg.info, args);
       await obj.run();
     } else {
       await (fn as (...a: unknown[]) => unknown)(...args);
@@ -239,8 +239,4 @@ export function setAdoptHook(
   hook: (obj: object, info: ProcessInfo, args: unknown[]) => unknown,
 ): void {
   adoptHook = hook;
-}
-
-async function adoptSelf(obj: object, info: ProcessInfo, args: unknown[]): Promise<void> {
-  await adoptHook?.(obj, info, args);
 }

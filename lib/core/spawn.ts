@@ -27,6 +27,7 @@ import type { TargetRef } from "./target.ts";
 import { ProcessError } from "./errors.ts";
 import type { StartMessage, TargetKind } from "./child.ts";
 import { Encoder } from "./encoder.ts";
+import { sameBytes } from "./bytes.ts";
 
 export { setAdoptHook, SystemExit, type TargetKind } from "./child.ts";
 
@@ -170,12 +171,6 @@ let emptyArgs: Uint8Array | undefined;
 /** How `[]` is encoded as a child's arguments. */
 function noArgs(): Uint8Array {
   return emptyArgs ??= new Encoder().encode([], "args").slice();
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** A child worker as its parent sees it. */

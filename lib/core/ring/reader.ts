@@ -135,23 +135,6 @@ interface ReadState {
 }
 
 /**
- * The reader of the ring at `base`: what `Ring`'s receiving methods run. Any number of readers,
- * in any processes, may read one ring; the read lock takes them in turn. `writer` is this
- * process's writer of the same ring, which a blocking reader helps along (see `#readWaits`).
- *
- * @example
- * ```ts
- * import { alloc } from "../heap.ts";
- * import { Ring } from "../ring.ts";
- * import { RingReader } from "./reader.ts";
- * import { RingWriter } from "./writer.ts";
- * const base = Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024));
- * const writer = new RingWriter(base);
- * writer.sendSync(new Uint8Array([5]));
- * console.assert(new RingReader(base, writer).recvSync((b) => b[0], {}) === 5);
- * ```
- */
-/**
  * True when the frame at `pos` (read position `r`, write position `w`) cannot be one a writer
  * published: unknown flag bits, longer than the data area after it, past `W`, or a first frame
  * too short for its prefix. Trusting such a length would move `R` past `W` and wreck the ring
@@ -171,10 +154,11 @@ let failedAt = 0;
  * `tryRecvMany`'s loop: decodes the whole records from `r` into `out` until `w`, `out` holds
  * `end` items, or a frame that is not a whole record (a SKIP among them); where it stopped. A
  * decode that throws is rethrown into an empty `out` only: with items got, the run ends before
- * that record, which stays for the next call to throw (the items got stay the caller's). Apart from the class, and the SKIP at the ring's wrap left to
- * the caller: V8 compiled the loop on the stack inside the method and deoptimized at its end, and
- * the SKIP's branch, first run at the first wrap, had no type feedback and deoptimized the loop
- * with the reader inlined in it (`--trace-deopt`, 2-3 times per typed W2 consumer).
+ * that record, which stays for the next call to throw (the items got stay the caller's). Apart
+ * from the class, and the SKIP at the ring's wrap left to the caller: V8 compiled the loop on the
+ * stack inside the method and deoptimized at its end, and the SKIP's branch, first run at the first
+ * wrap, had no type feedback and deoptimized the loop with the reader inlined in it
+ * (`--trace-deopt`, 2-3 times per typed W2 consumer).
  */
 function takeRun<T>(
   dv: DataView,
@@ -208,6 +192,23 @@ function takeRun<T>(
 /** Reads one record of `len` bytes at `data[at]` (see `Ring.tryRecvMany`). */
 type DecodeAt<T> = (data: Uint8Array, at: number, len: number) => T;
 
+/**
+ * The reader of the ring at `base`: what `Ring`'s receiving methods run. Any number of readers,
+ * in any processes, may read one ring; the read lock takes them in turn. `writer` is this
+ * process's writer of the same ring, which a blocking reader helps along (see `#readWaits`).
+ *
+ * @example
+ * ```ts
+ * import { alloc } from "../heap.ts";
+ * import { Ring } from "../ring.ts";
+ * import { RingReader } from "./reader.ts";
+ * import { RingWriter } from "./writer.ts";
+ * const base = Ring.init(alloc(Ring.bytesFor(1024)), Ring.bytesFor(1024));
+ * const writer = new RingWriter(base);
+ * writer.sendSync(new Uint8Array([5]));
+ * console.assert(new RingReader(base, writer).recvSync((b) => b[0], {}) === 5);
+ * ```
+ */
 export class RingReader extends RingView {
   readonly #writer: RingWriter;
 
