@@ -34,7 +34,8 @@ async function killMidStream(
   kill: (p: Process) => void,
   after: number,
 ): Promise<void> {
-  const n = 3000, q = new Queue<number>(), out = new Queue<number>();
+  // Enough that a loaded machine cannot relay them all before the kill lands.
+  const n = 20_000, q = new Queue<number>(), out = new Queue<number>();
   for (const i of range(n)) await q.put(i);
   const p = new Process({ target, args: [q, out], isolation: "process" });
   p.start();

@@ -193,14 +193,13 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
     try {
       const [o, method, args] = loads<[number, string, unknown[]]>(body.subarray(CALL_HEAD));
       id = o;
-      if (mode & (M_SIGNAL | M_BATCH)) {
-        // A batch get is aborted when the child goes (its item would reach nobody).
+      // A batch get is aborted when the child goes (its item would reach nobody); a getNowait
+      // asked for ahead never waits, so it needs no signal.
+      if (mode & M_SIGNAL || (mode & M_BATCH && method === "get")) {
         const c = new AbortController();
         aborts.set(n, c);
         const at = body[5];
-        if (mode & M_SIGNAL || method === "get") {
-          args[at] = { ...(args[at] as object), signal: c.signal };
-        }
+        args[at] = { ...(args[at] as object), signal: c.signal };
       }
       result = method === ADOPT ? adopt(encoder, args) : run(table, id, method, args, end);
     } catch (e) {

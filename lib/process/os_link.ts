@@ -362,9 +362,9 @@ class Link {
 
   /**
    * The oldest item sent ahead (or the `many` oldest, in an array), acknowledged with the next
-   * frame. Once the items left here are
-   * fewer than the last batch brought (of 8 or more), the next one is asked for (a `getNowait`),
-   * so that it is on its way meanwhile: at most one batch here and one on its way.
+   * frame. Once the items left here are fewer than the last batch brought (of 8 or more), the
+   * next one is asked for (a `getNowait`), so that it is on its way meanwhile: at most one batch
+   * here and {@link AHEAD_CALLS} on their way.
    */
   #took(id: number, ahead: unknown[], many = 0): unknown {
     const v = many ? ahead.splice(0, many) : ahead.shift();

@@ -4,8 +4,8 @@
  * blocking, or not waited for), every cancel and every acknowledgement goes in here as a ready
  * frame, in the order it was made; the link thread takes all that is there at once and writes it
  * to the socket in one write. Why shared memory and not a message per call: appending is a copy
- * and, only when the link thread sleeps, a wake-up (~1 µs), where a worker message costs tens of
- * µs; and one road keeps the calls in order (a put the child did not wait for reaches the
+ * and, only when the link thread sleeps, a wake-up, where each worker message is a turn of the
+ * link thread's event loop (bench/README.md has W2's figures); and one road keeps the calls in order (a put the child did not wait for reaches the
  * parent before the blocking call made after it, and an item's acknowledgement before anything
  * the child did with the item), which two roads did not.
  *
