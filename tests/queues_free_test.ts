@@ -98,3 +98,21 @@ Deno.test("a full heap says what fills it", () => {
     q.close();
   }
 });
+
+Deno.test("a reused block is zeroed where asked: all of it by default, a prefix when told", () => {
+  const h = heap(), size = 64 << 10;
+  const dirty = (off: number) => h.u8.fill(7, off, off + size);
+  const a = alloc(size);
+  dirty(a);
+  release(a);
+  const b = alloc(size); // the same block, from its free list
+  assert.equal(b, a);
+  assert.ok(h.u8.subarray(b, b + size).every((x) => x === 0), "a reused block comes zeroed");
+  dirty(b);
+  release(b);
+  const c = alloc(size, "other", 256); // a header of 256 bytes, then a ring's frames
+  assert.equal(c, a);
+  assert.ok(h.u8.subarray(c, c + 256).every((x) => x === 0), "its header is zeroed");
+  assert.equal(h.u8[c + 4096], 7, "the rest is left as it was (a ring's frames need no zeroing)");
+  release(c);
+});

@@ -112,7 +112,8 @@ export class Box {
 
   /** Allocates and initializes a block; returns its offset. */
   static create(kind: number, maxsize: number): number {
-    const off = alloc(BLOCK);
+    // Only the headers (the box's, the ring's) need zeroing: ~0.1 ms less per spawn.
+    const off = alloc(BLOCK, "other", HEADER + Ring.bytesFor(0));
     Ring.init(off + HEADER, BLOCK - HEADER);
     const i32 = heap().i32, b = off >> 2;
     i32[b + KIND_I] = kind;

@@ -373,8 +373,11 @@ function maxAlloc(): number {
 /**
  * Allocates a zeroed block of at least `bytes` bytes with a reference count of 1 and returns the
  * byte offset of its data (16-byte aligned). `kind` says what it is for (diagnostics only).
+ * `zeroed` bytes from the start are zero (all by default): a ring's frames need no zeroing,
+ * since a reader reads only what a writer published there, so a block that is a header and a
+ * ring zeroes its headers only.
  */
-export function alloc(bytes: number, kind: BlockKind = "other"): number {
+export function alloc(bytes: number, kind: BlockKind = "other", zeroed = bytes): number {
   if (!(bytes >= 0) || bytes > maxAlloc()) {
     throw new RangeError(
       `denomp: cannot allocate ${bytes} bytes of shared memory (at most ${maxAlloc()})`,
@@ -404,7 +407,13 @@ export function alloc(bytes: number, kind: BlockKind = "other"): number {
   }
   // Memory past the bump pointer was never handed out: still zero, as a new or grown
   // SharedArrayBuffer is (filling shared memory costs ~0.6 µs per KiB: 0.1 ms for a mailbox).
-  if (reused) h.u8.fill(0, block + BLOCK_HEADER, block + size);
+  if (reused) {
+    h.u8.fill(
+      0,
+      block + BLOCK_HEADER,
+      block + BLOCK_HEADER + Math.min(zeroed, size - BLOCK_HEADER),
+    );
+  }
   const ki = kindIndex.get(kind) ?? 0;
   i32[block >> 2] = k;
   i32[(block >> 2) + 2] = ki;

@@ -118,7 +118,9 @@ function setPortRef(port: MessagePort, ref: boolean): void {
  * modules: their top-level code would run before the process is started, and in a worker that
  * may then run another target.
  */
-const WARM = ["../../mod.ts"].map((m) => new URL(m, import.meta.url).href);
+const WARM = ["../../mod.ts", "../actor/runtime.ts", "../pool/worker.ts"].map((m) =>
+  new URL(m, import.meta.url).href
+);
 
 interface Spare {
   /** The zygote's number for it. */

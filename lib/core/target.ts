@@ -136,6 +136,21 @@ function locateIn(url: string, name: string, depth: number): TargetRef | null | 
 }
 
 /**
+ * Where each function or class given as a target was found, once found: where a function is
+ * exported from does not depend on who starts it (the pool's `fnInfo` keeps its tasks' the same
+ * way), and knowing it saves {@link callerModule}'s ~0.2 ms stack read at each later start.
+ */
+const found = new WeakMap<object, TargetRef>();
+
+/**
+ * Whether `target` (a function or class given without a module) was resolved before: then its
+ * starter need not read the stack for {@link resolveTarget}'s `caller`.
+ */
+export function isKnownTarget(target: unknown): boolean {
+  return typeof target === "function" && found.has(target);
+}
+
+/**
  * Resolves a target given as a function (or class), a `"./module.ts#name"` string, or a
  * function plus an explicit module URL, to the module and export a worker should load.
  * Throws {@link ProcessError} saying what to do when the target cannot be found.
@@ -166,10 +181,15 @@ export function resolveTarget(
     );
   }
   if (module) return { module: new URL(String(module), caller ?? Deno.mainModule).href, name };
+  const known = found.get(target);
+  if (known) return known;
   const from = caller ?? Deno.mainModule;
-  const found = locate(from, name);
-  if (found) return found;
-  if (found === undefined) return { module: from, name };
+  const ref = locate(from, name);
+  if (ref) {
+    found.set(target, ref);
+    return ref;
+  }
+  if (ref === undefined) return { module: from, name };
   if (/^(async\s*)?(\([^)]*\)|[\w$]+)\s*=>/.test(String(target))) {
     throw new ProcessError(
       `target '${name}' is an anonymous (arrow) function that ${from} does not export: a worker can only ` +

@@ -13,8 +13,10 @@
  * this worker, whose channel to the starting thread can be un-ref'd, unlike a port's once it
  * has received a message). It must therefore live as long as any of them (spares.ts ends it
  * only when it has neither spares nor running children). Deno starts a worker made by a worker
- * ~1 s late (Deno 2.9.6): spares arrive a second after they are asked for, which is why they are
- * made ahead of need.
+ * 500 ms late (Deno 2.9.6: each worker has an inspector session with the main thread, and a
+ * worker made while its parent has one first waits 500 ms for a debugger, in the inspector's
+ * `wait_for_page_wait_for_debugger`): spares arrive 0.5–1 s after they are asked for, which is
+ * why they are made ahead of need.
  *
  * @module
  */
