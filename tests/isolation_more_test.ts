@@ -308,3 +308,25 @@ Deno.test("isolation process: a child connects to the parent's Listener with Cli
   }
   await __testHooks.gone();
 });
+
+Deno.test("an outbox whose lock a dead thread kept fails the next append within seconds, not for ever", async () => {
+  const { OutboxReader, OutboxWriter, LOCK_DEAD_MS, O_LEN, O_LOCK } = await import(
+    "../lib/process/os_link_outbox.ts"
+  );
+  const w = new OutboxWriter();
+  // What a link thread terminated inside take()'s copy leaves: the lock taken, nobody to free it.
+  Atomics.store(new Int32Array(w.sab), O_LOCK, 1);
+  const t0 = performance.now();
+  assert.throws(
+    () => w.append(1, new Uint8Array([1])),
+    (e: Error) =>
+      e.name === "ProcessError" && /stayed locked .* the thread that held it died/.test(e.message),
+  );
+  const waited = performance.now() - t0;
+  assert.ok(
+    waited >= LOCK_DEAD_MS - 50 && waited < LOCK_DEAD_MS + 5000,
+    `gave up after ${waited} ms`,
+  );
+  Atomics.store(new Int32Array(w.sab), O_LEN, 1); // frames waiting: the reader needs the lock
+  assert.throws(() => new OutboxReader(w.sab).take(), /stayed locked/);
+});

@@ -183,6 +183,16 @@ class Link {
 
   /** Puts a frame into the outbox, after the acknowledgements not sent yet. */
   #send(type: number, body: Uint8Array): void {
+    try {
+      this.#append(type, body);
+    } catch (e) {
+      // An outbox whose lock a dead thread kept (os_link_outbox.ts): no call gets through now.
+      if (e instanceof ProcessError) this.#break(e);
+      throw e;
+    }
+  }
+
+  #append(type: number, body: Uint8Array): void {
     const out = this.#outbox();
     if (!this.#acks.size) return out.append(type, body);
     const pre: [number, Uint8Array][] = [];

@@ -14,8 +14,17 @@
  * waits for frames), then the frames from {@link O_DATA}. The same structure carries the replies
  * back (an inbox: the link thread writes, the isolate reads).
  *
+ * The lock is held for one copy. A thread terminated while it holds it (a termination runs no
+ * `finally`) would leave it taken for ever: a thread that cannot take it for
+ * {@link LOCK_DEAD_MS} gives up with a `ProcessError` instead of waiting for ever.
+ *
  * @module
  */
+
+import { ProcessError } from "../core/errors.ts";
+
+/** How long the lock may stay taken before its holder counts as dead (it is held for a copy). */
+export const LOCK_DEAD_MS = 3000;
 
 /** Word indexes of the outbox header (see the module doc). */
 export const O_LOCK = 0, O_LEN = 1, O_SLEEP = 2;
@@ -27,7 +36,15 @@ const HEAD = 5;
 /** Takes the outbox's lock (a futex-style word: 2 means someone waits for it). */
 function lock(i32: Int32Array): void {
   if (Atomics.compareExchange(i32, O_LOCK, 0, 1) === 0) return;
-  while (Atomics.exchange(i32, O_LOCK, 2) !== 0) Atomics.wait(i32, O_LOCK, 2, 5);
+  const deadline = performance.now() + LOCK_DEAD_MS;
+  while (Atomics.exchange(i32, O_LOCK, 2) !== 0) {
+    if (Atomics.wait(i32, O_LOCK, 2, 5) === "timed-out" && performance.now() > deadline) {
+      throw new ProcessError(
+        `the outbox of the link to the parent's handles stayed locked for ${LOCK_DEAD_MS} ms: ` +
+          "the thread that held it died, and the link is broken",
+      );
+    }
+  }
 }
 
 function unlock(i32: Int32Array): void {
