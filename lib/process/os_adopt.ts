@@ -16,7 +16,7 @@
 
 import { Encoder, encodeView, loads, loadsAsync, withHandleModules } from "../core/reduction.ts";
 import { ProcessError } from "../core/errors.ts";
-import { CALL_HEAD, Channel, connectUnix, H_CALL, H_REPLY } from "./os_channel.ts";
+import { callFrame, Channel, connectUnix, H_CALL, H_REPLY } from "./os_channel.ts";
 import { crossing } from "./os_handles.ts";
 
 /** The server's method that re-encodes a value for its child (see {@link adopt}). */
@@ -112,11 +112,8 @@ export class ServerCalls {
     const ch = await this.#ch;
     const n = this.#next++;
     const body = encodeView([-1, method, args], `${method}() arguments`);
-    const out = new Uint8Array(CALL_HEAD + body.length); // mode 0: a plain call awaited
-    new DataView(out.buffer).setUint32(0, n, true);
-    out.set(body, CALL_HEAD);
     const p = new Promise((resolve, reject) => this.#pending.set(n, [resolve, reject]));
-    ch.send(H_CALL, out);
+    ch.send(H_CALL, callFrame(n, body));
     return await p;
   }
 

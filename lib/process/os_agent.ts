@@ -23,6 +23,7 @@ import { Encoder, loads, withHandleModules } from "../core/reduction.ts";
 import { SerializationError, ValueError } from "../core/errors.ts";
 import {
   CALL_HEAD,
+  callFrame,
   Channel,
   connectUnix,
   H_ACK,
@@ -253,8 +254,7 @@ async function endAgent(
   let timer: ReturnType<typeof setTimeout> | undefined;
   if (ch) {
     const body = new Encoder().encode([-1, BYE, []], "call");
-    const call = new Uint8Array(CALL_HEAD + body.length);
-    call.set(body, CALL_HEAD);
+    const call = callFrame(0, body);
     const answered = new Promise<void>((r) => ch.listen((type) => type === H_REPLY && r()));
     ch.send(H_CALL, call);
     const late = new Promise<void>((r) => {

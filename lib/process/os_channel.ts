@@ -53,6 +53,19 @@ export const M_AHEAD = 16;
 export const M_BATCH = 8;
 /** Bytes before a call's encoded `[object, method, args]`. */
 export const CALL_HEAD = 6;
+
+/**
+ * A call's frame body (a fresh buffer): its number `n` (u32), its mode (`M_*` bits, 0 for a
+ * plain call awaited), its handle-link slot `at`, then the encoded `[object, method, args]`.
+ */
+export function callFrame(n: number, body: Uint8Array, mode = 0, at = 0): Uint8Array {
+  const out = new Uint8Array(CALL_HEAD + body.length);
+  new DataView(out.buffer).setUint32(0, n, true);
+  out[4] = mode;
+  out[5] = at;
+  out.set(body, CALL_HEAD);
+  return out;
+}
 const FRAME_HEADER = 5;
 
 /**

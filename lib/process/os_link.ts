@@ -29,7 +29,7 @@ import { Encoder, loads } from "../core/reduction.ts";
 import { ProcessError } from "../core/errors.ts";
 import { beforeExit } from "../core/context.ts";
 import {
-  CALL_HEAD,
+  callFrame,
   H_ACK,
   H_BROKEN,
   H_CALL,
@@ -215,13 +215,7 @@ class Link {
 
   /** The encoded call (a fresh buffer). */
   #encode(n: number, mode: number, id: number, method: string, args: unknown[], at = 0) {
-    const body = encoder.encode([id, method, args], `${method}() arguments`);
-    const out = new Uint8Array(CALL_HEAD + body.length);
-    new DataView(out.buffer).setUint32(0, n, true);
-    out[4] = mode;
-    out[5] = at;
-    out.set(body, CALL_HEAD);
-    return out;
+    return callFrame(n, encoder.encode([id, method, args], `${method}() arguments`), mode, at);
   }
 
   /** Throws what a call on `id` nobody awaited failed with, once. */
