@@ -283,6 +283,14 @@ Deno.test("spawn: start failures reject with their error; bad classes are refuse
   class Local extends Counter {}
   await assert.rejects(() => spawn(Local), ProcessError);
   await assert.rejects(() => spawn(Object as never), ValueError);
+  // A class whose module fails to load in the worker (its import is started ahead of need, and
+  // fails where the class is imported for real): spawn rejects with the module's error.
+  const broken = new URL("./fixtures/pool_broken_module.ts", import.meta.url);
+  for (let i = 0; i < 2; i++) {
+    await assert.rejects(() => spawn(Local, { module: broken }), /this module does not load/);
+  }
+  const ok = await spawn(Counter);
+  await ok.stop();
 });
 
 Deno.test("typed proxies: a wrong argument type fails deno check", async () => {

@@ -9,7 +9,7 @@ import { waitAsync } from "../core/atomics.ts";
 import { heap, MAIN_SLOT, nextId, retain } from "../core/heap.ts";
 import { addRoot, removeRoot, shutdownRoots } from "../core/lifecycle.ts";
 import { optionsOf } from "../core/args.ts";
-import { sandbox } from "../core/spawn.ts";
+import { importAhead, sandbox } from "../core/spawn.ts";
 import { callerModule, isKnownTarget, resolveTarget } from "../core/target.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { registerObject } from "../core/observe.ts";
@@ -135,6 +135,7 @@ export async function spawn<A extends Actor, P extends unknown[]>(
     maxMemoryMb: options.maxMemoryMb,
     denoFlags: options.denoFlags,
   });
+  importAhead(p, [target.module]);
   try {
     p.start();
   } catch (err) {

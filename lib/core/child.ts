@@ -36,6 +36,11 @@ export interface StartMessage {
   noArgs?: boolean;
   /** Modules that register the handle kinds found in the payload. */
   preload: string[];
+  /**
+   * Modules to start importing at once, not waited for (an actor class's module: its import
+   * then overlaps decoding the arguments). Their errors surface where they are imported for real.
+   */
+  ahead?: string[];
   /** The buffers of the big shared blocks the parent has (see _bigblock), if any. */
   buffers?: StartBuffer[];
   /** The parent's spare-worker setting, which the child inherits. */
@@ -208,6 +213,9 @@ async function runChild(msg: StartMessage): Promise<void> {
     // background, so a handle of another kind arriving later through a channel finds its kind
     // registered (not at once: compiling it then would slow every short-lived worker down).
     const known = msg.preload.length ? undefined : loaded.get(msg.target.module);
+    // Only with the target at hand: Deno loads one dynamic import's graph at a time, so one
+    // started ahead of the target's import would hold it up.
+    if (known) { for (const m of msg.ahead ?? []) import(m).catch(() => {}); }
     const ns: Record<string, unknown> = known ?? await importTarget(msg);
     void idleDelay(WARM_AFTER_MS).then(() => import(MOD)).catch(() => {});
     const fn = findExport(ns, msg.target);

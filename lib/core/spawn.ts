@@ -38,6 +38,8 @@ export interface ChildSpec {
   payload: { args: Uint8Array; fields?: Uint8Array };
   /** Modules to import before decoding the payload (they register its handle kinds). */
   preload?: string[];
+  /** Modules the child starts importing at once, not waited for (StartMessage's `ahead`). */
+  ahead?: string[];
   name: string;
   daemon: boolean;
   identity: number[];
@@ -45,6 +47,22 @@ export interface ChildSpec {
 }
 
 const MOD = new URL("../../mod.ts", import.meta.url).href;
+
+const ahead = new WeakMap<object, string[]>();
+
+/**
+ * Has the worker of process `p` (not started yet) start importing `modules` as soon as it
+ * starts, not waited for: `spawn` names the actor class's module, whose import (~1 ms for a
+ * module the worker has not loaded) then overlaps decoding the actor's arguments.
+ */
+export function importAhead(p: object, modules: string[]): void {
+  ahead.set(p, modules);
+}
+
+/** The modules {@link importAhead} gave for process `p`, if any. */
+export function aheadOf(p: object): string[] | undefined {
+  return ahead.get(p);
+}
 
 const PERMISSIONS = ["env", "ffi", "net", "read", "run", "sys", "write", "import"] as const;
 /** denomp's own code, which every worker loads: its `lib/` folder and `mod.ts`. */
@@ -233,6 +251,7 @@ export class Child {
       payload: spec.payload,
       noArgs: !spec.payload.fields && sameBytes(spec.payload.args, noArgs()),
       preload: spec.preload ?? [],
+      ahead: spec.ahead,
       buffers: buffersForChild(),
       spares: spareOptions(),
     };

@@ -9,7 +9,7 @@ import { optionsOf } from "../core/args.ts";
 import { deadlineOf, keepAlive, remainingMs } from "../core/atomics.ts";
 import { beforeExit, current, isBootstrapping, type ProcessInfo } from "../core/context.ts";
 import { isAlive as slotAlive, parentSlot } from "../core/heap.ts";
-import { Child, setAdoptHook, SystemExit, type TargetKind } from "../core/spawn.ts";
+import { aheadOf, Child, setAdoptHook, SystemExit, type TargetKind } from "../core/spawn.ts";
 import { callerModule, isKnownTarget, resolveTarget, type TargetRef } from "../core/target.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { Encoder, withHandleModules } from "../core/reduction.ts";
@@ -237,6 +237,7 @@ export class Process<A extends unknown[] = unknown[]> {
       kind,
       payload,
       preload,
+      ahead: aheadOf(this),
       name,
       daemon: this.daemon,
       identity: s.identity,
