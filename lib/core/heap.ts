@@ -237,7 +237,38 @@ let fenceWord: Int32Array | null = null;
  * ```
  */
 export function checkNotTerminated(): void {
-  if ((fenceWord ?? fenceWordOf())[0] !== SLOT_ALIVE) checkLineage();
+  checkFence(fenceWord ?? fenceWordOf());
+}
+
+/**
+ * The word the fence reads, for a handle to keep ({@link checkFence}): a lock's acquire and
+ * release, and a Value's write, then skip looking it up (the module variable, its null test),
+ * which was most of the fence's cost on their ~10 ns fast paths. It is this process's own
+ * process-table entry, so a handle keeps it for good: a handle is rebuilt, with the receiver's
+ * word, in each process it reaches.
+ *
+ * @example
+ * ```ts
+ * import { checkFence, fenceView } from "./heap.ts";
+ * const fence = fenceView();
+ * checkFence(fence); // the main thread is never terminated
+ * ```
+ */
+export function fenceView(): Int32Array {
+  return fenceWord ?? fenceWordOf();
+}
+
+/**
+ * {@link checkNotTerminated} on a word from {@link fenceView}.
+ *
+ * @example
+ * ```ts
+ * import { checkFence, fenceView } from "./heap.ts";
+ * checkFence(fenceView());
+ * ```
+ */
+export function checkFence(word: Int32Array): void {
+  if (word[0] !== SLOT_ALIVE) checkLineage();
 }
 
 function checkLineage(): void {

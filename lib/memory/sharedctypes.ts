@@ -23,7 +23,16 @@
 
 import { Attaching } from "../core/attach.ts";
 import { optionsOf } from "../core/args.ts";
-import { adopt, alloc, checkNotTerminated, heap, release, retain } from "../core/heap.ts";
+import {
+  adopt,
+  alloc,
+  checkFence,
+  checkNotTerminated,
+  fenceView,
+  heap,
+  release,
+  retain,
+} from "../core/heap.ts";
 import {
   allocBig,
   BIG_BLOCK_BYTES,
@@ -292,6 +301,8 @@ export class RawValue<T extends Typecode = Typecode> {
   #off: number;
   #spec: Spec;
   #a: Typed;
+  /** This process's fence word (core/heap.ts `fenceView`), read by every write. */
+  #fence: Int32Array = fenceView();
 
   /** A value of type `typecode`, initially `init` (default zero). */
   constructor(typecode: T, init?: CInput<T>) {
@@ -318,7 +329,7 @@ export class RawValue<T extends Typecode = Typecode> {
     return this.#spec.read(this.#a, 0) as CType<T>;
   }
   set value(v: CInput<T>) {
-    checkNotTerminated();
+    checkFence(this.#fence);
     this.#spec.write(this.#a, 0, v);
   }
 

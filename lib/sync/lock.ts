@@ -27,7 +27,7 @@ import {
   TIMED_OUT,
   type Waits,
 } from "../core/atomics.ts";
-import { checkNotTerminated, heap } from "../core/heap.ts";
+import { checkFence, checkNotTerminated, fenceView, heap } from "../core/heap.ts";
 import { ValueError } from "../core/errors.ts";
 import { registerHandle } from "../core/reduction.ts";
 import { getIdent } from "../core/threading.ts";
@@ -92,6 +92,8 @@ export class Lock {
   #i32: Int32Array;
   #slot: number;
   #holds: Holds = new Holds(this);
+  /** This process's fence word (core/heap.ts `fenceView`), read by every acquire and release. */
+  #fence: Int32Array = fenceView();
 
   /** Creates an unlocked lock in shared memory (options: `name`, `detectDeadlock`). */
   constructor(options?: ObjectOptions) {
@@ -119,7 +121,7 @@ export class Lock {
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
     try {
-      acquireBegins(options, "Lock.acquire");
+      acquireBegins(options, "Lock.acquire", this.#fence);
       const i32 = this.#i32, me = this.#slot;
       if (Atomics.compareExchange(i32, L_MUTEX, 0, me) === 0) {
         return Promise.resolve(this.#took(ACQUIRED));
@@ -139,7 +141,7 @@ export class Lock {
   /** Acquires the lock, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
-    acquireSyncBegins(options, "Lock.acquireSync");
+    acquireSyncBegins(options, "Lock.acquireSync", this.#fence);
     const i32 = this.#i32, me = this.#slot, word = Atomics.compareExchange(i32, L_MUTEX, 0, me);
     if (word === 0) return this.#took(ACQUIRED);
     return this.#took(mutexAcquireRestSync(this.#off, i32, L_MUTEX, me, word, options));
@@ -156,7 +158,7 @@ export class Lock {
    * lock released too many times`, multiprocessing's wording) if it is not locked.
    */
   release(): void {
-    checkNotTerminated();
+    checkFence(this.#fence);
     const i32 = this.#i32;
     // Fast path: held by this process, nobody waiting. Anything else goes the long way.
     if (Atomics.compareExchange(i32, L_MUTEX, this.#slot, 0) === this.#slot) return;
@@ -227,6 +229,8 @@ export class RLock {
   #i32: Int32Array;
   #slot: number;
   #holds: Holds = new Holds(this);
+  /** This process's fence word (core/heap.ts `fenceView`), read by every acquire and release. */
+  #fence: Int32Array = fenceView();
 
   /** Creates an unlocked reentrant lock in shared memory (options: `name`, `detectDeadlock`). */
   constructor(options?: ObjectOptions) {
@@ -251,7 +255,7 @@ export class RLock {
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
     try {
-      acquireBegins(options, "RLock.acquire");
+      acquireBegins(options, "RLock.acquire", this.#fence);
       const i32 = this.#i32, me = getIdent(), slot = this.#slot;
       const word = Atomics.compareExchange(i32, R_MUTEX, 0, slot);
       if (word === 0) return Promise.resolve(this.#took(ACQUIRED, me));
@@ -273,7 +277,7 @@ export class RLock {
   /** Acquires the lock, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
-    acquireSyncBegins(options, "RLock.acquireSync");
+    acquireSyncBegins(options, "RLock.acquireSync", this.#fence);
     const i32 = this.#i32, me = getIdent(), slot = this.#slot;
     const word = Atomics.compareExchange(i32, R_MUTEX, 0, slot);
     if (word === 0) return this.#took(ACQUIRED, me);
@@ -306,7 +310,7 @@ export class RLock {
    * current thread owns the lock.
    */
   release(): void {
-    checkNotTerminated();
+    checkFence(this.#fence);
     const i32 = this.#i32, slot = this.#slot;
     if (!this.#mine(getIdent())) throw new ValueError("cannot release un-acquired lock");
     const levels = i32[R_COUNT];

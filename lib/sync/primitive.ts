@@ -32,7 +32,7 @@ import {
   type Waits,
 } from "../core/atomics.ts";
 import { ValueError } from "../core/errors.ts";
-import { adopt, alloc, checkNotTerminated, heap, retain } from "../core/heap.ts";
+import { adopt, alloc, checkFence, checkNotTerminated, heap, retain } from "../core/heap.ts";
 import { optionsOf } from "../core/args.ts";
 import {
   DETECT_DEADLOCK,
@@ -121,21 +121,30 @@ export function checkAcquireOptions(o: AcquireOptions, call: string): void {
 
 /**
  * The checks every `acquire()` makes before it touches the shared words: its options, its
- * signal (already aborted: rejected at once) and the zombie fence. Kept small so that V8
- * inlines it into each primitive's fast path.
+ * signal (already aborted: rejected at once) and the zombie fence, on the handle's own
+ * `fence` word (core/heap.ts `fenceView`). Kept small so that V8 inlines it into each
+ * primitive's fast path.
  */
-export function acquireBegins(o: AcquireOptions | undefined, call: string): void {
+export function acquireBegins(
+  o: AcquireOptions | undefined,
+  call: string,
+  fence: Int32Array,
+): void {
   if (o !== undefined) {
     checkAcquireOptions(o, call);
     o.signal?.throwIfAborted();
   }
-  checkNotTerminated();
+  checkFence(fence);
 }
 
 /** The same checks for an `acquireSync()`, which takes no signal. */
-export function acquireSyncBegins(o: AcquireOptions | undefined, call: string): void {
+export function acquireSyncBegins(
+  o: AcquireOptions | undefined,
+  call: string,
+  fence: Int32Array,
+): void {
   if (o !== undefined) checkAcquireOptions(o, call);
-  checkNotTerminated();
+  checkFence(fence);
 }
 
 /**

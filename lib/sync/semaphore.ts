@@ -22,7 +22,7 @@ import {
   TIMED_OUT,
   type Waits,
 } from "../core/atomics.ts";
-import { checkNotTerminated, heap, isAlive, isTerminatedError } from "../core/heap.ts";
+import { checkNotTerminated, fenceView, heap, isAlive, isTerminatedError } from "../core/heap.ts";
 import { ValueError } from "../core/errors.ts";
 import { registerHandle } from "../core/reduction.ts";
 import { type Holder, inspectors, observed } from "../core/waitfor.ts";
@@ -95,6 +95,8 @@ export class Semaphore {
   /** Where this process's entry in the holder table was last seen (a hint). */
   #entry = S_TABLE;
   #holds: Holds = new Holds(this);
+  /** This process's fence word (core/heap.ts `fenceView`), read by every acquire. */
+  #fence: Int32Array = fenceView();
 
   /** Creates a semaphore with `value` permits (an integer >= 0), or from options. */
   constructor(value: number | SemaphoreOptions = 1) {
@@ -129,7 +131,7 @@ export class Semaphore {
   acquire(options: AcquireOptions): Promise<Acquired | false>;
   acquire(options?: AcquireOptions): Promise<Acquired | false> {
     try {
-      acquireBegins(options, "Semaphore.acquire");
+      acquireBegins(options, "Semaphore.acquire", this.#fence);
       const holds = this.#holds;
       if (this.#take()) return Promise.resolve(holds.took(ACQUIRED));
       const deadline = acquireDeadline(options);
@@ -146,7 +148,7 @@ export class Semaphore {
   /** Takes a permit, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
-    acquireSyncBegins(options, "Semaphore.acquireSync");
+    acquireSyncBegins(options, "Semaphore.acquireSync", this.#fence);
     if (this.#take()) return this.#holds.took(ACQUIRED);
     const waits = observed(this.#off, this.#waits(acquireDeadline(options)), true);
     return this.#holds.took(runSync(waits));
