@@ -425,7 +425,9 @@ Deno.test("idle waiters sleep: workers blocked in get and getSync burn no core",
   const ps = [start(getForever, q, ready), start(getForeverSync, q, ready)];
   try {
     for (const _ of ps) assert.equal(await ready.get({ timeout: 20_000 }), "waiting");
-    await sleep(100);
+    // Past the second at which a worker loads the rest of the library in the background
+    // (core/child.ts, WARM_AFTER_MS): a one-off, not a waiter burning a core.
+    await sleep(1300);
     const before = cpuUsage();
     const waiting = q.get({ timeout: 1000 }).catch((e) => e); // main waits too
     await sleep(1000);

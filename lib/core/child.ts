@@ -57,8 +57,14 @@ const MOD = new URL("../../mod.ts", import.meta.url).href;
  */
 const CODEC = new URL("./reduction.ts", import.meta.url).href;
 const BIG_BLOCKS = new URL("./bigblock.ts", import.meta.url).href;
-/** How long a worker stays idle (a spare) or runs (a child) before it loads the whole library. */
-const WARM_AFTER_MS = 50;
+/**
+ * How long a child runs before it loads the whole library in the background (a spare has it
+ * already). Not sooner: loading it is ~20–50 ms of CPU, which a worker's first second is usually
+ * busiest without (module loading, JIT). At 50 ms it landed in W6's timed runs of fresh workers:
+ * contended Lock Sync / RLock async 11.8M / 4.4M increments/s against 13.5M / 6.1M without it
+ * (medians of 75 runs each, interleaved, load ~1.2).
+ */
+const WARM_AFTER_MS = 1000;
 /** What a spare runs once it has loaded the library (see warmup.ts). */
 const WARMUP = new URL("./warmup.ts", import.meta.url).href;
 
