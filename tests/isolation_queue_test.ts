@@ -77,6 +77,47 @@ Deno.test("isolation process: items sent ahead to a child that exits without get
   await __testHooks.gone();
 });
 
+Deno.test("isolation process: items sent ahead go back to a queue closed meanwhile", async () => {
+  const q = new Queue<number>(), out = new Queue<number>();
+  for (const i of range(1000)) await q.put(i);
+  q.close(); // no more puts; the items there are still to be got
+  const p = new Process({ target: takeSome, args: [q, out, 300], isolation: "process" });
+  p.start();
+  await p.join();
+  assert.equal(p.exitCode, 0);
+  const seen = drain(out), left = drain(q);
+  assert.equal(seen.length, 300);
+  assert.deepEqual([...seen, ...left].sort((a, b) => a - b), range(1000));
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: items a child held go back to a bounded queue filled up meanwhile, at once", async () => {
+  const q = new Queue<Uint8Array>({ maxsize: 100 }), out = new Queue<number>(), go = new Event();
+  let put = 0;
+  for (let i = 0; i < 100; i++, put++) await q.put(new Uint8Array([i]));
+  const p = new Process({ target: takeThenWait, args: [q, out, 5, go], isolation: "process" });
+  p.start();
+  try {
+    for (let i = 0; i < 5; i++) await out.get({ timeout: 20_000 });
+    await sleep(300); // the items sent ahead are in the child
+    for (;; put++) {
+      try {
+        q.putNowait(new Uint8Array([put]));
+      } catch {
+        break; // full again
+      }
+    }
+    go.set();
+    await p.join();
+    let left = 0;
+    while (q.qsize()) q.getNowait(), left++;
+    assert.equal(5 + left, put, "every item the child did not get is back");
+  } finally {
+    go.set();
+    await __testHooks.gone();
+  }
+});
+
 Deno.test("isolation process: for await in an isolated child ends at close(); a get's timeout still works", async () => {
   const q = new Queue<number>(), empty = new Queue<number>(), out = new Queue<unknown>();
   const p = new Process({ target: drainThenTimeout, args: [q, empty, out], isolation: "process" });

@@ -68,6 +68,15 @@ export function registerHandle<T extends object, D>(kind: HandleKind<T, D>): voi
   if (from) moduleOfKind.set(kind.name, from);
 }
 
+/**
+ * The method by which a FIFO queue takes back items a consumer took and could not deliver (an
+ * isolated child that died holding them: process/os_agent.ts), past `maxsize` and after
+ * `close()`, since they were in the queue before. Returns false when the queue's memory has
+ * already been given back (closed and drained): the items then have nowhere to go. A symbol in
+ * core because lib/process does not import lib/queues.
+ */
+export const PUT_BACK: unique symbol = Symbol("denomp.putBack");
+
 /** Where each kind was registered: a worker imports these modules before decoding its arguments. */
 export const moduleOfKind = new Map<string, string>();
 export let kindSink: Set<string> | undefined;

@@ -40,12 +40,12 @@ import {
 interface Queue {
   qsize(): number;
   getNowait(): unknown;
-  putNowait(item: unknown): void;
-  put(item: unknown): Promise<void>;
+  [PUT_BACK](items: unknown[]): boolean;
 }
 import { API, HandleTable, serveTable } from "./os_handles.ts";
 import { FLUSH } from "./os_link.ts";
 import { flushAll } from "../core/ring.ts";
+import { PUT_BACK } from "../core/handles.ts";
 import { ADOPT, adopt } from "./os_adopt.ts";
 import { SERVE } from "./os_kinds.ts";
 
@@ -146,10 +146,10 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
     ch.send(H_REPLY, out);
     return out.length;
   };
-  const end = ch.closed.then(async () => {
+  const end = ch.closed.then(() => {
     open = false;
     for (const c of aborts.values()) c.abort(new DOMException("the child is gone", "AbortError"));
-    for (const [id, items] of held) await putBack(table.objects[id] as Queue, items.splice(0));
+    for (const [id, items] of held) putBack(table.objects[id] as Queue, items.splice(0));
   });
   ends.add(end);
   void end.then(() => ends.delete(end));
@@ -222,15 +222,12 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
   });
 }
 
-/** Puts items a dead (or gone) child held back into their queue (at its end). */
-async function putBack(q: Queue, items: unknown[]): Promise<void> {
-  for (const v of items) {
-    try {
-      q.putNowait(v);
-    } catch {
-      await q.put(v).catch(() => {}); // full meanwhile: wait; closed: they stay got
-    }
-  }
+/**
+ * Puts items a dead (or gone) child held back into their queue, at its end: also past `maxsize`
+ * and after `close()` (they were in the queue before; see PUT_BACK).
+ */
+function putBack(q: Queue, items: unknown[]): void {
+  if (items.length) q[PUT_BACK](items);
 }
 
 /**

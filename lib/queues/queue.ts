@@ -25,6 +25,7 @@ import { EOF, flushAll as flushRings, TIMEOUT } from "../core/ring.ts";
 import { checkTimeout, optionsOf } from "../core/args.ts";
 import { Attaching } from "../core/attach.ts";
 import { encodeView } from "../core/reduction.ts";
+import { PUT_BACK } from "../core/handles.ts";
 import { Empty, Full, SerializationError, ValueError } from "../core/errors.ts";
 import { type Kind as ObjectKind, registerObject } from "../core/observe.ts";
 import { compileSchema, type Schema, type SchemaFor } from "./typed.ts";
@@ -657,6 +658,20 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
  * console.assert((await q.get()) === "a" && q.empty());
  * ```
  */
+// Not a member of the class: internal (core/handles.ts, PUT_BACK), and so out of its docs.
+Object.defineProperty(Queue.prototype, PUT_BACK, {
+  value(this: Queue<unknown>, items: unknown[]): boolean {
+    const s = stateOf(this);
+    if (s === closedState) return false;
+    for (const item of items) {
+      const bytes = s.schema ? s.schema.encode(item) : encodeView(item, "item");
+      s.reserveAnyway(1);
+      void s.store.put(bytes, item);
+    }
+    return true;
+  },
+});
+
 export class SimpleQueue<T = unknown> extends Queue<T> {
   /** Creates an unbounded queue (option: `name`). */
   constructor(options?: Pick<QueueOptions, "name">) {

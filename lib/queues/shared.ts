@@ -208,6 +208,11 @@ export class Shared {
     }
   }
 
+  /** Counts `n` items put back past `maxsize` (they were in the queue before: see PUT_BACK). */
+  reserveAnyway(n: number): void {
+    Atomics.add(this.i32, this.q + PUTS, n);
+  }
+
   /** Gives reserved places back (the queue closed before the items went in). */
   undoReserve(n = 1): void {
     Atomics.sub(this.i32, this.q + PUTS, n);
