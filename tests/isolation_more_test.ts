@@ -330,3 +330,16 @@ Deno.test("an outbox whose lock a dead thread kept fails the next append within 
   Atomics.store(new Int32Array(w.sab), O_LEN, 1); // frames waiting: the reader needs the lock
   assert.throws(() => new OutboxReader(w.sab).take(), /stayed locked/);
 });
+
+Deno.test("isolation process pool: the handle server of a worker given a handle in a task answers its shutdown (not terminated after 2 s unanswered)", async () => {
+  const before = __testHooks.agentsEndedLate();
+  const pool = new Pool({ processes: 1, isolation: "process" });
+  const q = new Queue<number>();
+  assert.equal(await pool.apply(putSquare, [q, 3]), 3);
+  assert.equal(await q.get({ timeout: 20_000 }), 9);
+  pool.close();
+  await pool.join();
+  await __testHooks.gone();
+  await sleep(2500); // past the 2 s after which an unanswered server is terminated
+  assert.equal(__testHooks.agentsEndedLate(), before);
+});

@@ -114,7 +114,11 @@ const BACK_TO_BACK_MS = 20;
 /** The first item of a batch sent ahead that found the queue empty: none. */
 const NONE = Symbol("none");
 
-/** The ends of this server's connections (each once its items held are put back). */
+/**
+ * The ends of this server's connections that have held items (each once they are put back),
+ * which the shutdown waits for. Only those: the parent's own connection (`ServerCalls`) closes
+ * only once the child has exited, after the shutdown.
+ */
 const ends = new Set<Promise<void>>();
 
 function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
@@ -151,8 +155,7 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
     for (const c of aborts.values()) c.abort(new DOMException("the child is gone", "AbortError"));
     for (const [id, items] of held) putBack(table.objects[id] as Queue, items.splice(0));
   });
-  ends.add(end);
-  void end.then(() => ends.delete(end));
+  let waited = false;
   /** A batch get's first item came: the others there (up to the bound) go with it, held. */
   const batch = (n: number, id: number, first: unknown, ahead: boolean) => {
     const q = table.objects[id] as Queue;
@@ -172,6 +175,11 @@ function serve(ch: Channel, table: HandleTable, encoder: Encoder): void {
     }
     let h = held.get(id);
     if (!h) held.set(id, h = []);
+    if (!waited) {
+      waited = true;
+      ends.add(end);
+      void end.then(() => ends.delete(end));
+    }
     for (const v of items) h.push(v);
     const bytes = reply(n, 1, items);
     // Big items: as many as fit in BATCH_BYTES (at least one) from now on.
@@ -258,11 +266,21 @@ async function endAgent(
       timer = setTimeout(r, 2000);
       Deno.unrefTimer(timer);
     });
-    await Promise.race([answered, ch.closed, late]);
+    if (await Promise.race([answered.then(() => 0), ch.closed.then(() => 0), late.then(() => 1)])) {
+      lateEnds++;
+    }
     clearTimeout(timer);
     ch.close();
   }
   agent.terminate(-9);
+}
+
+/** Servers terminated because they did not answer {@link endAgent} within 2 s (for tests). */
+let lateEnds = 0;
+
+/** How many handle servers {@link endAgent} had to terminate unanswered (for tests). */
+export function agentsEndedLate(): number {
+  return lateEnds;
 }
 
 /** The call of {@link endAgent}. */

@@ -42,7 +42,7 @@ import { ProcessError, ValueError } from "../core/errors.ts";
 import { dumps, Encoder } from "../core/reduction.ts";
 import { Channel, F_HELLO, F_START } from "./os_channel.ts";
 import { HandleTable } from "./os_handles.ts";
-import { startAgent } from "./os_agent.ts";
+import { agentsEndedLate, startAgent } from "./os_agent.ts";
 
 export { Channel, F_CANCEL, F_DEATH, F_HELLO, F_RESULT, F_START, F_TASKS } from "./os_channel.ts";
 
@@ -467,6 +467,8 @@ export const __testHooks = {
   gone(): Promise<void> {
     return running.size ? keepAlive(new Promise((r) => goneWaiters.push(r))) : Promise.resolve();
   },
+  /** How many handle servers had to be terminated without answering their shutdown call. */
+  agentsEndedLate,
 };
 
 /**
