@@ -45,7 +45,7 @@ export async function w2Producer(q: Queue<Item>, n: number): Promise<void> {
  * holds the parent's event loop until the last item, and the isolated child's start (its
  * connection is answered there) waits for the whole stream.
  */
-export async function w2ProducerYielding(q: Queue<Item>, n: number): Promise<void> {
+async function w2ProducerYielding(q: Queue<Item>, n: number): Promise<void> {
   const y = new Yielder();
   for (let i = 0; i < n; i++) {
     await q.put({ i, s: "item-" + i });

@@ -1,4 +1,4 @@
-// A target that says when it began (W1-spawn, variant `start-latency`).
+// A target that says when it began (W1b-start-latency: variants `process` and `first-timer`).
 import type { RawValue } from "../../lib/memory/sharedctypes.ts";
 
 /** Stores the wall-clock time (ms, sub-ms precision) at which the target began. */

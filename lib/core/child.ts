@@ -38,7 +38,8 @@ export interface StartMessage {
   preload: string[];
   /**
    * Modules to start importing at once, not waited for (an actor class's module: its import
-   * then overlaps decoding the arguments). Their errors surface where they are imported for real.
+   * then overlaps decoding the arguments), by a worker taken from a spare (a new worker ignores
+   * them). Their errors surface where they are imported for real.
    */
   ahead?: string[];
   /** The buffers of the big shared blocks the parent has (see _bigblock), if any. */
@@ -235,7 +236,9 @@ async function runChild(msg: StartMessage): Promise<void> {
     }
     // A big shared block in the arguments finds its buffer in the start message; async all the
     // same, should the parent not have had it (see _bigblock).
-    if (msg.buffers) (await import(BIG_BLOCKS)).adoptStartBuffers(msg.buffers);
+    if (msg.buffers) {
+      (await import(BIG_BLOCKS) as typeof import("./bigblock.ts")).adoptStartBuffers(msg.buffers);
+    }
     let args: unknown[] = [], fields: Record<string, unknown> | undefined;
     if (!msg.noArgs) {
       const { loadsAsync } = await import(CODEC) as typeof import("./reduction.ts");

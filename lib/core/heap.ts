@@ -402,9 +402,9 @@ function maxAlloc(): number {
 }
 
 /**
- * Allocates a zeroed block of at least `bytes` bytes with a reference count of 1 and returns the
- * byte offset of its data (16-byte aligned). `kind` says what it is for (diagnostics only).
- * `zeroed` bytes from the start are zero (all by default): a ring's frames need no zeroing,
+ * Allocates a block of at least `bytes` bytes with a reference count of 1 and returns the byte
+ * offset of its data (16-byte aligned). `kind` says what it is for (diagnostics only). Its
+ * first `zeroed` bytes are zero (all of them by default): a ring's frames need no zeroing,
  * since a reader reads only what a writer published there, so a block that is a header and a
  * ring zeroes its headers only.
  */

@@ -103,8 +103,9 @@ export class Ring {
   }
 
   /**
-   * Lays a ring out in `bytes` zeroed bytes of the heap at `base` (16-aligned, e.g. from
-   * `alloc`) and returns `base`. Its capacity is what is left after the header.
+   * Lays a ring out in `bytes` bytes of the heap at `base` (16-aligned, e.g. from `alloc`),
+   * of which the header (`Ring.bytesFor(0)` bytes) must be zeroed (its frames need not be), and
+   * returns `base`. Its capacity is what is left after the header.
    *
    * @example
    * ```ts

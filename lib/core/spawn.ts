@@ -38,7 +38,7 @@ export interface ChildSpec {
   payload: { args: Uint8Array; fields?: Uint8Array };
   /** Modules to import before decoding the payload (they register its handle kinds). */
   preload?: string[];
-  /** Modules the child starts importing at once, not waited for (StartMessage's `ahead`). */
+  /** Modules a child from a spare starts importing at once, not waited for (StartMessage's `ahead`). */
   ahead?: string[];
   name: string;
   daemon: boolean;
@@ -51,8 +51,8 @@ const MOD = new URL("../../mod.ts", import.meta.url).href;
 const ahead = new WeakMap<object, string[]>();
 
 /**
- * Has the worker of process `p` (not started yet) start importing `modules` as soon as it
- * starts, not waited for: `spawn` names the actor class's module, whose import (~1 ms for a
+ * Has the worker of process `p` (not started yet), if it is taken from a spare, start importing
+ * `modules` as soon as it starts, not waited for: `spawn` names the actor class's module, whose import (~1 ms for a
  * module the worker has not loaded) then overlaps decoding the actor's arguments.
  */
 export function importAhead(p: object, modules: string[]): void {

@@ -35,7 +35,7 @@ export const F_HELLO = 1, F_START = 2, F_TASKS = 3, F_RESULT = 4, F_DEATH = 5, F
 export const H_CALL = 1, H_REPLY = 2, H_CANCEL = 3, H_ACK = 4;
 /** Inbox frames only (a link thread to its isolate): the link failed; the body is why (text). */
 export const H_BROKEN = 5;
-/** Call modes (the mode byte): the caller blocks (its reply goes to the shared buffer). */
+/** Call modes (the mode byte): the caller blocks its thread (informational: the server answers it as any call). */
 export const M_SYNC = 1;
 /** Call modes: an argument held an abort signal (its index is the call's next byte). */
 export const M_SIGNAL = 2;
@@ -56,7 +56,8 @@ export const CALL_HEAD = 6;
 
 /**
  * A call's frame body (a fresh buffer): its number `n` (u32), its mode (`M_*` bits, 0 for a
- * plain call awaited), its handle-link slot `at`, then the encoded `[object, method, args]`.
+ * plain call awaited), `at` (with `M_SIGNAL`: the index of the argument that held an abort
+ * signal), then the encoded `[object, method, args]`.
  */
 export function callFrame(n: number, body: Uint8Array, mode = 0, at = 0): Uint8Array {
   const out = new Uint8Array(CALL_HEAD + body.length);

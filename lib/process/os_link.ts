@@ -158,12 +158,13 @@ class Link {
       const b = Atomics.load(this.#beat, 0), now = performance.now();
       if (b !== beat) (beat = b), (alive = now);
       else if (now - alive > (b ? DEAD_AFTER_MS : BOOT_MS)) {
+        const limit = b ? DEAD_AFTER_MS : BOOT_MS;
         this.#drain();
         if (done()) return;
         this.#worker?.terminate();
         this.#break(
           new ProcessError(
-            `the link to the parent's handles died (its thread has not run for ${DEAD_AFTER_MS} ms): ${what} got no reply`,
+            `the link to the parent's handles died (its thread has not run for ${limit} ms): ${what} got no reply`,
           ),
         );
         throw this.#broken;
