@@ -22,7 +22,14 @@ import {
   TIMED_OUT,
   type Waits,
 } from "../core/atomics.ts";
-import { checkNotTerminated, fenceView, heap, isAlive, isTerminatedError } from "../core/heap.ts";
+import {
+  checkFence,
+  checkNotTerminated,
+  fenceView,
+  heap,
+  isAlive,
+  isTerminatedError,
+} from "../core/heap.ts";
 import { ValueError } from "../core/errors.ts";
 import { registerHandle } from "../core/reduction.ts";
 import { type Holder, inspectors, observed } from "../core/waitfor.ts";
@@ -286,13 +293,13 @@ export class Semaphore {
     if (!Number.isInteger(n) || n < 1) {
       throw new ValueError(`n must be an integer >= 1: current value is ${n}`);
     }
-    checkNotTerminated();
+    checkFence(this.#fence);
     // Off this process's account first, then given. A permit missing from the account either
     // was never on it (a plain signal) or was taken back by a reclaimer after this process was
     // declared dead: the fence tells which, so that a zombie does not give it a second time.
     let off = 0;
     while (off < n && this.#account(-1)) off++;
-    if (off < n) checkNotTerminated();
+    if (off < n) checkFence(this.#fence);
     try {
       this.#give(n, false);
     } catch (e) {
