@@ -10,7 +10,7 @@ import { heap, MAIN_SLOT, nextId, retain } from "../core/heap.ts";
 import { addRoot, removeRoot, shutdownRoots } from "../core/lifecycle.ts";
 import { optionsOf } from "../core/args.ts";
 import { importAhead, sandbox } from "../core/spawn.ts";
-import { callerModule, isKnownTarget, resolveTarget } from "../core/target.ts";
+import { callerFor, resolveTarget } from "../core/target.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { registerObject } from "../core/observe.ts";
 import { checkIsolation } from "../process/os_spawn.ts";
@@ -96,10 +96,7 @@ export async function spawn<A extends Actor, P extends unknown[]>(
   options?: SpawnOptions<P>,
 ): Promise<ActorRef<A>> {
   options = optionsOf(options, "spawn", 'spawn(Worker, { args: [1], name: "w" })');
-  // The stack is read only for a class not spawned before (see isKnownTarget).
-  const caller = options.module === undefined && isKnownTarget(cls)
-    ? Deno.mainModule
-    : callerModule();
+  const caller = callerFor(cls, options.module);
   if (typeof cls !== "function" || !(cls.prototype instanceof Actor)) {
     throw new ValueError(`spawn() needs a class extending Actor: got ${String(cls)}`);
   }

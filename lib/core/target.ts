@@ -143,11 +143,14 @@ function locateIn(url: string, name: string, depth: number): TargetRef | null | 
 const found = new WeakMap<object, TargetRef>();
 
 /**
- * Whether `target` (a function or class given without a module) was resolved before: then its
- * starter need not read the stack for {@link resolveTarget}'s `caller`.
+ * The `caller` to give {@link resolveTarget} for `target` and `module`: read from the stack
+ * ({@link callerModule}), except for a function or class given without a module and found
+ * before, whose answer does not depend on it.
  */
-export function isKnownTarget(target: unknown): boolean {
-  return typeof target === "function" && found.has(target);
+export function callerFor(target: unknown, module?: string | URL): string | undefined {
+  return module === undefined && typeof target === "function" && found.has(target)
+    ? Deno.mainModule
+    : callerModule();
 }
 
 /**

@@ -10,7 +10,7 @@ import { deadlineOf, keepAlive, remainingMs } from "../core/atomics.ts";
 import { beforeExit, current, isBootstrapping, type ProcessInfo } from "../core/context.ts";
 import { isAlive as slotAlive, parentSlot } from "../core/heap.ts";
 import { aheadOf, Child, setAdoptHook, SystemExit, type TargetKind } from "../core/spawn.ts";
-import { callerModule, isKnownTarget, resolveTarget, type TargetRef } from "../core/target.ts";
+import { callerFor, callerModule, resolveTarget, type TargetRef } from "../core/target.ts";
 import { ProcessError, ValueError } from "../core/errors.ts";
 import { Encoder, withHandleModules } from "../core/reduction.ts";
 import { checkIsolation, handleTable, isolatedEncoder, OsChild } from "./os_spawn.ts";
@@ -140,14 +140,13 @@ export class Process<A extends unknown[] = unknown[]> {
         name: options.name,
         daemon: options.daemon,
         permissions: options.permissions,
-        // Reading the stack costs ~0.2 ms: not when run() is Process's own and the caller is
-        // not looked at: an absolute module given (pool workers, actors), or a target function
-        // found before (isKnownTarget).
-        caller: new.target === Process &&
-            (isAbsolute(options.module) ||
-              (options.module === undefined && isKnownTarget(options.target)))
+        // Reading the stack costs ~0.2 ms: not when run() is Process's own and an absolute
+        // module is given (pool workers, actors), nor for a target found before (callerFor).
+        caller: new.target !== Process
+          ? callerModule()
+          : isAbsolute(options.module)
           ? Deno.mainModule
-          : callerModule(),
+          : callerFor(options.target, options.module),
         identity: [...current().identity, ++childCounter],
         closed: false,
         isolated,
