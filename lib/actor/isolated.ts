@@ -189,16 +189,15 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
     flightBytes += m.length;
     ch.send(F_ENV, m);
   };
-  /** Envelopes behind one whose handles are with the server, in order (null: none). */
+  /**
+   * An envelope whose handles are with the server (null: none). The relay sends nothing while
+   * there is one (`full()`), so envelopes keep their order.
+   */
   let behind: Promise<void> | null = null;
   const send = (m: Uint8Array) => {
-    if (!behind && !holdsHandles(m)) return sendNow(m);
-    const p: Promise<void> = (behind ?? Promise.resolve())
-      .then(() => holdsHandles(m) ? handled(loads<Envelope>(m)) : sendNow(m))
-      .catch(() => {});
-    behind = p;
-    void p.then(() => {
-      if (behind === p) behind = null;
+    if (!holdsHandles(m)) return sendNow(m);
+    behind = handled(loads<Envelope>(m)).catch(() => {}).finally(() => {
+      behind = null;
       wake?.();
     });
   };
@@ -245,10 +244,13 @@ function parentSide(ch: Channel, args: unknown[], child: OsChild): void {
       // Everything queued goes in this tick's write.
       for (let m; !full() && (m = box.ring.tryRecv(copyOut)) !== TIMEOUT;) send(m);
       if (full()) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
         await new Promise<void>((r) => {
           wake = r;
-          Deno.unrefTimer(setTimeout(r, DEATH_POLL_MS)); // a daemon actor lets the program end
+          timer = setTimeout(r, DEATH_POLL_MS);
+          Deno.unrefTimer(timer); // a daemon actor lets the program end
         });
+        clearTimeout(timer); // woken early: no timer left behind per wake-up
         wake = null;
         continue;
       }

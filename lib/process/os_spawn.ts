@@ -696,6 +696,6 @@ export class OsChild {
     // The server of its handles ends with it (once its OS process is gone and the server has put
     // back the items it held): what the child held is released or taken over.
     if (!this.#endAgent) return this.#resolve(code);
-    void this.#endAgent(this.#proc.status).then(() => this.#resolve(code));
+    void this.#endAgent(this.#proc.status).catch(() => {}).then(() => this.#resolve(code));
   }
 }
