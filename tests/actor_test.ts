@@ -13,6 +13,7 @@ import {
 } from "../lib/core/errors.ts";
 import { Process } from "../lib/process/process.ts";
 import { Pool } from "../lib/pool/pool.ts";
+import { __testHooks as sparesHooks, setSpares, spareOptions } from "../lib/core/spares.ts";
 import {
   Counter,
   Forwarder,
@@ -283,11 +284,19 @@ Deno.test("spawn: start failures reject with their error; bad classes are refuse
   class Local extends Counter {}
   await assert.rejects(() => spawn(Local), ProcessError);
   await assert.rejects(() => spawn(Object as never), ValueError);
-  // A class whose module fails to load in the worker (its import is started ahead of need, and
-  // fails where the class is imported for real): spawn rejects with the module's error.
+  // A class whose module fails to load in the worker (from a spare, its import is started ahead
+  // of need, and fails where the class is imported for real): spawn rejects with its error.
   const broken = new URL("./fixtures/pool_broken_module.ts", import.meta.url);
-  for (let i = 0; i < 2; i++) {
-    await assert.rejects(() => spawn(Local, { module: broken }), /this module does not load/);
+  const spares = spareOptions();
+  try {
+    for (let i = 0; i < 2; i++) {
+      setSpares({ count: 0 });
+      setSpares({ count: 1 }); // a fresh spare, ready ~0.5-1 s later
+      for (let t = 0; t < 300 && sparesHooks.live() < 1; t++) await sleep(10);
+      await assert.rejects(() => spawn(Local, { module: broken }), /this module does not load/);
+    }
+  } finally {
+    setSpares(spares);
   }
   const ok = await spawn(Counter);
   await ok.stop();
