@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Process } from "../lib/process/process.ts";
-import { Queue } from "../lib/queues/queues.ts";
+import { Queue, SimpleQueue } from "../lib/queues/queues.ts";
 import { __testHooks } from "../lib/process/os_spawn.ts";
 import { range, sleep } from "./_helpers.ts";
 import {
@@ -33,9 +33,10 @@ async function killMidStream(
   target: typeof relaySync | typeof relayAsync,
   kill: (p: Process) => void,
   after: number,
+  make: () => Queue<number> = () => new Queue<number>(),
 ): Promise<void> {
   // Enough that a loaded machine cannot relay them all before the kill lands.
-  const n = 20_000, q = new Queue<number>(), out = new Queue<number>();
+  const n = 20_000, q = make(), out = new Queue<number>();
   for (const i of range(n)) await q.put(i);
   const p = new Process({ target, args: [q, out], isolation: "process" });
   p.start();
@@ -53,6 +54,14 @@ Deno.test("isolation process: a getSync child killed with SIGKILL mid-stream: no
   // Killed at different points of the stream (batches end at 1, 3, 7, ... 511, 767, ...).
   for (let round = 0; round < 6; round++) {
     await killMidStream(relaySync, (p) => Deno.kill(p.pid!, "SIGKILL"), 300 + 97 * round);
+  }
+  await __testHooks.gone();
+});
+
+Deno.test("isolation process: a getSync child of a SimpleQueue killed with SIGKILL mid-stream: no item lost or doubled", async () => {
+  for (let round = 0; round < 2; round++) {
+    const kill = (p: Process) => Deno.kill(p.pid!, "SIGKILL");
+    await killMidStream(relaySync, kill, 300 + 211 * round, () => new SimpleQueue<number>());
   }
   await __testHooks.gone();
 });
