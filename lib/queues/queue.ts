@@ -658,17 +658,11 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
  * console.assert((await q.get()) === "a" && q.empty());
  * ```
  */
-// Not a member of the class: internal (core/handles.ts, PUT_BACK), and so out of its docs.
+// Internal (core/handles.ts, PUT_BACK), so not a member: out of the class's docs.
 Object.defineProperty(Queue.prototype, PUT_BACK, {
   value(this: Queue<unknown>, items: unknown[]): boolean {
     const s = stateOf(this);
-    if (s === closedState) return false;
-    for (const item of items) {
-      const bytes = s.schema ? s.schema.encode(item) : encodeView(item, "item");
-      s.reserveAnyway(1);
-      void s.store.put(bytes, item);
-    }
-    return true;
+    return s !== closedState && (s.putBack(items), true);
   },
 });
 

@@ -21,6 +21,7 @@ import {
 import { alloc, DEATH_EPOCH_INDEX, heap } from "../core/heap.ts";
 import { checkNotTerminated, EOF, type Ring, TIMEOUT } from "../core/ring.ts";
 import { ValueError } from "../core/errors.ts";
+import { encodeView } from "../core/reduction.ts";
 import { compileSchema, type Schema } from "./typed.ts";
 import {
   CLOSED,
@@ -208,9 +209,16 @@ export class Shared {
     }
   }
 
-  /** Counts `n` items put back past `maxsize` (they were in the queue before: see PUT_BACK). */
-  reserveAnyway(n: number): void {
-    Atomics.add(this.i32, this.q + PUTS, n);
+  /**
+   * Puts items a consumer took and could not deliver back at the end, past `maxsize` and after
+   * `close()`: they were in the queue before (see PUT_BACK in core/handles.ts).
+   */
+  putBack(items: unknown[]): void {
+    for (const item of items) {
+      const bytes = this.schema ? this.schema.encode(item) : encodeView(item, "item");
+      Atomics.add(this.i32, this.q + PUTS, 1);
+      void this.store.put(bytes, item);
+    }
   }
 
   /** Gives reserved places back (the queue closed before the items went in). */
