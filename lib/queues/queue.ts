@@ -646,6 +646,14 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   }
 }
 
+// Internal (core/handles.ts, PUT_BACK), so not a member: out of the class's docs.
+Object.defineProperty(Queue.prototype, PUT_BACK, {
+  value(this: Queue<unknown>, items: unknown[]): boolean {
+    const s = stateOf(this);
+    return s !== closedState && (s.putBack(items), true);
+  },
+});
+
 /**
  * A queue without `maxsize` (Python's `multiprocessing.SimpleQueue`): `put`, `get`, `empty`,
  * `close` (and the rest of `Queue`).
@@ -658,13 +666,6 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
  * console.assert((await q.get()) === "a" && q.empty());
  * ```
  */
-// Internal (core/handles.ts, PUT_BACK), so not a member: out of the class's docs.
-Object.defineProperty(Queue.prototype, PUT_BACK, {
-  value(this: Queue<unknown>, items: unknown[]): boolean {
-    const s = stateOf(this);
-    return s !== closedState && (s.putBack(items), true);
-  },
-});
 
 export class SimpleQueue<T = unknown> extends Queue<T> {
   /** Creates an unbounded queue (option: `name`). */
