@@ -718,6 +718,12 @@ Deno.test("a zombie changes no shared state: locks, semaphores, events, values, 
     shm: new SharedMemory({ size: 8 }),
     sl: new ShareableList([7]),
     cond: new Condition(),
+    free: new Lock(),
+    rfree: new RLock(),
+    kept: new Lock(),
+    rkept: new RLock(),
+    afree: new Lock(),
+    arfree: new RLock(),
   };
   s.ev.set();
   const held = new Event(), go = new Event();
@@ -751,6 +757,15 @@ Deno.test("a zombie changes no shared state: locks, semaphores, events, values, 
   assert.equal(s.barrier.broken, false);
   assert.equal(new SharedMemory({ name: s.shm.name }).size, 8);
   assert.equal(s.sl.get(0), 7);
+  for (const k of [s.free, s.rfree, s.afree, s.arfree]) {
+    assert.equal(k.locked(), false, `${k} stays free`);
+  }
+  // Still held by the dead zombie: the next holder is told that its owner died.
+  for (const k of [s.kept, s.rkept]) {
+    const g = await k.acquire({ timeout: 5000 });
+    assert.ok(g && g.ownerDied, `${k} was taken over from the zombie`);
+    k.release();
+  }
   s.lock.release();
   s.rlock.release();
   s.bsem.release(); // the permit taken back from the zombie: one release, no more

@@ -167,6 +167,12 @@ export class Holds {
     return this.#held;
   }
 
+  /** What an acquire that took the lock at once resolves to (the hot path). */
+  acquired(): Acquired {
+    this.ownerDied = false;
+    return this.#held;
+  }
+
   /** What an acquire that ended with `r` resolves to: a guard, or `false` on a timeout. */
   took(r: AcquireResult): Acquired | false {
     if (r === TIMED_OUT) return false;
