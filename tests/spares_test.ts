@@ -2,10 +2,10 @@
 // worker would run; spares never keep a program alive and end when idle; `setSpares` and
 // `DENOMP_SPARES` turn them off.
 import assert from "node:assert/strict";
-import { Process, Queue } from "../mod.ts";
+import { Event, Process, Queue } from "../mod.ts";
 import { __testHooks, setSpares, spareOptions } from "../lib/core/spares.ts";
 import { exitWith, sleep as sleepTarget } from "./fixtures/proc_targets.ts";
-import { type Facts, facts, WarmFacts } from "./fixtures/spare_targets.ts";
+import { type Facts, facts, spinUntil, WarmFacts } from "./fixtures/spare_targets.ts";
 import { spawn } from "../lib/actor/spawn.ts";
 import { runProgram } from "./_program.ts";
 
@@ -147,6 +147,34 @@ Deno.test("spares are asked for again once starts pause, not during a burst of s
     for (let i = 0; i < 100 && __testHooks.asked() + __testHooks.live() < 2; i++) await sleep(10);
     assert.equal(__testHooks.asked() + __testHooks.live(), 2, "asked for once the starts paused");
   } finally {
+    setSpares(DEFAULTS);
+  }
+});
+
+Deno.test("a spare loads the library only while a core is free: not while the program's children fill them all", async () => {
+  const stop = new Event();
+  const busy: Process[] = [];
+  try {
+    setSpares({ count: 0 });
+    for (let i = 0; i < navigator.hardwareConcurrency; i++) {
+      const p = new Process({ target: spinUntil, args: [stop], daemon: true });
+      p.start();
+      busy.push(p);
+    }
+    await sleep(200); // all of them spinning
+    setSpares({ count: 2, idleMs: 10_000 });
+    // Without the gate both spares are ready 0.5-1 s after they are asked for.
+    await sleep(2500);
+    assert.equal(__testHooks.live(), 0, "no spare booted while every core was busy");
+    assert.equal(__testHooks.asked(), 2, "both asked for, waiting");
+    stop.set();
+    for (const p of busy) await p.join();
+    const t0 = performance.now();
+    while (__testHooks.live() < 2 && performance.now() - t0 < 5000) await sleep(20);
+    assert.equal(__testHooks.live(), 2, "both booted once the cores were free");
+  } finally {
+    stop.set();
+    for (const p of busy) await p.join();
     setSpares(DEFAULTS);
   }
 });

@@ -121,7 +121,7 @@ export function workerMain(): void {
     // A spare (spares.ts): its start message comes through the port, its messages go back
     // there. It loads the library first, then says it is ready (to the zygote, which tells the
     // parent): a spare is handed out warm or not at all.
-    const { warm, port } = e.data;
+    const { warm, port, gate } = e.data;
     parent = port;
     port.onmessage = (m: MessageEvent<StartMessage>) => {
       port.onmessage = null;
@@ -129,11 +129,27 @@ export function workerMain(): void {
     };
     // Then warmup.ts: the first import of a file and the codec's first run (~2 ms), which the
     // process given this spare would otherwise pay; then what the library registered.
-    void Promise.all(warm.map((m) => import(m).then((ns) => loaded.set(m, ns)))).catch(() => {})
+    // All of it once the zygote says that a core is free (zygote.ts).
+    void passGate(gate).then(() =>
+      Promise.all(warm.map((m) => import(m).then((ns) => loaded.set(m, ns))))
+    )
+      .catch(() => {})
       .then(() => import(WARMUP)).then((m) => m.warmUp(), () => {})
       .then(runWarmUps)
       .then(() => scope.postMessage({ ready: true }));
   };
+}
+
+/**
+ * Resolves once this spare has taken the gate's opening (zygote.ts): one spare at a time loads
+ * the library, and only while a core is free. No gate (a parent without one): at once.
+ */
+async function passGate(gate: Int32Array | undefined): Promise<void> {
+  if (!gate) return;
+  while (Atomics.compareExchange(gate, 0, 1, 0) !== 1) {
+    const w = Atomics.waitAsync(gate, 0, 0);
+    if (w.async) await w.value;
+  }
 }
 
 /**

@@ -77,6 +77,8 @@ export interface SpareOptions {
 export interface WarmMessage {
   warm: string[];
   port: MessagePort;
+  /** The zygote's gate: the spare loads `warm` once it has taken the gate's opening (1 -> 0). */
+  gate?: Int32Array;
 }
 
 /** How a parent talks to its child's worker: a `Worker` of its own, or a spare's channel. */

@@ -18,8 +18,63 @@
  * `wait_for_page_wait_for_debugger`): spares arrive 0.5–1 s after they are asked for, which is
  * why they are made ahead of need.
  *
+ * A spare loads the library (~30 ms of CPU) only when a core is free: it waits at a gate that
+ * this worker opens for one spare at a time, once the program has left at least three quarters
+ * of a core idle over the last {@link GATE_TICK_MS} (its CPU time, `process.cpuUsage()`, against
+ * the cores there are). A spare exists to save start-up time, which a program whose children
+ * fill every core would pay for in their time instead: on 2 cores, a replacement spare's boot
+ * landing inside W6's ~15 ms timed window of two busy workers took them up to a third of a core
+ * each. A program that keeps every core busy gets its spares once it pauses.
+ *
  * @module
  */
+
+/**
+ * The gate of spares' boots (shared with each spare, see `passGate` in child.ts): 1 while one
+ * spare may go, taken by that spare (0 again); shut again at the next busy tick.
+ */
+const gate = new Int32Array(new SharedArrayBuffer(4));
+/** How often the gate keeper measures while a spare waits (ms). */
+export const GATE_TICK_MS = 50;
+/** Spares made that have not said they are ready (held back by Deno, at the gate, or loading). */
+const booting = new Set<number>();
+let keeping = false;
+
+/** The program's CPU time so far in µs (every thread), or NaN where there is no `process`. */
+function cpuMicros(): number {
+  try {
+    const u = (globalThis as { process?: { cpuUsage(): { user: number; system: number } } })
+      .process!.cpuUsage();
+    return u.user + u.system;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Opens the gate for one spare whenever a core was mostly idle; runs while spares boot. */
+async function keepGate(): Promise<void> {
+  keeping = true;
+  const cores = Math.max(1, navigator.hardwareConcurrency || 1);
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  let cpu = cpuMicros(), at = performance.now();
+  try {
+    while (booting.size) {
+      const w = Atomics.waitAsync(nap, 0, 0, GATE_TICK_MS);
+      if (w.async) await w.value;
+      const nowCpu = cpuMicros(), now = performance.now(), span = now - at;
+      // Idle core time over the interval, in ms. NaN (no measure): open, as without a gate.
+      const idle = cores * span - (nowCpu - cpu) / 1000;
+      cpu = nowCpu;
+      at = now;
+      // Open for this tick only: an opening no spare took is not used later, when busy.
+      if (idle < 0.75 * span) Atomics.store(gate, 0, 0);
+      else if (Atomics.exchange(gate, 0, 1) === 0) Atomics.notify(gate, 0, 1);
+    }
+  } finally {
+    Atomics.store(gate, 0, 0);
+    keeping = false;
+  }
+}
 
 /** What the starting thread asks. */
 export type ZygoteRequest = { make: number; warm: string[] } | { end: number };
@@ -29,6 +84,8 @@ export type ZygoteReply =
   | { spare: number; port: MessagePort }
   | { ready: number }
   | { error: number; message: string };
+
+import type { WarmMessage } from "./spares.ts";
 
 const BOOTSTRAP = new URL("./bootstrap.ts", import.meta.url);
 
@@ -46,6 +103,7 @@ scope.onmessage = (e) => {
   if ("end" in m) {
     workers.get(m.end)?.terminate();
     workers.delete(m.end);
+    booting.delete(m.end);
     return;
   }
   for (let i = 0; i < m.make; i++) {
@@ -53,13 +111,19 @@ scope.onmessage = (e) => {
     const worker = new Worker(BOOTSTRAP, { type: "module", name: "denomp-spare" });
     const { port1, port2 } = new MessageChannel();
     // Its one message to this worker: booted (its others go through the channel).
-    worker.onmessage = () => scope.postMessage({ ready: id });
+    worker.onmessage = () => {
+      booting.delete(id);
+      scope.postMessage({ ready: id });
+    };
     worker.onerror = (ev) => {
+      booting.delete(id);
       ev.preventDefault(); // reported to the starting thread, which decides (as for a new worker)
       scope.postMessage({ error: id, message: ev.message });
     };
-    worker.postMessage({ warm: m.warm, port: port2 }, [port2]);
+    worker.postMessage({ warm: m.warm, port: port2, gate } satisfies WarmMessage, [port2]);
     workers.set(id, worker);
+    booting.add(id);
     scope.postMessage({ spare: id, port: port1 }, [port1]);
   }
+  if (booting.size && !keeping) void keepGate();
 };
