@@ -74,8 +74,10 @@ Deno.test("a process started from a spare has its own name, pid, daemon flag and
 Deno.test("an actor from a spare ran the actor side's warm-up, and its calls use the program's heap", async () => {
   try {
     await spares({ count: 1 });
-    const ref = await spawn(WarmFacts);
+    const spawning = spawn(WarmFacts);
+    // Read at once: a replacement could be ready by the time the spawn settles.
     assert.equal(__testHooks.live(), 0, "spawn took the spare");
+    const ref = await spawning;
     // The warm-up ran on the spare's private heap (lib/actor/runtime.ts): nothing of it may be
     // left in the process given the spare, whose mailbox and replies are the program's.
     assert.ok((await ref.call.warmUps()) >= 1, "the spare ran the actor side's warm-up");
