@@ -18,16 +18,19 @@
  * `wait_for_page_wait_for_debugger`): spares arrive 0.5–1 s after they are asked for, which is
  * why they are made ahead of need.
  *
- * A spare loads the library (~30 ms of CPU) only when a core is free: it waits at a gate that
- * this worker opens for one spare at a time, once the program has left at least three quarters
- * of a core idle over the last {@link GATE_TICK_MS} (its CPU time, `process.cpuUsage()`, against
- * the cores there are). A spare exists to save start-up time, which a program whose children
- * fill every core would pay for in their time instead: on 2 cores, a replacement spare's boot
- * landing inside W6's ~15 ms timed window of two busy workers took them up to a third of a core
- * each. A program that keeps every core busy gets its spares once it pauses.
+ * A spare loads the library (~15–30 ms of CPU) only after a tick in which a core was free: it
+ * waits at a gate that this worker opens for one spare at a time, once the program has left at
+ * least three quarters of a core idle over the last {@link GATE_TICK_MS} (its CPU time,
+ * `process.cpuUsage()`, against the cores there are). A spare exists to save start-up time,
+ * which a program whose children fill every core would pay for in their time instead: on 2
+ * cores, replacement spares booted inside 2 of 10 of W6's 15–50 ms timed windows of two busy
+ * workers, 13–20 ms of CPU each. A program that keeps every core busy gets its spares once it
+ * pauses; work that starts right after an idle tick can still meet a spare's boot.
  *
  * @module
  */
+
+import type { WarmMessage } from "./spares.ts";
 
 /**
  * The gate of spares' boots (shared with each spare, see `passGate` in child.ts): 1 while one
@@ -84,8 +87,6 @@ export type ZygoteReply =
   | { spare: number; port: MessagePort }
   | { ready: number }
   | { error: number; message: string };
-
-import type { WarmMessage } from "./spares.ts";
 
 const BOOTSTRAP = new URL("./bootstrap.ts", import.meta.url);
 

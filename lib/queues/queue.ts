@@ -666,7 +666,6 @@ Object.defineProperty(Queue.prototype, PUT_BACK, {
  * console.assert((await q.get()) === "a" && q.empty());
  * ```
  */
-
 export class SimpleQueue<T = unknown> extends Queue<T> {
   /** Creates an unbounded queue (option: `name`). */
   constructor(options?: Pick<QueueOptions, "name">) {

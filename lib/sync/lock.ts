@@ -143,8 +143,10 @@ export class Lock {
   /** Acquires the lock, blocking the thread; `false` on a miss or timeout. */
   acquireSync(options: AcquireOptions): Acquired | false;
   acquireSync(options?: AcquireOptions): Acquired | false {
-    // The hot path is written out (no options, fence open, mutex free): ~5% more uncontended
-    // acquire+release pairs than through the shared helpers, in both locks and both drivers.
+    // The hot path is written out (no options, fence open, mutex free), here and in the other
+    // three acquires: the helper is called only when there is something to check. Against the
+    // helper called always, 2-3% more uncontended Sync acquire+release pairs (12 processes each,
+    // interleaved); with the `#took` layers gone too, ~5% more than before.
     if (options !== undefined || this.#fence[0] !== SLOT_ALIVE) {
       acquireSyncBegins(options, "Lock.acquireSync", this.#fence);
     }
@@ -331,7 +333,7 @@ export class RLock {
    * current thread owns the lock.
    */
   release(): void {
-    if (this.#fence[0] !== SLOT_ALIVE) checkFence(this.#fence);
+    checkFence(this.#fence);
     const i32 = this.#i32, slot = this.#slot;
     if (!this.#mine(getIdent())) throw new ValueError("cannot release un-acquired lock");
     const levels = i32[R_COUNT];
