@@ -6,6 +6,7 @@ import { JoinableQueue, Queue } from "../lib/queues/queues.ts";
 import {
   getIndices,
   getIndicesSpinningInHold,
+  getIndicesSpinningMidFrame,
   getLengths,
   putBigGated,
 } from "./fixtures/queue_counts_targets.ts";
@@ -119,5 +120,50 @@ Deno.test("a JoinableQueue consumer terminated between taking its held copy and 
   } finally {
     consumer?.terminate();
     await consumer?.join();
+  }
+});
+
+Deno.test("a reader terminated in the middle of a read step keeps the read lock until the step is done", async () => {
+  // Deno runs a terminated worker's synchronous code on to its next await: this one spins
+  // between copying a frame of a streamed item out and moving `R` past it. Before, the next
+  // reader took the read lock over at once, adopted the half-read item, and the zombie then
+  // moved `R` back under it: the item came out short or corrupt, or was lost. The lock is now
+  // taken over only from a dead owner parked in a wait; this one gives it back at its fence.
+  const q = new Queue<Uint8Array>(), out = new Queue<number>();
+  const ctl = alloc(4), i32 = heap().i32, n = 3, size = 1 << 20;
+  Atomics.store(i32, ctl >> 2, 0);
+  const fill = (i: number) => {
+    const item = new Uint8Array(size);
+    for (let k = 4; k < size; k++) item[k] = (k * 7 + i) & 255;
+    new DataView(item.buffer).setUint32(0, i, true);
+    return item;
+  };
+  for (let i = 0; i < n; i++) void q.put(fill(i)); // streamed through the ring by the pump
+  const zombie = start(getIndicesSpinningMidFrame, q, out, ctl, 400);
+  try {
+    assert.ok(await until(() => Atomics.load(i32, ctl >> 2) === 1), "never reached a frame");
+    zombie.terminate();
+    await zombie.join(); // its thread still spins in the middle of its read step
+    const got: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const b = await q.get({ timeout: 10_000 });
+      assert.equal(b.length, size, `item ${got.length} came out ${b.length} bytes long`);
+      const idx = new DataView(b.buffer, b.byteOffset).getUint32(0, true);
+      let wrong = 0;
+      for (let k = 4; k < size; k++) if (b[k] !== ((k * 7 + idx) & 255)) wrong++;
+      assert.equal(wrong, 0, `item ${idx} came out corrupt`);
+      got.push(idx);
+    }
+    assert.deepEqual(got, [0, 1, 2]);
+    // The zombie has gone on by now, and met its fence: the ring must be as the reader left it.
+    assert.ok(await until(() => Atomics.load(i32, ctl >> 2) === 2), "the zombie never went on");
+    await sleep(50);
+    void q.put(fill(3));
+    const last = await q.get({ timeout: 10_000 });
+    assert.equal(new DataView(last.buffer, last.byteOffset).getUint32(0, true), 3);
+    assert.equal(q.qsize(), 0);
+  } finally {
+    if (zombie.isAlive()) zombie.terminate();
+    await zombie.join();
   }
 });

@@ -54,6 +54,9 @@
  *    taken over cannot interleave its frames with the new writer's [ring zombie-frame test,
  *    synchronize zombie tests]. A fenced step gives back what it had reserved (a queue place, a
  *    mutex hand-over or semaphore wake-up meant for it), and leaves what it held to be taken over.
+ *    A ring's read lock goes further: it is taken over only from an owner parked in a wait
+ *    ({@link mutexPark}), never from one still in the middle of a step [queues_midmessage
+ *    "terminated in the middle of a read step" test].
  * 6. **Every wait has a way out.** No untimed sleep waits on a word that only a dead process
  *    could change: waits are sliced by {@link LIVENESS_SLICE_MS} and re-check the liveness of
  *    whom they wait for; a blocking call also takes a `timeout`.
@@ -62,7 +65,8 @@
  */
 
 import { checkTimeout } from "./args.ts";
-import { heap, isAlive } from "./heap.ts";
+import { checkNotTerminated, heap, isAlive, TERMINATED_MESSAGE } from "./heap.ts";
+import { ProcessError } from "./errors.ts";
 
 /** The outcome of one wait on a shared word. */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
@@ -207,6 +211,16 @@ function abortable(p: Promise<WaitResult>, s: Sleep, signal: AbortSignal): Promi
 // waited long would turn the lock into a convoy paying a context switch per acquisition. Each
 // starving waiter still gets the lock within about STARVE_MS plus a wake-up.
 // A waiter that finds the owner's process dead takes the lock over and is told so (OWNER_DIED).
+// - PARKED (a guarded mutex only: a ring's locks): its owner sleeps holding it. A terminated
+//   worker runs its synchronous code on to its next await (Deno cannot stop it there), so an
+//   owner that is dead but not parked is still in the middle of a step: a waiter that took
+//   over then would run the same step beside it (two readers taking one frame, a reader
+//   moving `R` back under the one that adopted its half-read item: the soak test of
+//   queues_midmessage_test.ts lost an item in about one run in fifty under load). So a
+//   guarded mutex is taken over only from a dead owner that is parked (stopped at its await
+//   or asleep for good); one that is not is waited for, and it gives the lock back itself at
+//   its next fence. Resuming, an owner takes PARKED off by compare-exchange: it finds its lock
+//   taken over exactly when it was, and stops (see {@link mutexPark}).
 // Without starvation, the lock is free for whoever comes first (barging): the fastest policy
 // when the holder's critical section is short, which is the common case.
 
@@ -214,6 +228,8 @@ function abortable(p: Promise<WaitResult>, s: Sleep, signal: AbortSignal): Promi
 export const WAITERS = 1 << 30;
 const HANDOFF = 1 << 29;
 const STARVING = 1 << 28;
+/** Set in a guarded mutex's word while its owner sleeps holding it (see {@link mutexPark}). */
+export const PARKED = 1 << 27;
 const OWNER = (1 << 21) - 1; // slots are < 2^20 (MAX_SLOTS)
 /** A waiter that has waited this long asks for hand-over (as Go's sync.Mutex does). */
 const STARVE_MS = 1;
@@ -264,13 +280,15 @@ export function mutexTryNow(
 
 /**
  * The slow path of a mutex acquire as a wait algorithm (see {@link runSync}/{@link runAsync}):
- * `me` is the caller's slot, `deadline` from {@link deadlineOf}.
+ * `me` is the caller's slot, `deadline` from {@link deadlineOf}. A `guarded` mutex is taken over
+ * only from a dead owner that is parked (see PARKED above).
  */
 export function* mutexWaits(
   i32: Int32Array,
   index: number,
   me: number,
   deadline: number,
+  guarded = false,
 ): Waits<AcquireResult> {
   // Waiting time counts from here (Go: from the first block), but only a waiter that has
   // slept may claim starvation: one that is merely spinning in the slow path is not queued.
@@ -289,7 +307,7 @@ export function* mutexWaits(
         if (Atomics.compareExchange(i32, index, c, me | WAITERS) === c) return ACQUIRED;
         continue;
       }
-    } else if (!isAlive(c & OWNER)) {
+    } else if (!isAlive(c & OWNER) && (!guarded || c & PARKED)) {
       const next = me | WAITERS | (c & STARVING);
       if (Atomics.compareExchange(i32, index, c, next) === c) return OWNER_DIED;
       continue;
@@ -314,26 +332,66 @@ export function* mutexLockWaits(i32: Int32Array, index: number, recover: () => v
   if ((yield* mutexWaits(i32, index, me, Infinity)) === OWNER_DIED) recover();
 }
 
-/** Acquires the mutex, blocking the thread; `TIMED_OUT` after `timeout` ms. */
-export function mutexAcquireSync(i32: Int32Array, index: number, timeout?: number): AcquireResult {
+/**
+ * Acquires the mutex, blocking the thread; `TIMED_OUT` after `timeout` ms. `guarded`: see
+ * {@link mutexWaits}.
+ */
+export function mutexAcquireSync(
+  i32: Int32Array,
+  index: number,
+  timeout?: number,
+  guarded = false,
+): AcquireResult {
   const me = heap().slot;
   if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) {
     return ACQUIRED;
   }
-  return runSync(mutexWaits(i32, index, me, deadlineOf(timeout)));
+  return runSync(mutexWaits(i32, index, me, deadlineOf(timeout), guarded));
 }
 
-/** Acquires the mutex without blocking the thread; `TIMED_OUT` after `timeout` ms. */
+/**
+ * Acquires the mutex without blocking the thread; `TIMED_OUT` after `timeout` ms. `guarded`: see
+ * {@link mutexWaits}.
+ */
 export function mutexAcquire(
   i32: Int32Array,
   index: number,
   timeout?: number,
+  guarded = false,
 ): AcquireResult | Promise<AcquireResult> {
   const me = heap().slot;
   if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) {
     return ACQUIRED;
   }
-  return runAsync(mutexWaits(i32, index, me, deadlineOf(timeout)));
+  return runAsync(mutexWaits(i32, index, me, deadlineOf(timeout), guarded));
+}
+
+/**
+ * Sleeps per `sleep` (a wait algorithm's) while holding the guarded mutex at `i32[index]`,
+ * marked PARKED meanwhile, so that it can be taken over if this process is terminated asleep.
+ * A zombie does not park: it meets its fence first (and gives the lock back as it unwinds).
+ * Waking, the owner takes the mark off by compare-exchange, which fails exactly when the lock
+ * was taken over: it then stops with the zombie's `ProcessError`, its step undone by nobody
+ * (it had none under way).
+ */
+export function* mutexPark<R>(i32: Int32Array, index: number, sleep: Waits<R>): Waits<R> {
+  checkNotTerminated();
+  markParked(i32, index, true);
+  try {
+    return yield* sleep;
+  } finally {
+    markParked(i32, index, false);
+  }
+}
+
+function markParked(i32: Int32Array, index: number, on: boolean): void {
+  const me = heap().slot;
+  for (;;) {
+    const c = Atomics.load(i32, index);
+    if ((c & OWNER) !== me) throw new ProcessError(TERMINATED_MESSAGE); // taken over
+    const next = on ? c | PARKED : c & ~PARKED;
+    if (Atomics.compareExchange(i32, index, c, next) === c) return;
+  }
 }
 
 /**

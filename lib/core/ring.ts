@@ -17,7 +17,10 @@
  *   (its predecessor died mid-message). `onDiscard` is told about each discarded message.
  * - **Nothing swallowed.** A reader moves the read position only after it has the message, so a
  *   reader terminated while waiting leaves every message in the ring; the next reader takes the
- *   dead reader's lock over (robust mutex) and goes on.
+ *   dead reader's lock over (robust mutex) and goes on. It takes it over only while the dead one
+ *   is parked in a wait: one terminated in the middle of a step runs that step to its end
+ *   (Deno stops a worker only at an await) and gives the lock back at its next fence, so two
+ *   readers never take the same frame.
  * - **Cheap waits.** A side that must wait spins a little, then announces that it sleeps and
  *   sleeps in `Atomics.wait` (sync) or `Atomics.waitAsync` (async; never blocks the thread).
  *   The other side pays `Atomics.notify` only when a sleeper is announced, so the streaming path

@@ -12,6 +12,7 @@ import {
   LIVENESS_SLICE_MS,
   mutexAcquire,
   mutexAcquireSync,
+  mutexPark,
   remainingMs,
   runAsync,
   runSync,
@@ -305,6 +306,7 @@ export class RingReader extends RingView {
       st.buf.set(u8.subarray(at, at + len), st.filled);
       st.filled += len;
       if (st.shared) this.#progress(next, st.filled);
+      __testHooks.frameTaken?.(this.base);
       this.#consumed(next);
       if (st.shared) this.#committed(next, st.filled);
       if (hdr & LAST && this.#finish(st, decode, onDiscard)) return DONE;
@@ -439,7 +441,7 @@ export class RingReader extends RingView {
       );
     }
     if (Atomics.compareExchange(i32, lock, 0, heap().slot) !== 0) {
-      if (mutexAcquireSync(i32, lock, remainingMs(deadline)) === TIMED_OUT) return TIMEOUT;
+      if (mutexAcquireSync(i32, lock, remainingMs(deadline), true) === TIMED_OUT) return TIMEOUT;
     }
     try {
       const st = this.#newState(o.durable);
@@ -475,7 +477,11 @@ export class RingReader extends RingView {
       if (spin(i32, W, st.w, st.buf ? STREAM_SPIN : SPIN)) continue;
       if (st.buf) {
         if (this.#torn(st, o.onDiscard)) continue;
-        yield* sleepOn(this.base, i32, W, st.w, READERS_ASLEEP, LIVENESS_SLICE_MS);
+        yield* mutexPark(
+          i32,
+          RLOCK,
+          sleepOn(this.base, i32, W, st.w, READERS_ASLEEP, LIVENESS_SLICE_MS),
+        );
         continue;
       }
       if (this.#atEof(st, o.eof)) return EOF;
@@ -483,14 +489,9 @@ export class RingReader extends RingView {
       const left = remainingMs(deadline);
       if (left <= 0) return TIMEOUT;
       // `eofPollMs`: a close or a death wakes readers without changing `W` (see `wakeReaders`).
-      yield* sleepOn(
-        this.base,
-        i32,
-        W,
-        st.w,
-        READERS_ASLEEP,
-        Math.min(left, o.eofPollMs ?? Infinity),
-      );
+      // Asleep, the read lock is parked: taken over if this process is terminated meanwhile.
+      const ms = Math.min(left, o.eofPollMs ?? Infinity);
+      yield* mutexPark(i32, RLOCK, sleepOn(this.base, i32, W, st.w, READERS_ASLEEP, ms));
     }
   }
 
@@ -603,6 +604,7 @@ export class RingReader extends RingView {
           i32,
           lock,
           o.signal ? Math.min(left, LIVENESS_SLICE_MS) : left,
+          true,
         );
         if (r !== TIMED_OUT) break;
         if (o.signal?.aborted) throw o.signal.reason;
