@@ -9,6 +9,7 @@ import {
   getIndicesSpinningMidFrame,
   getLengths,
   putBigGated,
+  putBigSpinningMidFrame,
 } from "./fixtures/queue_counts_targets.ts";
 import { A_ARRIVED, A_RELEASED } from "./fixtures/ring_targets.ts";
 import { sleep, starter, until } from "./_helpers.ts";
@@ -162,6 +163,47 @@ Deno.test("a reader terminated in the middle of a read step keeps the read lock 
     const last = await q.get({ timeout: 10_000 });
     assert.equal(new DataView(last.buffer, last.byteOffset).getUint32(0, true), 3);
     assert.equal(q.qsize(), 0);
+  } finally {
+    if (zombie.isAlive()) zombie.terminate();
+    await zombie.join();
+  }
+});
+
+Deno.test("a writer terminated in the middle of a write step keeps the write lock until the step is done", async () => {
+  // The zombie has passed its fence and spins before copying a frame in. Before, the next writer
+  // took the write lock over at once and wrote its own frames where the zombie's would go; the
+  // zombie then copied its frame over them (its publish failed, but the bytes were in): the
+  // reader met a stray continuation frame and lost the item. Now the lock is taken over only
+  // from a parked owner; this one finishes its frame and gives the lock back at its fence.
+  const q = new Queue<Uint8Array>();
+  const ctl = alloc(4), i32 = heap().i32, n = 2, size = 1 << 20;
+  Atomics.store(i32, ctl >> 2, 0);
+  const zombie = start(putBigSpinningMidFrame, q, ctl, 400, size);
+  try {
+    assert.ok(await until(() => Atomics.load(i32, ctl >> 2) === 1), "never reached a frame");
+    zombie.terminate();
+    await zombie.join(); // its thread still spins in the middle of its write step
+    const fill = (i: number) => {
+      const item = new Uint8Array(size);
+      for (let k = 4; k < size; k++) item[k] = (k * 7 + i) & 255;
+      new DataView(item.buffer).setUint32(0, i, true);
+      return item;
+    };
+    for (let i = 0; i < n; i++) void q.put(fill(i)); // written by this process's pump
+    assert.ok(await until(() => Atomics.load(i32, ctl >> 2) === 2), "the zombie never went on");
+    await sleep(50); // it copies its frame in now (and meets its fence after)
+    const got: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const b = await q.get({ timeout: 10_000 });
+      assert.equal(b.length, size, `item ${i} came out ${b.length} bytes long`);
+      const idx = new DataView(b.buffer, b.byteOffset).getUint32(0, true);
+      let wrong = 0;
+      for (let k = 4; k < size; k++) if (b[k] !== ((k * 7 + idx) & 255)) wrong++;
+      assert.equal(wrong, 0, `item ${idx} came out corrupt`);
+      got.push(idx);
+    }
+    assert.deepEqual(got, [0, 1]);
+    assert.equal(q.qsize(), 0); // the zombie's torn item is counted as gone
   } finally {
     if (zombie.isAlive()) zombie.terminate();
     await zombie.join();

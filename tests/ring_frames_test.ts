@@ -9,7 +9,7 @@ import { newRing, sleep, until } from "./_helpers.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
-Deno.test("a writer terminated inside its streaming loop writes no frame after its lock is taken over", async () => {
+Deno.test("a writer terminated inside its streaming loop keeps the lock until its fence, and writes no frame after", async () => {
   const ring = newRing(16 << 10), ctl = alloc(64), i32 = heap().i32, c = ctl >> 2;
   const p = new Process({ target: gatedStreamWriter, args: [ring.base, ctl, 40 << 10, 7] });
   p.start();
@@ -19,13 +19,15 @@ Deno.test("a writer terminated inside its streaming loop writes no frame after i
     assert.ok(await until(() => Atomics.load(i32, c + A_ARRIVED) >= 1), "writer never paused");
     p.terminate();
     await p.join();
-    // A new writer takes the lock over and writes a message where the zombie would go on.
-    assert.equal(await ring.send(new TextEncoder().encode("after")), "ok");
-    // The zombie goes on: with a check per call (not per frame) it wrote its next frame over
-    // "after" and moved W back.
+    // A new writer waits: the dead one is in the middle of a step, not parked in a wait, and a
+    // writer that took over now would write where the zombie goes on (before the write lock
+    // was guarded, the zombie wrote its next frame over the new writer's and moved W back).
+    const sent = ring.send(new TextEncoder().encode("after"));
+    assert.equal(await Promise.race([sent, sleep(300).then(() => "waiting")]), "waiting");
+    // The zombie goes on, meets its fence before its next frame, and gives the lock back.
     Atomics.store(i32, c + A_RELEASED, 1);
     Atomics.notify(i32, c + A_RELEASED);
-    await sleep(300);
+    assert.equal(await Promise.race([sent, sleep(10_000).then(() => "still waiting")]), "ok");
     let discarded = 0;
     const got = ring.recvSync(text, { timeout: 2_000, onDiscard: () => discarded++ });
     assert.equal(got, "after");

@@ -54,9 +54,9 @@
  *    taken over cannot interleave its frames with the new writer's [ring zombie-frame test,
  *    synchronize zombie tests]. A fenced step gives back what it had reserved (a queue place, a
  *    mutex hand-over or semaphore wake-up meant for it), and leaves what it held to be taken over.
- *    A ring's read lock goes further: it is taken over only from an owner parked in a wait
- *    ({@link mutexPark}), never from one still in the middle of a step [queues_midmessage
- *    "terminated in the middle of a read step" test].
+ *    A ring's locks go further: they are taken over only from an owner parked in a wait or at
+ *    its event loop ({@link mutexPark}), never from one still in the middle of a step
+ *    [queues_midmessage "terminated in the middle of a read step" and "... write step" tests].
  * 6. **Every wait has a way out.** No untimed sleep waits on a word that only a dead process
  *    could change: waits are sliced by {@link LIVENESS_SLICE_MS} and re-check the liveness of
  *    whom they wait for; a blocking call also takes a `timeout`.
@@ -65,7 +65,7 @@
  */
 
 import { checkTimeout } from "./args.ts";
-import { checkNotTerminated, heap, isAlive, TERMINATED_MESSAGE } from "./heap.ts";
+import { heap, isAlive, TERMINATED_MESSAGE } from "./heap.ts";
 import { ProcessError } from "./errors.ts";
 
 /** The outcome of one wait on a shared word. */
@@ -211,16 +211,18 @@ function abortable(p: Promise<WaitResult>, s: Sleep, signal: AbortSignal): Promi
 // waited long would turn the lock into a convoy paying a context switch per acquisition. Each
 // starving waiter still gets the lock within about STARVE_MS plus a wake-up.
 // A waiter that finds the owner's process dead takes the lock over and is told so (OWNER_DIED).
-// - PARKED (a guarded mutex only: a ring's locks): its owner sleeps holding it. A terminated
-//   worker runs its synchronous code on to its next await (Deno cannot stop it there), so an
-//   owner that is dead but not parked is still in the middle of a step: a waiter that took
-//   over then would run the same step beside it (two readers taking one frame, a reader
-//   moving `R` back under the one that adopted its half-read item: the soak test of
-//   queues_midmessage_test.ts lost an item in about one run in fifty under load). So a
-//   guarded mutex is taken over only from a dead owner that is parked (stopped at its await
-//   or asleep for good); one that is not is waited for, and it gives the lock back itself at
-//   its next fence. Resuming, an owner takes PARKED off by compare-exchange: it finds its lock
-//   taken over exactly when it was, and stops (see {@link mutexPark}).
+// - PARKED (a guarded mutex only: a ring's locks): its owner sleeps holding it, or has gone
+//   back to its event loop with it (a writer's pump in the middle of a streamed message). A
+//   terminated worker runs its synchronous code on to its next await (Deno cannot stop it
+//   there), so an owner that is dead but not parked is still in the middle of a step: a waiter
+//   that took over then would run the same step beside it (two readers taking one frame, a
+//   reader moving `R` back under the one that adopted its half-read item, a writer copying its
+//   frame over the new writer's: the soak test of queues_midmessage_test.ts lost an item in
+//   about one run in fifty under load). So a guarded mutex is taken over only from a dead owner
+//   that is parked (stopped at its await, or asleep for good); one that is not is waited for,
+//   and it gives the lock back itself at its next fence. Resuming, an owner takes PARKED off by
+//   compare-exchange: it finds its lock taken over exactly when it was, and stops (see
+//   {@link mutexResume}).
 // Without starvation, the lock is free for whoever comes first (barging): the fastest policy
 // when the holder's critical section is short, which is the common case.
 
@@ -368,20 +370,36 @@ export function mutexAcquire(
 
 /**
  * Sleeps per `sleep` (a wait algorithm's) while holding the guarded mutex at `i32[index]`,
- * marked PARKED meanwhile, so that it can be taken over if this process is terminated asleep.
- * A zombie does not park: it meets its fence first (and gives the lock back as it unwinds).
- * Waking, the owner takes the mark off by compare-exchange, which fails exactly when the lock
- * was taken over: it then stops with the zombie's `ProcessError`, its step undone by nobody
- * (it had none under way).
+ * parked meanwhile ({@link mutexParkHeld}, then {@link mutexResume}).
  */
 export function* mutexPark<R>(i32: Int32Array, index: number, sleep: Waits<R>): Waits<R> {
-  checkNotTerminated();
-  markParked(i32, index, true);
+  mutexParkHeld(i32, index);
   try {
     return yield* sleep;
   } finally {
-    markParked(i32, index, false);
+    mutexResume(i32, index);
   }
+}
+
+/**
+ * Marks the guarded mutex at `i32[index]`, which this process holds, PARKED: this process is
+ * about to sleep or to go back to its event loop with it, no step under way, so the lock may be
+ * taken over if this process is terminated meanwhile. Call {@link mutexResume} before using it
+ * again. (A zombie may park too: it is then taken over, and stops when it resumes.)
+ */
+export function mutexParkHeld(i32: Int32Array, index: number): void {
+  markParked(i32, index, true);
+}
+
+/**
+ * Before using a guarded mutex this process holds and may have parked: takes the mark off by
+ * compare-exchange, which fails exactly when the lock was taken over meanwhile (its owner was
+ * declared dead): then throws the zombie's `ProcessError`, nothing of the step begun.
+ */
+export function mutexResume(i32: Int32Array, index: number): void {
+  const c = Atomics.load(i32, index);
+  if ((c & OWNER) !== heap().slot) throw new ProcessError(TERMINATED_MESSAGE); // taken over
+  if (c & PARKED) markParked(i32, index, false);
 }
 
 function markParked(i32: Int32Array, index: number, on: boolean): void {
@@ -402,8 +420,9 @@ export function mutexAcquireRecovering(
   i32: Int32Array,
   index: number,
   recover: () => void,
+  guarded = false,
 ): void | Promise<void> {
-  const r = mutexAcquire(i32, index);
+  const r = mutexAcquire(i32, index, undefined, guarded);
   if (typeof r !== "number") {
     return r.then((x) => {
       if (x === OWNER_DIED) recover();

@@ -36,6 +36,8 @@ export const __testHooks: {
   notifierLoaded?: (base: number, sleepers: Sleepers) => void;
   /** A writer has published one frame of a streamed message (more may follow in its loop). */
   framePublished?: (base: number) => void;
+  /** A writer has passed its fence and is about to copy a frame of a streamed message in. */
+  frameWriting?: (base: number) => void;
   /** A reader has copied a continuation frame out and is about to move `R` past it. */
   frameTaken?: (base: number) => void;
 } = {};

@@ -10,6 +10,9 @@ import {
   LIVENESS_SLICE_MS,
   mutexAcquireRecovering,
   mutexAcquireSync,
+  mutexPark,
+  mutexParkHeld,
+  mutexResume,
   OWNER_DIED,
   runAsync,
   runSync,
@@ -215,6 +218,7 @@ export class RingWriter extends RingView {
         dv.setUint32(at + 4, heap().slot, true);
       }
       const from = c.done - c.shift;
+      __testHooks.frameWriting?.(this.base);
       u8.set(c.src.subarray(from, from + len - prefix), at + prefix);
       dv.setInt32(pos, len | (first ? FIRST : 0) | (last ? LAST : 0), true);
       c.done += len - prefix;
@@ -294,10 +298,10 @@ export class RingWriter extends RingView {
     const i32 = this.i32, idx = WLOCK;
     if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
     if (sync) {
-      if (mutexAcquireSync(i32, idx) === OWNER_DIED) this.#recoverWriter();
+      if (mutexAcquireSync(i32, idx, undefined, true) === OWNER_DIED) this.#recoverWriter();
       return;
     }
-    return mutexAcquireRecovering(i32, idx, () => this.#recoverWriter());
+    return mutexAcquireRecovering(i32, idx, () => this.#recoverWriter(), true);
   }
 
   #unlockWrite(): void {
@@ -310,9 +314,8 @@ export class RingWriter extends RingView {
     while (this.#writeStep(c) === NEED) {
       if (spin(i32, idx, c.r, c.started ? STREAM_SPIN : SPIN)) continue;
       if (broken?.()) return this.#abandon(c), "broken";
-      runSync(
-        sleepOn(this.base, i32, idx, c.r, WRITERS_ASLEEP, broken ? LIVENESS_SLICE_MS : Infinity),
-      );
+      const ms = broken ? LIVENESS_SLICE_MS : Infinity;
+      runSync(mutexPark(i32, WLOCK, sleepOn(this.base, i32, idx, c.r, WRITERS_ASLEEP, ms)));
     }
     return "ok";
   }
@@ -357,6 +360,7 @@ export class RingWriter extends RingView {
             if (!borrowed) (c.src = bytes.slice(c.done)), (c.shift = c.done);
             const o = this.#outbox();
             o.lockHeld = true;
+            mutexParkHeld(this.i32, WLOCK); // until the pump goes on with it
             return this.#enqueue(o, c, options);
           }
           this.#unlockWrite();
@@ -379,13 +383,13 @@ export class RingWriter extends RingView {
     if (!ob.lockHeld) {
       if (Atomics.compareExchange(this.i32, WLOCK, 0, heap().slot) !== 0) return false;
       ob.lockHeld = true;
-    }
+    } else mutexResume(this.i32, WLOCK);
     for (let e = ob.first(); e; e = ob.first()) {
       if (this.#writeStep(e.cursor) === NEED) {
         if (!e.cursor.started) {
           ob.lockHeld = false;
           this.#unlockWrite();
-        }
+        } else mutexParkHeld(this.i32, WLOCK); // until the pump goes on with it
         return false;
       }
       ob.shift();
@@ -417,6 +421,7 @@ export class RingWriter extends RingView {
           ob.lockHeld = true;
           continue; // a sync send may have drained the outbox meanwhile
         }
+        mutexResume(i32, WLOCK); // after an await: parked, or taken over if this worker died
         const c = e.cursor;
         if (this.#writeStep(c) === DONE) {
           ob.shift();
@@ -442,6 +447,9 @@ export class RingWriter extends RingView {
           this.#unlockWrite();
         }
         const ms = e.broken ? LIVENESS_SLICE_MS : Infinity;
+        // Mid-stream the lock is parked while asleep, and resumed at the top of the loop (a sync
+        // send or a blocking reader of this thread may have gone on with it meanwhile).
+        if (ob.lockHeld) mutexParkHeld(i32, WLOCK);
         await runAsync(sleepOn(this.base, i32, idx, c.r, WRITERS_ASLEEP, ms));
       }
     } catch (err) {
@@ -510,7 +518,7 @@ export class RingWriter extends RingView {
       if (!ob.lockHeld) {
         this.#lockWrite(true);
         ob.lockHeld = true;
-      }
+      } else mutexResume(this.i32, WLOCK);
       for (let e = ob.first(); e; e = ob.first()) {
         ob.shift();
         e.resolve(this.#writeSync(e.cursor, e.broken));
