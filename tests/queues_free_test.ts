@@ -5,6 +5,8 @@ import { alloc, heap, heapUsage, release } from "../lib/core/heap.ts";
 import { JoinableQueue, LifoQueue, PriorityQueue, Queue } from "../lib/queues/queues.ts";
 import { Pipe } from "../lib/connection/pipe.ts";
 import { ValueError } from "../lib/core/errors.ts";
+import { allocSpinning } from "./fixtures/alloc_targets.ts";
+import { starter, until } from "./_helpers.ts";
 
 Deno.test("10,000 create/use/close cycles of each queue kind run in constant shared memory", async () => {
   const before = heap().sab.byteLength;
@@ -116,4 +118,31 @@ Deno.test("a reused block is zeroed where asked: all of it by default, a prefix 
   assert.ok(h.u8.subarray(c, c + 256).every((x) => x === 0), "its header is zeroed");
   assert.equal(h.u8[c + 4096], 7, "the rest is left as it was (a ring's frames need no zeroing)");
   release(c);
+});
+
+Deno.test("the allocator is not taken over from a dead holder still inside it: no block is handed out twice", async () => {
+  // A worker terminated inside the allocator's critical section runs on (Deno stops it only at
+  // an await), its block chosen and not yet taken. Before, the next allocation took the lock
+  // over within microseconds and chose the same block: both got it.
+  const start = starter(new URL("./fixtures/alloc_targets.ts", import.meta.url));
+  const ctl = alloc(8), i32 = heap().i32, c = ctl >> 2, size = 3 << 20;
+  Atomics.store(i32, c, 0);
+  release(alloc(size)); // a free block of that size class: both would take it off its list
+  const zombie = start(allocSpinning, ctl, size, 400);
+  let mine = 0;
+  try {
+    assert.ok(await until(() => Atomics.load(i32, c) === 1), "never reached the allocator");
+    zombie.terminate();
+    await zombie.join(); // its thread still spins inside the allocator
+    mine = alloc(size); // waits for it to leave
+    assert.ok(await until(() => Atomics.load(i32, c) === 2), "the zombie never went on");
+    const theirs = Atomics.load(i32, c + 1);
+    assert.notEqual(mine, theirs, "the same block was handed out twice");
+    release(theirs);
+  } finally {
+    if (mine) release(mine);
+    if (zombie.isAlive()) zombie.terminate();
+    await zombie.join();
+    release(ctl);
+  }
 });
