@@ -4,7 +4,13 @@ import assert from "node:assert/strict";
 import { alloc, heap } from "../lib/core/heap.ts";
 import { Ring, TIMEOUT } from "../lib/core/ring.ts";
 import { Process } from "../lib/process/process.ts";
-import { A_ARRIVED, A_RELEASED, gatedStreamWriter } from "./fixtures/ring_targets.ts";
+import {
+  A_ARRIVED,
+  A_RELEASED,
+  gatedStreamWriter,
+  GOT,
+  postAfterSpin,
+} from "./fixtures/ring_targets.ts";
 import { newRing, sleep, until } from "./_helpers.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -56,5 +62,26 @@ Deno.test("a reader drops a frame whose length would take it past W, and the rin
     u8.fill(0, data, data + cap);
     await ring.send(new TextEncoder().encode("next"));
     assert.equal(ring.tryRecv(text), "next");
+  }
+});
+
+Deno.test("a zombie whose post meets its fence gives the write lock back", async () => {
+  // The post takes the free write lock, then its step meets the fence and throws. The lock is
+  // guarded (taken over only from a parked holder), so a zombie that went back to its event
+  // loop still holding it would stop every writer of the ring for good: it gives it back.
+  const ring = newRing(4096), ctl = alloc(64), i32 = heap().i32, c = ctl >> 2;
+  const p = new Process({ target: postAfterSpin, args: [ring.base, ctl, 300] });
+  p.start();
+  try {
+    assert.ok(await until(() => Atomics.load(i32, c + A_ARRIVED) === 1), "never arrived");
+    p.terminate();
+    await p.join(); // it still spins, then posts
+    assert.ok(await until(() => Atomics.load(i32, c + GOT) === 1), "the zombie never posted");
+    const sent = ring.send(new TextEncoder().encode("after"));
+    assert.equal(await Promise.race([sent, sleep(5_000).then(() => "stuck")]), "ok");
+    assert.equal(ring.recvSync(text, { timeout: 1_000 }), "after");
+  } finally {
+    if (p.isAlive()) p.terminate();
+    await p.join();
   }
 });

@@ -292,6 +292,22 @@ export class RingWriter extends RingView {
     }
   }
 
+  /**
+   * `#writeStep` with the write lock just taken (or resumed) by plain code: if it throws (a
+   * zombie meeting its fence), the lock is given back before the error goes on. The lock is
+   * guarded, so nobody takes it over from a dead holder that is not parked: a zombie that went
+   * back to its event loop still holding it would stop every writer of the ring for good.
+   */
+  #stepOrUnlock(c: Cursor, ob?: Outbox): number {
+    try {
+      return this.#writeStep(c);
+    } catch (e) {
+      if (ob) ob.lockHeld = false;
+      this.#unlockWrite();
+      throw e;
+    }
+  }
+
   #lockWrite(sync: true): void;
   #lockWrite(sync: false): void | Promise<void>;
   #lockWrite(sync: boolean): void | Promise<void> {
@@ -351,7 +367,7 @@ export class RingWriter extends RingView {
       if (ob === undefined || ob.size === 0 || this.#flushSome(ob)) {
         // Fast path: nothing of ours is queued, so writing now keeps the order.
         if (Atomics.compareExchange(this.i32, WLOCK, 0, heap().slot) === 0) {
-          if (this.#writeStep(c) === DONE) {
+          if (this.#stepOrUnlock(c) === DONE) {
             this.#unlockWrite();
             return OK;
           }
@@ -385,7 +401,7 @@ export class RingWriter extends RingView {
       ob.lockHeld = true;
     } else mutexResume(this.i32, WLOCK);
     for (let e = ob.first(); e; e = ob.first()) {
-      if (this.#writeStep(e.cursor) === NEED) {
+      if (this.#stepOrUnlock(e.cursor, ob) === NEED) {
         if (!e.cursor.started) {
           ob.lockHeld = false;
           this.#unlockWrite();
@@ -513,18 +529,19 @@ export class RingWriter extends RingView {
 
   #sendSync(c: Cursor, options?: SendOptions): SendStatus {
     const ob = outboxes.get(this.base);
-    if (ob && (ob.size || ob.lockHeld)) {
-      // Drain our own queue first (continuing a message the pump began), keeping the order.
+    const drain = ob !== undefined && (ob.size > 0 || ob.lockHeld);
+    if (drain) {
       if (!ob.lockHeld) {
         this.#lockWrite(true);
         ob.lockHeld = true;
       } else mutexResume(this.i32, WLOCK);
-      for (let e = ob.first(); e; e = ob.first()) {
-        ob.shift();
-        e.resolve(this.#writeSync(e.cursor, e.broken));
-      }
     } else this.#lockWrite(true);
     try {
+      // Drain our own queue first (continuing a message the pump began), keeping the order.
+      for (let e = drain ? ob.first() : undefined; e; e = ob!.first()) {
+        ob!.shift();
+        e.resolve(this.#writeSync(e.cursor, e.broken));
+      }
       return this.#writeSync(c, options?.broken);
     } finally {
       if (ob) ob.lockHeld = false;
