@@ -19,9 +19,10 @@
  *   reader terminated while waiting leaves every message in the ring; the next reader takes the
  *   dead reader's lock over (robust mutex) and goes on. It takes it over only while the dead one
  *   is parked in a wait: one terminated in the middle of a step runs that step to its end
- *   (Deno stops a worker only at an await) and gives the lock back at its next fence, so two
- *   readers never take the same frame. The write lock is taken over the same way, so a dead
- *   writer's frame is never copied over the new writer's.
+ *   (Deno stops a worker only at an await) and gives the lock back at its next fence, so the
+ *   next reader does not take the frame it is taking (the zombie-reader test of
+ *   queues_midmessage_test.ts). The write lock is taken over the same way, so a dead writer's
+ *   frame is not copied over the new writer's (its zombie-writer test).
  * - **Cheap waits.** A side that must wait spins a little, then announces that it sleeps and
  *   sleeps in `Atomics.wait` (sync) or `Atomics.waitAsync` (async; never blocks the thread).
  *   The other side pays `Atomics.notify` only when a sleeper is announced, so the streaming path

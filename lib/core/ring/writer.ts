@@ -529,18 +529,19 @@ export class RingWriter extends RingView {
 
   #sendSync(c: Cursor, options?: SendOptions): SendStatus {
     const ob = outboxes.get(this.base);
-    const drain = ob !== undefined && (ob.size > 0 || ob.lockHeld);
-    if (drain) {
-      if (!ob.lockHeld) {
-        this.#lockWrite(true);
-        ob.lockHeld = true;
-      } else mutexResume(this.i32, WLOCK);
-    } else this.#lockWrite(true);
+    // Our own queue goes first (continuing a message the pump began), keeping the order.
+    const queued = ob !== undefined && (ob.size > 0 || ob.lockHeld) ? ob : undefined;
+    if (queued?.lockHeld) mutexResume(this.i32, WLOCK);
+    else {
+      this.#lockWrite(true);
+      if (queued) queued.lockHeld = true;
+    }
     try {
-      // Drain our own queue first (continuing a message the pump began), keeping the order.
-      for (let e = drain ? ob.first() : undefined; e; e = ob!.first()) {
-        ob!.shift();
-        e.resolve(this.#writeSync(e.cursor, e.broken));
+      if (queued) {
+        for (let e = queued.first(); e; e = queued.first()) {
+          queued.shift();
+          e.resolve(this.#writeSync(e.cursor, e.broken));
+        }
       }
       return this.#writeSync(c, options?.broken);
     } finally {
