@@ -222,7 +222,10 @@ function abortable(p: Promise<WaitResult>, s: Sleep, signal: AbortSignal): Promi
 //   that is parked (stopped at its await, or asleep for good); one that is not is waited for,
 //   and it gives the lock back itself at its next fence. Resuming, an owner takes PARKED off by
 //   compare-exchange: it finds its lock taken over exactly when it was, and stops (see
-//   {@link mutexResume}).
+//   {@link mutexResume}). A lock that is never held across a sleep (a LIFO or priority queue's
+//   store lock) is never parked: its waiters take over a dead owner only once it has been seen
+//   dead for DEAD_STEP_GRACE_MS (2 s), a last resort against an owner that never comes back.
+//   Both are a {@link Guard} given to the acquire.
 // Without starvation, the lock is free for whoever comes first (barging): the fastest policy
 // when the holder's critical section is short, which is the common case.
 
@@ -265,36 +268,56 @@ export const MUST_SLEEP = -1;
 /**
  * The steps of a mutex acquire that never sleep, after a first compare-exchange by the caller
  * found the mutex taken: with `deadline` 0 (a try) one more look at the word, which also takes
- * over from a dead owner; otherwise a short spin ({@link SPIN}). Plain code shared by both
- * drivers, so that an acquire that does not sleep allocates no generator. Returns the result,
- * or {@link MUST_SLEEP}: then the caller runs {@link mutexWaits} (or a wrapper of it) with its
- * driver.
+ * over from a dead owner; otherwise, with `spin`, a short spin ({@link SPIN}). Plain code shared
+ * by both drivers, so that an acquire that does not sleep allocates no generator. Returns the
+ * result, or {@link MUST_SLEEP}: then the caller runs {@link mutexWaits} (or a wrapper of it)
+ * with its driver.
+ *
+ * A blocking acquire of a user's Lock passes `spin` false: while one thread spins on the word,
+ * each of its loads pulls the lock's cache line away from the holder, so a holder that takes the
+ * lock again and again (W6: two workers incrementing one Value) pays a cache miss on every
+ * acquire and release. Sleeping at once leaves the holder running alone until it releases with
+ * a waiter noted, as the raw futex floor and CPython's `sem_wait` do. On this 2-core VM,
+ * contended W6 `Sync` with no spin ran 1.00 (Lock) and 1.17 (RLock) of c7aa146, with the spin
+ * 0.67 and 0.87 (12 rounds interleaved, bench/README.md). An `await acquire()` keeps the spin:
+ * its sleep costs an event-loop turn besides the wake-up, and no spin count measured better.
  */
 export function mutexTryNow(
   i32: Int32Array,
   index: number,
   me: number,
   deadline: number,
+  spin = true,
 ): AcquireResult | typeof MUST_SLEEP {
   if (deadline === 0) return runSync(mutexWaits(i32, index, me, 0)); // never sleeps
-  return spinTry(i32, index, me) ? ACQUIRED : MUST_SLEEP;
+  return spin && spinTry(i32, index, me) ? ACQUIRED : MUST_SLEEP;
 }
 
 /**
+ * When a mutex is taken over from a dead owner: `guard` 0 at once (a user's Lock: it is fenced,
+ * see sync/primitive.ts), {@link GUARDED} only when parked (a ring's locks, see PARKED above),
+ * or a number of ms: when parked, or once the owner has been seen dead that long
+ * (`DEAD_STEP_GRACE_MS`, core/heap.ts: locks whose critical sections are synchronous).
+ */
+export type Guard = number;
+/** The {@link Guard} of a ring's locks: taken over only from a dead owner that is parked. */
+export const GUARDED: Guard = Infinity;
+
+/**
  * The slow path of a mutex acquire as a wait algorithm (see {@link runSync}/{@link runAsync}):
- * `me` is the caller's slot, `deadline` from {@link deadlineOf}. A `guarded` mutex is taken over
- * only from a dead owner that is parked (see PARKED above).
+ * `me` is the caller's slot, `deadline` from {@link deadlineOf}; `guard` says when a dead owner
+ * is taken over (see {@link Guard}).
  */
 export function* mutexWaits(
   i32: Int32Array,
   index: number,
   me: number,
   deadline: number,
-  guarded = false,
+  guard: Guard = 0,
 ): Waits<AcquireResult> {
   // Waiting time counts from here (Go: from the first block), but only a waiter that has
   // slept may claim starvation: one that is merely spinning in the slow path is not queued.
-  let slept = false;
+  let slept = false, dead = 0, deadSince = 0;
   const since = performance.now();
   for (;;) {
     const c = Atomics.load(i32, index);
@@ -309,10 +332,16 @@ export function* mutexWaits(
         if (Atomics.compareExchange(i32, index, c, me | WAITERS) === c) return ACQUIRED;
         continue;
       }
-    } else if (!isAlive(c & OWNER) && (!guarded || c & PARKED)) {
-      const next = me | WAITERS | (c & STARVING);
-      if (Atomics.compareExchange(i32, index, c, next) === c) return OWNER_DIED;
-      continue;
+    } else if (!isAlive(c & OWNER)) {
+      if (dead !== (c & OWNER)) {
+        dead = c & OWNER;
+        deadSince = performance.now();
+      }
+      if (guard === 0 || c & PARKED || performance.now() - deadSince >= guard) {
+        const next = me | WAITERS | (c & STARVING);
+        if (Atomics.compareExchange(i32, index, c, next) === c) return OWNER_DIED;
+        continue;
+      }
     }
     const want = c | WAITERS | (starving ? STARVING : 0);
     if (want !== c && Atomics.compareExchange(i32, index, c, want) !== c) continue;
@@ -326,46 +355,51 @@ export function* mutexWaits(
 /**
  * Acquires the mutex without a timeout as a wait algorithm (for use inside another one with
  * `yield*`): at once when free, after a short spin, else asleep; calls `recover` first when its
- * last owner died holding it.
+ * last owner died holding it (taken over per `guard`, see {@link Guard}).
  */
-export function* mutexLockWaits(i32: Int32Array, index: number, recover: () => void): Waits<void> {
+export function* mutexLockWaits(
+  i32: Int32Array,
+  index: number,
+  recover: () => void,
+  guard: Guard = 0,
+): Waits<void> {
   const me = heap().slot;
   if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) return;
-  if ((yield* mutexWaits(i32, index, me, Infinity)) === OWNER_DIED) recover();
+  if ((yield* mutexWaits(i32, index, me, Infinity, guard)) === OWNER_DIED) recover();
 }
 
 /**
- * Acquires the mutex, blocking the thread; `TIMED_OUT` after `timeout` ms. `guarded`: see
+ * Acquires the mutex, blocking the thread; `TIMED_OUT` after `timeout` ms. `guard`: see
  * {@link mutexWaits}.
  */
 export function mutexAcquireSync(
   i32: Int32Array,
   index: number,
   timeout?: number,
-  guarded = false,
+  guard: Guard = 0,
 ): AcquireResult {
   const me = heap().slot;
   if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) {
     return ACQUIRED;
   }
-  return runSync(mutexWaits(i32, index, me, deadlineOf(timeout), guarded));
+  return runSync(mutexWaits(i32, index, me, deadlineOf(timeout), guard));
 }
 
 /**
- * Acquires the mutex without blocking the thread; `TIMED_OUT` after `timeout` ms. `guarded`: see
+ * Acquires the mutex without blocking the thread; `TIMED_OUT` after `timeout` ms. `guard`: see
  * {@link mutexWaits}.
  */
 export function mutexAcquire(
   i32: Int32Array,
   index: number,
   timeout?: number,
-  guarded = false,
+  guard: Guard = 0,
 ): AcquireResult | Promise<AcquireResult> {
   const me = heap().slot;
   if (Atomics.compareExchange(i32, index, 0, me) === 0 || spinTry(i32, index, me)) {
     return ACQUIRED;
   }
-  return runAsync(mutexWaits(i32, index, me, deadlineOf(timeout), guarded));
+  return runAsync(mutexWaits(i32, index, me, deadlineOf(timeout), guard));
 }
 
 /**
@@ -420,9 +454,9 @@ export function mutexAcquireRecovering(
   i32: Int32Array,
   index: number,
   recover: () => void,
-  guarded = false,
+  guard: Guard = 0,
 ): void | Promise<void> {
-  const r = mutexAcquire(i32, index, undefined, guarded);
+  const r = mutexAcquire(i32, index, undefined, guard);
   if (typeof r !== "number") {
     return r.then((x) => {
       if (x === OWNER_DIED) recover();

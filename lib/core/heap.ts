@@ -312,15 +312,16 @@ export function bumpDeaths(): void {
 // (the critical sections are a handful of loads and stores, and the main thread cannot block).
 
 /**
- * How long the allocator lock's holder must be seen dead before it is taken over (ms). Its
- * critical sections are synchronous, and Deno runs a terminated worker's synchronous code on to
- * its next await: a holder marked dead is still inside (perhaps descheduled) and lets go at
- * the end. Taken over at once, as before, it went on writing the free lists or the bump
- * pointer beside the new holder, and both got the same block [queues_free_test "allocator"].
- * So the lock is waited for; the takeover stays only as a last resort against a holder that
- * truly never comes back, which no known way of dying leaves.
+ * How long the holder of a lock whose critical sections are synchronous (the allocator's, a
+ * LIFO or priority queue's store lock) must be seen dead before it is taken over (ms). Deno runs
+ * a terminated worker's synchronous code on to its next await: a holder marked dead is still
+ * inside (perhaps descheduled) and lets go at the end. Taken over at once, as before, it went
+ * on writing the free lists or the bump pointer beside the new holder, and both got the same
+ * block [queues_free_test "allocator"]; a store's heap array, beside the next putter
+ * [queues_lifo_test "store lock"]. So the lock is waited for; the takeover stays only as a last
+ * resort against a holder that truly never comes back, which no known way of dying leaves.
  */
-const ALLOC_TAKEOVER_MS = 2_000;
+export const DEAD_STEP_GRACE_MS = 2_000;
 
 /** Test hooks: `inAlloc` runs inside `alloc`'s critical section, its block chosen, not taken. */
 export const __allocHooks: { inAlloc: (() => void) | null } = { inAlloc: null };
@@ -334,7 +335,7 @@ function lockAlloc(i32: Int32Array, me: number): void {
     if (isAlive(owner)) deadSince = 0;
     else if (deadSince === 0) deadSince = performance.now();
     else if (
-      performance.now() - deadSince >= ALLOC_TAKEOVER_MS &&
+      performance.now() - deadSince >= DEAD_STEP_GRACE_MS &&
       Atomics.compareExchange(i32, ALLOC_LOCK_I, owner, me) === owner
     ) return;
   }

@@ -21,7 +21,7 @@ import {
   runSync,
   type Waits,
 } from "../core/atomics.ts";
-import { alloc, heap, release } from "../core/heap.ts";
+import { alloc, DEAD_STEP_GRACE_MS, heap, release } from "../core/heap.ts";
 import { checkNotTerminated, EOF, TIMEOUT } from "../core/ring.ts";
 import {
   ARR,
@@ -40,6 +40,9 @@ import {
 import { decodeItem } from "./items.ts";
 import { sortKey } from "./sort_key.ts";
 import type { Counter, Store } from "./store.ts";
+
+/** Test hooks: `inPush` runs inside a push, the store lock held and `PENDING` written. */
+export const __storeHooks: { inPush: (() => void) | null } = { inPush: null };
 
 /** A LIFO or priority queue's items, in the heap (see the module doc). */
 export class HeapStore implements Store {
@@ -61,13 +64,13 @@ export class HeapStore implements Store {
   #lockStoreSync(): void {
     const i32 = this.i32, idx = SLOCK;
     if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
-    if (mutexAcquireSync(i32, idx) === OWNER_DIED) this.#repair();
+    if (mutexAcquireSync(i32, idx, undefined, DEAD_STEP_GRACE_MS) === OWNER_DIED) this.#repair();
   }
 
   #lockStore(): void | Promise<void> {
     const i32 = this.i32, idx = SLOCK;
     if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
-    return mutexAcquireRecovering(i32, idx, () => this.#repair());
+    return mutexAcquireRecovering(i32, idx, () => this.#repair(), DEAD_STEP_GRACE_MS);
   }
 
   #unlockStore(): void {
@@ -112,6 +115,7 @@ export class HeapStore implements Store {
     const len = i32[LEN];
     const s = (this.#ensureSlot(len) >> 2) + 1;
     Atomics.store(i32, PENDING, item); // written first: what a repair must not lose
+    __storeHooks.inPush?.();
     if (this.kind === LIFO) {
       h32[s + len] = item;
     } else {
@@ -265,7 +269,7 @@ export class HeapStore implements Store {
   *#getWaits(deadline: number, signal?: AbortSignal): Waits<unknown> {
     const i32 = this.i32, repair = () => this.#repair();
     for (;;) {
-      yield* mutexLockWaits(i32, SLOCK, repair);
+      yield* mutexLockWaits(i32, SLOCK, repair, DEAD_STEP_GRACE_MS);
       let t;
       try {
         t = this.#tryTake();

@@ -296,8 +296,9 @@ export function mutexAcquireRest(
 }
 
 /**
- * The same for an `acquireSync()`, which blocks the thread; `word` is the mutex as its first
- * compare-exchange found it (see {@link selfDeadlock}).
+ * The same for an `acquireSync()`, which blocks the thread, without the spin (see
+ * `mutexTryNow`); `word` is the mutex as its first compare-exchange found it (see
+ * {@link selfDeadlock}).
  */
 export function mutexAcquireRestSync(
   off: number,
@@ -309,7 +310,7 @@ export function mutexAcquireRestSync(
 ): AcquireResult {
   const deadline = acquireDeadline(o);
   if (deadline === Infinity) selfDeadlock(word, me);
-  const now = mutexTryNow(i32, index, me, deadline);
+  const now = mutexTryNow(i32, index, me, deadline, false); // no spin: see mutexTryNow
   if (now !== MUST_SLEEP) return now;
   return runSync(observed(off, mutexWaitsFenced(i32, index, me, deadline), true));
 }

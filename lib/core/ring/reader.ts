@@ -9,6 +9,7 @@
 
 import {
   deadlineOf,
+  GUARDED,
   LIVENESS_SLICE_MS,
   mutexAcquire,
   mutexAcquireSync,
@@ -441,7 +442,7 @@ export class RingReader extends RingView {
       );
     }
     if (Atomics.compareExchange(i32, lock, 0, heap().slot) !== 0) {
-      if (mutexAcquireSync(i32, lock, remainingMs(deadline), true) === TIMED_OUT) return TIMEOUT;
+      if (mutexAcquireSync(i32, lock, remainingMs(deadline), GUARDED) === TIMED_OUT) return TIMEOUT;
     }
     try {
       const st = this.#newState(o.durable);
@@ -604,7 +605,7 @@ export class RingReader extends RingView {
           i32,
           lock,
           o.signal ? Math.min(left, LIVENESS_SLICE_MS) : left,
-          true,
+          GUARDED,
         );
         if (r !== TIMED_OUT) break;
         if (o.signal?.aborted) throw o.signal.reason;

@@ -7,6 +7,7 @@
  */
 
 import {
+  GUARDED,
   LIVENESS_SLICE_MS,
   mutexAcquireRecovering,
   mutexAcquireSync,
@@ -314,10 +315,10 @@ export class RingWriter extends RingView {
     const i32 = this.i32, idx = WLOCK;
     if (Atomics.compareExchange(i32, idx, 0, heap().slot) === 0) return;
     if (sync) {
-      if (mutexAcquireSync(i32, idx, undefined, true) === OWNER_DIED) this.#recoverWriter();
+      if (mutexAcquireSync(i32, idx, undefined, GUARDED) === OWNER_DIED) this.#recoverWriter();
       return;
     }
-    return mutexAcquireRecovering(i32, idx, () => this.#recoverWriter(), true);
+    return mutexAcquireRecovering(i32, idx, () => this.#recoverWriter(), GUARDED);
   }
 
   #unlockWrite(): void {
