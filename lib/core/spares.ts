@@ -240,9 +240,10 @@ export function takeSpare(): ChildLink | undefined {
  * zygote blocks this thread ~10 ms, the zygote's `new Worker()` takes ~10 ms a spare, then the
  * spare loads the library): asked for during a run of starts, it would compete with their own
  * workers for the cores and serve none of them (W1-spawn's 20 processes, W9's 10 pools: "warm"
- * was no faster than "cold"). W5 starts a pool about every 50 ms: with 50 ms here, the first
- * spares were made inside its timed rounds, and W5's map ran at 0.82–0.91 of c7aa146 (of a tree
- * with no spares at all) against 1.00 with 250 ms (bench/README.md, "Eighth session").
+ * was no faster than "cold"). W5 starts a pool about every 50 ms: with 50 ms here and the
+ * first ask 100 ms after load, the zygote and the first spares were made inside its timed
+ * rounds. Its map (default chunks) ran at 0.74–0.91 of c7aa146, a tree without spares, in four
+ * interleaved runs; with 250 ms at 0.85–0.95 in three, as with spares off (0.87–1.00).
  */
 const QUIET_MS = 250;
 let refilling = false;
