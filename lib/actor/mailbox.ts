@@ -14,7 +14,9 @@ import {
   LIVENESS_SLICE_MS,
   mutexLocked,
   mutexOwner,
+  mutexParkHeld,
   mutexRelease,
+  mutexResume,
   mutexTry,
   mutexWaits,
   OWNER_DIED,
@@ -26,7 +28,7 @@ import {
   type WaitResult,
   type Waits,
 } from "../core/atomics.ts";
-import { adopt, alloc, heap, release, retain } from "../core/heap.ts";
+import { adopt, alloc, DEAD_STEP_GRACE_MS, heap, release, retain } from "../core/heap.ts";
 import { EOF, TIMEOUT } from "../core/ring.ts";
 import { optionsOf } from "../core/args.ts";
 import { Full, TimeoutError, ValueError } from "../core/errors.ts";
@@ -306,6 +308,12 @@ export class Mailbox<T = unknown> {
    * `Sleep`s either driver performs (an abort wakes the async one); the ring's own waits — a
    * long message read whole, the poll for a new one — run inline when `blocking`, else as
    * promises the async driver awaits.
+   *
+   * A receiver terminated while it holds the lock runs on to its next fence (Deno stops it only
+   * at an await) and lets go then: the lock is taken over from it only while it is parked (in
+   * the middle of reading a long message) or once it has been seen dead for 2 s (a `match` that
+   * never returns). Taken over at once, as before, it went on scanning and saving beside the
+   * new receiver [mailbox_lock_test].
    */
   *#receiveWaits(
     o: MailboxReceiveOptions<T>,
@@ -316,7 +324,9 @@ export class Mailbox<T = unknown> {
     const me = heap().slot;
     const st = { seen: 0 }, read: { v: unknown } = { v: undefined };
     for (;;) {
-      const r = mutexTry(h, RLOCK) ? ACQUIRED : yield* mutexWaits(h, RLOCK, me, deadline);
+      const r = mutexTry(h, RLOCK)
+        ? ACQUIRED
+        : yield* mutexWaits(h, RLOCK, me, deadline, DEAD_STEP_GRACE_MS);
       if (r === TIMED_OUT) throw this.#timedOut(o.timeout);
       let seq: number;
       try {
@@ -328,10 +338,16 @@ export class Mailbox<T = unknown> {
           if (v === TIMEOUT) {
             if (ring.empty()) break;
             // A long message: read it whole.
-            if (blocking) v = ring.recvSync(decode, { timeout: 0 });
-            else {
-              yield ring.recv(decode, { timeout: 0 }).then((x) => (read.v = x));
-              v = read.v;
+            // Parked meanwhile: a receiver that dies here is taken over at once.
+            mutexParkHeld(h, RLOCK);
+            try {
+              if (blocking) v = ring.recvSync(decode, { timeout: 0 });
+              else {
+                yield ring.recv(decode, { timeout: 0 }).then((x) => (read.v = x));
+                v = read.v;
+              }
+            } finally {
+              mutexResume(h, RLOCK);
             }
             if (v === TIMEOUT || v === EOF) break;
           }
@@ -339,7 +355,7 @@ export class Mailbox<T = unknown> {
         }
         seq = Atomics.load(h, SAVE_SEQ);
       } finally {
-        mutexRelease(h, RLOCK);
+        mutexRelease(h, RLOCK, me); // not if taken over: a zombie must not free its new owner's
       }
       const left = remainingMs(deadline);
       if (left <= 0) throw this.#timedOut(o.timeout);
