@@ -9,7 +9,9 @@ import {
   A_RELEASED,
   gatedStreamWriter,
   GOT,
+  LAST,
   postAfterSpin,
+  writeQueuedAfterSpin,
 } from "./fixtures/ring_targets.ts";
 import { newRing, sleep, until } from "./_helpers.ts";
 
@@ -85,3 +87,37 @@ Deno.test("a zombie whose post meets its fence gives the write lock back", async
     await p.join();
   }
 });
+
+for (const how of ["post", "sendSync"] as const) {
+  Deno.test(`a zombie's ${how} that first writes its queued messages and meets its fence gives the write lock back`, async () => {
+    // Its earlier posts did not fit: they wait in its outbox, and its write takes them first
+    // (post: `#flushSome`; sendSync: its drain), the write lock taken by plain code. The first
+    // step meets the fence; the lock must not stay with the zombie, which runs on (its locks
+    // are reaped only once its thread ends).
+    const ring = newRing(4096), ctl = alloc(64), i32 = heap().i32, c = ctl >> 2;
+    const p = new Process({
+      target: writeQueuedAfterSpin,
+      args: [ring.base, ctl, 600, 100, how, 1200],
+    });
+    p.start();
+    try {
+      assert.ok(await until(() => Atomics.load(i32, c + A_ARRIVED) === 1), "never arrived");
+      p.terminate();
+      await p.join(); // it still spins, then writes
+      // Room for its queued messages, so that its write step runs (and meets the fence).
+      let before = 0;
+      while (ring.recvSync(text, { timeout: 0 }) !== TIMEOUT) before++;
+      assert.ok(before > 0 && before < 100, `${before} of its 100 messages were in the ring`);
+      assert.equal(Atomics.load(i32, c + GOT), 0, "the zombie wrote before the ring had room");
+      assert.ok(await until(() => Atomics.load(i32, c + GOT) === 1), "the zombie never wrote");
+      assert.equal(ring.recvSync(text, { timeout: 0 }), TIMEOUT, "a fenced zombie wrote");
+      const sent = ring.send(new TextEncoder().encode("after"));
+      assert.equal(await Promise.race([sent, sleep(800).then(() => "stuck")]), "ok");
+      assert.equal(ring.recvSync(text, { timeout: 1_000 }), "after");
+    } finally {
+      if (p.isAlive()) p.terminate();
+      await p.join();
+      await until(() => Atomics.load(i32, c + LAST) === 1); // its thread done spinning
+    }
+  });
+}

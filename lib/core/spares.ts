@@ -30,14 +30,15 @@
  *   ended, and the zygote once it has had neither spares nor running children for `idleMs`:
  *   once a program's last process, pool and actor have finished, no thread of theirs is left
  *   after ~2 `idleMs`. Spares are asked for again only when one is taken, once starts have
- *   paused for 250 ms (see `QUIET_MS`), and each loads the library only after a 50 ms
+ *   paused for 50 ms (see `REFILL_QUIET_MS`), and each loads the library only after a 50 ms
  *   tick in which the program left a core mostly idle (the zygote's gate, zygote.ts).
  * - A spare's child is the zygote's child: it dies with the zygote, which lives while it runs,
  *   and both die with the thread that made them, as a new worker dies with its parent.
  *
  * The main thread asks for its spares 100 ms after the library loads (later while it starts
- * processes: see `QUIET_MS`); a worker only after it started a child (most workers never do). Configuration: `setSpares({ count, idleMs })`
- * (`count: 0` turns spares off and ends those alive) or the environment variable
+ * processes: see `PREWARM_QUIET_MS`); a worker only after it started a child (most workers
+ * never do). Configuration: `setSpares({ count, idleMs })` (`count: 0` turns spares off and
+ * ends those alive) or the environment variable
  * `DENOMP_SPARES=<count>`, read once when the library loads if `env` access is granted; a
  * worker inherits its parent's setting.
  *
@@ -235,26 +236,33 @@ export function takeSpare(): ChildLink | undefined {
 }
 
 /**
- * Spares are asked for (the first ones too) only once no process has started for this long. A
- * spare is ready only ~1 s after it is asked for, and making it costs ~30 ms of CPU (creating the
- * zygote blocks this thread ~10 ms, the zygote's `new Worker()` takes ~10 ms a spare, then the
- * spare loads the library): asked for during a run of starts, it would compete with their own
- * workers for the cores and serve none of them (W1-spawn's 20 processes, W9's 10 pools: "warm"
- * was no faster than "cold"). W5 starts a pool about every 50 ms: with 50 ms here and the
- * first ask 100 ms after load, the zygote and the first spares were made inside its timed
- * rounds. Its map (default chunks) ran at 0.74–0.91 of c7aa146, a tree without spares, in four
- * interleaved runs; with 250 ms at 0.85–0.95 in three, as with spares off (0.87–1.00).
+ * Spares are asked for again once no process has started for this long. A replacement is ready
+ * only ~1 s after it is asked for, and making it costs ~30 ms of CPU (the zygote's `new Worker()`,
+ * then the spare loading the library): asked for during a burst of starts, it would compete with
+ * the burst's own workers for the cores and serve none of them (W1-spawn's 20 processes, W9's 10
+ * pools: "warm" was no faster than "cold"). It also keeps creating the zygote again (after an
+ * idle spell: it blocks this thread ~10 ms) out of `start()`.
  */
-const QUIET_MS = 250;
+const REFILL_QUIET_MS = 50;
+/**
+ * The first spares, asked for unasked (see PREWARM_AFTER_MS), wait for a longer quiet: creating
+ * the zygote and them costs ~30 ms of CPU, all of it at once, and a program that starts
+ * processes from its first moments gets none of them in time anyway. W5 starts a pool about
+ * every 50 ms: with the first ask 100 ms after load, the zygote and the first spares were made
+ * inside its timed rounds. Its map (default chunks) ran at 0.74–0.91 of c7aa146, a tree without
+ * spares, in four interleaved runs; with this quiet at 0.85–0.95 in three, as with spares off
+ * (0.87–1.00).
+ */
+const PREWARM_QUIET_MS = 250;
 let refilling = false;
 
-async function refill(): Promise<void> {
+async function refill(quietMs = REFILL_QUIET_MS): Promise<void> {
   refilling = true;
   try {
     for (
-      let wait = lastTake + QUIET_MS - performance.now();
+      let wait = lastTake + quietMs - performance.now();
       wait > 0;
-      wait = lastTake + QUIET_MS - performance.now()
+      wait = lastTake + quietMs - performance.now()
     ) {
       await idleDelay(wait);
     }
@@ -404,12 +412,12 @@ export const __testHooks = {
  * too. Not at once: creating the zygote blocks the main thread ~10 ms, which a program that
  * ends within this time (a script that imports the library for a queue) should not pay, and its
  * top level may still call `setSpares({ count: 0 })`. Nor while it starts processes: then only
- * once it has started none for {@link QUIET_MS}, as for a refill.
+ * once it has started none for {@link PREWARM_QUIET_MS}.
  */
 const PREWARM_AFTER_MS = 100;
 
 if (!inWorker()) {
   void idleDelay(PREWARM_AFTER_MS).then(() => {
-    if (config.count > 0 && !refilling) void refill();
+    if (config.count > 0 && !refilling) void refill(PREWARM_QUIET_MS);
   });
 }
