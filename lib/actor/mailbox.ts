@@ -312,8 +312,8 @@ export class Mailbox<T = unknown> {
    * A receiver terminated while it holds the lock runs on to its next fence (Deno stops it only
    * at an await) and lets go then: the lock is taken over from it only while it is parked (in
    * the middle of reading a long message) or once it has been seen dead for 2 s (a `match` that
-   * never returns). Taken over at once, as before, it went on scanning and saving beside the
-   * new receiver [mailbox_lock_test].
+   * never returns). Taken over at once, as before, the next receiver ran beside it, both
+   * scanning and saving [mailbox_lock_test checks the wait].
    */
   *#receiveWaits(
     o: MailboxReceiveOptions<T>,

@@ -317,8 +317,8 @@ export function bumpDeaths(): void {
  * a terminated worker's synchronous code on to its next await: a holder marked dead is still
  * inside (perhaps descheduled) and lets go at the end. Taken over at once, as before, it went
  * on writing the free lists or the bump pointer beside the new holder, and both got the same
- * block [queues_free_test "allocator"]; a store's heap array, beside the next putter
- * [queues_lifo_test "store lock"]. So the lock is waited for; the takeover stays only as a last
+ * block [queues_free_test "allocator"]; a zombie's push wrote over the next putter's item
+ * [queues_store_test]. So the lock is waited for; the takeover stays only as a last
  * resort against a holder that truly never comes back, which no known way of dying leaves.
  */
 export const DEAD_STEP_GRACE_MS = 2_000;
@@ -327,14 +327,15 @@ export const DEAD_STEP_GRACE_MS = 2_000;
 export const __allocHooks: { inAlloc: (() => void) | null } = { inAlloc: null };
 
 function lockAlloc(i32: Int32Array, me: number): void {
-  let deadSince = 0;
+  let dead = 0, deadSince = 0;
   for (let spins = 0;; spins++) {
     const owner = Atomics.compareExchange(i32, ALLOC_LOCK_I, 0, me);
     if (owner === 0) return;
-    if ((spins & 0xfff) !== 0xfff) continue;
-    if (isAlive(owner)) deadSince = 0;
-    else if (deadSince === 0) deadSince = performance.now();
-    else if (
+    if ((spins & 0xfff) !== 0xfff || isAlive(owner)) continue;
+    if (dead !== owner) {
+      dead = owner; // seen dead from now on
+      deadSince = performance.now();
+    } else if (
       performance.now() - deadSince >= DEAD_STEP_GRACE_MS &&
       Atomics.compareExchange(i32, ALLOC_LOCK_I, owner, me) === owner
     ) return;
