@@ -153,7 +153,7 @@ Deno.test("spares are asked for again once starts pause, not during a burst of s
   }
 });
 
-Deno.test("a spare loads the library only while a core is free: not while the program's children fill them all", async () => {
+Deno.test("a spare is made and loads the library only while a core is free: not while the program's children fill them all", async () => {
   const stop = new Event();
   const busy: Process[] = [];
   try {
@@ -169,6 +169,11 @@ Deno.test("a spare loads the library only while a core is free: not while the pr
     await sleep(2500);
     assert.equal(__testHooks.live(), 0, "no spare booted while every core was busy");
     assert.equal(__testHooks.asked(), 2, "both asked for, waiting");
+    // Nor made: `new Worker()` costs ~10 ms of the zygote's thread and a few of the new one's.
+    const threads = workerThreads();
+    if (threads >= 0) {
+      assert.equal(threads, busy.length + 1, "no spare's thread, the zygote's only");
+    }
     stop.set();
     for (const p of busy) await p.join();
     const t0 = performance.now();

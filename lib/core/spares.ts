@@ -30,8 +30,8 @@
  *   ended, and the zygote once it has had neither spares nor running children for `idleMs`:
  *   once a program's last process, pool and actor have finished, no thread of theirs is left
  *   after ~2 `idleMs`. Spares are asked for again only when one is taken, once starts have
- *   paused for 50 ms (see `REFILL_QUIET_MS`), and each loads the library only after a 50 ms
- *   tick in which the program left a core mostly idle (the zygote's gate, zygote.ts).
+ *   paused for 50 ms (see `REFILL_QUIET_MS`), and each is made, then loads the library, only
+ *   on 50 ms ticks in which the program left a core mostly idle (the zygote's gate, zygote.ts).
  * - A spare's child is the zygote's child: it dies with the zygote, which lives while it runs,
  *   and both die with the thread that made them, as a new worker dies with its parent.
  *

@@ -18,14 +18,20 @@
  * `wait_for_page_wait_for_debugger`): spares arrive 0.5–1 s after they are asked for, which is
  * why they are made ahead of need.
  *
- * A spare loads the library (~15–30 ms of CPU) only after a tick in which a core was free: it
- * waits at a gate that this worker opens for one spare at a time, once the program has left at
- * least three quarters of a core idle over the last {@link GATE_TICK_MS} (its CPU time,
- * `process.cpuUsage()`, against the cores there are). A spare exists to save start-up time,
- * which a program whose children fill every core would pay for in their time instead: on 2
- * cores, replacement spares booted inside 2 of 10 of W6's 15–50 ms timed windows of two busy
- * workers, 13–20 ms of CPU each. A program that keeps every core busy gets its spares once it
- * pauses; work that starts right after an idle tick can still meet a spare's boot.
+ * A spare is made, and later loads the library (~15–30 ms of CPU), only on ticks in which a
+ * core was free: the program has left at least three quarters of a core idle over the last
+ * {@link GATE_TICK_MS} (its CPU time, `process.cpuUsage()`, against the cores there are). Each
+ * such tick does one thing: it makes one spare asked for (`new Worker()`: ~10 ms of this
+ * thread and a few of the new one's), or else opens the gate at which made spares wait to load
+ * the library, for one of them. A spare exists to save start-up time, which a program whose
+ * children fill every core would pay for in their time instead:
+ * - on 2 cores, replacement spares booted inside 2 of 10 of W6's 15–50 ms timed windows of two
+ *   busy workers, 13–20 ms of CPU each (hence the gate);
+ * - the replacements for W2's two processes were made 50 ms into its ~170 ms stream of two
+ *   busy workers, before the gate covered making them: the stream ran at 0.91–0.92 of
+ *   c7aa146 (a tree without spares) in interleaved runs, 0.95 with the making gated too.
+ * A program that keeps every core busy gets its spares once it pauses; work that starts right
+ * after an idle tick can still meet a spare's boot.
  *
  * @module
  */
@@ -37,10 +43,12 @@ import type { WarmMessage } from "./spares.ts";
  * spare may go, taken by that spare (0 again); shut again at the next busy tick.
  */
 const gate = new Int32Array(new SharedArrayBuffer(4));
-/** How often the gate keeper measures while a spare waits (ms). */
+/** How often the gate keeper measures while spares are asked for or wait (ms). */
 export const GATE_TICK_MS = 50;
 /** Spares made that have not said they are ready (held back by Deno, at the gate, or loading). */
 const booting = new Set<number>();
+/** Spares asked for and not made yet (one is made per idle tick), by what each will load. */
+const pending: string[][] = [];
 let keeping = false;
 
 /** The program's CPU time so far in µs (every thread), or NaN where there is no `process`. */
@@ -54,14 +62,17 @@ function cpuMicros(): number {
   }
 }
 
-/** Opens the gate for one spare whenever a core was mostly idle; runs while spares boot. */
+/**
+ * On each tick in which a core was mostly idle, makes one spare asked for or opens the gate for
+ * one made; runs while spares are asked for or boot.
+ */
 async function keepGate(): Promise<void> {
   keeping = true;
   const cores = Math.max(1, navigator.hardwareConcurrency || 1);
   const nap = new Int32Array(new SharedArrayBuffer(4));
   let cpu = cpuMicros(), at = performance.now();
   try {
-    while (booting.size) {
+    while (booting.size || pending.length) {
       const w = Atomics.waitAsync(nap, 0, 0, GATE_TICK_MS);
       if (w.async) await w.value;
       const nowCpu = cpuMicros(), now = performance.now(), span = now - at;
@@ -71,6 +82,7 @@ async function keepGate(): Promise<void> {
       at = now;
       // Open for this tick only: an opening no spare took is not used later, when busy.
       if (idle < 0.75 * span) Atomics.store(gate, 0, 0);
+      else if (pending.length) makeOne(pending.shift()!);
       else if (Atomics.exchange(gate, 0, 1) === 0) Atomics.notify(gate, 0, 1);
     }
   } finally {
@@ -107,24 +119,27 @@ scope.onmessage = (e) => {
     booting.delete(m.end);
     return;
   }
-  for (let i = 0; i < m.make; i++) {
-    const id = ++ids;
-    const worker = new Worker(BOOTSTRAP, { type: "module", name: "denomp-spare" });
-    const { port1, port2 } = new MessageChannel();
-    // Its one message to this worker: booted (its others go through the channel).
-    worker.onmessage = () => {
-      booting.delete(id);
-      scope.postMessage({ ready: id });
-    };
-    worker.onerror = (ev) => {
-      booting.delete(id);
-      ev.preventDefault(); // reported to the starting thread, which decides (as for a new worker)
-      scope.postMessage({ error: id, message: ev.message });
-    };
-    worker.postMessage({ warm: m.warm, port: port2, gate } satisfies WarmMessage, [port2]);
-    workers.set(id, worker);
-    booting.add(id);
-    scope.postMessage({ spare: id, port: port1 }, [port1]);
-  }
-  if (booting.size && !keeping) void keepGate();
+  for (let i = 0; i < m.make; i++) pending.push(m.warm);
+  if (!keeping) void keepGate();
 };
+
+/** Makes one spare (on an idle tick: see the module doc) that will load `warm`. */
+function makeOne(warm: string[]): void {
+  const id = ++ids;
+  const worker = new Worker(BOOTSTRAP, { type: "module", name: "denomp-spare" });
+  const { port1, port2 } = new MessageChannel();
+  // Its one message to this worker: booted (its others go through the channel).
+  worker.onmessage = () => {
+    booting.delete(id);
+    scope.postMessage({ ready: id });
+  };
+  worker.onerror = (ev) => {
+    booting.delete(id);
+    ev.preventDefault(); // reported to the starting thread, which decides (as for a new worker)
+    scope.postMessage({ error: id, message: ev.message });
+  };
+  worker.postMessage({ warm, port: port2, gate } satisfies WarmMessage, [port2]);
+  workers.set(id, worker);
+  booting.add(id);
+  scope.postMessage({ spare: id, port: port1 }, [port1]);
+}
