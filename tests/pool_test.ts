@@ -245,6 +245,9 @@ Deno.test("unsendable arguments and results reject with SerializationError; no w
   const e4 = await pool.map(identity, [1, 2, 3, 4, 5].map((i) => i === 5 ? () => i : i))
     .catch((e) => e);
   assert.ok(e4 instanceof SerializationError); // here the argument is the function
+  // What is set on the iterable array itself is not an item: not sent, and no error.
+  const words = Object.assign(["a", "b"], { f: () => 0 });
+  assert.deepEqual(await pool.map(identity, words, 2), ["a", "b"]);
   // A callback that submits tasks while the pool is writing a batch (re-entrant dispatch).
   const extra: AsyncResult<number>[] = [];
   const first = pool.applyAsync(square, [2]);

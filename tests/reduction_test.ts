@@ -176,6 +176,21 @@ Deno.test("named properties of arrays arrive, in order, with holes and reference
   assert.throws(() => dumps(Object.assign([1], { f: () => 0 }), "item"), /item\.f: functions/);
 });
 
+Deno.test("a list (EncodeOptions.list) sends its items only; arrays inside it keep their named properties", () => {
+  type Props = unknown[] & Record<string, unknown>;
+  const inner = Object.assign([1], { total: 1 }) as unknown as Props;
+  const list = Object.assign([inner, "b"], { note: "not an item", f: () => 0 });
+  const back = loads<Props[]>(new Encoder().encode(list, "chunk", { list: true }));
+  assert.deepEqual(Object.keys(back), ["0", "1"]);
+  assert.equal(back[0].total, 1);
+  // Without the option, as any value: the function is refused, by its path.
+  assert.throws(() => new Encoder().encode(list, "chunk"), /chunk\.f: functions/);
+  // The option covers the list itself, not a later call's value.
+  const enc = new Encoder();
+  enc.encode(list, "chunk", { list: true });
+  assert.throws(() => enc.encode(list, "chunk"), /chunk\.f: functions/);
+});
+
 Deno.test("a value nested too deeply is refused with a SerializationError naming its path", () => {
   let v: unknown = 1;
   for (let i = 0; i < 10_000; i++) v = { a: v };

@@ -18,7 +18,7 @@ import { Ring, TIMEOUT } from "../core/ring.ts";
 import { SystemExit } from "../core/child.ts";
 import type { TargetRef } from "../core/target.ts";
 import { ProcessError } from "../core/errors.ts";
-import { Decoder, Encoder } from "../core/reduction.ts";
+import { Decoder, type EncodeOptions, Encoder } from "../core/reduction.ts";
 import {
   APPLY,
   CANCEL,
@@ -178,7 +178,12 @@ class ResultWriter {
     }
     let body: Uint8Array;
     try {
-      body = this.#enc.encode(value, root, kind === R_OK ? undefined : { reportError: true });
+      // A chunk's results are an array the worker made: a list (see `EncodeOptions.list`).
+      body = this.#enc.encode(
+        value,
+        root,
+        kind !== R_OK ? REPORT : root === "chunk" ? LIST : undefined,
+      );
     } catch (e) {
       // Unsendable result: the task fails with SerializationError and the worker goes on.
       kind = kind === R_OK ? R_ERR : kind;
@@ -246,6 +251,11 @@ class ResultWriter {
 
 const copyOut = (b: Uint8Array): Uint8Array => b.slice();
 const yes = (): true => true;
+/** How the pool encodes a chunk: its items, or its results, as a list (`EncodeOptions.list`). */
+export const LIST: EncodeOptions = { list: true };
+/** How a worker encodes a task's error (see `EncodeOptions.reportError`). */
+const REPORT: EncodeOptions = { reportError: true };
+
 /** Stands for "the results are in the writer's column" in `TaskLoop.#finish`. */
 const COLUMN_DONE: unique symbol = Symbol("column");
 

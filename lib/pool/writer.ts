@@ -29,7 +29,7 @@ import {
   STARMAP,
   TASK_HEADER,
 } from "./wire.ts";
-import { detachAll } from "./worker.ts";
+import { detachAll, LIST } from "./worker.ts";
 import type { WorkerHandle } from "./workers.ts";
 
 /** A task message is posted once it is this large (a ring frame holds up to half the ring). */
@@ -58,7 +58,7 @@ export class TaskWriter {
     for (const t of tasks) {
       try {
         const { result, modules } = withHandleModules(() =>
-          this.#enc.encode(t.items(), t.mode === APPLY ? "args" : "chunk").slice()
+          this.#enc.encode(t.items(), t.mode === APPLY ? "args" : "chunk", LIST).slice()
         );
         t.bytes = result;
         t.modules = modules;
@@ -99,7 +99,7 @@ export class TaskWriter {
         }
         if (body === null) {
           try {
-            body = this.#enc.encode(t.items(), t.mode === APPLY ? "args" : "chunk");
+            body = this.#enc.encode(t.items(), t.mode === APPLY ? "args" : "chunk", LIST);
           } catch (e) {
             // Unsendable arguments fail this task only; the worker never sees it.
             this.#pool.results.complete(
