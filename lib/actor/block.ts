@@ -133,6 +133,7 @@ export class Box {
 /** Frees what a mailbox block points to, when its last reference goes. */
 export function freeBox(off: number): void {
   forgetObject(off);
+  Ring.dispose(off + HEADER); // a long message a dead receiver was reading
   const h = heap(), b = off >> 2;
   const r = h.i32[b + REASON];
   if (r) release(r);

@@ -29,7 +29,7 @@ import {
   type Waits,
 } from "../core/atomics.ts";
 import { adopt, alloc, DEAD_STEP_GRACE_MS, heap, release, retain } from "../core/heap.ts";
-import { EOF, TIMEOUT } from "../core/ring.ts";
+import { EOF, type RecvOptions, TIMEOUT } from "../core/ring.ts";
 import { optionsOf } from "../core/args.ts";
 import { Full, TimeoutError, ValueError } from "../core/errors.ts";
 import { loads, registerHandle } from "../core/reduction.ts";
@@ -78,6 +78,8 @@ export interface MailboxSendOptions {
 
 /** The block a Mailbox being rebuilt attaches to (see core/attach.ts). */
 const attaching = new Attaching();
+/** How a long message is read: what is there, durably (see `RecvOptions.durable`). */
+const LONG: RecvOptions = { timeout: 0, durable: true };
 let boxOfMailbox: (m: Mailbox<unknown>) => Box;
 
 /**
@@ -337,13 +339,14 @@ export class Mailbox<T = unknown> {
           let v = ring.tryRecv(decode);
           if (v === TIMEOUT) {
             if (ring.empty()) break;
-            // A long message: read it whole.
-            // Parked meanwhile: a receiver that dies here is taken over at once.
+            // A long message: read it whole, durably (what a receiver that dies here took out
+            // of the ring is finished by the next one). Parked meanwhile: a receiver that dies
+            // here is taken over at once.
             mutexParkHeld(h, RLOCK);
             try {
-              if (blocking) v = ring.recvSync(decode, { timeout: 0 });
+              if (blocking) v = ring.recvSync(decode, LONG);
               else {
-                yield ring.recv(decode, { timeout: 0 }).then((x) => (read.v = x));
+                yield ring.recv(decode, LONG).then((x) => (read.v = x));
                 v = read.v;
               }
             } finally {
