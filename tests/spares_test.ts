@@ -186,6 +186,35 @@ Deno.test("a spare is made and loads the library only while a core is free: not 
   }
 });
 
+Deno.test("setSpares({ count: 0 }) while spares wait for a free core: none is made once the cores are free", async () => {
+  const stop = new Event();
+  const busy: Process[] = [];
+  try {
+    setSpares({ count: 0 });
+    for (let i = 0; i < navigator.hardwareConcurrency; i++) {
+      const p = new Process({ target: spinUntil, args: [stop], daemon: true });
+      p.start();
+      busy.push(p);
+    }
+    await sleep(200); // all of them spinning
+    const made = __testHooks.made();
+    setSpares({ count: 2, idleMs: 10_000 });
+    await sleep(300);
+    assert.equal(__testHooks.made(), made, "none made while every core was busy");
+    setSpares({ count: 0 });
+    stop.set();
+    for (const p of busy) await p.join();
+    await sleep(1000); // idle ticks: spares still asked for would be made now
+    assert.equal(__testHooks.made(), made, "a spare called off was made once the cores were free");
+    assert.equal(__testHooks.asked(), 0);
+    assert.equal(__testHooks.live(), 0);
+  } finally {
+    stop.set();
+    for (const p of busy) await p.join();
+    setSpares(DEFAULTS);
+  }
+});
+
 Deno.test("an idle spare is ended after idleMs, then the zygote: no worker thread is left", async () => {
   try {
     setSpares({ count: 0 });

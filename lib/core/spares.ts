@@ -37,8 +37,8 @@
  *
  * The main thread asks for its spares 100 ms after the library loads (later while it starts
  * processes: see `PREWARM_QUIET_MS`); a worker only after it started a child (most workers
- * never do). Configuration: `setSpares({ count, idleMs })` (`count: 0` turns spares off and
- * ends those alive) or the environment variable
+ * never do). Configuration: `setSpares({ count, idleMs })` (`count: 0` turns spares off, ends
+ * those alive and calls off those asked for and not made yet) or the environment variable
  * `DENOMP_SPARES=<count>`, read once when the library loads if `env` access is granted; a
  * worker inherits its parent's setting.
  *
@@ -150,6 +150,8 @@ let lastTake = 0;
 let zygote: Worker | null = null;
 /** Spares asked of the zygote that have not arrived. */
 let asked = 0;
+/** Spares the zygote has made (for tests). */
+let made = 0;
 /** Spares made, not ready yet, by id. */
 const waiting = new Map<number, Spare>();
 /** The error handlers of the zygote's children that run a process, by id. */
@@ -207,6 +209,9 @@ export function adoptSpareOptions(options: Required<SpareOptions>): void {
   config.count = options.count;
   config.idleMs = options.idleMs;
   while (spares.length > config.count) end(spares.pop()!);
+  // Spares asked for and not made yet (the zygote waits for a free core) are called off.
+  const extra = Math.min(asked, spares.length + asked - config.count);
+  if (extra > 0 && zygote) zygote.postMessage({ cancel: extra } satisfies ZygoteRequest);
   if (sooner && zygote) void reap(); // the running reaper sleeps until the old deadline
 }
 
@@ -310,7 +315,12 @@ function zygoteWorker(): Worker {
   const z = new Worker(ZYGOTE, { type: "module", name: "denomp-zygote" });
   z.onmessage = (e: MessageEvent<ZygoteReply>) => {
     const m = e.data;
+    if ("cancelled" in m) {
+      asked = Math.max(0, asked - m.cancelled);
+      return askSpares(); // the count may have gone up again meanwhile
+    }
     if ("spare" in m) {
+      made++;
       // Not ready yet: a worker made by a worker runs ~1 s after it was made, and a start
       // message posted before then would wait that long.
       waiting.set(m.spare, { id: m.spare, port: m.port, born: 0 });
@@ -405,6 +415,8 @@ export const __testHooks = {
   /** Spares asked of the zygote that have not arrived. */
   asked: (): number => asked,
   zygote: (): boolean => zygote !== null,
+  /** Spares the zygote has made so far. */
+  made: (): number => made,
 };
 
 /**

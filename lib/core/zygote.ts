@@ -91,13 +91,16 @@ async function keepGate(): Promise<void> {
   }
 }
 
-/** What the starting thread asks. */
-export type ZygoteRequest = { make: number; warm: string[] } | { end: number };
+/** What the starting thread asks: spares made, one ended, or those not made yet called off. */
+export type ZygoteRequest = { make: number; warm: string[] } | { end: number } | {
+  cancel: number;
+};
 
 /** What the zygote answers: a new spare (with its end of the channel), or a spare's error. */
 export type ZygoteReply =
   | { spare: number; port: MessagePort }
   | { ready: number }
+  | { cancelled: number }
   | { error: number; message: string };
 
 const BOOTSTRAP = new URL("./bootstrap.ts", import.meta.url);
@@ -117,6 +120,11 @@ scope.onmessage = (e) => {
     workers.get(m.end)?.terminate();
     workers.delete(m.end);
     booting.delete(m.end);
+    return;
+  }
+  if ("cancel" in m) {
+    // Fewer spares wanted (`setSpares`): those not made yet are not made.
+    scope.postMessage({ cancelled: pending.splice(0, m.cancel).length });
     return;
   }
   for (let i = 0; i < m.make; i++) pending.push(m.warm);
