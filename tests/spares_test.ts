@@ -153,17 +153,25 @@ Deno.test("spares are asked for again once starts pause, not during a burst of s
   }
 });
 
+/**
+ * Spares off, then one process per core spinning until `stop` is set (pushed on `busy`, for the
+ * test to join), all of them running.
+ */
+async function fillCores(stop: Event, busy: Process[]): Promise<void> {
+  setSpares({ count: 0 });
+  for (let i = 0; i < navigator.hardwareConcurrency; i++) {
+    const p = new Process({ target: spinUntil, args: [stop], daemon: true });
+    p.start();
+    busy.push(p);
+  }
+  await sleep(200);
+}
+
 Deno.test("a spare is made and loads the library only while a core is free: not while the program's children fill them all", async () => {
   const stop = new Event();
   const busy: Process[] = [];
   try {
-    setSpares({ count: 0 });
-    for (let i = 0; i < navigator.hardwareConcurrency; i++) {
-      const p = new Process({ target: spinUntil, args: [stop], daemon: true });
-      p.start();
-      busy.push(p);
-    }
-    await sleep(200); // all of them spinning
+    await fillCores(stop, busy);
     setSpares({ count: 2, idleMs: 10_000 });
     // Without the gate both spares are ready 0.5-1 s after they are asked for.
     await sleep(2500);
@@ -190,13 +198,7 @@ Deno.test("setSpares({ count: 0 }) while spares wait for a free core: none is ma
   const stop = new Event();
   const busy: Process[] = [];
   try {
-    setSpares({ count: 0 });
-    for (let i = 0; i < navigator.hardwareConcurrency; i++) {
-      const p = new Process({ target: spinUntil, args: [stop], daemon: true });
-      p.start();
-      busy.push(p);
-    }
-    await sleep(200); // all of them spinning
+    await fillCores(stop, busy);
     const made = __testHooks.made();
     setSpares({ count: 2, idleMs: 10_000 });
     await sleep(300);
