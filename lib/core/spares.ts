@@ -210,7 +210,7 @@ export function adoptSpareOptions(options: Required<SpareOptions>): void {
   config.idleMs = options.idleMs;
   while (spares.length > config.count) end(spares.pop()!);
   // Spares asked for and not made yet (the zygote waits for a free core) are called off.
-  const extra = Math.min(asked, spares.length + asked - config.count);
+  const extra = spares.length + asked - config.count; // at most `asked`: spares <= count now
   if (extra > 0 && zygote) zygote.postMessage({ cancel: extra } satisfies ZygoteRequest);
   if (sooner && zygote) void reap(); // the running reaper sleeps until the old deadline
 }

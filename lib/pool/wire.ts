@@ -10,6 +10,7 @@
 
 import { heap } from "../core/heap.ts";
 import { SerializationError } from "../core/errors.ts";
+import type { EncodeOptions } from "../core/reduction.ts";
 
 /** Worker control block: Int32 words at the start of the worker's heap block. */
 /**
@@ -226,6 +227,12 @@ export function cancelled(ctl: Int32Array, seq: number): boolean {
 
 // ---------------------------------------------------------------------------------------------
 // Errors on the wire (both sides)
+
+/**
+ * How a chunk is encoded, its items by the parent and its results by the worker: as a list
+ * (`EncodeOptions.list`), whose array's own named properties are not items.
+ */
+export const LIST: EncodeOptions = { list: true };
 
 /** A chunk-relative serialization path (`chunk[3].x`) made absolute (`iterable[1003].x`). */
 export function chunkPath(e: unknown, start: number, root: string): unknown {

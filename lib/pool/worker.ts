@@ -32,6 +32,7 @@ import {
   DEFINE_HEADER,
   describe,
   Doorbell,
+  LIST,
   MAP,
   type Mode,
   OP_DEFINE,
@@ -251,8 +252,6 @@ class ResultWriter {
 
 const copyOut = (b: Uint8Array): Uint8Array => b.slice();
 const yes = (): true => true;
-/** How the pool encodes a chunk: its items, or its results, as a list (`EncodeOptions.list`). */
-export const LIST: EncodeOptions = { list: true };
 /** How a worker encodes a task's error (see `EncodeOptions.reportError`). */
 const REPORT: EncodeOptions = { reportError: true };
 

@@ -20,6 +20,7 @@ import {
   COLUMN,
   type Column,
   DEFINE_HEADER,
+  LIST,
   OP_DEFINE,
   OP_IMPORT,
   OP_PAD,
@@ -29,7 +30,7 @@ import {
   STARMAP,
   TASK_HEADER,
 } from "./wire.ts";
-import { detachAll, LIST } from "./worker.ts";
+import { detachAll } from "./worker.ts";
 import type { WorkerHandle } from "./workers.ts";
 
 /** A task message is posted once it is this large (a ring frame holds up to half the ring). */
