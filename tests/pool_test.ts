@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { activeChildren, type Process } from "../lib/process/process.ts";
 import { Pool } from "../lib/pool/pool.ts";
-import { __testHooks as sparesHooks, spareOptions } from "../lib/core/spares.ts";
+import { __testHooks as sparesHooks, setSpares, spareOptions } from "../lib/core/spares.ts";
 import { AsyncResult } from "../lib/pool/async_result.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import {
@@ -33,6 +33,7 @@ import {
   squareLater,
   squareUnless13,
   throwLater,
+  timerReadMs,
   unsendableResult,
 } from "./fixtures/pool_tasks.ts";
 
@@ -110,6 +111,28 @@ Deno.test("an idle pool burns no CPU", async () => {
     ticks = cpu() - c0;
   }
   assert.ok(ticks <= 5, `${ticks * 10} ms of CPU in 500 ms of idling, three times over`);
+});
+
+Deno.test("a fresh pool worker has set Deno's timers up before it says it is ready", async () => {
+  // Deno loads its timers at a worker's first use of one (~3-8 ms here), and the task loop's
+  // first wait uses one: done after "ready", that landed in the first map. Fresh workers only (a
+  // spare has run its warm-up). The first task reads `setInterval`: ~0.005 ms once loaded. The
+  // median of three pools, so that one descheduling cannot fail it (nor one worker that had
+  // happened to wait on something before it was ready, and loaded them then, pass it).
+  const spares = spareOptions();
+  setSpares({ count: 0 });
+  try {
+    const ms: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await using pool = new Pool({ processes: 1 });
+      await pool.whenReady();
+      ms.push(await pool.apply(timerReadMs));
+    }
+    const median = ms.sort((a, b) => a - b)[1];
+    assert.ok(median < 0.5, `the first task's read of setInterval took ${ms.join(", ")} ms`);
+  } finally {
+    setSpares(spares);
+  }
 });
 
 Deno.test("handles in a task's arguments (a Queue) arrive and work in the worker", async () => {

@@ -102,6 +102,16 @@ export async function keepAlive<T>(p: Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Has Deno set up its timers now, and leaves no timer behind. A worker's first `setTimeout` or
+ * `setInterval` loads them (Node's `node:timers` and what it needs), and {@link keepAlive} calls
+ * `setInterval` at a worker's first asynchronous wait: a worker that says it is ready calls this
+ * first, so that its first work does not pay for it.
+ */
+export function loadTimers(): void {
+  clearInterval(setInterval(() => {}, 1 << 30));
+}
+
 /** Blocks the thread until `i32[index] !== value`, a notify, or `ms` pass. */
 export function waitSync(i32: Int32Array, index: number, value: number, ms: number): WaitResult {
   return Atomics.wait(i32, index, value, ms === Infinity ? undefined : ms);

@@ -9,15 +9,17 @@
  * reply ~1.3 ms to handle, ~0.2 and ~0.5 ms once the codec had run once. Nothing here touches
  * shared state: the spare has no heap yet, and the codec's values are plain ones.
  *
- * It also reads the timer globals: Deno loads them lazily (`setTimeout` is Node's, from
- * `node:timers` and the modules it needs) at a worker's first use of `setTimeout`, as a
- * target's `await sleep(...)` or a call with a timeout makes (measured in a worker with the
- * library loaded, medians of 9: its first `setTimeout(0)` fired after 6.8 ms, 3.2 ms once the
- * globals had been read). Reading them creates no timer: nothing is left pending.
+ * It also sets the timers up (`loadTimers`): Deno loads them lazily (`setTimeout` is Node's,
+ * from `node:timers` and the modules it needs) at a worker's first use of one, as a target's
+ * `await sleep(...)`, a call with a timeout or any asynchronous wait makes (measured in a worker
+ * with the library loaded, medians of 9: its first `setTimeout(0)` fired after 6.8 ms, 3.2 ms
+ * once the globals had been read; in a bare worker, the first read of `setInterval` took ~8 ms).
+ * It leaves no timer pending.
  *
  * @module
  */
 
+import { loadTimers } from "./atomics.ts";
 import { dumps, loads } from "./reduction.ts";
 
 /**
@@ -45,11 +47,11 @@ export function warmedUp(): boolean {
 
 /**
  * Runs the codec over the sample, twice (V8 compiles some functions at their second call), and
- * has Deno load the timers.
+ * has Deno set its timers up.
  */
 export function warmUp(): void {
   done = true;
-  void [setTimeout, clearTimeout, setInterval, clearInterval];
+  loadTimers();
   try {
     for (let i = 0; i < 2; i++) loads(dumps(SAMPLE));
   } catch { /* a warm-up only: the spare works without it */ }
