@@ -14,6 +14,7 @@ import {
   Semaphore,
 } from "../lib/sync/mod.ts";
 import { Thread } from "../lib/core/threading.ts";
+import { ACQUIRED, mutexWaits, WAITERS } from "../lib/core/atomics.ts";
 import { Queue } from "../lib/queues/queues.ts";
 import { alloc, heap, release as releaseBlock } from "../lib/core/heap.ts";
 import { __testHooks } from "../lib/sync/hooks.ts";
@@ -41,6 +42,7 @@ import {
   fromQueue,
   holdLockAsleep,
   holdLockBlocked,
+  incrementAsync,
   releaseForeign,
   releaseLock,
   setEvent,
@@ -168,6 +170,32 @@ Deno.test("Lock: a waiter is woken by release, not by polling", async () => {
   assert.ok(await lock.acquire({ timeout: 5000 }));
   assert.ok(performance.now() - t0 < 1000);
   lock.release();
+});
+
+Deno.test("mutex: a waiter whose sleep found the lock taken again naps unflagged, then looks", () => {
+  // The wait algorithm driven by hand. A holder looping release/acquire changes the word between
+  // the waiter's flagging it and its sleep; flagging it again at once, over and over, took the
+  // line from the holder and sent its releases down the slow path (see BACKOFF_MS).
+  const i32 = new Int32Array(new SharedArrayBuffer(4)), holder = heap().slot;
+  i32[0] = holder;
+  const g = mutexWaits(i32, 0, holder, Infinity);
+  let s = g.next();
+  assert.ok(!s.done && s.value.i32 === i32 && s.value.value === (holder | WAITERS));
+  i32[0] = holder; // released and taken again before the waiter slept: the flag is gone
+  s = g.next("not-equal");
+  assert.ok(!s.done && s.value.i32 !== i32, "it naps on a word of its own");
+  assert.ok(s.value.ms > 0 && s.value.ms < 5);
+  assert.equal(i32[0], holder, "and leaves the mutex word alone meanwhile");
+  i32[0] = 0; // released while it napped
+  assert.deepEqual(g.next("timed-out"), { done: true, value: ACQUIRED });
+  assert.equal(i32[0], holder | WAITERS); // having slept, it keeps the flag for the others
+
+  // Found free instead of taken again: no nap.
+  i32[0] = holder;
+  const h = mutexWaits(i32, 0, holder, Infinity);
+  h.next();
+  i32[0] = 0;
+  assert.deepEqual(h.next("not-equal"), { done: true, value: ACQUIRED });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -567,6 +595,19 @@ Deno.test("workers: a waiter blocked on a dead holder's Lock wakes up (Sync path
   const g2 = lock2.acquireSync({ timeout: 5000 });
   assert.ok(g2 && g2.ownerDied);
   g2.release();
+});
+
+Deno.test("workers: two workers looping on one RLock with await acquire() lose no increment", async () => {
+  // W6's shape: each takes the lock 100,000 times, started together, so that waiters keep
+  // losing the race to a holder that takes it again at once, and back off (see BACKOFF_MS).
+  const v = new Value("i", 0), warm = new Value("i", 0), n = 100_000;
+  const ready = new Semaphore(0), go = new Event();
+  const ps = [0, 1].map(() => start(incrementAsync, v, warm, n, ready, go));
+  for (let i = 0; i < 2; i++) assert.ok(await ready.acquire({ timeout: 30_000 }));
+  go.set();
+  for (const p of ps) await p.join();
+  assert.deepEqual(ps.map((p) => p.exitCode), [0, 0]);
+  assert.equal(v.value, 2 * n);
 });
 
 Deno.test("workers: RLock ownership is per process; a Lock may be released by another", async () => {
