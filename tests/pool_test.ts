@@ -373,6 +373,26 @@ Deno.test("a failing initializer breaks the pool: tasks reject with BrokenPoolEr
   }
 });
 
+Deno.test("numeric results are copied out of the buffer they are read through: map and imap stay exact", async () => {
+  // Columns of numbers are read in place, or through one buffer the reader reuses (a frame that
+  // falls unaligned): a job that kept the view instead of copying would see later chunks.
+  await using pool = new Pool({ processes: 2 });
+  const n = 20_000, want = range(n).map((x) => x * x);
+  assert.deepEqual(await pool.map(square, range(n), 1000), want);
+  const ordered: number[] = [];
+  for await (const y of pool.imap(square, range(n), { chunksize: 1000, buffersize: n })) {
+    if (ordered.length === 0) await delay(50); // every chunk read meanwhile, waiting in the job
+    ordered.push(y);
+  }
+  assert.deepEqual(ordered, want);
+  const unordered: number[] = [];
+  for await (const y of pool.imapUnordered(square, range(n), { chunksize: 1000, buffersize: n })) {
+    if (unordered.length === 0) await delay(50);
+    unordered.push(y);
+  }
+  assert.deepEqual(unordered.sort((a, b) => a - b), want);
+});
+
 Deno.test("imap is ordered, imapUnordered complete; an infinite input is read a bounded way ahead", async () => {
   await using pool = new Pool({ processes: 2 });
   const ordered: number[] = [];
