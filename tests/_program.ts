@@ -11,15 +11,17 @@ export interface ProgramResult {
   timedOut: boolean;
 }
 
-/** Runs `deno run -A --unstable-worker-options file ...args`; kills it after `timeoutMs`. */
+/**
+ * Runs `deno run -A --unstable-worker-options [flags] file ...args`; kills it after `timeoutMs`.
+ */
 export async function runProgram(
   file: string,
   args: string[] = [],
-  options: { env?: Record<string, string>; timeoutMs?: number } = {},
+  options: { env?: Record<string, string>; timeoutMs?: number; flags?: string[] } = {},
 ): Promise<ProgramResult> {
   const t0 = performance.now();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-worker-options", file, ...args],
+    args: ["run", "-A", "--unstable-worker-options", ...options.flags ?? [], file, ...args],
     env: options.env,
     stdout: "piped",
     stderr: "piped",

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { attachHeap, isTerminatedError } from "./heap.ts";
+import { attachHeap, heap, isAlive, isTerminatedError, releaseAdopted } from "./heap.ts";
 import type { StartBuffer } from "./bigblock.ts";
 import {
   current,
@@ -272,13 +272,24 @@ async function runChild(msg: StartMessage): Promise<void> {
       await (fn as (...a: unknown[]) => unknown)(...args);
     }
     await runExitHooks();
+    dropReferences();
     report(0);
   } catch (err) {
     try {
       await runExitHooks();
     } catch { /* the target's failure is what gets reported */ }
+    dropReferences();
     fail(err);
   }
+}
+
+/**
+ * The child's handles die with it: their references go now, before the parent hears of the end
+ * (so that its `join()` sees them gone). Not a terminated child's (a zombie running on to here):
+ * after `terminate()`, nothing it does changes shared state.
+ */
+function dropReferences(): void {
+  if (isAlive(heap().slot)) releaseAdopted();
 }
 
 /** Hook for `process.ts`: makes a subclass instance rebuilt in its worker act as the current process. */

@@ -524,10 +524,23 @@ export function blockSize(off: number): number {
   return (1 << heap().i32[(off - BLOCK_HEADER) >> 2]) - BLOCK_HEADER;
 }
 
-const finalizer = new FinalizationRegistry<number | [number, (off: number) => void]>((held) => {
+/**
+ * The references this isolate holds through {@link adopt}, until their owners are collected or
+ * disowned: a worker that ends drops the rest ({@link releaseAdopted}), as the collector never
+ * runs at an isolate's end. Keyed by a number of their own, the finalizer's held value.
+ */
+const adopted = new Map<number, Adopted>();
+type Adopted = [owner: WeakRef<object>, off: number, beforeFree?: (off: number) => void];
+/** The keys in {@link adopted} of each owner (a handle holds one; nothing forbids more). */
+const keysOf = new WeakMap<object, number[]>();
+let lastKey = 0;
+
+const finalizer = new FinalizationRegistry<number>((key) => {
+  const a = adopted.get(key);
+  if (!a) return;
+  adopted.delete(key);
   try {
-    if (typeof held === "number") release(held);
-    else release(held[0], held[1]);
+    release(a[1], a[2]);
   } catch { /* the heap is gone with the process */ }
 });
 
@@ -537,7 +550,12 @@ const finalizer = new FinalizationRegistry<number | [number, (off: number) => vo
  * holds exactly one reference this way.
  */
 export function adopt(owner: object, off: number, beforeFree?: (off: number) => void): void {
-  finalizer.register(owner, beforeFree ? [off, beforeFree] : off, owner);
+  const key = ++lastKey;
+  adopted.set(key, [new WeakRef(owner), off, beforeFree]);
+  const keys = keysOf.get(owner);
+  if (keys) keys.push(key);
+  else keysOf.set(owner, [key]);
+  finalizer.register(owner, key, owner);
 }
 
 /**
@@ -545,7 +563,29 @@ export function adopt(owner: object, off: number, beforeFree?: (off: number) => 
  * reference early, e.g. `SharedMemory.close()`. Returns false if `owner` had adopted nothing.
  */
 export function disown(owner: object): boolean {
+  for (const key of keysOf.get(owner) ?? []) adopted.delete(key);
+  keysOf.delete(owner);
   return finalizer.unregister(owner);
+}
+
+/**
+ * Drops every reference this isolate still holds through {@link adopt}: a worker's last step,
+ * when its target has returned (or thrown) and its exit hooks have run. Without it, a handle
+ * that a process received (a `Value`, a `Lock`, a `Mailbox` in its arguments) kept its block
+ * forever once the process ended, the collector having never run there.
+ */
+export function releaseAdopted(): void {
+  for (const [key, [ref, off, beforeFree]] of adopted) {
+    adopted.delete(key);
+    const owner = ref.deref();
+    if (owner) {
+      finalizer.unregister(owner);
+      keysOf.delete(owner);
+    }
+    try {
+      release(off, beforeFree);
+    } catch { /* one handle's failure must not keep the others' references */ }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
