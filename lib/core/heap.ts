@@ -525,22 +525,27 @@ export function blockSize(off: number): number {
 }
 
 /**
- * The references this isolate holds through {@link adopt}, until their owners are collected or
- * disowned: a worker that ends drops the rest ({@link releaseAdopted}), as the collector never
- * runs at an isolate's end. Keyed by a number of their own, the finalizer's held value.
+ * The references this isolate holds through {@link adopt}, by block: how many, and what frees
+ * the block. A worker that ends drops them ({@link releaseAdopted}), as the collector never runs
+ * at an isolate's end. Counted per block, not per owner: a `WeakRef` or a map entry per handle
+ * made passing a `Value` through a `Queue` 20-50% slower.
  */
-const adopted = new Map<number, Adopted>();
-type Adopted = [owner: WeakRef<object>, off: number, beforeFree?: (off: number) => void];
-/** The keys in {@link adopted} of each owner (a handle holds one; nothing forbids more). */
-const keysOf = new WeakMap<object, number[]>();
-let lastKey = 0;
+const adopted = new Map<number, { n: number; beforeFree?: (off: number) => void }>();
 
-const finalizer = new FinalizationRegistry<number>((key) => {
-  const a = adopted.get(key);
-  if (!a) return;
-  adopted.delete(key);
+/** One fewer reference of `off` held through {@link adopt}; false if none was left. */
+function unadopt(off: number): boolean {
+  const a = adopted.get(off);
+  if (!a) return false;
+  if (--a.n === 0) adopted.delete(off);
+  return true;
+}
+
+const finalizer = new FinalizationRegistry<number | [number, (off: number) => void]>((held) => {
+  const off = typeof held === "number" ? held : held[0];
+  if (!unadopt(off)) return; // dropped already, as its worker ended
   try {
-    release(a[1], a[2]);
+    if (typeof held === "number") release(held);
+    else release(held[0], held[1]);
   } catch { /* the heap is gone with the process */ }
 });
 
@@ -550,22 +555,21 @@ const finalizer = new FinalizationRegistry<number>((key) => {
  * holds exactly one reference this way.
  */
 export function adopt(owner: object, off: number, beforeFree?: (off: number) => void): void {
-  const key = ++lastKey;
-  adopted.set(key, [new WeakRef(owner), off, beforeFree]);
-  const keys = keysOf.get(owner);
-  if (keys) keys.push(key);
-  else keysOf.set(owner, [key]);
-  finalizer.register(owner, key, owner);
+  const a = adopted.get(off);
+  if (a) a.n++;
+  else adopted.set(off, { n: 1, beforeFree });
+  finalizer.register(owner, beforeFree ? [off, beforeFree] : off, owner);
 }
 
 /**
- * Undoes {@link adopt} for `owner`, which then holds no reference: for handles that drop their
- * reference early, e.g. `SharedMemory.close()`. Returns false if `owner` had adopted nothing.
+ * Undoes {@link adopt} of block `off` for `owner`, which then holds no reference: for handles that
+ * drop their reference early, e.g. `SharedMemory.close()`. Returns false if `owner` had adopted
+ * nothing.
  */
-export function disown(owner: object): boolean {
-  for (const key of keysOf.get(owner) ?? []) adopted.delete(key);
-  keysOf.delete(owner);
-  return finalizer.unregister(owner);
+export function disown(owner: object, off: number): boolean {
+  if (!finalizer.unregister(owner)) return false;
+  unadopt(off);
+  return true;
 }
 
 /**
@@ -575,16 +579,13 @@ export function disown(owner: object): boolean {
  * forever once the process ended, the collector having never run there.
  */
 export function releaseAdopted(): void {
-  for (const [key, [ref, off, beforeFree]] of adopted) {
-    adopted.delete(key);
-    const owner = ref.deref();
-    if (owner) {
-      finalizer.unregister(owner);
-      keysOf.delete(owner);
+  for (const [off, a] of adopted) {
+    adopted.delete(off);
+    for (let i = 0; i < a.n; i++) {
+      try {
+        release(off, a.beforeFree);
+      } catch { /* one handle's failure must not keep the others' references */ }
     }
-    try {
-      release(off, beforeFree);
-    } catch { /* one handle's failure must not keep the others' references */ }
   }
 }
 

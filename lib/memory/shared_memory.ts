@@ -137,7 +137,7 @@ export class SharedMemory {
     else if ((sab ??= bigBuffer(off))) this.#buf = new Uint8Array(sab);
     else if (name !== undefined) {
       this.#buf = null; // give back the reference the attach took
-      disown(this);
+      disown(this, off);
       release(off, forget);
       throw new ValueError(notHereMessage(`SharedMemory '${name}'`));
     } else {
@@ -221,7 +221,7 @@ export class SharedMemory {
     checkNotTerminated();
     this.#buf = null;
     this.#arriving = false;
-    disown(this);
+    disown(this, this.#off);
     release(this.#off, isBig(this.#off) ? forget : undefined);
   }
 

@@ -255,7 +255,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     if (s === closedState || this.#busy || !s.closed || s.count() !== 0) return;
     if (s.joinable && s.unfinished() !== 0) return;
     this.#s = closedShared();
-    disown(this);
+    disown(this, s.off);
     release(s.off, s.beforeFree);
   }
 
