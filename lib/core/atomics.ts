@@ -270,10 +270,9 @@ const SPIN = 200;
  * 3,500 such sleeps a worker, 3 to 133 real ones). Napping instead, unflagged, on a word of its
  * own (the backoff of test-and-test-and-set locks, Anderson 1990), the waiter leaves the holder
  * running alone; starvation (STARVE_MS) still brings the lock round to it. A waiter whose sleep
- * found the mutex free takes it at once. W6 against c7aa146 (6 rounds
- * interleaved, 2 cores), RLock async / Lock Sync / RLock Sync: 0.68 / 1.23 / 1.10 without the
- * nap; with naps of 0.1 ms 1.12 / 1.31 / 1.37, 0.2 ms 1.10 / 1.45 / 1.26, 0.4 ms 1.15 / 1.34 /
- * 1.29.
+ * found the mutex free takes it at once. W6 against c7aa146 (6 rounds interleaved, 2 cores),
+ * RLock async / Lock Sync / RLock Sync: 0.68 / 1.23 / 1.10 without the nap; with naps of
+ * 0.1 ms 1.12 / 1.31 / 1.37, 0.2 ms 1.10 / 1.45 / 1.26, 0.4 ms 1.15 / 1.34 / 1.29.
  */
 const BACKOFF_MS = 0.2;
 /** The nap itself: a sleep on a word nobody else sees, which ends by its timeout. */

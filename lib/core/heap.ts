@@ -526,9 +526,10 @@ export function blockSize(off: number): number {
 
 /**
  * The references this isolate holds through {@link adopt}, by block: how many, and what frees
- * the block. A worker that ends drops them ({@link releaseAdopted}), as the collector never runs
- * at an isolate's end. Counted per block, not per owner: a `WeakRef` or a map entry per handle
- * made passing a `Value` through a `Queue` 20-50% slower.
+ * the block (the same function for every handle of a block: its kind's). A worker that ends
+ * drops them ({@link releaseAdopted}), as the collector never runs at an isolate's end. Counted
+ * per block, not per owner: a map entry per handle made passing a `Value` through a `Queue` and
+ * back 20% slower, with a `WeakRef` each 53%.
  */
 const adopted = new Map<number, { n: number; beforeFree?: (off: number) => void }>();
 
@@ -540,12 +541,12 @@ function unadopt(off: number): boolean {
   return true;
 }
 
-const finalizer = new FinalizationRegistry<number | [number, (off: number) => void]>((held) => {
-  const off = typeof held === "number" ? held : held[0];
+/** Holds each adoption's block offset; what frees the block is in {@link adopted}. */
+const finalizer = new FinalizationRegistry<number>((off) => {
+  const beforeFree = adopted.get(off)?.beforeFree;
   if (!unadopt(off)) return; // dropped already, as its worker ended
   try {
-    if (typeof held === "number") release(held);
-    else release(held[0], held[1]);
+    release(off, beforeFree);
   } catch { /* the heap is gone with the process */ }
 });
 
@@ -558,7 +559,7 @@ export function adopt(owner: object, off: number, beforeFree?: (off: number) => 
   const a = adopted.get(off);
   if (a) a.n++;
   else adopted.set(off, { n: 1, beforeFree });
-  finalizer.register(owner, beforeFree ? [off, beforeFree] : off, owner);
+  finalizer.register(owner, off, owner);
 }
 
 /**
